@@ -1,0 +1,108 @@
+"""The one result type every command returns: ordered rows with units, plus a summary.
+
+Like the nanoGPT notebook's OrderedDict: hierarchical names with "/" (``attention/qkv``), each
+row a plain number in a base unit. Tables, JSON, CSV and Markdown all render from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+# Base units. Display conversion lives in units.py; values here are never pre-formatted.
+UNITS = ("params", "FLOP", "FLOP/s", "byte", "byte/s", "s", "token", "token/s", "ratio", "count")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    value: float
+    unit: str
+    note: str = ""  # the convention behind the number, e.g. "2 B/param"
+    total: str | None = "total"  # the row this one's share is taken of; None: no share column
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
+
+    @property
+    def depth(self) -> int:
+        return self.name.count("/")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    command: str
+    rows: tuple[Row, ...]
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    summary_units: Mapping[str, str] = field(default_factory=dict)  # key -> base unit, for display
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # assumptions a reader needs to trust the numbers
+    model: str | None = None
+    gpu: str | None = None
+    title: str = ""
+
+    def value(self, name: str) -> float:
+        for row in self.rows:
+            if row.name == name:
+                return row.value
+        raise KeyError(name)
+
+    def get(self, name: str, default: float | None = None) -> float | None:
+        try:
+            return self.value(name)
+        except KeyError:
+            return default
+
+    def share(self, row: Row) -> float | None:
+        """Fraction of the row's reference total, or None when it has none."""
+        if row.total is None or row.total == row.name:
+            return 1.0 if row.total == row.name else None
+        ref = self.get(row.total)
+        if not ref:
+            return None
+        return row.value / ref
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of DESIGN.md: base units, plain numbers, nothing formatted."""
+        return {
+            "command": self.command,
+            "model": self.model,
+            "gpu": self.gpu,
+            "inputs": dict(self.inputs),
+            "rows": [{"name": r.name, "value": r.value, "unit": r.unit, **({"note": r.note} if r.note else {})}
+                     for r in self.rows],
+            "summary": dict(self.summary),
+            "notes": list(self.notes),
+        }
+
+
+class Rows:
+    """An ordered builder so the core reads like the notebook: ``rows.add("mlp/up", n)``."""
+
+    def __init__(self, unit: str, total: str | None = "total") -> None:
+        self.unit = unit
+        self.total = total
+        self._rows: dict[str, Row] = {}
+
+    def add(self, name: str, value: float, note: str = "", unit: str | None = None,
+            total: str | None | type(...) = ...) -> float:
+        self._rows[name] = Row(name, value, unit or self.unit, note,
+                               self.total if total is ... else total)
+        return value
+
+    def sum(self, name: str, parts: Iterable[str], note: str = "") -> float:
+        """A sub-total row that is, by construction, the sum of its parts."""
+        return self.add(name, sum(self._rows[p].value for p in parts), note)
+
+    def children(self, prefix: str) -> list[str]:
+        return [n for n in self._rows if n.startswith(prefix + "/") and n.count("/") == prefix.count("/") + 1]
+
+    def __getitem__(self, name: str) -> float:
+        return self._rows[name].value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rows
+
+    def build(self) -> tuple[Row, ...]:
+        return tuple(self._rows.values())

@@ -1,0 +1,73 @@
+"""The `presets` command's data: listing, showing and importing presets (no rendering here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from . import presets
+from .params import count
+from .spec import SpecError
+
+
+def listing() -> dict[str, list[dict[str, Any]]]:
+    """Key figures per preset: models (shape, size) and GPUs (memory, bandwidth, peaks)."""
+    models = []
+    for m in presets.all_models():
+        r = count(m)
+        kind = "MoE" if m.is_moe else "dense"
+        attention = "MLA" if m.is_mla else ("MHA" if m.kv_heads == m.num_attention_heads
+                                            else "MQA" if m.kv_heads == 1 else "GQA")
+        models.append({"name": m.name, "params": int(r["total"]), "active": int(r["active"]),
+                       "layers": m.num_hidden_layers, "hidden": m.hidden_size,
+                       "heads": m.num_attention_heads, "kv_heads": m.kv_heads,
+                       "attention": attention, "mlp": kind, "context": m.max_position_embeddings,
+                       "vocab": m.vocab_size})
+    gpus = []
+    for g in presets.all_gpus():
+        gpus.append({"name": g.name, "vendor": g.vendor, "memory": g.memory_bytes,
+                     "memory_bandwidth": g.memory_bandwidth,
+                     "bf16": g.peak_flops.get("bf16") or g.peak_flops.get("fp16"),
+                     "fp8": g.peak_flops.get("fp8"), "interconnect": g.interconnect_bandwidth})
+    return {"models": models, "gpus": gpus}
+
+
+# Units of the listing's numeric columns, so renderers format them without guessing from names.
+LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
+                 "memory_bandwidth": "byte/s", "bf16": "FLOP/s", "fp8": "FLOP/s",
+                 "interconnect": "byte/s"}
+
+
+def show(name: str) -> tuple[str, dict[str, Any]]:
+    """("model" | "GPU", every resolved field) for a preset name or file."""
+    try:
+        spec = presets.load_model(name)
+        fields = presets.spec_to_dict(spec)
+        fields["total_params"] = int(count(spec)["total"])
+        return "model", fields
+    except presets.PresetError as model_error:
+        try:
+            return "GPU", presets.spec_to_dict(presets.load_gpu(name))
+        except presets.PresetError:
+            raise model_error from None
+
+
+def user_dir() -> Path:
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "llmcalc" / "presets"
+
+
+def import_config(config: str, name: str, out: str | None, generic: bool) -> Path:
+    """Write a preset YAML for a Hugging Face config; returns the file written."""
+    from . import hfconfig
+
+    spec = hfconfig.load(config, generic=generic)
+    spec = type(spec)(**{**presets.spec_to_dict(spec), "name": name,
+                         "aliases": tuple(spec.aliases)})
+    path = Path(out) if out else user_dir() / "models" / f"{name}.yaml"
+    if path.exists() and not out:
+        raise SpecError(f"{path} already exists; choose another --name or pass --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(hfconfig.to_preset_yaml(spec, source=str(config)), encoding="utf-8")
+    return path

@@ -1,0 +1,126 @@
+"""What every command shares: the Typer apps, option aliases, choice enums and small helpers."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Callable, Optional, Sequence
+
+import typer
+
+from ..breakdown import Breakdown
+from ..spec import SpecError
+from ..units import parse_length
+
+app = typer.Typer(
+    name="llmcalc",
+    help="Size transformer LLMs: parameters, FLOPs, memory, MFU, latency and limits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+presets_app = typer.Typer(help="List, show and import model and GPU presets.", invoke_without_command=True)
+app.add_typer(presets_app, name="presets")
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    CHECK_FAILED = 1  # answered, and a --check condition failed
+    BAD_INPUT = 2
+
+
+class Formula(str, enum.Enum):
+    detailed = "detailed"
+    palm = "palm"
+    sixnd = "6nd"
+
+
+class Attention(str, enum.Enum):
+    full = "full"
+    causal = "causal"
+
+
+class Recompute(str, enum.Enum):
+    none = "none"
+    selective = "selective"
+    full = "full"
+
+
+class Dtype(str, enum.Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp8 = "fp8"
+    int8 = "int8"
+    fp4 = "fp4"
+    int4 = "int4"
+
+
+class Optimizer(str, enum.Enum):
+    adamw = "adamw"
+    adam = "adam"
+    adamw_8bit = "adamw-8bit"
+    sgd = "sgd"
+    sgd_momentum = "sgd-momentum"
+    adafactor = "adafactor"
+    lion = "lion"
+
+
+# -- shared options (defined once, reused by every command) -----------------------------------
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, YAML file, config.json, model dir or cached hub id; a,b compares.")]
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")]
+GpusOpt = Annotated[int, typer.Option("--gpus", help="Number of GPUs.")]
+SeqOpt = Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence length in tokens (8k = 8192). Default: the model's context, at most 8k.")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Sequences per step (or concurrent requests).")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weights and compute dtype.")]
+FormulaOpt = Annotated[Formula, typer.Option("--formula", help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
+AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
+RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: extra forward work.")]
+EffOpt = Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute reachable (1.0 = physical bound).")]
+TokensOpt = Annotated[Optional[str], typer.Option("--tokens", help="Training token budget (15T, 300e9).")]
+GenericOpt = Annotated[bool, typer.Option("--generic", help="Best-effort mapping of an unknown config.json model_type.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout (base units).")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV rows on stdout (base units).")]
+MdOpt = Annotated[bool, typer.Option("--markdown", help="A Markdown table on stdout.")]
+
+
+def _fmt(json_: bool, csv_: bool, markdown: bool) -> str:
+    chosen = [name for name, on in (("json", json_), ("csv", csv_), ("markdown", markdown)) if on]
+    if len(chosen) > 1:
+        raise SpecError(f"choose one output format, not {' and '.join('--' + c for c in chosen)}")
+    return chosen[0] if chosen else "table"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _models(text: str, generic: bool = False) -> list:
+    from ..presets import load_model
+
+    return [load_model(name, generic=generic) for name in _split(text)]
+
+
+def _gpus(text: str | None) -> list:
+    from ..presets import load_gpu
+
+    return [load_gpu(name) for name in _split(text)] if text else [None]
+
+
+def default_seq(model, seq: str | None) -> int:
+    """--seq, else the model's context length capped at 8k tokens (stated in the inputs)."""
+    return parse_length(seq) if seq else min(model.max_position_embeddings, 8192)
+
+
+def _emit(results: Sequence[Breakdown], fmt: str) -> None:
+    from ..report import render
+
+    render(results, fmt)
+
+
+def _each(models: list, gpus: list, compute: Callable) -> list[Breakdown]:
+    """Compare side by side: every model x every GPU."""
+    return [compute(m, g) for m in models for g in gpus]
+
+

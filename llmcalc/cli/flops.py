@@ -1,0 +1,48 @@
+"""`llmcalc flops`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, Formula, FormulaOpt,
+                     GenericOpt, GpuOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
+                     TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq)
+from ..units import parse_count
+
+
+@app.command()
+def flops(
+    model: ModelOpt,
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches accumulated per step.")] = 1,
+    formula: FormulaOpt = Formula.detailed,
+    attention: AttentionOpt = Attention.full,
+    recompute: RecomputeOpt = Recompute.none,
+    tokens: TokensOpt = None,
+    gpu: GpuOpt = None,
+    gpus: GpusOpt = 1,
+    dtype: DtypeOpt = Dtype.bf16,
+    efficiency: EffOpt = None,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """FLOPs per training step and per token; with --tokens and --gpu, total compute and time.
+
+    Example: llmcalc flops --model nanogpt-124m --formula 6nd --tokens 300e9 --gpu a100-80gb --gpus 8 --efficiency 0.3
+    """
+    from ..flops import flops_breakdown
+
+    fmt = _fmt(json_, csv_, markdown)
+    budget = parse_count(tokens) if tokens else None
+    eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
+
+    def one(m, g):
+        return flops_breakdown(
+            m, default_seq(m, seq), batch, grad_accum, attention.value, recompute.value, formula.value,
+            tokens=budget, peak_flops=g.peak(dtype.value) if g else None, gpus=gpus,
+            efficiency=eff, gpu=g.name if g else None)
+
+    _emit(_each(_models(model, generic), _gpus(gpu), one), fmt)

@@ -1,0 +1,27 @@
+"""`llmcalc params`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import DtypeOpt, Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models
+
+
+@app.command()
+def params(
+    model: ModelOpt,
+    dtype: DtypeOpt = Dtype.bf16,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose states count in checkpoint_bytes.")] = Optimizer.adamw,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """Parameters per component, active parameters per token, weight and checkpoint size.
+
+    Example: llmcalc params --model llama-2-7b
+    """
+    from ..params import params_breakdown
+
+    fmt = _fmt(json_, csv_, markdown)
+    _emit([params_breakdown(m, dtype.value, optimizer.value) for m in _models(model, generic)], fmt)

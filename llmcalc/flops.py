@@ -1,0 +1,155 @@
+"""FLOPs of a forward pass, a training step and a token budget (nanoGPT notebook's flops()).
+
+Only matmuls are counted (norms, softmax, activations are < 1%): [m,k] x [k,n] costs 2mkn.
+Backward costs 2x forward (grads for inputs and weights; notebook, Kaplan et al. 2020).
+Attention scores and the weighted sum cost 2·q·k·d each per head; ``full`` counts the whole
+q x k product as the notebook and PaLM do, ``causal`` only the unmasked triangle (what flash
+kernels compute; Megatron-LM halves the product the same way).
+"""
+
+from __future__ import annotations
+
+from .breakdown import Breakdown, Rows
+from .params import attention_linears, count, matmul_params, mlp_linears
+from .spec import ModelSpec, SpecError
+
+FORMULAS = ("detailed", "palm", "6nd")
+ATTENTION = ("full", "causal")
+RECOMPUTE = ("none", "selective", "full")
+
+
+def attended_pairs(queries: int, keys: int, attention: str, window: int | None = None) -> int:
+    """(query, key) pairs that get a score: the last ``queries`` of ``keys`` positions.
+
+    full: queries x keys. causal: query j (1-based position p = keys - queries + j) sees
+    min(p, window) keys, summed exactly (sum_{p=a}^{b} min(p, W)).
+    """
+    if attention == "full":
+        return queries * keys
+    lo, hi = keys - queries + 1, keys
+    w = window or hi
+    below = max(0, min(hi, w) - lo + 1)  # positions p <= W contribute p
+    first = lo
+    last = lo + below - 1
+    tri = (first + last) * below // 2 if below else 0
+    return tri + (hi - lo + 1 - below) * w
+
+
+def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> Rows:
+    """Forward FLOPs of one sequence: ``queries`` new tokens attending to ``keys`` positions.
+
+    Training and prefill: queries = keys = s. One decode step: queries = 1, keys = context.
+    Rows are summed over all layers; dense/lm_head is the output projection (2·q·h·V).
+    """
+    if attention not in ATTENTION:
+        raise SpecError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
+    L, heads = m.num_hidden_layers, m.num_attention_heads
+    r = Rows("FLOP")
+    attn = attention_linears(m)
+    r.add("attention/kqv", L * 2 * queries * sum(lin.weight for n, lin in attn.items() if n != "proj"),
+          "2 x tokens x projection weights")
+    pairs = (m.window_layers * attended_pairs(queries, keys, attention, m.sliding_window)
+             + (L - m.window_layers) * attended_pairs(queries, keys, attention))
+    r.add("attention/scores", 2 * pairs * heads * m.qk_head_dim, f"Q @ K^T, {attention}")
+    r.add("attention/reduce", 2 * pairs * heads * m.v_dim, f"softmax @ V, {attention}")
+    r.add("attention/proj", L * 2 * queries * attn["proj"].weight)
+    r.sum("attention", r.children("attention"))
+
+    if m.dense_layers:
+        for name, lin in mlp_linears(m, m.intermediate_size).items():
+            r.add(f"mlp/{name}", m.dense_layers * 2 * queries * lin.weight)
+    if m.is_moe:
+        h, k = m.hidden_size, m.num_experts_per_tok
+        expert = sum(lin.weight for lin in mlp_linears(m, m.expert_size).values())
+        r.add("mlp/router", m.moe_layers * 2 * queries * h * m.num_experts)
+        r.add("mlp/experts", m.moe_layers * 2 * queries * k * expert, f"{k} active experts per token")
+        if m.shared_expert_size:
+            shared = sum(lin.weight for lin in mlp_linears(m, m.shared_expert_size).values())
+            r.add("mlp/shared_experts", m.moe_layers * 2 * queries * shared)
+    r.sum("mlp", r.children("mlp"))
+    r.add("dense/lm_head", 2 * queries * m.hidden_size * m.vocab_size)
+    r.sum("forward", ["attention", "mlp", "dense/lm_head"])
+    return r
+
+
+def palm_per_token(m: ModelSpec, seq: int) -> int:
+    """PaLM (Chowdhery et al. 2022, App. B) model FLOPs per token: 6N + 12·L·H·Q·T.
+
+    N: matmul parameters (params.matmul_params); for MLA, where query/key and value heads
+    differ, 12·H·Q becomes 6·H·(Q_qk + Q_v).
+    """
+    L, H = m.num_hidden_layers, m.num_attention_heads
+    return 6 * matmul_params(m) + 6 * L * H * (m.qk_head_dim + m.v_dim) * seq
+
+
+def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
+                    attention: str = "full", recompute: str = "none", formula: str = "detailed",
+                    tokens: float | None = None, peak_flops: float | None = None, gpus: int = 1,
+                    efficiency: float = 1.0, gpu: str | None = None) -> Breakdown:
+    """FLOPs for one training step of ``batch x grad_accum`` sequences of ``seq`` tokens.
+
+    formula: detailed (component sum), palm (6N + 12LHQT, N = matmul params), or 6nd (2N
+    forward, 6N training, N = all parameters used per token). With ``tokens``: the compute for
+    the whole budget, and with a peak FLOP/s its wall-clock time on ``gpus`` at ``efficiency``.
+    """
+    for value, choices, what in ((formula, FORMULAS, "formula"), (recompute, RECOMPUTE, "recompute")):
+        if value not in choices:
+            raise SpecError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    for value, what in ((seq, "seq"), (batch, "batch"), (grad_accum, "grad-accum"), (gpus, "gpus")):
+        if value < 1:
+            raise SpecError(f"--{what} must be at least 1, got {value}")
+    if not 0 < efficiency <= 1:
+        raise SpecError(f"--efficiency must be in (0, 1], got {efficiency}")
+
+    sequences = batch * grad_accum
+    step_tokens = sequences * seq
+    fwd = forward(m, seq, seq, attention)
+    r = Rows("FLOP")
+    if formula == "detailed":
+        for row in fwd.build():
+            r.add(row.name, sequences * row.value, row.note, total="forward")
+        forward_step = r["forward"]
+        core = sequences * (fwd["attention/scores"] + fwd["attention/reduce"])
+        layers = sequences * (fwd["attention"] + fwd["mlp"])
+        note = "component sum"
+    else:
+        n = count(m)["active"] if formula == "6nd" else matmul_params(m)
+        per_token = 2 * n if formula == "6nd" else palm_per_token(m, seq) / 3
+        forward_step = r.add("forward", step_tokens * per_token,
+                             "2N per token" if formula == "6nd" else "(6N + 12LHQT) / 3 per token")
+        # the attention core (scores + reduce) is 2·L·H·(Q_qk + Q_v)·T of the forward per token
+        core = 0 if formula == "6nd" else step_tokens * 2 * m.num_hidden_layers * m.num_attention_heads * (m.qk_head_dim + m.v_dim) * seq
+        layers = forward_step
+        note = "6N per token" if formula == "6nd" else "PaLM 6N + 12LHQT"
+    r.add("backward", 2 * forward_step, "2 x forward (input and weight grads)")
+    # Activation recomputation re-runs part of the forward before the backward (Korthikanti et al.)
+    extra = {"none": 0, "selective": core, "full": layers}[recompute]
+    if recompute != "none":
+        r.add("recompute", extra, "attention core re-run" if recompute == "selective" else "one more forward of the layers")
+    r.sum("total", ["forward", "backward"] + (["recompute"] if recompute != "none" else []), note)
+    r.add("per_token/forward", forward_step / step_tokens, total=None)
+    r.add("per_token/total", r["total"] / step_tokens, total=None)
+    model_flops = step_tokens * palm_per_token(m, seq)
+    r.add("model_flops", model_flops, "PaLM 6N + 12LHQT per step", total=None)
+
+    summary = {"forward": r["forward"], "total": r["total"], "model_flops": model_flops,
+               "model_flops_ratio": model_flops / r["total"], "tokens_per_step": step_tokens,
+               "per_token_total": r["per_token/total"]}
+    notes = [f"attention counted {attention}" if formula == "detailed" else f"formula {formula}",
+             "matmul FLOPs only; backward = 2 x forward"]
+    if tokens is not None:
+        train = tokens * r["per_token/total"]
+        summary["train_flops"] = train
+        if peak_flops:
+            seconds = train / (gpus * peak_flops * efficiency)
+            summary.update(train_time=seconds, train_days=seconds / 86400, gpu_hours=seconds * gpus / 3600)
+            notes.append(f"time at {efficiency:.0%} of {gpus} x {peak_flops / 1e12:g} TFLOP/s")
+    return Breakdown(
+        command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name, gpu=gpu, rows=r.build(), summary=summary, notes=tuple(notes),
+        summary_units={"forward": "FLOP", "total": "FLOP", "model_flops": "FLOP", "model_flops_ratio": "count",
+                       "tokens_per_step": "token", "per_token_total": "FLOP", "train_flops": "FLOP",
+                       "train_time": "s", "train_days": "count", "gpu_hours": "count"},
+        inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "attention": attention,
+                "recompute": recompute, "formula": formula, "tokens": tokens, "gpus": gpus,
+                "efficiency": efficiency},
+    )

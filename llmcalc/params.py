@@ -1,0 +1,225 @@
+"""Exact parameter counts from a ModelSpec, component by component (nanoGPT notebook's params()).
+
+Every count is a matrix shape (in x out) plus its bias, one line each; totals are sums of the
+rows, so the table cannot disagree with itself. The closed form 12·L·h² is only an estimate;
+this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank projections exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .breakdown import Breakdown, Rows
+from .spec import DTYPE_BYTES, ModelSpec, SpecError
+
+# Optimizer states per parameter and the bytes each state takes (None: the weights' dtype).
+# AdamW keeps m and v (Loshchilov & Hutter); 8-bit Adam quantizes both to 1 byte (Dettmers et
+# al. 2022); SGD with momentum and Lion keep one buffer; Adafactor's factored second moment is
+# (rows + cols) per matrix, under 0.1% of the parameters, counted here as 0.
+OPTIMIZERS: dict[str, tuple[int, float | None]] = {
+    "adamw": (2, None), "adam": (2, None), "adamw-8bit": (2, 1), "sgd": (0, None),
+    "sgd-momentum": (1, None), "lion": (1, None), "adafactor": (0, None),
+}
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One weight matrix (in x out) and optionally its bias (out)."""
+
+    fan_in: int
+    fan_out: int
+    bias: bool = False
+
+    @property
+    def params(self) -> int:
+        return self.fan_in * self.fan_out + (self.fan_out if self.bias else 0)
+
+    @property
+    def weight(self) -> int:
+        return self.fan_in * self.fan_out
+
+
+def norm_params(m: ModelSpec, width: int) -> int:
+    """LayerNorm: weight + bias; RMSNorm: weight; parameter-free norms: 0."""
+    if not m.norm_affine:
+        return 0
+    return width * (2 if m.norm_type == "layernorm" and m.norm_bias else 1)
+
+
+def attention_linears(m: ModelSpec) -> dict[str, Linear]:
+    """The attention projections of one layer, keyed by row name under attention/."""
+    h, heads, kv = m.hidden_size, m.num_attention_heads, m.kv_heads
+    out = Linear(heads * m.v_dim, h, m.attention_out_bias)
+    if m.is_mla:  # DeepSeek-V2 §2.1: low-rank q and joint kv compression, decoupled rope key
+        q = ({"q_a": Linear(h, m.q_lora_rank, m.attention_bias),
+              "q_b": Linear(m.q_lora_rank, heads * m.qk_head_dim)}
+             if m.q_lora_rank else {"q": Linear(h, heads * m.qk_head_dim)})
+        return {**q,
+                "kv_a": Linear(h, m.kv_lora_rank + m.qk_rope_head_dim, m.attention_bias),
+                "kv_b": Linear(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim)),
+                "proj": out}
+    d = m.qk_head_dim
+    return {"q": Linear(h, heads * d, m.attention_bias),
+            "k": Linear(h, kv * d, m.attention_bias),
+            "v": Linear(h, kv * d, m.attention_bias),
+            "proj": out}
+
+
+def mlp_linears(m: ModelSpec, width: int, bias: bool | None = None) -> dict[str, Linear]:
+    """A dense MLP of the given width: up/down, plus gate when gated (SwiGLU/GeGLU)."""
+    h = m.hidden_size
+    b = m.mlp_bias if bias is None else bias
+    layers = {"up": Linear(h, width, b), "down": Linear(width, h, b)}
+    if m.mlp_type == "gated":
+        layers = {"gate": Linear(h, width, b), **layers}
+    return layers
+
+
+def layer_norms(m: ModelSpec) -> dict[str, int]:
+    """Norm parameters inside one block: the hidden-size norms, q/k norms, MLA latent norms."""
+    d = m.qk_head_dim
+    qk = {"none": 0, "head": 2 * d,
+          "full": (m.num_attention_heads + m.kv_heads) * d}[m.qk_norm]
+    latent = (m.q_lora_rank or 0) + m.kv_lora_rank if m.is_mla else 0
+    return {"layers": m.norms_per_layer * norm_params(m, m.hidden_size),
+            "qk": norm_params(m, 1) * qk,
+            "latent": norm_params(m, 1) * latent}
+
+
+def expert_params(m: ModelSpec) -> int:
+    """One routed expert: a gated or plain MLP of the expert width."""
+    return sum(lin.params for lin in mlp_linears(m, m.expert_size).values())
+
+
+def moe_parts(m: ModelSpec) -> dict[str, int]:
+    """One MoE layer's MLP side: router, all routed experts, shared experts and their gate."""
+    h, e = m.hidden_size, m.num_experts
+    shared = sum(lin.params for lin in mlp_linears(m, m.shared_expert_size).values()) if m.shared_expert_size else 0
+    return {"router": h * e + (e if m.router_bias else 0),
+            "experts": e * expert_params(m),
+            "shared_experts": shared + (h if m.shared_expert_gate else 0)}
+
+
+def count(m: ModelSpec) -> Rows:
+    """All parameter rows, whole model; see params_breakdown for the rendered form."""
+    L, h, V = m.num_hidden_layers, m.hidden_size, m.vocab_size
+    r = Rows("params")
+    r.add("embedding/token", V * h, "vocab x hidden")
+    if m.position_embedding == "learned":
+        r.add("embedding/position", (m.max_position_embeddings + m.position_offset) * h, "learned table")
+    r.sum("embedding", r.children("embedding"))
+
+    attn = attention_linears(m)
+    if m.is_mla:
+        for name, lin in attn.items():
+            r.add(f"attention/{name}", L * lin.params, _shape(lin))
+    else:  # the notebook's single qkv row; the note gives each projection's shape
+        r.add("attention/qkv", L * sum(attn[k].params for k in "qkv"),
+              f"q {_shape(attn['q'])}, k and v {_shape(attn['k'])} each")
+        r.add("attention/proj", L * attn["proj"].params, _shape(attn["proj"]))
+    r.sum("attention", r.children("attention"))
+
+    if m.dense_layers:
+        for name, lin in mlp_linears(m, m.intermediate_size).items():
+            r.add(f"mlp/{name}", m.dense_layers * lin.params,
+                  _shape(lin) + (f", {m.dense_layers} dense layers" if m.is_moe else ""))
+    if m.is_moe:
+        for name, value in moe_parts(m).items():
+            if value:
+                r.add(f"mlp/{name}", m.moe_layers * value, f"{m.moe_layers} MoE layers")
+    r.sum("mlp", r.children("mlp"))
+
+    norms = layer_norms(m)
+    r.add("norm/layers", L * norms["layers"], f"{m.norms_per_layer} {m.norm_type} per layer")
+    if norms["qk"]:
+        r.add("norm/qk", L * norms["qk"], "q and k norms")
+    if norms["latent"]:
+        r.add("norm/latent", L * norms["latent"], "MLA latent norms")
+    if m.embedding_norm:
+        r.add("norm/embedding", norm_params(m, h))
+    if m.final_norm:
+        r.add("norm/final", norm_params(m, h))
+    r.sum("norm", r.children("norm"))
+
+    head = 0 if m.tie_word_embeddings else V * h
+    r.add("lm_head", head + (V if m.lm_head_bias else 0), "tied to embedding/token" if m.tie_word_embeddings else "hidden x vocab")
+    r.sum("total", ["embedding", "attention", "mlp", "norm", "lm_head"])
+    idle = m.moe_layers * (m.num_experts - m.num_experts_per_tok) * expert_params(m)
+    r.add("active", r["total"] - idle,
+          f"{m.num_experts_per_tok} of {m.num_experts} experts per token" if m.is_moe else "dense: all parameters")
+    return r
+
+
+def total_params(m: ModelSpec) -> int:
+    return int(count(m)["total"])
+
+
+def matmul_params(m: ModelSpec, active: bool = True) -> int:
+    """PaLM's N for 6N + 12LHQT: parameters used in matmuls per token.
+
+    The notebook's rule: drop the learned position table and an untied input embedding (lookups,
+    not matmuls); keep a tied embedding, which is the output head. Norms stay in, as there.
+    """
+    r = count(m)
+    n = r["active" if active else "total"]
+    n -= r["embedding/position"] if "embedding/position" in r else 0
+    if not m.tie_word_embeddings:
+        n -= r["embedding/token"]
+    return int(n)
+
+
+def state_bytes(optimizer: str, dtype: str) -> tuple[int, float]:
+    """(number of optimizer states, bytes per state) for an optimizer with weights in dtype."""
+    if optimizer not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    states, nbytes = OPTIMIZERS[optimizer]
+    return states, DTYPE_BYTES[dtype] if nbytes is None else nbytes
+
+
+def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Breakdown:
+    """Parameters per component, plus weight and checkpoint bytes in ``dtype``.
+
+    checkpoint_bytes = weights + optimizer states, each stored in dtype (the notebook: fp32
+    weights + AdamW's m and v = 12 bytes/param -> 1.49 GB for GPT-2 124M).
+    """
+    r = count(m)
+    rows = list(r.build())
+    layer = {"attention": sum(lin.params for lin in attention_linears(m).values()),
+             "norm": sum(layer_norms(m).values())}
+    if m.dense_layers:
+        layer["mlp"] = sum(lin.params for lin in mlp_linears(m, m.intermediate_size).values())
+    if m.is_moe:
+        layer["mlp_moe"] = sum(moe_parts(m).values())
+    rows_per_layer = Rows("params", total=None)
+    for name, value in layer.items():
+        rows_per_layer.add(f"per_layer/{name}", value, "one block")
+    rows += rows_per_layer.build()
+
+    total, per_param = int(r["total"]), DTYPE_BYTES[dtype]
+    states, state_b = state_bytes(optimizer, dtype)
+    weight_bytes = total * per_param
+    checkpoint = weight_bytes + total * states * state_b
+    return Breakdown(
+        command="params",
+        title=f"Parameters of {m.name}",
+        model=m.name,
+        rows=tuple(rows),
+        summary={"total": total, "active": int(r["active"]),
+                 "weight_bytes": _int(weight_bytes), "checkpoint_bytes": _int(checkpoint),
+                 "bytes_per_param": per_param, "optimizer_states": states,
+                 "bytes_per_state": state_b},
+        summary_units={"total": "params", "active": "params", "weight_bytes": "byte",
+                       "checkpoint_bytes": "byte", "bytes_per_param": "count",
+                       "optimizer_states": "count", "bytes_per_state": "count"},
+        inputs={"dtype": dtype, "optimizer": optimizer},
+        notes=(f"weights {per_param:g} B/param in {dtype}; checkpoint adds {states} {optimizer} "
+               f"state(s) at {state_b:g} B each",),
+    )
+
+
+def _shape(lin: Linear) -> str:
+    return f"{lin.fan_in} x {lin.fan_out}" + (" + bias" if lin.bias else "")
+
+
+def _int(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x

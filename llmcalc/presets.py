@@ -1,0 +1,251 @@
+"""Find and load model and GPU presets: built-in YAML, user preset directories, user files.
+
+Search order (first match wins, so a user preset can shadow a built-in one):
+1. directories in $LLMCALC_PRESETS (os.pathsep-separated), each with models/ and gpus/;
+2. the per-user directory $XDG_CONFIG_HOME/llmcalc/presets (default ~/.config/llmcalc/presets);
+3. the presets shipped with llmcalc.
+``--model`` also takes a YAML file (``my.yaml`` or ``my.yaml:NAME``), a Hugging Face
+config.json, a model directory, or a hub id present in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from .spec import GPUSpec, ModelSpec, SpecError, model_fields
+
+try:  # libyaml's loader is ~10x faster; both are safe loaders
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader
+
+
+class PresetError(SpecError):
+    """A preset that cannot be found or read (exit code 2)."""
+
+
+GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "memory_bandwidth_tb_s",
+            "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}
+
+
+def builtin_dir() -> Path:
+    """Shipped presets: inside the wheel (llmcalc/presets) or the checkout's top-level presets/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "presets", here.parent / "presets"):
+        if (candidate / "models").is_dir():
+            return candidate
+    raise PresetError("llmcalc's built-in presets are missing; reinstall llmcalc")
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path(p).expanduser() for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs.append(config / "llmcalc" / "presets")
+    dirs.append(builtin_dir())
+    return dirs
+
+
+@functools.lru_cache(maxsize=None)
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file with a safe loader; errors name the file and line."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PresetError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PresetError(f"{path}{line}: malformed YAML: {problem}") from None
+
+
+def _entries(kind: str) -> dict[str, tuple[Path, dict]]:
+    """Every preset of a kind ("models" or "gpus"): lower-case name -> (file, raw fields)."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for directory in search_dirs():
+        for path in sorted((directory / kind).glob("*.y*ml")):
+            data = read_yaml(path)
+            if not isinstance(data, dict):
+                raise PresetError(f"{path}: a preset file must map names to fields")
+            for name, fields in data.items():
+                if not isinstance(fields, dict):
+                    raise PresetError(f"{path}: preset {name!r} must be a mapping of fields")
+                found.setdefault(str(name).lower(), (path, fields))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
+    """(presets by name, alias -> name), names and aliases lower-case."""
+    entries = _entries(kind)
+    aliases: dict[str, str] = {}
+    for name, (_, fields) in entries.items():
+        for alias in fields.get("aliases") or ():
+            aliases.setdefault(str(alias).lower(), name)
+    return entries, aliases
+
+
+def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
+    entries, aliases = catalog(kind)
+    key = name.strip().lower()
+    key = key if key in entries else aliases.get(key, key)
+    if key in entries:
+        path, fields = entries[key]
+        return key, path, fields
+    known = list(entries) + list(aliases)
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    near = [aliases.get(n, n) for n in near]
+    hint = f"; did you mean {', '.join(dict.fromkeys(near))}?" if near else ""
+    what = "model" if kind == "models" else "GPU"
+    raise PresetError(f"unknown {what} {name!r}{hint} (`llmcalc presets` lists them all)")
+
+
+def model_from_fields(name: str, fields: dict, where: str) -> ModelSpec:
+    """Build a ModelSpec from preset fields, rejecting unknown keys and wrong types."""
+    spec_fields = model_fields()
+    unknown = [k for k in fields if k not in spec_fields or k == "name"]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], list(spec_fields), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise PresetError(f"{where}: unknown field {unknown[0]!r} in model {name!r}{hint}")
+    missing = [f.name for f in spec_fields.values()
+               if f.name != "name" and f.default is dataclasses.MISSING and f.name not in fields]
+    if missing:
+        raise PresetError(f"{where}: model {name!r} is missing {', '.join(missing)}")
+    values = {k: _typed(where, name, k, v, spec_fields[k].type) for k, v in fields.items()}
+    try:
+        return ModelSpec(name=name, **values)
+    except SpecError as exc:
+        raise PresetError(f"{where}: {exc}") from None
+
+
+def _typed(where: str, name: str, key: str, value: Any, annotation: str) -> Any:
+    """Check a YAML value against the dataclass annotation (ints stay ints, bools stay bools)."""
+    kinds = annotation.replace(" ", "").split("|")
+    if value is None and "None" in kinds:
+        return None
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if "str" in kinds and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if annotation.startswith("tuple") and isinstance(value, list):
+        return tuple(str(v) for v in value)
+    want = {"int": "a whole number", "bool": "true or false", "float": "a number", "str": "text"}
+    expected = " or ".join(want.get(k, k) for k in kinds if k != "None")
+    raise PresetError(f"{where}: {name}.{key} must be {expected}, got {value!r}")
+
+
+def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
+    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ..."""
+    unknown = sorted(set(fields) - GPU_KEYS)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], sorted(GPU_KEYS), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise PresetError(f"{where}: unknown field {unknown[0]!r} in GPU {name!r}{hint}")
+    try:
+        if "memory_gib" in fields:
+            memory = fields["memory_gib"] * 2**30  # binary, what the device offers
+        else:
+            memory = fields["memory_gb"] * 1e9
+        tflops = fields["tflops"]
+        if not isinstance(tflops, dict):
+            raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
+        return GPUSpec(
+            name=name,
+            memory_bytes=int(round(memory)),
+            memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
+            interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
+            peak_flops={str(k): float(v) * 1e12 for k, v in tflops.items()},
+            vendor=str(fields.get("vendor", "")),
+            tdp_w=fields.get("tdp_w"),
+            source=str(fields.get("source", "")),
+            aliases=tuple(str(a) for a in fields.get("aliases") or ()),
+            notes=str(fields.get("notes", "")),
+        )
+    except KeyError as exc:
+        raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise PresetError(f"{where}: {exc}") from None
+        raise PresetError(f"{where}: GPU {name!r} has a non-numeric figure ({exc})") from None
+
+
+def _from_file(text: str, kind: str) -> tuple[str, Path, dict]:
+    """A user YAML file: one preset (fields at top level) or a preset file (``FILE:NAME``)."""
+    path_text, _, wanted = text.partition(":") if not Path(text).exists() else (text, "", "")
+    path = Path(path_text)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise PresetError(f"{path}: expected a mapping of fields")
+    single_key = "hidden_size" if kind == "models" else "tflops"
+    if single_key in data:
+        return path.stem, path, data
+    if wanted:
+        for name, fields in data.items():
+            if str(name).lower() == wanted.lower():
+                return str(name), path, fields
+        raise PresetError(f"{path}: no preset {wanted!r}; it has {', '.join(map(str, data))}")
+    if len(data) == 1:
+        name, fields = next(iter(data.items()))
+        if isinstance(fields, dict):
+            return str(name), path, fields
+    raise PresetError(f"{path}: holds several presets ({', '.join(map(str, data))}); "
+                      f"pick one with {path}:NAME")
+
+
+def _is_file_ref(text: str) -> bool:
+    base = text.partition(":")[0] if not Path(text).exists() else text
+    return base.endswith((".yaml", ".yml"))
+
+
+def load_model(text: str, generic: bool = False) -> ModelSpec:
+    """A model from a preset name, a YAML file, a config.json, a model dir, or a cached hub id."""
+    if _is_file_ref(text):
+        name, path, fields = _from_file(text, "models")
+        return model_from_fields(name, fields, str(path))
+    if text.endswith(".json") or Path(text).is_dir() or ("/" in text and not Path(text).exists()):
+        from . import hfconfig  # lazy: only config.json users pay for it
+
+        return hfconfig.load(text, generic=generic)
+    name, path, fields = _lookup("models", text)
+    return model_from_fields(name, fields, str(path))
+
+
+def load_gpu(text: str) -> GPUSpec:
+    if _is_file_ref(text):
+        name, path, fields = _from_file(text, "gpus")
+        return gpu_from_fields(name, fields, str(path))
+    name, path, fields = _lookup("gpus", text)
+    return gpu_from_fields(name, fields, str(path))
+
+
+def all_models() -> Iterable[ModelSpec]:
+    for name, (path, fields) in catalog("models")[0].items():
+        yield model_from_fields(name, fields, str(path))
+
+
+def all_gpus() -> Iterable[GPUSpec]:
+    for name, (path, fields) in catalog("gpus")[0].items():
+        yield gpu_from_fields(name, fields, str(path))
+
+
+def spec_to_dict(spec: ModelSpec | GPUSpec) -> dict[str, Any]:
+    """Every field of a resolved spec, defaults included (for `presets show` and JSON inputs)."""
+    out = dataclasses.asdict(spec)
+    for key, value in out.items():
+        if isinstance(value, tuple):
+            out[key] = list(value)
+    return out

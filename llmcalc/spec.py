@@ -1,0 +1,237 @@
+"""Model and accelerator specifications: frozen dataclasses, validated once on construction.
+
+Field names follow the published Hugging Face ``config.json`` names where one exists
+(``hidden_size``, ``num_key_value_heads``, ``tie_word_embeddings``); every architectural choice
+that changes a count (biases, norms, gating, tying) is a field of its own, so one general counting
+mechanism covers GPT-2, Llama, Mixtral, DeepSeek-V3 and the rest without per-model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class SpecError(ValueError):
+    """A specification that cannot describe a real model or device (exit code 2 in the CLI)."""
+
+
+MLP_TYPES = ("plain", "gated")  # plain: up -> act -> down (GELU/ReLU); gated: SwiGLU/GeGLU (gate, up, down)
+NORM_TYPES = ("layernorm", "rmsnorm")
+POSITION_EMBEDDINGS = ("learned", "rotary", "alibi", "none")
+QK_NORMS = ("none", "head", "full")  # head: one head_dim-sized norm shared by all heads (Qwen3, Gemma3);
+#                                       full: over all heads' width (OLMo2)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer, described by the fields that decide its size and cost."""
+
+    name: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    vocab_size: int
+    intermediate_size: int
+    max_position_embeddings: int
+    mlp_type: str
+    norm_type: str
+    position_embedding: str
+    tie_word_embeddings: bool
+    attention_bias: bool  # biases on the q, k, v projections
+    attention_out_bias: bool  # bias on the output projection
+    mlp_bias: bool
+    norm_bias: bool = False  # LayerNorm's additive bias (RMSNorm has none)
+    norm_affine: bool = True  # False: parameter-free norm (OLMo 1)
+    norms_per_layer: int = 2  # hidden-size norms per block: 2 pre-norm, 1 parallel block, 4 Gemma-2
+    final_norm: bool = True
+    embedding_norm: bool = False  # a norm right after the token embedding (BLOOM)
+    qk_norm: str = "none"
+    num_key_value_heads: int | None = None  # None: multi-head attention (= num_attention_heads)
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    hidden_act: str = "gelu"
+    position_offset: int = 0  # extra rows in a learned position table (OPT: 2)
+    lm_head_bias: bool = False
+    parallel_attn: bool = False  # attention and MLP read the same input (GPT-J, Falcon, PaLM)
+    dropout: float = 0.0  # training dropout probability; > 0 means dropout masks are stored
+    # Mixture of Experts
+    num_experts: int = 0  # routed experts per MoE layer; 0 means a dense model
+    num_experts_per_tok: int = 0
+    num_shared_experts: int = 0
+    moe_intermediate_size: int | None = None  # expert width; None: intermediate_size
+    shared_expert_intermediate_size: int | None = None  # None: num_shared_experts * expert width
+    shared_expert_gate: bool = False  # a hidden -> 1 sigmoid gate on the shared expert (Qwen2-MoE)
+    num_dense_layers: int = 0  # layers that keep a dense MLP (DeepSeek's first_k_dense_replace)
+    router_bias: bool = False  # a per-expert bias in the router (DeepSeek-V3's score correction)
+    # Multi-head Latent Attention (DeepSeek-V2/V3); kv_lora_rank set means MLA
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    # Sliding-window attention
+    sliding_window: int | None = None
+    sliding_window_layers: int | None = None  # how many layers use the window; None: all of them
+    # Documentation, not arithmetic
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        _validate_model(self)
+
+    # -- derived shapes -------------------------------------------------------------------------
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Width of one head's query/key vectors (MLA: nope + rope parts)."""
+        if self.is_mla:
+            return self.qk_nope_head_dim + self.qk_rope_head_dim
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def v_dim(self) -> int:
+        """Width of one head's value vector."""
+        if self.is_mla:
+            return self.v_head_dim
+        return self.qk_head_dim
+
+    @property
+    def expert_size(self) -> int:
+        return self.moe_intermediate_size or self.intermediate_size
+
+    @property
+    def shared_expert_size(self) -> int:
+        if self.shared_expert_intermediate_size is not None:
+            return self.shared_expert_intermediate_size
+        return self.num_shared_experts * self.expert_size
+
+    @property
+    def moe_layers(self) -> int:
+        return self.num_hidden_layers - self.num_dense_layers if self.is_moe else 0
+
+    @property
+    def dense_layers(self) -> int:
+        return self.num_hidden_layers - self.moe_layers
+
+    @property
+    def window_layers(self) -> int:
+        if self.sliding_window is None:
+            return 0
+        return self.num_hidden_layers if self.sliding_window_layers is None else self.sliding_window_layers
+
+
+def _validate_model(m: ModelSpec) -> None:
+    where = f"model {m.name!r}"
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+                "intermediate_size", "max_position_embeddings"):
+        _positive(where, key, getattr(m, key))
+    for key in ("num_key_value_heads", "head_dim", "moe_intermediate_size", "q_lora_rank",
+                "kv_lora_rank", "qk_nope_head_dim", "v_head_dim", "sliding_window"):
+        value = getattr(m, key)
+        if value is not None:
+            _positive(where, key, value)
+    _choice(where, "mlp_type", m.mlp_type, MLP_TYPES)
+    _choice(where, "norm_type", m.norm_type, NORM_TYPES)
+    _choice(where, "position_embedding", m.position_embedding, POSITION_EMBEDDINGS)
+    _choice(where, "qk_norm", m.qk_norm, QK_NORMS)
+    if m.norm_type == "rmsnorm" and m.norm_bias:
+        raise SpecError(f"{where}: RMSNorm has no bias; set norm_bias: false or norm_type: layernorm")
+    if not 0 <= m.dropout < 1:
+        raise SpecError(f"{where}: dropout must be in [0, 1), got {m.dropout}")
+    if m.norms_per_layer < 0 or m.position_offset < 0:
+        raise SpecError(f"{where}: norms_per_layer and position_offset cannot be negative")
+    if m.head_dim is None and not m.is_mla and m.hidden_size % m.num_attention_heads:
+        raise SpecError(f"{where}: num_attention_heads ({m.num_attention_heads}) does not divide "
+                        f"hidden_size ({m.hidden_size}); set head_dim explicitly if that is intended")
+    if m.num_attention_heads % m.kv_heads:
+        raise SpecError(f"{where}: num_key_value_heads ({m.kv_heads}) must divide "
+                        f"num_attention_heads ({m.num_attention_heads})")
+    if m.is_moe:
+        if not 0 < m.num_experts_per_tok <= m.num_experts:
+            raise SpecError(f"{where}: num_experts_per_tok must be between 1 and num_experts "
+                            f"({m.num_experts}), got {m.num_experts_per_tok}")
+        if not 0 <= m.num_dense_layers <= m.num_hidden_layers:
+            raise SpecError(f"{where}: num_dense_layers must be between 0 and num_hidden_layers")
+    elif m.num_experts_per_tok or m.num_shared_experts or m.num_dense_layers:
+        raise SpecError(f"{where}: MoE fields are set but num_experts is 0; set num_experts")
+    if m.is_mla:
+        missing = [k for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim") if getattr(m, k) is None]
+        if missing:
+            raise SpecError(f"{where}: Multi-head Latent Attention (kv_lora_rank) also needs {', '.join(missing)}")
+    elif m.q_lora_rank is not None:
+        raise SpecError(f"{where}: q_lora_rank is only meaningful with kv_lora_rank (MLA)")
+    if m.sliding_window_layers is not None and not 0 <= m.sliding_window_layers <= m.num_hidden_layers:
+        raise SpecError(f"{where}: sliding_window_layers must be between 0 and num_hidden_layers")
+    if m.sliding_window_layers is not None and m.sliding_window is None:
+        raise SpecError(f"{where}: sliding_window_layers is set but sliding_window is not")
+
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
+
+# Bytes per stored value. int4/fp4 are half a byte: keep floats, never integer-divide them away.
+DTYPE_BYTES: Mapping[str, float] = {
+    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp4": 0.5, "int4": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """One accelerator: dense peak compute per dtype, memory, bandwidths (datasheet figures)."""
+
+    name: str
+    memory_bytes: int  # what the device offers (an "80 GB" A100 is 80 GiB)
+    memory_bandwidth: float  # HBM/GDDR bytes per second
+    interconnect_bandwidth: float  # GPU-to-GPU bytes per second, one direction; 0 = PCIe only
+    peak_flops: Mapping[str, float] = field(default_factory=dict)  # FLOP/s per dtype, dense
+    vendor: str = ""
+    tdp_w: float | None = None
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"GPU {self.name!r}"
+        _positive(where, "memory", self.memory_bytes)
+        _positive(where, "memory_bandwidth", self.memory_bandwidth)
+        if self.interconnect_bandwidth < 0:
+            raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
+        if not self.peak_flops:
+            raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
+        for dtype, value in self.peak_flops.items():
+            _choice(where, "tflops dtype", dtype, DTYPES)
+            _positive(where, f"tflops.{dtype}", value)
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""
+        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype)):
+            if candidate in self.peak_flops:
+                return self.peak_flops[candidate]
+        have = ", ".join(sorted(self.peak_flops))
+        raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
+
+
+def _positive(where: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
+
+
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SpecError(f"{where}: {key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def model_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(ModelSpec)}

@@ -1,0 +1,140 @@
+"""Parse sizes people type ("8k", "15T", "80GiB", "650ms") and format base units for people.
+
+Conventions (README "Units"):
+- Sequence lengths: k = 1024 (context windows are powers of two: 8k = 8192, 128k = 131072).
+- Other counts (tokens, GPU-hours, parameters): decimal, k = 1e3, M = 1e6, B/G = 1e9, T = 1e12.
+- Bytes: "GB" = 1e9 and "GiB" = 2**30, exactly as written; memory is displayed in binary units.
+- Durations: plain numbers are seconds; ms, us, s, min, h, d suffixes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_NUMBER = r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
+_DECIMAL = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
+_BINARY_LEN = {"": 1, "k": 1024, "m": 1024**2}
+_BYTES = {"": 1, "b": 1,
+          "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "pb": 1e15,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+_SECONDS = {"": 1, "s": 1, "ms": 1e-3, "us": 1e-6, "min": 60, "m": 60, "h": 3600, "d": 86400}
+
+
+class UnitError(ValueError):
+    pass
+
+
+def _split(text: str, table: dict[str, float], what: str, example: str) -> float:
+    match = re.fullmatch(_NUMBER + r"([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in table:
+        raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
+    return float(match.group(1)) * table[match.group(2).lower()]
+
+
+def parse_count(text: str | float) -> float:
+    """Decimal count: '15T' -> 15e12, '6.4M' -> 6.4e6, '300e9' -> 3e11."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    return _split(text, _DECIMAL, "a count", "15T, 6.4M, 300e9")
+
+
+def parse_length(text: str | int) -> int:
+    """Sequence length in tokens: '8k' -> 8192, '128k' -> 131072, '4000' -> 4000."""
+    if isinstance(text, int):
+        value = float(text)
+    else:
+        value = _split(text, _BINARY_LEN, "a token length", "4096, 8k, 128k")
+    if value != int(value):
+        raise UnitError(f"a token length must be a whole number, got {text!r}")
+    return int(value)
+
+
+def parse_bytes(text: str | float) -> int:
+    """'80GB' -> 80e9, '80GiB' -> 80 * 2**30; a bare number is bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    return int(round(_split(text, _BYTES, "a memory size", "80GB, 80GiB")))
+
+
+def parse_seconds(text: str | float) -> float:
+    """'650ms' -> 0.65, '0.755' -> 0.755, '2h' -> 7200."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    return _split(text, _SECONDS, "a duration", "650ms, 0.755, 2h")
+
+
+# -- display ----------------------------------------------------------------------------------
+
+def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
+    for scale, suffix in steps:
+        if abs(value) >= scale:
+            return f"{_sig(value / scale, digits)} {suffix}".rstrip()
+    scale, suffix = steps[-1]
+    return f"{_sig(value / scale, digits)} {suffix}".rstrip()
+
+
+def _sig(x: float, digits: int) -> str:
+    """Round to `digits` significant figures but never hide integer digits: 1234.5 -> '1,235'."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    magnitude = int(math.floor(math.log10(abs(x))))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{x:,.{decimals}f}"
+
+
+def fmt_params(n: float) -> str:
+    if abs(n) < 1000:
+        return f"{n:,.0f}"
+    return _scaled(n, [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"), (1, "")], 4)
+
+
+def fmt_bytes(n: float) -> str:
+    """Binary units (GiB): what nvidia-smi and torch.cuda report."""
+    return _scaled(n, [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
+
+
+def fmt_flops(n: float) -> str:
+    return _scaled(n, [(1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"),
+                       (1e6, "MFLOP"), (1, "FLOP")])
+
+
+def fmt_rate(n: float, unit: str) -> str:
+    if unit == "FLOP/s":
+        return _scaled(n, [(1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1, "FLOP/s")])
+    if unit == "byte/s":
+        return _scaled(n, [(1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1, "B/s")])
+    return _scaled(n, [(1e6, "M tok/s"), (1e3, "K tok/s"), (1, "tok/s")])
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 86400 * 2:
+        return f"{_sig(s / 86400, 3)} days"
+    if s >= 3600:
+        return f"{_sig(s / 3600, 3)} h"
+    if s >= 60:
+        return f"{_sig(s / 60, 3)} min"
+    if s >= 1 or s == 0:
+        return f"{_sig(s, 3)} s"
+    if s >= 1e-3:
+        return f"{_sig(s * 1e3, 3)} ms"
+    return f"{_sig(s * 1e6, 3)} µs"
+
+
+def fmt_value(value: float, unit: str) -> str:
+    """One number in its unit, for people; JSON and CSV keep the raw base-unit value."""
+    if unit == "params":
+        return fmt_params(value)
+    if unit == "byte":
+        return fmt_bytes(value)
+    if unit == "FLOP":
+        return fmt_flops(value)
+    if unit in ("FLOP/s", "byte/s", "token/s"):
+        return fmt_rate(value, unit)
+    if unit == "s":
+        return fmt_seconds(value)
+    if unit == "ratio":
+        return f"{value * 100:.2f} %"
+    if unit == "token":
+        return f"{value:,.0f} tok"
+    return f"{value:,.6g}"
