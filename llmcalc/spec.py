@@ -235,3 +235,60 @@ def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def model_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(ModelSpec)}
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a job is laid out over GPUs: gpus = dp x tp x pp x cp (EP and SP live inside them).
+
+    tp tensor, pp pipeline, dp data, cp context (sequence split for attention), ep expert
+    parallel (experts split over ep ranks of the dp x cp group, Megatron-style), sp sequence
+    parallel (TP ranks also split the norm/dropout activations; Korthikanti et al. 2022).
+    """
+
+    gpus: int = 1
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    cp: int = 1
+    ep: int = 1
+    sp: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("gpus", "tp", "pp", "dp", "cp", "ep"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"--{key} must be a whole number of at least 1, got {value!r}")
+        if self.dp * self.tp * self.pp * self.cp != self.gpus:
+            raise SpecError(f"--gpus {self.gpus} must equal dp x tp x pp x cp = {self.dp} x {self.tp} x "
+                            f"{self.pp} x {self.cp} = {self.dp * self.tp * self.pp * self.cp}")
+        if (self.dp * self.cp) % self.ep:
+            raise SpecError(f"--ep {self.ep} must divide dp x cp = {self.dp * self.cp} (experts are "
+                            "split over data-parallel ranks)")
+        if self.sp and self.tp == 1:
+            raise SpecError("--sp (sequence parallel) needs --tp > 1")
+
+    @classmethod
+    def resolve(cls, gpus: int | None = None, tp: int | None = None, pp: int | None = None,
+                dp: int | None = None, cp: int | None = None, ep: int | None = None,
+                sp: bool | None = None, mode: str = "train") -> "Parallelism":
+        """Fill unstated degrees the way people deploy.
+
+        train: tp = pp = cp = 1 unless given; the GPUs left over go to data parallelism.
+        infer: one model instance spans all GPUs with tensor parallelism (tp = gpus / pp / dp).
+        """
+        pp, cp, ep = pp or 1, cp or 1, ep or 1
+        if gpus is None:
+            gpus = (dp or 1) * (tp or 1) * pp * cp
+        if mode == "infer" and tp is None:
+            rest = gpus // (pp * cp * (dp or 1)) if gpus % (pp * cp * (dp or 1)) == 0 else None
+            if rest is None:
+                raise SpecError(f"--gpus {gpus} is not divisible by pp x cp x dp = {pp * cp * (dp or 1)}")
+            tp = rest
+        tp = tp or 1
+        if dp is None:
+            if gpus % (tp * pp * cp):
+                raise SpecError(f"--gpus {gpus} is not divisible by tp x pp x cp = {tp} x {pp} x {cp}; "
+                                "choose degrees whose product divides the GPU count")
+            dp = gpus // (tp * pp * cp)
+        return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp)
