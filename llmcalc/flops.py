@@ -142,13 +142,13 @@ def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
         summary["train_flops"] = train
         if peak_flops:
             seconds = train / (gpus * peak_flops * efficiency)
-            summary.update(train_time=seconds, train_days=seconds / 86400, gpu_hours=seconds * gpus / 3600)
+            summary.update(train_time=seconds, gpu_hours=seconds * gpus / 3600)
             notes.append(f"time at {efficiency:.0%} of {gpus} x {peak_flops / 1e12:g} TFLOP/s")
     return Breakdown(
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name, gpu=gpu, rows=r.build(), summary=summary, notes=tuple(notes),
         summary_units={"forward": "FLOP", "total": "FLOP", "model_flops": "FLOP", "model_flops_ratio": "count",
                        "tokens_per_step": "token", "per_token_total": "FLOP", "train_flops": "FLOP",
-                       "train_time": "s", "train_days": "count", "gpu_hours": "count"},
+                       "train_time": "s", "gpu_hours": "count"},
         inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "attention": attention,
                 "recompute": recompute, "formula": formula, "tokens": tokens, "gpus": gpus,
                 "efficiency": efficiency},

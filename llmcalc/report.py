@@ -1,4 +1,4 @@
-"""Render Breakdowns: a rich table, JSON, CSV or Markdown, all from the same rows.
+"""Render Breakdowns: a terminal table, JSON, CSV or Markdown, all from the same rows.
 
 Several breakdowns (``--model a,b``) render side by side: one value column per model.
 Machine formats (JSON, CSV) carry raw base-unit numbers; tables carry formatted ones.
@@ -88,58 +88,42 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
                      + ([""] + [f"- {n}" for n in dict.fromkeys(notes)] if notes else [])) + "\n"
 
 
-def _console(out: TextIO | None, width: int | None = None):
-    """A rich console; when stdout is not a terminal, wide enough that tables never wrap."""
-    from rich.console import Console
+def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
+    """A terminal table: hierarchical rows, right-justified values, share of total, notes."""
+    import sys
 
-    console = Console(file=out, width=width, highlight=False)
-    if width is None and not console.is_terminal:
-        console = Console(file=out, width=160, highlight=False)
-    return console
+    from .texttable import Table, paint, use_color
 
-
-def to_table(bs: Sequence[Breakdown], out: TextIO | None = None, width: int | None = None) -> None:
-    """A rich table: indented hierarchical rows, right-justified values, share of total."""
-    from rich.table import Table
-
-    console = _console(out, width)
+    stream = out or sys.stdout
+    color = use_color(stream)
     many = len(bs) > 1
     first = bs[0]
-    title = first.title or first.command
-    subtitle = " · ".join(f"{k} {v}" for k, v in first.inputs.items()
-                          if v not in (None, "", False) and not isinstance(v, (dict, list)))
+    title = f"{first.command}: " + ", ".join(_label(b) for b in bs) if many else first.title or first.command
     if any(r.unit == "byte" for b in bs for r in b.rows):
         title += "  (memory in binary units: 1 GiB = 2^30 bytes)"
-    table = Table(title=title, caption=subtitle, title_justify="left", caption_justify="left",
-                  show_edge=False, pad_edge=False)
-    table.add_column("")
-    for b in bs if many else [first]:
-        table.add_column(_label(b) if many else "value", justify="right")
-    if not many:
-        table.add_column("share", justify="right", style="dim")
-        table.add_column("", style="dim")
+    caption = " · ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in first.inputs.items()
+                         if v not in (None, "", False) and not isinstance(v, (dict, list)))
+    columns = [("", "left")] + ([(_label(b), "right") for b in bs] if many
+                                else [("value", "right"), ("share", "right"), ("", "left")])
+    table = Table(columns, title=title, caption=caption)
     for name in _row_names(bs):
-        parent, _, leaf = name.rpartition("/")
-        label = f"[dim]{parent}/[/dim]{leaf}" if parent else name
-        cells: list[str] = [label]
-        style = "bold" if name in ("total", "forward") else None
+        cells: list[str] = [name]
         for b in bs:
             row = next((r for r in b.rows if r.name == name), None)
             cells.append(_display(row.value, row.unit) if row else "")
             if not many:
                 share = b.share(row) if row else None
                 cells += ["" if share is None else f"{share * 100:.1f}%", row.note if row else ""]
-        table.add_row(*cells, style=style)
+        styles = [None if "/" not in name else "dim"] + [None] * len(bs) + ([] if many else ["dim", "dim"])
+        table.add_row(cells, "bold" if name in ("total", "forward") else None, styles)
     extra = [key for key in first.summary if not _shown(first, key)]
     if extra:
         table.add_section()
         for key in extra:
-            cells = [key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs]
-            table.add_row(*(cells + (["", ""] if not many else [])), style="cyan")
-    console.print(table)
-    notes = dict.fromkeys(n for b in bs for n in b.notes)
-    for note in notes:
-        console.print(f"[dim]· {note}[/dim]")
+            table.add_row([key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs], "cyan")
+    stream.write(table.render(color))
+    for note in dict.fromkeys(n for b in bs for n in b.notes):
+        stream.write(paint(f"· {note}", "dim", color) + "\n")
 
 
 def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None) -> None:
@@ -183,18 +167,14 @@ def render_listing(sections: dict[str, list[dict]], units: dict[str, str], fmt: 
                 stream.write("| " + " | ".join(_display(rec[k], units.get(k)) for k in keys) + " |\n")
             stream.write("\n")
         return
-    from rich.table import Table
+    from .texttable import Table, use_color
 
-    console = _console(out)
     for kind, records in sections.items():
         if not records:
             continue
         keys = list(records[0])
-        table = Table(title=kind, title_justify="left", show_edge=False, pad_edge=False)
-        for k in keys:
-            table.add_column(k, justify="left" if k in ("name", "vendor", "attention", "mlp") else "right",
-                             no_wrap=True)
+        table = Table([(k, "left" if k in ("name", "vendor", "attention", "mlp") else "right") for k in keys],
+                      title=kind)
         for rec in records:
-            table.add_row(*(_display(rec[k], units.get(k)) for k in keys))
-        console.print(table)
-        console.print()
+            table.add_row([_display(rec[k], units.get(k)) for k in keys])
+        stream.write(table.render(use_color(stream)) + "\n")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import sys
 
-from ..spec import SpecError
-from ..units import UnitError
 from . import flops, params, presets  # noqa: F401 - registers the commands
 from .common import ExitCode, app
 
@@ -19,14 +17,11 @@ def _warn(message, category, filename, lineno, file=None, line=None) -> None:
 
 
 def main() -> None:
-    """Run the app; user errors become one line on stderr and exit code 2, never a traceback."""
+    """Run the app (user errors are handled by common.Group: one line, exit code 2)."""
     import warnings
 
     warnings.showwarning = _warn
     try:
         app()
-    except (SpecError, UnitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(ExitCode.BAD_INPUT)
     except BrokenPipeError:  # `llmcalc ... | head`
         sys.exit(ExitCode.OK)

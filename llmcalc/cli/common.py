@@ -6,12 +6,32 @@ import enum
 from typing import Annotated, Callable, Optional, Sequence
 
 import typer
+from typer.core import TyperGroup
 
 from ..breakdown import Breakdown
 from ..spec import SpecError
-from ..units import parse_length
+from ..units import UnitError, parse_length
+
+
+class UserError(typer.BadParameter):
+    """Bad input: one line on stderr, exit code 2 (BadParameter's), never a traceback."""
+
+    def show(self, file=None) -> None:
+        typer.echo(f"error: {self.message}", err=True)
+
+
+class Group(TyperGroup):
+    """The top-level group turns the core's SpecError/UnitError into UserError for every command."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (SpecError, UnitError) as exc:
+            raise UserError(str(exc)) from None
+
 
 app = typer.Typer(
+    cls=Group,
     name="llmcalc",
     help="Size transformer LLMs: parameters, FLOPs, memory, MFU, latency and limits.",
     no_args_is_help=True,

@@ -1,0 +1,71 @@
+"""A small terminal table: aligned columns, box-drawing rules, optional ANSI styles.
+
+Rendering a table with rich costs ~35 ms of imports and layout per call, a third of the CLI's
+whole start-up budget; this draws the same kind of table in a fraction of a millisecond.
+Styles are applied only when the stream is a terminal and NO_COLOR is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TextIO
+
+_ANSI = {"bold": "1", "dim": "2", "cyan": "36", "green": "32", "red": "31", "yellow": "33"}
+
+
+def use_color(stream: TextIO) -> bool:
+    return (not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty())
+
+
+def paint(text: str, style: str | None, color: bool) -> str:
+    if not (style and color and text):
+        return text
+    codes = ";".join(_ANSI[s] for s in style.split() if s in _ANSI)
+    return f"\x1b[{codes}m{text}\x1b[0m" if codes else text
+
+
+class Table:
+    """Columns are (header, justify) with justify "left" or "right"; rows are lists of str."""
+
+    def __init__(self, columns: list[tuple[str, str]], title: str = "", caption: str = "") -> None:
+        self.columns = columns
+        self.title = title
+        self.caption = caption
+        self.rows: list[tuple[list[str], str | None, list[str | None]]] = []
+
+    def add_row(self, cells: list[str], style: str | None = None,
+                cell_styles: list[str | None] | None = None) -> None:
+        self.rows.append((cells, style, cell_styles or [None] * len(cells)))
+
+    def add_section(self) -> None:
+        self.rows.append(([], "section", []))
+
+    def render(self, color: bool = False) -> str:
+        widths = [len(h) for h, _ in self.columns]
+        for cells, _, _ in self.rows:
+            for i, cell in enumerate(cells):
+                widths[i] = max(widths[i], len(cell))
+        # drop trailing columns that are empty everywhere (e.g. a notes column with no notes)
+        while len(widths) > 1 and widths[-1] == 0:
+            widths.pop()
+        n = len(widths)
+
+        def line(cells: list[str], styles: list[str | None], row_style: str | None) -> str:
+            parts = []
+            for i in range(n):
+                text = cells[i] if i < len(cells) else ""
+                padded = text.rjust(widths[i]) if self.columns[i][1] == "right" else text.ljust(widths[i])
+                parts.append(paint(padded, styles[i] if i < len(styles) and styles[i] else row_style, color))
+            return " │ ".join(parts).rstrip()
+
+        out = []
+        if self.title:
+            out.append(paint(self.title, "bold", color))
+        out.append(line([h for h, _ in self.columns], [None] * n, "bold"))
+        rule = "─┼─".join("─" * w for w in widths)
+        out.append(rule.replace("─", "━").replace("┼", "╇"))
+        for cells, style, styles in self.rows:
+            out.append(rule if style == "section" else line(cells, styles, style))
+        if self.caption:
+            out.append(paint(self.caption, "dim", color))
+        return "\n".join(out) + "\n"

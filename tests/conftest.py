@@ -1,0 +1,43 @@
+"""Shared test helpers: run the real CLI in-process and read its JSON contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from llmcalc.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _isolated_presets(tmp_path, monkeypatch):
+    """No test sees the developer's own presets: user dirs point into an empty tmp dir."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LLMCALC_PRESETS", raising=False)
+    from llmcalc import presets
+
+    presets.catalog.cache_clear()
+    yield
+    presets.catalog.cache_clear()
+
+
+def run(*args: str):
+    """Invoke `llmcalc ARGS`; returns the click Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(app, list(args))
+
+
+def run_json(*args: str) -> dict:
+    result = run(*args, "--json")
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def value(data: dict, name: str):
+    """A named number from the JSON contract: summary first, then rows (as the acceptance check)."""
+    if name in data["summary"]:
+        return data["summary"][name]
+    for row in data["rows"]:
+        if row["name"] == name:
+            return row["value"]
+    raise KeyError(name)

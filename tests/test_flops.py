@@ -1,0 +1,92 @@
+"""FLOPs against the nanoGPT notebook, PaLM's formula and hand derivations."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcalc.flops import attended_pairs, flops_breakdown, forward
+from llmcalc.presets import load_model
+
+from .conftest import run_json, value
+
+NANO = dict(L=12, h=768, heads=12, V=50257, T=1024)
+
+
+def test_notebook_forward_rows():
+    # Notebook flops() for GPT-2 124M at block_size 1024, per layer:
+    # kqv 3,623,878,656; scores 1,610,612,736; reduce 1,610,612,736; proj 1,207,959,552;
+    # ffw1 = ffw2 = 4,831,838,208; dense (lm_head) 79,047,426,048; forward 291,648,307,200.
+    r = forward(load_model("nanogpt-124m"), 1024, 1024)
+    assert r["attention/kqv"] == 12 * 3_623_878_656
+    assert r["attention/scores"] == 12 * 1_610_612_736
+    assert r["attention/reduce"] == 12 * 1_610_612_736
+    assert r["attention/proj"] == 12 * 1_207_959_552
+    assert r["mlp/up"] == r["mlp/down"] == 12 * 4_831_838_208
+    assert r["dense/lm_head"] == 79_047_426_048
+    assert r["forward"] == 291_648_307_200
+
+
+def test_step_is_three_forwards_and_palm_ratio():
+    b = flops_breakdown(load_model("nanogpt-124m"), seq=1024)
+    assert b.value("total") == 874_944_921_600
+    # PaLM: (6N + 12LHQT) * T with N = 124,337,664 - 786,432 -> 875,062,886,400 (ratio 1.0001)
+    L, H, Q, T = 12, 12, 64, 1024
+    assert b.value("model_flops") == (6 * (124_337_664 - 786_432) + 12 * L * H * Q * T) * T
+    assert b.value("model_flops") / b.value("total") == pytest.approx(1.0001, abs=1e-4)
+
+
+def test_causal_counts_the_triangle():
+    # s = 4: full 16 pairs, causal 1 + 2 + 3 + 4 = 10; window 2 caps each row at 2: 1+2+2+2 = 7.
+    assert attended_pairs(4, 4, "full") == 16
+    assert attended_pairs(4, 4, "causal") == 10
+    assert attended_pairs(4, 4, "causal", 2) == 7
+    # one decode step at context 10 with a 4-token window sees 4 keys
+    assert attended_pairs(1, 10, "causal", 4) == 4
+
+
+def test_causal_halves_attention_core_only():
+    m = load_model("nanogpt-124m")
+    full, causal = forward(m, 1024, 1024, "full"), forward(m, 1024, 1024, "causal")
+    assert causal["attention/scores"] == full["attention/scores"] * (1024 * 1025 // 2) / 1024**2
+    assert causal["mlp"] == full["mlp"] and causal["attention/kqv"] == full["attention/kqv"]
+
+
+def test_6nd_train_time_is_notebooks_3_46_days():
+    # 6 * 124,337,664 * 300e9 / (8 * 312e12 * 0.3) = 298,889 s = 3.46 days
+    b = flops_breakdown(load_model("nanogpt-124m"), seq=1024, formula="6nd", tokens=300e9,
+                        peak_flops=312e12, gpus=8, efficiency=0.3)
+    assert b.summary["train_time"] == pytest.approx(6 * 124_337_664 * 300e9 / (8 * 312e12 * 0.3))
+    assert b.summary["train_time"] / 86400 == pytest.approx(3.46, abs=0.005)
+
+
+def test_full_recompute_adds_one_forward_of_the_layers():
+    m = load_model("nanogpt-124m")
+    none = flops_breakdown(m, seq=1024)
+    full = flops_breakdown(m, seq=1024, recompute="full")
+    fwd = none.value("forward")
+    lm_head = 2 * 1024 * 768 * 50257
+    assert full.value("total") == 3 * fwd + (fwd - lm_head)
+
+
+def test_moe_counts_active_experts():
+    # Mixtral: per token per layer, 2 experts x 3 matrices x 4096 x 14336, x2 FLOPs.
+    r = forward(load_model("mixtral-8x7b"), 1, 1)
+    assert r["mlp/experts"] == 32 * 2 * 2 * 3 * 4096 * 14336
+    assert r["mlp/router"] == 32 * 2 * 4096 * 8
+
+
+def test_cli_seed_examples_2_and_8():
+    data = run_json("flops", "--model", "nanogpt-124m", "--seq", "1024", "--batch", "1")
+    assert value(data, "forward") == 291_648_307_200
+    assert value(data, "total") == 874_944_921_600
+    assert value(data, "model_flops") == 875_062_886_400
+    # Article exercise 2: Llama-2-7B, 2N ~ 14 GFLOP per token to infer, 6N ~ 42 to train.
+    data = run_json("flops", "--model", "llama-2-7b", "--formula", "6nd", "--seq", "1")
+    assert value(data, "per_token/forward") == 2 * 6_738_415_616
+    assert value(data, "per_token/total") == 6 * 6_738_415_616
+
+
+def test_cli_train_time_example_4():
+    data = run_json("flops", "--model", "nanogpt-124m", "--formula", "6nd", "--tokens", "300e9",
+                    "--gpu", "a100-80gb", "--gpus", "8", "--efficiency", "0.3")
+    assert value(data, "train_time") == pytest.approx(298_889, rel=0.001)

@@ -1,0 +1,115 @@
+"""Parameter counts against published totals and hand derivations (never against the code itself)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcalc.params import count, matmul_params, params_breakdown
+from llmcalc.presets import load_model
+
+from .conftest import run_json, value
+
+# Exact totals from the models' published checkpoints (Hugging Face model cards / safetensors
+# metadata; see presets' source fields). DeepSeek-V3 and Mixtral-8x22B are checked separately.
+PUBLISHED = {
+    "gpt2": 124_439_808,
+    "gpt2-medium": 354_823_168,
+    "gpt2-large": 774_030_080,
+    "gpt2-xl": 1_557_611_200,
+    "nanogpt-124m": 124_337_664,
+    "llama-2-7b": 6_738_415_616,
+    "llama-2-13b": 13_015_864_320,
+    "llama-2-70b": 68_976_648_192,
+    "llama-3-8b": 8_030_261_248,
+    "llama-3-70b": 70_553_706_496,
+    "llama-3.1-8b": 8_030_261_248,
+    "llama-3.1-70b": 70_553_706_496,
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.2-3b": 3_212_749_824,
+    "mistral-7b": 7_241_732_096,
+    "mixtral-8x7b": 46_702_792_704,
+    "phi-3-mini": 3_821_079_552,
+    "falcon-7b": 6_921_720_704,
+}
+
+
+@pytest.mark.parametrize("name,total", sorted(PUBLISHED.items()))
+def test_published_totals(name, total):
+    assert count(load_model(name))["total"] == total
+
+
+# Stated sizes from model cards, rounded as the cards round them.
+STATED = {"llama-3.1-405b": 405.9e9, "qwen2.5-7b": 7.61e9, "qwen2.5-72b": 72.7e9,
+          "qwen3-8b": 8.2e9, "gemma-2-9b": 9.24e9, "mixtral-8x22b": 140.6e9, "deepseek-v3": 671e9}
+
+
+@pytest.mark.parametrize("name,stated", sorted(STATED.items()))
+def test_stated_sizes(name, stated):
+    assert count(load_model(name))["total"] == pytest.approx(stated, rel=0.005)
+
+
+def test_nanogpt_components_match_notebook():
+    # nanoGPT notebook, params(): embedding = position 786,432 + token 38,597,376;
+    # per block: kqv 1,769,472 + proj 589,824, ffw 2,359,296 x 2, two LN weights of 768.
+    r = count(load_model("nanogpt-124m"))
+    assert r["embedding"] == 786_432 + 38_597_376
+    assert r["attention"] == 12 * (1_769_472 + 589_824)
+    assert r["mlp"] == 12 * 2 * 2_359_296
+    assert r["norm"] == 12 * 2 * 768 + 768
+    assert r["lm_head"] == 0
+
+
+def test_llama2_7b_article_count_ignores_norms():
+    # The systems article: L(4h² + 3hF) + 2Vh = 6,738,149,376, norms left out.
+    L, h, F, V = 32, 4096, 11008, 32000
+    r = count(load_model("llama-2-7b"))
+    assert r["total"] - r["norm"] == L * (4 * h * h + 3 * h * F) + 2 * V * h == 6_738_149_376
+    assert r["norm"] == (2 * L + 1) * h
+
+
+def test_gqa_and_bias_shapes_by_hand():
+    # Qwen2.5-7B: q 3584x3584 + bias, k and v 3584x512 + bias (4 kv heads of 128), o without bias.
+    m = load_model("qwen2.5-7b")
+    h, kv = 3584, 4 * 128
+    assert count(m)["attention/qkv"] == 28 * (h * h + h + 2 * (h * kv + kv))
+    assert count(m)["attention/proj"] == 28 * h * h
+
+
+def test_mixtral_active_parameters():
+    # 2 of 8 experts per token: 6 idle experts of 3 x 4096 x 14336 in each of 32 layers.
+    idle = 32 * 6 * 3 * 4096 * 14336
+    r = count(load_model("mixtral-8x7b"))
+    assert r["active"] == 46_702_792_704 - idle == 12_879_925_248  # model card: 12.9B active
+
+
+def test_deepseek_v3_active_parameters():
+    # DeepSeek-V3 report: 671B total, 37B activated per token (MTP module excluded).
+    r = count(load_model("deepseek-v3"))
+    assert r["total"] == pytest.approx(671e9, rel=0.002)
+    assert r["active"] == pytest.approx(37e9, rel=0.02)
+
+
+def test_palm_n_drops_position_table_and_untied_embedding():
+    # Notebook: N = total - position table (tied embedding kept); untied input embedding dropped.
+    assert matmul_params(load_model("nanogpt-124m")) == 124_337_664 - 1024 * 768
+    assert matmul_params(load_model("llama-3-70b")) == 70_553_706_496 - 128256 * 8192
+
+
+def test_checkpoint_bytes_fp32_adamw():
+    # Notebook: fp32 weights + 2 AdamW buffers = 12 bytes/param -> 1.49 GB.
+    b = params_breakdown(load_model("nanogpt-124m"), "fp32", "adamw")
+    assert b.summary["checkpoint_bytes"] == 124_337_664 * 12 == 1_492_051_968
+
+
+def test_int4_weights_keep_half_bytes():
+    b = params_breakdown(load_model("gpt2"), "int4", "sgd")
+    assert b.summary["weight_bytes"] == 124_439_808 / 2
+
+
+def test_cli_rows_follow_contract():
+    data = run_json("params", "--model", "nanogpt-124m")
+    names = {row["name"] for row in data["rows"]}
+    assert {"embedding", "attention", "mlp", "norm", "lm_head", "total", "active"} <= names
+    assert {"weight_bytes", "checkpoint_bytes"} <= set(data["summary"])
+    assert value(data, "total") == 124_337_664
+    assert all(isinstance(row["value"], (int, float)) for row in data["rows"])
