@@ -41,30 +41,34 @@ class Table:
         self.rows.append(([], "section", []))
 
     def render(self, color: bool = False) -> str:
-        widths = [len(h) for h, _ in self.columns]
-        for cells, _, _ in self.rows:
+        # columns empty in every row (e.g. a share column when no row has a total) are dropped
+        keep = [i for i in range(len(self.columns))
+                if i == 0 or any(i < len(cells) and cells[i] for cells, _, _ in self.rows)]
+        columns = [self.columns[i] for i in keep]
+        rows = [([cells[i] if i < len(cells) else "" for i in keep] if style != "section" else [], style,
+                 [styles[i] if i < len(styles) else None for i in keep] if style != "section" else [])
+                for cells, style, styles in self.rows]
+        widths = [len(h) for h, _ in columns]
+        for cells, _, _ in rows:
             for i, cell in enumerate(cells):
                 widths[i] = max(widths[i], len(cell))
-        # drop trailing columns that are empty everywhere (e.g. a notes column with no notes)
-        while len(widths) > 1 and widths[-1] == 0:
-            widths.pop()
         n = len(widths)
 
         def line(cells: list[str], styles: list[str | None], row_style: str | None) -> str:
             parts = []
             for i in range(n):
                 text = cells[i] if i < len(cells) else ""
-                padded = text.rjust(widths[i]) if self.columns[i][1] == "right" else text.ljust(widths[i])
+                padded = text.rjust(widths[i]) if columns[i][1] == "right" else text.ljust(widths[i])
                 parts.append(paint(padded, styles[i] if i < len(styles) and styles[i] else row_style, color))
             return " │ ".join(parts).rstrip()
 
         out = []
         if self.title:
             out.append(paint(self.title, "bold", color))
-        out.append(line([h for h, _ in self.columns], [None] * n, "bold"))
+        out.append(line([h for h, _ in columns], [None] * n, "bold"))
         rule = "─┼─".join("─" * w for w in widths)
         out.append(rule.replace("─", "━").replace("┼", "╇"))
-        for cells, style, styles in self.rows:
+        for cells, style, styles in rows:
             out.append(rule if style == "section" else line(cells, styles, style))
         if self.caption:
             out.append(paint(self.caption, "dim", color))

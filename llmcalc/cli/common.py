@@ -128,6 +128,13 @@ def _gpus(text: str | None) -> list:
     return [load_gpu(name) for name in _split(text)] if text else [None]
 
 
+def require_gpus(text: str | None) -> list:
+    """GPUs for a command that cannot answer without one."""
+    if not text:
+        raise SpecError("this command needs --gpu (a preset name such as h100, or a YAML file)")
+    return _gpus(text)
+
+
 def default_seq(model, seq: str | None) -> int:
     """--seq, else the model's context length capped at 8k tokens (stated in the inputs)."""
     return parse_length(seq) if seq else min(model.max_position_embeddings, 8192)

@@ -1,0 +1,51 @@
+"""`llmcalc mfu`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..units import parse_count, parse_seconds
+from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula, FormulaOpt,
+                     GenericOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
+                     TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus)
+
+
+@app.command()
+def mfu(
+    model: ModelOpt,
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")],
+    step_time: Annotated[Optional[str], typer.Option("--step-time", help="Seconds per step of --batch x --grad-accum sequences (0.755, 650ms).")] = None,
+    tokens_per_s: Annotated[Optional[str], typer.Option("--tokens-per-s", help="Measured tokens/s of the whole job (see --per-gpu).")] = None,
+    per_gpu: Annotated[bool, typer.Option("--per-gpu", help="--tokens-per-s is per GPU, not the whole job.")] = False,
+    gpu_hours: Annotated[Optional[str], typer.Option("--gpu-hours", help="GPU-hours a whole run took (6.4M); needs --tokens.")] = None,
+    tokens: TokensOpt = None,
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches accumulated per step.")] = 1,
+    gpus: GpusOpt = 1,
+    dtype: DtypeOpt = Dtype.bf16,
+    formula: Annotated[Formula, typer.Option("--formula", help="Model FLOPs per token: palm (6N + 12LHQT, the MFU definition), detailed or 6nd.")] = Formula.palm,
+    attention: AttentionOpt = Attention.full,
+    recompute: RecomputeOpt = Recompute.none,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """Model and hardware FLOPs utilisation (MFU, HFU) of a measured run.
+
+    Example: llmcalc mfu --model llama-3-70b --gpu h100-sxm --seq 8192 --tokens 15T --gpu-hours 6.4M
+    """
+    from ..throughput import Measurement, mfu_breakdown
+
+    fmt = _fmt(json_, csv_, markdown)
+    run = Measurement(step_time=parse_seconds(step_time) if step_time else None,
+                      tokens_per_s=parse_count(tokens_per_s) if tokens_per_s else None, per_gpu=per_gpu,
+                      gpu_hours=parse_count(gpu_hours) if gpu_hours else None,
+                      tokens=parse_count(tokens) if tokens else None)
+
+    def one(m, g):
+        return mfu_breakdown(m, g, run, default_seq(m, seq), batch, grad_accum, gpus, dtype.value,
+                             formula.value, attention.value, recompute.value)
+
+    _emit(_each(_models(model, generic), require_gpus(gpu), one), fmt)
