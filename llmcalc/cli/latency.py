@@ -1,0 +1,57 @@
+"""`llmcalc latency`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..spec import Parallelism
+from ..units import parse_length, parse_seconds
+from .common import (Attention, BatchOpt, CheckOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, ExitCode, GenericOpt,
+                     GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
+                     require_gpus)
+
+
+@app.command()
+def latency(
+    model: ModelOpt,
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")],
+    gpus: GpusOpt = 1,
+    tp: TpOpt = None,
+    batch: BatchOpt = 1,
+    prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens per request (4000, 8k).")] = "1024",
+    output: Annotated[str, typer.Option("--output", help="Output tokens per request.")] = "256",
+    dtype: DtypeOpt = Dtype.bf16,
+    kv_dtype: KvDtypeOpt = None,
+    attention: Annotated[Attention, typer.Option("--attention", help="Attention FLOPs: causal (what kernels compute) or full.")] = Attention.causal,
+    efficiency: EffOpt = None,
+    bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", help="Fraction of memory bandwidth reachable (default 0.9, or --efficiency when given).")] = None,
+    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide TP communication behind compute (lower bound) or add it.")] = True,
+    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Time-to-first-token target (650ms).")] = None,
+    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Time-per-output-token target (50ms).")] = None,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """Roofline lower bounds for serving: TTFT, TPOT, end-to-end time, tokens/s.
+
+    Example: llmcalc latency --model llama-2-70b --gpu a800 --gpus 8 --batch 16 --prompt 4000 --ttft-target 650ms --check
+    """
+    from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
+
+    fmt = _fmt(json_, csv_, markdown)
+    layout = Parallelism.resolve(gpus, tp=tp, mode="infer")
+    settings = ServeSettings(
+        batch=batch, prompt=parse_length(prompt), output=parse_length(output), tp=layout.tp, dp=layout.dp,
+        dtype=dtype.value, kv_dtype=kv_dtype.value if kv_dtype else None, attention=attention.value,
+        compute_efficiency=COMPUTE_EFFICIENCY if efficiency is None else efficiency,
+        bandwidth_efficiency=bw_efficiency or (efficiency if efficiency is not None else BANDWIDTH_EFFICIENCY),
+        overlap=overlap)
+    targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
+                   tpot_target=parse_seconds(tpot_target) if tpot_target else None)
+    results = _each(_models(model, generic), require_gpus(gpu),
+                    lambda m, g: latency_breakdown(m, g, settings, **targets))
+    _emit(results, fmt)
+    if check and not all(r.summary.get("feasible", True) for r in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)

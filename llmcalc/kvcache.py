@@ -1,0 +1,37 @@
+"""KV-cache size: what inference keeps per token, per GPU.
+
+Per token per layer: K and V of the kv heads (2 · kv_heads · head_dim values; GQA/MQA shrink
+it), or for Multi-head Latent Attention one compressed latent plus the shared rope key
+(kv_lora_rank + qk_rope_head_dim values, no factor 2; DeepSeek-V2 §2.1). Sliding-window layers
+keep at most the window. Under tensor parallelism the kv heads split over the TP ranks; once TP
+exceeds them each rank keeps one replicated head (vLLM); MLA's latent is replicated on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .spec import ModelSpec
+
+
+def kv_values_per_token_layer(m: ModelSpec, tp: int = 1) -> float:
+    """Cached values per token per layer on one TP rank."""
+    if m.is_mla:
+        return m.kv_lora_rank + m.qk_rope_head_dim
+    heads_per_rank = math.ceil(m.kv_heads / tp)  # kv_heads < tp: one replicated head per rank
+    return 2 * heads_per_rank * m.qk_head_dim
+
+
+def cached_positions(m: ModelSpec, context: int) -> int:
+    """Token positions held over all layers: windowed layers keep min(context, window)."""
+    windowed = m.window_layers * min(context, m.sliding_window or context)
+    return windowed + (m.num_hidden_layers - m.window_layers) * context
+
+
+def kv_cache_bytes(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
+                   tp: int = 1) -> float:
+    """KV cache of ``batch`` sequences of ``context`` tokens on one GPU of a TP group.
+
+    Seed exercise 4: Llama-2-70B, 4000 tokens, fp16: 2 · 80 · 8 · 128 · 4000 · 2 B = 1.31 GB.
+    """
+    return batch * cached_positions(m, context) * kv_values_per_token_layer(m, tp) * bytes_per_value

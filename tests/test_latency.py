@@ -1,0 +1,74 @@
+"""Latency roofline and KV cache against the article's exercises and hand derivations."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcalc.kvcache import kv_cache_bytes
+from llmcalc.presets import load_gpu, load_model
+from llmcalc.throughput import ServeSettings, latency_breakdown, weight_bytes_read
+
+from .conftest import run, run_json, value
+
+
+def test_kv_cache_seed_exercise_4():
+    # L · S · g · d · 2 · sizeof(fp16) = 80 · 4000 · 8 · 128 · 2 · 2 = 1.31 GB per request
+    m = load_model("llama-2-70b")
+    assert kv_cache_bytes(m, 4000, 1, 2) == 80 * 4000 * 8 * 128 * 2 * 2 == 1_310_720_000
+    assert kv_cache_bytes(m, 4000, 1, 2, tp=2) == 655_360_000
+    # TP 16 > 8 kv heads: every rank keeps one (replicated) head
+    assert kv_cache_bytes(m, 4000, 1, 2, tp=16) == 80 * 4000 * 1 * 128 * 2 * 2
+
+
+def test_kv_cache_mla_latent_and_sliding_window():
+    # DeepSeek-V3: one latent of 512 + rope key 64 per layer, no factor 2, 61 layers
+    assert kv_cache_bytes(load_model("deepseek-v3"), 1000, 1, 2) == 61 * 1000 * (512 + 64) * 2
+    # Mistral-7B: every layer keeps at most its 4096-token window
+    mistral = load_model("mistral-7b")
+    assert kv_cache_bytes(mistral, 32768, 1, 2) == kv_cache_bytes(mistral, 4096, 1, 2) == 32 * 4096 * 2 * 8 * 128 * 2
+    # Gemma-2-9B: 21 of 42 layers windowed at 4096
+    gemma = load_model("gemma-2-9b")
+    assert kv_cache_bytes(gemma, 8192, 1, 2) == (21 * 4096 + 21 * 8192) * 2 * 8 * 256 * 2
+
+
+def test_seed_exercise_3_is_infeasible():
+    # 16 x 4000 tokens x 2 x 70e9 = 8.96e15 FLOP over 8 x 312 TFLOP/s = 3.59 s >> 650 ms
+    data = run_json("latency", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "8", "--batch", "16",
+                    "--prompt", "4000", "--efficiency", "1", "--ttft-target", "650ms", "--check")
+    assert value(data, "feasible") is False
+    assert 3.4 <= value(data, "ttft") <= 4.2
+    result = run("latency", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "8", "--batch", "16",
+                 "--prompt", "4000", "--efficiency", "1", "--ttft-target", "650ms", "--check")
+    assert result.exit_code == 1
+
+
+def test_decode_is_bandwidth_bound_for_one_request():
+    # One request, first decode step: read 2 B x 6,738,415,616 weights + a 2-token KV cache
+    # (2 x 32 layers x 4096 x 2 B per token) from 3.35 TB/s HBM.
+    m, gpu = load_model("llama-2-7b"), load_gpu("h100-sxm")
+    b = latency_breakdown(m, gpu, ServeSettings(batch=1, prompt=1, output=1, compute_efficiency=1,
+                                                bandwidth_efficiency=1))
+    expected = (2 * 6_738_415_616 + 2 * 2 * 32 * 4096 * 2) / 3.35e12
+    assert b.value("tpot") == pytest.approx(expected)
+    assert b.summary["decode_bound"] == "memory"
+
+
+def test_moe_decode_reads_only_touched_experts():
+    # Mixtral, one token: 2 of 8 experts per layer -> exactly the active parameters
+    m = load_model("mixtral-8x7b")
+    assert weight_bytes_read(m, 1, 1) == pytest.approx(12_879_925_248)
+    assert weight_bytes_read(m, 1000, 1) == pytest.approx(46_702_792_704, rel=1e-6)
+
+
+def test_tensor_parallel_adds_allreduce_time():
+    # 2 all-reduces per layer of b·s·h 16-bit values; a ring moves 2(t-1)/t of them per GPU.
+    m, gpu = load_model("llama-2-7b"), load_gpu("a100-80gb")
+    b = latency_breakdown(m, gpu, ServeSettings(batch=1, prompt=1000, output=1, tp=4, overlap=False))
+    expected = 2 * 32 * 1000 * 4096 * 2 * (2 * 3 / 4) / 300e9
+    assert b.value("prefill/communication") == pytest.approx(expected)
+    assert b.value("ttft") == pytest.approx(max(b.value("prefill/compute"), b.value("prefill/memory")) + expected)
+
+
+def test_tpot_target_check_passes_when_reachable():
+    result = run("latency", "--model", "llama-3-8b", "--gpu", "h100", "--tpot-target", "1s", "--check")
+    assert result.exit_code == 0, result.output
