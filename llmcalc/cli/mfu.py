@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_count, parse_seconds
-from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula, FormulaOpt,
+from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula,
                      GenericOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus)
 
