@@ -1,0 +1,82 @@
+"""`llmcalc memory`."""
+
+from __future__ import annotations
+
+import typer
+
+from ..spec import Parallelism, SpecError
+from ..units import parse_bytes, parse_length
+from .common import (AttentionImplOpt, BatchOpt, CheckOpt, CpOpt, CsvOpt, DpOpt, DtypeOpt, EpOpt, ExitCode,
+                     Finetune, FinetuneOpt, GenericOpt, GpuMemoryOpt, GpuOpt, GpusOpt, GpuUtilOpt,
+                     GroupSizeOpt, JsonOpt, KvDtypeOpt, LoraRankOpt, LoraTargetsOpt, LossDtype, LossDtypeOpt,
+                     MdOpt, MemRecomputeOpt, MiniSeqOpt, Mode, ModelOpt, ModeOpt, OffloadOpt, Optimizer,
+                     PpOpt, PrecisionOpt, PrefillChunkOpt, Recompute, ReserveOpt, SeqOpt, SpOpt, TpOpt,
+                     TrainOptimizerOpt, ZeroOpt, _each, _emit, _fmt, _gpus, _models, _split, app,
+                     default_seq)
+
+
+@app.command()
+def memory(
+    model: ModelOpt,
+    gpu: GpuOpt = None,
+    mode: ModeOpt = Mode.train,
+    gpus: GpusOpt = None,
+    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    batch: BatchOpt = 1,
+    seq: SeqOpt = None,
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
+    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    zero: ZeroOpt = 0,
+    recompute: MemRecomputeOpt = Recompute.none,
+    attention_impl: AttentionImplOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    mini_seq: MiniSeqOpt = 1,
+    offload: OffloadOpt = None,
+    finetune: FinetuneOpt = Finetune.full,
+    lora_rank: LoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = "all",
+    group_size: GroupSizeOpt = 128,
+    gpu_util: GpuUtilOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    reserve: ReserveOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """Memory per GPU: weights, gradients, optimizer states, activations, logits, KV cache; does it fit?
+
+    Example: llmcalc memory --model llama-2-7b --gpu a100-80gb --seq 4096 --recompute full --zero 3 --gpus 8
+    """
+    from ..memory import (
+        DEFAULT_PREFILL_CHUNK,
+        DEFAULT_RESERVE,
+        MemorySettings,
+        memory_breakdown,
+    )
+
+    fmt = _fmt(json_, csv_, markdown)
+    if check and not gpu and not gpu_memory:
+        raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
+    layout = Parallelism.resolve(gpus, tp, pp, dp, cp, ep, sp, mode=mode.value)
+    common = dict(
+        mode=mode.value, batch=batch, dtype=dtype.value if dtype else None,
+        precision=precision.value if precision else None, optimizer=optimizer.value, zero=zero,
+        recompute=recompute.value, attention_impl=attention_impl.value if attention_impl else None,
+        kv_dtype=kv_dtype.value if kv_dtype else None, loss_dtype=loss_dtype.value, mini_seq=mini_seq,
+        offload=tuple(_split(offload or "")), finetune=finetune.value, lora_rank=lora_rank,
+        lora_targets=tuple(_split(lora_targets)), group_size=group_size, gpu_util=gpu_util,
+        gpu_memory=parse_bytes(gpu_memory) if gpu_memory else None,
+        reserve=parse_bytes(reserve) if reserve is not None else DEFAULT_RESERVE,
+        prefill_chunk=parse_length(prefill_chunk) if prefill_chunk else DEFAULT_PREFILL_CHUNK, parallel=layout)
+
+    def one(m, g):
+        return memory_breakdown(m, g, MemorySettings(seq=default_seq(m, seq), **common))
+
+    results = _each(_models(model, generic), _gpus(gpu), one)
+    _emit(results, fmt)
+    if check and not all(r.summary.get("fits") for r in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+

@@ -1,0 +1,364 @@
+"""Memory per GPU against papers, seeds and hand derivations (never against the code's own output).
+
+Sources: ZeRO paper (Rajbhandari et al. 2020) Fig. 1; Korthikanti et al. 2022 Table 2 / §4;
+the systems article's exercise 4 (seeds/002) and DESIGN.md examples 10 and 13; QLoRA (Dettmers
+et al. 2023) §3; the tensors HF modules save (tests/fidelity measures them with torch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmcalc.memory import MemorySettings, memory_breakdown, mini_seq_pieces, model_state_bytes
+from llmcalc.presets import load_model
+from llmcalc.spec import ModelSpec, Parallelism, SpecError
+
+from .conftest import run, run_json, value
+
+GiB = 2**30
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# A 7.5B-parameter model for the ZeRO figure: L(4h² + 2hF) + V·h with h = 4000, F = 4h, L = 39,
+# V = 3000, no biases, parameter-free norms: 39 x 192e6 + 12e6 = 7.5e9 exactly.
+ZERO_MODEL = """
+zero-7.5b:
+  hidden_size: 4000
+  num_hidden_layers: 39
+  num_attention_heads: 32
+  head_dim: 125
+  vocab_size: 3000
+  intermediate_size: 16000
+  max_position_embeddings: 2048
+  mlp_type: plain
+  norm_type: layernorm
+  norm_affine: false
+  position_embedding: rotary
+  tie_word_embeddings: true
+  attention_bias: false
+  attention_out_bias: false
+  mlp_bias: false
+"""
+
+# GPT-3 175B as Korthikanti et al. size it: h 12288, a 96, L 96, s 2048, F = 4h, GeLU, dropout.
+GPT3 = ModelSpec(name="gpt3-175b", hidden_size=12288, num_hidden_layers=96, num_attention_heads=96,
+                 vocab_size=50257, intermediate_size=4 * 12288, max_position_embeddings=2048, mlp_type="plain",
+                 norm_type="layernorm", norm_bias=True, position_embedding="learned", tie_word_embeddings=True,
+                 attention_bias=True, attention_out_bias=True, mlp_bias=True, hidden_act="gelu", dropout=0.1)
+
+
+# -- ZeRO paper, Figure 1 -----------------------------------------------------------------------
+
+ZERO_FIG1 = {0: 120.0, 1: 31.4, 2: 16.6, 3: 1.9}  # GB per GPU, Ψ = 7.5B, N_d = 64, K = 12
+
+
+@pytest.mark.parametrize("stage,gb", sorted(ZERO_FIG1.items()))
+def test_zero_figure_1_core(stage, gb):
+    psi, nd, k = 7.5e9, 64, 12
+    exact = {0: (2 + 2 + k) * psi, 1: 2 * psi + 2 * psi + k * psi / nd,
+             2: 2 * psi + (2 + k) * psi / nd, 3: (2 + 2 + k) * psi / nd}[stage]
+    got = sum(model_state_bytes(psi, "mixed", "adamw", stage, nd).values())
+    assert got == exact
+    assert round(got / 1e9, 1) == gb
+
+
+@pytest.mark.parametrize("stage,gb", sorted(ZERO_FIG1.items()))
+def test_zero_figure_1_through_the_cli(tmp_path, stage, gb):
+    path = tmp_path / "zero.yaml"
+    path.write_text(ZERO_MODEL)
+    data = run_json("memory", "--model", str(path), "--gpus", "64", "--zero", str(stage))
+    assert data["inputs"]["dp"] == 64
+    assert round(value(data, "model_states") / 1e9, 1) == gb
+    assert value(data, "params_per_gpu") == 7_500_000_000
+
+
+# -- Korthikanti et al. 2022: activations per layer ---------------------------------------------
+
+def _gpt3(tp: int = 1, sp: bool = False, recompute: str = "none"):
+    layout = Parallelism(gpus=tp, tp=tp, sp=sp)
+    return memory_breakdown(GPT3, None, MemorySettings(seq=2048, batch=1, attention_impl="eager",
+                                                       recompute=recompute, parallel=layout))
+
+
+S, B, H, A, L = 2048, 1, 12288, 96, 96
+# The one named difference: each LayerNorm also saves its fp32 mean and rstd (8 B per token, two
+# norms per layer); Korthikanti counts the 16-bit tensors only.
+LN_STATS = 2 * 8 * S * B
+
+
+def test_korthikanti_no_parallelism():
+    # sbh(34 + 5as/h): attention 11sbh + 5as²b, MLP 19sbh, norms 4sbh
+    assert _gpt3().value("activations/per_layer") == S * B * H * (34 + 5 * A * S / H) + LN_STATS
+
+
+@pytest.mark.parametrize("t", [8])
+def test_korthikanti_tensor_parallel(t):
+    # sbh(10 + 24/t + 5as/(ht)): norms, their outputs and the dropout masks stay whole under TP
+    assert _gpt3(t).value("activations/per_layer") == S * B * H * (10 + 24 / t + 5 * A * S / (H * t)) + LN_STATS
+
+
+def test_korthikanti_sequence_parallel():
+    t = 8  # sbh(34/t + 5as/(ht)): SP splits the rest
+    got = _gpt3(t, sp=True).value("activations/per_layer")
+    assert got == pytest.approx(S * B * H * (34 / t + 5 * A * S / (H * t)) + LN_STATS / t, rel=1e-12)
+
+
+def test_korthikanti_selective_and_full_recompute():
+    t = 8
+    selective = _gpt3(t, recompute="selective")
+    # selective drops the 5as/(ht) term for every layer; one layer's is rebuilt during backward
+    assert selective.value("activations/layers") == L * (S * B * H * (10 + 24 / t) + LN_STATS)
+    assert selective.value("activations/transient") == S * B * H * 5 * A * S / (H * t)
+    full = _gpt3(t, recompute="full")
+    assert full.value("activations/layers") == L * 2 * S * B * H  # each layer's input, 2sbh
+
+
+def test_llama_differs_for_the_right_reasons():
+    """Llama-2-7B under SDPA (HF's default): no dropout masks, no s x s terms, RMSNorm's fp32 copy
+    of its input, a SwiGLU MLP keeping four F-wide tensors; per token per layer, bf16:"""
+    h, F, a = 4096, 11008, 32
+    norms = 2 * (4 * h + 4 + 2 * h)  # fp32 input copy, fp32 rstd, normalized input (two norms)
+    attention = 2 * h + 2 * h + 2 * 2 * h + 4 * a + 2 * h  # proj input, q, k and v, fp32 lse, output
+    mlp = 2 * h + 4 * 2 * F  # input; gate output, act(gate), up, their product
+    s = 4096
+    b = memory_breakdown(load_model("llama-2-7b"), None, MemorySettings(seq=s))
+    assert b.value("activations/per_layer") == s * (norms + attention + mlp)
+    assert b.get("activations/per_layer/dropout") is None and b.get("activations/per_layer/scores") is None
+    eager = memory_breakdown(load_model("llama-2-7b"), None, MemorySettings(seq=s, attention_impl="eager"))
+    # eager: the s x s softmax in fp32 plus its bf16 copy (6as per token); no log-sum-exp, no kept kernel
+    # output (the out-projection keeps its own input)
+    assert eager.value("activations/per_layer") - b.value("activations/per_layer") == s * (6 * a * s - 4 * a)
+
+
+def test_eager_gqa_repeats_kv_sdpa_does_not():
+    s, h, kv_width = 1024, 4096, 8 * 128  # llama-3-8b: 32 heads, 8 kv heads of 128
+    sdpa = memory_breakdown(load_model("llama-3-8b"), None, MemorySettings(seq=s))
+    eager = memory_breakdown(load_model("llama-3-8b"), None, MemorySettings(seq=s, attention_impl="eager"))
+    diff = eager.value("activations/per_layer/attention") - sdpa.value("activations/per_layer/attention")
+    assert diff == s * (2 * 2 * (h - kv_width) - 4 * 32)  # k, v repeated to 32 heads; no fp32 lse
+
+
+# -- logits, Mini-Sequence ------------------------------------------------------------------------
+
+def test_example_13_logits_at_128k():
+    data = run_json("memory", "--model", "llama-3.1-8b", "--seq", "131072", "--batch", "1", "--dtype", "fp16")
+    s, V = 131072, 128256
+    assert value(data, "logits") >= s * V * 2  # DESIGN example 13: at least the 16-bit logits
+    assert value(data, "logits") == 3 * s * V * 4  # fp32 log-probs + their gradient + the logits' gradient
+    assert value(data, "logits/log_probs") == s * V * 4
+
+
+def test_mini_sequence_divides_the_lm_head_and_mlp_intermediates():
+    m, s, M = load_model("llama-3.2-1b"), 8192, 4
+    one = memory_breakdown(m, None, MemorySettings(seq=s))
+    four = memory_breakdown(m, None, MemorySettings(seq=s, mini_seq=M))
+    assert four.value("logits") == 3 * (s // M) * 128256 * 4
+    # the per-layer MLP intermediates (4 F-wide bf16 tensors, F = 8192) are no longer kept per layer;
+    # one chunk of s/M tokens is rebuilt at a time
+    inner = s * 4 * 8192 * 2
+    assert one.value("activations/layers") - four.value("activations/layers") == 16 * inner
+    assert four.value("activations/transient") == inner / M
+    assert four.value("total") < one.value("total")
+
+
+def test_mini_seq_pieces_are_the_closed_form_terms():
+    m, s = load_model("llama-3.2-1b"), 4096
+    p = mini_seq_pieces(m, MemorySettings(seq=s))
+    b = memory_breakdown(m, None, MemorySettings(seq=s))
+    assert p.w_mem == sum(b.value(k) for k in ("weights", "gradients", "optimizer", "reserve"))
+    assert p.i_mlp == 4 * 8192 * 2  # SwiGLU's four F-wide bf16 tensors
+    assert p.i_head == 3 * 128256 * 4  # the loss's three fp32 b·s·V buffers
+    assert p.layers == 16
+    assert s * p.layers * (p.a_mem + p.i_mlp) == pytest.approx(b.value("activations/layers"))
+    assert s * p.i_head == b.value("logits")
+
+
+# -- inference: KV cache (seed exercise 4, DESIGN example 10) -------------------------------------
+
+def test_example_10_kv_per_gpu_under_tp2():
+    data = run_json("memory", "--mode", "infer", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "2",
+                    "--tp", "2", "--batch", "1", "--seq", "4000", "--dtype", "fp16")
+    assert value(data, "kv_cache") == 655_360_000
+    assert data["inputs"]["tp"] == 2 and data["inputs"]["attention_impl"] == "flash"
+
+
+def test_seed_exercise_4_kv_per_request():
+    # L·S·g·d·2·sizeof(fp16) = 80 x 4000 x 8 x 128 x 2 x 2 = 1.31e9 B: "about 1.3 GB" per request
+    data = run_json("memory", "--mode", "infer", "--model", "llama-2-70b", "--seq", "4000", "--dtype", "fp16")
+    assert value(data, "kv_per_request") == 80 * 4000 * 8 * 128 * 2 * 2 == 1_310_720_000
+
+
+def test_kv_heads_replicate_once_tp_exceeds_them():
+    def kv(tp):
+        return run_json("memory", "--mode", "infer", "--model", "llama-3-8b", "--gpus", str(tp), "--seq", "8192")
+    assert value(kv(8), "kv_cache") == 32 * 8192 * 2 * 1 * 128 * 2  # 8 kv heads over 8 ranks: one each
+    assert value(kv(16), "kv_cache") == value(kv(8), "kv_cache")  # 16 ranks: still one (replicated)
+
+
+def test_mla_caches_one_latent_replicated_over_tp():
+    for tp in (1, 8):
+        data = run_json("memory", "--mode", "infer", "--model", "deepseek-v3", "--gpus", str(tp), "--seq", "1000")
+        assert value(data, "kv_per_token") == 61 * (512 + 64) * 2  # kv_lora_rank + rope dim, no factor 2
+
+
+def test_sliding_window_layers_keep_the_window():
+    data = run_json("memory", "--mode", "infer", "--model", "gemma-2-9b", "--seq", "8192")
+    assert value(data, "kv_cache") == (21 * 4096 + 21 * 8192) * 2 * 8 * 256 * 2
+
+
+def test_int4_weights_carry_a_scale_per_group():
+    # Llama-2-7B linears: 6,738,415,616 - 2 x 131,072,000 (embedding, head) - 266,240 (norms)
+    linears, rest = 6_476_005_376, 262_410_240
+    data = run_json("memory", "--mode", "infer", "--model", "llama-2-7b", "--dtype", "int4", "--group-size", "128")
+    assert value(data, "weights/scales") == linears // 128 * 2
+    assert value(data, "weights") == linears // 2 + linears // 128 * 2 + rest * 2  # 4.125 bits + 16-bit rest
+
+
+# -- training: precision, optimizers, fine-tuning, offload ----------------------------------------
+
+N7B = 6_738_415_616
+
+
+@pytest.mark.parametrize("precision,per_param", [("mixed", 16), ("mixed-fp32-grads", 18), ("fp32", 16), ("bf16", 8)])
+def test_precision_profiles(precision, per_param):
+    data = run_json("memory", "--model", "llama-2-7b", "--precision", precision)
+    assert sum(value(data, k) for k in ("weights", "gradients", "optimizer")) == per_param * N7B
+
+
+@pytest.mark.parametrize("optimizer,state_bytes", [("adamw", 8), ("adamw-8bit", 2), ("sgd", 0),
+                                                   ("sgd-momentum", 4), ("lion", 4)])
+def test_optimizer_states(optimizer, state_bytes):
+    data = run_json("memory", "--model", "llama-2-7b", "--optimizer", optimizer)
+    assert value(data, "optimizer/master") == 4 * N7B
+    assert value(data, "optimizer") == (4 + state_bytes) * N7B
+
+
+def test_adafactor_factored_state_is_rows_plus_columns():
+    data = run_json("memory", "--model", "llama-2-7b", "--optimizer", "adafactor")
+    h, F, V = 4096, 11008, 32000
+    per_layer = 4 * (h + h) + 3 * (h + F) + 2 * h  # q, k, v, o, gate, up, down; two norm vectors
+    assert value(data, "optimizer/adafactor_v") == 4 * (32 * per_layer + 2 * (V + h) + h)
+
+
+def test_can_i_fine_tune_7b_on_a_24gb_card():
+    base = ["memory", "--model", "llama-2-7b", "--gpu", "rtx-4090", "--seq", "2048"]
+    qlora = run_json(*base, "--finetune", "qlora")
+    # r = 16 on q, k, v, o, gate, up, down: 32 x 16 x (4 x (4096 + 4096) + 3 x (4096 + 11008))
+    adapters = 32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
+    assert adapters == 39_976_960  # what PEFT prints for this setup
+    assert value(qlora, "trainable_per_gpu") == adapters
+    linears, rest = 6_476_005_376, 262_410_240  # NF4 + double quantization: 4 + 8/64 + 32/(64·256) bits
+    assert value(qlora, "weights/frozen") == round(linears * (4 + 8 / 64 + 32 / (64 * 256)) / 8 + rest * 2)
+    assert value(qlora, "gradients") == 2 * adapters and value(qlora, "optimizer") == 12 * adapters
+    assert value(qlora, "fits") is True
+    assert value(run_json(*base), "fits") is False  # full fine-tuning needs 16 B/param: 108 GB
+
+
+def test_offload_moves_optimizer_to_cpu():
+    data = run_json("memory", "--model", "llama-2-7b", "--gpus", "8", "--zero", "2", "--offload", "optimizer")
+    shard = math.ceil(N7B / 8)
+    assert value(data, "optimizer") == 0 and value(data, "gradients") == 0
+    assert value(data, "cpu") == 12 * shard + 2 * shard  # master, m, v and the gradient partition
+
+
+def test_pipeline_first_stage_holds_p_micro_batches():
+    data = run_json("memory", "--model", "llama-2-7b", "--gpus", "4", "--pp", "4", "--seq", "2048")
+    assert value(data, "stage") == 0 and value(data, "in_flight") == 4
+    assert value(data, "activations/layers") == 4 * 8 * value(data, "activations/per_layer")
+
+
+# -- the CLI contract ---------------------------------------------------------------------------
+
+def test_json_rows_and_summary():
+    data = run_json("memory", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--gpu-memory", "80GB")
+    names = {r["name"] for r in data["rows"]}
+    assert {"weights", "gradients", "optimizer", "optimizer/master", "optimizer/adam_m", "optimizer/adam_v",
+            "activations", "logits", "kv_cache", "reserve", "total"} <= names
+    top = ("weights", "gradients", "optimizer", "activations", "logits", "kv_cache", "reserve")
+    assert value(data, "total") == sum(value(data, k) for k in top)
+    assert value(data, "capacity") == 80_000_000_000 and isinstance(value(data, "fits"), bool)
+    assert data["inputs"]["precision"] == "mixed" and data["inputs"]["reserve"] == GiB
+    assert "fits" not in run_json("memory", "--model", "gpt2")["summary"]  # no GPU: nothing to fit
+
+
+@pytest.mark.parametrize("fmt", ["", "--csv", "--markdown"])
+def test_formats_render(fmt):
+    result = run("memory", "--model", "gpt2", "--gpu", "t4", *([fmt] if fmt else []))
+    assert result.exit_code == 0, result.output
+    assert "kv_cache" in result.stdout and "activations/per_layer" in result.stdout
+
+
+def test_check_exit_codes():
+    assert run("memory", "--model", "llama-2-70b", "--gpu", "a100-80gb", "--check").exit_code == 1
+    assert run("memory", "--model", "gpt2", "--gpu", "a100-80gb", "--seq", "1024", "--check").exit_code == 0
+    no_gpu = run("memory", "--model", "gpt2", "--check")
+    assert no_gpu.exit_code == 2 and "--gpu" in no_gpu.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--gpus", "8", "--tp", "3"],  # 8 GPUs do not split into TP 3
+    ["--tp", "3"],  # 32 heads do not split over 3 ranks
+    ["--gpus", "4", "--tp", "2", "--dp", "4"],  # 2 x 4 != 4
+    ["--zero", "1", "--offload", "params"],  # parameter offload needs ZeRO-3
+    ["--mode", "infer", "--zero", "2"],
+    ["--precision", "mixed", "--dtype", "int4"],
+    ["--finetune", "lora", "--lora-targets", "qkv"],
+])
+def test_bad_input_is_one_line_exit_2(args):
+    result = run("memory", "--model", "llama-2-7b", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+MODELS = ["gpt2", "llama-3.2-1b", "llama-2-7b", "mistral-7b", "mixtral-8x7b", "gemma-2-9b", "deepseek-v3"]
+
+
+def _total(name, **kw):
+    return memory_breakdown(load_model(name), None, MemorySettings(**kw))
+
+
+@FAST
+@given(name=st.sampled_from(MODELS), mode=st.sampled_from(["train", "infer"]), seq=st.integers(1, 20000),
+       more=st.integers(1, 5000), batch=st.integers(1, 8), impl=st.sampled_from(["eager", "sdpa", "flash"]),
+       recompute=st.sampled_from(["none", "selective", "full"]))
+def test_memory_never_decreases_with_seq_or_batch(name, mode, seq, more, batch, impl, recompute):
+    kw = {"mode": mode, "attention_impl": impl, "recompute": recompute if mode == "train" else "none"}
+    base = _total(name, seq=seq, batch=batch, **kw).value("total")
+    assert _total(name, seq=seq + more, batch=batch, **kw).value("total") >= base
+    assert _total(name, seq=seq, batch=batch + 1, **kw).value("total") >= base
+
+
+@FAST
+@given(name=st.sampled_from(MODELS), dp=st.sampled_from([2, 4, 8, 64]), seq=st.integers(1, 8192))
+def test_zero_stages_never_increase_memory(name, dp, seq):
+    totals = [_total(name, seq=seq, zero=z, parallel=Parallelism(gpus=dp, dp=dp)).value("total") for z in range(4)]
+    assert totals[3] <= totals[2] <= totals[1] <= totals[0]
+
+
+@FAST
+@given(name=st.sampled_from(MODELS), seq=st.integers(1, 16384), batch=st.integers(1, 4),
+       impl=st.sampled_from(["eager", "sdpa"]), mini=st.sampled_from([1, 2, 4]))
+def test_recomputation_never_increases_activations(name, seq, batch, impl, mini):
+    mini = min(mini, seq)
+    act = [_total(name, seq=seq, batch=batch, attention_impl=impl, recompute=r, mini_seq=mini).value("activations")
+           for r in ("full", "selective", "none")]
+    assert act[0] <= act[1] <= act[2]
+
+
+@FAST
+@given(name=st.sampled_from(MODELS), mode=st.sampled_from(["train", "infer"]))
+def test_more_tp_never_increases_weights_per_gpu(name, mode):
+    m = load_model(name)
+    weights = []
+    for tp in (1, 2, 4, 8, 16):
+        try:
+            b = memory_breakdown(m, None, MemorySettings(mode=mode, seq=128, parallel=Parallelism(gpus=tp, tp=tp)))
+        except SpecError:  # heads that do not split over tp ranks
+            continue
+        weights.append(b.value("weights"))
+    assert weights == sorted(weights, reverse=True)
