@@ -101,7 +101,8 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
     title = f"{first.command}: " + ", ".join(_label(b) for b in bs) if many else first.title or first.command
     if any(r.unit == "byte" for b in bs for r in b.rows):
         title += "  (memory in binary units: 1 GiB = 2^30 bytes)"
-    caption = " · ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in first.inputs.items()
+    caption = " · ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
+                         else f"{k} {v}" for k, v in first.inputs.items()
                          if v not in (None, "", False) and not isinstance(v, (dict, list)))
     columns = [("", "left")] + ([(_label(b), "right") for b in bs] if many
                                 else [("value", "right"), ("share", "right"), ("", "left")])
@@ -122,8 +123,29 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
         for key in extra:
             table.add_row([key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs], "cyan")
     stream.write(table.render(color))
+    if not many and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
+        stream.write(split_bar(first, color))
     for note in dict.fromkeys(n for b in bs for n in b.notes):
         stream.write(paint(f"· {note}", "dim", color) + "\n")
+
+
+_BAR_STYLES = ("cyan", "green", "yellow", "red", "bold", "dim")
+_BAR_GLYPHS = "█▓▒░▚▞"
+
+
+def split_bar(b: Breakdown, color: bool, width: int = 60) -> str:
+    """One stacked bar over the top-level rows (shares of ``total``), with a legend."""
+    from .texttable import paint
+
+    total = b.value("total")
+    parts = [r for r in b.rows if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
+    bar, legend = [], []
+    for i, row in enumerate(parts):
+        style, glyph = _BAR_STYLES[i % len(_BAR_STYLES)], _BAR_GLYPHS[i % len(_BAR_GLYPHS)]
+        cells = round(width * row.value / total)
+        bar.append(paint(glyph * cells, style, color))
+        legend.append(paint(f"{glyph} {row.name} {row.value / total:.0%}", style, color))
+    return "".join(bar) + "\n" + "  ".join(legend) + "\n"
 
 
 def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None) -> None:

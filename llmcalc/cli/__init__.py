@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from . import flops, latency, memory, mfu, params, presets  # noqa: F401 - registers the commands
+from . import flops, latency, limits, memory, mfu, params, presets  # noqa: F401 - registers the commands
 from .common import ExitCode, app
 
 

@@ -50,27 +50,17 @@ def memory(
 
     Example: llmcalc memory --model llama-2-7b --gpu a100-80gb --seq 4096 --recompute full --zero 3 --gpus 8
     """
-    from ..memory import (
-        DEFAULT_PREFILL_CHUNK,
-        DEFAULT_RESERVE,
-        MemorySettings,
-        memory_breakdown,
-    )
+    from ..memory import MemorySettings, memory_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     if check and not gpu and not gpu_memory:
         raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
-    layout = Parallelism.resolve(gpus, tp, pp, dp, cp, ep, sp, mode=mode.value)
-    common = dict(
-        mode=mode.value, batch=batch, dtype=dtype.value if dtype else None,
-        precision=precision.value if precision else None, optimizer=optimizer.value, zero=zero,
-        recompute=recompute.value, attention_impl=attention_impl.value if attention_impl else None,
-        kv_dtype=kv_dtype.value if kv_dtype else None, loss_dtype=loss_dtype.value, mini_seq=mini_seq,
-        offload=tuple(_split(offload or "")), finetune=finetune.value, lora_rank=lora_rank,
-        lora_targets=tuple(_split(lora_targets)), group_size=group_size, gpu_util=gpu_util,
-        gpu_memory=parse_bytes(gpu_memory) if gpu_memory else None,
-        reserve=parse_bytes(reserve) if reserve is not None else DEFAULT_RESERVE,
-        prefill_chunk=parse_length(prefill_chunk) if prefill_chunk else DEFAULT_PREFILL_CHUNK, parallel=layout)
+    common = settings_from_options(
+        mode=mode, gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=sp, batch=batch, dtype=dtype,
+        precision=precision, optimizer=optimizer, zero=zero, recompute=recompute, attention_impl=attention_impl,
+        kv_dtype=kv_dtype, loss_dtype=loss_dtype, mini_seq=mini_seq, offload=offload, finetune=finetune,
+        lora_rank=lora_rank, lora_targets=lora_targets, group_size=group_size, gpu_util=gpu_util,
+        gpu_memory=gpu_memory, reserve=reserve, prefill_chunk=prefill_chunk)
 
     def one(m, g):
         return memory_breakdown(m, g, MemorySettings(seq=default_seq(m, seq), **common))
@@ -80,3 +70,21 @@ def memory(
     if check and not all(r.summary.get("fits") for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
+
+
+def settings_from_options(**o) -> dict:
+    """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
+    from ..memory import DEFAULT_PREFILL_CHUNK, DEFAULT_RESERVE
+
+    value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
+    return dict(
+        mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
+        optimizer=o["optimizer"].value, zero=o["zero"], recompute=o["recompute"].value,
+        attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=o["loss_dtype"].value,
+        mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
+        lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])), group_size=o["group_size"],
+        gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
+        reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else DEFAULT_RESERVE,
+        prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else DEFAULT_PREFILL_CHUNK,
+        parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
+                                     mode=o["mode"].value))

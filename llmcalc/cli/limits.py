@@ -1,0 +1,137 @@
+"""`llmcalc max-seq` and `llmcalc max-batch`: the memory model searched for its limits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..units import parse_length, parse_seconds
+from .common import (AttentionImplOpt, BatchOpt, CheckOpt, CpOpt, CsvOpt, DpOpt, DtypeOpt, EffOpt, EpOpt,
+                     ExitCode, Finetune, FinetuneOpt, GenericOpt, GpuMemoryOpt, GpuOpt, GpusOpt, GpuUtilOpt,
+                     GroupSizeOpt, JsonOpt, KvDtypeOpt, LoraRankOpt, LoraTargetsOpt, LossDtype, LossDtypeOpt,
+                     MdOpt, MemRecomputeOpt, MiniSeqOpt, Mode, ModelOpt, ModeOpt, OffloadOpt, Optimizer, PpOpt,
+                     PrecisionOpt, PrefillChunkOpt, Recompute, ReserveOpt, SeqOpt, SpOpt, TpOpt,
+                     TrainOptimizerOpt, ZeroOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq)
+from .memory import settings_from_options
+
+
+@app.command("max-seq")
+def max_seq(
+    model: ModelOpt,
+    gpu: GpuOpt = None,
+    mode: ModeOpt = Mode.train,
+    multiple_of: Annotated[int, typer.Option("--multiple-of", min=1, help="Round the answer down to a multiple of this.")] = 1,
+    minimum: Annotated[Optional[str], typer.Option("--min", help="With --check: exit 1 if the answer is shorter than this (32k).")] = None,
+    gpus: GpusOpt = None,
+    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    batch: BatchOpt = 1,
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
+    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    zero: ZeroOpt = 0,
+    recompute: MemRecomputeOpt = Recompute.none,
+    attention_impl: AttentionImplOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    mini_seq: MiniSeqOpt = 1,
+    offload: OffloadOpt = None,
+    finetune: FinetuneOpt = Finetune.full,
+    lora_rank: LoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = "all",
+    group_size: GroupSizeOpt = 128,
+    gpu_util: GpuUtilOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    reserve: ReserveOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """The longest sequence that fits in GPU memory (training or inference), and what stops it.
+
+    Example: llmcalc max-seq --model llama-3.2-1b --gpu l40s --mini-seq 4
+    """
+    from ..limits import max_seq_breakdown
+    from ..memory import MemorySettings
+
+    options = dict(locals())
+    fmt = _fmt(json_, csv_, markdown)
+    settings = MemorySettings(seq=max(mini_seq, 1), **settings_from_options(**options))  # seq is searched
+    floor = parse_length(minimum) if minimum else None
+    results = _each(_models(model, generic), _gpus(gpu),
+                    lambda m, g: max_seq_breakdown(m, g, settings, multiple_of, floor))
+    _emit(results, fmt)
+    if check and not all(r.summary.get("meets_minimum", r.summary["max_seq"] > 0) for r in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+@app.command("max-batch")
+def max_batch(
+    model: ModelOpt,
+    gpu: GpuOpt = None,
+    mode: Annotated[Mode, typer.Option("--mode", help="infer (default): concurrent requests; train: micro-batch.")] = Mode.infer,
+    seq: SeqOpt = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt tokens (with --output instead of --seq; for latency targets).")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", help="Output tokens per request (default 0 with --seq).")] = None,
+    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Also the largest batch whose time to first token meets this (650ms).")] = None,
+    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Also the largest batch whose time per output token meets this (50ms).")] = None,
+    efficiency: EffOpt = None,
+    gpus: GpusOpt = None,
+    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
+    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    zero: ZeroOpt = 0,
+    recompute: MemRecomputeOpt = Recompute.none,
+    attention_impl: AttentionImplOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    mini_seq: MiniSeqOpt = 1,
+    offload: OffloadOpt = None,
+    finetune: FinetuneOpt = Finetune.full,
+    lora_rank: LoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = "all",
+    group_size: GroupSizeOpt = 128,
+    gpu_util: GpuUtilOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    reserve: ReserveOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """The most concurrent requests (or the largest training micro-batch) that fit, and meet latency targets.
+
+    Example: llmcalc max-batch --model llama-2-70b --gpu a800 --gpus 2 --seq 4000 --dtype fp16 --gpu-memory 80GB --gpu-util 0.95
+    """
+    from ..limits import max_batch_breakdown
+    from ..memory import MemorySettings
+    from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
+
+    options = dict(locals())
+    fmt = _fmt(json_, csv_, markdown)
+    out_tokens = parse_length(output) if output else 0
+    targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
+                   tpot_target=parse_seconds(tpot_target) if tpot_target else None)
+    common = settings_from_options(**options)
+
+    def one(m, g):
+        context = parse_length(prompt) + out_tokens if prompt and not seq else default_seq(m, seq)
+        settings = MemorySettings(seq=context, **common)
+        latency = None
+        if any(targets.values()):
+            if mode is not Mode.infer or g is None:
+                raise typer.BadParameter("latency targets need --mode infer and a --gpu")
+            par = settings.parallel
+            serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
+                         tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
+                         compute_efficiency=COMPUTE_EFFICIENCY if efficiency is None else efficiency,
+                         bandwidth_efficiency=BANDWIDTH_EFFICIENCY if efficiency is None else efficiency)
+            latency = lambda b: latency_breakdown(m, g, ServeSettings(batch=b * par.dp, **serve), **targets)  # noqa: E731
+        return max_batch_breakdown(m, g, settings, latency)
+
+    results = _each(_models(model, generic), _gpus(gpu), one)
+    _emit(results, fmt)
+    if check and not all(r.summary["max_batch"] > 0 for r in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)

@@ -1,0 +1,152 @@
+"""The longest sequence and the largest batch that fit: integer search on memory_breakdown.
+
+Memory grows monotonically with seq and batch, so an exponential probe followed by a binary
+search finds the boundary exactly: at the answer it fits, one step (``multiple_of``) more does
+not. Because the search calls the same memory model, `memory` at the answer agrees with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+from .breakdown import Breakdown, Rows
+from .memory import MemorySettings, memory_breakdown, mini_seq_pieces
+from .spec import GPUSpec, ModelSpec, SpecError
+
+SEARCH_CAP = 2**27  # 134M tokens or sequences: beyond any real context or batch
+VLLM_BLOCK = 16  # vLLM's paged KV cache allocates per request in blocks of 16 tokens
+
+
+def largest(fits: Callable[[int], bool], cap: int = SEARCH_CAP) -> int:
+    """The largest k in [0, cap] with fits(k), for fits monotone (true then false); fits(0) assumed."""
+    if not fits(1):
+        return 0
+    lo = 1
+    while lo * 2 <= cap and fits(lo * 2):
+        lo *= 2
+    hi = min(lo * 2, cap + 1)  # fits(lo) holds; fits(hi) fails or hi is past the cap
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _capacity_needed(gpu: GPUSpec | None, s: MemorySettings, command: str) -> None:
+    if gpu is None and s.gpu_memory is None:
+        raise SpecError(f"{command} needs --gpu (or --gpu-memory) to know how much memory there is")
+
+
+def _memory_rows(b: Breakdown, prefix: str = "") -> list:
+    """The top-level memory rows (weights ... total) of a memory breakdown, for the limit tables."""
+    return [dataclasses.replace(r, name=prefix + r.name) for r in b.rows if "/" not in r.name]
+
+
+def _dominant(b: Breakdown) -> str:
+    rows = [r for r in b.rows if "/" not in r.name and r.name not in ("total", "cpu")]
+    return max(rows, key=lambda r: r.value).name
+
+
+def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, multiple_of: int = 1,
+                      minimum: int | None = None) -> Breakdown:
+    """The longest sequence (a multiple of ``multiple_of``) whose memory fits, and why it stops.
+
+    Beside it, the Mini-Sequence write-up's closed form (seed): S_max = (M - W) / (I/M + L·A),
+    with checkpointing (--recompute full) (M - W) / (I/M + sqrt(L)·A); W, I, A from the same tensors.
+    """
+    _capacity_needed(gpu, s, "max-seq")
+    if multiple_of < 1:
+        raise SpecError(f"--multiple-of must be at least 1, got {multiple_of}")
+
+    def at(seq: int) -> Breakdown:
+        return memory_breakdown(m, gpu, dataclasses.replace(s, seq=seq, mini_seq=min(s.mini_seq, seq)))
+
+    k = largest(lambda k: at(k * multiple_of).summary["fits"], SEARCH_CAP // multiple_of)
+    best = k * multiple_of
+    shown = at(max(best, multiple_of))
+    beyond = at((k + 1) * multiple_of)
+    usable = shown.summary["usable"]
+
+    r = Rows("byte")
+    r.add("max_seq", best, "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else ""),
+          unit="token", total=None)
+    for row in _memory_rows(shown):
+        r.add(row.name, row.value, row.note)
+    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of} tokens: does not fit", total=None)
+    summary = {"max_seq": best, "total": shown.summary["total"], "usable": usable,
+               "capacity": shown.summary["capacity"], "dominant": _dominant(shown),
+               "context": m.max_position_embeddings, "beyond_context": best > m.max_position_embeddings}
+    units = {"max_seq": "token", "total": "byte", "usable": "byte", "capacity": "byte", "context": "token"}
+    notes = [f"binary search on the memory model: {best} tokens fit, {(k + 1) * multiple_of} do not"
+             if best else f"even {multiple_of} token(s) do not fit: {_dominant(shown)} dominates"]
+    if best > m.max_position_embeddings:
+        notes.append(f"longer than the model's {m.max_position_embeddings}-token context")
+    if s.mode == "train":
+        p = mini_seq_pieces(m, s)
+        layers_term = (math.sqrt(p.layers) if s.recompute == "full" else p.layers) * p.a_mem
+        closed = (usable - p.w_mem) / (p.i_mem / s.mini_seq + layers_term) if usable > p.w_mem else 0
+        summary["closed_form_max_seq"] = int(closed)
+        units["closed_form_max_seq"] = "token"
+        form = "sqrt(L)·A" if s.recompute == "full" else "L·A"
+        notes.append(f"Mini-Sequence closed form (M - W) / (I/{s.mini_seq} + {form}) = {int(closed):,} tokens "
+                     f"(W {p.w_mem / 2**30:.3g} GiB, I {p.i_mem / 2**10:.3g} KiB/token, "
+                     f"A {p.a_mem / 2**10:.3g} KiB/token/layer)")
+    if minimum is not None:
+        summary["minimum"] = minimum
+        summary["meets_minimum"] = best >= minimum
+        units["minimum"] = "token"
+    return Breakdown(command="max-seq", title=f"Longest sequence for {m.name} ({s.mode})", model=m.name,
+                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, summary_units=units,
+                     inputs={**shown.inputs, "seq": None, "multiple_of": multiple_of},
+                     notes=tuple(notes) + shown.notes)
+
+
+def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
+                        latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
+    """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
+
+    Inference follows vLLM: each request's KV cache is allocated in blocks of 16 tokens, so the
+    context is rounded up to a whole number of blocks. With ``latency`` (batch -> a latency
+    Breakdown with summary ``feasible``), also the largest batch meeting the latency targets.
+    """
+    _capacity_needed(gpu, s, "max-batch")
+    if s.mode == "infer":
+        s = dataclasses.replace(s, seq=-(-s.seq // VLLM_BLOCK) * VLLM_BLOCK)
+
+    def at(batch: int) -> Breakdown:
+        return memory_breakdown(m, gpu, dataclasses.replace(s, batch=batch))
+
+    best = largest(lambda b: at(b).summary["fits"])
+    shown = at(max(best, 1))
+    fast = None
+    if latency is not None:
+        fast = largest(lambda b: bool(latency(b).summary.get("feasible", True)), max(best, 1) * 4 + 64)
+    final = best if fast is None else min(best, fast)
+
+    r = Rows("byte")
+    r.add("max_batch", final, "concurrent requests" if s.mode == "infer" else "micro-batch", unit="count", total=None)
+    r.add("memory_max_batch", best, f"memory: {best} fit, {best + 1} do not", unit="count", total=None)
+    if fast is not None:
+        r.add("latency_max_batch", fast, "largest batch meeting the latency targets", unit="count", total=None)
+    for row in _memory_rows(shown):
+        r.add(row.name, row.value, row.note)
+    r.add("next_total", at(best + 1).summary["total"], f"at {best + 1}: does not fit", total=None)
+    summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary["total"],
+               "usable": shown.summary["usable"], "dominant": _dominant(shown)}
+    units = {"total": "byte", "usable": "byte"}
+    notes = []
+    if s.mode == "infer":
+        per_request = shown.summary.get("kv_per_request")
+        notes.append(f"KV cache per request rounded up to {VLLM_BLOCK}-token blocks: {s.seq} tokens"
+                     + (f", {per_request / 2**20:,.0f} MiB per GPU" if per_request else ""))
+    if fast is not None:
+        summary["latency_max_batch"] = fast
+        summary["limited_by"] = "memory" if best <= fast else "latency"
+        notes.append(f"latency targets allow {fast}, memory {best}: {summary['limited_by']} decides")
+    return Breakdown(command="max-batch", title=f"Largest batch for {m.name} ({s.mode})", model=m.name,
+                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, summary_units=units,
+                     inputs={**shown.inputs, "batch": None}, notes=tuple(notes) + shown.notes)

@@ -1,0 +1,118 @@
+"""max-seq and max-batch: seed examples, agreement with `memory` at the boundary, monotonicity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmcalc.limits import largest, max_batch_breakdown, max_seq_breakdown
+from llmcalc.memory import MemorySettings, memory_breakdown
+from llmcalc.presets import load_gpu, load_model
+from llmcalc.spec import Parallelism
+
+from .conftest import run, run_json, value
+
+
+def test_largest_finds_the_boundary():
+    assert largest(lambda k: k <= 1000) == 1000
+    assert largest(lambda k: k <= 1) == 1
+    assert largest(lambda k: False) == 0
+    assert largest(lambda k: True, cap=50) == 50
+
+
+def test_seed_exercise_4_max_batch():
+    # 2 x A800 at 80 GB (decimal) and 95% usable = 152 GB; 140 GB of fp16 weights; 1.31 GB of KV
+    # per 4000-token request: the article reaches "about 8" with 10 of the 12 GB left for KV.
+    data = run_json("max-batch", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "2", "--tp", "2",
+                    "--seq", "4000", "--dtype", "fp16", "--gpu-memory", "80GB", "--gpu-util", "0.95")
+    assert 6 <= value(data, "max_batch") <= 10
+    # hand bound: (76e9 - 68,976,648,192 B of weights per GPU - 1 GiB reserve) / 655,360,000 B
+    assert value(data, "max_batch") <= (76e9 - 68_976_648_192 - 2**30) / 655_360_000
+
+
+def test_seed_mini_sequence_and_checkpointing_lengthen_max_seq():
+    base = ["max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s"]
+    m4, m1 = (value(run_json(*base, "--mini-seq", n), "max_seq") for n in ("4", "1"))
+    full, none = (value(run_json(*base, "--recompute", r), "max_seq") for r in ("full", "none"))
+    assert m4 > m1 > 0 and full > none > 0
+
+
+def _infer(seq: int = 4000, batch: int = 1) -> MemorySettings:
+    return MemorySettings(mode="infer", seq=seq, batch=batch, dtype="fp16",
+                          parallel=Parallelism.resolve(2, tp=2, mode="infer"))
+
+
+def test_max_seq_agrees_with_memory_at_the_boundary():
+    m, gpu = load_model("llama-3.2-3b"), load_gpu("a100-80gb")
+    s = MemorySettings(recompute="full")
+    best = max_seq_breakdown(m, gpu, s).summary["max_seq"]
+    assert memory_breakdown(m, gpu, dataclasses.replace(s, seq=best)).summary["fits"]
+    assert not memory_breakdown(m, gpu, dataclasses.replace(s, seq=best + 1)).summary["fits"]
+    # and the CLI's `memory` says the same at that length
+    assert best > 0
+    assert run("memory", "--model", "llama-3.2-3b", "--gpu", "a100-80gb", "--recompute", "full",
+               "--seq", str(best), "--check").exit_code == 0
+    assert run("memory", "--model", "llama-3.2-3b", "--gpu", "a100-80gb", "--recompute", "full",
+               "--seq", str(best + 1), "--check").exit_code == 1
+
+
+def test_a_model_that_never_fits_says_zero():
+    # Llama-3-8B full training at 16 B/param is 128 GB of model states: no sequence fits in 80 GiB
+    data = run_json("max-seq", "--model", "llama-3-8b", "--gpu", "a100-80gb")
+    assert value(data, "max_seq") == 0 and value(data, "dominant") == "optimizer"
+
+
+def test_multiple_of_rounds_down():
+    m, gpu = load_model("llama-3.2-3b"), load_gpu("a100-80gb")
+    exact = max_seq_breakdown(m, gpu, MemorySettings()).summary["max_seq"]
+    rounded = max_seq_breakdown(m, gpu, MemorySettings(), multiple_of=1024).summary["max_seq"]
+    assert rounded % 1024 == 0 and exact - 1024 < rounded <= exact
+
+
+def test_max_batch_agrees_with_memory_at_the_boundary():
+    m, gpu = load_model("llama-2-70b"), load_gpu("a800")
+    best = max_batch_breakdown(m, gpu, _infer()).summary["max_batch"]
+    assert best > 0
+    assert memory_breakdown(m, gpu, _infer(batch=best)).summary["fits"]
+    assert not memory_breakdown(m, gpu, _infer(batch=best + 1)).summary["fits"]
+
+
+def test_latency_target_can_be_the_tighter_limit():
+    data = run_json("max-batch", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "2", "--prompt", "3500",
+                    "--output", "500", "--dtype", "fp16", "--ttft-target", "2s")
+    assert value(data, "limited_by") == "latency"
+    assert value(data, "max_batch") == value(data, "latency_max_batch") < value(data, "memory_max_batch")
+
+
+def test_limits_need_a_gpu_and_check_a_minimum():
+    result = run("max-seq", "--model", "llama-3.2-1b")
+    assert result.exit_code == 2 and "needs --gpu" in result.stderr
+    assert run("max-batch", "--model", "gpt2").exit_code == 2
+    assert run("max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--min", "32k", "--check").exit_code == 1
+    assert run("max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--min", "1k", "--check").exit_code == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(min_value=20, max_value=200), st.integers(min_value=1, max_value=60))
+def test_more_memory_never_lowers_the_limits(gib, extra):
+    m = load_model("llama-3.2-1b")
+    small, big = MemorySettings(gpu_memory=gib * 2**30), MemorySettings(gpu_memory=(gib + extra) * 2**30)
+    assert max_seq_breakdown(m, None, small).summary["max_seq"] <= max_seq_breakdown(m, None, big).summary["max_seq"]
+    inf_small = MemorySettings(mode="infer", seq=2048, gpu_memory=gib * 2**30)
+    inf_big = MemorySettings(mode="infer", seq=2048, gpu_memory=(gib + extra) * 2**30)
+    assert (max_batch_breakdown(m, None, inf_small).summary["max_batch"]
+            <= max_batch_breakdown(m, None, inf_big).summary["max_batch"])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from([("llama-3.2-1b", "llama-3.2-3b"), ("llama-3-8b", "llama-3-70b"),
+                        ("gpt2", "gpt2-medium"), ("qwen2.5-7b", "qwen2.5-72b")]),
+       st.integers(min_value=24, max_value=400))
+def test_a_bigger_model_never_raises_the_limits(pair, gib):
+    small, big = (load_model(n) for n in pair)
+    s = MemorySettings(gpu_memory=gib * 2**30)
+    assert max_seq_breakdown(big, None, s).summary["max_seq"] <= max_seq_breakdown(small, None, s).summary["max_seq"]
+    inf = MemorySettings(mode="infer", seq=2048, gpu_memory=gib * 2**30)
+    assert max_batch_breakdown(big, None, inf).summary["max_batch"] <= max_batch_breakdown(small, None, inf).summary["max_batch"]
