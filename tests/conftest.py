@@ -7,7 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from llmcalc.cli import app
+from llmcalc.cli import app, load_commands
+
+load_commands()  # every command registered, as `llmcalc --help` sees them
 
 
 @pytest.fixture(autouse=True)

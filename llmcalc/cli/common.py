@@ -39,6 +39,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """Size transformer LLMs: parameters, FLOPs, memory per GPU, MFU, latency and limits."""
+
+
 presets_app = typer.Typer(help="List, show and import model and GPU presets.", invoke_without_command=True)
 app.add_typer(presets_app, name="presets")
 
