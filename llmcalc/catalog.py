@@ -39,6 +39,10 @@ LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
                  "interconnect": "byte/s"}
 
 
+SHOW_UNITS = {"memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
+              "total_params": "params"}
+
+
 def show(name: str) -> tuple[str, dict[str, Any]]:
     """("model" | "GPU", every resolved field) for a preset name or file."""
     try:

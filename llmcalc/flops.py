@@ -85,7 +85,7 @@ def palm_per_token(m: ModelSpec, seq: int) -> int:
 def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
                     attention: str = "full", recompute: str = "none", formula: str = "detailed",
                     tokens: float | None = None, peak_flops: float | None = None, gpus: int = 1,
-                    efficiency: float = 1.0, gpu: str | None = None) -> Breakdown:
+                    efficiency: float = 1.0, gpu: str | None = None, dtype: str | None = None) -> Breakdown:
     """FLOPs for one training step of ``batch x grad_accum`` sequences of ``seq`` tokens.
 
     formula: detailed (component sum), palm (6N + 12LHQT, N = matmul params), or 6nd (2N
@@ -106,8 +106,8 @@ def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
     fwd = forward(m, seq, seq, attention)
     r = Rows("FLOP")
     if formula == "detailed":
-        for row in fwd.build():
-            r.add(row.name, sequences * row.value, row.note, total="forward")
+        for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
+            r.add(row.name, sequences * row.value, row.note, total="total" if row.name == "forward" else "forward")
         forward_step = r["forward"]
         core = sequences * (fwd["attention/scores"] + fwd["attention/reduce"])
         layers = sequences * (fwd["attention"] + fwd["mlp"])
@@ -141,6 +141,7 @@ def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
         train = tokens * r["per_token/total"]
         summary["train_flops"] = train
         if peak_flops:
+            # time = compute / (n · peak · efficiency): the notebook's 6ND / (8 x 312e12 x 0.3)
             seconds = train / (gpus * peak_flops * efficiency)
             summary.update(train_time=seconds, gpu_hours=seconds * gpus / 3600)
             notes.append(f"time at {efficiency:.0%} of {gpus} x {peak_flops / 1e12:g} TFLOP/s")
@@ -151,5 +152,5 @@ def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
                        "train_time": "s", "gpu_hours": "count"},
         inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "attention": attention,
                 "recompute": recompute, "formula": formula, "tokens": tokens, "gpus": gpus,
-                "efficiency": efficiency},
+                "efficiency": efficiency, "dtype": dtype},
     )

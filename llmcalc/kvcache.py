@@ -14,6 +14,20 @@ import math
 from .spec import ModelSpec
 
 
+# vLLM's kv_cache_dtype "auto": the model's activation dtype. Weight-only quantized models
+# (int8/int4/fp4, and fp8 checkpoints) still keep a 16-bit cache unless asked otherwise.
+FLOAT_DTYPES = ("fp32", "tf32", "bf16", "fp16")
+
+
+def default_kv_dtype(weight_dtype: str) -> str:
+    return weight_dtype if weight_dtype in FLOAT_DTYPES else "bf16"
+
+
+def block_rounded(context: int, block: int) -> int:
+    """A context rounded up to whole KV blocks (vLLM's paged cache allocates 16-token blocks)."""
+    return -(-context // block) * block
+
+
 def kv_values_per_token_layer(m: ModelSpec, tp: int = 1) -> float:
     """Cached values per token per layer on one TP rank."""
     if m.is_mla:

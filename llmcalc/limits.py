@@ -12,11 +12,11 @@ import math
 from typing import Callable
 
 from .breakdown import Breakdown, Rows
+from .kvcache import block_rounded
 from .memory import MemorySettings, memory_breakdown, mini_seq_pieces
 from .spec import GPUSpec, ModelSpec, SpecError
 
 SEARCH_CAP = 2**27  # 134M tokens or sequences: beyond any real context or batch
-VLLM_BLOCK = 16  # vLLM's paged KV cache allocates per request in blocks of 16 tokens
 
 
 def largest(fits: Callable[[int], bool], cap: int = SEARCH_CAP) -> int:
@@ -76,23 +76,36 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
           unit="token", total=None)
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note)
-    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of} tokens: does not fit", total=None)
+    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of} tokens"
+          + ("" if beyond.summary["fits"] else ": does not fit"), total=None)
     summary = {"max_seq": best, "total": shown.summary["total"], "usable": usable,
                "capacity": shown.summary["capacity"], "dominant": _dominant(shown),
                "context": m.max_position_embeddings, "beyond_context": best > m.max_position_embeddings}
     units = {"max_seq": "token", "total": "byte", "usable": "byte", "capacity": "byte", "context": "token"}
-    notes = [f"binary search on the memory model: {best} tokens fit, {(k + 1) * multiple_of} do not"
-             if best else f"even {multiple_of} token(s) do not fit: {_dominant(shown)} dominates"]
+    unbounded = beyond.summary["fits"]  # memory stopped growing (sliding windows, bounded kernels)
+    summary["limited_by_memory"] = not unbounded
+    if unbounded:
+        notes = [f"memory does not limit the sequence: still fits at the {best:,}-token search cap"]
+    elif best:
+        notes = [f"binary search on the memory model: {best} tokens fit, {(k + 1) * multiple_of} do not"]
+    else:
+        notes = [f"even {multiple_of} token(s) do not fit: {_dominant(shown)} dominates"]
     if best > m.max_position_embeddings:
         notes.append(f"longer than the model's {m.max_position_embeddings}-token context")
     if s.mode == "train":
+        # Without chunking every layer keeps its MLP intermediates: (M - W) / (L·(A + I_mlp) + I_head);
+        # with M chunks only one chunk of one layer's is alive: (M - W) / (I/M + L·A) (seed).
+        # Checkpointing (--recompute full) replaces L by sqrt(L), as the seed writes it.
         p = mini_seq_pieces(m, s)
-        layers_term = (math.sqrt(p.layers) if s.recompute == "full" else p.layers) * p.a_mem
-        closed = (usable - p.w_mem) / (p.i_mem / s.mini_seq + layers_term) if usable > p.w_mem else 0
+        layers = math.sqrt(p.layers) if s.recompute == "full" else p.layers
+        per_token = (layers * (p.a_mem + p.i_mlp) + p.i_head if s.mini_seq == 1
+                     else p.i_mem / s.mini_seq + layers * p.a_mem)
+        closed = (usable - p.w_mem) / per_token if usable > p.w_mem else 0
         summary["closed_form_max_seq"] = int(closed)
         units["closed_form_max_seq"] = "token"
-        form = "sqrt(L)·A" if s.recompute == "full" else "L·A"
-        notes.append(f"Mini-Sequence closed form (M - W) / (I/{s.mini_seq} + {form}) = {int(closed):,} tokens "
+        form = ("L·(A + I_mlp) + I_head" if s.mini_seq == 1 else f"I/{s.mini_seq} + L·A")
+        form = form.replace("L·", "sqrt(L)·") if s.recompute == "full" else form
+        notes.append(f"Mini-Sequence closed form (M - W) / ({form}) = {int(closed):,} tokens "
                      f"(W {p.w_mem / 2**30:.3g} GiB, I {p.i_mem / 2**10:.3g} KiB/token, "
                      f"A {p.a_mem / 2**10:.3g} KiB/token/layer)")
     if minimum is not None:
@@ -109,13 +122,11 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
 
-    Inference follows vLLM: each request's KV cache is allocated in blocks of 16 tokens, so the
-    context is rounded up to a whole number of blocks. With ``latency`` (batch -> a latency
+    Inference follows vLLM: each request's KV cache is allocated in blocks of ``s.kv_block`` (16)
+    tokens, as `memory` counts it, so both agree at the boundary. With ``latency`` (batch -> a latency
     Breakdown with summary ``feasible``), also the largest batch meeting the latency targets.
     """
     _capacity_needed(gpu, s, "max-batch")
-    if s.mode == "infer":
-        s = dataclasses.replace(s, seq=-(-s.seq // VLLM_BLOCK) * VLLM_BLOCK)
 
     def at(batch: int) -> Breakdown:
         return memory_breakdown(m, gpu, dataclasses.replace(s, batch=batch))
@@ -141,7 +152,8 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     notes = []
     if s.mode == "infer":
         per_request = shown.summary.get("kv_per_request")
-        notes.append(f"KV cache per request rounded up to {VLLM_BLOCK}-token blocks: {s.seq} tokens"
+        notes.append(f"KV cache per request rounded up to {s.kv_block}-token blocks: "
+                     f"{block_rounded(s.seq, s.kv_block)} tokens"
                      + (f", {per_request / 2**20:,.0f} MiB per GPU" if per_request else ""))
     if fast is not None:
         summary["latency_max_batch"] = fast

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 from .breakdown import Breakdown, Rows
-from .kvcache import kv_values_per_token_layer
+from .kvcache import block_rounded, default_kv_dtype, kv_values_per_token_layer
 from .params import OPTIMIZERS, attention_linears, layer_norms, mlp_linears, norm_params
 from .spec import DTYPE_BYTES, DTYPES, GPUSpec, ModelSpec, Parallelism, SpecError
 
@@ -47,6 +47,7 @@ DEFAULT_RESERVE = 1 * GiB  # CUDA context (~0.5 GiB on Hopper, CUDA 12) + NCCL/c
 DEFAULT_GPU_UTIL = {"train": 1.0, "infer": 0.9}  # infer: vLLM's gpu_memory_utilization default
 DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
 DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step (vLLM's max_num_batched_tokens, chunked prefill)
+KV_BLOCK = 16  # inference KV cache in vLLM's 16-token blocks: each request rounded up to whole blocks
 DEFAULT_LORA_RANK = 16
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
 LORA_NAMES = {"o": "proj", "o_proj": "proj", "c_proj": "proj", "q_proj": "q", "k_proj": "k", "v_proj": "v",
@@ -98,7 +99,8 @@ class MemorySettings:
     precision: fp32 | mixed (default, ZeRO's 16 B/param) | mixed-fp32-grads (HF's 18) | bf16.
     optimizer, zero (0-3), recompute (none | selective | full), attention_impl (eager | sdpa |
       flash; default sdpa for train as in HF transformers, flash for infer as in vLLM).
-    kv_dtype: KV-cache dtype (default: dtype when it is a float type, else bf16).
+    kv_dtype: KV-cache dtype (default: dtype when it is a 16/32-bit float, else bf16; kvcache.py).
+    kv_block: infer: KV allocated per request in blocks of this many tokens (16, vLLM; 1 = exact).
     loss_dtype: the cross-entropy's dtype (default fp32: HF and Megatron upcast the logits).
     mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
     offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
@@ -130,11 +132,12 @@ class MemorySettings:
     reserve: int = DEFAULT_RESERVE
     gpu_memory: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    kv_block: int = KV_BLOCK
     parallel: Parallelism = field(default_factory=Parallelism)
 
     def __post_init__(self) -> None:
         _choice("--mode", self.mode, MODES)
-        for key in ("seq", "batch", "mini_seq", "lora_rank", "group_size", "prefill_chunk"):
+        for key in ("seq", "batch", "mini_seq", "lora_rank", "group_size", "prefill_chunk", "kv_block"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
@@ -194,7 +197,7 @@ class MemorySettings:
         elif precision is not None:
             raise SpecError("--precision only applies to --mode train (use --dtype for inference weights)")
         dtype = dtype or "bf16"
-        kv = self.kv_dtype or (dtype if dtype in FLOAT else "bf16")
+        kv = self.kv_dtype or default_kv_dtype(dtype)
         _choice("--kv-dtype", kv, DTYPES)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "precision", precision)
@@ -840,7 +843,8 @@ def _infer(m: ModelSpec, s: MemorySettings, st: _Stage) -> _Result:
     # KV cache: K and V per kv head per layer (MLA: one latent), kv heads split by TP (kvcache.py)
     kvb = DTYPE_BYTES[s.kv_dtype]
     window = m.window_layers * st.layers // m.num_hidden_layers
-    positions = window * min(s.seq, m.sliding_window or s.seq) + (st.layers - window) * s.seq
+    ctx = block_rounded(s.seq, s.kv_block)
+    positions = window * min(ctx, m.sliding_window or ctx) + (st.layers - window) * ctx
     per_token_layer = kv_values_per_token_layer(m, par.tp) * kvb
     kv = s.batch * math.ceil(positions / par.cp) * per_token_layer
     # activations: one prefill chunk, one layer at a time: residual + normed input + the larger of
@@ -859,13 +863,13 @@ def _infer(m: ModelSpec, s: MemorySettings, st: _Stage) -> _Result:
     r.add("logits", _b(logits), "last position per request, 16-bit + fp32" if st.last else "not on this stage")
     heads_note = "MLA latent (replicated over TP)" if m.is_mla else \
         f"2 x {math.ceil(kvh / par.tp)} kv heads x {d}" + (" (replicated: TP > kv heads)" if par.tp > kvh else "")
-    r.add("kv_cache", _b(kv), f"{s.batch} x {s.seq} tokens x {st.layers} layers x {heads_note} x {kvb:g} B")
+    r.add("kv_cache", _b(kv), f"{s.batch} x {ctx} tokens x {st.layers} layers x {heads_note} x {kvb:g} B")
     r.add("reserve", _b(s.reserve), "CUDA context, NCCL/cuBLAS workspaces, allocator slack")
     total = r["weights"] + r["activations"] + r["logits"] + r["kv_cache"] + r["reserve"]
     r.add("total", _b(total), "per GPU")
     summary = {"kv_per_token": _b(per_token_layer * st.layers), "kv_per_request": _b(kv / s.batch),
                "params_per_gpu": _b(p.total), "stage": st.index}
-    notes.append(f"KV cache in {s.kv_dtype}; {s.attention_impl} attention; usable = capacity x {s.gpu_util:g} "
+    notes.append(f"KV cache in {s.kv_dtype}, {s.kv_block}-token blocks (vLLM); {s.attention_impl} attention; usable = capacity x {s.gpu_util:g} "
                  f"(vLLM gpu_memory_utilization); reserve {s.reserve / GiB:g} GiB")
     if par.pp > 1:
         notes.append(_stage_note(st, par.pp, 1))

@@ -50,9 +50,17 @@ def search_dirs() -> list[Path]:
     return dirs
 
 
-@functools.lru_cache(maxsize=None)
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file with a safe loader; errors name the file and line."""
+    """Parse one YAML file with a safe loader; errors name the file and line (cached per version)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise PresetError(f"cannot read {path}: {exc.strerror}") from None
+    return _parse_yaml(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
     import yaml
 
     try:
@@ -155,11 +163,20 @@ def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
         near = difflib.get_close_matches(unknown[0], sorted(GPU_KEYS), n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise PresetError(f"{where}: unknown field {unknown[0]!r} in GPU {name!r}{hint}")
+    memory_keys = [k for k in ("memory_gib", "memory_gb") if k in fields]
+    if len(memory_keys) != 1:
+        raise PresetError(f"{where}: GPU {name!r} needs exactly one of memory_gib (binary) or memory_gb (decimal)")
+    for key in ("memory_gib", "memory_gb", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w"):
+        if isinstance(fields.get(key), bool) or (key in fields and fields[key] is not None
+                                                  and not isinstance(fields[key], (int, float))):
+            raise PresetError(f"{where}: {name}.{key} must be a number, got {fields[key]!r}")
     try:
         if "memory_gib" in fields:
             memory = fields["memory_gib"] * 2**30  # binary, what the device offers
         else:
             memory = fields["memory_gb"] * 1e9
+        if not 0 < memory < float("inf"):
+            raise PresetError(f"{where}: {name}.{memory_keys[0]} must be a positive finite number")
         tflops = fields["tflops"]
         if not isinstance(tflops, dict):
             raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
@@ -177,6 +194,8 @@ def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
         )
     except KeyError as exc:
         raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
+    except PresetError:
+        raise
     except (TypeError, ValueError) as exc:
         if isinstance(exc, SpecError):
             raise PresetError(f"{where}: {exc}") from None

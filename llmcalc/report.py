@@ -17,7 +17,14 @@ from .units import fmt_value
 FORMATS = ("table", "json", "csv", "markdown")
 
 
-def _label(b: Breakdown) -> str:
+def _label(b: Breakdown, bs: Sequence[Breakdown] = ()) -> str:
+    """Column label in a comparison: what differs between the results (model, GPU or both)."""
+    models = {x.model for x in bs}
+    gpus = {x.gpu for x in bs}
+    if len(gpus) > 1 and len(models) > 1:
+        return f"{b.model} @ {b.gpu}"
+    if len(gpus) > 1:
+        return b.gpu or ""
     return b.model or b.gpu or b.command
 
 
@@ -69,7 +76,7 @@ def to_csv(bs: Sequence[Breakdown]) -> str:
 
 def to_markdown(bs: Sequence[Breakdown]) -> str:
     many = len(bs) > 1
-    head = ["name"] + ([_label(b) for b in bs] if many else ["value", "share", "note"])
+    head = ["name"] + ([_label(b, bs) for b in bs] if many else ["value", "share", "note"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name in _row_names(bs):
         cells = [name]
@@ -98,13 +105,14 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
     color = use_color(stream)
     many = len(bs) > 1
     first = bs[0]
-    title = f"{first.command}: " + ", ".join(_label(b) for b in bs) if many else first.title or first.command
-    if any(r.unit == "byte" for b in bs for r in b.rows):
+    title = f"{first.command}: " + ", ".join(_label(b, bs) for b in bs) if many else first.title or first.command
+    if any(r.unit == "byte" for b in bs for r in b.rows) or "byte" in first.summary_units.values():
         title += "  (memory in binary units: 1 GiB = 2^30 bytes)"
+    shared = {k: v for k, v in first.inputs.items() if all(b.inputs.get(k) == v for b in bs)}
     caption = " · ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
-                         else f"{k} {v}" for k, v in first.inputs.items()
+                         else f"{k} {v}" for k, v in shared.items()
                          if v not in (None, "", False) and not isinstance(v, (dict, list)))
-    columns = [("", "left")] + ([(_label(b), "right") for b in bs] if many
+    columns = [("", "left")] + ([(_label(b, bs), "right") for b in bs] if many
                                 else [("value", "right"), ("share", "right"), ("", "left")])
     table = Table(columns, title=title, caption=caption)
     for name in _row_names(bs):

@@ -151,8 +151,11 @@ def _validate_model(m: ModelSpec) -> None:
         raise SpecError(f"{where}: RMSNorm has no bias; set norm_bias: false or norm_type: layernorm")
     if not 0 <= m.dropout < 1:
         raise SpecError(f"{where}: dropout must be in [0, 1), got {m.dropout}")
-    if m.norms_per_layer < 0 or m.position_offset < 0:
-        raise SpecError(f"{where}: norms_per_layer and position_offset cannot be negative")
+    for key in ("norms_per_layer", "position_offset", "num_shared_experts", "num_dense_layers", "num_experts",
+                "num_experts_per_tok", "shared_expert_intermediate_size", "qk_rope_head_dim"):
+        value = getattr(m, key)
+        if value is not None and value < 0:
+            raise SpecError(f"{where}: {key} cannot be negative, got {value}")
     if m.head_dim is None and not m.is_mla and m.hidden_size % m.num_attention_heads:
         raise SpecError(f"{where}: num_attention_heads ({m.num_attention_heads}) does not divide "
                         f"hidden_size ({m.hidden_size}); set head_dim explicitly if that is intended")
@@ -224,7 +227,7 @@ class GPUSpec:
 
 
 def _positive(where: str, key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
 
 
@@ -277,6 +280,9 @@ class Parallelism:
         train: tp = pp = cp = 1 unless given; the GPUs left over go to data parallelism.
         infer: one model instance spans all GPUs with tensor parallelism (tp = gpus / pp / dp).
         """
+        for key, value in (("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)):
+            if value is not None and value < 1:
+                raise SpecError(f"--{key} must be at least 1, got {value}")
         pp, cp, ep = pp or 1, cp or 1, ep or 1
         if gpus is None:
             gpus = (dp or 1) * (tp or 1) * pp * cp

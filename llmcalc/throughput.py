@@ -42,9 +42,15 @@ class Measurement:
 
 
 def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch: int = 1,
-                  grad_accum: int = 1, gpus: int = 1, dtype: str = "bf16", formula: str = "palm",
+                  grad_accum: int = 1, gpus: int | None = None, dtype: str = "bf16", formula: str = "palm",
                   attention: str = "full", recompute: str = "none") -> Breakdown:
-    """MFU and HFU of a measured run, and the time its token budget takes at that rate."""
+    """MFU and HFU of a measured run, and the time its token budget takes at that rate.
+
+    gpus: the job's GPU count (default 1). GPU-hours fix the per-GPU rate by themselves; the
+    whole-job rate and wall-clock time are given only when --gpus says how many GPUs there were.
+    """
+    known_gpus = gpus is not None
+    gpus = 1 if gpus is None else gpus
     if gpus < 1:
         raise SpecError(f"--gpus must be at least 1, got {gpus}")
     model = flops_breakdown(m, seq, batch, grad_accum, attention, "none", formula)
@@ -64,7 +70,9 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     r = Rows("ratio", total=None)
     r.add("model_flops_per_token", per_token, unit="FLOP",
           note="PaLM 6N + 12LHQT" if formula == "palm" else f"{formula} formula, per token")
-    r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {gpus} GPU(s)")
+    whole_job = known_gpus or run.gpu_hours is None
+    if whole_job:
+        r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {gpus} GPU(s)")
     r.add("tokens_per_s_per_gpu", tokens_per_s / gpus, unit="token/s")
     r.add("achieved_flops_per_s", achieved, unit="FLOP/s", note="model FLOP/s per GPU")
     r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {dtype}")
@@ -72,16 +80,23 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     r.add("hfu", per_token and achieved / peak * hw_per_token / per_token,
           note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU")
     summary = {"mfu": r["mfu"], "hfu": r["hfu"], "achieved_flops_per_s": achieved,
-               "tokens_per_s": tokens_per_s}
-    units = {"mfu": "ratio", "hfu": "ratio", "achieved_flops_per_s": "FLOP/s", "tokens_per_s": "token/s"}
+               "tokens_per_s_per_gpu": tokens_per_s / gpus}
+    units = {"mfu": "ratio", "hfu": "ratio", "achieved_flops_per_s": "FLOP/s", "tokens_per_s_per_gpu": "token/s"}
+    if whole_job:
+        summary["tokens_per_s"] = tokens_per_s
+        units["tokens_per_s"] = "token/s"
     if run.tokens is not None:
-        summary["train_time"] = run.tokens / tokens_per_s
         summary["train_flops"] = run.tokens * per_token
-        units.update(train_time="s", train_flops="FLOP")
+        units["train_flops"] = "FLOP"
+        if whole_job:
+            summary["train_time"] = run.tokens / tokens_per_s  # wall clock on these GPUs
+            units["train_time"] = "s"
     return Breakdown(
-        command="mfu", title=f"MFU of {m.name} on {gpus} x {gpu.name}", model=m.name, gpu=gpu.name,
+        command="mfu", title=f"MFU of {m.name} on {f'{gpus} x ' if known_gpus else ''}{gpu.name}",
+        model=m.name, gpu=gpu.name,
         rows=r.build(), summary=summary, summary_units=units,
-        inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "gpus": gpus, "dtype": dtype,
+        inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "gpus": gpus if known_gpus else None,
+                "dtype": dtype,
                 "formula": formula, "attention": attention, "recompute": recompute,
                 "step_time": run.step_time, "tokens_per_s": run.tokens_per_s, "per_gpu": run.per_gpu,
                 "gpu_hours": run.gpu_hours, "tokens": run.tokens},
@@ -96,6 +111,12 @@ COMPUTE_EFFICIENCY = 0.8
 BANDWIDTH_EFFICIENCY = 0.9
 
 
+# Weight-only quantized weights (int8, int4, fp4: GPTQ/AWQ style) are dequantized and multiplied in
+# 16-bit; fp8 checkpoints run fp8 matmuls (W8A8, as on Hopper).
+COMPUTE_DTYPE = {"int8": "bf16", "int4": "bf16", "fp4": "bf16"}
+DECODE_SAMPLES = 2048  # decode steps evaluated exactly; longer outputs are sampled evenly (piecewise linear)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """One serving instance spans ``tp`` GPUs; ``dp`` instances split the ``batch`` requests."""
@@ -105,8 +126,8 @@ class ServeSettings:
     output: int = 256
     tp: int = 1
     dp: int = 1
-    dtype: str = "bf16"
-    kv_dtype: str | None = None  # None: same as dtype
+    dtype: str = "bf16"  # weights
+    kv_dtype: str | None = None  # None: kvcache.default_kv_dtype(dtype), as `memory`
     attention: str = "causal"  # what serving kernels compute
     compute_efficiency: float = COMPUTE_EFFICIENCY
     bandwidth_efficiency: float = BANDWIDTH_EFFICIENCY
@@ -118,48 +139,66 @@ class ServeSettings:
                 raise SpecError(f"--{key} must be at least 1, got {getattr(self, key)}")
         if self.output < 0:
             raise SpecError(f"--output cannot be negative, got {self.output}")
-        for key in ("compute_efficiency", "bandwidth_efficiency"):
+        for key, flag in (("compute_efficiency", "--efficiency"), ("bandwidth_efficiency", "--bw-efficiency")):
             if not 0 < getattr(self, key) <= 1:
-                raise SpecError(f"--efficiency must be in (0, 1], got {getattr(self, key)}")
+                raise SpecError(f"{flag} must be in (0, 1], got {getattr(self, key)}")
+
+    @property
+    def compute_dtype(self) -> str:
+        return COMPUTE_DTYPE.get(self.dtype, self.dtype)
+
+    @property
+    def cache_dtype(self) -> str:
+        from .kvcache import default_kv_dtype
+
+        return self.kv_dtype or default_kv_dtype(self.dtype)
 
 
 def weight_bytes_read(m: ModelSpec, batch: int, bytes_per_param: float) -> float:
-    """Weights one decode step reads: all of a dense model; for MoE the experts some token picks.
+    """Weights one forward step reads: all matmul weights; for MoE only the experts some token picks.
 
-    With uniform routing a batch of b tokens touches E·(1 - (1 - k/E)^b) of E experts per layer.
+    An untied input embedding is a lookup (b rows), not read whole. With uniform routing a
+    batch of b tokens touches E·(1 - (1 - k/E)^b) of the E experts in each MoE layer.
     """
     from .params import count, expert_params
 
-    total = count(m)["total"]
-    if not m.is_moe:
-        return total * bytes_per_param
-    e, k = m.num_experts, m.num_experts_per_tok
-    untouched = e * (1 - k / e) ** batch
-    return (total - m.moe_layers * untouched * expert_params(m)) * bytes_per_param
+    r = count(m)
+    total = r["total"] - (0 if m.tie_word_embeddings else r["embedding/token"])
+    if m.is_moe:
+        e, k = m.num_experts, m.num_experts_per_tok
+        total -= m.moe_layers * e * (1 - k / e) ** batch * expert_params(m)
+    return total * bytes_per_param
 
 
 def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target: float | None = None,
                       tpot_target: float | None = None) -> Breakdown:
     """Roofline lower bounds: time to first token (prefill) and time per output token (decode).
 
-    Each phase takes max(compute, memory[, communication]): FLOPs / (tp · peak · e_c) and
-    bytes / (tp · bandwidth · e_b). Tensor parallelism adds two all-reduces of b·q·h values per
+    Each phase takes max(compute, memory[, communication]) per GPU: FLOPs / (tp · peak · e_c)
+    and the bytes one GPU reads (its weight shard and KV cache, replicated heads and MLA latents
+    included) / (bandwidth · e_b). Tensor parallelism adds two all-reduces of b·q·h values per
     layer (Megatron-LM); a ring moves 2(t-1)/t of them per GPU over the interconnect. With
     ``overlap`` (default) communication hides behind compute, giving a lower bound; without it,
-    it is added. Decode is averaged over the ``output`` steps (context grows from prompt + 1).
-    A target below its bound is unreachable on this hardware: summary ``feasible`` is false.
+    it is added. The first output token comes from prefill; each later one is a decode step
+    whose context grows by one, and tpot is their mean. The same layout must fit in memory
+    (`memory --mode infer`); a target below its bound, or a layout that does not fit, is not
+    ``feasible``.
     """
     from .flops import attended_pairs, forward
     from .kvcache import cached_positions, kv_values_per_token_layer
-    from .spec import DTYPE_BYTES
+    from .memory import MemorySettings, memory_breakdown
+    from .spec import DTYPE_BYTES, Parallelism
 
     requests = -(-s.batch // s.dp)  # per instance
     t = s.tp
-    peak = gpu.peak(s.dtype) * t * s.compute_efficiency
-    bandwidth = gpu.memory_bandwidth * t * s.bandwidth_efficiency
-    w_bytes, kv_b = DTYPE_BYTES[s.dtype], DTYPE_BYTES[s.kv_dtype or s.dtype]
-    act_b = max(DTYPE_BYTES[s.dtype], 2)  # activations stay 16-bit under int8/fp8 weights
-    kv_per_position = kv_values_per_token_layer(m, 1) * kv_b  # whole instance (all TP ranks)
+    layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp)
+    fit = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, batch=requests,
+                                                  dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout))
+    peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
+    bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
+    w_bytes = DTYPE_BYTES[s.dtype]
+    act_b = max(DTYPE_BYTES[s.compute_dtype], 2)  # activations communicated in 16 bits or more
+    kv_per_position = kv_values_per_token_layer(m, t) * DTYPE_BYTES[s.cache_dtype]  # on one GPU
     link = gpu.interconnect_bandwidth
 
     def allreduce_seconds(tokens: int) -> float:
@@ -170,52 +209,51 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
         values = 2 * m.num_hidden_layers * tokens * m.hidden_size
         return values * act_b * 2 * (t - 1) / t / link
 
-    def combine(*times: float) -> float:
-        compute, memory, comm = times
+    def combine(compute: float, memory: float, comm: float) -> float:
         return max(compute, memory, comm) if s.overlap else max(compute, memory) + comm
 
     # prefill: every prompt token of every request through the model, KV written once
     prefill_flops = requests * forward(m, s.prompt, s.prompt, s.attention)["forward"]
-    prefill_bytes = weight_bytes_read(m, requests * s.prompt, w_bytes) \
+    prefill_bytes = weight_bytes_read(m, requests * s.prompt, w_bytes) / t \
         + requests * cached_positions(m, s.prompt) * kv_per_position
-    pre = (prefill_flops / peak, prefill_bytes / bandwidth, allreduce_seconds(requests * s.prompt))
+    pre = (prefill_flops / (t * peak), prefill_bytes / bandwidth, allreduce_seconds(requests * s.prompt))
     ttft = combine(*pre)
 
     # decode: one token per request per step; FLOPs and KV reads grow with the context
-    one = forward(m, 1, 1, s.attention)
-    core_per_pair = 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)
-    base_flops = one["forward"] - core_per_pair * attended_pairs(1, 1, s.attention) * m.num_hidden_layers
-    weights_read = weight_bytes_read(m, requests, w_bytes)
+    L, core_per_pair = m.num_hidden_layers, 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)
+    base_flops = forward(m, 1, 1, s.attention)["forward"] - core_per_pair * L * attended_pairs(1, 1, s.attention)
+    weights_read = weight_bytes_read(m, requests, w_bytes) / t
     comm = allreduce_seconds(requests)
-    steps = max(s.output, 1)
-    dec_compute = dec_memory = decode_total = 0.0
-    for i in range(steps):
+    steps = max(s.output - 1, 1)  # at least one step, so tpot is defined
+    sample = range(steps) if steps <= DECODE_SAMPLES else \
+        [round(i * (steps - 1) / (DECODE_SAMPLES - 1)) for i in range(DECODE_SAMPLES)]
+    dec = [0.0, 0.0, 0.0]  # compute, memory, combined: sums over the evaluated steps
+    for i in sample:
         context = s.prompt + i + 1
         pairs = (m.window_layers * attended_pairs(1, context, "causal", m.sliding_window)
-                 + (m.num_hidden_layers - m.window_layers) * context)
-        c = requests * (base_flops + core_per_pair * pairs) / peak
+                 + (L - m.window_layers) * context)
+        c = requests * (base_flops + core_per_pair * pairs) / (t * peak)
         mem = (weights_read + requests * cached_positions(m, context) * kv_per_position) / bandwidth
-        dec_compute, dec_memory = dec_compute + c, dec_memory + mem
-        decode_total += combine(c, mem, comm)
-    tpot = decode_total / steps
-    e2e = ttft + decode_total if s.output else ttft
+        dec[0], dec[1], dec[2] = dec[0] + c, dec[1] + mem, dec[2] + combine(c, mem, comm)
+    n = len(sample)
+    tpot = dec[2] / n
+    e2e = ttft + tpot * (s.output - 1) if s.output > 1 else ttft
 
     r = Rows("s", total=None)
     r.add("ttft", ttft, "lower bound: time to first token")
     bound = ("compute", "memory", "communication")
-    r.add("prefill/compute", pre[0], f"{prefill_flops:.3g} FLOP at {s.compute_efficiency:.0%} of {t} x peak")
-    r.add("prefill/memory", pre[1], f"{prefill_bytes:.3g} B at {s.bandwidth_efficiency:.0%} of {t} x HBM")
+    r.add("prefill/compute", pre[0], f"{prefill_flops:.3g} FLOP at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak")
+    r.add("prefill/memory", pre[1], f"{prefill_bytes:.3g} B per GPU at {s.bandwidth_efficiency:.0%} of HBM")
     r.add("prefill/communication", pre[2], f"TP all-reduce over {link / 1e9:g} GB/s" if t > 1 else "no TP")
     r.add("tpot", tpot, f"mean over {steps} decode step(s)")
-    r.add("decode/compute", dec_compute / steps)
-    r.add("decode/memory", dec_memory / steps, "weights + KV cache read per step")
+    r.add("decode/compute", dec[0] / n)
+    r.add("decode/memory", dec[1] / n, "weight shard + KV cache read per step, per GPU")
     r.add("decode/communication", comm)
-    r.add("e2e", e2e, f"ttft + {s.output} output tokens")
-    r.add("decode_tokens_per_s", requests * s.dp / tpot if tpot else 0, unit="token/s",
-          note="all instances, while decoding")
-    decode_bound = bound[max(range(2), key=lambda j: (dec_compute, dec_memory)[j])]
+    r.add("e2e", e2e, f"ttft + {max(s.output - 1, 0)} decode steps")
+    r.add("decode_tokens_per_s", s.batch / tpot, unit="token/s", note="all requests, while decoding")
     summary = {"ttft": ttft, "tpot": tpot, "e2e": e2e, "prefill_bound": bound[pre.index(max(pre))],
-               "decode_bound": decode_bound, "requests_per_instance": requests}
+               "decode_bound": bound[0 if dec[0] >= dec[1] else 1], "requests_per_instance": requests,
+               "fits": fit.summary["fits"], "memory_total": fit.summary["total"], "usable": fit.summary["usable"]}
     notes = []
     for name, target, value in (("ttft", ttft_target, ttft), ("tpot", tpot_target, tpot)):
         if target is not None:
@@ -224,18 +262,22 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
             if value > target:
                 notes.append(f"{name} target {target * 1e3:g} ms is below the {value * 1e3:.4g} ms bound: "
                              "not reachable on this hardware")
-    summary["feasible"] = all(summary.get(f"{n}_met", True) for n in ("ttft", "tpot"))  # no target: true
+    if not fit.summary["fits"]:
+        notes.append(f"does not fit: {fit.summary['total'] / 2**30:.3g} GiB per GPU needed, "
+                     f"{fit.summary['usable'] / 2**30:.3g} GiB usable (see `llmcalc memory --mode infer`)")
+    summary["feasible"] = fit.summary["fits"] and all(summary.get(f"{n}_met", True) for n in ("ttft", "tpot"))
     return Breakdown(
         command="latency", title=f"Latency bounds of {m.name} on {s.tp * s.dp} x {gpu.name}",
-        model=m.name, gpu=gpu.name, rows=r.build(),
-        summary=summary,
-        summary_units={"ttft": "s", "tpot": "s", "e2e": "s", "ttft_target": "s", "tpot_target": "s"},
-        inputs={"batch": s.batch, "prompt": s.prompt, "output": s.output, "tp": s.tp, "dp": s.dp,
-                "dtype": s.dtype, "kv_dtype": s.kv_dtype or s.dtype, "attention": s.attention,
-                "compute_efficiency": s.compute_efficiency,
-                "bandwidth_efficiency": s.bandwidth_efficiency, "overlap": s.overlap},
+        model=m.name, gpu=gpu.name, rows=r.build(), summary=summary,
+        summary_units={"ttft": "s", "tpot": "s", "e2e": "s", "ttft_target": "s", "tpot_target": "s",
+                       "memory_total": "byte", "usable": "byte"},
+        inputs={"batch": s.batch, "prompt": s.prompt, "output": s.output, "gpus": s.tp * s.dp, "tp": s.tp,
+                "dp": s.dp, "dtype": s.dtype, "compute_dtype": s.compute_dtype, "kv_dtype": s.cache_dtype,
+                "attention": s.attention, "compute_efficiency": s.compute_efficiency,
+                "bandwidth_efficiency": s.bandwidth_efficiency, "overlap": s.overlap,
+                "ttft_target": ttft_target, "tpot_target": tpot_target},
         notes=(f"roofline: each phase is max(compute, memory{', communication' if s.overlap else ''})"
                + ("" if s.overlap else " + communication"),
-               f"efficiency: {s.compute_efficiency:.0%} of peak {s.dtype} compute, "
+               f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "
                f"{s.bandwidth_efficiency:.0%} of memory bandwidth (1.0 = physical bound)", *notes),
     )

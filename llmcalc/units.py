@@ -25,11 +25,17 @@ class UnitError(ValueError):
     pass
 
 
+MAX_LENGTH = 2**31  # tokens: far beyond any context, small enough to keep every product finite
+
+
 def _split(text: str, table: dict[str, float], what: str, example: str) -> float:
     match = re.fullmatch(_NUMBER + r"([A-Za-z]*)\s*", str(text))
     if not match or match.group(2).lower() not in table:
         raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
-    return float(match.group(1)) * table[match.group(2).lower()]
+    value = float(match.group(1)) * table[match.group(2).lower()]
+    if not math.isfinite(value) or value > 1e30:
+        raise UnitError(f"{text!r} is too large to be {what}")
+    return value
 
 
 def parse_count(text: str | float) -> float:
@@ -47,6 +53,8 @@ def parse_length(text: str | int) -> int:
         value = _split(text, _BINARY_LEN, "a token length", "4096, 8k, 128k")
     if value != int(value):
         raise UnitError(f"a token length must be a whole number, got {text!r}")
+    if value > MAX_LENGTH:
+        raise UnitError(f"{text!r} tokens is longer than llmcalc handles (at most {MAX_LENGTH:,})")
     return int(value)
 
 
@@ -95,7 +103,7 @@ def fmt_bytes(n: float) -> str:
 
 
 def fmt_flops(n: float) -> str:
-    return _scaled(n, [(1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"),
+    return _scaled(n, [(1e24, "YFLOP"), (1e21, "ZFLOP"), (1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"),
                        (1e6, "MFLOP"), (1, "FLOP")])
 
 

@@ -109,6 +109,29 @@ def test_missing_field_is_named(tmp_path):
     assert "missing" in _error("params", "--model", str(path))
 
 
+@pytest.mark.parametrize("args,message", [
+    (["params", "--model", ","], "names nothing"),
+    (["memory", "--model", "llama-3-8b", "--gpu", ","], "names nothing"),
+    (["memory", "--model", "llama-3-8b", "--dtype", "foo"], "Invalid value for '--dtype'"),
+    (["memory", "--model", "llama-3-8b", "--tp", "0"], "--tp must be at least 1"),
+    (["memory", "--model", "llama-3-8b", "--gpus", "3", "--tp", "2"], "not divisible"),
+    (["flops", "--model", "gpt2", "--seq", "1e400"], "too large"),
+    (["flops", "--model", "gpt2", "--tokens", "1e400"], "too large"),
+    (["params"], "Missing option '--model'"),
+    (["frobnicate"], "No such command"),
+])
+def test_every_bad_input_is_one_line(args, message):
+    assert message in _error(*args)
+
+
+def test_non_finite_gpu_figures_are_rejected(tmp_path):
+    gpu = tmp_path / "g.yaml"
+    gpu.write_text("memory_gib: .inf\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: 100}\n")
+    assert "positive finite" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
+    gpu.write_text("memory_gib: 80\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: .nan}\n")
+    assert "positive number" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
+
+
 def test_bad_option_values_exit_2():
     assert "token length" in _error("flops", "--model", "gpt2", "--seq", "lots")
     assert "--efficiency" in _error("flops", "--model", "gpt2", "--efficiency", "1.5")

@@ -43,21 +43,40 @@ def test_seed_exercise_3_is_infeasible():
 
 
 def test_decode_is_bandwidth_bound_for_one_request():
-    # One request, first decode step: read 2 B x 6,738,415,616 weights + a 2-token KV cache
-    # (2 x 32 layers x 4096 x 2 B per token) from 3.35 TB/s HBM.
+    # One request, first decode step: read 2 B x (6,738,415,616 - 32000 x 4096 untied embedding
+    # rows, a lookup) weights + a 2-token KV cache (2 x 32 layers x 4096 x 2 B per token), 3.35 TB/s.
     m, gpu = load_model("llama-2-7b"), load_gpu("h100-sxm")
-    b = latency_breakdown(m, gpu, ServeSettings(batch=1, prompt=1, output=1, compute_efficiency=1,
+    b = latency_breakdown(m, gpu, ServeSettings(batch=1, prompt=1, output=2, compute_efficiency=1,
                                                 bandwidth_efficiency=1))
-    expected = (2 * 6_738_415_616 + 2 * 2 * 32 * 4096 * 2) / 3.35e12
+    expected = (2 * (6_738_415_616 - 32000 * 4096) + 2 * 2 * 32 * 4096 * 2) / 3.35e12
     assert b.value("tpot") == pytest.approx(expected)
     assert b.summary["decode_bound"] == "memory"
 
 
 def test_moe_decode_reads_only_touched_experts():
-    # Mixtral, one token: 2 of 8 experts per layer -> exactly the active parameters
+    # Mixtral, one token: 2 of 8 experts per layer -> the 12.88B active parameters, less the
+    # untied input embedding (32000 x 4096), which is looked up, not read
     m = load_model("mixtral-8x7b")
-    assert weight_bytes_read(m, 1, 1) == pytest.approx(12_879_925_248)
-    assert weight_bytes_read(m, 1000, 1) == pytest.approx(46_702_792_704, rel=1e-6)
+    assert weight_bytes_read(m, 1, 1) == pytest.approx(12_879_925_248 - 32000 * 4096)
+    assert weight_bytes_read(m, 1000, 1) == pytest.approx(46_702_792_704 - 32000 * 4096, rel=1e-6)
+
+
+def test_replicated_kv_is_read_on_every_gpu():
+    # DeepSeek-V3's MLA latent (512 + 64 per layer) sits whole on each of 8 TP ranks: per GPU,
+    # one decode step reads weights / 8 plus the whole cache.
+    m, gpu = load_model("deepseek-v3"), load_gpu("h200")
+    s = ServeSettings(batch=16, prompt=32768, output=2, tp=8, dtype="fp8", kv_dtype="bf16",
+                      compute_efficiency=1, bandwidth_efficiency=1)
+    b = latency_breakdown(m, gpu, s)
+    kv = 16 * 61 * 32769 * (512 + 64) * 2  # the one decode step: prompt + the first output token
+    assert b.value("decode/memory") == pytest.approx((weight_bytes_read(m, 16, 1) / 8 + kv) / 4.8e12)
+
+
+def test_latency_checks_layout_and_fit():
+    result = run("latency", "--model", "falcon-7b", "--gpu", "h100", "--gpus", "2")
+    assert result.exit_code == 2 and "71" in result.stderr  # 71 heads cannot split over 2 GPUs
+    data = run_json("latency", "--model", "llama-3.1-405b", "--gpu", "l4", "--ttft-target", "100s", "--check")
+    assert value(data, "fits") is False and value(data, "feasible") is False
 
 
 def test_tensor_parallel_adds_allreduce_time():

@@ -13,6 +13,9 @@ from ..spec import SpecError
 from ..units import UnitError, parse_length
 
 
+_UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click privately)
+
+
 class UserError(typer.BadParameter):
     """Bad input: one line on stderr, exit code 2 (BadParameter's), never a traceback."""
 
@@ -26,8 +29,13 @@ class Group(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except UserError:
+            raise
         except (SpecError, UnitError) as exc:
             raise UserError(str(exc)) from None
+        except _UsageError as exc:  # click's own parse errors: one line too, with the command named
+            where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
+            raise UserError(where + exc.format_message()) from None
 
 
 app = typer.Typer(
@@ -104,11 +112,11 @@ DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weights and compute dt
 FormulaOpt = Annotated[Formula, typer.Option("--formula", help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
 AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
 RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: extra forward work.")]
-EffOpt = Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute reachable (1.0 = physical bound).")]
+EffOpt = Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute reachable (flops: default 0.4, a typical large-run MFU; 1.0 = physical bound).")]
 TokensOpt = Annotated[Optional[str], typer.Option("--tokens", help="Training token budget (15T, 300e9).")]
 GenericOpt = Annotated[bool, typer.Option("--generic", help="Best-effort mapping of an unknown config.json model_type.")]
 TpOpt = Annotated[Optional[int], typer.Option("--tp", help="Tensor-parallel degree (inference default: all --gpus).")]
-KvDtypeOpt = Annotated[Optional[Dtype], typer.Option("--kv-dtype", help="KV-cache dtype (default: --dtype).")]
+KvDtypeOpt = Annotated[Optional[Dtype], typer.Option("--kv-dtype", help="KV-cache dtype (default: --dtype when a 16/32-bit float, else bf16).")]
 CheckOpt = Annotated[bool, typer.Option("--check", help="Exit 1 when it does not fit or a target is not reachable.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout (base units).")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV rows on stdout (base units).")]
@@ -122,20 +130,23 @@ def _fmt(json_: bool, csv_: bool, markdown: bool) -> str:
     return chosen[0] if chosen else "table"
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _split(text: str, what: str | None = None) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if what and not parts:
+        raise SpecError(f"--{what} names nothing; give a preset name or a file (a,b compares)")
+    return parts
 
 
 def _models(text: str, generic: bool = False) -> list:
     from ..presets import load_model
 
-    return [load_model(name, generic=generic) for name in _split(text)]
+    return [load_model(name, generic=generic) for name in _split(text, "model")]
 
 
 def _gpus(text: str | None) -> list:
     from ..presets import load_gpu
 
-    return [load_gpu(name) for name in _split(text)] if text else [None]
+    return [load_gpu(name) for name in _split(text, "gpu")] if text is not None else [None]
 
 
 def require_gpus(text: str | None) -> list:

@@ -43,6 +43,6 @@ def flops(
         return flops_breakdown(
             m, default_seq(m, seq), batch, grad_accum, attention.value, recompute.value, formula.value,
             tokens=budget, peak_flops=g.peak(dtype.value) if g else None, gpus=gpus,
-            efficiency=eff, gpu=g.name if g else None)
+            efficiency=eff, gpu=g.name if g else None, dtype=dtype.value)
 
     _emit(_each(_models(model, generic), _gpus(gpu), one), fmt)

@@ -8,7 +8,7 @@ import typer
 
 from ..spec import Parallelism
 from ..units import parse_length, parse_seconds
-from .common import (Attention, BatchOpt, CheckOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, ExitCode, GenericOpt,
+from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus)
 
@@ -25,12 +25,12 @@ def latency(
     dtype: DtypeOpt = Dtype.bf16,
     kv_dtype: KvDtypeOpt = None,
     attention: Annotated[Attention, typer.Option("--attention", help="Attention FLOPs: causal (what kernels compute) or full.")] = Attention.causal,
-    efficiency: EffOpt = None,
+    efficiency: Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute (default 0.8) and, unless --bw-efficiency, of bandwidth (default 0.9) reachable; 1.0 = physical bound.")] = None,
     bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", help="Fraction of memory bandwidth reachable (default 0.9, or --efficiency when given).")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide TP communication behind compute (lower bound) or add it.")] = True,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Time-per-output-token target (50ms).")] = None,
-    check: CheckOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
@@ -46,7 +46,8 @@ def latency(
         batch=batch, prompt=parse_length(prompt), output=parse_length(output), tp=layout.tp, dp=layout.dp,
         dtype=dtype.value, kv_dtype=kv_dtype.value if kv_dtype else None, attention=attention.value,
         compute_efficiency=COMPUTE_EFFICIENCY if efficiency is None else efficiency,
-        bandwidth_efficiency=bw_efficiency or (efficiency if efficiency is not None else BANDWIDTH_EFFICIENCY),
+        bandwidth_efficiency=bw_efficiency if bw_efficiency is not None
+        else efficiency if efficiency is not None else BANDWIDTH_EFFICIENCY,
         overlap=overlap)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)

@@ -8,7 +8,7 @@ import typer
 
 from ..units import parse_count, parse_seconds
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula,
-                     GenericOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
+                     GenericOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus)
 
 
@@ -24,7 +24,7 @@ def mfu(
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches accumulated per step.")] = 1,
-    gpus: GpusOpt = 1,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs in the job (default 1; needed for the whole-job rate with --gpu-hours).")] = None,
     dtype: DtypeOpt = Dtype.bf16,
     formula: Annotated[Formula, typer.Option("--formula", help="Model FLOPs per token: palm (6N + 12LHQT, the MFU definition), detailed or 6nd.")] = Formula.palm,
     attention: AttentionOpt = Attention.full,

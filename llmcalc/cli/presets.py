@@ -45,13 +45,16 @@ def presets_show(
 
         print(json.dumps({"kind": kind, "name": fields["name"], "fields": fields}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..catalog import SHOW_UNITS
+    from ..report import _display
+    from ..texttable import Table, use_color
 
-    table = Table(title=f"{kind} {fields['name']}", title_justify="left", show_header=False, show_edge=False)
+    table = Table([("field", "left"), ("value", "left")], title=f"{kind} {fields['name']}")
     for key, value in fields.items():
-        table.add_row(key, str(value))
-    Console(highlight=False).print(table)
+        if isinstance(value, dict):  # peak FLOP/s per dtype
+            value = ", ".join(f"{k} {_display(v, 'FLOP/s')}" for k, v in value.items())
+        table.add_row([key, _display(value, SHOW_UNITS.get(key))])
+    sys.stdout.write(table.render(use_color(sys.stdout)))
 
 
 @presets_app.command("import")
