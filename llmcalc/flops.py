@@ -65,6 +65,7 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
         r.add("mlp/experts", m.moe_layers * 2 * queries * k * expert, f"{k} active experts per token")
         if m.shared_expert_size:
             shared = sum(lin.weight for lin in mlp_linears(m, m.shared_expert_size).values())
+            shared += h if m.shared_expert_gate else 0  # Qwen2-MoE's hidden -> 1 gate
             r.add("mlp/shared_experts", m.moe_layers * 2 * queries * shared)
     r.sum("mlp", r.children("mlp"))
     r.add("dense/lm_head", 2 * queries * m.hidden_size * m.vocab_size)
