@@ -20,14 +20,18 @@ import time
 from pathlib import Path
 
 
-def median_seconds(cmd: list[str], runs: int) -> float:
-    subprocess.run(cmd, check=True, capture_output=True)  # warm the file cache
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def median_seconds(commands: list[list[str]], runs: int) -> list[float]:
+    """Median wall time of each command, the commands interleaved run by run so that drift in
+    the machine's load affects them alike."""
+    for cmd in commands:  # warm the file cache
         subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for cmd, bucket in zip(commands, times):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:
@@ -38,8 +42,8 @@ def main() -> None:
     import llmcalc
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(llmcalc.__file__).parent)], check=True)
-    floor = median_seconds([sys.executable, "-c", "import typer, rich, yaml"], args.runs)
-    ours = median_seconds([args.llmcalc, "params", "--model", "llama-2-7b"], args.runs)
+    floor, ours = median_seconds([[sys.executable, "-c", "import typer, rich, yaml"],
+                                  [args.llmcalc, "params", "--model", "llama-2-7b"]], args.runs)
     print(f"import floor (typer, rich, yaml): {floor * 1e3:7.1f} ms")
     print(f"llmcalc params --model llama-2-7b: {ours * 1e3:7.1f} ms")
     print(f"ratio: {ours / floor:.2f}x (target <= 1.3x; median of {args.runs} runs)")
