@@ -225,3 +225,56 @@ GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable 
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
 ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes for CUDA context, workspaces, fragmentation (default 1GiB).")]
 PrefillChunkOpt = Annotated[Optional[str], typer.Option("--prefill-chunk", help="Tokens per prefill step (infer activations; default 8192).")]
+
+
+def memory_options(
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Number of GPUs (default: the product of the degrees).")] = None,
+    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
+    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    zero: ZeroOpt = 0,
+    recompute: MemRecomputeOpt = Recompute.none,
+    attention_impl: AttentionImplOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    mini_seq: MiniSeqOpt = 1,
+    offload: OffloadOpt = None,
+    finetune: FinetuneOpt = Finetune.full,
+    lora_rank: LoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = "all",
+    group_size: GroupSizeOpt = 128,
+    gpu_util: GpuUtilOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    reserve: ReserveOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+) -> None:
+    """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
+
+
+def with_options(template: Callable) -> Callable[[Callable], Callable]:
+    """Give a command the template's options as well; they arrive in its ``**options``.
+
+    Typer reads a command's options from its signature, so the wrapper carries the command's own
+    parameters followed by the template's, with their annotations resolved.
+    """
+    import functools
+    import inspect
+    import typing
+
+    def decorate(fn: Callable) -> Callable:
+        hints = {**typing.get_type_hints(template, include_extras=True),
+                 **typing.get_type_hints(fn, include_extras=True)}
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params = [p.replace(annotation=hints[p.name])
+                  for p in own + list(inspect.signature(template).parameters.values())]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            return fn(**kwargs)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate

@@ -7,46 +7,25 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (AttentionImplOpt, BatchOpt, CheckOpt, CpOpt, CsvOpt, DpOpt, DtypeOpt, EffOpt, EpOpt,
-                     ExitCode, Finetune, FinetuneOpt, GenericOpt, GpuMemoryOpt, GpuOpt, GpusOpt, GpuUtilOpt,
-                     GroupSizeOpt, JsonOpt, KvDtypeOpt, LoraRankOpt, LoraTargetsOpt, LossDtype, LossDtypeOpt,
-                     MdOpt, MemRecomputeOpt, MiniSeqOpt, Mode, ModelOpt, ModeOpt, OffloadOpt, Optimizer, PpOpt,
-                     PrecisionOpt, PrefillChunkOpt, Recompute, ReserveOpt, SeqOpt, SpOpt, TpOpt,
-                     TrainOptimizerOpt, ZeroOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq)
+from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, Mode,
+                     ModelOpt, ModeOpt, SeqOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq,
+                     memory_options, with_options)
 from .memory import settings_from_options
 
 
 @app.command("max-seq")
+@with_options(memory_options)
 def max_seq(
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: ModeOpt = Mode.train,
     multiple_of: Annotated[int, typer.Option("--multiple-of", min=1, help="Round the answer down to a multiple of this.")] = 1,
     minimum: Annotated[Optional[str], typer.Option("--min", help="With --check: exit 1 if the answer is shorter than this (32k).")] = None,
-    gpus: GpusOpt = None,
-    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
     batch: BatchOpt = 1,
-    dtype: DtypeOpt = None,
-    precision: PrecisionOpt = None,
-    optimizer: TrainOptimizerOpt = Optimizer.adamw,
-    zero: ZeroOpt = 0,
-    recompute: MemRecomputeOpt = Recompute.none,
-    attention_impl: AttentionImplOpt = None,
-    kv_dtype: KvDtypeOpt = None,
-    loss_dtype: LossDtypeOpt = LossDtype.fp32,
-    mini_seq: MiniSeqOpt = 1,
-    offload: OffloadOpt = None,
-    finetune: FinetuneOpt = Finetune.full,
-    lora_rank: LoraRankOpt = 16,
-    lora_targets: LoraTargetsOpt = "all",
-    group_size: GroupSizeOpt = 128,
-    gpu_util: GpuUtilOpt = None,
-    gpu_memory: GpuMemoryOpt = None,
-    reserve: ReserveOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+    **options,
 ) -> None:
     """The longest sequence that fits in GPU memory (training or inference), and what stops it.
 
@@ -55,9 +34,9 @@ def max_seq(
     from ..limits import max_seq_breakdown
     from ..memory import MemorySettings
 
-    options = dict(locals())
     fmt = _fmt(json_, csv_, markdown)
-    settings = MemorySettings(seq=max(mini_seq, 1), **settings_from_options(**options))  # seq is searched
+    common = settings_from_options(mode=mode, batch=batch, **options)
+    settings = MemorySettings(seq=common["mini_seq"], **common)  # any valid seq: it is searched
     floor = parse_length(minimum) if minimum else None
     results = _each(_models(model, generic), _gpus(gpu),
                     lambda m, g: max_seq_breakdown(m, g, settings, multiple_of, floor))
@@ -67,6 +46,7 @@ def max_seq(
 
 
 @app.command("max-batch")
+@with_options(memory_options)
 def max_batch(
     model: ModelOpt,
     gpu: GpuOpt = None,
@@ -76,30 +56,11 @@ def max_batch(
     output: Annotated[Optional[str], typer.Option("--output", help="Output tokens per request (default 0 with --seq).")] = None,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Also the largest batch whose time to first token meets this (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Also the largest batch whose time per output token meets this (50ms).")] = None,
-    efficiency: EffOpt = None,
-    gpus: GpusOpt = None,
-    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
-    dtype: DtypeOpt = None,
-    precision: PrecisionOpt = None,
-    optimizer: TrainOptimizerOpt = Optimizer.adamw,
-    zero: ZeroOpt = 0,
-    recompute: MemRecomputeOpt = Recompute.none,
-    attention_impl: AttentionImplOpt = None,
-    kv_dtype: KvDtypeOpt = None,
-    loss_dtype: LossDtypeOpt = LossDtype.fp32,
-    mini_seq: MiniSeqOpt = 1,
-    offload: OffloadOpt = None,
-    finetune: FinetuneOpt = Finetune.full,
-    lora_rank: LoraRankOpt = 16,
-    lora_targets: LoraTargetsOpt = "all",
-    group_size: GroupSizeOpt = 128,
-    gpu_util: GpuUtilOpt = None,
-    gpu_memory: GpuMemoryOpt = None,
-    reserve: ReserveOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
+    efficiency: Annotated[Optional[float], typer.Option("--efficiency", help="For latency targets: fraction of peak compute and bandwidth reachable (default 0.8 and 0.9, as `latency`).")] = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+    **options,
 ) -> None:
     """The most concurrent requests (or the largest training micro-batch) that fit, and meet latency targets.
 
@@ -109,12 +70,11 @@ def max_batch(
     from ..memory import MemorySettings
     from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
 
-    options = dict(locals())
     fmt = _fmt(json_, csv_, markdown)
     out_tokens = parse_length(output) if output else 0
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
-    common = settings_from_options(**options)
+    common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
         context = parse_length(prompt) + out_tokens if prompt and not seq else default_seq(m, seq)

@@ -6,45 +6,23 @@ import typer
 
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
-from .common import (AttentionImplOpt, BatchOpt, CheckOpt, CpOpt, CsvOpt, DpOpt, DtypeOpt, EpOpt, ExitCode,
-                     Finetune, FinetuneOpt, GenericOpt, GpuMemoryOpt, GpuOpt, GpusOpt, GpuUtilOpt,
-                     GroupSizeOpt, JsonOpt, KvDtypeOpt, LoraRankOpt, LoraTargetsOpt, LossDtype, LossDtypeOpt,
-                     MdOpt, MemRecomputeOpt, MiniSeqOpt, Mode, ModelOpt, ModeOpt, OffloadOpt, Optimizer,
-                     PpOpt, PrecisionOpt, PrefillChunkOpt, Recompute, ReserveOpt, SeqOpt, SpOpt, TpOpt,
-                     TrainOptimizerOpt, ZeroOpt, _each, _emit, _fmt, _gpus, _models, _split, app,
-                     default_seq)
+from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, Mode, ModelOpt,
+                     ModeOpt, SeqOpt, _each, _emit, _fmt, _gpus, _models, _split, app, default_seq,
+                     memory_options, with_options)
 
 
 @app.command()
+@with_options(memory_options)
 def memory(
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: ModeOpt = Mode.train,
-    gpus: GpusOpt = None,
-    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
     batch: BatchOpt = 1,
     seq: SeqOpt = None,
-    dtype: DtypeOpt = None,
-    precision: PrecisionOpt = None,
-    optimizer: TrainOptimizerOpt = Optimizer.adamw,
-    zero: ZeroOpt = 0,
-    recompute: MemRecomputeOpt = Recompute.none,
-    attention_impl: AttentionImplOpt = None,
-    kv_dtype: KvDtypeOpt = None,
-    loss_dtype: LossDtypeOpt = LossDtype.fp32,
-    mini_seq: MiniSeqOpt = 1,
-    offload: OffloadOpt = None,
-    finetune: FinetuneOpt = Finetune.full,
-    lora_rank: LoraRankOpt = 16,
-    lora_targets: LoraTargetsOpt = "all",
-    group_size: GroupSizeOpt = 128,
-    gpu_util: GpuUtilOpt = None,
-    gpu_memory: GpuMemoryOpt = None,
-    reserve: ReserveOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+    **options,
 ) -> None:
     """Memory per GPU: weights, gradients, optimizer states, activations, logits, KV cache; does it fit?
 
@@ -53,14 +31,9 @@ def memory(
     from ..memory import MemorySettings, memory_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
-    if check and not gpu and not gpu_memory:
+    if check and not gpu and not options["gpu_memory"]:
         raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
-    common = settings_from_options(
-        mode=mode, gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=sp, batch=batch, dtype=dtype,
-        precision=precision, optimizer=optimizer, zero=zero, recompute=recompute, attention_impl=attention_impl,
-        kv_dtype=kv_dtype, loss_dtype=loss_dtype, mini_seq=mini_seq, offload=offload, finetune=finetune,
-        lora_rank=lora_rank, lora_targets=lora_targets, group_size=group_size, gpu_util=gpu_util,
-        gpu_memory=gpu_memory, reserve=reserve, prefill_chunk=prefill_chunk)
+    common = settings_from_options(mode=mode, batch=batch, **options)
 
     def one(m, g):
         return memory_breakdown(m, g, MemorySettings(seq=default_seq(m, seq), **common))
@@ -69,7 +42,6 @@ def memory(
     _emit(results, fmt)
     if check and not all(r.summary.get("fits") for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
-
 
 
 def settings_from_options(**o) -> dict:
