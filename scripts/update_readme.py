@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Re-run the README's console examples and paste their current output under them.
+
+A console block's lines starting with "$ llmcalc" are run (in-process, as the tests run the
+CLI); "$ echo $?" prints the previous exit code. The presets listing is cut to its first rows.
+tests/test_readme.py fails when the README and the tool disagree; this script mends the README.
+
+Usage: python scripts/update_readme.py [--check]
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+LISTING_ROWS = 6  # `llmcalc presets` is long; the README shows its head
+
+
+def run(command: str) -> tuple[str, int]:
+    from typer.testing import CliRunner
+
+    from llmcalc.cli import app, load_commands
+
+    load_commands()
+    result = CliRunner().invoke(app, shlex.split(command)[1:], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    return result.stdout, result.exit_code
+
+
+def render_block(body: str) -> str:
+    if not body.startswith("$ llmcalc"):
+        return body
+    out, code = [], 0
+    for line in body.splitlines():
+        if line.startswith("$ llmcalc"):
+            text, code = run(line[2:])
+            lines = text.rstrip("\n").splitlines()
+            if line.strip() == "$ llmcalc presets":
+                lines = lines[:3 + LISTING_ROWS] + ["..."]
+            out += [line, *lines]
+        elif line.startswith("$ echo $?"):
+            out += [line, str(code)]
+    return "\n".join(out) + "\n"
+
+
+def updated(text: str) -> str:
+    return BLOCK.sub(lambda m: "```console\n" + render_block(m.group(1)) + "```", text)
+
+
+def main() -> None:
+    text = README.read_text()
+    new = updated(text)
+    if "--check" in sys.argv[1:]:
+        sys.exit(0 if new == text else 1)
+    README.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
