@@ -87,11 +87,12 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
                 share = b.share(row) if row else None
                 cells += ["" if share is None else f"{share * 100:.2f} %", row.note if row else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    for key in bs[0].summary:
+    for key in (k for k in bs[0].summary if not _shown(bs[0], k)):
         cells = [f"**{key}**"] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs]
         lines.append("| " + " | ".join(cells + ([""] * 2 if not many else [])) + " |")
     notes = [n for b in bs for n in b.notes]
-    return "\n".join([f"### {bs[0].title or bs[0].command}", ""] + lines
+    title = f"{bs[0].command}: " + ", ".join(_label(b, bs) for b in bs) if many else bs[0].title or bs[0].command
+    return "\n".join([f"### {title}", ""] + lines
                      + ([""] + [f"- {n}" for n in dict.fromkeys(notes)] if notes else [])) + "\n"
 
 
