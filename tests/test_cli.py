@@ -132,9 +132,19 @@ def test_non_finite_gpu_figures_are_rejected(tmp_path):
     assert "positive number" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
 
 
+def test_options_without_effect_are_named():
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption, match="--gpu has no effect without --tokens"):
+        assert run("flops", "--model", "gpt2", "--gpu", "h100").exit_code == 0
+    with pytest.warns(UnusedOption, match="--per-gpu"):
+        run("mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--per-gpu")
+
+
 def test_bad_option_values_exit_2():
     assert "token length" in _error("flops", "--model", "gpt2", "--seq", "lots")
-    assert "--efficiency" in _error("flops", "--model", "gpt2", "--efficiency", "1.5")
+    assert "--efficiency" in _error("flops", "--model", "gpt2", "--efficiency", "1.5", "--tokens", "1e9",
+                                    "--gpu", "a100")
     assert "one output format" in _error("params", "--model", "gpt2", "--json", "--csv")
 
 

@@ -149,6 +149,18 @@ def _gpus(text: str | None) -> list:
     return [load_gpu(name) for name in _split(text, "gpu")] if text is not None else [None]
 
 
+class UnusedOption(UserWarning):
+    """An option that the rest of the command line leaves without effect."""
+
+
+def unused(flag: str, reason: str, given: bool) -> None:
+    """Say on stderr that ``flag`` changes nothing here (silently ignoring it would mislead)."""
+    if given:
+        import warnings
+
+        warnings.warn(f"{flag} has no effect {reason}", UnusedOption, stacklevel=2)
+
+
 def require_gpus(text: str | None) -> list:
     """GPUs for a command that cannot answer without one."""
     if not text:

@@ -8,7 +8,7 @@ import typer
 
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, Formula, FormulaOpt,
                      GenericOpt, GpuOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
-                     TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq)
+                     TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq, unused)
 from ..units import parse_count
 
 
@@ -37,6 +37,8 @@ def flops(
 
     fmt = _fmt(json_, csv_, markdown)
     budget = parse_count(tokens) if tokens else None
+    unused("--gpu", "without --tokens (it times a training budget)", bool(gpu) and not tokens)
+    unused("--efficiency", "without --tokens and --gpu", efficiency is not None and not (tokens and gpu))
     eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
 
     def one(m, g):

@@ -9,7 +9,7 @@ import typer
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, Mode,
                      ModelOpt, ModeOpt, SeqOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq,
-                     memory_options, with_options)
+                     memory_options, unused, with_options)
 from .memory import settings_from_options
 
 
@@ -71,6 +71,8 @@ def max_batch(
     from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
+    unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
+           and not (ttft_target or tpot_target))
     out_tokens = parse_length(output) if output else 0
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)

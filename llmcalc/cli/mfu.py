@@ -9,7 +9,8 @@ import typer
 from ..units import parse_count, parse_seconds
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula,
                      GenericOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
-                     TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus)
+                     TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus,
+                     unused)
 
 
 @app.command()
@@ -39,6 +40,7 @@ def mfu(
     from ..throughput import Measurement, mfu_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
+    unused("--per-gpu", "without --tokens-per-s", per_gpu and not tokens_per_s)
     run = Measurement(step_time=parse_seconds(step_time) if step_time else None,
                       tokens_per_s=parse_count(tokens_per_s) if tokens_per_s else None, per_gpu=per_gpu,
                       gpu_hours=parse_count(gpu_hours) if gpu_hours else None,
