@@ -10,7 +10,7 @@ kernels compute; Megatron-LM halves the product the same way).
 from __future__ import annotations
 
 from .breakdown import Breakdown, Rows
-from .params import attention_linears, count, matmul_params, mlp_linears
+from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
 from .spec import ModelSpec, SpecError
 
 FORMULAS = ("detailed", "palm", "6nd")
@@ -39,7 +39,8 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
     """Forward FLOPs of one sequence: ``queries`` new tokens attending to ``keys`` positions.
 
     Training and prefill: queries = keys = s. One decode step: queries = 1, keys = context.
-    Rows are summed over all layers; dense/lm_head is the output projection (2·q·h·V).
+    Rows are summed over all layers; dense/lm_head is the output projection (2·q·h·V, or 2·q·p·V
+    with a factorized embedding of width p, whose dense/project_in and project_out add 2·q·p·h each).
     """
     if attention not in ATTENTION:
         raise SpecError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
@@ -68,8 +69,10 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
             shared += h if m.shared_expert_gate else 0  # Qwen2-MoE's hidden -> 1 gate
             r.add("mlp/shared_experts", m.moe_layers * 2 * queries * shared)
     r.sum("mlp", r.children("mlp"))
-    r.add("dense/lm_head", 2 * queries * m.hidden_size * m.vocab_size)
-    r.sum("forward", ["attention", "mlp", "dense/lm_head"])
+    for name, lin in embedding_projections(m).items():
+        r.add(f"dense/{name}", 2 * queries * lin.weight, f"{lin.fan_in} -> {lin.fan_out}, factorized embedding")
+    r.add("dense/lm_head", 2 * queries * m.embed_dim * m.vocab_size)
+    r.sum("forward", ["attention", "mlp", *r.children("dense")])
     return r
 
 

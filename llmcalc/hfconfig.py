@@ -18,8 +18,7 @@ from .spec import ModelSpec, SpecError
 
 
 class HFConfigWarning(UserWarning):
-    """A config.json mapped only approximately (unknown model_type with generic=True, or a
-    component ModelSpec cannot express)."""
+    """A config.json mapped only approximately: an unknown model_type read with generic=True."""
 
 
 # Keys that never change a parameter count or a FLOP (ids, dtypes, numerics, bookkeeping).
@@ -274,15 +273,9 @@ def _opt(c: Fields) -> dict:  # OPT: learned positions offset by 2; post-LN vari
            "norm_affine": c.flag("layer_norm_elementwise_affine", True), "norm_bias": True,
            "final_norm": pre_norm and not c.flag("_remove_final_layer_norm", False),
            "position_embedding": "learned", "tie_word_embeddings": c.flag("tie_word_embeddings", True),
-           "attention_bias": bias, "attention_out_bias": bias, "mlp_bias": bias, "dropout": _dropout(c)}
-    if proj != h:  # project_in / project_out around a narrower embedding: not a ModelSpec field
-        vocab, tied = out["vocab_size"], out["tie_word_embeddings"]
-        real = vocab * proj * (1 if tied else 2) + 2 * proj * h
-        counted = vocab * h * (1 if tied else 2)
-        out["_approximate"] = (f"word_embed_proj_dim {proj} != hidden_size {h}: the embedding is "
-                               f"{vocab} x {proj} with project_in/project_out ({proj} x {h} each), which "
-                               f"ModelSpec cannot express; counted as {vocab} x {h} "
-                               f"({counted - real:+,} parameters)")
+           "attention_bias": bias, "attention_out_bias": bias, "mlp_bias": bias, "dropout": _dropout(c),
+           # OPT-350m: a vocab x 512 embedding with bias-free project_in (512 -> h) / project_out (h -> 512)
+           "embedding_proj_dim": proj if proj != h else None}
     return out
 
 
@@ -476,12 +469,8 @@ def _stablelm(c: Fields) -> dict:  # StableLM 2: LayerNorm with bias, optional q
     out.update(attention_bias=c.flag("use_qkv_bias", False), attention_out_bias=False)
     parallel = c.flag("use_parallel_residual", False)
     out.update(norm_bias=True, norms_per_layer=1 if parallel else 2, parallel_attn=parallel)
-    if c.flag("qk_layernorm", False):  # per-head LayerNorm(head_dim, bias=False): weights only
-        heads, kv = out["num_attention_heads"], out["num_key_value_heads"]
-        d = out["head_dim"] or out["hidden_size"] // heads
-        out["qk_norm"] = "full"
-        out["_approximate"] = (f"qk_layernorm: per-head q/k LayerNorms have no bias, but ModelSpec gives "
-                               f"them the hidden norms' bias ({(heads + kv) * d * out['num_hidden_layers']:+,} parameters)")
+    if c.flag("qk_layernorm", False):  # one LayerNorm(head_dim, bias=False) per q and per kv head
+        out.update(qk_norm="full", qk_norm_bias=False)
     return out
 
 
@@ -556,10 +545,6 @@ def from_config(cfg: dict, name: str, generic: bool = False, source: str = "") -
             msg += f" (and, with no effect on size: {', '.join(neutral)})"
         warnings.warn(msg, HFConfigWarning, stacklevel=2)
         notes.append("generic best-effort mapping")
-    approximate = fields.pop("_approximate", None)
-    if approximate:
-        warnings.warn(f"{name}: approximate: {approximate}", HFConfigWarning, stacklevel=2)
-        notes.append(f"approximate: {approximate}")
     return ModelSpec(name=name, source=source, notes="; ".join(notes), **fields)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .breakdown import Breakdown, Rows
 from .kvcache import block_rounded, default_kv_dtype, kv_values_per_token_layer
-from .params import OPTIMIZERS, attention_linears, layer_norms, mlp_linears, norm_params
+from .params import OPTIMIZERS, attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
 from .spec import DTYPE_BYTES, DTYPES, GPUSpec, ModelSpec, Parallelism, SpecError
 
 GiB = 2**30
@@ -327,9 +327,10 @@ def _stage_params(m: ModelSpec, par: Parallelism, st: _Stage) -> _Params:
     p = _layer_params(m, par, False).scale(st.dense) if st.dense else _Params()
     if st.layers > st.dense:
         p += _layer_params(m, par, True).scale(st.layers - st.dense)
-    table = -(-V // tp) * h  # vocab-parallel embedding / head (Megatron-LM)
+    table = -(-V // tp) * m.embed_dim  # vocab-parallel embedding / head (Megatron-LM), p wide if factorized
+    proj = {name: lin.params for name, lin in embedding_projections(m).items()}  # OPT's project_in/out
     if st.first:
-        p += _Params(other=table, factored=V + h)
+        p += _Params(other=table + proj.get("project_in", 0), factored=V + m.embed_dim)
         if m.position_embedding == "learned":
             p += _Params(other=(m.max_position_embeddings + m.position_offset) * h, factored=h)
         if m.embedding_norm:
@@ -338,7 +339,8 @@ def _stage_params(m: ModelSpec, par: Parallelism, st: _Stage) -> _Params:
         head = table if (not m.tie_word_embeddings or not st.first) else 0  # tied + PP: the last stage keeps a copy
         bias = -(-V // tp) if m.lm_head_bias else 0
         fnorm = norm_params(m, h) if m.final_norm else 0
-        p += _Params(other=head + bias + fnorm, factored=(V + h if head else 0) + bias + fnorm)
+        p += _Params(other=head + bias + fnorm + proj.get("project_out", 0),
+                     factored=(V + m.embed_dim if head else 0) + bias + fnorm)
     return p
 
 

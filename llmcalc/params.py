@@ -39,11 +39,23 @@ class Linear:
         return self.fan_in * self.fan_out
 
 
-def norm_params(m: ModelSpec, width: int) -> int:
-    """LayerNorm: weight + bias; RMSNorm: weight; parameter-free norms: 0."""
+def norm_params(m: ModelSpec, width: int, bias: bool | None = None) -> int:
+    """LayerNorm: weight + bias; RMSNorm: weight; parameter-free norms: 0.
+
+    ``bias`` overrides m.norm_bias (the q/k norms' own qk_norm_bias).
+    """
     if not m.norm_affine:
         return 0
-    return width * (2 if m.norm_type == "layernorm" and m.norm_bias else 1)
+    b = m.norm_bias if bias is None else bias
+    return width * (2 if m.norm_type == "layernorm" and b else 1)
+
+
+def embedding_projections(m: ModelSpec) -> dict[str, Linear]:
+    """A factorized embedding's bias-free projections (OPT's project_in/out); {} when there is none."""
+    if not m.embedding_projected:
+        return {}
+    p, h = m.embed_dim, m.hidden_size
+    return {"project_in": Linear(p, h), "project_out": Linear(h, p)}
 
 
 def attention_linears(m: ModelSpec) -> dict[str, Linear]:
@@ -82,7 +94,7 @@ def layer_norms(m: ModelSpec) -> dict[str, int]:
           "full": (m.num_attention_heads + m.kv_heads) * d}[m.qk_norm]
     latent = (m.q_lora_rank or 0) + m.kv_lora_rank if m.is_mla else 0
     return {"layers": m.norms_per_layer * norm_params(m, m.hidden_size),
-            "qk": norm_params(m, 1) * qk,
+            "qk": norm_params(m, 1, m.qk_norm_has_bias) * qk,
             "latent": norm_params(m, 1) * latent}
 
 
@@ -102,11 +114,13 @@ def moe_parts(m: ModelSpec) -> dict[str, int]:
 
 def count(m: ModelSpec) -> Rows:
     """All parameter rows, whole model; see params_breakdown for the rendered form."""
-    L, h, V = m.num_hidden_layers, m.hidden_size, m.vocab_size
+    L, h, V, p = m.num_hidden_layers, m.hidden_size, m.vocab_size, m.embed_dim
     r = Rows("params")
-    r.add("embedding/token", V * h, "vocab x hidden")
+    r.add("embedding/token", V * p, "vocab x hidden" if p == h else f"vocab x embedding_proj_dim {p}")
     if m.position_embedding == "learned":
         r.add("embedding/position", (m.max_position_embeddings + m.position_offset) * h, "learned table")
+    for name, lin in embedding_projections(m).items():  # factorized embedding: p -> h in, h -> p out
+        r.add(f"embedding/{name}", lin.params, _shape(lin))
     r.sum("embedding", r.children("embedding"))
 
     attn = attention_linears(m)
@@ -141,8 +155,9 @@ def count(m: ModelSpec) -> Rows:
         r.add("norm/final", norm_params(m, h))
     r.sum("norm", r.children("norm"))
 
-    head = 0 if m.tie_word_embeddings else V * h
-    r.add("lm_head", head + (V if m.lm_head_bias else 0), "tied to embedding/token" if m.tie_word_embeddings else "hidden x vocab")
+    head = 0 if m.tie_word_embeddings else V * p
+    r.add("lm_head", head + (V if m.lm_head_bias else 0), "tied to embedding/token" if m.tie_word_embeddings
+          else "hidden x vocab" if p == h else f"embedding_proj_dim {p} x vocab")
     r.sum("total", ["embedding", "attention", "mlp", "norm", "lm_head"])
     idle = m.moe_layers * (m.num_experts - m.num_experts_per_tok) * expert_params(m)
     r.add("active", r["total"] - idle,
@@ -158,7 +173,8 @@ def matmul_params(m: ModelSpec, active: bool = True) -> int:
     """PaLM's N for 6N + 12LHQT: parameters used in matmuls per token.
 
     The notebook's rule: drop the learned position table and an untied input embedding (lookups,
-    not matmuls); keep a tied embedding, which is the output head. Norms stay in, as there.
+    not matmuls); keep a tied embedding, which is the output head. Norms stay in, as there. A
+    factorized embedding's project_in/out are matmuls and stay in.
     """
     r = count(m)
     n = r["active" if active else "total"]

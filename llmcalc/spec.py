@@ -47,7 +47,12 @@ class ModelSpec:
     norms_per_layer: int = 2  # hidden-size norms per block: 2 pre-norm, 1 parallel block, 4 Gemma-2
     final_norm: bool = True
     embedding_norm: bool = False  # a norm right after the token embedding (BLOOM)
+    # Factorized embedding (OPT-350m's word_embed_proj_dim, ALBERT's embedding_size): tokens are
+    # embedded at this width, projected in to hidden_size before the first block and out again
+    # before the head (bias-free p x h matrices); the head is p x vocab. None (or hidden_size): none.
+    embedding_proj_dim: int | None = None
     qk_norm: str = "none"
+    qk_norm_bias: bool | None = None  # LayerNorm bias on the q/k norms; None: same as norm_bias
     num_key_value_heads: int | None = None  # None: multi-head attention (= num_attention_heads)
     head_dim: int | None = None  # None: hidden_size // num_attention_heads
     hidden_act: str = "gelu"
@@ -85,6 +90,20 @@ class ModelSpec:
     @property
     def kv_heads(self) -> int:
         return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the token embedding and of the head's input (hidden_size unless factorized)."""
+        return self.embedding_proj_dim or self.hidden_size
+
+    @property
+    def embedding_projected(self) -> bool:
+        """True when embedding_proj_dim adds project_in / project_out around the blocks."""
+        return self.embed_dim != self.hidden_size
+
+    @property
+    def qk_norm_has_bias(self) -> bool:
+        return self.norm_bias if self.qk_norm_bias is None else self.qk_norm_bias
 
     @property
     def is_mla(self) -> bool:
@@ -139,7 +158,7 @@ def _validate_model(m: ModelSpec) -> None:
                 "intermediate_size", "max_position_embeddings"):
         _positive(where, key, getattr(m, key))
     for key in ("num_key_value_heads", "head_dim", "moe_intermediate_size", "q_lora_rank",
-                "kv_lora_rank", "qk_nope_head_dim", "v_head_dim", "sliding_window"):
+                "kv_lora_rank", "qk_nope_head_dim", "v_head_dim", "sliding_window", "embedding_proj_dim"):
         value = getattr(m, key)
         if value is not None:
             _positive(where, key, value)
@@ -149,6 +168,11 @@ def _validate_model(m: ModelSpec) -> None:
     _choice(where, "qk_norm", m.qk_norm, QK_NORMS)
     if m.norm_type == "rmsnorm" and m.norm_bias:
         raise SpecError(f"{where}: RMSNorm has no bias; set norm_bias: false or norm_type: layernorm")
+    if m.qk_norm_bias is not None:
+        if m.qk_norm == "none":
+            raise SpecError(f"{where}: qk_norm_bias is set but qk_norm is none; set qk_norm: head or full")
+        if m.norm_type == "rmsnorm" and m.qk_norm_bias:
+            raise SpecError(f"{where}: RMSNorm has no bias; set qk_norm_bias: false or norm_type: layernorm")
     if not 0 <= m.dropout < 1:
         raise SpecError(f"{where}: dropout must be in [0, 1), got {m.dropout}")
     for key in ("norms_per_layer", "position_offset", "num_shared_experts", "num_dense_layers", "num_experts",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmcalc.flops import attended_pairs, flops_breakdown, forward
@@ -33,6 +35,23 @@ def test_step_is_three_forwards_and_palm_ratio():
     L, H, Q, T = 12, 12, 64, 1024
     assert b.value("model_flops") == (6 * (124_337_664 - 786_432) + 12 * L * H * Q * T) * T
     assert b.value("model_flops") / b.value("total") == pytest.approx(1.0001, abs=1e-4)
+
+
+def test_factorized_embedding_forward_by_hand():
+    # nanoGPT at p = 256, s = 1024: project_in and project_out cost 2 x 1024 x 256 x 768 each,
+    # the head 2 x 1024 x 256 x 50257 (not x 768); the blocks are untouched.
+    s, h, p, V = 1024, 768, 256, 50257
+    base = load_model("nanogpt-124m")
+    m = dataclasses.replace(base, embedding_proj_dim=p)
+    r, ref = forward(m, s, s), forward(base, s, s)
+    assert r["dense/project_in"] == r["dense/project_out"] == 2 * s * p * h
+    assert r["dense/lm_head"] == 2 * s * p * V
+    assert r["attention"] == ref["attention"] and r["mlp"] == ref["mlp"]
+    assert r["forward"] == ref["attention"] + ref["mlp"] + 2 * s * p * (2 * h + V)
+    assert "dense/project_in" not in ref
+    # PaLM: N = 124,337,664 - 50257 x (768 - 256) + 2 x 256 x 768 - position table 1024 x 768
+    n = 124_337_664 - V * (h - p) + 2 * p * h - 1024 * h
+    assert flops_breakdown(m, seq=s).value("model_flops") == (6 * n + 12 * 12 * 12 * 64 * s) * s
 
 
 def test_causal_counts_the_triangle():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -69,9 +68,6 @@ TRANSFORMERS = {
     "stablelm-2-12b": (12_143_185_920, {"embedding": 513_802_240, "attention": 2_621_440_000, "mlp": 8_493_465_600, "norm": 675_840, "lm_head": 513_802_240}),
     "starcoder2-3b": (3_030_371_328, {"embedding": 150_994_944, "attention": 613_616_640, "mlp": 2_265_384_960, "norm": 374_784, "lm_head": 0}),
 }
-# llmcalc - transformers where ModelSpec cannot express the architecture (each warns HFConfigWarning):
-# OPT-350m's 512-wide embedding with project_in/out; StableLM-2-12B's bias-free per-head q/k LayerNorms.
-APPROXIMATE = {"opt-350m": 24_690_688, "stablelm-2-12b": 256_000}
 # Not in transformers (remote code only): counted by hand from modeling_internlm2.py
 # (wqkv, wo, w1/w3/w2, attention_norm, ffn_norm, untied output); 7.74B as published.
 REMOTE_CODE = {"internlm2.5-7b": 7_737_708_544}
@@ -85,12 +81,12 @@ def config(stem: str) -> dict:
 
 
 def spec_of(stem: str, **changes) -> ModelSpec:
-    """Map a shipped config (optionally edited); fails on any HFConfigWarning unless approximate."""
+    """Map a shipped config (optionally edited); fails on any HFConfigWarning (every mapping is exact)."""
     cfg = {**config(stem), **changes}
     for key in [k for k, v in changes.items() if v is ...]:
         del cfg[key]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if stem in APPROXIMATE else "error", HFConfigWarning)
+        warnings.simplefilter("error", HFConfigWarning)
         return hfconfig.from_config(cfg, stem, source=f"tests/data/hf/{stem}.json")
 
 
@@ -108,9 +104,8 @@ def test_every_mapping_is_exercised_by_a_shipped_config():
 def test_total_and_components_match_transformers(stem):
     rows = params.count(spec_of(stem))
     total, parts = TRANSFORMERS[stem]
-    assert rows["total"] - total == APPROXIMATE.get(stem, 0)
-    if stem not in APPROXIMATE:
-        assert {k: rows[k] for k in parts} == parts
+    assert rows["total"] == total
+    assert {k: rows[k] for k in parts} == parts
 
 
 def test_remote_code_model_counted_by_hand():
@@ -122,11 +117,25 @@ def test_moe_active_parameters_match_published(stem):
     assert params.count(spec_of(stem))["active"] / 1e9 == pytest.approx(ACTIVE[stem], rel=0.02)  # cards round
 
 
-@pytest.mark.parametrize("stem, amount", sorted(APPROXIMATE.items()))
-def test_approximate_mappings_warn_and_say_by_how_much(stem, amount):
-    with pytest.warns(HFConfigWarning, match=re.escape(f"{amount:+,} parameters")):
-        spec = hfconfig.from_config(config(stem), stem)
-    assert "approximate" in spec.notes
+def test_opt_350m_factorized_embedding():
+    # word_embed_proj_dim 512 != hidden_size 1024: embed_tokens 50272 x 512, project_in 512 x 1024,
+    # project_out 1024 x 512 (no bias), tied head 512 x 50272; positions stay 1024 wide.
+    medium, small = spec_of("opt-350m"), spec_of("opt-125m")
+    assert medium.embedding_proj_dim == 512 and small.embedding_proj_dim is None
+    r = params.count(medium)
+    assert r["embedding/token"] == 50272 * 512
+    assert r["embedding/project_in"] == r["embedding/project_out"] == 512 * 1024
+    assert r["embedding/position"] == 2050 * 1024 and r["lm_head"] == 0
+    assert "embedding/project_in" not in params.count(small)
+
+
+def test_stablelm_qk_layernorms_have_no_bias():
+    # qk_layernorm: LayerNorm(head_dim, bias=False) for each of 32 q and 8 kv heads, while the
+    # hidden LayerNorms keep their bias.
+    s = spec_of("stablelm-2-12b")
+    assert (s.qk_norm, s.qk_norm_bias, s.norm_bias) == ("full", False, True)
+    assert params.count(s)["norm/qk"] == 40 * (32 + 8) * 160
+    assert spec_of("stablelm-2-1.6b").qk_norm_bias is None  # no q/k norms at all
 
 
 # -- quirks, one per line of the issue -----------------------------------------------------------

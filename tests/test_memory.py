@@ -8,6 +8,7 @@ et al. 2023) §3; the tensors HF modules save (tests/fidelity measures them with
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -362,3 +363,13 @@ def test_more_tp_never_increases_weights_per_gpu(name, mode):
             continue
         weights.append(b.value("weights"))
     assert weights == sorted(weights, reverse=True)
+
+
+def test_factorized_embedding_weights_per_gpu():
+    # OPT-350m: 331,196,416 parameters in transformers' OPTForCausalLM (512-wide embedding with
+    # project_in/out around the 1024-wide blocks); memory must hold exactly those.
+    from llmcalc.hfconfig import load
+
+    m = load(str(Path(__file__).parent / "data" / "hf" / "opt-350m.json"))
+    b = memory_breakdown(m, None, MemorySettings(seq=512))
+    assert b.summary["params_per_gpu"] == 331_196_416

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmcalc.params import count, matmul_params, params_breakdown
 from llmcalc.presets import load_model
+from llmcalc.spec import SpecError
 
 from .conftest import run_json, value
 
@@ -93,6 +96,44 @@ def test_palm_n_drops_position_table_and_untied_embedding():
     # Notebook: N = total - position table (tied embedding kept); untied input embedding dropped.
     assert matmul_params(load_model("nanogpt-124m")) == 124_337_664 - 1024 * 768
     assert matmul_params(load_model("llama-3-70b")) == 70_553_706_496 - 128256 * 8192
+
+
+def test_factorized_embedding_by_hand():
+    # nanoGPT with tokens embedded at p = 256: embedding 50257 x 256, project_in 256 x 768 and
+    # project_out 768 x 256 (no bias), positions still 1024 x 768; the head reads 256 wide.
+    V, h, p, pos = 50257, 768, 256, 1024 * 768
+    base = load_model("nanogpt-124m")
+    tied = dataclasses.replace(base, embedding_proj_dim=p)
+    r = count(tied)
+    assert r["embedding/token"] == V * p
+    assert r["embedding/project_in"] == r["embedding/project_out"] == p * h
+    assert r["embedding"] == V * p + pos + 2 * p * h and r["lm_head"] == 0
+    layers = count(base)["total"] - count(base)["embedding"]  # blocks, norms, tied head: unchanged
+    assert r["total"] == layers + V * p + pos + 2 * p * h == 124_337_664 - V * (h - p) + 2 * p * h
+    # PaLM's N: the tied table is the head (kept), the projections are matmuls (kept), positions go
+    assert matmul_params(tied) == r["total"] - pos
+    untied = count(dataclasses.replace(tied, tie_word_embeddings=False))
+    assert untied["lm_head"] == p * V and untied["total"] == r["total"] + p * V
+    assert matmul_params(dataclasses.replace(tied, tie_word_embeddings=False)) == untied["total"] - pos - V * p
+    # equal to hidden_size: no projection at all (transformers' OPT builds none)
+    assert count(dataclasses.replace(base, embedding_proj_dim=h))["total"] == 124_337_664
+    with pytest.raises(SpecError, match="embedding_proj_dim"):
+        dataclasses.replace(base, embedding_proj_dim=0)
+
+
+def test_qk_norm_bias_by_hand():
+    # GPT-2 (LayerNorm with bias) given per-head q/k norms over 12 q + 12 k heads of 64:
+    # with the hidden norms' bias 2 x 12 x 24 x 64 per model, bias-free half that.
+    base = dataclasses.replace(load_model("gpt2"), qk_norm="full")
+    assert count(base)["norm/qk"] == 12 * 2 * (12 + 12) * 64
+    no_bias = dataclasses.replace(base, qk_norm_bias=False)
+    assert count(no_bias)["norm/qk"] == 12 * (12 + 12) * 64
+    assert count(no_bias)["norm/layers"] == count(base)["norm/layers"] == 12 * 2 * 2 * 768
+    assert count(dataclasses.replace(base, qk_norm_bias=True))["norm/qk"] == count(base)["norm/qk"]
+    with pytest.raises(SpecError, match="qk_norm_bias is set but qk_norm is none"):
+        dataclasses.replace(load_model("gpt2"), qk_norm_bias=False)
+    with pytest.raises(SpecError, match="RMSNorm has no bias"):
+        dataclasses.replace(load_model("llama-3-8b"), qk_norm="head", qk_norm_bias=True)
 
 
 def test_checkpoint_bytes_fp32_adamw():

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from llmcalc import flops, hfconfig, params
-from tests.test_hfconfig import APPROXIMATE, REMOTE_CODE, TRANSFORMERS
+from tests.test_hfconfig import REMOTE_CODE, TRANSFORMERS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -42,9 +42,8 @@ SEQ = 128
 # run keeps at most 2 layers; FLOPs are per layer, so the comparison is unchanged in kind.
 SHRINK = {"mixtral-8x7b-v0.1": {"num_hidden_layers": 1},
           "deepseek-v3": {"num_hidden_layers": 1, "first_k_dense_replace": 0, "n_routed_experts": 16}}
-# The FLOP error the approximate mappings are allowed (llmcalc - torch) / torch.
-FLOP_TOLERANCE = {"opt-350m": 0.08,  # 1024-wide head and embedding instead of 512 + projections
-                  "qwen1.5-moe-a2.7b": 1e-4}  # flops.py leaves out the hidden -> 1 shared_expert_gate
+# The FLOP error allowed, (llmcalc - torch) / torch; every other config must match exactly.
+FLOP_TOLERANCE: dict[str, float] = {}  # every shipped config matches FlopCounterMode exactly
 RESULTS: dict[str, str] = {}
 
 
@@ -103,9 +102,8 @@ def test_parameters_match_transformers(stem):
     assert (total, real) == TRANSFORMERS[stem]  # the numbers pinned in tests/test_hfconfig.py
     rows = params.count(_spec(cfg, stem))
     RESULTS[f"params {stem}"] = f"{(rows['total'] - total) / total:+.4%}"
-    assert rows["total"] - total == APPROXIMATE.get(stem, 0)
-    if stem not in APPROXIMATE:
-        assert {k: rows[k] for k in real} == real
+    assert rows["total"] == total
+    assert {k: rows[k] for k in real} == real
 
 
 def _count(model, ids) -> tuple[int, int]:
