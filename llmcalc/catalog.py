@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +57,12 @@ def show(name: str) -> tuple[str, dict[str, Any]]:
             raise model_error from None
 
 
-def user_dir() -> Path:
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config / "llmcalc" / "presets"
-
-
 def import_config(config: str, name: str, out: str | None, generic: bool) -> Path:
     """Write a preset YAML for a Hugging Face config; returns the file written."""
     from . import hfconfig
 
-    spec = hfconfig.load(config, generic=generic)
-    spec = type(spec)(**{**presets.spec_to_dict(spec), "name": name,
-                         "aliases": tuple(spec.aliases)})
-    path = Path(out) if out else user_dir() / "models" / f"{name}.yaml"
+    spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
+    path = Path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
     if path.exists() and not out:
         raise SpecError(f"{path} already exists; choose another --name or pass --out")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,18 +30,18 @@ import math
 from dataclasses import dataclass, field
 
 from .breakdown import Breakdown, Rows
-from .kvcache import block_rounded, default_kv_dtype, kv_values_per_token_layer
+from .flops import RECOMPUTE
+from .kvcache import FLOAT_DTYPES, block_rounded, default_kv_dtype, kv_values_per_token_layer
 from .params import OPTIMIZERS, attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
 from .spec import DTYPE_BYTES, DTYPES, GPUSpec, ModelSpec, Parallelism, SpecError
 
 GiB = 2**30
 MODES = ("train", "infer")
-RECOMPUTE = ("none", "selective", "full")
 ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params")
 HALF = ("bf16", "fp16")
-FLOAT = ("fp32", "tf32", "bf16", "fp16")
+FLOAT = FLOAT_DTYPES  # dtypes that hold activations and KV as they are (not weight-only quantized)
 
 DEFAULT_RESERVE = 1 * GiB  # CUDA context (~0.5 GiB on Hopper, CUDA 12) + NCCL/cuBLAS workspaces + allocator slack
 DEFAULT_GPU_UTIL = {"train": 1.0, "infer": 0.9}  # infer: vLLM's gpu_memory_utilization default

@@ -44,10 +44,13 @@ def builtin_dir() -> Path:
 
 def search_dirs() -> list[Path]:
     dirs = [Path(p).expanduser() for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
+    return dirs + [user_dir(), builtin_dir()]
+
+
+def user_dir() -> Path:
+    """The per-user preset directory (where `presets import` writes)."""
     config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    dirs.append(config / "llmcalc" / "presets")
-    dirs.append(builtin_dir())
-    return dirs
+    return config / "llmcalc" / "presets"
 
 
 def read_yaml(path: Path) -> Any:
@@ -202,10 +205,14 @@ def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
         raise PresetError(f"{where}: GPU {name!r} has a non-numeric figure ({exc})") from None
 
 
-def _from_file(text: str, kind: str) -> tuple[str, Path, dict]:
+def _file_ref(text: str) -> tuple[Path, str] | None:
+    """(path, wanted preset or "") when ``text`` names a YAML file, ``FILE`` or ``FILE:NAME``."""
+    base, _, wanted = text.partition(":") if not Path(text).exists() else (text, "", "")
+    return (Path(base), wanted) if base.endswith((".yaml", ".yml")) else None
+
+
+def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
     """A user YAML file: one preset (fields at top level) or a preset file (``FILE:NAME``)."""
-    path_text, _, wanted = text.partition(":") if not Path(text).exists() else (text, "", "")
-    path = Path(path_text)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of fields")
@@ -225,15 +232,10 @@ def _from_file(text: str, kind: str) -> tuple[str, Path, dict]:
                       f"pick one with {path}:NAME")
 
 
-def _is_file_ref(text: str) -> bool:
-    base = text.partition(":")[0] if not Path(text).exists() else text
-    return base.endswith((".yaml", ".yml"))
-
-
 def load_model(text: str, generic: bool = False) -> ModelSpec:
     """A model from a preset name, a YAML file, a config.json, a model dir, or a cached hub id."""
-    if _is_file_ref(text):
-        name, path, fields = _from_file(text, "models")
+    if ref := _file_ref(text):
+        name, path, fields = _from_file(*ref, "models")
         return model_from_fields(name, fields, str(path))
     if text.endswith(".json") or Path(text).is_dir() or ("/" in text and not Path(text).exists()):
         from . import hfconfig  # lazy: only config.json users pay for it
@@ -244,8 +246,8 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
 
 
 def load_gpu(text: str) -> GPUSpec:
-    if _is_file_ref(text):
-        name, path, fields = _from_file(text, "gpus")
+    if ref := _file_ref(text):
+        name, path, fields = _from_file(*ref, "gpus")
         return gpu_from_fields(name, fields, str(path))
     name, path, fields = _lookup("gpus", text)
     return gpu_from_fields(name, fields, str(path))

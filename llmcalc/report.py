@@ -53,6 +53,30 @@ def _row_names(bs: Sequence[Breakdown]) -> list[str]:
     return list(names)
 
 
+def _title(bs: Sequence[Breakdown]) -> str:
+    first = bs[0]
+    return f"{first.command}: " + ", ".join(_label(b, bs) for b in bs) if len(bs) > 1 else first.title or first.command
+
+
+def _cells(bs: Sequence[Breakdown], name: str) -> list[str]:
+    """One row across the results: name, value per result; alone, also its share and note."""
+    cells = [name]
+    for b in bs:
+        row = next((r for r in b.rows if r.name == name), None)
+        cells.append(_display(row.value, row.unit) if row else "")
+        if len(bs) == 1:
+            share = b.share(row) if row else None
+            cells += ["" if share is None else f"{share * 100:.1f}%", row.note if row else ""]
+    return cells
+
+
+def _summary_cells(bs: Sequence[Breakdown]) -> list[list[str]]:
+    """The summary entries that are not already rows, one line each across the results."""
+    first = bs[0]
+    return [[key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs]
+            for key in first.summary if not _shown(first, key)]
+
+
 def to_json(bs: Sequence[Breakdown]) -> str:
     if len(bs) == 1:
         return json.dumps(bs[0].to_dict(), indent=2)
@@ -79,20 +103,11 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
     head = ["name"] + ([_label(b, bs) for b in bs] if many else ["value", "share", "note"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name in _row_names(bs):
-        cells = [name]
-        for b in bs:
-            row = next((r for r in b.rows if r.name == name), None)
-            cells.append(_display(row.value, row.unit) if row else "")
-            if not many:
-                share = b.share(row) if row else None
-                cells += ["" if share is None else f"{share * 100:.2f} %", row.note if row else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    for key in (k for k in bs[0].summary if not _shown(bs[0], k)):
-        cells = [f"**{key}**"] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs]
-        lines.append("| " + " | ".join(cells + ([""] * 2 if not many else [])) + " |")
+        lines.append("| " + " | ".join(_cells(bs, name)) + " |")
+    for key, *values in _summary_cells(bs):
+        lines.append("| " + " | ".join([f"**{key}**", *values] + ([""] * 2 if not many else [])) + " |")
     notes = [n for b in bs for n in b.notes]
-    title = f"{bs[0].command}: " + ", ".join(_label(b, bs) for b in bs) if many else bs[0].title or bs[0].command
-    return "\n".join([f"### {title}", ""] + lines
+    return "\n".join([f"### {_title(bs)}", ""] + lines
                      + ([""] + [f"- {n}" for n in dict.fromkeys(notes)] if notes else [])) + "\n"
 
 
@@ -106,7 +121,7 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
     color = use_color(stream)
     many = len(bs) > 1
     first = bs[0]
-    title = f"{first.command}: " + ", ".join(_label(b, bs) for b in bs) if many else first.title or first.command
+    title = _title(bs)
     if any(r.unit == "byte" for b in bs for r in b.rows) or "byte" in first.summary_units.values():
         title += "  (memory in binary units: 1 GiB = 2^30 bytes)"
     shared = {k: v for k, v in first.inputs.items() if all(b.inputs.get(k) == v for b in bs)}
@@ -117,20 +132,14 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
                                 else [("value", "right"), ("share", "right"), ("", "left")])
     table = Table(columns, title=title, caption=caption)
     for name in _row_names(bs):
-        cells: list[str] = [name]
-        for b in bs:
-            row = next((r for r in b.rows if r.name == name), None)
-            cells.append(_display(row.value, row.unit) if row else "")
-            if not many:
-                share = b.share(row) if row else None
-                cells += ["" if share is None else f"{share * 100:.1f}%", row.note if row else ""]
+        cells = _cells(bs, name)
         styles = [None if "/" not in name else "dim"] + [None] * len(bs) + ([] if many else ["dim", "dim"])
         table.add_row(cells, "bold" if name in ("total", "forward") else None, styles)
-    extra = [key for key in first.summary if not _shown(first, key)]
-    if extra:
+    summary = _summary_cells(bs)
+    if summary:
         table.add_section()
-        for key in extra:
-            table.add_row([key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs], "cyan")
+        for cells in summary:
+            table.add_row(cells, "cyan")
     stream.write(table.render(color))
     if not many and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
         stream.write(split_bar(first, color))

@@ -129,8 +129,8 @@ class ServeSettings:
     dtype: str = "bf16"  # weights
     kv_dtype: str | None = None  # None: kvcache.default_kv_dtype(dtype), as `memory`
     attention: str = "causal"  # what serving kernels compute
-    compute_efficiency: float = COMPUTE_EFFICIENCY
-    bandwidth_efficiency: float = BANDWIDTH_EFFICIENCY
+    compute_efficiency: float | None = None  # None: COMPUTE_EFFICIENCY
+    bandwidth_efficiency: float | None = None  # None: compute_efficiency when that was given, else the default
     overlap: bool = True  # communication hidden behind compute (a lower bound) or added to it
 
     def __post_init__(self) -> None:
@@ -139,6 +139,11 @@ class ServeSettings:
                 raise SpecError(f"--{key} must be at least 1, got {getattr(self, key)}")
         if self.output < 0:
             raise SpecError(f"--output cannot be negative, got {self.output}")
+        given = self.compute_efficiency
+        if self.bandwidth_efficiency is None:  # one --efficiency scales both unless told apart
+            object.__setattr__(self, "bandwidth_efficiency", BANDWIDTH_EFFICIENCY if given is None else given)
+        if given is None:
+            object.__setattr__(self, "compute_efficiency", COMPUTE_EFFICIENCY)
         for key, flag in (("compute_efficiency", "--efficiency"), ("bandwidth_efficiency", "--bw-efficiency")):
             if not 0 < getattr(self, key) <= 1:
                 raise SpecError(f"{flag} must be in (0, 1], got {getattr(self, key)}")

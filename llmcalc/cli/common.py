@@ -9,7 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from ..breakdown import Breakdown
-from ..spec import SpecError
+from ..flops import ATTENTION, FORMULAS, RECOMPUTE
+from ..params import OPTIMIZERS
+from ..spec import DTYPES, SpecError
 from ..units import UnitError, parse_length
 
 
@@ -64,42 +66,16 @@ class ExitCode(enum.IntEnum):
     BAD_INPUT = 2
 
 
-class Formula(str, enum.Enum):
-    detailed = "detailed"
-    palm = "palm"
-    sixnd = "6nd"
+def choices(name: str, values) -> type[enum.Enum]:
+    """A Typer choice enum whose members are the core's own names, so the two cannot drift."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-class Attention(str, enum.Enum):
-    full = "full"
-    causal = "causal"
-
-
-class Recompute(str, enum.Enum):
-    none = "none"
-    selective = "selective"
-    full = "full"
-
-
-class Dtype(str, enum.Enum):
-    fp32 = "fp32"
-    tf32 = "tf32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp8 = "fp8"
-    int8 = "int8"
-    fp4 = "fp4"
-    int4 = "int4"
-
-
-class Optimizer(str, enum.Enum):
-    adamw = "adamw"
-    adam = "adam"
-    adamw_8bit = "adamw-8bit"
-    sgd = "sgd"
-    sgd_momentum = "sgd-momentum"
-    adafactor = "adafactor"
-    lion = "lion"
+Formula = choices("Formula", FORMULAS)
+Attention = choices("Attention", ATTENTION)
+Recompute = choices("Recompute", RECOMPUTE)
+Dtype = choices("Dtype", DTYPES)
+Optimizer = choices("Optimizer", OPTIMIZERS)
 
 
 # -- shared options (defined once, reused by every command) -----------------------------------
@@ -182,86 +158,6 @@ def _emit(results: Sequence[Breakdown], fmt: str) -> None:
 def _each(models: list, gpus: list, compute: Callable) -> list[Breakdown]:
     """Compare side by side: every model x every GPU."""
     return [compute(m, g) for m in models for g in gpus]
-
-
-# -- memory and limits (memory, max-seq, max-batch) -------------------------------------------
-class Mode(str, enum.Enum):
-    train = "train"
-    infer = "infer"
-
-
-class Precision(str, enum.Enum):
-    fp32 = "fp32"
-    mixed = "mixed"
-    mixed_fp32_grads = "mixed-fp32-grads"
-    bf16 = "bf16"
-
-
-class AttentionImpl(str, enum.Enum):
-    eager = "eager"
-    sdpa = "sdpa"
-    flash = "flash"
-
-
-class Finetune(str, enum.Enum):
-    full = "full"
-    lora = "lora"
-    qlora = "qlora"
-
-
-class LossDtype(str, enum.Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
-PpOpt = Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel degree.")]
-DpOpt = Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the GPUs left over).")]
-CpOpt = Annotated[Optional[int], typer.Option("--cp", help="Context-parallel degree (splits the sequence).")]
-EpOpt = Annotated[Optional[int], typer.Option("--ep", help="Expert-parallel degree (MoE experts split over DP ranks).")]
-SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism with TP (splits norm/dropout activations).")]
-PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
-TrainOptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v).")]
-ZeroOpt = Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
-MemRecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only).")]
-AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
-LossDtypeOpt = Annotated[LossDtype, typer.Option("--loss-dtype", help="Dtype of the logits in the loss (HF and Megatron upcast to fp32).")]
-MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
-OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer and/or params (comma list): ZeRO-Offload to CPU memory.")]
-FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
-LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
-LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all.")]
-GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
-GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory (default 1.0 train, 0.9 infer as vLLM).")]
-GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
-ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes for CUDA context, workspaces, fragmentation (default 1GiB).")]
-PrefillChunkOpt = Annotated[Optional[str], typer.Option("--prefill-chunk", help="Tokens per prefill step (infer activations; default 8192).")]
-
-
-def memory_options(
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Number of GPUs (default: the product of the degrees).")] = None,
-    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
-    dtype: DtypeOpt = None,
-    precision: PrecisionOpt = None,
-    optimizer: TrainOptimizerOpt = Optimizer.adamw,
-    zero: ZeroOpt = 0,
-    recompute: MemRecomputeOpt = Recompute.none,
-    attention_impl: AttentionImplOpt = None,
-    kv_dtype: KvDtypeOpt = None,
-    loss_dtype: LossDtypeOpt = LossDtype.fp32,
-    mini_seq: MiniSeqOpt = 1,
-    offload: OffloadOpt = None,
-    finetune: FinetuneOpt = Finetune.full,
-    lora_rank: LoraRankOpt = 16,
-    lora_targets: LoraTargetsOpt = "all",
-    group_size: GroupSizeOpt = 128,
-    gpu_util: GpuUtilOpt = None,
-    gpu_memory: GpuMemoryOpt = None,
-    reserve: ReserveOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
-) -> None:
-    """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
 
 
 def with_options(template: Callable) -> Callable[[Callable], Callable]:

@@ -38,16 +38,14 @@ def latency(
 
     Example: llmcalc latency --model llama-2-70b --gpu a800 --gpus 8 --batch 16 --prompt 4000 --ttft-target 650ms --check
     """
-    from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
+    from ..throughput import ServeSettings, latency_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     layout = Parallelism.resolve(gpus, tp=tp, mode="infer")
     settings = ServeSettings(
         batch=batch, prompt=parse_length(prompt), output=parse_length(output), tp=layout.tp, dp=layout.dp,
         dtype=dtype.value, kv_dtype=kv_dtype.value if kv_dtype else None, attention=attention.value,
-        compute_efficiency=COMPUTE_EFFICIENCY if efficiency is None else efficiency,
-        bandwidth_efficiency=bw_efficiency if bw_efficiency is not None
-        else efficiency if efficiency is not None else BANDWIDTH_EFFICIENCY,
+        compute_efficiency=efficiency, bandwidth_efficiency=bw_efficiency,
         overlap=overlap)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)

@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, Mode,
-                     ModelOpt, ModeOpt, SeqOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq,
-                     memory_options, unused, with_options)
-from .memory import settings_from_options
+from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
+                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options)
+from .memory import Mode, ModeOpt, memory_options, settings_from_options
 
 
 @app.command("max-seq")
@@ -68,7 +67,7 @@ def max_batch(
     """
     from ..limits import max_batch_breakdown
     from ..memory import MemorySettings
-    from ..throughput import BANDWIDTH_EFFICIENCY, COMPUTE_EFFICIENCY, ServeSettings, latency_breakdown
+    from ..throughput import ServeSettings, latency_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
@@ -88,8 +87,7 @@ def max_batch(
             par = settings.parallel
             serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
                          tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
-                         compute_efficiency=COMPUTE_EFFICIENCY if efficiency is None else efficiency,
-                         bandwidth_efficiency=BANDWIDTH_EFFICIENCY if efficiency is None else efficiency)
+                         compute_efficiency=efficiency)
             latency = lambda b: latency_breakdown(m, g, ServeSettings(batch=b * par.dp, **serve), **targets)  # noqa: E731
         return max_batch_breakdown(m, g, settings, latency)
 

@@ -1,14 +1,78 @@
-"""`llmcalc memory`."""
+"""`llmcalc memory`, and the options it shares with `max-seq` and `max-batch` (cli/limits.py).
+
+Imported only when one of those three commands runs, so it may import the memory core.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
+from ..memory import ATTENTION_IMPLS, FINETUNES, FLOAT, MODES, PRECISIONS
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
-from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, Mode, ModelOpt,
-                     ModeOpt, SeqOpt, _each, _emit, _fmt, _gpus, _models, _split, app, default_seq,
-                     memory_options, with_options)
+from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
+                     MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, TpOpt, _each, _emit, _fmt, _gpus, _models,
+                     _split, app, choices, default_seq, with_options)
+
+# -- the options memory, max-seq and max-batch share -------------------------------------------
+Mode = choices("Mode", MODES)
+Precision = choices("Precision", PRECISIONS)
+AttentionImpl = choices("AttentionImpl", ATTENTION_IMPLS)
+Finetune = choices("Finetune", FINETUNES)
+LossDtype = choices("LossDtype", FLOAT)
+
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
+PpOpt = Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel degree.")]
+DpOpt = Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the GPUs left over).")]
+CpOpt = Annotated[Optional[int], typer.Option("--cp", help="Context-parallel degree (splits the sequence).")]
+EpOpt = Annotated[Optional[int], typer.Option("--ep", help="Expert-parallel degree (MoE experts split over DP ranks).")]
+SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism with TP (splits norm/dropout activations).")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
+TrainOptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v).")]
+ZeroOpt = Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
+MemRecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only).")]
+AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
+LossDtypeOpt = Annotated[LossDtype, typer.Option("--loss-dtype", help="Dtype of the logits in the loss (HF and Megatron upcast to fp32).")]
+MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
+OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer and/or params (comma list): ZeRO-Offload to CPU memory.")]
+FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
+LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
+LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all.")]
+GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
+GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory (default 1.0 train, 0.9 infer as vLLM).")]
+GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
+ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes for CUDA context, workspaces, fragmentation (default 1GiB).")]
+PrefillChunkOpt = Annotated[Optional[str], typer.Option("--prefill-chunk", help="Tokens per prefill step (infer activations; default 8192).")]
+
+
+def memory_options(
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Number of GPUs (default: the product of the degrees).")] = None,
+    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    dtype: DtypeOpt = None,
+    precision: PrecisionOpt = None,
+    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    zero: ZeroOpt = 0,
+    recompute: MemRecomputeOpt = Recompute.none,
+    attention_impl: AttentionImplOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    mini_seq: MiniSeqOpt = 1,
+    offload: OffloadOpt = None,
+    finetune: FinetuneOpt = Finetune.full,
+    lora_rank: LoraRankOpt = 16,
+    lora_targets: LoraTargetsOpt = "all",
+    group_size: GroupSizeOpt = 128,
+    gpu_util: GpuUtilOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    reserve: ReserveOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+) -> None:
+    """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
+
+
+
 
 
 @app.command()
