@@ -66,5 +66,5 @@ def import_config(config: str, name: str, out: str | None, generic: bool) -> Pat
     if path.exists() and not out:
         raise SpecError(f"{path} already exists; choose another --name or pass --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(hfconfig.to_preset_yaml(spec, source=str(config)), encoding="utf-8")
+    path.write_text(presets.model_to_yaml(spec, source=str(config)), encoding="utf-8")
     return path

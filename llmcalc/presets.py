@@ -19,12 +19,6 @@ from typing import Any, Iterable
 
 from .spec import GPUSpec, ModelSpec, SpecError, model_fields
 
-try:  # libyaml's loader is ~10x faster; both are safe loaders
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader
-
-
 class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
 
@@ -71,7 +65,7 @@ def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
     except OSError as exc:
         raise PresetError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's is ~10x faster; both safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -125,8 +119,7 @@ def model_from_fields(name: str, fields: dict, where: str) -> ModelSpec:
     spec_fields = model_fields()
     unknown = [k for k in fields if k not in spec_fields or k == "name"]
     if unknown:
-        near = difflib.get_close_matches(unknown[0], list(spec_fields), n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
+        hint = _did_you_mean(unknown[0], spec_fields)
         raise PresetError(f"{where}: unknown field {unknown[0]!r} in model {name!r}{hint}")
     missing = [f.name for f in spec_fields.values()
                if f.name != "name" and f.default is dataclasses.MISSING and f.name not in fields]
@@ -139,19 +132,27 @@ def model_from_fields(name: str, fields: dict, where: str) -> ModelSpec:
         raise PresetError(f"{where}: {exc}") from None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# (annotation kind, accepts a YAML value, converts it), tried in this order.
+_SCALAR_KINDS = (
+    ("bool", lambda v: isinstance(v, bool), lambda v: v),
+    ("int", lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: v),
+    ("float", _is_number, float),
+    ("str", lambda v: isinstance(v, str) or _is_number(v), str),
+)
+
+
 def _typed(where: str, name: str, key: str, value: Any, annotation: str) -> Any:
     """Check a YAML value against the dataclass annotation (ints stay ints, bools stay bools)."""
     kinds = annotation.replace(" ", "").split("|")
     if value is None and "None" in kinds:
         return None
-    if "bool" in kinds and isinstance(value, bool):
-        return value
-    if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if "str" in kinds and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
+    for kind, accepts, convert in _SCALAR_KINDS:
+        if kind in kinds and accepts(value):
+            return convert(value)
     if annotation.startswith("tuple") and isinstance(value, list):
         return tuple(str(v) for v in value)
     want = {"int": "a whole number", "bool": "true or false", "float": "a number", "str": "text"}
@@ -159,49 +160,74 @@ def _typed(where: str, name: str, key: str, value: Any, annotation: str) -> Any:
     raise PresetError(f"{where}: {name}.{key} must be {expected}, got {value!r}")
 
 
-def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
-    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ..."""
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    near = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+_GPU_NUMBERS = ("memory_gib", "memory_gb", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w")
+
+
+def _check_gpu_fields(name: str, fields: dict, where: str) -> None:
+    """Known keys only, exactly one memory key, numbers (or null) where numbers belong."""
     unknown = sorted(set(fields) - GPU_KEYS)
     if unknown:
-        near = difflib.get_close_matches(unknown[0], sorted(GPU_KEYS), n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
+        hint = _did_you_mean(unknown[0], sorted(GPU_KEYS))
         raise PresetError(f"{where}: unknown field {unknown[0]!r} in GPU {name!r}{hint}")
-    memory_keys = [k for k in ("memory_gib", "memory_gb") if k in fields]
-    if len(memory_keys) != 1:
+    if sum(k in fields for k in ("memory_gib", "memory_gb")) != 1:
         raise PresetError(f"{where}: GPU {name!r} needs exactly one of memory_gib (binary) or memory_gb (decimal)")
-    for key in ("memory_gib", "memory_gb", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w"):
-        if isinstance(fields.get(key), bool) or (key in fields and fields[key] is not None
-                                                  and not isinstance(fields[key], (int, float))):
-            raise PresetError(f"{where}: {name}.{key} must be a number, got {fields[key]!r}")
+    for key in _GPU_NUMBERS:
+        value = fields.get(key)
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+            raise PresetError(f"{where}: {name}.{key} must be a number, got {value!r}")
+
+
+def _gpu_memory_bytes(name: str, fields: dict, where: str) -> int:
+    """memory_gib is binary (what the device offers), memory_gb decimal."""
+    key = "memory_gib" if "memory_gib" in fields else "memory_gb"
+    memory = fields[key] * (2**30 if key == "memory_gib" else 1e9)
+    if not 0 < memory < float("inf"):
+        raise PresetError(f"{where}: {name}.{key} must be a positive finite number")
+    return int(round(memory))
+
+
+def _gpu_peaks(name: str, fields: dict, where: str) -> dict[str, float]:
+    """tflops: {dtype: TFLOP/s} -> {dtype: FLOP/s}."""
+    tflops = fields["tflops"]
+    if not isinstance(tflops, dict):
+        raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
+    return {str(k): float(v) * 1e12 for k, v in tflops.items()}
+
+
+def _build_gpu(name: str, fields: dict, where: str) -> GPUSpec:
+    memory_bytes = _gpu_memory_bytes(name, fields, where)
+    peak_flops = _gpu_peaks(name, fields, where)
+    return GPUSpec(
+        name=name,
+        memory_bytes=memory_bytes,
+        memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
+        interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
+        peak_flops=peak_flops,
+        vendor=str(fields.get("vendor", "")),
+        tdp_w=fields.get("tdp_w"),
+        source=str(fields.get("source", "")),
+        aliases=tuple(str(a) for a in fields.get("aliases") or ()),
+        notes=str(fields.get("notes", "")),
+    )
+
+
+def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
+    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ..."""
+    _check_gpu_fields(name, fields, where)
     try:
-        if "memory_gib" in fields:
-            memory = fields["memory_gib"] * 2**30  # binary, what the device offers
-        else:
-            memory = fields["memory_gb"] * 1e9
-        if not 0 < memory < float("inf"):
-            raise PresetError(f"{where}: {name}.{memory_keys[0]} must be a positive finite number")
-        tflops = fields["tflops"]
-        if not isinstance(tflops, dict):
-            raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
-        return GPUSpec(
-            name=name,
-            memory_bytes=int(round(memory)),
-            memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
-            interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
-            peak_flops={str(k): float(v) * 1e12 for k, v in tflops.items()},
-            vendor=str(fields.get("vendor", "")),
-            tdp_w=fields.get("tdp_w"),
-            source=str(fields.get("source", "")),
-            aliases=tuple(str(a) for a in fields.get("aliases") or ()),
-            notes=str(fields.get("notes", "")),
-        )
+        return _build_gpu(name, fields, where)
     except KeyError as exc:
         raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
     except PresetError:
         raise
+    except SpecError as exc:  # GPUSpec's own validation
+        raise PresetError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, SpecError):
-            raise PresetError(f"{where}: {exc}") from None
         raise PresetError(f"{where}: GPU {name!r} has a non-numeric figure ({exc})") from None
 
 
@@ -270,3 +296,45 @@ def spec_to_dict(spec: ModelSpec | GPUSpec) -> dict[str, Any]:
         if isinstance(value, tuple):
             out[key] = list(value)
     return out
+
+
+# -- writing a model preset ----------------------------------------------------------------------
+
+# The fields every shipped preset states, in the order the preset files use.
+CORE_ORDER = ("aliases", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "head_dim", "vocab_size", "intermediate_size", "max_position_embeddings", "mlp_type",
+              "hidden_act", "norm_type", "norm_bias", "norms_per_layer", "qk_norm", "parallel_attn",
+              "position_embedding",
+              "tie_word_embeddings", "attention_bias", "attention_out_bias", "mlp_bias", "dropout")
+# Stated even at their defaults; any other field is written only where it differs from its default.
+ALWAYS = frozenset({"aliases", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                    "vocab_size", "intermediate_size", "max_position_embeddings", "mlp_type", "hidden_act",
+                    "norm_type", "norms_per_layer", "position_embedding", "tie_word_embeddings",
+                    "attention_bias", "attention_out_bias", "mlp_bias", "dropout", "source", "notes"})
+
+
+def _preset_fields(spec: ModelSpec, source: str) -> dict[str, Any]:
+    """The fields to state, in preset order; tuples as lists; ``source`` fills an empty spec.source."""
+    spec_fields = model_fields()
+    values = {k: getattr(spec, k) for k in spec_fields if k != "name"}
+    if values["num_key_value_heads"] is None:
+        values.pop("num_key_value_heads")
+    values["source"] = values["source"] or source
+    wanted = [k for k in values if k in ALWAYS or values[k] != spec_fields[k].default]
+    order = [k for k in CORE_ORDER if k in wanted]
+    order += [k for k in wanted if k not in order and k not in ("source", "notes")] + ["source", "notes"]
+    return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in order}
+
+
+def model_to_yaml(spec: ModelSpec, source: str) -> str:
+    """A preset file (``name: {fields}``) in the layout of presets/models/*.yaml.
+
+    Fields in CORE_ORDER first, then the others, then source and notes; ``load_model`` and
+    ``model_from_fields`` read it back to an equal ModelSpec.
+    """
+    import yaml  # lazy: start-up time
+
+    body = yaml.safe_dump({spec.name: _preset_fields(spec, source)}, sort_keys=False, allow_unicode=True,
+                          default_flow_style=None, width=float("inf"))  # one line per field, never folded
+    comment = f"# Imported from {source} by llmcalc; fields follow llmcalc.spec.ModelSpec."
+    return " ".join(comment.splitlines()) + "\n\n" + body

@@ -426,16 +426,16 @@ def test_import_is_light():
 # -- preset export -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stem", sorted(set(TRANSFORMERS) | set(REMOTE_CODE)))
-def test_to_preset_yaml_round_trips(stem):
+def test_model_to_yaml_round_trips(stem):
     spec = spec_of(stem)
-    text = hfconfig.to_preset_yaml(spec, f"tests/data/hf/{stem}.json")
+    text = presets.model_to_yaml(spec, f"tests/data/hf/{stem}.json")
     data = yaml.safe_load(text)
     assert list(data) == [spec.name]
     assert presets.model_from_fields(spec.name, data[spec.name], "export") == spec
 
 
 def test_preset_yaml_states_core_fields_and_only_non_default_others():
-    text = hfconfig.to_preset_yaml(spec_of("qwen3-0.6b"), "Qwen/Qwen3-0.6B")
+    text = presets.model_to_yaml(spec_of("qwen3-0.6b"), "Qwen/Qwen3-0.6B")
     fields = yaml.safe_load(text)["qwen3-0.6b"]
     for key in ("hidden_size", "num_key_value_heads", "norms_per_layer", "dropout", "attention_bias", "aliases"):
         assert key in fields
@@ -450,7 +450,7 @@ def test_preset_yaml_states_core_fields_and_only_non_default_others():
 def test_exported_preset_loads_by_name(tmp_path, monkeypatch):
     spec = spec_of("gemma-2-2b")
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "mine.yaml").write_text(hfconfig.to_preset_yaml(spec, "google/gemma-2-2b"))
+    (tmp_path / "models" / "mine.yaml").write_text(presets.model_to_yaml(spec, "google/gemma-2-2b"))
     monkeypatch.setenv("LLMCALC_PRESETS", str(tmp_path))
     presets.catalog.cache_clear()
     assert presets.load_model("gemma-2-2b") == spec
