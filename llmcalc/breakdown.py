@@ -6,8 +6,9 @@ row a plain number in a base unit. Tables, JSON, CSV and Markdown all render fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator
 
 # Base units. Display conversion lives in units.py; values here are never pre-formatted.
 UNITS = ("params", "FLOP", "FLOP/s", "byte", "byte/s", "s", "token", "token/s", "ratio", "count")
@@ -25,22 +26,68 @@ class Row:
         if self.unit not in UNITS:
             raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
 
-    @property
-    def depth(self) -> int:
-        return self.name.count("/")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A value and its base unit; unit None for labels, flags and plain counts (``stage``, ``fits``)."""
+
+    value: Any
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit is not None and self.unit not in UNITS:
+            raise ValueError(f"unknown unit {self.unit!r}")
+
+
+class Quantities(Mapping):
+    """Named values that carry their units: reads as plain values (the JSON contract), and
+    ``unit(key)`` says how to show one. Built from a mapping of Quantity or plain values."""
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        if isinstance(items, Quantities):
+            items = items.quantities()
+        self._items = {k: v if isinstance(v, Quantity) else Quantity(v) for k, v in (items or {}).items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def quantity(self, key: str) -> Quantity:
+        return self._items[key]
+
+    def quantities(self) -> dict[str, Quantity]:
+        """Every entry with its unit, to build another Breakdown from this one's."""
+        return dict(self._items)
+
+    def unit(self, key: str) -> str | None:
+        return self._items[key].unit if key in self._items else None
+
+    def __repr__(self) -> str:
+        return f"Quantities({self._items!r})"
 
 
 @dataclass(frozen=True)
 class Breakdown:
+    """Rows, a summary and the inputs; summary and inputs entries are Quantity or plain values."""
+
     command: str
     rows: tuple[Row, ...]
     summary: Mapping[str, Any] = field(default_factory=dict)
-    summary_units: Mapping[str, str] = field(default_factory=dict)  # key -> base unit, for display
     inputs: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # assumptions a reader needs to trust the numbers
     model: str | None = None
     gpu: str | None = None
     title: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "summary", Quantities(self.summary))
+        object.__setattr__(self, "inputs", Quantities(self.inputs))
 
     def value(self, name: str) -> float:
         for row in self.rows:

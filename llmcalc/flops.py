@@ -9,9 +9,10 @@ kernels compute; Megatron-LM halves the product the same way).
 
 from __future__ import annotations
 
-from .breakdown import Breakdown, Rows
+from .breakdown import Breakdown, Quantity, Rows
 from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
 from .spec import ModelSpec, SpecError
+from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")
 ATTENTION = ("full", "causal")
@@ -136,24 +137,23 @@ def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
     model_flops = step_tokens * palm_per_token(m, seq)
     r.add("model_flops", model_flops, "PaLM 6N + 12LHQT per step", total=None)
 
-    summary = {"forward": r["forward"], "total": r["total"], "model_flops": model_flops,
-               "model_flops_ratio": model_flops / r["total"], "tokens_per_step": step_tokens,
-               "per_token_total": r["per_token/total"]}
+    summary = {"forward": Quantity(r["forward"], "FLOP"), "total": Quantity(r["total"], "FLOP"),
+               "model_flops": Quantity(model_flops, "FLOP"),
+               "model_flops_ratio": Quantity(model_flops / r["total"], "count"),
+               "tokens_per_step": Quantity(step_tokens, "token"),
+               "per_token_total": Quantity(r["per_token/total"], "FLOP")}
     notes = [f"attention counted {attention}" if formula == "detailed" else f"formula {formula}",
              "matmul FLOPs only; backward = 2 x forward"]
     if tokens is not None:
         train = tokens * r["per_token/total"]
-        summary["train_flops"] = train
+        summary["train_flops"] = Quantity(train, "FLOP")
         if peak_flops:
             # time = compute / (n · peak · efficiency): the notebook's 6ND / (8 x 312e12 x 0.3)
             seconds = train / (gpus * peak_flops * efficiency)
-            summary.update(train_time=seconds, gpu_hours=seconds * gpus / 3600)
-            notes.append(f"time at {efficiency:.0%} of {gpus} x {peak_flops / 1e12:g} TFLOP/s")
+            summary.update(train_time=Quantity(seconds, "s"), gpu_hours=Quantity(seconds * gpus / 3600, "count"))
+            notes.append(f"time at {efficiency:.0%} of {gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
     return Breakdown(
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name, gpu=gpu, rows=r.build(), summary=summary, notes=tuple(notes),
-        summary_units={"forward": "FLOP", "total": "FLOP", "model_flops": "FLOP", "model_flops_ratio": "count",
-                       "tokens_per_step": "token", "per_token_total": "FLOP", "train_flops": "FLOP",
-                       "train_time": "s", "gpu_hours": "count"},
         inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "attention": attention,
                 "recompute": recompute, "formula": formula, "tokens": tokens, "gpus": gpus,
                 "efficiency": efficiency, "dtype": dtype},

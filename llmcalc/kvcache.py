@@ -14,15 +14,6 @@ import math
 from .spec import ModelSpec
 
 
-# vLLM's kv_cache_dtype "auto": the model's activation dtype. Weight-only quantized models
-# (int8/int4/fp4, and fp8 checkpoints) still keep a 16-bit cache unless asked otherwise.
-FLOAT_DTYPES = ("fp32", "tf32", "bf16", "fp16")
-
-
-def default_kv_dtype(weight_dtype: str) -> str:
-    return weight_dtype if weight_dtype in FLOAT_DTYPES else "bf16"
-
-
 def block_rounded(context: int, block: int) -> int:
     """A context rounded up to whole KV blocks (vLLM's paged cache allocates 16-token blocks)."""
     return -(-context // block) * block
@@ -36,16 +27,21 @@ def kv_values_per_token_layer(m: ModelSpec, tp: int = 1) -> float:
     return 2 * heads_per_rank * m.qk_head_dim
 
 
-def cached_positions(m: ModelSpec, context: int) -> int:
-    """Token positions held over all layers: windowed layers keep min(context, window)."""
-    windowed = m.window_layers * min(context, m.sliding_window or context)
-    return windowed + (m.num_hidden_layers - m.window_layers) * context
+def cached_positions(m: ModelSpec, context: int, layers: int | None = None) -> int:
+    """Token positions held over ``layers`` layers (default: all): windowed layers keep
+    min(context, window); a pipeline stage holds its proportional share of the windowed layers."""
+    L = m.num_hidden_layers
+    layers = L if layers is None else layers
+    windowed = m.window_layers * layers // L
+    return windowed * min(context, m.sliding_window or context) + (layers - windowed) * context
 
 
 def kv_cache_bytes(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
-                   tp: int = 1) -> float:
-    """KV cache of ``batch`` sequences of ``context`` tokens on one GPU of a TP group.
+                   tp: int = 1, cp: int = 1, layers: int | None = None) -> float:
+    """KV cache of ``batch`` sequences of ``context`` tokens on one GPU of a TP x CP group,
+    over ``layers`` layers (a pipeline stage's; default all).
 
     Seed exercise 4: Llama-2-70B, 4000 tokens, fp16: 2 · 80 · 8 · 128 · 4000 · 2 B = 1.31 GB.
     """
-    return batch * cached_positions(m, context) * kv_values_per_token_layer(m, tp) * bytes_per_value
+    positions = math.ceil(cached_positions(m, context, layers) / cp)  # CP splits the tokens
+    return batch * positions * (kv_values_per_token_layer(m, tp) * bytes_per_value)

@@ -8,13 +8,13 @@ not. Because the search calls the same memory model, `memory` at the answer agre
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
-from .breakdown import Breakdown, Rows
+from .breakdown import Breakdown, Quantity, Rows
 from .kvcache import block_rounded
-from .memory import MemorySettings, memory_breakdown, mini_seq_pieces
+from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .spec import GPUSpec, ModelSpec, SpecError
+from .units import fmt_bytes
 
 SEARCH_CAP = 2**27  # 134M tokens or sequences: beyond any real context or batch
 
@@ -78,10 +78,10 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
         r.add(row.name, row.value, row.note)
     r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of} tokens"
           + ("" if beyond.summary["fits"] else ": does not fit"), total=None)
-    summary = {"max_seq": best, "total": shown.summary["total"], "usable": usable,
-               "capacity": shown.summary["capacity"], "dominant": _dominant(shown),
-               "context": m.max_position_embeddings, "beyond_context": best > m.max_position_embeddings}
-    units = {"max_seq": "token", "total": "byte", "usable": "byte", "capacity": "byte", "context": "token"}
+    summary = {"max_seq": Quantity(best, "token"), "total": shown.summary.quantity("total"),
+               "usable": shown.summary.quantity("usable"), "capacity": shown.summary.quantity("capacity"),
+               "dominant": _dominant(shown), "context": Quantity(m.max_position_embeddings, "token"),
+               "beyond_context": best > m.max_position_embeddings}
     unbounded = beyond.summary["fits"]  # memory stopped growing (sliding windows, bounded kernels)
     summary["limited_by_memory"] = not unbounded
     if unbounded:
@@ -93,28 +93,18 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     if best > m.max_position_embeddings:
         notes.append(f"longer than the model's {m.max_position_embeddings}-token context")
     if s.mode == "train":
-        # Without chunking every layer keeps its MLP intermediates: (M - W) / (L·(A + I_mlp) + I_head);
-        # with M chunks only one chunk of one layer's is alive: (M - W) / (I/M + L·A) (seed).
-        # Checkpointing (--recompute full) replaces L by sqrt(L), as the seed writes it.
         p = mini_seq_pieces(m, s)
-        layers = math.sqrt(p.layers) if s.recompute == "full" else p.layers
-        per_token = (layers * (p.a_mem + p.i_mlp) + p.i_head if s.mini_seq == 1
-                     else p.i_mem / s.mini_seq + layers * p.a_mem)
-        closed = (usable - p.w_mem) / per_token if usable > p.w_mem else 0
-        summary["closed_form_max_seq"] = int(closed)
-        units["closed_form_max_seq"] = "token"
-        form = ("L·(A + I_mlp) + I_head" if s.mini_seq == 1 else f"I/{s.mini_seq} + L·A")
-        form = form.replace("L·", "sqrt(L)·") if s.recompute == "full" else form
-        notes.append(f"Mini-Sequence closed form (M - W) / ({form}) = {int(closed):,} tokens "
-                     f"(W {p.w_mem / 2**30:.3g} GiB, I {p.i_mem / 2**10:.3g} KiB/token, "
-                     f"A {p.a_mem / 2**10:.3g} KiB/token/layer)")
+        closed, form = closed_form_max_seq(p, usable, s.mini_seq, s.recompute)
+        summary["closed_form_max_seq"] = Quantity(closed, "token")
+        notes.append(f"Mini-Sequence closed form (M - W) / ({form}) = {closed:,} tokens "
+                     f"(W {fmt_bytes(p.w_mem)}, I {fmt_bytes(p.i_mem)}/token, "
+                     f"A {fmt_bytes(p.a_mem)}/token/layer)")
     if minimum is not None:
-        summary["minimum"] = minimum
+        summary["minimum"] = Quantity(minimum, "token")
         summary["meets_minimum"] = best >= minimum
-        units["minimum"] = "token"
     return Breakdown(command="max-seq", title=f"Longest sequence for {m.name} ({s.mode})", model=m.name,
-                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, summary_units=units,
-                     inputs={**shown.inputs, "seq": None, "multiple_of": multiple_of},
+                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary,
+                     inputs={**shown.inputs.quantities(), "seq": None, "multiple_of": multiple_of},
                      notes=tuple(notes) + shown.notes)
 
 
@@ -146,19 +136,18 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note)
     r.add("next_total", at(best + 1).summary["total"], f"at {best + 1}: does not fit", total=None)
-    summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary["total"],
-               "usable": shown.summary["usable"], "dominant": _dominant(shown)}
-    units = {"total": "byte", "usable": "byte"}
+    summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary.quantity("total"),
+               "usable": shown.summary.quantity("usable"), "dominant": _dominant(shown)}
     notes = []
     if s.mode == "infer":
         per_request = shown.summary.get("kv_per_request")
         notes.append(f"KV cache per request rounded up to {s.kv_block}-token blocks: "
                      f"{block_rounded(s.seq, s.kv_block)} tokens"
-                     + (f", {per_request / 2**20:,.0f} MiB per GPU" if per_request else ""))
+                     + (f", {fmt_bytes(per_request)} per GPU" if per_request else ""))
     if fast is not None:
         summary["latency_max_batch"] = fast
         summary["limited_by"] = "memory" if best <= fast else "latency"
         notes.append(f"latency targets allow {fast}, memory {best}: {summary['limited_by']} decides")
     return Breakdown(command="max-batch", title=f"Largest batch for {m.name} ({s.mode})", model=m.name,
-                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, summary_units=units,
-                     inputs={**shown.inputs, "batch": None}, notes=tuple(notes) + shown.notes)
+                     gpu=gpu.name if gpu else None, rows=r.build(), summary=summary,
+                     inputs={**shown.inputs.quantities(), "batch": None}, notes=tuple(notes) + shown.notes)

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .breakdown import Breakdown, Rows
-from .spec import DTYPE_BYTES, ModelSpec, SpecError
+from .breakdown import Breakdown, Quantity, Rows
+from .dtypes import DTYPE_BYTES
+from .spec import ModelSpec, SpecError
 
-# Optimizer states per parameter and the bytes each state takes (None: the weights' dtype).
-# AdamW keeps m and v (Loshchilov & Hutter); 8-bit Adam quantizes both to 1 byte (Dettmers et
-# al. 2022); SGD with momentum and Lion keep one buffer; Adafactor's factored second moment is
-# (rows + cols) per matrix, under 0.1% of the parameters, counted here as 0.
-OPTIMIZERS: dict[str, tuple[int, float | None]] = {
-    "adamw": (2, None), "adam": (2, None), "adamw-8bit": (2, 1), "sgd": (0, None),
-    "sgd-momentum": (1, None), "lion": (1, None), "adafactor": (0, None),
+@dataclass(frozen=True)
+class Optimizer:
+    """The states an optimizer keeps (their row names under ``optimizer/``) and their width."""
+
+    states: tuple[str, ...]
+    nbytes: float | None = None  # bytes per state value; None: the precision's (params: the weights' dtype)
+    factored: bool = False  # one state of rows + cols values per matrix, not one value per parameter
+
+
+# AdamW keeps m and v (Loshchilov & Hutter); 8-bit Adam quantizes both to 1 byte (Dettmers et al.
+# 2022); SGD with momentum and Lion keep one buffer; Adafactor keeps a factored second moment,
+# (rows + cols) per matrix and full size for vectors (Shazeer & Stern 2018).
+OPTIMIZERS: dict[str, Optimizer] = {
+    "adamw": Optimizer(("adam_m", "adam_v")), "adam": Optimizer(("adam_m", "adam_v")),
+    "adamw-8bit": Optimizer(("adam_m", "adam_v"), 1), "sgd": Optimizer(()),
+    "sgd-momentum": Optimizer(("momentum",)), "lion": Optimizer(("momentum",)),
+    "adafactor": Optimizer(("adafactor_v",), factored=True),
 }
 
 
@@ -112,10 +123,8 @@ def moe_parts(m: ModelSpec) -> dict[str, int]:
             "shared_experts": shared + (h if m.shared_expert_gate else 0)}
 
 
-def count(m: ModelSpec) -> Rows:
-    """All parameter rows, whole model; see params_breakdown for the rendered form."""
-    L, h, V, p = m.num_hidden_layers, m.hidden_size, m.vocab_size, m.embed_dim
-    r = Rows("params")
+def _embedding_rows(m: ModelSpec, r: Rows) -> None:
+    h, V, p = m.hidden_size, m.vocab_size, m.embed_dim
     r.add("embedding/token", V * p, "vocab x hidden" if p == h else f"vocab x embedding_proj_dim {p}")
     if m.position_embedding == "learned":
         r.add("embedding/position", (m.max_position_embeddings + m.position_offset) * h, "learned table")
@@ -123,7 +132,9 @@ def count(m: ModelSpec) -> Rows:
         r.add(f"embedding/{name}", lin.params, _shape(lin))
     r.sum("embedding", r.children("embedding"))
 
-    attn = attention_linears(m)
+
+def _attention_rows(m: ModelSpec, r: Rows) -> None:
+    L, attn = m.num_hidden_layers, attention_linears(m)
     if m.is_mla:
         for name, lin in attn.items():
             r.add(f"attention/{name}", L * lin.params, _shape(lin))
@@ -133,6 +144,8 @@ def count(m: ModelSpec) -> Rows:
         r.add("attention/proj", L * attn["proj"].params, _shape(attn["proj"]))
     r.sum("attention", r.children("attention"))
 
+
+def _mlp_rows(m: ModelSpec, r: Rows) -> None:
     if m.dense_layers:
         for name, lin in mlp_linears(m, m.intermediate_size).items():
             r.add(f"mlp/{name}", m.dense_layers * lin.params,
@@ -143,7 +156,9 @@ def count(m: ModelSpec) -> Rows:
                 r.add(f"mlp/{name}", m.moe_layers * value, f"{m.moe_layers} MoE layers")
     r.sum("mlp", r.children("mlp"))
 
-    norms = layer_norms(m)
+
+def _norm_rows(m: ModelSpec, r: Rows) -> None:
+    L, h, norms = m.num_hidden_layers, m.hidden_size, layer_norms(m)
     r.add("norm/layers", L * norms["layers"], f"{m.norms_per_layer} {m.norm_type} per layer")
     if norms["qk"]:
         r.add("norm/qk", L * norms["qk"], "q and k norms")
@@ -155,6 +170,13 @@ def count(m: ModelSpec) -> Rows:
         r.add("norm/final", norm_params(m, h))
     r.sum("norm", r.children("norm"))
 
+
+def count(m: ModelSpec) -> Rows:
+    """All parameter rows, whole model; see params_breakdown for the rendered form."""
+    h, V, p = m.hidden_size, m.vocab_size, m.embed_dim
+    r = Rows("params")
+    for rows in (_embedding_rows, _attention_rows, _mlp_rows, _norm_rows):
+        rows(m, r)
     head = 0 if m.tie_word_embeddings else V * p
     r.add("lm_head", head + (V if m.lm_head_bias else 0), "tied to embedding/token" if m.tie_word_embeddings
           else "hidden x vocab" if p == h else f"embedding_proj_dim {p} x vocab")
@@ -163,10 +185,6 @@ def count(m: ModelSpec) -> Rows:
     r.add("active", r["total"] - idle,
           f"{m.num_experts_per_tok} of {m.num_experts} experts per token" if m.is_moe else "dense: all parameters")
     return r
-
-
-def total_params(m: ModelSpec) -> int:
-    return int(count(m)["total"])
 
 
 def matmul_params(m: ModelSpec, active: bool = True) -> int:
@@ -184,53 +202,57 @@ def matmul_params(m: ModelSpec, active: bool = True) -> int:
     return int(n)
 
 
-def state_bytes(optimizer: str, dtype: str) -> tuple[int, float]:
-    """(number of optimizer states, bytes per state) for an optimizer with weights in dtype."""
-    if optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    states, nbytes = OPTIMIZERS[optimizer]
-    return states, DTYPE_BYTES[dtype] if nbytes is None else nbytes
-
-
 def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Breakdown:
     """Parameters per component, plus weight and checkpoint bytes in ``dtype``.
 
-    checkpoint_bytes = weights + optimizer states, each stored in dtype (the notebook: fp32
-    weights + AdamW's m and v = 12 bytes/param -> 1.49 GB for GPT-2 124M).
+    weight_bytes: memory.weight_bytes, the rule `memory` and `latency` use too (quantized dtypes
+    keep embeddings, norms and head in 16-bit and add group scales). checkpoint_bytes = weights +
+    optimizer states, each state in dtype (the notebook: fp32 weights + AdamW's m and v = 12
+    bytes/param -> 1.49 GB for GPT-2 124M); Adafactor's one state is (rows + cols) per matrix.
     """
+    from .memory.placement import model_params
+    from .memory.states import weight_bytes
+
+    if optimizer not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     r = count(m)
-    rows = list(r.build())
+    split = model_params(m)
+    total = int(r["total"])
+    weights = sum(weight_bytes(split, dtype).values())
+    opt = OPTIMIZERS[optimizer]
+    states, state_b = len(opt.states), DTYPE_BYTES[dtype] if opt.nbytes is None else opt.nbytes
+    checkpoint = weights + (split.factored if opt.factored else total) * states * state_b
+    per_param = weights / total
+    return Breakdown(
+        command="params",
+        title=f"Parameters of {m.name}",
+        model=m.name,
+        rows=r.build() + _per_layer(m),
+        summary={"total": Quantity(total, "params"), "active": Quantity(int(r["active"]), "params"),
+                 "weight_bytes": Quantity(_int(weights), "byte"),
+                 "checkpoint_bytes": Quantity(_int(checkpoint), "byte"),
+                 "bytes_per_param": Quantity(_int(per_param), "count"), "optimizer_states": Quantity(states, "count"),
+                 "bytes_per_state": Quantity(state_b, "count")},
+        inputs={"dtype": dtype, "optimizer": optimizer},
+        notes=(f"weights {per_param:.3g} B/param in {dtype}"
+               + ("" if per_param == DTYPE_BYTES[dtype] else ": block linears quantized, the rest 16-bit")
+               + f"; checkpoint adds {states} {optimizer} state(s) at {state_b:g} B each"
+               + (", (rows + cols) values per matrix" if opt.factored else ""),),
+    )
+
+
+def _per_layer(m: ModelSpec) -> tuple:
+    """One block's parameters by part (no share column)."""
     layer = {"attention": sum(lin.params for lin in attention_linears(m).values()),
              "norm": sum(layer_norms(m).values())}
     if m.dense_layers:
         layer["mlp"] = sum(lin.params for lin in mlp_linears(m, m.intermediate_size).values())
     if m.is_moe:
         layer["mlp_moe"] = sum(moe_parts(m).values())
-    rows_per_layer = Rows("params", total=None)
+    rows = Rows("params", total=None)
     for name, value in layer.items():
-        rows_per_layer.add(f"per_layer/{name}", value, "one block")
-    rows += rows_per_layer.build()
-
-    total, per_param = int(r["total"]), DTYPE_BYTES[dtype]
-    states, state_b = state_bytes(optimizer, dtype)
-    weight_bytes = total * per_param
-    checkpoint = weight_bytes + total * states * state_b
-    return Breakdown(
-        command="params",
-        title=f"Parameters of {m.name}",
-        model=m.name,
-        rows=tuple(rows),
-        summary={"total": total, "active": int(r["active"]),
-                 "weight_bytes": _int(weight_bytes), "checkpoint_bytes": _int(checkpoint),
-                 "bytes_per_param": per_param, "optimizer_states": states,
-                 "bytes_per_state": state_b},
-        summary_units={"total": "params", "active": "params", "weight_bytes": "byte",
-                       "checkpoint_bytes": "byte", "bytes_per_param": "count",
-                       "optimizer_states": "count", "bytes_per_state": "count"},
-        inputs={"dtype": dtype, "optimizer": optimizer},
-        notes=(f"weights {per_param:g} B/param in {dtype}; checkpoint adds {states} {optimizer} "
-               f"state(s) at {state_b:g} B each",),
-    )
+        rows.add(f"per_layer/{name}", value, "one block")
+    return rows.build()
 
 
 def _shape(lin: Linear) -> str:

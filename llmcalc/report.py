@@ -14,9 +14,6 @@ from typing import Sequence, TextIO
 from .breakdown import Breakdown
 from .units import fmt_value
 
-FORMATS = ("table", "json", "csv", "markdown")
-
-
 def _label(b: Breakdown, bs: Sequence[Breakdown] = ()) -> str:
     """Column label in a comparison: what differs between the results (model, GPU or both)."""
     models = {x.model for x in bs}
@@ -73,8 +70,24 @@ def _cells(bs: Sequence[Breakdown], name: str) -> list[str]:
 def _summary_cells(bs: Sequence[Breakdown]) -> list[list[str]]:
     """The summary entries that are not already rows, one line each across the results."""
     first = bs[0]
-    return [[key] + [_display(b.summary.get(key), b.summary_units.get(key)) for b in bs]
+    return [[key] + [_display(b.summary.get(key), b.summary.unit(key)) for b in bs]
             for key in first.summary if not _shown(first, key)]
+
+
+def _caption(bs: Sequence[Breakdown]) -> str:
+    """The inputs every result shares, each shown in its unit (``reserve 1.00 GiB``, ``ttft_target 200 ms``)."""
+    first = bs[0]
+    shared = [k for k, v in first.inputs.items() if all(b.inputs.get(k) == v for b in bs)]
+    parts = []
+    for key in shared:
+        value = first.inputs[key]
+        if value in (None, "", False) or isinstance(value, (dict, list, tuple)):
+            continue
+        if isinstance(value, float) and first.inputs.unit(key) is None:
+            parts.append(f"{key} {value:g}")
+        else:
+            parts.append(f"{key} {_display(value, first.inputs.unit(key))}")
+    return " · ".join(parts)
 
 
 def to_json(bs: Sequence[Breakdown]) -> str:
@@ -94,7 +107,7 @@ def to_csv(bs: Sequence[Breakdown]) -> str:
                              "" if share is None else f"{share:.6f}"])
         for key, value in b.summary.items():
             writer.writerow([b.model or "", b.gpu or "", f"summary/{key}", value,
-                             b.summary_units.get(key, ""), ""])
+                             b.summary.unit(key) or "", ""])
     return out.getvalue()
 
 
@@ -111,37 +124,42 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
                      + ([""] + [f"- {n}" for n in dict.fromkeys(notes)] if notes else [])) + "\n"
 
 
-def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
-    """A terminal table: hierarchical rows, right-justified values, share of total, notes."""
-    import sys
-
-    from .texttable import Table, paint, use_color
-
-    stream = out or sys.stdout
-    color = use_color(stream)
-    many = len(bs) > 1
+def _table_title(bs: Sequence[Breakdown]) -> str:
     first = bs[0]
-    title = _title(bs)
-    if any(r.unit == "byte" for b in bs for r in b.rows) or "byte" in first.summary_units.values():
-        title += "  (memory in binary units: 1 GiB = 2^30 bytes)"
-    shared = {k: v for k, v in first.inputs.items() if all(b.inputs.get(k) == v for b in bs)}
-    caption = " · ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
-                         else f"{k} {v}" for k, v in shared.items()
-                         if v not in (None, "", False) and not isinstance(v, (dict, list)))
+    binary = any(r.unit == "byte" for b in bs for r in b.rows) or any(first.summary.unit(k) == "byte" for k in first.summary)
+    return _title(bs) + ("  (memory in binary units: 1 GiB = 2^30 bytes)" if binary else "")
+
+
+def _build_table(bs: Sequence[Breakdown]):
+    """The rows, then a section of the summary entries that are not rows."""
+    from .texttable import Table
+
+    many = len(bs) > 1
     columns = [("", "left")] + ([(_label(b, bs), "right") for b in bs] if many
                                 else [("value", "right"), ("share", "right"), ("", "left")])
-    table = Table(columns, title=title, caption=caption)
+    table = Table(columns, title=_table_title(bs), caption=_caption(bs))
     for name in _row_names(bs):
-        cells = _cells(bs, name)
         styles = [None if "/" not in name else "dim"] + [None] * len(bs) + ([] if many else ["dim", "dim"])
-        table.add_row(cells, "bold" if name in ("total", "forward") else None, styles)
+        table.add_row(_cells(bs, name), "bold" if name in ("total", "forward") else None, styles)
     summary = _summary_cells(bs)
     if summary:
         table.add_section()
         for cells in summary:
             table.add_row(cells, "cyan")
-    stream.write(table.render(color))
-    if not many and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
+    return table
+
+
+def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
+    """A terminal table: hierarchical rows, right-justified values, share of total, notes."""
+    import sys
+
+    from .texttable import paint, use_color
+
+    stream = out or sys.stdout
+    color = use_color(stream)
+    first = bs[0]
+    stream.write(_build_table(bs).render(color))
+    if len(bs) == 1 and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
         stream.write(split_bar(first, color))
     for note in dict.fromkeys(n for b in bs for n in b.notes):
         stream.write(paint(f"· {note}", "dim", color) + "\n")

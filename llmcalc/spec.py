@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .dtypes import DTYPES
+
 
 class SpecError(ValueError):
     """A specification that cannot describe a real model or device (exit code 2 in the CLI)."""
@@ -153,7 +155,14 @@ class ModelSpec:
 
 
 def _validate_model(m: ModelSpec) -> None:
+    """Run the checks in a fixed order, so the first error for any input is always the same."""
     where = f"model {m.name!r}"
+    for check in (_check_sizes, _check_choices, _check_norms, _check_counts, _check_heads, _check_moe,
+                  _check_mla, _check_window):
+        check(m, where)
+
+
+def _check_sizes(m: ModelSpec, where: str) -> None:
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
                 "intermediate_size", "max_position_embeddings"):
         _positive(where, key, getattr(m, key))
@@ -162,10 +171,16 @@ def _validate_model(m: ModelSpec) -> None:
         value = getattr(m, key)
         if value is not None:
             _positive(where, key, value)
+
+
+def _check_choices(m: ModelSpec, where: str) -> None:
     _choice(where, "mlp_type", m.mlp_type, MLP_TYPES)
     _choice(where, "norm_type", m.norm_type, NORM_TYPES)
     _choice(where, "position_embedding", m.position_embedding, POSITION_EMBEDDINGS)
     _choice(where, "qk_norm", m.qk_norm, QK_NORMS)
+
+
+def _check_norms(m: ModelSpec, where: str) -> None:
     if m.norm_type == "rmsnorm" and m.norm_bias:
         raise SpecError(f"{where}: RMSNorm has no bias; set norm_bias: false or norm_type: layernorm")
     if m.qk_norm_bias is not None:
@@ -173,6 +188,9 @@ def _validate_model(m: ModelSpec) -> None:
             raise SpecError(f"{where}: qk_norm_bias is set but qk_norm is none; set qk_norm: head or full")
         if m.norm_type == "rmsnorm" and m.qk_norm_bias:
             raise SpecError(f"{where}: RMSNorm has no bias; set qk_norm_bias: false or norm_type: layernorm")
+
+
+def _check_counts(m: ModelSpec, where: str) -> None:
     if not 0 <= m.dropout < 1:
         raise SpecError(f"{where}: dropout must be in [0, 1), got {m.dropout}")
     for key in ("norms_per_layer", "position_offset", "num_shared_experts", "num_dense_layers", "num_experts",
@@ -180,12 +198,18 @@ def _validate_model(m: ModelSpec) -> None:
         value = getattr(m, key)
         if value is not None and value < 0:
             raise SpecError(f"{where}: {key} cannot be negative, got {value}")
+
+
+def _check_heads(m: ModelSpec, where: str) -> None:
     if m.head_dim is None and not m.is_mla and m.hidden_size % m.num_attention_heads:
         raise SpecError(f"{where}: num_attention_heads ({m.num_attention_heads}) does not divide "
                         f"hidden_size ({m.hidden_size}); set head_dim explicitly if that is intended")
     if m.num_attention_heads % m.kv_heads:
         raise SpecError(f"{where}: num_key_value_heads ({m.kv_heads}) must divide "
                         f"num_attention_heads ({m.num_attention_heads})")
+
+
+def _check_moe(m: ModelSpec, where: str) -> None:
     if m.is_moe:
         if not 0 < m.num_experts_per_tok <= m.num_experts:
             raise SpecError(f"{where}: num_experts_per_tok must be between 1 and num_experts "
@@ -194,24 +218,22 @@ def _validate_model(m: ModelSpec) -> None:
             raise SpecError(f"{where}: num_dense_layers must be between 0 and num_hidden_layers")
     elif m.num_experts_per_tok or m.num_shared_experts or m.num_dense_layers:
         raise SpecError(f"{where}: MoE fields are set but num_experts is 0; set num_experts")
+
+
+def _check_mla(m: ModelSpec, where: str) -> None:
     if m.is_mla:
         missing = [k for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim") if getattr(m, k) is None]
         if missing:
             raise SpecError(f"{where}: Multi-head Latent Attention (kv_lora_rank) also needs {', '.join(missing)}")
     elif m.q_lora_rank is not None:
         raise SpecError(f"{where}: q_lora_rank is only meaningful with kv_lora_rank (MLA)")
+
+
+def _check_window(m: ModelSpec, where: str) -> None:
     if m.sliding_window_layers is not None and not 0 <= m.sliding_window_layers <= m.num_hidden_layers:
         raise SpecError(f"{where}: sliding_window_layers must be between 0 and num_hidden_layers")
     if m.sliding_window_layers is not None and m.sliding_window is None:
         raise SpecError(f"{where}: sliding_window_layers is set but sliding_window is not")
-
-
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")
-
-# Bytes per stored value. int4/fp4 are half a byte: keep floats, never integer-divide them away.
-DTYPE_BYTES: Mapping[str, float] = {
-    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "fp4": 0.5, "int4": 0.5,
-}
 
 
 @dataclass(frozen=True)
@@ -286,9 +308,10 @@ class Parallelism:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"--{key} must be a whole number of at least 1, got {value!r}")
-        if self.dp * self.tp * self.pp * self.cp != self.gpus:
+        product = self.dp * self.tp * self.pp * self.cp
+        if product != self.gpus:
             raise SpecError(f"--gpus {self.gpus} must equal dp x tp x pp x cp = {self.dp} x {self.tp} x "
-                            f"{self.pp} x {self.cp} = {self.dp * self.tp * self.pp * self.cp}")
+                            f"{self.pp} x {self.cp} = {product}")
         if (self.dp * self.cp) % self.ep:
             raise SpecError(f"--ep {self.ep} must divide dp x cp = {self.dp * self.cp} (experts are "
                             "split over data-parallel ranks)")
@@ -304,21 +327,45 @@ class Parallelism:
         train: tp = pp = cp = 1 unless given; the GPUs left over go to data parallelism.
         infer: one model instance spans all GPUs with tensor parallelism (tp = gpus / pp / dp).
         """
-        for key, value in (("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)):
-            if value is not None and value < 1:
-                raise SpecError(f"--{key} must be at least 1, got {value}")
+        _check_given((("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)))
         pp, cp, ep = pp or 1, cp or 1, ep or 1
-        if gpus is None:
-            gpus = (dp or 1) * (tp or 1) * pp * cp
-        if mode == "infer" and tp is None:
-            rest = gpus // (pp * cp * (dp or 1)) if gpus % (pp * cp * (dp or 1)) == 0 else None
-            if rest is None:
-                raise SpecError(f"--gpus {gpus} is not divisible by pp x cp x dp = {pp * cp * (dp or 1)}")
-            tp = rest
-        tp = tp or 1
+        gpus, tp = _gpus_and_tp(gpus, tp, pp, cp, dp or 1, mode)
         if dp is None:
-            if gpus % (tp * pp * cp):
-                raise SpecError(f"--gpus {gpus} is not divisible by tp x pp x cp = {tp} x {pp} x {cp}; "
-                                "choose degrees whose product divides the GPU count")
-            dp = gpus // (tp * pp * cp)
+            dp = _leftover_dp(gpus, tp, pp, cp)
         return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp)
+
+
+def _check_given(degrees: tuple[tuple[str, int | None], ...]) -> None:
+    for key, value in degrees:
+        if value is not None and value < 1:
+            raise SpecError(f"--{key} must be at least 1, got {value}")
+
+
+def _gpus_and_tp(gpus: int | None, tp: int | None, pp: int, cp: int, dp: int, mode: str) -> tuple[int, int]:
+    """The GPU count (the product of the degrees when unstated) and the TP degree (1, or all in infer)."""
+    if gpus is None:
+        gpus = dp * (tp or 1) * pp * cp
+    if mode == "infer" and tp is None:
+        tp = _infer_tp(gpus, pp, cp, dp)
+    return gpus, tp or 1
+
+
+def _infer_tp(gpus: int, pp: int, cp: int, dp: int) -> int:
+    """Inference: tensor parallelism takes every GPU that pp x cp x dp leave."""
+    if gpus % (pp * cp * dp):
+        raise SpecError(f"--gpus {gpus} is not divisible by pp x cp x dp = {pp * cp * dp}")
+    return gpus // (pp * cp * dp)
+
+
+def _leftover_dp(gpus: int, tp: int, pp: int, cp: int) -> int:
+    """Data parallelism takes every GPU that tp x pp x cp leave."""
+    if gpus % (tp * pp * cp):
+        raise SpecError(f"--gpus {gpus} is not divisible by tp x pp x cp = {tp} x {pp} x {cp}; "
+                        "choose degrees whose product divides the GPU count")
+    return gpus // (tp * pp * cp)
+
+
+def check_choice(flag: str, value: Any, choices: tuple) -> None:
+    """A bad option value, named with its flag and every valid choice (exit code 2 in the CLI)."""
+    if value not in choices:
+        raise SpecError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")

@@ -11,6 +11,7 @@ import os
 from typing import TextIO
 
 _ANSI = {"bold": "1", "dim": "2", "cyan": "36", "green": "32", "red": "31", "yellow": "33"}
+_Row = tuple[list[str], str | None, list[str | None]]  # cells, row style, cell styles
 
 
 def use_color(stream: TextIO) -> bool:
@@ -31,7 +32,7 @@ class Table:
         self.columns = columns
         self.title = title
         self.caption = caption
-        self.rows: list[tuple[list[str], str | None, list[str | None]]] = []
+        self.rows: list[_Row] = []
 
     def add_row(self, cells: list[str], style: str | None = None,
                 cell_styles: list[str | None] | None = None) -> None:
@@ -41,35 +42,56 @@ class Table:
         self.rows.append(([], "section", []))
 
     def render(self, color: bool = False) -> str:
-        # columns empty in every row (e.g. a share column when no row has a total) are dropped
-        keep = [i for i in range(len(self.columns))
-                if i == 0 or any(i < len(cells) and cells[i] for cells, _, _ in self.rows)]
+        """The table as text, one line per row; ANSI styles only when color is true."""
+        keep = self._kept_columns()
         columns = [self.columns[i] for i in keep]
-        rows = [([cells[i] if i < len(cells) else "" for i in keep] if style != "section" else [], style,
-                 [styles[i] if i < len(styles) else None for i in keep] if style != "section" else [])
-                for cells, style, styles in self.rows]
-        widths = [len(h) for h, _ in columns]
-        for cells, _, _ in rows:
-            for i, cell in enumerate(cells):
-                widths[i] = max(widths[i], len(cell))
-        n = len(widths)
-
-        def line(cells: list[str], styles: list[str | None], row_style: str | None) -> str:
-            parts = []
-            for i in range(n):
-                text = cells[i] if i < len(cells) else ""
-                padded = text.rjust(widths[i]) if columns[i][1] == "right" else text.ljust(widths[i])
-                parts.append(paint(padded, styles[i] if i < len(styles) and styles[i] else row_style, color))
-            return " │ ".join(parts).rstrip()
-
-        out = []
-        if self.title:
-            out.append(paint(self.title, "bold", color))
-        out.append(line([h for h, _ in columns], [None] * n, "bold"))
+        rows = [_pick(row, keep) for row in self.rows]
+        widths = _widths(columns, rows)
+        justify = [j for _, j in columns]
+        out = [paint(self.title, "bold", color)] if self.title else []
+        out.append(_line([h for h, _ in columns], [None] * len(widths), "bold", widths, justify, color))
         rule = "─┼─".join("─" * w for w in widths)
         out.append(rule.replace("─", "━").replace("┼", "╇"))
         for cells, style, styles in rows:
-            out.append(rule if style == "section" else line(cells, styles, style))
+            out.append(rule if style == "section" else _line(cells, styles, style, widths, justify, color))
         if self.caption:
             out.append(paint(self.caption, "dim", color))
         return "\n".join(out) + "\n"
+
+    def _kept_columns(self) -> list[int]:
+        """Indices of the columns to draw: the first, and any with a non-empty cell in some row.
+
+        A column empty in every row (e.g. a share column when no row has a total) is dropped.
+        """
+        return [i for i in range(len(self.columns))
+                if i == 0 or any(i < len(cells) and cells[i] for cells, _, _ in self.rows)]
+
+
+
+def _pick(row: _Row, keep: list[int]) -> _Row:
+    """The row's cells and cell styles in the kept columns, padded with "" and None."""
+    cells, style, styles = row
+    if style == "section":
+        return [], style, []
+    return ([cells[i] if i < len(cells) else "" for i in keep], style,
+            [styles[i] if i < len(styles) else None for i in keep])
+
+
+def _widths(columns: list[tuple[str, str]], rows: list[_Row]) -> list[int]:
+    """Each column's width: its widest cell, header included."""
+    widths = [len(h) for h, _ in columns]
+    for cells, _, _ in rows:
+        for i, cell in enumerate(cells):
+            widths[i] = max(widths[i], len(cell))
+    return widths
+
+
+def _line(cells: list[str], styles: list[str | None], row_style: str | None, widths: list[int],
+          justify: list[str], color: bool) -> str:
+    """One row, padded to the widths; a cell's own style wins over the row's."""
+    parts = []
+    for i, width in enumerate(widths):
+        text = cells[i] if i < len(cells) else ""
+        padded = text.rjust(width) if justify[i] == "right" else text.ljust(width)
+        parts.append(paint(padded, styles[i] if i < len(styles) and styles[i] else row_style, color))
+    return " │ ".join(parts).rstrip()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .breakdown import Breakdown, Rows
+from .breakdown import Breakdown, Quantity, Rows
 from .flops import flops_breakdown
 from .spec import GPUSpec, ModelSpec, SpecError
+from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
+from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
 
 
 @dataclass(frozen=True)
@@ -79,27 +81,24 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     r.add("mfu", achieved / peak, note="achieved / peak")
     r.add("hfu", per_token and achieved / peak * hw_per_token / per_token,
           note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU")
-    summary = {"mfu": r["mfu"], "hfu": r["hfu"], "achieved_flops_per_s": achieved,
-               "tokens_per_s_per_gpu": tokens_per_s / gpus}
-    units = {"mfu": "ratio", "hfu": "ratio", "achieved_flops_per_s": "FLOP/s", "tokens_per_s_per_gpu": "token/s"}
+    summary = {"mfu": Quantity(r["mfu"], "ratio"), "hfu": Quantity(r["hfu"], "ratio"),
+               "achieved_flops_per_s": Quantity(achieved, "FLOP/s"),
+               "tokens_per_s_per_gpu": Quantity(tokens_per_s / gpus, "token/s")}
     if whole_job:
-        summary["tokens_per_s"] = tokens_per_s
-        units["tokens_per_s"] = "token/s"
+        summary["tokens_per_s"] = Quantity(tokens_per_s, "token/s")
     if run.tokens is not None:
-        summary["train_flops"] = run.tokens * per_token
-        units["train_flops"] = "FLOP"
+        summary["train_flops"] = Quantity(run.tokens * per_token, "FLOP")
         if whole_job:
-            summary["train_time"] = run.tokens / tokens_per_s  # wall clock on these GPUs
-            units["train_time"] = "s"
+            summary["train_time"] = Quantity(run.tokens / tokens_per_s, "s")  # wall clock on these GPUs
     return Breakdown(
         command="mfu", title=f"MFU of {m.name} on {f'{gpus} x ' if known_gpus else ''}{gpu.name}",
         model=m.name, gpu=gpu.name,
-        rows=r.build(), summary=summary, summary_units=units,
+        rows=r.build(), summary=summary,
         inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "gpus": gpus if known_gpus else None,
                 "dtype": dtype,
                 "formula": formula, "attention": attention, "recompute": recompute,
-                "step_time": run.step_time, "tokens_per_s": run.tokens_per_s, "per_gpu": run.per_gpu,
-                "gpu_hours": run.gpu_hours, "tokens": run.tokens},
+                "step_time": Quantity(run.step_time, "s"), "tokens_per_s": Quantity(run.tokens_per_s, "token/s"),
+                "per_gpu": run.per_gpu, "gpu_hours": run.gpu_hours, "tokens": run.tokens},
         notes=(f"MFU counts {formula} model FLOPs per token; peak is the dense {dtype} datasheet figure",),
     )
 
@@ -111,9 +110,6 @@ COMPUTE_EFFICIENCY = 0.8
 BANDWIDTH_EFFICIENCY = 0.9
 
 
-# Weight-only quantized weights (int8, int4, fp4: GPTQ/AWQ style) are dequantized and multiplied in
-# 16-bit; fp8 checkpoints run fp8 matmuls (W8A8, as on Hopper).
-COMPUTE_DTYPE = {"int8": "bf16", "int4": "bf16", "fp4": "bf16"}
 DECODE_SAMPLES = 2048  # decode steps evaluated exactly; longer outputs are sampled evenly (piecewise linear)
 
 
@@ -127,7 +123,7 @@ class ServeSettings:
     tp: int = 1
     dp: int = 1
     dtype: str = "bf16"  # weights
-    kv_dtype: str | None = None  # None: kvcache.default_kv_dtype(dtype), as `memory`
+    kv_dtype: str | None = None  # None: the activation dtype of dtype (dtypes.py), as `memory`
     attention: str = "causal"  # what serving kernels compute
     compute_efficiency: float | None = None  # None: COMPUTE_EFFICIENCY
     bandwidth_efficiency: float | None = None  # None: compute_efficiency when that was given, else the default
@@ -150,29 +146,33 @@ class ServeSettings:
 
     @property
     def compute_dtype(self) -> str:
-        return COMPUTE_DTYPE.get(self.dtype, self.dtype)
+        """The dtype the matmuls run at (dtypes.py: weight-only formats in 16-bit, fp8 as W8A8)."""
+        return matmul_dtype(self.dtype)
 
     @property
     def cache_dtype(self) -> str:
-        from .kvcache import default_kv_dtype
-
-        return self.kv_dtype or default_kv_dtype(self.dtype)
+        return self.kv_dtype or activation_dtype(self.dtype)
 
 
-def weight_bytes_read(m: ModelSpec, batch: int, bytes_per_param: float) -> float:
-    """Weights one forward step reads: all matmul weights; for MoE only the experts some token picks.
+def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
+    """Weights one forward step reads, stored in ``dtype`` (memory.weight_bytes: quantized linears,
+    their scales and the 16-bit rest): all matmul weights; for MoE only the experts some token picks.
 
     An untied input embedding is a lookup (b rows), not read whole. With uniform routing a
     batch of b tokens touches E·(1 - (1 - k/E)^b) of the E experts in each MoE layer.
     """
-    from .params import count, expert_params
+    import dataclasses
 
-    r = count(m)
-    total = r["total"] - (0 if m.tie_word_embeddings else r["embedding/token"])
-    if m.is_moe:
-        e, k = m.num_experts, m.num_experts_per_tok
-        total -= m.moe_layers * e * (1 - k / e) ** batch * expert_params(m)
-    return total * bytes_per_param
+    from .memory.placement import model_params
+    from .memory.states import weight_bytes
+    from .params import expert_params
+
+    p = model_params(m)
+    lookup = 0 if m.tie_word_embeddings else m.vocab_size * m.embed_dim
+    idle = m.moe_layers * m.num_experts * (1 - m.num_experts_per_tok / m.num_experts) ** batch * expert_params(m) \
+        if m.is_moe else 0
+    read = dataclasses.replace(p, other=p.other - lookup, experts=p.experts - idle)
+    return sum(weight_bytes(read, dtype).values())
 
 
 def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target: float | None = None,
@@ -192,7 +192,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     from .flops import attended_pairs, forward
     from .kvcache import cached_positions, kv_values_per_token_layer
     from .memory import MemorySettings, memory_breakdown
-    from .spec import DTYPE_BYTES, Parallelism
+    from .spec import Parallelism
 
     requests = -(-s.batch // s.dp)  # per instance
     t = s.tp
@@ -201,8 +201,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                                                   dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout))
     peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
-    w_bytes = DTYPE_BYTES[s.dtype]
-    act_b = max(DTYPE_BYTES[s.compute_dtype], 2)  # activations communicated in 16 bits or more
+    act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more
     kv_per_position = kv_values_per_token_layer(m, t) * DTYPE_BYTES[s.cache_dtype]  # on one GPU
     link = gpu.interconnect_bandwidth
 
@@ -219,7 +218,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
 
     # prefill: every prompt token of every request through the model, KV written once
     prefill_flops = requests * forward(m, s.prompt, s.prompt, s.attention)["forward"]
-    prefill_bytes = weight_bytes_read(m, requests * s.prompt, w_bytes) / t \
+    prefill_bytes = weight_bytes_read(m, requests * s.prompt, s.dtype) / t \
         + requests * cached_positions(m, s.prompt) * kv_per_position
     pre = (prefill_flops / (t * peak), prefill_bytes / bandwidth, allreduce_seconds(requests * s.prompt))
     ttft = combine(*pre)
@@ -227,7 +226,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     # decode: one token per request per step; FLOPs and KV reads grow with the context
     L, core_per_pair = m.num_hidden_layers, 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)
     base_flops = forward(m, 1, 1, s.attention)["forward"] - core_per_pair * L * attended_pairs(1, 1, s.attention)
-    weights_read = weight_bytes_read(m, requests, w_bytes) / t
+    weights_read = weight_bytes_read(m, requests, s.dtype) / t
     comm = allreduce_seconds(requests)
     steps = max(s.output - 1, 1)  # at least one step, so tpot is defined
     sample = range(steps) if steps <= DECODE_SAMPLES else \
@@ -247,40 +246,40 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     r = Rows("s", total=None)
     r.add("ttft", ttft, "lower bound: time to first token")
     bound = ("compute", "memory", "communication")
-    r.add("prefill/compute", pre[0], f"{prefill_flops:.3g} FLOP at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak")
-    r.add("prefill/memory", pre[1], f"{prefill_bytes:.3g} B per GPU at {s.bandwidth_efficiency:.0%} of HBM")
-    r.add("prefill/communication", pre[2], f"TP all-reduce over {link / 1e9:g} GB/s" if t > 1 else "no TP")
+    r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak")
+    r.add("prefill/memory", pre[1], f"{fmt_bytes(prefill_bytes)} per GPU at {s.bandwidth_efficiency:.0%} of HBM")
+    r.add("prefill/communication", pre[2], f"TP all-reduce over {fmt_rate(link, 'byte/s')}" if t > 1 else "no TP")
     r.add("tpot", tpot, f"mean over {steps} decode step(s)")
     r.add("decode/compute", dec[0] / n)
     r.add("decode/memory", dec[1] / n, "weight shard + KV cache read per step, per GPU")
     r.add("decode/communication", comm)
     r.add("e2e", e2e, f"ttft + {max(s.output - 1, 0)} decode steps")
     r.add("decode_tokens_per_s", s.batch / tpot, unit="token/s", note="all requests, while decoding")
-    summary = {"ttft": ttft, "tpot": tpot, "e2e": e2e, "prefill_bound": bound[pre.index(max(pre))],
+    summary = {"ttft": Quantity(ttft, "s"), "tpot": Quantity(tpot, "s"), "e2e": Quantity(e2e, "s"),
+               "prefill_bound": bound[pre.index(max(pre))],
                "decode_bound": bound[0 if dec[0] >= dec[1] else 1], "requests_per_instance": requests,
-               "fits": fit.summary["fits"], "memory_total": fit.summary["total"], "usable": fit.summary["usable"]}
+               "fits": fit.summary["fits"], "memory_total": fit.summary.quantity("total"),
+               "usable": fit.summary.quantity("usable")}
     notes = []
     for name, target, value in (("ttft", ttft_target, ttft), ("tpot", tpot_target, tpot)):
         if target is not None:
-            summary[f"{name}_target"] = target
+            summary[f"{name}_target"] = Quantity(target, "s")
             summary[f"{name}_met"] = value <= target
             if value > target:
-                notes.append(f"{name} target {target * 1e3:g} ms is below the {value * 1e3:.4g} ms bound: "
+                notes.append(f"{name} target {fmt_seconds(target)} is below the {fmt_seconds(value)} bound: "
                              "not reachable on this hardware")
     if not fit.summary["fits"]:
-        notes.append(f"does not fit: {fit.summary['total'] / 2**30:.3g} GiB per GPU needed, "
-                     f"{fit.summary['usable'] / 2**30:.3g} GiB usable (see `llmcalc memory --mode infer`)")
+        notes.append(f"does not fit: {fmt_bytes(fit.summary['total'])} per GPU needed, "
+                     f"{fmt_bytes(fit.summary['usable'])} usable (see `llmcalc memory --mode infer`)")
     summary["feasible"] = fit.summary["fits"] and all(summary.get(f"{n}_met", True) for n in ("ttft", "tpot"))
     return Breakdown(
         command="latency", title=f"Latency bounds of {m.name} on {s.tp * s.dp} x {gpu.name}",
         model=m.name, gpu=gpu.name, rows=r.build(), summary=summary,
-        summary_units={"ttft": "s", "tpot": "s", "e2e": "s", "ttft_target": "s", "tpot_target": "s",
-                       "memory_total": "byte", "usable": "byte"},
         inputs={"batch": s.batch, "prompt": s.prompt, "output": s.output, "gpus": s.tp * s.dp, "tp": s.tp,
                 "dp": s.dp, "dtype": s.dtype, "compute_dtype": s.compute_dtype, "kv_dtype": s.cache_dtype,
                 "attention": s.attention, "compute_efficiency": s.compute_efficiency,
                 "bandwidth_efficiency": s.bandwidth_efficiency, "overlap": s.overlap,
-                "ttft_target": ttft_target, "tpot_target": tpot_target},
+                "ttft_target": Quantity(ttft_target, "s"), "tpot_target": Quantity(tpot_target, "s")},
         notes=(f"roofline: each phase is max(compute, memory{', communication' if s.overlap else ''})"
                + ("" if s.overlap else " + communication"),
                f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "

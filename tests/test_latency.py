@@ -57,8 +57,8 @@ def test_moe_decode_reads_only_touched_experts():
     # Mixtral, one token: 2 of 8 experts per layer -> the 12.88B active parameters, less the
     # untied input embedding (32000 x 4096), which is looked up, not read
     m = load_model("mixtral-8x7b")
-    assert weight_bytes_read(m, 1, 1) == pytest.approx(12_879_925_248 - 32000 * 4096)
-    assert weight_bytes_read(m, 1000, 1) == pytest.approx(46_702_792_704 - 32000 * 4096, rel=1e-6)
+    assert weight_bytes_read(m, 1, "fp32") / 4 == pytest.approx(12_879_925_248 - 32000 * 4096)
+    assert weight_bytes_read(m, 1000, "fp32") / 4 == pytest.approx(46_702_792_704 - 32000 * 4096, rel=1e-6)
 
 
 def test_replicated_kv_is_read_on_every_gpu():
@@ -69,7 +69,7 @@ def test_replicated_kv_is_read_on_every_gpu():
                       compute_efficiency=1, bandwidth_efficiency=1)
     b = latency_breakdown(m, gpu, s)
     kv = 16 * 61 * 32769 * (512 + 64) * 2  # the one decode step: prompt + the first output token
-    assert b.value("decode/memory") == pytest.approx((weight_bytes_read(m, 16, 1) / 8 + kv) / 4.8e12)
+    assert b.value("decode/memory") == pytest.approx((weight_bytes_read(m, 16, "fp8") / 8 + kv) / 4.8e12)
 
 
 def test_latency_checks_layout_and_fit():

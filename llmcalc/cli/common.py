@@ -11,7 +11,8 @@ from typer.core import TyperGroup
 from ..breakdown import Breakdown
 from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
-from ..spec import DTYPES, SpecError
+from ..dtypes import DTYPES
+from ..spec import SpecError
 from ..units import UnitError, parse_length
 
 
@@ -63,7 +64,7 @@ app.add_typer(presets_app, name="presets")
 class ExitCode(enum.IntEnum):
     OK = 0
     CHECK_FAILED = 1  # answered, and a --check condition failed
-    BAD_INPUT = 2
+    # 2, bad input, is click's usage-error code: UserError (a BadParameter) exits with it
 
 
 def choices(name: str, values) -> type[enum.Enum]:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..memory import ATTENTION_IMPLS, FINETUNES, FLOAT, MODES, PRECISIONS
+from ..dtypes import FLOAT_DTYPES
+from ..memory import ATTENTION_IMPLS, FINETUNES, MODES, PRECISIONS
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
 from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
@@ -21,7 +22,7 @@ Mode = choices("Mode", MODES)
 Precision = choices("Precision", PRECISIONS)
 AttentionImpl = choices("AttentionImpl", ATTENTION_IMPLS)
 Finetune = choices("Finetune", FINETUNES)
-LossDtype = choices("LossDtype", FLOAT)
+LossDtype = choices("LossDtype", FLOAT_DTYPES)
 
 ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
 PpOpt = Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel degree.")]

@@ -1,0 +1,45 @@
+"""One table of the number formats llmcalc knows: bytes per value and what computes with them.
+
+Weight-only quantized formats (int8, int4, fp4; GPTQ/AWQ style) are dequantized and multiplied in
+16-bit; fp8 checkpoints run fp8 matmuls on Hopper (W8A8) but hand bf16 activations between layers.
+Activations and the KV cache stay in the format itself only for float formats of 16 bits or more
+(vLLM's kv_cache_dtype "auto": the model's activation dtype).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dtype:
+    nbytes: float  # bytes per stored value; int4/fp4 are half a byte (never integer-divide it away)
+    matmul: str  # the dtype whose peak FLOP/s the matmuls run at
+    activations: str  # the dtype activations (and, by default, the KV cache) are held in
+
+
+DTYPE_TABLE: dict[str, Dtype] = {
+    "fp32": Dtype(4, "fp32", "fp32"),
+    "tf32": Dtype(4, "tf32", "tf32"),
+    "bf16": Dtype(2, "bf16", "bf16"),
+    "fp16": Dtype(2, "fp16", "fp16"),
+    "fp8": Dtype(1, "fp8", "bf16"),
+    "int8": Dtype(1, "bf16", "bf16"),
+    "fp4": Dtype(0.5, "bf16", "bf16"),
+    "int4": Dtype(0.5, "bf16", "bf16"),
+}
+DTYPES = tuple(DTYPE_TABLE)
+DTYPE_BYTES = {name: d.nbytes for name, d in DTYPE_TABLE.items()}
+# Formats that hold activations and KV as they are (not weight-only quantized).
+FLOAT_DTYPES = tuple(name for name, d in DTYPE_TABLE.items() if d.activations == name)
+HALF_DTYPES = ("bf16", "fp16")
+
+
+def matmul_dtype(weights: str) -> str:
+    """The dtype matmuls run at for weights stored in ``weights``."""
+    return DTYPE_TABLE[weights].matmul
+
+
+def activation_dtype(weights: str) -> str:
+    """The dtype activations and (by default) the KV cache are held in for weights in ``weights``."""
+    return DTYPE_TABLE[weights].activations

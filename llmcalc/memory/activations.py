@@ -1,0 +1,204 @@
+"""The tensors one transformer block keeps: saved for backward (training) and alive at the
+forward peak (the inference working set), from one list per block.
+
+Measured on GPT-2 and Llama modules (transformers 5, torch 2.13) with saved_tensors_hooks:
+norms (LayerNorm: input + fp32 mean/rstd; HF RMSNorm: fp32 copy of the input + rstd + the
+normalized input); the projections' input; q, k, v (eager attention repeats k and v to every
+query head; sdpa/flash keep the kv heads); eager only: the s x s softmax output (fp32 when the
+model's code upcasts it: every family but GPT-2's), its 16-bit copy or dropout mask + output;
+sdpa/flash instead: the kernel output and a fp32 log-sum-exp per head; the output projection's
+input; MLP input and intermediates (plain: activation input + output; gated: gate output,
+act(gate), up, their product: one more than Korthikanti's 2 because HF does not fuse SwiGLU);
+dropout masks (1 B per element on CUDA) only when the model has dropout.
+Korthikanti et al. 2022 (GPT-3 style, 16-bit, dropout, eager): 34·h + 5·a·s bytes per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..params import attention_linears
+from ..spec import ModelSpec
+
+# Activation functions as HF transformers runs them: F-wide tensors saved inside the activation,
+# and whether the one it saves is its output (ReLU), which the next matmul shares.
+ACTIVATIONS: dict[str, tuple[int, bool]] = {
+    "gelu": (1, False), "gelu_pytorch_tanh": (1, False), "silu": (1, False), "swish": (1, False),
+    "relu": (0, True),
+    # NewGELUActivation: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) in eight ops; saves x, tanh(·), 0.5·x, 1 + tanh(·)
+    "gelu_new": (4, False),
+}
+GROUPS = ("norms", "attention", "scores", "mlp", "dropout")  # the activations/per_layer/ rows
+SUBLAYER = {"norms": "attention", "attention": "attention", "scores": "attention", "mlp": "mlp", "dropout": "mlp"}
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor of a block, in bytes per token of one sequence.
+
+    group: the per-layer row it adds to (norms, attention, scores, mlp, dropout).
+    nbytes: saved for backward; live: alive at the forward peak of its sub-layer without autograd
+      (inference: the attention core's q, k, v, output and scores; the MLP's F-wide tensors).
+    split: "h" hidden-width (TP replicates it; SP splits it), "t" split by TP (heads, MLP width),
+      "kv" kv heads (split by TP, replicated once TP exceeds them).
+    needs: saved only when one of these weights trains (a matmul keeps its input only for its
+      weight's gradient; measured: PyTorch skips it for frozen weights); () = always saved.
+    per_key: bytes per token per attended key (the s x s scores of eager attention).
+    inner: an F-wide MLP intermediate (what Mini-Sequence chunks).
+    """
+
+    group: str
+    what: str
+    nbytes: float
+    split: str = "h"
+    needs: tuple[str, ...] = ()
+    per_key: bool = False
+    inner: bool = False
+    live: float = 0.0
+
+
+def _norm(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm") -> list[Saved]:
+    if m.norm_type == "layernorm":  # torch native_layer_norm: input + fp32 mean and rstd per row (CUDA)
+        return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} mean, rstd (fp32)", 8)]
+    # HF LlamaRMSNorm: x.float() kept by pow/mul, fp32 rstd, and the normalized x for the weight's gradient
+    items = [Saved(group, f"{what} fp32 input", 4 * width), Saved(group, f"{what} rstd (fp32)", 4)]
+    if m.norm_affine:
+        items.append(Saved(group, f"{what} normalized input", e * width, needs=("norm",)))
+    return items
+
+
+def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "") -> list[Saved]:
+    """F-wide tensors of one MLP (per routed copy of a token for experts).
+
+    Forward peak: plain up(x) and act(up(x)) (2F); gated act(gate(x)), up(x) and their product (3F).
+    """
+    inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
+    f = copies * e * width
+    if m.mlp_type == "gated":  # act(gate(x)) * up(x) keeps both factors; down keeps their product
+        return [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True),
+                Saved("mlp", f"{tag}act(gate) and up, kept by their product", 2 * f, "t", inner=True, live=2 * f),
+                Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
+    return [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True,
+                  live=f),
+            Saved("mlp", f"{tag}activation output, down's input", f, "t", () if keeps_out else ("down",),
+                  inner=True, live=f)]
+
+
+def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
+    """Eager attention's s x s terms, per key: HF Llama-family code runs softmax(..., dtype=float32)
+    and casts back; GPT-2's keeps the dtype."""
+    a = m.num_attention_heads
+    upcast = m.position_embedding != "learned" and e != 4
+    soft = (4 if upcast else e) * a
+    items = [Saved("scores", "softmax output" + (" (fp32)" if upcast else ""), soft, "t", per_key=True, live=soft)]
+    if drop:
+        items += [Saved("dropout", "attention-probability dropout mask", 1 * a, "t", per_key=True),
+                  Saved("scores", "dropped-out probabilities", e * a, "t", per_key=True)]
+    elif upcast:
+        items.append(Saved("scores", "probabilities cast back to the compute dtype", e * a, "t", per_key=True,
+                           live=e * a))
+    return items
+
+
+def _attention(m: ModelSpec, impl: str, e: float, drop: bool) -> list[Saved]:
+    """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output."""
+    h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
+    attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
+    items = _norm(m, h, e, what="attention norm")
+    items.append(Saved("attention", "q/k/v projections' input", e * h, needs=attn_in))
+    if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
+        for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
+            if rank:
+                items += _norm(m, rank, e, "attention", f"{lin} latent norm")
+                items.append(Saved("attention", f"{lin} input", e * rank, needs=(lin,)))
+    kv_all = impl == "eager" or m.is_mla  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
+    kv = e * (a if kv_all else m.kv_heads) * (d + dv)
+    items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d))
+    items.append(Saved("attention", "k and v" + (" (repeated to every head)" if impl == "eager" and not m.is_mla else ""),
+                       kv, "t" if kv_all else "kv", live=kv))
+    if impl == "eager":
+        items += _scores(m, e, drop)
+        items.append(Saved("attention", "attention output, out-projection input", e * a * dv, "t", ("proj",),
+                           live=e * a * dv))
+    else:
+        items.append(Saved("attention", "log-sum-exp (fp32)", 4 * a, "t"))
+        items.append(Saved("attention", "kernel output, out-projection input", e * a * dv, "t", live=e * a * dv))
+    if drop:
+        items.append(Saved("dropout", "attention residual dropout mask", 1 * h))
+    return items
+
+
+def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool) -> list[Saved]:
+    """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP."""
+    h = m.hidden_size
+    mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
+    items = []
+    for i in range(m.norms_per_layer - 1):  # the MLP's norm, and Gemma-2's post-norms
+        items += _norm(m, h, e, what="mlp norm" if i == 0 else "post norm")
+    if not (m.parallel_attn and m.norms_per_layer == 1):  # a parallel block shares the attention's input
+        items.append(Saved("mlp", "MLP input", e * h, needs=mlp_in))
+    if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
+        k = m.num_experts_per_tok
+        items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
+        items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
+        items.append(Saved("mlp", "expert inputs (k copies)", k * e * h, needs=mlp_in))
+        items += _mlp(m, m.expert_size, e, k, "experts: ")
+        items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
+        if m.shared_expert_size:
+            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ")
+    else:
+        items += _mlp(m, m.intermediate_size, e)
+    if drop:
+        items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
+    return items
+
+
+def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = False,
+                  training: bool = True) -> list[Saved]:
+    """The tensors one transformer block keeps (module docstring); no dropout outside training."""
+    drop = training and m.dropout > 0
+    return _attention(m, impl, e, drop) + _mlp_block(m, e, moe, drop)
+
+
+@dataclass(frozen=True)
+class Local:
+    """How the tensors of one micro-batch divide on one GPU."""
+
+    tokens: float  # b · s / cp (inference: one prefill chunk)
+    keys: int  # keys each query attends (eager scores)
+    tp: int
+    sp: bool
+    kv_frac: float  # share of the kv heads on one TP rank
+
+    def bytes(self, t: Saved, live: bool = False) -> float:
+        div = {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}[t.split]
+        return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
+
+
+def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool) -> Local:
+    kv_eff = m.num_attention_heads if (impl == "eager" or m.is_mla) else m.kv_heads
+    return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff)
+
+
+def kept(t: Saved, trainable: frozenset | None) -> bool:
+    """Saved for backward: always, or only when a weight that needs it trains (None: all train)."""
+    return not t.needs or trainable is None or any(n in trainable for n in t.needs)
+
+
+def groups(items: list[Saved], loc: Local, trainable: frozenset | None) -> dict[str, float]:
+    """Bytes saved for backward per per-layer row (GROUPS), this GPU."""
+    out = dict.fromkeys(GROUPS, 0.0)
+    for t in items:
+        if kept(t, trainable):
+            out[t.group] += loc.bytes(t)
+    return out
+
+
+def working_set(m: ModelSpec, items: list[Saved], loc: Local, e: float) -> float:
+    """Bytes alive at the forward peak of one block without autograd: the residual stream and the
+    normed input (2·h), plus the larger of the attention core and the MLP's F-wide tensors."""
+    core = dict.fromkeys(("attention", "mlp"), 0.0)
+    for t in items:
+        core[SUBLAYER[t.group]] += loc.bytes(t, live=True)
+    return loc.tokens * 2 * e * m.hidden_size / (loc.tp if loc.sp else 1) + max(core.values())

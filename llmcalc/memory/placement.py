@@ -1,0 +1,202 @@
+"""What parameters one GPU holds: pipeline stages, TP splits, expert parallelism, LoRA adapters.
+
+Megatron-LM's layout: TP splits heads and MLP widths (k/v replicate once TP exceeds the kv heads;
+MLA's down-projections and row-parallel biases are replicated), vocab-parallel embedding and head,
+EP splits the routed experts, PP gives each stage a contiguous run of layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..params import attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
+from ..spec import ModelSpec, Parallelism, SpecError
+
+# PEFT target names as people write them -> llmcalc's linear names
+LORA_NAMES = {"o": "proj", "o_proj": "proj", "c_proj": "proj", "q_proj": "q", "k_proj": "k", "v_proj": "v",
+              "gate_proj": "gate", "up_proj": "up", "down_proj": "down", "fc1": "up", "fc2": "down"}
+
+
+def check_layout(m: ModelSpec, par: Parallelism) -> None:
+    """Reject layouts the model cannot be split into (Megatron-LM and vLLM refuse them too)."""
+    a, kv = m.num_attention_heads, m.kv_heads
+    if a % par.tp:
+        raise SpecError(f"--tp {par.tp} must divide the {a} attention heads of {m.name}")
+    if not m.is_mla and kv % par.tp and par.tp % kv:
+        raise SpecError(f"--tp {par.tp} and the {kv} kv heads of {m.name} must divide one another")
+    if par.pp > m.num_hidden_layers:
+        raise SpecError(f"--pp {par.pp} exceeds the {m.num_hidden_layers} layers of {m.name}")
+    if par.ep > 1 and not m.is_moe:
+        raise SpecError(f"--ep {par.ep} needs a Mixture-of-Experts model; {m.name} is dense")
+    if m.is_moe and m.num_experts % par.ep:
+        raise SpecError(f"--ep {par.ep} must divide the {m.num_experts} experts of {m.name}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    layers: int  # layers held by this stage
+    dense: int  # of which dense (DeepSeek's first_k_dense_replace layers come first)
+    first: bool  # holds the embedding and p micro-batches in flight (1F1B)
+    last: bool  # holds the final norm, the LM head and the loss
+
+    @property
+    def moe(self) -> int:
+        return self.layers - self.dense
+
+
+def stages(m: ModelSpec, pp: int) -> list[Stage]:
+    """The first and the last pipeline stage: between them they hold every per-GPU maximum.
+
+    Layers split as evenly as they go, the first stages taking the remainder (L = 10, p = 4: 3, 3, 2, 2).
+    """
+    L = m.num_hidden_layers
+    first = L // pp + (1 if L % pp else 0)
+    spans = [(0, first)] if pp == 1 else [(0, first), (L - L // pp, L)]
+    dense_end = m.dense_layers if m.is_moe else L
+    return [Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
+            for i, (lo, hi) in enumerate(spans)]
+
+
+def whole_model(m: ModelSpec) -> Stage:
+    """One stage holding every layer, the embedding and the head: the model on a single GPU."""
+    return stages(m, 1)[0]
+
+
+@dataclass(frozen=True)
+class ParamSplit:
+    """Parameters held by one GPU, split the ways the byte counts need."""
+
+    linear: float = 0  # weight matrices inside the blocks (quantizable; LoRA's frozen base)
+    other: float = 0  # norms, biases, routers, embeddings, LM head (kept 16-bit when quantizing)
+    experts: float = 0  # routed-expert parameters (sharded by ZeRO over dp·cp/ep ranks)
+    factored: float = 0  # Adafactor's state values: rows + cols per matrix, full size for vectors
+
+    @property
+    def total(self) -> float:
+        return self.linear + self.other + self.experts
+
+    @property
+    def quantizable(self) -> float:
+        """The block linears and experts: what weight quantization and LoRA's frozen base cover."""
+        return self.linear + self.experts
+
+    def __add__(self, o: ParamSplit) -> ParamSplit:
+        return ParamSplit(self.linear + o.linear, self.other + o.other, self.experts + o.experts,
+                          self.factored + o.factored)
+
+    def scale(self, k: float) -> ParamSplit:
+        return ParamSplit(self.linear * k, self.other * k, self.experts * k, self.factored * k)
+
+
+def _tp_fraction(m: ModelSpec, name: str, tp: int) -> float:
+    """Share of one linear held by a TP rank: heads and MLP width split; k/v replicate past kv heads."""
+    if name in ("k", "v"):
+        return math.ceil(m.kv_heads / tp) / m.kv_heads
+    if name in ("q_a", "kv_a"):  # MLA's down-projections are replicated (Megatron-LM)
+        return 1.0
+    return 1 / tp
+
+
+def _linears(m: ModelSpec, lins: dict, tp: int, split: float | None = None) -> ParamSplit:
+    w = bias = fac = 0.0
+    for name, lin in lins.items():
+        frac = split if split is not None else _tp_fraction(m, name, tp)
+        w += lin.weight * frac
+        fac += (lin.fan_in + lin.fan_out) * frac
+        if lin.bias:  # row-parallel biases (proj, down) are replicated
+            b = lin.fan_out * (1.0 if name in ("proj", "down") else frac)
+            bias += b
+            fac += b
+    return ParamSplit(linear=w, other=bias, factored=fac)
+
+
+def layer_params(m: ModelSpec, par: Parallelism, moe: bool) -> ParamSplit:
+    """One block's parameters on one GPU (TP splits heads and widths, EP splits experts)."""
+    tp = par.tp
+    norms = sum(layer_norms(m).values())
+    p = _linears(m, attention_linears(m), tp) + ParamSplit(other=norms, factored=norms)
+    if not moe:
+        return p + _linears(m, mlp_linears(m, m.intermediate_size), tp)
+    h, e = m.hidden_size, m.num_experts
+    router = h * e + (e if m.router_bias else 0)
+    p += ParamSplit(other=router, factored=h + e)
+    expert = _linears(m, mlp_linears(m, m.expert_size), tp, split=1 / tp)
+    local = e / par.ep  # routed experts on this EP rank
+    p += ParamSplit(experts=local * expert.total, factored=local * expert.factored)
+    if m.shared_expert_size:
+        p += _linears(m, mlp_linears(m, m.shared_expert_size), tp)
+        if m.shared_expert_gate:
+            p += ParamSplit(other=h, factored=h)
+    return p
+
+
+def _embedding_params(m: ModelSpec, tp: int) -> ParamSplit:
+    """The first stage's extras: vocab-parallel token table (p wide if factorized), project_in,
+    a learned position table, an embedding norm."""
+    h, V = m.hidden_size, m.vocab_size
+    proj_in = embedding_projections(m).get("project_in")
+    p = ParamSplit(other=-(-V // tp) * m.embed_dim + (proj_in.params if proj_in else 0), factored=V + m.embed_dim)
+    if m.position_embedding == "learned":
+        p += ParamSplit(other=(m.max_position_embeddings + m.position_offset) * h, factored=h)
+    if m.embedding_norm:
+        p += ParamSplit(other=norm_params(m, h), factored=h)
+    return p
+
+
+def _head_params(m: ModelSpec, tp: int, holds_embedding: bool) -> ParamSplit:
+    """The last stage's extras: final norm, LM head (tied + PP: the last stage keeps a copy), project_out."""
+    h, V = m.hidden_size, m.vocab_size
+    head = -(-V // tp) * m.embed_dim if (not m.tie_word_embeddings or not holds_embedding) else 0
+    bias = -(-V // tp) if m.lm_head_bias else 0
+    fnorm = norm_params(m, h) if m.final_norm else 0
+    proj_out = embedding_projections(m).get("project_out")
+    return ParamSplit(other=head + bias + fnorm + (proj_out.params if proj_out else 0),
+                      factored=(V + m.embed_dim if head else 0) + bias + fnorm)
+
+
+def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:
+    """Parameters on one GPU of a pipeline stage: its blocks, plus embedding (first) or head (last)."""
+    p = layer_params(m, par, False).scale(st.dense) if st.dense else ParamSplit()
+    if st.moe:
+        p += layer_params(m, par, True).scale(st.moe)
+    if st.first:
+        p += _embedding_params(m, par.tp)
+    if st.last:
+        p += _head_params(m, par.tp, st.first)
+    return p
+
+
+def model_params(m: ModelSpec) -> ParamSplit:
+    """The whole model's parameters, split into quantizable linears, experts and the rest."""
+    return stage_params(m, Parallelism(), whole_model(m))
+
+
+def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozenset | None:
+    """Weights that train: None = all (full fine-tuning); LoRA: the targeted linears' names."""
+    if finetune == "full":
+        return None
+    names = set(attention_linears(m)) | set(mlp_linears(m, m.intermediate_size))
+    chosen = set()
+    for t in targets:
+        t = LORA_NAMES.get(t, t)
+        if t in ("all", "all-linear"):
+            chosen |= names
+        elif t in names:
+            chosen.add(t)
+        else:
+            raise SpecError(f"--lora-targets: {m.name} has no linear {t!r}; choose from all, {', '.join(sorted(names))}")
+    return frozenset(chosen)
+
+
+def lora_params(m: ModelSpec, par: Parallelism, st: Stage, targets: frozenset, r: int) -> float:
+    """Adapter parameters on one GPU: r·(fan_in + fan_out) per targeted linear (Hu et al. 2021)."""
+    def adapters(lins, copies=1.0):
+        return copies * sum(r * (lin.fan_in + lin.fan_out) for n, lin in lins.items() if n in targets)
+    attn = adapters(attention_linears(m))
+    dense = attn + adapters(mlp_linears(m, m.intermediate_size))
+    moe = attn + adapters(mlp_linears(m, m.expert_size), m.num_experts / par.ep)
+    if m.is_moe and m.shared_expert_size:
+        moe += adapters(mlp_linears(m, m.shared_expert_size))
+    return (st.dense * dense + st.moe * moe) / par.tp

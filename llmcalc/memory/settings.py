@@ -1,0 +1,187 @@
+"""What a memory estimate depends on besides the model and the GPU: MemorySettings and precisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..dtypes import DTYPE_BYTES, DTYPES, FLOAT_DTYPES, HALF_DTYPES, activation_dtype
+from ..flops import RECOMPUTE
+from ..params import OPTIMIZERS
+from ..spec import Parallelism, SpecError, check_choice
+
+GiB = 2**30
+MODES = ("train", "infer")
+ATTENTION_IMPLS = ("eager", "sdpa", "flash")
+FINETUNES = ("full", "lora", "qlora")
+OFFLOADS = ("optimizer", "params")
+
+DEFAULT_RESERVE = 1 * GiB  # CUDA context (~0.5 GiB on Hopper, CUDA 12) + NCCL/cuBLAS workspaces + allocator slack
+DEFAULT_GPU_UTIL = {"train": 1.0, "infer": 0.9}  # infer: vLLM's gpu_memory_utilization default
+DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
+DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step (vLLM's max_num_batched_tokens, chunked prefill)
+KV_BLOCK = 16  # inference KV cache in vLLM's 16-token blocks: each request rounded up to whole blocks
+DEFAULT_LORA_RANK = 16
+DEFAULT_GROUP_SIZE = 128  # weights per 16-bit scale of int4/fp4 weights (GPTQ/AWQ's usual group)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per trainable parameter: working weights, gradients, fp32 master copy, each optimizer state."""
+
+    weights: float
+    grads: float
+    master: float  # 0: the working weights are the fp32 copy the optimizer updates
+    state: float  # bytes per optimizer state value (8-bit Adam overrides: 1)
+    source: str
+
+
+PRECISIONS: dict[str, Precision] = {
+    "fp32": Precision(4, 4, 0, 4, "fp32 weights, grads and states: 4 + 4 + 8 = 16 B/param with Adam"),
+    "mixed": Precision(2, 2, 4, 4, "ZeRO paper §3: 16-bit weights and grads, fp32 master, m, v: 2 + 2 + 12 = 16 B/param"),
+    "mixed-fp32-grads": Precision(2, 4, 4, 4, "Hugging Face docs: fp32 + half weights (6), fp32 grads (4), m + v (8) = 18 B/param"),
+    "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
+}
+
+_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size", "prefill_chunk", "kv_block")
+_TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
+               ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
+               ("--finetune", lambda s: s.finetune != "full"))
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """Everything a memory estimate depends on besides the model and the GPU.
+
+    mode: train | infer. seq: tokens per sequence (infer: prompt + output, the KV context).
+    batch: sequences per micro-batch on one data-parallel replica (infer: concurrent requests).
+    dtype: train: the 16-bit type of mixed/bf16 precision (fp32 for precision fp32), or the frozen
+      base's dtype for LoRA; infer: the weights' dtype. Default from precision, else bf16.
+    precision: fp32 | mixed (default, ZeRO's 16 B/param) | mixed-fp32-grads (HF's 18) | bf16.
+    optimizer, zero (0-3), recompute (none | selective | full), attention_impl (eager | sdpa |
+      flash; default sdpa for train as in HF transformers, flash for infer as in vLLM).
+    kv_dtype: KV-cache dtype (default: the activation dtype of dtype; dtypes.py).
+    kv_block: infer: KV allocated per request in blocks of this many tokens (16, vLLM; 1 = exact).
+    loss_dtype: the cross-entropy's dtype (default fp32: HF and Megatron upcast the logits).
+    mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
+    offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
+    finetune: full | lora | qlora; lora_rank (16), lora_targets (all: every linear of the blocks).
+    group_size: weights per 16-bit scale for int4/fp4 weights (128).
+    gpu_util: usable fraction of capacity (train 1.0, infer 0.9 as vLLM); reserve: fixed bytes
+      (1 GiB); gpu_memory: capacity override in bytes; prefill_chunk: tokens per prefill step (8192).
+    parallel: the layout (spec.Parallelism; resolve unstated degrees with Parallelism.resolve).
+    """
+
+    mode: str = "train"
+    seq: int = 4096
+    batch: int = 1
+    dtype: str | None = None
+    precision: str | None = None
+    optimizer: str = "adamw"
+    zero: int = 0
+    recompute: str = "none"
+    attention_impl: str | None = None
+    kv_dtype: str | None = None
+    loss_dtype: str = "fp32"
+    mini_seq: int = 1
+    offload: tuple[str, ...] = ()
+    finetune: str = "full"
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_targets: tuple[str, ...] = ("all",)
+    group_size: int = DEFAULT_GROUP_SIZE
+    gpu_util: float | None = None
+    reserve: int = DEFAULT_RESERVE
+    gpu_memory: int | None = None
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    kv_block: int = KV_BLOCK
+    parallel: Parallelism = field(default_factory=Parallelism)
+
+    def __post_init__(self) -> None:
+        self._check_values()
+        object.__setattr__(self, "offload", tuple(dict.fromkeys(self.offload)))
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        self._resolve_dtypes()
+        impl = self.attention_impl or DEFAULT_ATTENTION_IMPL[self.mode]
+        check_choice("--attention-impl", impl, ATTENTION_IMPLS)
+        object.__setattr__(self, "attention_impl", impl)
+        util = DEFAULT_GPU_UTIL[self.mode] if self.gpu_util is None else self.gpu_util
+        if not 0 < util <= 1:
+            raise SpecError(f"--gpu-util must be in (0, 1], got {util}")
+        object.__setattr__(self, "gpu_util", util)
+        self._check_combinations()
+
+    def _check_values(self) -> None:
+        check_choice("--mode", self.mode, MODES)
+        for key in _WHOLE_NUMBERS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
+        check_choice("--recompute", self.recompute, RECOMPUTE)
+        check_choice("--finetune", self.finetune, FINETUNES)
+        check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
+        if self.zero not in (0, 1, 2, 3):
+            raise SpecError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
+        for item in self.offload:
+            check_choice("--offload", item, OFFLOADS)
+        if self.reserve < 0:
+            raise SpecError(f"--reserve cannot be negative, got {self.reserve}")
+        if self.gpu_memory is not None and self.gpu_memory <= 0:
+            raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
+        if self.mini_seq > self.seq:
+            raise SpecError(f"--mini-seq {self.mini_seq} cannot exceed --seq {self.seq}")
+
+    def _check_combinations(self) -> None:
+        if self.mode == "train" and DTYPE_BYTES[self.loss_dtype] < DTYPE_BYTES[self.compute_dtype]:
+            raise SpecError(f"--loss-dtype {self.loss_dtype} is narrower than the {self.compute_dtype} logits")
+        if self.mode == "infer":
+            wrong = [flag for flag, given in _TRAIN_ONLY if given(self)]
+            if wrong:
+                raise SpecError(f"{', '.join(wrong)} only apply to --mode train")
+        if "params" in self.offload and self.zero != 3:
+            raise SpecError("--offload params needs --zero 3 (ZeRO-Infinity offloads the sharded parameters)")
+        if "optimizer" in self.offload and self.zero == 0:
+            raise SpecError("--offload optimizer needs --zero 1, 2 or 3 (ZeRO-Offload runs the sharded optimizer on CPU)")
+
+    def _resolve_dtypes(self) -> None:
+        dtype, precision = self.dtype, self.precision
+        if dtype is not None:
+            check_choice("--dtype", dtype, DTYPES)
+        if self.mode == "train":
+            precision, dtype = _train_precision(precision, dtype, self.finetune)
+        elif precision is not None:
+            raise SpecError("--precision only applies to --mode train (use --dtype for inference weights)")
+        dtype = dtype or "bf16"
+        kv = self.kv_dtype or activation_dtype(dtype)
+        check_choice("--kv-dtype", kv, DTYPES)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "kv_dtype", kv)
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype activations are stored in: fp32 under precision fp32, else the activation dtype
+        of ``dtype`` (a quantized frozen base or weight-only inference computes in 16-bit)."""
+        if self.mode == "train" and self.finetune == "full" and self.precision == "fp32":
+            return "fp32"
+        return activation_dtype(self.dtype)
+
+
+def _train_precision(precision: str | None, dtype: str | None, finetune: str) -> tuple[str, str]:
+    """Training's (precision, dtype): each defaults from the other; full training needs them to agree."""
+    if precision is None:
+        precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
+    check_choice("--precision", precision, tuple(PRECISIONS))
+    if dtype is None:
+        dtype = "fp32" if precision == "fp32" else "bf16"
+    if finetune == "full":
+        if precision == "fp32" and dtype not in ("fp32", "tf32"):
+            raise SpecError(f"--precision fp32 trains fp32 weights; --dtype {dtype} contradicts it")
+        if precision != "fp32" and dtype not in HALF_DTYPES:
+            raise SpecError(f"--precision {precision} needs a 16-bit --dtype (bf16 or fp16), got {dtype}; "
+                            "quantized weights train only as a frozen base: --finetune lora or qlora")
+    return precision, dtype
+
+
+def settings_fields(s: MemorySettings) -> dict:
+    """The settings as keyword arguments, to build a variant with a few fields changed."""
+    return {f: getattr(s, f) for f in s.__dataclass_fields__}

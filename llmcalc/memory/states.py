@@ -1,0 +1,133 @@
+"""Model states per GPU: weights in a dtype, gradients, fp32 master weights, optimizer states.
+
+ZeRO paper (Rajbhandari et al. 2020, §3 and Fig. 1): with mixed precision and Adam each parameter
+costs 2 + 2 + 12 bytes; stage 1 shards the optimizer over the N_d data-parallel ranks, stage 2
+also the gradients, stage 3 also the weights (FSDP full-shard is ZeRO-3). ZeRO-Offload moves the
+optimizer (and the reduced gradients) to CPU memory; ZeRO-Infinity also the parameter shard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
+from ..params import OPTIMIZERS
+from ..units import fmt_params
+from .placement import ParamSplit
+from .settings import DEFAULT_GROUP_SIZE, PRECISIONS, MemorySettings
+
+QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
+UNQUANTIZED_BYTES = 2  # embeddings, norms, biases and head stay 16-bit in quantized checkpoints
+SCALE_BYTES = 2  # GPTQ/AWQ: one fp16 scale per group of sub-byte weights (zero points not counted)
+
+
+def weight_bytes(p: ParamSplit, dtype: str, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, float]:
+    """What weights weigh in ``dtype``: the one rule params, memory and latency all use.
+
+    Float dtypes hold every parameter as is ({"weights": bytes}). Quantized ones store the block
+    linears and experts in the format, sub-byte formats add one 16-bit scale per ``group_size``
+    weights, and keep embeddings, norms, biases and the head in 16-bit
+    ({"quantized", "scales", "unquantized"}; their sum is the weights).
+    """
+    nbytes = DTYPE_BYTES[dtype]
+    if dtype in FLOAT_DTYPES:
+        return {"weights": p.total * nbytes}
+    scales = p.quantizable / group_size * SCALE_BYTES if nbytes < 1 else 0
+    return {"quantized": p.quantizable * nbytes, "scales": scales, "unquantized": p.other * UNQUANTIZED_BYTES}
+
+
+def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
+    """(row name, bytes per value) of the fp32 master copy and each optimizer state (params.OPTIMIZERS)."""
+    prec = PRECISIONS[precision]
+    opt = OPTIMIZERS[optimizer]
+    per_state = prec.state if opt.nbytes is None else opt.nbytes
+    rows = [("master", prec.master)] if prec.master else []
+    return rows + [(name, per_state) for name in opt.states]
+
+
+def model_state_bytes(psi: float, precision: str = "mixed", optimizer: str = "adamw", zero: int = 0,
+                      nd: int = 1, state_values: float | None = None) -> dict[str, float]:
+    """Per-GPU bytes of weights, gradients, master weights and each optimizer state (ZeRO paper).
+
+    psi parameters replicated over nd data-parallel ranks. With mixed precision and Adam (K = 12):
+    stage 0 (2 + 2 + K)Ψ, 1 2Ψ + 2Ψ + KΨ/N_d, 2 2Ψ + (2 + K)Ψ/N_d, 3 (4 + K)Ψ/N_d (Fig. 1: Ψ = 7.5B,
+    N_d = 64 -> 120, 31.4, 16.6, 1.9 GB). state_values: values per optimizer state when not one per
+    parameter (Adafactor's rows + cols).
+    """
+    prec = PRECISIONS[precision]
+
+    def part(n: float, sharded: bool) -> float:
+        return math.ceil(n / nd) if sharded else n  # ZeRO pads partitions to equal size
+
+    out = {"weights": prec.weights * part(psi, zero >= 3), "gradients": prec.grads * part(psi, zero >= 2)}
+    for name, b in state_rows(optimizer, precision):
+        n = psi if name == "master" or state_values is None else state_values
+        out[f"optimizer/{name}"] = b * part(n, zero >= 1)
+    return out
+
+
+@dataclass
+class States:
+    """One GPU's model-state rows before rendering: weight sub-rows, the weights row, gradients,
+    optimizer sub-rows, what went to CPU memory, and the notes they need."""
+
+    weights: float
+    weight_note: str
+    weight_rows: dict[str, float] = field(default_factory=dict)
+    gradients: float = 0.0
+    optimizer: dict[str, float] = field(default_factory=dict)
+    trainable: float = 0.0  # parameters with gradients and optimizer states, this GPU
+    notes: list[str] = field(default_factory=list)
+
+
+def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
+    """Full training: every parameter has gradients and states; routed experts shard over nd_e ranks."""
+    psi = p.total
+    factored = p.factored if OPTIMIZERS[s.optimizer].factored else None  # Shazeer & Stern 2018: rows + cols
+    dense = model_state_bytes(p.linear + p.other, s.precision, s.optimizer, s.zero, nd,
+                              factored and factored * (p.linear + p.other) / psi)
+    experts = model_state_bytes(p.experts, s.precision, s.optimizer, s.zero, nd_e,
+                                factored and factored * p.experts / psi)
+    both = {k: dense[k] + experts[k] for k in dense}
+    note = f"{PRECISIONS[s.precision].weights:g} B/param x {fmt_params(psi)} params" + \
+        (f" / {nd} (ZeRO-3)" if s.zero >= 3 else "")
+    return States(weights=both["weights"], weight_note=note, gradients=both["gradients"],
+                  optimizer=_optimizer_only(both), trainable=psi)
+
+
+def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, targets: frozenset) -> States:
+    """LoRA / QLoRA: a frozen base plus trainable adapters (Hu et al. 2021; Dettmers et al. 2023).
+
+    The frozen base's linears are stored in ``dtype`` (QLoRA: NF4, QLORA_BYTES), embeddings,
+    norms and head in the compute dtype; only the adapters have gradients and optimizer states.
+    """
+    states = model_state_bytes(adapters, s.precision, s.optimizer, s.zero, nd)
+    if s.finetune == "qlora":
+        frozen = p.quantizable * QLORA_BYTES + p.other * DTYPE_BYTES[s.compute_dtype]
+    else:
+        frozen = sum(weight_bytes(p, s.dtype, s.group_size).values())
+    rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
+            "weights/adapters": states["weights"]}
+    kind = "NF4 with double-quantized scales, 4.127 bits" if s.finetune == "qlora" else s.dtype
+    note = (f"{s.finetune}: frozen base linears in {kind}, embeddings/norms/head in {s.compute_dtype}; "
+            f"rank-{s.lora_rank} adapters on {', '.join(sorted(targets))}: {fmt_params(adapters)} trainable params per GPU, "
+            "with their gradients and optimizer states")
+    return States(weights=sum(rows.values()), weight_note="frozen base + adapters", weight_rows=rows,
+                  gradients=states["gradients"], optimizer=_optimizer_only(states), trainable=adapters,
+                  notes=[note])
+
+
+def _optimizer_only(states: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in states.items() if k.startswith("optimizer/")}
+
+
+def state_note(key: str, s: MemorySettings) -> str:
+    """The note of one optimizer/ sub-row."""
+    name = key.split("/", 1)[1]
+    b = dict(state_rows(s.optimizer, s.precision))[name]
+    if name == "adafactor_v":
+        return f"{b:g} B x (rows + cols) per matrix, factored second moment"
+    what = {"master": "fp32 master weights", "adam_m": "first moment", "adam_v": "second moment",
+            "momentum": "momentum"}[name]
+    return f"{b:g} B/param, {what}"

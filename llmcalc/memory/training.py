@@ -1,0 +1,285 @@
+"""Training memory per GPU at the peak of a step: the start of the backward pass, when every saved
+activation and the loss's buffers are alive at once.
+
+Model states (states.py) split over TP x PP (experts also over EP) and sharded over the DP x CP
+ranks by ZeRO; activations saved for backward (activations.py) x micro-batch, divided by TP (heads,
+MLP width), SP (the hidden-width tensors) and CP (tokens), x the micro-batches in flight on the
+first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits buffers; a reserve.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..breakdown import Quantity, Rows
+from ..dtypes import DTYPE_BYTES
+from ..spec import ModelSpec
+from ..units import fmt_bytes
+from .activations import GROUPS, Saved, groups, kept, layer_tensors, local
+from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
+from .settings import PRECISIONS, MemorySettings
+from .states import States, adapter_states, full_states, state_note
+
+RESERVE_NOTE = "CUDA context, NCCL/cuBLAS workspaces, allocator slack"
+GROUP_NOTES = {"norms": "norm inputs and statistics", "attention": "projection inputs, q, k, v, output",
+               "scores": "s x s softmax output (eager only)", "mlp": "MLP input and intermediates",
+               "dropout": "dropout masks, 1 B per element"}
+RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
+                   "full": "each layer's input kept, one layer rebuilt at a time"}
+
+
+@dataclass
+class StageMemory:
+    """One pipeline stage's rows, total, host-memory rows, summary entries and notes."""
+
+    rows: Rows
+    total: float
+    cpu: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def _b(x: float) -> int:
+    """Bytes as an integer (fractional bytes come from int4 and averages; round to the nearest)."""
+    return round(x)
+
+
+def stage_note(st: Stage, pp: int, in_flight: int) -> str:
+    role = "first (embedding" + (f", {in_flight} micro-batches in flight, 1F1B)" if in_flight > 1 else ")") \
+        if st.first and pp > 1 else "last (LM head and loss)"
+    return f"pipeline stage {st.index} of {pp}: {role}, {st.layers} layers"
+
+
+def in_flight(s: MemorySettings, st: Stage) -> int:
+    """Micro-batches whose activations one GPU holds: p on the first stage under 1F1B, else 1."""
+    return s.parallel.pp if st.first and s.parallel.pp > 1 else 1
+
+
+# -- model states -----------------------------------------------------------------------------------
+
+def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> States:
+    par = s.parallel
+    nd = par.dp * par.cp  # ZeRO shards over every rank holding the same weights (dp x cp)
+    targets = trainable(m, s.finetune, s.lora_targets)
+    if targets is None:
+        return full_states(p, s, nd, max(1, nd // par.ep))  # experts are replicated over dp·cp/ep ranks
+    return adapter_states(p, s, nd, lora_params(m, par, st, targets, s.lora_rank), targets)
+
+
+def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
+    """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers."""
+    if s.zero < 3 or s.parallel.dp * s.parallel.cp == 1:
+        return 0.0
+    layer = max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
+    return 2 * layer * (PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype])
+
+
+def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: dict) -> float:
+    """The weights rows; returns the bytes of weights resident on the GPU outside the gathered layers."""
+    nd = s.parallel.dp * s.parallel.cp
+    full = not states.weight_rows
+    gathered = _gathered(m, s, full)
+    main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
+    if "params" in s.offload:  # ZeRO-Infinity: the parameter shard lives in CPU memory
+        cpu["weights"], main = main, 0.0
+        subs, note = {"weights/gathered": gathered}, "offloaded to CPU; gathered layers only"
+    elif gathered:
+        subs = (subs or {"weights/shard": main}) | {"weights/gathered": gathered}
+        note = "ZeRO-3 shard + gathered layers"
+    notes = {"weights/frozen": "frozen base" + (f" / {nd} (ZeRO-3)" if s.zero >= 3 else ""),
+             "weights/adapters": f"{PRECISIONS[s.precision].weights:g} B/param",
+             "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
+             "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered"}
+    for key, value in subs.items():
+        r.add(key, _b(value), notes[key])
+    r.add("weights", _b(main + gathered), note)
+    return main
+
+
+def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
+    par = s.parallel
+    nd = par.dp * par.cp
+    nd_e = max(1, nd // par.ep)
+    experts = f", experts / {nd_e}" if p.experts and full and nd_e != nd else ""
+    return f" / {nd} (ZeRO-{s.zero}){experts}" if s.zero >= from_stage else ""
+
+
+def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
+    g = states.gradients
+    if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU
+        cpu["gradients"], g = g, 0.0
+        r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)")
+        return 0.0
+    r.add("gradients", _b(g), f"{PRECISIONS[s.precision].grads:g} B/param"
+          + _sharded_note(s, p, not states.weight_rows, 2))
+    return g
+
+
+def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
+    opt = states.optimizer
+    if "optimizer" in s.offload:
+        cpu["optimizer"] = sum(opt.values())
+        r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
+        return 0.0
+    for key, value in opt.items():
+        r.add(key, _b(value), state_note(key, s))
+    r.add("optimizer", _b(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1))
+    return sum(opt.values())
+
+
+# -- activations ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer kind's saved bytes, this GPU: kept through the step (per) and rebuilt one at a time (extra)."""
+
+    groups: dict
+    layer: float  # every saved tensor of the layer
+    per: float  # kept per layer until its backward
+    extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
+
+
+def layer_cost(items: list[Saved], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
+    """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
+    and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
+    g = groups(items, loc, targets)
+    layer = sum(g.values())
+    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
+    scores = sum(loc.bytes(t) for t in items if t.per_key)
+    M = s.mini_seq
+    mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
+    if s.recompute == "none":
+        return LayerCost(g, layer, layer - mst, chunk)
+    if s.recompute == "selective":
+        return LayerCost(g, layer, layer - scores - mst, scores + chunk)
+    return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
+
+
+def _layer_kinds(st: Stage) -> list[tuple[bool, int]]:
+    """(is MoE, how many) of the layer kinds on a stage: DeepSeek's dense layers come first."""
+    return ([(False, st.dense)] if st.dense else []) + ([(True, st.moe)] if st.moe else [])
+
+
+def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> tuple[float, str]:
+    """Token ids (8 B, for the embedding's gradient), embedding dropout mask, HF's rope cos/sin."""
+    e, tokens = DTYPE_BYTES[s.compute_dtype], math.ceil(s.seq / s.parallel.cp)
+    emb = loc.bytes(Saved("", "", 8)) if full else 0.0
+    if m.dropout > 0:
+        emb += loc.bytes(Saved("", "", 1 * m.hidden_size))
+    if m.position_embedding == "rotary":
+        emb += 2 * tokens * m.qk_head_dim * e
+    if m.position_embedding == "learned" and full:  # int64 position ids, shared by the batch
+        emb += 8 * tokens
+    ids = "token and position ids" if m.position_embedding == "learned" else "token ids"
+    what = ([ids] if full else []) + (["dropout mask"] if m.dropout > 0 else []) + \
+        (["rope cos/sin"] if m.position_embedding == "rotary" else [])
+    return emb, ", ".join(what)
+
+
+def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
+    """Final norm, the LM head's input (only when the head trains), labels."""
+    from .activations import _norm
+
+    e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
+    items = (_norm(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
+    return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
+
+
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> float:
+    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient."""
+    par, e = s.parallel, DTYPE_BYTES[s.compute_dtype]
+    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp)
+    targets = trainable(m, s.finetune, s.lora_targets)
+    checkpoint = loc.bytes(Saved("norms", "layer input", e * m.hidden_size))  # Korthikanti's 2sbh in 16-bit
+    costs = [(layer_cost(layer_tensors(m, s.attention_impl, e, moe), s, loc, targets, checkpoint), n)
+             for moe, n in _layer_kinds(st)]
+    saved = sum(c.per * n for c, n in costs)
+    transient = max(c.extra for c, _ in costs)
+    shown = max(costs, key=lambda cn: cn[1])[0]  # the layer kind the stage has most of
+    flight = in_flight(s, st)
+    for g in GROUPS:
+        if shown.groups[g]:
+            r.add(f"activations/per_layer/{g}", _b(shown.groups[g]), GROUP_NOTES[g], total=None)
+    r.add("activations/per_layer", _b(shown.layer), "one layer, one micro-batch, this GPU", total=None)
+    r.add("activations/layers", _b(saved * flight), f"{st.layers} layers"
+          + (f" x {flight} micro-batches in flight" if flight > 1 else "")
+          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute])
+    emb = head = 0.0
+    if st.first:
+        emb, what = _embedding_activations(m, s, loc, targets is None)
+        emb *= flight
+        r.add("activations/embedding", _b(emb), what)
+    if st.last:
+        head = _head_activations(m, s, loc, targets is None)
+        r.add("activations/head", _b(head), "final norm, LM head input, labels")
+    if transient:
+        r.add("activations/transient", _b(transient), _transient_note(s))
+    total = saved * flight + emb + head + transient
+    r.add("activations", _b(total), "saved for backward")
+    return total
+
+
+def _transient_note(s: MemorySettings) -> str:
+    M = s.mini_seq
+    rebuilt = {"none": "", "selective": "one layer's recomputed s x s terms", "full": "the layer being rebuilt"}
+    joined = " + " if s.recompute != "none" and M > 1 else ""
+    return rebuilt[s.recompute] + joined + (f"one MLP chunk of s/{M} tokens" if M > 1 else "")
+
+
+def activation_note(s: MemorySettings) -> str:
+    return (f"activations as HF transformers modules save them ({s.attention_impl} attention, {s.compute_dtype}); "
+            f"{RECOMPUTE_NOTES[s.recompute]}; per_layer = one layer, one micro-batch of {s.batch} on this GPU")
+
+
+# -- the loss ---------------------------------------------------------------------------------------
+
+def add_logits(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> float:
+    """Cross-entropy (HF upcasts the logits to fp32) saves b·s·V log-probs; the backward pass then
+    holds their gradient and the logits' gradient: 3 x b·s·V in the loss dtype, vocab-parallel under
+    TP, over s/M tokens at a time with Mini-Sequence (Luo et al. 2024)."""
+    lb = DTYPE_BYTES[s.loss_dtype]
+    if not st.last:
+        r.add("logits", 0, "not on this pipeline stage")
+        return 0.0
+    par = s.parallel
+    chunk = -(-s.seq // s.mini_seq)  # Mini-Sequence: the LM head and loss run s/M tokens at a time
+    elements = s.batch * math.ceil(chunk / par.cp) * -(-m.vocab_size // par.tp)  # vocab-parallel loss
+    r.add("logits/log_probs", _b(elements * lb), f"log-softmax in {s.loss_dtype}, kept for backward")
+    r.add("logits/grad", _b(2 * elements * lb), "its gradient and the logits' gradient")
+    r.add("logits", _b(3 * elements * lb),
+          f"3 x b·s{'/M' if s.mini_seq > 1 else ''}·V x {lb:g} B at the start of backward")
+    return 3 * elements * lb
+
+
+def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
+    """Every training row of one pipeline stage's GPU, its total and its summary entries."""
+    p = stage_params(m, s.parallel, st)
+    states = model_states(m, s, st, p)
+    r, cpu = Rows("byte"), {}
+    notes = [PRECISIONS[s.precision].source] + states.notes
+    resident = add_weights(r, m, s, states, cpu)
+    resident += add_gradients(r, s, states, p, cpu) + add_optimizer(r, s, states, p, cpu)
+    add_activations(r, m, s, st)
+    notes.append(activation_note(s))
+    add_logits(r, m, s, st)
+    if st.last and s.mini_seq > 1:
+        notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
+                     "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
+    r.add("kv_cache", 0, "training keeps no KV cache")
+    r.add("reserve", _b(s.reserve), RESERVE_NOTE)
+    total = sum(r[k] for k in ("weights", "gradients", "optimizer", "activations", "logits", "reserve"))
+    r.add("total", total, "per GPU")
+    for key, value in cpu.items():
+        r.add(f"cpu/{key}", _b(value), "host memory, this GPU's share", total="cpu")
+    if cpu:
+        r.add("cpu", _b(sum(cpu.values())), "not in total", total="cpu")
+    flight = in_flight(s, st)
+    summary = {"model_states": Quantity(_b(resident), "byte"), "params_per_gpu": Quantity(_b(p.total), "params"),
+               "trainable_per_gpu": Quantity(_b(states.trainable), "params"),
+               "stage": Quantity(st.index, "count"), "in_flight": Quantity(flight, "count")}
+    if s.parallel.pp > 1:
+        notes.append(stage_note(st, s.parallel.pp, flight))
+    notes.append(f"reserve {fmt_bytes(s.reserve)}; usable = capacity x {s.gpu_util:g}; the peak is taken at the "
+                 "start of backward, transients added as if simultaneous (an upper bound)")
+    return StageMemory(r, total, cpu, summary, notes)
