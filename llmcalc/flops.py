@@ -9,9 +9,11 @@ kernels compute; Megatron-LM halves the product the same way).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 from .breakdown import Breakdown, Quantity, Rows
 from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
-from .spec import ModelSpec, SpecError
+from .spec import GPUSpec, ModelSpec, SpecError
 from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")
@@ -87,74 +89,138 @@ def palm_per_token(m: ModelSpec, seq: int) -> int:
     return 6 * matmul_params(m) + 6 * L * H * (m.qk_head_dim + m.v_dim) * seq
 
 
-def flops_breakdown(m: ModelSpec, seq: int, batch: int = 1, grad_accum: int = 1,
-                    attention: str = "full", recompute: str = "none", formula: str = "detailed",
-                    tokens: float | None = None, peak_flops: float | None = None, gpus: int = 1,
-                    efficiency: float = 1.0, gpu: str | None = None, dtype: str | None = None) -> Breakdown:
+@dataclass(frozen=True)
+class FlopsSettings:
+    """Everything a FLOP count depends on besides the model (and, to time a budget, the GPU).
+
+    seq: tokens per sequence. batch: sequences per micro-batch; grad_accum: micro-batches per
+      optimizer step (a step is batch x grad_accum sequences of seq tokens).
+    attention: full (the whole q x k product, notebook and PaLM) | causal (the unmasked triangle).
+    recompute: none | selective (attention core re-run) | full (one more forward of the layers).
+    formula: detailed (component sum) | palm (6N + 12LHQT, N = matmul params) | 6nd (2N forward,
+      6N training, N = all parameters used per token).
+    tokens: a training budget; with it, the compute for the whole budget.
+    gpus, efficiency, dtype: with tokens and a GPU, the budget's wall-clock time on ``gpus`` GPUs
+      at ``efficiency`` of their dense ``dtype`` peak.
+    """
+
+    seq: int
+    batch: int = 1
+    grad_accum: int = 1
+    attention: str = "full"
+    recompute: str = "none"
+    formula: str = "detailed"
+    tokens: float | None = None
+    gpus: int = 1
+    efficiency: float = 1.0
+    dtype: str = "bf16"
+
+    def __post_init__(self) -> None:
+        for value, choices, what in ((self.formula, FORMULAS, "formula"), (self.recompute, RECOMPUTE, "recompute")):
+            if value not in choices:
+                raise SpecError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+        for value, what in ((self.seq, "seq"), (self.batch, "batch"), (self.grad_accum, "grad-accum"),
+                            (self.gpus, "gpus")):
+            if value < 1:
+                raise SpecError(f"--{what} must be at least 1, got {value}")
+        if not 0 < self.efficiency <= 1:
+            raise SpecError(f"--efficiency must be in (0, 1], got {self.efficiency}")
+        if self.attention not in ATTENTION:  # forward()'s own check and message
+            raise SpecError(f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
+
+    @property
+    def sequences(self) -> int:
+        """Sequences per optimizer step: batch x grad_accum."""
+        return self.batch * self.grad_accum
+
+    @property
+    def step_tokens(self) -> int:
+        """Tokens per optimizer step: batch x grad_accum x seq."""
+        return self.sequences * self.seq
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The forward FLOPs of one step, and what each kind of recomputation re-runs of it."""
+
+    forward: float
+    core: float  # attention scores + reduce: what selective recomputation re-runs
+    layers: float  # the transformer layers: what full recomputation re-runs
+    note: str  # how the total was counted
+
+
+def _detailed_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
+    """Component sum of forward() (nanoGPT notebook's flops()) over the step's sequences."""
+    fwd = forward(m, s.seq, s.seq, s.attention)
+    for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
+        r.add(row.name, s.sequences * row.value, row.note, total="total" if row.name == "forward" else "forward")
+    return _Step(forward=r["forward"], core=s.sequences * (fwd["attention/scores"] + fwd["attention/reduce"]),
+                 layers=s.sequences * (fwd["attention"] + fwd["mlp"]), note="component sum")
+
+
+def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
+    """Forward as (6N + 12LHQT) / 3 per token, N = matmul params (PaLM, Chowdhery et al. 2022, App. B)."""
+    forward_step = r.add("forward", s.step_tokens * (palm_per_token(m, s.seq) / 3), "(6N + 12LHQT) / 3 per token")
+    # the attention core (scores + reduce) is 2·L·H·(Q_qk + Q_v)·T of the forward per token
+    core = s.step_tokens * 2 * m.num_hidden_layers * m.num_attention_heads * (m.qk_head_dim + m.v_dim) * s.seq
+    return _Step(forward=forward_step, core=core, layers=forward_step, note="PaLM 6N + 12LHQT")
+
+
+def _6nd_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
+    """Forward as 2N per token (6N per token trained), N = all parameters used per token (Kaplan et al. 2020)."""
+    forward_step = r.add("forward", s.step_tokens * (2 * count(m)["active"]), "2N per token")
+    return _Step(forward=forward_step, core=0, layers=forward_step, note="6N per token")
+
+
+_STEPS = {"detailed": _detailed_step, "palm": _palm_step, "6nd": _6nd_step}
+
+
+def _training_step(m: ModelSpec, s: FlopsSettings) -> Rows:
+    """Rows of one training step: forward, backward (2 x forward), any recomputation, total, per token."""
+    r = Rows("FLOP")
+    step = _STEPS[s.formula](r, m, s)
+    r.add("backward", 2 * step.forward, "2 x forward (input and weight grads)")
+    # Activation recomputation re-runs part of the forward before the backward (Korthikanti et al.)
+    parts = ["forward", "backward"]
+    if s.recompute != "none":
+        selective = s.recompute == "selective"
+        r.add("recompute", step.core if selective else step.layers,
+              "attention core re-run" if selective else "one more forward of the layers")
+        parts.append("recompute")
+    r.sum("total", parts, step.note)
+    r.add("per_token/forward", step.forward / s.step_tokens, total=None)
+    r.add("per_token/total", r["total"] / s.step_tokens, total=None)
+    r.add("model_flops", s.step_tokens * palm_per_token(m, s.seq), "PaLM 6N + 12LHQT per step", total=None)
+    return r
+
+
+def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) -> Breakdown:
     """FLOPs for one training step of ``batch x grad_accum`` sequences of ``seq`` tokens.
 
     formula: detailed (component sum), palm (6N + 12LHQT, N = matmul params), or 6nd (2N
-    forward, 6N training, N = all parameters used per token). With ``tokens``: the compute for
-    the whole budget, and with a peak FLOP/s its wall-clock time on ``gpus`` at ``efficiency``.
+    forward, 6N training, N = all parameters used per token). With ``s.tokens``: the compute for
+    the whole budget, and with a ``gpu`` its wall-clock time on ``s.gpus`` of them at
+    ``s.efficiency`` of their dense ``s.dtype`` peak.
     """
-    for value, choices, what in ((formula, FORMULAS, "formula"), (recompute, RECOMPUTE, "recompute")):
-        if value not in choices:
-            raise SpecError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
-    for value, what in ((seq, "seq"), (batch, "batch"), (grad_accum, "grad-accum"), (gpus, "gpus")):
-        if value < 1:
-            raise SpecError(f"--{what} must be at least 1, got {value}")
-    if not 0 < efficiency <= 1:
-        raise SpecError(f"--efficiency must be in (0, 1], got {efficiency}")
-
-    sequences = batch * grad_accum
-    step_tokens = sequences * seq
-    fwd = forward(m, seq, seq, attention)
-    r = Rows("FLOP")
-    if formula == "detailed":
-        for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
-            r.add(row.name, sequences * row.value, row.note, total="total" if row.name == "forward" else "forward")
-        forward_step = r["forward"]
-        core = sequences * (fwd["attention/scores"] + fwd["attention/reduce"])
-        layers = sequences * (fwd["attention"] + fwd["mlp"])
-        note = "component sum"
-    else:
-        n = count(m)["active"] if formula == "6nd" else matmul_params(m)
-        per_token = 2 * n if formula == "6nd" else palm_per_token(m, seq) / 3
-        forward_step = r.add("forward", step_tokens * per_token,
-                             "2N per token" if formula == "6nd" else "(6N + 12LHQT) / 3 per token")
-        # the attention core (scores + reduce) is 2·L·H·(Q_qk + Q_v)·T of the forward per token
-        core = 0 if formula == "6nd" else step_tokens * 2 * m.num_hidden_layers * m.num_attention_heads * (m.qk_head_dim + m.v_dim) * seq
-        layers = forward_step
-        note = "6N per token" if formula == "6nd" else "PaLM 6N + 12LHQT"
-    r.add("backward", 2 * forward_step, "2 x forward (input and weight grads)")
-    # Activation recomputation re-runs part of the forward before the backward (Korthikanti et al.)
-    extra = {"none": 0, "selective": core, "full": layers}[recompute]
-    if recompute != "none":
-        r.add("recompute", extra, "attention core re-run" if recompute == "selective" else "one more forward of the layers")
-    r.sum("total", ["forward", "backward"] + (["recompute"] if recompute != "none" else []), note)
-    r.add("per_token/forward", forward_step / step_tokens, total=None)
-    r.add("per_token/total", r["total"] / step_tokens, total=None)
-    model_flops = step_tokens * palm_per_token(m, seq)
-    r.add("model_flops", model_flops, "PaLM 6N + 12LHQT per step", total=None)
-
+    peak_flops = gpu.peak(s.dtype) if gpu else None
+    r = _training_step(m, s)
+    model_flops = r["model_flops"]
     summary = {"forward": Quantity(r["forward"], "FLOP"), "total": Quantity(r["total"], "FLOP"),
                "model_flops": Quantity(model_flops, "FLOP"),
                "model_flops_ratio": Quantity(model_flops / r["total"], "count"),
-               "tokens_per_step": Quantity(step_tokens, "token"),
+               "tokens_per_step": Quantity(s.step_tokens, "token"),
                "per_token_total": Quantity(r["per_token/total"], "FLOP")}
-    notes = [f"attention counted {attention}" if formula == "detailed" else f"formula {formula}",
+    notes = [f"attention counted {s.attention}" if s.formula == "detailed" else f"formula {s.formula}",
              "matmul FLOPs only; backward = 2 x forward"]
-    if tokens is not None:
-        train = tokens * r["per_token/total"]
+    if s.tokens is not None:
+        train = s.tokens * r["per_token/total"]
         summary["train_flops"] = Quantity(train, "FLOP")
         if peak_flops:
             # time = compute / (n · peak · efficiency): the notebook's 6ND / (8 x 312e12 x 0.3)
-            seconds = train / (gpus * peak_flops * efficiency)
-            summary.update(train_time=Quantity(seconds, "s"), gpu_hours=Quantity(seconds * gpus / 3600, "count"))
-            notes.append(f"time at {efficiency:.0%} of {gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
+            seconds = train / (s.gpus * peak_flops * s.efficiency)
+            summary.update(train_time=Quantity(seconds, "s"), gpu_hours=Quantity(seconds * s.gpus / 3600, "count"))
+            notes.append(f"time at {s.efficiency:.0%} of {s.gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
     return Breakdown(
-        command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name, gpu=gpu, rows=r.build(), summary=summary, notes=tuple(notes),
-        inputs={"seq": seq, "batch": batch, "grad_accum": grad_accum, "attention": attention,
-                "recompute": recompute, "formula": formula, "tokens": tokens, "gpus": gpus,
-                "efficiency": efficiency, "dtype": dtype},
+        command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name,
+        gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes), inputs=asdict(s),
     )

@@ -7,10 +7,10 @@ included (llm-foundry: HFU = MFU x 4/3 under full activation checkpointing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .breakdown import Breakdown, Quantity, Rows
-from .flops import flops_breakdown
+from .flops import FlopsSettings, flops_breakdown
 from .spec import GPUSpec, ModelSpec, SpecError
 from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
 from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
@@ -55,8 +55,9 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     gpus = 1 if gpus is None else gpus
     if gpus < 1:
         raise SpecError(f"--gpus must be at least 1, got {gpus}")
-    model = flops_breakdown(m, seq, batch, grad_accum, attention, "none", formula)
-    hardware = flops_breakdown(m, seq, batch, grad_accum, attention, recompute, formula)
+    settings = FlopsSettings(seq=seq, batch=batch, grad_accum=grad_accum, attention=attention, formula=formula)
+    model = flops_breakdown(m, settings)  # model FLOPs: what the model needs, no recomputation
+    hardware = flops_breakdown(m, replace(settings, recompute=recompute))  # what the hardware runs
     per_token = model.value("model_flops") / model.summary["tokens_per_step"] if formula == "palm" \
         else model.value("per_token/total")
     hw_per_token = per_token * hardware.value("total") / model.value("total")
@@ -155,7 +156,7 @@ class ServeSettings:
 
 
 def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
-    """Weights one forward step reads, stored in ``dtype`` (memory.weight_bytes: quantized linears,
+    """Weights one forward step reads, stored in ``dtype`` (ParamSplit.weight_bytes: quantized linears,
     their scales and the 16-bit rest): all matmul weights; for MoE only the experts some token picks.
 
     An untied input embedding is a lookup (b rows), not read whole. With uniform routing a
@@ -164,7 +165,6 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     import dataclasses
 
     from .memory.placement import model_params
-    from .memory.states import weight_bytes
     from .params import expert_params
 
     p = model_params(m)
@@ -172,7 +172,7 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     idle = m.moe_layers * m.num_experts * (1 - m.num_experts_per_tok / m.num_experts) ** batch * expert_params(m) \
         if m.is_moe else 0
     read = dataclasses.replace(p, other=p.other - lookup, experts=p.experts - idle)
-    return sum(weight_bytes(read, dtype).values())
+    return sum(read.weight_bytes(dtype).values())
 
 
 def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target: float | None = None,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from llmcalc.flops import attended_pairs, flops_breakdown, forward
-from llmcalc.presets import load_model
+from llmcalc.flops import FlopsSettings, attended_pairs, flops_breakdown, forward
+from llmcalc.presets import load_gpu, load_model
+from llmcalc.spec import SpecError
 
 from .conftest import run_json, value
 
@@ -29,7 +31,7 @@ def test_notebook_forward_rows():
 
 
 def test_step_is_three_forwards_and_palm_ratio():
-    b = flops_breakdown(load_model("nanogpt-124m"), seq=1024)
+    b = flops_breakdown(load_model("nanogpt-124m"), FlopsSettings(seq=1024))
     assert b.value("total") == 874_944_921_600
     # PaLM: (6N + 12LHQT) * T with N = 124,337,664 - 786,432 -> 875,062,886,400 (ratio 1.0001)
     L, H, Q, T = 12, 12, 64, 1024
@@ -51,7 +53,7 @@ def test_factorized_embedding_forward_by_hand():
     assert "dense/project_in" not in ref
     # PaLM: N = 124,337,664 - 50257 x (768 - 256) + 2 x 256 x 768 - position table 1024 x 768
     n = 124_337_664 - V * (h - p) + 2 * p * h - 1024 * h
-    assert flops_breakdown(m, seq=s).value("model_flops") == (6 * n + 12 * 12 * 12 * 64 * s) * s
+    assert flops_breakdown(m, FlopsSettings(seq=s)).value("model_flops") == (6 * n + 12 * 12 * 12 * 64 * s) * s
 
 
 def test_causal_counts_the_triangle():
@@ -72,19 +74,42 @@ def test_causal_halves_attention_core_only():
 
 def test_6nd_train_time_is_notebooks_3_46_days():
     # 6 * 124,337,664 * 300e9 / (8 * 312e12 * 0.3) = 298,889 s = 3.46 days
-    b = flops_breakdown(load_model("nanogpt-124m"), seq=1024, formula="6nd", tokens=300e9,
-                        peak_flops=312e12, gpus=8, efficiency=0.3)
+    a100 = load_gpu("a100-80gb")
+    assert a100.peak("bf16") == 312e12
+    b = flops_breakdown(load_model("nanogpt-124m"),
+                        FlopsSettings(seq=1024, formula="6nd", tokens=300e9, gpus=8, efficiency=0.3), a100)
     assert b.summary["train_time"] == pytest.approx(6 * 124_337_664 * 300e9 / (8 * 312e12 * 0.3))
     assert b.summary["train_time"] / 86400 == pytest.approx(3.46, abs=0.005)
 
 
 def test_full_recompute_adds_one_forward_of_the_layers():
     m = load_model("nanogpt-124m")
-    none = flops_breakdown(m, seq=1024)
-    full = flops_breakdown(m, seq=1024, recompute="full")
+    none = flops_breakdown(m, FlopsSettings(seq=1024))
+    full = flops_breakdown(m, FlopsSettings(seq=1024, recompute="full"))
     fwd = none.value("forward")
     lm_head = 2 * 1024 * 768 * 50257
     assert full.value("total") == 3 * fwd + (fwd - lm_head)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("seq", 0, "--seq must be at least 1, got 0"),
+    ("grad_accum", 0, "--grad-accum must be at least 1, got 0"),
+    ("gpus", 0, "--gpus must be at least 1, got 0"),
+    ("efficiency", 1.5, "--efficiency must be in (0, 1], got 1.5"),
+    ("formula", "8nd", "formula must be one of detailed, palm, 6nd, got '8nd'"),
+    ("recompute", "some", "recompute must be one of none, selective, full, got 'some'"),
+    ("attention", "sparse", "attention must be one of full, causal, got 'sparse'"),
+])
+def test_settings_are_checked_once(field, value, message):
+    with pytest.raises(SpecError, match=f"^{re.escape(message)}$"):
+        FlopsSettings(**{"seq": 1024, field: value})
+
+
+def test_a_gpu_without_tokens_only_names_itself():
+    m, h100 = load_model("nanogpt-124m"), load_gpu("h100-sxm")
+    alone, timed = flops_breakdown(m, FlopsSettings(seq=1024)), flops_breakdown(m, FlopsSettings(seq=1024), h100)
+    assert timed.gpu == "h100-sxm" and alone.gpu is None
+    assert timed.summary == alone.summary and timed.rows == alone.rows
 
 
 def test_moe_counts_active_experts():

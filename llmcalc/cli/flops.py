@@ -33,7 +33,7 @@ def flops(
 
     Example: llmcalc flops --model nanogpt-124m --formula 6nd --tokens 300e9 --gpu a100-80gb --gpus 8 --efficiency 0.3
     """
-    from ..flops import flops_breakdown
+    from ..flops import FlopsSettings, flops_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     budget = parse_count(tokens) if tokens else None
@@ -42,9 +42,10 @@ def flops(
     eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
 
     def one(m, g):
-        return flops_breakdown(
-            m, default_seq(m, seq), batch, grad_accum, attention.value, recompute.value, formula.value,
-            tokens=budget, peak_flops=g.peak(dtype.value) if g else None, gpus=gpus,
-            efficiency=eff, gpu=g.name if g else None, dtype=dtype.value)
+        settings = FlopsSettings(
+            seq=default_seq(m, seq), batch=batch, grad_accum=grad_accum, attention=attention.value,
+            recompute=recompute.value, formula=formula.value, tokens=budget, gpus=gpus, efficiency=eff,
+            dtype=dtype.value)
+        return flops_breakdown(m, settings, g)
 
     _emit(_each(_models(model, generic), _gpus(gpu), one), fmt)

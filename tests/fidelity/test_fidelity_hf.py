@@ -134,7 +134,7 @@ def test_flops_match_flop_counter(stem):
                 tensor.zero_()
         torch_fwd, torch_total = _count(model, torch.zeros(1, SEQ, dtype=torch.long))
         where = f"cpu, {cfg['num_hidden_layers']} layers"
-    b = flops.flops_breakdown(_spec(cfg, stem), seq=SEQ, batch=1, attention="full")
+    b = flops.flops_breakdown(_spec(cfg, stem), flops.FlopsSettings(seq=SEQ, batch=1, attention="full"))
     fwd_err = (b.value("forward") - torch_fwd) / torch_fwd
     total_err = (b.value("total") - torch_total) / torch_total
     RESULTS[f"flops {stem}"] = f"forward {fwd_err:+.4%}, fwd+bwd {total_err:+.4%} ({where})"
