@@ -34,6 +34,12 @@ DTYPE_BYTES = {name: d.nbytes for name, d in DTYPE_TABLE.items()}
 FLOAT_DTYPES = tuple(name for name, d in DTYPE_TABLE.items() if d.activations == name)
 HALF_DTYPES = ("bf16", "fp16")
 
+# Quantized checkpoints (GPTQ/AWQ layout): block linears in the format, one fp16 scale per group of
+# sub-byte weights (zero points not counted); embeddings, norms, biases and head stay 16-bit.
+DEFAULT_GROUP_SIZE = 128
+SCALE_BYTES = 2
+UNQUANTIZED_BYTES = 2
+
 
 def matmul_dtype(weights: str) -> str:
     """The dtype matmuls run at for weights stored in ``weights``."""

@@ -17,7 +17,7 @@ from .spec import ModelSpec, SpecError
 class Optimizer:
     """The states an optimizer keeps (their row names under ``optimizer/``) and their width."""
 
-    states: tuple[str, ...]
+    states: tuple[str, ...]  # memory's row names, one per state
     nbytes: float | None = None  # bytes per state value; None: the precision's (params: the weights' dtype)
     factored: bool = False  # one state of rows + cols values per matrix, not one value per parameter
 
@@ -26,10 +26,13 @@ class Optimizer:
 # 2022); SGD with momentum and Lion keep one buffer; Adafactor keeps a factored second moment,
 # (rows + cols) per matrix and full size for vectors (Shazeer & Stern 2018).
 OPTIMIZERS: dict[str, Optimizer] = {
-    "adamw": Optimizer(("adam_m", "adam_v")), "adam": Optimizer(("adam_m", "adam_v")),
-    "adamw-8bit": Optimizer(("adam_m", "adam_v"), 1), "sgd": Optimizer(()),
-    "sgd-momentum": Optimizer(("momentum",)), "lion": Optimizer(("momentum",)),
-    "adafactor": Optimizer(("adafactor_v",), factored=True),
+    "adamw": Optimizer(("optimizer/adam_m", "optimizer/adam_v")),
+    "adam": Optimizer(("optimizer/adam_m", "optimizer/adam_v")),
+    "adamw-8bit": Optimizer(("optimizer/adam_m", "optimizer/adam_v"), 1),
+    "sgd": Optimizer(()),
+    "sgd-momentum": Optimizer(("optimizer/momentum",)),
+    "lion": Optimizer(("optimizer/momentum",)),
+    "adafactor": Optimizer(("optimizer/adafactor_v",), factored=True),
 }
 
 
@@ -205,20 +208,19 @@ def matmul_params(m: ModelSpec, active: bool = True) -> int:
 def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Breakdown:
     """Parameters per component, plus weight and checkpoint bytes in ``dtype``.
 
-    weight_bytes: memory.weight_bytes, the rule `memory` and `latency` use too (quantized dtypes
+    weight_bytes: memory.placement.ParamSplit.weight_bytes, the rule `memory` and `latency` use too (quantized dtypes
     keep embeddings, norms and head in 16-bit and add group scales). checkpoint_bytes = weights +
     optimizer states, each state in dtype (the notebook: fp32 weights + AdamW's m and v = 12
     bytes/param -> 1.49 GB for GPT-2 124M); Adafactor's one state is (rows + cols) per matrix.
     """
     from .memory.placement import model_params
-    from .memory.states import weight_bytes
 
     if optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     r = count(m)
     split = model_params(m)
     total = int(r["total"])
-    weights = sum(weight_bytes(split, dtype).values())
+    weights = sum(split.weight_bytes(dtype).values())
     opt = OPTIMIZERS[optimizer]
     states, state_b = len(opt.states), DTYPE_BYTES[dtype] if opt.nbytes is None else opt.nbytes
     checkpoint = weights + (split.factored if opt.factored else total) * states * state_b

@@ -174,10 +174,10 @@ def _check_sizes(m: ModelSpec, where: str) -> None:
 
 
 def _check_choices(m: ModelSpec, where: str) -> None:
-    _choice(where, "mlp_type", m.mlp_type, MLP_TYPES)
-    _choice(where, "norm_type", m.norm_type, NORM_TYPES)
-    _choice(where, "position_embedding", m.position_embedding, POSITION_EMBEDDINGS)
-    _choice(where, "qk_norm", m.qk_norm, QK_NORMS)
+    check_choice(f"{where}: mlp_type", m.mlp_type, MLP_TYPES)
+    check_choice(f"{where}: norm_type", m.norm_type, NORM_TYPES)
+    check_choice(f"{where}: position_embedding", m.position_embedding, POSITION_EMBEDDINGS)
+    check_choice(f"{where}: qk_norm", m.qk_norm, QK_NORMS)
 
 
 def _check_norms(m: ModelSpec, where: str) -> None:
@@ -260,7 +260,7 @@ class GPUSpec:
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
         for dtype, value in self.peak_flops.items():
-            _choice(where, "tflops dtype", dtype, DTYPES)
+            check_choice(f"{where}: tflops dtype", dtype, DTYPES)
             _positive(where, f"tflops.{dtype}", value)
 
     def peak(self, dtype: str) -> float:
@@ -275,11 +275,6 @@ class GPUSpec:
 def _positive(where: str, key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
-
-
-def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SpecError(f"{where}: {key} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def model_fields() -> dict[str, dataclasses.Field]:

@@ -13,66 +13,33 @@ Where each row comes from (module:function):
   logits, logits/log_probs, logits/grad       training.add_logits; inference.infer_stage
   kv_cache                                    inference.infer_stage (kvcache.kv_cache_bytes)
   reserve, total, cpu/*                       training.train_stage; inference.infer_stage
-  summary capacity, usable, fits, headroom    memory_breakdown (below)
+  summary capacity, usable, fits, headroom    breakdown.memory_breakdown
+
+The package imports a submodule only when one of its names is first used (``__getattr__``
+below), so `params` and `latency`, which need only placement, stay quick to start.
 """
 
 from __future__ import annotations
 
-from ..breakdown import Breakdown, Quantity
-from ..spec import GPUSpec, ModelSpec
-from .activations import layer_tensors
-from .minisequence import MiniSeqPieces, closed_form_max_seq, mini_seq_pieces
-from .placement import check_layout, stages
-from .settings import (ATTENTION_IMPLS, DEFAULT_PREFILL_CHUNK, DEFAULT_RESERVE, FINETUNES, MODES, PRECISIONS,
-                       MemorySettings)
-from .states import model_state_bytes, weight_bytes
-from .inference import infer_stage
-from .training import train_stage
+from importlib import import_module
+from typing import Any
 
-__all__ = ["ATTENTION_IMPLS", "DEFAULT_PREFILL_CHUNK", "DEFAULT_RESERVE", "FINETUNES", "MODES", "PRECISIONS",
-           "MemorySettings", "MiniSeqPieces", "closed_form_max_seq", "layer_tensors", "memory_breakdown",
-           "mini_seq_pieces", "model_state_bytes", "weight_bytes"]
-
-
-def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Breakdown:
-    """Bytes per GPU for ``s.mode``: every row in bytes, the total, and whether it fits ``gpu``.
-
-    Pure and cheap (no I/O, a few hundred arithmetic operations): the limits search calls it
-    dozens of times. Monotone in seq and batch. Under pipeline parallelism the first and the
-    last stage are computed and the larger reported (summary ``stage``).
-    """
-    check_layout(m, s.parallel)
-    build = train_stage if s.mode == "train" else infer_stage
-    res = max((build(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
-    summary = {"total": Quantity(round(res.total), "byte")}
-    capacity = s.gpu_memory or (gpu.memory_bytes if gpu else None)
-    if capacity is not None:
-        usable = int(capacity * s.gpu_util)
-        summary.update(capacity=Quantity(int(capacity), "byte"), usable=Quantity(usable, "byte"),
-                       fits=res.total <= usable, headroom=Quantity(usable - round(res.total), "byte"))
-    if res.cpu:
-        summary["cpu"] = Quantity(round(sum(res.cpu.values())), "byte")
-    summary.update(res.summary)
-    what = "training" if s.mode == "train" else "inference"
-    return Breakdown(command="memory", title=f"Memory per GPU of {m.name}, {what}", model=m.name,
-                     gpu=gpu.name if gpu else None, rows=res.rows.build(), summary=summary,
-                     inputs=_inputs(s), notes=tuple(res.notes))
+# Public names -> the submodule that defines them.
+_EXPORTS = {
+    "memory_breakdown": "breakdown",
+    "MemorySettings": "settings", "PRECISIONS": "settings", "MODES": "settings", "FINETUNES": "settings",
+    "ATTENTION_IMPLS": "settings", "DEFAULT_PREFILL_CHUNK": "settings", "DEFAULT_RESERVE": "settings",
+    "layer_tensors": "activations",
+    "model_state_bytes": "states",
+    "MiniSeqPieces": "minisequence", "mini_seq_pieces": "minisequence", "closed_form_max_seq": "minisequence",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def _inputs(s: MemorySettings) -> dict:
-    """The settings a reader needs to reproduce the numbers, in the order the caption shows them."""
-    par = s.parallel
-    inputs = {"mode": s.mode, "seq": s.seq, "batch": s.batch, "dtype": s.dtype}
-    if s.mode == "train":
-        inputs.update(precision=s.precision, optimizer=s.optimizer, zero=s.zero, recompute=s.recompute)
-    inputs.update(attention_impl=s.attention_impl)
-    if s.mode == "train":
-        inputs.update(loss_dtype=s.loss_dtype, mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
-        if s.finetune != "full":
-            inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
-    else:
-        inputs.update(kv_dtype=s.kv_dtype, group_size=s.group_size, prefill_chunk=s.prefill_chunk)
-    inputs.update(gpus=par.gpus, tp=par.tp, pp=par.pp, dp=par.dp, cp=par.cp, ep=par.ep, sp=par.sp,
-                  gpu_util=s.gpu_util, reserve=Quantity(s.reserve, "byte"),
-                  gpu_memory=Quantity(s.gpu_memory, "byte"))
-    return inputs
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -16,13 +16,12 @@ from ..units import fmt_bytes, fmt_params
 from .activations import layer_tensors, local, working_set
 from .placement import ParamSplit, Stage, stage_params
 from .settings import MemorySettings
-from .states import weight_bytes
 from .training import RESERVE_NOTE, StageMemory, _b, stage_note
 
 
 def add_weights(r: Rows, p: ParamSplit, s: MemorySettings) -> float:
-    """Weights in ``s.dtype`` (states.weight_bytes): quantized ones as linears, scales and the 16-bit rest."""
-    parts = weight_bytes(p, s.dtype, s.group_size)
+    """Weights in ``s.dtype`` (ParamSplit.weight_bytes): quantized ones as linears, scales and the 16-bit rest."""
+    parts = p.weight_bytes(s.dtype, s.group_size)
     total = sum(parts.values())
     nbytes = DTYPE_BYTES[s.dtype]
     if "weights" in parts:

@@ -49,7 +49,7 @@ class MiniSeqPieces:
 
 def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     """W_mem, I_mem and A_mem for ``s`` (training), from the same tensors as memory_breakdown."""
-    from . import memory_breakdown
+    from .breakdown import memory_breakdown
 
     b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none"))
     par = s.parallel

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, FLOAT_DTYPES, SCALE_BYTES, UNQUANTIZED_BYTES
 from ..params import attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
 from ..spec import ModelSpec, Parallelism, SpecError
 
@@ -81,6 +82,21 @@ class ParamSplit:
     def quantizable(self) -> float:
         """The block linears and experts: what weight quantization and LoRA's frozen base cover."""
         return self.linear + self.experts
+
+    def weight_bytes(self, dtype: str, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, float]:
+        """What these weights weigh in ``dtype``: the one rule params, memory and latency all use.
+
+        Float dtypes hold every parameter as is ({"weights": bytes}). Quantized ones store the block
+        linears and experts in the format, sub-byte formats add one 16-bit scale per ``group_size``
+        weights, and the rest stays 16-bit ({"quantized", "scales", "unquantized"}; their sum is the
+        weights; dtypes.py).
+        """
+        nbytes = DTYPE_BYTES[dtype]
+        if dtype in FLOAT_DTYPES:
+            return {"weights": self.total * nbytes}
+        scales = self.quantizable / group_size * SCALE_BYTES if nbytes < 1 else 0
+        return {"quantized": self.quantizable * nbytes, "scales": scales,
+                "unquantized": self.other * UNQUANTIZED_BYTES}
 
     def __add__(self, o: ParamSplit) -> ParamSplit:
         return ParamSplit(self.linear + o.linear, self.other + o.other, self.experts + o.experts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..dtypes import DTYPE_BYTES, DTYPES, FLOAT_DTYPES, HALF_DTYPES, activation_dtype
+from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, HALF_DTYPES, activation_dtype
 from ..flops import RECOMPUTE
 from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
@@ -21,7 +21,6 @@ DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers'
 DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step (vLLM's max_num_batched_tokens, chunked prefill)
 KV_BLOCK = 16  # inference KV cache in vLLM's 16-token blocks: each request rounded up to whole blocks
 DEFAULT_LORA_RANK = 16
-DEFAULT_GROUP_SIZE = 128  # weights per 16-bit scale of int4/fp4 weights (GPTQ/AWQ's usual group)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Model states per GPU: weights in a dtype, gradients, fp32 master weights, optimizer states.
+"""Model states per GPU: weights, gradients, fp32 master weights, optimizer states.
 
 ZeRO paper (Rajbhandari et al. 2020, §3 and Fig. 1): with mixed precision and Adam each parameter
 costs 2 + 2 + 12 bytes; stage 1 shards the optimizer over the N_d data-parallel ranks, stage 2
@@ -11,38 +11,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
+from ..dtypes import DTYPE_BYTES
 from ..params import OPTIMIZERS
 from ..units import fmt_params
 from .placement import ParamSplit
-from .settings import DEFAULT_GROUP_SIZE, PRECISIONS, MemorySettings
+from .settings import PRECISIONS, MemorySettings
 
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
-UNQUANTIZED_BYTES = 2  # embeddings, norms, biases and head stay 16-bit in quantized checkpoints
-SCALE_BYTES = 2  # GPTQ/AWQ: one fp16 scale per group of sub-byte weights (zero points not counted)
-
-
-def weight_bytes(p: ParamSplit, dtype: str, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, float]:
-    """What weights weigh in ``dtype``: the one rule params, memory and latency all use.
-
-    Float dtypes hold every parameter as is ({"weights": bytes}). Quantized ones store the block
-    linears and experts in the format, sub-byte formats add one 16-bit scale per ``group_size``
-    weights, and keep embeddings, norms, biases and the head in 16-bit
-    ({"quantized", "scales", "unquantized"}; their sum is the weights).
-    """
-    nbytes = DTYPE_BYTES[dtype]
-    if dtype in FLOAT_DTYPES:
-        return {"weights": p.total * nbytes}
-    scales = p.quantizable / group_size * SCALE_BYTES if nbytes < 1 else 0
-    return {"quantized": p.quantizable * nbytes, "scales": scales, "unquantized": p.other * UNQUANTIZED_BYTES}
-
-
 def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
     """(row name, bytes per value) of the fp32 master copy and each optimizer state (params.OPTIMIZERS)."""
     prec = PRECISIONS[precision]
     opt = OPTIMIZERS[optimizer]
     per_state = prec.state if opt.nbytes is None else opt.nbytes
-    rows = [("master", prec.master)] if prec.master else []
+    rows = [("optimizer/master", prec.master)] if prec.master else []
     return rows + [(name, per_state) for name in opt.states]
 
 
@@ -62,8 +43,8 @@ def model_state_bytes(psi: float, precision: str = "mixed", optimizer: str = "ad
 
     out = {"weights": prec.weights * part(psi, zero >= 3), "gradients": prec.grads * part(psi, zero >= 2)}
     for name, b in state_rows(optimizer, precision):
-        n = psi if name == "master" or state_values is None else state_values
-        out[f"optimizer/{name}"] = b * part(n, zero >= 1)
+        n = psi if name == "optimizer/master" or state_values is None else state_values
+        out[name] = b * part(n, zero >= 1)
     return out
 
 
@@ -106,7 +87,7 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
     if s.finetune == "qlora":
         frozen = p.quantizable * QLORA_BYTES + p.other * DTYPE_BYTES[s.compute_dtype]
     else:
-        frozen = sum(weight_bytes(p, s.dtype, s.group_size).values())
+        frozen = sum(p.weight_bytes(s.dtype, s.group_size).values())
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
     kind = "NF4 with double-quantized scales, 4.127 bits" if s.finetune == "qlora" else s.dtype
@@ -122,12 +103,13 @@ def _optimizer_only(states: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in states.items() if k.startswith("optimizer/")}
 
 
-def state_note(key: str, s: MemorySettings) -> str:
+STATE_NOTES = {"optimizer/master": "fp32 master weights", "optimizer/adam_m": "first moment",
+               "optimizer/adam_v": "second moment", "optimizer/momentum": "momentum"}
+
+
+def state_note(name: str, s: MemorySettings) -> str:
     """The note of one optimizer/ sub-row."""
-    name = key.split("/", 1)[1]
     b = dict(state_rows(s.optimizer, s.precision))[name]
-    if name == "adafactor_v":
+    if name == "optimizer/adafactor_v":
         return f"{b:g} B x (rows + cols) per matrix, factored second moment"
-    what = {"master": "fp32 master weights", "adam_m": "first moment", "adam_v": "second moment",
-            "momentum": "momentum"}[name]
-    return f"{b:g} B/param, {what}"
+    return f"{b:g} B/param, {STATE_NOTES[name]}"

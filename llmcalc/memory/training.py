@@ -22,9 +22,13 @@ from .settings import PRECISIONS, MemorySettings
 from .states import States, adapter_states, full_states, state_note
 
 RESERVE_NOTE = "CUDA context, NCCL/cuBLAS workspaces, allocator slack"
-GROUP_NOTES = {"norms": "norm inputs and statistics", "attention": "projection inputs, q, k, v, output",
-               "scores": "s x s softmax output (eager only)", "mlp": "MLP input and intermediates",
-               "dropout": "dropout masks, 1 B per element"}
+PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
+    "norms": ("activations/per_layer/norms", "norm inputs and statistics"),
+    "attention": ("activations/per_layer/attention", "projection inputs, q, k, v, output"),
+    "scores": ("activations/per_layer/scores", "s x s softmax output (eager only)"),
+    "mlp": ("activations/per_layer/mlp", "MLP input and intermediates"),
+    "dropout": ("activations/per_layer/dropout", "dropout masks, 1 B per element"),
+}
 RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
                    "full": "each layer's input kept, one layer rebuilt at a time"}
 
@@ -82,7 +86,7 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
     gathered = _gathered(m, s, full)
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
     if "params" in s.offload:  # ZeRO-Infinity: the parameter shard lives in CPU memory
-        cpu["weights"], main = main, 0.0
+        cpu["cpu/weights"], main = main, 0.0
         subs, note = {"weights/gathered": gathered}, "offloaded to CPU; gathered layers only"
     elif gathered:
         subs = (subs or {"weights/shard": main}) | {"weights/gathered": gathered}
@@ -108,7 +112,7 @@ def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int)
 def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     g = states.gradients
     if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU
-        cpu["gradients"], g = g, 0.0
+        cpu["cpu/gradients"], g = g, 0.0
         r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)")
         return 0.0
     r.add("gradients", _b(g), f"{PRECISIONS[s.precision].grads:g} B/param"
@@ -119,7 +123,7 @@ def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
 def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     opt = states.optimizer
     if "optimizer" in s.offload:
-        cpu["optimizer"] = sum(opt.values())
+        cpu["cpu/optimizer"] = sum(opt.values())
         r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
         return 0.0
     for key, value in opt.items():
@@ -200,7 +204,8 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> floa
     flight = in_flight(s, st)
     for g in GROUPS:
         if shown.groups[g]:
-            r.add(f"activations/per_layer/{g}", _b(shown.groups[g]), GROUP_NOTES[g], total=None)
+            row, note = PER_LAYER_ROWS[g]
+            r.add(row, _b(shown.groups[g]), note, total=None)
     r.add("activations/per_layer", _b(shown.layer), "one layer, one micro-batch, this GPU", total=None)
     r.add("activations/layers", _b(saved * flight), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
@@ -270,8 +275,8 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     r.add("reserve", _b(s.reserve), RESERVE_NOTE)
     total = sum(r[k] for k in ("weights", "gradients", "optimizer", "activations", "logits", "reserve"))
     r.add("total", total, "per GPU")
-    for key, value in cpu.items():
-        r.add(f"cpu/{key}", _b(value), "host memory, this GPU's share", total="cpu")
+    for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer
+        r.add(row, _b(value), "host memory, this GPU's share", total="cpu")
     if cpu:
         r.add("cpu", _b(sum(cpu.values())), "not in total", total="cpu")
     flight = in_flight(s, st)

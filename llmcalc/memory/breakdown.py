@@ -1,0 +1,54 @@
+"""memory_breakdown: the rows of the stage that needs the most memory, and whether it fits."""
+
+from __future__ import annotations
+
+from ..breakdown import Breakdown, Quantity
+from ..spec import GPUSpec, ModelSpec
+from .inference import infer_stage
+from .placement import check_layout, stages
+from .settings import MemorySettings
+from .training import train_stage
+
+
+def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Breakdown:
+    """Bytes per GPU for ``s.mode``: every row in bytes, the total, and whether it fits ``gpu``.
+
+    Pure and cheap (no I/O, a few hundred arithmetic operations): the limits search calls it
+    dozens of times. Monotone in seq and batch. Under pipeline parallelism the first and the
+    last stage are computed and the larger reported (summary ``stage``).
+    """
+    check_layout(m, s.parallel)
+    build = train_stage if s.mode == "train" else infer_stage
+    res = max((build(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
+    summary = {"total": Quantity(round(res.total), "byte")}
+    capacity = s.gpu_memory or (gpu.memory_bytes if gpu else None)
+    if capacity is not None:
+        usable = int(capacity * s.gpu_util)
+        summary.update(capacity=Quantity(int(capacity), "byte"), usable=Quantity(usable, "byte"),
+                       fits=res.total <= usable, headroom=Quantity(usable - round(res.total), "byte"))
+    if res.cpu:
+        summary["cpu"] = Quantity(round(sum(res.cpu.values())), "byte")
+    summary.update(res.summary)
+    what = "training" if s.mode == "train" else "inference"
+    return Breakdown(command="memory", title=f"Memory per GPU of {m.name}, {what}", model=m.name,
+                     gpu=gpu.name if gpu else None, rows=res.rows.build(), summary=summary,
+                     inputs=_inputs(s), notes=tuple(res.notes))
+
+
+def _inputs(s: MemorySettings) -> dict:
+    """The settings a reader needs to reproduce the numbers, in the order the caption shows them."""
+    par = s.parallel
+    inputs = {"mode": s.mode, "seq": s.seq, "batch": s.batch, "dtype": s.dtype}
+    if s.mode == "train":
+        inputs.update(precision=s.precision, optimizer=s.optimizer, zero=s.zero, recompute=s.recompute)
+    inputs.update(attention_impl=s.attention_impl)
+    if s.mode == "train":
+        inputs.update(loss_dtype=s.loss_dtype, mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
+        if s.finetune != "full":
+            inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
+    else:
+        inputs.update(kv_dtype=s.kv_dtype, group_size=s.group_size, prefill_chunk=s.prefill_chunk)
+    inputs.update(gpus=par.gpus, tp=par.tp, pp=par.pp, dp=par.dp, cp=par.cp, ep=par.ep, sp=par.sp,
+                  gpu_util=s.gpu_util, reserve=Quantity(s.reserve, "byte"),
+                  gpu_memory=Quantity(s.gpu_memory, "byte"))
+    return inputs
