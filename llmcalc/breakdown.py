@@ -27,7 +27,6 @@ class Row:
             raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
 
 
-
 @dataclass(frozen=True)
 class Quantity:
     """A value and its base unit; unit None for labels, flags and plain counts (``stage``, ``fits``)."""
@@ -62,8 +61,12 @@ class Quantities(Mapping):
         return self._items[key]
 
     def quantities(self) -> dict[str, Quantity]:
-        """Every entry with its unit, to build another Breakdown from this one's."""
+        """Every entry with its unit."""
         return dict(self._items)
+
+    def merged(self, **changes: Any) -> Quantities:
+        """A copy with entries replaced or added, units kept (``{**q, ...}`` would drop them)."""
+        return Quantities({**self._items, **changes})
 
     def unit(self, key: str) -> str | None:
         return self._items[key].unit if key in self._items else None

@@ -104,7 +104,7 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
         summary["meets_minimum"] = best >= minimum
     return Breakdown(command="max-seq", title=f"Longest sequence for {m.name} ({s.mode})", model=m.name,
                      gpu=gpu.name if gpu else None, rows=r.build(), summary=summary,
-                     inputs={**shown.inputs.quantities(), "seq": None, "multiple_of": multiple_of},
+                     inputs=shown.inputs.merged(seq=None, multiple_of=multiple_of),
                      notes=tuple(notes) + shown.notes)
 
 
@@ -150,4 +150,4 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
         notes.append(f"latency targets allow {fast}, memory {best}: {summary['limited_by']} decides")
     return Breakdown(command="max-batch", title=f"Largest batch for {m.name} ({s.mode})", model=m.name,
                      gpu=gpu.name if gpu else None, rows=r.build(), summary=summary,
-                     inputs={**shown.inputs.quantities(), "batch": None}, notes=tuple(notes) + shown.notes)
+                     inputs=shown.inputs.merged(batch=None), notes=tuple(notes) + shown.notes)

@@ -13,11 +13,12 @@ from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES
 from .spec import ModelSpec, SpecError
 
+
 @dataclass(frozen=True)
 class Optimizer:
     """The states an optimizer keeps (their row names under ``optimizer/``) and their width."""
 
-    states: tuple[str, ...]  # memory's row names, one per state
+    states: tuple[str, ...]  # memory's rows, one per state (bytes: memory/states.model_state_bytes)
     nbytes: float | None = None  # bytes per state value; None: the precision's (params: the weights' dtype)
     factored: bool = False  # one state of rows + cols values per matrix, not one value per parameter
 

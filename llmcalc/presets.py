@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from .spec import GPUSpec, ModelSpec, SpecError, model_fields
 
+
 class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
 

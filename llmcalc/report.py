@@ -14,6 +14,7 @@ from typing import Sequence, TextIO
 from .breakdown import Breakdown
 from .units import fmt_value
 
+
 def _label(b: Breakdown, bs: Sequence[Breakdown] = ()) -> str:
     """Column label in a comparison: what differs between the results (model, GPU or both)."""
     models = {x.model for x in bs}

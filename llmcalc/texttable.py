@@ -67,7 +67,6 @@ class Table:
                 if i == 0 or any(i < len(cells) and cells[i] for cells, _, _ in self.rows)]
 
 
-
 def _pick(row: _Row, keep: list[int]) -> _Row:
     """The row's cells and cell styles in the kept columns, padded with "" and None."""
     cells, style, styles = row

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 from .breakdown import Breakdown, Quantity, Rows
 from .flops import FlopsSettings, flops_breakdown
-from .spec import GPUSpec, ModelSpec, SpecError
 from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
+from .spec import GPUSpec, ModelSpec, SpecError
 from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
 
 
@@ -162,8 +162,6 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     An untied input embedding is a lookup (b rows), not read whole. With uniform routing a
     batch of b tokens touches E·(1 - (1 - k/E)^b) of the E experts in each MoE layer.
     """
-    import dataclasses
-
     from .memory.placement import model_params
     from .params import expert_params
 
@@ -171,7 +169,7 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     lookup = 0 if m.tie_word_embeddings else m.vocab_size * m.embed_dim
     idle = m.moe_layers * m.num_experts * (1 - m.num_experts_per_tok / m.num_experts) ** batch * expert_params(m) \
         if m.is_moe else 0
-    read = dataclasses.replace(p, other=p.other - lookup, experts=p.experts - idle)
+    read = replace(p, other=p.other - lookup, experts=p.experts - idle)
     return sum(read.weight_bytes(dtype).values())
 
 
@@ -190,7 +188,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     ``feasible``.
     """
     from .flops import attended_pairs, forward
-    from .kvcache import cached_positions, kv_values_per_token_layer
+    from .kvcache import kv_cache_bytes
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
 
@@ -202,7 +200,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
     act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more
-    kv_per_position = kv_values_per_token_layer(m, t) * DTYPE_BYTES[s.cache_dtype]  # on one GPU
+    kv_bytes = DTYPE_BYTES[s.cache_dtype]
     link = gpu.interconnect_bandwidth
 
     def allreduce_seconds(tokens: int) -> float:
@@ -219,7 +217,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     # prefill: every prompt token of every request through the model, KV written once
     prefill_flops = requests * forward(m, s.prompt, s.prompt, s.attention)["forward"]
     prefill_bytes = weight_bytes_read(m, requests * s.prompt, s.dtype) / t \
-        + requests * cached_positions(m, s.prompt) * kv_per_position
+        + kv_cache_bytes(m, s.prompt, requests, kv_bytes, t)  # on one GPU
     pre = (prefill_flops / (t * peak), prefill_bytes / bandwidth, allreduce_seconds(requests * s.prompt))
     ttft = combine(*pre)
 
@@ -237,7 +235,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
         pairs = (m.window_layers * attended_pairs(1, context, "causal", m.sliding_window)
                  + (L - m.window_layers) * context)
         c = requests * (base_flops + core_per_pair * pairs) / (t * peak)
-        mem = (weights_read + requests * cached_positions(m, context) * kv_per_position) / bandwidth
+        mem = (weights_read + kv_cache_bytes(m, context, requests, kv_bytes, t)) / bandwidth
         dec[0], dec[1], dec[2] = dec[0] + c, dec[1] + mem, dec[2] + combine(c, mem, comm)
     n = len(sample)
     tpot = dec[2] / n

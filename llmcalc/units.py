@@ -109,10 +109,10 @@ def fmt_flops(n: float) -> str:
 
 def fmt_rate(n: float, unit: str) -> str:
     if unit == "FLOP/s":
-        return _scaled(n, [(1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1, "FLOP/s")])
+        return _scaled(n, [(1e18, "EFLOP/s"), (1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1, "FLOP/s")])
     if unit == "byte/s":
         return _scaled(n, [(1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1, "B/s")])
-    return _scaled(n, [(1e6, "M tok/s"), (1e3, "K tok/s"), (1, "tok/s")])
+    return _scaled(n, [(1e9, "G tok/s"), (1e6, "M tok/s"), (1e3, "K tok/s"), (1, "tok/s")])
 
 
 def fmt_seconds(s: float) -> str:

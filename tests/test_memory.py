@@ -373,3 +373,15 @@ def test_factorized_embedding_weights_per_gpu():
     m = load(str(Path(__file__).parent / "data" / "hf" / "opt-350m.json"))
     b = memory_breakdown(m, None, MemorySettings(seq=512))
     assert b.summary["params_per_gpu"] == 331_196_416
+
+
+def test_eager_inference_working_set_by_hand():
+    # GPT-2, one prefill chunk of 1024 tokens in bf16, eager attention (HF repeats k/v to every head;
+    # GPT-2's softmax keeps the dtype, so the scores and the probabilities are alive together):
+    # residual + normed input 2·2h, q 2h, k and v 2·2h, output 2h, scores + probabilities 2 x 2·a·s;
+    # the attention core outweighs the MLP's 2 x 2F.
+    h, a, s, F = 768, 12, 1024, 3072
+    attention = 2 * h + 2 * 2 * h + 2 * h + 2 * 2 * a * s
+    assert attention > 2 * 2 * F
+    b = memory_breakdown(load_model("gpt2"), None, MemorySettings(mode="infer", seq=s, attention_impl="eager"))
+    assert b.value("activations") == s * (2 * 2 * h + attention)

@@ -12,6 +12,7 @@ import pytest
 from llmcalc.memory import MemorySettings, memory_breakdown
 from llmcalc.params import params_breakdown
 from llmcalc.presets import load_model
+from llmcalc.spec import ModelSpec
 from llmcalc.throughput import weight_bytes_read
 
 LLAMA3_8B_LINEARS = 32 * (2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
@@ -34,3 +35,17 @@ def test_params_memory_and_latency_agree(model, dtype):
     # latency reads every weight once all experts are touched, less the untied embedding (a lookup)
     lookup = 0 if m.tie_word_embeddings else m.vocab_size * m.hidden_size * (4 if dtype == "fp32" else 2)
     assert weight_bytes_read(m, 10**6, dtype) + lookup == pytest.approx(params, rel=1e-12)
+
+
+def test_adafactor_state_is_rows_plus_cols_by_hand():
+    # Shazeer & Stern 2018: one factored second moment, rows + cols per matrix, full size for vectors.
+    # h 4, one layer, one head, F 8, vocab 10, 16 learned positions, LayerNorm with bias, tied head:
+    # q, k, v, proj 4 x (4 + 4) = 32; up, down 2 x (4 + 8) = 24; token table 10 + 4; positions
+    # 16 + 4; two block norms and the final norm, 2 x 4 each: 24. Total 114 values, 2 B each in bf16.
+    tiny = ModelSpec(name="tiny", hidden_size=4, num_hidden_layers=1, num_attention_heads=1, vocab_size=10,
+                     intermediate_size=8, max_position_embeddings=16, mlp_type="plain", norm_type="layernorm",
+                     norm_bias=True, position_embedding="learned", tie_word_embeddings=True,
+                     attention_bias=False, attention_out_bias=False, mlp_bias=False)
+    b = params_breakdown(tiny, "bf16", "adafactor")
+    assert b.summary["optimizer_states"] == 1
+    assert b.summary["checkpoint_bytes"] - b.summary["weight_bytes"] == 114 * 2

@@ -73,9 +73,6 @@ def memory_options(
     """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
 
 
-
-
-
 @app.command()
 @with_options(memory_options)
 def memory(

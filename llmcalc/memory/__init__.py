@@ -4,7 +4,7 @@ Where each row comes from (module:function):
   weights, weights/shard, weights/gathered, weights/frozen, weights/adapters  training.add_weights
     (bytes per parameter: states.full_states / states.adapter_states; parameters: placement.stage_params)
   weights, weights/quantized, weights/scales, weights/unquantized (inference)  inference.add_weights
-    (the dtype rule: states.weight_bytes)
+    (the dtype rule: placement.ParamSplit.weight_bytes)
   gradients                                   training.add_gradients (states.model_state_bytes)
   optimizer, optimizer/master, optimizer/adam_m, ...  training.add_optimizer (states.state_rows)
   activations, activations/per_layer/*, activations/layers, /embedding, /head, /transient
@@ -13,10 +13,10 @@ Where each row comes from (module:function):
   logits, logits/log_probs, logits/grad       training.add_logits; inference.infer_stage
   kv_cache                                    inference.infer_stage (kvcache.kv_cache_bytes)
   reserve, total, cpu/*                       training.train_stage; inference.infer_stage
-  summary capacity, usable, fits, headroom    breakdown.memory_breakdown
+  summary capacity, usable, fits, headroom    per_gpu.memory_breakdown
 
 The package imports a submodule only when one of its names is first used (``__getattr__``
-below), so `params` and `latency`, which need only placement, stay quick to start.
+below), so `params`, which needs only placement, stays quick to start.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import Any
 
 # Public names -> the submodule that defines them.
 _EXPORTS = {
-    "memory_breakdown": "breakdown",
-    "MemorySettings": "settings", "PRECISIONS": "settings", "MODES": "settings", "FINETUNES": "settings",
-    "ATTENTION_IMPLS": "settings", "DEFAULT_PREFILL_CHUNK": "settings", "DEFAULT_RESERVE": "settings",
-    "layer_tensors": "activations",
-    "model_state_bytes": "states",
+    "memory_breakdown": "per_gpu",
+    "MemorySettings": "settings", "Precision": "settings", "PRECISIONS": "settings", "MODES": "settings",
+    "FINETUNES": "settings", "OFFLOADS": "settings", "ATTENTION_IMPLS": "settings", "KV_BLOCK": "settings",
+    "DEFAULT_PREFILL_CHUNK": "settings", "DEFAULT_RESERVE": "settings",
+    "check_layout": "placement", "ParamSplit": "placement", "model_params": "placement",
+    "Saved": "activations", "layer_tensors": "activations",
+    "model_state_bytes": "states", "state_rows": "states", "QLORA_BYTES": "states",
     "MiniSeqPieces": "minisequence", "mini_seq_pieces": "minisequence", "closed_form_max_seq": "minisequence",
 }
 __all__ = sorted(_EXPORTS)

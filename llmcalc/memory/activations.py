@@ -58,7 +58,8 @@ class Saved:
     live: float = 0.0
 
 
-def _norm(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm") -> list[Saved]:
+def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm") -> list[Saved]:
+    """What one norm saves, per token."""
     if m.norm_type == "layernorm":  # torch native_layer_norm: input + fp32 mean and rstd per row (CUDA)
         return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} mean, rstd (fp32)", 8)]
     # HF LlamaRMSNorm: x.float() kept by pow/mul, fp32 rstd, and the normalized x for the weight's gradient
@@ -87,11 +88,14 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "")
 
 def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
     """Eager attention's s x s terms, per key: HF Llama-family code runs softmax(..., dtype=float32)
-    and casts back; GPT-2's keeps the dtype."""
+    and casts back; GPT-2's keeps the dtype. Forward peak: the fp32 softmax output beside its cast
+    back (4 + e bytes), or, without the upcast, the scores beside the softmax output (2e)."""
     a = m.num_attention_heads
     upcast = m.position_embedding != "learned" and e != 4
     soft = (4 if upcast else e) * a
     items = [Saved("scores", "softmax output" + (" (fp32)" if upcast else ""), soft, "t", per_key=True, live=soft)]
+    if not upcast:  # not saved for backward (softmax keeps its output), alive while softmax runs
+        items.append(Saved("scores", "scores, the softmax input", 0, "t", per_key=True, live=e * a))
     if drop:
         items += [Saved("dropout", "attention-probability dropout mask", 1 * a, "t", per_key=True),
                   Saved("scores", "dropped-out probabilities", e * a, "t", per_key=True)]
@@ -105,12 +109,12 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool) -> list[Saved]:
     """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output."""
     h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
     attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
-    items = _norm(m, h, e, what="attention norm")
+    items = norm_tensors(m, h, e, what="attention norm")
     items.append(Saved("attention", "q/k/v projections' input", e * h, needs=attn_in))
     if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
         for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
             if rank:
-                items += _norm(m, rank, e, "attention", f"{lin} latent norm")
+                items += norm_tensors(m, rank, e, "attention", f"{lin} latent norm")
                 items.append(Saved("attention", f"{lin} input", e * rank, needs=(lin,)))
     kv_all = impl == "eager" or m.is_mla  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
     kv = e * (a if kv_all else m.kv_heads) * (d + dv)
@@ -135,7 +139,7 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool) -> list[Saved]:
     mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
     items = []
     for i in range(m.norms_per_layer - 1):  # the MLP's norm, and Gemma-2's post-norms
-        items += _norm(m, h, e, what="mlp norm" if i == 0 else "post norm")
+        items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm")
     if not (m.parallel_attn and m.norms_per_layer == 1):  # a parallel block shares the attention's input
         items.append(Saved("mlp", "MLP input", e * h, needs=mlp_in))
     if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from .activations import groups, kept, layer_tensors, local
+from .per_gpu import memory_breakdown
 from .placement import stages, trainable
 from .settings import MemorySettings
 
@@ -49,8 +50,6 @@ class MiniSeqPieces:
 
 def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     """W_mem, I_mem and A_mem for ``s`` (training), from the same tensors as memory_breakdown."""
-    from .breakdown import memory_breakdown
-
     b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none"))
     par = s.parallel
     st = stages(m, par.pp)[0]

@@ -153,11 +153,14 @@ def _embedding_params(m: ModelSpec, tp: int) -> ParamSplit:
     a learned position table, an embedding norm."""
     h, V = m.hidden_size, m.vocab_size
     proj_in = embedding_projections(m).get("project_in")
-    p = ParamSplit(other=-(-V // tp) * m.embed_dim + (proj_in.params if proj_in else 0), factored=V + m.embed_dim)
+    p = ParamSplit(other=-(-V // tp) * m.embed_dim, factored=V + m.embed_dim)
+    if proj_in:
+        p += ParamSplit(other=proj_in.params, factored=proj_in.fan_in + proj_in.fan_out)
     if m.position_embedding == "learned":
-        p += ParamSplit(other=(m.max_position_embeddings + m.position_offset) * h, factored=h)
+        positions = m.max_position_embeddings + m.position_offset
+        p += ParamSplit(other=positions * h, factored=positions + h)
     if m.embedding_norm:
-        p += ParamSplit(other=norm_params(m, h), factored=h)
+        p += ParamSplit(other=norm_params(m, h), factored=norm_params(m, h))
     return p
 
 
@@ -169,7 +172,8 @@ def _head_params(m: ModelSpec, tp: int, holds_embedding: bool) -> ParamSplit:
     fnorm = norm_params(m, h) if m.final_norm else 0
     proj_out = embedding_projections(m).get("project_out")
     return ParamSplit(other=head + bias + fnorm + (proj_out.params if proj_out else 0),
-                      factored=(V + m.embed_dim if head else 0) + bias + fnorm)
+                      factored=(V + m.embed_dim if head else 0) + bias + fnorm
+                      + (proj_out.fan_in + proj_out.fan_out if proj_out else 0))
 
 
 def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:

@@ -179,8 +179,3 @@ def _train_precision(precision: str | None, dtype: str | None, finetune: str) ->
             raise SpecError(f"--precision {precision} needs a 16-bit --dtype (bf16 or fp16), got {dtype}; "
                             "quantized weights train only as a frozen base: --finetune lora or qlora")
     return precision, dtype
-
-
-def settings_fields(s: MemorySettings) -> dict:
-    """The settings as keyword arguments, to build a variant with a few fields changed."""
-    return {f: getattr(s, f) for f in s.__dataclass_fields__}

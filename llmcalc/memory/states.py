@@ -18,6 +18,8 @@ from .placement import ParamSplit
 from .settings import PRECISIONS, MemorySettings
 
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
+
+
 def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
     """(row name, bytes per value) of the fp32 master copy and each optimizer state (params.OPTIMIZERS)."""
     prec = PRECISIONS[precision]

@@ -10,18 +10,18 @@ first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits buf
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from ..units import fmt_bytes
-from .activations import GROUPS, Saved, groups, kept, layer_tensors, local
+from .activations import GROUPS, Saved, groups, kept, layer_tensors, local, norm_tensors
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .settings import PRECISIONS, MemorySettings
+from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, state_note
 
-RESERVE_NOTE = "CUDA context, NCCL/cuBLAS workspaces, allocator slack"
 PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
     "norms": ("activations/per_layer/norms", "norm inputs and statistics"),
     "attention": ("activations/per_layer/attention", "projection inputs, q, k, v, output"),
@@ -31,28 +31,6 @@ PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
 }
 RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
                    "full": "each layer's input kept, one layer rebuilt at a time"}
-
-
-@dataclass
-class StageMemory:
-    """One pipeline stage's rows, total, host-memory rows, summary entries and notes."""
-
-    rows: Rows
-    total: float
-    cpu: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-
-
-def _b(x: float) -> int:
-    """Bytes as an integer (fractional bytes come from int4 and averages; round to the nearest)."""
-    return round(x)
-
-
-def stage_note(st: Stage, pp: int, in_flight: int) -> str:
-    role = "first (embedding" + (f", {in_flight} micro-batches in flight, 1F1B)" if in_flight > 1 else ")") \
-        if st.first and pp > 1 else "last (LM head and loss)"
-    return f"pipeline stage {st.index} of {pp}: {role}, {st.layers} layers"
 
 
 def in_flight(s: MemorySettings, st: Stage) -> int:
@@ -96,8 +74,8 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered"}
     for key, value in subs.items():
-        r.add(key, _b(value), notes[key])
-    r.add("weights", _b(main + gathered), note)
+        r.add(key, whole_bytes(value), notes[key])
+    r.add("weights", whole_bytes(main + gathered), note)
     return main
 
 
@@ -112,10 +90,10 @@ def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int)
 def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     g = states.gradients
     if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU
-        cpu["cpu/gradients"], g = g, 0.0
+        cpu["cpu/gradients"] = g
         r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)")
         return 0.0
-    r.add("gradients", _b(g), f"{PRECISIONS[s.precision].grads:g} B/param"
+    r.add("gradients", whole_bytes(g), f"{PRECISIONS[s.precision].grads:g} B/param"
           + _sharded_note(s, p, not states.weight_rows, 2))
     return g
 
@@ -127,8 +105,8 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
         r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
         return 0.0
     for key, value in opt.items():
-        r.add(key, _b(value), state_note(key, s))
-    r.add("optimizer", _b(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1))
+        r.add(key, whole_bytes(value), state_note(key, s))
+    r.add("optimizer", whole_bytes(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1))
     return sum(opt.values())
 
 
@@ -183,10 +161,8 @@ def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> 
 
 def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
     """Final norm, the LM head's input (only when the head trains), labels."""
-    from .activations import _norm
-
     e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
-    items = (_norm(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
+    items = (norm_tensors(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
     return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
 
 
@@ -205,23 +181,23 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> floa
     for g in GROUPS:
         if shown.groups[g]:
             row, note = PER_LAYER_ROWS[g]
-            r.add(row, _b(shown.groups[g]), note, total=None)
-    r.add("activations/per_layer", _b(shown.layer), "one layer, one micro-batch, this GPU", total=None)
-    r.add("activations/layers", _b(saved * flight), f"{st.layers} layers"
+            r.add(row, whole_bytes(shown.groups[g]), note, total=None)
+    r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None)
+    r.add("activations/layers", whole_bytes(saved * flight), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
           + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute])
     emb = head = 0.0
     if st.first:
         emb, what = _embedding_activations(m, s, loc, targets is None)
         emb *= flight
-        r.add("activations/embedding", _b(emb), what)
+        r.add("activations/embedding", whole_bytes(emb), what)
     if st.last:
         head = _head_activations(m, s, loc, targets is None)
-        r.add("activations/head", _b(head), "final norm, LM head input, labels")
+        r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
     if transient:
-        r.add("activations/transient", _b(transient), _transient_note(s))
+        r.add("activations/transient", whole_bytes(transient), _transient_note(s))
     total = saved * flight + emb + head + transient
-    r.add("activations", _b(total), "saved for backward")
+    r.add("activations", whole_bytes(total), "saved for backward")
     return total
 
 
@@ -250,9 +226,9 @@ def add_logits(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> float:
     par = s.parallel
     chunk = -(-s.seq // s.mini_seq)  # Mini-Sequence: the LM head and loss run s/M tokens at a time
     elements = s.batch * math.ceil(chunk / par.cp) * -(-m.vocab_size // par.tp)  # vocab-parallel loss
-    r.add("logits/log_probs", _b(elements * lb), f"log-softmax in {s.loss_dtype}, kept for backward")
-    r.add("logits/grad", _b(2 * elements * lb), "its gradient and the logits' gradient")
-    r.add("logits", _b(3 * elements * lb),
+    r.add("logits/log_probs", whole_bytes(elements * lb), f"log-softmax in {s.loss_dtype}, kept for backward")
+    r.add("logits/grad", whole_bytes(2 * elements * lb), "its gradient and the logits' gradient")
+    r.add("logits", whole_bytes(3 * elements * lb),
           f"3 x b·s{'/M' if s.mini_seq > 1 else ''}·V x {lb:g} B at the start of backward")
     return 3 * elements * lb
 
@@ -272,16 +248,16 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
         notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
                      "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
     r.add("kv_cache", 0, "training keeps no KV cache")
-    r.add("reserve", _b(s.reserve), RESERVE_NOTE)
+    r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE)
     total = sum(r[k] for k in ("weights", "gradients", "optimizer", "activations", "logits", "reserve"))
     r.add("total", total, "per GPU")
     for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer
-        r.add(row, _b(value), "host memory, this GPU's share", total="cpu")
+        r.add(row, whole_bytes(value), "host memory, this GPU's share", total="cpu")
     if cpu:
-        r.add("cpu", _b(sum(cpu.values())), "not in total", total="cpu")
+        r.add("cpu", whole_bytes(sum(cpu.values())), "not in total", total="cpu")
     flight = in_flight(s, st)
-    summary = {"model_states": Quantity(_b(resident), "byte"), "params_per_gpu": Quantity(_b(p.total), "params"),
-               "trainable_per_gpu": Quantity(_b(states.trainable), "params"),
+    summary = {"model_states": Quantity(whole_bytes(resident), "byte"), "params_per_gpu": Quantity(whole_bytes(p.total), "params"),
+               "trainable_per_gpu": Quantity(whole_bytes(states.trainable), "params"),
                "stage": Quantity(st.index, "count"), "in_flight": Quantity(flight, "count")}
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))

@@ -1,4 +1,4 @@
-"""memory_breakdown: the rows of the stage that needs the most memory, and whether it fits."""
+"""memory_breakdown, memory per GPU: the rows of the stage that needs the most memory, and whether it fits."""
 
 from __future__ import annotations
 

@@ -1,0 +1,32 @@
+"""What training and inference both fill in for one pipeline stage's GPU, and the helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..breakdown import Rows
+from .placement import Stage
+
+RESERVE_NOTE = "CUDA context, NCCL/cuBLAS workspaces, allocator slack"
+
+
+@dataclass
+class StageMemory:
+    """One pipeline stage's rows, total, host-memory rows, summary entries and notes."""
+
+    rows: Rows
+    total: float
+    cpu: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def whole_bytes(x: float) -> int:
+    """Bytes as an integer (fractional bytes come from int4 and averages; round to the nearest)."""
+    return round(x)
+
+
+def stage_note(st: Stage, pp: int, in_flight: int) -> str:
+    role = "first (embedding" + (f", {in_flight} micro-batches in flight, 1F1B)" if in_flight > 1 else ")") \
+        if st.first and pp > 1 else "last (LM head and loss)"
+    return f"pipeline stage {st.index} of {pp}: {role}, {st.layers} layers"
