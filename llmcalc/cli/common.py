@@ -9,9 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from ..breakdown import Breakdown
+from ..dtypes import DTYPES
 from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
-from ..dtypes import DTYPES
 from ..spec import SpecError
 from ..units import UnitError, parse_length
 
