@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 # Base units. Display conversion lives in units.py; values here are never pre-formatted.
 UNITS = ("params", "FLOP", "FLOP/s", "byte", "byte/s", "s", "token", "token/s", "ratio", "count")
@@ -27,16 +27,11 @@ class Row:
             raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(NamedTuple):  # a NamedTuple: breakdown loads on every CLI call (see dtypes.Dtype)
     """A value and its base unit; unit None for labels, flags and plain counts (``stage``, ``fits``)."""
 
     value: Any
     unit: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.unit is not None and self.unit not in UNITS:
-            raise ValueError(f"unknown unit {self.unit!r}")
 
 
 class Quantities(Mapping):
@@ -47,6 +42,9 @@ class Quantities(Mapping):
         if isinstance(items, Quantities):
             items = items.quantities()
         self._items = {k: v if isinstance(v, Quantity) else Quantity(v) for k, v in (items or {}).items()}
+        for key, q in self._items.items():
+            if q.unit is not None and q.unit not in UNITS:
+                raise ValueError(f"unknown unit {q.unit!r} for {key!r}")
 
     def __getitem__(self, key: str) -> Any:
         return self._items[key].value

@@ -10,6 +10,7 @@ kernels compute; Megatron-LM halves the product the same way).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
 from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
@@ -139,8 +140,7 @@ class FlopsSettings:
         return self.sequences * self.seq
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dtypes.Dtype)
     """The forward FLOPs of one step, and what each kind of recomputation re-runs of it."""
 
     forward: float

@@ -124,17 +124,10 @@ def _gpt_neox(c: Fields) -> dict:  # Pythia, GPT-NeoX-20B: fused biased qkv, 2 L
 
 
 def _gptj(c: Fields) -> dict:  # GPT-J: one ln_1 feeds attention and MLP in parallel; lm_head has a bias
-    # rotary_dim (partial rotary) adds no parameters
-    h, heads = c.int("n_embd", "hidden_size"), c.int("n_head", "num_attention_heads")
-    return {"hidden_size": h, "num_hidden_layers": c.int("n_layer", "num_hidden_layers"),
-            "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": c.int("vocab_size"),
-            "intermediate_size": c.int("n_inner", default=4 * h),
-            "max_position_embeddings": c.int("n_positions", "max_position_embeddings"),
-            "mlp_type": "plain", "hidden_act": str(c.get("activation_function", default="gelu_new")),
-            "norm_type": "layernorm", "norm_bias": True, "norms_per_layer": 1, "parallel_attn": True,
-            "position_embedding": "rotary", "tie_word_embeddings": c.flag("tie_word_embeddings", False),
-            "attention_bias": False, "attention_out_bias": False, "mlp_bias": True, "lm_head_bias": True,
-            "dropout": _dropout(c)}
+    # GPT-2's field names and shape; rotary_dim (partial rotary) adds no parameters
+    return {**_gpt2(c), "norms_per_layer": 1, "parallel_attn": True, "position_embedding": "rotary",
+            "tie_word_embeddings": c.flag("tie_word_embeddings", False), "attention_bias": False,
+            "attention_out_bias": False, "lm_head_bias": True}
 
 
 def _opt(c: Fields) -> dict:  # OPT: learned positions offset by 2; post-LN variants drop the final norm

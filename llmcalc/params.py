@@ -8,14 +8,14 @@ this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank proje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES
 from .spec import ModelSpec, SpecError
 
 
-@dataclass(frozen=True)
-class Optimizer:
+class Optimizer(NamedTuple):  # a NamedTuple: params loads on every CLI call (see dtypes.Dtype)
     """The states an optimizer keeps (their row names under ``optimizer/``) and their width."""
 
     states: tuple[str, ...]  # memory's rows, one per state (bytes: memory/states.model_state_bytes)

@@ -313,6 +313,16 @@ class Parallelism:
         if self.sp and self.tp == 1:
             raise SpecError("--sp (sequence parallel) needs --tp > 1")
 
+    @property
+    def replicas(self) -> int:
+        """Ranks that hold the same weights, over which ZeRO shards: dp x cp."""
+        return self.dp * self.cp
+
+    @property
+    def expert_replicas(self) -> int:
+        """Ranks that hold the same routed experts: dp x cp / ep."""
+        return max(1, self.replicas // self.ep)
+
     @classmethod
     def resolve(cls, gpus: int | None = None, tp: int | None = None, pp: int | None = None,
                 dp: int | None = None, cp: int | None = None, ep: int | None = None,

@@ -169,7 +169,7 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     lookup = 0 if m.tie_word_embeddings else m.vocab_size * m.embed_dim
     idle = m.moe_layers * m.num_experts * (1 - m.num_experts_per_tok / m.num_experts) ** batch * expert_params(m) \
         if m.is_moe else 0
-    read = replace(p, other=p.other - lookup, experts=p.experts - idle)
+    read = p._replace(other=p.other - lookup, experts=p.experts - idle)
     return sum(read.weight_bytes(dtype).values())
 
 

@@ -8,7 +8,7 @@ EP splits the routed experts, PP gives each stage a contiguous run of layers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, FLOAT_DTYPES, SCALE_BYTES, UNQUANTIZED_BYTES
 from ..params import attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
@@ -34,8 +34,7 @@ def check_layout(m: ModelSpec, par: Parallelism) -> None:
         raise SpecError(f"--ep {par.ep} must divide the {m.num_experts} experts of {m.name}")
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dtypes.Dtype)
     index: int
     layers: int  # layers held by this stage
     dense: int  # of which dense (DeepSeek's first_k_dense_replace layers come first)
@@ -65,9 +64,11 @@ def whole_model(m: ModelSpec) -> Stage:
     return stages(m, 1)[0]
 
 
-@dataclass(frozen=True)
-class ParamSplit:
-    """Parameters held by one GPU, split the ways the byte counts need."""
+class ParamSplit(NamedTuple):
+    """Parameters held by one GPU, split the ways the byte counts need.
+
+    A NamedTuple (loads with `params`; see dtypes.Dtype) whose ``+`` adds field by field.
+    """
 
     linear: float = 0  # weight matrices inside the blocks (quantizable; LoRA's frozen base)
     other: float = 0  # norms, biases, routers, embeddings, LM head (kept 16-bit when quantizing)

@@ -42,16 +42,15 @@ def in_flight(s: MemorySettings, st: Stage) -> int:
 
 def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> States:
     par = s.parallel
-    nd = par.dp * par.cp  # ZeRO shards over every rank holding the same weights (dp x cp)
     targets = trainable(m, s.finetune, s.lora_targets)
     if targets is None:
-        return full_states(p, s, nd, max(1, nd // par.ep))  # experts are replicated over dp·cp/ep ranks
-    return adapter_states(p, s, nd, lora_params(m, par, st, targets, s.lora_rank), targets)
+        return full_states(p, s, par.replicas, par.expert_replicas)
+    return adapter_states(p, s, par.replicas, lora_params(m, par, st, targets, s.lora_rank), targets)
 
 
 def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
     """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers."""
-    if s.zero < 3 or s.parallel.dp * s.parallel.cp == 1:
+    if s.zero < 3 or s.parallel.replicas == 1:
         return 0.0
     layer = max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
     return 2 * layer * (PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype])
@@ -59,7 +58,7 @@ def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
 
 def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: dict) -> float:
     """The weights rows; returns the bytes of weights resident on the GPU outside the gathered layers."""
-    nd = s.parallel.dp * s.parallel.cp
+    nd = s.parallel.replicas
     full = not states.weight_rows
     gathered = _gathered(m, s, full)
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
@@ -80,9 +79,7 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
 
 
 def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
-    par = s.parallel
-    nd = par.dp * par.cp
-    nd_e = max(1, nd // par.ep)
+    nd, nd_e = s.parallel.replicas, s.parallel.expert_replicas
     experts = f", experts / {nd_e}" if p.experts and full and nd_e != nd else ""
     return f" / {nd} (ZeRO-{s.zero}){experts}" if s.zero >= from_stage else ""
 
