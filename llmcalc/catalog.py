@@ -39,7 +39,7 @@ LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
                  "interconnect": "byte/s"}
 
 
-SHOW_UNITS = {"memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
+SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
               "total_params": "params"}
 
 

@@ -24,8 +24,8 @@ class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
 
 
-GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "memory_bandwidth_tb_s",
-            "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}
+GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
+            "memory_bandwidth_tb_s", "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}
 
 
 def builtin_dir() -> Path:
@@ -166,7 +166,7 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {near[0]}?)" if near else ""
 
 
-_GPU_NUMBERS = ("memory_gib", "memory_gb", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w")
+_GPU_NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w")
 
 
 def _check_gpu_fields(name: str, fields: dict, where: str) -> None:
@@ -203,9 +203,14 @@ def _gpu_peaks(name: str, fields: dict, where: str) -> dict[str, float]:
 def _build_gpu(name: str, fields: dict, where: str) -> GPUSpec:
     memory_bytes = _gpu_memory_bytes(name, fields, where)
     peak_flops = _gpu_peaks(name, fields, where)
+    device = fields.get("device_memory_gib")
+    if device is not None and not 0 < device < 2**20:
+        raise PresetError(f"{where}: {name}.device_memory_gib must be a positive number of GiB, got {device!r}")
     return GPUSpec(
         name=name,
         memory_bytes=memory_bytes,
+        device_memory_bytes=round(device * 2**30) if device is not None else None,
+        device_memory_source=str(fields.get("device_memory_source", "")),
         memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
         interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
         peak_flops=peak_flops,

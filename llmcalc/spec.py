@@ -241,7 +241,7 @@ class GPUSpec:
     """One accelerator: dense peak compute per dtype, memory, bandwidths (datasheet figures)."""
 
     name: str
-    memory_bytes: int  # what the device offers (an "80 GB" A100 is 80 GiB)
+    memory_bytes: int  # nominal: what the datasheet offers (an "80 GB" A100 is 80 GiB), for display
     memory_bandwidth: float  # HBM/GDDR bytes per second
     interconnect_bandwidth: float  # GPU-to-GPU bytes per second, one direction; 0 = PCIe only
     peak_flops: Mapping[str, float] = field(default_factory=dict)  # FLOP/s per dtype, dense
@@ -250,10 +250,16 @@ class GPUSpec:
     source: str = ""
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    # What the driver reports to the runtime as total (torch.cuda.mem_get_info()[1]): the ECC and
+    # driver reservations come off the nominal figure (an "80 GB" H100 shows 79.18 GiB).
+    device_memory_bytes: int | None = None
+    device_memory_source: str = ""
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
         _positive(where, "memory", self.memory_bytes)
+        if self.device_memory_bytes is not None:
+            _positive(where, "device_memory", self.device_memory_bytes)
         _positive(where, "memory_bandwidth", self.memory_bandwidth)
         if self.interconnect_bandwidth < 0:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
@@ -262,6 +268,11 @@ class GPUSpec:
         for dtype, value in self.peak_flops.items():
             check_choice(f"{where}: tflops dtype", dtype, DTYPES)
             _positive(where, f"tflops.{dtype}", value)
+
+    @property
+    def usable_bytes(self) -> int:
+        """The capacity every fit is judged against: the driver's total where known, else nominal."""
+        return self.device_memory_bytes or self.memory_bytes
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""

@@ -21,7 +21,7 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     build = train_stage if s.mode == "train" else infer_stage
     res = max((build(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
     summary = {"total": Quantity(round(res.total), "byte")}
-    capacity = s.gpu_memory or (gpu.memory_bytes if gpu else None)
+    capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
     if capacity is not None:
         usable = int(capacity * s.gpu_util)
         summary.update(capacity=Quantity(int(capacity), "byte"), usable=Quantity(usable, "byte"),
