@@ -28,12 +28,25 @@ DTYPE_TABLE: dict[str, Dtype] = {
     "int8": Dtype(1, "bf16", "bf16"),
     "fp4": Dtype(0.5, "bf16", "bf16"),
     "int4": Dtype(0.5, "bf16", "bf16"),
+    # llama.cpp's GGUF file types: bits per weight averaged over every tensor of the file (blocks
+    # with their scales; the mixes keep attn_v, ffn_down and the output in wider types). q8_0 and
+    # q4_0 are their block layouts (34 and 18 bytes per 32 weights); the k-quant mixes the averages
+    # llama.cpp's quantize README lists for Llama-2-7B. Dequantized to f16 to multiply; f16 KV cache.
+    "q8_0": Dtype(8.5 / 8, "fp16", "fp16"),
+    "q6_k": Dtype(6.56 / 8, "fp16", "fp16"),
+    "q5_k_m": Dtype(5.68 / 8, "fp16", "fp16"),
+    "q4_k_m": Dtype(4.84 / 8, "fp16", "fp16"),
+    "q4_0": Dtype(4.5 / 8, "fp16", "fp16"),
+    "q3_k_m": Dtype(3.91 / 8, "fp16", "fp16"),
+    "q2_k": Dtype(3.35 / 8, "fp16", "fp16"),
 }
 DTYPES = tuple(DTYPE_TABLE)
 DTYPE_BYTES = {name: d.nbytes for name, d in DTYPE_TABLE.items()}
 # Formats that hold activations and KV as they are (not weight-only quantized).
 FLOAT_DTYPES = tuple(name for name, d in DTYPE_TABLE.items() if d.activations == name)
 HALF_DTYPES = ("bf16", "fp16")
+# Whole-file averages: every parameter (embedding and head too) at the format's bits per weight.
+GGUF_DTYPES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k")
 
 # Quantized checkpoints (GPTQ/AWQ layout): block linears in the format, one fp16 scale per group of
 # sub-byte weights (zero points not counted); embeddings, norms, biases and head stay 16-bit.

@@ -11,7 +11,6 @@ import dataclasses
 from typing import Callable
 
 from .breakdown import Breakdown, Quantity, Rows
-from .kvcache import block_rounded
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .spec import GPUSpec, ModelSpec, SpecError
 from .units import fmt_bytes
@@ -112,8 +111,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
 
-    Inference follows vLLM: each request's KV cache is allocated in blocks of ``s.kv_block`` (16)
-    tokens, as `memory` counts it, so both agree at the boundary. With ``latency`` (batch -> a latency
+    Inference follows the engine (``s.engine``): requests of ``s.seq`` tokens fit while the KV pool
+    holds them (vLLM: whole 16-token blocks), the test `memory` makes, so max_batch is the integer
+    part of `memory`'s max_concurrency. With ``latency`` (batch -> a latency
     Breakdown with summary ``feasible``), also the largest batch meeting the latency targets.
     """
     _capacity_needed(gpu, s, "max-batch")
@@ -140,10 +140,10 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                "usable": shown.summary.quantity("usable"), "dominant": _dominant(shown)}
     notes = []
     if s.mode == "infer":
-        per_request = shown.summary.get("kv_per_request")
-        notes.append(f"KV cache per request rounded up to {s.kv_block}-token blocks: "
-                     f"{block_rounded(s.seq, s.kv_block)} tokens"
-                     + (f", {fmt_bytes(per_request)} per GPU" if per_request else ""))
+        summary.update(kv_cache_capacity=shown.summary.quantity("kv_cache_capacity"),
+                       max_concurrency=shown.summary.quantity("max_concurrency"))
+        notes.append(f"{s.engine}: the KV pool holds {shown.summary['kv_cache_capacity']:,} tokens, "
+                     f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens")
     if fast is not None:
         summary["latency_max_batch"] = fast
         summary["limited_by"] = "memory" if best <= fast else "latency"

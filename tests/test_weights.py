@@ -30,7 +30,7 @@ def test_llama3_8b_int4_by_hand():
 def test_params_memory_and_latency_agree(model, dtype):
     m = load_model(model)
     params = params_breakdown(m, dtype).summary["weight_bytes"]
-    memory = memory_breakdown(m, None, MemorySettings(mode="infer", dtype=dtype, seq=16)).value("weights")
+    memory = memory_breakdown(m, None, MemorySettings(mode="infer", dtype=dtype, seq=16, engine="hf")).value("weights")
     assert memory == round(params)
     # latency reads every weight once all experts are touched, less the untied embedding (a lookup)
     lookup = 0 if m.tie_word_embeddings else m.vocab_size * m.hidden_size * (4 if dtype == "fp32" else 2)

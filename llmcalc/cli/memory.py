@@ -11,11 +11,12 @@ import typer
 
 from ..dtypes import FLOAT_DTYPES
 from ..memory import ATTENTION_IMPLS, FINETUNES, MODES, PRECISIONS
+from ..memory.engines import ENGINES
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
 from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, TpOpt, _each, _emit, _fmt, _gpus, _models,
-                     _split, app, choices, default_seq, with_options)
+                     _split, app, choices, default_seq, unused, with_options)
 
 # -- the options memory, max-seq and max-batch share -------------------------------------------
 Mode = choices("Mode", MODES)
@@ -42,10 +43,16 @@ FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (f
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
 LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all.")]
 GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
-GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory (default 1.0 train, 0.9 infer as vLLM).")]
+GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
-ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes for CUDA context, workspaces, fragmentation (default 1GiB).")]
-PrefillChunkOpt = Annotated[Optional[str], typer.Option("--prefill-chunk", help="Tokens per prefill step (infer activations; default 8192).")]
+ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed extra bytes: train 1GiB (CUDA context, workspaces, fragmentation); infer 0 (the engine models its own).")]
+Engine = choices("Engine", ENGINES)
+EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", help="infer: the serving engine whose accounting to follow (default vllm).")]
+EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="infer: the engine release to follow (vllm default 0.7.3, the V0 engine; 0.8+ is V1).")]
+PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens). Default: the engine's.")]
+MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, help="infer, vllm: concurrent sequences (sizes the sampler's profile). Default: the release's.")]
+EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="infer, vllm: no CUDA graphs.")]
+BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", min=1, help="infer: KV block (page) size in tokens. Default: the engine's (vLLM 16).")]
 
 
 def memory_options(
@@ -69,6 +76,11 @@ def memory_options(
     gpu_memory: GpuMemoryOpt = None,
     reserve: ReserveOpt = None,
     prefill_chunk: PrefillChunkOpt = None,
+    engine: EngineOpt = None,
+    engine_version: EngineVersionOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    enforce_eager: EnforceEagerOpt = False,
+    block_size: BlockSizeOpt = None,
 ) -> None:
     """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
 
@@ -108,9 +120,15 @@ def memory(
 
 def settings_from_options(**o) -> dict:
     """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
-    from ..memory import DEFAULT_PREFILL_CHUNK, DEFAULT_RESERVE
+    from ..memory.engines import DEFAULT_ENGINE, ignored_knobs
 
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
+    knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
+                 max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
+    if o["mode"].value == "infer":
+        engine = value(o["engine"]) or DEFAULT_ENGINE
+        for flag in ignored_knobs(engine, knobs):
+            unused(flag, f"with --engine {engine} (it has no such setting)", True)
     return dict(
         mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=o["optimizer"].value, zero=o["zero"], recompute=o["recompute"].value,
@@ -118,7 +136,7 @@ def settings_from_options(**o) -> dict:
         mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
         lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])), group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
-        reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else DEFAULT_RESERVE,
-        prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else DEFAULT_PREFILL_CHUNK,
+        reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,
+        engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
                                      mode=o["mode"].value))

@@ -1,7 +1,7 @@
-"""Inference memory per GPU: weights in their dtype, the KV cache of ``batch`` requests of ``seq``
-tokens (kvcache.py, in vLLM's 16-token blocks), the working set of one prefill chunk, the last
-position's logits, and a reserve; usable memory is capacity x ``gpu_util`` (vLLM's
-gpu_memory_utilization).
+"""Inference memory per GPU, as the chosen serving engine accounts for it (memory/engines).
+
+Shared here: the weights rows, the working set of a prefill chunk, and the rows of engines that
+allocate the KV cache as requests need it (``growing_stage``: transformers, llama.cpp).
 """
 
 from __future__ import annotations
@@ -10,75 +10,82 @@ import math
 
 from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES
-from ..kvcache import block_rounded, kv_cache_bytes, kv_values_per_token_layer
+from ..kvcache import kv_cache_bytes, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
 from .activations import layer_tensors, local, working_set
-from .placement import ParamSplit, Stage, stage_params
+from .placement import ParamSplit, Stage
 from .settings import MemorySettings
-from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
+from .stage import StageMemory, stage_note, whole_bytes
 
 
-def add_weights(r: Rows, p: ParamSplit, s: MemorySettings) -> None:
-    """Weights in ``s.dtype`` (ParamSplit.weight_bytes): quantized ones as linears, scales and the 16-bit rest."""
+def add_weights(r: Rows, p: ParamSplit, s: MemorySettings, buffers: float = 0.0, what: str = "") -> None:
+    """Weights in ``s.dtype`` (ParamSplit.weight_bytes): quantized ones as linears, scales and the
+    16-bit rest; plus ``buffers`` bytes the model builds beside them (``what`` they are)."""
     parts = p.weight_bytes(s.dtype, s.group_size)
-    total = sum(parts.values())
+    total = sum(parts.values()) + buffers
     nbytes = DTYPE_BYTES[s.dtype]
+    extra = f" + {what} {fmt_bytes(buffers)}" if buffers else ""
+    if buffers:
+        r.add("weights/buffers", whole_bytes(buffers), what)
     if "weights" in parts:
-        r.add("weights", whole_bytes(total), f"{nbytes:g} B/param x {fmt_params(p.total)} params")
+        r.add("weights", whole_bytes(total), f"{nbytes:g} B/param x {fmt_params(p.total)} params{extra}")
         return
     r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(p.quantizable)} linear weights")
     if parts["scales"]:
         r.add("weights/scales", whole_bytes(parts["scales"]), f"16-bit scale per {s.group_size} weights (zero points not counted)")
     r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit")
     bits = (parts["quantized"] + parts["scales"]) * 8 / p.quantizable
-    r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight")
+    r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}")
 
 
-def prefill_activations(m: ModelSpec, s: MemorySettings, st: Stage) -> tuple[float, int]:
-    """(bytes, tokens) of one prefill chunk's working set, one layer at a time (activations.working_set):
-    the largest over the layer kinds the stage holds."""
+def prefill_activations(m: ModelSpec, s: MemorySettings, st: Stage, chunk: int) -> float:
+    """Bytes of the working set of a prefill of ``chunk`` tokens, one layer at a time
+    (activations.working_set): the largest over the layer kinds the stage holds."""
     par = s.parallel
-    chunk = math.ceil(min(s.prefill_chunk, s.batch * s.seq) / par.cp)
     e = DTYPE_BYTES[s.compute_dtype]
-    loc = local(m, s.attention_impl, chunk, s.seq, par.tp, False)
+    loc = local(m, s.attention_impl, math.ceil(chunk / par.cp), s.seq, par.tp, False)
     kinds = ([False] if st.dense else []) + ([True] if st.moe else [])
     return max(working_set(m, layer_tensors(m, s.attention_impl, e, moe, training=False), loc, e)
-               for moe in kinds), chunk
+               for moe in kinds)
 
 
-def _kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
+def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
     tp = s.parallel.tp
     heads = "MLA latent (replicated over TP)" if m.is_mla else \
         f"2 x {math.ceil(m.kv_heads / tp)} kv heads x {m.qk_head_dim}" + \
         (" (replicated: TP > kv heads)" if tp > m.kv_heads else "")
-    return f"{s.batch} x {context} tokens x {st.layers} layers x {heads} x {DTYPE_BYTES[s.kv_dtype]:g} B"
+    return f"{s.batch} x {context:,} tokens x {st.layers} layers x {heads} x {DTYPE_BYTES[s.kv_dtype]:g} B"
 
 
-def infer_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
-    """Every inference row of one pipeline stage's GPU, its total and its summary entries."""
+def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: float, context: int,
+                  notes: list[str]) -> StageMemory:
+    """Close the rows of an engine that allocates the KV cache for the requests it holds: the
+    cache of ``s.batch`` requests of ``context`` positions, the total, whether it fits
+    ``usable``, and the capacity: the tokens (and requests of ``s.seq``) the room left would hold."""
     par = s.parallel
-    p = stage_params(m, par, st)
-    r = Rows("byte")
-    add_weights(r, p, s)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    act, chunk = prefill_activations(m, s, st)
-    r.add("activations", whole_bytes(act), f"one prefill chunk of {chunk} tokens, one layer at a time")
-    e = DTYPE_BYTES[s.compute_dtype]
-    logits = s.batch * m.vocab_size * (e + 4) if st.last else 0  # last position's logits + fp32 copy (sampler)
-    r.add("logits", whole_bytes(logits), "last position per request, 16-bit + fp32" if st.last else "not on this stage")
-    context = block_rounded(s.seq, s.kv_block)
     kv = kv_cache_bytes(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
-    r.add("kv_cache", whole_bytes(kv), _kv_note(m, s, st, context))
-    r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE)
-    total = r["weights"] + r["activations"] + r["logits"] + r["kv_cache"] + r["reserve"]
+    r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context))
+    other = sum(r[k] for k in ("weights", "non_torch", "activations", "logits", "cuda_graphs", "reserve") if k in r)
+    total = other + kv
     r.add("total", whole_bytes(total), "per GPU")
-    per_token = kv_values_per_token_layer(m, par.tp) * DTYPE_BYTES[s.kv_dtype] * st.layers
-    summary = {"kv_per_token": Quantity(whole_bytes(per_token), "byte"), "kv_per_request": Quantity(whole_bytes(kv / s.batch), "byte"),
-               "params_per_gpu": Quantity(whole_bytes(p.total), "params"), "stage": Quantity(st.index, "count")}
-    notes = [f"KV cache in {s.kv_dtype}, {s.kv_block}-token blocks (vLLM); {s.attention_impl} attention; "
-             f"usable = capacity x {s.gpu_util:g} (vLLM gpu_memory_utilization); reserve {fmt_bytes(s.reserve)}"]
-    if par.pp > 1:
-        notes.append(stage_note(st, par.pp, 1))
-    return StageMemory(r, total, {}, summary, notes)
+    per_token = kv_values_per_token_layer(m, par.tp) * DTYPE_BYTES[s.kv_dtype] * st.layers / par.cp
+    room = max(0.0, usable - other)
+    tokens = int(room // per_token) if per_token else 0
+    per_request = kv / s.batch
+    summary = {"kv_cache_budget": Quantity(whole_bytes(room), "byte"),
+               "kv_cache_capacity": Quantity(tokens, "token"),
+               "max_concurrency": Quantity(round(room / per_request, 4) if per_request else 0.0, "count"),
+               "kv_per_token": Quantity(whole_bytes(per_token), "byte"),
+               "kv_per_request": Quantity(whole_bytes(per_request), "byte"),
+               "kv_needed": Quantity(whole_bytes(kv), "byte"), "stage": Quantity(st.index, "count")}
+    res = StageMemory(r, total, {}, summary, notes + ([stage_note(st, par.pp, 1)] if par.pp > 1 else []))
+    res.usable, res.fits = usable, total <= usable
+    return res
+
+
+def infer_stage(m: ModelSpec, s: MemorySettings, st: Stage, dev) -> StageMemory:
+    """Every inference row of one pipeline stage's GPU, as ``s.engine`` sizes it."""
+    from .engines import engine_module
+
+    return engine_module(s.engine).stage(m, s, st, dev)

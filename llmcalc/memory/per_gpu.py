@@ -18,14 +18,19 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     last stage are computed and the larger reported (summary ``stage``).
     """
     check_layout(m, s.parallel)
-    build = train_stage if s.mode == "train" else infer_stage
-    res = max((build(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
-    summary = {"total": Quantity(round(res.total), "byte")}
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
+    if s.mode == "train":
+        res = max((train_stage(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
+    else:  # the engine's pool is as small as its tightest stage (vLLM and SGLang take the minimum)
+        dev = device(gpu, capacity)
+        res = min((infer_stage(m, s, st, dev) for st in stages(m, s.parallel.pp)),
+                  key=lambda x: (x.fits is not False, x.summary["kv_cache_capacity"]))
+    summary = {"total": Quantity(round(res.total), "byte")}
     if capacity is not None:
-        usable = int(capacity * s.gpu_util)
+        usable = int(capacity * s.gpu_util) if res.usable is None else int(res.usable)
+        fits = res.total <= usable if res.fits is None else res.fits
         summary.update(capacity=Quantity(int(capacity), "byte"), usable=Quantity(usable, "byte"),
-                       fits=res.total <= usable, headroom=Quantity(usable - round(res.total), "byte"))
+                       fits=fits, headroom=Quantity(usable - round(res.total), "byte"))
     if res.cpu:
         summary["cpu"] = Quantity(round(sum(res.cpu.values())), "byte")
     summary.update(res.summary)
@@ -33,6 +38,16 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     return Breakdown(command="memory", title=f"Memory per GPU of {m.name}, {what}", model=m.name,
                      gpu=gpu.name if gpu else None, rows=res.rows.build(), summary=summary,
                      inputs=_inputs(s), notes=tuple(res.notes))
+
+
+def device(gpu: GPUSpec | None, capacity: int | None):
+    """The device an engine sizes for: the driver's total (or --gpu-memory), the name, NVLink or not.
+    Without a GPU the engines size for an 80 GiB card (stated in the notes)."""
+    from .engines.common import NVLINK_BYTES_PER_S, Device
+
+    if capacity is None:
+        return Device(80 * 2**30, "unspecified 80 GiB GPU", True)
+    return Device(int(capacity), gpu.name if gpu else "GPU", bool(gpu and gpu.interconnect_bandwidth >= NVLINK_BYTES_PER_S))
 
 
 def _inputs(s: MemorySettings) -> dict:
@@ -47,7 +62,9 @@ def _inputs(s: MemorySettings) -> dict:
         if s.finetune != "full":
             inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
     else:
-        inputs.update(kv_dtype=s.kv_dtype, group_size=s.group_size, prefill_chunk=s.prefill_chunk)
+        inputs.update(engine=s.engine, engine_version=s.engine_version, kv_dtype=s.kv_dtype,
+                      group_size=s.group_size, max_num_batched_tokens=s.prefill_chunk, max_num_seqs=s.max_num_seqs,
+                      block_size=s.kv_block, enforce_eager=s.enforce_eager)
     inputs.update(gpus=par.gpus, tp=par.tp, pp=par.pp, dp=par.dp, cp=par.cp, ep=par.ep, sp=par.sp,
                   gpu_util=s.gpu_util, reserve=Quantity(s.reserve, "byte"),
                   gpu_memory=Quantity(s.gpu_memory, "byte"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, FLOAT_DTYPES, SCALE_BYTES, UNQUANTIZED_BYTES
+from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, FLOAT_DTYPES, GGUF_DTYPES, SCALE_BYTES, UNQUANTIZED_BYTES
 from ..params import attention_linears, embedding_projections, layer_norms, mlp_linears, norm_params
 from ..spec import ModelSpec, Parallelism, SpecError
 
@@ -93,7 +93,7 @@ class ParamSplit(NamedTuple):
         weights; dtypes.py).
         """
         nbytes = DTYPE_BYTES[dtype]
-        if dtype in FLOAT_DTYPES:
+        if dtype in FLOAT_DTYPES or dtype in GGUF_DTYPES:  # GGUF: averages over the whole file
             return {"weights": self.total * nbytes}
         scales = self.quantizable / group_size * SCALE_BYTES if nbytes < 1 else 0
         return {"quantized": self.quantizable * nbytes, "scales": scales,

@@ -15,11 +15,12 @@ ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params")
 
-DEFAULT_RESERVE = 1 * GiB  # CUDA context (~0.5 GiB on Hopper, CUDA 12) + NCCL/cuBLAS workspaces + allocator slack
-DEFAULT_GPU_UTIL = {"train": 1.0, "infer": 0.9}  # infer: vLLM's gpu_memory_utilization default
+# Training: CUDA context (0.52 GiB measured on an H100, CUDA 13) + NCCL/cuBLAS workspaces + allocator
+# slack. Inference engines model their own non-torch memory (memory/engines), so nothing extra there.
+DEFAULT_RESERVE = {"train": 1 * GiB, "infer": 0}
+DEFAULT_GPU_UTIL = {"train": 1.0}  # infer: the engine's own default (vLLM's gpu_memory_utilization 0.9)
 DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
-DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step (vLLM's max_num_batched_tokens, chunked prefill)
-KV_BLOCK = 16  # inference KV cache in vLLM's 16-token blocks: each request rounded up to whole blocks
+DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step where an engine has no rule of its own
 DEFAULT_LORA_RANK = 16
 
 
@@ -41,10 +42,15 @@ PRECISIONS: dict[str, Precision] = {
     "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
 }
 
-_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size", "prefill_chunk", "kv_block")
+_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
+_OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"))
+_FLAG = {"prefill_chunk": "max_num_batched_tokens", "kv_block": "block_size"}
+_INFER_ONLY = (("--engine", lambda s: s.engine), ("--engine-version", lambda s: s.engine_version),
+               ("--max-num-seqs", lambda s: s.max_num_seqs), ("--enforce-eager", lambda s: s.enforce_eager),
+               ("--block-size", lambda s: s.kv_block), ("--max-num-batched-tokens", lambda s: s.prefill_chunk))
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,19 @@ class MemorySettings:
     optimizer, zero (0-3), recompute (none | selective | full), attention_impl (eager | sdpa |
       flash; default sdpa for train as in HF transformers, flash for infer as in vLLM).
     kv_dtype: KV-cache dtype (default: the activation dtype of dtype; dtypes.py).
-    kv_block: infer: KV allocated per request in blocks of this many tokens (16, vLLM; 1 = exact).
+    engine: infer: vllm (default) | sglang | trtllm | llamacpp | hf, whose accounting the inference
+      rows follow (memory/engines); engine_version: the release whose behaviour to follow (default:
+      the engine's newest modelled one).
+    kv_block: infer: KV allocated in blocks of this many tokens (default: the engine's; vLLM 16).
+    max_num_seqs, prefill_chunk (vLLM's max_num_batched_tokens), enforce_eager: the engine knobs
+      (None: the engine's default for this GPU and version).
     loss_dtype: the cross-entropy's dtype (default fp32: HF and Megatron upcast the logits).
     mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
     offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
     finetune: full | lora | qlora; lora_rank (16), lora_targets (all: every linear of the blocks).
     group_size: weights per 16-bit scale for int4/fp4 weights (128).
-    gpu_util: usable fraction of capacity (train 1.0, infer 0.9 as vLLM); reserve: fixed bytes
-      (1 GiB); gpu_memory: capacity override in bytes; prefill_chunk: tokens per prefill step (8192).
+    gpu_util: usable fraction of capacity (train 1.0; infer: the engine's, vLLM 0.9); reserve: fixed
+      extra bytes (train 1 GiB, infer 0); gpu_memory: capacity override in bytes.
     parallel: the layout (spec.Parallelism; resolve unstated degrees with Parallelism.resolve).
     """
 
@@ -88,10 +99,14 @@ class MemorySettings:
     lora_targets: tuple[str, ...] = ("all",)
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
-    reserve: int = DEFAULT_RESERVE
+    reserve: int | None = None
     gpu_memory: int | None = None
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
-    kv_block: int = KV_BLOCK
+    prefill_chunk: int | None = None
+    kv_block: int | None = None
+    engine: str | None = None
+    engine_version: str | None = None
+    max_num_seqs: int | None = None
+    enforce_eager: bool = False
     parallel: Parallelism = field(default_factory=Parallelism)
 
     def __post_init__(self) -> None:
@@ -102,18 +117,35 @@ class MemorySettings:
         impl = self.attention_impl or DEFAULT_ATTENTION_IMPL[self.mode]
         check_choice("--attention-impl", impl, ATTENTION_IMPLS)
         object.__setattr__(self, "attention_impl", impl)
+        if self.reserve is None:
+            object.__setattr__(self, "reserve", DEFAULT_RESERVE[self.mode])
+        if self.mode == "infer":
+            self._resolve_engine()
         util = DEFAULT_GPU_UTIL[self.mode] if self.gpu_util is None else self.gpu_util
         if not 0 < util <= 1:
             raise SpecError(f"--gpu-util must be in (0, 1], got {util}")
         object.__setattr__(self, "gpu_util", util)
         self._check_combinations()
 
+    def _resolve_engine(self) -> None:
+        """The engine, its version and its defaults for the knobs the user left unset."""
+        from .engines import resolve_engine
+
+        name, version, defaults = resolve_engine(self.engine, self.engine_version)
+        object.__setattr__(self, "engine", name)
+        object.__setattr__(self, "engine_version", version)
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+
     def _check_values(self) -> None:
         check_choice("--mode", self.mode, MODES)
-        for key in _WHOLE_NUMBERS:
+        for key in _WHOLE_NUMBERS + _OPTIONAL_WHOLE_NUMBERS:
             value = getattr(self, key)
+            if value is None and key in _OPTIONAL_WHOLE_NUMBERS:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"--{key.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+                raise SpecError(f"--{_FLAG.get(key, key).replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
         check_choice("--finetune", self.finetune, FINETUNES)
@@ -122,7 +154,7 @@ class MemorySettings:
             raise SpecError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for item in self.offload:
             check_choice("--offload", item, OFFLOADS)
-        if self.reserve < 0:
+        if self.reserve is not None and self.reserve < 0:
             raise SpecError(f"--reserve cannot be negative, got {self.reserve}")
         if self.gpu_memory is not None and self.gpu_memory <= 0:
             raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
@@ -136,6 +168,10 @@ class MemorySettings:
             wrong = [flag for flag, given in _TRAIN_ONLY if given(self)]
             if wrong:
                 raise SpecError(f"{', '.join(wrong)} only apply to --mode train")
+        else:
+            wrong = [flag for flag, given in _INFER_ONLY if given(self)]
+            if wrong:
+                raise SpecError(f"{', '.join(wrong)} only apply to --mode infer (the serving engine's knobs)")
         if "params" in self.offload and self.zero != 3:
             raise SpecError("--offload params needs --zero 3 (ZeRO-Infinity offloads the sharded parameters)")
         if "optimizer" in self.offload and self.zero == 0:

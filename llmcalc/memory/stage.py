@@ -19,6 +19,8 @@ class StageMemory:
     cpu: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    usable: float | None = None  # inference engines: the memory the engine may take (None: capacity x gpu_util)
+    fits: bool | None = None  # inference engines: their own rule (None: total <= usable)
 
 
 def whole_bytes(x: float) -> int:

@@ -1,0 +1,76 @@
+"""Inference memory as each serving engine accounts for it: one module per engine.
+
+Every engine module exposes ``stage(m, s, st, ctx) -> StageMemory``: the rows of one pipeline
+stage's GPU, and in ``summary`` the KV pool (``kv_cache_budget`` bytes, ``kv_cache_capacity``
+tokens) and ``max_concurrency`` (requests of ``s.seq`` tokens). Engines that pre-allocate the pool
+(vLLM, SGLang, TensorRT-LLM) fill the memory they are given with it; the others (llama.cpp, plain
+transformers) allocate what the requests need, and their capacity is what would fit.
+
+Each module names the release whose behaviour it follows, and where releases differ.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+from ...spec import SpecError, check_choice
+
+
+class Engine(NamedTuple):
+    module: str
+    default_version: str
+    # The share of device memory the engine takes unless told otherwise, from each release on.
+    default_util: tuple[tuple[tuple[int, ...], float], ...]
+    label: str
+    knobs: tuple[str, ...] = ()  # the MemorySettings engine knobs it reads (others are warned about)
+
+
+ENGINES: dict[str, Engine] = {
+    # gpu_memory_utilization: 0.9, 0.92 from 0.20 (vllm/config/cache.py)
+    # Default: the last release whose default engine was V0, as most published start-up logs show
+    # it; --engine-version 0.8 and later follow the V1 engine (see vllm.py).
+    "vllm": Engine("vllm", "0.7.3", (((0,), 0.9), ((0, 20), 0.92)), "vLLM: paged KV in 16-token blocks",
+                   ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block")),
+    "sglang": Engine("sglang", "0.5.5", (((0,), 1.0),), "SGLang: mem_fraction_static of the free memory",
+                     ("prefill_chunk", "kv_block")),
+    "trtllm": Engine("trtllm", "1.0", (((0,), 1.0),), "TensorRT-LLM (PyTorch backend): 0.9 of the memory left",
+                     ("prefill_chunk", "kv_block")),
+    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), "llama.cpp: KV for the whole context up front"),
+    "hf": Engine("hf", "4.56", (((0,), 1.0),), "transformers generate: the cache grows with the sequence"),
+}
+KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
+              "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
+DEFAULT_ENGINE = "vllm"
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'0.6.4', 'v0.10.2', 'b4747' -> a comparable tuple of integers."""
+    digits = text.strip().lstrip("vVbB")
+    try:
+        return tuple(int(part) for part in digits.split(".") if part != "")
+    except ValueError:
+        raise SpecError(f"--engine-version {text!r} is not a release number (e.g. 0.10.2)") from None
+
+
+def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dict]:
+    """(engine, version, defaults for the settings left unset) for MemorySettings."""
+    name = name or DEFAULT_ENGINE
+    check_choice("--engine", name, tuple(ENGINES))
+    engine = ENGINES[name]
+    version = version or engine.default_version
+    release = parse_version(version)
+    if not release:
+        raise SpecError(f"--engine-version {version!r} is not a release number (e.g. {engine.default_version})")
+    util = [u for since, u in engine.default_util if release >= since][-1]
+    return name, version, {"gpu_util": util}
+
+
+def ignored_knobs(engine: str, given: dict) -> list[str]:
+    """The engine-knob flags set in ``given`` (MemorySettings field -> value) that ``engine`` does not read."""
+    return [KNOB_FLAGS[k] for k, v in given.items() if k in KNOB_FLAGS and v and k not in ENGINES[engine].knobs]
+
+
+def engine_module(name: str):
+    """The module that models ``name`` (imported on first use: only the chosen engine loads)."""
+    return importlib.import_module(f"{__name__}.{ENGINES[name].module}")

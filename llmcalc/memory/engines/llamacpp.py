@@ -1,0 +1,42 @@
+"""llama.cpp (llama-server / llama-cli): the KV cache of the whole context, allocated at start-up.
+
+Follows llama.cpp b4747 through late-2025 master (src/llama-kv-cache.cpp, llama-context.cpp):
+weights in the GGUF file type (``--dtype q4_k_m`` ...: bits per weight over the whole file);
+KV = n_ctx x layers x (K + V) in f16 (``--kv-dtype`` for -ctk/-ctv), n_ctx padded to 256 cells,
+one unified cache shared by the ``--batch`` slots (n_ctx = batch x seq); the compute buffer is
+dominated by the fp32 logits of one 512-token micro-batch (n_ubatch) with flash attention (on by
+default on CUDA in newer builds); the output buffer holds one vocabulary row per slot.
+"""
+
+from __future__ import annotations
+
+from ...breakdown import Rows
+from ...dtypes import DTYPE_BYTES
+from ...spec import ModelSpec
+from ..inference import add_weights, growing_stage
+from ..placement import Stage, stage_params
+from ..settings import MemorySettings
+from ..stage import StageMemory, whole_bytes
+from .common import GiB, Device
+
+CUDA_CONTEXT = 0.52 * GiB  # a CUDA process's context before any allocation (measured, H100, CUDA 13)
+N_UBATCH = 512  # llama.cpp's default physical micro-batch (-ub)
+CELLS = 256  # n_ctx is padded to a multiple of 256 cells (GGML_PAD(n_ctx, 256))
+
+
+def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
+    r = Rows("byte")
+    add_weights(r, stage_params(m, s.parallel, st), s)
+    r.add("gradients", 0, "inference")
+    r.add("optimizer", 0, "inference")
+    r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context (0.52 GiB measured on an H100)")
+    n_ctx = -(-s.batch * s.seq // CELLS) * CELLS
+    ubatch = min(N_UBATCH, n_ctx)
+    compute = ubatch * m.vocab_size * 4 + ubatch * m.hidden_size * 4 * 8  # logits + a few f32 hidden rows
+    r.add("activations", whole_bytes(compute), f"compute buffer: f32 logits of a {ubatch}-token micro-batch (n_ubatch)")
+    r.add("logits", whole_bytes(s.batch * m.vocab_size * 4), f"output buffer: one f32 vocabulary row per slot ({s.batch})")
+    r.add("reserve", whole_bytes(s.reserve), "--reserve")
+    notes = [f"llama.cpp {s.engine_version}: n_ctx {n_ctx:,} cells ({s.batch} slot(s) x {s.seq:,}, padded to {CELLS}) "
+             f"allocated at start-up; KV in {s.kv_dtype} ({DTYPE_BYTES[s.kv_dtype]:g} B)"]
+    res = growing_stage(r, m, s, st, dev.total * s.gpu_util, n_ctx // s.batch if s.batch else n_ctx, notes)
+    return res
