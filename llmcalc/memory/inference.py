@@ -59,17 +59,21 @@ def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
 
 
 def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: float, context: int,
-                  notes: list[str]) -> StageMemory:
+                  notes: list[str], windows: bool = True) -> StageMemory:
     """Close the rows of an engine that allocates the KV cache for the requests it holds: the
-    cache of ``s.batch`` requests of ``context`` positions, the total, whether it fits
-    ``usable``, and the capacity: the tokens (and requests of ``s.seq``) the room left would hold."""
+    cache of ``s.batch`` requests of ``context`` positions (sliding-window layers keeping their
+    window unless ``windows`` is False), the total, whether it fits ``usable``, and the capacity:
+    the tokens (and requests of ``s.seq``) the room left would hold."""
     par = s.parallel
-    kv = kv_cache_bytes(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
+    per_token = kv_values_per_token_layer(m, par.tp) * DTYPE_BYTES[s.kv_dtype] * st.layers / par.cp
+    if windows:
+        kv = kv_cache_bytes(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
+    else:
+        kv = s.batch * context * per_token
     r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context))
     other = sum(r[k] for k in ("weights", "non_torch", "activations", "logits", "cuda_graphs", "reserve") if k in r)
     total = other + kv
     r.add("total", whole_bytes(total), "per GPU")
-    per_token = kv_values_per_token_layer(m, par.tp) * DTYPE_BYTES[s.kv_dtype] * st.layers / par.cp
     room = max(0.0, usable - other)
     tokens = int(room // per_token) if per_token else 0
     per_request = kv / s.batch

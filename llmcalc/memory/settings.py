@@ -171,7 +171,8 @@ class MemorySettings:
         else:
             wrong = [flag for flag, given in _INFER_ONLY if given(self)]
             if wrong:
-                raise SpecError(f"{', '.join(wrong)} only apply to --mode infer (the serving engine's knobs)")
+                raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
+                                "(the serving engine's settings)")
         if "params" in self.offload and self.zero != 3:
             raise SpecError("--offload params needs --zero 3 (ZeRO-Infinity offloads the sharded parameters)")
         if "optimizer" in self.offload and self.zero == 0:

@@ -36,7 +36,8 @@ ENGINES: dict[str, Engine] = {
                      ("prefill_chunk", "kv_block")),
     "trtllm": Engine("trtllm", "1.0", (((0,), 1.0),), "TensorRT-LLM (PyTorch backend): 0.9 of the memory left",
                      ("prefill_chunk", "kv_block")),
-    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), "llama.cpp: KV for the whole context up front"),
+    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), "llama.cpp: KV for the whole context up front",
+                       ("prefill_chunk",)),
     "hf": Engine("hf", "4.56", (((0,), 1.0),), "transformers generate: the cache grows with the sequence"),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",

@@ -93,8 +93,8 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, budget: fl
                "kv_per_request": Quantity(whole_bytes(needed / s.batch), "byte"),
                "kv_blocks": Quantity(blocks, "count"), "stage": Quantity(st.index, "count")}
     if other > usable:
-        notes.append(f"does not fit: weights and the engine's own memory {fmt_bytes(other)} > "
-                     f"{fmt_bytes(usable)} it may use")
+        notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
+                     f" > {fmt_bytes(usable)} it may use; no room for a KV cache")
     elif not fits:
         notes.append(f"does not fit: {s.batch} request(s) of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
                      f"the pool holds {fmt_bytes(blocks * block * per_token)}")

@@ -5,7 +5,8 @@ weights in the GGUF file type (``--dtype q4_k_m`` ...: bits per weight over the 
 KV = n_ctx x layers x (K + V) in f16 (``--kv-dtype`` for -ctk/-ctv), n_ctx padded to 256 cells,
 one unified cache shared by the ``--batch`` slots (n_ctx = batch x seq); the compute buffer is
 dominated by the fp32 logits of one 512-token micro-batch (n_ubatch) with flash attention (on by
-default on CUDA in newer builds); the output buffer holds one vocabulary row per slot.
+default on CUDA in newer builds; ``--attention-impl eager`` for -fa off); the output buffer holds
+one vocabulary row per slot.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..stage import StageMemory, whole_bytes
 from .common import GiB, Device
 
 CUDA_CONTEXT = 0.52 * GiB  # a CUDA process's context before any allocation (measured, H100, CUDA 13)
-N_UBATCH = 512  # llama.cpp's default physical micro-batch (-ub)
+N_UBATCH = 512  # llama.cpp's default physical micro-batch (-ub); the prefill chunk (--max-num-batched-tokens) overrides it
 CELLS = 256  # n_ctx is padded to a multiple of 256 cells (GGML_PAD(n_ctx, 256))
 
 
@@ -31,12 +32,19 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r.add("optimizer", 0, "inference")
     r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context (0.52 GiB measured on an H100)")
     n_ctx = -(-s.batch * s.seq // CELLS) * CELLS
-    ubatch = min(N_UBATCH, n_ctx)
-    compute = ubatch * m.vocab_size * 4 + ubatch * m.hidden_size * 4 * 8  # logits + a few f32 hidden rows
-    r.add("activations", whole_bytes(compute), f"compute buffer: f32 logits of a {ubatch}-token micro-batch (n_ubatch)")
+    ubatch = min(s.prefill_chunk or N_UBATCH, n_ctx)
+    # The compute buffer llama.cpp reserves for its worst graph: f32 logits and one f32 hidden row per
+    # token of a micro-batch (pythia-1.4B: 98.25 + 4 = 102.25 MiB logged; Qwen3-1.7B 296.75 + 4 =
+    # 300.75), plus without flash attention one layer's f32 scores n_ctx x n_ubatch x heads (Phi-3-mini,
+    # n_ctx 4096, n_ubatch 256: 159 MiB against 150 logged).
+    compute = ubatch * (m.vocab_size + m.hidden_size) * 4
+    if s.attention_impl == "eager":
+        compute += n_ctx * ubatch * m.num_attention_heads * 4
+    r.add("activations", whole_bytes(compute), f"compute buffer: f32 logits of a {ubatch}-token micro-batch (n_ubatch)"
+          + ("" if s.attention_impl != "eager" else " + one layer's f32 scores (no flash attention)"))
     r.add("logits", whole_bytes(s.batch * m.vocab_size * 4), f"output buffer: one f32 vocabulary row per slot ({s.batch})")
     r.add("reserve", whole_bytes(s.reserve), "--reserve")
     notes = [f"llama.cpp {s.engine_version}: n_ctx {n_ctx:,} cells ({s.batch} slot(s) x {s.seq:,}, padded to {CELLS}) "
              f"allocated at start-up; KV in {s.kv_dtype} ({DTYPE_BYTES[s.kv_dtype]:g} B)"]
-    res = growing_stage(r, m, s, st, dev.total * s.gpu_util, n_ctx // s.batch if s.batch else n_ctx, notes)
-    return res
+    notes.append("every layer sized for n_ctx (sliding windows not credited)")
+    return growing_stage(r, m, s, st, dev.total * s.gpu_util, n_ctx // s.batch, notes, windows=False)
