@@ -81,8 +81,7 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
                "kv_cache_capacity": Quantity(tokens, "token"),
                "max_concurrency": Quantity(round(room / per_request, 4) if per_request else 0.0, "count"),
                "kv_per_token": Quantity(whole_bytes(per_token), "byte"),
-               "kv_per_request": Quantity(whole_bytes(per_request), "byte"),
-               "kv_needed": Quantity(whole_bytes(kv), "byte"), "stage": Quantity(st.index, "count")}
+               "kv_per_request": Quantity(whole_bytes(per_request), "byte"), "stage": Quantity(st.index, "count")}
     res = StageMemory(r, total, {}, summary, notes + ([stage_note(st, par.pp, 1)] if par.pp > 1 else []))
     res.usable, res.fits = usable, total <= usable
     return res

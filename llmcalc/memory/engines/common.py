@@ -67,7 +67,8 @@ def requests_note(tokens: int, seq: int, concurrency: float) -> str:
 def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, budget: float, per_token: float,
                 block: int, concurrency_blocks: float | None, notes: list[str],
                 tokens_by_concurrency: bool = False) -> StageMemory:
-    """Close a pre-allocating engine's rows: the KV pool of ``budget`` bytes in ``block``-token
+    """Close a pre-allocating engine's rows (the pool takes what the other rows leave of ``usable``,
+    so ``budget`` is usable minus them): the KV pool of ``budget`` bytes in ``block``-token
     blocks; ``kv_cache`` holds ``s.batch`` requests of ``s.seq`` tokens (each needing
     ``concurrency_blocks`` blocks; None: whole-context blocks) and ``kv_free`` the rest of the pool.
     Summary: capacity and concurrency at ``s.seq``; ``tokens_by_concurrency``: the capacity is
@@ -81,7 +82,7 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, budget: fl
     other = whole_bytes(sum(r[name] for name in ("weights", "non_torch", "activations", "logits", "cuda_graphs",
                                                  "reserve") if name in r))
     fits = other <= usable and blocks >= s.batch * per_request and blocks > 0
-    free = whole_bytes(budget) - needed if fits else 0
+    free = math.floor(usable) - other - needed if fits else 0  # the pool is what the others leave of usable
     r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks")
     r.add("kv_free", free, "the rest of the pool: " + requests_note(tokens, s.seq, concurrency))
     total = other + needed + free

@@ -38,7 +38,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
           f"prefill of {s.batch} x {s.seq:,} tokens at once, one layer at a time")
     positions = prompt if parse_version(s.engine_version) < ALL_LOGITS else s.batch
     logits = positions * m.vocab_size * (e + 4) if st.last else 0
-    r.add("logits", whole_bytes(logits), (f"{positions:,} positions x {m.vocab_size:,} vocab, 16-bit + fp32 copy"
+    r.add("logits", whole_bytes(logits), (f"{positions:,} position(s) x {m.vocab_size:,} vocab, 16-bit + fp32 copy"
                                           if st.last else "not on this stage"))
     r.add("reserve", whole_bytes(s.reserve), "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
