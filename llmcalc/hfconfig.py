@@ -161,6 +161,12 @@ def from_config(cfg: dict, name: str, generic: bool = False, source: str = "") -
                         f"(or map the standard fields best-effort with generic=True)")
     fields = (mapper or map_generic)(c)
     notes = [f"from config.json (model_type {model_type or 'missing'})"]
+    quantization = c.get("quantization_config", "compression_config")  # compression_config: older compressed-tensors
+    if quantization is not None:
+        from .quant import from_quantization_config
+
+        fields.update(from_quantization_config(quantization, name))
+        notes.append(f"{fields['quant_method']} checkpoint, {fields['quant_dtype']} weights")
     if mapper is None:
         ignored = c.ignored()
         sized = [k for k in ignored if k not in NEUTRAL_KEYS]

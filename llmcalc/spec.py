@@ -80,6 +80,13 @@ class ModelSpec:
     # Sliding-window attention
     sliding_window: int | None = None
     sliding_window_layers: int | None = None  # how many layers use the window; None: all of them
+    # A quantized checkpoint's format (config.json quantization_config, read by quant.py); group
+    # size 0: one scale per output channel, -1: per tensor. quant_method None: not quantized.
+    quant_method: str | None = None
+    quant_dtype: str | None = None
+    quant_group_size: int | None = None
+    quant_zero_points: bool = False
+    quant_skip: tuple[str, ...] = ()
     # Documentation, not arithmetic
     source: str = ""
     aliases: tuple[str, ...] = ()
@@ -158,7 +165,7 @@ def _validate_model(m: ModelSpec) -> None:
     """Run the checks in a fixed order, so the first error for any input is always the same."""
     where = f"model {m.name!r}"
     for check in (_check_sizes, _check_choices, _check_norms, _check_counts, _check_heads, _check_moe,
-                  _check_mla, _check_window):
+                  _check_mla, _check_window, _check_quant):
         check(m, where)
 
 
@@ -227,6 +234,12 @@ def _check_mla(m: ModelSpec, where: str) -> None:
             raise SpecError(f"{where}: Multi-head Latent Attention (kv_lora_rank) also needs {', '.join(missing)}")
     elif m.q_lora_rank is not None:
         raise SpecError(f"{where}: q_lora_rank is only meaningful with kv_lora_rank (MLA)")
+
+
+def _check_quant(m: ModelSpec, where: str) -> None:
+    if m.quant_method is not None and (m.quant_dtype not in ("fp8", "int8", "int4", "fp4") or (m.quant_group_size or 0) < -1):
+        raise SpecError(f"{where}: quant_dtype must be fp8, int8, int4 or fp4 and quant_group_size at least -1, "
+                        f"got {m.quant_dtype!r} and {m.quant_group_size!r}")
 
 
 def _check_window(m: ModelSpec, where: str) -> None:

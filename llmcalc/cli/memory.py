@@ -52,6 +52,7 @@ EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", hel
 PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens). Default: the engine's.")]
 MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, help="infer, vllm: concurrent sequences (sizes the sampler's profile). Default: the release's.")]
 EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="infer, vllm: no CUDA graphs.")]
+KeepOpt = Annotated[Optional[str], typer.Option("--keep-16bit", help="infer: modules whose weights stay 16-bit under a quantized --dtype or checkpoint (comma list of names or re:patterns, e.g. lm_head,model.layers.0,mlp.gate).")]
 BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", min=1, help="infer: KV block (page) size in tokens. Default: the engine's (vLLM 16).")]
 
 
@@ -81,6 +82,7 @@ def memory_options(
     max_num_seqs: MaxNumSeqsOpt = None,
     enforce_eager: EnforceEagerOpt = False,
     block_size: BlockSizeOpt = None,
+    keep_16bit: KeepOpt = None,
 ) -> None:
     """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
 
@@ -138,5 +140,6 @@ def settings_from_options(**o) -> dict:
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
         reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,
         engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,
+        keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
                                      mode=o["mode"].value))

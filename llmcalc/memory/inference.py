@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..breakdown import Quantity, Rows
-from ..dtypes import DTYPE_BYTES
+from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from ..kvcache import kv_cache_bytes, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
@@ -19,10 +19,29 @@ from .settings import MemorySettings
 from .stage import StageMemory, stage_note, whole_bytes
 
 
-def add_weights(r: Rows, p: ParamSplit, s: MemorySettings, buffers: float = 0.0, what: str = "") -> None:
+def weight_format(m: ModelSpec, s: MemorySettings):
+    """(quant.WeightFormat or None, share of the linears kept 16-bit) for these settings: the
+    checkpoint's own layout, or --dtype's with --keep-16bit modules."""
+    if s.weight_format != "checkpoint" and not s.keep_16bit:
+        return None, 0.0
+    from ..quant import WeightFormat, checkpoint_format, kept_fraction
+
+    if s.weight_format == "checkpoint":
+        fmt = checkpoint_format(m, s.keep_16bit)
+    else:
+        fmt = WeightFormat("dtype", s.dtype, s.group_size if DTYPE_BYTES[s.dtype] < 1 else None, False, False,
+                           s.keep_16bit)
+    return fmt, kept_fraction(m, fmt.skip)
+
+
+def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers: float = 0.0, what: str = "") -> None:
     """Weights in ``s.dtype`` (ParamSplit.weight_bytes): quantized ones as linears, scales and the
-    16-bit rest; plus ``buffers`` bytes the model builds beside them (``what`` they are)."""
-    parts = p.weight_bytes(s.dtype, s.group_size)
+    16-bit rest (a checkpoint's own layout and kept modules: weight_format); plus ``buffers`` bytes
+    the model builds beside them (``what`` they are)."""
+    fmt, kept = weight_format(m, s)
+    if fmt is not None and s.dtype in FLOAT_DTYPES:
+        fmt, kept = None, 0.0  # a 16/32-bit dtype keeps every module as it is
+    parts = p.weight_bytes(s.dtype, s.group_size, fmt, kept, m.hidden_size)
     total = sum(parts.values()) + buffers
     nbytes = DTYPE_BYTES[s.dtype]
     extra = f" + {what} {fmt_bytes(buffers)}" if buffers else ""
@@ -31,11 +50,15 @@ def add_weights(r: Rows, p: ParamSplit, s: MemorySettings, buffers: float = 0.0,
     if "weights" in parts:
         r.add("weights", whole_bytes(total), f"{nbytes:g} B/param x {fmt_params(p.total)} params{extra}")
         return
-    r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(p.quantizable)} linear weights")
+    quantized = p.quantizable * (1 - kept)
+    r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(quantized)} linear weights")
     if parts["scales"]:
-        r.add("weights/scales", whole_bytes(parts["scales"]), f"16-bit scale per {s.group_size} weights (zero points not counted)")
-    r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit")
-    bits = (parts["quantized"] + parts["scales"]) * 8 / p.quantizable
+        how = f"{fmt.method} scales" + (" and zero points" if fmt.zero_points else "") if fmt else \
+            f"16-bit scale per {s.group_size} weights (zero points not counted)"
+        r.add("weights/scales", whole_bytes(parts["scales"]), how)
+    kept_note = f"; {kept:.1%} of the linears kept ({', '.join(fmt.skip)})" if kept else ""
+    r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note)
+    bits = (parts["quantized"] + parts["scales"]) * 8 / quantized if quantized else 0.0
     r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}")
 
 

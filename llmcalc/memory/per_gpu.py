@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..breakdown import Breakdown, Quantity
 from ..spec import GPUSpec, ModelSpec
 from .inference import infer_stage
@@ -18,6 +20,8 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     last stage are computed and the larger reported (summary ``stage``).
     """
     check_layout(m, s.parallel)
+    if m.quant_method and not s.dtype_given and s.mode == "infer":  # a quantized checkpoint as it ships
+        s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
     if s.mode == "train":
         res = max((train_stage(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
@@ -62,6 +66,8 @@ def _inputs(s: MemorySettings) -> dict:
         if s.finetune != "full":
             inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
     else:
+        if s.weight_format or s.keep_16bit:
+            inputs.update(weight_format=s.weight_format or "dtype", keep_16bit=list(s.keep_16bit))
         inputs.update(engine=s.engine, engine_version=s.engine_version, kv_dtype=s.kv_dtype,
                       group_size=s.group_size, max_num_batched_tokens=s.prefill_chunk, max_num_seqs=s.max_num_seqs,
                       block_size=s.kv_block, enforce_eager=s.enforce_eager)

@@ -84,20 +84,25 @@ class ParamSplit(NamedTuple):
         """The block linears and experts: what weight quantization and LoRA's frozen base cover."""
         return self.linear + self.experts
 
-    def weight_bytes(self, dtype: str, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, float]:
+    def weight_bytes(self, dtype: str, group_size: int = DEFAULT_GROUP_SIZE, fmt=None, kept: float = 0.0,
+                     fan_in: int = 4096) -> dict[str, float]:
         """What these weights weigh in ``dtype``: the one rule params, memory and latency all use.
 
-        Float dtypes hold every parameter as is ({"weights": bytes}). Quantized ones store the block
-        linears and experts in the format, sub-byte formats add one 16-bit scale per ``group_size``
-        weights, and the rest stays 16-bit ({"quantized", "scales", "unquantized"}; their sum is the
-        weights; dtypes.py).
+        Float dtypes hold every parameter as is ({"weights": bytes}), GGUF types at their whole-file
+        average. Quantized ones store the block linears and experts in the format, sub-byte formats
+        add one 16-bit scale per ``group_size`` weights, and the rest stays 16-bit ({"quantized",
+        "scales", "unquantized"}; their sum is the weights; dtypes.py). ``fmt`` (quant.WeightFormat):
+        a checkpoint's own layout (scales, zero points, per channel or block); ``kept``: the share
+        of the linears it keeps in 16 bits.
         """
         nbytes = DTYPE_BYTES[dtype]
-        if dtype in FLOAT_DTYPES or dtype in GGUF_DTYPES:  # GGUF: averages over the whole file
+        if fmt is None and (dtype in FLOAT_DTYPES or dtype in GGUF_DTYPES):  # GGUF: averages over the whole file
             return {"weights": self.total * nbytes}
-        scales = self.quantizable / group_size * SCALE_BYTES if nbytes < 1 else 0
-        return {"quantized": self.quantizable * nbytes, "scales": scales,
-                "unquantized": self.other * UNQUANTIZED_BYTES}
+        per = fmt.bytes_per_weight(fan_in) if fmt is not None else \
+            nbytes + (SCALE_BYTES / group_size if nbytes < 1 else 0)
+        quantized = self.quantizable * (1 - kept)
+        return {"quantized": quantized * nbytes, "scales": quantized * (per - nbytes),
+                "unquantized": (self.other + self.quantizable * kept) * UNQUANTIZED_BYTES}
 
     def __add__(self, o: ParamSplit) -> ParamSplit:
         return ParamSplit(self.linear + o.linear, self.other + o.other, self.experts + o.experts,

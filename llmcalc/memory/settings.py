@@ -71,6 +71,9 @@ class MemorySettings:
     kv_block: infer: KV allocated in blocks of this many tokens (default: the engine's; vLLM 16).
     max_num_seqs, prefill_chunk (vLLM's max_num_batched_tokens), enforce_eager: the engine knobs
       (None: the engine's default for this GPU and version).
+    keep_16bit: module names or patterns (quant.matches) whose weights stay 16-bit under a
+      quantized dtype; weight_format "checkpoint": weights in the model's own quantization_config
+      layout (set by memory_breakdown when --dtype is not given for a quantized checkpoint).
     loss_dtype: the cross-entropy's dtype (default fp32: HF and Megatron upcast the logits).
     mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
     offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
@@ -107,9 +110,14 @@ class MemorySettings:
     engine_version: str | None = None
     max_num_seqs: int | None = None
     enforce_eager: bool = False
+    keep_16bit: tuple[str, ...] = ()
+    weight_format: str | None = None
     parallel: Parallelism = field(default_factory=Parallelism)
+    dtype_given: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype_given", self.dtype is not None)
+        object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
         self._check_values()
         object.__setattr__(self, "offload", tuple(dict.fromkeys(self.offload)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))

@@ -29,7 +29,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     par = s.parallel
     e = DTYPE_BYTES[s.compute_dtype]
     r = Rows("byte")
-    add_weights(r, stage_params(m, par, st), s)
+    add_weights(r, m, stage_params(m, par, st), s)
     r.add("gradients", 0, "inference")
     r.add("optimizer", 0, "inference")
     r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context and cuBLAS handles (measured, H100)")

@@ -27,7 +27,7 @@ CELLS = 256  # n_ctx is padded to a multiple of 256 cells (GGML_PAD(n_ctx, 256))
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     r = Rows("byte")
-    add_weights(r, stage_params(m, s.parallel, st), s)
+    add_weights(r, m, stage_params(m, s.parallel, st), s)
     r.add("gradients", 0, "inference")
     r.add("optimizer", 0, "inference")
     r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context (0.52 GiB measured on an H100)")

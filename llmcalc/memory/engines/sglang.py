@@ -54,7 +54,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     v = parse_version(s.engine_version)
     par = s.parallel
     r = Rows("byte")
-    add_weights(r, stage_params(m, par, st), s)
+    add_weights(r, m, stage_params(m, par, st), s)
     r.add("gradients", 0, "inference")
     r.add("optimizer", 0, "inference")
     nccl = (NCCL_LINKED if dev.linked else NCCL_PCIE) if par.gpus > 1 else 0

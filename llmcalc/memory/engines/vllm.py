@@ -146,7 +146,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     values, block, how = kv_layout(m, s, v)
     r = Rows("byte")
     p = stage_params(m, par, st)
-    add_weights(r, p, s, rope_cache_bytes(m, e) + vocab_padding_bytes(m, p, st, par.tp, e), "rotary table, vocab padding")
+    add_weights(r, m, p, s, rope_cache_bytes(m, e) + vocab_padding_bytes(m, p, st, par.tp, e), "rotary table, vocab padding")
     r.add("gradients", 0, "inference")
     r.add("optimizer", 0, "inference")
     linked = par.gpus > 1 and v < NCCL_IN_BASELINE
