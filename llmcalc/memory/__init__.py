@@ -29,7 +29,7 @@ _EXPORTS = {
     "memory_breakdown": "per_gpu",
     "MemorySettings": "settings", "Precision": "settings", "PRECISIONS": "settings", "MODES": "settings",
     "FINETUNES": "settings", "OFFLOADS": "settings", "ATTENTION_IMPLS": "settings", "KV_BLOCK": "settings",
-    "DEFAULT_PREFILL_CHUNK": "settings", "DEFAULT_RESERVE": "settings",
+    "DEFAULT_RESERVE": "settings",
     "check_layout": "placement", "ParamSplit": "placement", "model_params": "placement",
     "Saved": "activations", "layer_tensors": "activations",
     "model_state_bytes": "states", "state_rows": "states", "QLORA_BYTES": "states",

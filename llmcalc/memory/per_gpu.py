@@ -29,6 +29,8 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
         dev = device(gpu, capacity)
         res = min((infer_stage(m, s, st, dev) for st in stages(m, s.parallel.pp)),
                   key=lambda x: (x.fits is not False, x.summary["kv_cache_capacity"]))
+    if capacity is None and s.mode == "infer":
+        res.notes.append("no --gpu: the engine sized for an 80 GiB device")
     summary = {"total": Quantity(round(res.total), "byte")}
     if capacity is not None:
         usable = int(capacity * s.gpu_util) if res.usable is None else int(res.usable)

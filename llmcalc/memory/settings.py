@@ -20,7 +20,6 @@ OFFLOADS = ("optimizer", "params")
 DEFAULT_RESERVE = {"train": 1 * GiB, "infer": 0}
 DEFAULT_GPU_UTIL = {"train": 1.0}  # infer: the engine's own default (vLLM's gpu_memory_utilization 0.9)
 DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
-DEFAULT_PREFILL_CHUNK = 8192  # tokens per prefill step where an engine has no rule of its own
 DEFAULT_LORA_RANK = 16
 
 
@@ -50,7 +49,8 @@ _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
 _FLAG = {"prefill_chunk": "max_num_batched_tokens", "kv_block": "block_size"}
 _INFER_ONLY = (("--engine", lambda s: s.engine), ("--engine-version", lambda s: s.engine_version),
                ("--max-num-seqs", lambda s: s.max_num_seqs), ("--enforce-eager", lambda s: s.enforce_eager),
-               ("--block-size", lambda s: s.kv_block), ("--max-num-batched-tokens", lambda s: s.prefill_chunk))
+               ("--block-size", lambda s: s.kv_block), ("--max-num-batched-tokens", lambda s: s.prefill_chunk),
+               ("--keep-16bit", lambda s: s.keep_16bit))
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class MemorySettings:
     kv_dtype: KV-cache dtype (default: the activation dtype of dtype; dtypes.py).
     engine: infer: vllm (default) | sglang | trtllm | llamacpp | hf, whose accounting the inference
       rows follow (memory/engines); engine_version: the release whose behaviour to follow (default:
-      the engine's newest modelled one).
+      engines.ENGINES' default_version; vLLM 0.7.3, the V0 engine most published logs show).
     kv_block: infer: KV allocated in blocks of this many tokens (default: the engine's; vLLM 16).
     max_num_seqs, prefill_chunk (vLLM's max_num_batched_tokens), enforce_eager: the engine knobs
       (None: the engine's default for this GPU and version).
