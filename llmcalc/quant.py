@@ -21,33 +21,32 @@ from .dtypes import DTYPE_BYTES
 from .spec import ModelSpec, SpecError
 
 PER_CHANNEL, PER_TENSOR = 0, -1  # quant_group_size values besides a group of input weights
-# Scale bytes per method: GPTQ/AWQ and compressed-tensors' 4-bit scales in the model's 16-bit
-# dtype; its 8-bit (int8 W8A8, fp8) scales, fp8 and bitsandbytes (absmax, double quantization
-# undone by vLLM at load) in fp32.
-SCALE_BYTES = {"gptq": 2, "awq": 2, "compressed-tensors": 2, "fp8": 4, "fbgemm_fp8": 4, "bitsandbytes": 4,
-               "modelopt": 4, "dtype": 2}
+# Scale bytes: fp32 for 8-bit formats (int8 W8A8, fp8), the model's 16-bit dtype for sub-byte
+# ones (compressed-tensors W4A16); except GPTQ and AWQ (fp16 at any width) and bitsandbytes (fp32
+# absmax; vLLM undoes double quantization at load).
+SCALE_BYTES = {"gptq": 2, "awq": 2, "bitsandbytes": 4}
 _BITS = {(4, "int"): "int4", (8, "int"): "int8", (8, "float"): "fp8", (4, "float"): "fp4"}
 
 
 class WeightFormat(NamedTuple):
-    method: str  # gptq | awq | compressed-tensors | fp8 | fbgemm_fp8 | bitsandbytes | modelopt | dtype (--dtype)
+    method: str  # gptq | awq | compressed-tensors | fp8 | fbgemm_fp8 | bitsandbytes | modelopt
     dtype: str
     group_size: int | None  # weights per scale; 0 one per output channel; -1 one per tensor; None no scales
     zero_points: bool
-    block: bool  # fp8 block scales: one per group_size x group_size block
     skip: tuple[str, ...]  # modules kept in 16 bits
 
     def bytes_per_weight(self, fan_in: int) -> float:
         """Bytes per stored weight, scales and zero points included; per-channel scales are spread
-        over ``fan_in`` inputs (the hidden size: the MLP's down projection, wider, pays less)."""
+        over ``fan_in`` inputs (the hidden size: the MLP's down projection, wider, pays less); fp8
+        groups are 2-D blocks (group_size x group_size), the only grouping fp8 checkpoints use."""
         b = DTYPE_BYTES[self.dtype]
-        scale = 4 if self.method == "compressed-tensors" and b >= 1 else SCALE_BYTES.get(self.method, 2)
+        scale = SCALE_BYTES.get(self.method) or (4 if b >= 1 else 2)
         g = self.group_size
         if g is None or g == PER_TENSOR:
             return b
         if g == PER_CHANNEL:
             return b + scale / fan_in
-        if self.block:
+        if self.dtype == "fp8":
             return b + scale / (g * g)
         return b + (scale + (b if self.zero_points else 0)) / g
 
@@ -55,8 +54,7 @@ class WeightFormat(NamedTuple):
 def checkpoint_format(m: ModelSpec, keep: tuple[str, ...] = ()) -> WeightFormat:
     """The model's own checkpoint format (ModelSpec quant_* fields), with ``keep`` added to its skips."""
     return WeightFormat(m.quant_method, m.quant_dtype, m.quant_group_size, m.quant_zero_points,
-                        m.quant_method in ("fp8", "compressed-tensors") and m.quant_dtype == "fp8"
-                        and (m.quant_group_size or 0) > 0, tuple(m.quant_skip) + tuple(keep))
+                        tuple(m.quant_skip) + tuple(keep))
 
 
 # -- which modules a skip list names -----------------------------------------------------------------

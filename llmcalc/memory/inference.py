@@ -14,24 +14,20 @@ from ..kvcache import kv_cache_bytes, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
 from .activations import layer_tensors, local, working_set
-from .placement import ParamSplit, Stage
+from .placement import ParamSplit, Stage, stage_params
 from .settings import MemorySettings
-from .stage import StageMemory, stage_note, whole_bytes
+from .stage import StageMemory, stage_notes, whole_bytes
 
 
 def weight_format(m: ModelSpec, s: MemorySettings):
     """(quant.WeightFormat or None, share of the linears kept 16-bit) for these settings: the
-    checkpoint's own layout, or --dtype's with --keep-16bit modules."""
-    if s.weight_format != "checkpoint" and not s.keep_16bit:
-        return None, 0.0
-    from ..quant import WeightFormat, checkpoint_format, kept_fraction
+    checkpoint's own layout, or --dtype's rule with the --keep-16bit modules."""
+    if s.dtype in FLOAT_DTYPES or (s.weight_format != "checkpoint" and not s.keep_16bit):
+        return None, 0.0  # a 16/32-bit dtype keeps every module as it is
+    from ..quant import checkpoint_format, kept_fraction
 
-    if s.weight_format == "checkpoint":
-        fmt = checkpoint_format(m, s.keep_16bit)
-    else:
-        fmt = WeightFormat("dtype", s.dtype, s.group_size if DTYPE_BYTES[s.dtype] < 1 else None, False, False,
-                           s.keep_16bit)
-    return fmt, kept_fraction(m, fmt.skip)
+    fmt = checkpoint_format(m, s.keep_16bit) if s.weight_format == "checkpoint" else None
+    return fmt, kept_fraction(m, fmt.skip if fmt else s.keep_16bit)
 
 
 def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers: float = 0.0, what: str = "") -> None:
@@ -39,8 +35,6 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
     16-bit rest (a checkpoint's own layout and kept modules: weight_format); plus ``buffers`` bytes
     the model builds beside them (``what`` they are)."""
     fmt, kept = weight_format(m, s)
-    if fmt is not None and s.dtype in FLOAT_DTYPES:
-        fmt, kept = None, 0.0  # a 16/32-bit dtype keeps every module as it is
     parts = p.weight_bytes(s.dtype, s.group_size, fmt, kept, m.hidden_size)
     total = sum(parts.values()) + buffers
     nbytes = DTYPE_BYTES[s.dtype]
@@ -56,7 +50,7 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
         how = f"{fmt.method} scales" + (" and zero points" if fmt.zero_points else "") if fmt else \
             f"16-bit scale per {s.group_size} weights (zero points not counted)"
         r.add("weights/scales", whole_bytes(parts["scales"]), how)
-    kept_note = f"; {kept:.1%} of the linears kept ({', '.join(fmt.skip)})" if kept else ""
+    kept_note = f"; {kept:.1%} of the linears kept ({', '.join(fmt.skip if fmt else s.keep_16bit)})" if kept else ""
     r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note)
     bits = (parts["quantized"] + parts["scales"]) * 8 / quantized if quantized else 0.0
     r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}")
@@ -81,6 +75,42 @@ def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
     return f"{s.batch} x {context:,} tokens x {st.layers} layers x {heads} x {DTYPE_BYTES[s.kv_dtype]:g} B"
 
 
+# The rows besides the KV cache that an engine's memory holds (each engine adds those it has).
+OVERHEAD_ROWS = ("weights", "non_torch", "activations", "logits", "cuda_graphs", "reserve")
+
+
+def engine_rows(m: ModelSpec, s: MemorySettings, st: Stage, non_torch: float, note: str,
+                buffers: float = 0.0, what: str = "") -> Rows:
+    """The rows every engine starts from: the stage's weights (add_weights; ``buffers`` the model
+    builds beside them), no gradients or optimizer, and ``non_torch`` bytes outside torch."""
+    r = Rows("byte")
+    add_weights(r, m, stage_params(m, s.parallel, st), s, buffers, what)
+    r.add("gradients", 0, "inference")
+    r.add("optimizer", 0, "inference")
+    r.add("non_torch", whole_bytes(non_torch), note)
+    return r
+
+
+def kv_bytes_per_token(m: ModelSpec, s: MemorySettings, st: Stage, values: float | None = None) -> float:
+    """KV bytes per token over the stage's layers on one GPU, every layer sized for the full
+    context; ``values`` per token per layer overrides kvcache's count (an engine's own padding)."""
+    par = s.parallel
+    per_layer = kv_values_per_token_layer(m, par.tp) if values is None else values
+    return per_layer * DTYPE_BYTES[s.kv_dtype] * st.layers / par.cp
+
+
+def _overhead(r: Rows) -> int:
+    return whole_bytes(sum(r[name] for name in OVERHEAD_ROWS if name in r))
+
+
+def _kv_summary(budget: float, tokens: int, concurrency: float, per_token: float, per_request: float,
+                st: Stage) -> dict:
+    return {"kv_cache_budget": Quantity(whole_bytes(budget), "byte"), "kv_cache_capacity": Quantity(tokens, "token"),
+            "max_concurrency": Quantity(round(concurrency, 4), "count"),
+            "kv_per_token": Quantity(whole_bytes(per_token), "byte"),
+            "kv_per_request": Quantity(whole_bytes(per_request), "byte"), "stage": Quantity(st.index, "count")}
+
+
 def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: float, context: int,
                   notes: list[str], windows: bool = True) -> StageMemory:
     """Close the rows of an engine that allocates the KV cache for the requests it holds: the
@@ -88,26 +118,52 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
     window unless ``windows`` is False), the total, whether it fits ``usable``, and the capacity:
     the tokens (and requests of ``s.seq``) the room left would hold."""
     par = s.parallel
-    per_token = kv_values_per_token_layer(m, par.tp) * DTYPE_BYTES[s.kv_dtype] * st.layers / par.cp
+    per_token = kv_bytes_per_token(m, s, st)
     if windows:
         kv = kv_cache_bytes(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
     else:
         kv = s.batch * context * per_token
     r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context))
-    other = sum(r[k] for k in ("weights", "non_torch", "activations", "logits", "cuda_graphs", "reserve") if k in r)
-    total = other + kv
-    r.add("total", whole_bytes(total), "per GPU")
+    other = _overhead(r)
+    total = other + whole_bytes(kv)
+    r.add("total", total, "per GPU")
     room = max(0.0, usable - other)
-    tokens = int(room // per_token) if per_token else 0
     per_request = kv / s.batch
-    summary = {"kv_cache_budget": Quantity(whole_bytes(room), "byte"),
-               "kv_cache_capacity": Quantity(tokens, "token"),
-               "max_concurrency": Quantity(round(room / per_request, 4) if per_request else 0.0, "count"),
-               "kv_per_token": Quantity(whole_bytes(per_token), "byte"),
-               "kv_per_request": Quantity(whole_bytes(per_request), "byte"), "stage": Quantity(st.index, "count")}
-    res = StageMemory(r, total, {}, summary, notes + ([stage_note(st, par.pp, 1)] if par.pp > 1 else []))
-    res.usable, res.fits = usable, total <= usable
-    return res
+    summary = _kv_summary(room, int(room // per_token) if per_token else 0,
+                          room / per_request if per_request else 0.0, per_token, per_request, st)
+    return StageMemory(r, total, {}, summary, notes + stage_notes(st, par.pp), usable=usable, fits=total <= usable)
+
+
+def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token: float, block: int,
+                notes: list[str], blocks_per_request: float | None = None,
+                tokens_by_concurrency: bool = False) -> StageMemory:
+    """Close the rows of an engine that pre-allocates its KV pool: the pool is what the other rows
+    leave of ``usable``, in ``block``-token blocks; ``kv_cache`` holds ``s.batch`` requests of
+    ``s.seq`` tokens (each needing ``blocks_per_request`` blocks; None: whole-context blocks) and
+    ``kv_free`` the rest. Summary: capacity and concurrency at ``s.seq``; ``tokens_by_concurrency``:
+    the capacity is reported as concurrency x seq (vLLM 0.24+)."""
+    other = _overhead(r)
+    budget = max(math.floor(usable) - other, 0)
+    blocks = math.floor(budget / (per_token * block)) if per_token else 0
+    per_request = blocks_per_request or math.ceil(s.seq / block)
+    concurrency = blocks / per_request
+    tokens = int(concurrency * s.seq) if tokens_by_concurrency else blocks * block
+    needed = whole_bytes(s.batch * per_request * block * per_token)
+    fits = other <= usable and blocks >= s.batch * per_request and blocks > 0
+    free = budget - needed if fits else 0
+    r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks")
+    r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens")
+    total = other + needed + free
+    r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need")
+    summary = {**_kv_summary(budget, tokens, concurrency, per_token, needed / s.batch, st),
+               "kv_blocks": Quantity(blocks, "count")}
+    if other > usable:
+        notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
+                     f" > {fmt_bytes(usable)} it may use; no room for a KV cache")
+    elif not fits:
+        notes.append(f"does not fit: {s.batch} request(s) of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
+                     f"the pool holds {fmt_bytes(blocks * block * per_token)}")
+    return StageMemory(r, total, {}, summary, notes + stage_notes(st, s.parallel.pp), usable=usable, fits=fits)
 
 
 def infer_stage(m: ModelSpec, s: MemorySettings, st: Stage, dev) -> StageMemory:

@@ -85,15 +85,15 @@ class ParamSplit(NamedTuple):
         return self.linear + self.experts
 
     def weight_bytes(self, dtype: str, group_size: int = DEFAULT_GROUP_SIZE, fmt=None, kept: float = 0.0,
-                     fan_in: int = 4096) -> dict[str, float]:
+                     fan_in: int | None = None) -> dict[str, float]:
         """What these weights weigh in ``dtype``: the one rule params, memory and latency all use.
 
         Float dtypes hold every parameter as is ({"weights": bytes}), GGUF types at their whole-file
         average. Quantized ones store the block linears and experts in the format, sub-byte formats
         add one 16-bit scale per ``group_size`` weights, and the rest stays 16-bit ({"quantized",
         "scales", "unquantized"}; their sum is the weights; dtypes.py). ``fmt`` (quant.WeightFormat):
-        a checkpoint's own layout (scales, zero points, per channel or block); ``kept``: the share
-        of the linears it keeps in 16 bits.
+        a checkpoint's own layout (scales, zero points, per channel or block; per-channel scales
+        spread over ``fan_in``); ``kept``: the share of the linears kept in 16 bits.
         """
         nbytes = DTYPE_BYTES[dtype]
         if fmt is None and (dtype in FLOAT_DTYPES or dtype in GGUF_DTYPES):  # GGUF: averages over the whole file

@@ -8,6 +8,7 @@ from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, HALF
 from ..flops import RECOMPUTE
 from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
+from .engines import KNOB_FLAGS, resolve_engine
 
 GiB = 2**30
 MODES = ("train", "infer")
@@ -46,11 +47,8 @@ _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"))
-_FLAG = {"prefill_chunk": "max_num_batched_tokens", "kv_block": "block_size"}
-_INFER_ONLY = (("--engine", lambda s: s.engine), ("--engine-version", lambda s: s.engine_version),
-               ("--max-num-seqs", lambda s: s.max_num_seqs), ("--enforce-eager", lambda s: s.enforce_eager),
-               ("--block-size", lambda s: s.kv_block), ("--max-num-batched-tokens", lambda s: s.prefill_chunk),
-               ("--keep-16bit", lambda s: s.keep_16bit))
+_INFER_ONLY = {"--engine": "engine", "--engine-version": "engine_version", "--keep-16bit": "keep_16bit",
+               **{flag: key for key, flag in KNOB_FLAGS.items()}}  # flag -> field
 
 
 @dataclass(frozen=True)
@@ -129,16 +127,14 @@ class MemorySettings:
             object.__setattr__(self, "reserve", DEFAULT_RESERVE[self.mode])
         if self.mode == "infer":
             self._resolve_engine()
-        util = DEFAULT_GPU_UTIL[self.mode] if self.gpu_util is None else self.gpu_util
-        if not 0 < util <= 1:
+        util = DEFAULT_GPU_UTIL.get(self.mode) if self.gpu_util is None else self.gpu_util
+        if util is not None and not 0 < util <= 1:  # None: the engine works its fraction out itself
             raise SpecError(f"--gpu-util must be in (0, 1], got {util}")
         object.__setattr__(self, "gpu_util", util)
         self._check_combinations()
 
     def _resolve_engine(self) -> None:
         """The engine, its version and its defaults for the knobs the user left unset."""
-        from .engines import resolve_engine
-
         name, version, defaults = resolve_engine(self.engine, self.engine_version)
         object.__setattr__(self, "engine", name)
         object.__setattr__(self, "engine_version", version)
@@ -153,7 +149,8 @@ class MemorySettings:
             if value is None and key in _OPTIONAL_WHOLE_NUMBERS:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"--{_FLAG.get(key, key).replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+                flag = KNOB_FLAGS.get(key, "--" + key.replace("_", "-"))
+                raise SpecError(f"{flag} must be a whole number of at least 1, got {value!r}")
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
         check_choice("--finetune", self.finetune, FINETUNES)
@@ -177,7 +174,7 @@ class MemorySettings:
             if wrong:
                 raise SpecError(f"{', '.join(wrong)} only apply to --mode train")
         else:
-            wrong = [flag for flag, given in _INFER_ONLY if given(self)]
+            wrong = [flag for flag, key in _INFER_ONLY.items() if getattr(self, key)]
             if wrong:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")

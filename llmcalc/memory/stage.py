@@ -28,6 +28,11 @@ def whole_bytes(x: float) -> int:
     return round(x)
 
 
+def stage_notes(st: Stage, pp: int) -> list[str]:
+    """The pipeline-stage note of an inference stage, when there is more than one stage."""
+    return [stage_note(st, pp, 1)] if pp > 1 else []
+
+
 def stage_note(st: Stage, pp: int, in_flight: int) -> str:
     role = "first (embedding" + (f", {in_flight} micro-batches in flight, 1F1B)" if in_flight > 1 else ")") \
         if st.first and pp > 1 else "last (LM head and loss)"

@@ -1,6 +1,6 @@
 """Inference memory as each serving engine accounts for it: one module per engine.
 
-Every engine module exposes ``stage(m, s, st, ctx) -> StageMemory``: the rows of one pipeline
+Every engine module exposes ``stage(m, s, st, dev) -> StageMemory``: the rows of one pipeline
 stage's GPU, and in ``summary`` the KV pool (``kv_cache_budget`` bytes, ``kv_cache_capacity``
 tokens) and ``max_concurrency`` (requests of ``s.seq`` tokens). Engines that pre-allocate the pool
 (vLLM, SGLang, TensorRT-LLM) fill the memory they are given with it; the others (llama.cpp, plain
@@ -20,9 +20,9 @@ from ...spec import SpecError, check_choice
 class Engine(NamedTuple):
     module: str
     default_version: str
-    # The share of device memory the engine takes unless told otherwise, from each release on.
+    # The share of device memory the engine takes unless told otherwise, from each release on;
+    # () where the engine works its fraction out itself (SGLang, TensorRT-LLM: --gpu-util overrides).
     default_util: tuple[tuple[tuple[int, ...], float], ...]
-    label: str
     knobs: tuple[str, ...] = ()  # the MemorySettings engine knobs it reads (others are warned about)
 
 
@@ -30,15 +30,12 @@ ENGINES: dict[str, Engine] = {
     # gpu_memory_utilization: 0.9, 0.92 from 0.20 (vllm/config/cache.py)
     # Default: the last release whose default engine was V0, as most published start-up logs show
     # it; --engine-version 0.8 and later follow the V1 engine (see vllm.py).
-    "vllm": Engine("vllm", "0.7.3", (((0,), 0.9), ((0, 20), 0.92)), "vLLM: paged KV in 16-token blocks",
+    "vllm": Engine("vllm", "0.7.3", (((0,), 0.9), ((0, 20), 0.92)),
                    ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block")),
-    "sglang": Engine("sglang", "0.5.5", (((0,), 1.0),), "SGLang: mem_fraction_static of the free memory",
-                     ("prefill_chunk", "kv_block")),
-    "trtllm": Engine("trtllm", "1.0", (((0,), 1.0),), "TensorRT-LLM (PyTorch backend): 0.9 of the memory left",
-                     ("prefill_chunk", "kv_block")),
-    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), "llama.cpp: KV for the whole context up front",
-                       ("prefill_chunk",)),
-    "hf": Engine("hf", "4.56", (((0,), 1.0),), "transformers generate: the cache grows with the sequence"),
+    "sglang": Engine("sglang", "0.5.5", (), ("prefill_chunk", "kv_block")),
+    "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block")),
+    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",)),
+    "hf": Engine("hf", "4.56", (((0,), 1.0),)),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
@@ -63,8 +60,8 @@ def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dic
     release = parse_version(version)
     if not release:
         raise SpecError(f"--engine-version {version!r} is not a release number (e.g. {engine.default_version})")
-    util = [u for since, u in engine.default_util if release >= since][-1]
-    return name, version, {"gpu_util": util}
+    utils = [u for since, u in engine.default_util if release >= since]
+    return name, version, {"gpu_util": utils[-1]} if utils else {}
 
 
 def ignored_knobs(engine: str, given: dict) -> list[str]:

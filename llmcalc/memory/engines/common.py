@@ -1,22 +1,26 @@
-"""What the engine modules share: the device they size for, the KV page, and the pool's summary."""
+"""What the engine modules share: the device they size for, and the memory outside torch's weights."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
-from ...breakdown import Quantity, Rows
-from ...dtypes import DTYPE_BYTES
-from ...kvcache import kv_values_per_token_layer
 from ...spec import ModelSpec
-from ...units import fmt_bytes
-from ..placement import ParamSplit, Stage
-from ..settings import MemorySettings
-from ..stage import StageMemory, stage_note, whole_bytes
+from ..placement import Stage
 
 GiB = 2**30
 MiB = 2**20
 NVLINK_BYTES_PER_S = 100e9  # one-direction GPU-to-GPU bandwidth above any PCIe x16 link: NVLink/xGMI
+
+# A CUDA process's memory outside torch's allocator, measured on an H100 (torch 2.11, CUDA 13;
+# scripts/measure_gpu.py): the context right after init, and with cuBLAS's handles once a bf16
+# matmul has run.
+CUDA_CONTEXT = 0.52 * GiB
+CUDA_CONTEXT_CUBLAS = 0.67 * GiB
+# NCCL and custom all-reduce buffers per GPU with TP/PP >= 2: NVLink/NVSwitch peers about 1.8 GiB
+# (vLLM PR 10511: non_torch 3.58 GiB at TP 2 against 1.79 GiB at TP 1 on H100), PCIe peers about
+# 0.1 GiB (vLLM logs: RTX 4090 TP 2 0.25 GiB; L40S TP 8 0.21 GiB of non-torch memory in all).
+NCCL_LINKED = 1.75 * GiB
+NCCL_PCIE = 0.1 * GiB
 
 
 class Device(NamedTuple):
@@ -27,21 +31,12 @@ class Device(NamedTuple):
     name: str
     linked: bool
 
-    @property
-    def gib(self) -> float:
-        return self.total / GiB
 
-
-def values_per_token_layer(m: ModelSpec, tp: int) -> float:
-    """KV values one TP rank caches per token per layer (kvcache.py): vLLM's and SGLang's
-    max(1, kv_heads // tp) heads, and MLA's replicated latent."""
-    return kv_values_per_token_layer(m, tp)
-
-
-def kv_bytes_per_token(m: ModelSpec, s: MemorySettings, st: Stage, values: float | None = None) -> float:
-    """KV bytes per token over the stage's layers on one GPU (every layer sized for the full context)."""
-    per_layer = values_per_token_layer(m, s.parallel.tp) if values is None else values
-    return per_layer * DTYPE_BYTES[s.kv_dtype] * st.layers
+def nccl_bytes(dev: Device, gpus: int) -> float:
+    """NCCL's buffers on each GPU of a multi-GPU layout (0 on one GPU)."""
+    if gpus < 2:
+        return 0.0
+    return NCCL_LINKED if dev.linked else NCCL_PCIE
 
 
 def rope_cache_bytes(m: ModelSpec, e: float) -> float:
@@ -53,56 +48,8 @@ def rope_cache_bytes(m: ModelSpec, e: float) -> float:
     return m.max_position_embeddings * (m.qk_rope_head_dim or m.qk_head_dim) * e
 
 
-def vocab_padding_bytes(m: ModelSpec, p: ParamSplit, st: Stage, tp: int, e: float, multiple: int = 64) -> float:
+def vocab_padding_bytes(m: ModelSpec, st: Stage, tp: int, e: float, multiple: int = 64) -> float:
     """vLLM pads the embedding and the head to a multiple of 64 rows before splitting them over TP."""
     extra = (-m.vocab_size) % multiple * m.embed_dim * e / tp
     tables = (1 if st.first else 0) + (1 if st.last and not m.tie_word_embeddings else 0)
     return extra * tables
-
-
-def requests_note(tokens: int, seq: int, concurrency: float) -> str:
-    return f"{tokens:,} tokens: {concurrency:.2f} requests of {seq:,} tokens"
-
-
-def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, budget: float, per_token: float,
-                block: int, concurrency_blocks: float | None, notes: list[str],
-                tokens_by_concurrency: bool = False) -> StageMemory:
-    """Close a pre-allocating engine's rows (the pool takes what the other rows leave of ``usable``,
-    so ``budget`` is usable minus them): the KV pool of ``budget`` bytes in ``block``-token
-    blocks; ``kv_cache`` holds ``s.batch`` requests of ``s.seq`` tokens (each needing
-    ``concurrency_blocks`` blocks; None: whole-context blocks) and ``kv_free`` the rest of the pool.
-    Summary: capacity and concurrency at ``s.seq``; ``tokens_by_concurrency``: the capacity is
-    reported as concurrency x seq (vLLM 0.24+)."""
-    budget = max(budget, 0.0)
-    blocks = math.floor(budget / (per_token * block)) if per_token else 0
-    per_request = concurrency_blocks or math.ceil(s.seq / block)
-    concurrency = blocks / per_request if per_request else 0.0
-    tokens = int(concurrency * s.seq) if tokens_by_concurrency else blocks * block
-    needed = whole_bytes(s.batch * per_request * block * per_token)
-    other = whole_bytes(sum(r[name] for name in ("weights", "non_torch", "activations", "logits", "cuda_graphs",
-                                                 "reserve") if name in r))
-    fits = other <= usable and blocks >= s.batch * per_request and blocks > 0
-    free = math.floor(usable) - other - needed if fits else 0  # the pool is what the others leave of usable
-    r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks")
-    r.add("kv_free", free, "the rest of the pool: " + requests_note(tokens, s.seq, concurrency))
-    total = other + needed + free
-    r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need")
-    summary = {"kv_cache_budget": Quantity(whole_bytes(budget), "byte"),
-               "kv_cache_capacity": Quantity(tokens, "token"),
-               "max_concurrency": Quantity(round(concurrency, 4), "count"),
-               "kv_per_token": Quantity(whole_bytes(per_token), "byte"),
-               "kv_per_request": Quantity(whole_bytes(needed / s.batch), "byte"),
-               "kv_blocks": Quantity(blocks, "count"), "stage": Quantity(st.index, "count")}
-    if other > usable:
-        notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
-                     f" > {fmt_bytes(usable)} it may use; no room for a KV cache")
-    elif not fits:
-        notes.append(f"does not fit: {s.batch} request(s) of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
-                     f"the pool holds {fmt_bytes(blocks * block * per_token)}")
-    res = StageMemory(r, total, {}, summary, notes)
-    res.usable, res.fits = usable, fits
-    return res
-
-
-def stage_notes(s: MemorySettings, st: Stage) -> list[str]:
-    return [stage_note(st, s.parallel.pp, 1)] if s.parallel.pp > 1 else []

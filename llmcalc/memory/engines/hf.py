@@ -8,31 +8,22 @@ fp32 logits for every prompt position (``--engine-version 4.44``).
 
 from __future__ import annotations
 
-from ...breakdown import Rows
 from ...dtypes import DTYPE_BYTES
 from ...spec import ModelSpec
-from ..inference import add_weights, growing_stage, prefill_activations
-from ..placement import Stage, stage_params
+from ...units import fmt_bytes
+from ..inference import engine_rows, growing_stage, prefill_activations
+from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
 from . import parse_version
-from .common import GiB, Device
+from .common import CUDA_CONTEXT_CUBLAS, Device
 
-# What a torch process holds outside its allocator once a matmul has run: the CUDA context and
-# cuBLAS's handles. Measured on an H100 (torch 2.11, CUDA 13): 0.52 GiB after init, 0.67 GiB after a
-# bf16 GEMM (scripts/measure_gpu.py).
-CUDA_CONTEXT = 0.67 * GiB
 ALL_LOGITS = (4, 45)  # from 4.45 generate asks the model for the last position's logits only
 
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
-    par = s.parallel
     e = DTYPE_BYTES[s.compute_dtype]
-    r = Rows("byte")
-    add_weights(r, m, stage_params(m, par, st), s)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context and cuBLAS handles (measured, H100)")
+    r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS, "CUDA context and cuBLAS handles (measured, H100)")
     prompt = s.batch * s.seq
     r.add("activations", whole_bytes(prefill_activations(m, s, st, prompt)),
           f"prefill of {s.batch} x {s.seq:,} tokens at once, one layer at a time")
@@ -42,5 +33,5 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
                                           if st.last else "not on this stage"))
     r.add("reserve", whole_bytes(s.reserve), "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
-             f"fits within {s.gpu_util:g} x {dev.gib:.2f} GiB"]
+             f"fits within {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
     return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes)

@@ -11,26 +11,20 @@ one vocabulary row per slot.
 
 from __future__ import annotations
 
-from ...breakdown import Rows
 from ...dtypes import DTYPE_BYTES
 from ...spec import ModelSpec
-from ..inference import add_weights, growing_stage
-from ..placement import Stage, stage_params
+from ..inference import engine_rows, growing_stage
+from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
-from .common import GiB, Device
+from .common import CUDA_CONTEXT, Device
 
-CUDA_CONTEXT = 0.52 * GiB  # a CUDA process's context before any allocation (measured, H100, CUDA 13)
 N_UBATCH = 512  # llama.cpp's default physical micro-batch (-ub); the prefill chunk (--max-num-batched-tokens) overrides it
 CELLS = 256  # n_ctx is padded to a multiple of 256 cells (GGML_PAD(n_ctx, 256))
 
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
-    r = Rows("byte")
-    add_weights(r, m, stage_params(m, s.parallel, st), s)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    r.add("non_torch", whole_bytes(CUDA_CONTEXT), "CUDA context (0.52 GiB measured on an H100)")
+    r = engine_rows(m, s, st, CUDA_CONTEXT, "CUDA context (measured on an H100)")
     n_ctx = -(-s.batch * s.seq // CELLS) * CELLS
     ubatch = min(s.prefill_chunk or N_UBATCH, n_ctx)
     # The compute buffer llama.cpp reserves for its worst graph: f32 logits and one f32 hidden row per

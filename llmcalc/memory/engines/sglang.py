@@ -12,17 +12,14 @@ GPUs over 60 GiB; 0.4.8-0.5.2 reserved (9.5 + tp x pp / 2) GiB on 35-90 GiB GPUs
 
 from __future__ import annotations
 
-from ...breakdown import Rows
 from ...spec import ModelSpec
 from ...units import fmt_bytes
-from ..inference import add_weights
-from ..placement import Stage, stage_params
+from ..inference import engine_rows, kv_bytes_per_token, pool_result
+from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
 from . import parse_version
-from .common import GiB, MiB, Device, kv_bytes_per_token, pool_result, stage_notes
-from .hf import CUDA_CONTEXT
-from .vllm import NCCL_LINKED, NCCL_PCIE
+from .common import CUDA_CONTEXT_CUBLAS, MiB, Device, nccl_bytes
 
 # (GPU memory below GiB, chunked_prefill_size, cuda_graph_max_bs for tp < 4, for tp >= 4): 0.5.5+
 TIERS = ((20, 2048, 8, 8), (35, 2048, 24, 80), (60, 4096, 32, 160), (160, 8192, 256, 512), (1e9, 16384, 512, 512))
@@ -52,22 +49,15 @@ def mem_fraction_static(s: MemorySettings, dev: Device, v: tuple) -> tuple[float
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     v = parse_version(s.engine_version)
-    par = s.parallel
-    r = Rows("byte")
-    add_weights(r, m, stage_params(m, par, st), s)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    nccl = (NCCL_LINKED if dev.linked else NCCL_PCIE) if par.gpus > 1 else 0
-    context = CUDA_CONTEXT + nccl
-    r.add("non_torch", whole_bytes(context), "CUDA context" + (" and NCCL buffers" if nccl else "") + ", before the pool")
-    frac, how = (s.gpu_util, "--gpu-util") if s.gpu_util < 1 else mem_fraction_static(s, dev, v)
+    nccl = nccl_bytes(dev, s.parallel.gpus)
+    context = CUDA_CONTEXT_CUBLAS + nccl
+    r = engine_rows(m, s, st, context, "CUDA context" + (" and NCCL buffers" if nccl else "") + ", before the pool")
+    frac, how = (s.gpu_util, "--gpu-util") if s.gpu_util is not None else mem_fraction_static(s, dev, v)
     free = dev.total - context
-    rest = (1 - frac) * free
     r.add("activations", 0, "inside the reserve below")
     r.add("logits", 0, "inside the reserve below")
-    r.add("reserve", whole_bytes(rest), f"(1 - mem_fraction_static) x free: activations, CUDA graphs, sampler")
-    budget = frac * free - r["weights"]
+    r.add("reserve", whole_bytes((1 - frac) * free), "(1 - mem_fraction_static) x free: activations, CUDA graphs, sampler")
+    # The pool is what the rows leave of the device: mem_fraction_static x free - weights.
     notes = [f"SGLang {s.engine_version}: KV = mem_fraction_static {frac:g} ({how}) x {fmt_bytes(free)} free - weights; "
              f"page size 1, {s.kv_dtype} cache"]
-    return pool_result(r, s, st, dev.total, budget, kv_bytes_per_token(m, s, st), s.kv_block or 1, None,
-                       notes + stage_notes(s, st))
+    return pool_result(r, s, st, dev.total, kv_bytes_per_token(m, s, st), s.kv_block or 1, notes)

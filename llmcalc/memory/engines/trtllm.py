@@ -11,17 +11,15 @@ memory free after its build-time activation reservation; not modelled.
 
 from __future__ import annotations
 
-from ...breakdown import Rows
 from ...dtypes import DTYPE_BYTES
 from ...spec import ModelSpec
 from ...units import fmt_bytes
-from ..inference import add_weights
-from ..placement import Stage, stage_params
+from ..inference import engine_rows, kv_bytes_per_token, pool_result
+from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
-from .common import Device, kv_bytes_per_token, pool_result, stage_notes
-from .hf import CUDA_CONTEXT
-from .vllm import NCCL_LINKED, NCCL_PCIE, forward_peak
+from .common import CUDA_CONTEXT_CUBLAS, Device, nccl_bytes
+from .vllm import forward_peak
 
 FREE_FRACTION = 0.9  # KvCacheConfig.free_gpu_memory_fraction
 MAX_NUM_TOKENS = 8192  # the LLM API's max_num_tokens: the profiled step's tokens
@@ -29,22 +27,18 @@ TOKENS_PER_BLOCK = 32
 
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
-    par = s.parallel
     e = DTYPE_BYTES[s.compute_dtype]
-    r = Rows("byte")
-    add_weights(r, m, stage_params(m, par, st), s)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    nccl = (NCCL_LINKED if dev.linked else NCCL_PCIE) if par.gpus > 1 else 0
-    r.add("non_torch", whole_bytes(CUDA_CONTEXT + nccl), "CUDA context" + (", NCCL" if nccl else ""))
+    nccl = nccl_bytes(dev, s.parallel.gpus)
+    r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS + nccl, "CUDA context" + (", NCCL" if nccl else ""))
     tokens = s.prefill_chunk or MAX_NUM_TOKENS
-    r.add("activations", whole_bytes(forward_peak(m, st, tokens, par.tp, e)),
+    r.add("activations", whole_bytes(forward_peak(m, st, tokens, s.parallel.tp, e)),
           f"profiled prefill of {tokens:,} tokens (max_num_tokens)")
     r.add("logits", 0, "last positions only: negligible")
-    frac = s.gpu_util if s.gpu_util < 1 else FREE_FRACTION
-    left = dev.total - sum(r[k] for k in ("weights", "non_torch", "activations"))
-    r.add("reserve", whole_bytes(max(left, 0) * (1 - frac)), f"1 - free_gpu_memory_fraction of what the step left")
+    frac = FREE_FRACTION if s.gpu_util is None else s.gpu_util
+    left = max(dev.total - sum(r[k] for k in ("weights", "non_torch", "activations")), 0)
+    # The pool is what the rows leave of the device: frac x (total - profiled peak).
+    r.add("reserve", whole_bytes(left * (1 - frac)), "1 - free_gpu_memory_fraction of what the step left")
+    block = s.kv_block or TOKENS_PER_BLOCK
     notes = [f"TensorRT-LLM {s.engine_version} (PyTorch backend): KV = {frac:g} x (total - profiled peak) = "
-             f"{frac:g} x {fmt_bytes(max(left, 0))}; {s.kv_block or TOKENS_PER_BLOCK}-token blocks"]
-    return pool_result(r, s, st, dev.total, left * frac, kv_bytes_per_token(m, s, st), s.kv_block or TOKENS_PER_BLOCK,
-                       None, notes + stage_notes(s, st))
+             f"{frac:g} x {fmt_bytes(left)}; {block}-token blocks"]
+    return pool_result(r, s, st, dev.total, kv_bytes_per_token(m, s, st), block, notes)

@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import math
 
-from ...breakdown import Rows
 from ...dtypes import DTYPE_BYTES
+from ...kvcache import kv_values_per_token_layer
 from ...spec import ModelSpec
 from ...units import fmt_bytes
-from ..inference import add_weights
-from ..placement import Stage, stage_params
+from ..inference import engine_rows, kv_bytes_per_token, pool_result
+from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
 from . import parse_version
-from .common import GiB, MiB, Device, kv_bytes_per_token, pool_result, rope_cache_bytes, stage_notes, \
-    values_per_token_layer, vocab_padding_bytes
+from .common import GiB, MiB, Device, nccl_bytes, rope_cache_bytes, vocab_padding_bytes
 
 V1 = (0, 8)  # the V1 engine is the default from 0.8.0 (VLLM_USE_V1)
 V0_CHUNK_2048 = (0, 6, 5)  # V0's chunked-prefill budget: 512 tokens before, 2048 from 0.6.5
@@ -53,13 +52,9 @@ GRAPHS_BUDGETED = (0, 20)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS on by defa
 TOKENS_FROM_CONCURRENCY = (0, 24)  # "GPU KV cache size" = int(concurrency x max_model_len)
 
 # Non-torch growth on one GPU (cuBLAS/cuDNN handles, lazily loaded kernels): 0.05-0.73 GiB in 13
-# public start-up logs (0.6.4-0.10.2), 0.25 GiB typical.
+# public start-up logs (0.6.4-0.10.2), 0.25 GiB typical. NCCL's buffers (common.nccl_bytes) count
+# too while the snapshot precedes NCCL's set-up (before 0.11).
 NON_TORCH = 0.25 * GiB
-# NCCL and custom all-reduce buffers per GPU with TP/PP >= 2, counted before 0.11: NVLink/NVSwitch
-# peers about 1.8 GiB (vLLM PR 10511: non_torch 3.58 GiB at TP 2 against 1.79 GiB at TP 1 on
-# H100), PCIe peers about 0.1 GiB (RTX 4090 TP 2: 0.25 GiB; L40S TP 8: 0.21 GiB in total).
-NCCL_LINKED = 1.75 * GiB
-NCCL_PCIE = 0.1 * GiB
 # The sampler's buffers per vocabulary entry of each row: 16-bit logits, their fp32 copy, sorted
 # values with int64 indices, probabilities, cumulative sums, masks, log-probs: 38-41 B in the
 # profiled peaks of vLLM 0.6-0.8 logs where the sampler dominates (Llama-3-8B on H100 1.26 GiB,
@@ -109,9 +104,9 @@ def kv_layout(m: ModelSpec, s: MemorySettings, v: tuple) -> tuple[float, int, st
     """(values per token per layer on one rank, block size, how) for this release."""
     tp = s.parallel.tp
     if not m.is_mla:
-        return values_per_token_layer(m, tp), s.kv_block or 16, "K and V of the kv heads"
+        return kv_values_per_token_layer(m, tp), s.kv_block or 16, "K and V of the kv heads"
     if v >= V1:
-        return values_per_token_layer(m, tp), s.kv_block or 64, "one MLA latent (kv_lora_rank + rope), 64-token blocks"
+        return kv_values_per_token_layer(m, tp), s.kv_block or 64, "one MLA latent (kv_lora_rank + rope), 64-token blocks"
     if v >= V0_MLA:
         return 640, s.kv_block or 16, "one MLA latent padded to 640 values (256-byte alignment)"
     heads = max(1, m.kv_heads // tp)
@@ -144,15 +139,10 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     e = DTYPE_BYTES[s.compute_dtype]
     mnbt, mns = defaults(s, dev, v)
     values, block, how = kv_layout(m, s, v)
-    r = Rows("byte")
-    p = stage_params(m, par, st)
-    add_weights(r, m, p, s, rope_cache_bytes(m, e) + vocab_padding_bytes(m, p, st, par.tp, e), "rotary table, vocab padding")
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    linked = par.gpus > 1 and v < NCCL_IN_BASELINE
-    nccl = (NCCL_LINKED if dev.linked else NCCL_PCIE) if linked else 0
-    r.add("non_torch", whole_bytes(NON_TORCH + nccl), "cuBLAS handles, kernels" +
-          (", NCCL/custom all-reduce buffers" if nccl else "") + " (CUDA context outside the budget)")
+    nccl = nccl_bytes(dev, par.gpus) if v < NCCL_IN_BASELINE else 0
+    r = engine_rows(m, s, st, NON_TORCH + nccl, "cuBLAS handles, kernels" + (", NCCL/custom all-reduce buffers"
+                    if nccl else "") + " (CUDA context outside the budget)",
+                    rope_cache_bytes(m, e) + vocab_padding_bytes(m, st, par.tp, e), "rotary table, vocab padding")
     forward = forward_peak(m, st, mnbt, par.tp, e)
     rows = min(mns, mnbt)
     per_logit = [b for since, b in SAMPLER_BYTES_PER_LOGIT if v >= since][-1]
@@ -161,21 +151,19 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r.add("logits", whole_bytes(max(0.0, sampler - forward)),
           f"sampler on {rows} rows x {m.vocab_size:,} vocab x {per_logit} B, beyond the forward peak"
           if st.last else "not on this stage")
-    graphs = capture_sizes(v, mns, mnbt) * st.layers * GRAPH_BYTES_PER_LAYER
+    sizes = capture_sizes(v, mns, mnbt)
+    graphs = sizes * st.layers * GRAPH_BYTES_PER_LAYER
     budgeted = v >= GRAPHS_BUDGETED and not s.enforce_eager
     r.add("cuda_graphs", whole_bytes(graphs if budgeted else 0),
           "--enforce-eager: none" if s.enforce_eager else
-          f"{capture_sizes(v, mns, mnbt)} batch sizes x {st.layers} layers, estimated by the profiler" if budgeted else
+          f"{sizes} batch sizes x {st.layers} layers, estimated by the profiler" if budgeted else
           f"about {fmt_bytes(graphs)}, captured after the KV cache, outside gpu_memory_utilization (before 0.20)")
     usable = math.floor(dev.total * s.gpu_util)  # requested memory
-    other = sum(r[k] for k in ("weights", "non_torch", "activations", "logits", "cuda_graphs"))
-    per_token = kv_bytes_per_token(m, s, st, values)
-    per_request = _blocks_per_request(m, s, v, block, mnbt)
     notes = [f"vLLM {s.engine_version}: budget = {s.gpu_util:g} x {fmt_bytes(dev.total)} (gpu_memory_utilization "
              f"x total) - weights - non-torch - activation peak" + (" - CUDA graphs" if budgeted else ""),
              f"KV: {how}, {block}-token blocks, {s.kv_dtype}; max_num_seqs {mns}, max_num_batched_tokens {mnbt}"]
-    return pool_result(r, s, st, usable, usable - other, per_token, block, per_request, notes + stage_notes(s, st),
-                       tokens_by_concurrency=v >= TOKENS_FROM_CONCURRENCY)
+    return pool_result(r, s, st, usable, kv_bytes_per_token(m, s, st, values), block, notes,
+                       _blocks_per_request(m, s, v, block, mnbt), tokens_by_concurrency=v >= TOKENS_FROM_CONCURRENCY)
 
 
 def _blocks_per_request(m: ModelSpec, s: MemorySettings, v: tuple, block: int, mnbt: int) -> float:
