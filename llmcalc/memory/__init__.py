@@ -3,16 +3,19 @@
 Where each row comes from (module:function):
   weights, weights/shard, weights/gathered, weights/frozen, weights/adapters  training.add_weights
     (bytes per parameter: states.full_states / states.adapter_states; parameters: placement.stage_params)
-  weights, weights/quantized, weights/scales, weights/unquantized (inference)  inference.add_weights
-    (the dtype rule: placement.ParamSplit.weight_bytes)
+  weights, weights/quantized, weights/scales, weights/unquantized, weights/buffers (inference)
+                                              inference.add_weights (placement.ParamSplit.weight_bytes;
+                                              a checkpoint's own layout: quant.WeightFormat)
   gradients                                   training.add_gradients (states.model_state_bytes)
   optimizer, optimizer/master, optimizer/adam_m, ...  training.add_optimizer (states.state_rows)
   activations, activations/per_layer/*, activations/layers, /embedding, /head, /transient
                                               training.add_activations (tensors: activations.layer_tensors)
-  activations (inference)                     inference.prefill_activations (activations.working_set)
-  logits, logits/log_probs, logits/grad       training.add_logits; inference.infer_stage
-  kv_cache                                    inference.infer_stage (kvcache.kv_cache_bytes)
-  reserve, total, cpu/*                       training.train_stage; inference.infer_stage
+  non_torch, activations, logits, cuda_graphs, reserve (inference)
+                                              engines.<engine>.stage (engines/vllm.py ... hf.py)
+  logits, logits/log_probs, logits/grad       training.add_logits
+  kv_cache, kv_free, summary kv_cache_*, max_concurrency
+                                              inference.pool_result / inference.growing_stage
+  reserve, total, cpu/*                       training.train_stage; the inference closers above
   summary capacity, usable, fits, headroom    per_gpu.memory_breakdown
 
 The package imports a submodule only when one of its names is first used (``__getattr__``

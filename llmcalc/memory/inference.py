@@ -1,7 +1,8 @@
 """Inference memory per GPU, as the chosen serving engine accounts for it (memory/engines).
 
-Shared here: the weights rows, the working set of a prefill chunk, and the rows of engines that
-allocate the KV cache as requests need it (``growing_stage``: transformers, llama.cpp).
+Shared here: the weights rows, the rows every engine starts from, and the two ways engines close
+them: ``pool_result`` for a pre-allocated KV pool (vLLM, SGLang, TensorRT-LLM), ``growing_stage``
+for a cache allocated as requests need it (transformers, llama.cpp).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from ..kvcache import kv_cache_bytes, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
-from .activations import layer_tensors, local, working_set
 from .placement import ParamSplit, Stage, stage_params
 from .settings import MemorySettings
 from .stage import StageMemory, stage_notes, whole_bytes
@@ -54,17 +54,6 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
     r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note)
     bits = (parts["quantized"] + parts["scales"]) * 8 / quantized if quantized else 0.0
     r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}")
-
-
-def prefill_activations(m: ModelSpec, s: MemorySettings, st: Stage, chunk: int) -> float:
-    """Bytes of the working set of a prefill of ``chunk`` tokens, one layer at a time
-    (activations.working_set): the largest over the layer kinds the stage holds."""
-    par = s.parallel
-    e = DTYPE_BYTES[s.compute_dtype]
-    loc = local(m, s.attention_impl, math.ceil(chunk / par.cp), s.seq, par.tp, False)
-    kinds = ([False] if st.dense else []) + ([True] if st.moe else [])
-    return max(working_set(m, layer_tensors(m, s.attention_impl, e, moe, training=False), loc, e)
-               for moe in kinds)
 
 
 def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:

@@ -6,10 +6,8 @@ import dataclasses
 
 from ..breakdown import Breakdown, Quantity
 from ..spec import GPUSpec, ModelSpec
-from .inference import infer_stage
 from .placement import check_layout, stages
 from .settings import MemorySettings
-from .training import train_stage
 
 
 def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Breakdown:
@@ -23,9 +21,13 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if m.quant_method and not s.dtype_given and s.mode == "infer":  # a quantized checkpoint as it ships
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
-    if s.mode == "train":
+    if s.mode == "train":  # each mode imports only its own module (start-up time)
+        from .training import train_stage
+
         res = max((train_stage(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
     else:  # the engine's pool is as small as its tightest stage (vLLM and SGLang take the minimum)
+        from .inference import infer_stage
+
         dev = device(gpu, capacity)
         res = min((infer_stage(m, s, st, dev) for st in stages(m, s.parallel.pp)),
                   key=lambda x: (x.fits is not False, x.summary["kv_cache_capacity"]))

@@ -8,10 +8,13 @@ fp32 logits for every prompt position (``--engine-version 4.44``).
 
 from __future__ import annotations
 
+import math
+
 from ...dtypes import DTYPE_BYTES
 from ...spec import ModelSpec
 from ...units import fmt_bytes
-from ..inference import engine_rows, growing_stage, prefill_activations
+from ..activations import layer_tensors, local, working_set
+from ..inference import engine_rows, growing_stage
 from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
@@ -19,6 +22,17 @@ from . import parse_version
 from .common import CUDA_CONTEXT_CUBLAS, Device
 
 ALL_LOGITS = (4, 45)  # from 4.45 generate asks the model for the last position's logits only
+
+
+def prefill_activations(m: ModelSpec, s: MemorySettings, st: Stage, chunk: int) -> float:
+    """Bytes of the working set of a prefill of ``chunk`` tokens, one layer at a time
+    (activations.working_set, eager kernels included): the largest over the layer kinds of the stage."""
+    par = s.parallel
+    e = DTYPE_BYTES[s.compute_dtype]
+    loc = local(m, s.attention_impl, math.ceil(chunk / par.cp), s.seq, par.tp, False)
+    kinds = ([False] if st.dense else []) + ([True] if st.moe else [])
+    return max(working_set(m, layer_tensors(m, s.attention_impl, e, moe, training=False), loc, e)
+               for moe in kinds)
 
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
