@@ -12,6 +12,7 @@ import typer
 from ..dtypes import FLOAT_DTYPES
 from ..memory import ATTENTION_IMPLS, FINETUNES, MODES, PRECISIONS
 from ..memory.engines import ENGINES
+from ..memory.frameworks import FRAMEWORKS, LOSSES
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
 from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
@@ -32,16 +33,21 @@ CpOpt = Annotated[Optional[int], typer.Option("--cp", help="Context-parallel deg
 EpOpt = Annotated[Optional[int], typer.Option("--ep", help="Expert-parallel degree (MoE experts split over DP ranks).")]
 SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism with TP (splits norm/dropout activations).")]
 PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
-TrainOptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v).")]
+TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v). Default: the framework's (adamw; unsloth adamw-8bit).")]
 ZeroOpt = Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
-MemRecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only).")]
+MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only). Default: the framework's (torchtune, unsloth and QLoRA under hf/peft: full; else none).")]
 AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
-LossDtypeOpt = Annotated[LossDtype, typer.Option("--loss-dtype", help="Dtype of the logits in the loss (HF and Megatron upcast to fp32).")]
+LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", help="Dtype of the logits in the loss. Default: the framework's (fp32: HF, torchtune and Megatron upcast; litgpt: the compute dtype).")]
+Framework = choices("Framework", FRAMEWORKS)
+FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
+Loss = choices("Loss", LOSSES)
+LossOpt = Annotated[Optional[Loss], typer.Option("--loss", help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter). Default: the framework's (PEFT 0.0, LitGPT 0.05).")]
 MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
 OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer and/or params (comma list): ZeRO-Offload to CPU memory.")]
 FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
-LoraTargetsOpt = Annotated[str, typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all.")]
+LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all. Default: the framework's (hf/peft/litgpt q,v; torchtune q,v,o; unsloth all).")]
 GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
 GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
@@ -61,17 +67,20 @@ def memory_options(
     tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
     dtype: DtypeOpt = None,
     precision: PrecisionOpt = None,
-    optimizer: TrainOptimizerOpt = Optimizer.adamw,
+    optimizer: TrainOptimizerOpt = None,
     zero: ZeroOpt = 0,
-    recompute: MemRecomputeOpt = Recompute.none,
+    recompute: MemRecomputeOpt = None,
     attention_impl: AttentionImplOpt = None,
     kv_dtype: KvDtypeOpt = None,
-    loss_dtype: LossDtypeOpt = LossDtype.fp32,
+    loss_dtype: LossDtypeOpt = None,
+    framework: FrameworkOpt = None,
+    loss: LossOpt = None,
     mini_seq: MiniSeqOpt = 1,
     offload: OffloadOpt = None,
     finetune: FinetuneOpt = Finetune.full,
     lora_rank: LoraRankOpt = 16,
-    lora_targets: LoraTargetsOpt = "all",
+    lora_targets: LoraTargetsOpt = None,
+    lora_dropout: LoraDropoutOpt = None,
     group_size: GroupSizeOpt = 128,
     gpu_util: GpuUtilOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -133,10 +142,11 @@ def settings_from_options(**o) -> dict:
             unused(flag, f"with --engine {engine} (it has no such setting)", True)
     return dict(
         mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
-        optimizer=o["optimizer"].value, zero=o["zero"], recompute=o["recompute"].value,
-        attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=o["loss_dtype"].value,
+        optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
+        attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
+        framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
         mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
-        lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])), group_size=o["group_size"],
+        lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])) if o["lora_targets"] is not None else None, group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
         reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,
         engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,

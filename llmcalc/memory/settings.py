@@ -9,6 +9,7 @@ from ..flops import RECOMPUTE
 from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
 from .engines import KNOB_FLAGS, resolve_engine
+from .frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES, Framework
 
 GiB = 2**30
 MODES = ("train", "infer")
@@ -16,9 +17,10 @@ ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params")
 
-# Training: CUDA context (0.52 GiB measured on an H100, CUDA 13) + NCCL/cuBLAS workspaces + allocator
-# slack. Inference engines model their own non-torch memory (memory/engines), so nothing extra there.
-DEFAULT_RESERVE = {"train": 1 * GiB, "infer": 0}
+# Training: memory outside PyTorch's allocator: the CUDA context with cuBLAS loaded (0.67 GiB measured
+# on H100 and H200, CUDA 13: tests/data/gpu_measured.json). The caching allocator's own slack is the
+# `allocator` row. Inference engines model their own non-torch memory (memory/engines).
+DEFAULT_RESERVE = {"train": round(0.67 * GiB), "infer": 0}
 DEFAULT_GPU_UTIL = {"train": 1.0}  # infer: the engine's own default (vLLM's gpu_memory_utilization 0.9)
 DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
 DEFAULT_LORA_RANK = 16
@@ -72,10 +74,15 @@ class MemorySettings:
     keep_16bit: module names or patterns (quant.matches) whose weights stay 16-bit under a
       quantized dtype; weight_format "checkpoint": weights in the model's own quantization_config
       layout (set by memory_breakdown when --dtype is not given for a quantized checkpoint).
-    loss_dtype: the cross-entropy's dtype (default fp32: HF and Megatron upcast the logits).
+    framework: train: hf (default) | peft | litgpt | torchtune | unsloth | megatron | deepspeed | fsdp, whose
+      defaults fill every option left None (memory/frameworks.py): loss, loss_dtype, optimizer,
+      recompute, precision, lora_targets, lora_dropout, and how the step's peak forms.
+    loss: full | chunked | fused cross-entropy (memory/loss.py).
+    loss_dtype: the cross-entropy's dtype (default: the framework's; fp32 where it upcasts the logits).
     mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
     offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
-    finetune: full | lora | qlora; lora_rank (16), lora_targets (all: every linear of the blocks).
+    finetune: full | lora | qlora; lora_rank (16), lora_targets (the framework's; "all" = every linear of
+      the blocks), lora_dropout (the framework's; PEFT's 0.0).
     group_size: weights per 16-bit scale for int4/fp4 weights (128).
     gpu_util: usable fraction of capacity (train 1.0; infer: the engine's, vLLM 0.9); reserve: fixed
       extra bytes (train 1 GiB, infer 0); gpu_memory: capacity override in bytes.
@@ -87,17 +94,20 @@ class MemorySettings:
     batch: int = 1
     dtype: str | None = None
     precision: str | None = None
-    optimizer: str = "adamw"
+    optimizer: str | None = None
     zero: int = 0
-    recompute: str = "none"
+    recompute: str | None = None
     attention_impl: str | None = None
     kv_dtype: str | None = None
-    loss_dtype: str = "fp32"
+    loss_dtype: str | None = None
     mini_seq: int = 1
     offload: tuple[str, ...] = ()
     finetune: str = "full"
     lora_rank: int = DEFAULT_LORA_RANK
-    lora_targets: tuple[str, ...] = ("all",)
+    lora_targets: tuple[str, ...] | None = None
+    lora_dropout: float | None = None
+    framework: str | None = None
+    loss: str | None = None
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
     reserve: int | None = None
@@ -116,6 +126,7 @@ class MemorySettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype_given", self.dtype is not None)
         object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
+        self._resolve_framework()
         self._check_values()
         object.__setattr__(self, "offload", tuple(dict.fromkeys(self.offload)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -132,6 +143,29 @@ class MemorySettings:
             raise SpecError(f"--gpu-util must be in (0, 1], got {util}")
         object.__setattr__(self, "gpu_util", util)
         self._check_combinations()
+
+    def _resolve_framework(self) -> None:
+        """The training framework and the defaults it sets for the options the user left unset."""
+        if self.mode == "infer" and self.framework is not None:
+            raise SpecError("--framework only applies to --mode train (inference follows --engine)")
+        name = self.framework or DEFAULT_FRAMEWORK
+        check_choice("--framework", name, tuple(FRAMEWORKS))
+        fw = FRAMEWORKS[name]
+        recompute = fw.qlora_recompute if self.finetune == "qlora" and fw.qlora_recompute else fw.recompute
+        defaults = dict(framework=name if self.mode == "train" else None, optimizer=fw.optimizer, recompute=recompute, loss=fw.loss,
+                        lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout)
+        if self.mode == "train" and self.dtype not in ("fp32", "tf32"):
+            defaults.update(precision=fw.precision)
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        check_choice("--loss", self.loss, LOSSES)
+        if not 0 <= self.lora_dropout < 1:
+            raise SpecError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+
+    @property
+    def fw(self) -> Framework:
+        return FRAMEWORKS[self.framework or DEFAULT_FRAMEWORK]
 
     def _resolve_engine(self) -> None:
         """The engine, its version and its defaults for the knobs the user left unset."""
@@ -154,7 +188,8 @@ class MemorySettings:
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
         check_choice("--finetune", self.finetune, FINETUNES)
-        check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
+        if self.loss_dtype is not None:
+            check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
         if self.zero not in (0, 1, 2, 3):
             raise SpecError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
         for item in self.offload:
@@ -197,6 +232,8 @@ class MemorySettings:
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "precision", precision)
         object.__setattr__(self, "kv_dtype", kv)
+        if self.loss_dtype is None:  # the framework's: fp32 where its loss upcasts, else the compute dtype
+            object.__setattr__(self, "loss_dtype", self.fw.loss_dtype or self.compute_dtype)
 
     @property
     def compute_dtype(self) -> str:

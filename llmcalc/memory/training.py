@@ -16,10 +16,12 @@ from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from ..units import fmt_bytes
-from .activations import GROUPS, Saved, groups, kept, layer_tensors, local, norm_tensors
+from .activations import GROUPS, Saved, adapter_tensors, groups, kept, layer_tensors, local, norm_tensors
+from ..params import attention_linears, mlp_linears
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .settings import PRECISIONS, MemorySettings
 from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
+from .loss import LossBuffers, loss_buffers
 from .states import States, adapter_states, full_states, state_note
 
 PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
@@ -28,6 +30,7 @@ PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
     "scores": ("activations/per_layer/scores", "s x s softmax output (eager only)"),
     "mlp": ("activations/per_layer/mlp", "MLP input and intermediates"),
     "dropout": ("activations/per_layer/dropout", "dropout masks, 1 B per element"),
+    "adapters": ("activations/per_layer/adapters", "LoRA: input copies, dropout masks, lora_A outputs"),
 }
 RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
                    "full": "each layer's input kept, one layer rebuilt at a time"}
@@ -163,16 +166,52 @@ def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float
     return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
 
 
-def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> float:
-    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient."""
+def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
+    """Which frozen-or-not base weights keep their input for backward (activations.kept): all of them
+    in full training; none under LoRA (torch skips a frozen weight's input); every linear under QLoRA
+    (bitsandbytes' MatMul4Bit saves its input whenever the input needs a gradient, bnb 0.41-0.48)."""
+    if s.finetune == "full":
+        return None
+    if s.finetune == "qlora":
+        return frozenset(trainable(m, "lora", ("all",)))
+    return frozenset()
+
+
+def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
+    e = DTYPE_BYTES[s.compute_dtype]
+    items = layer_tensors(m, s.attention_impl, e, moe)
+    if s.finetune != "full":
+        a = DTYPE_BYTES[s.fw.adapter_dtype or s.compute_dtype]
+        items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe)
+    return items
+
+
+def _dequantized(m: ModelSpec, s: MemorySettings) -> float:
+    """QLoRA: bitsandbytes dequantizes each 4-bit weight to the compute dtype for its matmul, in forward
+    and again in backward; the largest linear's copy is the one that counts."""
+    if s.finetune != "qlora":
+        return 0.0
+    lins = {**attention_linears(m), **mlp_linears(m, max(m.intermediate_size, m.expert_size or 0))}
+    return max(lin.fan_in * lin.fan_out for lin in lins.values()) * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
+
+
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> float:
+    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient.
+
+    The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
+    alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par, e = s.parallel, DTYPE_BYTES[s.compute_dtype]
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp)
-    targets = trainable(m, s.finetune, s.lora_targets)
+    targets = base_inputs_saved(m, s)
     checkpoint = loc.bytes(Saved("norms", "layer input", e * m.hidden_size))  # Korthikanti's 2sbh in 16-bit
-    costs = [(layer_cost(layer_tensors(m, s.attention_impl, e, moe), s, loc, targets, checkpoint), n)
+    costs = [(layer_cost(_layer_items(m, s, moe), s, loc, targets, checkpoint), n)
              for moe, n in _layer_kinds(st)]
     saved = sum(c.per * n for c, n in costs)
-    transient = max(c.extra for c, _ in costs)
+    transient = max(c.extra for c, _ in costs) + _dequantized(m, s)
+    offloaded = s.fw.offload_checkpoints and s.recompute == "full"
+    if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
+        cpu["cpu/checkpoints"] = saved * in_flight(s, st)
+        transient, saved = transient + checkpoint, 0.0
     shown = max(costs, key=lambda cn: cn[1])[0]  # the layer kind the stage has most of
     flight = in_flight(s, st)
     for g in GROUPS:
@@ -182,27 +221,33 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> floa
     r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None)
     r.add("activations/layers", whole_bytes(saved * flight), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
-          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute])
+          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
+          + (", offloaded to CPU" if offloaded else ""))
     emb = head = 0.0
     if st.first:
-        emb, what = _embedding_activations(m, s, loc, targets is None)
+        emb, what = _embedding_activations(m, s, loc, s.finetune == "full")
         emb *= flight
         r.add("activations/embedding", whole_bytes(emb), what)
     if st.last:
-        head = _head_activations(m, s, loc, targets is None)
+        head = _head_activations(m, s, loc, s.finetune == "full")
         r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
+    counted = transient > loss
     if transient:
-        r.add("activations/transient", whole_bytes(transient), _transient_note(s))
-    total = saved * flight + emb + head + transient
+        r.add("activations/transient", whole_bytes(transient), _transient_note(s, offloaded)
+              + ("" if counted else " (not alive with the loss's buffers)"), total=... if counted else None)
+    total = saved * flight + emb + head + (transient if counted else 0.0)
     r.add("activations", whole_bytes(total), "saved for backward")
     return total
 
 
-def _transient_note(s: MemorySettings) -> str:
+def _transient_note(s: MemorySettings, offloaded: bool) -> str:
     M = s.mini_seq
     rebuilt = {"none": "", "selective": "one layer's recomputed s x s terms", "full": "the layer being rebuilt"}
-    joined = " + " if s.recompute != "none" and M > 1 else ""
-    return rebuilt[s.recompute] + joined + (f"one MLP chunk of s/{M} tokens" if M > 1 else "")
+    parts = [rebuilt[s.recompute]] if s.recompute != "none" else []
+    parts += ["its input brought back from CPU"] if offloaded else []
+    parts += [f"one MLP chunk of s/{M} tokens"] if M > 1 else []
+    parts += ["one dequantized 4-bit weight (bitsandbytes)"] if s.finetune == "qlora" else []
+    return " + ".join(parts)
 
 
 def activation_note(s: MemorySettings) -> str:
@@ -210,54 +255,110 @@ def activation_note(s: MemorySettings) -> str:
             f"{RECOMPUTE_NOTES[s.recompute]}; per_layer = one layer, one micro-batch of {s.batch} on this GPU")
 
 
-# -- the loss ---------------------------------------------------------------------------------------
-
-def add_logits(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage) -> float:
-    """Cross-entropy (HF upcasts the logits to fp32) saves b·s·V log-probs; the backward pass then
-    holds their gradient and the logits' gradient: 3 x b·s·V in the loss dtype, vocab-parallel under
-    TP, over s/M tokens at a time with Mini-Sequence (Luo et al. 2024)."""
-    lb = DTYPE_BYTES[s.loss_dtype]
-    if not st.last:
+def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None) -> None:
+    """The loss's rows (loss.py) on the last pipeline stage: the larger of its forward and backward buffers."""
+    if lb is None:
         r.add("logits", 0, "not on this pipeline stage")
+        return
+    for name, value, note in lb.rows:
+        r.add(name, whole_bytes(value), note)
+    when = "at the start of backward" if lb.backward >= lb.forward else "while the loss runs in forward"
+    r.add("logits", whole_bytes(lb.peak), f"{lb.note}; {when}")
+
+
+def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
+    """torch.optim's foreach Adam/AdamW (the default on CUDA) makes one temporary the size of the second
+    moment, its square root, for the whole parameter group (torch/optim/adam.py, _multi_tensor_adam);
+    the fused kernels (HF's adamw_torch_fused, torchtune's fused=True, DeepSpeed, Megatron) make none."""
+    if s.fw.optimizer_impl != "foreach" or s.optimizer not in ("adam", "adamw") or "optimizer" in s.offload:
         return 0.0
-    par = s.parallel
-    chunk = -(-s.seq // s.mini_seq)  # Mini-Sequence: the LM head and loss run s/M tokens at a time
-    elements = s.batch * math.ceil(chunk / par.cp) * -(-m.vocab_size // par.tp)  # vocab-parallel loss
-    r.add("logits/log_probs", whole_bytes(elements * lb), f"log-softmax in {s.loss_dtype}, kept for backward")
-    r.add("logits/grad", whole_bytes(2 * elements * lb), "its gradient and the logits' gradient")
-    r.add("logits", whole_bytes(3 * elements * lb),
-          f"3 x b·s{'/M' if s.mini_seq > 1 else ''}·V x {lb:g} B at the start of backward")
-    return 3 * elements * lb
+    return states.optimizer.get("optimizer/adam_v", 0.0)
+
+
+# PyTorch's caching allocator reserves more than it hands out: blocks rounded up, and segments freed
+# tensors leave that the next, differently shaped tensors cannot reuse. Measured over eight
+# fine-tuning steps on H100 (tests/data/gpu_measured.json: max_memory_reserved - max_memory_allocated
+# relative to the bytes freed and re-allocated within a step), the median is 13%.
+ALLOCATOR_SLACK = 0.13
 
 
 def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
-    """Every training row of one pipeline stage's GPU, its total and its summary entries."""
+    """Every training row of one pipeline stage's GPU, its total and its summary entries.
+
+    The peak is the larger of two moments (tests/fidelity/peak.py measures both): the start of backward,
+    when every saved activation and the loss's buffers are alive, gradients too only where the framework
+    keeps them in persistent buffers (torch frees them at zero_grad); and the optimizer step, with every
+    gradient and the optimizer's temporaries but no activations.
+    """
     p = stage_params(m, s.parallel, st)
     states = model_states(m, s, st, p)
     r, cpu = Rows("byte"), {}
     notes = [PRECISIONS[s.precision].source] + states.notes
     resident = add_weights(r, m, s, states, cpu)
-    resident += add_gradients(r, s, states, p, cpu) + add_optimizer(r, s, states, p, cpu)
-    add_activations(r, m, s, st)
+    grads = add_gradients(r, s, states, p, cpu)
+    opt = add_optimizer(r, s, states, p, cpu)
+    lb = loss_buffers(m, s, s.fw.keeps_logits) if st.last else None
+    loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
+    acts = add_activations(r, m, s, st, cpu, loss)
     notes.append(activation_note(s))
-    add_logits(r, m, s, st)
-    if st.last and s.mini_seq > 1:
-        notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
-                     "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
+    add_logits(r, s, lb)
+    transient = r["activations/transient"] if "activations/transient" in r else 0.0
+    if transient > loss:  # a rebuilt layer outweighs the loss's buffers, freed before it
+        loss = 0.0
+    temp = optimizer_step_buffer(s, states)
+    r.add("optimizer_step", whole_bytes(temp), "foreach AdamW: sqrt of the second moment during step()"
+          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
+    persistent = s.fw.persistent_grads
+    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0)
+    # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
+    # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
+    autocast = s.precision == "mixed-fp32-grads" and not persistent and s.finetune == "full"
+    step = (0.0 if autocast else resident) + opt + grads + temp + kept
+    at_backward = backward >= step
+    allocated = max(backward, step)
+    slack = ALLOCATOR_SLACK * (allocated - resident - opt - (grads if persistent else 0.0))
     r.add("kv_cache", 0, "training keeps no KV cache")
+    r.add("allocator", whole_bytes(slack), f"caching allocator: reserved beyond allocated, {ALLOCATOR_SLACK:.0%} of "
+          "the bytes freed and re-allocated within a step (measured on H100)")
     r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE)
-    total = sum(r[k] for k in ("weights", "gradients", "optimizer", "activations", "logits", "reserve"))
-    r.add("total", total, "per GPU")
-    for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer
+    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast)
+    total = whole_bytes(allocated) + r["allocator"] + r["reserve"]
+    r.add("total", total, "per GPU: peak allocated + allocator + reserve")
+    for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer, cpu/checkpoints
         r.add(row, whole_bytes(value), "host memory, this GPU's share", total="cpu")
     if cpu:
         r.add("cpu", whole_bytes(sum(cpu.values())), "not in total", total="cpu")
     flight = in_flight(s, st)
-    summary = {"model_states": Quantity(whole_bytes(resident), "byte"), "params_per_gpu": Quantity(whole_bytes(p.total), "params"),
+    summary = {"model_states": Quantity(whole_bytes(resident + grads + opt), "byte"),
+               "params_per_gpu": Quantity(whole_bytes(p.total), "params"),
                "trainable_per_gpu": Quantity(whole_bytes(states.trainable), "params"),
+               "peak_allocated": Quantity(whole_bytes(allocated), "byte"),
+               "peak_reserved": Quantity(whole_bytes(allocated) + r["allocator"], "byte"),
+               "peak_at": "backward" if at_backward else "optimizer step",
+               "peak_backward": Quantity(whole_bytes(backward), "byte"), "peak_step": Quantity(whole_bytes(step), "byte"),
                "stage": Quantity(st.index, "count"), "in_flight": Quantity(flight, "count")}
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))
-    notes.append(f"reserve {fmt_bytes(s.reserve)}; usable = capacity x {s.gpu_util:g}; the peak is taken at the "
-                 "start of backward, transients added as if simultaneous (an upper bound)")
+    notes.append(f"framework {s.framework}: {s.fw.source}")
+    notes.append(_peak_note(at_backward, persistent) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
+                 f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
+
+
+def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool) -> None:
+    """Rows not alive at the peak keep their value but leave the total (no share)."""
+    gone = ("optimizer_step",) + (("logits",) if no_loss else ()) if at_backward else \
+        ("activations", "logits") + (("weights",) if autocast else ())
+    if at_backward and not persistent:
+        gone += ("gradients",)
+    for row in r.build():
+        if row.name in gone or row.name.split("/")[0] in gone and row.total:
+            note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
+            r.add(row.name, row.value, note, total=None)
+
+
+def _peak_note(at_backward: bool, persistent: bool) -> str:
+    if at_backward:
+        grads = "gradients in persistent buffers" if persistent else "gradients not yet allocated (freed by zero_grad)"
+        return f"peak at the start of backward: saved activations and the loss's buffers alive, {grads}"
+    return "peak in the optimizer step: every gradient and the step's temporaries, activations already freed"

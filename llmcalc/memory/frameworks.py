@@ -1,0 +1,86 @@
+"""Training frameworks: the defaults each one really runs with, which decide the peak of a step.
+
+Every field is a default the explicit options override (settings.MemorySettings). Sources are the
+framework's own code and recipes at the release named in `source`:
+
+- loss: full (the model returns b·s·V logits and the loss takes log-softmax over all of them),
+  chunked (logits and loss in pieces of the sequence; each piece's backward buffers alive one at a
+  time), fused (linear + cross-entropy in one kernel over token chunks; no b·s·V tensor is kept).
+- loss_dtype: fp32 where the loss upcasts the logits, else the compute dtype.
+- keeps_logits: the training loop holds the model's logits through backward (a plain loop doing
+  ``out = model(...); out.loss.backward()``); HF Trainer and torchtune drop them first.
+- adapter_dtype: PEFT keeps LoRA weights in fp32 over a 16-bit base (autocast_adapter_dtype), so the
+  adapter's input copy is fp32; LitGPT and torchtune keep them in the compute dtype.
+- optimizer_impl: foreach (torch.optim's default on CUDA: one params-sized temporary, the
+  sqrt of the second moment, during step), fused (none), or sharded (the framework's own kernels).
+- persistent_grads: gradients live in buffers allocated once (Megatron's contiguous fp32 main_grad,
+  DeepSpeed's partitions), so they exist during forward; torch's zero_grad(set_to_none=True), the
+  default since torch 2.0, frees them after each step instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOSSES = ("full", "chunked", "fused")
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    source: str
+    loss: str = "full"
+    loss_chunks: int = 8  # chunked: pieces of the sequence (torchtune's num_output_chunks)
+    loss_chunk_tokens: int | None = None  # chunked: pieces of this many tokens instead (LitGPT: 128)
+    loss_dtype: str | None = "fp32"  # None: the compute dtype
+    keeps_logits: bool = False
+    adapter_dtype: str | None = "fp32"  # None: the compute dtype
+    lora_targets: tuple[str, ...] = ("q", "v")
+    lora_dropout: float = 0.0
+    recompute: str = "none"
+    qlora_recompute: str | None = None  # PEFT's prepare_model_for_kbit_training turns checkpointing on
+    offload_checkpoints: bool = False  # checkpointed layer inputs kept in host memory
+    optimizer_impl: str = "foreach"
+    optimizer: str = "adamw"
+    precision: str | None = None  # None: from --dtype (settings._train_precision)
+    persistent_grads: bool = False
+    comm_buckets: float = 0.0  # elements of gradient-reduction buckets held per GPU (DeepSpeed)
+
+
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
+    Framework("hf", "transformers 5 Trainer: ForCausalLMLoss upcasts logits to fp32; Trainer drops the outputs "
+              "before backward; optim adamw_torch_fused; gradient checkpointing off (on for QLoRA: "
+              "PEFT's prepare_model_for_kbit_training)",
+              optimizer_impl="fused", qlora_recompute="full"),
+    Framework("torch", "a hand-written PyTorch loop (torch 2.x): out = model(...); out.loss.backward(); "
+              "opt.step(); opt.zero_grad(): the outputs held through the step, torch.optim AdamW (foreach on CUDA), "
+              "HF model code and PEFT adapters",
+              keeps_logits=True),
+    Framework("peft", "PEFT 0.13+ LoraConfig under the HF Trainer: adapters in fp32 (autocast_adapter_dtype), "
+              "Llama targets q_proj, v_proj, lora_dropout 0.0; QLoRA checkpoints (prepare_model_for_kbit_training)",
+              optimizer_impl="fused", qlora_recompute="full"),
+    Framework("litgpt", "LitGPT finetune/lora.py: bf16-true, lm_head and loss in 128-token chunks without an fp32 "
+              "upcast, logits held by the loop, LoRA on query and value, lora_dropout 0.05, torch AdamW (foreach)",
+              loss="chunked", loss_chunk_tokens=128, loss_dtype=None, keeps_logits=True, adapter_dtype=None,
+              lora_dropout=0.05, precision="bf16"),
+    Framework("torchtune", "torchtune 0.6 single-device recipes: bf16, CEWithChunkedOutputLoss (8 chunks, each "
+              "upcast to fp32), logits deleted before backward, activation checkpointing on, Llama-3 LoRA on "
+              "q_proj, v_proj, output_proj and the MLP (lora_dropout 0.0), AdamW fused",
+              loss="chunked", loss_chunks=8, adapter_dtype=None, lora_targets=("q", "v", "o", "gate", "up", "down"),
+              recompute="full",
+              optimizer_impl="fused", precision="bf16"),
+    Framework("unsloth", "Unsloth 2025: fused chunked cross-entropy, 'unsloth' gradient checkpointing (layer inputs "
+              "offloaded to CPU), LoRA on all seven linears (lora_dropout 0), adamw_8bit",
+              loss="fused", adapter_dtype=None, lora_targets=("all",), recompute="full", offload_checkpoints=True,
+              optimizer="adamw-8bit", optimizer_impl="fused"),
+    Framework("megatron", "Megatron-LM core 0.9: bf16 weights with a contiguous fp32 main_grad buffer, fp32 master "
+              "weights and Adam states (distributed optimizer = ZeRO-1), vocab-parallel fp32 cross-entropy",
+              adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True),
+    Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
+              "reduce_bucket_size 5e8 elements (one bucket; two under ZeRO-3, where overlap_comm is on)",
+              optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8),
+    Framework("fsdp", "PyTorch FSDP2 with MixedPrecisionPolicy(bf16): fp32 sharded parameters and states, "
+              "bf16 all-gathered layers, gradients reduce-scattered per layer",
+              optimizer_impl="foreach", precision="fp32"),
+)}
+DEFAULT_FRAMEWORK = "hf"

@@ -1,0 +1,84 @@
+"""The loss's buffers: what the LM head and cross-entropy hold at the peak of a training step.
+
+N = b · s/cp · V/tp logits (vocab-parallel under TP, s/M tokens at a time with Mini-Sequence),
+e = the compute dtype's bytes, lb = the loss dtype's (fp32 when the logits are upcast).
+
+- full (HF ForCausalLMLoss, Megatron): the LM head writes N·e logits; the upcast copy (N·lb) lives
+  while log-softmax runs; log-softmax saves its output (N·lb). Backward starts with two more N·lb
+  buffers, the log-probs' gradient and the logits' (measured: the peak op is
+  _log_softmax_backward_data; tests/fidelity/peak.py).
+- chunked (LitGPT chunked_cross_entropy, torchtune CEWithChunkedOutputLoss): the same tensors, but
+  the upcast and the backward buffers exist for one of C chunks at a time; the log-probs of every
+  chunk stay saved.
+- fused (Liger-Kernel FusedLinearCrossEntropy, Unsloth, torchtune's linear CE): no b·s·V tensor is
+  kept; the forward computes the hidden state's gradient (b·s·h·e, saved) chunk by chunk, each chunk's
+  logits (about b·s·h elements: Liger sizes chunks to BT·h/V tokens) in e and fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..dtypes import DTYPE_BYTES
+from ..spec import ModelSpec
+from .settings import MemorySettings
+
+
+@dataclass(frozen=True)
+class LossBuffers:
+    """Bytes the loss holds: at its forward peak and at the start of backward, with the rows of the larger."""
+
+    forward: float
+    backward: float
+    kept: float  # logits the training loop still holds at the optimizer step
+    rows: tuple[tuple[str, float, str], ...]
+    note: str
+
+    @property
+    def peak(self) -> float:
+        return max(self.forward, self.backward)
+
+
+def _phase(forward: float, backward: float, kept: float, fwd_rows, bwd_rows, note: str) -> LossBuffers:
+    rows = bwd_rows if backward >= forward else fwd_rows
+    return LossBuffers(forward, backward, kept, tuple((n, v, w) for n, v, w in rows if v), note)
+
+
+def loss_buffers(m: ModelSpec, s: MemorySettings, keeps_logits: bool) -> LossBuffers:
+    """The loss's buffers on the last pipeline stage's GPU (module docstring)."""
+    par, e, lb = s.parallel, DTYPE_BYTES[s.compute_dtype], DTYPE_BYTES[s.loss_dtype]
+    tokens = s.batch * math.ceil(-(-s.seq // s.mini_seq) / par.cp)
+    n = tokens * -(-m.vocab_size // par.tp)
+    upcast = lb > e
+    if s.loss == "fused" and s.mini_seq == 1:
+        grad_in = tokens * m.hidden_size * e
+        chunk = tokens * m.hidden_size * (e + 4)  # one chunk's logits in e and fp32, about b·s·h values
+        rows = [("logits/hidden_grad", grad_in, "fused linear cross-entropy: the hidden state's gradient, "
+                 "computed in forward"), ("logits/chunk", chunk, "one token chunk's logits, in the compute dtype and fp32")]
+        return _phase(grad_in + chunk, grad_in, 0.0, rows, rows[:1], "fused linear cross-entropy: no b·s·V logits kept")
+    chunks = 1 if s.mini_seq > 1 else _chunks(s)
+    kept = n * e if keeps_logits and s.mini_seq == 1 else 0.0
+    out_row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}")
+    saved = ("logits/log_probs", n * lb, f"log-softmax in {s.loss_dtype}, kept for backward")
+    copy = ("logits/upcast", n * lb / chunks if upcast else 0.0,
+            f"{s.loss_dtype} copy of the logits while log-softmax runs" + (f", one of {chunks} chunks" if chunks > 1 else ""))
+    grad = ("logits/grad", 2 * n * lb / chunks,
+            "gradients of the log-probs and of the logits" + (f", one of {chunks} chunks at a time" if chunks > 1 else ""))
+    forward = n * e + copy[1] + n * lb
+    backward = kept + n * lb + grad[1]
+    kept_row = ("logits/output", kept, f"LM head output in {s.compute_dtype}, held by the training loop")
+    how = {"full": "full cross-entropy over b·s·V logits", "chunked": f"chunked cross-entropy in {chunks} pieces",
+           "fused": "fused cross-entropy"}[s.loss]
+    if s.mini_seq > 1:
+        how = f"LM head and loss over s/{s.mini_seq} tokens at a time (Mini-Sequence)"
+    return _phase(forward, backward, kept, [out_row, copy, saved], [kept_row, saved, grad], how)
+
+
+def _chunks(s: MemorySettings) -> int:
+    if s.loss != "chunked":
+        return 1
+    fw = s.fw if s.fw.loss == "chunked" else None  # --loss chunked under a framework without one: 8 chunks
+    if fw and fw.loss_chunk_tokens:
+        return max(1, -(-s.seq // fw.loss_chunk_tokens))
+    return min(fw.loss_chunks if fw else 8, s.seq)
