@@ -85,6 +85,7 @@ class Case:
     attn: str = "sdpa"
     lora: str | None = None  # None (full fine-tuning), "qv" or "all"
     rank: int = 8
+    dropout: float = 0.0  # LoRA dropout (CPU keeps its mask in the input dtype, CUDA in 1 byte)
     ckpt: bool = False
     weights: str = "bf16"  # bf16 (pure 16-bit, states in bf16) or fp32-autocast (fp32 weights, bf16 autocast)
     extra: dict = field(default_factory=dict)
@@ -136,7 +137,7 @@ def _build(case: Case, device: str):
         from peft import LoraConfig, get_peft_model
 
         targets = ["q_proj", "v_proj"] if case.lora == "qv" else "all-linear"
-        model = get_peft_model(model, LoraConfig(r=case.rank, lora_alpha=2 * case.rank, lora_dropout=0.05,
+        model = get_peft_model(model, LoraConfig(r=case.rank, lora_alpha=2 * case.rank, lora_dropout=case.dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
         if case.ckpt:
             model.enable_input_require_grads()
