@@ -51,7 +51,7 @@ LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="C
 GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
 GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
-ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed extra bytes: train 1GiB (CUDA context, workspaces, fragmentation); infer 0 (the engine models its own).")]
+ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes outside PyTorch's allocator: train 0.67GiB (CUDA context with cuBLAS, measured on H100; fragmentation is the allocator row); infer 0 (the engine models its own).")]
 Engine = choices("Engine", ENGINES)
 EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", help="infer: the serving engine whose accounting to follow (default vllm).")]
 EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="infer: the engine release to follow (vllm default 0.7.3, the V0 engine; 0.8+ is V1).")]

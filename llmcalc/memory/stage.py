@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..breakdown import Rows
 from .placement import Stage
 
-RESERVE_NOTE = "CUDA context, NCCL/cuBLAS workspaces, allocator slack"
+RESERVE_NOTE = "outside PyTorch's allocator: CUDA context, cuBLAS/NCCL workspaces"
 
 
 @dataclass
