@@ -1,6 +1,6 @@
 """Run tests/fidelity/peak.py's cases on CUDA (torch.cuda.max_memory_allocated) beside the CPU tracker's
 cases, so the two can be compared: python scripts/measure_peak_cuda.py OUT.json (needs a GPU, torch,
-transformers and peft)."""
+transformers and peft). Not yet run: the session that wrote it had no GPU."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fidelity"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "fidelity")]
 
 import torch  # noqa: E402
 import transformers  # noqa: E402

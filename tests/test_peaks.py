@@ -13,6 +13,7 @@ import yaml
 
 from llmcalc.memory import MemorySettings, memory_breakdown
 from llmcalc.presets import load_gpu, load_model
+from llmcalc.spec import Parallelism
 
 DATA = Path(__file__).parent / "data"
 GPU_RUNS = json.loads((DATA / "gpu_measured.json").read_text())["cases"]
@@ -121,3 +122,15 @@ def test_megatron_gradients_are_alive_in_forward():
     meg = memory_breakdown(m, None, MemorySettings(seq=1024, framework="megatron"))
     assert meg.summary["peak_backward"] == sum(meg.value(k) for k in ("weights", "gradients", "optimizer",
                                                                        "activations", "logits"))
+
+
+def test_deepspeed_reduce_buckets():
+    """DeepSpeed's reduce_bucket_size (5e8 elements) of 2-byte gradients, doubled by ZeRO-3's overlap_comm."""
+    m = load_model("llama-2-7b")
+    z2 = memory_breakdown(m, None, MemorySettings(seq=1024, framework="deepspeed", zero=2,
+                                                  parallel=Parallelism.resolve(gpus=8)))
+    z3 = memory_breakdown(m, None, MemorySettings(seq=1024, framework="deepspeed", zero=3,
+                                                  parallel=Parallelism.resolve(gpus=8)))
+    assert z2.value("comm_buffers") == 5e8 * 2 and z3.value("comm_buffers") == 2 * 5e8 * 2
+    alone = memory_breakdown(m, None, MemorySettings(seq=1024, framework="deepspeed", zero=2))
+    assert alone.get("comm_buffers") is None  # one GPU: nothing to reduce

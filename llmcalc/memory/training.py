@@ -275,6 +275,15 @@ def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
     return states.optimizer.get("optimizer/adam_v", 0.0)
 
 
+def comm_buckets(s: MemorySettings, states: States) -> float:
+    """DeepSpeed ZeRO reduces gradients through reduce_bucket_size-element buckets (default 5e8), two of
+    them under ZeRO-3 where overlap_comm defaults on; never more elements than this GPU trains."""
+    if not s.fw.comm_buckets or s.zero == 0 or s.parallel.replicas == 1:
+        return 0.0
+    elements = min(s.fw.comm_buckets, states.trainable)
+    return elements * PRECISIONS[s.precision].grads * (2 if s.zero == 3 else 1)
+
+
 # PyTorch's caching allocator reserves more than it hands out: blocks rounded up, and segments freed
 # tensors leave that the next, differently shaped tensors cannot reuse. Measured over eight
 # fine-tuning steps on H100 (tests/data/gpu_measured.json: max_memory_reserved - max_memory_allocated
@@ -309,14 +318,18 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     r.add("optimizer_step", whole_bytes(temp), "foreach AdamW: sqrt of the second moment during step()"
           if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
     persistent = s.fw.persistent_grads
-    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0)
+    buckets = comm_buckets(s, states)
+    if buckets:
+        r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
+              f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""))
+    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
-    autocast = s.precision == "mixed-fp32-grads" and not persistent and s.finetune == "full"
-    step = (0.0 if autocast else resident) + opt + grads + temp + kept
+    autocast = s.precision == "mixed-fp32-grads" and not s.fw.persistent_grads and s.finetune == "full"
+    step = (0.0 if autocast else resident) + opt + grads + temp + kept + buckets
     at_backward = backward >= step
     allocated = max(backward, step)
-    slack = ALLOCATOR_SLACK * (allocated - resident - opt - (grads if persistent else 0.0))
+    slack = ALLOCATOR_SLACK * (allocated - resident - opt - buckets - (grads if persistent else 0.0))
     r.add("kv_cache", 0, "training keeps no KV cache")
     r.add("allocator", whole_bytes(slack), f"caching allocator: reserved beyond allocated, {ALLOCATOR_SLACK:.0%} of "
           "the bytes freed and re-allocated within a step (measured on H100)")
