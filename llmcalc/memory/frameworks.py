@@ -20,9 +20,10 @@ framework's own code and recipes at the release named in `source`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 LOSSES = ("full", "chunked", "fused")
+DEFAULT_LOSS_CHUNKS = 8  # torchtune's num_output_chunks; also --loss chunked under a framework without one
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Framework:
     name: str
     source: str
     loss: str = "full"
-    loss_chunks: int = 8  # chunked: pieces of the sequence (torchtune's num_output_chunks)
+    loss_chunks: int = DEFAULT_LOSS_CHUNKS  # chunked: pieces of the sequence
     loss_chunk_tokens: int | None = None  # chunked: pieces of this many tokens instead (LitGPT: 128)
     loss_dtype: str | None = "fp32"  # None: the compute dtype
     keeps_logits: bool = False
@@ -56,9 +57,6 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "opt.step(); opt.zero_grad(): the outputs held through the step, torch.optim AdamW (foreach on CUDA), "
               "HF model code and PEFT adapters",
               keeps_logits=True),
-    Framework("peft", "PEFT 0.13+ LoraConfig under the HF Trainer: adapters in fp32 (autocast_adapter_dtype), "
-              "Llama targets q_proj, v_proj, lora_dropout 0.0; QLoRA checkpoints (prepare_model_for_kbit_training)",
-              optimizer_impl="fused", qlora_recompute="full"),
     Framework("litgpt", "LitGPT finetune/lora.py: bf16-true, lm_head and loss in 128-token chunks without an fp32 "
               "upcast, logits held by the loop, LoRA on query and value, lora_dropout 0.05, torch AdamW (foreach)",
               loss="chunked", loss_chunk_tokens=128, loss_dtype=None, keeps_logits=True, adapter_dtype=None,
@@ -83,4 +81,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "bf16 all-gathered layers, gradients reduce-scattered per layer",
               optimizer_impl="foreach", precision="fp32"),
 )}
+# PEFT runs under the HF Trainer: the same defaults, named for the adapter library
+FRAMEWORKS["peft"] = replace(FRAMEWORKS["hf"], name="peft", source="PEFT 0.13+ LoraConfig under the HF Trainer: "
+                             "adapters in fp32 (autocast_adapter_dtype), Llama targets q_proj, v_proj, lora_dropout 0.0; "
+                             "QLoRA checkpoints (prepare_model_for_kbit_training)")
 DEFAULT_FRAMEWORK = "hf"

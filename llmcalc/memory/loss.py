@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
+from .frameworks import DEFAULT_LOSS_CHUNKS
 from .settings import MemorySettings
 
 
@@ -45,7 +46,7 @@ def _phase(forward: float, backward: float, kept: float, fwd_rows, bwd_rows, not
     return LossBuffers(forward, backward, kept, tuple((n, v, w) for n, v, w in rows if v), note)
 
 
-def loss_buffers(m: ModelSpec, s: MemorySettings, keeps_logits: bool) -> LossBuffers:
+def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
     """The loss's buffers on the last pipeline stage's GPU (module docstring)."""
     par, e, lb = s.parallel, DTYPE_BYTES[s.compute_dtype], DTYPE_BYTES[s.loss_dtype]
     tokens = s.batch * math.ceil(-(-s.seq // s.mini_seq) / par.cp)
@@ -58,7 +59,7 @@ def loss_buffers(m: ModelSpec, s: MemorySettings, keeps_logits: bool) -> LossBuf
                  "computed in forward"), ("logits/chunk", chunk, "one token chunk's logits, in the compute dtype and fp32")]
         return _phase(grad_in + chunk, grad_in, 0.0, rows, rows[:1], "fused linear cross-entropy: no b·s·V logits kept")
     chunks = 1 if s.mini_seq > 1 else _chunks(s)
-    kept = n * e if keeps_logits and s.mini_seq == 1 else 0.0
+    kept = n * e if s.fw.keeps_logits and s.mini_seq == 1 else 0.0
     out_row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}")
     saved = ("logits/log_probs", n * lb, f"log-softmax in {s.loss_dtype}, kept for backward")
     copy = ("logits/upcast", n * lb / chunks if upcast else 0.0,
@@ -81,4 +82,4 @@ def _chunks(s: MemorySettings) -> int:
     fw = s.fw if s.fw.loss == "chunked" else None  # --loss chunked under a framework without one: 8 chunks
     if fw and fw.loss_chunk_tokens:
         return max(1, -(-s.seq // fw.loss_chunk_tokens))
-    return min(fw.loss_chunks if fw else 8, s.seq)
+    return min(fw.loss_chunks if fw else DEFAULT_LOSS_CHUNKS, s.seq)

@@ -49,6 +49,7 @@ _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"))
+_FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout"}
 _INFER_ONLY = {"--engine": "engine", "--engine-version": "engine_version", "--keep-16bit": "keep_16bit",
                **{flag: key for key, flag in KNOB_FLAGS.items()}}  # flag -> field
 
@@ -146,22 +147,29 @@ class MemorySettings:
 
     def _resolve_framework(self) -> None:
         """The training framework and the defaults it sets for the options the user left unset."""
-        if self.mode == "infer" and self.framework is not None:
-            raise SpecError("--framework only applies to --mode train (inference follows --engine)")
+        if self.mode == "infer":
+            given = [flag for flag, key in _FRAMEWORK_ONLY.items() if getattr(self, key) is not None]
+            if given:
+                raise SpecError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --mode train "
+                                "(inference follows --engine)")
+            self._fill(optimizer=self.fw.optimizer, recompute="none", lora_targets=self.fw.lora_targets)
+            return
         name = self.framework or DEFAULT_FRAMEWORK
         check_choice("--framework", name, tuple(FRAMEWORKS))
         fw = FRAMEWORKS[name]
         recompute = fw.qlora_recompute if self.finetune == "qlora" and fw.qlora_recompute else fw.recompute
-        defaults = dict(framework=name if self.mode == "train" else None, optimizer=fw.optimizer, recompute=recompute, loss=fw.loss,
-                        lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout)
-        if self.mode == "train" and self.dtype not in ("fp32", "tf32"):
-            defaults.update(precision=fw.precision)
-        for key, value in defaults.items():
-            if getattr(self, key) is None:
-                object.__setattr__(self, key, value)
+        self._fill(framework=name, optimizer=fw.optimizer, recompute=recompute, loss=fw.loss,
+                   lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout,
+                   **({} if self.dtype in ("fp32", "tf32") else {"precision": fw.precision}))
         check_choice("--loss", self.loss, LOSSES)
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+
+    def _fill(self, **defaults) -> None:
+        """Set each field the user left None to its default."""
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
 
     @property
     def fw(self) -> Framework:
@@ -172,9 +180,7 @@ class MemorySettings:
         name, version, defaults = resolve_engine(self.engine, self.engine_version)
         object.__setattr__(self, "engine", name)
         object.__setattr__(self, "engine_version", version)
-        for key, value in defaults.items():
-            if getattr(self, key) is None:
-                object.__setattr__(self, key, value)
+        self._fill(**defaults)
 
     def _check_values(self) -> None:
         check_choice("--mode", self.mode, MODES)

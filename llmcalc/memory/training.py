@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES
+from ..params import attention_linears, mlp_linears
 from ..spec import ModelSpec
 from ..units import fmt_bytes
 from .activations import GROUPS, Saved, adapter_tensors, groups, kept, layer_tensors, local, norm_tensors
-from ..params import attention_linears, mlp_linears
+from .loss import LossBuffers, loss_buffers
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .settings import PRECISIONS, MemorySettings
 from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
-from .loss import LossBuffers, loss_buffers
 from .states import States, adapter_states, full_states, state_note
 
 PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
@@ -195,8 +195,9 @@ def _dequantized(m: ModelSpec, s: MemorySettings) -> float:
     return max(lin.fan_in * lin.fan_out for lin in lins.values()) * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
 
 
-def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> float:
-    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient.
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
+    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
+    returns their total at the peak and whether the transient, not the loss, is what counts there.
 
     The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
@@ -237,7 +238,7 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
               + ("" if counted else " (not alive with the loss's buffers)"), total=... if counted else None)
     total = saved * flight + emb + head + (transient if counted else 0.0)
     r.add("activations", whole_bytes(total), "saved for backward")
-    return total
+    return total, counted
 
 
 def _transient_note(s: MemorySettings, offloaded: bool) -> str:
@@ -306,13 +307,15 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     resident = add_weights(r, m, s, states, cpu)
     grads = add_gradients(r, s, states, p, cpu)
     opt = add_optimizer(r, s, states, p, cpu)
-    lb = loss_buffers(m, s, s.fw.keeps_logits) if st.last else None
+    lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
-    acts = add_activations(r, m, s, st, cpu, loss)
+    acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss)
     notes.append(activation_note(s))
     add_logits(r, s, lb)
-    transient = r["activations/transient"] if "activations/transient" in r else 0.0
-    if transient > loss:  # a rebuilt layer outweighs the loss's buffers, freed before it
+    if st.last and s.mini_seq > 1:
+        notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
+                     "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
+    if rebuilt_wins:  # the rebuilt layer outweighs the loss's buffers, freed before it
         loss = 0.0
     temp = optimizer_step_buffer(s, states)
     r.add("optimizer_step", whole_bytes(temp), "foreach AdamW: sqrt of the second moment during step()"
@@ -325,7 +328,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
-    autocast = s.precision == "mixed-fp32-grads" and not s.fw.persistent_grads and s.finetune == "full"
+    autocast = s.precision == "mixed-fp32-grads" and not persistent and s.finetune == "full"
     step = (0.0 if autocast else resident) + opt + grads + temp + kept + buckets
     at_backward = backward >= step
     allocated = max(backward, step)
@@ -365,7 +368,7 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
     if at_backward and not persistent:
         gone += ("gradients",)
     for row in r.build():
-        if row.name in gone or row.name.split("/")[0] in gone and row.total:
+        if row.name in gone or (row.name.split("/")[0] in gone and row.total):
             note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
             r.add(row.name, row.value, note, total=None)
 

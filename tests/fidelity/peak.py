@@ -49,10 +49,6 @@ class LiveBytes(TorchDispatchMode):
                 self._track(t, func)
         return out
 
-    def track_existing(self, tensors) -> None:
-        for t in tensors:
-            self._track(t, "existing")
-
     def _track(self, t: torch.Tensor, func) -> None:
         st = t.untyped_storage()
         key = st._cdata
@@ -174,7 +170,7 @@ def measure(case: Case, device: str = "cpu", steps: int = 2) -> dict:
             ends["step"] = counter.live
             del out
             counter.enter("done")
-        result.update({f"end_{k}": v for k, v in ends.items() if v is not None})
+        result.update({f"end_{k}": v for k, v in ends.items()})
         result.update({f"peak_{k}": v for k, v in counter.phase_peak.items() if k in PHASES})
         result["peak"] = counter.peak
         result["peak_phase"], result["peak_op"] = counter.at_peak
