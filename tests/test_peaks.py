@@ -41,36 +41,34 @@ def test_peak_allocated_matches_h100_runs(case):
 
 
 def _published(c: dict):
+    passed = {k: c[k] for k in ("dtype", "precision", "bitsandbytes", "recompute", "loss", "compile", "grad_accum") if k in c}
+    if "offload" in c:
+        passed["offload"] = tuple(c["offload"].split(","))
     s = MemorySettings(seq=c["seq"], batch=c["batch"], finetune=c["finetune"], lora_rank=c["rank"],
-                       framework=c["framework"],
+                       framework=c["framework"], **passed,
                        **({"lora_targets": tuple(c["targets"].split(","))} if "targets" in c else {}))
     return memory_breakdown(load_model(c["model"]), load_gpu(c["gpu"]), s)
 
 
-MODELLED = [c for c in PUBLISHED if "known_gap" not in c]
+def _measured(c: dict) -> float:
+    return c.get("value_gb", 0) * 1e9 or c["value_gib"] * 2**30
 
 
-@pytest.mark.parametrize("case", MODELLED, ids=[c["id"] for c in MODELLED])
+@pytest.mark.parametrize("case", PUBLISHED, ids=[c["id"] for c in PUBLISHED])
 def test_published_fine_tuning_peaks(case):
+    """Every published case: within 10%, or 20% where the data names the gap (known_gap); an out-of-memory
+    run does not fit."""
     b = _published(case)
     if case.get("oom"):
         assert b.summary["fits"] is False
         return
-    measured = case.get("value_gb", 0) * 1e9 or case["value_gib"] * 2**30
-    assert b.summary["peak_allocated"] == pytest.approx(measured, rel=0.10)
+    assert b.summary["peak_allocated"] == pytest.approx(_measured(case), rel=0.20 if "known_gap" in case else 0.10)
     assert b.summary["fits"] is True
 
 
 def test_published_peaks_median_error():
-    errors = [abs(_published(c).summary["peak_allocated"] / (c.get("value_gb", 0) * 1e9 or c["value_gib"] * 2**30) - 1)
-              for c in MODELLED if not c.get("oom")]
-    assert len(errors) >= 6 and statistics.median(errors) < 0.06
-
-
-def test_every_modelled_oom_does_not_fit():
-    for c in MODELLED:
-        if c.get("oom"):
-            assert _published(c).summary["fits"] is False, c["id"]
+    errors = [abs(_published(c).summary["peak_allocated"] / _measured(c) - 1) for c in PUBLISHED if not c.get("oom")]
+    assert len(errors) >= 30 and statistics.median(errors) < 0.05
 
 
 def test_full_loss_buffers_by_hand():

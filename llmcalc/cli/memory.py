@@ -42,9 +42,12 @@ Framework = choices("Framework", FRAMEWORKS)
 FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
 Loss = choices("Loss", LOSSES)
 LossOpt = Annotated[Optional[Loss], typer.Option("--loss", help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
+BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward). Default: a current one.")]
 LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter). Default: the framework's (PEFT 0.0, LitGPT 0.05).")]
 MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
-OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer and/or params (comma list): ZeRO-Offload to CPU memory.")]
+OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
 FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
 LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all. Default: the framework's (hf/peft/litgpt q,v; torchtune q,v,o; unsloth all).")]
@@ -81,6 +84,9 @@ def memory_options(
     lora_rank: LoraRankOpt = 16,
     lora_targets: LoraTargetsOpt = None,
     lora_dropout: LoraDropoutOpt = None,
+    bitsandbytes: BnbOpt = None,
+    compile_: CompileOpt = False,
+    grad_accum: GradAccumOpt = 1,
     group_size: GroupSizeOpt = 128,
     gpu_util: GpuUtilOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -145,7 +151,7 @@ def settings_from_options(**o) -> dict:
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
-        mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
+        bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
         lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])) if o["lora_targets"] is not None else None, group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
         reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,

@@ -59,10 +59,15 @@ class Saved:
     live: float = 0.0
 
 
-def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm") -> list[Saved]:
-    """What one norm saves, per token."""
+def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm",
+                 compiled: bool = False, keeps_output: bool = False) -> list[Saved]:
+    """What one norm saves, per token. Compiled (inductor): an RMSNorm keeps its fp32 rstd and rebuilds
+    the rest in backward; keeps_output: the MLP norm's output, which its matmuls need, stays."""
     if m.norm_type == "layernorm":  # torch native_layer_norm: input + fp32 mean and rstd per row (CUDA)
         return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} mean, rstd (fp32)", 8)]
+    if compiled:
+        out = [Saved(group, f"{what} output, the matmuls' input", e * width)] if keeps_output else []
+        return [Saved(group, f"{what} rstd (fp32)", 4)] + out
     # HF LlamaRMSNorm: x.float() kept by pow/mul, fp32 rstd, and the normalized x for the weight's gradient
     items = [Saved(group, f"{what} fp32 input", 4 * width), Saved(group, f"{what} rstd (fp32)", 4)]
     if m.norm_affine:
@@ -70,13 +75,21 @@ def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what:
     return items
 
 
-def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "") -> list[Saved]:
+def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "", compiled: bool = False,
+         native_act: bool = False) -> list[Saved]:
     """F-wide tensors of one MLP (per routed copy of a token for experts).
 
     Forward peak: plain up(x) and act(up(x)) (2F); gated act(gate(x)), up(x) and their product (3F).
+    Compiled (inductor): the activation is one fused kernel; gated MLPs keep gate(x) and up(x) and
+    rebuild act(gate) in backward. native_act: the model code calls torch's own kernel (F.gelu with
+    approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input.
     """
     inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
+    inner = 1 if compiled or native_act else inner
     f = copies * e * width
+    if m.mlp_type == "gated" and compiled:
+        return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
+                Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
     if m.mlp_type == "gated":  # act(gate(x)) * up(x) keeps both factors; down keeps their product
         return [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True),
                 Saved("mlp", f"{tag}act(gate) and up, kept by their product", 2 * f, "t", inner=True, live=2 * f),
@@ -106,22 +119,30 @@ def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
     return items
 
 
-def _attention(m: ModelSpec, impl: str, e: float, drop: bool) -> list[Saved]:
-    """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output."""
+def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = False,
+               compiled: bool = False, fused_qkv: bool = False) -> list[Saved]:
+    """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output.
+    repeat_kv: the model code copies k and v to every query head before the kernel (LitGPT, torchtune).
+    fused_qkv: one linear writes q, k and v (LitGPT); without GQA's copies v stays a view of its output,
+    so the kernel's saved v keeps the whole qkv output alive (measured: LitGPT 0.5.13, Llama-2-7B)."""
     h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
     attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
-    items = norm_tensors(m, h, e, what="attention norm")
+    items = norm_tensors(m, h, e, what="attention norm", compiled=compiled)
     items.append(Saved("attention", "q/k/v projections' input", e * h, needs=attn_in))
     if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
         for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
             if rank:
                 items += norm_tensors(m, rank, e, "attention", f"{lin} latent norm")
                 items.append(Saved("attention", f"{lin} input", e * rank, needs=(lin,)))
-    kv_all = impl == "eager" or m.is_mla  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
+    kv_all = repeats_kv(m, impl, repeat_kv)  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
     kv = e * (a if kv_all else m.kv_heads) * (d + dv)
     items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d))
-    items.append(Saved("attention", "k and v" + (" (repeated to every head)" if impl == "eager" and not m.is_mla else ""),
-                       kv, "t" if kv_all else "kv", live=kv))
+    if fused_qkv and m.kv_heads == a and not m.is_mla:
+        items.append(Saved("attention", "k (after rope)", e * a * d, "t", live=e * a * d))
+        items.append(Saved("attention", "fused qkv output, kept by v's view", e * a * (2 * d + dv), "t", live=e * a * dv))
+    else:
+        items.append(Saved("attention", "k and v" + (" (repeated to every head)" if kv_all and not m.is_mla else ""),
+                           kv, "t" if kv_all else "kv", live=kv))
     if impl == "eager":
         items += _scores(m, e, drop)
         items.append(Saved("attention", "attention output, out-projection input", e * a * dv, "t", ("proj",),
@@ -129,63 +150,102 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool) -> list[Saved]:
     else:
         items.append(Saved("attention", "log-sum-exp (fp32)", 4 * a, "t"))
         items.append(Saved("attention", "kernel output, out-projection input", e * a * dv, "t", live=e * a * dv))
+        if compiled:  # inductor lays the out-projection's input out as a copy of its own
+            items.append(Saved("attention", "out-projection input (compiled copy)", e * a * dv, "t", ("proj",)))
     if drop:
         items.append(Saved("dropout", "attention residual dropout mask", 1 * h))
     return items
 
 
-def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool) -> list[Saved]:
+def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = False,
+               native_act: bool = False) -> list[Saved]:
     """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP."""
     h = m.hidden_size
     mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
     items = []
+    merged = compiled and m.norm_type != "layernorm"  # the compiled MLP norm's output is the MLP input
     for i in range(m.norms_per_layer - 1):  # the MLP's norm, and Gemma-2's post-norms
-        items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm")
-    if not (m.parallel_attn and m.norms_per_layer == 1):  # a parallel block shares the attention's input
+        items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
+                              keeps_output=merged and i == 0)
+    if not (m.parallel_attn and m.norms_per_layer == 1) and not merged:  # a parallel block shares the attention's input
         items.append(Saved("mlp", "MLP input", e * h, needs=mlp_in))
     if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
         k = m.num_experts_per_tok
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
         items.append(Saved("mlp", "expert inputs (k copies)", k * e * h, needs=mlp_in))
-        items += _mlp(m, m.expert_size, e, k, "experts: ")
+        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act)
         items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:
-            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ")
+            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act)
     else:
-        items += _mlp(m, m.intermediate_size, e)
+        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act)
     if drop:
         items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
     return items
 
 
-def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = False,
-                  training: bool = True) -> list[Saved]:
-    """The tensors one transformer block keeps (module docstring); no dropout outside training."""
+def repeats_kv(m: ModelSpec, impl: str, repeat_kv: bool = False) -> bool:
+    """Whether k and v reach the attention kernel at every query head's width."""
+    return impl == "eager" or m.is_mla or repeat_kv
+
+
+def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = False, training: bool = True,
+                  repeat_kv: bool = False, compiled: bool = False, fused_qkv: bool = False,
+                  native_act: bool = False) -> list[Saved]:
+    """The tensors one transformer block keeps (module docstring); no dropout outside training.
+
+    compiled: the block under torch.compile (inductor's min-cut partitioner rebuilds cheap pointwise
+    results in backward). Measured on H100 with torch 2.11 and HF Llama modules (tests/data/
+    gpu_frameworks.json): an RMSNorm keeps only its rstd, the MLP norm also its output (the MLP input),
+    a gated MLP gate(x) and up(x) (+ their product when down trains); q, k, v, the attention kernel's
+    output and log-sum-exp as in eager. Llama-3.2-3B: 84,072 bytes per token against eager's 131,176."""
     drop = training and m.dropout > 0
-    return _attention(m, impl, e, drop) + _mlp_block(m, e, moe, drop)
+    return _attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv) + _mlp_block(m, e, moe, drop, compiled,
+                                                                                      native_act)
+
+
+def _adapter_input(name: str, width: float, a: float, e: float, dropout: float, owns_base_input: bool) -> list[Saved]:
+    """One adapter's input: a copy in its dtype (and a 1-byte dropout mask) where it casts or drops out,
+    else the base layer's own input when nothing else keeps it."""
+    split = "t" if name in ("proj", "down") else "h"  # row-parallel inputs are split by TP
+    if dropout > 0 or a != e:
+        return [Saved("adapters", f"{name} adapter input copy", a * width, split)] + \
+            ([Saved("adapters", f"{name} adapter dropout mask", width, split)] if dropout > 0 else [])
+    return [Saved("adapters", f"{name} input, kept by lora_A", e * width, split)] if owns_base_input else []
+
+
+ADAPTER_SOURCES = {"q": "attn", "k": "attn", "v": "attn", "gate": "mlp", "up": "mlp"}  # linears reading one input
 
 
 def adapter_tensors(m: ModelSpec, targets: frozenset, rank: int, a: float, e: float, dropout: float,
-                    moe: bool = False) -> list[Saved]:
-    """What LoRA adapters save per token (measured: PEFT 0.21 on transformers 5, tests/fidelity): each
-    targeted linear's input copy in the adapter dtype a (PEFT casts the input to its fp32 adapter and
-    applies its own dropout, so q, k and v each keep one), the dropout mask (1 B per element), and
-    lora_A's r-wide output. With no dropout and the adapter in the compute dtype the input is the base
-    layer's and nothing is copied."""
+                    moe: bool = False, fused_qkv: bool = False, compiled: bool = False,
+                    base_keeps: frozenset = frozenset()) -> list[Saved]:
+    """What LoRA adapters save per token (measured: PEFT 0.21 on transformers 5, tests/fidelity; LitGPT
+    0.5.13): each targeted linear's input copy in the adapter dtype a (PEFT casts the input to its fp32
+    adapter and applies its own dropout, so q, k and v each keep one), the dropout mask (1 B per
+    element), and lora_A's r-wide output. One copy serves every adapter reading the same input through
+    one cast or dropout: under torch.compile (inductor casts once) and in LitGPT's fused qkv adapter
+    (one lora_dropout for q, k and v, whose output it keeps zero-padded to the enabled widths,
+    LoRAQKVLinear.zero_pad). With no dropout and the adapter in the compute dtype, lora_A keeps the base
+    layer's own input (once per input; not at all where the base matmul keeps it: base_keeps)."""
     lins = {**attention_linears(m), **mlp_linears(m, m.expert_size if moe else m.intermediate_size)}
     copies = m.num_experts_per_tok if moe else 1
-    items = []
+    items, seen = [], set()
     for name, lin in lins.items():
         if name not in targets:
             continue
         k = copies if name in ("gate", "up", "down") else 1
-        split = "t" if name in ("proj", "down") else "h"  # row-parallel inputs are split by TP
-        if dropout > 0 or a != e:
-            items.append(Saved("adapters", f"{name} adapter input copy", k * a * lin.fan_in, split))
-        if dropout > 0:
-            items.append(Saved("adapters", f"{name} adapter dropout mask", k * lin.fan_in, split))
+        source = ADAPTER_SOURCES.get(name, name)
+        first, shares = source not in seen, compiled or (fused_qkv and source == "attn")
+        seen.add(source)
+        if first or not shares:
+            items += _adapter_input(name, k * lin.fan_in, a, e, dropout, first and name not in base_keeps)
         items.append(Saved("adapters", f"{name} lora_A output", k * a * rank))
+    qkv = [n for n in ("q", "k", "v") if n in lins]
+    enabled = [n for n in qkv if n in targets]
+    if fused_qkv and 0 < len(enabled) < len(qkv):
+        items.append(Saved("adapters", "fused qkv adapter output, zero-padded", e * sum(lins[n].fan_out for n in enabled), "t"))
     return items
 
 
@@ -204,8 +264,8 @@ class Local:
         return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
 
 
-def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool) -> Local:
-    kv_eff = m.num_attention_heads if (impl == "eager" or m.is_mla) else m.kv_heads
+def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False) -> Local:
+    kv_eff = m.num_attention_heads if repeats_kv(m, impl, repeat_kv) else m.kv_heads
     return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff)
 
 

@@ -16,6 +16,23 @@ framework's own code and recipes at the release named in `source`:
 - persistent_grads: gradients live in buffers allocated once (Megatron's contiguous fp32 main_grad,
   DeepSpeed's partitions), so they exist during forward; torch's zero_grad(set_to_none=True), the
   default since torch 2.0, frees them after each step instead.
+- The framework's own model code: native_activations (torch's own GELU/SiLU kernels, which keep one
+  input, where HF runs gelu_new as a Python formula keeping four); ties_embeddings (False: LitGPT's GPT has no weight tying, so a
+  tied checkpoint's embedding is copied into its own lm_head, convert_hf_checkpoint.py); repeats_kv
+  (LitGPT and torchtune expand k and v to every query head before SDPA, LitGPT model.py
+  CausalSelfAttention, torchtune modules/attention.py); upcast_in_model (torchtune's TransformerDecoder
+  returns self.output(h).float() when the output is not chunked, outside a compiled loss); fused_qkv_lora
+  (LitGPT's fused qkv projection and its LoRAQKVLinear: v a view of the qkv output, which stays alive
+  without GQA's k/v copies; one adapter dropout and input copy for q, k and v; the adapters' output
+  zero-padded to the enabled widths and kept by autograd, lora.py).
+- QLoRA: nf4_double_quant (bitsandbytes compress_statistics: LitGPT's --quantize bnb.nf4 leaves it off,
+  fp32 absmax per 64 weights = 4.5 bits); quantizes_head (Lightning's BitsandbytesPrecision converts every
+  nn.Linear, the LM head too; transformers' bitsandbytes integration skips lm_head); nf4_from_fp16 (Lightning quantizes
+  from an fp16 copy, so each dequantized weight comes back fp16 and is cast to bf16: two copies at once); kbit_fp32 (PEFT's prepare_model_for_kbit_training casts every
+  parameter that is not 4-bit, embeddings, norms and head, to fp32, and the Trainer runs under bf16
+  autocast); paged_optimizer (LitGPT's QLoRA uses bitsandbytes' PagedAdamW, whose states live in CUDA
+  unified memory outside PyTorch's allocator).
+All measured on H100 with LitGPT 0.5.13, PEFT 0.21, bitsandbytes 0.50.2 (tests/data/gpu_frameworks.json).
 """
 
 from __future__ import annotations
@@ -46,26 +63,39 @@ class Framework:
     precision: str | None = None  # None: from --dtype (settings._train_precision)
     persistent_grads: bool = False
     comm_buckets: float = 0.0  # elements of gradient-reduction buckets held per GPU (DeepSpeed)
+    ties_embeddings: bool = True
+    repeats_kv: bool = False
+    upcast_in_model: bool = False
+    native_activations: bool = False
+    fused_qkv_lora: bool = False
+    nf4_double_quant: bool = True
+    quantizes_head: bool = False
+    nf4_from_fp16: bool = False
+    kbit_fp32: bool = False
+    paged_optimizer: bool = False
 
 
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
     Framework("hf", "transformers 5 Trainer: ForCausalLMLoss upcasts logits to fp32; Trainer drops the outputs "
-              "before backward; optim adamw_torch_fused; gradient checkpointing off (on for QLoRA: "
-              "PEFT's prepare_model_for_kbit_training)",
-              optimizer_impl="fused", qlora_recompute="full"),
+              "before backward; optim adamw_torch_fused; gradient checkpointing off; QLoRA through PEFT's "
+              "prepare_model_for_kbit_training: checkpointing on, non-4-bit parameters in fp32 under bf16 autocast",
+              optimizer_impl="fused", qlora_recompute="full", kbit_fp32=True),
     Framework("torch", "a hand-written PyTorch loop (torch 2.x): out = model(...); out.loss.backward(); "
               "opt.step(); opt.zero_grad(): the outputs held through the step, torch.optim AdamW (foreach on CUDA), "
               "HF model code and PEFT adapters",
               keeps_logits=True),
     Framework("litgpt", "LitGPT finetune/lora.py: bf16-true, lm_head and loss in 128-token chunks without an fp32 "
-              "upcast, logits held by the loop, LoRA on query and value, lora_dropout 0.05, torch AdamW (foreach)",
+              "upcast, logits held by the loop, LoRA on query and value, lora_dropout 0.05, torch AdamW (foreach); "
+              "its GPT keeps an untied lm_head, expands k/v to every head and zero-pads the fused qkv adapter; "
+              "QLoRA: bnb.nf4 without double quantization, the LM head quantized too, PagedAdamW",
               loss="chunked", loss_chunk_tokens=128, loss_dtype=None, keeps_logits=True, adapter_dtype=None,
-              lora_dropout=0.05, precision="bf16"),
+              lora_dropout=0.05, precision="bf16", ties_embeddings=False, repeats_kv=True, fused_qkv_lora=True, native_activations=True,
+              nf4_double_quant=False, quantizes_head=True, nf4_from_fp16=True, paged_optimizer=True),
     Framework("torchtune", "torchtune 0.6 single-device recipes: bf16, CEWithChunkedOutputLoss (8 chunks, each "
               "upcast to fp32), logits deleted before backward, activation checkpointing on, Llama-3 LoRA on "
-              "q_proj, v_proj, output_proj and the MLP (lora_dropout 0.0), AdamW fused",
+              "q_proj, v_proj, output_proj and the MLP (lora_dropout 0.0), AdamW fused; k and v expanded to every head",
               loss="chunked", loss_chunks=8, adapter_dtype=None, lora_targets=("q", "v", "o", "gate", "up", "down"),
-              recompute="full",
+              recompute="full", repeats_kv=True, upcast_in_model=True, native_activations=True,
               optimizer_impl="fused", precision="bf16"),
     Framework("unsloth", "Unsloth 2025: fused chunked cross-entropy, 'unsloth' gradient checkpointing (layer inputs "
               "offloaded to CPU), LoRA on all seven linears (lora_dropout 0), adamw_8bit",

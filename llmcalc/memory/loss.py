@@ -13,6 +13,11 @@ e = the compute dtype's bytes, lb = the loss dtype's (fp32 when the logits are u
 - fused (Liger-Kernel FusedLinearCrossEntropy, Unsloth, torchtune's linear CE): no b·s·V tensor is
   kept; the forward computes the hidden state's gradient (b·s·h·e, saved) chunk by chunk, each chunk's
   logits (about b·s·h elements: Liger sizes chunks to BT·h/V tokens) in e and fp32.
+- compiled (torch.compile, measured on H200 with torch 2.11 on 8192 x 128256 logits, tests/data/
+  gpu_frameworks.json): inductor fuses the upcast, log-softmax and its backward; the loss keeps only
+  its e-byte input and writes the gradient in e (one chunk at a time when chunked). Where the model
+  upcasts before a compiled loss (torchtune's unchunked output), the fp32 copy is the kept input and
+  the gradient is fp32: 8 B per logit at the start of backward.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
                  "computed in forward"), ("logits/chunk", chunk, "one token chunk's logits, in the compute dtype and fp32")]
         return _phase(grad_in + chunk, grad_in, 0.0, rows, rows[:1], "fused linear cross-entropy: no b·s·V logits kept")
     chunks = 1 if s.mini_seq > 1 else _chunks(s)
+    if s.compile and s.mini_seq == 1:
+        return _compiled(s, n, e, lb if upcast and s.fw.upcast_in_model and chunks == 1 else e, chunks)
     kept = n * e if s.fw.keeps_logits and s.mini_seq == 1 else 0.0
     out_row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}")
     saved = ("logits/log_probs", n * lb, f"log-softmax in {s.loss_dtype}, kept for backward")
@@ -74,6 +81,20 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
     if s.mini_seq > 1:
         how = f"LM head and loss over s/{s.mini_seq} tokens at a time (Mini-Sequence)"
     return _phase(forward, backward, kept, [out_row, copy, saved], [kept_row, saved, grad], how)
+
+
+def _compiled(s: MemorySettings, n: float, e: float, lb: float, chunks: int) -> LossBuffers:
+    """The loss under torch.compile (module docstring): its input kept in lb bytes (the logits, or the
+    model's fp32 upcast of them), the gradient in lb for one of ``chunks`` pieces at a time."""
+    dtype = s.compute_dtype if lb == e else s.loss_dtype
+    saved = ("logits/saved", n * lb, f"the compiled loss's input in {dtype}, kept for backward")
+    upcast = ("logits/output", n * e if lb > e else 0.0, f"LM head output in {s.compute_dtype} while it is upcast")
+    grad = ("logits/grad", n * lb / chunks, f"the logits' gradient in {dtype}" +
+            (f", one of {chunks} chunks at a time" if chunks > 1 else ""))
+    how = "compiled " + (f"chunked cross-entropy in {chunks} pieces" if chunks > 1 else "cross-entropy") + \
+        ", upcast and log-softmax fused"
+    return _phase(n * lb + upcast[1], n * lb + grad[1], n * e if s.fw.keeps_logits else 0.0,
+                  [upcast, saved], [saved, grad], how)
 
 
 def _chunks(s: MemorySettings) -> int:

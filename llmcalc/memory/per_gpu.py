@@ -24,6 +24,9 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
 
+        if m.tie_word_embeddings and not s.fw.ties_embeddings:  # LitGPT copies a tied embedding into its lm_head
+            m = dataclasses.replace(m, tie_word_embeddings=False)
+
         res = max((train_stage(m, s, st) for st in stages(m, s.parallel.pp)), key=lambda x: x.total)
     else:  # the engine's pool is as small as its tightest stage (vLLM and SGLang take the minimum)
         from .inference import infer_stage

@@ -15,7 +15,7 @@ GiB = 2**30
 MODES = ("train", "infer")
 ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
-OFFLOADS = ("optimizer", "params")
+OFFLOADS = ("optimizer", "params", "activations")
 
 # Training: memory outside PyTorch's allocator: the CUDA context with cuBLAS loaded (0.67 GiB measured
 # on H100 and H200, CUDA 13: tests/data/gpu_measured.json). The caching allocator's own slack is the
@@ -44,12 +44,16 @@ PRECISIONS: dict[str, Precision] = {
     "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
 }
 
-_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
+_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size", "grad_accum")
 _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
-               ("--finetune", lambda s: s.finetune != "full"))
-_FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout"}
+               ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
+               ("--grad-accum", lambda s: s.grad_accum > 1))
+_FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
+                   "--bitsandbytes": "bitsandbytes"}
+# bitsandbytes before 0.43.2 kept MatMul4Bit's input for backward (ctx.tensors = (A, B)); PR #1270 dropped it.
+BNB_DROPS_INPUT = (0, 43, 2)
 _INFER_ONLY = {"--engine": "engine", "--engine-version": "engine_version", "--keep-16bit": "keep_16bit",
                **{flag: key for key, flag in KNOB_FLAGS.items()}}  # flag -> field
 
@@ -79,9 +83,16 @@ class MemorySettings:
       defaults fill every option left None (memory/frameworks.py): loss, loss_dtype, optimizer,
       recompute, precision, lora_targets, lora_dropout, and how the step's peak forms.
     loss: full | chunked | fused cross-entropy (memory/loss.py).
+    grad_accum: train: micro-batches per optimizer step; above 1 the gradients stay allocated through the
+      forward and backward of the later micro-batches.
+    compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
+    bitsandbytes: the release QLoRA runs on (None: a current one); before 0.43.2 its 4-bit matmul kept
+      every linear's input for backward.
     loss_dtype: the cross-entropy's dtype (default: the framework's; fp32 where it upcasts the logits).
     mini_seq: Mini-Sequence chunks M of the MLP and LM head (1 = off).
-    offload: subset of (optimizer, params): ZeRO-Offload / ZeRO-Infinity to CPU memory.
+    offload: subset of (optimizer, params, activations): ZeRO-Offload / ZeRO-Infinity to CPU memory;
+      activations: the checkpointed layer inputs wait in host memory (torchtune's activation offloading,
+      Unsloth's offloaded checkpointing), one layer's brought back at a time.
     finetune: full | lora | qlora; lora_rank (16), lora_targets (the framework's; "all" = every linear of
       the blocks), lora_dropout (the framework's; PEFT's 0.0).
     group_size: weights per 16-bit scale for int4/fp4 weights (128).
@@ -109,6 +120,9 @@ class MemorySettings:
     lora_dropout: float | None = None
     framework: str | None = None
     loss: str | None = None
+    bitsandbytes: str | None = None
+    compile: bool = False
+    grad_accum: int = 1
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
     reserve: int | None = None
@@ -204,6 +218,8 @@ class MemorySettings:
             raise SpecError(f"--reserve cannot be negative, got {self.reserve}")
         if self.gpu_memory is not None and self.gpu_memory <= 0:
             raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
+        if self.bitsandbytes is not None:
+            bnb_version(self.bitsandbytes)
         if self.mini_seq > self.seq:
             raise SpecError(f"--mini-seq {self.mini_seq} cannot exceed --seq {self.seq}")
 
@@ -221,6 +237,8 @@ class MemorySettings:
                                 "(the serving engine's settings)")
         if "params" in self.offload and self.zero != 3:
             raise SpecError("--offload params needs --zero 3 (ZeRO-Infinity offloads the sharded parameters)")
+        if "activations" in self.offload and self.recompute != "full":
+            raise SpecError("--offload activations needs --recompute full (the checkpointed layer inputs are what goes to CPU)")
         if "optimizer" in self.offload and self.zero == 0:
             raise SpecError("--offload optimizer needs --zero 1, 2 or 3 (ZeRO-Offload runs the sharded optimizer on CPU)")
 
@@ -243,11 +261,32 @@ class MemorySettings:
 
     @property
     def compute_dtype(self) -> str:
-        """The dtype activations are stored in: fp32 under precision fp32, else the activation dtype
-        of ``dtype`` (a quantized frozen base or weight-only inference computes in 16-bit)."""
+        """The dtype activations are stored in: fp32 under precision fp32, bf16 for an fp32 frozen base
+        under mixed precision (autocast), else the activation dtype of ``dtype`` (a quantized frozen
+        base or weight-only inference computes in 16-bit)."""
         if self.mode == "train" and self.finetune == "full" and self.precision == "fp32":
             return "fp32"
-        return activation_dtype(self.dtype)
+        return "bf16" if self.autocast_base else activation_dtype(self.dtype)
+
+    @property
+    def autocast_base(self) -> bool:
+        """LoRA over an fp32 frozen base with mixed precision: the matmuls run under bf16 autocast
+        (LitGPT's bf16-mixed, the HF Trainer's bf16=True over an fp32 model)."""
+        return (self.mode == "train" and self.finetune == "lora" and self.dtype in ("fp32", "tf32")
+                and self.precision in ("mixed", "mixed-fp32-grads"))
+
+    @property
+    def bnb_keeps_input(self) -> bool:
+        """Whether bitsandbytes' MatMul4Bit keeps its input for backward (releases before 0.43.2)."""
+        return self.bitsandbytes is not None and bnb_version(self.bitsandbytes) < BNB_DROPS_INPUT
+
+
+def bnb_version(text: str) -> tuple[int, ...]:
+    """'0.42.0' -> (0, 42, 0); a malformed version is a usage error."""
+    try:
+        return tuple(int(part) for part in text.strip().split("."))
+    except ValueError:
+        raise SpecError(f"--bitsandbytes takes a release number such as 0.42.0, got {text!r}") from None
 
 
 def _train_precision(precision: str | None, dtype: str | None, finetune: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from .placement import ParamSplit
 from .settings import PRECISIONS, MemorySettings
 
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
+NF4_BYTES = (4 + 32 / 64) / 8  # bitsandbytes NF4 without double quantization: fp32 absmax per 64 = 4.5 bits
 
 
 def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
@@ -79,21 +80,29 @@ def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
                   optimizer=_optimizer_only(both), trainable=psi)
 
 
-def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, targets: frozenset) -> States:
+def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, targets: frozenset,
+                   head: float = 0.0) -> States:
     """LoRA / QLoRA: a frozen base plus trainable adapters (Hu et al. 2021; Dettmers et al. 2023).
 
     The frozen base's linears are stored in ``dtype`` (QLoRA: NF4, QLORA_BYTES), embeddings,
     norms and head in the compute dtype; only the adapters have gradients and optimizer states.
+    head: LM-head parameters on this GPU, quantized with the linears where the framework does so.
     """
     states = model_state_bytes(adapters, s.precision, s.optimizer, s.zero, nd)
+    dq = s.fw.nf4_double_quant
+    other = "fp32" if s.finetune == "qlora" and s.fw.kbit_fp32 else s.compute_dtype
     if s.finetune == "qlora":
-        frozen = p.quantizable * QLORA_BYTES + p.other * DTYPE_BYTES[s.compute_dtype]
+        q = p.quantizable + (head if s.fw.quantizes_head else 0.0)
+        frozen = q * (QLORA_BYTES if dq else NF4_BYTES) + (p.total - q) * DTYPE_BYTES[other]
     else:
-        frozen = sum(p.weight_bytes(s.dtype, s.group_size).values())
+        frozen, other = sum(p.weight_bytes(s.dtype, s.group_size).values()), s.dtype
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
-    kind = "NF4 with double-quantized scales, 4.127 bits" if s.finetune == "qlora" else s.dtype
-    note = (f"{s.finetune}: frozen base linears in {kind}, embeddings/norms/head in {s.compute_dtype}; "
+    kind = s.dtype if s.finetune != "qlora" else \
+        "NF4 with double-quantized scales, 4.127 bits" if dq else "NF4 with fp32 scales, 4.5 bits"
+    rest = "embeddings/norms" if s.finetune == "qlora" and s.fw.quantizes_head else "embeddings/norms/head"
+    note = (f"{s.finetune}: frozen base linears{' and head' if rest == 'embeddings/norms' else ''} in {kind}, "
+            f"{rest} in {other}; "
             f"rank-{s.lora_rank} adapters on {', '.join(sorted(targets))}: {fmt_params(adapters)} trainable params per GPU, "
             "with their gradients and optimizer states")
     return States(weights=sum(rows.values()), weight_note="frozen base + adapters", weight_rows=rows,

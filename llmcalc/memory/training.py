@@ -9,37 +9,16 @@ first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits buf
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES
-from ..params import attention_linears, mlp_linears
 from ..spec import ModelSpec
 from ..units import fmt_bytes
-from .activations import GROUPS, Saved, adapter_tensors, groups, kept, layer_tensors, local, norm_tensors
 from .loss import LossBuffers, loss_buffers
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
+from .saved import activation_note, add_activations, in_flight
 from .settings import PRECISIONS, MemorySettings
 from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, state_note
-
-PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
-    "norms": ("activations/per_layer/norms", "norm inputs and statistics"),
-    "attention": ("activations/per_layer/attention", "projection inputs, q, k, v, output"),
-    "scores": ("activations/per_layer/scores", "s x s softmax output (eager only)"),
-    "mlp": ("activations/per_layer/mlp", "MLP input and intermediates"),
-    "dropout": ("activations/per_layer/dropout", "dropout masks, 1 B per element"),
-    "adapters": ("activations/per_layer/adapters", "LoRA: input copies, dropout masks, lora_A outputs"),
-}
-RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
-                   "full": "each layer's input kept, one layer rebuilt at a time"}
-
-
-def in_flight(s: MemorySettings, st: Stage) -> int:
-    """Micro-batches whose activations one GPU holds: p on the first stage under 1F1B, else 1."""
-    return s.parallel.pp if st.first and s.parallel.pp > 1 else 1
-
 
 # -- model states -----------------------------------------------------------------------------------
 
@@ -48,7 +27,8 @@ def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> S
     targets = trainable(m, s.finetune, s.lora_targets)
     if targets is None:
         return full_states(p, s, par.replicas, par.expert_replicas)
-    return adapter_states(p, s, par.replicas, lora_params(m, par, st, targets, s.lora_rank), targets)
+    head = -(-m.vocab_size // par.tp) * m.hidden_size if st.last and not m.tie_word_embeddings else 0
+    return adapter_states(p, s, par.replicas, lora_params(m, par, st, targets, s.lora_rank), targets, head)
 
 
 def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
@@ -104,156 +84,12 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
         cpu["cpu/optimizer"] = sum(opt.values())
         r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
         return 0.0
+    paged = s.finetune == "qlora" and s.fw.paged_optimizer  # bitsandbytes' PagedAdamW: CUDA unified memory
     for key, value in opt.items():
-        r.add(key, whole_bytes(value), state_note(key, s))
-    r.add("optimizer", whole_bytes(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1))
-    return sum(opt.values())
-
-
-# -- activations ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LayerCost:
-    """One layer kind's saved bytes, this GPU: kept through the step (per) and rebuilt one at a time (extra)."""
-
-    groups: dict
-    layer: float  # every saved tensor of the layer
-    per: float  # kept per layer until its backward
-    extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
-
-
-def layer_cost(items: list[Saved], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
-    """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
-    and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
-    g = groups(items, loc, targets)
-    layer = sum(g.values())
-    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
-    scores = sum(loc.bytes(t) for t in items if t.per_key)
-    M = s.mini_seq
-    mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
-    if s.recompute == "none":
-        return LayerCost(g, layer, layer - mst, chunk)
-    if s.recompute == "selective":
-        return LayerCost(g, layer, layer - scores - mst, scores + chunk)
-    return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
-
-
-def _layer_kinds(st: Stage) -> list[tuple[bool, int]]:
-    """(is MoE, how many) of the layer kinds on a stage: DeepSeek's dense layers come first."""
-    return ([(False, st.dense)] if st.dense else []) + ([(True, st.moe)] if st.moe else [])
-
-
-def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> tuple[float, str]:
-    """Token ids (8 B, for the embedding's gradient), embedding dropout mask, HF's rope cos/sin."""
-    e, tokens = DTYPE_BYTES[s.compute_dtype], math.ceil(s.seq / s.parallel.cp)
-    emb = loc.bytes(Saved("", "", 8)) if full else 0.0
-    if m.dropout > 0:
-        emb += loc.bytes(Saved("", "", 1 * m.hidden_size))
-    if m.position_embedding == "rotary":
-        emb += 2 * tokens * m.qk_head_dim * e
-    if m.position_embedding == "learned" and full:  # int64 position ids, shared by the batch
-        emb += 8 * tokens
-    ids = "token and position ids" if m.position_embedding == "learned" else "token ids"
-    what = ([ids] if full else []) + (["dropout mask"] if m.dropout > 0 else []) + \
-        (["rope cos/sin"] if m.position_embedding == "rotary" else [])
-    return emb, ", ".join(what)
-
-
-def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
-    """Final norm, the LM head's input (only when the head trains), labels."""
-    e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
-    items = (norm_tensors(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
-    return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
-
-
-def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
-    """Which frozen-or-not base weights keep their input for backward (activations.kept): all of them
-    in full training; none under LoRA (torch skips a frozen weight's input); every linear under QLoRA
-    (bitsandbytes' MatMul4Bit saves its input whenever the input needs a gradient, bnb 0.41-0.48)."""
-    if s.finetune == "full":
-        return None
-    if s.finetune == "qlora":
-        return frozenset(trainable(m, "lora", ("all",)))
-    return frozenset()
-
-
-def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
-    e = DTYPE_BYTES[s.compute_dtype]
-    items = layer_tensors(m, s.attention_impl, e, moe)
-    if s.finetune != "full":
-        a = DTYPE_BYTES[s.fw.adapter_dtype or s.compute_dtype]
-        items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe)
-    return items
-
-
-def _dequantized(m: ModelSpec, s: MemorySettings) -> float:
-    """QLoRA: bitsandbytes dequantizes each 4-bit weight to the compute dtype for its matmul, in forward
-    and again in backward; the largest linear's copy is the one that counts."""
-    if s.finetune != "qlora":
-        return 0.0
-    lins = {**attention_linears(m), **mlp_linears(m, max(m.intermediate_size, m.expert_size or 0))}
-    return max(lin.fan_in * lin.fan_out for lin in lins.values()) * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
-
-
-def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
-    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
-    returns their total at the peak and whether the transient, not the loss, is what counts there.
-
-    The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
-    alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
-    par, e = s.parallel, DTYPE_BYTES[s.compute_dtype]
-    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp)
-    targets = base_inputs_saved(m, s)
-    checkpoint = loc.bytes(Saved("norms", "layer input", e * m.hidden_size))  # Korthikanti's 2sbh in 16-bit
-    costs = [(layer_cost(_layer_items(m, s, moe), s, loc, targets, checkpoint), n)
-             for moe, n in _layer_kinds(st)]
-    saved = sum(c.per * n for c, n in costs)
-    transient = max(c.extra for c, _ in costs) + _dequantized(m, s)
-    offloaded = s.fw.offload_checkpoints and s.recompute == "full"
-    if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
-        cpu["cpu/checkpoints"] = saved * in_flight(s, st)
-        transient, saved = transient + checkpoint, 0.0
-    shown = max(costs, key=lambda cn: cn[1])[0]  # the layer kind the stage has most of
-    flight = in_flight(s, st)
-    for g in GROUPS:
-        if shown.groups[g]:
-            row, note = PER_LAYER_ROWS[g]
-            r.add(row, whole_bytes(shown.groups[g]), note, total=None)
-    r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None)
-    r.add("activations/layers", whole_bytes(saved * flight), f"{st.layers} layers"
-          + (f" x {flight} micro-batches in flight" if flight > 1 else "")
-          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
-          + (", offloaded to CPU" if offloaded else ""))
-    emb = head = 0.0
-    if st.first:
-        emb, what = _embedding_activations(m, s, loc, s.finetune == "full")
-        emb *= flight
-        r.add("activations/embedding", whole_bytes(emb), what)
-    if st.last:
-        head = _head_activations(m, s, loc, s.finetune == "full")
-        r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
-    counted = transient > loss
-    if transient:
-        r.add("activations/transient", whole_bytes(transient), _transient_note(s, offloaded)
-              + ("" if counted else " (not alive with the loss's buffers)"), total=... if counted else None)
-    total = saved * flight + emb + head + (transient if counted else 0.0)
-    r.add("activations", whole_bytes(total), "saved for backward")
-    return total, counted
-
-
-def _transient_note(s: MemorySettings, offloaded: bool) -> str:
-    M = s.mini_seq
-    rebuilt = {"none": "", "selective": "one layer's recomputed s x s terms", "full": "the layer being rebuilt"}
-    parts = [rebuilt[s.recompute]] if s.recompute != "none" else []
-    parts += ["its input brought back from CPU"] if offloaded else []
-    parts += [f"one MLP chunk of s/{M} tokens"] if M > 1 else []
-    parts += ["one dequantized 4-bit weight (bitsandbytes)"] if s.finetune == "qlora" else []
-    return " + ".join(parts)
-
-
-def activation_note(s: MemorySettings) -> str:
-    return (f"activations as HF transformers modules save them ({s.attention_impl} attention, {s.compute_dtype}); "
-            f"{RECOMPUTE_NOTES[s.recompute]}; per_layer = one layer, one micro-batch of {s.batch} on this GPU")
+        r.add(key, whole_bytes(value), state_note(key, s), **({"total": None} if paged else {}))
+    r.add("optimizer", whole_bytes(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1)
+          + (" (paged: unified memory outside PyTorch's allocator)" if paged else ""), **({"total": None} if paged else {}))
+    return 0.0 if paged else sum(opt.values())
 
 
 def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None) -> None:
@@ -320,7 +156,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     temp = optimizer_step_buffer(s, states)
     r.add("optimizer_step", whole_bytes(temp), "foreach AdamW: sqrt of the second moment during step()"
           if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
-    persistent = s.fw.persistent_grads
+    persistent = s.fw.persistent_grads or s.grad_accum > 1  # gradients alive while micro-batches run
     buckets = comm_buckets(s, states)
     if buckets:
         r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
@@ -328,7 +164,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
-    autocast = s.precision == "mixed-fp32-grads" and not persistent and s.finetune == "full"
+    autocast = s.precision == "mixed-fp32-grads" and not s.fw.persistent_grads and s.finetune == "full"
     step = (0.0 if autocast else resident) + opt + grads + temp + kept + buckets
     at_backward = backward >= step
     allocated = max(backward, step)
@@ -356,7 +192,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))
     notes.append(f"framework {s.framework}: {s.fw.source}")
-    notes.append(_peak_note(at_backward, persistent) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
+    notes.append(_peak_note(at_backward, persistent, s.grad_accum) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
                  f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
 
@@ -373,8 +209,9 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
             r.add(row.name, row.value, note, total=None)
 
 
-def _peak_note(at_backward: bool, persistent: bool) -> str:
+def _peak_note(at_backward: bool, persistent: bool, accum: int = 1) -> str:
     if at_backward:
-        grads = "gradients in persistent buffers" if persistent else "gradients not yet allocated (freed by zero_grad)"
+        grads = f"gradients accumulating over {accum} micro-batches" if accum > 1 else \
+            "gradients in persistent buffers" if persistent else "gradients not yet allocated (freed by zero_grad)"
         return f"peak at the start of backward: saved activations and the loss's buffers alive, {grads}"
     return "peak in the optimizer step: every gradient and the step's temporaries, activations already freed"

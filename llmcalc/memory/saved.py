@@ -1,0 +1,223 @@
+"""Activations saved for backward in training, per GPU: one layer by group, the layers a stage holds,
+embedding, head, the transients rebuilt one layer at a time, and autocast's weight copies.
+
+activations.py lists what one block saves; this module applies recomputation (Korthikanti et al. 2022),
+Mini-Sequence chunking, CPU-offloaded checkpoints, QLoRA's bitsandbytes matmuls and the micro-batches in
+flight under 1F1B, and writes the activations rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..breakdown import Rows
+from ..dtypes import DTYPE_BYTES
+from ..params import attention_linears, mlp_linears
+from ..spec import ModelSpec
+from .activations import (
+    GROUPS,
+    Saved,
+    adapter_tensors,
+    groups,
+    kept,
+    layer_tensors,
+    local,
+    norm_tensors,
+)
+from .autocast import stream_bytes, weight_copies
+from .placement import Stage, trainable
+from .settings import MemorySettings
+from .stage import whole_bytes
+
+PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
+    "norms": ("activations/per_layer/norms", "norm inputs and statistics"),
+    "attention": ("activations/per_layer/attention", "projection inputs, q, k, v, output"),
+    "scores": ("activations/per_layer/scores", "s x s softmax output (eager only)"),
+    "mlp": ("activations/per_layer/mlp", "MLP input and intermediates"),
+    "dropout": ("activations/per_layer/dropout", "dropout masks, 1 B per element"),
+    "adapters": ("activations/per_layer/adapters", "LoRA: input copies, dropout masks, lora_A outputs"),
+}
+RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
+                   "full": "each layer's input kept, one layer rebuilt at a time"}
+
+
+def in_flight(s: MemorySettings, st: Stage) -> int:
+    """Micro-batches whose activations one GPU holds: p on the first stage under 1F1B, else 1."""
+    return s.parallel.pp if st.first and s.parallel.pp > 1 else 1
+
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer kind's saved bytes, this GPU: kept through the step (per) and rebuilt one at a time (extra)."""
+
+    groups: dict
+    layer: float  # every saved tensor of the layer
+    per: float  # kept per layer until its backward
+    extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
+
+
+def layer_cost(items: list[Saved], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
+    """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
+    and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
+    g = groups(items, loc, targets)
+    layer = sum(g.values())
+    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
+    scores = sum(loc.bytes(t) for t in items if t.per_key)
+    M = s.mini_seq
+    mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
+    if s.recompute == "none":
+        return LayerCost(g, layer, layer - mst, chunk)
+    if s.recompute == "selective":
+        return LayerCost(g, layer, layer - scores - mst, scores + chunk)
+    return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
+
+
+def _layer_kinds(st: Stage) -> list[tuple[bool, int]]:
+    """(is MoE, how many) of the layer kinds on a stage: DeepSeek's dense layers come first."""
+    return ([(False, st.dense)] if st.dense else []) + ([(True, st.moe)] if st.moe else [])
+
+
+def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> tuple[float, str]:
+    """Token ids (8 B, for the embedding's gradient), embedding dropout mask, HF's rope cos/sin."""
+    e, tokens = DTYPE_BYTES[s.compute_dtype], math.ceil(s.seq / s.parallel.cp)
+    emb = loc.bytes(Saved("", "", 8)) if full else 0.0
+    if m.dropout > 0:
+        emb += loc.bytes(Saved("", "", 1 * m.hidden_size))
+    if m.position_embedding == "rotary":
+        emb += 2 * tokens * m.qk_head_dim * e
+    if m.position_embedding == "learned" and full:  # int64 position ids, shared by the batch
+        emb += 8 * tokens
+    ids = "token and position ids" if m.position_embedding == "learned" else "token ids"
+    what = ([ids] if full else []) + (["dropout mask"] if m.dropout > 0 else []) + \
+        (["rope cos/sin"] if m.position_embedding == "rotary" else [])
+    return emb, ", ".join(what)
+
+
+def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
+    """Final norm, the LM head's input (only when the head trains), labels."""
+    e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
+    items = (norm_tensors(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
+    return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
+
+
+def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
+    """Which frozen-or-not base weights keep their input for backward (activations.kept): all of them
+    in full training; none under LoRA (torch skips a frozen weight's input); every linear in QLoRA on
+    bitsandbytes before 0.43.2 (its MatMul4Bit kept its input whenever the input needed a gradient;
+    PR #1270 dropped it)."""
+    if s.finetune == "full":
+        return None
+    if s.finetune == "qlora" and s.bnb_keeps_input:
+        return frozenset(trainable(m, "lora", ("all",)))
+    return frozenset()
+
+
+def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
+    e = DTYPE_BYTES[s.compute_dtype]
+    items = layer_tensors(m, s.attention_impl, e, moe, repeat_kv=s.fw.repeats_kv, compiled=s.compile,
+                          fused_qkv=s.fw.fused_qkv_lora, native_act=s.fw.native_activations)
+    if s.finetune != "full":
+        a = DTYPE_BYTES[s.fw.adapter_dtype or s.compute_dtype]
+        items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe,
+                                 fused_qkv=s.fw.fused_qkv_lora, compiled=s.compile,
+                                 base_keeps=base_inputs_saved(m, s) or frozenset())
+    return items
+
+
+def previous_step(m: ModelSpec, s: MemorySettings, st: Stage, loc, checkpoint: float) -> float:
+    """bitsandbytes < 0.43.2 keeps each 4-bit matmul's input on its autograd node (ctx.tensors), which
+    backward does not free; a loop that holds its last outputs (LitGPT's logits, a plain loop's out)
+    until the next forward returns keeps the previous step's inputs alive through that forward."""
+    if not (s.finetune == "qlora" and s.bnb_keeps_input and s.fw.keeps_logits) or s.recompute == "full":
+        return 0.0
+    targets = base_inputs_saved(m, s)
+    return sum(n * (layer_cost(items, s, loc, targets, checkpoint).per - layer_cost(items, s, loc, frozenset(), checkpoint).per)
+               for moe, n in _layer_kinds(st) for items in [_layer_items(m, s, moe)])
+
+
+def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
+    """QLoRA: bitsandbytes dequantizes each 4-bit weight to the compute dtype for its matmul, in forward
+    and again in backward; the largest linear's copy is the one that counts (the LM head's where the
+    framework quantizes it); two copies where it dequantizes to fp16 and casts to bf16 (Lightning)."""
+    if s.finetune != "qlora":
+        return 0.0
+    lins = {**attention_linears(m), **mlp_linears(m, max(m.intermediate_size, m.expert_size or 0))}
+    largest = max(lin.fan_in * lin.fan_out for lin in lins.values())
+    if s.fw.quantizes_head and st.last:
+        largest = max(largest, m.vocab_size * m.hidden_size)
+    copies = 2 if s.fw.nf4_from_fp16 and s.compute_dtype != "fp16" else 1
+    return copies * largest * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
+
+
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
+    """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
+    returns their total at the peak and whether the transient, not the loss, is what counts there.
+
+    The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
+    alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
+    par = s.parallel
+    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
+    targets = base_inputs_saved(m, s)
+    checkpoint = loc.bytes(Saved("norms", "layer input", stream_bytes(s) * m.hidden_size))  # Korthikanti's 2sbh
+    costs = [(layer_cost(_layer_items(m, s, moe), s, loc, targets, checkpoint), n)
+             for moe, n in _layer_kinds(st)]
+    saved = sum(c.per * n for c, n in costs)
+    copies, rebuilt_copies, copies_note = weight_copies(m, s, st)
+    held = previous_step(m, s, st, loc, checkpoint) * in_flight(s, st)
+    transient = max(c.extra for c, _ in costs) + _dequantized(m, s, st) + rebuilt_copies
+    offloaded = (s.fw.offload_checkpoints or "activations" in s.offload) and s.recompute == "full"
+    if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
+        cpu["cpu/checkpoints"] = saved * in_flight(s, st)
+        transient, saved = transient + checkpoint, 0.0
+    shown = max(costs, key=lambda cn: cn[1])[0]  # the layer kind the stage has most of
+    flight = in_flight(s, st)
+    for g in GROUPS:
+        if shown.groups[g]:
+            row, note = PER_LAYER_ROWS[g]
+            r.add(row, whole_bytes(shown.groups[g]), note, total=None)
+    r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None)
+    r.add("activations/layers", whole_bytes(saved * flight), f"{st.layers} layers"
+          + (f" x {flight} micro-batches in flight" if flight > 1 else "")
+          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
+          + (", offloaded to CPU" if offloaded else ""))
+    emb = head = 0.0
+    if st.first:
+        emb, what = _embedding_activations(m, s, loc, s.finetune == "full")
+        emb *= flight
+        r.add("activations/embedding", whole_bytes(emb), what)
+    if st.last:
+        head = _head_activations(m, s, loc, s.finetune == "full")
+        r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
+    if copies:
+        r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note)
+    counted = transient + held > loss
+    alive = "" if counted else " (not alive with the loss's buffers)"
+    if held:
+        r.add("activations/previous_step", whole_bytes(held), "the last step's 4-bit matmul inputs, kept on their "
+              "autograd nodes (bitsandbytes < 0.43.2) while the loop holds its outputs into this forward" + alive,
+              total=... if counted else None)
+    if transient:
+        r.add("activations/transient", whole_bytes(transient), _transient_note(s, offloaded) + alive,
+              total=... if counted else None)
+    total = saved * flight + emb + head + copies * flight + (transient + held if counted else 0.0)
+    r.add("activations", whole_bytes(total), "saved for backward")
+    return total, counted
+
+
+def _transient_note(s: MemorySettings, offloaded: bool) -> str:
+    M = s.mini_seq
+    rebuilt = {"none": "", "selective": "one layer's recomputed s x s terms", "full": "the layer being rebuilt"}
+    parts = [rebuilt[s.recompute]] if s.recompute != "none" else []
+    parts += ["its input brought back from CPU"] if offloaded else []
+    parts += ["its bf16 weight copies (autocast)"] if s.autocast_base and s.recompute == "full" else []
+    parts += [f"one MLP chunk of s/{M} tokens"] if M > 1 else []
+    parts += ["one dequantized 4-bit weight (bitsandbytes)"] if s.finetune == "qlora" else []
+    return " + ".join(parts)
+
+
+def activation_note(s: MemorySettings) -> str:
+    how = "under torch.compile (inductor rebuilds pointwise results in backward)" if s.compile else "save them"
+    return (f"activations as HF transformers modules {how} ({s.attention_impl} attention, {s.compute_dtype}); "
+            f"{RECOMPUTE_NOTES[s.recompute]}; per_layer = one layer, one micro-batch of {s.batch} on this GPU")
