@@ -21,6 +21,7 @@ class Optimizer(NamedTuple):  # a NamedTuple: params loads on every CLI call (se
     states: tuple[str, ...]  # memory's rows, one per state (bytes: memory/states.model_state_bytes)
     nbytes: float | None = None  # bytes per state value; None: the precision's (params: the weights' dtype)
     factored: bool = False  # one state of rows + cols values per matrix, not one value per parameter
+    paged: bool = False  # bitsandbytes' paged states: CUDA unified memory, outside PyTorch's allocator
 
 
 # AdamW keeps m and v (Loshchilov & Hutter); 8-bit Adam quantizes both to 1 byte (Dettmers et al.
@@ -30,6 +31,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "adamw": Optimizer(("optimizer/adam_m", "optimizer/adam_v")),
     "adam": Optimizer(("optimizer/adam_m", "optimizer/adam_v")),
     "adamw-8bit": Optimizer(("optimizer/adam_m", "optimizer/adam_v"), 1),
+    # bitsandbytes PagedAdamW / PagedAdamW8bit: 32-bit or 8-bit states in paged (unified) memory
+    "paged-adamw": Optimizer(("optimizer/adam_m", "optimizer/adam_v"), 4, paged=True),
+    "paged-adamw-8bit": Optimizer(("optimizer/adam_m", "optimizer/adam_v"), 1, paged=True),
     "sgd": Optimizer(()),
     "sgd-momentum": Optimizer(("optimizer/momentum",)),
     "lion": Optimizer(("optimizer/momentum",)),

@@ -14,6 +14,8 @@ import pytest
 from llmcalc.memory import MemorySettings, memory_breakdown
 from llmcalc.presets import load_model
 
+from .conftest import run
+
 RUNS = {c["case"] + ("-" + str(c["targets"]) if "targets" in c and "layer-saved" in c["case"] else ""): c
         for c in json.loads((Path(__file__).parent / "data" / "gpu_frameworks.json").read_text())["cases"]
         if "case" in c and "invalid" not in c}
@@ -151,3 +153,39 @@ def test_bitsandbytes_before_0_43_2_keeps_inputs():
     assert old.value("activations/transient") == 2 * 32000 * 4096 * 2  # the head, dequantized to fp16 then bf16
     with pytest.raises(Exception, match="release number"):
         MemorySettings(bitsandbytes="latest", finetune="qlora")
+
+
+def test_paged_optimizer_states_stay_outside_the_allocator():
+    """bitsandbytes' paged states live in unified memory: listed, but not in the peak or the total."""
+    m = load_model("llama-3.2-1b")
+    kw = dict(seq=1024, precision="bf16", framework="hf")
+    plain = memory_breakdown(m, None, MemorySettings(optimizer="adamw-8bit", **kw))
+    paged = memory_breakdown(m, None, MemorySettings(optimizer="paged-adamw-8bit", **kw))
+    assert paged.value("optimizer/adam_m") == plain.value("optimizer/adam_m") == 1_235_814_400
+    assert paged.value("optimizer") == 0
+    assert plain.summary["peak_allocated"] - paged.summary["peak_allocated"] == 2 * 1_235_814_400
+
+
+def test_optimizer_in_backward_holds_one_gradient():
+    """torchtune's optimizer_in_bwd: no moment holds every gradient; the largest in flight is the
+    128256 x 3072 embedding's (bf16), beside the activations at the start of backward."""
+    m = load_model("llama-3.2-3b")
+    kw = dict(seq=4096, batch=2, framework="torchtune", compile=True)
+    usual = memory_breakdown(m, None, MemorySettings(**kw))
+    inbwd = memory_breakdown(m, None, MemorySettings(optimizer_in_backward=True, **kw))
+    assert inbwd.value("optimizer_step") == 128256 * 3072 * 2
+    assert inbwd.summary["peak_at"] == "backward"
+    assert inbwd.summary["peak_backward"] == usual.summary["peak_backward"] + 128256 * 3072 * 2
+    assert usual.summary["peak_at"] == "optimizer step"  # every gradient at once, without it
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--optimizer-in-backward", "--grad-accum", "4"], "cannot accumulate"),
+    (["--offload", "activations"], "needs --recompute full"),
+    (["--mode", "infer", "--compile"], "only apply to --mode train"),
+    (["--mode", "infer", "--bitsandbytes", "0.42.0"], "only appl"),
+    (["--finetune", "qlora", "--bitsandbytes", "new"], "release number"),
+])
+def test_new_options_refuse_what_cannot_be(args, says):
+    result = run("memory", "--model", "llama-3.2-1b", *args)
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output

@@ -41,7 +41,8 @@ def test_peak_allocated_matches_h100_runs(case):
 
 
 def _published(c: dict):
-    passed = {k: c[k] for k in ("dtype", "precision", "bitsandbytes", "recompute", "loss", "compile", "grad_accum") if k in c}
+    passed = {k: c[k] for k in ("dtype", "precision", "bitsandbytes", "recompute", "loss", "compile", "grad_accum",
+                                     "optimizer_in_backward") if k in c}
     if "offload" in c:
         passed["offload"] = tuple(c["offload"].split(","))
     s = MemorySettings(seq=c["seq"], batch=c["batch"], finetune=c["finetune"], lora_rank=c["rank"],

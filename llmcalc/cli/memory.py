@@ -42,6 +42,7 @@ Framework = choices("Framework", FRAMEWORKS)
 FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
 Loss = choices("Loss", LOSSES)
 LossOpt = Annotated[Optional[Loss], typer.Option("--loss", help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
+OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
 BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward). Default: a current one.")]
@@ -87,6 +88,7 @@ def memory_options(
     bitsandbytes: BnbOpt = None,
     compile_: CompileOpt = False,
     grad_accum: GradAccumOpt = 1,
+    optimizer_in_backward: OptInBwdOpt = False,
     group_size: GroupSizeOpt = 128,
     gpu_util: GpuUtilOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -151,7 +153,8 @@ def settings_from_options(**o) -> dict:
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
-        bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
+        bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"],
+        optimizer_in_backward=o["optimizer_in_backward"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
         lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])) if o["lora_targets"] is not None else None, group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
         reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,

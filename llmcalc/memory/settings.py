@@ -49,7 +49,8 @@ _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
-               ("--grad-accum", lambda s: s.grad_accum > 1))
+               ("--grad-accum", lambda s: s.grad_accum > 1),
+               ("--optimizer-in-backward", lambda s: s.optimizer_in_backward))
 _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
                    "--bitsandbytes": "bitsandbytes"}
 # bitsandbytes before 0.43.2 kept MatMul4Bit's input for backward (ctx.tensors = (A, B)); PR #1270 dropped it.
@@ -85,6 +86,8 @@ class MemorySettings:
     loss: full | chunked | fused cross-entropy (memory/loss.py).
     grad_accum: train: micro-batches per optimizer step; above 1 the gradients stay allocated through the
       forward and backward of the later micro-batches.
+    optimizer_in_backward: train: each parameter steps as soon as its gradient is ready, from a backward
+      hook, and the gradient is freed (torchtune's optimizer_in_bwd); no step holds every gradient.
     compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
     bitsandbytes: the release QLoRA runs on (None: a current one); before 0.43.2 its 4-bit matmul kept
       every linear's input for backward.
@@ -123,6 +126,7 @@ class MemorySettings:
     bitsandbytes: str | None = None
     compile: bool = False
     grad_accum: int = 1
+    optimizer_in_backward: bool = False
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
     reserve: int | None = None
@@ -235,6 +239,12 @@ class MemorySettings:
             if wrong:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
+        self._check_offload()
+        if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads):
+            raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
+                            "(--grad-accum), shard (--zero) or keep persistent gradient buffers (--framework)")
+
+    def _check_offload(self) -> None:
         if "params" in self.offload and self.zero != 3:
             raise SpecError("--offload params needs --zero 3 (ZeRO-Infinity offloads the sharded parameters)")
         if "activations" in self.offload and self.recompute != "full":

@@ -10,6 +10,7 @@ first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits buf
 from __future__ import annotations
 
 from ..breakdown import Quantity, Rows
+from ..params import OPTIMIZERS, attention_linears, mlp_linears
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from ..units import fmt_bytes
@@ -84,12 +85,18 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
         cpu["cpu/optimizer"] = sum(opt.values())
         r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
         return 0.0
-    paged = s.finetune == "qlora" and s.fw.paged_optimizer  # bitsandbytes' PagedAdamW: CUDA unified memory
+    # bitsandbytes' paged states live in CUDA unified memory: outside PyTorch's allocator, evicted to the
+    # host under pressure, so neither the peak nor an out-of-memory error counts them
+    paged = OPTIMIZERS[s.optimizer].paged or (s.finetune == "qlora" and s.fw.paged_optimizer)
+    counted = 0.0
     for key, value in opt.items():
-        r.add(key, whole_bytes(value), state_note(key, s), **({"total": None} if paged else {}))
-    r.add("optimizer", whole_bytes(sum(opt.values())), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1)
-          + (" (paged: unified memory outside PyTorch's allocator)" if paged else ""), **({"total": None} if paged else {}))
-    return 0.0 if paged else sum(opt.values())
+        out = paged and key != "optimizer/master"
+        r.add(key, whole_bytes(value), state_note(key, s) + (" (paged: unified memory)" if out else ""),
+              **({"total": None} if out else {}))
+        counted += 0.0 if out else value
+    r.add("optimizer", whole_bytes(counted), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1)
+          + ("; paged states outside PyTorch's allocator" if paged else ""))
+    return counted
 
 
 def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None) -> None:
@@ -110,6 +117,19 @@ def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
     if s.fw.optimizer_impl != "foreach" or s.optimizer not in ("adam", "adamw") or "optimizer" in s.offload:
         return 0.0
     return states.optimizer.get("optimizer/adam_v", 0.0)
+
+
+def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states: States, grads: float) -> tuple[float, float]:
+    """The optimizer_step row; returns (its bytes, the gradients alive at the step). In backward
+    (torchtune's optimizer_in_bwd) one parameter's gradient at a time is stepped and freed."""
+    temp = optimizer_step_buffer(s, states)
+    if s.optimizer_in_backward:
+        temp, grads = _largest_grad(m, s, st, states), 0.0
+        r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None)
+    r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
+          if s.optimizer_in_backward else "foreach AdamW: sqrt of the second moment during step()"
+          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
+    return temp, grads
 
 
 def comm_buckets(s: MemorySettings, states: States) -> float:
@@ -153,15 +173,14 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
                      "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
     if rebuilt_wins:  # the rebuilt layer outweighs the loss's buffers, freed before it
         loss = 0.0
-    temp = optimizer_step_buffer(s, states)
-    r.add("optimizer_step", whole_bytes(temp), "foreach AdamW: sqrt of the second moment during step()"
-          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
+    inbwd = s.optimizer_in_backward
+    temp, grads = add_step_buffers(r, m, s, st, states, grads)
     persistent = s.fw.persistent_grads or s.grad_accum > 1  # gradients alive while micro-batches run
     buckets = comm_buckets(s, states)
     if buckets:
         r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
               f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""))
-    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets
+    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets + (temp if inbwd else 0.0)
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
     autocast = s.precision == "mixed-fp32-grads" and not s.fw.persistent_grads and s.finetune == "full"
@@ -173,7 +192,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     r.add("allocator", whole_bytes(slack), f"caching allocator: reserved beyond allocated, {ALLOCATOR_SLACK:.0%} of "
           "the bytes freed and re-allocated within a step (measured on H100)")
     r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE)
-    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast)
+    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd)
     total = whole_bytes(allocated) + r["allocator"] + r["reserve"]
     r.add("total", total, "per GPU: peak allocated + allocator + reserve")
     for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer, cpu/checkpoints
@@ -197,9 +216,18 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     return StageMemory(r, total, cpu, summary, notes)
 
 
-def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool) -> None:
+def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) -> float:
+    """The biggest single gradient (the embedding or LM head, split by TP) in full training; adapters are small."""
+    if states.weight_rows:
+        return 0.0
+    widest = m.vocab_size * m.hidden_size / s.parallel.tp if (st.first or st.last) else 0.0
+    layer = max(lin.fan_in * lin.fan_out for lin in {**attention_linears(m), **mlp_linears(m, m.intermediate_size)}.values())
+    return max(widest, layer / s.parallel.tp) * PRECISIONS[s.precision].grads
+
+
+def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool, inbwd: bool = False) -> None:
     """Rows not alive at the peak keep their value but leave the total (no share)."""
-    gone = ("optimizer_step",) + (("logits",) if no_loss else ()) if at_backward else \
+    gone = (() if inbwd else ("optimizer_step",)) + (("logits",) if no_loss else ()) if at_backward else \
         ("activations", "logits") + (("weights",) if autocast else ())
     if at_backward and not persistent:
         gone += ("gradients",)
