@@ -156,28 +156,34 @@ def torchtune_like(name: str, compiled: bool, chunked: bool, batch=2, seq=4096, 
     return out
 
 
-def saved_per_layer(compiled: bool, seq=4096) -> dict:
+def saved_per_layer(compiled: bool, seq=4096, count_input=False) -> dict:
     """Bytes one Llama-3.2-3B layer keeps for backward (live after forward, batch 1), eager vs compiled."""
     model = hf_llama(LLAMA_32_3B)
     layer = model.model.layers[0]
     if compiled:
         layer.compile()
     h = model.config.hidden_size
-    x = torch.randn(1, seq, h, device=CUDA, dtype=torch.bfloat16, requires_grad=True)
     pos = torch.arange(seq, device=CUDA)[None]
-    emb = model.model.rotary_emb(x, pos)
+    emb = model.model.rotary_emb(torch.zeros(1, device=CUDA, dtype=torch.bfloat16), pos)
     for _ in range(2):  # the first call compiles
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
+        # count_input: the input is made inside the window and dropped by the caller, so it counts if kept
+        x = torch.randn(1, seq, h, device=CUDA, dtype=torch.bfloat16, requires_grad=True)
+        if not count_input:
+            before = torch.cuda.memory_allocated()
         y = layer(x, position_embeddings=emb, position_ids=pos)
         y = y[0] if isinstance(y, tuple) else y
         torch.cuda.synchronize()
+        if count_input:
+            x = None  # the caller's reference goes: what the graph keeps of it stays counted
         kept = torch.cuda.memory_allocated() - before - y.numel() * y.element_size()
         y.sum().backward()
-        del y
+        del y, x
     inter = model.config.intermediate_size
     del model
-    return {"case": f"layer-saved-{'compiled' if compiled else 'eager'}", "seq": seq, "hidden": h,
+    return {"case": f"layer-saved-{'compiled' if compiled else 'eager'}{'-with-input' if count_input else ''}",
+            "seq": seq, "hidden": h,
             "intermediate": inter, "kept_bytes": kept, "per_token": kept / seq}
 
 
@@ -198,9 +204,10 @@ def patch_bnb_keeps_input() -> None:
 
 
 def litgpt_case(name: str, model_name: str, method: str, batch: int, seq: int, rank=32, precision="bf16-true",
-                old_bnb=False, steps=3) -> dict:
+                old_bnb=False, steps=3, keep_outputs=False) -> dict:
     """LitGPT finetune/lora.py's loop: lm_head in 128-token chunks, chunked_cross_entropy, fabric.backward,
-    AdamW (PagedAdamW under bitsandbytes), zero_grad; LoRA on query and value, dropout 0.05."""
+    AdamW (PagedAdamW under bitsandbytes), zero_grad; LoRA on query and value, dropout 0.05.
+    keep_outputs: like LitGPT, the loop's logits live on until the next forward replaces them."""
     import lightning as L
     from litgpt.lora import GPT, Config, mark_only_lora_as_trainable
     from litgpt.utils import chunked_cross_entropy
@@ -241,8 +248,9 @@ def litgpt_case(name: str, model_name: str, method: str, batch: int, seq: int, r
         meter.mark(f"s{i}_step")
         opt.step()
         opt.zero_grad()
-        del logits, loss
-    out = {"case": name, "framework": "litgpt", "model": model_name, "method": method, "precision": precision or "bnb nf4",
+        if not keep_outputs:
+            del logits, loss
+    out = {"case": name, "framework": "litgpt", "keep_outputs": keep_outputs, "model": model_name, "method": method, "precision": precision or "bnb nf4",
            "batch": batch, "seq": seq, "rank": rank, "bnb_keeps_input": old_bnb, "after_setup": after_setup,
            "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable)}
     out.update(meter.summary())
@@ -355,6 +363,40 @@ def loss_buffers(name: str, variant: str, tokens=8192, vocab=128256, chunks=8) -
 FP32_CE = torch.compile(F.cross_entropy)
 
 
+def chunked_head_loss(name: str, compiled: bool, tokens=8192, hidden=3072, vocab=128256, chunks=8) -> dict:
+    """torchtune's chunked output: each chunk's logits from its own LM-head matmul (hidden state a leaf that
+    needs grad, head frozen), the loss per chunk with the upcast inside (compiled or eager). Bytes beyond
+    the hidden state and the head: after forward, and the backward peak."""
+    torch.manual_seed(0)
+    hs = torch.randn(tokens, hidden, device=CUDA, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(vocab, hidden, device=CUDA, dtype=torch.bfloat16) * 0.02
+    y = torch.randint(0, vocab, (tokens,), device=CUDA)
+
+    def ce(z, t):
+        return F.cross_entropy(z.float(), t, reduction="sum")
+
+    fn = torch.compile(ce) if compiled else ce
+    res = {"case": name, "compiled": compiled, "tokens": tokens, "vocab": vocab, "chunks": chunks,
+           "logits_bytes": tokens * vocab * 2}
+    for _ in range(2):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        outs = [F.linear(c, w) for c in hs.tensor_split(chunks)]
+        loss = sum(fn(o, t) for o, t in zip(outs, y.tensor_split(chunks)))
+        del outs
+        torch.cuda.synchronize()
+        res["forward_peak"] = torch.cuda.max_memory_allocated() - base
+        res["after_forward"] = torch.cuda.memory_allocated() - base
+        torch.cuda.reset_peak_memory_stats()
+        loss.backward()
+        torch.cuda.synchronize()
+        res["backward_peak"] = torch.cuda.max_memory_allocated() - base
+        hs.grad = None
+        del loss
+    return res
+
+
 def lora_layer_saved(compiled: bool, targets, seq=4096) -> dict:
     """Bytes one Llama-3.2-3B layer with PEFT LoRA (r=8, dropout 0) keeps for backward, eager vs compiled."""
     from peft import LoraConfig, get_peft_model
@@ -450,6 +492,14 @@ GROUPS = {
                                lora=["q_proj", "v_proj"], ckpt=True),
         lambda: torchtune_like("tt8b-lora-qv-ckpt-eager-chunked", False, True, 2, 2048, cfg=LLAMA_31_8B,
                                lora=["q_proj", "v_proj"], ckpt=True),
+    ],
+    "recheck": [
+        lambda: litgpt_case("litgpt-7b-qlora-b2s512-bnb042-held", "Llama-2-7b-hf", "qlora", 2, 512, old_bnb=True,
+                            keep_outputs=True),
+        lambda: saved_per_layer(True, count_input=True),
+        lambda: saved_per_layer(False, count_input=True),
+        lambda: chunked_head_loss("chunked-head-loss-compiled", True),
+        lambda: chunked_head_loss("chunked-head-loss-eager", False),
     ],
     "compile-lora": [
         lambda: lora_layer_saved(False, ["q_proj", "v_proj"]),

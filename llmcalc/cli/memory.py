@@ -144,6 +144,8 @@ def settings_from_options(**o) -> dict:
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
+    unused("--bitsandbytes", "without --finetune qlora", o["bitsandbytes"] is not None
+           and o["finetune"].value != "qlora" and o["mode"].value == "train")
     if o["mode"].value == "infer":
         engine = value(o["engine"]) or DEFAULT_ENGINE
         for flag in ignored_knobs(engine, knobs):

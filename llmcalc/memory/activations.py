@@ -62,12 +62,14 @@ class Saved:
 def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm",
                  compiled: bool = False, keeps_output: bool = False) -> list[Saved]:
     """What one norm saves, per token. Compiled (inductor): an RMSNorm keeps its fp32 rstd and rebuilds
-    the rest in backward; keeps_output: the MLP norm's output, which its matmuls need, stays."""
+    the rest in backward, the attention norm from the layer's own input, which it keeps (seen in the CPU
+    dump of tests/fidelity); keeps_output: the MLP norm's output, which its matmuls need, stays."""
     if m.norm_type == "layernorm":  # torch native_layer_norm: input + fp32 mean and rstd per row (CUDA)
         return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} mean, rstd (fp32)", 8)]
     if compiled:
-        out = [Saved(group, f"{what} output, the matmuls' input", e * width)] if keeps_output else []
-        return [Saved(group, f"{what} rstd (fp32)", 4)] + out
+        kept = [Saved(group, f"{what} output, the matmuls' input", e * width)] if keeps_output else \
+            [Saved(group, f"{what} input, the layer's input", e * width)]
+        return [Saved(group, f"{what} rstd (fp32)", 4)] + kept
     # HF LlamaRMSNorm: x.float() kept by pow/mul, fp32 rstd, and the normalized x for the weight's gradient
     items = [Saved(group, f"{what} fp32 input", 4 * width), Saved(group, f"{what} rstd (fp32)", 4)]
     if m.norm_affine:
@@ -85,7 +87,7 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
     approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input.
     """
     inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
-    inner = 1 if compiled or native_act else inner
+    inner = min(inner, 1) if compiled or native_act else inner
     f = copies * e * width
     if m.mlp_type == "gated" and compiled:
         return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
@@ -199,7 +201,8 @@ def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = Fa
     results in backward). Measured on H100 with torch 2.11 and HF Llama modules (tests/data/
     gpu_frameworks.json): an RMSNorm keeps only its rstd, the MLP norm also its output (the MLP input),
     a gated MLP gate(x) and up(x) (+ their product when down trains); q, k, v, the attention kernel's
-    output and log-sum-exp as in eager. Llama-3.2-3B: 84,072 bytes per token against eager's 131,176."""
+    output and log-sum-exp as in eager; the layer's input stays too. Llama-3.2-3B: 90,216 bytes per token
+    against eager's 131,176."""
     drop = training and m.dropout > 0
     return _attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv) + _mlp_block(m, e, moe, drop, compiled,
                                                                                       native_act)

@@ -26,7 +26,7 @@ def fp32_frozen(s: MemorySettings) -> str | None:
     """Which frozen linears are fp32 under autocast: "all", "head" (PEFT's k-bit preparation) or None."""
     if s.autocast_base:
         return "all"
-    if s.mode == "train" and s.finetune == "qlora" and s.fw.kbit_fp32:
+    if s.mode == "train" and s.finetune == "qlora" and s.fw.kbit_fp32 and s.compute_dtype != "fp32":
         return "head"
     return None
 
@@ -44,21 +44,22 @@ def head_calls(m: ModelSpec, s: MemorySettings) -> int:
 
 
 def weight_copies(m: ModelSpec, s: MemorySettings, st: Stage) -> tuple[float, float, str]:
-    """(kept until backward, rebuilt one layer at a time, note) of autocast's bf16 weight copies, this GPU.
+    """(kept until backward, rebuilt one layer at a time, note) of autocast's 16-bit weight copies, this GPU.
 
     A layer rebuilt by full recomputation casts its weights again in backward: one layer's copies at a time."""
     which = fp32_frozen(s)
     if which is None:
         return 0.0, 0.0, ""
     e, par = DTYPE_BYTES[s.compute_dtype], s.parallel
-    layer = max(layer_params(m, par, moe).quantizable for moe in ((False, True) if m.is_moe else (False,)))
-    layers = (st.dense + st.moe) * layer * e if which == "all" else 0.0
+    kinds = [(layer_params(m, par, moe).quantizable * e, n) for moe, n in ((False, st.dense), (True, st.moe)) if n]
+    layers = sum(b * n for b, n in kinds) if which == "all" else 0.0
     rebuilt = 0.0
     if s.recompute == "full" and layers:
-        layers, rebuilt = 0.0, layer * e
+        layers, rebuilt = 0.0, max(b for b, _ in kinds)
     calls = head_calls(m, s) if st.last else 0
     head = calls * -(-m.vocab_size // par.tp) * m.hidden_size * e
     parts = ([f"{st.dense + st.moe} layers' linears"] if layers else []) + \
         ([f"the LM head x {calls} calls" if calls > 1 else "the LM head"] if head else [])
-    note = f"bf16 casts of fp32 frozen weights kept by autocast's matmuls: {' + '.join(parts)}" if parts else ""
+    note = (f"{s.compute_dtype} casts of fp32 frozen weights kept by autocast's matmuls: {' + '.join(parts)}"
+            if parts else "")
     return layers + head, rebuilt, note

@@ -30,9 +30,10 @@ framework's own code and recipes at the release named in `source`:
   nn.Linear, the LM head too; transformers' bitsandbytes integration skips lm_head); nf4_from_fp16 (Lightning quantizes
   from an fp16 copy, so each dequantized weight comes back fp16 and is cast to bf16: two copies at once); kbit_fp32 (PEFT's prepare_model_for_kbit_training casts every
   parameter that is not 4-bit, embeddings, norms and head, to fp32, and the Trainer runs under bf16
-  autocast); paged_optimizer (LitGPT's QLoRA uses bitsandbytes' PagedAdamW, whose states live in CUDA
-  unified memory outside PyTorch's allocator).
-All measured on H100 with LitGPT 0.5.13, PEFT 0.21, bitsandbytes 0.50.2 (tests/data/gpu_frameworks.json).
+  autocast); qlora_optimizer (LitGPT's QLoRA uses bitsandbytes' PagedAdamW: 32-bit states in CUDA
+  unified memory, outside PyTorch's allocator).
+All measured on H100 and H200 with LitGPT 0.5.13, PEFT 0.21, bitsandbytes 0.50.2, torch 2.11
+(tests/data/gpu_frameworks.json).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Framework:
     quantizes_head: bool = False
     nf4_from_fp16: bool = False
     kbit_fp32: bool = False
-    paged_optimizer: bool = False
+    qlora_optimizer: str | None = None  # LitGPT: bitsandbytes' PagedAdamW under --quantize bnb.*
 
 
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
@@ -90,7 +91,7 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "QLoRA: bnb.nf4 without double quantization, the LM head quantized too, PagedAdamW",
               loss="chunked", loss_chunk_tokens=128, loss_dtype=None, keeps_logits=True, adapter_dtype=None,
               lora_dropout=0.05, precision="bf16", ties_embeddings=False, repeats_kv=True, fused_qkv_lora=True, native_activations=True,
-              nf4_double_quant=False, quantizes_head=True, nf4_from_fp16=True, paged_optimizer=True),
+              nf4_double_quant=False, quantizes_head=True, nf4_from_fp16=True, qlora_optimizer="paged-adamw"),
     Framework("torchtune", "torchtune 0.6 single-device recipes: bf16, CEWithChunkedOutputLoss (8 chunks, each "
               "upcast to fp32), logits deleted before backward, activation checkpointing on, Llama-3 LoRA on "
               "q_proj, v_proj, output_proj and the MLP (lora_dropout 0.0), AdamW fused; k and v expanded to every head",

@@ -69,9 +69,13 @@ def _inputs(s: MemorySettings) -> dict:
         inputs.update(precision=s.precision, optimizer=s.optimizer, zero=s.zero, recompute=s.recompute)
     inputs.update(attention_impl=s.attention_impl)
     if s.mode == "train":
-        inputs.update(loss_dtype=s.loss_dtype, mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
+        inputs.update(framework=s.framework, loss=s.loss, loss_dtype=s.loss_dtype, compile=s.compile,
+                      grad_accum=s.grad_accum, optimizer_in_backward=s.optimizer_in_backward,
+                      mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
         if s.finetune != "full":
             inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
+        if s.finetune == "qlora":
+            inputs.update(bitsandbytes=s.bitsandbytes or "current")
     else:
         if s.weight_format or s.keep_16bit:
             inputs.update(weight_format=s.weight_format or "dtype", keep_16bit=list(s.keep_16bit))

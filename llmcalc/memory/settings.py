@@ -176,7 +176,8 @@ class MemorySettings:
         check_choice("--framework", name, tuple(FRAMEWORKS))
         fw = FRAMEWORKS[name]
         recompute = fw.qlora_recompute if self.finetune == "qlora" and fw.qlora_recompute else fw.recompute
-        self._fill(framework=name, optimizer=fw.optimizer, recompute=recompute, loss=fw.loss,
+        optimizer = fw.qlora_optimizer if self.finetune == "qlora" and fw.qlora_optimizer else fw.optimizer
+        self._fill(framework=name, optimizer=optimizer, recompute=recompute, loss=fw.loss,
                    lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout,
                    **({} if self.dtype in ("fp32", "tf32") else {"precision": fw.precision}))
         check_choice("--loss", self.loss, LOSSES)
@@ -233,16 +234,17 @@ class MemorySettings:
         if self.mode == "infer":
             wrong = [flag for flag, given in _TRAIN_ONLY if given(self)]
             if wrong:
-                raise SpecError(f"{', '.join(wrong)} only apply to --mode train")
+                raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode train")
         else:
             wrong = [flag for flag, key in _INFER_ONLY.items() if getattr(self, key)]
             if wrong:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
-        if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads):
+        if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads
+                                           or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
-                            "(--grad-accum), shard (--zero) or keep persistent gradient buffers (--framework)")
+                            "(--grad-accum, --pp), shard (--zero) or keep persistent gradient buffers (--framework)")
 
     def _check_offload(self) -> None:
         if "params" in self.offload and self.zero != 3:
@@ -251,6 +253,8 @@ class MemorySettings:
             raise SpecError("--offload activations needs --recompute full (the checkpointed layer inputs are what goes to CPU)")
         if "optimizer" in self.offload and self.zero == 0:
             raise SpecError("--offload optimizer needs --zero 1, 2 or 3 (ZeRO-Offload runs the sharded optimizer on CPU)")
+        if "optimizer" in self.offload and OPTIMIZERS[self.optimizer].paged:
+            raise SpecError(f"--optimizer {self.optimizer} pages its states itself; drop --offload optimizer")
 
     def _resolve_dtypes(self) -> None:
         dtype, precision = self.dtype, self.precision
@@ -291,12 +295,12 @@ class MemorySettings:
         return self.bitsandbytes is not None and bnb_version(self.bitsandbytes) < BNB_DROPS_INPUT
 
 
-def bnb_version(text: str) -> tuple[int, ...]:
+def bnb_version(text) -> tuple[int, ...]:
     """'0.42.0' -> (0, 42, 0); a malformed version is a usage error."""
-    try:
-        return tuple(int(part) for part in text.strip().split("."))
-    except ValueError:
-        raise SpecError(f"--bitsandbytes takes a release number such as 0.42.0, got {text!r}") from None
+    parts = str(text).strip().split(".")
+    if not all(p.isdigit() for p in parts):
+        raise SpecError(f"--bitsandbytes takes a release number such as 0.42.0, got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def _train_precision(precision: str | None, dtype: str | None, finetune: str) -> tuple[str, str]:

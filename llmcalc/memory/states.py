@@ -84,9 +84,11 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
                    head: float = 0.0) -> States:
     """LoRA / QLoRA: a frozen base plus trainable adapters (Hu et al. 2021; Dettmers et al. 2023).
 
-    The frozen base's linears are stored in ``dtype`` (QLoRA: NF4, QLORA_BYTES), embeddings,
-    norms and head in the compute dtype; only the adapters have gradients and optimizer states.
-    head: LM-head parameters on this GPU, quantized with the linears where the framework does so.
+    The frozen base's linears are stored in ``dtype`` (QLoRA: NF4 with double-quantized scales,
+    QLORA_BYTES, or with fp32 scales, NF4_BYTES, as the framework quantizes), embeddings, norms and head
+    in the compute dtype (fp32 where PEFT's k-bit preparation casts them); only the adapters have
+    gradients and optimizer states. head: LM-head parameters on this GPU, quantized with the linears
+    where the framework does so (LitGPT).
     """
     states = model_state_bytes(adapters, s.precision, s.optimizer, s.zero, nd)
     dq = s.fw.nf4_double_quant
@@ -95,7 +97,8 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
         q = p.quantizable + (head if s.fw.quantizes_head else 0.0)
         frozen = q * (QLORA_BYTES if dq else NF4_BYTES) + (p.total - q) * DTYPE_BYTES[other]
     else:
-        frozen, other = sum(p.weight_bytes(s.dtype, s.group_size).values()), s.dtype
+        frozen = sum(p.weight_bytes(s.dtype, s.group_size).values())
+        other = s.dtype if s.dtype in DTYPE_BYTES and DTYPE_BYTES[s.dtype] >= 2 else s.compute_dtype
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
     kind = s.dtype if s.finetune != "qlora" else \

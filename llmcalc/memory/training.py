@@ -2,9 +2,10 @@
 activation and the loss's buffers are alive at once.
 
 Model states (states.py) split over TP x PP (experts also over EP) and sharded over the DP x CP
-ranks by ZeRO; activations saved for backward (activations.py) x micro-batch, divided by TP (heads,
-MLP width), SP (the hidden-width tensors) and CP (tokens), x the micro-batches in flight on the
-first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits buffers; a reserve.
+ranks by ZeRO; activations saved for backward (saved.py, from activations.py) x micro-batch,
+divided by TP (heads, MLP width), SP (the hidden-width tensors) and CP (tokens), x the micro-batches
+in flight on the first pipeline stage under 1F1B (Korthikanti et al. 2022); the loss's logits
+buffers; a reserve.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
         return 0.0
     # bitsandbytes' paged states live in CUDA unified memory: outside PyTorch's allocator, evicted to the
     # host under pressure, so neither the peak nor an out-of-memory error counts them
-    paged = OPTIMIZERS[s.optimizer].paged or (s.finetune == "qlora" and s.fw.paged_optimizer)
+    paged = OPTIMIZERS[s.optimizer].paged
     counted = 0.0
     for key, value in opt.items():
         out = paged and key != "optimizer/master"
@@ -132,13 +133,16 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
     return temp, grads
 
 
-def comm_buckets(s: MemorySettings, states: States) -> float:
+def add_comm_buckets(r: Rows, s: MemorySettings, states: States) -> float:
     """DeepSpeed ZeRO reduces gradients through reduce_bucket_size-element buckets (default 5e8), two of
     them under ZeRO-3 where overlap_comm defaults on; never more elements than this GPU trains."""
     if not s.fw.comm_buckets or s.zero == 0 or s.parallel.replicas == 1:
         return 0.0
     elements = min(s.fw.comm_buckets, states.trainable)
-    return elements * PRECISIONS[s.precision].grads * (2 if s.zero == 3 else 1)
+    buckets = elements * PRECISIONS[s.precision].grads * (2 if s.zero == 3 else 1)
+    r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
+          f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""))
+    return buckets
 
 
 # PyTorch's caching allocator reserves more than it hands out: blocks rounded up, and segments freed
@@ -152,9 +156,10 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """Every training row of one pipeline stage's GPU, its total and its summary entries.
 
     The peak is the larger of two moments (tests/fidelity/peak.py measures both): the start of backward,
-    when every saved activation and the loss's buffers are alive, gradients too only where the framework
-    keeps them in persistent buffers (torch frees them at zero_grad); and the optimizer step, with every
-    gradient and the optimizer's temporaries but no activations.
+    when every saved activation and the loss's buffers are alive, gradients too where the framework keeps
+    them in persistent buffers or --grad-accum accumulates them (torch frees them at zero_grad); and the
+    optimizer step, with every gradient and the optimizer's temporaries but no activations. With the
+    optimizer in backward no moment holds every gradient, only the one being stepped.
     """
     p = stage_params(m, s.parallel, st)
     states = model_states(m, s, st, p)
@@ -166,7 +171,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss)
-    notes.append(activation_note(s))
+    notes.append(activation_note(s, m))
     add_logits(r, s, lb)
     if st.last and s.mini_seq > 1:
         notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
@@ -176,11 +181,11 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     inbwd = s.optimizer_in_backward
     temp, grads = add_step_buffers(r, m, s, st, states, grads)
     persistent = s.fw.persistent_grads or s.grad_accum > 1  # gradients alive while micro-batches run
-    buckets = comm_buckets(s, states)
-    if buckets:
-        r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
-              f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""))
-    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets + (temp if inbwd else 0.0)
+    buckets = add_comm_buckets(r, s, states)
+    extra = temp if inbwd else 0.0  # the in-backward step's gradient: alive in backward, not while the loss runs
+    if inbwd and lb and not rebuilt_wins:
+        loss, extra = max(lb.forward, lb.backward + temp), 0.0
+    backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets + extra
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
     autocast = s.precision == "mixed-fp32-grads" and not s.fw.persistent_grads and s.finetune == "full"
@@ -211,7 +216,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))
     notes.append(f"framework {s.framework}: {s.fw.source}")
-    notes.append(_peak_note(at_backward, persistent, s.grad_accum) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
+    notes.append(_peak_note(at_backward, persistent, s.grad_accum, inbwd) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
                  f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
 
@@ -237,9 +242,10 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
             r.add(row.name, row.value, note, total=None)
 
 
-def _peak_note(at_backward: bool, persistent: bool, accum: int = 1) -> str:
+def _peak_note(at_backward: bool, persistent: bool, accum: int = 1, inbwd: bool = False) -> str:
     if at_backward:
-        grads = f"gradients accumulating over {accum} micro-batches" if accum > 1 else \
+        grads = "each gradient stepped and freed as it lands (optimizer in backward)" if inbwd else \
+            f"gradients accumulating over {accum} micro-batches" if accum > 1 else \
             "gradients in persistent buffers" if persistent else "gradients not yet allocated (freed by zero_grad)"
         return f"peak at the start of backward: saved activations and the loss's buffers alive, {grads}"
     return "peak in the optimizer step: every gradient and the step's temporaries, activations already freed"
