@@ -205,3 +205,21 @@ def test_optimizer_in_backward_holds_one_gradient():
 def test_new_options_refuse_what_cannot_be(args, says):
     result = run("memory", "--model", "llama-3.2-1b", *args)
     assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+
+
+def test_grad_accumulation_keeps_gradients_through_backward():
+    """With micro-batches accumulating, the 2-byte gradients of all 1,235,814,400 parameters (bf16
+    training) are alive at the start of every later backward."""
+    m = load_model("llama-3.2-1b")
+    one = memory_breakdown(m, None, MemorySettings(seq=2048, precision="bf16", framework="hf"))
+    four = memory_breakdown(m, None, MemorySettings(seq=2048, precision="bf16", framework="hf", grad_accum=4))
+    assert four.summary["peak_backward"] - one.summary["peak_backward"] == 2 * 1_235_814_400
+
+
+def test_offloaded_activations_wait_in_host_memory():
+    """--offload activations with full recomputation: the 16 checkpointed layer inputs (2 x 2048 x 4096
+    tokens x 2 B each) go to CPU, and one comes back beside the layer being rebuilt."""
+    m = load_model("llama-3.2-1b")
+    b = memory_breakdown(m, None, MemorySettings(seq=4096, batch=2, framework="torchtune", offload=("activations",)))
+    assert b.value("cpu/checkpoints") == 16 * 2 * 4096 * 2048 * 2
+    assert b.value("activations/layers") == 0
