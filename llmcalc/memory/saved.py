@@ -39,7 +39,6 @@ def in_flight(s: MemorySettings, st: Stage) -> int:
     return s.parallel.pp if st.first and s.parallel.pp > 1 else 1
 
 
-
 @dataclass(frozen=True)
 class LayerCost:
     """One layer kind's saved bytes, this GPU: kept through the step (per) and rebuilt one at a time (extra)."""
