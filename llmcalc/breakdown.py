@@ -73,6 +73,21 @@ class Quantities(Mapping):
         return f"Quantities({self._items!r})"
 
 
+def _check_finite(b: "Breakdown") -> None:
+    """Infinity or NaN never reaches a table or the JSON (which must stay strict): the input that drove a
+    number there (a GPU file's tiny peak, a zero time) is named by the row it broke."""
+    import math
+
+    values = [(r.name, r.value) for r in b.rows] + [(k, v) for k, v in b.summary.items()]
+    for name, value in values:
+        number = getattr(value, "value", value)
+        if isinstance(number, float) and not math.isfinite(number):
+            from .spec import SpecError
+
+            raise SpecError(f"{b.command}: {name} comes out as {number} from these inputs; check the GPU's figures "
+                            "and the options for a zero or an implausible size")
+
+
 @dataclass(frozen=True)
 class Breakdown:
     """Rows, a summary and the inputs; summary and inputs entries are Quantity or plain values."""
@@ -89,6 +104,7 @@ class Breakdown:
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", Quantities(self.summary))
         object.__setattr__(self, "inputs", Quantities(self.inputs))
+        _check_finite(self)
 
     def value(self, name: str) -> float:
         for row in self.rows:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from . import presets
+from . import presets, safeio
 from .params import count
 from .spec import SpecError
 
@@ -61,10 +61,25 @@ def import_config(config: str, name: str, out: str | None, generic: bool) -> Pat
     """Write a preset YAML for a Hugging Face config; returns the file written."""
     from . import hfconfig
 
+    check_preset_name(name)
     spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
     path = Path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
     if path.exists() and not out:
-        raise SpecError(f"{path} already exists; choose another --name or pass --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(presets.model_to_yaml(spec, source=str(config)), encoding="utf-8")
+        raise SpecError(f"{safeio.shown(path)} already exists; choose another --name or pass --out")
+    if path.is_dir():
+        raise SpecError(f"--out {safeio.shown(path)} is a directory; name the file to write, e.g. {name}.yaml")
+    text = presets.model_to_yaml(spec, source=str(config))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot write {safeio.shown(path)}: {exc.strerror or exc}; pass --out with a writable file") from None
     return path
+
+
+def check_preset_name(name: str) -> None:
+    """A preset name becomes a file name in the preset directory: letters, digits, '.', '_', '-' only,
+    not starting with a dot (so never '', '.', '..' or a path outside that directory)."""
+    if not name or name.startswith(".") or not all(c.isalnum() or c in "._-" for c in name) or len(name) > 100:
+        raise SpecError(f"--name {name!r}: a preset name is letters, digits, '.', '_' and '-' (not starting "
+                        "with '.', at most 100 characters), e.g. my-llama-8b")

@@ -8,11 +8,11 @@ for its ``model_type`` in ``hfmappers.MAPPERS`` (the parameter count equals that
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
 
+from . import safeio
 from .hfmappers import MAPPERS, map_generic
 from .spec import ModelSpec, SpecError
 
@@ -57,8 +57,11 @@ def _from_hub_cache(hub_id: str) -> Path:
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
     if ref.is_file():  # the revision `main` points at, as huggingface_hub resolves it
-        pinned = snapshots / ref.read_text(encoding="utf-8", errors="replace").strip() / "config.json"
-        if pinned.is_file():
+        try:
+            pinned = snapshots / safeio.read_text(ref).strip() / "config.json"
+        except SpecError:  # an unreadable ref: fall back to the newest snapshot
+            pinned = None
+        if pinned is not None and pinned.is_file():
             return pinned
     found = [d / "config.json" for d in snapshots.glob("*") if (d / "config.json").is_file()]
     if not found:
@@ -70,6 +73,8 @@ def _from_hub_cache(hub_id: str) -> Path:
 def resolve(text: str) -> tuple[Path, str, str]:
     """(config.json path, model name, source) for a file, a model directory or a cached hub id."""
     path = Path(text).expanduser()
+    if not safeio.exists(str(path)) and (len(text) > 1024 or "\0" in text):
+        raise SpecError(f"{safeio.shown(text)}: no such file, directory or cached model")
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
@@ -86,17 +91,11 @@ def resolve(text: str) -> tuple[Path, str, str]:
 
 
 def read_config(path: Path) -> dict:
-    """Parse config.json; errors name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    """Parse config.json (safeio: a regular UTF-8 file of bounded size); errors name the file and line."""
+    name = safeio.shown(path)
+    data = safeio.load_json(safeio.read_text(path, "config.json"), name)
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a config.json must be a JSON object of fields")
+        raise SpecError(f"{name}: a config.json must be a JSON object of fields")
     return data
 
 

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import safeio
 from .spec import GPUSpec, ModelSpec, SpecError, model_fields
 
 
@@ -52,26 +53,17 @@ def read_yaml(path: Path) -> Any:
     """Parse one YAML file with a safe loader; errors name the file and line (cached per version)."""
     try:
         stat = path.stat()
-    except OSError as exc:
-        raise PresetError(f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise PresetError(f"cannot read {safeio.shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
     return _parse_yaml(path, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=None)
 def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PresetError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's is ~10x faster; both safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PresetError(f"{path}{line}: malformed YAML: {problem}") from None
+    try:  # safeio: regular UTF-8 files of bounded size, bounded aliases, no duplicate keys
+        return safeio.load_yaml(safeio.read_text(path, "preset file"), safeio.shown(path))
+    except SpecError as exc:
+        raise PresetError(str(exc)) from None
 
 
 def _entries(kind: str) -> dict[str, tuple[Path, dict]]:
@@ -94,8 +86,11 @@ def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
     """(presets by name, alias -> name), names and aliases lower-case."""
     entries = _entries(kind)
     aliases: dict[str, str] = {}
-    for name, (_, fields) in entries.items():
-        for alias in fields.get("aliases") or ():
+    for name, (path, fields) in entries.items():
+        listed = fields.get("aliases") or ()
+        if not isinstance(listed, (list, tuple)):
+            raise PresetError(f"{safeio.shown(path)}: {name}.aliases must be a list of names, got {listed!r}")
+        for alias in listed:
             aliases.setdefault(str(alias).lower(), name)
     return entries, aliases
 
@@ -197,6 +192,9 @@ def _gpu_peaks(name: str, fields: dict, where: str) -> dict[str, float]:
     tflops = fields["tflops"]
     if not isinstance(tflops, dict):
         raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
+    for k, v in tflops.items():
+        if not _is_number(v):
+            raise PresetError(f"{where}: {name}.tflops.{k} must be a number of TFLOP/s, got {v!r}")
     return {str(k): float(v) * 1e12 for k, v in tflops.items()}
 
 
@@ -239,7 +237,7 @@ def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
 
 def _file_ref(text: str) -> tuple[Path, str] | None:
     """(path, wanted preset or "") when ``text`` names a YAML file, ``FILE`` or ``FILE:NAME``."""
-    base, _, wanted = text.partition(":") if not Path(text).exists() else (text, "", "")
+    base, _, wanted = text.partition(":") if not safeio.exists(text) else (text, "", "")
     return (Path(base), wanted) if base.endswith((".yaml", ".yml")) else None
 
 
@@ -254,6 +252,8 @@ def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
     if wanted:
         for name, fields in data.items():
             if str(name).lower() == wanted.lower():
+                if not isinstance(fields, dict):
+                    raise PresetError(f"{safeio.shown(path)}: preset {name!r} must be a mapping of fields")
                 return str(name), path, fields
         raise PresetError(f"{path}: no preset {wanted!r}; it has {', '.join(map(str, data))}")
     if len(data) == 1:
@@ -269,7 +269,7 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
     if ref := _file_ref(text):
         name, path, fields = _from_file(*ref, "models")
         return model_from_fields(name, fields, str(path))
-    if text.endswith(".json") or Path(text).is_dir() or ("/" in text and not Path(text).exists()):
+    if text.endswith(".json") or safeio.is_dir(text) or ("/" in text and not safeio.exists(text)):
         from . import hfconfig  # lazy: only config.json users pay for it
 
         return hfconfig.load(text, generic=generic)

@@ -93,8 +93,8 @@ def _caption(bs: Sequence[Breakdown]) -> str:
 
 def to_json(bs: Sequence[Breakdown]) -> str:
     if len(bs) == 1:
-        return json.dumps(bs[0].to_dict(), indent=2)
-    return json.dumps({"command": bs[0].command, "results": [b.to_dict() for b in bs]}, indent=2)
+        return json.dumps(bs[0].to_dict(), indent=2, allow_nan=False)
+    return json.dumps({"command": bs[0].command, "results": [b.to_dict() for b in bs]}, indent=2, allow_nan=False)
 
 
 def to_csv(bs: Sequence[Breakdown]) -> str:

@@ -22,8 +22,7 @@ class SpecError(ValueError):
 MLP_TYPES = ("plain", "gated")  # plain: up -> act -> down (GELU/ReLU); gated: SwiGLU/GeGLU (gate, up, down)
 NORM_TYPES = ("layernorm", "rmsnorm")
 POSITION_EMBEDDINGS = ("learned", "rotary", "alibi", "none")
-QK_NORMS = ("none", "head", "full")  # head: one head_dim-sized norm shared by all heads (Qwen3, Gemma3);
-#                                       full: over all heads' width (OLMo2)
+QK_NORMS = ("none", "head", "full")  # head: one head_dim norm shared by all heads (Qwen3); full: all heads (OLMo2)
 
 
 @dataclass(frozen=True)
@@ -170,6 +169,10 @@ def _validate_model(m: ModelSpec) -> None:
 
 
 def _check_sizes(m: ModelSpec, where: str) -> None:
+    for f in dataclasses.fields(m):  # a hostile file's 10^400 stops here, before float() overflows
+        v = getattr(m, f.name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= 10**15:
+            raise SpecError(f"{where}: {f.name} = {str(v)[:20]} is not a plausible size (at most 10^15)")
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
                 "intermediate_size", "max_position_embeddings"):
         _positive(where, key, getattr(m, key))
@@ -263,9 +266,7 @@ class GPUSpec:
     source: str = ""
     aliases: tuple[str, ...] = ()
     notes: str = ""
-    # What the driver reports to the runtime as total (torch.cuda.mem_get_info()[1]): the ECC and
-    # driver reservations come off the nominal figure (an "80 GB" H100 shows 79.18 GiB).
-    device_memory_bytes: int | None = None
+    device_memory_bytes: int | None = None  # the driver's total (mem_get_info()[1]): an "80 GB" H100 shows 79.18 GiB
     device_memory_source: str = ""
 
     def __post_init__(self) -> None:
@@ -297,7 +298,7 @@ class GPUSpec:
 
 
 def _positive(where: str, key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e21:
         raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
 
 
@@ -359,8 +360,7 @@ class Parallelism:
         _check_given((("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)))
         pp, cp, ep = pp or 1, cp or 1, ep or 1
         gpus, tp = _gpus_and_tp(gpus, tp, pp, cp, dp or 1, mode)
-        if dp is None:
-            dp = _leftover_dp(gpus, tp, pp, cp)
+        dp = _leftover_dp(gpus, tp, pp, cp) if dp is None else dp
         return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp)
 
 
@@ -372,8 +372,7 @@ def _check_given(degrees: tuple[tuple[str, int | None], ...]) -> None:
 
 def _gpus_and_tp(gpus: int | None, tp: int | None, pp: int, cp: int, dp: int, mode: str) -> tuple[int, int]:
     """The GPU count (the product of the degrees when unstated) and the TP degree (1, or all in infer)."""
-    if gpus is None:
-        gpus = dp * (tp or 1) * pp * cp
+    gpus = dp * (tp or 1) * pp * cp if gpus is None else gpus
     if mode == "infer" and tp is None:
         tp = _infer_tp(gpus, pp, cp, dp)
     return gpus, tp or 1

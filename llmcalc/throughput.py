@@ -69,6 +69,9 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
         tokens_per_s = run.tokens / (run.gpu_hours * 3600) * gpus
     peak = gpu.peak(dtype)
     achieved = per_token * tokens_per_s / gpus  # per GPU
+    if achieved > peak:  # physically impossible: the measured rate or the GPU count is off
+        raise SpecError(f"MFU comes out as {achieved / peak:.3g} (> 1: {achieved:.3g} FLOP/s per GPU above the "
+                        f"{peak:.3g} peak); check --step-time/--tokens-per-s, --gpus and --dtype")
 
     r = Rows("ratio", total=None)
     r.add("model_flops_per_token", per_token, unit="FLOP",

@@ -28,13 +28,16 @@ class UnitError(ValueError):
 MAX_LENGTH = 2**31  # tokens: far beyond any context, small enough to keep every product finite
 
 
-def _split(text: str, table: dict[str, float], what: str, example: str) -> float:
+def _split(text: str, table: dict[str, float], what: str, example: str, zero: bool = False) -> float:
+    """A number with a unit suffix; counts, lengths and durations must be above zero (zero: a size may be 0)."""
     match = re.fullmatch(_NUMBER + r"([A-Za-z]*)\s*", str(text))
     if not match or match.group(2).lower() not in table:
         raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
     value = float(match.group(1)) * table[match.group(2).lower()]
     if not math.isfinite(value) or value > 1e30:
         raise UnitError(f"{text!r} is too large to be {what}")
+    if value < 0 or (value == 0 and not zero):
+        raise UnitError(f"{text!r} must be more than zero to be {what} (e.g. {example})")
     return value
 
 
@@ -62,7 +65,7 @@ def parse_bytes(text: str | float) -> int:
     """'80GB' -> 80e9, '80GiB' -> 80 * 2**30; a bare number is bytes."""
     if isinstance(text, (int, float)):
         return int(text)
-    return int(round(_split(text, _BYTES, "a memory size", "80GB, 80GiB")))
+    return int(round(_split(text, _BYTES, "a memory size", "80GB, 80GiB", zero=True)))
 
 
 def parse_seconds(text: str | float) -> float:

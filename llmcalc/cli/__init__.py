@@ -30,14 +30,67 @@ def _warn(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+# What an ASCII-only terminal gets instead of the tables' box drawing and the notes' symbols.
+_ASCII = str.maketrans({"│": "|", "─": "-", "━": "=", "┼": "+", "╇": "+", "·": "-", "█": "#", "▓": "%", "▒": "=",
+                        "░": ":", "▚": "*", "▞": "+", "…": "...", "×": "x", "≈": "~", "—": "-", "–": "-", "≤": "<=",
+                        "≥": ">=", "→": "->", "²": "^2", "√": "sqrt", "Ψ": "Psi", "μ": "u"})
+
+
+class _Ascii:
+    """A text stream that spells box drawing in ASCII and replaces what else it cannot encode."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text.translate(_ASCII))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _safe_stream(stream):
+    """stdout/stderr as they can be written: a closed one becomes /dev/null (`llmcalc ... >&-`), one
+    whose encoding cannot show the tables (PYTHONIOENCODING=ascii, a C locale) gets ASCII borders."""
+    if stream is None:
+        import os
+
+        return open(os.devnull, "w", encoding="utf-8")
+    try:
+        "│━·█".encode(stream.encoding or "ascii")
+        return stream
+    except (UnicodeEncodeError, LookupError):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+        return _Ascii(stream)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`llmcalc presets | head -1`): end quietly with 0, as Unix tools do."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(ExitCode.OK)
+
+
 def main() -> None:
     """Run the app (user errors are handled by common.Group: one line, exit code 2)."""
     import warnings
 
+    sys.stdout, sys.stderr = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     warnings.showwarning = _warn
+    if len(sys.argv) == 1:  # bare `llmcalc`: the help, on stdout, as --help gives it
+        sys.argv.append("--help")
     first = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     load_commands([first] if first else None)
     try:
         app()
     except BrokenPipeError:  # `llmcalc ... | head`
-        sys.exit(ExitCode.OK)
+        _quiet_broken_pipe()
+    except SystemExit as done:  # click turns a broken pipe into exit 1 after swapping stdout for a pacifier
+        if done.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _quiet_broken_pipe()
+        raise

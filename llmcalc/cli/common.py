@@ -31,6 +31,7 @@ class Group(TyperGroup):
 
     def invoke(self, ctx: typer.Context):
         try:
+            self._refuse_empty_values(ctx)
             return super().invoke(ctx)
         except UserError:
             raise
@@ -39,6 +40,18 @@ class Group(TyperGroup):
         except _UsageError as exc:  # click's own parse errors: one line too, with the command named
             where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
             raise UserError(where + exc.format_message()) from None
+
+    def _refuse_empty_values(self, ctx: typer.Context) -> None:
+        """`--seq ''` is a mistake, never a request for the default: refuse any option given an empty value."""
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        command = self.get_command(ctx, args[0]) if args else None
+        valued = {opt for p in getattr(command, "params", ()) if not getattr(p, "is_flag", True)
+                  and getattr(p, "param_type_name", "") == "option" for opt in p.opts}
+        for i, arg in enumerate(args[1:], 1):
+            name, eq, value = arg.partition("=")
+            given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+            if name in valued and given is not None and not given.strip():
+                raise UserError(f"{name} is empty; give it a value or leave the option out")
 
 
 app = typer.Typer(
@@ -130,6 +143,10 @@ class UnusedOption(UserWarning):
     """An option that the rest of the command line leaves without effect."""
 
 
+class Implausible(UserWarning):
+    """A value computed as asked that the model or the hardware would not run as it is (one stderr line)."""
+
+
 def unused(flag: str, reason: str, given: bool) -> None:
     """Say on stderr that ``flag`` changes nothing here (silently ignoring it would mislead)."""
     if given:
@@ -146,8 +163,17 @@ def require_gpus(text: str | None) -> list:
 
 
 def default_seq(model, seq: str | None) -> int:
-    """--seq, else the model's context length capped at 8k tokens (stated in the inputs)."""
-    return parse_length(seq) if seq else min(model.max_position_embeddings, 8192)
+    """--seq, else the model's context length capped at 8k tokens (stated in the inputs). A --seq beyond
+    the model's context is computed as asked, with one warning: the model was not trained that long."""
+    if not seq:
+        return min(model.max_position_embeddings, 8192)
+    value = parse_length(seq)
+    if value > model.max_position_embeddings:
+        import warnings
+
+        warnings.warn(f"--seq {value:,} is longer than {model.name}'s {model.max_position_embeddings:,}-token "
+                      "context; the numbers assume it runs that long anyway", Implausible, stacklevel=2)
+    return value
 
 
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:

@@ -144,8 +144,12 @@ def settings_from_options(**o) -> dict:
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
+    train, full = o["mode"].value == "train", o["finetune"].value == "full"
     unused("--bitsandbytes", "without --finetune qlora", o["bitsandbytes"] is not None
-           and o["finetune"].value != "qlora" and o["mode"].value == "train")
+           and o["finetune"].value != "qlora" and train)
+    for flag, given in (("--lora-rank", o["lora_rank"] != 16), ("--lora-targets", o["lora_targets"] is not None),
+                        ("--lora-dropout", o["lora_dropout"] is not None)):
+        unused(flag, "without --finetune lora or qlora", given and full and train)
     if o["mode"].value == "infer":
         engine = value(o["engine"]) or DEFAULT_ENGINE
         for flag in ignored_knobs(engine, knobs):

@@ -213,6 +213,8 @@ def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozense
             chosen.add(t)
         else:
             raise SpecError(f"--lora-targets: {m.name} has no linear {t!r}; choose from all, {', '.join(sorted(names))}")
+    if not chosen:
+        raise SpecError(f"--lora-targets names no linear, so nothing would train; choose from all, {', '.join(sorted(names))}")
     return frozenset(chosen)
 
 
