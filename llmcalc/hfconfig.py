@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 
 from . import safeio
+
+MAX_LAYERS = 100_000  # layer counts (the deepest published models have ~200); mappers loop over them
 from .hfmappers import MAPPERS, map_generic
 from .spec import ModelSpec, SpecError
 
@@ -123,7 +125,7 @@ class Fields:
                 return self.raw[key]
         return default
 
-    def int(self, *keys: str, default: int | None = None) -> int:
+    def int(self, *keys: str, default: int | None = None, minimum: int | None = None) -> int:
         value = self.get(*keys, default=default)
         if value is None:
             raise SpecError(f"{self.where}: config.json has no {' or '.join(keys)}")
@@ -131,6 +133,18 @@ class Fields:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{self.where}: {keys[0]} must be a whole number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise SpecError(f"{self.where}: {keys[0]} must be at least {minimum}, got {value}")
+        cap = MAX_LAYERS if any("layer" in k for k in keys) else 10**15  # mappers loop over layers
+        if abs(value) > cap:
+            raise SpecError(f"{self.where}: {keys[0]} = {str(value)[:20]} is not a plausible size (at most {cap:,})")
+        return value
+
+    def ints(self, key: str) -> list[int]:
+        """A list of whole numbers (layer indices), empty when absent."""
+        value = self.get(key, default=[])
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise SpecError(f"{self.where}: {key} must be a list of layer numbers, got {value!r}")
         return value
 
     def flag(self, key: str, default: bool) -> bool:

@@ -30,7 +30,7 @@ def _dropout(c: Fields) -> float:
 def _head_dim(c: Fields, hidden: int, heads: int) -> int | None:
     """head_dim only when it differs from hidden_size / num_attention_heads (Gemma, Qwen3)."""
     d = c.get("head_dim")
-    if d is None or (hidden % heads == 0 and d == hidden // heads):
+    if d is None or (heads > 0 and hidden % heads == 0 and d == hidden // heads):  # heads <= 0: refused later
         return None
     return c.int("head_dim")
 
@@ -92,8 +92,8 @@ def _moe(c: Fields, experts: str, width: str | None, dense: int = 0, **extra) ->
 
 def _sparse_steps(c: Fields, layers: int) -> int:
     """Qwen-MoE: dense layers are mlp_only_layers plus those off the decoder_sparse_step grid."""
-    only = set(c.get("mlp_only_layers", default=[]))
-    step = c.int("decoder_sparse_step", default=1)
+    only = set(c.ints("mlp_only_layers"))
+    step = c.int("decoder_sparse_step", default=1, minimum=1)
     return sum(1 for i in range(layers) if i in only or (i + 1) % step)
 
 
@@ -307,7 +307,7 @@ def _deepseek(c: Fields) -> dict:
     out = _standard(c, tie=False)
     out.pop("head_dim")
     layers = out["num_hidden_layers"]
-    first, freq = c.int("first_k_dense_replace", default=0), c.int("moe_layer_freq", default=1)
+    first, freq = c.int("first_k_dense_replace", default=0, minimum=0), c.int("moe_layer_freq", default=1, minimum=1)
     dense = sum(1 for i in range(layers) if i < first or i % freq)  # DeepSeek's layer rule
     mla = {"q_lora_rank": c.int("q_lora_rank") if c.get("q_lora_rank") else None,
            "kv_lora_rank": c.int("kv_lora_rank"), "qk_nope_head_dim": c.int("qk_nope_head_dim"),

@@ -176,3 +176,19 @@ def test_warnings_are_one_line_and_the_result_stands(args, says):
     with pytest.warns(UserWarning, match=says):
         result = run(*args)
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("source, key, value, says", [
+    ("qwen1.5-moe-a2.7b.json", "decoder_sparse_step", 0, "at least 1"),
+    ("qwen1.5-moe-a2.7b.json", "mlp_only_layers", 5, "list of layer numbers"),
+    ("deepseek-v2-lite.json", "moe_layer_freq", 0, "at least 1"),
+    ("deepseek-v2-lite.json", "num_hidden_layers", 10**16, "plausible"),
+    ("gemma-2-2b.json", "num_attention_heads", 0, "positive"),
+])
+def test_config_fields_that_would_divide_by_zero_or_loop_forever(tmp_path, source, key, value, says):
+    from pathlib import Path
+
+    config = json.loads((Path(__file__).parent / "data" / "hf" / source).read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**config, key: value}))
+    _fails_cleanly(run("params", "--model", str(path)), says)
