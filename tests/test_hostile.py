@@ -1,6 +1,7 @@
 """Hostile and mistaken input: every file and option a user can hand llmcalc ends in a one-line error with
 exit code 2 (or a result), never a traceback or a hang; nothing is written outside the directory named.
-The files are built here, not shipped."""
+The files are built here, not shipped. The fuzz tests are derandomized (the same examples every run);
+explore with `pytest tests/test_hostile.py -k fuzzed --hypothesis-seed=N`."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ VALUES = st.one_of(st.sampled_from(["0", "-1", "1", "8", "4k", "1e400", "nan", "
                    st.text(max_size=8))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(command=st.sampled_from(COMMANDS), model=st.sampled_from(["llama-2-7b", "mixtral-8x7b", "gpt2", "nope", ""]),
        options=st.lists(st.tuples(st.sampled_from(FLAGS), VALUES), max_size=4))
 def test_fuzzed_command_lines_never_trace_back(command, model, options):
@@ -192,3 +193,26 @@ def test_config_fields_that_would_divide_by_zero_or_loop_forever(tmp_path, sourc
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**config, key: value}))
     _fails_cleanly(run("params", "--model", str(path)), says)
+
+
+FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                         st.text(max_size=6), st.lists(st.integers(-2, 40), max_size=3), st.just({}))
+CONFIG_KEYS = sorted(GOOD_CONFIG) + ["num_key_value_heads", "head_dim", "model_type", "tie_word_embeddings",
+                                     "num_local_experts", "num_experts_per_tok", "sliding_window", "rope_scaling",
+                                     "decoder_sparse_step", "mlp_only_layers", "hidden_act", "quantization_config"]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(CONFIG_KEYS), FIELD_VALUES, max_size=3),
+       command=st.sampled_from(["params", "memory", "flops"]))
+def test_fuzzed_configs_never_trace_back(tmp_path, changes, command):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**GOOD_CONFIG, **changes}))
+    result = run(command, "--model", str(path), "--json", "--seq", "128")
+    assert result.exit_code in (0, 1, 2), (changes, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (changes, repr(result.exception))
+    if result.exit_code == 2:
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error")]) == 1, result.stderr
+    else:
+        json.loads(result.stdout, parse_constant=lambda token: pytest.fail(f"{token} in JSON: {changes}"))

@@ -39,6 +39,8 @@ def flops(
     budget = parse_count(tokens) if tokens else None
     unused("--gpu", "without --tokens (it times a training budget)", bool(gpu) and not tokens)
     unused("--efficiency", "without --tokens and --gpu", efficiency is not None and not (tokens and gpu))
+    unused("--gpus", "without --tokens and --gpu", gpus != 1 and not (tokens and gpu))
+    unused("--dtype", "without --tokens and --gpu (it picks the GPU's peak)", dtype != Dtype.bf16 and not (tokens and gpu))
     eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
 
     def one(m, g):

@@ -150,6 +150,10 @@ def settings_from_options(**o) -> dict:
     for flag, given in (("--lora-rank", o["lora_rank"] != 16), ("--lora-targets", o["lora_targets"] is not None),
                         ("--lora-dropout", o["lora_dropout"] is not None)):
         unused(flag, "without --finetune lora or qlora", given and full and train)
+    for flag, given in (("--optimizer", o["optimizer"] is not None), ("--loss-dtype", o["loss_dtype"] is not None)):
+        unused(flag, "in inference (--mode infer keeps no optimizer and computes no loss)", given and not train)
+    unused("--group-size", "with a 16-bit --dtype (only int4/fp4 weights have groups)",
+           o["group_size"] != 128 and value(o["dtype"]) in (None, "bf16", "fp16", "fp32", "tf32"))
     if o["mode"].value == "infer":
         engine = value(o["engine"]) or DEFAULT_ENGINE
         for flag in ignored_knobs(engine, knobs):

@@ -20,7 +20,8 @@ def presets_list(
 
     Example: llmcalc presets
     """
-    if ctx.invoked_subcommand:
+    if ctx.invoked_subcommand:  # `presets --json show NAME`: the format flag serves the subcommand
+        ctx.obj = {"json": json_}
         return
     from ..catalog import LISTING_UNITS, listing
     from ..report import render_listing
@@ -30,6 +31,7 @@ def presets_list(
 
 @presets_app.command("show")
 def presets_show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A model or GPU preset name (or file).")],
     json_: JsonOpt = False,
 ) -> None:
@@ -40,10 +42,10 @@ def presets_show(
     from ..catalog import show
 
     kind, fields = show(name)
-    if json_:
+    if json_ or (ctx.obj or {}).get("json"):
         import json
 
-        print(json.dumps({"kind": kind, "name": fields["name"], "fields": fields}, indent=2))
+        print(json.dumps({"kind": kind, "name": fields["name"], "fields": fields}, indent=2, allow_nan=False))
         return
     from ..catalog import SHOW_UNITS
     from ..report import _display
