@@ -172,6 +172,11 @@ def test_gpu_peak_must_be_a_number(tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["memory", "--model", "llama-2-7b", "--seq", "500000"], "longer than llama-2-7b's 4,096-token context"),
     (["memory", "--model", "llama-2-7b", "--lora-rank", "8"], "--lora-rank has no effect"),
+    (["memory", "--model", "llama-2-7b", "--kv-dtype", "fp8"], "--kv-dtype has no effect in training"),
+    (["memory", "--model", "llama-2-7b", "--mode", "infer", "--optimizer", "sgd"], "--optimizer has no effect"),
+    (["mfu", "--model", "llama-2-7b", "--gpu", "h100", "--tokens-per-s", "1000", "--batch", "4"], "--batch has no effect"),
+    (["max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--prompt", "1000", "--seq", "2000"], "--prompt has no"),
+    (["flops", "--model", "llama-2-7b", "--gpus", "8"], "--gpus has no effect"),
 ])
 def test_warnings_are_one_line_and_the_result_stands(args, says):
     with pytest.warns(UserWarning, match=says):

@@ -72,6 +72,7 @@ def max_batch(
     fmt = _fmt(json_, csv_, markdown)
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
            and not (ttft_target or tpot_target))
+    unused("--prompt", "beside --seq (the context is --seq)", bool(prompt and seq))
     out_tokens = parse_length(output) if output else 0
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)

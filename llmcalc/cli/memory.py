@@ -150,6 +150,7 @@ def settings_from_options(**o) -> dict:
     for flag, given in (("--lora-rank", o["lora_rank"] != 16), ("--lora-targets", o["lora_targets"] is not None),
                         ("--lora-dropout", o["lora_dropout"] is not None)):
         unused(flag, "without --finetune lora or qlora", given and full and train)
+    unused("--kv-dtype", "in training (it keeps no KV cache)", o["kv_dtype"] is not None and train)
     for flag, given in (("--optimizer", o["optimizer"] is not None), ("--loss-dtype", o["loss_dtype"] is not None)):
         unused(flag, "in inference (--mode infer keeps no optimizer and computes no loss)", given and not train)
     unused("--group-size", "with a 16-bit --dtype (only int4/fp4 weights have groups)",

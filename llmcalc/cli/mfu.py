@@ -41,6 +41,8 @@ def mfu(
 
     fmt = _fmt(json_, csv_, markdown)
     unused("--per-gpu", "without --tokens-per-s", per_gpu and not tokens_per_s)
+    for flag, given in (("--batch", batch != 1), ("--grad-accum", grad_accum != 1)):
+        unused(flag, "without --step-time (a rate or GPU-hours already counts tokens)", given and not step_time)
     run = Measurement(step_time=parse_seconds(step_time) if step_time else None,
                       tokens_per_s=parse_count(tokens_per_s) if tokens_per_s else None, per_gpu=per_gpu,
                       gpu_hours=parse_count(gpu_hours) if gpu_hours else None,
