@@ -6,9 +6,12 @@ row a plain number in a base unit. Tables, JSON, CSV and Markdown all render fro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple
+
+from .spec import SpecError
 
 # Base units. Display conversion lives in units.py; values here are never pre-formatted.
 UNITS = ("params", "FLOP", "FLOP/s", "byte", "byte/s", "s", "token", "token/s", "ratio", "count")
@@ -76,14 +79,10 @@ class Quantities(Mapping):
 def _check_finite(b: "Breakdown") -> None:
     """Infinity or NaN never reaches a table or the JSON (which must stay strict): the input that drove a
     number there (a GPU file's tiny peak, a zero time) is named by the row it broke."""
-    import math
-
     values = [(r.name, r.value) for r in b.rows] + [(k, v) for k, v in b.summary.items()]
     for name, value in values:
         number = getattr(value, "value", value)
         if isinstance(number, float) and not math.isfinite(number):
-            from .spec import SpecError
-
             raise SpecError(f"{b.command}: {name} comes out as {number} from these inputs; check the GPU's figures "
                             "and the options for a zero or an implausible size")
 

@@ -96,6 +96,12 @@ def attention_linears(m: ModelSpec) -> dict[str, Linear]:
             "proj": out}
 
 
+def largest_block_matrix(m: ModelSpec) -> int:
+    """Elements of the biggest weight matrix inside a block (attention projections, dense MLP or expert)."""
+    lins = {**attention_linears(m), **mlp_linears(m, max(m.intermediate_size, m.expert_size or 0))}
+    return max(lin.fan_in * lin.fan_out for lin in lins.values())
+
+
 def mlp_linears(m: ModelSpec, width: int, bias: bool | None = None) -> dict[str, Linear]:
     """A dense MLP of the given width: up/down, plus gate when gated (SwiGLU/GeGLU)."""
     h = m.hidden_size

@@ -269,7 +269,7 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
     if ref := _file_ref(text):
         name, path, fields = _from_file(*ref, "models")
         return model_from_fields(name, fields, str(path))
-    if text.endswith(".json") or safeio.is_dir(text) or ("/" in text and not safeio.exists(text)):
+    if text.endswith(".json") or safeio.exists(text, "is_dir") or ("/" in text and not safeio.exists(text)):
         from . import hfconfig  # lazy: only config.json users pay for it
 
         return hfconfig.load(text, generic=generic)

@@ -10,6 +10,7 @@ JSON nesting is bounded by the parser's own recursion limit.
 from __future__ import annotations
 
 import codecs
+import functools
 import os
 import re
 import stat
@@ -29,17 +30,11 @@ def shown(path: Path | str) -> str:
     return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
 
 
-def exists(text: str) -> bool:
-    """Path(text).exists() that answers False for names the OS refuses (too long, NUL bytes)."""
+def exists(text: str, test: str = "exists") -> bool:
+    """Path(text).exists() (or another Path test: "is_dir") answering False for names the OS refuses
+    (too long, NUL bytes) instead of raising."""
     try:
-        return Path(text).exists()
-    except (OSError, ValueError):
-        return False
-
-
-def is_dir(text: str) -> bool:
-    try:
-        return Path(text).is_dir()
+        return getattr(Path(text), test)()
     except (OSError, ValueError):
         return False
 
@@ -98,36 +93,28 @@ def load_yaml(text: str, name: str) -> Any:
         raise SpecError(f"{name}: YAML nested too deeply") from None
 
 
-_LOADER = None
-
-
+@functools.lru_cache(maxsize=None)
 def _loader():
     """libyaml's safe loader (about 10x faster) when present, refusing a key given twice in one mapping."""
-    global _LOADER
-    if _LOADER is None:
-        import yaml
-        from yaml.constructor import ConstructorError
+    import yaml
+    from yaml.constructor import ConstructorError
 
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    class NoDuplicates(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        def construct_mapping(self, node, deep=False):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+                if duplicate:
+                    raise ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
 
-        class NoDuplicates(base):  # type: ignore[misc, valid-type]
-            def construct_mapping(self, node, deep=False):
-                self.flatten_mapping(node)
-                seen = set()
-                for key_node, _ in node.value:
-                    key = self.construct_object(key_node, deep=deep)
-                    try:
-                        duplicate = key in seen
-                    except TypeError:  # an unhashable key: the base class says so
-                        break
-                    if duplicate:
-                        raise ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
-                                               key_node.start_mark)
-                    seen.add(key)
-                return super().construct_mapping(node, deep)
-
-        _LOADER = NoDuplicates
-    return _LOADER
+    return NoDuplicates
 
 
 def load_json(text: str, name: str) -> Any:

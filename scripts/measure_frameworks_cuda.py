@@ -188,8 +188,11 @@ def saved_per_layer(compiled: bool, seq=4096, count_input=False) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- litgpt
-def patch_bnb_keeps_input() -> None:
-    """bitsandbytes < 0.43.2 (PR #1270): MatMul4Bit kept its input A for backward (ctx.tensors = (A, B))."""
+def patch_bnb_keeps_input(enabled: bool = True):
+    """bitsandbytes < 0.43.2 (PR #1270): MatMul4Bit kept its input A for backward (ctx.tensors = (A, B)).
+    Returns the call that undoes the patch (a no-op when not enabled)."""
+    if not enabled:
+        return lambda: None
     from bitsandbytes.autograd._functions import MatMul4Bit
 
     orig = MatMul4Bit.forward
@@ -202,6 +205,11 @@ def patch_bnb_keeps_input() -> None:
 
     MatMul4Bit.forward = staticmethod(forward)
 
+    def undo() -> None:
+        MatMul4Bit.forward = staticmethod(orig)
+
+    return undo
+
 
 def litgpt_case(name: str, model_name: str, method: str, batch: int, seq: int, rank=32, precision="bf16-true",
                 old_bnb=False, steps=3, keep_outputs=False) -> dict:
@@ -212,8 +220,7 @@ def litgpt_case(name: str, model_name: str, method: str, batch: int, seq: int, r
     from litgpt.lora import GPT, Config, mark_only_lora_as_trainable
     from litgpt.utils import chunked_cross_entropy
 
-    if old_bnb:
-        patch_bnb_keeps_input()
+    undo = patch_bnb_keeps_input(old_bnb)
     meter = Meter()
     plugins = None
     if method == "qlora":
@@ -254,11 +261,7 @@ def litgpt_case(name: str, model_name: str, method: str, batch: int, seq: int, r
            "batch": batch, "seq": seq, "rank": rank, "bnb_keeps_input": old_bnb, "after_setup": after_setup,
            "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable)}
     out.update(meter.summary())
-    if old_bnb:  # undo for the cases after this one
-        import importlib
-
-        import bitsandbytes.autograd._functions as fn
-        importlib.reload(fn)
+    undo()  # the cases after this one run bitsandbytes as installed
     del model, opt, fabric
     return out
 
@@ -271,8 +274,7 @@ def peft_qlora(name: str, targets, batch=1, seq=1024, steps=3, old_bnb=False) ->
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if old_bnb:
-        patch_bnb_keeps_input()
+    undo = patch_bnb_keeps_input(old_bnb)
     meter = Meter()
     model = hf_llama(LLAMA_32_1B)
     for layer in model.model.layers:
@@ -313,11 +315,7 @@ def peft_qlora(name: str, targets, batch=1, seq=1024, steps=3, old_bnb=False) ->
            "targets": targets, "batch": batch, "seq": seq, "bnb_keeps_input": old_bnb, "after_setup": after_setup,
            "param_dtypes": dtypes, "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", True))}
     out.update(meter.summary())
-    if old_bnb:
-        import importlib
-
-        import bitsandbytes.autograd._functions as fn
-        importlib.reload(fn)
+    undo()
     del model, opt
     return out
 
@@ -337,30 +335,37 @@ def loss_buffers(name: str, variant: str, tokens=8192, vocab=128256, chunks=8) -
 
     fn = torch.compile(ce) if "compiled" in variant else ce
     res = {"case": name, "variant": variant, "tokens": tokens, "vocab": vocab, "logits_bytes": x.numel() * 2}
-    for _ in range(2):  # the first call compiles
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+
+    def forward():
         if variant.startswith("chunked"):
-            loss = sum(fn(a, b) for a, b in zip(x.tensor_split(chunks), y.tensor_split(chunks)))
-        elif variant == "compiled-fp32-input":
-            loss = FP32_CE(x.float(), y)
-        else:
-            loss = fn(x, y)
-        torch.cuda.synchronize()
-        res["forward_peak"] = torch.cuda.max_memory_allocated() - base
-        res["after_forward"] = torch.cuda.memory_allocated() - base
-        torch.cuda.reset_peak_memory_stats()
-        loss.backward()
-        torch.cuda.synchronize()
-        res["backward_peak"] = torch.cuda.max_memory_allocated() - base
-        res["after_backward"] = torch.cuda.memory_allocated() - base  # x.grad
-        x.grad = None
-        del loss
-    return res
+            return sum(fn(a, b) for a, b in zip(x.tensor_split(chunks), y.tensor_split(chunks)))
+        return FP32_CE(x.float(), y) if variant == "compiled-fp32-input" else fn(x, y)
+
+    return {**res, **_loss_peaks(forward, x)}
 
 
 FP32_CE = torch.compile(F.cross_entropy)
+
+
+def _loss_peaks(forward, leaf) -> dict:
+    """Bytes beyond what exists before: the forward's peak, what it leaves, backward's peak and what that
+    leaves (the leaf's gradient). Run twice; the second (compiled already) is reported."""
+    for _ in range(2):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        loss = forward()
+        torch.cuda.synchronize()
+        res = {"forward_peak": torch.cuda.max_memory_allocated() - base,
+               "after_forward": torch.cuda.memory_allocated() - base}
+        torch.cuda.reset_peak_memory_stats()
+        loss.backward()
+        torch.cuda.synchronize()
+        res.update(backward_peak=torch.cuda.max_memory_allocated() - base,
+                   after_backward=torch.cuda.memory_allocated() - base)
+        leaf.grad = None
+        del loss
+    return res
 
 
 def chunked_head_loss(name: str, compiled: bool, tokens=8192, hidden=3072, vocab=128256, chunks=8) -> dict:
@@ -378,23 +383,12 @@ def chunked_head_loss(name: str, compiled: bool, tokens=8192, hidden=3072, vocab
     fn = torch.compile(ce) if compiled else ce
     res = {"case": name, "compiled": compiled, "tokens": tokens, "vocab": vocab, "chunks": chunks,
            "logits_bytes": tokens * vocab * 2}
-    for _ in range(2):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+
+    def forward():
         outs = [F.linear(c, w) for c in hs.tensor_split(chunks)]
-        loss = sum(fn(o, t) for o, t in zip(outs, y.tensor_split(chunks)))
-        del outs
-        torch.cuda.synchronize()
-        res["forward_peak"] = torch.cuda.max_memory_allocated() - base
-        res["after_forward"] = torch.cuda.memory_allocated() - base
-        torch.cuda.reset_peak_memory_stats()
-        loss.backward()
-        torch.cuda.synchronize()
-        res["backward_peak"] = torch.cuda.max_memory_allocated() - base
-        hs.grad = None
-        del loss
-    return res
+        return sum(fn(o, t) for o, t in zip(outs, y.tensor_split(chunks)))
+
+    return {**res, **_loss_peaks(forward, hs)}
 
 
 def lora_layer_saved(compiled: bool, targets, seq=4096) -> dict:

@@ -144,17 +144,7 @@ def settings_from_options(**o) -> dict:
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
-    train, full = o["mode"].value == "train", o["finetune"].value == "full"
-    unused("--bitsandbytes", "without --finetune qlora", o["bitsandbytes"] is not None
-           and o["finetune"].value != "qlora" and train)
-    for flag, given in (("--lora-rank", o["lora_rank"] != 16), ("--lora-targets", o["lora_targets"] is not None),
-                        ("--lora-dropout", o["lora_dropout"] is not None)):
-        unused(flag, "without --finetune lora or qlora", given and full and train)
-    unused("--kv-dtype", "in training (it keeps no KV cache)", o["kv_dtype"] is not None and train)
-    for flag, given in (("--optimizer", o["optimizer"] is not None), ("--loss-dtype", o["loss_dtype"] is not None)):
-        unused(flag, "in inference (--mode infer keeps no optimizer and computes no loss)", given and not train)
-    unused("--group-size", "with a 16-bit --dtype (only int4/fp4 weights have groups)",
-           o["group_size"] != 128 and value(o["dtype"]) in (None, "bf16", "fp16", "fp32", "tf32"))
+    _warn_idle_options(o, value(o["dtype"]))
     if o["mode"].value == "infer":
         engine = value(o["engine"]) or DEFAULT_ENGINE
         for flag in ignored_knobs(engine, knobs):
@@ -173,3 +163,21 @@ def settings_from_options(**o) -> dict:
         keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
                                      mode=o["mode"].value))
+
+
+def _warn_idle_options(o: dict, dtype: str | None) -> None:
+    """One stderr warning per option the rest of the command line leaves without effect."""
+    train, finetune = o["mode"].value == "train", o["finetune"].value
+    lora = train and finetune == "full"  # LoRA options with nothing to adapt
+    no_lora, infer = "without --finetune lora or qlora", "in inference (it keeps no optimizer and computes no loss)"
+    for flag, why, idle in (  # options the rest of the command line leaves without effect
+            ("--bitsandbytes", "without --finetune qlora", train and o["bitsandbytes"] is not None and finetune != "qlora"),
+            ("--lora-rank", no_lora, lora and o["lora_rank"] != 16),
+            ("--lora-targets", no_lora, lora and o["lora_targets"] is not None),
+            ("--lora-dropout", no_lora, lora and o["lora_dropout"] is not None),
+            ("--kv-dtype", "in training (it keeps no KV cache)", train and o["kv_dtype"] is not None),
+            ("--optimizer", infer, not train and o["optimizer"] is not None),
+            ("--loss-dtype", infer, not train and o["loss_dtype"] is not None)):
+        unused(flag, why, idle)
+    unused("--group-size", "with a float --dtype (only int4/fp4 weights have groups)",
+           o["group_size"] != 128 and dtype in (None, *FLOAT_DTYPES))

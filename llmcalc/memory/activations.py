@@ -211,11 +211,16 @@ def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = Fa
 def _adapter_input(name: str, width: float, a: float, e: float, dropout: float, owns_base_input: bool) -> list[Saved]:
     """One adapter's input: a copy in its dtype (and a 1-byte dropout mask) where it casts or drops out,
     else the base layer's own input when nothing else keeps it."""
-    split = "t" if name in ("proj", "down") else "h"  # row-parallel inputs are split by TP
+    split = input_split(name)
     if dropout > 0 or a != e:
         return [Saved("adapters", f"{name} adapter input copy", a * width, split)] + \
             ([Saved("adapters", f"{name} adapter dropout mask", width, split)] if dropout > 0 else [])
     return [Saved("adapters", f"{name} input, kept by lora_A", e * width, split)] if owns_base_input else []
+
+
+def input_split(name: str) -> str:
+    """How TP divides a linear's input: row-parallel ones (the out-projection, down) are split by TP."""
+    return "t" if name in ("proj", "down") else "h"
 
 
 ADAPTER_SOURCES = {"q": "attn", "k": "attn", "v": "attn", "gate": "mlp", "up": "mlp"}  # linears reading one input

@@ -14,10 +14,9 @@ PEFT 0.21 QLoRA on Llama-3.2-1B (tests/data/gpu_frameworks.json).
 
 from __future__ import annotations
 
-import math
-
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
+from .loss import head_pieces
 from .placement import Stage, layer_params
 from .settings import MemorySettings
 
@@ -36,13 +35,6 @@ def stream_bytes(s: MemorySettings) -> float:
     return 4.0 if fp32_frozen(s) else float(DTYPE_BYTES[s.compute_dtype])
 
 
-def head_calls(m: ModelSpec, s: MemorySettings) -> int:
-    """How many matmuls the LM head runs per micro-batch (LitGPT: one per 128-token chunk)."""
-    if s.loss == "chunked" and s.fw.loss_chunk_tokens:
-        return math.ceil(s.seq / s.fw.loss_chunk_tokens)
-    return s.mini_seq
-
-
 def weight_copies(m: ModelSpec, s: MemorySettings, st: Stage) -> tuple[float, float, str]:
     """(kept until backward, rebuilt one layer at a time, note) of autocast's 16-bit weight copies, this GPU.
 
@@ -56,7 +48,7 @@ def weight_copies(m: ModelSpec, s: MemorySettings, st: Stage) -> tuple[float, fl
     rebuilt = 0.0
     if s.recompute == "full" and layers:
         layers, rebuilt = 0.0, max(b for b, _ in kinds)
-    calls = head_calls(m, s) if st.last else 0
+    calls = head_pieces(s) if st.last else 0  # one cast per LM-head matmul (LitGPT: per 128 tokens)
     head = calls * -(-m.vocab_size // par.tp) * m.hidden_size * e
     parts = ([f"{st.dense + st.moe} layers' linears"] if layers else []) + \
         ([f"the LM head x {calls} calls" if calls > 1 else "the LM head"] if head else [])

@@ -97,6 +97,11 @@ def _compiled(s: MemorySettings, n: float, e: float, lb: float, chunks: int) -> 
                   [upcast, saved], [saved, grad], how)
 
 
+def head_pieces(s: MemorySettings) -> int:
+    """How many pieces the LM head and loss run in per micro-batch: Mini-Sequence's M, else the loss's chunks."""
+    return s.mini_seq if s.mini_seq > 1 else _chunks(s)
+
+
 def _chunks(s: MemorySettings) -> int:
     if s.loss != "chunked":
         return 1

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from ..breakdown import Rows
 from ..dtypes import DTYPE_BYTES
-from ..params import attention_linears, mlp_linears
+from ..params import attention_linears, largest_block_matrix, mlp_linears
 from ..spec import ModelSpec
-from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, groups, kept, layer_tensors, local,
-                          norm_tensors)
+from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, groups, input_split, kept,
+                          layer_tensors, local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
 from .placement import Stage, trainable
 from .settings import MemorySettings
@@ -133,7 +133,7 @@ def previous_step(m: ModelSpec, s: MemorySettings, st: Stage, loc) -> float:
         inputs = {ADAPTER_SOURCES.get(name, name): lin.fan_in for name, lin in lins.items()}
         copies = m.num_experts_per_tok if moe else 1
         held += n * sum(loc.bytes(Saved("", name, e * width * (copies if name in ("mlp", "down") else 1),
-                                        "t" if name in ("proj", "down") else "h")) for name, width in inputs.items())
+                                        input_split(name))) for name, width in inputs.items())
     if st.last and s.fw.quantizes_head:
         held += loc.bytes(Saved("", "LM head input", e * m.hidden_size))
     return held
@@ -145,8 +145,7 @@ def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
     framework quantizes it); two copies where it dequantizes to fp16 and casts to bf16 (Lightning)."""
     if s.finetune != "qlora":
         return 0.0
-    lins = {**attention_linears(m), **mlp_linears(m, max(m.intermediate_size, m.expert_size or 0))}
-    largest = max(lin.fan_in * lin.fan_out for lin in lins.values())
+    largest = largest_block_matrix(m)
     if s.fw.quantizes_head and st.last:
         largest = max(largest, m.vocab_size * m.hidden_size)
     copies = 2 if s.fw.nf4_from_fp16 and s.compute_dtype != "fp16" else 1

@@ -11,7 +11,7 @@ buffers; a reserve.
 from __future__ import annotations
 
 from ..breakdown import Quantity, Rows
-from ..params import OPTIMIZERS, attention_linears, mlp_linears
+from ..params import OPTIMIZERS, largest_block_matrix
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from ..units import fmt_bytes
@@ -225,9 +225,8 @@ def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) ->
     """The biggest single gradient (the embedding or LM head, split by TP) in full training; adapters are small."""
     if states.weight_rows:
         return 0.0
-    widest = m.vocab_size * m.hidden_size / s.parallel.tp if (st.first or st.last) else 0.0
-    layer = max(lin.fan_in * lin.fan_out for lin in {**attention_linears(m), **mlp_linears(m, m.intermediate_size)}.values())
-    return max(widest, layer / s.parallel.tp) * PRECISIONS[s.precision].grads
+    widest = m.vocab_size * m.hidden_size if (st.first or st.last) else 0
+    return max(widest, largest_block_matrix(m)) / s.parallel.tp * PRECISIONS[s.precision].grads
 
 
 def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool, inbwd: bool = False) -> None:
