@@ -94,10 +94,9 @@ def resolve(text: str) -> tuple[Path, str, str]:
 
 def read_config(path: Path) -> dict:
     """Parse config.json (safeio: a regular UTF-8 file of bounded size); errors name the file and line."""
-    name = safeio.shown(path)
-    data = safeio.load_json(safeio.read_text(path, "config.json"), name)
+    data = safeio.load_json(safeio.read_text(path, "config.json"), path)
     if not isinstance(data, dict):
-        raise SpecError(f"{name}: a config.json must be a JSON object of fields")
+        raise SpecError(f"{safeio.shown(path)}: a config.json must be a JSON object of fields")
     return data
 
 

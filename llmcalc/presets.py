@@ -61,7 +61,7 @@ def read_yaml(path: Path) -> Any:
 @functools.lru_cache(maxsize=None)
 def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
     try:  # safeio: regular UTF-8 files of bounded size, bounded aliases, no duplicate keys
-        return safeio.load_yaml(safeio.read_text(path, "preset file"), safeio.shown(path))
+        return safeio.load_yaml(safeio.read_text(path, "preset file"), path)
     except SpecError as exc:
         raise PresetError(str(exc)) from None
 
