@@ -9,12 +9,13 @@ import typer
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
                      _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options)
-from .memory import Mode, ModeOpt, memory_options, settings_from_options
+from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread
 
 
 @app.command("max-seq")
 @with_options(memory_options)
 def max_seq(
+    ctx: typer.Context,
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: ModeOpt = Mode.train,
@@ -37,8 +38,12 @@ def max_seq(
     common = settings_from_options(mode=mode, batch=batch, **options)
     settings = MemorySettings(seq=common["mini_seq"], **common)  # any valid seq: it is searched
     floor = parse_length(minimum) if minimum else None
-    results = _each(_models(model, generic), _gpus(gpu),
-                    lambda m, g: max_seq_breakdown(m, g, settings, multiple_of, floor))
+
+    def one(m, g):
+        warn_unread(ctx, m, g, settings)
+        return max_seq_breakdown(m, g, settings, multiple_of, floor)
+
+    results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
     if check and not all(r.summary.get("meets_minimum", r.summary["max_seq"] > 0) for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
@@ -47,6 +52,7 @@ def max_seq(
 @app.command("max-batch")
 @with_options(memory_options)
 def max_batch(
+    ctx: typer.Context,
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: Annotated[Mode, typer.Option("--mode", help="infer (default): concurrent requests; train: micro-batch.")] = Mode.infer,
@@ -81,6 +87,7 @@ def max_batch(
     def one(m, g):
         context = parse_length(prompt) + out_tokens if prompt and not seq else default_seq(m, seq)
         settings = MemorySettings(seq=context, **common)
+        warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):
             if mode is not Mode.infer or g is None:

@@ -107,6 +107,7 @@ def memory_options(
 @app.command()
 @with_options(memory_options)
 def memory(
+    ctx: typer.Context,
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: ModeOpt = Mode.train,
@@ -129,7 +130,9 @@ def memory(
     common = settings_from_options(mode=mode, batch=batch, **options)
 
     def one(m, g):
-        return memory_breakdown(m, g, MemorySettings(seq=default_seq(m, seq), **common))
+        settings = MemorySettings(seq=default_seq(m, seq), **common)
+        warn_unread(ctx, m, g, settings)
+        return memory_breakdown(m, g, settings)
 
     results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
@@ -139,16 +142,9 @@ def memory(
 
 def settings_from_options(**o) -> dict:
     """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
-    from ..memory.engines import DEFAULT_ENGINE, ignored_knobs
-
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
-    _warn_idle_options(o, value(o["dtype"]))
-    if o["mode"].value == "infer":
-        engine = value(o["engine"]) or DEFAULT_ENGINE
-        for flag in ignored_knobs(engine, knobs):
-            unused(flag, f"with --engine {engine} (it has no such setting)", True)
     return dict(
         mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
@@ -165,19 +161,17 @@ def settings_from_options(**o) -> dict:
                                      mode=o["mode"].value))
 
 
-def _warn_idle_options(o: dict, dtype: str | None) -> None:
-    """One stderr warning per option the rest of the command line leaves without effect."""
-    train, finetune = o["mode"].value == "train", o["finetune"].value
-    lora = train and finetune == "full"  # LoRA options with nothing to adapt
-    no_lora, infer = "without --finetune lora or qlora", "in inference (it keeps no optimizer and computes no loss)"
-    for flag, why, idle in (  # options the rest of the command line leaves without effect
-            ("--bitsandbytes", "without --finetune qlora", train and o["bitsandbytes"] is not None and finetune != "qlora"),
-            ("--lora-rank", no_lora, lora and o["lora_rank"] != 16),
-            ("--lora-targets", no_lora, lora and o["lora_targets"] is not None),
-            ("--lora-dropout", no_lora, lora and o["lora_dropout"] is not None),
-            ("--kv-dtype", "in training (it keeps no KV cache)", train and o["kv_dtype"] is not None),
-            ("--optimizer", infer, not train and o["optimizer"] is not None),
-            ("--loss-dtype", infer, not train and o["loss_dtype"] is not None)):
-        unused(flag, why, idle)
-    unused("--group-size", "with a float --dtype (only int4/fp4 weights have groups)",
-           o["group_size"] != 128 and dtype in (None, *FLOAT_DTYPES))
+# MemorySettings fields whose option has another parameter name
+_PARAM_OF = {"compile": "compile_", "kv_block": "block_size"}
+
+
+def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
+    """One stderr warning per option the user set that this estimate never reads (memory/usage.py)."""
+    from ..memory.usage import unread
+
+    params = {p.name: p for p in ctx.command.params}
+    for field, reason in unread(m, gpu, settings).items():
+        name = _PARAM_OF.get(field, field)
+        if name in params:  # given on the command line, not a default (click's ParameterSource)
+            source = ctx.get_parameter_source(name)
+            unused(params[name].opts[0], reason, getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT"))

@@ -23,7 +23,7 @@ class Engine(NamedTuple):
     # The share of device memory the engine takes unless told otherwise, from each release on;
     # () where the engine works its fraction out itself (SGLang, TensorRT-LLM: --gpu-util overrides).
     default_util: tuple[tuple[tuple[int, ...], float], ...]
-    knobs: tuple[str, ...] = ()  # the MemorySettings engine knobs it reads (others are warned about)
+    knobs: tuple[str, ...] = ()  # the MemorySettings engine knobs it reads (usage.py warns of the rest)
 
 
 ENGINES: dict[str, Engine] = {
@@ -62,11 +62,6 @@ def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dic
         raise SpecError(f"--engine-version {version!r} is not a release number (e.g. {engine.default_version})")
     utils = [u for since, u in engine.default_util if release >= since]
     return name, version, {"gpu_util": utils[-1]} if utils else {}
-
-
-def ignored_knobs(engine: str, given: dict) -> list[str]:
-    """The engine-knob flags set in ``given`` (MemorySettings field -> value) that ``engine`` does not read."""
-    return [KNOB_FLAGS[k] for k, v in given.items() if k in KNOB_FLAGS and v and k not in ENGINES[engine].knobs]
 
 
 def engine_module(name: str):
