@@ -12,10 +12,14 @@ from typing import Callable
 
 from .breakdown import Breakdown, Quantity, Rows
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
+from .memory.engines import ENGINES
 from .spec import GPUSpec, ModelSpec, SpecError
 from .units import fmt_bytes
 
-SEARCH_CAP = 2**27  # 134M tokens or sequences: beyond any real context or batch
+SEARCH_CAP = 2**27  # 134M tokens: beyond any real context (sliding-window models can reach it)
+# Every sequence costs memory (KV cache or activations), so with capacity at most 10^15 bytes
+# (spec.py's magnitude cap) the batch search stops on memory long before 2^50.
+BATCH_SEARCH_CAP = 2**50
 
 
 def largest(fits: Callable[[int], bool], cap: int = SEARCH_CAP) -> int:
@@ -65,32 +69,40 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
         return memory_breakdown(m, gpu, dataclasses.replace(s, seq=seq, mini_seq=min(s.mini_seq, seq)))
 
     k = largest(lambda k: at(k * multiple_of).summary["fits"], SEARCH_CAP // multiple_of)
-    best = k * multiple_of
+    memory_best, context = k * multiple_of, m.max_position_embeddings
+    capped = s.mode == "infer" and ENGINES[s.engine].caps_context and memory_best > context
+    best = context // multiple_of * multiple_of if capped else memory_best
     shown = at(max(best, multiple_of))
     beyond = at((k + 1) * multiple_of)
     usable = shown.summary["usable"]
 
     r = Rows("byte")
-    r.add("max_seq", best, "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else ""),
-          unit="token", total=None)
+    r.add("max_seq", best, "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else "")
+          + (f"; {s.engine} refuses more than the model's context" if capped else ""), unit="token", total=None)
+    if capped:
+        r.add("memory_max_seq", memory_best, "what memory alone would hold", unit="token", total=None)
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note)
-    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of} tokens"
+    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of:,} tokens"
           + ("" if beyond.summary["fits"] else ": does not fit"), total=None)
     summary = {"max_seq": Quantity(best, "token"), "total": shown.summary.quantity("total"),
                "usable": shown.summary.quantity("usable"), "capacity": shown.summary.quantity("capacity"),
-               "dominant": _dominant(shown), "context": Quantity(m.max_position_embeddings, "token"),
-               "beyond_context": best > m.max_position_embeddings}
+               "dominant": _dominant(shown), "context": Quantity(context, "token"),
+               "beyond_context": best > context}
     unbounded = beyond.summary["fits"]  # memory stopped growing (sliding windows, bounded kernels)
-    summary["limited_by_memory"] = not unbounded
-    if unbounded:
+    summary["limited_by_memory"] = not unbounded and not capped
+    if capped:
+        summary["memory_max_seq"] = Quantity(memory_best, "token")
+        notes = [f"the model's {context:,}-token context decides: memory would hold {memory_best:,} tokens, but "
+                 f"{s.engine} refuses a longer max_model_len than the model's (--engine llamacpp or hf runs on)"]
+    elif unbounded:
         notes = [f"memory does not limit the sequence: still fits at the {best:,}-token search cap"]
     elif best:
-        notes = [f"binary search on the memory model: {best} tokens fit, {(k + 1) * multiple_of} do not"]
+        notes = [f"binary search on the memory model: {best:,} tokens fit, {(k + 1) * multiple_of:,} do not"]
     else:
         notes = [f"even {multiple_of} token(s) do not fit: {_dominant(shown)} dominates"]
-    if best > m.max_position_embeddings:
-        notes.append(f"longer than the model's {m.max_position_embeddings}-token context")
+    if best > context:
+        notes.append(f"longer than the model's {context:,}-token context: the model was not trained that long")
     if s.mode == "train":
         p = mini_seq_pieces(m, s)
         closed, form = closed_form_max_seq(p, usable, s.mini_seq, s.recompute)
@@ -121,8 +133,8 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     def at(batch: int) -> Breakdown:
         return memory_breakdown(m, gpu, dataclasses.replace(s, batch=batch))
 
-    best = largest(lambda b: at(b).summary["fits"])
-    shown = at(max(best, 1))
+    best = largest(lambda b: at(b).summary["fits"], BATCH_SEARCH_CAP)
+    shown, beyond = at(max(best, 1)), at(best + 1)
     fast = None
     if latency is not None:
         fast = largest(lambda b: bool(latency(b).summary.get("feasible", True)), max(best, 1) * 4 + 64)
@@ -130,15 +142,18 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
 
     r = Rows("byte")
     r.add("max_batch", final, "concurrent requests" if s.mode == "infer" else "micro-batch", unit="count", total=None)
-    r.add("memory_max_batch", best, f"memory: {best} fit, {best + 1} do not", unit="count", total=None)
+    capped = beyond.summary["fits"]  # never with a real capacity; said rather than passed off as the limit
+    r.add("memory_max_batch", best, f"memory: {best:,} fit, {best + 1:,} do not" if not capped else
+          f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None)
     if fast is not None:
         r.add("latency_max_batch", fast, "largest batch meeting the latency targets", unit="count", total=None)
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note)
-    r.add("next_total", at(best + 1).summary["total"], f"at {best + 1}: does not fit", total=None)
+    r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None)
     summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary.quantity("total"),
-               "usable": shown.summary.quantity("usable"), "dominant": _dominant(shown)}
-    notes = []
+               "usable": shown.summary.quantity("usable"), "dominant": _dominant(shown),
+               "limited_by_memory": not capped}
+    notes = [f"memory does not limit the batch: {best + 1:,} still fit; check --gpu-memory"] if capped else []
     if s.mode == "infer":
         summary.update(kv_cache_capacity=shown.summary.quantity("kv_cache_capacity"),
                        max_concurrency=shown.summary.quantity("max_concurrency"))

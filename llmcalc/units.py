@@ -148,4 +148,6 @@ def fmt_value(value: float, unit: str) -> str:
         return f"{value * 100:.2f} %"
     if unit == "token":
         return f"{value:,.0f} tok"
+    if float(value).is_integer():  # counts: every digit (1,716,586,880, never 1.71659e+09)
+        return f"{int(value):,}"
     return f"{value:,.6g}"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import run
+from .conftest import run, run_json
 
 GOOD_CONFIG = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                "vocab_size": 100, "intermediate_size": 128, "max_position_embeddings": 256}
@@ -221,3 +221,17 @@ def test_fuzzed_configs_never_trace_back(tmp_path, changes, command):
         assert len([line for line in result.stderr.splitlines() if line.startswith("error")]) == 1, result.stderr
     else:
         json.loads(result.stdout, parse_constant=lambda token: pytest.fail(f"{token} in JSON: {changes}"))
+
+
+def test_max_batch_never_answers_with_its_search_cap():
+    """A petabyte of memory: the answer is memory's own limit, whole digits, never the search bound."""
+    from llmcalc.limits import BATCH_SEARCH_CAP, SEARCH_CAP
+
+    data = run_json("max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--gpu-memory", "1e15B", "--seq", "1")
+    best = data["summary"]["max_batch"]
+    assert best not in (SEARCH_CAP, BATCH_SEARCH_CAP) and best > SEARCH_CAP
+    assert data["summary"]["limited_by_memory"] is True
+    # vLLM V0: pool tokens / max_model_len; K and V of 32 layers x 4096 x 2 B = 512 KiB per token
+    assert best == pytest.approx(0.9e15 / (2 * 32 * 4096 * 2), rel=0.01)
+    table = run("max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--gpu-memory", "1e15B", "--seq", "1").stdout
+    assert f"{best:,}" in table and "e+" not in table

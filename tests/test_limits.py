@@ -116,3 +116,19 @@ def test_a_bigger_model_never_raises_the_limits(pair, gib):
     assert max_seq_breakdown(big, None, s).summary["max_seq"] <= max_seq_breakdown(small, None, s).summary["max_seq"]
     inf = MemorySettings(mode="infer", seq=2048, gpu_memory=gib * 2**30)
     assert max_batch_breakdown(big, None, inf).summary["max_batch"] <= max_batch_breakdown(small, None, inf).summary["max_batch"]
+
+
+def test_serving_engines_stop_max_seq_at_the_models_context():
+    """vLLM refuses a max_model_len beyond the config's (VLLM_ALLOW_LONG_MAX_MODEL_LEN); transformers runs on.
+
+    Llama-3.1-8B on an H100: 0.9 x 79.2 GiB less ~16.5 GiB of weights and overheads leaves room for
+    ~449k tokens at 128 KiB each (K and V, 32 layers x 8 kv heads x 128 x 2 B), beyond its 131,072.
+    """
+    m, gpu = load_model("llama-3.1-8b"), load_gpu("h100")
+    vllm = max_seq_breakdown(m, gpu, MemorySettings(mode="infer")).summary
+    assert vllm["max_seq"] == 131_072 and not vllm["limited_by_memory"]
+    assert 440_000 < vllm["memory_max_seq"] < 460_000
+    hf = max_seq_breakdown(m, gpu, MemorySettings(mode="infer", engine="hf")).summary
+    assert hf["max_seq"] > 131_072 and hf["beyond_context"] and "memory_max_seq" not in hf
+    rounded = max_seq_breakdown(m, gpu, MemorySettings(mode="infer"), multiple_of=100_000).summary
+    assert rounded["max_seq"] == 100_000

@@ -24,6 +24,11 @@ class Engine(NamedTuple):
     # () where the engine works its fraction out itself (SGLang, TensorRT-LLM: --gpu-util overrides).
     default_util: tuple[tuple[tuple[int, ...], float], ...]
     knobs: tuple[str, ...] = ()  # the MemorySettings engine knobs it reads (usage.py warns of the rest)
+    # Whether it refuses a context beyond the model's max_position_embeddings: vLLM's "User-specified
+    # max_model_len is greater than the derived max_model_len" (VLLM_ALLOW_LONG_MAX_MODEL_LEN lifts it),
+    # SGLang's context_length check (SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN), TensorRT-LLM's
+    # max_seq_len from the config; llama.cpp only warns past n_ctx_train and transformers runs on.
+    caps_context: bool = True
 
 
 ENGINES: dict[str, Engine] = {
@@ -34,8 +39,8 @@ ENGINES: dict[str, Engine] = {
                    ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block")),
     "sglang": Engine("sglang", "0.5.5", (), ("prefill_chunk", "kv_block")),
     "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block")),
-    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",)),
-    "hf": Engine("hf", "4.56", (((0,), 1.0),)),
+    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False),
+    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
