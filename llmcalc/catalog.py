@@ -63,6 +63,8 @@ def import_config(config: str, name: str, out: str | None, generic: bool) -> Pat
 
     check_preset_name(name)
     spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
+    if not out and presets.user_dir() is None:
+        raise SpecError("no home directory to keep presets in (HOME is unset); set XDG_CONFIG_HOME or pass --out")
     path = Path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
     if path.exists() and not out:
         raise SpecError(f"{safeio.shown(path)} already exists; choose another --name or pass --out")

@@ -36,14 +36,16 @@ NEUTRAL_KEYS = frozenset({
 
 # -- finding config.json -------------------------------------------------------------------------
 
-def hub_cache_dir() -> Path:
-    """$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub (huggingface_hub's rule)."""
+def hub_cache_dir() -> Path | None:
+    """$HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub (huggingface_hub's rule);
+    None with no home directory to find it in."""
     explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
         return Path(explicit).expanduser()
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    home = os.environ.get("HF_HOME") or cache_home / "huggingface"
-    return Path(home).expanduser() / "hub"
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache_home = safeio.env_dir("XDG_CACHE_HOME", ".cache")
+    return cache_home / "huggingface" / "hub" if cache_home is not None else None
 
 
 def _is_hub_id(text: str) -> bool:
@@ -55,6 +57,12 @@ def _is_hub_id(text: str) -> bool:
 def _from_hub_cache(hub_id: str) -> Path:
     """snapshots/<refs/main>/config.json if present, else the newest snapshot that has one."""
     cache = hub_cache_dir()
+    if cache is None:
+        raise SpecError(f"{hub_id}: no home directory to find the Hugging Face cache in (HOME is unset); "
+                        "set HF_HOME, or pass the path to its config.json")
+    if safeio.exists(str(cache)) and not safeio.exists(str(cache), "is_dir"):
+        raise SpecError(f"{hub_id}: the Hugging Face cache {safeio.shown(cache)} is not a directory; point "
+                        "HF_HOME or HF_HUB_CACHE at one, or pass the path to its config.json")
     repo = cache / ("models--" + hub_id.replace("/", "--"))
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
@@ -67,7 +75,7 @@ def _from_hub_cache(hub_id: str) -> Path:
             return pinned
     found = [d / "config.json" for d in snapshots.glob("*") if (d / "config.json").is_file()]
     if not found:
-        raise SpecError(f"{hub_id} is not in the local Hugging Face cache ({cache}); get it with "
+        raise SpecError(f"{hub_id} is not in the local Hugging Face cache ({safeio.shown(cache)}); get it with "
                         f"`huggingface-cli download {hub_id} config.json`, or pass the path to its config.json")
     return max(found, key=lambda p: p.parent.stat().st_mtime)
 

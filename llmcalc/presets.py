@@ -39,14 +39,20 @@ def builtin_dir() -> Path:
 
 
 def search_dirs() -> list[Path]:
-    dirs = [Path(p).expanduser() for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
-    return dirs + [user_dir(), builtin_dir()]
+    """The preset directories to read, in order; one that is a file or unreadable is skipped with a
+    warning (safeio.listable), as is a $LLMCALC_PRESETS entry that does not exist."""
+    named = [Path(p).expanduser() for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
+    dirs = [d for d in named if safeio.listable(d, "LLMCALC_PRESETS")]
+    user = user_dir()
+    if user is not None and safeio.listable(user):
+        dirs.append(user)
+    return dirs + [builtin_dir()]
 
 
-def user_dir() -> Path:
-    """The per-user preset directory (where `presets import` writes)."""
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return config / "llmcalc" / "presets"
+def user_dir() -> Path | None:
+    """The per-user preset directory (where `presets import` writes); None with no home directory."""
+    config = safeio.env_dir("XDG_CONFIG_HOME", ".config")
+    return config / "llmcalc" / "presets" if config is not None else None
 
 
 def read_yaml(path: Path) -> Any:

@@ -30,6 +30,41 @@ def shown(path: Path | str) -> str:
     return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
 
 
+def env_dir(variable: str, *fallback: str) -> Path | None:
+    """$variable, else the home directory joined with ``fallback`` (XDG's rule); None when neither
+    exists: HOME unset and no password entry (Path.home raises RuntimeError) or an empty $variable."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser()
+    try:
+        return Path.home().joinpath(*fallback)
+    except (RuntimeError, KeyError, OSError):
+        return None
+
+
+def listable(directory: Path, named_by: str | None = None) -> bool:
+    """Whether ``directory`` can be searched. One that exists but is a file or cannot be read is
+    skipped with a warning (a mistake worth knowing about); a missing one is skipped in silence,
+    unless ``named_by`` (an environment variable) named it explicitly."""
+    import warnings
+
+    try:
+        if directory.is_dir():
+            if os.access(directory, os.R_OK | os.X_OK):
+                return True
+            problem = "cannot be read (permission denied)"
+        elif any(parent.exists() and not parent.is_dir() for parent in (directory, *directory.parents)):
+            problem = "is not a directory"
+        elif named_by:
+            problem = "does not exist"
+        else:
+            return False
+    except (OSError, ValueError):  # a name the OS refuses (too long, NUL)
+        problem = "cannot be used as a directory name"
+    where = f" (from ${named_by})" if named_by else ""
+    warnings.warn(f"skipping {shown(directory)}{where}: it {problem}", UserWarning, stacklevel=2)
+    return False
+
+
 def exists(text: str, test: str = "exists") -> bool:
     """Path(text).exists() (or another Path test: "is_dir") answering False for names the OS refuses
     (too long, NUL bytes) instead of raising."""

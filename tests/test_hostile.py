@@ -166,7 +166,7 @@ def test_silent_nonsense_is_refused(args, says):
 def test_gpu_peak_must_be_a_number(tmp_path):
     gpu = tmp_path / "g.yaml"
     gpu.write_text("g1:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  tflops: {bf16: true}\n")
-    _fails_cleanly(run("flops", "--model", "llama-2-7b", "--gpu", str(gpu)), "tflops.bf16 must be a number")
+    _fails_cleanly(run("flops", "--model", "llama-2-7b", "--gpu", str(gpu), "--tokens", "1T"), "tflops.bf16 must be a number")
 
 
 @pytest.mark.parametrize("args, says", [
@@ -235,3 +235,49 @@ def test_max_batch_never_answers_with_its_search_cap():
     assert best == pytest.approx(0.9e15 / (2 * 32 * 4096 * 2), rel=0.01)
     table = run("max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--gpu-memory", "1e15B", "--seq", "1").stdout
     assert f"{best:,}" in table and "e+" not in table
+
+
+def test_directories_from_the_environment_that_cannot_be_used(tmp_path, monkeypatch):
+    """A preset directory that is a file, or a named one that is missing, is skipped with a warning;
+    a Hugging Face cache that is a file is a one-line error; with no home at all, presets still load."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(afile))
+    with pytest.warns(UserWarning, match="afile/llmcalc/presets: it is not a directory"):
+        assert run("params", "--model", "llama-2-7b").exit_code == 0
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("LLMCALC_PRESETS", str(tmp_path / "missing"))
+    with pytest.warns(UserWarning, match=r"missing \(from \$LLMCALC_PRESETS\): it does not exist"):
+        assert run("presets").exit_code == 0
+    monkeypatch.setenv("HF_HUB_CACHE", str(afile))
+    _fails_cleanly(run("params", "--model", "org/model"), "is not a directory")
+
+
+def test_no_home_directory(monkeypatch):
+    """HOME unset and no password entry: Path.home() raises; built-ins still load, the rest says why."""
+    from pathlib import Path
+
+    from llmcalc import presets
+
+    def nowhere(cls=None):
+        raise RuntimeError("Could not determine home directory.")
+
+    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(nowhere))
+    presets.catalog.cache_clear()
+    assert run("params", "--model", "llama-2-7b").exit_code == 0
+    _fails_cleanly(run("params", "--model", "org/model"), "HOME is unset")
+    _fails_cleanly(run("presets", "import", "org/model", "--name", "x"), "HOME is unset")
+
+
+def test_an_error_is_the_only_line_and_shows_control_characters_escaped():
+    """The run's warnings are dropped when it fails, and user text cannot split or repaint the line."""
+    bad = _cli("memory", "--model", "llama-2-7b", "--lora-rank", "8", "--seq", "0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
+    odd = _cli("params", "--model", "a\nb\x1b[31mc")
+    assert odd.returncode == 2 and odd.stderr.count("\n") == 1 and "\x1b" not in odd.stderr
+    assert "a\\nb\\x1b[31mc" in odd.stderr
+    warned = _cli("memory", "--model", "llama-2-7b", "--lora-rank", "8", "--json")
+    assert warned.returncode == 0 and warned.stderr.startswith("warning: --lora-rank has no effect")
+    json.loads(warned.stdout)

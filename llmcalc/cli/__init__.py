@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Iterable
 
-from .common import ExitCode, app
+from .common import ExitCode, app, one_line
 
 # command name -> the module that registers it
 COMMAND_MODULES = {"params": "params", "flops": "flops", "memory": "memory", "max-seq": "limits",
@@ -27,7 +27,18 @@ def load_commands(names: Iterable[str] | None = None) -> None:
 
 # -- entry point ------------------------------------------------------------------------------
 def _warn(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """Hold each warning (one line) until the command ends: an error makes them moot (common.UserError)."""
+    from .common import PENDING_WARNINGS
+
+    PENDING_WARNINGS.append(f"warning: {one_line(str(message))}")
+
+
+def _flush_warnings() -> None:
+    from .common import PENDING_WARNINGS
+
+    for text in dict.fromkeys(PENDING_WARNINGS):
+        print(text, file=sys.stderr)
+    PENDING_WARNINGS.clear()
 
 
 # What an ASCII-only terminal gets instead of the tables' box drawing and the notes' symbols.
@@ -94,3 +105,5 @@ def main() -> None:
         if done.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
             _quiet_broken_pipe()
         raise
+    finally:
+        _flush_warnings()

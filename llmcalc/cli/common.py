@@ -19,11 +19,22 @@ from ..units import UnitError, parse_length
 _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click privately)
 
 
+PENDING_WARNINGS: list[str] = []  # warnings of this run, printed when it ends (cli.main)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: newlines, tabs and other control characters from user input
+    (a file name, a preset name) are shown escaped, so a message can never split or repaint the line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class UserError(typer.BadParameter):
-    """Bad input: one line on stderr, exit code 2 (BadParameter's), never a traceback."""
+    """Bad input: one line on stderr, exit code 2 (BadParameter's), never a traceback; the run's
+    warnings are dropped, since the command they were about did not run."""
 
     def show(self, file=None) -> None:
-        typer.echo(f"error: {self.message}", err=True)
+        PENDING_WARNINGS.clear()
+        typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
 class Group(TyperGroup):
