@@ -182,6 +182,13 @@ def _check_gpu_fields(name: str, fields: dict, where: str) -> None:
         value = fields.get(key)
         if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
             raise PresetError(f"{where}: {name}.{key} must be a number, got {value!r}")
+        if key in ("tdp_w", "interconnect_gb_s") and value is not None and value < 0:
+            raise PresetError(f"{where}: {name}.{key} cannot be negative, got {value!r}")
+    for key in ("vendor", "source", "notes", "device_memory_source"):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise PresetError(f"{where}: {name}.{key} must be text, got {fields[key]!r}")
+    if not isinstance(fields.get("aliases") or [], list):
+        raise PresetError(f"{where}: {name}.aliases must be a list of names, got {fields['aliases']!r}")
 
 
 def _gpu_memory_bytes(name: str, fields: dict, where: str) -> int:
@@ -210,6 +217,11 @@ def _build_gpu(name: str, fields: dict, where: str) -> GPUSpec:
     device = fields.get("device_memory_gib")
     if device is not None and not 0 < device < 2**20:
         raise PresetError(f"{where}: {name}.device_memory_gib must be a positive number of GiB, got {device!r}")
+    # The driver reports about the datasheet's figure: a little less (an H100's 79.18 of 80 GiB), or a
+    # little more where the datasheet rounds down (TPU v5p: 95.74 GiB of "95 GB"); never 5% more.
+    if device is not None and device * 2**30 > 1.05 * memory_bytes:
+        raise PresetError(f"{where}: {name}.device_memory_gib {device} is far more than the datasheet's "
+                          f"{memory_bytes / 2**30:.2f} GiB; give what the driver reports (torch.cuda.mem_get_info)")
     return GPUSpec(
         name=name,
         memory_bytes=memory_bytes,

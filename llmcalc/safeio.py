@@ -19,14 +19,15 @@ from typing import Any
 
 from .spec import SpecError
 
-MAX_FILE_BYTES = 4 * 2**20  # a model or GPU file is kilobytes; the largest shipped preset file is ~30 KB
+MAX_FILE_BYTES = 2**20  # a model or GPU file is kilobytes (the largest shipped preset file ~30 KB); 1 MiB parses in < 1 s
+MAX_NUMBER = 10**100  # no size, count or rate comes near it; beyond it float() overflows somewhere (10^309)
 MAX_ALIASES = 64
 _ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+", re.MULTILINE)
 
 
 def shown(path: Path | str) -> str:
     """A path as one printable line: control characters escaped, very long names shortened."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+    text = one_line(path)
     return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
 
 
@@ -121,7 +122,7 @@ def load_yaml(text: str, path: Path | str) -> Any:
     if aliases > MAX_ALIASES:
         raise SpecError(f"{shown(path)}: {aliases} YAML aliases (at most {MAX_ALIASES}); write the values out")
     try:
-        return yaml.load(text, Loader=_loader())
+        return finite(yaml.load(text, Loader=_loader()), path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -152,6 +153,28 @@ def _loader():
     return NoDuplicates
 
 
+def finite(data: Any, path: Path | str) -> Any:
+    """``data`` unchanged if every number in it is finite and below MAX_NUMBER (YAML's .inf and .nan,
+    JSON's 1e400, a 400-digit integer); else a SpecError naming the key."""
+    stack = [("", data)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), value) for key, value in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(item))
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and not abs(item) < MAX_NUMBER:
+            shown_value = item if isinstance(item, float) else f"a {len(str(abs(item)))}-digit number"
+            raise SpecError(f"{shown(path)}: {one_line(where) or 'the value'} is {shown_value}; give a finite number")
+    return data
+
+
+def one_line(text: object) -> str:
+    """Text as one printable line (control characters escaped)."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def load_json(text: str, path: Path | str) -> Any:
     """Parse JSON; malformed, too deep or non-finite input is a one-line SpecError naming the line."""
     import json
@@ -159,8 +182,15 @@ def load_json(text: str, path: Path | str) -> Any:
     def refuse(token: str) -> float:
         raise SpecError(f"{shown(path)}: {token} is not a number JSON allows")
 
+    def no_duplicates(pairs: list) -> dict:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):
+            twice = next(key for key in keys if keys.count(key) > 1)
+            raise SpecError(f"{shown(path)}: key {one_line(twice)!r} appears twice in one object; keep one")
+        return dict(pairs)
+
     try:
-        return json.loads(text, parse_constant=refuse)
+        return finite(json.loads(text, parse_constant=refuse, object_pairs_hook=no_duplicates), path)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{shown(path)}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:

@@ -127,9 +127,9 @@ def test_every_bad_input_is_one_line(args, message):
 def test_non_finite_gpu_figures_are_rejected(tmp_path):
     gpu = tmp_path / "g.yaml"
     gpu.write_text("memory_gib: .inf\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: 100}\n")
-    assert "positive finite" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
+    assert "memory_gib is inf; give a finite number" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
     gpu.write_text("memory_gib: 80\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: .nan}\n")
-    assert "positive number" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
+    assert "tflops.bf16 is nan; give a finite number" in _error("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
 
 
 def test_options_without_effect_are_named():

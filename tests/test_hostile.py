@@ -44,7 +44,9 @@ def _bomb(levels: int = 9) -> str:
     ("entry.yaml", b"m1: 5\n", "mapping of fields"),
     ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ("nan.json", json.dumps({**GOOD_CONFIG, "hidden_size": "x"}).replace('"x"', "NaN").encode(), "NaN"),
-    ("huge.json", json.dumps({**GOOD_CONFIG, "hidden_size": 10**400}).encode(), "plausible"),
+    ("huge.json", json.dumps({**GOOD_CONFIG, "hidden_size": 10**400}).encode(), "hidden_size is a 401-digit number"),
+    ("huge_dropout.yaml", b"dropout: 1" + b"0" * 400 + b"\n", "dropout is a 401-digit number"),
+    ("dup.json", b'{"hidden_size": 64, "hidden_size": 1}', "appears twice"),
     ("inf.json", json.dumps(GOOD_CONFIG).replace('"hidden_size": 64', '"hidden_size": 1e400').encode(), "hidden_size"),
     ("bad.json", b'{"model_type": "llama",\n "hidden_size": }', "bad.json:2: malformed JSON"),
 ])

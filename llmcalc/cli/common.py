@@ -12,6 +12,7 @@ from ..breakdown import Breakdown
 from ..dtypes import DTYPES
 from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
+from ..safeio import one_line
 from ..spec import SpecError
 from ..units import UnitError, parse_length
 
@@ -22,18 +23,13 @@ _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors
 PENDING_WARNINGS: list[str] = []  # warnings of this run, printed when it ends (cli.main)
 
 
-def one_line(text: str) -> str:
-    """``text`` as one printable line: newlines, tabs and other control characters from user input
-    (a file name, a preset name) are shown escaped, so a message can never split or repaint the line."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 class UserError(typer.BadParameter):
     """Bad input: one line on stderr, exit code 2 (BadParameter's), never a traceback; the run's
     warnings are dropped, since the command they were about did not run."""
 
     def show(self, file=None) -> None:
         PENDING_WARNINGS.clear()
+        # user text in a message (a file or preset name) is escaped: it cannot split or repaint the line
         typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
