@@ -57,31 +57,49 @@ def show(name: str) -> tuple[str, dict[str, Any]]:
             raise model_error from None
 
 
-def import_config(config: str, name: str, out: str | None, generic: bool) -> Path:
-    """Write a preset YAML for a Hugging Face config; returns the file written."""
+def import_config(config: str, name: str, out: str | None, generic: bool, force: bool = False) -> Path:
+    """Write a preset YAML for a Hugging Face config; returns the file written.
+
+    An existing file is replaced only with ``force``, and never the config being read; a path that
+    is a directory (or ends in '/'), a pipe or a device is refused before anything is opened."""
     from . import hfconfig
 
     check_preset_name(name)
     spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
     if not out and presets.user_dir() is None:
         raise SpecError("no home directory to keep presets in (HOME is unset); set XDG_CONFIG_HOME or pass --out")
-    path = Path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
-    if path.exists() and not out:
-        raise SpecError(f"{safeio.shown(path)} already exists; choose another --name or pass --out")
-    if path.is_dir():
-        raise SpecError(f"--out {safeio.shown(path)} is a directory; name the file to write, e.g. {name}.yaml")
+    path = safeio.user_path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
+    _check_destination(path, out, name, force, hfconfig.resolve(config)[0])
     text = presets.model_to_yaml(spec, source=str(config))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot write {safeio.shown(path)}: {exc.strerror or exc}; pass --out with a writable file") from None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot write {safeio.shown(path)}: {getattr(exc, 'strerror', None) or exc}; "
+                        "pass --out with a writable file") from None
     return path
 
 
+def _check_destination(path: Path, out: str | None, name: str, force: bool, source: Path) -> None:
+    flag = f"--out {safeio.shown(path)}" if out else safeio.shown(path)
+    if (out or "").endswith(("/", "\\")) or safeio.exists(str(path), "is_dir"):
+        raise SpecError(f"{flag} is a directory; name the file to write, e.g. {name}.yaml")
+    if not safeio.exists(str(path)):
+        return
+    if not safeio.exists(str(path), "is_file"):
+        raise SpecError(f"{flag} is not a regular file (a pipe or a device); name a file to write")
+    if path.resolve() == source.resolve():
+        raise SpecError(f"{flag} is the config being imported; write the preset to another file")
+    if not force:
+        raise SpecError(f"{flag} already exists; pass --force to replace it" + ("" if out else ", or choose another --name"))
+
+
 def check_preset_name(name: str) -> None:
-    """A preset name becomes a file name in the preset directory: letters, digits, '.', '_', '-' only,
-    not starting with a dot (so never '', '.', '..' or a path outside that directory)."""
-    if not name or name.startswith(".") or not all(c.isalnum() or c in "._-" for c in name) or len(name) > 100:
-        raise SpecError(f"--name {name!r}: a preset name is letters, digits, '.', '_' and '-' (not starting "
-                        "with '.', at most 100 characters), e.g. my-llama-8b")
+    """A preset name becomes a file name in the preset directory and a --model value: ASCII letters,
+    digits, '.', '_', '-', starting with a letter or digit (never '', '.', '..', a path outside that
+    directory, or '-x', which would read as an option)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise SpecError(f"--name {name!r}: a preset name is ASCII letters, digits, '.', '_' and '-', starting with "
+                        "a letter or digit, at most 100 characters, e.g. my-llama-8b")

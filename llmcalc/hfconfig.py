@@ -41,9 +41,9 @@ def hub_cache_dir() -> Path | None:
     None with no home directory to find it in."""
     explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
-        return Path(explicit).expanduser()
+        return safeio.user_path(explicit)
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+        return safeio.user_path(os.environ["HF_HOME"]) / "hub"
     cache_home = safeio.env_dir("XDG_CACHE_HOME", ".cache")
     return cache_home / "huggingface" / "hub" if cache_home is not None else None
 
@@ -82,7 +82,7 @@ def _from_hub_cache(hub_id: str) -> Path:
 
 def resolve(text: str) -> tuple[Path, str, str]:
     """(config.json path, model name, source) for a file, a model directory or a cached hub id."""
-    path = Path(text).expanduser()
+    path = safeio.user_path(text)
     if not safeio.exists(str(path)) and (len(text) > 1024 or "\0" in text):
         raise SpecError(f"{safeio.shown(text)}: no such file, directory or cached model")
     if path.is_dir():

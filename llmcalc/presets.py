@@ -41,7 +41,7 @@ def builtin_dir() -> Path:
 def search_dirs() -> list[Path]:
     """The preset directories to read, in order; one that is a file or unreadable is skipped with a
     warning (safeio.listable), as is a $LLMCALC_PRESETS entry that does not exist."""
-    named = [Path(p).expanduser() for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
+    named = [safeio.user_path(p) for p in os.environ.get("LLMCALC_PRESETS", "").split(os.pathsep) if p]
     dirs = [d for d in named if safeio.listable(d, "LLMCALC_PRESETS")]
     user = user_dir()
     if user is not None and safeio.listable(user):

@@ -31,11 +31,20 @@ def shown(path: Path | str) -> str:
     return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
 
 
+def user_path(text: str) -> Path:
+    """Path(text) with a leading ~ or ~user expanded; left as written when there is no such home
+    (HOME unset, an unknown user: Path.expanduser raises RuntimeError)."""
+    try:
+        return Path(text).expanduser()
+    except (RuntimeError, KeyError, OSError, ValueError):
+        return Path(text)
+
+
 def env_dir(variable: str, *fallback: str) -> Path | None:
     """$variable, else the home directory joined with ``fallback`` (XDG's rule); None when neither
     exists: HOME unset and no password entry (Path.home raises RuntimeError) or an empty $variable."""
     if os.environ.get(variable):
-        return Path(os.environ[variable]).expanduser()
+        return user_path(os.environ[variable])
     try:
         return Path.home().joinpath(*fallback)
     except (RuntimeError, KeyError, OSError):
@@ -84,14 +93,16 @@ def read_text(path: Path, what: str = "file") -> str:
         if os.path.isdir(path):
             raise SpecError(f"{shown(path)}: is a directory, not a {what}") from None
         raise SpecError(f"cannot read {shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
+    info = os.fstat(fd)  # before fdopen, which refuses a directory with an OSError of its own
+    problem = (f"is a directory, not a {what}" if stat.S_ISDIR(info.st_mode) else
+               f"not a regular file (a pipe, socket or device); save the {what} to a file first"
+               if not stat.S_ISREG(info.st_mode) else
+               f"{info.st_size:,} bytes is too large for a {what} (at most {MAX_FILE_BYTES:,})"
+               if info.st_size > MAX_FILE_BYTES else None)
+    if problem:
+        os.close(fd)
+        raise SpecError(f"{shown(path)}: {problem}")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise SpecError(f"{shown(path)}: is a directory, not a {what}")
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError(f"{shown(path)}: not a regular file (a pipe, socket or device); save the {what} to a file first")
-        if info.st_size > MAX_FILE_BYTES:
-            raise SpecError(f"{shown(path)}: {info.st_size:,} bytes is too large for a {what} (at most {MAX_FILE_BYTES:,})")
         try:
             data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:

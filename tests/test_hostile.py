@@ -90,11 +90,11 @@ def test_gpu_file_that_drives_a_number_to_infinity(tmp_path):
                    "train_time")
 
 
-@pytest.mark.parametrize("name", ["../../evil", "", ".", "..", "a/b", ".hidden", "x" * 101])
+@pytest.mark.parametrize("name", ["../../evil", "", ".", "..", "a/b", ".hidden", "x" * 101, "-x", "--json"])
 def test_import_names_stay_inside_the_preset_directory(tmp_path, name):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(GOOD_CONFIG))
-    _fails_cleanly(run("presets", "import", str(config), "--name", name), "preset name")
+    _fails_cleanly(run("presets", "import", str(config), f"--name={name}"), "is empty" if not name else "preset name")
     assert not (tmp_path / "evil.yaml").exists() and not list((tmp_path / "config").rglob("*.yaml"))
 
 

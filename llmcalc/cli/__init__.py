@@ -37,8 +37,26 @@ def _flush_warnings() -> None:
     from .common import PENDING_WARNINGS
 
     for text in dict.fromkeys(PENDING_WARNINGS):
-        print(text, file=sys.stderr)
+        _say(text)
     PENDING_WARNINGS.clear()
+
+
+def _say(text: str) -> None:
+    """One line on stderr; a stderr that cannot be written (2>/dev/full) is given up on in silence."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _to_devnull(sys.stderr)
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s descriptor at /dev/null, so the interpreter's last flush cannot fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 # What an ASCII-only terminal gets instead of the tables' box drawing and the notes' symbols.
@@ -78,13 +96,21 @@ def _safe_stream(stream):
 
 def _quiet_broken_pipe() -> None:
     """The reader went away (`llmcalc presets | head -1`): end quietly with 0, as Unix tools do."""
-    import os
-
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
+    _to_devnull(sys.stdout)
     sys.exit(ExitCode.OK)
+
+
+def _os_error(exc: OSError) -> None:
+    """One line and exit 2 for what the system refused: stdout that cannot take the answer (a full
+    disk, /dev/full, a descriptor opened read-only; no file name), or a file the core could not use."""
+    from ..safeio import shown
+
+    if exc.filename is None:
+        _to_devnull(sys.stdout)
+        _say(f"error: cannot write the output: {exc.strerror or exc}; write it somewhere else")
+    else:
+        _say(f"error: {shown(exc.filename)}: {exc.strerror or exc}")
+    sys.exit(2)
 
 
 def main() -> None:
@@ -93,17 +119,25 @@ def main() -> None:
 
     sys.stdout, sys.stderr = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     warnings.showwarning = _warn
+    # llmcalc's warnings are messages to the user, one line each: PYTHONWARNINGS=error or -W must not
+    # turn them into tracebacks, and library deprecation notices are not the user's business.
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", category=UserWarning)
     if len(sys.argv) == 1:  # bare `llmcalc`: the help, on stdout, as --help gives it
         sys.argv.append("--help")
     first = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     load_commands([first] if first else None)
     try:
-        app()
+        try:
+            app()
+        finally:  # the answer is flushed here, where a failure can still be reported in one line
+            _flush_warnings()
+            sys.stdout.flush()
     except BrokenPipeError:  # `llmcalc ... | head`
         _quiet_broken_pipe()
+    except OSError as exc:
+        _os_error(exc)
     except SystemExit as done:  # click turns a broken pipe into exit 1 after swapping stdout for a pacifier
         if done.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
             _quiet_broken_pipe()
         raise
-    finally:
-        _flush_warnings()

@@ -33,8 +33,27 @@ class UserError(typer.BadParameter):
         typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
+MAX_OPTION = 10**15  # spec.py's magnitude cap: no count, length, degree or duration comes near it
+
+
 class Group(TyperGroup):
-    """The top-level group turns the core's SpecError/UnitError into UserError for every command."""
+    """The top-level group: one-line errors for every command (the core's SpecError/UnitError and
+    click's own parse errors become UserError), and every number an option takes kept finite and
+    below MAX_OPTION before any command computes with it."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:  # an unknown option before the command: `llmcalc --model x`
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise
+            raise UserError(f"{exc.format_message()} (`llmcalc --help` lists the commands and their options)") from None
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and command.callback is not None and not hasattr(command.callback, "bounded"):
+            command.callback = _bounded(command.callback, {p.name: p.opts[0] for p in command.params if p.opts})
+        return name, command, rest
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -49,16 +68,35 @@ class Group(TyperGroup):
             raise UserError(where + exc.format_message()) from None
 
     def _refuse_empty_values(self, ctx: typer.Context) -> None:
-        """`--seq ''` is a mistake, never a request for the default: refuse any option given an empty value."""
+        """`--seq ''` is a mistake, never a request for the default: refuse any option given an empty value
+        (the options of a command group's subcommands too: `presets import --out ''`)."""
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         command = self.get_command(ctx, args[0]) if args else None
-        valued = {opt for p in getattr(command, "params", ()) if not getattr(p, "is_flag", True)
+        commands = [command, *getattr(command, "commands", {}).values()]
+        valued = {opt for c in commands for p in getattr(c, "params", ()) if not getattr(p, "is_flag", True)
                   and getattr(p, "param_type_name", "") == "option" for opt in p.opts}
         for i, arg in enumerate(args[1:], 1):
             name, eq, value = arg.partition("=")
             given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
             if name in valued and given is not None and not given.strip():
                 raise UserError(f"{name} is empty; give it a value or leave the option out")
+
+
+def _bounded(callback: Callable, flags: dict[str, str]) -> Callable:
+    """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_OPTION
+    (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits."""
+    import functools
+
+    @functools.wraps(callback)
+    def checked(**kwargs):
+        for name, value in kwargs.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_OPTION:
+                shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
+                raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
+        return callback(**kwargs)
+
+    checked.bounded = True
+    return checked
 
 
 app = typer.Typer(

@@ -65,12 +65,14 @@ def presets_import(
     name: Annotated[str, typer.Option("--name", help="Preset name to write.")],
     out: Annotated[Optional[str], typer.Option("--out", help="File to write (default: the user preset directory).")] = None,
     generic: GenericOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """Turn a Hugging Face config.json into a preset YAML file.
 
     Example: llmcalc presets import ./Llama-3.2-1B/config.json --name my-llama
     """
     from ..catalog import import_config
+    from ..safeio import shown
 
-    path = import_config(config, name, out, generic)
-    print(f"wrote {path}", file=sys.stderr)
+    path = import_config(config, name, out, generic, force)
+    print(f"wrote {shown(path)}", file=sys.stderr)
