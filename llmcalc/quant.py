@@ -82,9 +82,36 @@ def block_modules(m: ModelSpec, layer: int, moe: bool) -> dict[str, float]:
 def matches(name: str, pattern: str) -> bool:
     """compressed-tensors' ``re:`` regexes; otherwise a dotted part of the name (AWQ and vLLM match
     substrings of module names: "mlp.gate" names the router, not mlp.gate_proj)."""
-    if pattern.startswith("re:"):
-        return re.match(pattern[3:], name) is not None
-    return f".{pattern.strip('.')}." in f".{name}."
+    return _matcher((pattern,))(name) is not None
+
+
+# A group that repeats something repeated ("(a*)*", "(a+){2,}") can backtrack for exponential time.
+_NESTED_REPEAT = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
+
+
+def check_patterns(patterns: tuple[str, ...], where: str) -> None:
+    """Each ``re:`` pattern compiles and cannot backtrack without end; else a one-line SpecError."""
+    for pattern in patterns:
+        if not pattern.startswith("re:"):
+            continue
+        body = pattern[3:]
+        if len(body) > 200 or _NESTED_REPEAT.search(body):
+            raise SpecError(f"{where}: {pattern!r} repeats a repeated group (or is over 200 characters), which "
+                            "can take exponential time; write it without nested repetition")
+        try:
+            re.compile(body)
+        except re.error as exc:
+            raise SpecError(f"{where}: {pattern!r} is not a regular expression: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]):
+    """One compiled regex for all the patterns: ``re:`` ones anchored at the start (re.match), dotted
+    names as whole dotted parts; its ``search`` is the test (one pass per module name)."""
+    check_patterns(patterns, "--keep-16bit")
+    parts = [f"^(?:{p[3:]})" if p.startswith("re:") else rf"(?:^|\.){re.escape(p.strip('.'))}(?:\.|$)"
+             for p in patterns]
+    return re.compile("|".join(parts) or "(?!)").search
 
 
 @functools.lru_cache(maxsize=64)  # the limits search asks again for every probe
@@ -93,13 +120,25 @@ def kept_fraction(m: ModelSpec, skip: tuple[str, ...]) -> float:
     if not skip:
         return 0.0
     kept = total = 0.0
+    found = _matcher(skip)
+    kinds = {moe: {name.split(".", 3)[3]: w for name, w in block_modules(m, 0, moe).items()}
+             for moe in {m.is_moe and layer >= m.num_dense_layers for layer in (0, m.num_hidden_layers - 1)}}
     for layer in range(m.num_hidden_layers):
-        moe = m.is_moe and layer >= m.num_dense_layers
-        for name, weights in block_modules(m, layer, moe).items():
+        for suffix, weights in kinds[m.is_moe and layer >= m.num_dense_layers].items():
             total += weights
-            if any(matches(name, p) for p in skip):
+            if found(f"model.layers.{layer}.{suffix}"):
                 kept += weights
     return kept / total if total else 0.0
+
+
+def unmatched(m: ModelSpec, patterns: tuple[str, ...]) -> list[str]:
+    """The patterns that name no module of ``m`` (a typo: ``lm_haed``), checked against the block
+    linears of the first and last layer and the modules outside the blocks."""
+    names = ["lm_head", "model.embed_tokens", "model.norm",
+             *block_modules(m, 0, m.is_moe and m.num_dense_layers == 0),
+             *block_modules(m, m.num_hidden_layers - 1, m.is_moe)]
+    names += [n.rsplit(".", 1)[0] for n in names]  # parents: model.layers.0.mlp
+    return [p for p in patterns if not any(_matcher((p,))(n) for n in names)]
 
 
 # -- reading quantization_config -----------------------------------------------------------------
@@ -117,6 +156,7 @@ def from_quantization_config(qc: Any, where: str) -> dict:
     skip = fields.pop("skip", None) or []
     if not isinstance(skip, (list, tuple)) or not all(isinstance(x, str) for x in skip):
         raise SpecError(f"{where}: quantization_config's list of unquantized modules must be strings, got {skip!r}")
+    check_patterns(tuple(skip), f"{where}: quantization_config")
     return {"quant_method": method, "quant_skip": tuple(skip), **fields}
 
 
@@ -129,20 +169,34 @@ def _bits(qc: dict, where: str, key: str = "bits", kind: str = "int") -> str:
     return dtype
 
 
-def _group(value: Any) -> int:
-    return PER_CHANNEL if value in (None, -1) else int(value)
+def _group(value: Any, where: str = "quantization_config", key: str = "group_size") -> int:
+    """A group size: a whole number of weights, or -1 / null for one scale per output channel."""
+    if value in (None, -1) and not isinstance(value, bool):
+        return PER_CHANNEL
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: quantization_config {key} must be a whole number of weights (or -1), got {value!r}")
+    return value
+
+
+def _block(value: Any, where: str, key: str) -> int:
+    """The first side of a block shape ([128, 128]); a list of whole numbers."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: quantization_config {key} must be a list such as [128, 128], got {value!r}")
+    return _group(value[0], where, key)
 
 
 def _gptq(qc: dict, where: str) -> dict:
     dynamic = qc.get("dynamic") or {}  # GPTQModel: "-:regex" rules leave modules unquantized
+    if not isinstance(dynamic, dict):
+        raise SpecError(f"{where}: quantization_config dynamic must map module patterns to settings, got {dynamic!r}")
     skip = ["re:" + k[2:] for k in dynamic if isinstance(k, str) and k.startswith("-:")]
-    return {"quant_dtype": _bits(qc, where), "quant_group_size": _group(qc.get("group_size", 128)),
+    return {"quant_dtype": _bits(qc, where), "quant_group_size": _group(qc.get("group_size", 128), where),
             "quant_zero_points": qc.get("sym") is False, "skip": skip}
 
 
 def _awq(qc: dict, where: str) -> dict:
     return {"quant_dtype": _bits(qc, where, "bits" if "bits" in qc else "w_bit"),
-            "quant_group_size": _group(qc.get("group_size", qc.get("q_group_size", 128))),
+            "quant_group_size": _group(qc.get("group_size", qc.get("q_group_size", 128)), where),
             "quant_zero_points": qc.get("zero_point", True) is not False, "skip": qc.get("modules_to_not_convert")}
 
 
@@ -154,17 +208,19 @@ def _compressed_tensors(qc: dict, where: str) -> dict:
         raise SpecError(f"{where}: compressed-tensors quantization_config has no config_groups weights")
     dtype = _bits(weights, where, "num_bits", str(weights.get("type", "int")))
     strategy = weights.get("strategy", "tensor")
+    if strategy not in ("tensor", "channel", "group", "block", "tensor_group"):
+        raise SpecError(f"{where}: compressed-tensors strategy {strategy!r} is not tensor, channel, group or block")
     group = {"tensor": PER_TENSOR, "channel": PER_CHANNEL}.get(strategy)
     if group is None:
-        block = weights.get("block_structure") or [weights.get("group_size") or 128]
-        group = int(block[0])
+        group = _block(weights["block_structure"], where, "block_structure") if weights.get("block_structure") \
+            else _group(weights.get("group_size") or 128, where)
     return {"quant_dtype": dtype, "quant_group_size": group,
             "quant_zero_points": weights.get("symmetric", True) is False, "skip": qc.get("ignore")}
 
 
 def _fp8(qc: dict, where: str) -> dict:
     block = qc.get("weight_block_size")
-    return {"quant_dtype": "fp8", "quant_group_size": int(block[0]) if block else PER_TENSOR,
+    return {"quant_dtype": "fp8", "quant_group_size": _block(block, where, "weight_block_size") if block else PER_TENSOR,
             "skip": qc.get("ignored_layers") or qc.get("modules_to_not_convert")}
 
 

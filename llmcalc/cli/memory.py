@@ -170,7 +170,14 @@ def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
     from ..memory.usage import unread
 
     params = {p.name: p for p in ctx.command.params}
-    for field, reason in unread(m, gpu, settings).items():
+    idle = unread(m, gpu, settings)
+    if "keep_16bit" not in idle:
+        from ..quant import unmatched
+
+        for pattern in unmatched(m, settings.keep_16bit):
+            unused(f"--keep-16bit {pattern}", f"on {m.name}: it names no module (they read like "
+                   "model.layers.0.mlp.down_proj, lm_head)", True)
+    for field, reason in idle.items():
         name = _PARAM_OF.get(field, field)
         if name in params:  # given on the command line, not a default (click's ParameterSource)
             source = ctx.get_parameter_source(name)

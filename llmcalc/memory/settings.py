@@ -225,6 +225,10 @@ class MemorySettings:
             raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
         if self.bitsandbytes is not None:
             bnb_version(self.bitsandbytes)
+        if self.keep_16bit:
+            from ..quant import check_patterns
+
+            check_patterns(self.keep_16bit, "--keep-16bit")
         if self.mini_seq > self.seq:
             raise SpecError(f"--mini-seq {self.mini_seq} cannot exceed --seq {self.seq}")
 
@@ -298,7 +302,7 @@ class MemorySettings:
 def bnb_version(text) -> tuple[int, ...]:
     """'0.42.0' -> (0, 42, 0); a malformed version is a usage error."""
     parts = str(text).strip().split(".")
-    if not all(p.isdigit() for p in parts):
+    if not all(p.isascii() and p.isdigit() for p in parts):
         raise SpecError(f"--bitsandbytes takes a release number such as 0.42.0, got {text!r}")
     return tuple(int(p) for p in parts)
 

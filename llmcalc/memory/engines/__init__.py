@@ -29,6 +29,10 @@ class Engine(NamedTuple):
     # SGLang's context_length check (SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN), TensorRT-LLM's
     # max_seq_len from the config; llama.cpp only warns past n_ctx_train and transformers runs on.
     caps_context: bool = True
+    # The releases modelled: before ``first`` (the engine's first public release) a version is a typo;
+    # after ``newest`` the numbers follow ``newest`` and say so.
+    first: str = "0.1"
+    newest: str | None = None  # None: default_version
 
 
 ENGINES: dict[str, Engine] = {
@@ -36,11 +40,12 @@ ENGINES: dict[str, Engine] = {
     # Default: the last release whose default engine was V0, as most published start-up logs show
     # it; --engine-version 0.8 and later follow the V1 engine (see vllm.py).
     "vllm": Engine("vllm", "0.7.3", (((0,), 0.9), ((0, 20), 0.92)),
-                   ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block")),
+                   ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block"), newest="0.31"),  # tests/data: a 0.31 log
     "sglang": Engine("sglang", "0.5.5", (), ("prefill_chunk", "kv_block")),
-    "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block")),
-    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False),
-    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False),
+    "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block"), first="0.5"),
+    "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
+                       first="b1", newest="b7000"),
+    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0"),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
@@ -49,11 +54,12 @@ DEFAULT_ENGINE = "vllm"
 
 def parse_version(text: str) -> tuple[int, ...]:
     """'0.6.4', 'v0.10.2', 'b4747' -> a comparable tuple of integers."""
-    digits = text.strip().lstrip("vVbB")
-    try:
-        return tuple(int(part) for part in digits.split(".") if part != "")
-    except ValueError:
-        raise SpecError(f"--engine-version {text!r} is not a release number (e.g. 0.10.2)") from None
+    digits = text.strip()
+    digits = digits[1:] if digits[:1] in ("v", "V", "b", "B") else digits
+    parts = digits.split(".")
+    if not all(part.isascii() and part.isdigit() and len(part) <= 6 for part in parts):
+        raise SpecError(f"--engine-version {text!r} is not a release number (e.g. 0.10.2)")
+    return tuple(int(part) for part in parts)
 
 
 def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dict]:
@@ -63,8 +69,14 @@ def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dic
     engine = ENGINES[name]
     version = version or engine.default_version
     release = parse_version(version)
-    if not release:
-        raise SpecError(f"--engine-version {version!r} is not a release number (e.g. {engine.default_version})")
+    if release < parse_version(engine.first):
+        raise SpecError(f"--engine-version {version}: {name}'s first release was {engine.first}; give the release you run")
+    newest = engine.newest or engine.default_version
+    if release > parse_version(newest):
+        import warnings
+
+        warnings.warn(f"--engine-version {version} is newer than the {name} releases llmcalc models; the numbers "
+                      f"follow {newest}", UserWarning, stacklevel=2)
     utils = [u for since, u in engine.default_util if release >= since]
     return name, version, {"gpu_util": utils[-1]} if utils else {}
 
