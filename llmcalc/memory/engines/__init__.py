@@ -72,7 +72,7 @@ def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dic
     if release < parse_version(engine.first):
         raise SpecError(f"--engine-version {version}: {name}'s first release was {engine.first}; give the release you run")
     newest = engine.newest or engine.default_version
-    if release > parse_version(newest):
+    if release[:len(parse_version(newest))] > parse_version(newest):  # 0.31.2 is a 0.31 release
         import warnings
 
         warnings.warn(f"--engine-version {version} is newer than the {name} releases llmcalc models; the numbers "
