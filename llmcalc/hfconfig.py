@@ -175,6 +175,9 @@ def from_config(cfg: dict, name: str, generic: bool = False, source: str = "") -
     model_type = str(cfg.get("model_type", ""))
     c = Fields(cfg, name)
     mapper = MAPPERS.get(model_type)
+    if mapper is not None and generic:
+        warnings.warn(f"--generic has no effect on {name}: model_type {model_type} has its own exact mapping",
+                      UserWarning, stacklevel=2)
     if mapper is None and not generic:
         got = f"model_type {model_type!r}" if model_type else "no model_type"
         raise SpecError(f"{name}: {got} is not supported; supported: {', '.join(sorted(MAPPERS, key=str.lower))} "

@@ -65,7 +65,8 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     if multiple_of < 1:
         raise SpecError(f"--multiple-of must be at least 1, got {multiple_of}")
 
-    def at(seq: int) -> Breakdown:
+    def at(seq: int) -> Breakdown:  # below one token per context-parallel rank, probe at one per rank
+        seq = max(seq, s.parallel.cp)
         return memory_breakdown(m, gpu, dataclasses.replace(s, seq=seq, mini_seq=min(s.mini_seq, seq)))
 
     k = largest(lambda k: at(k * multiple_of).summary["fits"], SEARCH_CAP // multiple_of)

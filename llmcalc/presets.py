@@ -284,14 +284,17 @@ def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
 
 def load_model(text: str, generic: bool = False) -> ModelSpec:
     """A model from a preset name, a YAML file, a config.json, a model dir, or a cached hub id."""
-    if ref := _file_ref(text):
-        name, path, fields = _from_file(*ref, "models")
-        return model_from_fields(name, fields, str(path))
-    if text.endswith(".json") or safeio.exists(text, "is_dir") or ("/" in text and not safeio.exists(text)):
+    ref = _file_ref(text)
+    if not ref and (text.endswith(".json") or safeio.exists(text, "is_dir") or ("/" in text and not safeio.exists(text))):
         from . import hfconfig  # lazy: only config.json users pay for it
 
         return hfconfig.load(text, generic=generic)
-    name, path, fields = _lookup("models", text)
+    if generic:
+        import warnings
+
+        warnings.warn(f"--generic has no effect on {text}: it maps a config.json of an unknown model_type, "
+                      "and this is a preset", UserWarning, stacklevel=2)
+    name, path, fields = _from_file(*ref, "models") if ref else _lookup("models", text)
     return model_from_fields(name, fields, str(path))
 
 

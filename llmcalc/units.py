@@ -147,7 +147,7 @@ def fmt_value(value: float, unit: str) -> str:
     if unit == "ratio":
         return f"{value * 100:.2f} %"
     if unit == "token":
-        return f"{value:,.0f} tok"
-    if float(value).is_integer():  # counts: every digit (1,716,586,880, never 1.71659e+09)
+        return f"{value:,.0f} tok" if abs(value) < 2**53 else f"{value:,.6g} tok"
+    if float(value).is_integer() and abs(value) < 2**53:  # counts: every digit, where a float holds them exactly
         return f"{int(value):,}"
     return f"{value:,.6g}"

@@ -22,7 +22,7 @@ from .conftest import run
 OTHER = {"kv_dtype": "fp8", "lora_rank": 64, "lora_targets": ("q", "k", "v", "o"), "lora_dropout": 0.1,
          "bitsandbytes": "0.42.0", "optimizer": "sgd", "loss_dtype": "bf16", "group_size": 32,
          "keep_16bit": ("lm_head",), "attention_impl": "eager", "prefill_chunk": 1024, "max_num_seqs": 8,
-         "enforce_eager": True, "kv_block": 32, "gpu_util": 0.5}
+         "enforce_eager": True, "kv_block": 32, "gpu_util": 0.5, "reserve": 2**30}
 
 SETTINGS = [  # (model, gpu, settings): training and inference under several engines and formats
     ("llama-2-7b", None, dict(mode="train")),
@@ -84,6 +84,8 @@ def test_every_rule_names_a_field_with_an_option():
     (["--lora-rank", "16"], "--lora-rank"),  # the default value, typed: still idle
     (["--group-size", "64"], "--group-size"),
     (["--gpu-util", "0.9"], "--gpu-util"),
+    (["--mode", "infer", "--lora-rank", "8"], "--lora-rank"),
+    (["--mode", "infer", "--reserve", "10GiB"], "--reserve"),
 ])
 def test_each_idle_option_gets_one_warning(args, flag):
     with pytest.warns(UserWarning, match=f"^{flag} has no effect") as seen:

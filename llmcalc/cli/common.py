@@ -200,6 +200,12 @@ def unused(flag: str, reason: str, given: bool) -> None:
         warnings.warn(f"{flag} has no effect {reason}", UnusedOption, stacklevel=2)
 
 
+def warn_formula_options(formula: "enum.Enum", attention: "enum.Enum") -> None:
+    """--attention decides only the detailed component sum; palm's 12LHQT and 6N have rules of their own."""
+    unused("--attention", f"with --formula {formula.value} (only --formula detailed counts attention by it)",
+           attention.value != "full" and formula.value != "detailed")
+
+
 def require_gpus(text: str | None) -> list:
     """GPUs for a command that cannot answer without one."""
     if not text:
@@ -208,17 +214,25 @@ def require_gpus(text: str | None) -> list:
 
 
 def default_seq(model, seq: str | None) -> int:
-    """--seq, else the model's context length capped at 8k tokens (stated in the inputs). A --seq beyond
-    the model's context is computed as asked, with one warning: the model was not trained that long."""
+    """--seq, else the model's context length capped at 8k tokens (stated in the inputs)."""
     if not seq:
         return min(model.max_position_embeddings, 8192)
-    value = parse_length(seq)
-    if value > model.max_position_embeddings:
+    return within_context(model, parse_length(seq), "--seq")
+
+
+def within_context(model, tokens: int, what: str) -> int:
+    """``tokens`` of context (--seq, or --prompt + --output); beyond the model's context it is computed
+    as asked with one warning (the model was not trained that long), beyond 2^31 tokens refused."""
+    from ..units import MAX_LENGTH
+
+    if tokens > MAX_LENGTH:
+        raise SpecError(f"{what} comes to {tokens:,} tokens, more than {MAX_LENGTH:,}; give a real context length")
+    if tokens > model.max_position_embeddings:
         import warnings
 
-        warnings.warn(f"--seq {value:,} is longer than {model.name}'s {model.max_position_embeddings:,}-token "
+        warnings.warn(f"{what} {tokens:,} is longer than {model.name}'s {model.max_position_embeddings:,}-token "
                       "context; the numbers assume it runs that long anyway", Implausible, stacklevel=2)
-    return value
+    return tokens
 
 
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:

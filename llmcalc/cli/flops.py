@@ -8,7 +8,7 @@ import typer
 
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, Formula, FormulaOpt,
                      GenericOpt, GpuOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
-                     TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq, unused)
+                     TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, warn_formula_options)
 from ..units import parse_count
 
 
@@ -41,6 +41,7 @@ def flops(
     unused("--efficiency", "without --tokens and --gpu", efficiency is not None and not (tokens and gpu))
     unused("--gpus", "without --tokens and --gpu", gpus != 1 and not (tokens and gpu))
     unused("--dtype", "without --tokens and --gpu (it picks the GPU's peak)", dtype != Dtype.bf16 and not (tokens and gpu))
+    warn_formula_options(formula, attention)
     eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
 
     def one(m, g):

@@ -10,7 +10,7 @@ from ..spec import Parallelism
 from ..units import parse_length, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
-                     require_gpus)
+                     require_gpus, within_context)
 
 
 @app.command()
@@ -49,8 +49,12 @@ def latency(
         overlap=overlap)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
-    results = _each(_models(model, generic), require_gpus(gpu),
-                    lambda m, g: latency_breakdown(m, g, settings, **targets))
+
+    def one(m, g):
+        within_context(m, settings.prompt + settings.output, "--prompt + --output")
+        return latency_breakdown(m, g, settings, **targets)
+
+    results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
     if check and not all(r.summary.get("feasible", True) for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)

@@ -8,7 +8,7 @@ import typer
 
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
-                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options)
+                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options, within_context)
 from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread
 
 
@@ -36,7 +36,7 @@ def max_seq(
 
     fmt = _fmt(json_, csv_, markdown)
     common = settings_from_options(mode=mode, batch=batch, **options)
-    settings = MemorySettings(seq=common["mini_seq"], **common)  # any valid seq: it is searched
+    settings = MemorySettings(seq=max(common["mini_seq"], common["parallel"].cp), **common)  # any valid seq: it is searched
     floor = parse_length(minimum) if minimum else None
 
     def one(m, g):
@@ -79,13 +79,16 @@ def max_batch(
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
            and not (ttft_target or tpot_target))
     unused("--prompt", "beside --seq (the context is --seq)", bool(prompt and seq))
+    unused("--output", "without --prompt or a latency target (the context is --seq)",
+           bool(output) and not ((prompt and not seq) or ttft_target or tpot_target))
     out_tokens = parse_length(output) if output else 0
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
     common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
-        context = parse_length(prompt) + out_tokens if prompt and not seq else default_seq(m, seq)
+        context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
+            else default_seq(m, seq)
         settings = MemorySettings(seq=context, **common)
         warn_unread(ctx, m, g, settings)
         latency = None

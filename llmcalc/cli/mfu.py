@@ -10,7 +10,7 @@ from ..units import parse_count, parse_seconds
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, Formula,
                      GenericOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus,
-                     unused)
+                     unused, warn_formula_options)
 
 
 @app.command()
@@ -40,6 +40,7 @@ def mfu(
     from ..throughput import Measurement, mfu_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
+    warn_formula_options(formula, attention)
     unused("--per-gpu", "without --tokens-per-s", per_gpu and not tokens_per_s)
     for flag, given in (("--batch", batch != 1), ("--grad-accum", grad_accum != 1)):
         unused(flag, "without --step-time (a rate or GPU-hours already counts tokens)", given and not step_time)

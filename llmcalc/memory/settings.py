@@ -196,7 +196,7 @@ class MemorySettings:
 
     def _resolve_engine(self) -> None:
         """The engine, its version and its defaults for the knobs the user left unset."""
-        name, version, defaults = resolve_engine(self.engine, self.engine_version)
+        name, version, defaults = resolve_engine(self.engine, self.engine_version, self.kv_dtype, self.parallel.cp)
         object.__setattr__(self, "engine", name)
         object.__setattr__(self, "engine_version", version)
         self._fill(**defaults)
@@ -245,6 +245,8 @@ class MemorySettings:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
+        if self.parallel.cp > self.seq:
+            raise SpecError(f"--cp {self.parallel.cp} splits a {self.seq}-token sequence: each rank needs a token at least")
         if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
@@ -314,6 +316,9 @@ def _train_precision(precision: str | None, dtype: str | None, finetune: str) ->
     check_choice("--precision", precision, tuple(PRECISIONS))
     if dtype is None:
         dtype = "fp32" if precision == "fp32" else "bf16"
+    if finetune == "qlora" and dtype not in FLOAT_DTYPES:
+        raise SpecError(f"--finetune qlora holds the frozen base in NF4; --dtype sets the dtype it computes in "
+                        f"(bf16, fp16 or fp32), not {dtype}")
     if finetune == "full":
         if precision == "fp32" and dtype not in ("fp32", "tf32"):
             raise SpecError(f"--precision fp32 trains fp32 weights; --dtype {dtype} contradicts it")

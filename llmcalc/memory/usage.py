@@ -18,6 +18,7 @@ from .settings import MemorySettings
 
 GROUPED_DTYPES = ("int4", "fp4")  # sub-byte weights carry one 16-bit scale per group (placement.ParamSplit)
 READS_ATTENTION_IMPL = ("hf", "llamacpp")  # engines whose working set depends on the kernel (engines/hf.py, llamacpp.py)
+READS_RESERVE = ("hf", "llamacpp")  # engines that allocate as they go, so a fixed reserve adds to their total
 
 
 class Rule(NamedTuple):
@@ -48,6 +49,10 @@ RULES: tuple[Rule, ...] = (
     Rule(("bitsandbytes",), lambda m, g, s: _train(s) and s.finetune != "qlora",
          lambda s: "without --finetune qlora (only QLoRA runs on bitsandbytes' 4-bit matmul)"),
     Rule(("optimizer", "loss_dtype"), lambda m, g, s: not _train(s), lambda s: _INFER),
+    Rule(("lora_rank", "lora_targets"), lambda m, g, s: not _train(s),
+         lambda s: "in inference (serving LoRA adapters is not modelled: the base model is sized)"),
+    Rule(("reserve",), lambda m, g, s: not _train(s) and s.engine not in READS_RESERVE,
+         lambda s: f"with --engine {s.engine} (it sizes its own memory outside the pool; lower --gpu-util instead)"),
     Rule(("group_size",), lambda m, g, s: s.dtype not in GROUPED_DTYPES or _as_shipped(m, s)
          or (_train(s) and s.finetune == "qlora"),
          lambda s: "unless --dtype int4 or fp4 quantizes the weights (only they are stored in groups; "

@@ -33,6 +33,11 @@ class Engine(NamedTuple):
     # after ``newest`` the numbers follow ``newest`` and say so.
     first: str = "0.1"
     newest: str | None = None  # None: default_version
+    # KV-cache dtypes it can hold: vLLM and SGLang kv_cache_dtype (auto = the model's, fp8 variants;
+    # SGLang fp4_e2m1), TensorRT-LLM's quantized KV (fp8, int8, nvfp4), llama.cpp's --cache-type-k/v
+    # (f32, f16, bf16, q8_0, q4_0 ...), transformers' QuantizedCache (int4, int8 through quanto or HQQ).
+    kv_dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16", "fp8")
+    context_parallel: bool = False  # splits one request's context over GPUs (--cp)
 
 
 ENGINES: dict[str, Engine] = {
@@ -41,11 +46,15 @@ ENGINES: dict[str, Engine] = {
     # it; --engine-version 0.8 and later follow the V1 engine (see vllm.py).
     "vllm": Engine("vllm", "0.7.3", (((0,), 0.9), ((0, 20), 0.92)),
                    ("prefill_chunk", "max_num_seqs", "enforce_eager", "kv_block"), newest="0.31"),  # tests/data: a 0.31 log
-    "sglang": Engine("sglang", "0.5.5", (), ("prefill_chunk", "kv_block")),
-    "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block"), first="0.5"),
+    "sglang": Engine("sglang", "0.5.5", (), ("prefill_chunk", "kv_block"),
+                     kv_dtypes=("fp32", "bf16", "fp16", "fp8", "fp4")),
+    # TensorRT-LLM's Mapping has a cp_size (context parallelism for long prompts)
+    "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block"), first="0.5",
+                     kv_dtypes=("fp32", "bf16", "fp16", "fp8", "int8", "fp4"), context_parallel=True),
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
-                       first="b1", newest="b7000"),
-    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0"),
+                       first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0")),
+    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0",
+                 kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4")),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
@@ -62,11 +71,17 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-def resolve_engine(name: str | None, version: str | None) -> tuple[str, str, dict]:
-    """(engine, version, defaults for the settings left unset) for MemorySettings."""
+def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1) -> tuple[str, str, dict]:
+    """(engine, version, defaults for the settings left unset) for MemorySettings; a KV dtype or a
+    context split the engine does not offer is refused."""
     name = name or DEFAULT_ENGINE
     check_choice("--engine", name, tuple(ENGINES))
     engine = ENGINES[name]
+    if kv_dtype not in engine.kv_dtypes:
+        raise SpecError(f"--kv-dtype {kv_dtype}: {name} holds its KV cache in {', '.join(engine.kv_dtypes)}")
+    if cp > 1 and not engine.context_parallel:
+        raise SpecError(f"--cp {cp}: {name} does not split one request's context over GPUs; use --tp or --pp "
+                        "(--engine trtllm has context parallelism)")
     version = version or engine.default_version
     release = parse_version(version)
     if release < parse_version(engine.first):
