@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .spec import SpecError
+
 if TYPE_CHECKING:  # hfconfig imports this module; Fields is needed for annotations only
     from .hfconfig import Fields
 
@@ -47,8 +49,10 @@ def _window(c: Fields, layers: int, every: int | None = None, gate: str | None =
     window = c.get("sliding_window", default=None if stated else default)
     if gate and not c.flag(gate, False):
         return {}
-    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+    if window is None or window is False:
         return {}
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        raise SpecError(f"{c.where}: sliding_window must be a positive number of tokens or null, got {window!r}")
     types = c.get("layer_types")
     if isinstance(types, list) and types:
         n = sum(t == "sliding_attention" for t in types)
@@ -239,7 +243,7 @@ def _gemma2(c: Fields) -> dict:  # Gemma 2: 4 norms per block, every other layer
 
 def _gemma3_text(c: Fields) -> dict:  # Gemma 3: Gemma 2 + q/k RMSNorm(head_dim); 5 local : 1 global
     out = _gemma(c)
-    every = c.int("sliding_window_pattern", default=6)
+    every = c.int("sliding_window_pattern", default=6, minimum=1)
     return {**out, "norms_per_layer": 4, "qk_norm": "head", **_window(c, out["num_hidden_layers"], every=every, default=4096)}
 
 
@@ -291,7 +295,7 @@ def _cohere(c: Fields) -> dict:  # Command R: parallel block, one bias-free Laye
 
 def _cohere2(c: Fields) -> dict:  # Command R7B: Cohere + 3 sliding : 1 global layers
     out = _cohere(c)
-    every = c.int("sliding_window_pattern", default=4)
+    every = c.int("sliding_window_pattern", default=4, minimum=1)
     return {**out, **_window(c, out["num_hidden_layers"], every=every, default=4096)}
 
 
@@ -321,7 +325,9 @@ def _mpt(c: Fields) -> dict:  # MPT: ALiBi, fused Wqkv, no biases (no_bias), tie
     h, heads = c.int("d_model", "hidden_size"), c.int("n_heads", "num_attention_heads")
     attn = c.get("attn_config", default={})
     bias = not c.flag("no_bias", True)
-    alibi = bool(attn.get("alibi", False)) if isinstance(attn, dict) else False
+    if not isinstance(attn, dict) or not isinstance(attn.get("alibi", False), bool):
+        raise SpecError(f"{c.where}: attn_config must be a mapping whose alibi is true or false, got {attn!r}")
+    alibi = attn.get("alibi", False)
     return {"hidden_size": h, "num_hidden_layers": c.int("n_layers", "num_hidden_layers"),
             "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": c.int("vocab_size"),
             "intermediate_size": c.int("expansion_ratio", default=4) * h,
