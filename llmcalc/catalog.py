@@ -45,6 +45,8 @@ SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "memory_ban
 
 def show(name: str) -> tuple[str, dict[str, Any]]:
     """("model" | "GPU", every resolved field) for a preset name or file."""
+    if presets.file_kind(name) == "GPU":  # a GPU file's own errors, not the model reader's
+        return "GPU", presets.spec_to_dict(presets.load_gpu(name))
     try:
         spec = presets.load_model(name)
         fields = presets.spec_to_dict(spec)

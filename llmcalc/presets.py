@@ -282,6 +282,16 @@ def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
                       f"pick one with {path}:NAME")
 
 
+def file_kind(text: str) -> str | None:
+    """"GPU" or "model" for a YAML file (a GPU has tflops, at the top or in its entries); None otherwise."""
+    ref = _file_ref(text)
+    data = read_yaml(ref[0]) if ref else None
+    if not isinstance(data, dict):
+        return None
+    entries = [data] if "tflops" in data or "hidden_size" in data else [v for v in data.values() if isinstance(v, dict)]
+    return "GPU" if any("tflops" in entry for entry in entries) else "model"
+
+
 def load_model(text: str, generic: bool = False) -> ModelSpec:
     """A model from a preset name, a YAML file, a config.json, a model dir, or a cached hub id."""
     ref = _file_ref(text)

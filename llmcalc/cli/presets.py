@@ -20,8 +20,8 @@ def presets_list(
 
     Example: llmcalc presets
     """
-    if ctx.invoked_subcommand:  # `presets --json show NAME`: the format flag serves the subcommand
-        ctx.obj = {"json": json_}
+    if ctx.invoked_subcommand:  # `presets --json show NAME`: the format flags serve the subcommand
+        ctx.obj = {"json": json_, "csv": csv_, "markdown": markdown}
         return
     from ..catalog import LISTING_UNITS, listing
     from ..report import render_listing
@@ -29,38 +29,61 @@ def presets_list(
     render_listing(listing(), LISTING_UNITS, _fmt(json_, csv_, markdown))
 
 
+def _format(ctx: typer.Context, json_: bool, csv_: bool = False, markdown: bool = False) -> str:
+    """The output format asked of a subcommand, or of `presets` before it (`presets --json show h100`)."""
+    given = ctx.obj or {}
+    return _fmt(json_ or given.get("json", False), csv_ or given.get("csv", False),
+                markdown or given.get("markdown", False))
+
+
 @presets_app.command("show")
 def presets_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A model or GPU preset name (or file).")],
-    json_: JsonOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
     """Print one resolved preset, every field with its default filled in.
 
     Example: llmcalc presets show llama-3-8b
     """
-    from ..catalog import show
+    from ..catalog import SHOW_UNITS, show
 
+    fmt = _format(ctx, json_, csv_, markdown)
     kind, fields = show(name)
-    if json_ or (ctx.obj or {}).get("json"):
+    if fmt == "json":
         import json
 
         print(json.dumps({"kind": kind, "name": fields["name"], "fields": fields}, indent=2, allow_nan=False))
         return
-    from ..catalog import SHOW_UNITS
+    if fmt == "csv":  # raw values, as every CSV
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["kind", "field", "value", "unit"])
+        for key, value in fields.items():
+            for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                writer.writerow([kind, f"{key}.{sub}" if sub else key, v, "FLOP/s" if sub else SHOW_UNITS.get(key, "")])
+        return
     from ..report import _display
+
+    rows = [(key, ", ".join(f"{k} {_display(v, 'FLOP/s')}" for k, v in value.items()) if isinstance(value, dict)
+             else _display(value, SHOW_UNITS.get(key))) for key, value in fields.items()]
+    if fmt == "markdown":
+        print(f"### {kind} {fields['name']}\n\n| field | value |\n|---|---|")
+        for key, shown in rows:
+            print(f"| {key} | {shown} |")
+        return
     from ..texttable import Table, use_color
 
     table = Table([("field", "left"), ("value", "left")], title=f"{kind} {fields['name']}")
-    for key, value in fields.items():
-        if isinstance(value, dict):  # peak FLOP/s per dtype
-            value = ", ".join(f"{k} {_display(v, 'FLOP/s')}" for k, v in value.items())
-        table.add_row([key, _display(value, SHOW_UNITS.get(key))])
+    for row in rows:
+        table.add_row(list(row))
     sys.stdout.write(table.render(use_color(sys.stdout)))
 
 
 @presets_app.command("import")
 def presets_import(
+    ctx: typer.Context,
     config: Annotated[str, typer.Argument(help="A config.json, model dir or cached hub id.")],
     name: Annotated[str, typer.Option("--name", help="Preset name to write.")],
     out: Annotated[Optional[str], typer.Option("--out", help="File to write (default: the user preset directory).")] = None,
@@ -75,4 +98,9 @@ def presets_import(
     from ..safeio import shown
 
     path = import_config(config, name, out, generic, force)
+    if (ctx.obj or {}).get("json"):  # `presets --json import`: what was written, as JSON on stdout
+        import json
+
+        print(json.dumps({"kind": "model", "name": name, "path": str(path)}, indent=2))
+        return
     print(f"wrote {shown(path)}", file=sys.stderr)

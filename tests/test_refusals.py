@@ -1,0 +1,165 @@
+"""What is refused (one `error:` line, exit 2) and what is warned about, class by class.
+
+Each case stands for a class a hostile-input battery found (numbers beyond any size, malformed
+quantization configs, regexes that backtrack, engine releases that never existed, combinations an
+engine does not offer, files an import would clobber); the mechanism is tested, not the example.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import run, run_json
+from .test_hostile import GOOD_CONFIG, _fails_cleanly
+
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("args, says", [
+    (["flops", "--model", "gpt2", "--batch", HUGE], "--batch is a 401-digit number"),
+    (["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--gpus", "10" + "0" * 16], "at most 10^15"),
+    (["memory", "--model", "gpt2", "--gpu-util", "nan"], "--gpu-util is nan"),
+    (["latency", "--model", "gpt2", "--gpu", "h100", "--efficiency", "inf"], "--efficiency is inf"),
+    (["--model", "gpt2"], "No such option: --model"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "-1"], "not a release number"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "1..2"], "not a release number"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "0.0.0"], "first release was 0.1"),
+    (["memory", "--model", "llama-3-8b", "--finetune", "qlora", "--bitsandbytes", "\u00b2"], "release number"),
+    (["memory", "--model", "llama-3-8b", "--finetune", "qlora", "--dtype", "int8"], "NF4"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--kv-dtype", "q4_k_m"], "vllm holds its KV cache in"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--cp", "2", "--gpus", "2"], "does not split"),
+    (["memory", "--model", "llama-3-8b", "--cp", "4", "--gpus", "4", "--seq", "2"], "2-token sequence"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit", "re:("],
+     "not a regular expression"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit", "re:(a*)*b"],
+     "exponential time"),
+    (["max-batch", "--model", "gpt2", "--gpu", "h100", "--prompt", "2147483647", "--output", "2147483647"],
+     "more than 2,147,483,648"),
+])
+def test_refused_in_one_line(args, says):
+    _fails_cleanly(run(*args), says)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "999"], "newer than the vllm releases"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit", "lm_haed"],
+     "--keep-16bit lm_haed has no effect on llama-3-8b: it names no module"),
+    (["flops", "--model", "gpt2", "--formula", "palm", "--attention", "causal"], "--attention has no effect"),
+    (["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--attention", "causal"], "--attention has no"),
+    (["max-batch", "--model", "gpt2", "--gpu", "h100", "--output", "100"], "--output has no effect"),
+    (["latency", "--model", "gpt2", "--gpu", "h100", "--prompt", "100000"], "longer than gpt2's 1,024-token"),
+    (["max-batch", "--model", "gpt2", "--gpu", "h100", "--prompt", "100000"], "longer than gpt2's 1,024-token"),
+    (["params", "--model", "llama-2-7b", "--generic"], "--generic has no effect"),
+])
+def test_warned_and_answered(args, says):
+    with pytest.warns(UserWarning, match=says):
+        assert run(*args).exit_code == 0
+
+
+def _config(tmp_path, **changes) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**GOOD_CONFIG, **changes}))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"model_type": "mistral", "sliding_window": -5}, "sliding_window must be a positive number"),
+    ({"model_type": "mistral", "sliding_window": "4096"}, "sliding_window must be a positive number"),
+    ({"model_type": "gemma3_text", "sliding_window_pattern": 0}, "sliding_window_pattern must be at least 1"),
+    ({"model_type": "mpt", "d_model": 64, "n_heads": 4, "n_layers": 2, "max_seq_len": 256,
+      "attn_config": {"alibi": "false"}}, "alibi is true or false"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": "x"}}, "group_size must be"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": True}}, "group_size must be"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4, "dynamic": 5}}, "dynamic must map"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4, "dynamic": {"-:(": {}}}}, "not a regular expression"),
+    ({"quantization_config": {"quant_method": "fp8", "weight_block_size": 128}}, "weight_block_size must be a list"),
+    ({"quantization_config": {"quant_method": "fp8", "weight_block_size": [0, 0]}}, "weight_block_size must be"),
+    ({"quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {
+        "num_bits": 4, "type": "int", "strategy": ["group"]}}}}}, "strategy"),
+    ({"quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {
+        "num_bits": 8, "type": "float", "strategy": "block", "block_structure": "ab"}}}}}, "block_structure must be"),
+])
+def test_malformed_configs(tmp_path, changes, says):
+    _fails_cleanly(run("params", "--model", _config(tmp_path, **changes)), says)
+
+
+def test_norms_per_layer_is_bounded(tmp_path):
+    """Each norm is a saved tensor the activation model loops over: 10^15 of them would never finish."""
+    model = tmp_path / "m.yaml"
+    model.write_text("hidden_size: 64\nnum_hidden_layers: 2\nnum_attention_heads: 4\nvocab_size: 100\n"
+                     "intermediate_size: 128\nmax_position_embeddings: 256\nnorms_per_layer: 10000000\n")
+    _fails_cleanly(run("memory", "--model", str(model)), "norms_per_layer")
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("device_memory_gib: 1000\n", "far more than the datasheet"),
+    ("tdp_w: -1\n", "tdp_w cannot be negative"),
+    ("vendor: [1, 2]\n", "vendor must be text"),
+    ("aliases: abc\n", "aliases must be a list"),
+])
+def test_gpu_files_are_sane(tmp_path, extra, says):
+    gpu = tmp_path / "g.yaml"
+    gpu.write_text("memory_gib: 80\nmemory_bandwidth_tb_s: 3.35\ntflops: {bf16: 989}\n" + extra)
+    _fails_cleanly(run("presets", "show", str(gpu)), says)
+
+
+def test_keep_16bit_matches_in_one_pass():
+    """The combined matcher keeps what the patterns name: Llama-2-7B's down_proj is h·i of each block's
+    4h² + 3hi linear weights (h 4096, i 11008), every layer alike."""
+    from llmcalc.presets import load_model
+    from llmcalc.quant import kept_fraction
+
+    m = load_model("llama-2-7b")
+    h, i = 4096, 11008
+    assert kept_fraction(m, ("re:.*down_proj",)) == pytest.approx(h * i / (4 * h * h + 3 * h * i))
+    assert kept_fraction(m, ("model.layers.0",)) == pytest.approx(1 / 32)
+    assert kept_fraction(m, ("mlp.gate",)) == 0  # a router, which a dense model has not
+
+
+def test_import_never_clobbers(tmp_path):
+    config = _config(tmp_path)
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me")
+    _fails_cleanly(run("presets", "import", config, "--name", "m", "--out", str(existing)), "pass --force")
+    assert existing.read_text() == "keep me"
+    _fails_cleanly(run("presets", "import", config, "--name", "m", "--out", config), "the config being imported")
+    _fails_cleanly(run("presets", "import", config, "--name", "m", "--out", str(tmp_path / "new") + "/"),
+                   "is a directory")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    _fails_cleanly(run("presets", "import", config, "--name", "m", "--out", str(fifo)), "not a regular file")
+    assert run("presets", "import", config, "--name", "m", "--out", str(existing), "--force").exit_code == 0
+    assert "hidden_size: 64" in existing.read_text()
+    written = json.loads(run("presets", "--json", "import", config, "--name", "m", "--out", str(tmp_path / "x.yaml")).stdout)
+    assert written == {"kind": "model", "name": "m", "path": str(tmp_path / "x.yaml")}
+
+
+def test_presets_show_in_every_format():
+    csv_rows = run("presets", "--csv", "show", "h100").stdout.splitlines()
+    assert csv_rows[0] == "kind,field,value,unit" and "GPU,memory_bytes,85899345920,byte" in csv_rows
+    markdown = run("presets", "show", "h100", "--markdown").stdout
+    assert markdown.startswith("### GPU h100-sxm") and "| memory_bytes | 80.0 GiB |" in markdown
+    assert run_json("presets", "show", "h100")["kind"] == "GPU"
+
+
+def _cli(args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(f"{sys.executable} -m llmcalc {args}", shell=True, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **env})
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_that_cannot_be_written():
+    """A full disk on stdout is one line and exit 2; on stderr, a warning is given up on in silence."""
+    for fmt in ("", "--json", "--csv"):
+        full = _cli(f"params --model gpt2 {fmt} >/dev/full")
+        assert full.returncode == 2 and full.stderr == \
+            "error: cannot write the output: No space left on device; write it somewhere else\n"
+    quiet = _cli("memory --model llama-2-7b --seq 100000 2>/dev/full >/dev/null")
+    assert quiet.returncode == 0
+    strict = _cli("memory --model llama-2-7b --seq 100000 >/dev/null", PYTHONWARNINGS="error")
+    assert strict.returncode == 0 and strict.stderr.startswith("warning: --seq 100,000 is longer")
