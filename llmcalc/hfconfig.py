@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import safeio
 
-MAX_LAYERS = 100_000  # layer counts (the deepest published models have ~200); mappers loop over them
+MAX_LAYERS = 10_000  # layer counts (the deepest published models have ~200); mappers loop over them
 from .hfmappers import MAPPERS, map_generic
 from .spec import ModelSpec, SpecError
 

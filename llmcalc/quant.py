@@ -91,6 +91,8 @@ _NESTED_REPEAT = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
 
 def check_patterns(patterns: tuple[str, ...], where: str) -> None:
     """Each ``re:`` pattern compiles and cannot backtrack without end; else a one-line SpecError."""
+    if len(patterns) > 64:  # every module of every layer is matched against them all
+        raise SpecError(f"{where}: {len(patterns)} patterns; at most 64 (one re: pattern can name many modules)")
     for pattern in patterns:
         if not pattern.startswith("re:"):
             continue
@@ -132,13 +134,21 @@ def kept_fraction(m: ModelSpec, skip: tuple[str, ...]) -> float:
 
 
 def unmatched(m: ModelSpec, patterns: tuple[str, ...]) -> list[str]:
-    """The patterns that name no module of ``m`` (a typo: ``lm_haed``), checked against the block
-    linears of the first and last layer and the modules outside the blocks."""
-    names = ["lm_head", "model.embed_tokens", "model.norm",
-             *block_modules(m, 0, m.is_moe and m.num_dense_layers == 0),
-             *block_modules(m, m.num_hidden_layers - 1, m.is_moe)]
-    names += [n.rsplit(".", 1)[0] for n in names]  # parents: model.layers.0.mlp
-    return [p for p in patterns if not any(_matcher((p,))(n) for n in names)]
+    """The dotted names in ``patterns`` that name no module of ``m`` (a typo: ``lm_haed``). A dotted
+    name can only differ between layers by the layer number it spells, so the layers it names (and the
+    first and last) decide it exactly; ``re:`` patterns are the user's own and are not second-guessed."""
+    last = m.num_hidden_layers - 1
+    out = []
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            continue
+        layers = {0, last} | {int(part) for part in pattern.split(".") if part.isdigit() and int(part) <= last}
+        names = ["lm_head", "model.embed_tokens", "model.norm",
+                 *(name for layer in layers for name in block_modules(m, layer, m.is_moe and layer >= m.num_dense_layers))]
+        names += [name.rsplit(".", 1)[0] for name in names]  # parents: model.layers.0.mlp
+        if not any(_matcher((pattern,))(name) for name in names):
+            out.append(pattern)
+    return out
 
 
 # -- reading quantization_config -----------------------------------------------------------------

@@ -166,14 +166,23 @@ def _loader():
 
 def finite(data: Any, path: Path | str) -> Any:
     """``data`` unchanged if every number in it is finite and below MAX_NUMBER (YAML's .inf and .nan,
-    JSON's 1e400, a 400-digit integer); else a SpecError naming the key."""
-    stack = [("", data)]
+    JSON's 1e400, a 400-digit integer) and no node contains itself (YAML can alias a node into its
+    own children: `a: &a [*a]`); else a SpecError naming the key. Shared aliases are fine."""
+    stack, open_nodes = [("", data, False)], set()
     while stack:
-        where, item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((f"{where}.{key}" if where else str(key), value) for key, value in item.items())
-        elif isinstance(item, list):
-            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(item))
+        where, item, leaving = stack.pop()
+        if leaving:
+            open_nodes.discard(id(item))
+        elif isinstance(item, (dict, list)):
+            if id(item) in open_nodes:
+                raise SpecError(f"{shown(path)}: {one_line(where) or 'the value'} contains itself (a YAML alias "
+                                "to an enclosing node); write the values out")
+            open_nodes.add(id(item))
+            stack.append((where, item, True))
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((f"{where}.{key}" if where and isinstance(item, dict) else
+                          str(key) if isinstance(item, dict) else f"{where}[{key}]", value, False)
+                         for key, value in children)
         elif isinstance(item, (int, float)) and not isinstance(item, bool) and not abs(item) < MAX_NUMBER:
             shown_value = item if isinstance(item, float) else f"a {len(str(abs(item)))}-digit number"
             raise SpecError(f"{shown(path)}: {one_line(where) or 'the value'} is {shown_value}; give a finite number")

@@ -171,7 +171,7 @@ def _validate_model(m: ModelSpec) -> None:
 def _check_sizes(m: ModelSpec, where: str) -> None:
     for f in dataclasses.fields(m):  # a hostile file's 10^400 stops here, before float() overflows or loops hang
         # norms_per_layer: 1 (parallel block) to 4 (Gemma-2), each a saved tensor the activation model loops over
-        v, cap = getattr(m, f.name), 8 if f.name == "norms_per_layer" else 10**5 if "layers" in f.name else 10**15
+        v, cap = getattr(m, f.name), 8 if f.name == "norms_per_layer" else 10**4 if "layers" in f.name else 10**15
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= cap:
             raise SpecError(f"{where}: {f.name} = {str(v)[:20]} is not a plausible size (at most {cap:,})")
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",

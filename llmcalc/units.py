@@ -26,6 +26,7 @@ class UnitError(ValueError):
 
 
 MAX_LENGTH = 2**31  # tokens: far beyond any context, small enough to keep every product finite
+MAX_QUANTITY = 1e15  # any count, size or duration typed (spec.py's and the options' cap)
 
 
 def _split(text: str, table: dict[str, float], what: str, example: str, zero: bool = False) -> float:
@@ -34,8 +35,8 @@ def _split(text: str, table: dict[str, float], what: str, example: str, zero: bo
     if not match or match.group(2).lower() not in table:
         raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
     value = float(match.group(1)) * table[match.group(2).lower()]
-    if not math.isfinite(value) or value > 1e30:
-        raise UnitError(f"{text!r} is too large to be {what}")
+    if not math.isfinite(value) or value > MAX_QUANTITY:
+        raise UnitError(f"{text!r} is too large to be {what} (at most 10^15: a petabyte, a quadrillion tokens)")
     if value < 0 or (value == 0 and not zero):
         raise UnitError(f"{text!r} must be more than zero to be {what} (e.g. {example})")
     return value

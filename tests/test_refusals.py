@@ -40,6 +40,15 @@ HUGE = "1" + "0" * 400
      "exponential time"),
     (["max-batch", "--model", "gpt2", "--gpu", "h100", "--prompt", "2147483647", "--output", "2147483647"],
      "more than 2,147,483,648"),
+    (["flops", "--model", "gpt2", "--gpu", "h100", "--tokens", "1e30"], "at most 10^15"),
+    (["memory", "--model", "gpt2", "--gpu-memory", "1e30"], "at most 10^15"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "llamacpp", "--dtype", "fp8"],
+     "llamacpp does not hold weights in it"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "hf", "--dtype", "q4_k_m"],
+     "hf does not hold weights in it"),
+    (["memory", "--model", "llama-3-8b", "--finetune", "lora", "--dtype", "q4_k_m"], "llama.cpp inference format"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit",
+      ",".join(f"model.layers.{i}" for i in range(65))], "at most 64"),
 ])
 def test_refused_in_one_line(args, says):
     _fails_cleanly(run(*args), says)
@@ -88,6 +97,20 @@ def test_malformed_configs(tmp_path, changes, says):
     _fails_cleanly(run("params", "--model", _config(tmp_path, **changes)), says)
 
 
+def test_a_yaml_node_that_contains_itself(tmp_path):
+    """`a: &a [*a]` builds a list inside itself: refused, where a walk over it would never end;
+    an alias shared by two keys (a YAML merge) is fine."""
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [*a]\n")
+    _fails_cleanly(run("params", "--model", str(loop)), "contains itself")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("base: &b {hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100, "
+                      "intermediate_size: 128, max_position_embeddings: 256, mlp_type: gated, norm_type: rmsnorm, "
+                      "position_embedding: rotary, tie_word_embeddings: false, attention_bias: false, "
+                      "attention_out_bias: false, mlp_bias: false}\nm1: *b\nm2: *b\n")
+    assert run_json("params", "--model", f"{shared}:m2")["model"] == "m2"
+
+
 def test_norms_per_layer_is_bounded(tmp_path):
     """Each norm is a saved tensor the activation model loops over: 10^15 of them would never finish."""
     model = tmp_path / "m.yaml"
@@ -119,6 +142,15 @@ def test_keep_16bit_matches_in_one_pass():
     assert kept_fraction(m, ("re:.*down_proj",)) == pytest.approx(h * i / (4 * h * h + 3 * h * i))
     assert kept_fraction(m, ("model.layers.0",)) == pytest.approx(1 / 32)
     assert kept_fraction(m, ("mlp.gate",)) == 0  # a router, which a dense model has not
+
+
+def test_only_names_that_match_nothing_are_warned(recwarn):
+    """A dotted name is checked on the layers it spells; a re: pattern is the user's own."""
+    args = ["memory", "--model", "llama-2-7b", "--mode", "infer", "--dtype", "int4", "--keep-16bit"]
+    assert run(*args, r"model.layers.31,re:.*layers\.17\..*,lm_head,mlp.down_proj").exit_code == 0
+    assert not [w for w in recwarn if "names no module" in str(w.message)]
+    with pytest.warns(UserWarning, match="model.layers.32 has no effect"):
+        run(*args, "model.layers.32")
 
 
 def test_import_never_clobbers(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, HALF_DTYPES, activation_dtype
+from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, GGUF_DTYPES, HALF_DTYPES, activation_dtype
 from ..flops import RECOMPUTE
 from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
@@ -196,7 +196,8 @@ class MemorySettings:
 
     def _resolve_engine(self) -> None:
         """The engine, its version and its defaults for the knobs the user left unset."""
-        name, version, defaults = resolve_engine(self.engine, self.engine_version, self.kv_dtype, self.parallel.cp)
+        name, version, defaults = resolve_engine(self.engine, self.engine_version, self.kv_dtype, self.parallel.cp,
+                                                 self.dtype if self.dtype_given else None)
         object.__setattr__(self, "engine", name)
         object.__setattr__(self, "engine_version", version)
         self._fill(**defaults)
@@ -316,6 +317,9 @@ def _train_precision(precision: str | None, dtype: str | None, finetune: str) ->
     check_choice("--precision", precision, tuple(PRECISIONS))
     if dtype is None:
         dtype = "fp32" if precision == "fp32" else "bf16"
+    if dtype in GGUF_DTYPES:
+        raise SpecError(f"--dtype {dtype} is a llama.cpp inference format; training holds weights in bf16, fp16 "
+                        "or fp32 (a LoRA base also int8, int4 or fp4)")
     if finetune == "qlora" and dtype not in FLOAT_DTYPES:
         raise SpecError(f"--finetune qlora holds the frozen base in NF4; --dtype sets the dtype it computes in "
                         f"(bf16, fp16 or fp32), not {dtype}")

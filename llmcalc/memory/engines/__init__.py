@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import NamedTuple
 
+from ...dtypes import DTYPES, GGUF_DTYPES
 from ...spec import SpecError, check_choice
 
 
@@ -38,6 +39,10 @@ class Engine(NamedTuple):
     # (f32, f16, bf16, q8_0, q4_0 ...), transformers' QuantizedCache (int4, int8 through quanto or HQQ).
     kv_dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16", "fp8")
     context_parallel: bool = False  # splits one request's context over GPUs (--cp)
+    # Weight formats it loads: vLLM and SGLang also read GGUF files; TensorRT-LLM builds from
+    # checkpoints (no GGUF); llama.cpp runs GGUF (its f32/f16/bf16 and quantized types) only;
+    # transformers dequantizes a GGUF file to the torch dtype on load, so it never holds one.
+    weights: tuple[str, ...] = DTYPES
 
 
 ENGINES: dict[str, Engine] = {
@@ -50,11 +55,14 @@ ENGINES: dict[str, Engine] = {
                      kv_dtypes=("fp32", "bf16", "fp16", "fp8", "fp4")),
     # TensorRT-LLM's Mapping has a cp_size (context parallelism for long prompts)
     "trtllm": Engine("trtllm", "1.0", (), ("prefill_chunk", "kv_block"), first="0.5",
-                     kv_dtypes=("fp32", "bf16", "fp16", "fp8", "int8", "fp4"), context_parallel=True),
+                     kv_dtypes=("fp32", "bf16", "fp16", "fp8", "int8", "fp4"), context_parallel=True,
+                     weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
-                       first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0")),
+                       first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0"),
+                       weights=("fp32", "fp16", "bf16", *GGUF_DTYPES)),
     "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0",
-                 kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4")),
+                 kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"),
+                 weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
@@ -71,12 +79,16 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1) -> tuple[str, str, dict]:
-    """(engine, version, defaults for the settings left unset) for MemorySettings; a KV dtype or a
-    context split the engine does not offer is refused."""
+def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1,
+                   dtype: str | None = None) -> tuple[str, str, dict]:
+    """(engine, version, defaults for the settings left unset) for MemorySettings; a weight format,
+    a KV dtype or a context split the engine does not offer is refused."""
     name = name or DEFAULT_ENGINE
     check_choice("--engine", name, tuple(ENGINES))
     engine = ENGINES[name]
+    if dtype is not None and dtype not in engine.weights:
+        raise SpecError(f"--dtype {dtype}: {name} does not hold weights in it; it loads "
+                        f"{', '.join(engine.weights)}")
     if kv_dtype not in engine.kv_dtypes:
         raise SpecError(f"--kv-dtype {kv_dtype}: {name} holds its KV cache in {', '.join(engine.kv_dtypes)}")
     if cp > 1 and not engine.context_parallel:
