@@ -2,6 +2,9 @@
 
 Several breakdowns (``--model a,b``) render side by side: one value column per model.
 Machine formats (JSON, CSV) carry raw base-unit numbers; tables carry formatted ones.
+Terminal tables are drawn by rich, imported on the table path only: they fit the terminal's width
+(the notes column wraps, numbers never do), colour only on a terminal, NO_COLOR and FORCE_COLOR
+honoured, ASCII borders where the stream cannot encode box drawing.
 """
 
 from __future__ import annotations
@@ -44,11 +47,27 @@ def _shown(b: Breakdown, key: str) -> bool:
 
 
 def _row_names(bs: Sequence[Breakdown]) -> list[str]:
-    names: dict[str, None] = {}
+    """Every row name across the results, each where its own result has it: a row only a later
+    result has goes right after the row that precedes it there (not at the end of the table)."""
+    names: list[str] = []
     for b in bs:
+        previous = None
         for row in b.rows:
-            names.setdefault(row.name, None)
-    return list(names)
+            if row.name not in names:
+                names.insert(names.index(previous) + 1 if previous is not None else 0, row.name)
+            previous = row.name
+    return names
+
+
+def _notes(bs: Sequence[Breakdown]) -> list[str]:
+    """The notes of all results; in a comparison a note only some results carry names them."""
+    notes: dict[str, None] = {}
+    for b in bs:
+        for note in b.notes:
+            owners = [x for x in bs if note in x.notes]
+            label = "" if len(owners) == len(bs) else ", ".join(_label(x, bs) for x in owners) + ": "
+            notes.setdefault(label + note, None)
+    return list(notes)
 
 
 def _title(bs: Sequence[Breakdown]) -> str:
@@ -120,9 +139,8 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
         lines.append("| " + " | ".join(_cells(bs, name)) + " |")
     for key, *values in _summary_cells(bs):
         lines.append("| " + " | ".join([f"**{key}**", *values] + ([""] * 2 if not many else [])) + " |")
-    notes = [n for b in bs for n in b.notes]
-    return "\n".join([f"### {_title(bs)}", ""] + lines
-                     + ([""] + [f"- {n}" for n in dict.fromkeys(notes)] if notes else [])) + "\n"
+    notes = _notes(bs)
+    return "\n".join([f"### {_title(bs)}", ""] + lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
 
 
 def _table_title(bs: Sequence[Breakdown]) -> str:
@@ -131,22 +149,63 @@ def _table_title(bs: Sequence[Breakdown]) -> str:
     return _title(bs) + ("  (memory in binary units: 1 GiB = 2^30 bytes)" if binary else "")
 
 
+def console(stream: TextIO):
+    """A rich Console on ``stream``: its width the terminal's (or $COLUMNS, else 80), colour only on
+    a terminal unless FORCE_COLOR, none under NO_COLOR, no guessing of styles from the text."""
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, soft_wrap=False, emoji=False, markup=False)
+
+
+def new_table(columns: Sequence[tuple[str, str]]):
+    """A rich Table in llmcalc's look: a heavy rule under the header, light rules between columns.
+    Columns are (header, kind): "name" (left), "number" (right), both never wrapped, and "note"
+    (left, wraps at words: the one column that gives way to the terminal's width)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.MINIMAL_HEAVY_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for header, kind in columns:
+        if kind == "note":
+            table.add_column(header, style="dim", overflow="fold", min_width=12)
+        else:
+            table.add_column(header, justify="right" if kind == "number" else "left", no_wrap=True)
+    return table
+
+
+def print_table(renderable, stream: TextIO, title: str = "", caption: str = "") -> None:
+    """Print a rich renderable on ``stream`` at its width, a bold title above and a dim caption below
+    (both wrapped at words), without the spaces rich pads lines with."""
+    import re
+
+    from rich.text import Text
+
+    target = console(stream)
+    with target.capture() as captured:
+        if title:
+            target.print(Text(title, style="bold"))
+        target.print(renderable)
+        if caption:
+            target.print(Text(caption, style="dim"))
+    stream.write(re.sub(r" +((?:\x1b\[[0-9;]*m)*)$", r"\1", captured.get(), flags=re.M))
+
+
 def _build_table(bs: Sequence[Breakdown]):
     """The rows, then a section of the summary entries that are not rows."""
-    from .texttable import Table
-
     many = len(bs) > 1
-    columns = [("", "left")] + ([(_label(b, bs), "right") for b in bs] if many
-                                else [("value", "right"), ("share", "right"), ("", "left")])
-    table = Table(columns, title=_table_title(bs), caption=_caption(bs))
+    columns = [("", "name")] + ([(_label(b, bs), "number") for b in bs] if many
+                                else [("value", "number"), ("share", "number"), ("", "note")])
+    table = new_table(columns)
+    if not many and not any(b.share(r) is not None for b in bs for r in b.rows):  # no row has a total
+        table.columns[2].visible = False  # type: ignore[attr-defined]
     for name in _row_names(bs):
-        styles = [None if "/" not in name else "dim"] + [None] * len(bs) + ([] if many else ["dim", "dim"])
-        table.add_row(_cells(bs, name), "bold" if name in ("total", "forward") else None, styles)
+        style = "bold" if name in ("total", "forward") else "dim" if "/" in name else None
+        table.add_row(*_cells(bs, name), style=style)
     summary = _summary_cells(bs)
     if summary:
         table.add_section()
         for cells in summary:
-            table.add_row(cells, "cyan")
+            table.add_row(*cells, *([""] * (len(columns) - len(cells))), style="cyan")
     return table
 
 
@@ -154,35 +213,40 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
     """A terminal table: hierarchical rows, right-justified values, share of total, notes."""
     import sys
 
-    from .texttable import paint, use_color
+    from rich.text import Text
 
     stream = out or sys.stdout
-    color = use_color(stream)
+    print_table(_build_table(bs), stream, _table_title(bs), _caption(bs))
     first = bs[0]
-    stream.write(_build_table(bs).render(color))
+    lines = []
     if len(bs) == 1 and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
-        stream.write(split_bar(first, color))
-    for note in dict.fromkeys(n for b in bs for n in b.notes):
-        stream.write(paint(f"· {note}", "dim", color) + "\n")
+        width = console(stream).width
+        lines += split_bar(first, min(60, max(20, width - 2)), width)
+    lines += [Text(f"· {note}", style="dim") for note in _notes(bs)]
+    if lines:
+        print_table(Text("\n").join(lines), stream)
 
 
 _BAR_STYLES = ("cyan", "green", "yellow", "red", "bold", "dim")
 _BAR_GLYPHS = "█▓▒░▚▞"
 
 
-def split_bar(b: Breakdown, color: bool, width: int = 60) -> str:
-    """One stacked bar over the top-level rows (shares of ``total``), with a legend."""
-    from .texttable import paint
+def split_bar(b: Breakdown, width: int = 60, line: int = 80) -> list:
+    """One stacked bar over the top-level rows (shares of ``total``), and a legend packed into lines of
+    ``line`` characters, never splitting an entry (rich Texts; the glyphs tell parts apart without colour)."""
+    from rich.text import Text
 
     total = b.value("total")
     parts = [r for r in b.rows if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
-    bar, legend = [], []
+    bar, legend = Text(), [Text()]
     for i, row in enumerate(parts):
         style, glyph = _BAR_STYLES[i % len(_BAR_STYLES)], _BAR_GLYPHS[i % len(_BAR_GLYPHS)]
-        cells = round(width * row.value / total)
-        bar.append(paint(glyph * cells, style, color))
-        legend.append(paint(f"{glyph} {row.name} {row.value / total:.0%}", style, color))
-    return "".join(bar) + "\n" + "  ".join(legend) + "\n"
+        bar.append(glyph * round(width * row.value / total), style)
+        entry = f"{glyph} {row.name} {row.value / total:.0%}"
+        if legend[-1] and len(legend[-1]) + 2 + len(entry) > line:
+            legend.append(Text())
+        legend[-1].append(("  " if legend[-1] else "") + entry, style)
+    return [bar, *legend]
 
 
 def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None) -> None:
@@ -205,35 +269,46 @@ def render_listing(sections: dict[str, list[dict]], units: dict[str, str], fmt: 
     import sys
 
     stream = out or sys.stdout
+    sections = {kind: records for kind, records in sections.items() if records}
     if fmt == "json":
         stream.write(json.dumps(sections, indent=2) + "\n")
-        return
-    if fmt == "csv":
+    elif fmt == "csv":
         writer = csv.writer(stream, lineterminator="\n")
         for kind, records in sections.items():
-            if records:
-                writer.writerow(["kind"] + list(records[0]))
-                for rec in records:
-                    writer.writerow([kind] + list(rec.values()))
-        return
-    if fmt == "markdown":
+            writer.writerow(["kind"] + list(records[0]))
+            writer.writerows([kind] + list(rec.values()) for rec in records)
+    else:
         for kind, records in sections.items():
-            if not records:
-                continue
-            keys = list(records[0])
-            stream.write(f"### {kind}\n\n| " + " | ".join(keys) + " |\n|" + "|".join("---" for _ in keys) + "|\n")
-            for rec in records:
-                stream.write("| " + " | ".join(_display(rec[k], units.get(k)) for k in keys) + " |\n")
+            cells = [{k: _display(v, units.get(k)) for k, v in rec.items()} for rec in records]
+            (_markdown_listing if fmt == "markdown" else _table_listing)(kind, cells, stream)
             stream.write("\n")
-        return
-    from .texttable import Table, use_color
 
-    for kind, records in sections.items():
-        if not records:
-            continue
-        keys = list(records[0])
-        table = Table([(k, "left" if k in ("name", "vendor", "attention", "mlp") else "right") for k in keys],
-                      title=kind)
-        for rec in records:
-            table.add_row([_display(rec[k], units.get(k)) for k in keys])
-        stream.write(table.render(use_color(stream)) + "\n")
+
+def _markdown_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) -> None:
+    keys = list(cells[0])
+    stream.write(f"### {kind}\n\n| " + " | ".join(keys) + " |\n|" + "|".join("---" for _ in keys) + "|\n")
+    for row in cells:
+        stream.write("| " + " | ".join(row[k] for k in keys) + " |\n")
+
+
+def _table_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) -> None:
+    """As many whole columns as the terminal holds, and how many more there are."""
+    keys = _fitting(list(cells[0]), cells, console(stream).width)
+    table = new_table([(k, "name" if k in ("name", "vendor", "attention", "mlp") else "number") for k in keys])
+    for row in cells:
+        table.add_row(*[row[k] for k in keys])
+    left = len(cells[0]) - len(keys)
+    print_table(table, stream, kind, f"{left} more column(s) in a wider terminal or with --json" if left else "")
+
+
+def _fitting(keys: list[str], cells: list[dict[str, str]], width: int) -> list[str]:
+    """The leading columns whose widest cells fit in ``width`` (3 characters between columns): a
+    listing shows whole columns, never numbers cut short."""
+    used, kept = 0, []
+    for key in keys:
+        need = max(len(key), *(len(row[key]) for row in cells)) + (3 if kept else 0)
+        if kept and used + need > width:
+            break
+        used += need
+        kept.append(key)
+    return kept

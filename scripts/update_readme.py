@@ -21,21 +21,27 @@ LISTING_ROWS = 6  # `llmcalc presets` is long; the README shows its head
 
 
 def run(command: str) -> tuple[str, int]:
+    """Run ``llmcalc ...`` at 100 columns (or ``COLUMNS=80 llmcalc ...`` at the width it names)."""
     from typer.testing import CliRunner
 
     from llmcalc.cli import app, load_commands
 
     load_commands()
-    result = CliRunner().invoke(app, shlex.split(command)[1:], env={"COLUMNS": "100", "NO_COLOR": "1"})
+    words = shlex.split(command)
+    env = {"COLUMNS": "100", "NO_COLOR": "1"}
+    while "=" in words[0]:
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    result = CliRunner().invoke(app, words[1:], env=env)
     return result.stdout, result.exit_code
 
 
 def render_block(body: str) -> str:
-    if not body.startswith("$ llmcalc"):
+    if not body.startswith(("$ llmcalc", "$ COLUMNS=")):
         return body
     out, code = [], 0
     for line in body.splitlines():
-        if line.startswith("$ llmcalc"):
+        if line.startswith(("$ llmcalc", "$ COLUMNS=")):
             text, code = run(line[2:])
             lines = text.rstrip("\n").splitlines()
             if line.strip() == "$ llmcalc presets":

@@ -110,8 +110,19 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"llmcalc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
+                                                    help="Print llmcalc's version and exit.")] = None,
+) -> None:
     """Size transformer LLMs: parameters, FLOPs, memory per GPU, MFU, latency and limits."""
 
 

@@ -73,12 +73,12 @@ def presets_show(
         for key, shown in rows:
             print(f"| {key} | {shown} |")
         return
-    from ..texttable import Table, use_color
+    from ..report import new_table, print_table
 
-    table = Table([("field", "left"), ("value", "left")], title=f"{kind} {fields['name']}")
+    table = new_table([("field", "name"), ("value", "note")])
     for row in rows:
-        table.add_row(list(row))
-    sys.stdout.write(table.render(use_color(sys.stdout)))
+        table.add_row(*row)
+    print_table(table, sys.stdout, f"{kind} {fields['name']}")
 
 
 @presets_app.command("import")

@@ -1,0 +1,88 @@
+"""Terminal tables (rich): they fit the width they are given, numbers stay whole, order is natural."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from llmcalc.cli import app
+from llmcalc.report import _display
+
+COMMANDS = [
+    ["params", "--model", "llama-2-7b"],
+    ["params", "--model", "llama-2-7b,mixtral-8x7b,deepseek-v3"],
+    ["flops", "--model", "llama-3-8b", "--tokens", "15T", "--gpu", "h100", "--gpus", "1024"],
+    ["memory", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--zero", "3", "--gpus", "8"],
+    ["memory", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer"],
+    ["memory", "--model", "llama-3.1-8b", "--gpu", "h100,l40s", "--mode", "infer"],
+    ["max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--mini-seq", "4"],
+    ["max-batch", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "2", "--seq", "4000", "--dtype", "fp16"],
+    ["mfu", "--model", "llama-3-70b", "--gpu", "h100", "--seq", "8192", "--tokens", "15T", "--gpu-hours", "6.4M"],
+    ["latency", "--model", "llama-2-70b", "--gpu", "a800", "--gpus", "8", "--prompt", "3800"],
+    ["presets"],
+    ["presets", "show", "h100"],
+]
+
+
+def _table(args: list[str], width: int) -> str:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    assert result.exit_code in (0, 1), result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("width", [80, 200])
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:3]))
+def test_tables_fit_the_width(args, width):
+    lines = _table(args, width).splitlines()
+    assert lines and max(len(line) for line in lines) <= width
+    assert not any(line != line.rstrip() for line in lines)  # no padding trails a line
+
+
+@pytest.mark.parametrize("args", [a for a in COMMANDS if a[0] != "presets"], ids=lambda a: " ".join(a[:3]))
+def test_numbers_are_never_split(args):
+    """Every row's value, as the table formats it, stands whole on one line even at 80 columns."""
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    results = data.get("results", [data])
+    text = _table(args, 80).splitlines()
+    for result in results:
+        for row in result["rows"]:
+            shown = _display(row["value"], row["unit"])
+            assert any(shown in line for line in text), (row["name"], shown)
+
+
+def test_comparison_rows_stay_in_their_place_and_notes_say_whose():
+    """Rows only Mixtral has (router, experts) sit among the MLP rows, not after the totals."""
+    text = _table(["params", "--model", "llama-2-7b,mixtral-8x7b"], 200)
+    names = [line.split("│")[0].strip() for line in text.splitlines() if "│" in line]
+    assert names.index("mlp/experts") < names.index("mlp") < names.index("total")
+    from llmcalc.report import _notes
+    from llmcalc.breakdown import Breakdown
+
+    a = Breakdown(command="x", title="", model="a", gpu=None, rows=(), notes=("shared", "only a"))
+    b = Breakdown(command="x", title="", model="b", gpu=None, rows=(), notes=("shared",))
+    assert _notes([a, b]) == ["shared", "a: only a"]
+
+
+def test_version():
+    from llmcalc import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"llmcalc {__version__}\n"
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1) == __version__
+
+
+def test_machine_formats_never_import_rich():
+    code = ("import sys; sys.argv = ['llmcalc', 'memory', '--model', 'llama-2-7b', '--json']\n"
+            "from llmcalc.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(any(m == 'rich' or m.startswith('rich.') for m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "False"
