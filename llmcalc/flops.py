@@ -224,3 +224,8 @@ def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) 
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name,
         gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes), inputs=asdict(s),
     )
+
+
+from . import _make_callable  # noqa: E402 - llmcalc.flops(...) is the API function (llmcalc/__init__.py)
+
+_make_callable(__name__)

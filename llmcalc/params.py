@@ -274,3 +274,8 @@ def _shape(lin: Linear) -> str:
 
 def _int(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
+
+
+from . import _make_callable  # noqa: E402 - llmcalc.params(...) is the API function (llmcalc/__init__.py)
+
+_make_callable(__name__)

@@ -48,3 +48,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
+
+
+from .. import _make_callable  # noqa: E402 - llmcalc.memory(...) is the API function (llmcalc/__init__.py)
+
+_make_callable(__name__)

@@ -1,0 +1,184 @@
+"""The Python API, for notebooks and scripts: the CLI's answers as objects.
+
+    >>> import llmcalc
+    >>> llmcalc.memory("llama-3.1-8b", "h100", mode="infer", seq="8k").summary["max_concurrency"]
+
+Each function takes a model (preset name, YAML file, config.json, or a ModelSpec), a GPU where one
+is needed (preset name, file or GPUSpec), and the CLI's settings as keywords (their option names
+with underscores: ``gpu_memory="80GB"``, ``lora_targets="q,v"``); lengths, sizes and durations may
+be numbers or the CLI's strings ("8k", "80GB", "650ms"). Each returns a Result: the same Breakdown
+the CLI renders, shown as a table in Jupyter, with ``to_dict()`` and ``to_pandas()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .breakdown import Breakdown
+from .spec import GPUSpec, ModelSpec, Parallelism, SpecError
+
+__all__ = ["Result", "params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch"]
+
+
+class Result(Breakdown):
+    """A Breakdown that shows itself in Jupyter (Markdown, HTML) and converts to a pandas DataFrame."""
+
+    def _repr_markdown_(self) -> str:
+        from .report import to_markdown
+
+        return to_markdown([self])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(f"<tr><td>{html.escape(r.name)}</td><td style='text-align:right'>{html.escape(_shown(r))}"
+                       f"</td><td>{html.escape(r.note)}</td></tr>" for r in self.rows)
+        return f"<b>{html.escape(self.title)}</b><table>{rows}</table>"
+
+    def to_pandas(self):
+        """The rows as a DataFrame (name, value in base units, unit, share of total, note); needs pandas."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+        return pandas.DataFrame([{"name": r.name, "value": r.value, "unit": r.unit, "share": self.share(r),
+                                  "note": r.note} for r in self.rows])
+
+
+def _shown(row) -> str:
+    from .report import _display
+
+    return _display(row.value, row.unit)
+
+
+def _result(b: Breakdown) -> Result:
+    return Result(**{f.name: getattr(b, f.name) for f in dataclasses.fields(b) if f.init})
+
+
+def _model(model: str | ModelSpec) -> ModelSpec:
+    from .presets import load_model
+
+    return model if isinstance(model, ModelSpec) else load_model(model)
+
+
+def _gpu(gpu: str | GPUSpec | None) -> GPUSpec | None:
+    from .presets import load_gpu
+
+    return gpu if gpu is None or isinstance(gpu, GPUSpec) else load_gpu(gpu)
+
+
+def _need_gpu(gpu: str | GPUSpec | None, what: str) -> GPUSpec:
+    if gpu is None:
+        raise SpecError(f"{what} needs a gpu (a preset name such as 'h100', or a GPUSpec)")
+    return _gpu(gpu)
+
+
+# Settings given as CLI strings: the parser each one goes through.
+_LENGTHS = ("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum")
+_BYTES = ("gpu_memory", "reserve")
+_SECONDS = ("step_time", "ttft_target", "tpot_target")
+_COUNTS = ("tokens", "tokens_per_s", "gpu_hours")
+_LISTS = ("offload", "lora_targets", "keep_16bit")
+_LAYOUT = ("gpus", "tp", "pp", "dp", "cp", "ep", "sp")
+
+
+def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's strings ("8k", "80GB", "650ms", "q,v") as numbers and tuples; numbers pass as they are."""
+    from .units import parse_bytes, parse_count, parse_length, parse_seconds
+
+    parsers = {**dict.fromkeys(_LENGTHS, parse_length), **dict.fromkeys(_BYTES, parse_bytes),
+               **dict.fromkeys(_SECONDS, parse_seconds), **dict.fromkeys(_COUNTS, parse_count)}
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, str) and key in parsers:
+            value = parsers[key](value)
+        elif isinstance(value, str) and key in _LISTS:
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        out[key] = value
+    return out
+
+
+def params(model: str | ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Result:
+    """Parameters per component, active per token, weight and checkpoint bytes (`llmcalc params`)."""
+    from .params import params_breakdown
+
+    return _result(params_breakdown(_model(model), dtype, optimizer))
+
+
+def flops(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: Any) -> Result:
+    """FLOPs per step and per token; with ``tokens`` and a gpu, the budget's time (`llmcalc flops`).
+    Settings: seq (default: the context, at most 8k), batch, grad_accum, attention, recompute,
+    formula, tokens, gpus, efficiency (default 0.4), dtype."""
+    from .flops import FlopsSettings, flops_breakdown
+
+    m, s = _model(model), _coerce(settings)
+    s.setdefault("seq", min(m.max_position_embeddings, 8192))
+    s.setdefault("efficiency", 0.4)
+    return _result(flops_breakdown(m, FlopsSettings(**s), _gpu(gpu)))
+
+
+def _memory_settings(m: ModelSpec, settings: dict[str, Any], mode_default: str = "train"):
+    from .memory import MemorySettings
+
+    s = _coerce(settings)
+    mode = s.setdefault("mode", mode_default)
+    layout = {key: s.pop(key) for key in _LAYOUT if key in s}
+    s.setdefault("seq", min(m.max_position_embeddings, 8192))
+    return MemorySettings(parallel=Parallelism.resolve(**layout, mode=mode), **s)
+
+
+def memory(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: Any) -> Result:
+    """Memory per GPU and whether it fits (`llmcalc memory`). Settings: every MemorySettings field
+    (mode, seq, batch, dtype, zero, recompute, finetune, engine ...) and the layout (gpus, tp, pp,
+    dp, cp, ep, sp) as keywords."""
+    from .memory import memory_breakdown
+
+    m = _model(model)
+    return _result(memory_breakdown(m, _gpu(gpu), _memory_settings(m, settings)))
+
+
+def max_seq(model: str | ModelSpec, gpu: str | GPUSpec | None = None, multiple_of: int | str = 1,
+            minimum: int | str | None = None, **settings: Any) -> Result:
+    """The longest sequence that fits (`llmcalc max-seq`); settings as `memory`."""
+    from .limits import max_seq_breakdown
+
+    m, extra = _model(model), _coerce({"multiple_of": multiple_of, "minimum": minimum})
+    probe = max(settings.get("mini_seq", 1), settings.get("cp") or 1)  # any valid length: it is searched
+    s = _memory_settings(m, {**settings, "seq": probe})
+    return _result(max_seq_breakdown(m, _gpu(gpu), s, extra["multiple_of"], extra["minimum"]))
+
+
+def max_batch(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: Any) -> Result:
+    """The most concurrent requests (infer, the default) or the largest micro-batch (mode="train")
+    that fit (`llmcalc max-batch`); settings as `memory`."""
+    from .limits import max_batch_breakdown
+
+    m = _model(model)
+    return _result(max_batch_breakdown(m, _gpu(gpu), _memory_settings(m, settings, mode_default="infer")))
+
+
+def mfu(model: str | ModelSpec, gpu: str | GPUSpec, seq: int | str | None = None, batch: int = 1,
+        grad_accum: int = 1, gpus: int | None = None, dtype: str = "bf16", formula: str = "palm",
+        attention: str = "full", recompute: str = "none", **measured: Any) -> Result:
+    """MFU and HFU of a measured run (`llmcalc mfu`): one of step_time, tokens_per_s (per_gpu=True for
+    a per-GPU rate) or gpu_hours with tokens."""
+    from .throughput import Measurement, mfu_breakdown
+
+    m = _model(model)
+    length = _coerce({"seq": seq})["seq"] if seq is not None else min(m.max_position_embeddings, 8192)
+    return _result(mfu_breakdown(m, _need_gpu(gpu, "mfu"), Measurement(**_coerce(measured)), length, batch,
+                                 grad_accum, gpus, dtype, formula, attention, recompute))
+
+
+def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_target: float | str | None = None,
+            tpot_target: float | str | None = None, **settings: Any) -> Result:
+    """Roofline lower bounds for serving (`llmcalc latency`). Settings: batch, prompt, output, dtype,
+    kv_dtype, attention, compute_efficiency, bandwidth_efficiency, overlap; tp (default all gpus)."""
+    from .throughput import ServeSettings, latency_breakdown
+
+    s = _coerce(settings)
+    layout = Parallelism.resolve(gpus, tp=s.pop("tp", None), mode="infer")
+    targets = _coerce({"ttft_target": ttft_target, "tpot_target": tpot_target})
+    return _result(latency_breakdown(_model(model), _need_gpu(gpu, "latency"),
+                                     ServeSettings(tp=layout.tp, dp=layout.dp, **s), **targets))
