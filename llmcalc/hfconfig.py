@@ -19,6 +19,10 @@ from .hfmappers import MAPPERS, map_generic
 from .spec import ModelSpec, SpecError
 
 
+class NotCached(SpecError):
+    """A hub id whose config.json is not in the local Hugging Face cache."""
+
+
 class HFConfigWarning(UserWarning):
     """A config.json mapped only approximately: an unknown model_type read with generic=True."""
 
@@ -48,7 +52,7 @@ def hub_cache_dir() -> Path | None:
     return cache_home / "huggingface" / "hub" if cache_home is not None else None
 
 
-def _is_hub_id(text: str) -> bool:
+def is_hub_id(text: str) -> bool:
     org, sep, name = text.partition("/")
     ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
     return bool(sep and org and name) and set(org) <= ok and set(name) <= ok and not org.startswith(".")
@@ -75,7 +79,7 @@ def _from_hub_cache(hub_id: str) -> Path:
             return pinned
     found = [d / "config.json" for d in snapshots.glob("*") if (d / "config.json").is_file()]
     if not found:
-        raise SpecError(f"{hub_id} is not in the local Hugging Face cache ({safeio.shown(cache)}); get it with "
+        raise NotCached(f"{hub_id} is not in the local Hugging Face cache ({safeio.shown(cache)}); get it with "
                         f"`huggingface-cli download {hub_id} config.json`, or pass the path to its config.json")
     return max(found, key=lambda p: p.parent.stat().st_mtime)
 
@@ -94,7 +98,7 @@ def resolve(text: str) -> tuple[Path, str, str]:
         name = path.resolve().parent.name if path.name == "config.json" else path.stem
         return path, name or path.stem, str(path)
     hub_id = text.rstrip("/")
-    if text.endswith(".json") or not _is_hub_id(hub_id):
+    if text.endswith(".json") or not is_hub_id(hub_id):
         raise SpecError(f"{text}: no such file or directory")
     config = _from_hub_cache(hub_id)
     return config, hub_id, f"https://huggingface.co/{hub_id}/blob/main/config.json"

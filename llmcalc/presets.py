@@ -282,6 +282,19 @@ def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
                       f"pick one with {path}:NAME")
 
 
+def preset_for_hub_id(hub_id: str) -> tuple[str, str] | None:
+    """(preset, how it matched): the built-in model preset made from ``hub_id``'s config.json (its
+    ``source`` names the repo), else the one whose name or alias is the repo's (Llama-3.1-8B)."""
+    entries, aliases = catalog("models")
+    wanted = f"huggingface.co/{hub_id}/".lower()
+    for name, (_, fields) in entries.items():
+        if wanted in str(fields.get("source", "")).lower():
+            return name, "made from that repository's config.json"
+    repo = hub_id.rpartition("/")[2].lower()
+    name = repo if repo in entries else aliases.get(repo)
+    return (name, "of the same name") if name else None
+
+
 def file_kind(text: str) -> str | None:
     """"GPU" or "model" for a YAML file (a GPU has tflops, at the top or in its entries); None otherwise."""
     ref = _file_ref(text)
@@ -298,7 +311,17 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
     if not ref and (text.endswith(".json") or safeio.exists(text, "is_dir") or ("/" in text and not safeio.exists(text))):
         from . import hfconfig  # lazy: only config.json users pay for it
 
-        return hfconfig.load(text, generic=generic)
+        try:
+            return hfconfig.load(text, generic=generic)
+        except hfconfig.NotCached:
+            found = preset_for_hub_id(text)
+            if found is None:
+                raise
+        import warnings
+
+        warnings.warn(f"{text} is not in the local Hugging Face cache; using the built-in preset {found[0]}, "
+                      f"{found[1]}", UserWarning, stacklevel=2)
+        text = found[0]
     if generic:
         import warnings
 

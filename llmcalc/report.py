@@ -101,9 +101,11 @@ def _caption(bs: Sequence[Breakdown]) -> str:
     parts = []
     for key in shared:
         value = first.inputs[key]
-        if value in (None, "", False) or isinstance(value, (dict, list, tuple)):
+        if value in (None, "", False) or isinstance(value, dict) or value in ([], ()):
             continue
-        if isinstance(value, float) and first.inputs.unit(key) is None:
+        if isinstance(value, (list, tuple)):  # keep_16bit, lora_targets, offload: the names, comma-joined
+            parts.append(f"{key} {','.join(map(str, value))}")
+        elif isinstance(value, float) and first.inputs.unit(key) is None:
             parts.append(f"{key} {value:g}")
         else:
             parts.append(f"{key} {_display(value, first.inputs.unit(key))}")

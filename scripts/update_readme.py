@@ -32,8 +32,12 @@ def run(command: str) -> tuple[str, int]:
     while "=" in words[0]:
         key, _, value = words.pop(0).partition("=")
         env[key] = value
-    result = CliRunner().invoke(app, words[1:], env=env)
-    return result.stdout, result.exit_code
+    try:  # stdout only: click 8.2+ keeps stderr apart by itself, 8.1 when asked
+        cli = CliRunner(mix_stderr=False)
+    except TypeError:
+        cli = CliRunner()
+    result = cli.invoke(app, words[1:], env=env)
+    return result.stdout, int(result.exit_code)
 
 
 def render_block(body: str) -> str:

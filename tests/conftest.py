@@ -24,9 +24,17 @@ def _isolated_presets(tmp_path, monkeypatch):
     presets.catalog.cache_clear()
 
 
+def runner() -> CliRunner:
+    """A CliRunner keeping stderr apart from stdout (click 8.2+ always does; 8.1 needs mix_stderr=False)."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
 def run(*args: str):
     """Invoke `llmcalc ARGS`; returns the click Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(app, list(args))
+    return runner().invoke(app, list(args))
 
 
 def run_json(*args: str) -> dict:

@@ -25,7 +25,7 @@ HUGE = "1" + "0" * 400
     (["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--gpus", "10" + "0" * 16], "at most 10^15"),
     (["memory", "--model", "gpt2", "--gpu-util", "nan"], "--gpu-util is nan"),
     (["latency", "--model", "gpt2", "--gpu", "h100", "--efficiency", "inf"], "--efficiency is inf"),
-    (["--model", "gpt2"], "No such option: --model"),
+    (["--model", "gpt2"], "No such option"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "-1"], "not a release number"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "1..2"], "not a release number"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine-version", "0.0.0"], "first release was 0.1"),

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
+
 
 from llmcalc.cli import app
 from llmcalc.report import _display
+
+from .conftest import run, run_json, runner
 
 COMMANDS = [
     ["params", "--model", "llama-2-7b"],
@@ -29,7 +31,7 @@ COMMANDS = [
 
 
 def _table(args: list[str], width: int) -> str:
-    result = CliRunner().invoke(app, args, env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    result = runner().invoke(app, args, env={"COLUMNS": str(width), "NO_COLOR": "1"})
     assert result.exit_code in (0, 1), result.output
     return result.stdout
 
@@ -45,7 +47,7 @@ def test_tables_fit_the_width(args, width):
 @pytest.mark.parametrize("args", [a for a in COMMANDS if a[0] != "presets"], ids=lambda a: " ".join(a[:3]))
 def test_numbers_are_never_split(args):
     """Every row's value, as the table formats it, stands whole on one line even at 80 columns."""
-    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    data = json.loads(runner().invoke(app, [*args, "--json"]).stdout)
     results = data.get("results", [data])
     text = _table(args, 80).splitlines()
     for result in results:
@@ -70,7 +72,7 @@ def test_comparison_rows_stay_in_their_place_and_notes_say_whose():
 def test_version():
     from llmcalc import __version__
 
-    result = CliRunner().invoke(app, ["--version"])
+    result = runner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout == f"llmcalc {__version__}\n"
     import re
     from pathlib import Path
@@ -86,3 +88,28 @@ def test_machine_formats_never_import_rich():
             "print(any(m == 'rich' or m.startswith('rich.') for m in sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_gpu_count_in_the_gpu_name():
+    """`--gpu 8xh100` is `--gpu h100 --gpus 8`, for every GPU of a comparison; counts that disagree are refused."""
+    from .test_hostile import _fails_cleanly
+
+    data = run_json("memory", "--model", "llama-2-7b", "--gpu", "8xh100,8xa100-80gb", "--zero", "3")
+    assert [(r["gpu"], r["inputs"]["gpus"]) for r in data["results"]] == [("h100-sxm", 8), ("a100-80gb", 8)]
+    assert run_json("flops", "--model", "gpt2", "--gpu=4xh100", "--tokens", "1T")["inputs"]["gpus"] == 4
+    _fails_cleanly(run("memory", "--model", "gpt2", "--gpu", "8xh100,4xa100"), "several GPU counts")
+    _fails_cleanly(run("memory", "--model", "gpt2", "--gpu", "8xh100", "--gpus", "4"), "--gpus says 4")
+
+
+def test_a_hub_id_not_in_the_cache_falls_back_to_its_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match="using the built-in preset llama-2-7b, made from that repository"):
+        assert run_json("params", "--model", "meta-llama/Llama-2-7b-hf")["model"] == "llama-2-7b"
+    with pytest.warns(UserWarning, match="preset llama-3.1-8b"):
+        assert run_json("params", "--model", "meta-llama/Llama-3.1-8B")["model"] == "llama-3.1-8b"
+    assert run("params", "--model", "nobody/nothing").exit_code == 2
+
+
+def test_caption_shows_lists_as_names():
+    text = _table(["memory", "--model", "llama-2-7b", "--finetune", "lora", "--lora-targets", "q,v,o"], 400)
+    assert "lora_targets q,v,o" in text and "['q'" not in text and "True" not in text

@@ -11,7 +11,11 @@ import importlib
 import sys
 from typing import Iterable
 
-from .common import ExitCode, app, one_line
+import warnings
+
+with warnings.catch_warnings():  # a library's deprecation notice at import must not stop the CLI (PYTHONWARNINGS=error)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from .common import ExitCode, app, one_line
 
 # command name -> the module that registers it
 COMMAND_MODULES = {"params": "params", "flops": "flops", "memory": "memory", "max-seq": "limits",
@@ -115,8 +119,6 @@ def _os_error(exc: OSError) -> None:
 
 def main() -> None:
     """Run the app (user errors are handled by common.Group: one line, exit code 2)."""
-    import warnings
-
     sys.stdout, sys.stderr = _safe_stream(sys.stdout), _safe_stream(sys.stderr)
     warnings.showwarning = _warn
     # llmcalc's warnings are messages to the user, one line each: PYTHONWARNINGS=error or -W must not
@@ -138,6 +140,6 @@ def main() -> None:
     except OSError as exc:
         _os_error(exc)
     except SystemExit as done:  # click turns a broken pipe into exit 1 after swapping stdout for a pacifier
-        if done.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        if done.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":  # _ from click 8.2
             _quiet_broken_pipe()
         raise

@@ -42,6 +42,7 @@ class Group(TyperGroup):
     below MAX_OPTION before any command computes with it."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        args = _gpu_counts(args)
         try:
             return super().parse_args(ctx, args)
         except _UsageError as exc:  # an unknown option before the command: `llmcalc --model x`
@@ -80,6 +81,36 @@ class Group(TyperGroup):
             given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
             if name in valued and given is not None and not given.strip():
                 raise UserError(f"{name} is empty; give it a value or leave the option out")
+
+
+def _gpu_counts(args: list[str]) -> list[str]:
+    """`--gpu 8xh100` is `--gpu h100 --gpus 8` (the count a node or a cloud instance is named by)."""
+    import re
+
+    out, counts, i = [], set(), 0
+    while i < len(args):
+        arg = args[i]
+        flag, value, step = (arg, args[i + 1], 2) if arg in ("--gpu", "-g") and i + 1 < len(args) else \
+            ("--gpu", arg[6:], 1) if arg.startswith("--gpu=") else (None, None, 1)
+        if flag is None:
+            out.append(arg)
+        else:
+            names = []
+            for item in value.split(","):
+                counted = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)", item)
+                counts.update([int(counted[1])] if counted else [])
+                names.append(counted[2] if counted else item)
+            out += [flag, ",".join(names)]
+        i += step
+    if not counts:
+        return args
+    if len(counts) > 1:
+        raise UserError(f"--gpu names several GPU counts ({', '.join(map(str, sorted(counts)))}); compare one count at a time")
+    count = counts.pop()
+    given = [args[j + 1] for j, a in enumerate(args[:-1]) if a == "--gpus"] + [a[7:] for a in args if a.startswith("--gpus=")]
+    if any(g != str(count) for g in given):
+        raise UserError(f"--gpu {count}x... says {count} GPUs but --gpus says {given[0]}; give one of them")
+    return out + ([] if given else ["--gpus", str(count)])
 
 
 def _bounded(callback: Callable, flags: dict[str, str]) -> Callable:
@@ -257,6 +288,19 @@ def _each(models: list, gpus: list, compute: Callable) -> list[Breakdown]:
     return [compute(m, g) for m in models for g in gpus]
 
 
+def _annotated(hint):
+    """Python 3.10's get_type_hints wraps a None-defaulted ``Annotated[...]`` in Optional, hiding the
+    typer.Option inside from typer; unwrap it (3.11 no longer adds the Optional)."""
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        if typing.get_origin(inner) is typing.Annotated:
+            return inner
+    return hint
+
+
 def with_options(template: Callable) -> Callable[[Callable], Callable]:
     """Give a command the template's options as well; they arrive in its ``**options``.
 
@@ -268,8 +312,8 @@ def with_options(template: Callable) -> Callable[[Callable], Callable]:
     import typing
 
     def decorate(fn: Callable) -> Callable:
-        hints = {**typing.get_type_hints(template, include_extras=True),
-                 **typing.get_type_hints(fn, include_extras=True)}
+        hints = {name: _annotated(hint) for name, hint in {**typing.get_type_hints(template, include_extras=True),
+                                                           **typing.get_type_hints(fn, include_extras=True)}.items()}
         own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
         params = [p.replace(annotation=hints[p.name])
                   for p in own + list(inspect.signature(template).parameters.values())]
