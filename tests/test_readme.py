@@ -14,3 +14,13 @@ def test_readme_examples_match_the_tool():
     spec.loader.exec_module(module)
     text = module.README.read_text()
     assert module.updated(text) == text, "README examples are stale: run python scripts/update_readme.py"
+
+
+def test_readme_python_example_prints_what_it_shows(capsys):
+    """The Python API example runs and prints the text block under it."""
+    import re
+
+    readme = SCRIPT.parents[1].joinpath("README.md").read_text()
+    code, shown = re.search(r"## Python API.*?```python\n(.*?)```\n\n```text\n(.*?)```", readme, re.S).groups()
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == shown
