@@ -18,10 +18,14 @@ def _isolated_presets(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("LLMCALC_PRESETS", raising=False)
     from llmcalc import presets
+    from llmcalc.cli import common
 
-    presets.catalog.cache_clear()
+    caches = (presets.catalog, common._model, common._gpu)
+    for cache in caches:
+        cache.cache_clear()
     yield
-    presets.catalog.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 def runner() -> CliRunner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Annotated, Callable, Optional, Sequence
 
 import typer
@@ -53,7 +54,13 @@ class Group(TyperGroup):
     def resolve_command(self, ctx: typer.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and command.callback is not None and not hasattr(command.callback, "bounded"):
-            command.callback = _bounded(command.callback, {p.name: p.opts[0] for p in command.params if p.opts})
+            if not hasattr(command, "commands"):  # every command, not a group, takes --sweep (cli/sweep.py)
+                from typer.core import TyperOption
+
+                from .sweep import HELP
+
+                command.params.append(TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP))
+            command.callback = _bounded(command.callback, command)
         return name, command, rest
 
     def invoke(self, ctx: typer.Context):
@@ -113,10 +120,13 @@ def _gpu_counts(args: list[str]) -> list[str]:
     return out + ([] if given else ["--gpus", str(count)])
 
 
-def _bounded(callback: Callable, flags: dict[str, str]) -> Callable:
+def _bounded(callback: Callable, command) -> Callable:
     """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_OPTION
-    (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits."""
+    (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits; with
+    --sweep, run once per swept value (cli/sweep.py)."""
     import functools
+
+    flags = {p.name: p.opts[0] for p in command.params if p.opts}
 
     @functools.wraps(callback)
     def checked(**kwargs):
@@ -124,7 +134,12 @@ def _bounded(callback: Callable, flags: dict[str, str]) -> Callable:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_OPTION:
                 shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
                 raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
-        return callback(**kwargs)
+        spec = kwargs.pop("sweep", None)
+        if spec is None:
+            return callback(**kwargs)
+        from .sweep import run
+
+        return run(checked, kwargs, spec, command)
 
     checked.bounded = True
     return checked
@@ -215,15 +230,25 @@ def _split(text: str, what: str | None = None) -> list[str]:
 
 
 def _models(text: str, generic: bool = False) -> list:
-    from ..presets import load_model
-
-    return [load_model(name, generic=generic) for name in _split(text, "model")]
+    return [_model(name, generic) for name in _split(text, "model")]
 
 
 def _gpus(text: str | None) -> list:
+    return [_gpu(name) for name in _split(text, "gpu")] if text is not None else [None]
+
+
+@functools.lru_cache(maxsize=256)  # specs are frozen: a --sweep loads each model and GPU once
+def _model(name: str, generic: bool):
+    from ..presets import load_model
+
+    return load_model(name, generic=generic)
+
+
+@functools.lru_cache(maxsize=256)
+def _gpu(name: str):
     from ..presets import load_gpu
 
-    return [load_gpu(name) for name in _split(text, "gpu")] if text is not None else [None]
+    return load_gpu(name)
 
 
 class UnusedOption(UserWarning):
@@ -278,6 +303,11 @@ def within_context(model, tokens: int, what: str) -> int:
 
 
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:
+    from . import sweep
+
+    if sweep.collected is not None:  # one point of a --sweep: the sweep renders them all
+        sweep.collected.extend(results)
+        return
     from ..report import render
 
     render(results, fmt)

@@ -1,0 +1,115 @@
+"""`--sweep NAME=VALUES` on every command: the same question at several values of one option.
+
+The command runs once per value with that option replaced (its own parsing and checks apply to
+each), and the answers come back as one table of the command's key columns, one row per value
+(and per model and GPU when comparing); JSON and CSV carry the same rows in base units.
+
+VALUES is a comma list (``seq=1k,2k,4k``, ``gpu=a100-80gb,h100-sxm``) or a doubling range
+``A..B`` (``seq=1k..128k`` is 1k, 2k, 4k ... 128k; ``batch=1..64``), read with the option's own
+units (a length's k is 1024, a size's GB 10^9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..spec import SpecError
+from ..units import UnitError
+
+MAX_POINTS = 10_000
+HELP = ("Run once per value of one option and tabulate the key results: NAME=a,b,c or NAME=A..B "
+        "(doubling), e.g. seq=1k..128k, batch=1..64, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
+
+collected: list | None = None  # while a sweep runs, common._emit hands the results here
+
+
+def values(spec: str, param) -> list[str]:
+    """The option values ``spec``'s right-hand side names (as the option would read them)."""
+    _, _, text = spec.partition("=")
+    if ".." not in text:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+    else:
+        low, _, high = text.partition("..")
+        items = _doubling(_number(low, param), _number(high, param))
+    if not items:
+        raise SpecError(f"--sweep {spec!r} names no values; e.g. seq=1k,2k,4k or seq=1k..128k")
+    if len(items) > MAX_POINTS:
+        raise SpecError(f"--sweep {spec!r} has {len(items):,} points; at most {MAX_POINTS:,}")
+    return items
+
+
+def _number(text: str, param) -> int:
+    from ..units import parse_bytes, parse_length
+
+    name = param.name
+    parse = parse_length if name in ("seq", "prompt", "output", "prefill_chunk") else \
+        parse_bytes if name in ("gpu_memory", "reserve") else None
+    if parse:
+        value = parse(text)  # its own one-line error for what it cannot read
+    elif text.strip().isdigit():
+        value = int(text)
+    else:
+        raise SpecError(f"--sweep {name}: {text!r} is not a whole number for a range (A..B doubles from A to B)")
+    if value < 1:
+        raise SpecError(f"--sweep {name}: a range starts at 1 or more, got {text!r}")
+    return int(value)
+
+
+def _doubling(low: int, high: int) -> list[str]:
+    if high < low:
+        raise SpecError(f"--sweep range {low}..{high} runs backwards; give the smaller end first")
+    out, value = [], low
+    while value <= high and len(out) <= MAX_POINTS:
+        out.append(str(value))
+        value *= 2
+    if int(out[-1]) != high:
+        out.append(str(high))
+    return out
+
+
+def _base(value: str, param) -> Any:
+    """The swept value in base units where the option has them (seq=8k -> 8192), else as typed."""
+    try:
+        return _number(value, param)
+    except SpecError:
+        return value
+
+
+def option(spec: str, command) -> Any:
+    """The command's click parameter that ``spec`` (NAME=VALUES) sweeps."""
+    name = spec.partition("=")[0].strip().lstrip("-").replace("-", "_")
+    params = {p.name: p for p in command.params if getattr(p, "param_type_name", "") == "option"}
+    aliases = {"compile": "compile_", "prefill_chunk": "prefill_chunk", "max_num_batched_tokens": "prefill_chunk"}
+    param = params.get(aliases.get(name, name))
+    fixed = ("sweep", "json_", "csv_", "markdown", "check", "generic")  # how to answer, not the question
+    if "=" not in spec or param is None or param.name in fixed:
+        sweepable = ", ".join(sorted(n.rstrip("_") for n in params if n not in fixed))
+        raise SpecError(f"--sweep {spec!r}: give NAME=VALUES with NAME one of this command's options: {sweepable}")
+    return param
+
+
+def run(callback: Callable, kwargs: dict[str, Any], spec: str, command) -> None:
+    """Call ``callback`` once per value; render the collected answers as one sweep table."""
+    import typer
+
+    from ..report import render_sweep
+
+    global collected
+    param = option(spec, command)
+    fmt = next((f for f, flag in (("json", "json_"), ("csv", "csv_"), ("markdown", "markdown")) if kwargs.get(flag)),
+               "table")
+    points, failed = [], False
+    for value in values(spec, param):
+        collected = []
+        try:
+            callback(**{**kwargs, param.name: param.type.convert(value, param, None)})
+        except typer.Exit as done:
+            failed |= done.exit_code == 1
+        except (SpecError, UnitError) as exc:
+            raise SpecError(f"--sweep {param.name}={value}: {exc}") from None
+        finally:
+            results, collected = collected, None
+        points.append(((_base(value, param), value), results))
+    render_sweep(param.name.rstrip("_"), points, fmt)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""--sweep NAME=VALUES: one row per value, the same numbers as one run at that value, in every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from .conftest import run, run_json
+from .test_hostile import _fails_cleanly
+
+
+def test_each_row_is_the_single_run_at_that_value():
+    data = run_json("memory", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--sweep", "seq=1k..8k")
+    assert data["command"] == "memory" and data["sweep"] == "seq"
+    assert [row["seq"] for row in data["rows"]] == [1024, 2048, 4096, 8192]  # doubling, in tokens
+    for row in data["rows"]:
+        one = run_json("memory", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--seq", str(row["seq"]))
+        assert row["total"] == one["summary"]["total"] and row["max_concurrency"] == one["summary"]["max_concurrency"]
+        assert row["kv_cache"] == next(r["value"] for r in one["rows"] if r["name"] == "kv_cache")
+
+
+def test_a_range_ends_at_its_upper_bound_and_lists_are_taken_as_given():
+    rows = run_json("flops", "--model", "gpt2", "--sweep", "batch=1..12")["rows"]
+    assert [r["batch"] for r in rows] == [1, 2, 4, 8, 12]
+    assert rows[4]["total"] == 12 * rows[0]["total"]  # FLOPs per step scale with the batch
+    gpus = run_json("memory", "--model", "gpt2", "--sweep", "gpu=h100,l40s")["rows"]
+    assert [r["gpu"] for r in gpus] == ["h100", "l40s"] and gpus[0]["headroom"] > gpus[1]["headroom"]
+
+
+def test_csv_and_table_carry_the_same_rows():
+    args = ["params", "--model", "gpt2", "--sweep", "dtype=bf16,fp8,int4"]
+    rows = list(csv.DictReader(io.StringIO(run(*args, "--csv").stdout)))
+    assert [r["dtype"] for r in rows] == ["bf16", "fp8", "int4"]
+    assert int(rows[0]["weight_bytes"]) == 2 * 124_439_808  # bf16: 2 B per parameter
+    table = run(*args).stdout
+    assert "params over dtype: gpt2" in table and "237 MiB" in table
+
+
+def test_comparisons_label_each_row():
+    rows = run_json("memory", "--model", "gpt2,llama-2-7b", "--sweep", "batch=1,2")["rows"]
+    assert [(r["batch"], r["model"]) for r in rows] == [(1, "gpt2"), (1, "llama-2-7b"), (2, "gpt2"), (2, "llama-2-7b")]
+
+
+def test_check_fails_when_any_point_fails():
+    result = run("max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--sweep", "mini_seq=1,8", "--min", "20k", "--check")
+    assert result.exit_code == 1 and "29,304 tok" in result.stdout
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("seq", "give NAME=VALUES"),
+    ("nonsense=1,2", "give NAME=VALUES"),
+    ("json=1", "give NAME=VALUES"),
+    ("batch=0..4", "starts at 1"),
+    ("batch=8..2", "runs backwards"),
+    ("batch=a..b", "not a whole number"),
+    ("batch=x,y", "not a valid int"),
+    ("seq=1..1e30", "too large"),
+    ("batch=" + ",".join(["1"] * 10_001), "at most 10,000"),
+    ("seq=1k,0", "--sweep seq=0: '0' must be more than zero"),
+])
+def test_bad_sweeps_fail_in_one_line(spec, says):
+    _fails_cleanly(run("memory", "--model", "gpt2", "--sweep", spec), says)
+
+
+def test_every_command_sweeps():
+    for args in (["flops", "--model", "gpt2", "--sweep", "batch=1,2"],
+                 ["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--sweep", "batch=1,2"],
+                 ["latency", "--model", "gpt2", "--gpu", "h100", "--sweep", "batch=1,2"],
+                 ["max-seq", "--model", "gpt2", "--gpu", "h100", "--sweep", "batch=1,2"]):
+        data = json.loads(run(*args, "--json").stdout)
+        assert [r["batch"] for r in data["rows"]] == [1, 2], args
