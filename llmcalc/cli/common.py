@@ -59,7 +59,12 @@ class Group(TyperGroup):
 
                 from .sweep import HELP
 
-                command.params.append(TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP))
+                command.params += [
+                    TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP),
+                    TyperOption(param_decls=["--chart"], is_flag=True, default=False,
+                                help="Draw the answer (each sweep point) as bars in the terminal instead of the table."),
+                    TyperOption(param_decls=["--png"], type=str, default=None,
+                                help="Also write the chart to this image file (needs the extra: pip install 'llmcalc[plot]').")]
             command.callback = _bounded(command.callback, command)
         return name, command, rest
 
@@ -134,12 +139,12 @@ def _bounded(callback: Callable, command) -> Callable:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_OPTION:
                 shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
                 raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
-        spec = kwargs.pop("sweep", None)
-        if spec is None:
+        spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
+        if spec is None and not chart and not png:
             return callback(**kwargs)
         from .sweep import run
 
-        return run(checked, kwargs, spec, command)
+        return run(checked, kwargs, spec, command, chart, png)
 
     checked.bounded = True
     return checked

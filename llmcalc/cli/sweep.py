@@ -88,28 +88,49 @@ def option(spec: str, command) -> Any:
     return param
 
 
-def run(callback: Callable, kwargs: dict[str, Any], spec: str, command) -> None:
-    """Call ``callback`` once per value; render the collected answers as one sweep table."""
+def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, chart: bool = False,
+        png: str | None = None) -> None:
+    """Call ``callback`` once per swept value (once without ``spec``); render the collected answers
+    as one sweep table, a chart (--chart), and an image (--png)."""
     import typer
 
-    from ..report import render_sweep
-
     global collected
-    param = option(spec, command)
+    param = option(spec, command) if spec else None
     fmt = next((f for f, flag in (("json", "json_"), ("csv", "csv_"), ("markdown", "markdown")) if kwargs.get(flag)),
                "table")
     points, failed = [], False
-    for value in values(spec, param):
+    for value in values(spec, param) if param else [None]:
         collected = []
         try:
-            callback(**{**kwargs, param.name: param.type.convert(value, param, None)})
+            callback(**({**kwargs, param.name: param.type.convert(value, param, None)} if param else kwargs))
         except typer.Exit as done:
             failed |= done.exit_code == 1
         except (SpecError, UnitError) as exc:
-            raise SpecError(f"--sweep {param.name}={value}: {exc}") from None
+            raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
         finally:
             results, collected = collected, None
-        points.append(((_base(value, param), value), results))
-    render_sweep(param.name.rstrip("_"), points, fmt)
+        points.append(((_base(value, param), value) if param else (None, None), results))
+    _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
     if failed:
         raise typer.Exit(1)
+
+
+def _show(points: list, name: str | None, fmt: str, chart: bool, png: str | None) -> None:
+    import sys
+
+    from .. import chart as charts
+    from ..report import render, render_sweep
+
+    many = any(len(results) > 1 for _, results in points)
+    labelled = [(" ".join(filter(None, [f"{name}={typed}" if name else "",
+                                        f"{b.model} @ {b.gpu}" if many and b.gpu else b.model if many else ""])), b)
+                for (_, typed), results in points for b in results]
+    if png:
+        charts.write_png(labelled, png)
+        print(f"wrote {png}", file=sys.stderr)
+    if chart and fmt == "table":
+        charts.render(labelled, sys.stdout)
+    elif name:
+        render_sweep(name, points, fmt)
+    else:
+        render([b for _, b in labelled], fmt)
