@@ -113,3 +113,23 @@ def test_a_hub_id_not_in_the_cache_falls_back_to_its_preset(tmp_path, monkeypatc
 def test_caption_shows_lists_as_names():
     text = _table(["memory", "--model", "llama-2-7b", "--finetune", "lora", "--lora-targets", "q,v,o"], 400)
     assert "lora_targets q,v,o" in text and "['q'" not in text and "True" not in text
+
+
+def test_help_says_what_a_value_may_be():
+    text = _table(["memory", "--help"], 120)
+    for metavar in ("--seq <tokens: 8k>", "--gpu-memory <bytes: 80GB>", "--gpu [Nx]<gpu>[,...]", "--sweep <name=a,b|A..B>"):
+        assert metavar in text, metavar
+    assert "--ttft-target <time: 650ms>" in _table(["latency", "--help"], 120)
+
+
+def test_shell_completion_offers_preset_names():
+    env = {"_LLMCALC_COMPLETE": "complete_bash", "COMP_WORDS": "llmcalc memory --gpu h100,a10", "COMP_CWORD": "3"}
+    import os
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("llmcalc")  # completion keys on the program's own name
+    if not script.exists():
+        pytest.skip("llmcalc is not installed as a script beside this Python")
+    done = subprocess.run([str(script)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    offered = done.stdout.split()
+    assert "h100,a100-80gb" in offered and all(o.startswith("h100,a10") for o in offered)
