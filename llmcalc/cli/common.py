@@ -190,7 +190,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion; preset names complete (_describe)
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode=None,  # plain help and errors: rich's boxed errors would bypass UserError's one line
 )
 
 
