@@ -195,14 +195,14 @@ def print_table(renderable, stream: TextIO, title: str = "", caption: str = "") 
 def _build_table(bs: Sequence[Breakdown]):
     """The rows, then a section of the summary entries that are not rows."""
     many = len(bs) > 1
-    columns = [("", "name")] + ([(_label(b, bs), "number") for b in bs] if many
-                                else [("value", "number"), ("share", "number"), ("", "note")])
+    shares = many or any(b.share(r) is not None for b in bs for r in b.rows)  # else no share column
+    columns = [("", "name")] + ([(_label(b, bs), "number") for b in bs] if many else
+                                [("value", "number"), *([("share", "number")] if shares else []), ("", "note")])
     table = new_table(columns)
-    if not many and not any(b.share(r) is not None for b in bs for r in b.rows):  # no row has a total
-        table.columns[2].visible = False  # type: ignore[attr-defined]
     for name in _row_names(bs):
         style = "bold" if name in ("total", "forward") else "dim" if "/" in name else None
-        table.add_row(*_cells(bs, name), style=style)
+        cells = _cells(bs, name)
+        table.add_row(*(cells if shares else cells[:2] + cells[3:]), style=style)
     summary = _summary_cells(bs)
     if summary:
         table.add_section()

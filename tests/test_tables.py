@@ -133,3 +133,8 @@ def test_shell_completion_offers_preset_names():
     done = subprocess.run([str(script)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     offered = done.stdout.split()
     assert "h100,a100-80gb" in offered and all(o.startswith("h100,a10") for o in offered)
+
+
+def test_a_table_without_totals_has_no_share_column():
+    assert "share" not in _table(["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1"], 120).splitlines()[1]
+    assert "share" in _table(["params", "--model", "gpt2"], 120).splitlines()[1]
