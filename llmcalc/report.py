@@ -151,12 +151,18 @@ def _table_title(bs: Sequence[Breakdown]) -> str:
     return _title(bs) + ("  (memory in binary units: 1 GiB = 2^30 bytes)" if binary else "")
 
 
+MIN_WIDTH = 60  # the narrowest width a table is drawn at (a narrower $COLUMNS is taken as this)
+
+
 def console(stream: TextIO):
     """A rich Console on ``stream``: its width the terminal's (or $COLUMNS, else 80), colour only on
     a terminal unless FORCE_COLOR, none under NO_COLOR, no guessing of styles from the text."""
     from rich.console import Console
 
-    return Console(file=stream, highlight=False, soft_wrap=False, emoji=False, markup=False)
+    out = Console(file=stream, highlight=False, soft_wrap=False, emoji=False, markup=False)
+    if out.width < MIN_WIDTH:  # COLUMNS=0 would print nothing at all, COLUMNS=5 a column of fragments
+        out.width = MIN_WIDTH
+    return out
 
 
 def new_table(columns: Sequence[tuple[str, str]]):
@@ -169,7 +175,7 @@ def new_table(columns: Sequence[tuple[str, str]]):
     table = Table(box=box.MINIMAL_HEAVY_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for header, kind in columns:
         if kind == "note":
-            table.add_column(header, style="dim", overflow="fold", min_width=12)
+            table.add_column(header, style="dim", overflow="fold", min_width=8)
         else:
             table.add_column(header, justify="right" if kind == "number" else "left", no_wrap=True)
     return table
