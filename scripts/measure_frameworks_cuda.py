@@ -95,6 +95,19 @@ def hf_llama(cfg: dict, dtype=torch.bfloat16):
 
 
 # ---------------------------------------------------------------------------------------------- compile
+def hf_step(meter, model, opt, ids, i: int, autocast: bool = False) -> None:
+    """One transformers training step, its phases marked on ``meter`` (forward, backward, step); the loss
+    is freed on return, as a training loop's next iteration frees it."""
+    meter.mark(f"s{i}_forward")
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    meter.mark(f"s{i}_backward")
+    loss.backward()
+    meter.mark(f"s{i}_step")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def torchtune_like(name: str, compiled: bool, chunked: bool, batch=2, seq=4096, steps=3, cfg=None, lora=None,
                    ckpt=False) -> dict:
     """torchtune full_finetune_single_device (0.5): bf16 weights and AdamW states, the model returns fp32
@@ -299,15 +312,7 @@ def peft_qlora(name: str, targets, batch=1, seq=1024, steps=3, old_bnb=False) ->
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=CUDA)
     model.train()
     for i in range(steps):
-        meter.mark(f"s{i}_forward")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, labels=ids).loss
-        meter.mark(f"s{i}_backward")
-        loss.backward()
-        meter.mark(f"s{i}_step")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        del loss
+        hf_step(meter, model, opt, ids, i, autocast=True)
     dtypes: dict[str, int] = {}
     for p in model.parameters():
         dtypes[str(p.dtype)] = dtypes.get(str(p.dtype), 0) + p.numel()
@@ -438,14 +443,7 @@ def allocator(name: str, lora: bool, ckpt: bool, seqs: list[int], batch=1) -> di
     steps = []
     for i, s in enumerate(seqs):
         ids = torch.randint(0, model.config.vocab_size, (batch, s), device=CUDA)
-        meter.mark(f"s{i}_forward")
-        loss = model(input_ids=ids, labels=ids).loss
-        meter.mark(f"s{i}_backward")
-        loss.backward()
-        meter.mark(f"s{i}_step")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        del loss
+        hf_step(meter, model, opt, ids, i)
         meter.mark(f"s{i}_end")
         ph = [meter.peaks[f"s{i}_{p}"] for p in ("forward", "backward", "step")]
         steps.append({"seq": s, "allocated": max(p["allocated"] for p in ph),
