@@ -74,25 +74,18 @@ def _need_gpu(gpu: str | GPUSpec | None, what: str) -> GPUSpec:
     return _gpu(gpu)
 
 
-# Settings given as CLI strings: the parser each one goes through.
-_LENGTHS = ("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum")
-_BYTES = ("gpu_memory", "reserve")
-_SECONDS = ("step_time", "ttft_target", "tpot_target")
-_COUNTS = ("tokens", "tokens_per_s", "gpu_hours")
 _LISTS = ("offload", "lora_targets", "keep_16bit")
 _LAYOUT = ("gpus", "tp", "pp", "dp", "cp", "ep", "sp")
 
 
 def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
     """The CLI's strings ("8k", "80GB", "650ms", "q,v") as numbers and tuples; numbers pass as they are."""
-    from .units import parse_bytes, parse_count, parse_length, parse_seconds
+    from .units import setting_parser
 
-    parsers = {**dict.fromkeys(_LENGTHS, parse_length), **dict.fromkeys(_BYTES, parse_bytes),
-               **dict.fromkeys(_SECONDS, parse_seconds), **dict.fromkeys(_COUNTS, parse_count)}
     out = {}
     for key, value in settings.items():
-        if isinstance(value, str) and key in parsers:
-            value = parsers[key](value)
+        if isinstance(value, str) and setting_parser(key):
+            value = setting_parser(key)(value)
         elif isinstance(value, str) and key in _LISTS:
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         out[key] = value
@@ -141,11 +134,10 @@ def memory(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings:
 def max_seq(model: str | ModelSpec, gpu: str | GPUSpec | None = None, multiple_of: int | str = 1,
             minimum: int | str | None = None, **settings: Any) -> Result:
     """The longest sequence that fits (`llmcalc max-seq`); settings as `memory`."""
-    from .limits import max_seq_breakdown
+    from .limits import max_seq_breakdown, seq_probe
 
     m, extra = _model(model), _coerce({"multiple_of": multiple_of, "minimum": minimum})
-    probe = max(settings.get("mini_seq", 1), settings.get("cp") or 1)  # any valid length: it is searched
-    s = _memory_settings(m, {**settings, "seq": probe})
+    s = _memory_settings(m, {**settings, "seq": seq_probe(settings.get("mini_seq", 1), settings.get("cp") or 1)})
     return _result(max_seq_breakdown(m, _gpu(gpu), s, extra["multiple_of"], extra["minimum"]))
 
 

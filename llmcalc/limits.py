@@ -39,6 +39,12 @@ def largest(fits: Callable[[int], bool], cap: int = SEARCH_CAP) -> int:
     return lo
 
 
+def seq_probe(mini_seq: int = 1, cp: int = 1) -> int:
+    """A sequence length every layout accepts (a token per context-parallel rank and per Mini-Sequence
+    chunk): max-seq's settings are built with it, as the length itself is what is searched."""
+    return max(mini_seq, cp)
+
+
 def _capacity_needed(gpu: GPUSpec | None, s: MemorySettings, command: str) -> None:
     if gpu is None and s.gpu_memory is None:
         raise SpecError(f"{command} needs --gpu (or --gpu-memory) to know how much memory there is")
@@ -66,7 +72,7 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
         raise SpecError(f"--multiple-of must be at least 1, got {multiple_of}")
 
     def at(seq: int) -> Breakdown:  # below one token per context-parallel rank, probe at one per rank
-        seq = max(seq, s.parallel.cp)
+        seq = max(seq, seq_probe(cp=s.parallel.cp))
         return memory_breakdown(m, gpu, dataclasses.replace(s, seq=seq, mini_seq=min(s.mini_seq, seq)))
 
     k = largest(lambda k: at(k * multiple_of).summary["fits"], SEARCH_CAP // multiple_of)

@@ -78,6 +78,20 @@ def parse_seconds(text: str | float) -> float:
 
 # -- display ----------------------------------------------------------------------------------
 
+# The quantity each setting holds, by its name (the CLI's options and the Python API's keywords alike).
+_SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum"), "length"),
+                  **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
+                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target"), "seconds"),
+                  **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count")}
+
+
+def setting_parser(name: str):
+    """The parser for the setting called ``name`` ("8k", "80GB", "650ms", "15T"), or None for a plain value."""
+    kind = _SETTING_KINDS.get(name)
+    return {"length": parse_length, "bytes": parse_bytes, "seconds": parse_seconds,
+            "count": parse_count}[kind] if kind else None
+
+
 def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
     for scale, suffix in steps:
         if abs(value) >= scale:

@@ -31,12 +31,12 @@ def max_seq(
 
     Example: llmcalc max-seq --model llama-3.2-1b --gpu l40s --mini-seq 4
     """
-    from ..limits import max_seq_breakdown
+    from ..limits import max_seq_breakdown, seq_probe
     from ..memory import MemorySettings
 
     fmt = _fmt(json_, csv_, markdown)
     common = settings_from_options(mode=mode, batch=batch, **options)
-    settings = MemorySettings(seq=max(common["mini_seq"], common["parallel"].cp), **common)  # any valid seq: it is searched
+    settings = MemorySettings(seq=seq_probe(common["mini_seq"], common["parallel"].cp), **common)
     floor = parse_length(minimum) if minimum else None
 
     def one(m, g):

@@ -39,11 +39,10 @@ def values(spec: str, param) -> list[str]:
 
 
 def _number(text: str, param) -> int:
-    from ..units import parse_bytes, parse_length
+    from ..units import setting_parser
 
     name = param.name
-    parse = parse_length if name in ("seq", "prompt", "output", "prefill_chunk") else \
-        parse_bytes if name in ("gpu_memory", "reserve") else None
+    parse = setting_parser(name)
     if parse:
         value = parse(text)  # its own one-line error for what it cannot read
     elif text.strip().isdigit():
@@ -79,8 +78,8 @@ def option(spec: str, command) -> Any:
     """The command's click parameter that ``spec`` (NAME=VALUES) sweeps."""
     name = spec.partition("=")[0].strip().lstrip("-").replace("-", "_")
     params = {p.name: p for p in command.params if getattr(p, "param_type_name", "") == "option"}
-    aliases = {"compile": "compile_", "prefill_chunk": "prefill_chunk", "max_num_batched_tokens": "prefill_chunk"}
-    param = params.get(aliases.get(name, name))
+    flag = "--" + name.replace("_", "-")  # by parameter name or by any of its flags (compile, max-num-batched-tokens)
+    param = params.get(name) or next((p for p in params.values() if flag in p.opts), None)
     fixed = ("sweep", "json_", "csv_", "markdown", "check", "generic")  # how to answer, not the question
     if "=" not in spec or param is None or param.name in fixed:
         sweepable = ", ".join(sorted(n.rstrip("_") for n in params if n not in fixed))
@@ -94,10 +93,11 @@ def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, c
     as one sweep table, a chart (--chart), and an image (--png)."""
     import typer
 
+    from .common import _fmt
+
     global collected
     param = option(spec, command) if spec else None
-    fmt = next((f for f, flag in (("json", "json_"), ("csv", "csv_"), ("markdown", "markdown")) if kwargs.get(flag)),
-               "table")
+    fmt = _fmt(kwargs.get("json_", False), kwargs.get("csv_", False), kwargs.get("markdown", False))
     points, failed = [], False
     for value in values(spec, param) if param else [None]:
         collected = []

@@ -10,6 +10,11 @@ from .placement import check_layout, stages
 from .settings import MemorySettings
 
 
+def as_shipped(m: ModelSpec, s: MemorySettings) -> bool:
+    """Inference of a quantized checkpoint in its own layout: no --dtype overrides its quantization_config."""
+    return bool(m.quant_method) and not s.dtype_given and s.mode == "infer"
+
+
 def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Breakdown:
     """Bytes per GPU for ``s.mode``: every row in bytes, the total, and whether it fits ``gpu``.
 
@@ -18,7 +23,7 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     last stage are computed and the larger reported (summary ``stage``).
     """
     check_layout(m, s.parallel)
-    if m.quant_method and not s.dtype_given and s.mode == "infer":  # a quantized checkpoint as it ships
+    if as_shipped(m, s):
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
     if s.mode == "train":  # each mode imports only its own module (start-up time)

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 from ..dtypes import GGUF_DTYPES, FLOAT_DTYPES
 from ..spec import GPUSpec, ModelSpec
 from .engines import ENGINES, KNOB_FLAGS
+from .per_gpu import as_shipped
 from .settings import MemorySettings
 
 GROUPED_DTYPES = ("int4", "fp4")  # sub-byte weights carry one 16-bit scale per group (placement.ParamSplit)
@@ -31,13 +32,8 @@ def _train(s: MemorySettings) -> bool:
     return s.mode == "train"
 
 
-def _as_shipped(m: ModelSpec, s: MemorySettings) -> bool:
-    """Inference of a quantized checkpoint in its own layout (no --dtype; per_gpu.memory_breakdown)."""
-    return not _train(s) and bool(m.quant_method) and not s.dtype_given
-
-
 def _weights_dtype(m: ModelSpec, s: MemorySettings) -> str:
-    return m.quant_dtype if _as_shipped(m, s) else s.dtype
+    return m.quant_dtype if as_shipped(m, s) else s.dtype
 
 
 _NO_LORA = "without --finetune lora or qlora (full fine-tuning has no adapters)"
@@ -53,7 +49,7 @@ RULES: tuple[Rule, ...] = (
          lambda s: "in inference (serving LoRA adapters is not modelled: the base model is sized)"),
     Rule(("reserve",), lambda m, g, s: not _train(s) and s.engine not in READS_RESERVE,
          lambda s: f"with --engine {s.engine} (it sizes its own memory outside the pool; lower --gpu-util instead)"),
-    Rule(("group_size",), lambda m, g, s: s.dtype not in GROUPED_DTYPES or _as_shipped(m, s)
+    Rule(("group_size",), lambda m, g, s: s.dtype not in GROUPED_DTYPES or as_shipped(m, s)
          or (_train(s) and s.finetune == "qlora"),
          lambda s: "unless --dtype int4 or fp4 quantizes the weights (only they are stored in groups; "
                    "QLoRA's NF4 and a checkpoint's own layout fix theirs)"),
