@@ -29,6 +29,31 @@ def parts(b: Breakdown) -> list[tuple[str, float, str]]:
             if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
 
 
+def split_bar(b: Breakdown, width: int = 60, line: int = 80) -> list:
+    """The bar under a memory table: ``b``'s parts as shares of its total, and a legend with the shares."""
+    from rich.text import Text
+
+    total = b.value("total")
+    bar = Text()
+    for i, (name, value, _) in enumerate(parts(b)):
+        bar.append(GLYPHS[i % len(GLYPHS)] * round(width * value / total), STYLES[i % len(STYLES)])
+    return [bar, *_legend([f"{name} {value / total:.0%}" for name, value, _ in parts(b)], line)]
+
+
+def _legend(labels: Sequence[str], width: int) -> list:
+    """"glyph label" entries in the parts' glyphs and colours, packed into lines of ``width``, never
+    splitting an entry."""
+    from rich.text import Text
+
+    lines = [Text()]
+    for i, label in enumerate(labels):
+        entry = f"{GLYPHS[i % len(GLYPHS)]} {label}"
+        if lines[-1] and len(lines[-1]) + 2 + len(entry) > width:
+            lines.append(Text())
+        lines[-1].append(("  " if lines[-1] else "") + entry, STYLES[i % len(STYLES)])
+    return lines
+
+
 def phases(b: Breakdown) -> list[tuple[str, list[tuple[str, float]]]]:
     """Latency: each phase's (bound name, [(compute|memory|communication, seconds)])."""
     return [(phase, [(r.name.split("/", 1)[1], r.value) for r in b.rows if r.name.startswith(phase + "/")])
@@ -41,13 +66,9 @@ def render(labelled: Sequence[tuple[str, Breakdown]], stream: TextIO) -> None:
 
     from .report import console, print_table
 
-    width = console(stream).width
-    lines = [Text(_title(labelled), style="bold")]
-    if labelled and labelled[0][1].command == "latency":
-        lines += _roofline_lines(labelled, width)
-    else:
-        lines += _stacked_lines(labelled, width)
-    print_table(Text("\n").join(lines), stream)
+    target = console(stream)
+    lines = (_roofline_lines if labelled and labelled[0][1].command == "latency" else _stacked_lines)(labelled, target.width)
+    print_table(Text("\n").join(lines), stream, _title(labelled), target=target)
 
 
 def _title(labelled: Sequence[tuple[str, Breakdown]]) -> str:
@@ -74,14 +95,7 @@ def _stacked_lines(labelled: Sequence[tuple[str, Breakdown]], width: int) -> lis
             line.append(GLYPHS[i] * round(bar_width * part / top), STYLES[i])
         line.append(" " + value)
         lines.append(line)
-    legend, row = [], Text()
-    for i, name in enumerate(names):
-        entry = f"{GLYPHS[i % len(GLYPHS)]} {name}"
-        if row and len(row) + 2 + len(entry) > width:
-            legend.append(row)
-            row = Text()
-        row.append(("  " if row else "") + entry, STYLES[i % len(STYLES)])
-    return lines + legend + [row]
+    return lines + _legend(names, width)
 
 
 def _roofline_lines(labelled: Sequence[tuple[str, Breakdown]], width: int) -> list:

@@ -181,20 +181,24 @@ def new_table(columns: Sequence[tuple[str, str]]):
     return table
 
 
-def print_table(renderable, stream: TextIO, title: str = "", caption: str = "") -> None:
-    """Print a rich renderable on ``stream`` at its width, a bold title above and a dim caption below
-    (both wrapped at words), without the spaces rich pads lines with."""
+def print_table(renderable, stream: TextIO, title: str = "", caption: str = "", after: Sequence = (),
+                target=None) -> None:
+    """Print a rich renderable on ``stream`` at its width, a bold title above, a dim caption and then
+    ``after`` (bars, notes) below, all wrapped at words, without the spaces rich pads lines with;
+    ``target``: the stream's console where the caller already made one."""
     import re
 
     from rich.text import Text
 
-    target = console(stream)
+    target = target or console(stream)
     with target.capture() as captured:
         if title:
             target.print(Text(title, style="bold"))
         target.print(renderable)
         if caption:
             target.print(Text(caption, style="dim"))
+        for line in after:
+            target.print(line)
     stream.write(re.sub(r" +((?:\x1b\[[0-9;]*m)*)$", r"\1", captured.get(), flags=re.M))
 
 
@@ -224,37 +228,15 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
     from rich.text import Text
 
     stream = out or sys.stdout
-    print_table(_build_table(bs), stream, _table_title(bs), _caption(bs))
+    target = console(stream)
     first = bs[0]
-    lines = []
+    after = []
     if len(bs) == 1 and first.get("total") and any(r.name == "total" and r.unit == "byte" for r in first.rows):
-        width = console(stream).width
-        lines += split_bar(first, min(60, max(20, width - 2)), width)
-    lines += [Text(f"· {note}", style="dim") for note in _notes(bs)]
-    if lines:
-        print_table(Text("\n").join(lines), stream)
+        from .chart import split_bar
 
-
-_BAR_STYLES = ("cyan", "green", "yellow", "red", "bold", "dim")
-_BAR_GLYPHS = "█▓▒░▚▞"
-
-
-def split_bar(b: Breakdown, width: int = 60, line: int = 80) -> list:
-    """One stacked bar over the top-level rows (shares of ``total``), and a legend packed into lines of
-    ``line`` characters, never splitting an entry (rich Texts; the glyphs tell parts apart without colour)."""
-    from rich.text import Text
-
-    total = b.value("total")
-    parts = [r for r in b.rows if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
-    bar, legend = Text(), [Text()]
-    for i, row in enumerate(parts):
-        style, glyph = _BAR_STYLES[i % len(_BAR_STYLES)], _BAR_GLYPHS[i % len(_BAR_GLYPHS)]
-        bar.append(glyph * round(width * row.value / total), style)
-        entry = f"{glyph} {row.name} {row.value / total:.0%}"
-        if legend[-1] and len(legend[-1]) + 2 + len(entry) > line:
-            legend.append(Text())
-        legend[-1].append(("  " if legend[-1] else "") + entry, style)
-    return [bar, *legend]
+        after += split_bar(first, min(60, max(20, target.width - 2)), target.width)
+    after += [Text(f"· {note}", style="dim") for note in _notes(bs)]
+    print_table(_build_table(bs), stream, _table_title(bs), _caption(bs), after, target)
 
 
 # The columns a sweep tabulates per command (summary entries, else rows); memory adds its components.
