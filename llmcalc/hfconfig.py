@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import safeio
 
-MAX_LAYERS = 10_000  # layer counts (the deepest published models have ~200); mappers loop over them
 from .hfmappers import MAPPERS, map_generic
 from .spec import ModelSpec, SpecError
+from .units import MAX_LAYERS, MAX_QUANTITY
 
 
 class NotCached(SpecError):
@@ -146,7 +146,7 @@ class Fields:
             raise SpecError(f"{self.where}: {keys[0]} must be a whole number, got {value!r}")
         if minimum is not None and value < minimum:
             raise SpecError(f"{self.where}: {keys[0]} must be at least {minimum}, got {value}")
-        cap = MAX_LAYERS if any("layer" in k for k in keys) else 10**15  # mappers loop over layers
+        cap = MAX_LAYERS if any("layer" in k for k in keys) else MAX_QUANTITY  # mappers loop over layers
         if abs(value) > cap:
             raise SpecError(f"{self.where}: {keys[0]} = {str(value)[:20]} is not a plausible size (at most {cap:,})")
         return value

@@ -1,9 +1,8 @@
 """Model and accelerator specifications: frozen dataclasses, validated once on construction.
 
-Field names follow the published Hugging Face ``config.json`` names where one exists
-(``hidden_size``, ``num_key_value_heads``, ``tie_word_embeddings``); every architectural choice
-that changes a count (biases, norms, gating, tying) is a field of its own, so one general counting
-mechanism covers GPT-2, Llama, Mixtral, DeepSeek-V3 and the rest without per-model code.
+Field names follow Hugging Face ``config.json`` (``hidden_size``, ``num_key_value_heads``, ``tie_word_embeddings``);
+every choice that changes a count (biases, norms, gating, tying) is a field, so one counting mechanism covers
+GPT-2, Llama, Mixtral, DeepSeek-V3 and the rest without per-model code.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .dtypes import DTYPES
+from .units import MAX_LAYERS, MAX_NORMS, MAX_QUANTITY
 
 
 class SpecError(ValueError):
@@ -170,8 +170,8 @@ def _validate_model(m: ModelSpec) -> None:
 
 def _check_sizes(m: ModelSpec, where: str) -> None:
     for f in dataclasses.fields(m):  # a hostile file's 10^400 stops here, before float() overflows or loops hang
-        # norms_per_layer: 1 (parallel block) to 4 (Gemma-2), each a saved tensor the activation model loops over
-        v, cap = getattr(m, f.name), 8 if f.name == "norms_per_layer" else 10**4 if "layers" in f.name else 10**15
+        v, cap = getattr(m, f.name), MAX_NORMS if f.name == "norms_per_layer" else MAX_LAYERS if "layers" in f.name \
+            else MAX_QUANTITY
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not abs(v) <= cap:
             raise SpecError(f"{where}: {f.name} = {str(v)[:20]} is not a plausible size (at most {cap:,})")
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",

@@ -26,7 +26,10 @@ class UnitError(ValueError):
 
 
 MAX_LENGTH = 2**31  # tokens: far beyond any context, small enough to keep every product finite
-MAX_QUANTITY = 1e15  # any count, size or duration typed (spec.py's and the options' cap)
+# The largest values llmcalc computes with, whether typed, given as an option or read from a file:
+MAX_QUANTITY = 10**15  # any count, size or duration (a petabyte, a quadrillion tokens)
+MAX_LAYERS = 10**4  # layer counts (the deepest published models have ~200); loops run over layers
+MAX_NORMS = 8  # norms_per_layer: 1 (parallel block) to 4 (Gemma-2), each a saved tensor a loop runs over
 
 
 def _split(text: str, table: dict[str, float], what: str, example: str, zero: bool = False) -> float:

@@ -15,7 +15,7 @@ from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError
-from ..units import UnitError, parse_length
+from ..units import MAX_QUANTITY, UnitError, parse_length
 
 
 _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click privately)
@@ -34,13 +34,10 @@ class UserError(typer.BadParameter):
         typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
-MAX_OPTION = 10**15  # spec.py's magnitude cap: no count, length, degree or duration comes near it
-
-
 class Group(TyperGroup):
     """The top-level group: one-line errors for every command (the core's SpecError/UnitError and
     click's own parse errors become UserError), and every number an option takes kept finite and
-    below MAX_OPTION before any command computes with it."""
+    below MAX_QUANTITY before any command computes with it."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         args = _gpu_counts(args)
@@ -159,7 +156,7 @@ def _gpu_counts(args: list[str]) -> list[str]:
 
 
 def _bounded(callback: Callable, command) -> Callable:
-    """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_OPTION
+    """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_QUANTITY
     (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits; with
     --sweep, run once per swept value (cli/sweep.py)."""
     import functools
@@ -169,7 +166,7 @@ def _bounded(callback: Callable, command) -> Callable:
     @functools.wraps(callback)
     def checked(**kwargs):
         for name, value in kwargs.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_OPTION:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_QUANTITY:
                 shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
                 raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
         spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
