@@ -347,13 +347,15 @@ def _markdown_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) ->
 
 def _table_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) -> None:
     """As many whole columns as the terminal holds, and how many more there are."""
-    keys = _fitting(list(cells[0]), cells, console(stream).width)
+    target = console(stream)
+    keys = _fitting(list(cells[0]), cells, target.width)
     text = {k for k in keys if any(row[k][:1].isalpha() for row in cells)}  # names left, numbers right
     table = new_table([(k, "name" if k in text else "number") for k in keys])
     for row in cells:
         table.add_row(*[row[k] for k in keys])
     left = len(cells[0]) - len(keys)
-    print_table(table, stream, kind, f"{left} more column(s) in a wider terminal or with --json" if left else "")
+    print_table(table, stream, kind, f"{left} more column(s) in a wider terminal or with --json" if left else "",
+                target=target)
 
 
 def _fitting(keys: list[str], cells: list[dict[str, str]], width: int) -> list[str]:
