@@ -24,10 +24,31 @@ class Row:
     unit: str
     note: str = ""  # the convention behind the number, e.g. "2 B/param"
     total: str | None = "total"  # the row this one's share is taken of; None: no share column
+    how: tuple = ()  # its formula, (template, *terms), written out by formula() only when asked (--explain)
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
             raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
+
+
+def formula(how: tuple) -> str:
+    """A row's formula with its numbers in: ``("{} layers x {} x {}", 32, 4096, 4096)`` reads
+    ``32 layers x 4,096 x 4,096``. A term may itself be a formula (a sub-expression)."""
+    if not how:
+        return ""
+    template, *terms = how
+    return template.format(*map(_term, terms))
+
+
+def _term(value: Any) -> str:
+    if isinstance(value, tuple):
+        return formula(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if abs(value) < 1e12 and float(value).is_integer():  # counts and shapes exactly: 4,096 x 14,336
+        return f"{int(value):,}"
+    mantissa, _, exponent = f"{value:.4g}".partition("e")  # rates and totals to 4 digits: 9.894e14
+    return mantissa + (f"e{int(exponent)}" if exponent else "")
 
 
 class Quantity(NamedTuple):  # a NamedTuple: breakdown loads on every CLI call (see dtypes.Dtype)
@@ -126,15 +147,16 @@ class Breakdown:
             return None
         return row.value / ref
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON contract of DESIGN.md: base units, plain numbers, nothing formatted."""
+    def to_dict(self, formulas: bool = False) -> dict[str, Any]:
+        """The JSON contract of DESIGN.md: base units, plain numbers, nothing formatted; with
+        ``formulas`` (--explain) each row also carries its formula written out."""
         return {
             "command": self.command,
             "model": self.model,
             "gpu": self.gpu,
             "inputs": dict(self.inputs),
-            "rows": [{"name": r.name, "value": r.value, "unit": r.unit, **({"note": r.note} if r.note else {})}
-                     for r in self.rows],
+            "rows": [{"name": r.name, "value": r.value, "unit": r.unit, **({"note": r.note} if r.note else {}),
+                      **({"formula": formula(r.how)} if formulas and r.how else {})} for r in self.rows],
             "summary": dict(self.summary),
             "notes": list(self.notes),
         }
@@ -147,16 +169,28 @@ class Rows:
         self.unit = unit
         self.total = total
         self._rows: dict[str, Row] = {}
+        self._sums: dict[str, list[str]] = {}
 
     def add(self, name: str, value: float, note: str = "", unit: str | None = None,
-            total: str | None | type(...) = ...) -> float:
+            total: str | None | type(...) = ..., how: tuple = ()) -> float:
+        """A row; ``how`` is its formula, (template, *terms) with one ``{}`` per term (see formula())."""
         self._rows[name] = Row(name, value, unit or self.unit, note,
-                               self.total if total is ... else total)
+                               self.total if total is ... else total, how)
         return value
 
-    def sum(self, name: str, parts: Iterable[str], note: str = "") -> float:
-        """A sub-total row that is, by construction, the sum of its parts."""
-        return self.add(name, sum(self._rows[p].value for p in parts), note)
+    def sum(self, name: str, parts: Iterable[str], note: str = "", total: str | None | type(...) = ...) -> float:
+        """A sub-total row that is, by construction, the sum of its parts (its formula names them)."""
+        parts = list(parts)
+        self._sums[name] = parts
+        return self.add(name, sum(self._rows[p].value for p in parts), note, total=total,
+                        how=(" + ".join(["{}"] * len(parts)), *parts))
+
+    def row(self, name: str) -> Row:
+        return self._rows[name]
+
+    def parts(self, name: str) -> list[str] | None:
+        """The rows a sub-total sums, or None for a row of its own."""
+        return self._sums.get(name)
 
     def children(self, prefix: str) -> list[str]:
         return [n for n in self._rows if n.startswith(prefix + "/") and n.count("/") == prefix.count("/") + 1]

@@ -51,33 +51,63 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
     L, heads = m.num_hidden_layers, m.num_attention_heads
     r = Rows("FLOP")
     attn = attention_linears(m)
-    r.add("attention/kqv", L * 2 * queries * sum(lin.weight for n, lin in attn.items() if n != "proj"),
-          "2 x tokens x projection weights")
+    projections = [lin for n, lin in attn.items() if n != "proj"]
+    r.add("attention/kqv", L * 2 * queries * sum(lin.weight for lin in projections),
+          "2 x tokens x projection weights", how=("{} layers x 2 x {} tokens x ({})", L, queries, _weights(projections)))
     pairs = (m.window_layers * attended_pairs(queries, keys, attention, m.sliding_window)
              + (L - m.window_layers) * attended_pairs(queries, keys, attention))
-    r.add("attention/scores", 2 * pairs * heads * m.qk_head_dim, f"Q @ K^T, {attention}")
-    r.add("attention/reduce", 2 * pairs * heads * m.v_dim, f"softmax @ V, {attention}")
-    r.add("attention/proj", L * 2 * queries * attn["proj"].weight)
+    pairs_how = ("{} window layers x {} pairs + {} layers x {} pairs", m.window_layers,
+                 attended_pairs(queries, keys, attention, m.sliding_window), L - m.window_layers,
+                 attended_pairs(queries, keys, attention)) if m.window_layers else ("{} query-key pairs", pairs)
+    r.add("attention/scores", 2 * pairs * heads * m.qk_head_dim, f"Q @ K^T, {attention}",
+          how=("2 x ({}) x {} heads x {} head dim", pairs_how, heads, m.qk_head_dim))
+    r.add("attention/reduce", 2 * pairs * heads * m.v_dim, f"softmax @ V, {attention}",
+          how=("2 x ({}) x {} heads x {} value dim", pairs_how, heads, m.v_dim))
+    r.add("attention/proj", L * 2 * queries * attn["proj"].weight,
+          how=("{} layers x 2 x {} tokens x {}", L, queries, _weights([attn["proj"]])))
     r.sum("attention", r.children("attention"))
 
     if m.dense_layers:
         for name, lin in mlp_linears(m, m.intermediate_size).items():
-            r.add(f"mlp/{name}", m.dense_layers * 2 * queries * lin.weight)
+            r.add(f"mlp/{name}", m.dense_layers * 2 * queries * lin.weight,
+                  how=("{} layers x 2 x {} tokens x {}", m.dense_layers, queries, _weights([lin])))
     if m.is_moe:
-        h, k = m.hidden_size, m.num_experts_per_tok
-        expert = sum(lin.weight for lin in mlp_linears(m, m.expert_size).values())
-        r.add("mlp/router", m.moe_layers * 2 * queries * h * m.num_experts)
-        r.add("mlp/experts", m.moe_layers * 2 * queries * k * expert, f"{k} active experts per token")
-        if m.shared_expert_size:
-            shared = sum(lin.weight for lin in mlp_linears(m, m.shared_expert_size).values())
-            shared += h if m.shared_expert_gate else 0  # Qwen2-MoE's hidden -> 1 gate
-            r.add("mlp/shared_experts", m.moe_layers * 2 * queries * shared)
+        _moe_rows(r, m, queries)
     r.sum("mlp", r.children("mlp"))
     for name, lin in embedding_projections(m).items():
-        r.add(f"dense/{name}", 2 * queries * lin.weight, f"{lin.fan_in} -> {lin.fan_out}, factorized embedding")
-    r.add("dense/lm_head", 2 * queries * m.embed_dim * m.vocab_size)
+        r.add(f"dense/{name}", 2 * queries * lin.weight, f"{lin.fan_in} -> {lin.fan_out}, factorized embedding",
+              how=("2 x {} tokens x {}", queries, _weights([lin])))
+    r.add("dense/lm_head", 2 * queries * m.embed_dim * m.vocab_size,
+          how=("2 x {} tokens x {} x {} vocab", queries, m.embed_dim, m.vocab_size))
     r.sum("forward", ["attention", "mlp", *r.children("dense")])
     return r
+
+
+def _moe_rows(r: Rows, m: ModelSpec, queries: int) -> None:
+    """An MoE layer's matmuls: the router, the k experts each token is routed to, any shared experts."""
+    h, k, layers = m.hidden_size, m.num_experts_per_tok, m.moe_layers
+    expert = mlp_linears(m, m.expert_size).values()
+    r.add("mlp/router", layers * 2 * queries * h * m.num_experts,
+          how=("{} MoE layers x 2 x {} tokens x {} hidden x {} experts", layers, queries, h, m.num_experts))
+    r.add("mlp/experts", layers * 2 * queries * k * sum(lin.weight for lin in expert), f"{k} active experts per token",
+          how=("{} MoE layers x 2 x {} tokens x {} active experts x ({})", layers, queries, k, _weights(expert)))
+    if m.shared_expert_size:
+        linears = mlp_linears(m, m.shared_expert_size).values()
+        gate = h if m.shared_expert_gate else 0  # Qwen2-MoE's hidden -> 1 gate
+        r.add("mlp/shared_experts", layers * 2 * queries * (sum(lin.weight for lin in linears) + gate),
+              how=("{} MoE layers x 2 x {} tokens x ({} + {} gate)", layers, queries, _weights(linears), gate))
+
+
+def _weights(linears) -> tuple:
+    """Weight elements of some matrices as a formula: in x out + in x out ..."""
+    linears = list(linears)
+    return (" + ".join(["{} x {}"] * len(linears)), *(n for lin in linears for n in (lin.fan_in, lin.fan_out)))
+
+
+def palm_how(m: ModelSpec, seq: int) -> tuple:
+    """palm_per_token as a formula."""
+    return ("6 x {} matmul params + 6 x {} layers x {} heads x ({} + {}) x {} tokens", matmul_params(m),
+            m.num_hidden_layers, m.num_attention_heads, m.qk_head_dim, m.v_dim, seq)
 
 
 def palm_per_token(m: ModelSpec, seq: int) -> int:
@@ -147,28 +177,41 @@ class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dty
     core: float  # attention scores + reduce: what selective recomputation re-runs
     layers: float  # the transformer layers: what full recomputation re-runs
     note: str  # how the total was counted
+    core_how: tuple = ()  # core and layers as formulas (breakdown.formula)
+    layers_how: tuple = ("forward",)
 
 
 def _detailed_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Component sum of forward() (nanoGPT notebook's flops()) over the step's sequences."""
     fwd = forward(m, s.seq, s.seq, s.attention)
     for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
-        r.add(row.name, s.sequences * row.value, row.note, total="total" if row.name == "forward" else "forward")
+        share = "total" if row.name == "forward" else "forward"
+        if fwd.parts(row.name):
+            r.sum(row.name, fwd.parts(row.name), row.note, total=share)
+        else:
+            r.add(row.name, s.sequences * row.value, row.note, total=share,
+                  how=row.how if s.sequences == 1 else ("{} sequences x {}", s.sequences, row.how))
     return _Step(forward=r["forward"], core=s.sequences * (fwd["attention/scores"] + fwd["attention/reduce"]),
-                 layers=s.sequences * (fwd["attention"] + fwd["mlp"]), note="component sum")
+                 layers=s.sequences * (fwd["attention"] + fwd["mlp"]), note="component sum",
+                 core_how=("attention/scores + attention/reduce",), layers_how=("attention + mlp",))
 
 
 def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Forward as (6N + 12LHQT) / 3 per token, N = matmul params (PaLM, Chowdhery et al. 2022, App. B)."""
-    forward_step = r.add("forward", s.step_tokens * (palm_per_token(m, s.seq) / 3), "(6N + 12LHQT) / 3 per token")
+    forward_step = r.add("forward", s.step_tokens * (palm_per_token(m, s.seq) / 3), "(6N + 12LHQT) / 3 per token",
+                         how=("{} tokens x ({}) / 3", s.step_tokens, palm_how(m, s.seq)))
     # the attention core (scores + reduce) is 2·L·H·(Q_qk + Q_v)·T of the forward per token
-    core = s.step_tokens * 2 * m.num_hidden_layers * m.num_attention_heads * (m.qk_head_dim + m.v_dim) * s.seq
-    return _Step(forward=forward_step, core=core, layers=forward_step, note="PaLM 6N + 12LHQT")
+    L, H = m.num_hidden_layers, m.num_attention_heads
+    core = s.step_tokens * 2 * L * H * (m.qk_head_dim + m.v_dim) * s.seq
+    return _Step(forward=forward_step, core=core, layers=forward_step, note="PaLM 6N + 12LHQT",
+                 core_how=("{} tokens x 2 x {} layers x {} heads x ({} + {}) x {} tokens", s.step_tokens, L, H,
+                           m.qk_head_dim, m.v_dim, s.seq))
 
 
 def _6nd_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Forward as 2N per token (6N per token trained), N = all parameters used per token (Kaplan et al. 2020)."""
-    forward_step = r.add("forward", s.step_tokens * (2 * count(m)["active"]), "2N per token")
+    forward_step = r.add("forward", s.step_tokens * (2 * count(m)["active"]), "2N per token",
+                         how=("{} tokens x 2 x {} params", s.step_tokens, count(m)["active"]))
     return _Step(forward=forward_step, core=0, layers=forward_step, note="6N per token")
 
 
@@ -179,18 +222,20 @@ def _training_step(m: ModelSpec, s: FlopsSettings) -> Rows:
     """Rows of one training step: forward, backward (2 x forward), any recomputation, total, per token."""
     r = Rows("FLOP")
     step = _STEPS[s.formula](r, m, s)
-    r.add("backward", 2 * step.forward, "2 x forward (input and weight grads)")
+    r.add("backward", 2 * step.forward, "2 x forward (input and weight grads)", how=("2 x forward",))
     # Activation recomputation re-runs part of the forward before the backward (Korthikanti et al.)
     parts = ["forward", "backward"]
     if s.recompute != "none":
         selective = s.recompute == "selective"
         r.add("recompute", step.core if selective else step.layers,
-              "attention core re-run" if selective else "one more forward of the layers")
+              "attention core re-run" if selective else "one more forward of the layers",
+              how=step.core_how if selective else step.layers_how)
         parts.append("recompute")
     r.sum("total", parts, step.note)
-    r.add("per_token/forward", step.forward / s.step_tokens, total=None)
-    r.add("per_token/total", r["total"] / s.step_tokens, total=None)
-    r.add("model_flops", s.step_tokens * palm_per_token(m, s.seq), "PaLM 6N + 12LHQT per step", total=None)
+    r.add("per_token/forward", step.forward / s.step_tokens, total=None, how=("forward / {} tokens", s.step_tokens))
+    r.add("per_token/total", r["total"] / s.step_tokens, total=None, how=("total / {} tokens", s.step_tokens))
+    r.add("model_flops", s.step_tokens * palm_per_token(m, s.seq), "PaLM 6N + 12LHQT per step", total=None,
+          how=("{} tokens x ({})", s.step_tokens, palm_how(m, s.seq)))
     return r
 
 

@@ -36,6 +36,22 @@ def cached_positions(m: ModelSpec, context: int, layers: int | None = None) -> i
     return windowed * min(context, m.sliding_window or context) + (layers - windowed) * context
 
 
+def kv_how(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
+           tp: int = 1, cp: int = 1, layers: int | None = None) -> tuple:
+    """kv_cache_bytes as a formula (breakdown.formula): requests x positions x values x bytes."""
+    L = m.num_hidden_layers
+    layers = L if layers is None else layers
+    windowed = m.window_layers * layers // L
+    positions = ("{} layers x {} tokens", layers, context) if not windowed else \
+        ("({} window layers x {} tokens + {} layers x {} tokens)", windowed, min(context, m.sliding_window or context),
+         layers - windowed, context)
+    if cp > 1:
+        positions = ("ceil(({}) / {} CP)", positions, cp)
+    values = ("({} latent + {} rope key)", m.kv_lora_rank, m.qk_rope_head_dim) if m.is_mla else \
+        ("2 x {} kv heads x {} head dim", math.ceil(m.kv_heads / tp), m.qk_head_dim)
+    return ("{} requests x {} x {} x {} B", batch, positions, values, bytes_per_value)
+
+
 def kv_cache_bytes(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
                    tp: int = 1, cp: int = 1, layers: int | None = None) -> float:
     """KV cache of ``batch`` sequences of ``context`` tokens on one GPU of a TP x CP group,

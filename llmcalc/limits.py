@@ -85,13 +85,17 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
 
     r = Rows("byte")
     r.add("max_seq", best, "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else "")
-          + (f"; {s.engine} refuses more than the model's context" if capped else ""), unit="token", total=None)
+          + (f"; {s.engine} refuses more than the model's context" if capped else ""), unit="token", total=None,
+          how=("min(memory_max_seq, {} context)", context) if capped else
+          (f"by the largest multiple of {multiple_of} whose memory total fits {{}} B usable (binary search)", usable))
     if capped:
-        r.add("memory_max_seq", memory_best, "what memory alone would hold", unit="token", total=None)
+        r.add("memory_max_seq", memory_best, "what memory alone would hold", unit="token", total=None,
+              how=(f"by the largest multiple of {multiple_of} whose memory total fits {{}} B usable", usable))
     for row in _memory_rows(shown):
-        r.add(row.name, row.value, row.note)
+        r.add(row.name, row.value, row.note, how=row.how)
     r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of:,} tokens"
-          + ("" if beyond.summary["fits"] else ": does not fit"), total=None)
+          + ("" if beyond.summary["fits"] else ": does not fit"), total=None,
+          how=("by the memory total at {} tokens", (k + 1) * multiple_of))
     summary = {"max_seq": Quantity(best, "token"), "total": shown.summary.quantity("total"),
                "usable": shown.summary.quantity("usable"), "capacity": shown.summary.quantity("capacity"),
                "dominant": _dominant(shown), "context": Quantity(context, "token"),
@@ -148,15 +152,19 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     final = best if fast is None else min(best, fast)
 
     r = Rows("byte")
-    r.add("max_batch", final, "concurrent requests" if s.mode == "infer" else "micro-batch", unit="count", total=None)
+    r.add("max_batch", final, "concurrent requests" if s.mode == "infer" else "micro-batch", unit="count", total=None,
+          how=("min(memory_max_batch, latency_max_batch)",) if fast is not None else ("memory_max_batch",))
     capped = beyond.summary["fits"]  # never with a real capacity; said rather than passed off as the limit
     r.add("memory_max_batch", best, f"memory: {best:,} fit, {best + 1:,} do not" if not capped else
-          f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None)
+          f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None,
+          how=("by the largest batch whose memory total fits {} B usable (binary search)", shown.summary["usable"]))
     if fast is not None:
-        r.add("latency_max_batch", fast, "largest batch meeting the latency targets", unit="count", total=None)
+        r.add("latency_max_batch", fast, "largest batch meeting the latency targets", unit="count", total=None,
+              how=("by the largest batch whose latency bounds meet the targets (binary search)",))
     for row in _memory_rows(shown):
-        r.add(row.name, row.value, row.note)
-    r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None)
+        r.add(row.name, row.value, row.note, how=row.how)
+    r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None,
+          how=("by the memory total at a batch of {}", best + 1))
     summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary.quantity("total"),
                "usable": shown.summary.quantity("usable"), "dominant": _dominant(shown),
                "limited_by_memory": not capped}

@@ -57,6 +57,16 @@ class Linear:
     def weight(self) -> int:
         return self.fan_in * self.fan_out
 
+    @property
+    def how(self) -> tuple:
+        """Its count as a formula (breakdown.formula): in x out, plus the bias."""
+        return ("{} x {} + {}", self.fan_in, self.fan_out, self.fan_out) if self.bias else ("{} x {}", self.fan_in, self.fan_out)
+
+
+def sum_how(hows: list) -> tuple:
+    """The formula of a sum of formulas, each in parentheses: (a) + (b) + (c)."""
+    return (" + ".join(["({})"] * len(hows)), *hows)
+
 
 def norm_params(m: ModelSpec, width: int, bias: bool | None = None) -> int:
     """LayerNorm: weight + bias; RMSNorm: weight; parameter-free norms: 0.
@@ -139,11 +149,14 @@ def moe_parts(m: ModelSpec) -> dict[str, int]:
 
 def _embedding_rows(m: ModelSpec, r: Rows) -> None:
     h, V, p = m.hidden_size, m.vocab_size, m.embed_dim
-    r.add("embedding/token", V * p, "vocab x hidden" if p == h else f"vocab x embedding_proj_dim {p}")
+    r.add("embedding/token", V * p, "vocab x hidden" if p == h else f"vocab x embedding_proj_dim {p}",
+          how=("{} vocab x {} width", V, p))
     if m.position_embedding == "learned":
-        r.add("embedding/position", (m.max_position_embeddings + m.position_offset) * h, "learned table")
+        r.add("embedding/position", (m.max_position_embeddings + m.position_offset) * h, "learned table",
+              how=("({} positions + {} offset) x {} hidden", m.max_position_embeddings, m.position_offset, h)
+              if m.position_offset else ("{} positions x {} hidden", m.max_position_embeddings, h))
     for name, lin in embedding_projections(m).items():  # factorized embedding: p -> h in, h -> p out
-        r.add(f"embedding/{name}", lin.params, _shape(lin))
+        r.add(f"embedding/{name}", lin.params, _shape(lin), how=lin.how)
     r.sum("embedding", r.children("embedding"))
 
 
@@ -151,11 +164,13 @@ def _attention_rows(m: ModelSpec, r: Rows) -> None:
     L, attn = m.num_hidden_layers, attention_linears(m)
     if m.is_mla:
         for name, lin in attn.items():
-            r.add(f"attention/{name}", L * lin.params, _shape(lin))
+            r.add(f"attention/{name}", L * lin.params, _shape(lin), how=("{} layers x ({})", L, lin.how))
     else:  # the notebook's single qkv row; the note gives each projection's shape
         r.add("attention/qkv", L * sum(attn[k].params for k in "qkv"),
-              f"q {_shape(attn['q'])}, k and v {_shape(attn['k'])} each")
-        r.add("attention/proj", L * attn["proj"].params, _shape(attn["proj"]))
+              f"q {_shape(attn['q'])}, k and v {_shape(attn['k'])} each",
+              how=("{} layers x ({})", L, sum_how([attn[k].how for k in "qkv"])))
+        r.add("attention/proj", L * attn["proj"].params, _shape(attn["proj"]),
+              how=("{} layers x ({})", L, attn["proj"].how))
     r.sum("attention", r.children("attention"))
 
 
@@ -163,25 +178,31 @@ def _mlp_rows(m: ModelSpec, r: Rows) -> None:
     if m.dense_layers:
         for name, lin in mlp_linears(m, m.intermediate_size).items():
             r.add(f"mlp/{name}", m.dense_layers * lin.params,
-                  _shape(lin) + (f", {m.dense_layers} dense layers" if m.is_moe else ""))
+                  _shape(lin) + (f", {m.dense_layers} dense layers" if m.is_moe else ""),
+                  how=("{} layers x ({})", m.dense_layers, lin.how))
     if m.is_moe:
+        hows = _moe_hows(m)
         for name, value in moe_parts(m).items():
             if value:
-                r.add(f"mlp/{name}", m.moe_layers * value, f"{m.moe_layers} MoE layers")
+                r.add(f"mlp/{name}", m.moe_layers * value, f"{m.moe_layers} MoE layers",
+                      how=("{} MoE layers x ({})", m.moe_layers, hows[name]))
     r.sum("mlp", r.children("mlp"))
 
 
 def _norm_rows(m: ModelSpec, r: Rows) -> None:
     L, h, norms = m.num_hidden_layers, m.hidden_size, layer_norms(m)
-    r.add("norm/layers", L * norms["layers"], f"{m.norms_per_layer} {m.norm_type} per layer")
+    r.add("norm/layers", L * norms["layers"], f"{m.norms_per_layer} {m.norm_type} per layer",
+          how=("{} layers x {} norms x {} params", L, m.norms_per_layer, norm_params(m, h)))
     if norms["qk"]:
-        r.add("norm/qk", L * norms["qk"], "q and k norms")
+        r.add("norm/qk", L * norms["qk"], "q and k norms", how=("{} layers x {} params of q and k norms", L, norms["qk"]))
     if norms["latent"]:
-        r.add("norm/latent", L * norms["latent"], "MLA latent norms")
+        r.add("norm/latent", L * norms["latent"], "MLA latent norms",
+              how=("{} layers x {} params of latent norms", L, norms["latent"]))
+    one = ("{} hidden x {} ({})", h, norm_params(m, h) // h, "weight and bias" if norm_params(m, h) == 2 * h else "weight")
     if m.embedding_norm:
-        r.add("norm/embedding", norm_params(m, h))
+        r.add("norm/embedding", norm_params(m, h), how=one)
     if m.final_norm:
-        r.add("norm/final", norm_params(m, h))
+        r.add("norm/final", norm_params(m, h), how=one)
     r.sum("norm", r.children("norm"))
 
 
@@ -193,11 +214,15 @@ def count(m: ModelSpec) -> Rows:
         rows(m, r)
     head = 0 if m.tie_word_embeddings else V * p
     r.add("lm_head", head + (V if m.lm_head_bias else 0), "tied to embedding/token" if m.tie_word_embeddings
-          else "hidden x vocab" if p == h else f"embedding_proj_dim {p} x vocab")
+          else "hidden x vocab" if p == h else f"embedding_proj_dim {p} x vocab",
+          how=("{} width x {} vocab" + (" + {} bias" if m.lm_head_bias else ""), p, V, V) if not m.tie_word_embeddings
+          else ("0 (tied)" + (" + {} bias" if m.lm_head_bias else ""), V))
     r.sum("total", ["embedding", "attention", "mlp", "norm", "lm_head"])
     idle = m.moe_layers * (m.num_experts - m.num_experts_per_tok) * expert_params(m)
     r.add("active", r["total"] - idle,
-          f"{m.num_experts_per_tok} of {m.num_experts} experts per token" if m.is_moe else "dense: all parameters")
+          f"{m.num_experts_per_tok} of {m.num_experts} experts per token" if m.is_moe else "dense: all parameters",
+          how=("total - {} MoE layers x {} idle experts x {}", m.moe_layers, m.num_experts - m.num_experts_per_tok,
+               expert_params(m)) if m.is_moe else ("total",))
     return r
 
 
@@ -262,10 +287,23 @@ def _per_layer(m: ModelSpec) -> tuple:
         layer["mlp"] = sum(lin.params for lin in mlp_linears(m, m.intermediate_size).values())
     if m.is_moe:
         layer["mlp_moe"] = sum(moe_parts(m).values())
+    hows = {"attention": sum_how([lin.how for lin in attention_linears(m).values()]),
+            "norm": ("{}", " + ".join(f"{v:,}" for v in layer_norms(m).values() if v) or "0"),
+            "mlp": sum_how([lin.how for lin in mlp_linears(m, m.intermediate_size).values()]),
+            "mlp_moe": ("{} + {} + {}", *(_moe_hows(m).values() if m.is_moe else ("", "", "")))}
     rows = Rows("params", total=None)
     for name, value in layer.items():
-        rows.add(f"per_layer/{name}", value, "one block")
+        rows.add(f"per_layer/{name}", value, "one block", how=hows[name])
     return rows.build()
+
+
+def _moe_hows(m: ModelSpec) -> dict[str, tuple]:
+    """moe_parts' counts as formulas: router, routed experts, shared experts and their gate."""
+    h, e = m.hidden_size, m.num_experts
+    shared = sum_how([lin.how for lin in mlp_linears(m, m.shared_expert_size).values()]) if m.shared_expert_size else ("0",)
+    return {"router": ("{} hidden x {} experts" + (" + {} bias" if m.router_bias else ""), h, e, e),
+            "experts": ("{} experts x ({})", e, sum_how([lin.how for lin in mlp_linears(m, m.expert_size).values()])),
+            "shared_experts": ("{}" + (" + {} gate" if m.shared_expert_gate else ""), shared, h)}
 
 
 def _shape(lin: Linear) -> str:

@@ -74,17 +74,23 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
                         f"{peak:.3g} peak); check --step-time/--tokens-per-s, --gpus and --dtype")
 
     r = Rows("ratio", total=None)
+    step_tokens = model.summary["tokens_per_step"]
     r.add("model_flops_per_token", per_token, unit="FLOP",
-          note="PaLM 6N + 12LHQT" if formula == "palm" else f"{formula} formula, per token")
+          note="PaLM 6N + 12LHQT" if formula == "palm" else f"{formula} formula, per token",
+          how=("{} model FLOPs per step / {} tokens", model.value("model_flops" if formula == "palm" else "total"),
+               step_tokens))
     whole_job = known_gpus or run.gpu_hours is None
+    rate_how = _rate_how(run, step_tokens, gpus)
     if whole_job:
-        r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {gpus} GPU(s)")
-    r.add("tokens_per_s_per_gpu", tokens_per_s / gpus, unit="token/s")
-    r.add("achieved_flops_per_s", achieved, unit="FLOP/s", note="model FLOP/s per GPU")
-    r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {dtype}")
-    r.add("mfu", achieved / peak, note="achieved / peak")
+        r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {gpus} GPU(s)", how=rate_how)
+    r.add("tokens_per_s_per_gpu", tokens_per_s / gpus, unit="token/s", how=("({}) / {} GPUs", rate_how, gpus))
+    r.add("achieved_flops_per_s", achieved, unit="FLOP/s", note="model FLOP/s per GPU",
+          how=("model_flops_per_token x tokens_per_s_per_gpu",))
+    r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {dtype}", how=("{} datasheet", peak))
+    r.add("mfu", achieved / peak, note="achieved / peak", how=("achieved_flops_per_s / peak_flops_per_s",))
     r.add("hfu", per_token and achieved / peak * hw_per_token / per_token,
-          note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU")
+          note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU",
+          how=("mfu x {} hardware FLOPs / {} model FLOPs", hardware.value("total"), model.value("total")))
     summary = {"mfu": Quantity(r["mfu"], "ratio"), "hfu": Quantity(r["hfu"], "ratio"),
                "achieved_flops_per_s": Quantity(achieved, "FLOP/s"),
                "tokens_per_s_per_gpu": Quantity(tokens_per_s / gpus, "token/s")}
@@ -156,6 +162,15 @@ class ServeSettings:
     @property
     def cache_dtype(self) -> str:
         return self.kv_dtype or activation_dtype(self.dtype)
+
+
+def _rate_how(run, step_tokens: int, gpus: int) -> tuple:
+    """The whole job's tokens/s as a formula, from whichever measurement was given."""
+    if run.step_time is not None:
+        return ("{} tokens / {} s step", step_tokens, run.step_time)
+    if run.tokens_per_s is not None:
+        return ("{} tokens/s" + (" x {} GPUs" if run.per_gpu else ""), run.tokens_per_s, gpus)
+    return ("{} tokens / ({} GPU-hours x 3600 s) x {} GPUs", run.tokens, run.gpu_hours, gpus)
 
 
 def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
@@ -245,17 +260,32 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     e2e = ttft + tpot * (s.output - 1) if s.output > 1 else ttft
 
     r = Rows("s", total=None)
-    r.add("ttft", ttft, "lower bound: time to first token")
+    phases = ("max({}, {}, {})" if s.overlap else "max({}, {}) + {}")
+    r.add("ttft", ttft, "lower bound: time to first token",
+          how=(phases, "prefill/compute", "prefill/memory", "prefill/communication"))
     bound = ("compute", "memory", "communication")
-    r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak")
-    r.add("prefill/memory", pre[1], f"{fmt_bytes(prefill_bytes)} per GPU at {s.bandwidth_efficiency:.0%} of HBM")
-    r.add("prefill/communication", pre[2], f"TP all-reduce over {fmt_rate(link, 'byte/s')}" if t > 1 else "no TP")
-    r.add("tpot", tpot, f"mean over {steps} decode step(s)")
-    r.add("decode/compute", dec[0] / n)
-    r.add("decode/memory", dec[1] / n, "weight shard + KV cache read per step, per GPU")
-    r.add("decode/communication", comm)
-    r.add("e2e", e2e, f"ttft + {max(s.output - 1, 0)} decode steps")
-    r.add("decode_tokens_per_s", s.batch / tpot, unit="token/s", note="all requests, while decoding")
+    rates = (gpu.peak(s.compute_dtype), s.compute_efficiency, gpu.memory_bandwidth, s.bandwidth_efficiency)
+    r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak",
+          how=("{} FLOP / ({} GPUs x {} FLOP/s x {} efficiency)", prefill_flops, t, rates[0], rates[1]))
+    r.add("prefill/memory", pre[1], f"{fmt_bytes(prefill_bytes)} per GPU at {s.bandwidth_efficiency:.0%} of HBM",
+          how=("{} B / ({} B/s x {} efficiency)", prefill_bytes, rates[2], rates[3]))
+    def allreduce_how(tokens: int) -> tuple:
+        return ("2 x {} layers x {} tokens x {} hidden x {} B x 2 x ({} - 1) / {} GPUs / {} B/s", m.num_hidden_layers,
+                tokens, m.hidden_size, act_b, t, t, link) if t > 1 else ("0",)
+
+    r.add("prefill/communication", pre[2], f"TP all-reduce over {fmt_rate(link, 'byte/s')}" if t > 1 else "no TP",
+          how=allreduce_how(requests * s.prompt))
+    r.add("tpot", tpot, f"mean over {steps} decode step(s)",
+          how=(f"by the mean over {n} sampled decode steps of " + phases, "compute", "memory", "communication"))
+    r.add("decode/compute", dec[0] / n, how=("by the mean over {} sampled steps of the step's FLOPs / ({} GPUs x {} "
+                                             "FLOP/s x {} efficiency)", n, t, rates[0], rates[1]))
+    r.add("decode/memory", dec[1] / n, "weight shard + KV cache read per step, per GPU",
+          how=("by the mean over {} sampled steps of ({} B weights + the KV cache at the step's context) / ({} B/s x {} "
+               "efficiency)", n, weights_read, rates[2], rates[3]))
+    r.add("decode/communication", comm, how=allreduce_how(requests))
+    r.add("e2e", e2e, f"ttft + {max(s.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(s.output - 1, 0)))
+    r.add("decode_tokens_per_s", s.batch / tpot, unit="token/s", note="all requests, while decoding",
+          how=("{} requests / tpot", s.batch))
     summary = {"ttft": Quantity(ttft, "s"), "tpot": Quantity(tpot, "s"), "e2e": Quantity(e2e, "s"),
                "prefill_bound": bound[pre.index(max(pre))],
                "decode_bound": bound[0 if dec[0] >= dec[1] else 1], "requests_per_instance": requests,

@@ -11,7 +11,7 @@ import math
 
 from ..breakdown import Quantity, Rows
 from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
-from ..kvcache import kv_cache_bytes, kv_values_per_token_layer
+from ..kvcache import kv_cache_bytes, kv_how, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
 from .placement import ParamSplit, Stage, stage_params
@@ -40,20 +40,25 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
     nbytes = DTYPE_BYTES[s.dtype]
     extra = f" + {what} {fmt_bytes(buffers)}" if buffers else ""
     if buffers:
-        r.add("weights/buffers", whole_bytes(buffers), what)
+        r.add("weights/buffers", whole_bytes(buffers), what, how=("{} B", whole_bytes(buffers)))
+    plus = " + weights/buffers" if buffers else ""
     if "weights" in parts:
-        r.add("weights", whole_bytes(total), f"{nbytes:g} B/param x {fmt_params(p.total)} params{extra}")
+        r.add("weights", whole_bytes(total), f"{nbytes:g} B/param x {fmt_params(p.total)} params{extra}",
+              how=("{} params x {} B" + plus, p.total, nbytes))
         return
     quantized = p.quantizable * (1 - kept)
-    r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(quantized)} linear weights")
+    r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(quantized)} linear weights",
+          how=("{} quantized params x {} B", quantized, parts["quantized"] / quantized if quantized else 0))
     if parts["scales"]:
         how = f"{fmt.method} scales" + (" and zero points" if fmt.zero_points else "") if fmt else \
             f"16-bit scale per {s.group_size} weights (zero points not counted)"
-        r.add("weights/scales", whole_bytes(parts["scales"]), how)
+        r.add("weights/scales", whole_bytes(parts["scales"]), how, how=("{} B", whole_bytes(parts["scales"])))
     kept_note = f"; {kept:.1%} of the linears kept ({', '.join(fmt.skip if fmt else s.keep_16bit)})" if kept else ""
-    r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note)
+    r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note,
+          how=("{} params x 2 B", parts["unquantized"] / 2))
     bits = (parts["quantized"] + parts["scales"]) * 8 / quantized if quantized else 0.0
-    r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}")
+    r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}",
+          how=("weights/quantized" + (" + weights/scales" if parts["scales"] else "") + " + weights/unquantized" + plus,))
 
 
 def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
@@ -74,9 +79,9 @@ def engine_rows(m: ModelSpec, s: MemorySettings, st: Stage, non_torch: float, no
     builds beside them), no gradients or optimizer, and ``non_torch`` bytes outside torch."""
     r = Rows("byte")
     add_weights(r, m, stage_params(m, s.parallel, st), s, buffers, what)
-    r.add("gradients", 0, "inference")
-    r.add("optimizer", 0, "inference")
-    r.add("non_torch", whole_bytes(non_torch), note)
+    r.add("gradients", 0, "inference", how=("0",))
+    r.add("optimizer", 0, "inference", how=("0",))
+    r.add("non_torch", whole_bytes(non_torch), note, how=("{} B", whole_bytes(non_torch)))
     return r
 
 
@@ -90,6 +95,11 @@ def kv_bytes_per_token(m: ModelSpec, s: MemorySettings, st: Stage, values: float
 
 def _overhead(r: Rows) -> int:
     return whole_bytes(sum(r[name] for name in OVERHEAD_ROWS if name in r))
+
+
+def _overhead_how(r: Rows) -> str:
+    """The rows _overhead sums, as a formula's text."""
+    return " + ".join(name for name in OVERHEAD_ROWS if name in r)
 
 
 def _kv_summary(budget: float, tokens: int, concurrency: float, per_token: float, per_request: float,
@@ -110,12 +120,14 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
     per_token = kv_bytes_per_token(m, s, st)
     if windows:
         kv = kv_cache_bytes(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
+        how = kv_how(m, context, s.batch, DTYPE_BYTES[s.kv_dtype], par.tp, par.cp, st.layers)
     else:
         kv = s.batch * context * per_token
-    r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context))
+        how = ("{} requests x {} tokens x {} B per token", s.batch, context, per_token)
+    r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context), how=how)
     other = _overhead(r)
     total = other + whole_bytes(kv)
-    r.add("total", total, "per GPU")
+    r.add("total", total, "per GPU", how=(_overhead_how(r) + " + kv_cache",))
     room = max(0.0, usable - other)
     per_request = kv / s.batch
     summary = _kv_summary(room, int(room // per_token) if per_token else 0,
@@ -140,10 +152,13 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
     needed = whole_bytes(s.batch * per_request * block * per_token)
     fits = other <= usable and blocks >= s.batch * per_request and blocks > 0
     free = budget - needed if fits else 0
-    r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks")
-    r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens")
+    r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks",
+          how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, per_request, block, per_token))
+    r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens",
+          how=("{} B usable - ({}) - kv_cache", math.floor(usable), _overhead_how(r)) if fits else ("0",))
     total = other + needed + free
-    r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need")
+    r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need",
+          how=(_overhead_how(r) + " + kv_cache + kv_free",))
     summary = {**_kv_summary(budget, tokens, concurrency, per_token, needed / s.batch, st),
                "kv_blocks": Quantity(blocks, "count")}
     if other > usable:

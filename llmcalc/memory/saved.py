@@ -152,6 +152,29 @@ def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
     return copies * largest * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
 
 
+# The tensors autograd keeps are summed op by op in memory/activations.py (Korthikanti et al. 2022's
+# sbh terms, checked against torch's saved-tensor hooks): too many terms to write out on one line.
+SAVED_HOW = "by the tensors each op keeps for backward over {} tokens on this GPU (memory/activations.py)"
+
+
+def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float, offloaded: bool, tokens: float) -> None:
+    """One layer's rows by group (the layer kind the stage has most of), and the stage's layers in flight."""
+    shown = max(costs, key=lambda cn: cn[1])[0]
+    flight = in_flight(s, st)
+    groups = [g for g in GROUPS if shown.groups[g]]
+    for g in groups:
+        row, note = PER_LAYER_ROWS[g]
+        r.add(row, whole_bytes(shown.groups[g]), note, total=None, how=(SAVED_HOW, tokens))
+    r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None,
+          how=(" + ".join(PER_LAYER_ROWS[g][0] for g in groups) or "0",))
+    per_kind = (" + ".join(["{} B x {} layers"] * len(costs)), *(x for c, n in costs for x in (c.per, n)))
+    r.add("activations/layers", whole_bytes(saved), f"{st.layers} layers"
+          + (f" x {flight} micro-batches in flight" if flight > 1 else "")
+          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
+          + (", offloaded to CPU" if offloaded else ""),
+          how=("({}) x {} micro-batches in flight", per_kind, flight) if not offloaded else ("0",))
+
+
 def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
     """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
     returns their total at the peak and whether the transient, not the loss, is what counts there.
@@ -172,39 +195,39 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
         cpu["cpu/checkpoints"] = saved * in_flight(s, st)
         transient, saved = transient + checkpoint, 0.0
-    shown = max(costs, key=lambda cn: cn[1])[0]  # the layer kind the stage has most of
     flight = in_flight(s, st)
-    for g in GROUPS:
-        if shown.groups[g]:
-            row, note = PER_LAYER_ROWS[g]
-            r.add(row, whole_bytes(shown.groups[g]), note, total=None)
-    r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None)
-    r.add("activations/layers", whole_bytes(saved * flight), f"{st.layers} layers"
-          + (f" x {flight} micro-batches in flight" if flight > 1 else "")
-          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
-          + (", offloaded to CPU" if offloaded else ""))
+    _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens)
     emb = head = 0.0
     if st.first:
         emb, what = _embedding_activations(m, s, loc, s.finetune == "full")
         emb *= flight
-        r.add("activations/embedding", whole_bytes(emb), what)
+        r.add("activations/embedding", whole_bytes(emb), what, how=(SAVED_HOW, loc.tokens))
     if st.last:
         head = _head_activations(m, s, loc, s.finetune == "full")
-        r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
+        r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels", how=(SAVED_HOW, loc.tokens))
     if copies:
-        r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note)
+        r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note,
+              how=("{} B x {} micro-batches in flight", copies, flight))
     counted = transient + held > loss
+    _passing_rows(r, s, held, transient, counted, offloaded, loc.tokens)
+    total = saved * flight + emb + head + copies * flight + (transient + held if counted else 0.0)
+    parts = [n for n in ("activations/layers", "activations/embedding", "activations/head", "activations/weight_copies")
+             if n in r] + ([n for n in ("activations/previous_step", "activations/transient") if n in r] if counted else [])
+    r.add("activations", whole_bytes(total), "saved for backward", how=(" + ".join(parts),))
+    return total, counted
+
+
+def _passing_rows(r: Rows, s: MemorySettings, held: float, transient: float, counted: bool, offloaded: bool,
+                  tokens: float) -> None:
+    """The last step's held inputs and the transient; in the total only where they outlast the loss's buffers."""
     alive = "" if counted else " (not alive with the loss's buffers)"
     if held:
         r.add("activations/previous_step", whole_bytes(held), "the last step's 4-bit matmul inputs, kept on their "
               "autograd nodes (bitsandbytes < 0.43.2) while the loop holds its outputs into this forward" + alive,
-              total=... if counted else None)
+              total=... if counted else None, how=(SAVED_HOW, tokens))
     if transient:
         r.add("activations/transient", whole_bytes(transient), _transient_note(s, offloaded) + alive,
-              total=... if counted else None)
-    total = saved * flight + emb + head + copies * flight + (transient + held if counted else 0.0)
-    r.add("activations", whole_bytes(total), "saved for backward")
-    return total, counted
+              total=... if counted else None, how=(SAVED_HOW, tokens))
 
 
 def _transient_note(s: MemorySettings, offloaded: bool) -> str:

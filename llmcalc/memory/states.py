@@ -51,6 +51,21 @@ def model_state_bytes(psi: float, precision: str = "mixed", optimizer: str = "ad
     return out
 
 
+def model_state_hows(psi: float, precision: str = "mixed", optimizer: str = "adamw", zero: int = 0,
+                     nd: int = 1, state_values: float | None = None, what: str = "params") -> dict[str, tuple]:
+    """model_state_bytes as formulas (breakdown.formula), the same keys."""
+    prec = PRECISIONS[precision]
+
+    def part(n: float, sharded: bool, b: float) -> tuple:
+        return ("ceil({} " + what + " / {} ranks) x {} B", n, nd, b) if sharded else ("{} " + what + " x {} B", n, b)
+
+    out = {"weights": part(psi, zero >= 3, prec.weights), "gradients": part(psi, zero >= 2, prec.grads)}
+    for name, b in state_rows(optimizer, precision):
+        n = psi if name == "optimizer/master" or state_values is None else state_values
+        out[name] = part(n, zero >= 1, b)
+    return out
+
+
 @dataclass
 class States:
     """One GPU's model-state rows before rendering: weight sub-rows, the weights row, gradients,
@@ -63,6 +78,7 @@ class States:
     optimizer: dict[str, float] = field(default_factory=dict)
     trainable: float = 0.0  # parameters with gradients and optimizer states, this GPU
     notes: list[str] = field(default_factory=list)
+    hows: dict[str, tuple] = field(default_factory=dict)  # each row's formula (breakdown.formula)
 
 
 def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
@@ -76,8 +92,14 @@ def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
     both = {k: dense[k] + experts[k] for k in dense}
     note = f"{PRECISIONS[s.precision].weights:g} B/param x {fmt_params(psi)} params" + \
         (f" / {nd} (ZeRO-3)" if s.zero >= 3 else "")
+    hows = model_state_hows(p.linear + p.other, s.precision, s.optimizer, s.zero, nd,
+                            factored and factored * (p.linear + p.other) / psi)
+    if p.experts:
+        expert_hows = model_state_hows(p.experts, s.precision, s.optimizer, s.zero, nd_e,
+                                       factored and factored * p.experts / psi, "expert params")
+        hows = {k: ("{} + {}", hows[k], expert_hows[k]) for k in hows}
     return States(weights=both["weights"], weight_note=note, gradients=both["gradients"],
-                  optimizer=_optimizer_only(both), trainable=psi)
+                  optimizer=_optimizer_only(both), trainable=psi, hows=hows)
 
 
 def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, targets: frozenset,
@@ -101,6 +123,11 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
         other = s.dtype if s.dtype in DTYPE_BYTES and DTYPE_BYTES[s.dtype] >= 2 else s.compute_dtype
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
+    hows = model_state_hows(adapters, s.precision, s.optimizer, s.zero, nd, what="adapter params")
+    frozen_how = ("{} quantized params x {} B + {} params x {} B", q, QLORA_BYTES if dq else NF4_BYTES, p.total - q,
+                  DTYPE_BYTES[other]) if s.finetune == "qlora" else ("{} B", frozen)
+    hows |= {"weights/frozen": ("ceil(({}) / {} ranks)", frozen_how, nd) if s.zero >= 3 else frozen_how,
+             "weights/adapters": hows["weights"]}
     kind = s.dtype if s.finetune != "qlora" else \
         "NF4 with double-quantized scales, 4.127 bits" if dq else "NF4 with fp32 scales, 4.5 bits"
     rest = "embeddings/norms" if s.finetune == "qlora" and s.fw.quantizes_head else "embeddings/norms/head"
@@ -110,7 +137,7 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
             "with their gradients and optimizer states")
     return States(weights=sum(rows.values()), weight_note="frozen base + adapters", weight_rows=rows,
                   gradients=states["gradients"], optimizer=_optimizer_only(states), trainable=adapters,
-                  notes=[note])
+                  notes=[note], hows=hows)
 
 
 def _optimizer_only(states: dict[str, float]) -> dict[str, float]:

@@ -37,8 +37,11 @@ def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
     """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers."""
     if s.zero < 3 or s.parallel.replicas == 1:
         return 0.0
-    layer = max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
-    return 2 * layer * (PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype])
+    return 2 * _largest_layer(m, s) * (PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype])
+
+
+def _largest_layer(m: ModelSpec, s: MemorySettings) -> float:
+    return max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
 
 
 def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: dict) -> float:
@@ -57,9 +60,13 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
              "weights/adapters": f"{PRECISIONS[s.precision].weights:g} B/param",
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered"}
+    hows = {**states.hows, "weights/shard": states.hows.get("weights"),
+            "weights/gathered": ("2 layers x {} params x {} B", _largest_layer(m, s), gathered / 2 / _largest_layer(m, s))
+            if gathered else ("0",)}
     for key, value in subs.items():
-        r.add(key, whole_bytes(value), notes[key])
-    r.add("weights", whole_bytes(main + gathered), note)
+        r.add(key, whole_bytes(value), notes[key], how=hows[key])
+    r.add("weights", whole_bytes(main + gathered), note,
+          how=(" + ".join(subs),) if subs else states.hows.get("weights", ()))
     return main
 
 
@@ -73,10 +80,10 @@ def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
     g = states.gradients
     if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU
         cpu["cpu/gradients"] = g
-        r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)")
+        r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)", how=("0",))
         return 0.0
     r.add("gradients", whole_bytes(g), f"{PRECISIONS[s.precision].grads:g} B/param"
-          + _sharded_note(s, p, not states.weight_rows, 2))
+          + _sharded_note(s, p, not states.weight_rows, 2), how=states.hows.get("gradients", ()))
     return g
 
 
@@ -84,7 +91,7 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
     opt = states.optimizer
     if "optimizer" in s.offload:
         cpu["cpu/optimizer"] = sum(opt.values())
-        r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)")
+        r.add("optimizer", 0, "offloaded to CPU (ZeRO-Offload)", how=("0",))
         return 0.0
     # bitsandbytes' paged states live in CUDA unified memory: outside PyTorch's allocator, evicted to the
     # host under pressure, so neither the peak nor an out-of-memory error counts them
@@ -93,22 +100,24 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
     for key, value in opt.items():
         out = paged and key != "optimizer/master"
         r.add(key, whole_bytes(value), state_note(key, s) + (" (paged: unified memory)" if out else ""),
-              **({"total": None} if out else {}))
+              **({"total": None} if out else {}), how=states.hows.get(key, ()))
         counted += 0.0 if out else value
+    kept = [key for key in opt if not (paged and key != "optimizer/master")]
     r.add("optimizer", whole_bytes(counted), "master weights + states" + _sharded_note(s, p, not states.weight_rows, 1)
-          + ("; paged states outside PyTorch's allocator" if paged else ""))
+          + ("; paged states outside PyTorch's allocator" if paged else ""), how=(" + ".join(kept) or "0",))
     return counted
 
 
 def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None) -> None:
     """The loss's rows (loss.py) on the last pipeline stage: the larger of its forward and backward buffers."""
     if lb is None:
-        r.add("logits", 0, "not on this pipeline stage")
+        r.add("logits", 0, "not on this pipeline stage", how=("0",))
         return
     for name, value, note in lb.rows:
-        r.add(name, whole_bytes(value), note)
+        r.add(name, whole_bytes(value), note, how=("by the loss's buffers (memory/loss.py)",))
     when = "at the start of backward" if lb.backward >= lb.forward else "while the loss runs in forward"
-    r.add("logits", whole_bytes(lb.peak), f"{lb.note}; {when}")
+    r.add("logits", whole_bytes(lb.peak), f"{lb.note}; {when}",
+          how=("max({} B in forward, {} B at the start of backward)", lb.forward, lb.backward))
 
 
 def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
@@ -126,10 +135,13 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
     temp = optimizer_step_buffer(s, states)
     if s.optimizer_in_backward:
         temp, grads = _largest_grad(m, s, st, states), 0.0
-        r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None)
+        r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None,
+              how=r.row("gradients").how)
     r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
           if s.optimizer_in_backward else "foreach AdamW: sqrt of the second moment during step()"
-          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)")
+          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)",
+          how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
+          ("optimizer/adam_v",) if temp else ("0",))
     return temp, grads
 
 
@@ -141,7 +153,9 @@ def add_comm_buckets(r: Rows, s: MemorySettings, states: States) -> float:
     elements = min(s.fw.comm_buckets, states.trainable)
     buckets = elements * PRECISIONS[s.precision].grads * (2 if s.zero == 3 else 1)
     r.add("comm_buffers", whole_bytes(buckets), f"gradient-reduction buckets: {s.fw.comm_buckets:.0e} elements x "
-          f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""))
+          f"{PRECISIONS[s.precision].grads:g} B" + (" x 2 (overlap_comm)" if s.zero == 3 else ""),
+          how=("min({} bucket elements, {} trainable) x {} B" + (" x 2" if s.zero == 3 else ""), s.fw.comm_buckets,
+               states.trainable, PRECISIONS[s.precision].grads))
     return buckets
 
 
@@ -192,18 +206,15 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     step = (0.0 if autocast else resident) + opt + grads + temp + kept + buckets
     at_backward = backward >= step
     allocated = max(backward, step)
-    slack = ALLOCATOR_SLACK * (allocated - resident - opt - buckets - (grads if persistent else 0.0))
-    r.add("kv_cache", 0, "training keeps no KV cache")
-    r.add("allocator", whole_bytes(slack), f"caching allocator: reserved beyond allocated, {ALLOCATOR_SLACK:.0%} of "
-          "the bytes freed and re-allocated within a step (measured on H100)")
-    r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE)
+    _add_slack(r, s, allocated - resident - opt - buckets - (grads if persistent else 0.0))
     _mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd)
     total = whole_bytes(allocated) + r["allocator"] + r["reserve"]
-    r.add("total", total, "per GPU: peak allocated + allocator + reserve")
+    r.add("total", total, "per GPU: peak allocated + allocator + reserve",
+          how=("max({} B at the backward peak, {} B at the step peak) + allocator + reserve", backward, step))
     for row, value in cpu.items():  # cpu/weights, cpu/gradients, cpu/optimizer, cpu/checkpoints
-        r.add(row, whole_bytes(value), "host memory, this GPU's share", total="cpu")
+        r.add(row, whole_bytes(value), "host memory, this GPU's share", total="cpu", how=("{} B", whole_bytes(value)))
     if cpu:
-        r.add("cpu", whole_bytes(sum(cpu.values())), "not in total", total="cpu")
+        r.add("cpu", whole_bytes(sum(cpu.values())), "not in total", total="cpu", how=(" + ".join(cpu),))
     flight = in_flight(s, st)
     summary = {"model_states": Quantity(whole_bytes(resident + grads + opt), "byte"),
                "params_per_gpu": Quantity(whole_bytes(p.total), "params"),
@@ -219,6 +230,15 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     notes.append(_peak_note(at_backward, persistent, s.grad_accum, inbwd) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
                  f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
+
+
+def _add_slack(r: Rows, s: MemorySettings, freed: float) -> None:
+    """The rows beyond what PyTorch allocates: no KV cache, the allocator's slack on ``freed`` bytes, the reserve."""
+    r.add("kv_cache", 0, "training keeps no KV cache", how=("0",))
+    r.add("allocator", whole_bytes(ALLOCATOR_SLACK * freed), f"caching allocator: reserved beyond allocated, "
+          f"{ALLOCATOR_SLACK:.0%} of the bytes freed and re-allocated within a step (measured on H100)",
+          how=("{} x {} B freed and re-allocated", ALLOCATOR_SLACK, freed))
+    r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE, how=("{} B", whole_bytes(s.reserve)))
 
 
 def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) -> float:
@@ -238,7 +258,7 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
     for row in r.build():
         if row.name in gone or (row.name.split("/")[0] in gone and row.total):
             note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
-            r.add(row.name, row.value, note, total=None)
+            r.add(row.name, row.value, note, total=None, how=row.how)
 
 
 def _peak_note(at_backward: bool, persistent: bool, accum: int = 1, inbwd: bool = False) -> str:

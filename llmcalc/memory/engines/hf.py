@@ -40,12 +40,14 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS, "CUDA context and cuBLAS handles (measured, H100)")
     prompt = s.batch * s.seq
     r.add("activations", whole_bytes(prefill_activations(m, s, st, prompt)),
-          f"prefill of {s.batch} x {s.seq:,} tokens at once, one layer at a time")
+          f"prefill of {s.batch} x {s.seq:,} tokens at once, one layer at a time",
+          how=("by the largest working set of one layer's forward over {} tokens (memory/activations.working_set)", prompt))
     positions = prompt if parse_version(s.engine_version) < ALL_LOGITS else s.batch
     logits = positions * m.vocab_size * (e + 4) if st.last else 0
     r.add("logits", whole_bytes(logits), (f"{positions:,} position(s) x {m.vocab_size:,} vocab, 16-bit + fp32 copy"
-                                          if st.last else "not on this stage"))
-    r.add("reserve", whole_bytes(s.reserve), "--reserve")
+                                          if st.last else "not on this stage"),
+          how=("{} positions x {} vocab x ({} + 4) B", positions, m.vocab_size, e) if st.last else ("0",))
+    r.add("reserve", whole_bytes(s.reserve), "--reserve", how=("{} B", whole_bytes(s.reserve)))
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
              f"fits within {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
     return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes)

@@ -35,9 +35,12 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     if s.attention_impl == "eager":
         compute += n_ctx * ubatch * m.num_attention_heads * 4
     r.add("activations", whole_bytes(compute), f"compute buffer: f32 logits of a {ubatch}-token micro-batch (n_ubatch)"
-          + ("" if s.attention_impl != "eager" else " + one layer's f32 scores (no flash attention)"))
-    r.add("logits", whole_bytes(s.batch * m.vocab_size * 4), f"output buffer: one f32 vocabulary row per slot ({s.batch})")
-    r.add("reserve", whole_bytes(s.reserve), "--reserve")
+          + ("" if s.attention_impl != "eager" else " + one layer's f32 scores (no flash attention)"),
+          how=("{} tokens x ({} vocab + {} hidden) x 4 B" + (" + {} cells x {} tokens x {} heads x 4 B" if s.attention_impl
+               == "eager" else ""), ubatch, m.vocab_size, m.hidden_size, n_ctx, ubatch, m.num_attention_heads))
+    r.add("logits", whole_bytes(s.batch * m.vocab_size * 4), f"output buffer: one f32 vocabulary row per slot ({s.batch})",
+          how=("{} slots x {} vocab x 4 B", s.batch, m.vocab_size))
+    r.add("reserve", whole_bytes(s.reserve), "--reserve", how=("{} B", whole_bytes(s.reserve)))
     notes = [f"llama.cpp {s.engine_version}: n_ctx {n_ctx:,} cells ({s.batch} slot(s) x {s.seq:,}, padded to {CELLS}) "
              f"allocated at start-up; KV in {s.kv_dtype} ({DTYPE_BYTES[s.kv_dtype]:g} B)"]
     notes.append("every layer sized for n_ctx (sliding windows not credited)")

@@ -54,9 +54,10 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r = engine_rows(m, s, st, context, "CUDA context" + (" and NCCL buffers" if nccl else "") + ", before the pool")
     frac, how = (s.gpu_util, "--gpu-util") if s.gpu_util is not None else mem_fraction_static(s, dev, v)
     free = dev.total - context
-    r.add("activations", 0, "inside the reserve below")
-    r.add("logits", 0, "inside the reserve below")
-    r.add("reserve", whole_bytes((1 - frac) * free), "(1 - mem_fraction_static) x free: activations, CUDA graphs, sampler")
+    r.add("activations", 0, "inside the reserve below", how=("0",))
+    r.add("logits", 0, "inside the reserve below", how=("0",))
+    r.add("reserve", whole_bytes((1 - frac) * free), "(1 - mem_fraction_static) x free: activations, CUDA graphs, sampler",
+          how=("(1 - {}) x ({} B on the device - non_torch)", frac, dev.total))
     # The pool is what the rows leave of the device: mem_fraction_static x free - weights.
     notes = [f"SGLang {s.engine_version}: KV = mem_fraction_static {frac:g} ({how}) x {fmt_bytes(free)} free - weights; "
              f"page size 1, {s.kv_dtype} cache"]

@@ -32,12 +32,14 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS + nccl, "CUDA context" + (", NCCL" if nccl else ""))
     tokens = s.prefill_chunk or MAX_NUM_TOKENS
     r.add("activations", whole_bytes(forward_peak(m, st, tokens, s.parallel.tp, e)),
-          f"profiled prefill of {tokens:,} tokens (max_num_tokens)")
-    r.add("logits", 0, "last positions only: negligible")
+          f"profiled prefill of {tokens:,} tokens (max_num_tokens)",
+          how=("by vLLM's profiled forward peak of {} tokens (memory/engines/vllm.forward_peak)", tokens))
+    r.add("logits", 0, "last positions only: negligible", how=("0",))
     frac = FREE_FRACTION if s.gpu_util is None else s.gpu_util
     left = max(dev.total - sum(r[k] for k in ("weights", "non_torch", "activations")), 0)
     # The pool is what the rows leave of the device: frac x (total - profiled peak).
-    r.add("reserve", whole_bytes(left * (1 - frac)), "1 - free_gpu_memory_fraction of what the step left")
+    r.add("reserve", whole_bytes(left * (1 - frac)), "1 - free_gpu_memory_fraction of what the step left",
+          how=("(1 - {}) x ({} B on the device - weights - non_torch - activations)", frac, dev.total))
     block = s.kv_block or TOKENS_PER_BLOCK
     notes = [f"TensorRT-LLM {s.engine_version} (PyTorch backend): KV = {frac:g} x (total - profiled peak) = "
              f"{frac:g} x {fmt_bytes(left)}; {block}-token blocks"]

@@ -147,17 +147,21 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     rows = min(mns, mnbt)
     per_logit = [b for since, b in SAMPLER_BYTES_PER_LOGIT if v >= since][-1]
     sampler = rows * m.vocab_size * per_logit + mnbt * m.hidden_size * e if st.last else 0
-    r.add("activations", whole_bytes(forward), f"profile run: {mnbt:,} tokens (max_num_batched_tokens), one layer at a time")
+    r.add("activations", whole_bytes(forward), f"profile run: {mnbt:,} tokens (max_num_batched_tokens), one layer at a time",
+          how=("by the largest of one layer's live tensors over {} tokens (forward_peak)", mnbt))
     r.add("logits", whole_bytes(max(0.0, sampler - forward)),
           f"sampler on {rows} rows x {m.vocab_size:,} vocab x {per_logit} B, beyond the forward peak"
-          if st.last else "not on this stage")
+          if st.last else "not on this stage",
+          how=("max(0, {} rows x {} vocab x {} B + {} tokens x {} hidden x {} B - activations)", rows, m.vocab_size,
+               per_logit, mnbt, m.hidden_size, e) if st.last else ("0",))
     sizes = capture_sizes(v, mns, mnbt)
     graphs = sizes * st.layers * GRAPH_BYTES_PER_LAYER
     budgeted = v >= GRAPHS_BUDGETED and not s.enforce_eager
     r.add("cuda_graphs", whole_bytes(graphs if budgeted else 0),
           "--enforce-eager: none" if s.enforce_eager else
           f"{sizes} batch sizes x {st.layers} layers, estimated by the profiler" if budgeted else
-          f"about {fmt_bytes(graphs)}, captured after the KV cache, outside gpu_memory_utilization (before 0.20)")
+          f"about {fmt_bytes(graphs)}, captured after the KV cache, outside gpu_memory_utilization (before 0.20)",
+          how=("{} batch sizes x {} layers x {} B", sizes, st.layers, GRAPH_BYTES_PER_LAYER) if budgeted else ("0",))
     usable = math.floor(dev.total * s.gpu_util)  # requested memory
     notes = [f"vLLM {s.engine_version}: budget = {s.gpu_util:g} x {fmt_bytes(dev.total)} (gpu_memory_utilization "
              f"x total) - weights - non-torch - activation peak" + (" - CUDA graphs" if budgeted else ""),
