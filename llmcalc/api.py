@@ -36,6 +36,13 @@ class Result(Breakdown):
                        f"</td><td>{html.escape(r.note)}</td></tr>" for r in self.rows)
         return f"<b>{html.escape(self.title)}</b><table>{rows}</table>"
 
+    def explain(self) -> str:
+        """How each row is computed, one line each: ``kv_cache = 1 requests x 80 layers x ... = 1.22 GiB``
+        (the CLI's --explain)."""
+        from .explain import explained
+
+        return "\n".join(f"{name} = {how}" for name, how in explained(self))
+
     def to_pandas(self):
         """The rows as a DataFrame (name, value in base units, unit, share of total, note); needs pandas."""
         try:

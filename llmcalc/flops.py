@@ -177,7 +177,7 @@ class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dty
     core: float  # attention scores + reduce: what selective recomputation re-runs
     layers: float  # the transformer layers: what full recomputation re-runs
     note: str  # how the total was counted
-    core_how: tuple = ()  # core and layers as formulas (breakdown.formula)
+    core_how: tuple = ("0",)  # core and layers as formulas (breakdown.formula)
     layers_how: tuple = ("forward",)
 
 

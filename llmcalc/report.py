@@ -14,7 +14,7 @@ import io
 import json
 from typing import Any, Sequence, TextIO
 
-from .breakdown import Breakdown
+from .breakdown import Breakdown, formula
 from .units import fmt_value
 
 
@@ -112,28 +112,31 @@ def _caption(bs: Sequence[Breakdown]) -> str:
     return " · ".join(parts)
 
 
-def to_json(bs: Sequence[Breakdown]) -> str:
+def to_json(bs: Sequence[Breakdown], explain: bool = False) -> str:
     if len(bs) == 1:
-        return json.dumps(bs[0].to_dict(), indent=2, allow_nan=False)
-    return json.dumps({"command": bs[0].command, "results": [b.to_dict() for b in bs]}, indent=2, allow_nan=False)
+        return json.dumps(bs[0].to_dict(explain), indent=2, allow_nan=False)
+    return json.dumps({"command": bs[0].command, "results": [b.to_dict(explain) for b in bs]}, indent=2,
+                      allow_nan=False)
 
 
-def to_csv(bs: Sequence[Breakdown]) -> str:
+def to_csv(bs: Sequence[Breakdown], explain: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["model", "gpu", "name", "value", "unit", "share"])
+    writer.writerow(["model", "gpu", "name", "value", "unit", "share"] + (["formula"] if explain else []))
     for b in bs:
         for row in b.rows:
             share = b.share(row)
             writer.writerow([b.model or "", b.gpu or "", row.name, row.value, row.unit,
-                             "" if share is None else f"{share:.6f}"])
+                             "" if share is None else f"{share:.6f}"] + ([formula(row.how)] if explain else []))
         for key, value in b.summary.items():
             writer.writerow([b.model or "", b.gpu or "", f"summary/{key}", value,
-                             b.summary.unit(key) or "", ""])
+                             b.summary.unit(key) or "", ""] + ([""] if explain else []))
     return out.getvalue()
 
 
-def to_markdown(bs: Sequence[Breakdown]) -> str:
+def to_markdown(bs: Sequence[Breakdown], explain: bool = False) -> str:
+    from .explain import explain_markdown
+
     many = len(bs) > 1
     head = ["name"] + ([_label(b, bs) for b in bs] if many else ["value", "share", "note"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
@@ -142,7 +145,8 @@ def to_markdown(bs: Sequence[Breakdown]) -> str:
     for key, *values in _summary_cells(bs):
         lines.append("| " + " | ".join([f"**{key}**", *values] + ([""] * 2 if not many else [])) + " |")
     notes = _notes(bs)
-    return "\n".join([f"### {_title(bs)}", ""] + lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
+    return "\n".join([f"### {_title(bs)}", ""] + lines + ([""] + [f"- {n}" for n in notes] if notes else [])
+                     + (explain_markdown(bs) if explain else [])) + "\n"
 
 
 def _table_title(bs: Sequence[Breakdown]) -> str:
@@ -221,8 +225,9 @@ def _build_table(bs: Sequence[Breakdown]):
     return table
 
 
-def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
-    """A terminal table: hierarchical rows, right-justified values, share of total, notes."""
+def to_table(bs: Sequence[Breakdown], out: TextIO | None = None, explain: bool = False) -> None:
+    """A terminal table: hierarchical rows, right-justified values, share of total, notes; with
+    ``explain``, each row's formula below."""
     import sys
 
     from rich.text import Text
@@ -236,6 +241,10 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None) -> None:
 
         after += split_bar(first, min(60, max(20, target.width - 2)), target.width)
     after += [Text(f"· {note}", style="dim") for note in _notes(bs)]
+    if explain:
+        from .explain import explain_grid
+
+        after += explain_grid(bs)
     print_table(_build_table(bs), stream, _table_title(bs), _caption(bs), after, target)
 
 
@@ -303,18 +312,20 @@ def render_sweep(name: str, points: list[tuple[tuple[Any, str], list[Breakdown]]
     (_markdown_listing if fmt == "markdown" else _table_listing)(title, shown, stream)
 
 
-def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None) -> None:
+def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None, explain: bool = False) -> None:
+    """Render in ``fmt``; ``explain`` adds each row's formula (--explain): under the table, in the
+    Markdown, as a ``formula`` key of each JSON row and a ``formula`` column of the CSV."""
     import sys
 
     stream = out or sys.stdout
     if fmt == "table":
-        to_table(bs, out)
+        to_table(bs, out, explain)
     elif fmt == "json":
-        stream.write(to_json(bs) + "\n")
+        stream.write(to_json(bs, explain) + "\n")
     elif fmt == "csv":
-        stream.write(to_csv(bs))
+        stream.write(to_csv(bs, explain))
     else:
-        stream.write(to_markdown(bs))
+        stream.write(to_markdown(bs, explain))
 
 
 def render_listing(sections: dict[str, list[dict]], units: dict[str, str], fmt: str,

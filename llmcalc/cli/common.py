@@ -22,6 +22,7 @@ _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors
 
 
 PENDING_WARNINGS: list[str] = []  # warnings of this run, printed when it ends (cli.main)
+EXPLAIN = {"on": False}  # --explain of this run: _emit renders each row's formula too
 
 
 class UserError(typer.BadParameter):
@@ -61,7 +62,9 @@ class Group(TyperGroup):
                     TyperOption(param_decls=["--chart"], is_flag=True, default=False,
                                 help="Draw the answer (each sweep point) as bars in the terminal instead of the table."),
                     TyperOption(param_decls=["--png"], type=str, default=None,
-                                help="Also write the chart to this image file (needs the extra: pip install 'llmcalc[plot]').")]
+                                help="Also write the chart to this image file (needs the extra: pip install 'llmcalc[plot]')."),
+                    TyperOption(param_decls=["--explain"], is_flag=True, default=False,
+                                help="Show how each row is computed: its formula with the numbers in, and its source.")]
             _describe(command)
             command.callback = _bounded(command.callback, command)
         return name, command, rest
@@ -170,6 +173,9 @@ def _bounded(callback: Callable, command) -> Callable:
                 shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
                 raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
         spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
+        EXPLAIN["on"] = kwargs.pop("explain", False)
+        if EXPLAIN["on"] and (spec or chart):
+            unused("--explain", "with --sweep or --chart (explain one point: leave them out)", True)
         if spec is None and not chart and not png:
             return callback(**kwargs)
         from .sweep import run
@@ -345,7 +351,7 @@ def _emit(results: Sequence[Breakdown], fmt: str) -> None:
         return
     from ..report import render
 
-    render(results, fmt)
+    render(results, fmt, explain=EXPLAIN["on"])
 
 
 def _each(models: list, gpus: list, compute: Callable) -> list[Breakdown]:
