@@ -59,7 +59,7 @@ def explain_grid(bs: Sequence[Breakdown]) -> list:
 
     out = []
     for b in bs:
-        out.append(Text(_heading(b, bs) + ":", style="bold"))
+        out += [Text(""), Text(_heading(b, bs) + ":", style="bold")]
         if b.command in SOURCES:
             out.append(Text(f"sources: {SOURCES[b.command]}", style="dim"))
         grid = Table.grid(padding=(0, 1))
