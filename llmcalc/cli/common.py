@@ -16,6 +16,7 @@ from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError
 from ..units import MAX_QUANTITY, UnitError, parse_length
+from .helpfmt import describe
 
 
 _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click privately)
@@ -62,7 +63,7 @@ class Group(TyperGroup):
                                 help="Draw the answer (each sweep point) as bars in the terminal instead of the table."),
                     TyperOption(param_decls=["--png"], type=str, default=None,
                                 help="Also write the chart to this image file (needs the extra: pip install 'llmcalc[plot]').")]
-            _describe(command)
+            describe(command)
             command.callback = _bounded(command.callback, command)
         return name, command, rest
 
@@ -91,38 +92,6 @@ class Group(TyperGroup):
             given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
             if name in valued and given is not None and not given.strip():
                 raise UserError(f"{name} is empty; give it a value or leave the option out")
-
-
-# What each value may be, as --help shows it (click's own metavars say only <str> or <int>).
-METAVARS = {
-    "model": "<preset|file|hub-id>[,...]", "gpu": "[Nx]<gpu>[,...]", "config": "<config.json|dir|hub-id>",
-    "seq": "<tokens: 8k>", "prompt": "<tokens: 4000>", "output": "<tokens: 256>", "minimum": "<tokens: 32k>",
-    "prefill_chunk": "<tokens: 8k>", "gpu_memory": "<bytes: 80GB>", "reserve": "<bytes: 1GiB>",
-    "ttft_target": "<time: 650ms>", "tpot_target": "<time: 50ms>", "step_time": "<time: 1.2s>",
-    "tokens": "<count: 15T>", "tokens_per_s": "<count: 3.5k>", "gpu_hours": "<count: 6.4M>",
-    "sweep": "<name=a,b|A..B>", "png": "<file.png>", "out": "<file.yaml>", "gpu_util": "<fraction: 0.9>",
-    "efficiency": "<fraction: 0.4>", "lora_dropout": "<fraction: 0.05>",
-}
-
-
-def _describe(command) -> None:
-    """Metavars that say what a value may be, and shell completion of preset names for --model/--gpu."""
-    for param in command.params:
-        if param.name in METAVARS:
-            param.metavar = METAVARS[param.name]
-        if param.name in ("model", "gpu"):
-            param._custom_shell_complete = _complete_presets("models" if param.name == "model" else "gpus")
-
-
-def _complete_presets(kind: str) -> Callable:
-    def complete(ctx, param, incomplete: str) -> list[str]:
-        from ..presets import catalog
-
-        head, _, last = incomplete.rpartition(",")  # a,b compares: complete the last name
-        prefix = head + "," if head else ""
-        return [prefix + name for name in sorted(catalog(kind)[0]) if name.startswith(last.lower())]
-
-    return complete
 
 
 def _gpu_counts(args: list[str]) -> list[str]:
@@ -185,7 +154,7 @@ app = typer.Typer(
     name="llmcalc",
     help="Size transformer LLMs: parameters, FLOPs, memory, MFU, latency and limits.",
     no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion; preset names complete (_describe)
+    add_completion=True,  # --install-completion / --show-completion; preset names complete (helpfmt.describe)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help and errors: rich's boxed errors would bypass UserError's one line
 )
