@@ -18,6 +18,7 @@ from ..units import parse_bytes, parse_length
 from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, TpOpt, _each, _emit, _fmt, _gpus, _models,
                      _split, app, choices, default_seq, unused, with_options)
+from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING
 
 # -- the options memory, max-seq and max-batch share -------------------------------------------
 Mode = choices("Mode", MODES)
@@ -26,48 +27,48 @@ AttentionImpl = choices("AttentionImpl", ATTENTION_IMPLS)
 Finetune = choices("Finetune", FINETUNES)
 LossDtype = choices("LossDtype", FLOAT_DTYPES)
 
-ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
-PpOpt = Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel degree.")]
-DpOpt = Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the GPUs left over).")]
-CpOpt = Annotated[Optional[int], typer.Option("--cp", help="Context-parallel degree (splits the sequence).")]
-EpOpt = Annotated[Optional[int], typer.Option("--ep", help="Expert-parallel degree (MoE experts split over DP ranks).")]
-SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism with TP (splits norm/dropout activations).")]
-PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
-TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v). Default: the framework's (adamw; unsloth adamw-8bit).")]
-ZeroOpt = Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
-MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only). Default: the framework's (torchtune, unsloth and QLoRA under hf/peft: full; else none).")]
-AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
-LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", help="Dtype of the logits in the loss. Default: the framework's (fp32: HF, torchtune and Megatron upcast; litgpt: the compute dtype).")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", rich_help_panel=RUNTIME, help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
+PpOpt = Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, help="Pipeline-parallel degree.")]
+DpOpt = Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, help="Data-parallel degree (default: the GPUs left over).")]
+CpOpt = Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, help="Context-parallel degree (splits the sequence).")]
+EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, help="Expert-parallel degree (MoE experts split over DP ranks).")]
+SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, help="Sequence parallelism with TP (splits norm/dropout activations).")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", rich_help_panel=PRECISION, help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
+TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", rich_help_panel=TRAINING, help="Optimizer whose states are held (adamw: m and v). Default: the framework's (adamw; unsloth adamw-8bit).")]
+ZeroOpt = Annotated[int, typer.Option("--zero", rich_help_panel=PARALLELISM, min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
+MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", rich_help_panel=TRAINING, help="Activation recomputation: none, selective (s x s terms), full (layer inputs only). Default: the framework's (torchtune, unsloth and QLoRA under hf/peft: full; else none).")]
+AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", rich_help_panel=RUNTIME, help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
+LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", rich_help_panel=PRECISION, help="Dtype of the logits in the loss. Default: the framework's (fp32: HF, torchtune and Megatron upcast; litgpt: the compute dtype).")]
 Framework = choices("Framework", FRAMEWORKS)
-FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
+FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", rich_help_panel=TRAINING, help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
 Loss = choices("Loss", LOSSES)
-LossOpt = Annotated[Optional[Loss], typer.Option("--loss", help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
-OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
-BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward). Default: a current one.")]
-LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter). Default: the framework's (PEFT 0.0, LitGPT 0.05).")]
-MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
-OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
-FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
-LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
-LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all. Default: the framework's (hf/peft/litgpt q,v; torchtune q,v,o; unsloth all).")]
-GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
-GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
-GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
-ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes outside PyTorch's allocator: train 0.67GiB (CUDA context with cuBLAS, measured on H100; fragmentation is the allocator row); infer 0 (the engine models its own).")]
+LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAINING, help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
+OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", rich_help_panel=TRAINING, help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=TRAINING, help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
+BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", rich_help_panel=FINETUNING, help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward). Default: a current one.")]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", rich_help_panel=FINETUNING, help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter). Default: the framework's (PEFT 0.0, LitGPT 0.05).")]
+MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", rich_help_panel=TRAINING, min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
+OffloadOpt = Annotated[Optional[str], typer.Option("--offload", rich_help_panel=TRAINING, help="optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
+FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", rich_help_panel=FINETUNING, help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
+LoraRankOpt = Annotated[int, typer.Option("--lora-rank", rich_help_panel=FINETUNING, min=1, help="LoRA rank r.")]
+LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", rich_help_panel=FINETUNING, help="Comma list of linears (q,k,v,o,gate,up,down) or all. Default: the framework's (hf/peft/litgpt q,v; torchtune q,v,o; unsloth all).")]
+GroupSizeOpt = Annotated[int, typer.Option("--group-size", rich_help_panel=PRECISION, min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
+GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
+GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", rich_help_panel=HARDWARE, help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
+ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", rich_help_panel=HARDWARE, help="Fixed bytes outside PyTorch's allocator: train 0.67GiB (CUDA context with cuBLAS, measured on H100; fragmentation is the allocator row); infer 0 (the engine models its own).")]
 Engine = choices("Engine", ENGINES)
-EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", help="infer: the serving engine whose accounting to follow (default vllm).")]
-EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="infer: the engine release to follow (vllm default 0.7.3, the V0 engine; 0.8+ is V1).")]
-PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens). Default: the engine's.")]
-MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, help="infer, vllm: concurrent sequences (sizes the sampler's profile). Default: the release's.")]
-EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="infer, vllm: no CUDA graphs.")]
-KeepOpt = Annotated[Optional[str], typer.Option("--keep-16bit", help="infer: modules whose weights stay 16-bit under a quantized --dtype or checkpoint (comma list of names or re:patterns, e.g. lm_head,model.layers.0,mlp.gate).")]
-BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", min=1, help="infer: KV block (page) size in tokens. Default: the engine's (vLLM 16).")]
+EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", rich_help_panel=INFERENCE, help="infer: the serving engine whose accounting to follow (default vllm).")]
+EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", rich_help_panel=INFERENCE, help="infer: the engine release to follow (vllm default 0.7.3, the V0 engine; 0.8+ is V1).")]
+PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", rich_help_panel=INFERENCE, help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens). Default: the engine's.")]
+MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", rich_help_panel=INFERENCE, min=1, help="infer, vllm: concurrent sequences (sizes the sampler's profile). Default: the release's.")]
+EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", rich_help_panel=INFERENCE, help="infer, vllm: no CUDA graphs.")]
+KeepOpt = Annotated[Optional[str], typer.Option("--keep-16bit", rich_help_panel=PRECISION, help="infer: modules whose weights stay 16-bit under a quantized --dtype or checkpoint (comma list of names or re:patterns, e.g. lm_head,model.layers.0,mlp.gate).")]
+BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", rich_help_panel=INFERENCE, min=1, help="infer: KV block (page) size in tokens. Default: the engine's (vLLM 16).")]
 
 
 def memory_options(
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Number of GPUs (default: the product of the degrees).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, help="Number of GPUs (default: the product of the degrees).")] = None,
     tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
     dtype: DtypeOpt = None,
     precision: PrecisionOpt = None,
