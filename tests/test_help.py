@@ -31,6 +31,9 @@ def _commands() -> list[tuple[list[str], object]]:
 
 COMMANDS = _commands()
 IDS = [" ".join(path) for path, _ in COMMANDS]
+# Options that are absent unless given (no default to state): an optional GPU, targets, measurements.
+ABSENT_UNLESS_GIVEN = {"gpu", "tokens", "ttft_target", "tpot_target", "minimum", "prompt", "offload", "keep_16bit",
+                       "step_time", "tokens_per_s", "gpu_hours"}
 
 
 def _help(path: list[str], width: int = 80) -> str:
@@ -53,6 +56,20 @@ def _panels(text: str) -> dict[str, list[str]]:
     return panels
 
 
+def _option_help(text: str, flag: str) -> str:
+    """The help of ``flag``'s row (and its wrapped lines), on one line."""
+    rows, taking = [], False
+    for line in text.splitlines():
+        body = line.strip("│|╰╯─ ")
+        if re.match(r"[│|] -", line):
+            taking = re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", body.split("  ")[0]) is not None
+        elif not line.startswith(("│", "|")):
+            taking = False
+        if taking:
+            rows.append(body)
+    return " ".join(" ".join(rows).split())
+
+
 @pytest.mark.parametrize("path,command", COMMANDS, ids=IDS)
 def test_every_option_sits_in_a_named_panel(path, command):
     """A new option without rich_help_panel lands in no named panel, and this fails."""
@@ -73,6 +90,39 @@ def test_memory_help_shows_its_panels_in_order():
                             "Inference", "Output"]
     assert panels["Runtime"][:3] == ["--mode", "-b", "--batch"]
     assert "--tp" in panels["Parallelism"] and "--engine" in panels["Inference"] and "--json" in panels["Output"]
+
+
+@pytest.mark.parametrize("path,command", COMMANDS, ids=IDS)
+def test_every_default_is_stated(path, command):
+    """An option left unset takes a default from somewhere: help says which (show_default), unless
+    the option is simply absent until given."""
+    text = _help(path)
+    for param in command.params:
+        if param.param_type_name != "option" or param.is_flag or param.required or param.name in ABSENT_UNLESS_GIVEN:
+            continue
+        assert "[default: " in _option_help(text, param.opts[0]), (path, param.opts[0])
+
+
+@pytest.mark.parametrize("flag,says", [
+    ("--attention-impl", "[default: sdpa in train mode, flash in infer]"),
+    ("--reserve", "[default: 0.67GiB in train mode, 0 in infer]"),
+    ("--tp", "[default: 1 in train mode, the GPUs --pp x --cp x --dp leave in infer]"),
+    ("--gpu-util", "[default: 1.0 in train mode, the engine's in infer: vllm 0.9 (0.92 from 0.20)"),
+    ("--engine-version", "[default: vllm 0.7.3, sglang 0.5.5"),
+    ("--loss", "[default: full; chunked under litgpt, torchtune; fused under unsloth]"),
+    ("--recompute", "[default: none; full under torchtune, unsloth; full for QLoRA under hf, peft]"),
+    ("--optimizer", "[default: adamw; adamw-8bit under unsloth; paged-adamw for QLoRA under litgpt]"),
+    ("--mode", "[default: train]"),
+    ("--zero", "[default: 0; 0<=x<=3]"),
+])
+def test_defaults_that_depend_on_another_option_are_stated(flag, says):
+    assert says in _option_help(_help(["memory"]), flag)
+
+
+def test_a_default_follows_the_command():
+    assert "[default: infer]" in _option_help(_help(["max-batch"]), "--mode")
+    assert "[default: all --gpus]" in _option_help(_help(["latency"]), "--tp")
+    assert "[default: 0.4, a typical large-run MFU]" in _option_help(_help(["flops"]), "--efficiency")
 
 
 @pytest.mark.parametrize("path", [[]] + [path for path, _ in COMMANDS], ids=lambda p: " ".join(p) or "llmcalc")

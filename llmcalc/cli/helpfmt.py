@@ -45,6 +45,11 @@ TYPE_METAVARS = {"int": "<int>", "integer": "<int>", "int range": "<int>", "inte
                  "float range": "<float>", "str": "<str>", "text": "<str>"}
 
 
+def by_mode(train: object, infer: object) -> str:
+    """A default that depends on --mode, as help states it."""
+    return f"{train} in train mode, {infer} in infer"
+
+
 def describe(command) -> None:
     """Metavars that say what a value may be, and shell completion of preset names for --model/--gpu."""
     for param in command.params:

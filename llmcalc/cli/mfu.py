@@ -26,7 +26,7 @@ def mfu(
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", rich_help_panel=RUNTIME, help="Micro-batches accumulated per step.")] = 1,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, help="GPUs in the job (default 1; needed for the whole-job rate with --gpu-hours).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="1", help="GPUs in the job (needed for the whole-job rate with --gpu-hours).")] = None,
     dtype: DtypeOpt = Dtype.bf16,
     formula: Annotated[Formula, typer.Option("--formula", rich_help_panel=MODEL, help="Model FLOPs per token: palm (6N + 12LHQT, the MFU definition), detailed or 6nd.")] = Formula.palm,
     attention: AttentionOpt = Attention.full,

@@ -87,7 +87,8 @@ def presets_import(
     ctx: typer.Context,
     config: Annotated[str, typer.Argument(help="A config.json, model dir or cached hub id.")],
     name: Annotated[str, typer.Option("--name", rich_help_panel=OUTPUT, help="Preset name to write.")],
-    out: Annotated[Optional[str], typer.Option("--out", rich_help_panel=OUTPUT, help="File to write (default: the user preset directory).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", rich_help_panel=OUTPUT, show_default="the user preset directory",
+                                               help="File to write.")] = None,
     generic: GenericOpt = False,
     force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace the file if it exists.")] = False,
 ) -> None:
