@@ -16,6 +16,8 @@ from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError
 from ..units import MAX_QUANTITY, UnitError, parse_length
+from .helpfmt import (App, HARDWARE, HelpPanels, MODEL, OUTPUT, PRECISION, PanelGroup, PARALLELISM, RUNTIME,
+                      describe)
 
 
 _UsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click privately)
@@ -35,7 +37,7 @@ class UserError(typer.BadParameter):
         typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
-class Group(TyperGroup):
+class Group(HelpPanels, TyperGroup):
     """The top-level group: one-line errors for every command (the core's SpecError/UnitError and
     click's own parse errors become UserError), and every number an option takes kept finite and
     below MAX_QUANTITY before any command computes with it."""
@@ -58,14 +60,14 @@ class Group(TyperGroup):
                 from .sweep import HELP
 
                 command.params += [
-                    TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP),
-                    TyperOption(param_decls=["--chart"], is_flag=True, default=False,
+                    TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP, rich_help_panel=OUTPUT),
+                    TyperOption(param_decls=["--chart"], is_flag=True, default=False, rich_help_panel=OUTPUT,
                                 help="Draw the answer (each sweep point) as bars in the terminal instead of the table."),
-                    TyperOption(param_decls=["--png"], type=str, default=None,
+                    TyperOption(param_decls=["--png"], type=str, default=None, rich_help_panel=OUTPUT,
                                 help="Also write the chart to this image file (needs the extra: pip install 'llmcalc[plot]')."),
-                    TyperOption(param_decls=["--explain"], is_flag=True, default=False,
+                    TyperOption(param_decls=["--explain"], is_flag=True, default=False, rich_help_panel=OUTPUT,
                                 help="Show how each row is computed: its formula with the numbers in, and its source.")]
-            _describe(command)
+            describe(command)
             command.callback = _bounded(command.callback, command)
         return name, command, rest
 
@@ -94,38 +96,6 @@ class Group(TyperGroup):
             given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
             if name in valued and given is not None and not given.strip():
                 raise UserError(f"{name} is empty; give it a value or leave the option out")
-
-
-# What each value may be, as --help shows it (click's own metavars say only <str> or <int>).
-METAVARS = {
-    "model": "<preset|file|hub-id>[,...]", "gpu": "[Nx]<gpu>[,...]", "config": "<config.json|dir|hub-id>",
-    "seq": "<tokens: 8k>", "prompt": "<tokens: 4000>", "output": "<tokens: 256>", "minimum": "<tokens: 32k>",
-    "prefill_chunk": "<tokens: 8k>", "gpu_memory": "<bytes: 80GB>", "reserve": "<bytes: 1GiB>",
-    "ttft_target": "<time: 650ms>", "tpot_target": "<time: 50ms>", "step_time": "<time: 1.2s>",
-    "tokens": "<count: 15T>", "tokens_per_s": "<count: 3.5k>", "gpu_hours": "<count: 6.4M>",
-    "sweep": "<name=a,b|A..B>", "png": "<file.png>", "out": "<file.yaml>", "gpu_util": "<fraction: 0.9>",
-    "efficiency": "<fraction: 0.4>", "lora_dropout": "<fraction: 0.05>",
-}
-
-
-def _describe(command) -> None:
-    """Metavars that say what a value may be, and shell completion of preset names for --model/--gpu."""
-    for param in command.params:
-        if param.name in METAVARS:
-            param.metavar = METAVARS[param.name]
-        if param.name in ("model", "gpu"):
-            param._custom_shell_complete = _complete_presets("models" if param.name == "model" else "gpus")
-
-
-def _complete_presets(kind: str) -> Callable:
-    def complete(ctx, param, incomplete: str) -> list[str]:
-        from ..presets import catalog
-
-        head, _, last = incomplete.rpartition(",")  # a,b compares: complete the last name
-        prefix = head + "," if head else ""
-        return [prefix + name for name in sorted(catalog(kind)[0]) if name.startswith(last.lower())]
-
-    return complete
 
 
 def _gpu_counts(args: list[str]) -> list[str]:
@@ -186,14 +156,14 @@ def _bounded(callback: Callable, command) -> Callable:
     return checked
 
 
-app = typer.Typer(
+app = App(
     cls=Group,
     name="llmcalc",
     help="Size transformer LLMs: parameters, FLOPs, memory, MFU, latency and limits.",
     no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion; preset names complete (_describe)
+    add_completion=True,  # --install-completion / --show-completion; preset names complete (helpfmt.describe)
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help and errors: rich's boxed errors would bypass UserError's one line
+    rich_markup_mode=None,  # plain errors: rich's boxed ones would bypass UserError's one line (help: helpfmt)
 )
 
 
@@ -208,12 +178,12 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
-                                                    help="Print llmcalc's version and exit.")] = None,
+                                                    help="Print llmcalc's version and exit.", rich_help_panel=OUTPUT)] = None,
 ) -> None:
     """Size transformer LLMs: parameters, FLOPs, memory per GPU, MFU, latency and limits."""
 
 
-presets_app = typer.Typer(help="List, show and import model and GPU presets.", invoke_without_command=True)
+presets_app = App(cls=PanelGroup, help="List, show and import model and GPU presets.", invoke_without_command=True)
 app.add_typer(presets_app, name="presets")
 
 
@@ -236,24 +206,24 @@ Optimizer = choices("Optimizer", OPTIMIZERS)
 
 
 # -- shared options (defined once, reused by every command) -----------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Preset name, YAML file, config.json, model dir or cached hub id; a,b compares.")]
-GpuOpt = Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")]
-GpusOpt = Annotated[int, typer.Option("--gpus", help="Number of GPUs.")]
-SeqOpt = Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence length in tokens (8k = 8192). Default: the model's context, at most 8k.")]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Sequences per step (or concurrent requests).")]
-DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weights and compute dtype.")]
-FormulaOpt = Annotated[Formula, typer.Option("--formula", help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
-AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
-RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: extra forward work.")]
-EffOpt = Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute reachable (flops: default 0.4, a typical large-run MFU; 1.0 = physical bound).")]
-TokensOpt = Annotated[Optional[str], typer.Option("--tokens", help="Training token budget (15T, 300e9).")]
-GenericOpt = Annotated[bool, typer.Option("--generic", help="Best-effort mapping of an unknown config.json model_type.")]
-TpOpt = Annotated[Optional[int], typer.Option("--tp", help="Tensor-parallel degree (inference default: all --gpus).")]
-KvDtypeOpt = Annotated[Optional[Dtype], typer.Option("--kv-dtype", help="KV-cache dtype (default: --dtype when a 16/32-bit float, else bf16).")]
-CheckOpt = Annotated[bool, typer.Option("--check", help="Exit 1 when it does not fit or a target is not reachable.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout (base units).")]
-CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV rows on stdout (base units).")]
-MdOpt = Annotated[bool, typer.Option("--markdown", help="A Markdown table on stdout.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", rich_help_panel=MODEL, help="Preset name, YAML file, config.json, model dir or cached hub id; a,b compares.")]
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", "-g", rich_help_panel=HARDWARE, help="GPU preset name or YAML file; a,b compares.")]
+GpusOpt = Annotated[int, typer.Option("--gpus", rich_help_panel=HARDWARE, help="Number of GPUs.")]
+SeqOpt = Annotated[Optional[str], typer.Option("--seq", "-s", rich_help_panel=RUNTIME, show_default="the model's context, at most 8k", help="Sequence length in tokens (8k = 8192).")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", rich_help_panel=RUNTIME, help="Sequences per step (or concurrent requests).")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Weights and compute dtype.")]
+FormulaOpt = Annotated[Formula, typer.Option("--formula", rich_help_panel=MODEL, help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
+AttentionOpt = Annotated[Attention, typer.Option("--attention", rich_help_panel=MODEL, help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
+RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", rich_help_panel=RUNTIME, help="Activation recomputation: extra forward work.")]
+EffOpt = Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.4, a typical large-run MFU", help="Fraction of peak compute reachable (1.0 = physical bound).")]
+TokensOpt = Annotated[Optional[str], typer.Option("--tokens", rich_help_panel=RUNTIME, help="Training token budget (15T, 300e9).")]
+GenericOpt = Annotated[bool, typer.Option("--generic", rich_help_panel=MODEL, help="Best-effort mapping of an unknown config.json model_type.")]
+TpOpt = Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default="all --gpus", help="Tensor-parallel degree.")]
+KvDtypeOpt = Annotated[Optional[Dtype], typer.Option("--kv-dtype", rich_help_panel=PRECISION, show_default="--dtype when a 16/32-bit float, else bf16", help="KV-cache dtype.")]
+CheckOpt = Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when it does not fit or a target is not reachable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="One JSON object on stdout (base units).")]
+CsvOpt = Annotated[bool, typer.Option("--csv", rich_help_panel=OUTPUT, help="CSV rows on stdout (base units).")]
+MdOpt = Annotated[bool, typer.Option("--markdown", rich_help_panel=OUTPUT, help="A Markdown table on stdout.")]
 
 
 def _fmt(json_: bool, csv_: bool, markdown: bool) -> str:

@@ -9,6 +9,7 @@ import typer
 from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt, EffOpt, Formula, FormulaOpt,
                      GenericOpt, GpuOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, warn_formula_options)
+from .helpfmt import RUNTIME
 from ..units import parse_count
 
 
@@ -17,7 +18,7 @@ def flops(
     model: ModelOpt,
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches accumulated per step.")] = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", rich_help_panel=RUNTIME, help="Micro-batches accumulated per step.")] = 1,
     formula: FormulaOpt = Formula.detailed,
     attention: AttentionOpt = Attention.full,
     recompute: RecomputeOpt = Recompute.none,

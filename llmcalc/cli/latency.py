@@ -11,26 +11,27 @@ from ..units import parse_length, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus, within_context)
+from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 
 
 @app.command()
 def latency(
     model: ModelOpt,
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")],
+    gpu: Annotated[str, typer.Option("--gpu", "-g", rich_help_panel=HARDWARE, help="GPU preset name or YAML file; a,b compares.")],
     gpus: GpusOpt = 1,
     tp: TpOpt = None,
     batch: BatchOpt = 1,
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens per request (4000, 8k).")] = "1024",
-    output: Annotated[str, typer.Option("--output", help="Output tokens per request.")] = "256",
+    prompt: Annotated[str, typer.Option("--prompt", rich_help_panel=RUNTIME, help="Prompt tokens per request (4000, 8k).")] = "1024",
+    output: Annotated[str, typer.Option("--output", rich_help_panel=RUNTIME, help="Output tokens per request.")] = "256",
     dtype: DtypeOpt = Dtype.bf16,
     kv_dtype: KvDtypeOpt = None,
-    attention: Annotated[Attention, typer.Option("--attention", help="Attention FLOPs: causal (what kernels compute) or full.")] = Attention.causal,
-    efficiency: Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute (default 0.8) and, unless --bw-efficiency, of bandwidth (default 0.9) reachable; 1.0 = physical bound.")] = None,
-    bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", help="Fraction of memory bandwidth reachable (default 0.9, or --efficiency when given).")] = None,
-    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide TP communication behind compute (lower bound) or add it.")] = True,
-    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Time-to-first-token target (650ms).")] = None,
-    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Time-per-output-token target (50ms).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
+    attention: Annotated[Attention, typer.Option("--attention", rich_help_panel=MODEL, help="Attention FLOPs: causal (what kernels compute) or full.")] = Attention.causal,
+    efficiency: Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.8 of compute, 0.9 of bandwidth", help="Fraction of peak compute and, unless --bw-efficiency, of bandwidth reachable; 1.0 = physical bound.")] = None,
+    bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", rich_help_panel=HARDWARE, show_default="--efficiency when given, else 0.9", help="Fraction of memory bandwidth reachable.")] = None,
+    overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", rich_help_panel=PARALLELISM, help="Hide TP communication behind compute (lower bound) or add it.")] = True,
+    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
+    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
+    check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:

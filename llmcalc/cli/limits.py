@@ -9,6 +9,7 @@ import typer
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
                      _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options, within_context)
+from .helpfmt import OUTPUT, RUNTIME, TARGETS
 from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread
 
 
@@ -19,8 +20,8 @@ def max_seq(
     model: ModelOpt,
     gpu: GpuOpt = None,
     mode: ModeOpt = Mode.train,
-    multiple_of: Annotated[int, typer.Option("--multiple-of", min=1, help="Round the answer down to a multiple of this.")] = 1,
-    minimum: Annotated[Optional[str], typer.Option("--min", help="With --check: exit 1 if the answer is shorter than this (32k).")] = None,
+    multiple_of: Annotated[int, typer.Option("--multiple-of", rich_help_panel=OUTPUT, min=1, help="Round the answer down to a multiple of this.")] = 1,
+    minimum: Annotated[Optional[str], typer.Option("--min", rich_help_panel=TARGETS, help="With --check: exit 1 if the answer is shorter than this (32k).")] = None,
     batch: BatchOpt = 1,
     check: CheckOpt = False,
     generic: GenericOpt = False,
@@ -55,13 +56,13 @@ def max_batch(
     ctx: typer.Context,
     model: ModelOpt,
     gpu: GpuOpt = None,
-    mode: Annotated[Mode, typer.Option("--mode", help="infer (default): concurrent requests; train: micro-batch.")] = Mode.infer,
+    mode: Annotated[Mode, typer.Option("--mode", rich_help_panel=RUNTIME, help="infer: concurrent requests; train: micro-batch.")] = Mode.infer,
     seq: SeqOpt = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt tokens (with --output instead of --seq; for latency targets).")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", help="Output tokens per request (default 0 with --seq).")] = None,
-    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", help="Also the largest batch whose time to first token meets this (650ms).")] = None,
-    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", help="Also the largest batch whose time per output token meets this (50ms).")] = None,
-    efficiency: Annotated[Optional[float], typer.Option("--efficiency", help="For latency targets: fraction of peak compute and bandwidth reachable (default 0.8 and 0.9, as `latency`).")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", rich_help_panel=RUNTIME, help="Prompt tokens (with --output instead of --seq; for latency targets).")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", rich_help_panel=RUNTIME, show_default="0 with --seq", help="Output tokens per request.")] = None,
+    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Also the largest batch whose time to first token meets this (650ms).")] = None,
+    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Also the largest batch whose time per output token meets this (50ms).")] = None,
+    efficiency: Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=TARGETS, show_default="0.8 of compute, 0.9 of bandwidth, as `latency`", help="For latency targets: fraction of peak compute and bandwidth reachable.")] = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,

@@ -5,19 +5,50 @@ Imported only when one of those three commands runs, so it may import the memory
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from ..dtypes import FLOAT_DTYPES
 from ..memory import ATTENTION_IMPLS, FINETUNES, MODES, PRECISIONS
-from ..memory.engines import ENGINES
-from ..memory.frameworks import FRAMEWORKS, LOSSES
+from ..memory.engines import DEFAULT_ENGINE, ENGINES
+from ..memory.frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES
+from ..memory.settings import DEFAULT_ATTENTION_IMPL, DEFAULT_GPU_UTIL, DEFAULT_RESERVE
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
-from .common import (BatchOpt, CheckOpt, CsvOpt, DtypeOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
-                     MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, TpOpt, _each, _emit, _fmt, _gpus, _models,
+from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
+                     MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, _each, _emit, _fmt, _gpus, _models,
                      _split, app, choices, default_seq, unused, with_options)
+from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING, by_mode
+
+
+# -- defaults another option decides, as --help states them (from the core's own tables) ------
+def _per_framework(pick: Callable, qlora: str | None = None) -> str:
+    """A training default the framework sets: --framework's default's value, then where the others
+    differ ("full; chunked under litgpt, torchtune; fused under unsloth"); ``qlora``: the Framework
+    field that overrides it under --finetune qlora."""
+    base = pick(FRAMEWORKS[DEFAULT_FRAMEWORK])
+    differ: dict[object, list[str]] = {}
+    qlora_differ: dict[object, list[str]] = {}
+    for name, fw in FRAMEWORKS.items():
+        if pick(fw) != base:
+            differ.setdefault(pick(fw), []).append(name)
+        if qlora and getattr(fw, qlora) not in (None, pick(fw)):
+            qlora_differ.setdefault(getattr(fw, qlora), []).append(name)
+    return "; ".join([str(base)] + [f"{value} under {', '.join(names)}" for value, names in differ.items()]
+                     + [f"{value} for QLoRA under {', '.join(names)}" for value, names in qlora_differ.items()])
+
+
+def _engine_utils() -> str:
+    """Each engine's default share of GPU memory (engines.ENGINES' default_util)."""
+    def since(release: tuple[int, ...]) -> str:
+        return ".".join(map(str, release))
+
+    shares = [f"{name} {e.default_util[0][1]}" + "".join(f" ({u} from {since(r)})" for r, u in e.default_util[1:])
+              for name, e in ENGINES.items() if e.default_util]
+    own = [name for name, e in ENGINES.items() if not e.default_util]
+    return ", ".join(shares + ([f"{' and '.join(own)} their own"] if own else []))
+
 
 # -- the options memory, max-seq and max-batch share -------------------------------------------
 Mode = choices("Mode", MODES)
@@ -26,50 +57,53 @@ AttentionImpl = choices("AttentionImpl", ATTENTION_IMPLS)
 Finetune = choices("Finetune", FINETUNES)
 LossDtype = choices("LossDtype", FLOAT_DTYPES)
 
-ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
-PpOpt = Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel degree.")]
-DpOpt = Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the GPUs left over).")]
-CpOpt = Annotated[Optional[int], typer.Option("--cp", help="Context-parallel degree (splits the sequence).")]
-EpOpt = Annotated[Optional[int], typer.Option("--ep", help="Expert-parallel degree (MoE experts split over DP ranks).")]
-SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism with TP (splits norm/dropout activations).")]
-PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", help="Training bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16. Default: mixed (fp32 with --dtype fp32).")]
-TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", help="Optimizer whose states are held (adamw: m and v). Default: the framework's (adamw; unsloth adamw-8bit).")]
-ZeroOpt = Annotated[int, typer.Option("--zero", min=0, max=3, help="ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
-MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", help="Activation recomputation: none, selective (s x s terms), full (layer inputs only). Default: the framework's (torchtune, unsloth and QLoRA under hf/peft: full; else none).")]
-AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", help="Attention kernel: eager stores s x s scores; sdpa/flash do not. Default: sdpa (train), flash (infer).")]
-LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", help="Dtype of the logits in the loss. Default: the framework's (fp32: HF, torchtune and Megatron upcast; litgpt: the compute dtype).")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", rich_help_panel=RUNTIME, help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
+MemTpOpt = Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default=by_mode(1, "the GPUs --pp x --cp x --dp leave"), help="Tensor-parallel degree.")]
+PpOpt = Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="1", help="Pipeline-parallel degree.")]
+DpOpt = Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="the GPUs --tp x --pp x --cp leave", help="Data-parallel degree.")]
+CpOpt = Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="1", help="Context-parallel degree (splits the sequence).")]
+EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="1", help="Expert-parallel degree (MoE experts split over DP ranks).")]
+SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on when --tp > 1", help="Sequence parallelism with TP (splits norm/dropout activations).")]
+MemDtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", rich_help_panel=PRECISION, show_default="bf16; in train mode fp32 with --precision fp32, in infer a quantized checkpoint's own format", help="Weights and compute dtype (train: of mixed or bf16 precision, or the frozen LoRA base).")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", rich_help_panel=PRECISION, show_default=_per_framework(lambda f: f.precision or "mixed") + "; fp32 with --dtype fp32", help="train: bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16.")]
+TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.optimizer, "qlora_optimizer"), help="train: the optimizer whose states are held (adamw: m and v).")]
+ZeroOpt = Annotated[int, typer.Option("--zero", rich_help_panel=PARALLELISM, min=0, max=3, help="train: ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
+MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.recompute, "qlora_recompute"), help="train: activation recomputation: none, selective (s x s terms), full (layer inputs only).")]
+AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", rich_help_panel=RUNTIME, show_default=by_mode(DEFAULT_ATTENTION_IMPL["train"], DEFAULT_ATTENTION_IMPL["infer"]), help="Attention kernel: eager stores s x s scores; sdpa/flash do not.")]
+LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", rich_help_panel=PRECISION, show_default=_per_framework(lambda f: f.loss_dtype or "the compute dtype"), help="train: dtype of the logits in the loss (fp32 where the framework upcasts them).")]
 Framework = choices("Framework", FRAMEWORKS)
-FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers). Default: hf.")]
+FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", rich_help_panel=TRAINING, show_default=DEFAULT_FRAMEWORK, help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers).")]
 Loss = choices("Loss", LOSSES)
-LossOpt = Annotated[Optional[Loss], typer.Option("--loss", help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits). Default: the framework's.")]
-OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
-BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward). Default: a current one.")]
-LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter). Default: the framework's (PEFT 0.0, LitGPT 0.05).")]
-MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", min=1, help="Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
-OffloadOpt = Annotated[Optional[str], typer.Option("--offload", help="optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
-FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
-LoraRankOpt = Annotated[int, typer.Option("--lora-rank", min=1, help="LoRA rank r.")]
-LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", help="Comma list of linears (q,k,v,o,gate,up,down) or all. Default: the framework's (hf/peft/litgpt q,v; torchtune q,v,o; unsloth all).")]
-GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
-GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", help="Usable fraction of GPU memory: train 1.0; infer the engine's (vLLM gpu_memory_utilization 0.9, 0.92 from 0.20; SGLang mem_fraction_static; TensorRT-LLM free_gpu_memory_fraction).")]
-GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
-ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", help="Fixed bytes outside PyTorch's allocator: train 0.67GiB (CUDA context with cuBLAS, measured on H100; fragmentation is the allocator row); infer 0 (the engine models its own).")]
+LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.loss), help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits).")]
+OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", rich_help_panel=TRAINING, help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=TRAINING, help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
+BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", rich_help_panel=FINETUNING, show_default="a current release", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward).")]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", rich_help_panel=FINETUNING, show_default=_per_framework(lambda f: f.lora_dropout), help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter).")]
+MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", rich_help_panel=TRAINING, min=1, help="train: Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
+OffloadOpt = Annotated[Optional[str], typer.Option("--offload", rich_help_panel=TRAINING, help="train: optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
+FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", rich_help_panel=FINETUNING, help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
+LoraRankOpt = Annotated[int, typer.Option("--lora-rank", rich_help_panel=FINETUNING, min=1, help="LoRA rank r.")]
+LoraTargetsOpt = Annotated[Optional[str], typer.Option("--lora-targets", rich_help_panel=FINETUNING, show_default=_per_framework(lambda f: ",".join(f.lora_targets)), help="Comma list of linears (q,k,v,o,gate,up,down) or all.")]
+GroupSizeOpt = Annotated[int, typer.Option("--group-size", rich_help_panel=PRECISION, min=1, help="Weights per 16-bit scale for int4/fp4 weights.")]
+GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", rich_help_panel=HARDWARE, show_default=by_mode(DEFAULT_GPU_UTIL["train"], "the engine's") + ": " + _engine_utils(), help="Usable fraction of GPU memory (vLLM gpu_memory_utilization, SGLang mem_fraction_static, TensorRT-LLM free_gpu_memory_fraction).")]
+GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", rich_help_panel=HARDWARE, show_default="the GPU's", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
+ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", rich_help_panel=HARDWARE, show_default=by_mode(f"{DEFAULT_RESERVE['train'] / 2**30:.2f}GiB", DEFAULT_RESERVE["infer"]), help="Fixed bytes outside PyTorch's allocator: train: the CUDA context with cuBLAS, measured on H100 (fragmentation is the allocator row); infer: none (the engine models its own).")]
 Engine = choices("Engine", ENGINES)
-EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", help="infer: the serving engine whose accounting to follow (default vllm).")]
-EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", help="infer: the engine release to follow (vllm default 0.7.3, the V0 engine; 0.8+ is V1).")]
-PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens). Default: the engine's.")]
-MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, help="infer, vllm: concurrent sequences (sizes the sampler's profile). Default: the release's.")]
-EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="infer, vllm: no CUDA graphs.")]
-KeepOpt = Annotated[Optional[str], typer.Option("--keep-16bit", help="infer: modules whose weights stay 16-bit under a quantized --dtype or checkpoint (comma list of names or re:patterns, e.g. lm_head,model.layers.0,mlp.gate).")]
-BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", min=1, help="infer: KV block (page) size in tokens. Default: the engine's (vLLM 16).")]
+EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", rich_help_panel=INFERENCE, show_default=DEFAULT_ENGINE, help="infer: the serving engine whose accounting to follow.")]
+EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", rich_help_panel=INFERENCE, show_default=", ".join(f"{n} {e.default_version}" for n, e in ENGINES.items()), help="infer: the engine release to follow (vllm 0.8+ is the V1 engine).")]
+PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", rich_help_panel=INFERENCE, show_default="the engine's", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens).")]
+MaxNumSeqsOpt = Annotated[Optional[int], typer.Option("--max-num-seqs", rich_help_panel=INFERENCE, min=1, show_default="the release's", help="infer, vllm: concurrent sequences (sizes the sampler's profile).")]
+EnforceEagerOpt = Annotated[bool, typer.Option("--enforce-eager", rich_help_panel=INFERENCE, help="infer, vllm: no CUDA graphs.")]
+KeepOpt = Annotated[Optional[str], typer.Option("--keep-16bit", rich_help_panel=PRECISION, help="infer: modules whose weights stay 16-bit under a quantized --dtype or checkpoint (comma list of names or re:patterns, e.g. lm_head,model.layers.0,mlp.gate).")]
+BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", rich_help_panel=INFERENCE, min=1, show_default="the engine's (vllm 16)", help="infer: KV block (page) size in tokens.")]
 
 
 def memory_options(
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Number of GPUs (default: the product of the degrees).")] = None,
-    tp: TpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
-    dtype: DtypeOpt = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="the product of the degrees",
+                                                help="Number of GPUs.")] = None,
+    tp: MemTpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    dtype: MemDtypeOpt = None,
     precision: PrecisionOpt = None,
     optimizer: TrainOptimizerOpt = None,
     zero: ZeroOpt = 0,

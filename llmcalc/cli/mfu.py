@@ -11,23 +11,24 @@ from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt,
                      GenericOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _models, app, default_seq, require_gpus,
                      unused, warn_formula_options)
+from .helpfmt import HARDWARE, MODEL, RUNTIME
 
 
 @app.command()
 def mfu(
     model: ModelOpt,
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="GPU preset name or YAML file; a,b compares.")],
-    step_time: Annotated[Optional[str], typer.Option("--step-time", help="Seconds per step of --batch x --grad-accum sequences (0.755, 650ms).")] = None,
-    tokens_per_s: Annotated[Optional[str], typer.Option("--tokens-per-s", help="Measured tokens/s of the whole job (see --per-gpu).")] = None,
-    per_gpu: Annotated[bool, typer.Option("--per-gpu", help="--tokens-per-s is per GPU, not the whole job.")] = False,
-    gpu_hours: Annotated[Optional[str], typer.Option("--gpu-hours", help="GPU-hours a whole run took (6.4M); needs --tokens.")] = None,
+    gpu: Annotated[str, typer.Option("--gpu", "-g", rich_help_panel=HARDWARE, help="GPU preset name or YAML file; a,b compares.")],
+    step_time: Annotated[Optional[str], typer.Option("--step-time", rich_help_panel=RUNTIME, help="Seconds per step of --batch x --grad-accum sequences (0.755, 650ms).")] = None,
+    tokens_per_s: Annotated[Optional[str], typer.Option("--tokens-per-s", rich_help_panel=RUNTIME, help="Measured tokens/s of the whole job (see --per-gpu).")] = None,
+    per_gpu: Annotated[bool, typer.Option("--per-gpu", rich_help_panel=RUNTIME, help="--tokens-per-s is per GPU, not the whole job.")] = False,
+    gpu_hours: Annotated[Optional[str], typer.Option("--gpu-hours", rich_help_panel=RUNTIME, help="GPU-hours a whole run took (6.4M); needs --tokens.")] = None,
     tokens: TokensOpt = None,
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches accumulated per step.")] = 1,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs in the job (default 1; needed for the whole-job rate with --gpu-hours).")] = None,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", rich_help_panel=RUNTIME, help="Micro-batches accumulated per step.")] = 1,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="1", help="GPUs in the job (needed for the whole-job rate with --gpu-hours).")] = None,
     dtype: DtypeOpt = Dtype.bf16,
-    formula: Annotated[Formula, typer.Option("--formula", help="Model FLOPs per token: palm (6N + 12LHQT, the MFU definition), detailed or 6nd.")] = Formula.palm,
+    formula: Annotated[Formula, typer.Option("--formula", rich_help_panel=MODEL, help="Model FLOPs per token: palm (6N + 12LHQT, the MFU definition), detailed or 6nd.")] = Formula.palm,
     attention: AttentionOpt = Attention.full,
     recompute: RecomputeOpt = Recompute.none,
     generic: GenericOpt = False,

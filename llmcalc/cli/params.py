@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 
 from .common import DtypeOpt, Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models
+from .helpfmt import TRAINING
 
 
 @app.command()
 def params(
     model: ModelOpt,
     dtype: DtypeOpt = Dtype.bf16,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Optimizer whose states count in checkpoint_bytes.")] = Optimizer.adamw,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", rich_help_panel=TRAINING, help="Optimizer whose states count in checkpoint_bytes.")] = Optimizer.adamw,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:

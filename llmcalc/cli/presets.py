@@ -9,6 +9,7 @@ import sys
 import typer
 
 from .common import CsvOpt, GenericOpt, JsonOpt, MdOpt, _fmt, presets_app
+from .helpfmt import OUTPUT
 
 
 @presets_app.callback()
@@ -85,10 +86,11 @@ def presets_show(
 def presets_import(
     ctx: typer.Context,
     config: Annotated[str, typer.Argument(help="A config.json, model dir or cached hub id.")],
-    name: Annotated[str, typer.Option("--name", help="Preset name to write.")],
-    out: Annotated[Optional[str], typer.Option("--out", help="File to write (default: the user preset directory).")] = None,
+    name: Annotated[str, typer.Option("--name", rich_help_panel=OUTPUT, help="Preset name to write.")],
+    out: Annotated[Optional[str], typer.Option("--out", rich_help_panel=OUTPUT, show_default="the user preset directory",
+                                               help="File to write.")] = None,
     generic: GenericOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=OUTPUT, help="Replace the file if it exists.")] = False,
 ) -> None:
     """Turn a Hugging Face config.json into a preset YAML file.
 
