@@ -8,8 +8,8 @@ import typer
 
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
-                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options, within_context)
-from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread
+                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, within_context)
+from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread, with_options
 
 
 @app.command("max-seq")
