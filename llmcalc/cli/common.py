@@ -11,7 +11,6 @@ from typer.core import TyperGroup
 
 from ..breakdown import Breakdown
 from ..dtypes import DTYPES
-from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError
@@ -222,9 +221,6 @@ def choices(name: str, values) -> type[enum.Enum]:
     return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-Formula = choices("Formula", FORMULAS)
-Attention = choices("Attention", ATTENTION)
-Recompute = choices("Recompute", RECOMPUTE)
 Dtype = choices("Dtype", DTYPES)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 
@@ -236,9 +232,25 @@ GpusOpt = Annotated[int, typer.Option("--gpus", help="Number of GPUs.")]
 SeqOpt = Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence length in tokens (8k = 8192). Default: the model's context, at most 8k.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Sequences per step (or concurrent requests).")]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Weights and compute dtype.")]
-FormulaOpt = Annotated[Formula, typer.Option("--formula", help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
-AttentionOpt = Annotated[Attention, typer.Option("--attention", help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
-RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: extra forward work.")]
+
+
+def __getattr__(name: str):
+    """Formula, Attention, Recompute and their options, made on first use (`from .common import Formula`):
+    their choices live in llmcalc.flops, which `params`, `presets` and the memory commands need not load."""
+    if name not in ("Formula", "Attention", "Recompute", "FormulaOpt", "AttentionOpt", "RecomputeOpt"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..flops import ATTENTION, FORMULAS, RECOMPUTE
+
+    Formula, Attention, Recompute = (choices("Formula", FORMULAS), choices("Attention", ATTENTION),
+                                     choices("Recompute", RECOMPUTE))
+    globals().update(
+        Formula=Formula, Attention=Attention, Recompute=Recompute,
+        FormulaOpt=Annotated[Formula, typer.Option("--formula", help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")],
+        AttentionOpt=Annotated[Attention, typer.Option("--attention", help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")],
+        RecomputeOpt=Annotated[Recompute, typer.Option("--recompute", help="Activation recomputation: extra forward work.")])
+    return globals()[name]
+
+
 EffOpt = Annotated[Optional[float], typer.Option("--efficiency", help="Fraction of peak compute reachable (flops: default 0.4, a typical large-run MFU; 1.0 = physical bound).")]
 TokensOpt = Annotated[Optional[str], typer.Option("--tokens", help="Training token budget (15T, 300e9).")]
 GenericOpt = Annotated[bool, typer.Option("--generic", help="Best-effort mapping of an unknown config.json model_type.")]
