@@ -11,7 +11,6 @@ config.json, a model directory, or a hub id present in the local Hugging Face ca
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import os
 from pathlib import Path
@@ -52,58 +51,118 @@ def user_dir() -> Path | None:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file with a safe loader; errors name the file and line (cached per version)."""
-    try:
-        stat = path.stat()
-    except (OSError, ValueError) as exc:
-        raise PresetError(f"cannot read {safeio.shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
-    return _parse_yaml(path, stat.st_mtime_ns, stat.st_size)
+    """Parse one YAML file with a safe loader; errors name the file and line (cached per content)."""
+    return _parse_yaml(path, _read(path))
 
 
-@functools.lru_cache(maxsize=None)
-def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
-    try:  # safeio: regular UTF-8 files of bounded size, bounded aliases, no duplicate keys
-        return safeio.load_yaml(safeio.read_text(path, "preset file"), path)
+def _read(path: Path) -> str:
+    try:  # safeio: regular UTF-8 files of bounded size
+        return safeio.read_text(path, "preset file")
     except SpecError as exc:
         raise PresetError(str(exc)) from None
 
 
-def _entries(kind: str) -> dict[str, tuple[Path, dict]]:
-    """Every preset of a kind ("models" or "gpus"): lower-case name -> (file, raw fields)."""
-    found: dict[str, tuple[Path, dict]] = {}
-    for directory in search_dirs():
-        for path in sorted((directory / kind).glob("*.y*ml")):
-            data = read_yaml(path)
-            if not isinstance(data, dict):
-                raise PresetError(f"{path}: a preset file must map names to fields")
-            for name, fields in data.items():
-                if not isinstance(fields, dict):
-                    raise PresetError(f"{path}: preset {name!r} must be a mapping of fields")
-                found.setdefault(str(name).lower(), (path, fields))
-    return found
+@functools.lru_cache(maxsize=None)
+def _parse_yaml(path: Path, text: str) -> Any:
+    try:  # safeio: bounded aliases, no duplicate keys
+        return safeio.load_yaml(text, path)
+    except SpecError as exc:
+        raise PresetError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=None)
-def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
-    """(presets by name, alias -> name), names and aliases lower-case."""
-    entries = _entries(kind)
+def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
+    """The preset files of a kind ("models" or "gpus") and their texts: one tuple per directory of
+    search_dirs(), in its order (the shipped presets last), each file by name; read once."""
+    return tuple(tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
+                 for directory in search_dirs())
+
+
+def _entries(sources: Iterable[tuple[Path, str]]) -> dict[str, tuple[Path, dict]]:
+    """The presets of these files: lower-case name -> (file, raw fields), the first definition winning."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for path, text in sources:
+        data = _parse_yaml(path, text)
+        if not isinstance(data, dict):
+            raise PresetError(f"{path}: a preset file must map names to fields")
+        for name, fields in data.items():
+            if not isinstance(fields, dict):
+                raise PresetError(f"{path}: preset {name!r} must be a mapping of fields")
+            found.setdefault(str(name).lower(), (path, fields))
+    return found
+
+
+def _alias_list(name: str, path: Path, fields: dict) -> list[str]:
+    listed = fields.get("aliases") or ()
+    if not isinstance(listed, (list, tuple)):
+        raise PresetError(f"{safeio.shown(path)}: {name}.aliases must be a list of names, got {listed!r}")
+    return [str(alias).lower() for alias in listed]
+
+
+def _aliases(entries: dict[str, tuple[Path, dict]]) -> dict[str, str]:
+    """alias -> name, lower-case; an alias two presets list is the earlier one's."""
     aliases: dict[str, str] = {}
     for name, (path, fields) in entries.items():
-        listed = fields.get("aliases") or ()
-        if not isinstance(listed, (list, tuple)):
-            raise PresetError(f"{safeio.shown(path)}: {name}.aliases must be a list of names, got {listed!r}")
-        for alias in listed:
-            aliases.setdefault(str(alias).lower(), name)
-    return entries, aliases
+        for alias in _alias_list(name, path, fields):
+            aliases.setdefault(alias, name)
+    return aliases
+
+
+def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
+    """(presets by name, alias -> name), names and aliases lower-case."""
+    entries = _entries(source for files in _sources(kind) for source in files)
+    return entries, _aliases(entries)
+
+
+catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
+
+
+def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]]:
+    """(the preset ``key`` names, entries holding it) as catalog() finds it, without parsing every
+    shipped file. The user's files are all read and checked, as catalog() does; of the shipped ones
+    only those whose text contains ``key`` (as one defining it as a name or an alias must) and, for
+    an alias, those naming the presets that list it (an earlier file may define one of them too).
+    (None, {}) when none defines it: catalog() decides, and suggests. A shipped file left unread is
+    not checked, and a shipped name or alias spelled in YAML other than it reads (an escape) would be
+    missed; tests/test_presets_lookup.py holds the shipped files to both."""
+    *users, shipped = _sources(kind)
+    mine = _entries(source for files in users for source in files)
+    aliases = _aliases(mine)
+    if key in mine:
+        return key, mine
+    found = _shipped(shipped, key)
+    if key in found:
+        return key, found
+    if key in aliases:
+        return aliases[key], mine
+    owners = _listing(key, found, mine)
+    if owners:
+        found = _shipped(shipped, key, *owners)
+        owners = _listing(key, found, mine)
+    return (owners[0], found) if owners else (None, {})
+
+
+def _shipped(files: tuple[tuple[Path, str], ...], *words: str) -> dict[str, tuple[Path, dict]]:
+    """The entries of those shipped files whose text contains one of ``words``."""
+    return _entries(source for source in files if any(word in source[1].lower() for word in words))
+
+
+def _listing(key: str, entries: dict[str, tuple[Path, dict]], mine: dict) -> list[str]:
+    """The presets of ``entries`` that list ``key`` as an alias, but for those the user's files define."""
+    return [name for name, (path, fields) in entries.items() if name not in mine and key in _alias_list(name, path, fields)]
 
 
 def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
-    entries, aliases = catalog(kind)
     key = name.strip().lower()
-    key = key if key in entries else aliases.get(key, key)
-    if key in entries:
-        path, fields = entries[key]
-        return key, path, fields
+    found, entries = _find(kind, key)
+    if found is None:
+        entries, aliases = catalog(kind)
+        found = key if key in entries else aliases.get(key)
+    if found is not None:
+        path, fields = entries[found]
+        return found, path, fields
+    import difflib
+
     known = list(entries) + list(aliases)
     near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     near = [aliases.get(n, n) for n in near]
@@ -159,6 +218,8 @@ def _typed(where: str, name: str, key: str, value: Any, annotation: str) -> Any:
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib
+
     near = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {near[0]}?)" if near else ""
 
