@@ -7,7 +7,6 @@ this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank proje
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -41,8 +40,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
-@dataclass(frozen=True)
-class Linear:
+class Linear(NamedTuple):  # a NamedTuple: params loads on every CLI call (see dtypes.Dtype)
     """One weight matrix (in x out) and optionally its bias (out)."""
 
     fan_in: int
