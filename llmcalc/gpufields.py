@@ -7,7 +7,7 @@ GPU lookups load this module.
 from __future__ import annotations
 
 from .presets import PresetError, _did_you_mean, _is_number
-from .spec import GPUSpec
+from .gpuspec import GPUSpec
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}

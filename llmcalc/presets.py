@@ -14,10 +14,13 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import safeio
-from .spec import GPUSpec, ModelSpec, SpecError, model_fields
+from .spec import ModelSpec, SpecError, model_fields
+
+if TYPE_CHECKING:  # GPU lookups load it (gpufields.py)
+    from .gpuspec import GPUSpec
 
 
 class PresetError(SpecError):
