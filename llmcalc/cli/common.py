@@ -1,7 +1,5 @@
 """What every command shares: the Typer apps, option aliases, choice enums and small helpers."""
 
-from __future__ import annotations
-
 import enum
 import functools
 from typing import Annotated, Callable, Optional, Sequence

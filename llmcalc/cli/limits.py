@@ -1,7 +1,5 @@
 """`llmcalc max-seq` and `llmcalc max-batch`: the memory model searched for its limits."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

@@ -3,8 +3,6 @@
 Imported only when one of those three commands runs, so it may import the memory core.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Callable, Optional
 
 import typer
