@@ -22,7 +22,7 @@ from .spec import SpecError
 MAX_FILE_BYTES = 2**20  # a model or GPU file is kilobytes (the largest shipped preset file ~30 KB); 1 MiB parses in < 1 s
 MAX_NUMBER = 10**100  # no size, count or rate comes near it; beyond it float() overflows somewhere (10^309)
 MAX_ALIASES = 64
-_ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+", re.MULTILINE)
+_ALIAS = r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+"  # a YAML alias; compiled (by re) only for a text with many '*'
 
 
 def shown(path: Path | str) -> str:
@@ -132,7 +132,7 @@ def load_yaml(text: str, path: Path | str) -> Any:
     """Parse YAML safely: no Python objects, at most MAX_ALIASES aliases, no duplicate keys."""
     import yaml
 
-    aliases = len(_ALIAS.findall(text)) if text.count("*") > MAX_ALIASES else 0  # no alias without a '*'
+    aliases = len(re.findall(_ALIAS, text, re.MULTILINE)) if text.count("*") > MAX_ALIASES else 0  # no alias without a '*'
     if aliases > MAX_ALIASES:
         raise SpecError(f"{shown(path)}: {aliases} YAML aliases (at most {MAX_ALIASES}); write the values out")
     try:
