@@ -5,7 +5,7 @@ rows, so the table cannot disagree with itself. The closed form 12·L·h² is on
 this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank projections exactly.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: it makes this module's NamedTuples slower to build (see dtypes.Dtype).
 
 from typing import NamedTuple
 
