@@ -113,8 +113,12 @@ def _aliases(entries: dict[str, tuple[Path, dict]]) -> dict[str, str]:
 
 def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
     """(presets by name, alias -> name), names and aliases lower-case."""
-    entries = _entries(source for files in _sources(kind) for source in files)
-    return entries, _aliases(entries)
+    try:
+        entries = _entries(source for files in _sources(kind) for source in files)
+        return entries, _aliases(entries)
+    except PresetError:
+        _sources.cache_clear()  # read the files afresh next time: the broken one may be mended by then
+        raise
 
 
 catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
@@ -157,7 +161,11 @@ def _listing(key: str, entries: dict[str, tuple[Path, dict]], mine: dict) -> lis
 
 def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
     key = name.strip().lower()
-    found, entries = _find(kind, key)
+    try:
+        found, entries = _find(kind, key)
+    except PresetError:
+        _sources.cache_clear()  # as catalog() does
+        raise
     if found is None:
         entries, aliases = catalog(kind)
         found = key if key in entries else aliases.get(key)
