@@ -16,7 +16,8 @@ import dataclasses
 from typing import Any
 
 from .breakdown import Breakdown
-from .spec import GPUSpec, ModelSpec, Parallelism, SpecError
+from .gpuspec import GPUSpec
+from .spec import ModelSpec, Parallelism, SpecError
 
 __all__ = ["Result", "params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch"]
 

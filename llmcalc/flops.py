@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
+from .gpuspec import GPUSpec
 from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
-from .spec import GPUSpec, ModelSpec, SpecError
+from .spec import ModelSpec, SpecError
 from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")

@@ -11,9 +11,10 @@ import dataclasses
 from typing import Callable
 
 from .breakdown import Breakdown, Quantity, Rows
+from .gpuspec import GPUSpec
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .memory.engines import ENGINES
-from .spec import GPUSpec, ModelSpec, SpecError
+from .spec import ModelSpec, SpecError
 from .units import fmt_bytes
 
 SEARCH_CAP = 2**27  # 134M tokens: beyond any real context (sliding-window models can reach it)

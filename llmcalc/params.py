@@ -5,9 +5,8 @@ rows, so the table cannot disagree with itself. The closed form 12·L·h² is on
 this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank projections exactly.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: it makes this module's NamedTuples slower to build (see dtypes.Dtype).
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -41,8 +40,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 
-@dataclass(frozen=True)
-class Linear:
+class Linear(NamedTuple):  # a NamedTuple: params loads on every CLI call (see dtypes.Dtype)
     """One weight matrix (in x out) and optionally its bias (out)."""
 
     fan_in: int

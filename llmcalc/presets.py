@@ -11,22 +11,20 @@ config.json, a model directory, or a hub id present in the local Hugging Face ca
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import safeio
-from .spec import GPUSpec, ModelSpec, SpecError, model_fields
+from .spec import ModelSpec, SpecError, model_fields
+
+if TYPE_CHECKING:  # GPU lookups load it (gpufields.py)
+    from .gpuspec import GPUSpec
 
 
 class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
-
-
-GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
-            "memory_bandwidth_tb_s", "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}
 
 
 def builtin_dir() -> Path:
@@ -56,58 +54,126 @@ def user_dir() -> Path | None:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file with a safe loader; errors name the file and line (cached per version)."""
-    try:
-        stat = path.stat()
-    except (OSError, ValueError) as exc:
-        raise PresetError(f"cannot read {safeio.shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
-    return _parse_yaml(path, stat.st_mtime_ns, stat.st_size)
+    """Parse one YAML file with a safe loader; errors name the file and line (cached per content)."""
+    return _parse_yaml(path, _read(path))
 
 
-@functools.lru_cache(maxsize=None)
-def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
-    try:  # safeio: regular UTF-8 files of bounded size, bounded aliases, no duplicate keys
-        return safeio.load_yaml(safeio.read_text(path, "preset file"), path)
+def _read(path: Path) -> str:
+    try:  # safeio: regular UTF-8 files of bounded size
+        return safeio.read_text(path, "preset file")
     except SpecError as exc:
         raise PresetError(str(exc)) from None
 
 
-def _entries(kind: str) -> dict[str, tuple[Path, dict]]:
-    """Every preset of a kind ("models" or "gpus"): lower-case name -> (file, raw fields)."""
-    found: dict[str, tuple[Path, dict]] = {}
-    for directory in search_dirs():
-        for path in sorted((directory / kind).glob("*.y*ml")):
-            data = read_yaml(path)
-            if not isinstance(data, dict):
-                raise PresetError(f"{path}: a preset file must map names to fields")
-            for name, fields in data.items():
-                if not isinstance(fields, dict):
-                    raise PresetError(f"{path}: preset {name!r} must be a mapping of fields")
-                found.setdefault(str(name).lower(), (path, fields))
-    return found
+@functools.lru_cache(maxsize=None)
+def _parse_yaml(path: Path, text: str) -> Any:
+    try:  # safeio: bounded aliases, no duplicate keys
+        return safeio.load_yaml(text, path)
+    except SpecError as exc:
+        raise PresetError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=None)
-def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
-    """(presets by name, alias -> name), names and aliases lower-case."""
-    entries = _entries(kind)
+def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
+    """The preset files of a kind ("models" or "gpus") and their texts: one tuple per directory of
+    search_dirs(), in its order (the shipped presets last), each file by name; read once."""
+    return tuple(tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
+                 for directory in search_dirs())
+
+
+def _entries(sources: Iterable[tuple[Path, str]]) -> dict[str, tuple[Path, dict]]:
+    """The presets of these files: lower-case name -> (file, raw fields), the first definition winning."""
+    found: dict[str, tuple[Path, dict]] = {}
+    for path, text in sources:
+        data = _parse_yaml(path, text)
+        if not isinstance(data, dict):
+            raise PresetError(f"{path}: a preset file must map names to fields")
+        for name, fields in data.items():
+            if not isinstance(fields, dict):
+                raise PresetError(f"{path}: preset {name!r} must be a mapping of fields")
+            found.setdefault(str(name).lower(), (path, fields))
+    return found
+
+
+def _alias_list(name: str, path: Path, fields: dict) -> list[str]:
+    listed = fields.get("aliases") or ()
+    if not isinstance(listed, (list, tuple)):
+        raise PresetError(f"{safeio.shown(path)}: {name}.aliases must be a list of names, got {listed!r}")
+    return [str(alias).lower() for alias in listed]
+
+
+def _aliases(entries: dict[str, tuple[Path, dict]]) -> dict[str, str]:
+    """alias -> name, lower-case; an alias two presets list is the earlier one's."""
     aliases: dict[str, str] = {}
     for name, (path, fields) in entries.items():
-        listed = fields.get("aliases") or ()
-        if not isinstance(listed, (list, tuple)):
-            raise PresetError(f"{safeio.shown(path)}: {name}.aliases must be a list of names, got {listed!r}")
-        for alias in listed:
-            aliases.setdefault(str(alias).lower(), name)
-    return entries, aliases
+        for alias in _alias_list(name, path, fields):
+            aliases.setdefault(alias, name)
+    return aliases
+
+
+def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
+    """(presets by name, alias -> name), names and aliases lower-case."""
+    try:
+        entries = _entries(source for files in _sources(kind) for source in files)
+        return entries, _aliases(entries)
+    except PresetError:
+        _sources.cache_clear()  # read the files afresh next time: the broken one may be mended by then
+        raise
+
+
+catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
+
+
+def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]]:
+    """(the preset ``key`` names, entries holding it) as catalog() finds it, without parsing every
+    shipped file. The user's files are all read and checked, as catalog() does; of the shipped ones
+    only those whose text contains ``key`` (as one defining it as a name or an alias must) and, for
+    an alias, those naming the presets that list it (an earlier file may define one of them too).
+    (None, {}) when none defines it: catalog() decides, and suggests. A shipped file left unread is
+    not checked, and a shipped name or alias spelled in YAML other than it reads (an escape) would be
+    missed; tests/test_presets_lookup.py holds the shipped files to both."""
+    *users, shipped = _sources(kind)
+    mine = _entries(source for files in users for source in files)
+    aliases = _aliases(mine)
+    if key in mine:
+        return key, mine
+    found = _shipped(shipped, key)
+    if key in found:
+        return key, found
+    if key in aliases:
+        return aliases[key], mine
+    owners = _listing(key, found, mine)
+    if owners:
+        found = _shipped(shipped, key, *owners)
+        owners = _listing(key, found, mine)
+    return (owners[0], found) if owners else (None, {})
+
+
+def _shipped(files: tuple[tuple[Path, str], ...], *words: str) -> dict[str, tuple[Path, dict]]:
+    """The entries of those shipped files whose text contains one of ``words``."""
+    return _entries(source for source in files if any(word in source[1].lower() for word in words))
+
+
+def _listing(key: str, entries: dict[str, tuple[Path, dict]], mine: dict) -> list[str]:
+    """The presets of ``entries`` that list ``key`` as an alias, but for those the user's files define."""
+    return [name for name, (path, fields) in entries.items() if name not in mine and key in _alias_list(name, path, fields)]
 
 
 def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
-    entries, aliases = catalog(kind)
     key = name.strip().lower()
-    key = key if key in entries else aliases.get(key, key)
-    if key in entries:
-        path, fields = entries[key]
-        return key, path, fields
+    try:
+        found, entries = _find(kind, key)
+    except PresetError:
+        _sources.cache_clear()  # as catalog() does
+        raise
+    if found is None:
+        entries, aliases = catalog(kind)
+        found = key if key in entries else aliases.get(key)
+    if found is not None:
+        path, fields = entries[found]
+        return found, path, fields
+    import difflib
+
     known = list(entries) + list(aliases)
     near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     near = [aliases.get(n, n) for n in near]
@@ -163,86 +229,19 @@ def _typed(where: str, name: str, key: str, value: Any, annotation: str) -> Any:
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib
+
     near = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {near[0]}?)" if near else ""
 
 
-_GPU_NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w")
-
-
-def _check_gpu_fields(name: str, fields: dict, where: str) -> None:
-    """Known keys only, exactly one memory key, numbers (or null) where numbers belong."""
-    unknown = sorted(set(fields) - GPU_KEYS)
-    if unknown:
-        hint = _did_you_mean(unknown[0], sorted(GPU_KEYS))
-        raise PresetError(f"{where}: unknown field {unknown[0]!r} in GPU {name!r}{hint}")
-    if sum(k in fields for k in ("memory_gib", "memory_gb")) != 1:
-        raise PresetError(f"{where}: GPU {name!r} needs exactly one of memory_gib (binary) or memory_gb (decimal)")
-    for key in _GPU_NUMBERS:
-        value = fields.get(key)
-        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
-            raise PresetError(f"{where}: {name}.{key} must be a number, got {value!r}")
-        if key in ("tdp_w", "interconnect_gb_s") and value is not None and value < 0:
-            raise PresetError(f"{where}: {name}.{key} cannot be negative, got {value!r}")
-    for key in ("vendor", "source", "notes", "device_memory_source"):
-        if fields.get(key) is not None and not isinstance(fields[key], str):
-            raise PresetError(f"{where}: {name}.{key} must be text, got {fields[key]!r}")
-    if not isinstance(fields.get("aliases") or [], list):
-        raise PresetError(f"{where}: {name}.aliases must be a list of names, got {fields['aliases']!r}")
-
-
-def _gpu_memory_bytes(name: str, fields: dict, where: str) -> int:
-    """memory_gib is binary (what the device offers), memory_gb decimal."""
-    key = "memory_gib" if "memory_gib" in fields else "memory_gb"
-    memory = fields[key] * (2**30 if key == "memory_gib" else 1e9)
-    if not 0 < memory < float("inf"):
-        raise PresetError(f"{where}: {name}.{key} must be a positive finite number")
-    return int(round(memory))
-
-
-def _gpu_peaks(name: str, fields: dict, where: str) -> dict[str, float]:
-    """tflops: {dtype: TFLOP/s} -> {dtype: FLOP/s}."""
-    tflops = fields["tflops"]
-    if not isinstance(tflops, dict):
-        raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
-    for k, v in tflops.items():
-        if not _is_number(v):
-            raise PresetError(f"{where}: {name}.tflops.{k} must be a number of TFLOP/s, got {v!r}")
-    return {str(k): float(v) * 1e12 for k, v in tflops.items()}
-
-
-def _build_gpu(name: str, fields: dict, where: str) -> GPUSpec:
-    memory_bytes = _gpu_memory_bytes(name, fields, where)
-    peak_flops = _gpu_peaks(name, fields, where)
-    device = fields.get("device_memory_gib")
-    if device is not None and not 0 < device < 2**20:
-        raise PresetError(f"{where}: {name}.device_memory_gib must be a positive number of GiB, got {device!r}")
-    # The driver reports about the datasheet's figure: a little less (an H100's 79.18 of 80 GiB), or a
-    # little more where the datasheet rounds down (TPU v5p: 95.74 GiB of "95 GB"); never 5% more.
-    if device is not None and device * 2**30 > 1.05 * memory_bytes:
-        raise PresetError(f"{where}: {name}.device_memory_gib {device} is far more than the datasheet's "
-                          f"{memory_bytes / 2**30:.2f} GiB; give what the driver reports (torch.cuda.mem_get_info)")
-    return GPUSpec(
-        name=name,
-        memory_bytes=memory_bytes,
-        device_memory_bytes=round(device * 2**30) if device is not None else None,
-        device_memory_source=str(fields.get("device_memory_source", "")),
-        memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
-        interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
-        peak_flops=peak_flops,
-        vendor=str(fields.get("vendor", "")),
-        tdp_w=fields.get("tdp_w"),
-        source=str(fields.get("source", "")),
-        aliases=tuple(str(a) for a in fields.get("aliases") or ()),
-        notes=str(fields.get("notes", "")),
-    )
-
-
 def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
-    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ..."""
-    _check_gpu_fields(name, fields, where)
+    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ... (gpufields.py)."""
+    from . import gpufields
+
+    gpufields.check(name, fields, where)
     try:
-        return _build_gpu(name, fields, where)
+        return gpufields.build(name, fields, where)
     except KeyError as exc:
         raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
     except PresetError:

@@ -9,9 +9,6 @@ honoured, ASCII borders where the stream cannot encode box drawing.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from typing import Any, Sequence, TextIO
 
 from .breakdown import Breakdown, formula
@@ -113,6 +110,8 @@ def _caption(bs: Sequence[Breakdown]) -> str:
 
 
 def to_json(bs: Sequence[Breakdown], explain: bool = False) -> str:
+    import json
+
     if len(bs) == 1:
         return json.dumps(bs[0].to_dict(explain), indent=2, allow_nan=False)
     return json.dumps({"command": bs[0].command, "results": [b.to_dict(explain) for b in bs]}, indent=2,
@@ -120,6 +119,9 @@ def to_json(bs: Sequence[Breakdown], explain: bool = False) -> str:
 
 
 def to_csv(bs: Sequence[Breakdown], explain: bool = False) -> str:
+    import csv
+    import io
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["model", "gpu", "name", "value", "unit", "share"] + (["formula"] if explain else []))
@@ -286,8 +288,12 @@ def _sweep_records(name: str, points: list) -> list[dict[str, tuple[Any, Any]]]:
 def _sweep_machine(fmt: str, command: str, name: str, keys: list[str], rows: list[dict], stream: TextIO) -> None:
     """The sweep's rows in base units: one JSON object ({command, sweep, rows}) or CSV lines."""
     if fmt == "json":
+        import json
+
         stream.write(json.dumps({"command": command, "sweep": name, "rows": rows}, indent=2, allow_nan=False) + "\n")
         return
+    import csv
+
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(keys)
     writer.writerows([["" if row[k] is None else row[k] for k in keys] for row in rows])
@@ -336,8 +342,12 @@ def render_listing(sections: dict[str, list[dict]], units: dict[str, str], fmt: 
     stream = out or sys.stdout
     sections = {kind: records for kind, records in sections.items() if records}
     if fmt == "json":
+        import json
+
         stream.write(json.dumps(sections, indent=2) + "\n")
     elif fmt == "csv":
+        import csv
+
         writer = csv.writer(stream, lineterminator="\n")
         for kind, records in sections.items():
             writer.writerow(["kind"] + list(records[0]))

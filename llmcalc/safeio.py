@@ -22,7 +22,7 @@ from .spec import SpecError
 MAX_FILE_BYTES = 2**20  # a model or GPU file is kilobytes (the largest shipped preset file ~30 KB); 1 MiB parses in < 1 s
 MAX_NUMBER = 10**100  # no size, count or rate comes near it; beyond it float() overflows somewhere (10^309)
 MAX_ALIASES = 64
-_ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+", re.MULTILINE)
+_ALIAS = r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+"  # a YAML alias; compiled (by re) only for a text with many '*'
 
 
 def shown(path: Path | str) -> str:
@@ -103,8 +103,11 @@ def read_text(path: Path, what: str = "file") -> str:
         os.close(fd)
         raise SpecError(f"{shown(path)}: {problem}")
     with os.fdopen(fd, "rb") as handle:
-        try:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        try:  # the size fstat gave (not a 1 MiB buffer for every few-KB file), then on to MAX_FILE_BYTES + 1
+            want = info.st_size + 1  # if there is more: a file that grew, or /proc's, which say 0
+            data = handle.read(want)
+            if len(data) == want <= MAX_FILE_BYTES:
+                data += handle.read(MAX_FILE_BYTES + 1 - want)
         except OSError as exc:
             raise SpecError(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
@@ -118,8 +121,8 @@ def decode(data: bytes, path: Path | str) -> str:
                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
         if data.startswith(bom):
             raise SpecError(f"{shown(path)}: {enc} text; save it as UTF-8")
-    try:
-        return data.decode("utf-8-sig")
+    try:  # utf-8-sig, as its codec does it (a BOM dropped, offsets after it), without loading the codec
+        return (data[3:] if data.startswith(codecs.BOM_UTF8) else data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{shown(path)}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                         "save it as UTF-8") from None
@@ -129,7 +132,7 @@ def load_yaml(text: str, path: Path | str) -> Any:
     """Parse YAML safely: no Python objects, at most MAX_ALIASES aliases, no duplicate keys."""
     import yaml
 
-    aliases = len(_ALIAS.findall(text)) if text.count("*") > MAX_ALIASES else 0  # no alias without a '*'
+    aliases = len(re.findall(_ALIAS, text, re.MULTILINE)) if text.count("*") > MAX_ALIASES else 0  # no alias without a '*'
     if aliases > MAX_ALIASES:
         raise SpecError(f"{shown(path)}: {aliases} YAML aliases (at most {MAX_ALIASES}); write the values out")
     try:

@@ -1,4 +1,4 @@
-"""Model and accelerator specifications: frozen dataclasses, validated once on construction.
+"""Model and layout specifications: frozen dataclasses, validated once on construction (a GPU's: gpuspec.py).
 
 Field names follow Hugging Face ``config.json`` (``hidden_size``, ``num_key_value_heads``, ``tie_word_embeddings``);
 every choice that changes a count (biases, norms, gating, tying) is a field, so one counting mechanism covers
@@ -8,10 +8,9 @@ GPT-2, Llama, Mixtral, DeepSeek-V3 and the rest without per-model code.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from .dtypes import DTYPES
 from .units import MAX_LAYERS, MAX_NORMS, MAX_QUANTITY
 
 
@@ -253,54 +252,17 @@ def _check_window(m: ModelSpec, where: str) -> None:
         raise SpecError(f"{where}: sliding_window_layers is set but sliding_window is not")
 
 
-@dataclass(frozen=True)
-class GPUSpec:
-    """One accelerator: dense peak compute per dtype, memory, bandwidths (datasheet figures)."""
-
-    name: str
-    memory_bytes: int  # nominal: what the datasheet offers (an "80 GB" A100 is 80 GiB), for display
-    memory_bandwidth: float  # HBM/GDDR bytes per second
-    interconnect_bandwidth: float  # GPU-to-GPU bytes per second, one direction; 0 = PCIe only
-    peak_flops: Mapping[str, float] = field(default_factory=dict)  # FLOP/s per dtype, dense
-    vendor: str = ""
-    tdp_w: float | None = None
-    source: str = ""
-    aliases: tuple[str, ...] = ()
-    notes: str = ""
-    device_memory_bytes: int | None = None  # the driver's total (mem_get_info()[1]): an "80 GB" H100 shows 79.18 GiB
-    device_memory_source: str = ""
-
-    def __post_init__(self) -> None:
-        where = f"GPU {self.name!r}"
-        _positive(where, "memory", self.memory_bytes)
-        if self.device_memory_bytes is not None:
-            _positive(where, "device_memory", self.device_memory_bytes)
-        _positive(where, "memory_bandwidth", self.memory_bandwidth)
-        if self.interconnect_bandwidth < 0:
-            raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
-        if not self.peak_flops:
-            raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
-        for dtype, value in self.peak_flops.items():
-            check_choice(f"{where}: tflops dtype", dtype, DTYPES)
-            _positive(where, f"tflops.{dtype}", value)
-
-    @property
-    def usable_bytes(self) -> int:
-        """The capacity every fit is judged against: the driver's total where known, else nominal."""
-        return self.device_memory_bytes or self.memory_bytes
-
-    def peak(self, dtype: str) -> float:
-        """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""
-        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype)):
-            if candidate in self.peak_flops:
-                return self.peak_flops[candidate]
-        have = ", ".join(sorted(self.peak_flops))
-        raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
-
-
 def _positive(where: str, key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e21:
         raise SpecError(f"{where}: {key} must be a positive number, got {value!r}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GPUSpec":  # in gpuspec.py, loaded only where a GPU is: spec.GPUSpec still names it
+        from .gpuspec import GPUSpec
+
+        return GPUSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_fields() -> dict[str, dataclasses.Field]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from .breakdown import Breakdown, Quantity, Rows
 from .flops import FlopsSettings, flops_breakdown
 from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
-from .spec import GPUSpec, ModelSpec, SpecError
+from .gpuspec import GPUSpec
+from .spec import ModelSpec, SpecError
 from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
 
 

@@ -1,7 +1,5 @@
 """What every command shares: the Typer apps, option aliases, choice enums and small helpers."""
 
-from __future__ import annotations
-
 import enum
 import functools
 from typing import Annotated, Callable, Optional, Sequence
@@ -11,7 +9,6 @@ from typer.core import TyperGroup
 
 from ..breakdown import Breakdown
 from ..dtypes import DTYPES
-from ..flops import ATTENTION, FORMULAS, RECOMPUTE
 from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError
@@ -198,9 +195,6 @@ def choices(name: str, values) -> type[enum.Enum]:
     return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-Formula = choices("Formula", FORMULAS)
-Attention = choices("Attention", ATTENTION)
-Recompute = choices("Recompute", RECOMPUTE)
 Dtype = choices("Dtype", DTYPES)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 
@@ -212,9 +206,25 @@ GpusOpt = Annotated[int, typer.Option("--gpus", rich_help_panel=HARDWARE, help="
 SeqOpt = Annotated[Optional[str], typer.Option("--seq", "-s", rich_help_panel=RUNTIME, show_default="the model's context, at most 8k", help="Sequence length in tokens (8k = 8192).")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", rich_help_panel=RUNTIME, help="Sequences per step (or concurrent requests).")]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Weights and compute dtype.")]
-FormulaOpt = Annotated[Formula, typer.Option("--formula", rich_help_panel=MODEL, help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")]
-AttentionOpt = Annotated[Attention, typer.Option("--attention", rich_help_panel=MODEL, help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")]
-RecomputeOpt = Annotated[Recompute, typer.Option("--recompute", rich_help_panel=RUNTIME, help="Activation recomputation: extra forward work.")]
+
+
+def __getattr__(name: str):
+    """Formula, Attention, Recompute and their options, made on first use (`from .common import Formula`):
+    their choices live in llmcalc.flops, which `params`, `presets` and the memory commands need not load."""
+    if name not in ("Formula", "Attention", "Recompute", "FormulaOpt", "AttentionOpt", "RecomputeOpt"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..flops import ATTENTION, FORMULAS, RECOMPUTE
+
+    Formula, Attention, Recompute = (choices("Formula", FORMULAS), choices("Attention", ATTENTION),
+                                     choices("Recompute", RECOMPUTE))
+    globals().update(
+        Formula=Formula, Attention=Attention, Recompute=Recompute,
+        FormulaOpt=Annotated[Formula, typer.Option("--formula", rich_help_panel=MODEL, help="detailed: component sum; palm: 6N + 12LHQT; 6nd: 6N (2N forward).")],
+        AttentionOpt=Annotated[Attention, typer.Option("--attention", rich_help_panel=MODEL, help="Count the full s x s attention product (notebook, PaLM) or only the causal half.")],
+        RecomputeOpt=Annotated[Recompute, typer.Option("--recompute", rich_help_panel=RUNTIME, help="Activation recomputation: extra forward work.")])
+    return globals()[name]
+
+
 EffOpt = Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.4, a typical large-run MFU", help="Fraction of peak compute reachable (1.0 = physical bound).")]
 TokensOpt = Annotated[Optional[str], typer.Option("--tokens", rich_help_panel=RUNTIME, help="Training token budget (15T, 300e9).")]
 GenericOpt = Annotated[bool, typer.Option("--generic", rich_help_panel=MODEL, help="Best-effort mapping of an unknown config.json model_type.")]
@@ -328,43 +338,3 @@ def _each(models: list, gpus: list, compute: Callable) -> list[Breakdown]:
     """Compare side by side: every model x every GPU."""
     return [compute(m, g) for m in models for g in gpus]
 
-
-def _annotated(hint):
-    """Python 3.10's get_type_hints wraps a None-defaulted ``Annotated[...]`` in Optional, hiding the
-    typer.Option inside from typer; unwrap it (3.11 no longer adds the Optional)."""
-    import typing
-
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
-        inner = args[0] if args[1] is type(None) else args[1]
-        if typing.get_origin(inner) is typing.Annotated:
-            return inner
-    return hint
-
-
-def with_options(template: Callable) -> Callable[[Callable], Callable]:
-    """Give a command the template's options as well; they arrive in its ``**options``.
-
-    Typer reads a command's options from its signature, so the wrapper carries the command's own
-    parameters followed by the template's, with their annotations resolved.
-    """
-    import functools
-    import inspect
-    import typing
-
-    def decorate(fn: Callable) -> Callable:
-        hints = {name: _annotated(hint) for name, hint in {**typing.get_type_hints(template, include_extras=True),
-                                                           **typing.get_type_hints(fn, include_extras=True)}.items()}
-        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
-        params = [p.replace(annotation=hints[p.name])
-                  for p in own + list(inspect.signature(template).parameters.values())]
-
-        @functools.wraps(fn)
-        def command(**kwargs):
-            return fn(**kwargs)
-
-        command.__signature__ = inspect.Signature(params)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
-
-    return decorate

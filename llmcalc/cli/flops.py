@@ -1,7 +1,5 @@
 """`llmcalc flops`."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

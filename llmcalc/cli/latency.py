@@ -1,7 +1,5 @@
 """`llmcalc latency`."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

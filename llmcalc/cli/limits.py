@@ -1,16 +1,14 @@
 """`llmcalc max-seq` and `llmcalc max-batch`: the memory model searched for its limits."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer
 
 from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
-                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, with_options, within_context)
+                     _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, within_context)
 from .helpfmt import OUTPUT, RUNTIME, TARGETS
-from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread
+from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread, with_options
 
 
 @app.command("max-seq")

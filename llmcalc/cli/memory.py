@@ -3,8 +3,6 @@
 Imported only when one of those three commands runs, so it may import the memory core.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Callable, Optional
 
 import typer
@@ -18,7 +16,7 @@ from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
 from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, _each, _emit, _fmt, _gpus, _models,
-                     _split, app, choices, default_seq, unused, with_options)
+                     _split, app, choices, default_seq, unused)
 from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING, by_mode
 
 
@@ -136,6 +134,47 @@ def memory_options(
     keep_16bit: KeepOpt = None,
 ) -> None:
     """The options `memory`, `max-seq` and `max-batch` share: a signature template, never called."""
+
+
+def _annotated(hint):
+    """Python 3.10's get_type_hints wraps a None-defaulted ``Annotated[...]`` in Optional, hiding the
+    typer.Option inside from typer; unwrap it (3.11 no longer adds the Optional)."""
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        if typing.get_origin(inner) is typing.Annotated:
+            return inner
+    return hint
+
+
+def with_options(template: Callable) -> Callable[[Callable], Callable]:
+    """Give a command the template's options as well; they arrive in its ``**options``.
+
+    Typer reads a command's options from its signature, so the wrapper carries the command's own
+    parameters followed by the template's, with their annotations resolved.
+    """
+    import functools
+    import inspect
+    import typing
+
+    def decorate(fn: Callable) -> Callable:
+        hints = {name: _annotated(hint) for name, hint in {**typing.get_type_hints(template, include_extras=True),
+                                                           **typing.get_type_hints(fn, include_extras=True)}.items()}
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params = [p.replace(annotation=hints[p.name])
+                  for p in own + list(inspect.signature(template).parameters.values())]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            return fn(**kwargs)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 @app.command()

@@ -1,7 +1,5 @@
 """`llmcalc mfu`."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

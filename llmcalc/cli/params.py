@@ -1,7 +1,5 @@
 """`llmcalc params`."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

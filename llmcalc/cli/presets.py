@@ -1,7 +1,5 @@
 """`llmcalc presets` (list), `presets show`, `presets import`."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import sys

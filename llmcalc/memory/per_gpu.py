@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..breakdown import Breakdown, Quantity
-from ..spec import GPUSpec, ModelSpec
+from ..gpuspec import GPUSpec
+from ..spec import ModelSpec
 from .placement import check_layout, stages
 from .settings import MemorySettings
 

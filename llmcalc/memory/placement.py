@@ -5,7 +5,7 @@ MLA's down-projections and row-parallel biases are replicated), vocab-parallel e
 EP splits the routed experts, PP gives each stage a contiguous run of layers.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: it makes this module's NamedTuples slower to build (see dtypes.Dtype).
 
 import math
 from typing import NamedTuple
@@ -104,11 +104,11 @@ class ParamSplit(NamedTuple):
         return {"quantized": quantized * nbytes, "scales": quantized * (per - nbytes),
                 "unquantized": (self.other + self.quantizable * kept) * UNQUANTIZED_BYTES}
 
-    def __add__(self, o: ParamSplit) -> ParamSplit:
+    def __add__(self, o: "ParamSplit") -> "ParamSplit":
         return ParamSplit(self.linear + o.linear, self.other + o.other, self.experts + o.experts,
                           self.factored + o.factored)
 
-    def scale(self, k: float) -> ParamSplit:
+    def scale(self, k: float) -> "ParamSplit":
         return ParamSplit(self.linear * k, self.other * k, self.experts * k, self.factored * k)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from ..dtypes import GGUF_DTYPES, FLOAT_DTYPES
-from ..spec import GPUSpec, ModelSpec
+from ..gpuspec import GPUSpec
+from ..spec import ModelSpec
 from .engines import ENGINES, KNOB_FLAGS
 from .per_gpu import as_shipped
 from .settings import MemorySettings
