@@ -1,0 +1,230 @@
+"""Expected serving latency: the time an engine's benchmark shows, beside the roofline bound.
+
+The bound (throughput.latency_breakdown) runs every phase at the hardware's ceiling. A real step
+adds what the ceiling leaves out; each addition is a named default below, with the measurements it
+comes from (tests/data/serving_measured.yaml), and each can be overridden:
+
+- decode reads the weights and the KV cache at a fraction of HBM bandwidth that depends on the
+  weight format: kernels that dequantize as they read reach less of it;
+- prefill runs its matmuls (attention included) at a fraction of the compute dtype's dense peak;
+- every step, prefill or decode, pays a fixed cost per layer: kernel launches, scheduling and
+  sampling spread over the layers; small where the engine replays CUDA graphs, large in eager
+  PyTorch, where Python launches every kernel;
+- tensor parallelism adds two all-reduces per layer, each a latency plus its bytes over the link;
+- a request served over HTTP pays the API server and tokenizer once, in its time to first token.
+
+One request at a time (or ``batch`` arriving together): TTFT = request overhead + the prefill's
+chunks; each decode step = max(compute, memory) + layers x per-layer cost + all-reduces, at the
+mean context of the decode; e2e = TTFT + (output - 1) x TPOT. The band is the spread of
+measured / expected over the validation set (BAND).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .dtypes import DTYPE_BYTES, FLOAT_DTYPES
+from .spec import ModelSpec, SpecError
+
+# Fraction of HBM bandwidth decode reaches, by weight format. 16-bit: vLLM 0.19.1 on H100, Llama-3.1-8B:
+# ITL = 6.44 ms + 4.37e-5 ms per context token, whose slope is 0.89 of the KV bytes at 3.35 TB/s (vLLM
+# FP8 KV-cache blog, 2025); llama.cpp f16 on RTX 4090 gives 0.90 with the same per-layer cost. fp8
+# (W8A8): a scale per tensor, read as 16-bit does. Weight-only int8/int4 dequantize in the GEMV:
+# gpt-fast on A100 (Llama-2-70B int8 52 ms/token, 7B int4 g32 5.1 ms): 0.65 and 0.50. GGUF block
+# formats: llama.cpp on RTX 3090/4090, q8_0 0.83 and q4_0 0.64 (ggml-org/llama.cpp discussion 4225 and
+# the ggml-backend benchmarks, Jan 2024); the other k-quants by their bits between those two.
+BANDWIDTH = {"fp8": 0.85, "int8": 0.65, "int4": 0.50, "fp4": 0.50, "q8_0": 0.83, "q4_0": 0.64}
+FLOAT_BANDWIDTH = 0.90
+GGUF_BITS = {"q8_0": 8.5, "q6_k": 6.56, "q5_k_m": 5.69, "q4_k_m": 4.89, "q4_0": 4.5, "q3_k_m": 3.91, "q2_k": 3.35}
+
+# Fraction of the dense peak prefill's matmuls reach, by compute dtype. 16-bit: TensorRT-LLM 0.5 batch-1
+# first-token latency, Llama-2-7B fp16 on A100 at 2048 tokens 133 ms (0.68) and 70B TP 4 377 ms (0.62,
+# with its all-reduces). fp8: the same table on H100 (0.39 at 2048 tokens) and NIM 1.8 Llama-3.3-70B fp8
+# TP 2, 5000 tokens in 407 ms (0.47): fp8 kernels reach a smaller share of their doubled peak.
+COMPUTE = {"fp32": 0.65, "tf32": 0.65, "bf16": 0.65, "fp16": 0.65, "fp8": 0.45, "int8": 0.45, "fp4": 0.35}
+
+# Fixed cost per layer per step (seconds): kernel launches, scheduling and sampling spread over the
+# layers. With CUDA graphs: vLLM 0.19.1 Llama-3.1-8B, 45 us on H100 and 55 us on B200 (the blog's fits
+# above), 62 us for Qwen3-8B on vLLM 0.11 (GPUStack); llama.cpp f16 on RTX 4090, 56 us. Eager PyTorch:
+# LitGPT (PyTorch 2.1) Llama-2-7B and 13B at batch 1 on A100, 0.71 and 0.55 ms per layer.
+LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 600e-6}
+# Prefill steps replay no (or only piecewise) CUDA graphs: TensorRT-LLM 0.5's batch-1 first-token latency
+# at 128 prompt tokens, 7 ms for Llama-2-7B and 26 ms for 70B on TP 4 (H100), lies 94-150 us per layer
+# above its bandwidth floor.
+PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "llamacpp": 55e-6, "hf": 600e-6}
+
+# Per request, once, in TTFT: the HTTP server, tokenizer and scheduler (seconds). NIM 1.8 Llama-3.3-70B
+# at 500 prompt tokens leaves about 3 ms beside its prefill; GPUStack's vLLM 0.11 ShareGPT run about
+# 50 ms (a spread the band does not cover; --request-overhead sets it). Offline engines: none.
+REQUEST_OVERHEAD = {"vllm": 5e-3, "sglang": 5e-3, "trtllm": 5e-3, "llamacpp": 0.0, "hf": 0.0}
+
+# An all-reduce's fixed latency (NCCL, small messages: nccl-tests on NVLink 8-20 us; PCIe about twice)
+# and the share of the link's bandwidth its bytes get (nccl-tests bus bandwidth, 70-80% of the spec).
+ALLREDUCE_LATENCY = {"linked": 15e-6, "pcie": 30e-6}
+LINK_EFFICIENCY = 0.75
+
+# The spread of measured / expected over tests/data/serving_measured.yaml (one request at a time):
+# 10th and 90th percentiles, rounded out. The band is expected x these.
+BAND = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class Efficiencies:
+    """What a step reaches of the hardware, and what it pays besides; None: the default for the
+    weight format, compute dtype or engine (the tables above)."""
+
+    compute: float | None = None
+    bandwidth: float | None = None
+    layer_overhead: float | None = None  # seconds per layer per step
+    request_overhead: float | None = None  # seconds, once per request, in TTFT
+
+    def __post_init__(self) -> None:
+        for key in ("compute", "bandwidth"):
+            value = getattr(self, key)
+            if value is not None and not 0 < value <= 1:
+                raise SpecError(f"{key} efficiency must be in (0, 1], got {value}")
+        for key in ("layer_overhead", "request_overhead"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 10:
+                raise SpecError(f"--{key.replace('_', '-')} must be between 0 and 10 s, got {value}")
+
+
+def bandwidth_efficiency(dtype: str) -> float:
+    """The default share of HBM bandwidth decode reaches with weights stored in ``dtype``."""
+    if dtype in FLOAT_DTYPES:
+        return FLOAT_BANDWIDTH
+    if dtype in BANDWIDTH:
+        return BANDWIDTH[dtype]
+    if dtype in GGUF_BITS:  # between q4_0 and q8_0 by bits per weight
+        lo, hi = GGUF_BITS["q4_0"], GGUF_BITS["q8_0"]
+        share = (min(max(GGUF_BITS[dtype], lo), hi) - lo) / (hi - lo)
+        return BANDWIDTH["q4_0"] + share * (BANDWIDTH["q8_0"] - BANDWIDTH["q4_0"])
+    raise SpecError(f"no bandwidth efficiency for weights in {dtype}")
+
+
+class Resolved(NamedTuple):
+    """The efficiencies this estimate uses, defaults filled in, each with where it came from."""
+
+    compute: float
+    bandwidth: float
+    layer_overhead: float
+    request_overhead: float
+    allreduce_latency: float
+    sources: dict
+    engine: str = ""
+
+
+def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, linked: bool) -> Resolved:
+    """Fill in each efficiency the user did not set, saying which it is (for the notes)."""
+    if engine not in LAYER_OVERHEAD:
+        raise SpecError(f"no step-cost defaults for engine {engine!r}; choose one of {', '.join(LAYER_OVERHEAD)}")
+    chosen = {"compute": (eff.compute, lambda: COMPUTE.get(compute_dtype, COMPUTE["bf16"]), f"{compute_dtype} prefill"),
+              "bandwidth": (eff.bandwidth, lambda: bandwidth_efficiency(dtype), f"{dtype} weights"),
+              "layer_overhead": (eff.layer_overhead, lambda: LAYER_OVERHEAD[engine], engine),
+              "request_overhead": (eff.request_overhead, lambda: REQUEST_OVERHEAD[engine], engine)}
+    values, sources = {}, {}
+    for key, (given, default, why) in chosen.items():
+        values[key] = default() if given is None else given
+        sources[key] = "given" if given is not None else f"default for {why}"
+    return Resolved(**values, allreduce_latency=ALLREDUCE_LATENCY["linked" if linked else "pcie"], sources=sources,
+                    engine=engine if eff.layer_overhead is None else "")
+
+
+class Step(NamedTuple):
+    """One engine step's time and its parts (seconds)."""
+
+    compute: float
+    memory: float
+    overhead: float
+    communication: float
+
+    @property
+    def total(self) -> float:
+        return max(self.compute, self.memory) + self.overhead + self.communication
+
+
+def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_bytes: float, link: float,
+                      r: Resolved) -> float:
+    """Two all-reduces of tokens x hidden values per layer per step (Megatron-LM): a ring moves
+    2(t-1)/t of the values per GPU at LINK_EFFICIENCY of the link, and each pays its fixed latency."""
+    if tp == 1:
+        return 0.0
+    if not link:
+        raise SpecError("this GPU has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s")
+    volume = tokens * m.hidden_size * act_bytes * 2 * (tp - 1) / tp
+    return 2 * m.num_hidden_layers * (steps * r.allreduce_latency + volume / (link * LINK_EFFICIENCY))
+
+
+class Expected(NamedTuple):
+    """Expected times of one request (or ``batch`` arriving together), seconds."""
+
+    ttft: float
+    tpot: float
+    e2e: float
+    prefill: Step  # summed over the prefill's chunks
+    decode: Step  # one decode step at the decode's mean context
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one serving instance runs: ``requests`` prompts arriving together, each ``prompt`` tokens
+    in and ``output`` out, on ``tp`` GPUs; prefill in chunks of at most ``chunk`` tokens (None: whole)."""
+
+    requests: int
+    prompt: int
+    output: int
+    tp: int
+    dtype: str
+    compute_dtype: str
+    kv_dtype: str
+    act_bytes: float
+    attention: str = "causal"
+    chunk: int | None = None
+
+
+def expected(m: ModelSpec, gpu, w: Workload, r: Resolved) -> Expected:
+    """TTFT, TPOT and e2e as the engine runs them (module docstring): the prefill in chunks, then
+    decode steps costed at the decode's mean context (a step's time is linear in its context)."""
+    prefill, steps = _prefill(m, gpu, w, r)
+    context = w.prompt + max(w.output - 1, 0) / 2
+    decode = _decode(m, gpu, w, r, context)
+    ttft = r.request_overhead + prefill.total
+    return Expected(ttft, decode.total, ttft + decode.total * max(w.output - 1, 0), prefill, decode, steps)
+
+
+def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
+    """Every request's prompt through the model in steps of at most ``chunk`` tokens (all requests'
+    prompts in a row). Causal attention costs the same chunked or whole (each query sees its prefix);
+    each step reads the weights once and pays the per-layer cost and the all-reduce latencies."""
+    from .flops import forward
+    from .kvcache import kv_cache_bytes
+    from .throughput import weight_bytes_read
+
+    tokens = w.requests * w.prompt
+    steps = -(-tokens // min(w.chunk or tokens, tokens))
+    flops = w.requests * forward(m, w.prompt, w.prompt, w.attention)["forward"]
+    compute = flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute)
+    weights = steps * weight_bytes_read(m, -(-tokens // steps), w.dtype) / w.tp
+    kv = kv_cache_bytes(m, w.prompt, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)  # written once
+    memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
+    comm = allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
+    per_layer = max(r.layer_overhead, PREFILL_LAYER_OVERHEAD[r.engine]) if r.engine in PREFILL_LAYER_OVERHEAD else r.layer_overhead
+    return Step(compute, memory, steps * m.num_hidden_layers * per_layer, comm), steps
+
+
+def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step:
+    """One decode step of every request at ``context`` positions: one new token each."""
+    from .flops import forward
+    from .kvcache import kv_cache_bytes
+    from .throughput import weight_bytes_read
+
+    keys = max(int(round(context)), 1)
+    flops = w.requests * forward(m, 1, keys, w.attention)["forward"]
+    compute = flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute)
+    weights = weight_bytes_read(m, w.requests, w.dtype) / w.tp
+    kv = kv_cache_bytes(m, keys, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)
+    memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
+    comm = allreduce_seconds(m, w.requests, 1, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
+    return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm)
