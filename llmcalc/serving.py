@@ -228,3 +228,26 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
     memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
     comm = allreduce_seconds(m, w.requests, 1, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
     return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm)
+
+
+def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved, batch: int):
+    """schedule.StepCosts for this instance: the coefficients _prefill and _decode use, per token,
+    per attended pair and per cached position (all layers at full attention: a sliding window's
+    saving is not credited under load), weights read as by a batch of ``batch`` tokens (MoE)."""
+    from .flops import forward
+    from .kvcache import kv_cache_bytes
+    from .schedule import StepCosts
+    from .throughput import weight_bytes_read
+
+    flop_rate = w.tp * gpu.peak(w.compute_dtype) * r.compute
+    byte_rate = gpu.memory_bandwidth * r.bandwidth
+    L = m.num_hidden_layers
+    per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair
+    dense = forward(m, 1, 1, "causal")["forward"] - per_pair
+    prefill_layer = max(r.layer_overhead, PREFILL_LAYER_OVERHEAD.get(r.engine, 0.0))
+    link = gpu.interconnect_bandwidth
+    per_token = 2 * L * m.hidden_size * w.act_bytes * 2 * (w.tp - 1) / w.tp / (link * LINK_EFFICIENCY) \
+        if w.tp > 1 and link else 0.0
+    return StepCosts(dense / flop_rate, per_pair / flop_rate, weight_bytes_read(m, batch, w.dtype) / w.tp / byte_rate,
+                     kv_cache_bytes(m, 1, 1, DTYPE_BYTES[w.kv_dtype], w.tp) / byte_rate, L * r.layer_overhead,
+                     L * prefill_layer, per_token, 2 * L * r.allreduce_latency if w.tp > 1 else 0.0)
