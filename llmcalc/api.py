@@ -172,13 +172,26 @@ def mfu(model: str | ModelSpec, gpu: str | GPUSpec, seq: int | str | None = None
 
 
 def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_target: float | str | None = None,
-            tpot_target: float | str | None = None, **settings: Any) -> Result:
-    """Roofline lower bounds for serving (`llmcalc latency`). Settings: batch, prompt, output, dtype,
-    kv_dtype, attention, compute_efficiency, bandwidth_efficiency, overlap; tp (default all gpus)."""
-    from .throughput import ServeSettings, latency_breakdown
+            tpot_target: float | str | None = None, engine: str = "vllm", concurrency: int | None = None,
+            request_rate: float | None = None, **settings: Any) -> Result:
+    """Expected serving latency with its band, beside the roofline bound (`llmcalc latency`).
+    Settings: batch, prompt, output, dtype, kv_dtype, attention, compute_efficiency,
+    bandwidth_efficiency, overlap (the bound's); prefill_efficiency, decode_efficiency,
+    step_overhead, request_overhead (the expected values'); max_num_batched_tokens, max_num_seqs;
+    tp (default all gpus)."""
+    from .expected_latency import latency_estimate
+    from .schedule import Load
+    from .serving import Efficiencies
+    from .throughput import ServeSettings
 
     s = _coerce(settings)
     layout = Parallelism.resolve(gpus, tp=s.pop("tp", None), mode="infer")
     targets = _coerce({"ttft_target": ttft_target, "tpot_target": tpot_target})
-    return _result(latency_breakdown(_model(model), _need_gpu(gpu, "latency"),
-                                     ServeSettings(tp=layout.tp, dp=layout.dp, **s), **targets))
+    eff = Efficiencies(compute=s.pop("prefill_efficiency", None), bandwidth=s.pop("decode_efficiency", None),
+                       layer_overhead=s.pop("step_overhead", None), request_overhead=s.pop("request_overhead", None))
+    chunk, seqs = s.pop("max_num_batched_tokens", None), s.pop("max_num_seqs", None)
+    serve = ServeSettings(tp=layout.tp, dp=layout.dp, **s)
+    load = Load(serve.prompt, max(serve.output, 1), concurrency, request_rate) \
+        if concurrency is not None or request_rate is not None else None
+    return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
+                                    **targets))

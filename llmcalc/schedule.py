@@ -100,73 +100,107 @@ class _Request:
 
 def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capacity: float) -> Served:
     """Replay the scheduler (module docstring) and return the steady-state means."""
-    n = load.requests or _enough(load)
     if load.prompt + load.output > kv_capacity:
         raise SpecError(f"one request of {load.prompt + load.output:,} tokens does not fit the KV cache "
                         f"({int(kv_capacity):,} tokens)")
-    arrivals = _arrivals(load, n)
-    reqs: list[_Request] = []
-    waiting: deque = deque()
-    prefilling: deque = deque()  # admitted, prompt not done: oldest first
-    finishing: list = []  # (step it finishes, index)
-    now, step, sent = 0.0, 0, 0
-    scheduled = sum(a is not None for a in arrivals)  # arrivals whose time is known
-    decoding, context, kv_used, batch_sum = 0, 0.0, 0.0, 0
-    while (sent < n or waiting or prefilling or finishing) and step < MAX_STEPS:
-        while sent < n and arrivals[sent] is not None and arrivals[sent] <= now:
-            reqs.append(_Request(arrivals[sent], load.prompt))
-            waiting.append(len(reqs) - 1)
-            sent += 1
-        while waiting and decoding + len(prefilling) < max_seqs and kv_used + load.prompt + load.output <= kv_capacity:
-            i = waiting.popleft()
-            reqs[i].admitted = now
-            kv_used += load.prompt + load.output
-            prefilling.append(i)
-        if not prefilling and not decoding:  # idle until the next arrival
-            nxt = arrivals[sent] if sent < n and arrivals[sent] is not None else None
-            if nxt is None:
+    replay = _Replay(costs, load, load.requests or _enough(load), budget, max_seqs, kv_capacity)
+    while replay.busy() and replay.step < MAX_STEPS:
+        replay.arrive()
+        replay.admit()
+        if not replay.prefilling and not replay.decoding:
+            if not replay.idle():
                 break
-            now = max(now, nxt)
             continue
-        tokens, pairs, positions = decoding, context, context
-        room, started = budget - decoding, []
-        for i in prefilling:  # prompt chunks, oldest first, into the budget decode leaves
+        replay.run_step()
+    return _means(replay.reqs, load, replay.step, replay.batch_sum)
+
+
+class _Replay:
+    """The scheduler's state between steps: who waits, who prefills, who decodes, the KV in use."""
+
+    def __init__(self, costs: StepCosts, load: Load, n: int, budget: int, max_seqs: int, kv_capacity: float) -> None:
+        self.costs, self.load, self.n, self.budget, self.max_seqs, self.kv_capacity = \
+            costs, load, n, budget, max_seqs, kv_capacity
+        self.arrivals = _arrivals(load, n)
+        self.scheduled = sum(a is not None for a in self.arrivals)  # arrivals whose time is known
+        self.reqs: list[_Request] = []
+        self.waiting: deque = deque()
+        self.prefilling: deque = deque()  # admitted, prompt not done: oldest first
+        self.finishing: list = []  # (step it finishes, index)
+        self.now, self.step, self.sent = 0.0, 0, 0
+        self.decoding, self.context, self.kv_used, self.batch_sum = 0, 0.0, 0.0, 0
+        self.size = load.prompt + load.output  # KV positions one request holds at most
+
+    def busy(self) -> bool:
+        return bool(self.sent < self.n or self.waiting or self.prefilling or self.finishing)
+
+    def arrive(self) -> None:
+        while self.sent < self.n and self.arrivals[self.sent] is not None and self.arrivals[self.sent] <= self.now:
+            self.reqs.append(_Request(self.arrivals[self.sent], self.load.prompt))
+            self.waiting.append(len(self.reqs) - 1)
+            self.sent += 1
+
+    def admit(self) -> None:
+        while (self.waiting and self.decoding + len(self.prefilling) < self.max_seqs
+               and self.kv_used + self.size <= self.kv_capacity):
+            i = self.waiting.popleft()
+            self.reqs[i].admitted = self.now
+            self.kv_used += self.size
+            self.prefilling.append(i)
+
+    def idle(self) -> bool:
+        """Nothing to run: wait for the next arrival; False when none will come."""
+        nxt = self.arrivals[self.sent] if self.sent < self.n else None
+        if nxt is None:
+            return False
+        self.now = max(self.now, nxt)
+        return True
+
+    def run_step(self) -> None:
+        """One engine step: a token for each decoding request, then prompt chunks into the budget left."""
+        prompt = self.load.prompt
+        tokens, pairs, positions = self.decoding, self.context, self.context
+        room, started = self.budget - self.decoding, []
+        for i in self.prefilling:  # oldest first
             if room <= 0:
                 break
-            r = reqs[i]
-            chunk = min(r.left, room)
-            done = load.prompt - r.left
-            pairs += chunk * done + chunk * (chunk + 1) / 2
+            chunk = min(self.reqs[i].left, room)
+            done = prompt - self.reqs[i].left
+            pairs += chunk * done + chunk * (chunk + 1) / 2  # causal: each new token sees its prefix
             positions += done
             tokens += chunk
             room -= chunk
             started.append((i, chunk))
-        now += costs.step(tokens, pairs, positions, bool(started))
-        step += 1
-        batch_sum += decoding + len(started)
-        context += decoding  # each decode added a position
-        while finishing and finishing[0][0] == step:
-            _, i = heapq.heappop(finishing)
-            reqs[i].done = now
-            decoding -= 1
-            context -= load.prompt + load.output - 1
-            kv_used -= load.prompt + load.output
-            scheduled = _next(arrivals, scheduled, now, load)
+        self.now += self.costs.step(tokens, pairs, positions, bool(started))
+        self.step += 1
+        self.batch_sum += self.decoding + len(started)
+        self.context += self.decoding  # each decode added a position
+        while self.finishing and self.finishing[0][0] == self.step:
+            self._finish(heapq.heappop(self.finishing)[1], prompt + self.load.output - 1)
         for i, chunk in started:
-            r = reqs[i]
-            r.left -= chunk
-            if r.left == 0:
-                prefilling.remove(i)
-                r.first = now
-                if load.output == 1:
-                    r.done = now
-                    kv_used -= load.prompt + load.output
-                    scheduled = _next(arrivals, scheduled, now, load)
-                    continue
-                decoding += 1
-                context += load.prompt
-                heapq.heappush(finishing, (step + load.output - 1, i))
-    return _means(reqs, load, step, batch_sum)
+            self._prefilled(i, chunk)
+
+    def _prefilled(self, i: int, chunk: int) -> None:
+        r = self.reqs[i]
+        r.left -= chunk
+        if r.left:
+            return
+        self.prefilling.remove(i)
+        r.first = self.now
+        if self.load.output == 1:  # its one token is the first: done, never decodes
+            self.decoding += 1
+            self._finish(i, 0)
+            return
+        self.decoding += 1
+        self.context += self.load.prompt
+        heapq.heappush(self.finishing, (self.step + self.load.output - 1, i))
+
+    def _finish(self, i: int, context: int) -> None:
+        self.reqs[i].done = self.now
+        self.decoding -= 1
+        self.context -= context
+        self.kv_used -= self.size
+        self.scheduled = _next(self.arrivals, self.scheduled, self.now, self.load)
 
 
 def _next(arrivals: list, scheduled: int, now: float, load: Load) -> int:

@@ -138,6 +138,8 @@ class Step(NamedTuple):
     memory: float
     overhead: float
     communication: float
+    flops: float = 0.0  # what compute and memory are the time of
+    nbytes: float = 0.0
 
     @property
     def total(self) -> float:
@@ -157,7 +159,7 @@ def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_byte
 
 
 class Expected(NamedTuple):
-    """Expected times of one request (or ``batch`` arriving together), seconds."""
+    """Expected times of one request (or ``batch`` arriving together: the mean over them), seconds."""
 
     ttft: float
     tpot: float
@@ -190,7 +192,10 @@ def expected(m: ModelSpec, gpu, w: Workload, r: Resolved) -> Expected:
     prefill, steps = _prefill(m, gpu, w, r)
     context = w.prompt + max(w.output - 1, 0) / 2
     decode = _decode(m, gpu, w, r, context)
-    ttft = r.request_overhead + prefill.total
+    # prompts prefill in arrival order: request i has its first token after the step that ends its prompt
+    budget = -(-w.requests * w.prompt // steps)
+    done = sum(-(-i * w.prompt // budget) for i in range(1, w.requests + 1)) / (w.requests * steps)
+    ttft = r.request_overhead + prefill.total * done
     return Expected(ttft, decode.total, ttft + decode.total * max(w.output - 1, 0), prefill, decode, steps)
 
 
@@ -211,7 +216,7 @@ def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
     memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
     comm = allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
     per_layer = max(r.layer_overhead, PREFILL_LAYER_OVERHEAD[r.engine]) if r.engine in PREFILL_LAYER_OVERHEAD else r.layer_overhead
-    return Step(compute, memory, steps * m.num_hidden_layers * per_layer, comm), steps
+    return Step(compute, memory, steps * m.num_hidden_layers * per_layer, comm, flops, weights + kv), steps
 
 
 def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step:
@@ -227,7 +232,7 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
     kv = kv_cache_bytes(m, keys, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)
     memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
     comm = allreduce_seconds(m, w.requests, 1, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
-    return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm)
+    return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm, flops, weights + kv)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved, batch: int):

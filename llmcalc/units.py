@@ -82,9 +82,11 @@ def parse_seconds(text: str | float) -> float:
 # -- display ----------------------------------------------------------------------------------
 
 # The quantity each setting holds, by its name (the CLI's options and the Python API's keywords alike).
-_SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum"), "length"),
+_SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum",
+                                   "max_num_batched_tokens"), "length"),
                   **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
-                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target"), "seconds"),
+                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "step_overhead", "request_overhead"),
+                                  "seconds"),
                   **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count")}
 
 

@@ -26,9 +26,12 @@ def wide(*args: str, width: int = 200):
     return runner().invoke(app, list(args), env={"COLUMNS": str(width), "NO_COLOR": "1"})
 
 # The rows whose formula may be a description ("by ...") rather than arithmetic.
-BY = {"activations", "activations/embedding", "activations/head",
+BY = {"activations", "activations/embedding", "activations/head", "ttft", "tpot",
       "activations/previous_step", "activations/transient", "tpot", "decode/compute", "decode/memory", "max_seq",
-      "memory_max_seq", "max_batch", "memory_max_batch", "latency_max_batch", "next_total"}
+      "memory_max_seq", "max_batch", "memory_max_batch", "latency_max_batch", "next_total",
+      "expected/prefill_communication", "expected/decode_communication", "tpot_bound",
+      # under load, from the scheduler's replay (schedule.py)
+      "queue_wait", "e2e", "output_tokens_per_s", "requests_per_s", "mean_batch"}
 
 
 def assert_formulas_compute(b, elsewhere: bool = False) -> None:
@@ -103,6 +106,8 @@ def test_latency_mfu_and_limit_formulas():
     for b in (llmcalc.latency("llama-3.1-70b", gpu="h100", gpus=4, tp=4, batch=8, prompt=2000, output=200),
               llmcalc.latency("mixtral-8x7b", gpu="a100-80gb", gpus=2, tp=2, overlap=False),
               llmcalc.mfu("llama-3.1-8b", gpu="h100", gpus=8, step_time="1.2s", batch=8, seq="8k", recompute="full"),
+              llmcalc.latency("llama-3.1-8b", gpu="h100", prompt=2000, output=200, concurrency=8),
+              llmcalc.latency("llama-3.1-8b", gpu="h100", batch=16, prompt="8k", output=64, engine="sglang"),
               llmcalc.mfu("llama-3.1-8b", gpu="h100", gpus=8, tokens="1T", gpu_hours="100k")):
         assert_formulas_compute(b)
     for b in (llmcalc.max_seq("llama-3.1-8b", gpu="h100", mode="infer", engine="hf"),

@@ -27,17 +27,29 @@ def latency(
     efficiency: Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.8 of compute, 0.9 of bandwidth", help="Fraction of peak compute and, unless --bw-efficiency, of bandwidth reachable; 1.0 = physical bound.")] = None,
     bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", rich_help_panel=HARDWARE, show_default="--efficiency when given, else 0.9", help="Fraction of memory bandwidth reachable.")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", rich_help_panel=PARALLELISM, help="Hide TP communication behind compute (lower bound) or add it.")] = True,
+    engine: Annotated[str, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply: vllm, sglang, trtllm, llamacpp, hf.")] = "vllm",
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", rich_help_panel=RUNTIME, show_default="one request at a time", help="Clients in a closed loop, each sending its next request when the last ends (vLLM benchmark_serving --max-concurrency).")] = None,
+    request_rate: Annotated[Optional[float], typer.Option("--request-rate", rich_help_panel=RUNTIME, show_default="one request at a time", help="Requests per second arriving at random (Poisson), open loop.")] = None,
+    max_num_batched_tokens: Annotated[Optional[str], typer.Option("--max-num-batched-tokens", rich_help_panel=RUNTIME, show_default="the engine's", help="Tokens per engine step: the chunked-prefill budget.")] = None,
+    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", rich_help_panel=RUNTIME, show_default="the engine's", help="Running requests at most.")] = None,
+    prefill_efficiency: Annotated[Optional[float], typer.Option("--prefill-efficiency", rich_help_panel=HARDWARE, show_default="by compute dtype: 0.65 16-bit, 0.45 fp8", help="Expected: share of the dense peak prefill reaches.")] = None,
+    decode_efficiency: Annotated[Optional[float], typer.Option("--decode-efficiency", rich_help_panel=HARDWARE, show_default="by weight format: 0.9 16-bit, 0.85 fp8, 0.5-0.83 quantized", help="Expected: share of HBM bandwidth decode reaches.")] = None,
+    step_overhead: Annotated[Optional[str], typer.Option("--step-overhead", rich_help_panel=RUNTIME, show_default="by engine: 50us with CUDA graphs, 600us eager (hf)", help="Expected: fixed cost per layer per step (50us).")] = None,
+    request_overhead: Annotated[Optional[str], typer.Option("--request-overhead", rich_help_panel=RUNTIME, show_default="5ms for HTTP engines, 0 for hf, llamacpp", help="Expected: once per request in TTFT: API server, tokenizer.")] = None,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
     check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
-    """Roofline lower bounds for serving: TTFT, TPOT, end-to-end time, tokens/s.
+    """Expected serving latency with its band, beside the roofline bound: TTFT, TPOT, e2e, tokens/s.
 
-    Example: llmcalc latency --model llama-2-70b --gpu a800 --gpus 8 --batch 16 --prompt 4000 --ttft-target 650ms --check
+    Example: llmcalc latency --model llama-3.1-70b --gpu h100 --gpus 2 --dtype fp8 --prompt 2k --output 256 --concurrency 16
     """
-    from ..throughput import ServeSettings, latency_breakdown
+    from ..expected_latency import latency_estimate
+    from ..schedule import Load
+    from ..serving import Efficiencies
+    from ..throughput import ServeSettings
 
     fmt = _fmt(json_, csv_, markdown)
     layout = Parallelism.resolve(gpus, tp=tp, mode="infer")
@@ -48,10 +60,16 @@ def latency(
         overlap=overlap)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
+    eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,
+                       layer_overhead=parse_seconds(step_overhead) if step_overhead else None,
+                       request_overhead=parse_seconds(request_overhead) if request_overhead is not None else None)
+    load = Load(settings.prompt, max(settings.output, 1), concurrency, request_rate) \
+        if concurrency is not None or request_rate is not None else None
+    chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
 
     def one(m, g):
         within_context(m, settings.prompt + settings.output, "--prompt + --output")
-        return latency_breakdown(m, g, settings, **targets)
+        return latency_estimate(m, g, settings, engine, eff, load, chunk, max_num_seqs, **targets)
 
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)

@@ -1,0 +1,190 @@
+"""`latency`: the expected times an engine shows, with a band, beside the roofline bound.
+
+The bound (throughput.latency_breakdown) stays a firm "no": a target below it cannot be met on
+this hardware. The expected values (serving.py) answer "and above it, will I get it?": one request
+at a time, or ``batch`` prompts arriving together, by the step-cost model; under load
+(``--concurrency``, ``--request-rate``) by replaying the engine's scheduler (schedule.py).
+"""
+
+from __future__ import annotations
+
+from .breakdown import Breakdown, Quantity, Rows
+from .dtypes import DTYPE_BYTES, activation_dtype
+from .schedule import Load, simulate
+from .serving import BAND, Efficiencies, Resolved, Workload, expected, resolve, step_costs
+from .spec import ModelSpec, SpecError
+from .throughput import ServeSettings, latency_breakdown
+from .units import fmt_seconds
+
+# The token budget per step (max_num_batched_tokens) and the running-request cap (max_num_seqs) an
+# engine starts with, where the memory model does not choose them (vLLM: memory/engines/vllm.defaults):
+# SGLang's chunked_prefill_size and max_running_requests on an 80 GB GPU (server_args, 0.5), TensorRT-LLM's
+# max_num_tokens and max_batch_size (LLM API defaults), llama.cpp's n_batch and one slot per request.
+SCHEDULER = {"sglang": (8192, 1024), "trtllm": (8192, 2048), "llamacpp": (2048, None)}
+
+
+def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_seqs: int | None) -> tuple[int, int]:
+    """(tokens per step, running requests at most) for this engine, the options first."""
+    if engine == "hf":
+        return chunk or 10**9, max_seqs or 10**9  # generate: the whole batch's prompts in one step
+    if engine == "vllm":
+        from .memory.engines import ENGINES, parse_version
+        from .memory.engines.vllm import defaults
+        from .memory.per_gpu import device
+        from .memory.settings import MemorySettings
+
+        ms = MemorySettings(mode="infer", seq=s.prompt + s.output, engine="vllm", prefill_chunk=chunk,
+                            max_num_seqs=max_seqs)
+        return defaults(ms, device(gpu, gpu.usable_bytes), parse_version(ENGINES["vllm"].default_version))
+    budget, seqs = SCHEDULER[engine]
+    return chunk or budget, max_seqs or seqs or 10**9
+
+
+def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", eff: Efficiencies = Efficiencies(),
+                     load: Load | None = None, chunk: int | None = None, max_seqs: int | None = None,
+                     ttft_target: float | None = None, tpot_target: float | None = None) -> Breakdown:
+    """Expected TTFT, TPOT and e2e with their band, then the bound's rows (throughput.latency_breakdown)."""
+    bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
+    r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu.interconnect_bandwidth >= 100e9)
+    budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
+    w = Workload(requests=-(-s.batch // s.dp), prompt=s.prompt, output=s.output, tp=s.tp, dtype=s.dtype,
+                 compute_dtype=s.compute_dtype, kv_dtype=s.cache_dtype, act_bytes=DTYPE_BYTES[activation_dtype(s.dtype)],
+                 attention=s.attention, chunk=budget)
+    rows = Rows("s", total=None)
+    if load is None:
+        times = _one_at_a_time(rows, m, gpu, w, r)
+        load_notes = [f"{w.requests} request(s) per instance arriving together (--batch): their prompts prefill "
+                      f"in {budget:,}-token steps, then they decode together; --concurrency or --request-rate for a "
+                      "server under load"]
+    else:
+        times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s)
+        load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
+                      f"per step, at most {seqs:,} running requests, KV for {_kv_capacity(m, gpu, s, engine):,} tokens"]
+    _bound_rows(rows, bound, s.output)
+    return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target))
+
+
+def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
+    x = expected(m, gpu, w, r)
+    share = (x.ttft - r.request_overhead) / x.prefill.total if x.prefill.total else 1.0
+    _band_rows(rows, "ttft", x.ttft, ("request_overhead + (max({}, {}) + {} + {})" + (" x {}" if share < 1 else ""),
+                                      "expected/prefill_compute", "expected/prefill_memory", "expected/prefill_overhead",
+                                      "expected/prefill_communication", share))
+    if share < 1:
+        rows.add("ttft_last", r.request_overhead + x.prefill.total, "the last request's: every prompt prefilled",
+                 how=("request_overhead + max({}, {}) + {} + {}", "expected/prefill_compute", "expected/prefill_memory",
+                      "expected/prefill_overhead", "expected/prefill_communication"))
+    rows.add("request_overhead", r.request_overhead, "HTTP server, tokenizer, scheduler: once per request",
+             how=("{} s", r.request_overhead))
+    for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
+        rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
+                 how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
+        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
+                 how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))
+        steps = x.chunks if phase == "prefill" else 1
+        rows.add(f"expected/{phase}_overhead", step.overhead, f"{steps} step(s) x {m.num_hidden_layers} layers",
+                 how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, step.overhead / steps / m.num_hidden_layers))
+        rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
+                 how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
+        if phase == "prefill":
+            _band_rows(rows, "tpot", x.tpot, ("max({}, {}) + {} + {}", "expected/decode_compute", "expected/decode_memory",
+                                              "expected/decode_overhead", "expected/decode_communication"))
+    rows.add("e2e", x.e2e, f"ttft + {max(w.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(w.output - 1, 0)))
+    rows.add("decode_tokens_per_s", w.requests / x.tpot, unit="token/s", note="per instance, while decoding",
+             how=("{} requests / tpot", w.requests))
+    return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e}
+
+
+def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int, seqs: int,
+                s: ServeSettings) -> dict:
+    if w.requests > 1:
+        raise SpecError("--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1")
+    capacity = _kv_capacity(m, gpu, s, r.engine or "vllm")
+    batch = load.concurrency or max(1, min(seqs, int(load.request_rate * (load.prompt + load.output) * 0.01) or 1))
+    served = simulate(step_costs(m, gpu, w, r, batch), load, budget, seqs, capacity)
+    how = ("by the scheduler replay: the mean over {} requests after the warm-up (llmcalc/schedule.py)", served.requests)
+    _band_rows(rows, "ttft", served.ttft, how)
+    rows.add("queue_wait", served.queued, "mean wait for admission (KV cache or max_num_seqs full)", how=how)
+    _band_rows(rows, "tpot", served.itl, how)
+    rows.add("e2e", served.e2e, "mean end-to-end latency", how=how)
+    rows.add("output_tokens_per_s", served.output_tokens_per_s, unit="token/s", note="per instance", how=how)
+    rows.add("tokens_per_s_per_gpu", served.output_tokens_per_s / s.tp, unit="token/s", note="output tokens",
+             how=("output_tokens_per_s / {} GPUs", s.tp))
+    rows.add("requests_per_s", served.requests_per_s, unit="count", note="per instance, completed", how=how)
+    rows.add("mean_batch", served.mean_batch, unit="count", note="running requests per step", how=how)
+    return {"ttft": served.ttft, "tpot": served.itl, "e2e": served.e2e,
+            "output_tokens_per_s": served.output_tokens_per_s, "requests_per_s": served.requests_per_s}
+
+
+def _kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
+    """Tokens the engine's KV cache holds on this layout (the memory model, `memory --mode infer`)."""
+    from .memory import MemorySettings, memory_breakdown
+    from .spec import Parallelism
+
+    b = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, engine=engine, dtype=s.dtype,
+                                                kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp)))
+    return int(b.summary.get("kv_cache_capacity") or 0)
+
+
+def _band_rows(rows: Rows, name: str, value: float, how: tuple) -> None:
+    rows.add(name, value, "expected", how=how)
+    rows.add(f"{name}_low", value * BAND[0], "band: measured / expected, 10th percentile", how=("{} x {}", name, BAND[0]))
+    rows.add(f"{name}_high", value * BAND[1], "band: measured / expected, 90th percentile", how=("{} x {}", name, BAND[1]))
+
+
+def _bound_rows(rows: Rows, bound: Breakdown, output: int) -> None:
+    """The roofline rows: ttft and tpot renamed ttft_bound and tpot_bound, their parts as they are."""
+    renamed = {"ttft": "ttft_bound", "tpot": "tpot_bound", "e2e": "e2e_bound"}
+    for row in bound.rows:
+        if row.name == "decode_tokens_per_s":
+            continue
+        how = tuple(renamed.get(t, t) if isinstance(t, str) else t for t in row.how)
+        if row.name == "e2e":
+            how = ("ttft_bound + tpot_bound x {}", max(output - 1, 0))
+        rows.add(renamed.get(row.name, row.name), row.value, "lower bound" if row.name in renamed else row.note,
+                 how=how)
+
+
+def _load_text(load: Load) -> str:
+    return f"{load.concurrency} concurrent clients (closed loop)" if load.concurrency is not None else \
+        f"{load.request_rate:g} requests/s (Poisson arrivals)"
+
+
+def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound: Breakdown, rows: Rows, times: dict,
+            load: Load | None, load_notes: list[str], targets: tuple) -> Breakdown:
+    summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
+               for key, value in times.items()}
+    for key in ("ttft", "tpot"):
+        summary[f"{key}_low"], summary[f"{key}_high"] = (Quantity(times[key] * BAND[0], "s"),
+                                                           Quantity(times[key] * BAND[1], "s"))
+    for key in ("ttft", "tpot", "e2e"):
+        summary[f"{key}_bound"] = bound.summary.quantity(key)
+    notes = list(load_notes)
+    for (key, target) in zip(("ttft", "tpot"), targets):
+        if target is not None:
+            summary[f"{key}_target"] = Quantity(target, "s")
+            summary[f"{key}_expected_met"] = times[key] <= target
+            if bound.summary[key] <= target < times[key]:
+                notes.append(f"{key} target {fmt_seconds(target)} is above the {fmt_seconds(bound.summary[key])} bound "
+                             f"but below the expected {fmt_seconds(times[key])}: possible only with a faster engine")
+    for key in ("prefill_bound", "decode_bound", "requests_per_instance", "fits", "memory_total", "usable",
+                "ttft_met", "tpot_met", "feasible"):
+        if key in bound.summary:
+            summary[key] = bound.summary.quantity(key)
+    sources = ", ".join(f"{k.replace('_', ' ')} {_shown(k, getattr(r, k))} ({why})" for k, why in r.sources.items())
+    notes.append(f"expected ({engine}): {sources}; band {BAND[0]:g}-{BAND[1]:g}x, the spread of measured / expected "
+                 "over published runs (tests/data/serving_measured.yaml)")
+    notes += [n for n in bound.notes if not n.startswith("efficiency")]
+    notes.append(f"bound: {bound.notes[1]}" if len(bound.notes) > 1 else "")
+    return Breakdown(command="latency", title=f"Latency of {m.name} on {s.tp * s.dp} x {gpu.name}, {engine}",
+                     model=m.name, gpu=gpu.name, rows=rows.build(), summary=summary,
+                     inputs={**bound.inputs, "engine": engine,
+                             "concurrency": load.concurrency if load else None,
+                             "request_rate": load.request_rate if load else None},
+                     notes=tuple(n for n in notes if n))
+
+
+def _shown(key: str, value: float) -> str:
+    if key.endswith("overhead"):
+        return fmt_seconds(value)
+    return f"{value:.0%}"
