@@ -112,6 +112,7 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
              how=("output_tokens_per_s / {} GPUs", s.tp))
     rows.add("requests_per_s", served.requests_per_s, unit="count", note="per instance, completed", how=how)
     rows.add("mean_batch", served.mean_batch, unit="count", note="running requests per step", how=how)
+    rows.add("max_batch", served.peak_batch, unit="count", note="running requests in the fullest step", how=how)
     return {"ttft": served.ttft, "tpot": served.itl, "e2e": served.e2e,
             "output_tokens_per_s": served.output_tokens_per_s, "requests_per_s": served.requests_per_s}
 

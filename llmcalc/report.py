@@ -259,6 +259,7 @@ SWEEP_KEYS = {
     "max-batch": ("max_batch", "dominant", "max_concurrency", "limited_by"),
     "mfu": ("mfu", "hfu", "tokens_per_s_per_gpu"),
     "latency": ("ttft", "tpot", "e2e", "feasible"),
+    "serve-plan": ("gpus", "meets"),
 }
 
 

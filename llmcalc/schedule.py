@@ -84,6 +84,7 @@ class Served(NamedTuple):
     output_tokens_per_s: float
     requests_per_s: float
     mean_batch: float  # running requests per step
+    peak_batch: int  # running requests in the fullest step
     queued: float  # mean wait before a request's first prefill chunk
     requests: int
     steps: int
@@ -112,7 +113,7 @@ def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capaci
                 break
             continue
         replay.run_step()
-    return _means(replay.reqs, load, replay.step, replay.batch_sum)
+    return _means(replay.reqs, load, replay.step, replay.batch_sum, replay.peak)
 
 
 class _Replay:
@@ -128,7 +129,7 @@ class _Replay:
         self.prefilling: deque = deque()  # admitted, prompt not done: oldest first
         self.finishing: list = []  # (step it finishes, index)
         self.now, self.step, self.sent = 0.0, 0, 0
-        self.decoding, self.context, self.kv_used, self.batch_sum = 0, 0.0, 0.0, 0
+        self.decoding, self.context, self.kv_used, self.batch_sum, self.peak = 0, 0.0, 0.0, 0, 0
         self.size = load.prompt + load.output  # KV positions one request holds at most
 
     def busy(self) -> bool:
@@ -174,6 +175,7 @@ class _Replay:
         self.now += self.costs.step(tokens, pairs, positions, bool(started))
         self.step += 1
         self.batch_sum += self.decoding + len(started)
+        self.peak = max(self.peak, self.decoding + len(started))
         self.context += self.decoding  # each decode added a position
         while self.finishing and self.finishing[0][0] == self.step:
             self._finish(heapq.heappop(self.finishing)[1], prompt + self.load.output - 1)
@@ -229,7 +231,7 @@ def _arrivals(load: Load, n: int) -> list:
     return out
 
 
-def _means(reqs: list[_Request], load: Load, steps: int, batch_sum: int) -> Served:
+def _means(reqs: list[_Request], load: Load, steps: int, batch_sum: int, peak: int) -> Served:
     done = [r for r in reqs if r.done]
     warm = load.concurrency if load.concurrency is not None else len(reqs) // 10
     measured = done[warm:] if len(done) > warm + 4 else done
@@ -241,5 +243,5 @@ def _means(reqs: list[_Request], load: Load, steps: int, batch_sum: int) -> Serv
     itl = mean([(r.done - r.first) / (load.output - 1) for r in measured]) if load.output > 1 else 0.0
     span = max(r.done for r in measured) - min(r.arrival for r in measured)
     return Served(ttft, itl, e2e, len(measured) * load.output / span if span else 0.0,
-                  len(measured) / span if span else 0.0, batch_sum / max(steps, 1),
+                  len(measured) / span if span else 0.0, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps)

@@ -19,7 +19,8 @@ with warnings.catch_warnings():  # a library's deprecation notice at import must
 
 # command name -> the module that registers it
 COMMAND_MODULES = {"params": "params", "flops": "flops", "memory": "memory", "max-seq": "limits",
-                   "max-batch": "limits", "mfu": "mfu", "latency": "latency", "presets": "presets"}
+                   "max-batch": "limits", "mfu": "mfu", "latency": "latency", "presets": "presets",
+                   "serve-plan": "serveplan"}
 
 
 def load_commands(names: Iterable[str] | None = None) -> None:

@@ -1,0 +1,104 @@
+"""`llmcalc serve-plan`."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..units import parse_length, parse_seconds
+from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
+                     _fmt, _models, app, require_gpus, within_context)
+from .helpfmt import HARDWARE, RUNTIME, TARGETS
+
+
+@app.command("serve-plan")
+def serve_plan(
+    model: ModelOpt,
+    gpu: Annotated[str, typer.Option("--gpu", "-g", rich_help_panel=HARDWARE, help="GPU kinds to consider, a,b (preset names or YAML files).")],
+    request_rate: Annotated[Optional[float], typer.Option("--request-rate", rich_help_panel=RUNTIME, show_default="none: give it or --concurrency", help="Requests per second arriving at random (Poisson).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", rich_help_panel=RUNTIME, show_default="none: give it or --request-rate", help="Clients in a closed loop, instead of a rate.")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", rich_help_panel=RUNTIME, help="Prompt tokens per request (2k).")] = "1024",
+    output: Annotated[str, typer.Option("--output", rich_help_panel=RUNTIME, help="Output tokens per request.")] = "256",
+    ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Mean time to first token at most (1s).")] = None,
+    tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Mean time per output token at most (50ms).")] = None,
+    engine: Annotated[str, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine: vllm, sglang, trtllm, llamacpp.")] = "vllm",
+    dtype: DtypeOpt = Dtype.bf16,
+    kv_dtype: KvDtypeOpt = None,
+    gpu_price: Annotated[Optional[str], typer.Option("--gpu-price", rich_help_panel=HARDWARE, show_default="none: rank by GPU count", help="Dollars per GPU-hour: one number, or gpu=price,... (h100=2.5,a100-80gb=1.6).")] = None,
+    max_gpus: Annotated[int, typer.Option("--max-gpus", rich_help_panel=HARDWARE, help="GPUs at most in a plan.")] = 64,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """The fewest GPUs (or dollars) that serve a traffic within latency targets, and why other layouts fail.
+
+    Example: llmcalc serve-plan --model llama-3.1-70b --gpu h100,a100-80gb --request-rate 10 --prompt 2k --output 256 --ttft-target 1s --tpot-target 50ms
+    """
+    from ..serveplan import Traffic, plan
+
+    fmt = _fmt(json_, csv_, markdown)
+    if max_gpus < 1:
+        raise typer.BadParameter("--max-gpus must be at least 1")
+    traffic = Traffic(parse_length(prompt), parse_length(output), request_rate, concurrency,
+                      parse_seconds(ttft_target) if ttft_target else None,
+                      parse_seconds(tpot_target) if tpot_target else None)
+    gpus = require_gpus(gpu)
+    prices = _prices(gpu_price, gpus)
+    results = []
+    for m in _models(model, generic):
+        within_context(m, traffic.prompt + traffic.output, "--prompt + --output")
+        results.append(plan(m, gpus, traffic, engine, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
+    _show(results, fmt)
+    if check and not all(b.summary["meets"] for b in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _prices(text: str | None, gpus: list) -> dict[str, float]:
+    """--gpu-price: one number for every GPU, or gpu=price pairs by preset name or alias."""
+    from ..presets import load_gpu
+    from ..spec import SpecError
+
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {g.name: _price(text) for g in gpus}
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {load_gpu(name.strip()).name: _price(value) for name, value in pairs}
+    except ValueError:
+        raise SpecError(f"--gpu-price {text!r}: give dollars per GPU-hour, 2.5 or h100=2.5,a100-80gb=1.6") from None
+
+
+def _price(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1e6:
+        raise ValueError(text)
+    return value
+
+
+def _show(results: list, fmt: str) -> None:
+    from . import sweep
+    from .common import _emit
+
+    if fmt == "json" or sweep.collected is not None:
+        _emit(results, fmt)
+        return
+    import sys
+
+    from ..report import render_listing
+    from ..serveplan import LAYOUT_UNITS
+
+    for b in results:
+        shown = [{k: v for k, v in layout.items() if k not in ("pp", "meets")} for layout in b.summary["layouts"]]
+        render_listing({f"{b.title}: layouts meeting the targets, cheapest first": shown}, LAYOUT_UNITS, fmt)
+        if fmt == "csv":
+            continue
+        if fmt == "markdown":
+            sys.stdout.write("".join(f"- {note}\n" for note in b.notes))
+            continue
+        from rich.text import Text
+
+        from ..report import print_table
+
+        # the reasons (why each rejected layout fails), wrapped at words to the terminal
+        lines = [Text(f"· {note}", style="dim") for note in b.notes]
+        print_table(lines[0], sys.stdout, after=lines[1:])
