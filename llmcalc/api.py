@@ -178,6 +178,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     Settings: batch, prompt, output, dtype, kv_dtype, attention, compute_efficiency,
     bandwidth_efficiency, overlap (the bound's); prefill_efficiency, decode_efficiency,
     step_overhead, request_overhead (the expected values'); max_num_batched_tokens, max_num_seqs;
+    measured_ttft, measured_itl (calibrate the expected values to a measurement at these settings);
     tp (default all gpus)."""
     from .expected_latency import latency_estimate
     from .schedule import Load
@@ -190,8 +191,9 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     eff = Efficiencies(compute=s.pop("prefill_efficiency", None), bandwidth=s.pop("decode_efficiency", None),
                        layer_overhead=s.pop("step_overhead", None), request_overhead=s.pop("request_overhead", None))
     chunk, seqs = s.pop("max_num_batched_tokens", None), s.pop("max_num_seqs", None)
+    measured = (s.pop("measured_ttft", None), s.pop("measured_itl", None))
     serve = ServeSettings(tp=layout.tp, dp=layout.dp, **s)
     load = Load(serve.prompt, max(serve.output, 1), concurrency, request_rate) \
         if concurrency is not None or request_rate is not None else None
     return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
-                                    **targets))
+                                    **targets, measured=measured))

@@ -8,6 +8,7 @@ at a time, or ``batch`` prompts arriving together, by the step-cost model; under
 
 from __future__ import annotations
 
+import dataclasses
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .schedule import Load, simulate
@@ -42,14 +43,24 @@ def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_
 
 def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", eff: Efficiencies = Efficiencies(),
                      load: Load | None = None, chunk: int | None = None, max_seqs: int | None = None,
-                     ttft_target: float | None = None, tpot_target: float | None = None) -> Breakdown:
-    """Expected TTFT, TPOT and e2e with their band, then the bound's rows (throughput.latency_breakdown)."""
+                     ttft_target: float | None = None, tpot_target: float | None = None,
+                     measured: tuple[float | None, float | None] = (None, None),
+                     measured_at: tuple[ServeSettings, Load | None, str] | None = None) -> Breakdown:
+    """Expected TTFT, TPOT and e2e with their band, then the bound's rows (throughput.latency_breakdown).
+    ``measured`` (TTFT, ITL) calibrates the efficiencies first (calibrate.py): measured at these settings,
+    or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
-    r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu.interconnect_bandwidth >= 100e9)
+    linked = gpu.interconnect_bandwidth >= 100e9
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
-    w = Workload(requests=-(-s.batch // s.dp), prompt=s.prompt, output=s.output, tp=s.tp, dtype=s.dtype,
-                 compute_dtype=s.compute_dtype, kv_dtype=s.cache_dtype, act_bytes=DTYPE_BYTES[activation_dtype(s.dtype)],
-                 attention=s.attention, chunk=budget)
+    w = _workload(s, budget)
+    fitted: tuple[str, ...] = ()
+    if any(value is not None for value in measured):
+        at_s, at_load, source = measured_at or (s, load, "")
+        at_w = w if measured_at is None else _workload(at_s, scheduler_limits(engine, gpu, at_s, chunk, max_seqs)[0])
+        eff, fitted = _calibrated(m, gpu, at_s, engine, eff, at_w, at_load,
+                                  *scheduler_limits(engine, gpu, at_s, chunk, max_seqs), measured)
+        fitted = tuple(f"{note} ({source})" if source else note for note in fitted)
+    r = resolve(eff, engine, s.dtype, s.compute_dtype, linked)
     rows = Rows("s", total=None)
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
@@ -61,7 +72,37 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
                       f"per step, at most {seqs:,} running requests, KV for {_kv_capacity(m, gpu, s, engine):,} tokens"]
     _bound_rows(rows, bound, s.output)
+    if fitted:
+        load_notes += [f"calibrated: {'; '.join(fitted)}; give the same options to predict other settings on this "
+                       "hardware"]
     return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target))
+
+
+def _workload(s: ServeSettings, budget: int) -> Workload:
+    return Workload(requests=-(-s.batch // s.dp), prompt=s.prompt, output=s.output, tp=s.tp, dtype=s.dtype,
+                    compute_dtype=s.compute_dtype, kv_dtype=s.cache_dtype,
+                    act_bytes=DTYPE_BYTES[activation_dtype(s.dtype)], attention=s.attention, chunk=budget)
+
+
+def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficiencies, w: Workload, load: Load | None,
+                budget: int, seqs: int, measured: tuple) -> tuple[Efficiencies, tuple[str, ...]]:
+    """The efficiencies that reproduce the measured (TTFT, ITL) at these settings (calibrate.fit)."""
+    from .calibrate import fit
+    from .serving import expected
+
+    linked = gpu.interconnect_bandwidth >= 100e9
+    capacity = _kv_capacity(m, gpu, s, engine) if load is not None else 0
+
+    def times(e: Efficiencies) -> tuple[float, float]:
+        r = resolve(e, engine, s.dtype, s.compute_dtype, linked)
+        if load is None:
+            x = expected(m, gpu, w, r)
+            return x.ttft, x.tpot
+        served = simulate(step_costs(m, gpu, w, r, load.concurrency or 32), load, budget, seqs, capacity)
+        return served.ttft + r.request_overhead, served.itl
+
+    result = fit(times, resolve(eff, engine, s.dtype, s.compute_dtype, linked), *measured)
+    return dataclasses.replace(result.eff, source="calibrated"), result.notes
 
 
 def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
@@ -102,7 +143,9 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
     capacity = _kv_capacity(m, gpu, s, r.engine or "vllm")
     batch = load.concurrency or max(1, min(seqs, int(load.request_rate * (load.prompt + load.output) * 0.01) or 1))
     served = simulate(step_costs(m, gpu, w, r, batch), load, budget, seqs, capacity)
-    how = ("by the scheduler replay: the mean over {} requests after the warm-up (llmcalc/schedule.py)", served.requests)
+    served = served._replace(ttft=served.ttft + r.request_overhead, e2e=served.e2e + r.request_overhead)
+    how = ("by the scheduler replay: the mean over {} requests after the warm-up, with the request overhead "
+           "(llmcalc/schedule.py)", served.requests)
     _band_rows(rows, "ttft", served.ttft, how)
     rows.add("queue_wait", served.queued, "mean wait for admission (KV cache or max_num_seqs full)", how=how)
     _band_rows(rows, "tpot", served.itl, how)

@@ -78,6 +78,7 @@ class Efficiencies:
     bandwidth: float | None = None
     layer_overhead: float | None = None  # seconds per layer per step
     request_overhead: float | None = None  # seconds, once per request, in TTFT
+    source: str = "given"  # where the set ones come from, for the notes ("calibrated")
 
     def __post_init__(self) -> None:
         for key in ("compute", "bandwidth"):
@@ -126,7 +127,7 @@ def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, link
     values, sources = {}, {}
     for key, (given, default, why) in chosen.items():
         values[key] = default() if given is None else given
-        sources[key] = "given" if given is not None else f"default for {why}"
+        sources[key] = eff.source if given is not None else f"default for {why}"
     return Resolved(**values, allreduce_latency=ALLREDUCE_LATENCY["linked" if linked else "pcie"], sources=sources,
                     engine=engine if eff.layer_overhead is None else "")
 

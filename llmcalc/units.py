@@ -85,8 +85,8 @@ def parse_seconds(text: str | float) -> float:
 _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum",
                                    "max_num_batched_tokens"), "length"),
                   **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
-                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "step_overhead", "request_overhead"),
-                                  "seconds"),
+                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "step_overhead", "request_overhead",
+                                   "measured_ttft", "measured_itl"), "seconds"),
                   **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count")}
 
 

@@ -6,6 +6,8 @@ within 25% of the measurements at the median (issue 13), and the roofline bound 
 
 from __future__ import annotations
 
+import json
+import re
 import statistics
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import yaml
 
 import llmcalc
 from llmcalc.serving import BAND, bandwidth_efficiency
+
+from .conftest import run as run_cli
 
 POINTS = yaml.safe_load((Path(__file__).parent / "data" / "serving_measured.yaml").read_text())
 
@@ -103,3 +107,39 @@ def test_the_simulation_is_repeatable():
     again = llmcalc.latency("llama-3.1-70b", gpu="h100", gpus=2, dtype="fp8", prompt=5000, output=500, engine="trtllm",
                             request_rate=2.0)
     assert first.summary["ttft"] == again.summary["ttft"]
+
+
+def test_calibration_reproduces_its_measurement_and_predicts_another_length():
+    """Fit to NIM's 5000-in / 500-out run at one client; predict its 500-in / 2000-out run."""
+    settings = dict(gpu="h100", gpus=2, dtype="fp8", kv_dtype="fp8", engine="trtllm")
+    fitted = llmcalc.latency("llama-3.1-70b", prompt=5000, output=500, measured_ttft="406.77ms",
+                             measured_itl="18.58ms", **settings)
+    assert fitted.summary["ttft"] == pytest.approx(0.40677, rel=0.005)
+    assert fitted.summary["tpot"] == pytest.approx(0.01858, rel=0.005)
+    note = next(n for n in fitted.notes if n.startswith("calibrated"))
+    values = {flag: float(value) for flag, value in
+              re.findall(r"(--prefill-efficiency|--decode-efficiency) ([\d.]+)", note)}
+    assert set(values) == {"--prefill-efficiency", "--decode-efficiency"} and all(0 < v <= 1 for v in values.values())
+    other = llmcalc.latency("llama-3.1-70b", prompt=500, output=2000, prefill_efficiency=values["--prefill-efficiency"],
+                            decode_efficiency=values["--decode-efficiency"], **settings)
+    assert other.summary["ttft"] == pytest.approx(0.04777, rel=0.25)
+    assert other.summary["tpot"] == pytest.approx(0.01891, rel=0.05)
+
+
+def test_calibration_from_a_benchmark_file_through_the_cli():
+    """A TTFT far above what the prefill needs is server overhead, not a slow GPU: the fit says so."""
+    path = Path(__file__).parent / "data" / "vllm_bench_qwen3_8b_h100_c1.json"
+    out = run_cli("latency", "--model", "qwen3-8b", "--gpu", "h100", "--prompt", "233", "--output", "221",
+                  "--concurrency", "8", "--calibrate", str(path), "--json")
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.stdout)
+    note = next(n for n in d["notes"] if n.startswith("calibrated"))
+    assert "--request-overhead" in note and "--decode-efficiency" in note and "233 in / 221 out" in note
+    assert d["summary"]["tpot"] == pytest.approx(0.00857, rel=0.25)  # GPUStack measured 8.57 ms at 8 clients
+
+
+def test_a_measurement_faster_than_the_gpu_is_refused():
+    out = run_cli("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus", "2", "--measured-itl", "1ms")
+    assert out.exit_code == 2 and "faster than this GPU can give" in out.stderr
+    out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--calibrate", __file__)
+    assert out.exit_code == 2 and out.stderr.count("\n") == 1

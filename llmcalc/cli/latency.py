@@ -36,6 +36,9 @@ def latency(
     decode_efficiency: Annotated[Optional[float], typer.Option("--decode-efficiency", rich_help_panel=HARDWARE, show_default="by weight format: 0.9 16-bit, 0.85 fp8, 0.5-0.83 quantized", help="Expected: share of HBM bandwidth decode reaches.")] = None,
     step_overhead: Annotated[Optional[str], typer.Option("--step-overhead", rich_help_panel=RUNTIME, show_default="by engine: 50us with CUDA graphs, 600us eager (hf)", help="Expected: fixed cost per layer per step (50us).")] = None,
     request_overhead: Annotated[Optional[str], typer.Option("--request-overhead", rich_help_panel=RUNTIME, show_default="5ms for HTTP engines, 0 for hf, llamacpp", help="Expected: once per request in TTFT: API server, tokenizer.")] = None,
+    measured_ttft: Annotated[Optional[str], typer.Option("--measured-ttft", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean TTFT measured at these settings (406ms); fits --prefill-efficiency.")] = None,
+    measured_itl: Annotated[Optional[str], typer.Option("--measured-itl", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean inter-token latency measured at these settings (18.6ms); fits --decode-efficiency.")] = None,
+    calibrate: Annotated[Optional[str], typer.Option("--calibrate", rich_help_panel=RUNTIME, show_default="none", help="Calibrate from a vLLM benchmark result (--save-result JSON) run on this model and GPU; then predict these settings.")] = None,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
     check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
@@ -67,11 +70,38 @@ def latency(
         if concurrency is not None or request_rate is not None else None
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
 
+    measured, measured_at = _measurement(measured_ttft, measured_itl, calibrate, settings)
+
     def one(m, g):
         within_context(m, settings.prompt + settings.output, "--prompt + --output")
-        return latency_estimate(m, g, settings, engine, eff, load, chunk, max_num_seqs, **targets)
+        return latency_estimate(m, g, settings, engine, eff, load, chunk, max_num_seqs, **targets, measured=measured,
+                                measured_at=measured_at)
 
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
     if check and not all(r.summary.get("feasible", True) for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:
+    """(measured TTFT, ITL) and where they were measured: at these settings (--measured-*), or at the
+    settings a benchmark result file records (--calibrate)."""
+    import dataclasses
+
+    from ..calibrate import read_benchmark
+    from ..schedule import Load
+    from ..spec import SpecError
+
+    if path is None:
+        return (parse_seconds(ttft) if ttft else None, parse_seconds(itl) if itl else None), None
+    if ttft or itl:
+        raise SpecError("--calibrate reads the measurement from its file; leave out --measured-ttft/--measured-itl")
+    bench = read_benchmark(path)
+    at = dataclasses.replace(settings, batch=1, prompt=bench.prompt, output=max(bench.output, 2))
+    load = Load(bench.prompt, max(bench.output, 2), bench.concurrency if (bench.concurrency or 1) > 1 else None,
+                bench.request_rate if not bench.concurrency else None) \
+        if (bench.concurrency or 1) > 1 or bench.request_rate else None
+    where = f"{path}: {bench.prompt:,} in / {bench.output:,} out, " + \
+        (f"{bench.concurrency} clients" if (bench.concurrency or 1) > 1 else f"{bench.request_rate:g} req/s"
+         if bench.request_rate and not bench.concurrency else "one at a time")
+    return (bench.ttft, bench.itl), (at, load, where)
