@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..params import attention_linears, mlp_linears
 from ..spec import ModelSpec
@@ -268,7 +269,8 @@ class Local:
     kv_frac: float  # share of the kv heads on one TP rank
 
     def bytes(self, t: Saved, live: bool = False) -> float:
-        div = {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}[t.split]
+        split = t.split
+        div = self.tp if split == "t" else (self.tp if self.sp else 1) if split == "h" else 1 / self.kv_frac
         return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
 
 
@@ -282,12 +284,13 @@ def kept(t: Saved, trainable: frozenset | None) -> bool:
     return not t.needs or trainable is None or any(n in trainable for n in t.needs)
 
 
-def groups(items: list[Saved], loc: Local, trainable: frozenset | None) -> dict[str, float]:
-    """Bytes saved for backward per per-layer row (GROUPS), this GPU."""
+def groups(items: Sequence[Saved], loc: Local, trainable: frozenset | None,
+           sizes: Sequence[float] | None = None) -> dict[str, float]:
+    """Bytes saved for backward per per-layer row (GROUPS), this GPU; ``sizes``: each item's loc.bytes, when known."""
     out = dict.fromkeys(GROUPS, 0.0)
-    for t in items:
+    for t, b in zip(items, sizes or [loc.bytes(t) for t in items]):
         if kept(t, trainable):
-            out[t.group] += loc.bytes(t)
+            out[t.group] += b
     return out
 
 

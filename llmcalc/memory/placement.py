@@ -7,6 +7,7 @@ EP splits the routed experts, PP gives each stage a contiguous run of layers.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -134,6 +135,7 @@ def _linears(m: ModelSpec, lins: dict, tp: int, split: float | None = None) -> P
     return ParamSplit(linear=w, other=bias, factored=fac)
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def layer_params(m: ModelSpec, par: Parallelism, moe: bool) -> ParamSplit:
     """One block's parameters on one GPU (TP splits heads and widths, EP splits experts)."""
     tp = par.tp
@@ -182,6 +184,7 @@ def _head_params(m: ModelSpec, tp: int, holds_embedding: bool) -> ParamSplit:
                       + (proj_out.fan_in + proj_out.fan_out if proj_out else 0))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:
     """Parameters on one GPU of a pipeline stage: its blocks, plus embedding (first) or head (last)."""
     p = layer_params(m, par, False).scale(st.dense) if st.dense else ParamSplit()
@@ -194,11 +197,13 @@ def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:
     return p
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def model_params(m: ModelSpec) -> ParamSplit:
     """The whole model's parameters, split into quantizable linears, experts and the rest."""
     return stage_params(m, Parallelism(), whole_model(m))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozenset | None:
     """Weights that train: None = all (full fine-tuning); LoRA: the targeted linears' names."""
     if finetune == "full":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..breakdown import Rows
 from ..dtypes import DTYPE_BYTES
@@ -18,6 +19,7 @@ from ..spec import ModelSpec
 from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, groups, input_split, kept,
                           layer_tensors, local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
+from .memo import ignoring
 from .placement import Stage, trainable
 from .settings import MemorySettings
 from .stage import whole_bytes
@@ -49,13 +51,14 @@ class LayerCost:
     extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
 
 
-def layer_cost(items: list[Saved], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
+def layer_cost(items: tuple[Saved, ...], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
     """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
     and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
-    g = groups(items, loc, targets)
+    sizes = [loc.bytes(t) for t in items]
+    g = groups(items, loc, targets, sizes)
     layer = sum(g.values())
-    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
-    scores = sum(loc.bytes(t) for t in items if t.per_key)
+    inner = sum(b for t, b in zip(items, sizes) if t.inner and kept(t, targets))
+    scores = sum(b for t, b in zip(items, sizes) if t.per_key)
     M = s.mini_seq
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
@@ -70,10 +73,13 @@ def _layer_kinds(st: Stage) -> list[tuple[bool, int]]:
     return ([(False, st.dense)] if st.dense else []) + ([(True, st.moe)] if st.moe else [])
 
 
+_TOKEN_IDS = Saved("", "", 8)  # int64 token ids, kept for the embedding's gradient
+
+
 def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> tuple[float, str]:
     """Token ids (8 B, for the embedding's gradient), embedding dropout mask, HF's rope cos/sin."""
     e, tokens = DTYPE_BYTES[s.compute_dtype], math.ceil(s.seq / s.parallel.cp)
-    emb = loc.bytes(Saved("", "", 8)) if full else 0.0
+    emb = loc.bytes(_TOKEN_IDS) if full else 0.0
     if m.dropout > 0:
         emb += loc.bytes(Saved("", "", 1 * m.hidden_size))
     if m.position_embedding == "rotary":
@@ -86,11 +92,15 @@ def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> 
     return emb, ", ".join(what)
 
 
-def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
+def _head_tensors(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[Saved, ...]:
     """Final norm, the LM head's input (only when the head trains), labels."""
     e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
     items = (norm_tensors(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
-    return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
+    return tuple(t for t in items if kept(t, None if full else frozenset()))
+
+
+def _sum_bytes(loc, tensors: tuple[Saved, ...]) -> float:
+    return sum(loc.bytes(t) for t in tensors)
 
 
 def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
@@ -105,7 +115,7 @@ def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
     return frozenset()
 
 
-def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
+def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> tuple[Saved, ...]:
     e = DTYPE_BYTES[s.compute_dtype]
     items = layer_tensors(m, s.attention_impl, e, moe, repeat_kv=s.fw.repeats_kv, compiled=s.compile,
                           fused_qkv=s.fw.fused_qkv_lora, native_act=s.fw.native_activations)
@@ -114,7 +124,25 @@ def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
         items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe,
                                  fused_qkv=s.fw.fused_qkv_lora, compiled=s.compile,
                                  base_keeps=base_inputs_saved(m, s) or frozenset())
-    return items
+    return tuple(items)
+
+
+class Plan(NamedTuple):
+    """The tensors a stage's GPU saves, the same at every seq and batch: per layer kind (its tensors, how
+    many layers), which base weights keep their input, a layer's input, the head's tensors (last stage)."""
+
+    kinds: tuple[tuple[tuple[Saved, ...], int], ...]
+    targets: frozenset | None
+    layer_input: Saved
+    head: tuple[Saved, ...]
+
+
+@ignoring("seq", "batch")
+def plan(m: ModelSpec, s: MemorySettings, st: Stage) -> Plan:
+    return Plan(kinds=tuple((_layer_items(m, s, moe), n) for moe, n in _layer_kinds(st)),
+                targets=base_inputs_saved(m, s),
+                layer_input=Saved("norms", "layer input", stream_bytes(s) * m.hidden_size),
+                head=_head_tensors(m, s, s.finetune == "full") if st.last else ())
 
 
 def previous_step(m: ModelSpec, s: MemorySettings, st: Stage, loc) -> float:
@@ -160,10 +188,9 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par = s.parallel
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
-    targets = base_inputs_saved(m, s)
-    checkpoint = loc.bytes(Saved("norms", "layer input", stream_bytes(s) * m.hidden_size))  # Korthikanti's 2sbh
-    costs = [(layer_cost(_layer_items(m, s, moe), s, loc, targets, checkpoint), n)
-             for moe, n in _layer_kinds(st)]
+    kinds, targets, layer_input, head_tensors = plan(m, s, st)
+    checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
+    costs = [(layer_cost(items, s, loc, targets, checkpoint), n) for items, n in kinds]
     saved = sum(c.per * n for c, n in costs)
     copies, rebuilt_copies, copies_note = weight_copies(m, s, st)
     held = previous_step(m, s, st, loc) * in_flight(s, st)
@@ -189,7 +216,7 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
         emb *= flight
         r.add("activations/embedding", whole_bytes(emb), what)
     if st.last:
-        head = _head_activations(m, s, loc, s.finetune == "full")
+        head = _sum_bytes(loc, head_tensors)
         r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
     if copies:
         r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note)
