@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from llmcalc.memory import MemorySettings, memory_breakdown, memo
+from llmcalc.memory.usage import unread
 from llmcalc.presets import load_gpu, load_model
 from llmcalc.spec import Parallelism
 
@@ -65,7 +66,9 @@ def test_no_memoized_part_reads_what_it_ignores(monkeypatch, model, gpu, kwargs)
         monkeypatch.setattr(sys.modules[part.__module__], part.__name__,
                             lambda m, s, *args, raw=raw, free=free: raw(m, _Refusing(s, free), *args))
     for seq, batch in POINTS:
-        memory_breakdown(m, g, MemorySettings(seq=seq, batch=batch, **kwargs))
+        settings = MemorySettings(seq=seq, batch=batch, **kwargs)
+        memory_breakdown(m, g, settings)
+        unread(m, g, settings)
 
 
 @pytest.mark.parametrize("model, gpu, kwargs", CASES)
@@ -83,5 +86,7 @@ def test_every_memoized_part_is_checked():
     """Each part is reached by some case above: a part no case calls would go unchecked."""
     _clear()
     for model, gpu, kwargs in CASES:
-        memory_breakdown(load_model(model), load_gpu(gpu) if gpu else None, MemorySettings(**kwargs))
+        m, g, settings = load_model(model), load_gpu(gpu) if gpu else None, MemorySettings(**kwargs)
+        memory_breakdown(m, g, settings)
+        unread(m, g, settings)
     assert [part.__name__ for part, _ in memo.PARTS if not part.cache_size()] == []

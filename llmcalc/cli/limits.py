@@ -35,7 +35,7 @@ def max_seq(
     from ..memory import MemorySettings
 
     fmt = _fmt(json_, csv_, markdown)
-    common = settings_from_options(mode=mode, batch=batch, **options)
+    common = {**settings_from_options(mode=mode, **options), "batch": batch}
     settings = MemorySettings(seq=seq_probe(common["mini_seq"], common["parallel"].cp), **common)
     floor = parse_length(minimum) if minimum else None
 

@@ -5,7 +5,9 @@ Imported only when one of those three commands runs, so it may import the memory
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+from types import MappingProxyType
+from typing import Annotated, Mapping, Optional
 
 import typer
 
@@ -127,7 +129,7 @@ def memory(
     fmt = _fmt(json_, csv_, markdown)
     if check and not gpu and not options["gpu_memory"]:
         raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
-    common = settings_from_options(mode=mode, batch=batch, **options)
+    common = {**settings_from_options(mode=mode, **options), "batch": batch}
 
     def one(m, g):
         settings = MemorySettings(seq=default_seq(m, seq), **common)
@@ -140,12 +142,13 @@ def memory(
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
-def settings_from_options(**o) -> dict:
+@functools.lru_cache(maxsize=64)  # the same options at every point of a sweep over seq (read-only: shared)
+def settings_from_options(**o) -> Mapping:
     """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
-    return dict(
+    return MappingProxyType(dict(
         mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
@@ -158,7 +161,13 @@ def settings_from_options(**o) -> dict:
         engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,
         keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
-                                     mode=o["mode"].value))
+                                     mode=o["mode"].value)))
+
+
+@functools.lru_cache(maxsize=8)
+def _params(command) -> dict:
+    """The command's parameters by name (asked at every point of a sweep)."""
+    return {p.name: p for p in command.params}
 
 
 # MemorySettings fields whose option has another parameter name
@@ -169,7 +178,7 @@ def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
     """One stderr warning per option the user set that this estimate never reads (memory/usage.py)."""
     from ..memory.usage import unread
 
-    params = {p.name: p for p in ctx.command.params}
+    params = _params(ctx.command)
     idle = unread(m, gpu, settings)
     if "keep_16bit" not in idle:
         from ..quant import unmatched

@@ -87,10 +87,13 @@ def option(spec: str, command) -> Any:
     return param
 
 
-def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, chart: bool = False,
-        png: str | None = None) -> None:
-    """Call ``callback`` once per swept value (once without ``spec``); render the collected answers
-    as one sweep table, a chart (--chart), and an image (--png)."""
+def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str | None, command,
+        chart: bool = False, png: str | None = None) -> None:
+    """Call ``callback`` once per swept value (once without ``spec``), each value bounded by ``check``
+    as the other options were on the way in; render the collected answers as one sweep table, a chart
+    (--chart), and an image (--png)."""
+    import gc
+
     import typer
 
     from .common import _fmt
@@ -99,20 +102,33 @@ def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, c
     param = option(spec, command) if spec else None
     fmt = _fmt(kwargs.get("json_", False), kwargs.get("csv_", False), kwargs.get("markdown", False))
     points, failed = [], False
-    for value in values(spec, param) if param else [None]:
-        collected = []
-        try:
-            callback(**({**kwargs, param.name: param.type.convert(value, param, None)} if param else kwargs))
-        except typer.Exit as done:
-            failed |= done.exit_code == 1
-        except (SpecError, UnitError) as exc:
-            raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
-        finally:
-            results, collected = collected, None
-        points.append(((_base(value, param), value) if param else (None, None), results))
-    _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of answers pile up until they are shown: the collector would walk them again and again
+    try:
+        for value in values(spec, param) if param else [None]:
+            collected = []
+            try:
+                callback(**({**kwargs, param.name: _typed(param, value, check)} if param else kwargs))
+            except typer.Exit as done:
+                failed |= done.exit_code == 1
+            except (SpecError, UnitError) as exc:
+                raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
+            finally:
+                results, collected = collected, None
+            points.append(((_base(value, param), value) if param else (None, None), results))
+        _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
+    finally:
+        if collecting:
+            gc.enable()
     if failed:
         raise typer.Exit(1)
+
+
+def _typed(param, value: str, check: Callable) -> Any:
+    """``value`` as the option reads it, within the bounds every number an option takes is held to."""
+    typed = param.type.convert(value, param, None)
+    check(param.name, typed)
+    return typed
 
 
 def _show(points: list, name: str | None, fmt: str, chart: bool, png: str | None) -> None:
