@@ -9,7 +9,7 @@ kernels compute; Megatron-LM halves the product the same way).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -140,6 +140,9 @@ class FlopsSettings:
         return self.sequences * self.seq
 
 
+_SETTINGS = fields(FlopsSettings)
+
+
 class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dtypes.Dtype)
     """The forward FLOPs of one step, and what each kind of recomputation re-runs of it."""
 
@@ -222,7 +225,8 @@ def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) 
             notes.append(f"time at {s.efficiency:.0%} of {s.gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
     return Breakdown(
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name,
-        gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes), inputs=asdict(s),
+        gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes),
+        inputs={f.name: getattr(s, f.name) for f in _SETTINGS},  # asdict(s), without its deep copies of plain values
     )
 
 

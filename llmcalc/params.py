@@ -7,6 +7,7 @@ this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank proje
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -201,6 +202,7 @@ def count(m: ModelSpec) -> Rows:
     return r
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a flops or mfu sweep
 def matmul_params(m: ModelSpec, active: bool = True) -> int:
     """PaLM's N for 6N + 12LHQT: parameters used in matmuls per token.
 
