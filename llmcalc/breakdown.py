@@ -61,6 +61,9 @@ class Quantities(Mapping):
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     def __len__(self) -> int:
         return len(self._items)
 
