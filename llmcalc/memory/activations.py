@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..params import attention_linears, mlp_linears
 from ..spec import ModelSpec
@@ -269,9 +268,13 @@ class Local:
     kv_frac: float  # share of the kv heads on one TP rank
 
     def bytes(self, t: Saved, live: bool = False) -> float:
-        split = t.split
-        div = self.tp if split == "t" else (self.tp if self.sp else 1) if split == "h" else 1 / self.kv_frac
+        div = {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}[t.split]
         return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
+
+    def sizes(self, specs) -> list[float]:
+        """bytes() of each tensor given as (nbytes, per_key, split): a layer's tensors at once."""
+        tokens, keys, div = self.tokens, self.keys, {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}
+        return [nbytes * tokens * (keys if per_key else 1) / div[split] for nbytes, per_key, split in specs]
 
 
 def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False) -> Local:
@@ -284,13 +287,12 @@ def kept(t: Saved, trainable: frozenset | None) -> bool:
     return not t.needs or trainable is None or any(n in trainable for n in t.needs)
 
 
-def groups(items: Sequence[Saved], loc: Local, trainable: frozenset | None,
-           sizes: Sequence[float] | None = None) -> dict[str, float]:
-    """Bytes saved for backward per per-layer row (GROUPS), this GPU; ``sizes``: each item's loc.bytes, when known."""
+def groups(items: list[Saved], loc: Local, trainable: frozenset | None) -> dict[str, float]:
+    """Bytes saved for backward per per-layer row (GROUPS), this GPU."""
     out = dict.fromkeys(GROUPS, 0.0)
-    for t, b in zip(items, sizes or [loc.bytes(t) for t in items]):
+    for t in items:
         if kept(t, trainable):
-            out[t.group] += b
+            out[t.group] += loc.bytes(t)
     return out
 
 

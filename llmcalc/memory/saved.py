@@ -16,8 +16,8 @@ from ..breakdown import Rows
 from ..dtypes import DTYPE_BYTES
 from ..params import attention_linears, largest_block_matrix, mlp_linears
 from ..spec import ModelSpec
-from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, groups, input_split, kept,
-                          layer_tensors, local, norm_tensors)
+from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input_split, kept, layer_tensors,
+                          local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
 from .memo import ignoring
 from .placement import Stage, trainable
@@ -51,14 +51,16 @@ class LayerCost:
     extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
 
 
-def layer_cost(items: tuple[Saved, ...], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
+def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCost:
     """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
     and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
-    sizes = [loc.bytes(t) for t in items]
-    g = groups(items, loc, targets, sizes)
+    sizes = loc.sizes(kind.sizes)
+    g = dict.fromkeys(GROUPS, 0.0)  # activations.groups
+    for i, group in kind.groups:
+        g[group] += sizes[i]
     layer = sum(g.values())
-    inner = sum(b for t, b in zip(items, sizes) if t.inner and kept(t, targets))
-    scores = sum(b for t, b in zip(items, sizes) if t.per_key)
+    inner = sum([sizes[i] for i in kind.inner])
+    scores = sum([sizes[i] for i in kind.scores])
     M = s.mini_seq
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
@@ -99,10 +101,6 @@ def _head_tensors(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[Saved, .
     return tuple(t for t in items if kept(t, None if full else frozenset()))
 
 
-def _sum_bytes(loc, tensors: tuple[Saved, ...]) -> float:
-    return sum(loc.bytes(t) for t in tensors)
-
-
 def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
     """Which frozen-or-not base weights keep their input for backward (activations.kept): all of them
     in full training; none under LoRA (torch skips a frozen weight's input); every linear in QLoRA on
@@ -127,22 +125,43 @@ def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> tuple[Saved, ...
     return tuple(items)
 
 
-class Plan(NamedTuple):
-    """The tensors a stage's GPU saves, the same at every seq and batch: per layer kind (its tensors, how
-    many layers), which base weights keep their input, a layer's input, the head's tensors (last stage)."""
+class Kind(NamedTuple):
+    """One layer kind's saved tensors, sorted out once: how many layers; each tensor's (bytes per token, per
+    key, split) for Local.sizes; the tensors kept for backward by group, the kept MLP intermediates (what
+    Mini-Sequence chunks) and the s x s terms, as indexes."""
 
-    kinds: tuple[tuple[tuple[Saved, ...], int], ...]
-    targets: frozenset | None
+    n: int
+    sizes: tuple[tuple[float, bool, str], ...]
+    groups: tuple[tuple[int, str], ...]
+    inner: tuple[int, ...]
+    scores: tuple[int, ...]
+
+
+def _kind(items: tuple[Saved, ...], n: int, targets: frozenset | None) -> Kind:
+    return Kind(n, _specs(items), tuple((i, t.group) for i, t in enumerate(items) if kept(t, targets)),
+                tuple(i for i, t in enumerate(items) if t.inner and kept(t, targets)),
+                tuple(i for i, t in enumerate(items) if t.per_key))
+
+
+def _specs(items: tuple[Saved, ...]) -> tuple[tuple[float, bool, str], ...]:
+    return tuple((t.nbytes, t.per_key, t.split) for t in items)
+
+
+class Plan(NamedTuple):
+    """The tensors a stage's GPU saves, the same at every seq and batch: each layer kind's, a layer's input,
+    the head's (last stage)."""
+
+    kinds: tuple[Kind, ...]
     layer_input: Saved
-    head: tuple[Saved, ...]
+    head: tuple[tuple[float, bool, str], ...]
 
 
 @ignoring("seq", "batch")
 def plan(m: ModelSpec, s: MemorySettings, st: Stage) -> Plan:
-    return Plan(kinds=tuple((_layer_items(m, s, moe), n) for moe, n in _layer_kinds(st)),
-                targets=base_inputs_saved(m, s),
+    targets = base_inputs_saved(m, s)
+    return Plan(kinds=tuple(_kind(_layer_items(m, s, moe), n, targets) for moe, n in _layer_kinds(st)),
                 layer_input=Saved("norms", "layer input", stream_bytes(s) * m.hidden_size),
-                head=_head_tensors(m, s, s.finetune == "full") if st.last else ())
+                head=_specs(_head_tensors(m, s, s.finetune == "full")) if st.last else ())
 
 
 def previous_step(m: ModelSpec, s: MemorySettings, st: Stage, loc) -> float:
@@ -188,9 +207,9 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par = s.parallel
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
-    kinds, targets, layer_input, head_tensors = plan(m, s, st)
+    kinds, layer_input, head_tensors = plan(m, s, st)
     checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
-    costs = [(layer_cost(items, s, loc, targets, checkpoint), n) for items, n in kinds]
+    costs = [(layer_cost(kind, s, loc, checkpoint), kind.n) for kind in kinds]
     saved = sum(c.per * n for c, n in costs)
     copies, rebuilt_copies, copies_note = weight_copies(m, s, st)
     held = previous_step(m, s, st, loc) * in_flight(s, st)
@@ -216,7 +235,7 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
         emb *= flight
         r.add("activations/embedding", whole_bytes(emb), what)
     if st.last:
-        head = _sum_bytes(loc, head_tensors)
+        head = sum(loc.sizes(head_tensors))
         r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels")
     if copies:
         r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note)
