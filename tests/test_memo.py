@@ -10,7 +10,7 @@ import pytest
 from llmcalc.memory import MemorySettings, memory_breakdown, memo
 from llmcalc.memory.usage import unread
 from llmcalc.presets import load_gpu, load_model
-from llmcalc.spec import Parallelism
+from llmcalc.spec import Parallelism, SpecError
 
 CASES = [  # (model, gpu, settings): training and inference, the frameworks, layouts and engines
     ("llama-3.1-8b", "h100", dict(mode="train")),
@@ -90,3 +90,18 @@ def test_every_memoized_part_is_checked():
         memory_breakdown(m, g, settings)
         unread(m, g, settings)
     assert [part.__name__ for part, _ in memo.PARTS if not part.cache_size()] == []
+
+
+@pytest.mark.parametrize("model, gpu, kwargs", CASES)
+def test_settings_at_another_seq_and_batch_are_what_the_constructor_builds(model, gpu, kwargs):
+    """MemorySettings.at, each point of a sweep from one resolved settings: the same fields, or the same error."""
+    base = MemorySettings(**kwargs)
+    for seq, batch in POINTS + [(1, 1), (2, 3), (0, 1), (1, 0), (-5, 0), (8, True), (2.0, 1), (1, "2")]:
+        try:
+            expected = MemorySettings(seq=seq, batch=batch, **kwargs)
+        except SpecError as refused:
+            with pytest.raises(SpecError) as seen:
+                base.at(seq, batch)
+            assert str(seen.value) == str(refused), (seq, batch)
+            continue
+        assert vars(base.at(seq, batch)) == vars(expected), (seq, batch)

@@ -124,15 +124,15 @@ def memory(
 
     Example: llmcalc memory --model llama-2-7b --gpu a100-80gb --seq 4096 --recompute full --zero 3 --gpus 8
     """
-    from ..memory import MemorySettings, memory_breakdown
+    from ..memory import memory_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     if check and not gpu and not options["gpu_memory"]:
         raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
-    common = {**settings_from_options(mode=mode, **options), "batch": batch}
+    common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
-        settings = MemorySettings(seq=default_seq(m, seq), **common)
+        settings = memory_settings(common, default_seq(m, seq), batch)
         warn_unread(ctx, m, g, settings)
         return memory_breakdown(m, g, settings)
 
@@ -162,6 +162,26 @@ def settings_from_options(**o) -> Mapping:
         keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
                                      mode=o["mode"].value)))
+
+
+_RESOLVED: dict[int, tuple] = {}  # id(settings_from_options' mapping) -> (the mapping, its MemorySettings)
+
+
+def memory_settings(common: Mapping, seq: int, batch: int):
+    """MemorySettings(seq=seq, batch=batch, **common) for a mapping settings_from_options gave: resolved
+    and checked once per mapping (every point of a sweep gets the same one), then copied at each seq and
+    batch by MemorySettings.at, which checks those two as the constructor does. Until a construction
+    succeeds each call constructs in full, so a point that cannot be built fails as it always did."""
+    from ..memory import MemorySettings
+
+    known = _RESOLVED.get(id(common))
+    if known is not None and known[0] is common:
+        return known[1].at(seq, batch)
+    settings = MemorySettings(**{**common, "seq": seq, "batch": batch})
+    if len(_RESOLVED) >= 64:
+        _RESOLVED.clear()
+    _RESOLVED[id(common)] = (common, settings)
+    return settings
 
 
 @functools.lru_cache(maxsize=8)
