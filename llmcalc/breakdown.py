@@ -76,7 +76,7 @@ class Quantities(Mapping):
         """Every entry with its unit."""
         return {key: self.quantity(key) for key in self._items}
 
-    def merged(self, **changes: Any) -> Quantities:
+    def merged(self, **changes: Any) -> "Quantities":
         """A copy with entries replaced or added, units kept (``{**q, ...}`` would drop them)."""
         return Quantities({**self._items, **changes})
 
@@ -183,7 +183,7 @@ class Rows:
         self._rows[name] = row
         return value
 
-    def extend(self, rows: Iterable[Row]) -> Rows:
+    def extend(self, rows: Iterable[Row]) -> "Rows":
         """Rows already built (a memoized part's), in their order."""
         for row in rows:
             self._rows[row.name] = row

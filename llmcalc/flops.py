@@ -154,11 +154,11 @@ class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dty
 
 def _detailed_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Component sum of forward() (nanoGPT notebook's flops()) over the step's sequences."""
-    fwd = forward(m, s.seq, s.seq, s.attention)
+    fwd, n = forward(m, s.seq, s.seq, s.attention), s.sequences
     for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
-        r.add(row.name, s.sequences * row.value, row.note, total="total" if row.name == "forward" else "forward")
-    return _Step(forward=r["forward"], core=s.sequences * (fwd["attention/scores"] + fwd["attention/reduce"]),
-                 layers=s.sequences * (fwd["attention"] + fwd["mlp"]), note="component sum")
+        r.add(row.name, n * row.value, row.note, total="total" if row.name == "forward" else "forward")
+    return _Step(forward=r["forward"], core=n * (fwd["attention/scores"] + fwd["attention/reduce"]),
+                 layers=n * (fwd["attention"] + fwd["mlp"]), note="component sum")
 
 
 def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:

@@ -286,18 +286,20 @@ def _sweep_machine(fmt: str, command: str, name: str, keys: list[str], rows: lis
 
 
 _FLAT = (str, int, float, bool, type(None))
-_ROW = json.JSONEncoder(separators=(",\n      ", ": "), allow_nan=False).encode  # one flat row, its items indented
 
 
 def _sweep_json(data: dict) -> str:
     """json.dumps(data, indent=2, allow_nan=False), written row by row: with an indent json runs its
     pure-Python encoder, five times slower than the C one that writes each flat row here."""
+    import json
+
     rows = data["rows"]
     if list(data)[-1:] != ["rows"] or len(data) < 2 or not rows or \
             not all(row and all(type(v) in _FLAT for v in row.values()) for row in rows):
         return json.dumps(data, indent=2, allow_nan=False)
     head = json.dumps({k: v for k, v in data.items() if k != "rows"}, indent=2, allow_nan=False)[:-2]
-    body = ",\n    ".join("{\n      " + _ROW(row)[1:-1] + "\n    }" for row in rows)
+    flat = json.JSONEncoder(separators=(",\n      ", ": "), allow_nan=False).encode  # a row, its items indented
+    body = ",\n    ".join("{\n      " + flat(row)[1:-1] + "\n    }" for row in rows)
     return f'{head},\n  "rows": [\n    {body}\n  ]\n}}'
 
 

@@ -47,7 +47,8 @@ class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dty
         return self.layers - self.dense
 
 
-def stages(m: ModelSpec, pp: int) -> list[Stage]:
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
+def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first and the last pipeline stage: between them they hold every per-GPU maximum.
 
     Layers split as evenly as they go, the first stages taking the remainder (L = 10, p = 4: 3, 3, 2, 2).
@@ -56,8 +57,8 @@ def stages(m: ModelSpec, pp: int) -> list[Stage]:
     first = L // pp + (1 if L % pp else 0)
     spans = [(0, first)] if pp == 1 else [(0, first), (L - L // pp, L)]
     dense_end = m.dense_layers if m.is_moe else L
-    return [Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
-            for i, (lo, hi) in enumerate(spans)]
+    return tuple(Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
+                 for i, (lo, hi) in enumerate(spans))
 
 
 def whole_model(m: ModelSpec) -> Stage:

@@ -19,7 +19,6 @@ from ..spec import ModelSpec
 from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input_split, kept, layer_tensors,
                           local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
-from .memo import ignoring
 from .placement import Stage, trainable
 from .settings import MemorySettings
 from .stage import whole_bytes
@@ -156,8 +155,8 @@ class Plan(NamedTuple):
     head: tuple[tuple[float, bool, str], ...]
 
 
-@ignoring("seq", "batch")
 def plan(m: ModelSpec, s: MemorySettings, st: Stage) -> Plan:
+    """Reads neither seq nor batch: memoized with the stage's model states (training.stage_states)."""
     targets = base_inputs_saved(m, s)
     return Plan(kinds=tuple(_kind(_layer_items(m, s, moe), n, targets) for moe, n in _layer_kinds(st)),
                 layer_input=Saved("norms", "layer input", stream_bytes(s) * m.hidden_size),
@@ -199,7 +198,8 @@ def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
     return copies * largest * DTYPE_BYTES[s.compute_dtype] / s.parallel.tp
 
 
-def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float,
+                    tensors: Plan) -> tuple[float, bool]:
     """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
     returns their total at the peak and whether the transient, not the loss, is what counts there.
 
@@ -207,7 +207,7 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par = s.parallel
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
-    kinds, layer_input, head_tensors = plan(m, s, st)
+    kinds, layer_input, head_tensors = tensors  # plan(m, s, st)
     checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
     costs = [(layer_cost(kind, s, loc, checkpoint), kind.n) for kind in kinds]
     saved = sum(c.per * n for c, n in costs)

@@ -20,7 +20,7 @@ from ..units import fmt_bytes
 from .loss import LossBuffers, loss_buffers
 from .memo import ignoring
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
-from .saved import activation_note, add_activations, in_flight
+from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
 from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, state_note
@@ -158,6 +158,7 @@ class StageStates(NamedTuple):
     resident: float  # weights on the GPU outside the gathered layers
     gradients: float
     optimizer: float
+    tensors: Plan  # what the stage's layers save (saved.plan)
 
 
 @ignoring("seq", "batch")
@@ -168,7 +169,7 @@ def stage_states(m: ModelSpec, s: MemorySettings, st: Stage) -> StageStates:
     resident = add_weights(r, m, s, states, cpu)
     grads = add_gradients(r, s, states, p, cpu)
     opt = add_optimizer(r, s, states, p, cpu)
-    return StageStates(p, states, r.build(), tuple(cpu.items()), resident, grads, opt)
+    return StageStates(p, states, r.build(), tuple(cpu.items()), resident, grads, opt, plan(m, s, st))
 
 
 # PyTorch's caching allocator reserves more than it hands out: blocks rounded up, and segments freed
@@ -187,12 +188,12 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     optimizer step, with every gradient and the optimizer's temporaries but no activations. With the
     optimizer in backward no moment holds every gradient, only the one being stepped.
     """
-    p, states, rows, host, resident, grads, opt = stage_states(m, s, st)
+    p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
     notes = [PRECISIONS[s.precision].source] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
-    acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss)
+    acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
     notes.append(activation_note(s, m))
     add_logits(r, s, lb)
     if st.last and s.mini_seq > 1:
