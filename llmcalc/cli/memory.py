@@ -184,12 +184,6 @@ def memory_settings(common: Mapping, seq: int, batch: int):
     return settings
 
 
-@functools.lru_cache(maxsize=8)
-def _params(command) -> dict:
-    """The command's parameters by name (asked at every point of a sweep)."""
-    return {p.name: p for p in command.params}
-
-
 # MemorySettings fields whose option has another parameter name
 _PARAM_OF = {"compile": "compile_", "kv_block": "block_size"}
 
@@ -198,16 +192,23 @@ def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
     """One stderr warning per option the user set that this estimate never reads (memory/usage.py)."""
     from ..memory.usage import unread
 
-    params = _params(ctx.command)
     idle = unread(m, gpu, settings)
-    if "keep_16bit" not in idle:
+    if "keep_16bit" not in idle and settings.keep_16bit:
         from ..quant import unmatched
 
         for pattern in unmatched(m, settings.keep_16bit):
             unused(f"--keep-16bit {pattern}", f"on {m.name}: it names no module (they read like "
                    "model.layers.0.mlp.down_proj, lm_head)", True)
+    given = _given(ctx)
     for field, reason in idle.items():
         name = _PARAM_OF.get(field, field)
-        if name in params:  # given on the command line, not a default (click's ParameterSource)
-            source = ctx.get_parameter_source(name)
-            unused(params[name].opts[0], reason, getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT"))
+        if name in given:
+            unused(given[name], reason, True)
+
+
+@functools.lru_cache(maxsize=8)  # a sweep asks at every point; the sources are fixed once the line is parsed
+def _given(ctx: typer.Context) -> dict[str, str]:
+    """Parameter name -> flag of each option given on the command line or in the environment, not a
+    default (click's ParameterSource)."""
+    return {p.name: p.opts[0] for p in ctx.command.params if p.opts and
+            getattr(ctx.get_parameter_source(p.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
