@@ -258,8 +258,8 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
         ("activations", "logits") + (("weights",) if autocast else ())
     if at_backward and not persistent:
         gone += ("gradients",)
-    for row in r.build():
-        if row.name in gone or (row.total and row.name.partition("/")[0] in gone):
+    for row in [row for row in r.build() if row.name.partition("/")[0] in gone]:  # a gone row or one of its parts
+        if row.name in gone or row.total:
             note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
             r.add(row.name, row.value, note, total=None)
 
