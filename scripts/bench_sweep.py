@@ -4,8 +4,8 @@
 Each case runs `llmcalc ... --sweep NAME=v1,v2,...,v10000 --json` (a doubling range cannot give
 10,000 points, so the values are a generated list) and reports the median wall time of several
 runs, start-up included; the target is under a second each (issue 10). For reference it also times,
-in this process, the core function alone over the same points (settings built per point as the
-CLI does): the floor a sweep cannot go below without changing the core.
+in this process, the core function alone over the same points (each point's settings made as the
+CLI makes them): the floor a sweep cannot go below without changing the core.
 
 Usage: python scripts/bench_sweep.py [--runs 3] [--points 10000] [--llmcalc PATH] [--all]
 (--all adds the searches and the decode loop: max-batch over seq, max-seq over batch, latency
@@ -39,12 +39,8 @@ def _memory_core(mode: str, swept: str):
     from llmcalc.spec import Parallelism
 
     m, g = load_model(MODEL), load_gpu(GPU)
-
-    def point(value: int):
-        par = Parallelism.resolve(None, None, None, None, None, None, None, mode=mode)
-        settings = MemorySettings(mode=mode, parallel=par, **{"seq": 8192, "batch": 1, swept: value})
-        return memory_breakdown(m, g, settings)
-    return point
+    settings = MemorySettings(mode=mode, seq=8192, parallel=Parallelism.resolve(mode=mode))
+    return lambda value: memory_breakdown(m, g, settings.at(**{swept: value}))  # as the CLI builds each point's
 
 
 def _flops_core():
@@ -99,11 +95,18 @@ def wall(cmd: list[str], runs: int) -> tuple[float, float]:
 
 
 def core_seconds(make, values: list[int]) -> float:
+    """The core over ``values``, the answers kept and the collector off as a sweep has them."""
+    import gc
+
     point = make()
     point(values[0])  # modules imported, presets loaded
-    start = time.perf_counter()
-    for value in values:
-        point(value)
+    kept, start = [], time.perf_counter()
+    gc.disable()
+    try:
+        for value in values:
+            kept.append(point(value))
+    finally:
+        gc.enable()
     return time.perf_counter() - start
 
 
