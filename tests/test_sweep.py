@@ -108,3 +108,13 @@ def test_calling_the_command_directly_answers_as_typer_would(monkeypatch):
     monkeypatch.setattr(sweep, "_converted", lambda callback: (callback, lambda name, value: value))
     wrapped = run(*args, "--json")
     assert (wrapped.stdout, wrapped.stderr) == (direct.stdout, direct.stderr) and direct.exit_code == 0
+
+
+def test_a_command_line_resolves_its_settings_afresh():
+    """A sweep resolves the memory settings once; another command line (in this process too) resolves them
+    again, with the warnings that brings."""
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="newer than the vllm releases"):
+            result = run("memory", "--model", "gpt2", "--mode", "infer", "--engine-version", "0.99", "--sweep",
+                         "batch=1,2", "--json")
+        assert result.exit_code == 0

@@ -35,7 +35,7 @@ def max_seq(
 
     fmt = _fmt(json_, csv_, markdown)
     common = settings_from_options(mode=mode, **options)
-    settings = memory_settings(common, seq_probe(common["mini_seq"], common["parallel"].cp), batch)
+    settings = memory_settings(ctx, common, seq_probe(common["mini_seq"], common["parallel"].cp), batch)
     floor = parse_length(minimum) if minimum else None
 
     def one(m, g):
@@ -87,7 +87,7 @@ def max_batch(
     def one(m, g):
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
             else default_seq(m, seq)
-        settings = memory_settings(common, context, common["batch"])
+        settings = memory_settings(ctx, common, context, common["batch"])
         warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):

@@ -132,7 +132,7 @@ def memory(
     common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
-        settings = memory_settings(common, default_seq(m, seq), batch)
+        settings = memory_settings(ctx, common, default_seq(m, seq), batch)
         warn_unread(ctx, m, g, settings)
         return memory_breakdown(m, g, settings)
 
@@ -164,23 +164,24 @@ def settings_from_options(**o) -> Mapping:
                                      mode=o["mode"].value)))
 
 
-_RESOLVED: dict[int, tuple] = {}  # id(settings_from_options' mapping) -> (the mapping, its MemorySettings)
+_RESOLVED: dict[tuple[int, int], tuple] = {}  # (id(ctx), id(mapping)) -> (ctx, mapping, its MemorySettings)
 
 
-def memory_settings(common: Mapping, seq: int, batch: int):
+def memory_settings(ctx: typer.Context, common: Mapping, seq: int, batch: int):
     """MemorySettings(seq=seq, batch=batch, **common) for a mapping settings_from_options gave: resolved
-    and checked once per mapping (every point of a sweep gets the same one), then copied at each seq and
-    batch by MemorySettings.at, which checks those two as the constructor does. Until a construction
-    succeeds each call constructs in full, so a point that cannot be built fails as it always did."""
+    and checked once per command line (every point of a sweep gets the same mapping and context), then
+    copied at each seq and batch by MemorySettings.at, which checks those two as the constructor does.
+    Until a construction succeeds each call constructs in full, so a point that cannot be built fails as
+    it always did; a new command line constructs afresh (with its own warnings)."""
     from ..memory import MemorySettings
 
-    known = _RESOLVED.get(id(common))
-    if known is not None and known[0] is common:
-        return known[1].at(seq, batch)
+    known = _RESOLVED.get((id(ctx), id(common)))
+    if known is not None and known[0] is ctx and known[1] is common:
+        return known[2].at(seq, batch)
     settings = MemorySettings(**{**common, "seq": seq, "batch": batch})
     if len(_RESOLVED) >= 64:
         _RESOLVED.clear()
-    _RESOLVED[id(common)] = (common, settings)
+    _RESOLVED[id(ctx), id(common)] = (ctx, common, settings)
     return settings
 
 
