@@ -60,52 +60,71 @@ class Quantity(NamedTuple):  # a NamedTuple: breakdown loads on every CLI call (
     unit: str | None = None
 
 
+_quantity = tuple.__new__  # Quantity(value) without its Python-level __new__
+_KNOWN = frozenset(UNITS) | {None}
+
+
 class Quantities(Mapping):
     """Named values that carry their units: reads as plain values (the JSON contract), and
     ``unit(key)`` says how to show one. Built from a mapping of Quantity or plain values."""
 
     def __init__(self, items: Mapping[str, Any] | None = None) -> None:
         if isinstance(items, Quantities):
-            items = items.quantities()
-        self._items = {k: v if isinstance(v, Quantity) else Quantity(v) for k, v in (items or {}).items()}
-        for key, q in self._items.items():
-            if q.unit is not None and q.unit not in UNITS:
-                raise ValueError(f"unknown unit {q.unit!r} for {key!r}")
+            items = items._items
+        # Quantity entries as given, plain values as they are (unitless; wrapped only when asked for as
+        # a Quantity): a sweep builds two of these per point, most of their values plain.
+        self._items: dict[str, Any] = dict(items or {})
+        if not {q.unit for q in self._items.values() if isinstance(q, Quantity)} <= _KNOWN:
+            key, q = next((k, q) for k, q in self._items.items() if isinstance(q, Quantity) and q.unit not in _KNOWN)
+            raise ValueError(f"unknown unit {q.unit!r} for {key!r}")
 
     def __getitem__(self, key: str) -> Any:
-        return self._items[key].value
+        q = self._items[key]
+        return q.value if isinstance(q, Quantity) else q
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
     def __len__(self) -> int:
         return len(self._items)
 
     def quantity(self, key: str) -> Quantity:
-        return self._items[key]
+        q = self._items[key]
+        return q if isinstance(q, Quantity) else _quantity(Quantity, (q, None))
 
     def quantities(self) -> dict[str, Quantity]:
         """Every entry with its unit."""
-        return dict(self._items)
+        return {key: self.quantity(key) for key in self._items}
 
     def merged(self, **changes: Any) -> "Quantities":
         """A copy with entries replaced or added, units kept (``{**q, ...}`` would drop them)."""
         return Quantities({**self._items, **changes})
 
     def unit(self, key: str) -> str | None:
-        return self._items[key].unit if key in self._items else None
+        q = self._items.get(key)
+        return q.unit if isinstance(q, Quantity) else None
 
     def __repr__(self) -> str:
-        return f"Quantities({self._items!r})"
+        return f"Quantities({self.quantities()!r})"
+
+
+_isfinite = math.isfinite
+_PLAIN = frozenset((int, float, bool, str, type(None)))  # types with no .value of their own
 
 
 def _check_finite(b: "Breakdown") -> None:
     """Infinity or NaN never reaches a table or the JSON (which must stay strict): the input that drove a
     number there (a GPU file's tiny peak, a zero time) is named by the row it broke."""
-    values = [(r.name, r.value) for r in b.rows] + [(k, v) for k, v in b.summary.items()]
-    for name, value in values:
+    values = [r.value for r in b.rows] + [q.value if isinstance(q, Quantity) else q for q in b.summary._items.values()]
+    if set(map(type, values)) <= _PLAIN and all(map(_isfinite, [v for v in values if type(v) is float])):
+        return  # plain values, every float finite: checked in C (a sweep builds a Breakdown per point)
+    names = [r.name for r in b.rows] + list(b.summary)
+    for name, value in zip(names, values):
         number = getattr(value, "value", value)
-        if isinstance(number, float) and not math.isfinite(number):
+        if isinstance(number, float) and not _isfinite(number):
             raise SpecError(f"{b.command}: {name} comes out as {number} from these inputs; check the GPU's figures "
                             "and the options for a zero or an implausible size")
 
@@ -164,6 +183,9 @@ class Breakdown:
         }
 
 
+_new, _set, _UNITS = object.__new__, object.__setattr__, frozenset(UNITS)
+
+
 class Rows:
     """An ordered builder so the core reads like the notebook: ``rows.add("mlp/up", n)``."""
 
@@ -176,9 +198,22 @@ class Rows:
     def add(self, name: str, value: float, note: str = "", unit: str | None = None,
             total: str | None | type(...) = ..., how: tuple = ()) -> float:
         """A row; ``how`` is its formula, (template, *terms) with one ``{}`` per term (see formula())."""
-        self._rows[name] = Row(name, value, unit or self.unit, note,
-                               self.total if total is ... else total, how)
+        unit = unit or self.unit
+        if unit not in _UNITS:  # Row's own check
+            raise ValueError(f"unknown unit {unit!r} for row {name!r}")
+        # Row(...) without its frozen __init__ (a field at a time through object.__setattr__): the
+        # same object at a third of the cost, where a sweep adds some 30 rows per point.
+        row = _new(Row)
+        _set(row, "__dict__", {"name": name, "value": value, "unit": unit, "note": note,
+                               "total": self.total if total is ... else total, "how": how})
+        self._rows[name] = row
         return value
+
+    def extend(self, rows: Iterable[Row]) -> "Rows":
+        """Rows already built (a memoized part's), in their order."""
+        for row in rows:
+            self._rows[row.name] = row
+        return self
 
     def sum(self, name: str, parts: Iterable[str], note: str = "", total: str | None | type(...) = ...) -> float:
         """A sub-total row that is, by construction, the sum of its parts (its formula names them)."""

@@ -9,7 +9,7 @@ kernels compute; Megatron-LM halves the product the same way).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -171,6 +171,9 @@ class FlopsSettings:
         return self.sequences * self.seq
 
 
+_SETTINGS = fields(FlopsSettings)
+
+
 class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dtypes.Dtype)
     """The forward FLOPs of one step, and what each kind of recomputation re-runs of it."""
 
@@ -184,16 +187,16 @@ class _Step(NamedTuple):  # a NamedTuple: flops loads on every CLI call (see dty
 
 def _detailed_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Component sum of forward() (nanoGPT notebook's flops()) over the step's sequences."""
-    fwd = forward(m, s.seq, s.seq, s.attention)
+    fwd, n = forward(m, s.seq, s.seq, s.attention), s.sequences
     for row in fwd.build():  # components as shares of the forward pass; forward itself of the step
         share = "total" if row.name == "forward" else "forward"
         if fwd.parts(row.name):
             r.sum(row.name, fwd.parts(row.name), row.note, total=share)
         else:
-            r.add(row.name, s.sequences * row.value, row.note, total=share,
-                  how=row.how if s.sequences == 1 else ("{} sequences x {}", s.sequences, row.how))
-    return _Step(forward=r["forward"], core=s.sequences * (fwd["attention/scores"] + fwd["attention/reduce"]),
-                 layers=s.sequences * (fwd["attention"] + fwd["mlp"]), note="component sum",
+            r.add(row.name, n * row.value, row.note, total=share,
+                  how=row.how if n == 1 else ("{} sequences x {}", n, row.how))
+    return _Step(forward=r["forward"], core=n * (fwd["attention/scores"] + fwd["attention/reduce"]),
+                 layers=n * (fwd["attention"] + fwd["mlp"]), note="component sum",
                  core_how=("attention/scores + attention/reduce",), layers_how=("attention + mlp",))
 
 
@@ -268,7 +271,8 @@ def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) 
             notes.append(f"time at {s.efficiency:.0%} of {s.gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
     return Breakdown(
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name,
-        gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes), inputs=asdict(s),
+        gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes),
+        inputs={f.name: getattr(s, f.name) for f in _SETTINGS},  # asdict(s), without its deep copies of plain values
     )
 
 

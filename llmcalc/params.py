@@ -7,6 +7,7 @@ this counts GQA, gated MLPs, biases, norms, MoE experts and MLA's low-rank proje
 
 # No `from __future__ import annotations`: it makes this module's NamedTuples slower to build (see dtypes.Dtype).
 
+import functools
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -224,6 +225,7 @@ def count(m: ModelSpec) -> Rows:
     return r
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a flops or mfu sweep
 def matmul_params(m: ModelSpec, active: bool = True) -> int:
     """PaLM's N for 6N + 12LHQT: parameters used in matmuls per token.
 

@@ -9,7 +9,7 @@ honoured, ASCII borders where the stream cannot encode box drawing.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TextIO
+from typing import Sequence, TextIO
 
 from .breakdown import Breakdown, formula
 from .units import fmt_value
@@ -248,75 +248,6 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None, explain: bool =
 
         after += explain_grid(bs)
     print_table(_build_table(bs), stream, _table_title(bs), _caption(bs), after, target)
-
-
-# The columns a sweep tabulates per command (summary entries, else rows); memory adds its components.
-SWEEP_KEYS = {
-    "params": ("total", "active", "weight_bytes", "checkpoint_bytes"),
-    "flops": ("total", "per_token_total", "model_flops", "train_time"),
-    "memory": ("total", "fits", "headroom", "max_concurrency"),
-    "max-seq": ("max_seq", "dominant", "limited_by_memory"),
-    "max-batch": ("max_batch", "dominant", "max_concurrency", "limited_by"),
-    "mfu": ("mfu", "hfu", "tokens_per_s_per_gpu"),
-    "latency": ("ttft", "tpot", "e2e", "feasible"),
-    "serve-plan": ("gpus", "meets"),
-}
-
-
-def sweep_columns(b: Breakdown) -> dict[str, tuple[Any, str | None]]:
-    """name -> (raw value, unit) of a sweep row: memory's top-level components, then the command's keys."""
-    out: dict[str, tuple[Any, str | None]] = {}
-    for key in SWEEP_KEYS.get(b.command, ()):
-        if key in b.summary:
-            out[key] = (b.summary[key], b.summary.unit(key))
-        elif (row := next((r for r in b.rows if r.name == key), None)) is not None:
-            out[key] = (row.value, row.unit)
-    if b.command == "memory":
-        for row in b.rows:
-            if "/" not in row.name and row.unit == "byte" and row.name != "total":  # every component, alive or not
-                out[row.name] = (row.value, row.unit)
-    return out
-
-
-def _sweep_records(name: str, points: list) -> list[dict[str, tuple[Any, Any]]]:
-    """Each result of each point as {column: (raw value, unit)}; the swept column's pair is
-    (value in base units, value as typed) and a comparison adds model and GPU."""
-    many = any(len(bs) > 1 for _, bs in points)  # a comparison at each point: label the rows
-    return [{name: value, **({"model": (b.model, None), "gpu": (b.gpu, None)} if many else {}), **sweep_columns(b)}
-            for value, bs in points for b in bs]
-
-
-def _sweep_machine(fmt: str, command: str, name: str, keys: list[str], rows: list[dict], stream: TextIO) -> None:
-    """The sweep's rows in base units: one JSON object ({command, sweep, rows}) or CSV lines."""
-    if fmt == "json":
-        import json
-
-        stream.write(json.dumps({"command": command, "sweep": name, "rows": rows}, indent=2, allow_nan=False) + "\n")
-        return
-    import csv
-
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(keys)
-    writer.writerows([["" if row[k] is None else row[k] for k in keys] for row in rows])
-
-
-def render_sweep(name: str, points: list[tuple[tuple[Any, str], list[Breakdown]]], fmt: str,
-                 out: TextIO | None = None) -> None:
-    """One row per swept value (and per model and GPU compared): the value, then the key columns."""
-    import sys
-
-    stream = out or sys.stdout
-    records = _sweep_records(name, points)
-    keys = list(dict.fromkeys(k for rec in records for k in rec))
-    if fmt in ("json", "csv"):
-        command = next((b.command for _, bs in points for b in bs), "")
-        raw = [{k: rec.get(k, (None, None))[0] for k in keys} for rec in records]
-        _sweep_machine(fmt, command, name, keys, raw, stream)
-        return
-    shown = [{k: str(rec[k][1]) if k == name else _display(*rec.get(k, ("", None))) for k in keys} for rec in records]
-    models = {b.model for _, bs in points for b in bs}
-    title = f"{next(b.command for _, bs in points for b in bs)} over {name}" + (f": {models.pop()}" if len(models) == 1 else "")
-    (_markdown_listing if fmt == "markdown" else _table_listing)(title, shown, stream)
 
 
 def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None, explain: bool = False) -> None:

@@ -91,3 +91,21 @@ def test_tensor_parallel_adds_allreduce_time():
 def test_tpot_target_check_passes_when_reachable():
     result = run("latency", "--model", "llama-3-8b", "--gpu", "h100", "--tpot-target", "1s", "--check")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "gemma-2-9b", "mistral-7b", "deepseek-v3"])
+def test_the_decode_loop_counts_positions_as_the_general_functions_do(model):
+    """latency_breakdown's decode loop works out one query's attended pairs and the KV bytes a step reads
+    once per step from min(context, window); both general functions agree at every context around the window."""
+    from llmcalc.flops import attended_pairs
+    from llmcalc.kvcache import cached_positions, kv_cache_bytes, kv_values_per_token_layer
+    from llmcalc.presets import load_model
+
+    m = load_model(model)
+    L, W, window = m.num_hidden_layers, m.window_layers, m.sliding_window
+    for context in [1, 2, 100, 4095, 4096, 4097, 8191, 131_072] + ([window - 1, window, window + 1] if window else []):
+        positions = W * min(context, window or context) + (L - W) * context
+        assert positions == W * attended_pairs(1, context, "causal", window) + (L - W) * context
+        assert positions == cached_positions(m, context)
+        for tp, requests in ((1, 3), (2, 17)):
+            assert requests * positions * (kv_values_per_token_layer(m, tp) * 2) == kv_cache_bytes(m, context, requests, 2, tp)

@@ -133,12 +133,15 @@ def _bounded(callback: Callable, command) -> Callable:
 
     flags = {p.name: p.opts[0] for p in command.params if p.opts}
 
+    def check(name: str, value) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_QUANTITY:
+            shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
+            raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
+
     @functools.wraps(callback)
     def checked(**kwargs):
         for name, value in kwargs.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_QUANTITY:
-                shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else repr(value)
-                raise UserError(f"{flags.get(name, name)} is {shown}; give a finite value of at most 10^15")
+            check(name, value)
         spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
         EXPLAIN["on"] = kwargs.pop("explain", False)
         if EXPLAIN["on"] and (spec or chart):
@@ -147,7 +150,7 @@ def _bounded(callback: Callable, command) -> Callable:
             return callback(**kwargs)
         from .sweep import run
 
-        return run(checked, kwargs, spec, command, chart, png)
+        return run(callback, check, kwargs, spec, command, chart, png)
 
     checked.bounded = True
     return checked

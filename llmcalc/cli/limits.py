@@ -8,7 +8,7 @@ from ..units import parse_length, parse_seconds
 from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
                      _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, within_context)
 from .helpfmt import OUTPUT, RUNTIME, TARGETS
-from .memory import Mode, ModeOpt, memory_options, settings_from_options, warn_unread, with_options
+from .memory import Mode, ModeOpt, memory_options, memory_settings, settings_from_options, warn_unread, with_options
 
 
 @app.command("max-seq")
@@ -31,11 +31,10 @@ def max_seq(
     Example: llmcalc max-seq --model llama-3.2-1b --gpu l40s --mini-seq 4
     """
     from ..limits import max_seq_breakdown, seq_probe
-    from ..memory import MemorySettings
 
     fmt = _fmt(json_, csv_, markdown)
-    common = settings_from_options(mode=mode, batch=batch, **options)
-    settings = MemorySettings(seq=seq_probe(common["mini_seq"], common["parallel"].cp), **common)
+    common = settings_from_options(mode=mode, **options)
+    settings = memory_settings(ctx, common, seq_probe(common["mini_seq"], common["parallel"].cp), batch)
     floor = parse_length(minimum) if minimum else None
 
     def one(m, g):
@@ -71,7 +70,6 @@ def max_batch(
     Example: llmcalc max-batch --model llama-2-70b --gpu a800 --gpus 2 --seq 4000 --dtype fp16 --gpu-memory 80GB --gpu-util 0.95
     """
     from ..limits import max_batch_breakdown
-    from ..memory import MemorySettings
     from ..throughput import ServeSettings, latency_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
@@ -88,7 +86,7 @@ def max_batch(
     def one(m, g):
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
             else default_seq(m, seq)
-        settings = MemorySettings(seq=context, **common)
+        settings = memory_settings(ctx, common, context, common["batch"])
         warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):

@@ -3,7 +3,9 @@
 Imported only when one of those three commands runs, so it may import the memory core.
 """
 
-from typing import Annotated, Callable, Optional
+import functools
+from types import MappingProxyType
+from typing import Annotated, Callable, Mapping, Optional
 
 import typer
 
@@ -195,15 +197,15 @@ def memory(
 
     Example: llmcalc memory --model llama-2-7b --gpu a100-80gb --seq 4096 --recompute full --zero 3 --gpus 8
     """
-    from ..memory import MemorySettings, memory_breakdown
+    from ..memory import memory_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     if check and not gpu and not options["gpu_memory"]:
         raise SpecError("--check needs --gpu (or --gpu-memory) to say whether it fits")
-    common = settings_from_options(mode=mode, batch=batch, **options)
+    common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
-        settings = MemorySettings(seq=default_seq(m, seq), **common)
+        settings = memory_settings(ctx, common, default_seq(m, seq), batch)
         warn_unread(ctx, m, g, settings)
         return memory_breakdown(m, g, settings)
 
@@ -213,12 +215,13 @@ def memory(
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
-def settings_from_options(**o) -> dict:
+@functools.lru_cache(maxsize=64)  # the same options at every point of a sweep over seq (read-only: shared)
+def settings_from_options(**o) -> Mapping:
     """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
-    return dict(
+    return MappingProxyType(dict(
         mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
@@ -231,7 +234,28 @@ def settings_from_options(**o) -> dict:
         engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,
         keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
-                                     mode=o["mode"].value))
+                                     mode=o["mode"].value)))
+
+
+_RESOLVED: dict[tuple[int, int], tuple] = {}  # (id(ctx), id(mapping)) -> (ctx, mapping, its MemorySettings)
+
+
+def memory_settings(ctx: typer.Context, common: Mapping, seq: int, batch: int):
+    """MemorySettings(seq=seq, batch=batch, **common) for a mapping settings_from_options gave: resolved
+    and checked once per command line (every point of a sweep gets the same mapping and context), then
+    copied at each seq and batch by MemorySettings.at, which checks those two as the constructor does.
+    Until a construction succeeds each call constructs in full, so a point that cannot be built fails as
+    it always did; a new command line constructs afresh (with its own warnings)."""
+    from ..memory import MemorySettings
+
+    known = _RESOLVED.get((id(ctx), id(common)))
+    if known is not None and known[0] is ctx and known[1] is common:
+        return known[2].at(seq, batch)
+    settings = MemorySettings(**{**common, "seq": seq, "batch": batch})
+    if len(_RESOLVED) >= 64:
+        _RESOLVED.clear()
+    _RESOLVED[id(ctx), id(common)] = (ctx, common, settings)
+    return settings
 
 
 # MemorySettings fields whose option has another parameter name
@@ -242,16 +266,23 @@ def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
     """One stderr warning per option the user set that this estimate never reads (memory/usage.py)."""
     from ..memory.usage import unread
 
-    params = {p.name: p for p in ctx.command.params}
     idle = unread(m, gpu, settings)
-    if "keep_16bit" not in idle:
+    if "keep_16bit" not in idle and settings.keep_16bit:
         from ..quant import unmatched
 
         for pattern in unmatched(m, settings.keep_16bit):
             unused(f"--keep-16bit {pattern}", f"on {m.name}: it names no module (they read like "
                    "model.layers.0.mlp.down_proj, lm_head)", True)
+    given = _given(ctx)
     for field, reason in idle.items():
         name = _PARAM_OF.get(field, field)
-        if name in params:  # given on the command line, not a default (click's ParameterSource)
-            source = ctx.get_parameter_source(name)
-            unused(params[name].opts[0], reason, getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT"))
+        if name in given:
+            unused(given[name], reason, True)
+
+
+@functools.lru_cache(maxsize=8)  # a sweep asks at every point; the sources are fixed once the line is parsed
+def _given(ctx: typer.Context) -> dict[str, str]:
+    """Parameter name -> flag of each option given on the command line or in the environment, not a
+    default (click's ParameterSource)."""
+    return {p.name: p.opts[0] for p in ctx.command.params if p.opts and
+            getattr(ctx.get_parameter_source(p.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}

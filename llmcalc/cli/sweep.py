@@ -87,10 +87,13 @@ def option(spec: str, command) -> Any:
     return param
 
 
-def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, chart: bool = False,
-        png: str | None = None) -> None:
-    """Call ``callback`` once per swept value (once without ``spec``); render the collected answers
-    as one sweep table, a chart (--chart), and an image (--png)."""
+def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str | None, command,
+        chart: bool = False, png: str | None = None) -> None:
+    """Call ``callback`` once per swept value (once without ``spec``), each value bounded by ``check``
+    as the other options were on the way in; render the collected answers as one sweep table, a chart
+    (--chart), and an image (--png)."""
+    import gc
+
     import typer
 
     from .common import _fmt
@@ -99,27 +102,65 @@ def run(callback: Callable, kwargs: dict[str, Any], spec: str | None, command, c
     param = option(spec, command) if spec else None
     fmt = _fmt(kwargs.get("json_", False), kwargs.get("csv_", False), kwargs.get("markdown", False))
     points, failed = [], False
-    for value in values(spec, param) if param else [None]:
-        collected = []
-        try:
-            callback(**({**kwargs, param.name: param.type.convert(value, param, None)} if param else kwargs))
-        except typer.Exit as done:
-            failed |= done.exit_code == 1
-        except (SpecError, UnitError) as exc:
-            raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
-        finally:
-            results, collected = collected, None
-        points.append(((_base(value, param), value) if param else (None, None), results))
-    _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
+    call, convert = _converted(callback) if param else (callback, None)
+    fixed = {k: convert(k, v) for k, v in kwargs.items()} if param else kwargs
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of answers pile up until they are shown: the collector would walk them again and again
+    try:
+        for value in values(spec, param) if param else [None]:
+            collected = []
+            try:
+                call(**({**fixed, param.name: convert(param.name, _typed(param, value, check))} if param else kwargs))
+            except typer.Exit as done:
+                failed |= done.exit_code == 1
+            except (SpecError, UnitError) as exc:
+                raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
+            finally:
+                results, collected = collected, None
+            points.append(((_base(value, param), value) if param else (None, None), results))
+        _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
+    finally:
+        if collecting:
+            gc.enable()
     if failed:
         raise typer.Exit(1)
+
+
+def _converted(callback: Callable) -> tuple[Callable, Callable]:
+    """(the command behind ``callback``, typer's wrapper of it, called with its click context; how the
+    wrapper converts an option's value): the wrapper converts every option (its choice enums) and fetches
+    the context on each call, which a sweep does once. Where typer is not laid out as this expects
+    (typer.main.get_callback's wrapper), the wrapper itself and values as they are."""
+    import importlib
+
+    import typer
+
+    try:
+        from typer.main import get_params_convertors_ctx_param_name_from_function as typer_view
+
+        command = callback.__wrapped__
+        _, convertors, context_name = typer_view(command)
+        click = typer.Context.__mro__[1].__module__.rpartition(".")[0]  # click, or typer's own copy of it
+        context = {context_name: importlib.import_module(f"{click}.globals").get_current_context()} if context_name else {}
+    except (ImportError, AttributeError, TypeError, RuntimeError):
+        return callback, lambda name, value: value
+    return (lambda **kwargs: command(**kwargs, **context),
+            lambda name, value: convertors[name](value) if name in convertors else value)
+
+
+def _typed(param, value: str, check: Callable) -> Any:
+    """``value`` as the option reads it, within the bounds every number an option takes is held to."""
+    typed = param.type.convert(value, param, None)
+    check(param.name, typed)
+    return typed
 
 
 def _show(points: list, name: str | None, fmt: str, chart: bool, png: str | None) -> None:
     import sys
 
     from .. import chart as charts
-    from ..report import render, render_sweep
+    from ..report import render
+    from ..sweepreport import render_sweep
 
     many = any(len(results) > 1 for _, results in points)
     labelled = [(" ".join(filter(None, [f"{name}={typed}" if name else "",

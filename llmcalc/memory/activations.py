@@ -271,6 +271,11 @@ class Local:
         div = {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}[t.split]
         return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
 
+    def sizes(self, specs) -> list[float]:
+        """bytes() of each tensor given as (nbytes, per_key, split): a layer's tensors at once."""
+        tokens, keys, div = self.tokens, self.keys, {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}
+        return [nbytes * tokens * (keys if per_key else 1) / div[split] for nbytes, per_key, split in specs]
+
 
 def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False) -> Local:
     kv_eff = m.num_attention_heads if repeats_kv(m, impl, repeat_kv) else m.kv_heads

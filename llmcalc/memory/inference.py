@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 
-from ..breakdown import Quantity, Rows
+from ..breakdown import Quantity, Row, Rows
 from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from ..kvcache import kv_cache_bytes, kv_how, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
+from .memo import ignoring
 from .placement import ParamSplit, Stage, stage_params
 from .settings import MemorySettings
 from .stage import StageMemory, stage_notes, whole_bytes
@@ -77,12 +78,18 @@ def engine_rows(m: ModelSpec, s: MemorySettings, st: Stage, non_torch: float, no
                 buffers: float = 0.0, what: str = "") -> Rows:
     """The rows every engine starts from: the stage's weights (add_weights; ``buffers`` the model
     builds beside them), no gradients or optimizer, and ``non_torch`` bytes outside torch."""
+    return Rows("byte").extend(_engine_rows(m, s, st, non_torch, note, buffers, what))
+
+
+@ignoring("seq", "batch")
+def _engine_rows(m: ModelSpec, s: MemorySettings, st: Stage, non_torch: float, note: str, buffers: float,
+                 what: str) -> tuple[Row, ...]:
     r = Rows("byte")
     add_weights(r, m, stage_params(m, s.parallel, st), s, buffers, what)
     r.add("gradients", 0, "inference", how=("0",))
     r.add("optimizer", 0, "inference", how=("0",))
     r.add("non_torch", whole_bytes(non_torch), note, how=("{} B", whole_bytes(non_torch)))
-    return r
+    return r.build()
 
 
 def kv_bytes_per_token(m: ModelSpec, s: MemorySettings, st: Stage, values: float | None = None) -> float:

@@ -7,6 +7,7 @@ EP splits the routed experts, PP gives each stage a contiguous run of layers.
 
 # No `from __future__ import annotations`: it makes this module's NamedTuples slower to build (see dtypes.Dtype).
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -46,7 +47,8 @@ class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dty
         return self.layers - self.dense
 
 
-def stages(m: ModelSpec, pp: int) -> list[Stage]:
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
+def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first and the last pipeline stage: between them they hold every per-GPU maximum.
 
     Layers split as evenly as they go, the first stages taking the remainder (L = 10, p = 4: 3, 3, 2, 2).
@@ -55,8 +57,8 @@ def stages(m: ModelSpec, pp: int) -> list[Stage]:
     first = L // pp + (1 if L % pp else 0)
     spans = [(0, first)] if pp == 1 else [(0, first), (L - L // pp, L)]
     dense_end = m.dense_layers if m.is_moe else L
-    return [Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
-            for i, (lo, hi) in enumerate(spans)]
+    return tuple(Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
+                 for i, (lo, hi) in enumerate(spans))
 
 
 def whole_model(m: ModelSpec) -> Stage:
@@ -134,6 +136,7 @@ def _linears(m: ModelSpec, lins: dict, tp: int, split: float | None = None) -> P
     return ParamSplit(linear=w, other=bias, factored=fac)
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def layer_params(m: ModelSpec, par: Parallelism, moe: bool) -> ParamSplit:
     """One block's parameters on one GPU (TP splits heads and widths, EP splits experts)."""
     tp = par.tp
@@ -182,6 +185,7 @@ def _head_params(m: ModelSpec, tp: int, holds_embedding: bool) -> ParamSplit:
                       + (proj_out.fan_in + proj_out.fan_out if proj_out else 0))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:
     """Parameters on one GPU of a pipeline stage: its blocks, plus embedding (first) or head (last)."""
     p = layer_params(m, par, False).scale(st.dense) if st.dense else ParamSplit()
@@ -194,11 +198,13 @@ def stage_params(m: ModelSpec, par: Parallelism, st: Stage) -> ParamSplit:
     return p
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def model_params(m: ModelSpec) -> ParamSplit:
     """The whole model's parameters, split into quantizable linears, experts and the rest."""
     return stage_params(m, Parallelism(), whole_model(m))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozenset | None:
     """Weights that train: None = all (full fine-tuning); LoRA: the targeted linears' names."""
     if finetune == "full":

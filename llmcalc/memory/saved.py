@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..breakdown import Rows
 from ..dtypes import DTYPE_BYTES
 from ..params import attention_linears, largest_block_matrix, mlp_linears
 from ..spec import ModelSpec
-from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, groups, input_split, kept,
-                          layer_tensors, local, norm_tensors)
+from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input_split, kept, layer_tensors,
+                          local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
 from .placement import Stage, trainable
 from .settings import MemorySettings
@@ -49,13 +50,16 @@ class LayerCost:
     extra: float  # alive for one layer only: recomputed terms, one Mini-Sequence chunk
 
 
-def layer_cost(items: list[Saved], s: MemorySettings, loc, targets: frozenset | None, checkpoint: float) -> LayerCost:
+def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCost:
     """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
     and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
-    g = groups(items, loc, targets)
+    sizes = loc.sizes(kind.sizes)
+    g = dict.fromkeys(GROUPS, 0.0)  # activations.groups
+    for i, group in kind.groups:
+        g[group] += sizes[i]
     layer = sum(g.values())
-    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
-    scores = sum(loc.bytes(t) for t in items if t.per_key)
+    inner = sum([sizes[i] for i in kind.inner])
+    scores = sum([sizes[i] for i in kind.scores])
     M = s.mini_seq
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
@@ -70,10 +74,13 @@ def _layer_kinds(st: Stage) -> list[tuple[bool, int]]:
     return ([(False, st.dense)] if st.dense else []) + ([(True, st.moe)] if st.moe else [])
 
 
+_TOKEN_IDS = Saved("", "", 8)  # int64 token ids, kept for the embedding's gradient
+
+
 def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> tuple[float, str]:
     """Token ids (8 B, for the embedding's gradient), embedding dropout mask, HF's rope cos/sin."""
     e, tokens = DTYPE_BYTES[s.compute_dtype], math.ceil(s.seq / s.parallel.cp)
-    emb = loc.bytes(Saved("", "", 8)) if full else 0.0
+    emb = loc.bytes(_TOKEN_IDS) if full else 0.0
     if m.dropout > 0:
         emb += loc.bytes(Saved("", "", 1 * m.hidden_size))
     if m.position_embedding == "rotary":
@@ -86,11 +93,11 @@ def _embedding_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> 
     return emb, ", ".join(what)
 
 
-def _head_activations(m: ModelSpec, s: MemorySettings, loc, full: bool) -> float:
+def _head_tensors(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[Saved, ...]:
     """Final norm, the LM head's input (only when the head trains), labels."""
     e, h = DTYPE_BYTES[s.compute_dtype], m.hidden_size
     items = (norm_tensors(m, h, e) if m.final_norm else []) + [Saved("", "", e * h, needs=("lm_head",)), Saved("", "", 8)]
-    return sum(loc.bytes(t) for t in items if kept(t, None if full else frozenset()))
+    return tuple(t for t in items if kept(t, None if full else frozenset()))
 
 
 def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
@@ -105,7 +112,7 @@ def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
     return frozenset()
 
 
-def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
+def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> tuple[Saved, ...]:
     e = DTYPE_BYTES[s.compute_dtype]
     items = layer_tensors(m, s.attention_impl, e, moe, repeat_kv=s.fw.repeats_kv, compiled=s.compile,
                           fused_qkv=s.fw.fused_qkv_lora, native_act=s.fw.native_activations)
@@ -114,7 +121,46 @@ def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> list[Saved]:
         items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe,
                                  fused_qkv=s.fw.fused_qkv_lora, compiled=s.compile,
                                  base_keeps=base_inputs_saved(m, s) or frozenset())
-    return items
+    return tuple(items)
+
+
+class Kind(NamedTuple):
+    """One layer kind's saved tensors, sorted out once: how many layers; each tensor's (bytes per token, per
+    key, split) for Local.sizes; the tensors kept for backward by group, the kept MLP intermediates (what
+    Mini-Sequence chunks) and the s x s terms, as indexes."""
+
+    n: int
+    sizes: tuple[tuple[float, bool, str], ...]
+    groups: tuple[tuple[int, str], ...]
+    inner: tuple[int, ...]
+    scores: tuple[int, ...]
+
+
+def _kind(items: tuple[Saved, ...], n: int, targets: frozenset | None) -> Kind:
+    return Kind(n, _specs(items), tuple((i, t.group) for i, t in enumerate(items) if kept(t, targets)),
+                tuple(i for i, t in enumerate(items) if t.inner and kept(t, targets)),
+                tuple(i for i, t in enumerate(items) if t.per_key))
+
+
+def _specs(items: tuple[Saved, ...]) -> tuple[tuple[float, bool, str], ...]:
+    return tuple((t.nbytes, t.per_key, t.split) for t in items)
+
+
+class Plan(NamedTuple):
+    """The tensors a stage's GPU saves, the same at every seq and batch: each layer kind's, a layer's input,
+    the head's (last stage)."""
+
+    kinds: tuple[Kind, ...]
+    layer_input: Saved
+    head: tuple[tuple[float, bool, str], ...]
+
+
+def plan(m: ModelSpec, s: MemorySettings, st: Stage) -> Plan:
+    """Reads neither seq nor batch: memoized with the stage's model states (training.stage_states)."""
+    targets = base_inputs_saved(m, s)
+    return Plan(kinds=tuple(_kind(_layer_items(m, s, moe), n, targets) for moe, n in _layer_kinds(st)),
+                layer_input=Saved("norms", "layer input", stream_bytes(s) * m.hidden_size),
+                head=_specs(_head_tensors(m, s, s.finetune == "full")) if st.last else ())
 
 
 def previous_step(m: ModelSpec, s: MemorySettings, st: Stage, loc) -> float:
@@ -175,7 +221,8 @@ def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float
           how=("({}) x {} micro-batches in flight", per_kind, flight) if not offloaded else ("0",))
 
 
-def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float) -> tuple[float, bool]:
+def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float,
+                    tensors: Plan) -> tuple[float, bool]:
     """The activations rows: one layer by group, the stage's layers in flight, embedding, head, transient;
     returns their total at the peak and whether the transient, not the loss, is what counts there.
 
@@ -183,10 +230,9 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par = s.parallel
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
-    targets = base_inputs_saved(m, s)
-    checkpoint = loc.bytes(Saved("norms", "layer input", stream_bytes(s) * m.hidden_size))  # Korthikanti's 2sbh
-    costs = [(layer_cost(_layer_items(m, s, moe), s, loc, targets, checkpoint), n)
-             for moe, n in _layer_kinds(st)]
+    kinds, layer_input, head_tensors = tensors  # plan(m, s, st)
+    checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
+    costs = [(layer_cost(kind, s, loc, checkpoint), kind.n) for kind in kinds]
     saved = sum(c.per * n for c, n in costs)
     copies, rebuilt_copies, copies_note = weight_copies(m, s, st)
     held = previous_step(m, s, st, loc) * in_flight(s, st)
@@ -203,7 +249,7 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
         emb *= flight
         r.add("activations/embedding", whole_bytes(emb), what, how=(SAVED_HOW, loc.tokens))
     if st.last:
-        head = _head_activations(m, s, loc, s.finetune == "full")
+        head = sum(loc.sizes(head_tensors))
         r.add("activations/head", whole_bytes(head), "final norm, LM head input, labels", how=(SAVED_HOW, loc.tokens))
     if copies:
         r.add("activations/weight_copies", whole_bytes(copies * flight), copies_note,

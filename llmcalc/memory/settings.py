@@ -208,9 +208,7 @@ class MemorySettings:
             value = getattr(self, key)
             if value is None and key in _OPTIONAL_WHOLE_NUMBERS:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                flag = KNOB_FLAGS.get(key, "--" + key.replace("_", "-"))
-                raise SpecError(f"{flag} must be a whole number of at least 1, got {value!r}")
+            _check_whole(key, value)
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
         check_choice("--finetune", self.finetune, FINETUNES)
@@ -230,8 +228,7 @@ class MemorySettings:
             from ..quant import check_patterns
 
             check_patterns(self.keep_16bit, "--keep-16bit")
-        if self.mini_seq > self.seq:
-            raise SpecError(f"--mini-seq {self.mini_seq} cannot exceed --seq {self.seq}")
+        _check_mini_seq(self.mini_seq, self.seq)
 
     def _check_combinations(self) -> None:
         if self.mode == "train" and DTYPE_BYTES[self.loss_dtype] < DTYPE_BYTES[self.compute_dtype]:
@@ -246,8 +243,7 @@ class MemorySettings:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
-        if self.parallel.cp > self.seq:
-            raise SpecError(f"--cp {self.parallel.cp} splits a {self.seq}-token sequence: each rank needs a token at least")
+        _check_cp(self.parallel.cp, self.seq)
         if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
@@ -280,6 +276,20 @@ class MemorySettings:
         if self.loss_dtype is None:  # the framework's: fp32 where its loss upcasts, else the compute dtype
             object.__setattr__(self, "loss_dtype", self.fw.loss_dtype or self.compute_dtype)
 
+    def at(self, seq: int | None = None, batch: int | None = None) -> MemorySettings:
+        """These settings at another seq and batch, the two checked as the constructor checks them, in its
+        order; nothing the constructor resolves depends on either, so the rest is copied as it is (a
+        sweep's points without resolving the same options again)."""
+        seq = self.seq if seq is None else seq
+        batch = self.batch if batch is None else batch
+        _check_whole("seq", seq)
+        _check_whole("batch", batch)
+        _check_mini_seq(self.mini_seq, seq)
+        _check_cp(self.parallel.cp, seq)
+        copy = object.__new__(MemorySettings)
+        object.__setattr__(copy, "__dict__", {**self.__dict__, "seq": seq, "batch": batch})
+        return copy
+
     @property
     def compute_dtype(self) -> str:
         """The dtype activations are stored in: fp32 under precision fp32, bf16 for an fp32 frozen base
@@ -300,6 +310,22 @@ class MemorySettings:
     def bnb_keeps_input(self) -> bool:
         """Whether bitsandbytes' MatMul4Bit keeps its input for backward (releases before 0.43.2)."""
         return self.bitsandbytes is not None and bnb_version(self.bitsandbytes) < BNB_DROPS_INPUT
+
+
+def _check_whole(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        flag = KNOB_FLAGS.get(key, "--" + key.replace("_", "-"))
+        raise SpecError(f"{flag} must be a whole number of at least 1, got {value!r}")
+
+
+def _check_mini_seq(mini_seq: int, seq: int) -> None:
+    if mini_seq > seq:
+        raise SpecError(f"--mini-seq {mini_seq} cannot exceed --seq {seq}")
+
+
+def _check_cp(cp: int, seq: int) -> None:
+    if cp > seq:
+        raise SpecError(f"--cp {cp} splits a {seq}-token sequence: each rank needs a token at least")
 
 
 def bnb_version(text) -> tuple[int, ...]:

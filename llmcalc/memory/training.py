@@ -10,14 +10,17 @@ buffers; a reserve.
 
 from __future__ import annotations
 
-from ..breakdown import Quantity, Rows
+from typing import NamedTuple
+
+from ..breakdown import Quantity, Row, Rows
 from ..params import OPTIMIZERS, largest_block_matrix
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
 from ..units import fmt_bytes
 from .loss import LossBuffers, loss_buffers
+from .memo import ignoring
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
-from .saved import activation_note, add_activations, in_flight
+from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
 from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, state_note
@@ -159,6 +162,30 @@ def add_comm_buckets(r: Rows, s: MemorySettings, states: States) -> float:
     return buckets
 
 
+class StageStates(NamedTuple):
+    """A stage's model states and their rows (weights, gradients, optimizer), the same at every seq and batch."""
+
+    params: ParamSplit
+    states: States
+    rows: tuple[Row, ...]
+    cpu: tuple[tuple[str, float], ...]  # what went to host memory
+    resident: float  # weights on the GPU outside the gathered layers
+    gradients: float
+    optimizer: float
+    tensors: Plan  # what the stage's layers save (saved.plan)
+
+
+@ignoring("seq", "batch")
+def stage_states(m: ModelSpec, s: MemorySettings, st: Stage) -> StageStates:
+    p = stage_params(m, s.parallel, st)
+    states = model_states(m, s, st, p)
+    r, cpu = Rows("byte"), {}
+    resident = add_weights(r, m, s, states, cpu)
+    grads = add_gradients(r, s, states, p, cpu)
+    opt = add_optimizer(r, s, states, p, cpu)
+    return StageStates(p, states, r.build(), tuple(cpu.items()), resident, grads, opt, plan(m, s, st))
+
+
 # PyTorch's caching allocator reserves more than it hands out: blocks rounded up, and segments freed
 # tensors leave that the next, differently shaped tensors cannot reuse. Measured over eight
 # fine-tuning steps on H100 (tests/data/gpu_measured.json: max_memory_reserved - max_memory_allocated
@@ -175,16 +202,12 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     optimizer step, with every gradient and the optimizer's temporaries but no activations. With the
     optimizer in backward no moment holds every gradient, only the one being stepped.
     """
-    p = stage_params(m, s.parallel, st)
-    states = model_states(m, s, st, p)
-    r, cpu = Rows("byte"), {}
+    p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
+    r, cpu = Rows("byte").extend(rows), dict(host)
     notes = [PRECISIONS[s.precision].source] + states.notes
-    resident = add_weights(r, m, s, states, cpu)
-    grads = add_gradients(r, s, states, p, cpu)
-    opt = add_optimizer(r, s, states, p, cpu)
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
-    acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss)
+    acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
     notes.append(activation_note(s, m))
     add_logits(r, s, lb)
     if st.last and s.mini_seq > 1:
@@ -255,8 +278,8 @@ def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, aut
         ("activations", "logits") + (("weights",) if autocast else ())
     if at_backward and not persistent:
         gone += ("gradients",)
-    for row in r.build():
-        if row.name in gone or (row.name.split("/")[0] in gone and row.total):
+    for row in [row for row in r.build() if row.name.partition("/")[0] in gone]:  # a gone row or one of its parts
+        if row.name in gone or row.total:
             note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
             r.add(row.name, row.value, note, total=None, how=row.how)
 

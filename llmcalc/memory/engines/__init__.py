@@ -11,6 +11,7 @@ Each module names the release whose behaviour it follows, and where releases dif
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import NamedTuple
 
@@ -69,6 +70,7 @@ KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--ma
 DEFAULT_ENGINE = "vllm"
 
 
+@functools.lru_cache(maxsize=64)  # read again at every point of a sweep
 def parse_version(text: str) -> tuple[int, ...]:
     """'0.6.4', 'v0.10.2', 'b4747' -> a comparable tuple of integers."""
     digits = text.strip()

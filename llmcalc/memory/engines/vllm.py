@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 
+from ...breakdown import Rows
 from ...dtypes import DTYPE_BYTES
 from ...kvcache import kv_values_per_token_layer
 from ...spec import ModelSpec
 from ...units import fmt_bytes
 from ..inference import engine_rows, kv_bytes_per_token, pool_result
+from ..memo import ignoring
 from ..placement import Stage
 from ..settings import MemorySettings
 from ..stage import StageMemory, whole_bytes
@@ -134,6 +136,14 @@ def forward_peak(m: ModelSpec, st: Stage, tokens: int, tp: int, e: float) -> flo
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     """One pipeline stage's GPU as vLLM ``s.engine_version`` sizes it."""
+    rows, usable, per_token, block, notes, per_request, by_concurrency = _before_pool(m, s, st, dev)
+    return pool_result(Rows("byte").extend(rows), s, st, usable, per_token, block, list(notes), per_request,
+                       tokens_by_concurrency=by_concurrency)
+
+
+@ignoring("batch")
+def _before_pool(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> tuple:
+    """Every row but the KV pool's, and what pool_result needs to cut the pool: the same at every batch."""
     v = parse_version(s.engine_version)
     par = s.parallel
     e = DTYPE_BYTES[s.compute_dtype]
@@ -166,8 +176,8 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     notes = [f"vLLM {s.engine_version}: budget = {s.gpu_util:g} x {fmt_bytes(dev.total)} (gpu_memory_utilization "
              f"x total) - weights - non-torch - activation peak" + (" - CUDA graphs" if budgeted else ""),
              f"KV: {how}, {block}-token blocks, {s.kv_dtype}; max_num_seqs {mns}, max_num_batched_tokens {mnbt}"]
-    return pool_result(r, s, st, usable, kv_bytes_per_token(m, s, st, values), block, notes,
-                       _blocks_per_request(m, s, v, block, mnbt), tokens_by_concurrency=v >= TOKENS_FROM_CONCURRENCY)
+    return (r.build(), usable, kv_bytes_per_token(m, s, st, values), block, tuple(notes),
+            _blocks_per_request(m, s, v, block, mnbt), v >= TOKENS_FROM_CONCURRENCY)
 
 
 def _blocks_per_request(m: ModelSpec, s: MemorySettings, v: tuple, block: int, mnbt: int) -> float:
