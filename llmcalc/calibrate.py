@@ -22,6 +22,7 @@ from .spec import SpecError
 # The lowest efficiency a fit may return: about half the lowest any published run reached (prefill 0.39,
 # TensorRT-LLM 0.5 fp8; decode 0.50, gpt-fast int4). Slower than that, the time is overhead, not the GPU.
 PLAUSIBLE = {"compute": 0.2, "bandwidth": 0.3}
+OVERHEAD_MAX = 9.99  # seconds: the most an overhead option takes (serving.Efficiencies)
 ROUNDS = 4  # alternate fits at most (they agree within 0.5% in two or three under load, at once alone)
 
 
@@ -30,47 +31,52 @@ class Fitted(NamedTuple):
     notes: tuple[str, ...]  # what was fitted from what
 
 
-def fit(times: Callable[[Efficiencies], tuple[float, float]], base: Resolved, ttft: float | None,
-        itl: float | None) -> Fitted:
+def fit(times: Callable[[Efficiencies], tuple[float, float]], given: Efficiencies, base: Resolved,
+        ttft: float | None, itl: float | None) -> Fitted:
     """Efficiencies that reproduce the measured ``ttft`` and ``itl`` (either may be None) with ``times``,
-    the expected (TTFT, TPOT) of given efficiencies at the measured settings."""
-    eff = Efficiencies(compute=base.compute, bandwidth=base.bandwidth, layer_overhead=base.layer_overhead,
-                       request_overhead=base.request_overhead)
-    notes: dict[str, str] = {}
+    the expected (TTFT, TPOT) of given efficiencies at the measured settings. Only the fitted fields are
+    set beyond what was ``given``, so the options the notes print reproduce the fit exactly."""
+    eff, notes = given, {}
     for _ in range(ROUNDS):  # under load the two couple (prefill chunks share steps with decodes): alternate
         if itl is not None:
-            eff, notes["itl"] = _fit_one(lambda e: times(e)[1], eff, itl, "ITL",
+            eff, notes["itl"] = _fit_one(lambda e: times(e)[1], eff, given, itl, "ITL",
                                          ("bandwidth", PLAUSIBLE["bandwidth"], 1.0, "--decode-efficiency"),
-                                         ("layer_overhead", 0.0, itl, "--step-overhead"), base.bandwidth)
+                                         ("layer_overhead", 0.0, min(itl, OVERHEAD_MAX), "--step-overhead"))
         if ttft is not None:
-            eff, notes["ttft"] = _fit_one(lambda e: times(e)[0], eff, ttft, "TTFT",
+            eff, notes["ttft"] = _fit_one(lambda e: times(e)[0], eff, given, ttft, "TTFT",
                                           ("compute", PLAUSIBLE["compute"], 1.0, "--prefill-efficiency"),
-                                          ("request_overhead", 0.0, ttft, "--request-overhead"), base.compute)
+                                          ("request_overhead", 0.0, min(ttft, OVERHEAD_MAX), "--request-overhead"))
         got = times(eff)
         if all(m is None or abs(g / m - 1) < 0.005 for g, m in zip(got, (ttft, itl))):
             break
-    return Fitted(eff, tuple(notes.values()))
+    fitted = tuple(k for k in ("compute", "bandwidth", "layer_overhead", "request_overhead")
+                   if getattr(eff, k) != getattr(given, k))
+    return Fitted(replace(eff, fitted=fitted), tuple(notes.values()))
 
 
-def _fit_one(time_of: Callable[[Efficiencies], float], eff: Efficiencies, measured: float, what: str,
-             first: tuple, second: tuple, default: float) -> tuple[Efficiencies, str]:
+def _fit_one(time_of: Callable[[Efficiencies], float], eff: Efficiencies, given: Efficiencies, measured: float,
+             what: str, first: tuple, second: tuple) -> tuple[Efficiencies, str]:
     """Fit ``first`` (key, low, high, flag) so time_of meets ``measured``; where its plausible range
-    cannot, the time is not the hardware's: ``first`` goes back to its ``default`` and ``second`` (an
-    overhead) is fitted instead."""
+    cannot, the time is not the hardware's: ``first`` goes back to what was given (or its default)
+    and ``second`` (an overhead) is fitted instead."""
     for key, low, high, flag in (first, second):
         if key == second[0]:
-            eff = replace(eff, **{first[0]: default})
+            eff = replace(eff, **{first[0]: getattr(given, first[0])})
         lo_time, hi_time = time_of(replace(eff, **{key: low})), time_of(replace(eff, **{key: high}))
         falling = lo_time >= hi_time  # efficiencies: faster as they grow; overheads: slower
         fast, slow = (hi_time, lo_time) if falling else (lo_time, hi_time)
         if fast <= measured <= slow and abs(slow - fast) > 1e-4 * measured:
             value = _bisect(lambda v: time_of(replace(eff, **{key: v})), low, high, measured, falling)
-            shown = f"{value:.3g}" if key in ("compute", "bandwidth") else f"{value * 1e3:.3g} ms" if key == \
-                "request_overhead" else f"{value * 1e6:.3g} us"
+            shown = f"{value:.3g}" if key in ("compute", "bandwidth") else f"{value * 1e3:.3g}ms" if key == \
+                "request_overhead" else f"{value * 1e6:.3g}us"
             return replace(eff, **{key: value}), f"{flag} {shown} fitted to the measured {what} {measured * 1e3:.4g} ms"
-    raise SpecError(f"the measured {what} {measured * 1e3:.4g} ms is faster than this GPU can give at these settings "
-                    f"(at best {time_of(replace(eff, **{first[0]: first[2], second[0]: second[1]})) * 1e3:.4g} ms); "
-                    "check the GPU, the TP degree, the dtype and the prompt and output lengths")
+    best = time_of(replace(eff, **{first[0]: first[2], second[0]: second[1]}))
+    if measured < best:
+        raise SpecError(f"the measured {what} {measured * 1e3:.4g} ms is faster than this GPU can give at these "
+                        f"settings (at best {best * 1e3:.4g} ms); check the GPU, the TP degree, the dtype and the "
+                        "prompt and output lengths")
+    raise SpecError(f"the measured {what} {measured * 1e3:.4g} ms is slower than any plausible efficiency and overhead "
+                    "explain; check that it was measured at these settings")
 
 
 def _bisect(f: Callable[[float], float], low: float, high: float, target: float, falling: bool) -> float:
@@ -117,8 +123,13 @@ def read_benchmark(path: str) -> Benchmark:
         value = next((data[k] for k in keys if isinstance(data.get(k), (int, float)) and data[k] > 0), None)
         return value / 1e3 if value is not None else None
 
-    rate = data.get("request_rate")
-    return Benchmark(mean_tokens("total_input_tokens"), mean_tokens("total_output_tokens"),
-                     data.get("max_concurrency") if isinstance(data.get("max_concurrency"), int) else None,
-                     float(rate) if isinstance(rate, (int, float)) and rate not in (float("inf"),) and rate > 0 else None,
-                     ms("mean_ttft_ms"), ms("mean_itl_ms", "mean_tpot_ms"))
+    clients, rate = data.get("max_concurrency"), data.get("request_rate")
+    clients = int(clients) if isinstance(clients, (int, float)) and 1 <= clients <= 1e6 and clients == int(clients) else None
+    rate = float(rate) if isinstance(rate, (int, float)) and 0 < rate < float("inf") else None
+    if clients is None and rate is None:
+        raise SpecError(f"{path}: every request was sent at once (no max_concurrency, request_rate inf): a burst has no "
+                        "steady state to calibrate on; use a run with --max-concurrency or a finite --request-rate")
+    ttft, itl = ms("mean_ttft_ms"), ms("mean_itl_ms", "mean_tpot_ms")
+    if ttft is None and itl is None:
+        raise SpecError(f"{path}: no mean_ttft_ms, mean_itl_ms or mean_tpot_ms to calibrate on")
+    return Benchmark(mean_tokens("total_input_tokens"), mean_tokens("total_output_tokens"), clients, rate, ttft, itl)

@@ -9,6 +9,7 @@ at a time, or ``batch`` prompts arriving together, by the step-cost model; under
 from __future__ import annotations
 
 import dataclasses
+
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .schedule import Load, simulate
@@ -26,6 +27,8 @@ SCHEDULER = {"sglang": (8192, 1024), "trtllm": (8192, 2048), "llamacpp": (2048, 
 
 def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_seqs: int | None) -> tuple[int, int]:
     """(tokens per step, running requests at most) for this engine, the options first."""
+    if max_seqs is not None and max_seqs < 1:
+        raise SpecError(f"--max-num-seqs must be at least 1, got {max_seqs}")
     if engine == "hf":
         return chunk or 10**9, max_seqs or 10**9  # generate: the whole batch's prompts in one step
     if engine == "vllm":
@@ -51,14 +54,15 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
     linked = gpu.interconnect_bandwidth >= 100e9
+    resolve(eff, engine, s.dtype, s.compute_dtype, linked)  # an unknown engine or setting: refused before any work
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = _workload(s, budget)
     fitted: tuple[str, ...] = ()
     if any(value is not None for value in measured):
         at_s, at_load, source = measured_at or (s, load, "")
-        at_w = w if measured_at is None else _workload(at_s, scheduler_limits(engine, gpu, at_s, chunk, max_seqs)[0])
-        eff, fitted = _calibrated(m, gpu, at_s, engine, eff, at_w, at_load,
-                                  *scheduler_limits(engine, gpu, at_s, chunk, max_seqs), measured)
+        at_budget, at_seqs = (budget, seqs) if measured_at is None else scheduler_limits(engine, gpu, at_s, chunk, max_seqs)
+        eff, fitted = _calibrated(m, gpu, at_s, engine, eff, _workload(at_s, at_budget), at_load, at_budget, at_seqs,
+                                  measured)
         fitted = tuple(f"{note} ({source})" if source else note for note in fitted)
     r = resolve(eff, engine, s.dtype, s.compute_dtype, linked)
     rows = Rows("s", total=None)
@@ -70,7 +74,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     else:
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s)
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
-                      f"per step, at most {seqs:,} running requests, KV for {_kv_capacity(m, gpu, s, engine):,} tokens"]
+                      f"per step, at most {seqs:,} running requests, KV for {kv_capacity(m, gpu, s, engine):,} tokens"]
     _bound_rows(rows, bound, s.output)
     if fitted:
         load_notes += [f"calibrated: {'; '.join(fitted)}; give the same options to predict other settings on this "
@@ -88,21 +92,21 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
                 budget: int, seqs: int, measured: tuple) -> tuple[Efficiencies, tuple[str, ...]]:
     """The efficiencies that reproduce the measured (TTFT, ITL) at these settings (calibrate.fit)."""
     from .calibrate import fit
-    from .serving import expected
 
     linked = gpu.interconnect_bandwidth >= 100e9
-    capacity = _kv_capacity(m, gpu, s, engine) if load is not None else 0
+    capacity = kv_capacity(m, gpu, s, engine) if load is not None else 0
+    share = per_instance(load, s.dp) if load is not None else None
 
     def times(e: Efficiencies) -> tuple[float, float]:
         r = resolve(e, engine, s.dtype, s.compute_dtype, linked)
-        if load is None:
+        if share is None:
             x = expected(m, gpu, w, r)
             return x.ttft, x.tpot
-        served = simulate(step_costs(m, gpu, w, r, load.concurrency or 32), load, budget, seqs, capacity)
-        return served.ttft + r.request_overhead, served.itl
+        served = replay(m, gpu, w, r, share, budget, seqs, capacity)
+        return served.ttft, served.itl
 
-    result = fit(times, resolve(eff, engine, s.dtype, s.compute_dtype, linked), *measured)
-    return dataclasses.replace(result.eff, source="calibrated"), result.notes
+    result = fit(times, eff, resolve(eff, engine, s.dtype, s.compute_dtype, linked), *measured)
+    return result.eff, result.notes
 
 
 def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
@@ -136,17 +140,37 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e}
 
 
+def per_instance(load: Load, instances: int) -> Load:
+    """One instance's share of the traffic: C clients over D instances is ceil(C/D) each; a Poisson
+    stream split at random is Poisson at rate/D."""
+    if instances == 1:
+        return load
+    return dataclasses.replace(load, concurrency=-(-load.concurrency // instances) if load.concurrency else None,
+                               request_rate=load.request_rate / instances if load.request_rate else None)
+
+
+def replay(m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int, seqs: int, capacity: int):
+    """schedule.simulate for this instance, the request overhead added to TTFT and e2e."""
+    if r.engine == "hf":
+        raise SpecError("transformers generate does not batch continuously: --concurrency and --request-rate need a "
+                        "serving engine (--engine vllm, sglang, trtllm or llamacpp)")
+    if capacity == 0:
+        raise SpecError(f"{m.name} does not fit on {w.tp} x {gpu.name} with room for a KV cache "
+                        "(see `llmcalc memory --mode infer`)")
+    served = simulate(step_costs(m, gpu, w, r), load, budget, seqs, capacity)
+    return served._replace(ttft=served.ttft + r.request_overhead, e2e=served.e2e + r.request_overhead)
+
+
 def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int, seqs: int,
                 s: ServeSettings) -> dict:
     if w.requests > 1:
         raise SpecError("--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1")
-    capacity = _kv_capacity(m, gpu, s, r.engine or "vllm")
-    batch = load.concurrency or max(1, min(seqs, int(load.request_rate * (load.prompt + load.output) * 0.01) or 1))
-    served = simulate(step_costs(m, gpu, w, r, batch), load, budget, seqs, capacity)
-    served = served._replace(ttft=served.ttft + r.request_overhead, e2e=served.e2e + r.request_overhead)
-    how = ("by the scheduler replay: the mean over {} requests after the warm-up, with the request overhead "
+    served = replay(m, gpu, w, r, per_instance(load, s.dp), budget, seqs, kv_capacity(m, gpu, s, r.engine))
+    how = ("by the scheduler replay: the mean over {} requests between the warm-up and the wind-down "
            "(llmcalc/schedule.py)", served.requests)
-    _band_rows(rows, "ttft", served.ttft, how)
+    _band_rows(rows, "ttft", served.ttft, ("by the scheduler replay: the mean over {} requests between the warm-up and "
+                                           "the wind-down, with {} s of request overhead", served.requests,
+                                           r.request_overhead))
     rows.add("queue_wait", served.queued, "mean wait for admission (KV cache or max_num_seqs full)", how=how)
     _band_rows(rows, "tpot", served.itl, how)
     rows.add("e2e", served.e2e, "mean end-to-end latency", how=how)
@@ -154,13 +178,15 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
     rows.add("tokens_per_s_per_gpu", served.output_tokens_per_s / s.tp, unit="token/s", note="output tokens",
              how=("output_tokens_per_s / {} GPUs", s.tp))
     rows.add("requests_per_s", served.requests_per_s, unit="count", note="per instance, completed", how=how)
-    rows.add("mean_batch", served.mean_batch, unit="count", note="running requests per step", how=how)
-    rows.add("max_batch", served.peak_batch, unit="count", note="running requests in the fullest step", how=how)
-    return {"ttft": served.ttft, "tpot": served.itl, "e2e": served.e2e,
-            "output_tokens_per_s": served.output_tokens_per_s, "requests_per_s": served.requests_per_s}
+    steps = ("by the scheduler replay: over its {} steps", served.steps)
+    rows.add("mean_batch", served.mean_batch, unit="count", note="running requests per step", how=steps)
+    rows.add("max_batch", served.peak_batch, unit="count", note="running requests in the fullest step", how=steps)
+    return {"ttft": served.ttft, "tpot": served.itl, "e2e": served.e2e, "overloaded": served.overloaded,
+            "output_tokens_per_s": served.output_tokens_per_s, "requests_per_s": served.requests_per_s,
+            "offered": served.offered}
 
 
-def _kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
+def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
     """Tokens the engine's KV cache holds on this layout (the memory model, `memory --mode infer`)."""
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
@@ -196,21 +222,18 @@ def _load_text(load: Load) -> str:
 
 def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound: Breakdown, rows: Rows, times: dict,
             load: Load | None, load_notes: list[str], targets: tuple) -> Breakdown:
+    overloaded, offered = times.pop("overloaded", False), times.pop("offered", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
+    notes = _load_notes(m, r, load, overloaded, offered, times) + list(load_notes)
+    if load is not None:
+        summary["overloaded"] = overloaded
     for key in ("ttft", "tpot"):
         summary[f"{key}_low"], summary[f"{key}_high"] = (Quantity(times[key] * BAND[0], "s"),
                                                            Quantity(times[key] * BAND[1], "s"))
     for key in ("ttft", "tpot", "e2e"):
         summary[f"{key}_bound"] = bound.summary.quantity(key)
-    notes = list(load_notes)
-    for (key, target) in zip(("ttft", "tpot"), targets):
-        if target is not None:
-            summary[f"{key}_target"] = Quantity(target, "s")
-            summary[f"{key}_expected_met"] = times[key] <= target
-            if bound.summary[key] <= target < times[key]:
-                notes.append(f"{key} target {fmt_seconds(target)} is above the {fmt_seconds(bound.summary[key])} bound "
-                             f"but below the expected {fmt_seconds(times[key])}: possible only with a faster engine")
+    notes += _target_notes(summary, times, bound, targets, load is not None)
     for key in ("prefill_bound", "decode_bound", "requests_per_instance", "fits", "memory_total", "usable",
                 "ttft_met", "tpot_met", "feasible"):
         if key in bound.summary:
@@ -226,6 +249,39 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                              "concurrency": load.concurrency if load else None,
                              "request_rate": load.request_rate if load else None},
                      notes=tuple(n for n in notes if n))
+
+
+def _load_notes(m: ModelSpec, r: Resolved, load: Load | None, overloaded: bool, offered: float, times: dict) -> list[str]:
+    """What a replay under load needs said: that it is overloaded, and what it does not model."""
+    if load is None:
+        return []
+    notes = []
+    if overloaded:
+        notes.append("overloaded: " + (f"{offered:g} requests/s arrive per instance, {times['requests_per_s']:.3g} "
+                                       "complete; " if offered else "the replay was cut before every request ended; ")
+                     + "the queue grows without bound, so these means grow with the run's length: add GPUs or lower "
+                     "the load (`serve-plan` finds how many)")
+    if r.engine == "llamacpp":
+        notes.append("llama.cpp: one server slot per client unless --max-num-seqs (llama-server -np)")
+    if m.window_layers:
+        notes.append("under load every layer is costed and cached at full attention: sliding windows are not credited")
+    return notes
+
+
+def _target_notes(summary: dict, times: dict, bound: Breakdown, targets: tuple, loaded: bool) -> list[str]:
+    """Each target against the expected value (summary *_expected_met), and a note where only the bound meets it."""
+    notes = []
+    for (key, target) in zip(("ttft", "tpot"), targets):
+        if target is None:
+            continue
+        summary[f"{key}_target"] = Quantity(target, "s")
+        summary[f"{key}_expected_met"] = times[key] <= target
+        if bound.summary[key] <= target < times[key]:
+            notes.append(f"{key} target {fmt_seconds(target)} is above the {fmt_seconds(bound.summary[key])} bound "
+                         f"but below the expected {fmt_seconds(times[key])}: "
+                         + ("less load per replica (more GPUs) or a faster engine" if loaded
+                            else "possible only with a faster engine"))
+    return notes
 
 
 def _shown(key: str, value: float) -> str:

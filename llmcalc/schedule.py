@@ -30,8 +30,9 @@ from typing import NamedTuple
 
 from .spec import SpecError
 
-MAX_REQUESTS = 2000  # requests simulated at most (a rate run: about a minute of arrivals, within this)
-MAX_STEPS = 200_000  # steps at most, whatever the load: the answer is then from the steps run
+MAX_REQUESTS = 12_000  # requests simulated at most (a rate run: about a minute of arrivals, within this)
+MAX_CLIENTS = MAX_REQUESTS // 6  # closed loop: a warm-up, a window of 4 x the clients and a wind-down must fit
+MAX_STEPS = 400_000  # steps at most: a run cut there is reported overloaded (its means would depend on the cut)
 
 
 class StepCosts(NamedTuple):
@@ -39,17 +40,22 @@ class StepCosts(NamedTuple):
 
     dense_per_token: float  # compute seconds per token through the matmuls
     attention_per_pair: float  # compute seconds per (query, key) pair over all layers
-    weights: float  # memory seconds to read the weights once
+    weights: float  # memory seconds to read the weights once (all of an MoE's experts: see expert_share)
     kv_per_position: float  # memory seconds to read one position's KV over all layers
     decode_overhead: float  # layers x per-layer cost, decode-only step
     prefill_overhead: float  # layers x per-layer cost, a step with prefill
     allreduce_per_token: float  # communication seconds per token in the step
     allreduce_per_step: float  # communication latency per step
+    experts: float = 0.0  # of ``weights``, the routed experts' seconds (MoE)
+    expert_share: float = 0.0  # k/E: the experts one token routes to (uniform routing)
 
     def step(self, tokens: int, pairs: float, positions: float, prefill: bool) -> float:
         compute = self.dense_per_token * tokens + self.attention_per_pair * pairs
-        memory = self.weights + self.kv_per_position * positions
-        comm = self.allreduce_per_step + self.allreduce_per_token * tokens if self.allreduce_per_step else 0.0
+        weights = self.weights
+        if self.experts:  # a step of t tokens touches E(1 - (1 - k/E)^t) experts (throughput.weight_bytes_read)
+            weights -= self.experts * (1 - self.expert_share) ** tokens
+        memory = weights + self.kv_per_position * positions
+        comm = self.allreduce_per_step + self.allreduce_per_token * tokens
         return max(compute, memory) + (self.prefill_overhead if prefill else self.decode_overhead) + comm
 
 
@@ -67,10 +73,12 @@ class Load:
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.request_rate is None):
             raise SpecError("give one of --concurrency and --request-rate")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise SpecError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.request_rate is not None and not 0 < self.request_rate <= 1e6:
-            raise SpecError(f"--request-rate must be above 0 (requests per second), got {self.request_rate}")
+        if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CLIENTS:
+            raise SpecError(f"--concurrency must be between 1 and {MAX_CLIENTS:,} clients (a steady state of more is "
+                            f"not replayed; give their arrival rate, --request-rate), got {self.concurrency}")
+        if self.request_rate is not None and not 0 < self.request_rate <= 1e5:
+            raise SpecError(f"--request-rate must be above 0 and at most 100,000 requests per second, got "
+                            f"{self.request_rate:g}")
         if self.prompt < 1 or self.output < 1:
             raise SpecError("--prompt and --output must be at least 1 token")
 
@@ -88,6 +96,8 @@ class Served(NamedTuple):
     queued: float  # mean wait before a request's first prefill chunk
     requests: int
     steps: int
+    overloaded: bool = False  # arrivals outpace completions (open loop), or the run was cut: means grow with length
+    offered: float = 0.0  # requests per second arriving (open loop)
 
 
 @dataclass
@@ -104,16 +114,24 @@ def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capaci
     if load.prompt + load.output > kv_capacity:
         raise SpecError(f"one request of {load.prompt + load.output:,} tokens does not fit the KV cache "
                         f"({int(kv_capacity):,} tokens)")
-    replay = _Replay(costs, load, load.requests or _enough(load), budget, max_seqs, kv_capacity)
-    while replay.busy() and replay.step < MAX_STEPS:
-        replay.arrive()
-        replay.admit()
-        if not replay.prefilling and not replay.decoding:
-            if not replay.idle():
-                break
-            continue
-        replay.run_step()
-    return _means(replay.reqs, load, replay.step, replay.batch_sum, replay.peak)
+    n = load.requests or _enough(load)
+    while True:
+        replay = _Replay(costs, load, n, budget, max_seqs, kv_capacity)
+        while replay.busy() and replay.step < MAX_STEPS:
+            replay.arrive()
+            replay.admit()
+            if not replay.prefilling and not replay.decoding:
+                if not replay.idle():
+                    break
+                continue
+            if replay.prefilling:
+                replay.run_step()
+            else:
+                replay.decode_until_event()
+        window = _window(replay.reqs, load, n)
+        if len(window) >= 40 or load.requests or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
+            return _means(replay.reqs, window, load, replay, n)
+        n = min(MAX_REQUESTS, 2 * n)  # the warm-up took most of the run: a longer one
 
 
 class _Replay:
@@ -182,6 +200,29 @@ class _Replay:
         for i, chunk in started:
             self._prefilled(i, chunk)
 
+    def decode_until_event(self) -> None:
+        """Decode-only steps, one after another, until a request ends or one arrives: run_step's
+        arithmetic without its per-step bookkeeping (most steps of a long output are these)."""
+        c, n = self.costs, self.decoding
+        overhead = c.decode_overhead + c.allreduce_per_step + c.allreduce_per_token * n
+        compute = c.dense_per_token * n
+        weights = c.weights - (c.experts * (1 - c.expert_share) ** n if c.experts else 0.0)
+        nxt = self.arrivals[self.sent] if self.sent < self.n else None
+        nxt = float("inf") if nxt is None else nxt
+        stop = self.finishing[0][0] if self.finishing else self.step + 1
+        now, step, context = self.now, self.step, self.context
+        while step < stop:
+            now += max(compute + c.attention_per_pair * context, weights + c.kv_per_position * context) + overhead
+            step += 1
+            context += n
+            if now >= nxt:
+                break
+        self.batch_sum += n * (step - self.step)
+        self.peak = max(self.peak, n)
+        self.now, self.step, self.context = now, step, context
+        while self.finishing and self.finishing[0][0] == self.step:
+            self._finish(heapq.heappop(self.finishing)[1], self.load.prompt + self.load.output - 1)
+
     def _prefilled(self, i: int, chunk: int) -> None:
         r = self.reqs[i]
         r.left -= chunk
@@ -214,8 +255,10 @@ def _next(arrivals: list, scheduled: int, now: float, load: Load) -> int:
 
 
 def _enough(load: Load) -> int:
+    """A warm-up, a window to measure and a wind-down: closed loop, the first and last ``concurrency``
+    requests around 4 x as many (at least 100); open loop, a minute of arrivals (at least 200)."""
     if load.concurrency is not None:
-        return min(MAX_REQUESTS, max(4 * load.concurrency, 40))
+        return min(MAX_REQUESTS, 2 * load.concurrency + max(4 * load.concurrency, 100))
     return min(MAX_REQUESTS, max(200, int(load.request_rate * 60)))
 
 
@@ -231,17 +274,40 @@ def _arrivals(load: Load, n: int) -> list:
     return out
 
 
-def _means(reqs: list[_Request], load: Load, steps: int, batch_sum: int, peak: int) -> Served:
-    done = [r for r in reqs if r.done]
-    warm = load.concurrency if load.concurrency is not None else len(reqs) // 10
-    measured = done[warm:] if len(done) > warm + 4 else done
+def _window(reqs: list[_Request], load: Load, n: int) -> list[_Request]:
+    """The requests measured, in arrival order: closed loop, without the first and last ``concurrency``
+    (the start-up burst, the wind-down once sends stop); open loop, those arriving after the first
+    10% have ended (the system has filled) and before the last 10% arrive."""
+    if load.concurrency is not None:
+        edge = load.concurrency
+        return reqs[edge:n - edge] if n - 2 * edge >= 20 else reqs[:n]
+    early = [r.done for r in reqs[:n // 10] if r.done]
+    filled = max(early) if len(early) == n // 10 and early else float("inf")
+    last = reqs[-1 - n // 10].arrival if len(reqs) > n // 10 else 0.0
+    return [r for r in reqs if filled <= r.arrival <= last]
+
+
+def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_Replay", n: int) -> Served:
+    """Means over the window's requests; throughput from what completes while they arrive."""
+    steps, batch_sum, peak = replay.step, replay.batch_sum, replay.peak
+    if not window:  # nothing in steady state (a run cut short): what finished at all
+        window = reqs
+    measured = [r for r in window if r.done]
     if not measured:
-        raise SpecError("the simulation finished no request; the load is too heavy for these GPUs")
+        raise SpecError("the replay finished no request: the load is far beyond these GPUs")
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     ttft = mean([r.first - r.arrival for r in measured])
     e2e = mean([r.done - r.arrival for r in measured])
     itl = mean([(r.done - r.first) / (load.output - 1) for r in measured]) if load.output > 1 else 0.0
-    span = max(r.done for r in measured) - min(r.arrival for r in measured)
-    return Served(ttft, itl, e2e, len(measured) * load.output / span if span else 0.0,
-                  len(measured) / span if span else 0.0, batch_sum / max(steps, 1), peak,
-                  mean([r.admitted - r.arrival for r in measured]), len(measured), steps)
+    # throughput: the requests (of any age) completing while the window's requests arrive, over that time;
+    # past capacity that falls short of the window's own arrival rate (the queue grows without bound)
+    start, end = measured[0].arrival, measured[-1].arrival
+    if end - start > 0:
+        rate = sum(1 for r in reqs if r.done and start < r.done <= end) / (end - start)
+        arriving = (len(measured) - 1) / (end - start)
+    else:  # a burst (every window request at once): completions over the time they took
+        rate = arriving = len(measured) / max(max(r.done for r in measured) - start, 1e-12)
+    offered = load.request_rate or 0.0
+    overloaded = len(measured) < len(window) or len(reqs) < n or bool(offered and rate < 0.85 * arriving)
+    return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
+                  mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)

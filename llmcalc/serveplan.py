@@ -19,7 +19,6 @@ from .breakdown import Breakdown, Quantity, Rows
 from .spec import ModelSpec, SpecError
 
 TP_DEGREES = (1, 2, 4, 8)  # one node of 8 GPUs at most per replica
-PLAN_REQUESTS = 120  # requests replayed per layout tried: enough for a steady mean, fast enough to try dozens
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,12 @@ class Traffic:
 
     def __post_init__(self) -> None:
         if (self.request_rate is None) == (self.concurrency is None):
-            raise SpecError("serve-plan needs the traffic: --request-rate or --concurrency")
+            raise SpecError("serve-plan needs the traffic: one of --request-rate and --concurrency")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise SpecError(f"--concurrency must be at least 1 client, got {self.concurrency}")
+        if self.request_rate is not None and not 0 < self.request_rate <= 1e5:
+            raise SpecError(f"--request-rate must be above 0 and at most 100,000 requests per second, got "
+                            f"{self.request_rate:g}")
         if self.ttft is None and self.tpot is None:
             raise SpecError("serve-plan needs a target: --ttft-target, --tpot-target or both")
 
@@ -60,9 +64,12 @@ def plan(m: ModelSpec, gpus: list, traffic: Traffic, engine: str = "vllm", dtype
          kv_dtype: str | None = None, prices: dict[str, float] | None = None, max_gpus: int = 64) -> Breakdown:
     """Every GPU kind x TP degree: its fewest replicas meeting the targets, or why none does."""
     prices = prices or {}
+    if engine == "hf":
+        raise SpecError("transformers generate does not batch continuously; plan for a serving engine "
+                        "(--engine vllm, sglang, trtllm or llamacpp)")
     tried = [_layout(m, gpu, tp, traffic, engine, dtype, kv_dtype, max_gpus) for gpu in gpus for tp in TP_DEGREES
              if tp <= max_gpus]
-    good = sorted((t for t in tried if t.meets), key=lambda t: (_cost(t, prices), t.ttft))
+    good = sorted((t for t in tried if t.meets), key=lambda t: (_cost(t, prices), t.tp * t.replicas, t.ttft))
     bad = [t for t in tried if not t.meets]
     return _breakdown(m, gpus, traffic, engine, dtype, prices, good, bad, max_gpus)
 
@@ -91,13 +98,13 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
               kv_dtype: str | None) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
     from .dtypes import DTYPE_BYTES, activation_dtype
-    from .expected_latency import _kv_capacity, scheduler_limits
-    from .schedule import Load, simulate
-    from .serving import Efficiencies, Workload, resolve, step_costs
+    from .expected_latency import kv_capacity, per_instance, replay, scheduler_limits
+    from .schedule import Load
+    from .serving import Efficiencies, Workload, resolve
     from .throughput import ServeSettings
 
     s = ServeSettings(prompt=traffic.prompt, output=traffic.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
-    capacity = _kv_capacity(m, gpu, s, engine)  # refuses heads TP does not divide, weights that do not fit
+    capacity = kv_capacity(m, gpu, s, engine)  # refuses heads TP does not divide, weights that do not fit
     if capacity == 0:
         raise SpecError("memory: the weights and the engine's own buffers fill the GPU; no room for a KV cache")
     if capacity < traffic.prompt + traffic.output:
@@ -107,15 +114,15 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
     w = Workload(1, traffic.prompt, traffic.output, tp, dtype, s.compute_dtype, s.cache_dtype,
                  DTYPE_BYTES[activation_dtype(dtype)], chunk=budget)
-    costs = step_costs(m, gpu, w, r, 32)
+    traffic_load = Load(traffic.prompt, traffic.output, traffic.concurrency, traffic.request_rate)
     seen: dict[int, Tried] = {}
 
     def at(replicas: int) -> Tried:
         if replicas not in seen:
-            load = Load(traffic.prompt, traffic.output, -(-traffic.concurrency // replicas) if traffic.concurrency
-                        else None, traffic.request_rate / replicas if traffic.request_rate else None, PLAN_REQUESTS)
-            out = simulate(costs, load, budget, seqs, capacity)
-            why = _misses(out.ttft, out.itl, traffic)
+            out = replay(m, gpu, w, r, per_instance(traffic_load, replicas), budget, seqs, capacity)
+            why = "; ".join(filter(None, [_misses(out.ttft, out.itl, traffic), f"overloaded: {out.offered:g} req/s "
+                                          f"arrive per replica, {out.requests_per_s:.3g} complete" if out.overloaded
+                                          else ""]))
             seen[replicas] = Tried(gpu.name, tp, replicas, out.ttft, out.itl, out.output_tokens_per_s * replicas,
                                    out.mean_batch, out.peak_batch, not why, why)
         return seen[replicas]

@@ -69,6 +69,10 @@ LINK_EFFICIENCY = 0.75
 BAND = (0.8, 1.25)
 
 
+FLAGS = {"compute": "--prefill-efficiency", "bandwidth": "--decode-efficiency", "layer_overhead": "--step-overhead",
+         "request_overhead": "--request-overhead"}
+
+
 @dataclass(frozen=True)
 class Efficiencies:
     """What a step reaches of the hardware, and what it pays besides; None: the default for the
@@ -78,17 +82,17 @@ class Efficiencies:
     bandwidth: float | None = None
     layer_overhead: float | None = None  # seconds per layer per step
     request_overhead: float | None = None  # seconds, once per request, in TTFT
-    source: str = "given"  # where the set ones come from, for the notes ("calibrated")
+    fitted: tuple = ()  # the fields calibration set (calibrate.fit), for the notes
 
     def __post_init__(self) -> None:
-        for key in ("compute", "bandwidth"):
+        for key, flag in FLAGS.items():
             value = getattr(self, key)
-            if value is not None and not 0 < value <= 1:
-                raise SpecError(f"{key} efficiency must be in (0, 1], got {value}")
-        for key in ("layer_overhead", "request_overhead"):
-            value = getattr(self, key)
-            if value is not None and not 0 <= value < 10:
-                raise SpecError(f"--{key.replace('_', '-')} must be between 0 and 10 s, got {value}")
+            if value is None:
+                continue
+            if key in ("compute", "bandwidth") and not 0 < value <= 1:
+                raise SpecError(f"{flag} must be in (0, 1], got {value:g}")
+            if key.endswith("overhead") and not 0 <= value < 10:
+                raise SpecError(f"{flag} must be between 0 and 10 s, got {value:g} s")
 
 
 def bandwidth_efficiency(dtype: str) -> float:
@@ -113,7 +117,8 @@ class Resolved(NamedTuple):
     request_overhead: float
     allreduce_latency: float
     sources: dict
-    engine: str = ""
+    engine: str
+    prefill_overhead: float  # seconds per layer per prefill step: the step cost, at least PREFILL_LAYER_OVERHEAD
 
 
 def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, linked: bool) -> Resolved:
@@ -127,9 +132,9 @@ def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, link
     values, sources = {}, {}
     for key, (given, default, why) in chosen.items():
         values[key] = default() if given is None else given
-        sources[key] = eff.source if given is not None else f"default for {why}"
+        sources[key] = "calibrated" if key in eff.fitted else "given" if given is not None else f"default for {why}"
     return Resolved(**values, allreduce_latency=ALLREDUCE_LATENCY["linked" if linked else "pcie"], sources=sources,
-                    engine=engine if eff.layer_overhead is None else "")
+                    engine=engine, prefill_overhead=max(values["layer_overhead"], PREFILL_LAYER_OVERHEAD[engine]))
 
 
 class Step(NamedTuple):
@@ -216,8 +221,7 @@ def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
     kv = kv_cache_bytes(m, w.prompt, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)  # written once
     memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
     comm = allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
-    per_layer = max(r.layer_overhead, PREFILL_LAYER_OVERHEAD[r.engine]) if r.engine in PREFILL_LAYER_OVERHEAD else r.layer_overhead
-    return Step(compute, memory, steps * m.num_hidden_layers * per_layer, comm, flops, weights + kv), steps
+    return Step(compute, memory, steps * m.num_hidden_layers * r.prefill_overhead, comm, flops, weights + kv), steps
 
 
 def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step:
@@ -236,7 +240,7 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
     return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm, flops, weights + kv)
 
 
-def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved, batch: int):
+def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     """schedule.StepCosts for this instance: the coefficients _prefill and _decode use, per token,
     per attended pair and per cached position (all layers at full attention: a sliding window's
     saving is not credited under load), weights read as by a batch of ``batch`` tokens (MoE)."""
@@ -250,10 +254,15 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved, batch: int):
     L = m.num_hidden_layers
     per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair
     dense = forward(m, 1, 1, "causal")["forward"] - per_pair
-    prefill_layer = max(r.layer_overhead, PREFILL_LAYER_OVERHEAD.get(r.engine, 0.0))
     link = gpu.interconnect_bandwidth
+    if w.tp > 1 and not link:
+        raise SpecError(f"{gpu.name} has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s for TP {w.tp}")
     per_token = 2 * L * m.hidden_size * w.act_bytes * 2 * (w.tp - 1) / w.tp / (link * LINK_EFFICIENCY) \
-        if w.tp > 1 and link else 0.0
-    return StepCosts(dense / flop_rate, per_pair / flop_rate, weight_bytes_read(m, batch, w.dtype) / w.tp / byte_rate,
-                     kv_cache_bytes(m, 1, 1, DTYPE_BYTES[w.kv_dtype], w.tp) / byte_rate, L * r.layer_overhead,
-                     L * prefill_layer, per_token, 2 * L * r.allreduce_latency if w.tp > 1 else 0.0)
+        if w.tp > 1 else 0.0
+    # weights a step of t tokens reads: W(t) = W_all - experts x (1 - k/E)^t, from W(1) and W(all experts)
+    every = weight_bytes_read(m, 10**9, w.dtype) / w.tp / byte_rate
+    share = m.num_experts_per_tok / m.num_experts if m.is_moe else 0.0
+    experts = (every - weight_bytes_read(m, 1, w.dtype) / w.tp / byte_rate) / (1 - share) if m.is_moe else 0.0
+    return StepCosts(dense / flop_rate, per_pair / flop_rate, every, kv_cache_bytes(m, 1, 1, DTYPE_BYTES[w.kv_dtype], w.tp)
+                     / byte_rate, L * r.layer_overhead, L * r.prefill_overhead, per_token,
+                     2 * L * r.allreduce_latency if w.tp > 1 else 0.0, experts, share)

@@ -73,3 +73,13 @@ def test_the_table_lists_layouts_and_reasons():
     assert out.exit_code == 0
     assert "layouts meeting the targets, cheapest first" in out.stdout
     assert "rejected a100-80gb TP 1: memory" in out.stdout
+
+
+def test_the_plan_holds_up_in_a_longer_replay():
+    """The cheapest layout, checked by `latency` on one replica's share of the traffic: not overloaded,
+    within the targets."""
+    best = plan()["summary"]["layouts"][0]
+    out = run("latency", "--model", "llama-3.1-70b", "--gpu", best["gpu"], "--gpus", str(best["tp"]), "--prompt", "2k",
+              "--output", "256", "--request-rate", str(10 / best["replicas"]), "--json")
+    s = json.loads(out.stdout)["summary"]
+    assert not s["overloaded"] and s["ttft"] <= 1.0 and s["tpot"] <= 0.05

@@ -27,8 +27,10 @@ def run(point: dict):
     c = point["llmcalc"]
     load = point.get("load") or {}
     concurrency = load.get("value") if load.get("kind") == "concurrency" and load.get("value", 1) > 1 else None
-    if load.get("kind") == "offline":  # everything queued: the engine's batch stays full (TensorRT-LLM's 2048)
-        concurrency = 2048
+    if load.get("kind") == "offline":  # everything queued: enough clients to keep the engine's batch full
+        fits = llmcalc.memory(c["model"], gpu=c["gpu"], gpus=c["gpus"], tp=c["tp"], dtype=c["dtype"], mode="infer",
+                              kv_dtype=c.get("kv_dtype"), engine=c["engine"], seq=point["prompt"] + point["output"])
+        concurrency = min(2000, 2 * int(fits.summary["max_concurrency"]) + 16)
     extra = {"request_overhead": c["request_overhead"]} if "request_overhead" in c else {}
     return llmcalc.latency(c["model"], gpu=c["gpu"], gpus=c["gpus"], tp=c["tp"], dtype=c["dtype"],
                            kv_dtype=c.get("kv_dtype"), engine=c["engine"], prompt=point["prompt"],
@@ -152,3 +154,30 @@ def test_a_measurement_faster_than_the_gpu_is_refused():
     assert out.exit_code == 2 and "faster than this GPU can give" in out.stderr
     out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--calibrate", __file__)
     assert out.exit_code == 2 and out.stderr.count("\n") == 1
+
+
+def test_past_capacity_the_answer_says_overloaded():
+    """An open loop beyond what the engine completes has no steady state: said, not averaged away."""
+    calm = llmcalc.latency("llama-3.1-70b", gpu="h100", gpus=4, prompt="2k", output=256, request_rate=1)
+    busy = llmcalc.latency("llama-3.1-70b", gpu="h100", gpus=4, prompt="2k", output=256, request_rate=20)
+    assert not calm.summary["overloaded"] and busy.summary["overloaded"]
+    assert calm.summary["requests_per_s"] == pytest.approx(1, rel=0.15)
+    assert busy.notes[0].startswith("overloaded")
+
+
+def test_load_splits_over_data_parallel_instances():
+    """64 clients on 8 one-GPU instances: each serves 8, as one GPU with 8 clients does."""
+    eight = llmcalc.latency("llama-3.1-8b", gpu="h100", gpus=8, tp=1, prompt="2k", output=256, concurrency=64)
+    one = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt="2k", output=256, concurrency=8)
+    assert eight.summary["ttft"] == one.summary["ttft"] and eight.summary["tpot"] == one.summary["tpot"]
+
+
+def test_hostile_loads_are_one_line_refusals():
+    for args in (("--concurrency", "1000000"), ("--request-rate", "1e9"), ("--engine", "hf", "--concurrency", "8"),
+                 ("--engine", "bogus"), ("--max-num-seqs", "0", "--concurrency", "4"), ("--prefill-efficiency", "0")):
+        out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", *args)
+        assert out.exit_code == 2 and out.stderr.count("\n") == 1, (args, out.stderr)
+    assert "--prefill-efficiency" in run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100",
+                                             "--prefill-efficiency", "0").stderr
+    zero = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-overhead", "0", "--json")
+    assert zero.exit_code == 0 and json.loads(zero.stdout)["rows"][3]["value"] == 0

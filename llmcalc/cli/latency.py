@@ -4,12 +4,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..serving import LAYER_OVERHEAD
 from ..spec import Parallelism
 from ..units import parse_length, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
-                     require_gpus, within_context)
+                     choices, require_gpus, within_context)
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
+
+ServeEngine = choices("ServeEngine", LAYER_OVERHEAD)  # the engines whose step costs serving.py knows
 
 
 @app.command()
@@ -27,7 +30,7 @@ def latency(
     efficiency: Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.8 of compute, 0.9 of bandwidth", help="Fraction of peak compute and, unless --bw-efficiency, of bandwidth reachable; 1.0 = physical bound.")] = None,
     bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", rich_help_panel=HARDWARE, show_default="--efficiency when given, else 0.9", help="Fraction of memory bandwidth reachable.")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", rich_help_panel=PARALLELISM, help="Hide TP communication behind compute (lower bound) or add it.")] = True,
-    engine: Annotated[str, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply: vllm, sglang, trtllm, llamacpp, hf.")] = "vllm",
+    engine: Annotated[ServeEngine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply.")] = ServeEngine.vllm,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", rich_help_panel=RUNTIME, show_default="one request at a time", help="Clients in a closed loop, each sending its next request when the last ends (vLLM benchmark_serving --max-concurrency).")] = None,
     request_rate: Annotated[Optional[float], typer.Option("--request-rate", rich_help_panel=RUNTIME, show_default="one request at a time", help="Requests per second arriving at random (Poisson), open loop.")] = None,
     max_num_batched_tokens: Annotated[Optional[str], typer.Option("--max-num-batched-tokens", rich_help_panel=RUNTIME, show_default="the engine's", help="Tokens per engine step: the chunked-prefill budget.")] = None,
@@ -64,8 +67,7 @@ def latency(
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
     eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,
-                       layer_overhead=parse_seconds(step_overhead) if step_overhead else None,
-                       request_overhead=parse_seconds(request_overhead) if request_overhead is not None else None)
+                       layer_overhead=overhead(step_overhead), request_overhead=overhead(request_overhead))
     load = Load(settings.prompt, max(settings.output, 1), concurrency, request_rate) \
         if concurrency is not None or request_rate is not None else None
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
@@ -74,13 +76,24 @@ def latency(
 
     def one(m, g):
         within_context(m, settings.prompt + settings.output, "--prompt + --output")
-        return latency_estimate(m, g, settings, engine, eff, load, chunk, max_num_seqs, **targets, measured=measured,
+        return latency_estimate(m, g, settings, engine.value, eff, load, chunk, max_num_seqs, **targets, measured=measured,
                                 measured_at=measured_at)
 
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
     if check and not all(r.summary.get("feasible", True) for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def overhead(text: str | None) -> float | None:
+    """A time that may be zero (--request-overhead 0: no server in front), else as --ttft-target reads it."""
+    import re
+
+    if text is None:
+        return None
+    if re.fullmatch(r"\s*0*\.?0*\s*(s|ms|us|µs)?\s*", text) and re.search(r"0", text):
+        return 0.0
+    return parse_seconds(text)
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:
@@ -98,10 +111,10 @@ def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) 
         raise SpecError("--calibrate reads the measurement from its file; leave out --measured-ttft/--measured-itl")
     bench = read_benchmark(path)
     at = dataclasses.replace(settings, batch=1, prompt=bench.prompt, output=max(bench.output, 2))
-    load = Load(bench.prompt, max(bench.output, 2), bench.concurrency if (bench.concurrency or 1) > 1 else None,
-                bench.request_rate if not bench.concurrency else None) \
-        if (bench.concurrency or 1) > 1 or bench.request_rate else None
+    clients = bench.concurrency or 0
+    rate = bench.request_rate if not clients else None  # with both, the clients bound what is in flight
+    load = Load(bench.prompt, max(bench.output, 2), clients if clients > 1 else None, rate) \
+        if clients > 1 or rate else None
     where = f"{path}: {bench.prompt:,} in / {bench.output:,} out, " + \
-        (f"{bench.concurrency} clients" if (bench.concurrency or 1) > 1 else f"{bench.request_rate:g} req/s"
-         if bench.request_rate and not bench.concurrency else "one at a time")
+        (f"{clients} clients" if clients > 1 else f"{rate:g} req/s" if rate else "one at a time")
     return (bench.ttft, bench.itl), (at, load, where)
