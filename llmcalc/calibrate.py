@@ -37,17 +37,22 @@ def fit(times: Callable[[Efficiencies], tuple[float, float]], given: Efficiencie
     the expected (TTFT, TPOT) of given efficiencies at the measured settings. Only the fitted fields are
     set beyond what was ``given``, so the options the notes print reproduce the fit exactly."""
     eff, notes = given, {}
-    for _ in range(ROUNDS):  # under load the two couple (prefill chunks share steps with decodes): alternate
-        if itl is not None:
-            eff, notes["itl"] = _fit_one(lambda e: times(e)[1], eff, given, itl, "ITL",
-                                         ("bandwidth", PLAUSIBLE["bandwidth"], 1.0, "--decode-efficiency"),
-                                         ("layer_overhead", 0.0, min(itl, OVERHEAD_MAX), "--step-overhead"))
-        if ttft is not None:
-            eff, notes["ttft"] = _fit_one(lambda e: times(e)[0], eff, given, ttft, "TTFT",
-                                          ("compute", PLAUSIBLE["compute"], 1.0, "--prefill-efficiency"),
-                                          ("request_overhead", 0.0, min(ttft, OVERHEAD_MAX), "--request-overhead"))
+    fits = {"itl": (lambda e: times(e)[1], itl, "ITL", ("bandwidth", PLAUSIBLE["bandwidth"], 1.0, "--decode-efficiency"),
+                    ("layer_overhead", 0.0, min(itl or 0, OVERHEAD_MAX), "--step-overhead")),
+            "ttft": (lambda e: times(e)[0], ttft, "TTFT", ("compute", PLAUSIBLE["compute"], 1.0, "--prefill-efficiency"),
+                     ("request_overhead", 0.0, min(ttft or 0, OVERHEAD_MAX), "--request-overhead"))}
+    for round_ in range(ROUNDS):  # under load the two couple (prefill chunks share steps with decodes): alternate
+        for key, (time_of, measured, what, first, second) in fits.items():
+            if measured is None:
+                continue
+            try:
+                eff, notes[key] = _fit_one(time_of, eff, given, measured, what, first, second)
+            except SpecError:  # the other fit may move it into reach; the last round says why not
+                if round_ == ROUNDS - 1:
+                    raise
         got = times(eff)
-        if all(m is None or abs(g / m - 1) < 0.005 for g, m in zip(got, (ttft, itl))):
+        if all(m is None or abs(g / m - 1) < 0.005 for g, m in zip(got, (ttft, itl))) and len(notes) == \
+                sum(m is not None for m in (ttft, itl)):
             break
     fitted = tuple(k for k in ("compute", "bandwidth", "layer_overhead", "request_overhead")
                    if getattr(eff, k) != getattr(given, k))

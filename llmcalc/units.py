@@ -79,21 +79,32 @@ def parse_seconds(text: str | float) -> float:
     return _split(text, _SECONDS, "a duration", "650ms, 0.755, 2h")
 
 
+def parse_overhead(text: str | float) -> float:
+    """A duration that may be zero (--request-overhead 0: nothing in front of the engine): '0', '0ms', or
+    as parse_seconds reads it."""
+    import re
+
+    if isinstance(text, str) and re.fullmatch(r"\s*0*\.?0*\s*(s|ms|us|µs)?\s*", text) and "0" in text:
+        return 0.0
+    return parse_seconds(text)
+
+
 # -- display ----------------------------------------------------------------------------------
 
 # The quantity each setting holds, by its name (the CLI's options and the Python API's keywords alike).
 _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum",
                                    "max_num_batched_tokens"), "length"),
                   **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
-                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "step_overhead", "request_overhead",
-                                   "measured_ttft", "measured_itl"), "seconds"),
+                  **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "measured_ttft", "measured_itl"),
+                                  "seconds"),
+                  **dict.fromkeys(("step_overhead", "request_overhead"), "overhead"),
                   **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count")}
 
 
 def setting_parser(name: str):
     """The parser for the setting called ``name`` ("8k", "80GB", "650ms", "15T"), or None for a plain value."""
     kind = _SETTING_KINDS.get(name)
-    return {"length": parse_length, "bytes": parse_bytes, "seconds": parse_seconds,
+    return {"length": parse_length, "bytes": parse_bytes, "seconds": parse_seconds, "overhead": parse_overhead,
             "count": parse_count}[kind] if kind else None
 
 

@@ -6,7 +6,7 @@ import typer
 
 from ..serving import LAYER_OVERHEAD
 from ..spec import Parallelism
-from ..units import parse_length, parse_seconds
+from ..units import parse_length, parse_overhead, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      choices, require_gpus, within_context)
@@ -67,7 +67,8 @@ def latency(
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
     eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,
-                       layer_overhead=overhead(step_overhead), request_overhead=overhead(request_overhead))
+                       layer_overhead=parse_overhead(step_overhead) if step_overhead is not None else None,
+                       request_overhead=parse_overhead(request_overhead) if request_overhead is not None else None)
     load = Load(settings.prompt, max(settings.output, 1), concurrency, request_rate) \
         if concurrency is not None or request_rate is not None else None
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
@@ -83,17 +84,6 @@ def latency(
     _emit(results, fmt)
     if check and not all(r.summary.get("feasible", True) for r in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
-
-
-def overhead(text: str | None) -> float | None:
-    """A time that may be zero (--request-overhead 0: no server in front), else as --ttft-target reads it."""
-    import re
-
-    if text is None:
-        return None
-    if re.fullmatch(r"\s*0*\.?0*\s*(s|ms|us|µs)?\s*", text) and re.search(r"0", text):
-        return 0.0
-    return parse_seconds(text)
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:
