@@ -293,8 +293,12 @@ def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_R
     if not window:  # nothing in steady state (a run cut short): what finished at all
         window = reqs
     measured = [r for r in window if r.done]
+    cut = len(measured) < len(window) or len(reqs) < n  # the step budget ran out first
+    if not measured:  # not one measured request ended: what did end, flagged overloaded
+        measured = [r for r in reqs if r.done]
     if not measured:
-        raise SpecError("the replay finished no request: the load is far beyond these GPUs")
+        raise SpecError(f"the replay ran {steps:,} steps and no request ended: each needs more than the replay "
+                        "can run at this load; lower --concurrency or --output")
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     ttft = mean([r.first - r.arrival for r in measured])
     e2e = mean([r.done - r.arrival for r in measured])
@@ -308,6 +312,6 @@ def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_R
     else:  # a burst (every window request at once): completions over the time they took
         rate = arriving = len(measured) / max(max(r.done for r in measured) - start, 1e-12)
     offered = load.request_rate or 0.0
-    overloaded = len(measured) < len(window) or len(reqs) < n or bool(offered and rate < 0.85 * arriving)
+    overloaded = cut or bool(offered and rate < 0.85 * arriving)
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)
