@@ -287,6 +287,18 @@ def _window(reqs: list[_Request], load: Load, n: int) -> list[_Request]:
     return [r for r in reqs if filled <= r.arrival <= last]
 
 
+def _rates(reqs: list[_Request], measured: list[_Request]) -> tuple[float, float]:
+    """(completions, arrivals) per second while the measured requests arrive: the requests of any age
+    that end in that time over its length, and the measured ones' own arrival rate. Past capacity the
+    first falls short of the second (the queue grows without bound)."""
+    start, end = measured[0].arrival, measured[-1].arrival
+    if end - start > 0:
+        return (sum(1 for r in reqs if r.done and start < r.done <= end) / (end - start),
+                (len(measured) - 1) / (end - start))
+    rate = len(measured) / max(max(r.done for r in measured) - start, 1e-12)  # a burst: over the time it took
+    return rate, rate
+
+
 def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_Replay", n: int) -> Served:
     """Means over the window's requests; throughput from what completes while they arrive."""
     steps, batch_sum, peak = replay.step, replay.batch_sum, replay.peak
@@ -303,14 +315,7 @@ def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_R
     ttft = mean([r.first - r.arrival for r in measured])
     e2e = mean([r.done - r.arrival for r in measured])
     itl = mean([(r.done - r.first) / (load.output - 1) for r in measured]) if load.output > 1 else 0.0
-    # throughput: the requests (of any age) completing while the window's requests arrive, over that time;
-    # past capacity that falls short of the window's own arrival rate (the queue grows without bound)
-    start, end = measured[0].arrival, measured[-1].arrival
-    if end - start > 0:
-        rate = sum(1 for r in reqs if r.done and start < r.done <= end) / (end - start)
-        arriving = (len(measured) - 1) / (end - start)
-    else:  # a burst (every window request at once): completions over the time they took
-        rate = arriving = len(measured) / max(max(r.done for r in measured) - start, 1e-12)
+    rate, arriving = _rates(reqs, measured)
     offered = load.request_rate or 0.0
     overloaded = cut or bool(offered and rate < 0.85 * arriving)
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
