@@ -8,6 +8,7 @@ from ..units import parse_length, parse_seconds
 from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
                      _fmt, _models, app, require_gpus, within_context)
 from .helpfmt import HARDWARE, RUNTIME, TARGETS
+from .latency import ServeEngine
 
 
 @app.command("serve-plan")
@@ -20,7 +21,7 @@ def serve_plan(
     output: Annotated[str, typer.Option("--output", rich_help_panel=RUNTIME, help="Output tokens per request.")] = "256",
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Mean time to first token at most (1s).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Mean time per output token at most (50ms).")] = None,
-    engine: Annotated[str, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine: vllm, sglang, trtllm, llamacpp.")] = "vllm",
+    engine: Annotated[ServeEngine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply (hf does not batch continuously: refused).")] = ServeEngine.vllm,
     dtype: DtypeOpt = Dtype.bf16,
     kv_dtype: KvDtypeOpt = None,
     gpu_price: Annotated[Optional[str], typer.Option("--gpu-price", rich_help_panel=HARDWARE, show_default="none: rank by GPU count", help="Dollars per GPU-hour: one number, or gpu=price,... (h100=2.5,a100-80gb=1.6).")] = None,
@@ -46,7 +47,7 @@ def serve_plan(
     results = []
     for m in _models(model, generic):
         within_context(m, traffic.prompt + traffic.output, "--prompt + --output")
-        results.append(plan(m, gpus, traffic, engine, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
+        results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
     _show(results, fmt)
     if check and not all(b.summary["meets"] for b in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
