@@ -53,18 +53,17 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     ``measured`` (TTFT, ITL) calibrates the efficiencies first (calibrate.py): measured at these settings,
     or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
-    linked = gpu.interconnect_bandwidth >= 100e9
-    resolve(eff, engine, s.dtype, s.compute_dtype, linked)  # an unknown engine or setting: refused before any work
+    resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
-    w = _workload(s, budget)
+    w = workload(s, budget)
     fitted: tuple[str, ...] = ()
     if any(value is not None for value in measured):
         at_s, at_load, source = measured_at or (s, load, "")
         at_budget, at_seqs = (budget, seqs) if measured_at is None else scheduler_limits(engine, gpu, at_s, chunk, max_seqs)
-        eff, fitted = _calibrated(m, gpu, at_s, engine, eff, _workload(at_s, at_budget), at_load, at_budget, at_seqs,
+        eff, fitted = _calibrated(m, gpu, at_s, engine, eff, workload(at_s, at_budget), at_load, at_budget, at_seqs,
                                   measured)
         fitted = tuple(f"{note} ({source})" if source else note for note in fitted)
-    r = resolve(eff, engine, s.dtype, s.compute_dtype, linked)
+    r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)
     rows = Rows("s", total=None)
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
@@ -72,9 +71,10 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
                       f"in {budget:,}-token steps, then they decode together; --concurrency or --request-rate for a "
                       "server under load"]
     else:
-        times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s)
+        capacity = kv_capacity(m, gpu, s, engine)
+        times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
-                      f"per step, at most {seqs:,} running requests, KV for {kv_capacity(m, gpu, s, engine):,} tokens"]
+                      f"per step, at most {seqs:,} running requests, KV for {capacity:,} tokens"]
     _bound_rows(rows, bound, s.output)
     if fitted:
         load_notes += [f"calibrated: {'; '.join(fitted)}; give the same options to predict other settings on this "
@@ -82,7 +82,8 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target))
 
 
-def _workload(s: ServeSettings, budget: int) -> Workload:
+def workload(s: ServeSettings, budget: int) -> Workload:
+    """What one instance of ``s`` runs (serving.Workload), prompts chunked at ``budget`` tokens per step."""
     return Workload(requests=-(-s.batch // s.dp), prompt=s.prompt, output=s.output, tp=s.tp, dtype=s.dtype,
                     compute_dtype=s.compute_dtype, kv_dtype=s.cache_dtype,
                     act_bytes=DTYPE_BYTES[activation_dtype(s.dtype)], attention=s.attention, chunk=budget)
@@ -93,19 +94,18 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
     """The efficiencies that reproduce the measured (TTFT, ITL) at these settings (calibrate.fit)."""
     from .calibrate import fit
 
-    linked = gpu.interconnect_bandwidth >= 100e9
     capacity = kv_capacity(m, gpu, s, engine) if load is not None else 0
     share = per_instance(load, s.dp) if load is not None else None
 
     def times(e: Efficiencies) -> tuple[float, float]:
-        r = resolve(e, engine, s.dtype, s.compute_dtype, linked)
+        r = resolve(e, engine, s.dtype, s.compute_dtype, gpu)
         if share is None:
             x = expected(m, gpu, w, r)
             return x.ttft, x.tpot
         served = replay(m, gpu, w, r, share, budget, seqs, capacity)
         return served.ttft, served.itl
 
-    result = fit(times, eff, resolve(eff, engine, s.dtype, s.compute_dtype, linked), *measured)
+    result = fit(times, eff, resolve(eff, engine, s.dtype, s.compute_dtype, gpu), *measured)
     return result.eff, result.notes
 
 
@@ -162,10 +162,10 @@ def replay(m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int,
 
 
 def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int, seqs: int,
-                s: ServeSettings) -> dict:
+                s: ServeSettings, capacity: int) -> dict:
     if w.requests > 1:
         raise SpecError("--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1")
-    served = replay(m, gpu, w, r, per_instance(load, s.dp), budget, seqs, kv_capacity(m, gpu, s, r.engine))
+    served = replay(m, gpu, w, r, per_instance(load, s.dp), budget, seqs, capacity)
     how = ("by the scheduler replay: the mean over {} requests between the warm-up and the wind-down "
            "(llmcalc/schedule.py)", served.requests)
     _band_rows(rows, "ttft", served.ttft, ("by the scheduler replay: the mean over {} requests between the warm-up and "

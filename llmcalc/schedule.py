@@ -231,16 +231,15 @@ class _Replay:
         self.prefilling.remove(i)
         r.first = self.now
         if self.load.output == 1:  # its one token is the first: done, never decodes
-            self.decoding += 1
-            self._finish(i, 0)
+            self._finish(i, 0, decoding=False)
             return
         self.decoding += 1
         self.context += self.load.prompt
         heapq.heappush(self.finishing, (self.step + self.load.output - 1, i))
 
-    def _finish(self, i: int, context: int) -> None:
+    def _finish(self, i: int, context: int, decoding: bool = True) -> None:
         self.reqs[i].done = self.now
-        self.decoding -= 1
+        self.decoding -= decoding
         self.context -= context
         self.kv_used -= self.size
         self.scheduled = _next(self.arrivals, self.scheduled, self.now, self.load)

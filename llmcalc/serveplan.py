@@ -97,10 +97,9 @@ def _layout(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: st
 def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: str,
               kv_dtype: str | None) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
-    from .dtypes import DTYPE_BYTES, activation_dtype
-    from .expected_latency import kv_capacity, per_instance, replay, scheduler_limits
+    from .expected_latency import kv_capacity, per_instance, replay, scheduler_limits, workload
     from .schedule import Load
-    from .serving import Efficiencies, Workload, resolve
+    from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
     s = ServeSettings(prompt=traffic.prompt, output=traffic.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
@@ -110,10 +109,9 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     if capacity < traffic.prompt + traffic.output:
         raise SpecError(f"memory: KV room for {capacity:,} tokens, one request needs "
                         f"{traffic.prompt + traffic.output:,}")
-    r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu.interconnect_bandwidth >= 100e9)
+    r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu)
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
-    w = Workload(1, traffic.prompt, traffic.output, tp, dtype, s.compute_dtype, s.cache_dtype,
-                 DTYPE_BYTES[activation_dtype(dtype)], chunk=budget)
+    w = workload(s, budget)
     traffic_load = Load(traffic.prompt, traffic.output, traffic.concurrency, traffic.request_rate)
     seen: dict[int, Tried] = {}
 

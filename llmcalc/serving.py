@@ -121,8 +121,11 @@ class Resolved(NamedTuple):
     prefill_overhead: float  # seconds per layer per prefill step: the step cost, at least PREFILL_LAYER_OVERHEAD
 
 
-def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, linked: bool) -> Resolved:
-    """Fill in each efficiency the user did not set, saying which it is (for the notes)."""
+def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, gpu) -> Resolved:
+    """Fill in each efficiency the user did not set, saying which it is (for the notes); the all-reduce
+    latency by whether ``gpu``'s peers are NVLink-linked (the threshold the memory engines use)."""
+    from .memory.engines.common import NVLINK_BYTES_PER_S
+
     if engine not in LAYER_OVERHEAD:
         raise SpecError(f"no step-cost defaults for engine {engine!r}; choose one of {', '.join(LAYER_OVERHEAD)}")
     chosen = {"compute": (eff.compute, lambda: COMPUTE.get(compute_dtype, COMPUTE["bf16"]), f"{compute_dtype} prefill"),
@@ -133,6 +136,7 @@ def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, link
     for key, (given, default, why) in chosen.items():
         values[key] = default() if given is None else given
         sources[key] = "calibrated" if key in eff.fitted else "given" if given is not None else f"default for {why}"
+    linked = gpu.interconnect_bandwidth >= NVLINK_BYTES_PER_S
     return Resolved(**values, allreduce_latency=ALLREDUCE_LATENCY["linked" if linked else "pcie"], sources=sources,
                     engine=engine, prefill_overhead=max(values["layer_overhead"], PREFILL_LAYER_OVERHEAD[engine]))
 
@@ -216,12 +220,9 @@ def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
     tokens = w.requests * w.prompt
     steps = -(-tokens // min(w.chunk or tokens, tokens))
     flops = w.requests * forward(m, w.prompt, w.prompt, w.attention)["forward"]
-    compute = flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute)
     weights = steps * weight_bytes_read(m, -(-tokens // steps), w.dtype) / w.tp
     kv = kv_cache_bytes(m, w.prompt, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)  # written once
-    memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
-    comm = allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
-    return Step(compute, memory, steps * m.num_hidden_layers * r.prefill_overhead, comm, flops, weights + kv), steps
+    return _pass(m, gpu, w, r, flops, weights + kv, tokens, steps, r.prefill_overhead), steps
 
 
 def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step:
@@ -232,18 +233,23 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
 
     keys = max(int(round(context)), 1)
     flops = w.requests * forward(m, 1, keys, w.attention)["forward"]
-    compute = flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute)
-    weights = weight_bytes_read(m, w.requests, w.dtype) / w.tp
-    kv = kv_cache_bytes(m, keys, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)
-    memory = (weights + kv) / (gpu.memory_bandwidth * r.bandwidth)
-    comm = allreduce_seconds(m, w.requests, 1, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r)
-    return Step(compute, memory, m.num_hidden_layers * r.layer_overhead, comm, flops, weights + kv)
+    nbytes = weight_bytes_read(m, w.requests, w.dtype) / w.tp + kv_cache_bytes(m, keys, w.requests,
+                                                                               DTYPE_BYTES[w.kv_dtype], w.tp)
+    return _pass(m, gpu, w, r, flops, nbytes, w.requests, 1, r.layer_overhead)
+
+
+def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: float, tokens: int, steps: int,
+          per_layer: float) -> Step:
+    """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens."""
+    return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
+                steps * m.num_hidden_layers * per_layer,
+                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r), flops, nbytes)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     """schedule.StepCosts for this instance: the coefficients _prefill and _decode use, per token,
     per attended pair and per cached position (all layers at full attention: a sliding window's
-    saving is not credited under load), weights read as by a batch of ``batch`` tokens (MoE)."""
+    saving is not credited under load), and an MoE's experts as a step's tokens touch them."""
     from .flops import forward
     from .kvcache import kv_cache_bytes
     from .schedule import StepCosts
@@ -255,14 +261,11 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair
     dense = forward(m, 1, 1, "causal")["forward"] - per_pair
     link = gpu.interconnect_bandwidth
-    if w.tp > 1 and not link:
-        raise SpecError(f"{gpu.name} has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s for TP {w.tp}")
-    per_token = 2 * L * m.hidden_size * w.act_bytes * 2 * (w.tp - 1) / w.tp / (link * LINK_EFFICIENCY) \
-        if w.tp > 1 else 0.0
+    per_token = allreduce_seconds(m, 1, 0, w.tp, w.act_bytes, link, r)  # the bytes of one token
+    per_step = allreduce_seconds(m, 0, 1, w.tp, w.act_bytes, link, r)  # the latencies of one step
     # weights a step of t tokens reads: W(t) = W_all - experts x (1 - k/E)^t, from W(1) and W(all experts)
     every = weight_bytes_read(m, 10**9, w.dtype) / w.tp / byte_rate
     share = m.num_experts_per_tok / m.num_experts if m.is_moe else 0.0
     experts = (every - weight_bytes_read(m, 1, w.dtype) / w.tp / byte_rate) / (1 - share) if m.is_moe else 0.0
     return StepCosts(dense / flop_rate, per_pair / flop_rate, every, kv_cache_bytes(m, 1, 1, DTYPE_BYTES[w.kv_dtype], w.tp)
-                     / byte_rate, L * r.layer_overhead, L * r.prefill_overhead, per_token,
-                     2 * L * r.allreduce_latency if w.tp > 1 else 0.0, experts, share)
+                     / byte_rate, L * r.layer_overhead, L * r.prefill_overhead, per_token, per_step, experts, share)

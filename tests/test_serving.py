@@ -190,3 +190,11 @@ def test_calibration_under_load_reproduces_its_measurement():
                         engine="trtllm", concurrency=25, measured_ttft="688.69ms", measured_itl="38.75ms")
     assert b.summary["ttft"] == pytest.approx(0.68869, rel=0.01)
     assert b.summary["tpot"] == pytest.approx(0.03875, rel=0.01)
+
+
+def test_every_engine_the_memory_model_knows_has_step_costs():
+    """`--engine` offers the memory model's engines (memory/engines.ENGINES); each needs serving's defaults."""
+    from llmcalc.memory.engines import ENGINES
+    from llmcalc.serving import LAYER_OVERHEAD, PREFILL_LAYER_OVERHEAD, REQUEST_OVERHEAD
+
+    assert set(ENGINES) == set(LAYER_OVERHEAD) == set(PREFILL_LAYER_OVERHEAD) == set(REQUEST_OVERHEAD)

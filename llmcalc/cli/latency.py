@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..serving import LAYER_OVERHEAD
+from ..memory.engines import ENGINES
 from ..spec import Parallelism
 from ..units import parse_length, parse_overhead, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
@@ -12,7 +12,7 @@ from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, Gen
                      choices, require_gpus, within_context)
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 
-ServeEngine = choices("ServeEngine", LAYER_OVERHEAD)  # the engines whose step costs serving.py knows
+ServeEngine = choices("ServeEngine", ENGINES)  # the engines memory models; serving.py has step costs for each
 
 
 @app.command()
