@@ -158,14 +158,16 @@ class Step(NamedTuple):
 
 def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_bytes: float, link: float,
                       r: Resolved) -> float:
-    """Two all-reduces of tokens x hidden values per layer per step (Megatron-LM): a ring moves
-    2(t-1)/t of the values per GPU at LINK_EFFICIENCY of the link, and each pays its fixed latency."""
+    """The TP all-reduces' bytes (throughput.tp_allreduce_bytes) at LINK_EFFICIENCY of the link, and two
+    fixed latencies per layer per step."""
+    from .throughput import tp_allreduce_bytes
+
     if tp == 1:
         return 0.0
     if not link:
         raise SpecError("this GPU has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s")
-    volume = tokens * m.hidden_size * act_bytes * 2 * (tp - 1) / tp
-    return 2 * m.num_hidden_layers * (steps * r.allreduce_latency + volume / (link * LINK_EFFICIENCY))
+    return (2 * m.num_hidden_layers * steps * r.allreduce_latency
+            + tp_allreduce_bytes(m, tokens, tp, act_bytes) / (link * LINK_EFFICIENCY))
 
 
 class Expected(NamedTuple):

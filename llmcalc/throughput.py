@@ -174,6 +174,12 @@ def _rate_how(run, step_tokens: int, gpus: int) -> tuple:
     return ("{} tokens / ({} GPU-hours x 3600 s) x {} GPUs", run.tokens, run.gpu_hours, gpus)
 
 
+def tp_allreduce_bytes(m: ModelSpec, tokens: float, tp: int, act_bytes: float) -> float:
+    """Bytes one GPU sends for tensor parallelism over ``tokens`` tokens: two all-reduces of tokens x hidden
+    values per layer (Megatron-LM), of which a ring moves 2(t-1)/t per GPU."""
+    return 2 * m.num_hidden_layers * tokens * m.hidden_size * act_bytes * 2 * (tp - 1) / tp
+
+
 def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     """Weights one forward step reads, stored in ``dtype`` (ParamSplit.weight_bytes: quantized linears,
     their scales and the 16-bit rest): all matmul weights; for MoE only the experts some token picks.
@@ -227,8 +233,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
             return 0.0
         if not link:
             raise SpecError(f"{gpu.name} has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s")
-        values = 2 * m.num_hidden_layers * tokens * m.hidden_size
-        return values * act_b * 2 * (t - 1) / t / link
+        return tp_allreduce_bytes(m, tokens, t, act_b) / link
 
     def combine(compute: float, memory: float, comm: float) -> float:
         return max(compute, memory, comm) if s.overlap else max(compute, memory) + comm
