@@ -10,10 +10,9 @@ kernels compute; Megatron-LM halves the product the same way).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import NamedTuple
+from typing import NamedTuple, TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
-from .gpuspec import GPUSpec
 from .params import attention_linears, count, embedding_projections, matmul_params, mlp_linears
 from .spec import ModelSpec, SpecError
 from .units import fmt_rate
@@ -277,5 +276,8 @@ def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) 
 
 
 from . import _make_callable  # noqa: E402 - llmcalc.flops(...) is the API function (llmcalc/__init__.py)
+
+if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
+    from .gpuspec import GPUSpec
 
 _make_callable(__name__)

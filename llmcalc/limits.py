@@ -8,14 +8,16 @@ not. Because the search calls the same memory model, `memory` at the answer agre
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
-from .gpuspec import GPUSpec
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .memory.engines import ENGINES
 from .spec import ModelSpec, SpecError
 from .units import fmt_bytes
+
+if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
+    from .gpuspec import GPUSpec
 
 SEARCH_CAP = 2**27  # 134M tokens: beyond any real context (sliding-window models can reach it)
 # Every sequence costs memory (KV cache or activations), so with capacity at most 10^15 bytes

@@ -8,13 +8,16 @@ included (llm-foundry: HFU = MFU x 4/3 under full activation checkpointing).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
 from .flops import FlopsSettings, flops_breakdown
 from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
-from .gpuspec import GPUSpec
 from .spec import ModelSpec, SpecError
 from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
+
+if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
+    from .gpuspec import GPUSpec
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from ..breakdown import Breakdown, Quantity
-from ..gpuspec import GPUSpec
 from ..spec import ModelSpec
 from .placement import check_layout, stages
 from .settings import MemorySettings
+
+if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
+    from ..gpuspec import GPUSpec
 
 
 def as_shipped(m: ModelSpec, s: MemorySettings) -> bool:

@@ -9,15 +9,17 @@ Options that contradict the mode outright (--zero in inference) are refused by M
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TYPE_CHECKING
 
 from ..dtypes import GGUF_DTYPES, FLOAT_DTYPES
-from ..gpuspec import GPUSpec
 from ..spec import ModelSpec
 from .engines import ENGINES, KNOB_FLAGS
 from .memo import ignoring
 from .per_gpu import as_shipped
 from .settings import MemorySettings
+
+if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
+    from ..gpuspec import GPUSpec
 
 GROUPED_DTYPES = ("int4", "fp4")  # sub-byte weights carry one 16-bit scale per group (placement.ParamSplit)
 READS_ATTENTION_IMPL = ("hf", "llamacpp")  # engines whose working set depends on the kernel (engines/hf.py, llamacpp.py)
