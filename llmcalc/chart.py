@@ -14,6 +14,7 @@ from typing import Sequence, TextIO
 from .breakdown import Breakdown
 
 GLYPHS = "█▓▒░▚▞▙▟"
+ASCII_GLYPHS = "#%=:*+@&"  # the same parts where the stream cannot encode blocks (cli._Ascii)
 STYLES = ("cyan", "green", "yellow", "red", "magenta", "blue", "bright_black", "white")
 PHASES = ("prefill", "decode")
 

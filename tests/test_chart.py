@@ -50,3 +50,10 @@ def test_png(tmp_path):
     assert result.exit_code == 0 and "batch" in result.stdout  # the table as well
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _fails_cleanly(run("memory", "--model", "gpt2", "--png", str(tmp_path / "missing" / "x.png")), "--png")
+
+
+def test_every_glyph_has_an_ascii_stand_in():
+    """A stream that cannot encode blocks gets one ASCII character per chart part, never a '?'."""
+    from llmcalc.chart import ASCII_GLYPHS, GLYPHS
+
+    assert len(ASCII_GLYPHS) == len(GLYPHS) == len(set(ASCII_GLYPHS)) and ASCII_GLYPHS.isascii()

@@ -7,6 +7,7 @@ into a click command on each call, and the memory and limits commands have ~35 o
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Iterable
@@ -65,9 +66,14 @@ def _to_devnull(stream) -> None:
 
 
 # What an ASCII-only terminal gets instead of the tables' box drawing and the notes' symbols.
-_ASCII = str.maketrans({"│": "|", "─": "-", "━": "=", "┼": "+", "╇": "+", "·": "-", "█": "#", "▓": "%", "▒": "=",
-                        "░": ":", "▚": "*", "▞": "+", "…": "...", "×": "x", "≈": "~", "—": "-", "–": "-", "≤": "<=",
-                        "≥": ">=", "→": "->", "²": "^2", "√": "sqrt", "Ψ": "Psi", "μ": "u"})
+@functools.lru_cache(maxsize=1)
+def _ascii_table() -> dict:
+    """Box drawing and the chart's glyphs (chart.GLYPHS, one ASCII stand-in each) spelled in ASCII."""
+    from ..chart import ASCII_GLYPHS, GLYPHS
+
+    return str.maketrans({"│": "|", "─": "-", "━": "=", "┼": "+", "╇": "+", "·": "-", "…": "...", "×": "x", "≈": "~",
+                          "—": "-", "–": "-", "≤": "<=", "≥": ">=", "→": "->", "²": "^2", "√": "sqrt", "Ψ": "Psi",
+                          "μ": "u", **dict(zip(GLYPHS, ASCII_GLYPHS))})
 
 
 class _Ascii:
@@ -77,7 +83,7 @@ class _Ascii:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return self._stream.write(text.translate(_ASCII))
+        return self._stream.write(text.translate(_ascii_table()))
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
