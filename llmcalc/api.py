@@ -17,7 +17,7 @@ from typing import Any
 
 from .breakdown import Breakdown
 from .gpuspec import GPUSpec
-from .spec import ModelSpec, Parallelism, SpecError
+from .spec import ModelSpec, Parallelism, SpecError, default_seq
 
 __all__ = ["Result", "params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch"]
 
@@ -111,11 +111,11 @@ def flops(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: 
     """FLOPs per step and per token; with ``tokens`` and a gpu, the budget's time (`llmcalc flops`).
     Settings: seq (default: the context, at most 8k), batch, grad_accum, attention, recompute,
     formula, tokens, gpus, efficiency (default 0.4), dtype."""
-    from .flops import FlopsSettings, flops_breakdown
+    from .flops import DEFAULT_EFFICIENCY, FlopsSettings, flops_breakdown
 
     m, s = _model(model), _coerce(settings)
-    s.setdefault("seq", min(m.max_position_embeddings, 8192))
-    s.setdefault("efficiency", 0.4)
+    s.setdefault("seq", default_seq(m))
+    s.setdefault("efficiency", DEFAULT_EFFICIENCY)
     return _result(flops_breakdown(m, FlopsSettings(**s), _gpu(gpu)))
 
 
@@ -125,7 +125,7 @@ def _memory_settings(m: ModelSpec, settings: dict[str, Any], mode_default: str =
     s = _coerce(settings)
     mode = s.setdefault("mode", mode_default)
     layout = {key: s.pop(key) for key in _LAYOUT if key in s}
-    s.setdefault("seq", min(m.max_position_embeddings, 8192))
+    s.setdefault("seq", default_seq(m))
     return MemorySettings(parallel=Parallelism.resolve(**layout, mode=mode), **s)
 
 
@@ -166,7 +166,7 @@ def mfu(model: str | ModelSpec, gpu: str | GPUSpec, seq: int | str | None = None
     from .throughput import Measurement, mfu_breakdown
 
     m = _model(model)
-    length = _coerce({"seq": seq})["seq"] if seq is not None else min(m.max_position_embeddings, 8192)
+    length = _coerce({"seq": seq})["seq"] if seq is not None else default_seq(m)
     return _result(mfu_breakdown(m, _need_gpu(gpu, "mfu"), Measurement(**_coerce(measured)), length, batch,
                                  grad_accum, gpus, dtype, formula, attention, recompute))
 

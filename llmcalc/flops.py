@@ -18,6 +18,8 @@ from .spec import ModelSpec, SpecError
 from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")
+# A budget's time at a typical large-run MFU when --efficiency is not given (PaLM 46%, Llama 3 38-43%).
+DEFAULT_EFFICIENCY = 0.4
 ATTENTION = ("full", "causal")
 RECOMPUTE = ("none", "selective", "full")
 

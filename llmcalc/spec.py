@@ -360,3 +360,8 @@ def check_choice(flag: str, value: Any, choices: tuple) -> None:
     """A bad option value, named with its flag and every valid choice (exit code 2 in the CLI)."""
     if value not in choices:
         raise SpecError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def default_seq(m: ModelSpec) -> int:
+    """The sequence length a command takes when none is given: the model's context, at most 8k tokens."""
+    return min(m.max_position_embeddings, 8192)

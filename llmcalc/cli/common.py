@@ -11,7 +11,7 @@ from ..breakdown import Breakdown
 from ..dtypes import DTYPES
 from ..params import OPTIMIZERS
 from ..safeio import one_line
-from ..spec import SpecError
+from ..spec import SpecError, default_seq as context_seq
 from ..units import MAX_QUANTITY, UnitError, parse_length
 from .helpfmt import (App, HARDWARE, HelpPanels, MODEL, OUTPUT, PRECISION, PanelGroup, PARALLELISM, RUNTIME,
                       describe)
@@ -307,7 +307,7 @@ def require_gpus(text: str | None) -> list:
 def default_seq(model, seq: str | None) -> int:
     """--seq, else the model's context length capped at 8k tokens (stated in the inputs)."""
     if not seq:
-        return min(model.max_position_embeddings, 8192)
+        return context_seq(model)
     return within_context(model, parse_length(seq), "--seq")
 
 

@@ -8,6 +8,7 @@ from .common import (Attention, AttentionOpt, BatchOpt, CsvOpt, Dtype, DtypeOpt,
                      GenericOpt, GpuOpt, GpusOpt, JsonOpt, MdOpt, ModelOpt, Recompute, RecomputeOpt, SeqOpt,
                      TokensOpt, _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, warn_formula_options)
 from .helpfmt import RUNTIME
+from ..flops import DEFAULT_EFFICIENCY
 from ..units import parse_count
 
 
@@ -41,7 +42,7 @@ def flops(
     unused("--gpus", "without --tokens and --gpu", gpus != 1 and not (tokens and gpu))
     unused("--dtype", "without --tokens and --gpu (it picks the GPU's peak)", dtype != Dtype.bf16 and not (tokens and gpu))
     warn_formula_options(formula, attention)
-    eff = 0.4 if efficiency is None else efficiency  # typical large-run MFU (PaLM 46%, Llama 3 38-43%)
+    eff = DEFAULT_EFFICIENCY if efficiency is None else efficiency
 
     def one(m, g):
         settings = FlopsSettings(
