@@ -183,7 +183,7 @@ class Breakdown:
         }
 
 
-_new, _set, _UNITS = object.__new__, object.__setattr__, frozenset(UNITS)
+_new, _set = object.__new__, object.__setattr__
 
 
 class Rows:
@@ -199,7 +199,7 @@ class Rows:
             total: str | None | type(...) = ..., how: tuple = ()) -> float:
         """A row; ``how`` is its formula, (template, *terms) with one ``{}`` per term (see formula())."""
         unit = unit or self.unit
-        if unit not in _UNITS:  # Row's own check
+        if unit not in _KNOWN:  # Row's own check
             raise ValueError(f"unknown unit {unit!r} for row {name!r}")
         # Row(...) without its frozen __init__ (a field at a time through object.__setattr__): the
         # same object at a third of the cost, where a sweep adds some 30 rows per point.

@@ -56,11 +56,10 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
     projections = [lin for n, lin in attn.items() if n != "proj"]
     r.add("attention/kqv", L * 2 * queries * sum(lin.weight for lin in projections),
           "2 x tokens x projection weights", how=("{} layers x 2 x {} tokens x ({})", L, queries, _weights(projections)))
-    pairs = (m.window_layers * attended_pairs(queries, keys, attention, m.sliding_window)
-             + (L - m.window_layers) * attended_pairs(queries, keys, attention))
-    pairs_how = ("{} window layers x {} pairs + {} layers x {} pairs", m.window_layers,
-                 attended_pairs(queries, keys, attention, m.sliding_window), L - m.window_layers,
-                 attended_pairs(queries, keys, attention)) if m.window_layers else ("{} query-key pairs", pairs)
+    windowed, whole = attended_pairs(queries, keys, attention, m.sliding_window), attended_pairs(queries, keys, attention)
+    pairs = m.window_layers * windowed + (L - m.window_layers) * whole
+    pairs_how = ("{} window layers x {} pairs + {} layers x {} pairs", m.window_layers, windowed, L - m.window_layers,
+                 whole) if m.window_layers else ("{} query-key pairs", pairs)
     r.add("attention/scores", 2 * pairs * heads * m.qk_head_dim, f"Q @ K^T, {attention}",
           how=("2 x ({}) x {} heads x {} head dim", pairs_how, heads, m.qk_head_dim))
     r.add("attention/reduce", 2 * pairs * heads * m.v_dim, f"softmax @ V, {attention}",
@@ -215,8 +214,9 @@ def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
 
 def _6nd_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     """Forward as 2N per token (6N per token trained), N = all parameters used per token (Kaplan et al. 2020)."""
-    forward_step = r.add("forward", s.step_tokens * (2 * count(m)["active"]), "2N per token",
-                         how=("{} tokens x 2 x {} params", s.step_tokens, count(m)["active"]))
+    active = count(m)["active"]
+    forward_step = r.add("forward", s.step_tokens * (2 * active), "2N per token",
+                         how=("{} tokens x 2 x {} params", s.step_tokens, active))
     return _Step(forward=forward_step, core=0, layers=forward_step, note="6N per token")
 
 

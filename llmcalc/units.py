@@ -80,13 +80,10 @@ def parse_seconds(text: str | float) -> float:
 
 
 def parse_overhead(text: str | float) -> float:
-    """A duration that may be zero (--request-overhead 0: nothing in front of the engine): '0', '0ms', or
-    as parse_seconds reads it."""
-    import re
-
-    if isinstance(text, str) and re.fullmatch(r"\s*0*\.?0*\s*(s|ms|us|µs)?\s*", text) and "0" in text:
-        return 0.0
-    return parse_seconds(text)
+    """A duration that may be zero (--request-overhead 0: nothing in front of the engine)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    return _split(text, _SECONDS, "a duration", "5ms, 50us, 0", zero=True)
 
 
 # -- display ----------------------------------------------------------------------------------

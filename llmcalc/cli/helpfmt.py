@@ -150,8 +150,9 @@ def panels(command, ctx) -> dict[str, list[tuple[str, str]]]:
 
 
 # -- drawing ---------------------------------------------------------------------------------
-OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
-EXTRAS = re.compile(r"\[(?:default: |required|[^\]\s]*x[<>])[^\]]*\]")
+# patterns, compiled (and cached by re) when help is drawn, not on every command
+OPTION = r"(?<![\w-])--?[A-Za-z][\w-]*"
+EXTRAS = r"\[(?:default: |required|[^\]\s]*x[<>])[^\]]*\]"
 
 
 def _wrap_names(names: str, width: int) -> list[str]:
