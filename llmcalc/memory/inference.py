@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..breakdown import Quantity, Row, Rows
-from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES
+from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES, UNQUANTIZED_BYTES
 from ..kvcache import kv_cache_bytes, kv_how, kv_values_per_token_layer
 from ..spec import ModelSpec
 from ..units import fmt_bytes, fmt_params
@@ -56,7 +56,7 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
         r.add("weights/scales", whole_bytes(parts["scales"]), how, how=("{} B", whole_bytes(parts["scales"])))
     kept_note = f"; {kept:.1%} of the linears kept ({', '.join(fmt.skip if fmt else s.keep_16bit)})" if kept else ""
     r.add("weights/unquantized", whole_bytes(parts["unquantized"]), "embeddings, norms, biases, head in 16-bit" + kept_note,
-          how=("{} params x 2 B", parts["unquantized"] / 2))
+          how=("{} params x {} B", p.other + p.quantizable * kept, UNQUANTIZED_BYTES))
     bits = (parts["quantized"] + parts["scales"]) * 8 / quantized if quantized else 0.0
     r.add("weights", whole_bytes(total), f"{bits:.3g} bits per quantized weight{extra}",
           how=("weights/quantized" + (" + weights/scales" if parts["scales"] else "") + " + weights/unquantized" + plus,))

@@ -36,22 +36,21 @@ def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> S
     return adapter_states(p, s, par.replicas, lora_params(m, par, st, targets, s.lora_rank), targets, head)
 
 
-def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> float:
-    """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers."""
+def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, float]:
+    """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers. Returns
+    (the largest layer's parameters, bytes per parameter); (0, 0) without ZeRO-3 over replicas."""
     if s.zero < 3 or s.parallel.replicas == 1:
-        return 0.0
-    return 2 * _largest_layer(m, s) * (PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype])
-
-
-def _largest_layer(m: ModelSpec, s: MemorySettings) -> float:
-    return max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
+        return 0.0, 0.0
+    layer = max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
+    return layer, PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
 
 
 def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: dict) -> float:
     """The weights rows; returns the bytes of weights resident on the GPU outside the gathered layers."""
     nd = s.parallel.replicas
     full = not states.weight_rows
-    gathered = _gathered(m, s, full)
+    layer, per_param = _gathered(m, s, full)
+    gathered = 2 * layer * per_param
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
     if "params" in s.offload:  # ZeRO-Infinity: the parameter shard lives in CPU memory
         cpu["cpu/weights"], main = main, 0.0
@@ -64,8 +63,7 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered"}
     hows = {**states.hows, "weights/shard": states.hows.get("weights"),
-            "weights/gathered": ("2 layers x {} params x {} B", _largest_layer(m, s), gathered / 2 / _largest_layer(m, s))
-            if gathered else ("0",)}
+            "weights/gathered": ("2 layers x {} params x {} B", layer, per_param) if gathered else ("0",)}
     for key, value in subs.items():
         r.add(key, whole_bytes(value), notes[key], how=hows[key])
     r.add("weights", whole_bytes(main + gathered), note,
