@@ -22,8 +22,6 @@ if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from ..gpuspec import GPUSpec
 
 GROUPED_DTYPES = ("int4", "fp4")  # sub-byte weights carry one 16-bit scale per group (placement.ParamSplit)
-READS_ATTENTION_IMPL = ("hf", "llamacpp")  # engines whose working set depends on the kernel (engines/hf.py, llamacpp.py)
-READS_RESERVE = ("hf", "llamacpp")  # engines that allocate as they go, so a fixed reserve adds to their total
 
 
 class Rule(NamedTuple):
@@ -51,7 +49,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("optimizer", "loss_dtype"), lambda m, g, s: not _train(s), lambda s: _INFER),
     Rule(("lora_rank", "lora_targets"), lambda m, g, s: not _train(s),
          lambda s: "in inference (serving LoRA adapters is not modelled: the base model is sized)"),
-    Rule(("reserve",), lambda m, g, s: not _train(s) and s.engine not in READS_RESERVE,
+    Rule(("reserve",), lambda m, g, s: not _train(s) and "reserve" not in ENGINES[s.engine].reads,
          lambda s: f"with --engine {s.engine} (it sizes its own memory outside the pool; lower --gpu-util instead)"),
     Rule(("group_size",), lambda m, g, s: s.dtype not in GROUPED_DTYPES or as_shipped(m, s)
          or (_train(s) and s.finetune == "qlora"),
@@ -60,7 +58,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("keep_16bit",), lambda m, g, s: not _train(s) and _weights_dtype(m, s) in FLOAT_DTYPES + GGUF_DTYPES,
          lambda s: f"with {s.dtype} weights ("
                    + ("a GGUF file's mix of types is fixed)" if s.dtype in GGUF_DTYPES else "nothing is quantized)")),
-    Rule(("attention_impl",), lambda m, g, s: not _train(s) and s.engine not in READS_ATTENTION_IMPL,
+    Rule(("attention_impl",), lambda m, g, s: not _train(s) and "attention_impl" not in ENGINES[s.engine].reads,
          lambda s: f"with --engine {s.engine} (it picks its own attention kernel)"),
     Rule(("sp",), lambda m, g, s: not _train(s),
          lambda s: "in inference (the engines keep no activations between steps to split by sequence)"),

@@ -44,6 +44,9 @@ class Engine(NamedTuple):
     # checkpoints (no GGUF); llama.cpp runs GGUF (its f32/f16/bf16 and quantized types) only;
     # transformers dequantizes a GGUF file to the torch dtype on load, so it never holds one.
     weights: tuple[str, ...] = DTYPES
+    # Settings it reads because it allocates as it goes, with no pool to absorb them: the attention
+    # kernel's working set (engines/hf.py, llamacpp.py) and a fixed --reserve beside its total.
+    reads: tuple[str, ...] = ()
 
 
 ENGINES: dict[str, Engine] = {
@@ -60,10 +63,10 @@ ENGINES: dict[str, Engine] = {
                      weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
                        first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0"),
-                       weights=("fp32", "fp16", "bf16", *GGUF_DTYPES)),
+                       weights=("fp32", "fp16", "bf16", *GGUF_DTYPES), reads=("attention_impl", "reserve")),
     "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0",
                  kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"),
-                 weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
+                 weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES), reads=("attention_impl", "reserve")),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
