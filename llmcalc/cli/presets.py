@@ -68,9 +68,9 @@ def presets_show(
     rows = [(key, ", ".join(f"{k} {_display(v, 'FLOP/s')}" for k, v in value.items()) if isinstance(value, dict)
              else _display(value, SHOW_UNITS.get(key))) for key, value in fields.items()]
     if fmt == "markdown":
-        print(f"### {kind} {fields['name']}\n\n| field | value |\n|---|---|")
-        for key, shown in rows:
-            print(f"| {key} | {shown} |")
+        from ..report import _markdown_listing
+
+        _markdown_listing(f"{kind} {fields['name']}", [{"field": k, "value": v} for k, v in rows], sys.stdout)
         return
     from ..report import new_table, print_table
 

@@ -329,11 +329,10 @@ def _check_cp(cp: int, seq: int) -> None:
 
 
 def bnb_version(text) -> tuple[int, ...]:
-    """'0.42.0' -> (0, 42, 0); a malformed version is a usage error."""
-    parts = str(text).strip().split(".")
-    if not all(p.isascii() and p.isdigit() for p in parts):
-        raise SpecError(f"--bitsandbytes takes a release number such as 0.42.0, got {text!r}")
-    return tuple(int(p) for p in parts)
+    """'0.42.0' -> (0, 42, 0) (engines.parse_version); a malformed version is a usage error."""
+    from .engines import parse_version
+
+    return parse_version(text, "--bitsandbytes")
 
 
 def _train_precision(precision: str | None, dtype: str | None, finetune: str) -> tuple[str, str]:

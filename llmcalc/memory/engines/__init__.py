@@ -74,13 +74,13 @@ DEFAULT_ENGINE = "vllm"
 
 
 @functools.lru_cache(maxsize=64)  # read again at every point of a sweep
-def parse_version(text: str) -> tuple[int, ...]:
-    """'0.6.4', 'v0.10.2', 'b4747' -> a comparable tuple of integers."""
-    digits = text.strip()
+def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
+    """'0.6.4', 'v0.10.2', 'b4747' -> a comparable tuple of integers; ``flag`` names the option in the error."""
+    digits = str(text).strip()
     digits = digits[1:] if digits[:1] in ("v", "V", "b", "B") else digits
     parts = digits.split(".")
     if not all(part.isascii() and part.isdigit() and len(part) <= 6 for part in parts):
-        raise SpecError(f"--engine-version {text!r} is not a release number (e.g. 0.10.2)")
+        raise SpecError(f"{flag} {text!r} is not a release number (e.g. 0.10.2)")
     return tuple(int(part) for part in parts)
 
 
