@@ -34,6 +34,11 @@ class UserError(typer.BadParameter):
         typer.echo(f"error: {one_line(self.message)}", err=True)
 
 
+# --sweep on every command (cli/sweep.py runs it)
+SWEEP_HELP = ("Run once per value of one option and tabulate the key results: NAME=a,b,c or NAME=A..B "
+              "(doubling), e.g. seq=1k..128k, batch=1..64, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
+
+
 class Group(HelpPanels, TyperGroup):
     """The top-level group: one-line errors for every command (the core's SpecError/UnitError and
     click's own parse errors become UserError), and every number an option takes kept finite and
@@ -54,10 +59,8 @@ class Group(HelpPanels, TyperGroup):
             if not hasattr(command, "commands"):  # every command, not a group, takes --sweep (cli/sweep.py)
                 from typer.core import TyperOption
 
-                from .sweep import HELP
-
                 command.params += [
-                    TyperOption(param_decls=["--sweep"], type=str, default=None, help=HELP, rich_help_panel=OUTPUT),
+                    TyperOption(param_decls=["--sweep"], type=str, default=None, help=SWEEP_HELP, rich_help_panel=OUTPUT),
                     TyperOption(param_decls=["--chart"], is_flag=True, default=False, rich_help_panel=OUTPUT,
                                 help="Draw the answer (each sweep point) as bars in the terminal instead of the table."),
                     TyperOption(param_decls=["--png"], type=str, default=None, rich_help_panel=OUTPUT,
@@ -129,8 +132,6 @@ def _bounded(callback: Callable, command) -> Callable:
     """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_QUANTITY
     (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits; with
     --sweep, run once per swept value (cli/sweep.py)."""
-    import functools
-
     flags = {p.name: p.opts[0] for p in command.params if p.opts}
 
     def check(name: str, value) -> None:

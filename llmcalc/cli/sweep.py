@@ -17,8 +17,6 @@ from ..spec import SpecError
 from ..units import UnitError
 
 MAX_POINTS = 10_000
-HELP = ("Run once per value of one option and tabulate the key results: NAME=a,b,c or NAME=A..B "
-        "(doubling), e.g. seq=1k..128k, batch=1..64, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
 
 collected: list | None = None  # while a sweep runs, common._emit hands the results here
 
