@@ -30,6 +30,16 @@ def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
     return rows + [(name, per_state) for name in opt.states]
 
 
+def _state_parts(psi: float, precision: str, optimizer: str, zero: int, state_values: float | None):
+    """(row, values, bytes per value, sharded by ZeRO) of each model state: the one list behind
+    model_state_bytes and model_state_hows."""
+    prec = PRECISIONS[precision]
+    yield "weights", psi, prec.weights, zero >= 3
+    yield "gradients", psi, prec.grads, zero >= 2
+    for name, b in state_rows(optimizer, precision):
+        yield name, psi if name == "optimizer/master" or state_values is None else state_values, b, zero >= 1
+
+
 def model_state_bytes(psi: float, precision: str = "mixed", optimizer: str = "adamw", zero: int = 0,
                       nd: int = 1, state_values: float | None = None) -> dict[str, float]:
     """Per-GPU bytes of weights, gradients, master weights and each optimizer state (ZeRO paper).
@@ -37,33 +47,17 @@ def model_state_bytes(psi: float, precision: str = "mixed", optimizer: str = "ad
     psi parameters replicated over nd data-parallel ranks. With mixed precision and Adam (K = 12):
     stage 0 (2 + 2 + K)Ψ, 1 2Ψ + 2Ψ + KΨ/N_d, 2 2Ψ + (2 + K)Ψ/N_d, 3 (4 + K)Ψ/N_d (Fig. 1: Ψ = 7.5B,
     N_d = 64 -> 120, 31.4, 16.6, 1.9 GB). state_values: values per optimizer state when not one per
-    parameter (Adafactor's rows + cols).
+    parameter (Adafactor's rows + cols). A sharded state is ceil(n / nd): ZeRO pads partitions to equal size.
     """
-    prec = PRECISIONS[precision]
-
-    def part(n: float, sharded: bool) -> float:
-        return math.ceil(n / nd) if sharded else n  # ZeRO pads partitions to equal size
-
-    out = {"weights": prec.weights * part(psi, zero >= 3), "gradients": prec.grads * part(psi, zero >= 2)}
-    for name, b in state_rows(optimizer, precision):
-        n = psi if name == "optimizer/master" or state_values is None else state_values
-        out[name] = b * part(n, zero >= 1)
-    return out
+    return {name: b * (math.ceil(n / nd) if sharded else n)
+            for name, n, b, sharded in _state_parts(psi, precision, optimizer, zero, state_values)}
 
 
 def model_state_hows(psi: float, precision: str = "mixed", optimizer: str = "adamw", zero: int = 0,
                      nd: int = 1, state_values: float | None = None, what: str = "params") -> dict[str, tuple]:
     """model_state_bytes as formulas (breakdown.formula), the same keys."""
-    prec = PRECISIONS[precision]
-
-    def part(n: float, sharded: bool, b: float) -> tuple:
-        return ("ceil({} " + what + " / {} ranks) x {} B", n, nd, b) if sharded else ("{} " + what + " x {} B", n, b)
-
-    out = {"weights": part(psi, zero >= 3, prec.weights), "gradients": part(psi, zero >= 2, prec.grads)}
-    for name, b in state_rows(optimizer, precision):
-        n = psi if name == "optimizer/master" or state_values is None else state_values
-        out[name] = part(n, zero >= 1, b)
-    return out
+    return {name: ("ceil({} " + what + " / {} ranks) x {} B", n, nd, b) if sharded else ("{} " + what + " x {} B", n, b)
+            for name, n, b, sharded in _state_parts(psi, precision, optimizer, zero, state_values)}
 
 
 @dataclass
@@ -85,18 +79,16 @@ def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
     """Full training: every parameter has gradients and states; routed experts shard over nd_e ranks."""
     psi = p.total
     factored = p.factored if OPTIMIZERS[s.optimizer].factored else None  # Shazeer & Stern 2018: rows + cols
-    dense = model_state_bytes(p.linear + p.other, s.precision, s.optimizer, s.zero, nd,
-                              factored and factored * (p.linear + p.other) / psi)
-    experts = model_state_bytes(p.experts, s.precision, s.optimizer, s.zero, nd_e,
-                                factored and factored * p.experts / psi)
+    dense_args = (p.linear + p.other, s.precision, s.optimizer, s.zero, nd,
+                  factored and factored * (p.linear + p.other) / psi)
+    expert_args = (p.experts, s.precision, s.optimizer, s.zero, nd_e, factored and factored * p.experts / psi)
+    dense, experts = model_state_bytes(*dense_args), model_state_bytes(*expert_args)
     both = {k: dense[k] + experts[k] for k in dense}
     note = f"{PRECISIONS[s.precision].weights:g} B/param x {fmt_params(psi)} params" + \
         (f" / {nd} (ZeRO-3)" if s.zero >= 3 else "")
-    hows = model_state_hows(p.linear + p.other, s.precision, s.optimizer, s.zero, nd,
-                            factored and factored * (p.linear + p.other) / psi)
+    hows = model_state_hows(*dense_args)
     if p.experts:
-        expert_hows = model_state_hows(p.experts, s.precision, s.optimizer, s.zero, nd_e,
-                                       factored and factored * p.experts / psi, "expert params")
+        expert_hows = model_state_hows(*expert_args, "expert params")
         hows = {k: ("{} + {}", hows[k], expert_hows[k]) for k in hows}
     return States(weights=both["weights"], weight_note=note, gradients=both["gradients"],
                   optimizer=_optimizer_only(both), trainable=psi, hows=hows)
