@@ -21,35 +21,40 @@ def block_rounded(context: int, block: int) -> int:
 
 def kv_values_per_token_layer(m: ModelSpec, tp: int = 1) -> float:
     """Cached values per token per layer on one TP rank."""
+    return _values(m, tp)[0]
+
+
+def _values(m: ModelSpec, tp: int) -> tuple[float, tuple]:
+    """Values per token per layer on one TP rank, and as a formula: MLA's latent and rope key, else K
+    and V of the kv heads (kv_heads < tp: one replicated head per rank)."""
     if m.is_mla:
-        return m.kv_lora_rank + m.qk_rope_head_dim
-    heads_per_rank = math.ceil(m.kv_heads / tp)  # kv_heads < tp: one replicated head per rank
-    return 2 * heads_per_rank * m.qk_head_dim
+        return m.kv_lora_rank + m.qk_rope_head_dim, ("({} latent + {} rope key)", m.kv_lora_rank, m.qk_rope_head_dim)
+    heads = math.ceil(m.kv_heads / tp)
+    return 2 * heads * m.qk_head_dim, ("2 x {} kv heads x {} head dim", heads, m.qk_head_dim)
+
+
+def _layers(m: ModelSpec, layers: int | None) -> tuple[int, int]:
+    """(layers, of which windowed): a pipeline stage holds its proportional share of the windowed layers."""
+    layers = m.num_hidden_layers if layers is None else layers
+    return layers, m.window_layers * layers // m.num_hidden_layers
 
 
 def cached_positions(m: ModelSpec, context: int, layers: int | None = None) -> int:
-    """Token positions held over ``layers`` layers (default: all): windowed layers keep
-    min(context, window); a pipeline stage holds its proportional share of the windowed layers."""
-    L = m.num_hidden_layers
-    layers = L if layers is None else layers
-    windowed = m.window_layers * layers // L
+    """Token positions held over ``layers`` layers (default: all): windowed layers keep min(context, window)."""
+    layers, windowed = _layers(m, layers)
     return windowed * min(context, m.sliding_window or context) + (layers - windowed) * context
 
 
 def kv_how(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
            tp: int = 1, cp: int = 1, layers: int | None = None) -> tuple:
     """kv_cache_bytes as a formula (breakdown.formula): requests x positions x values x bytes."""
-    L = m.num_hidden_layers
-    layers = L if layers is None else layers
-    windowed = m.window_layers * layers // L
+    layers, windowed = _layers(m, layers)
     positions = ("{} layers x {} tokens", layers, context) if not windowed else \
         ("({} window layers x {} tokens + {} layers x {} tokens)", windowed, min(context, m.sliding_window or context),
          layers - windowed, context)
     if cp > 1:
         positions = ("ceil(({}) / {} CP)", positions, cp)
-    values = ("({} latent + {} rope key)", m.kv_lora_rank, m.qk_rope_head_dim) if m.is_mla else \
-        ("2 x {} kv heads x {} head dim", math.ceil(m.kv_heads / tp), m.qk_head_dim)
-    return ("{} requests x {} x {} x {} B", batch, positions, values, bytes_per_value)
+    return ("{} requests x {} x {} x {} B", batch, positions, _values(m, tp)[1], bytes_per_value)
 
 
 def kv_cache_bytes(m: ModelSpec, context: int, batch: int = 1, bytes_per_value: float = 2,
