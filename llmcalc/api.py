@@ -181,7 +181,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     measured_ttft, measured_itl (calibrate the expected values to a measurement at these settings);
     tp (default all gpus)."""
     from .expected_latency import latency_estimate
-    from .schedule import Load
+    from .schedule import load_of
     from .serving import Efficiencies
     from .throughput import ServeSettings
 
@@ -193,7 +193,6 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     chunk, seqs = s.pop("max_num_batched_tokens", None), s.pop("max_num_seqs", None)
     measured = (s.pop("measured_ttft", None), s.pop("measured_itl", None))
     serve = ServeSettings(tp=layout.tp, dp=layout.dp, **s)
-    load = Load(serve.prompt, max(serve.output, 1), concurrency, request_rate) \
-        if concurrency is not None or request_rate is not None else None
+    load = load_of(serve.prompt, serve.output, concurrency, request_rate)
     return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
                                     **targets, measured=measured))

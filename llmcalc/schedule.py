@@ -83,6 +83,13 @@ class Load:
             raise SpecError("--prompt and --output must be at least 1 token")
 
 
+def load_of(prompt: int, output: int, concurrency: int | None, request_rate: float | None) -> Load | None:
+    """The traffic ``latency`` was given: a Load, or None for one request at a time (or --batch together)."""
+    if concurrency is None and request_rate is None:
+        return None
+    return Load(prompt, max(output, 1), concurrency, request_rate)
+
+
 class Served(NamedTuple):
     """Steady-state means over the measured requests."""
 

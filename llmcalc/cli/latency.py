@@ -53,7 +53,7 @@ def latency(
     Example: llmcalc latency --model llama-3.1-70b --gpu h100 --gpus 2 --dtype fp8 --prompt 2k --output 256 --concurrency 16
     """
     from ..expected_latency import latency_estimate
-    from ..schedule import Load
+    from ..schedule import load_of
     from ..serving import Efficiencies
     from ..throughput import ServeSettings
 
@@ -69,8 +69,7 @@ def latency(
     eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,
                        layer_overhead=parse_overhead(step_overhead) if step_overhead is not None else None,
                        request_overhead=parse_overhead(request_overhead) if request_overhead is not None else None)
-    load = Load(settings.prompt, max(settings.output, 1), concurrency, request_rate) \
-        if concurrency is not None or request_rate is not None else None
+    load = load_of(settings.prompt, settings.output, concurrency, request_rate)
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
 
     measured, measured_at = _measurement(measured_ttft, measured_itl, calibrate, settings)
@@ -92,7 +91,7 @@ def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) 
     import dataclasses
 
     from ..calibrate import read_benchmark
-    from ..schedule import Load
+    from ..schedule import load_of
     from ..spec import SpecError
 
     if path is None:
@@ -103,8 +102,7 @@ def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) 
     at = dataclasses.replace(settings, batch=1, prompt=bench.prompt, output=max(bench.output, 2))
     clients = bench.concurrency or 0
     rate = bench.request_rate if not clients else None  # with both, the clients bound what is in flight
-    load = Load(bench.prompt, max(bench.output, 2), clients if clients > 1 else None, rate) \
-        if clients > 1 or rate else None
+    load = load_of(bench.prompt, max(bench.output, 2), clients if clients > 1 else None, rate)
     where = f"{path}: {bench.prompt:,} in / {bench.output:,} out, " + \
         (f"{clients} clients" if clients > 1 else f"{rate:g} req/s" if rate else "one at a time")
     return (bench.ttft, bench.itl), (at, load, where)
