@@ -280,20 +280,17 @@ def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw"
 
 
 def _per_layer(m: ModelSpec) -> tuple:
-    """One block's parameters by part (no share column)."""
-    layer = {"attention": sum(lin.params for lin in attention_linears(m).values()),
-             "norm": sum(layer_norms(m).values())}
-    if m.dense_layers:
-        layer["mlp"] = sum(lin.params for lin in mlp_linears(m, m.intermediate_size).values())
-    if m.is_moe:
-        layer["mlp_moe"] = sum(moe_parts(m).values())
-    hows = {"attention": sum_how([lin.how for lin in attention_linears(m).values()]),
-            "norm": ("{}", " + ".join(f"{v:,}" for v in layer_norms(m).values() if v) or "0"),
-            "mlp": sum_how([lin.how for lin in mlp_linears(m, m.intermediate_size).values()]),
-            "mlp_moe": ("{} + {} + {}", *(_moe_hows(m).values() if m.is_moe else ("", "", "")))}
+    """One block's parameters by part (no share column), each with its formula."""
+    attn, norms = attention_linears(m).values(), [v for v in layer_norms(m).values() if v]
     rows = Rows("params", total=None)
-    for name, value in layer.items():
-        rows.add(f"per_layer/{name}", value, "one block", how=hows[name])
+    rows.add("per_layer/attention", sum(lin.params for lin in attn), "one block", how=sum_how([lin.how for lin in attn]))
+    rows.add("per_layer/norm", sum(norms), "one block", how=(" + ".join(["{}"] * len(norms)) or "0", *norms))
+    if m.dense_layers:
+        mlp = mlp_linears(m, m.intermediate_size).values()
+        rows.add("per_layer/mlp", sum(lin.params for lin in mlp), "one block", how=sum_how([lin.how for lin in mlp]))
+    if m.is_moe:
+        rows.add("per_layer/mlp_moe", sum(moe_parts(m).values()), "one block",
+                 how=("{} + {} + {}", *_moe_hows(m).values()))
     return rows.build()
 
 
