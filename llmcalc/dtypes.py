@@ -63,3 +63,7 @@ def matmul_dtype(weights: str) -> str:
 def activation_dtype(weights: str) -> str:
     """The dtype activations and (by default) the KV cache are held in for weights in ``weights``."""
     return DTYPE_TABLE[weights].activations
+
+# Weights stored in groups, each with one 16-bit scale (placement.ParamSplit.weight_bytes): the sub-byte
+# formats that are neither floats nor GGUF (whose blocks are in their bytes per weight).
+GROUPED_DTYPES = tuple(d for d, b in DTYPE_BYTES.items() if b < 1 and d not in FLOAT_DTYPES and d not in GGUF_DTYPES)

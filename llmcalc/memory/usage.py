@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, TYPE_CHECKING
 
-from ..dtypes import GGUF_DTYPES, FLOAT_DTYPES
+from ..dtypes import FLOAT_DTYPES, GGUF_DTYPES, GROUPED_DTYPES
 from ..spec import ModelSpec
 from .engines import ENGINES, KNOB_FLAGS
 from .memo import ignoring
@@ -21,7 +21,6 @@ from .settings import MemorySettings
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from ..gpuspec import GPUSpec
 
-GROUPED_DTYPES = ("int4", "fp4")  # sub-byte weights carry one 16-bit scale per group (placement.ParamSplit)
 
 
 class Rule(NamedTuple):
