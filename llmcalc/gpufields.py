@@ -1,4 +1,4 @@
-"""The fields of a GPU preset file: checked, then turned into a GPUSpec (presets.gpu_from_fields).
+"""The fields of a GPU preset file: checked, then turned into a GPUSpec (from_fields).
 
 Each figure carries its unit in its key (memory_gib, memory_bandwidth_tb_s, tflops per dtype); only
 GPU lookups load this module.
@@ -7,11 +7,30 @@ GPU lookups load this module.
 from __future__ import annotations
 
 from .presets import PresetError, _did_you_mean, _is_number
-from .gpuspec import GPUSpec
+from .gpuspec import DEFAULT_NETWORK_BANDWIDTH, DEFAULT_NODE_GPUS, GPUSpec
+from .spec import SpecError
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
-            "memory_bandwidth_tb_s", "interconnect_gb_s", "tflops", "tdp_w", "source", "notes"}
-_NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s", "tdp_w")
+            "memory_bandwidth_tb_s", "interconnect_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
+            "source", "notes"}
+_NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
+            "network_gb_s", "tdp_w")
+_NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "network_gb_s")
+
+
+def from_fields(name: str, fields: dict, where: str) -> GPUSpec:
+    """A GPUSpec from preset fields (units in the key names); every error one line naming the file."""
+    check(name, fields, where)
+    try:
+        return build(name, fields, where)
+    except KeyError as exc:
+        raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
+    except PresetError:
+        raise
+    except SpecError as exc:  # GPUSpec's own validation
+        raise PresetError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise PresetError(f"{where}: GPU {name!r} has a non-numeric figure ({exc})") from None
 
 
 def check(name: str, fields: dict, where: str) -> None:
@@ -26,7 +45,7 @@ def check(name: str, fields: dict, where: str) -> None:
         value = fields.get(key)
         if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
             raise PresetError(f"{where}: {name}.{key} must be a number, got {value!r}")
-        if key in ("tdp_w", "interconnect_gb_s") and value is not None and value < 0:
+        if key in _NON_NEGATIVE and value is not None and value < 0:
             raise PresetError(f"{where}: {name}.{key} cannot be negative, got {value!r}")
     for key in ("vendor", "source", "notes", "device_memory_source"):
         if fields.get(key) is not None and not isinstance(fields[key], str):
@@ -73,6 +92,8 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         device_memory_source=str(fields.get("device_memory_source", "")),
         memory_bandwidth=float(fields["memory_bandwidth_tb_s"]) * 1e12,
         interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
+        node_gpus=_given(fields, "node_gpus", DEFAULT_NODE_GPUS),
+        network_bandwidth=_given(fields, "network_gb_s", DEFAULT_NETWORK_BANDWIDTH / 1e9) * 1e9,
         peak_flops=peak_flops,
         vendor=str(fields.get("vendor", "")),
         tdp_w=fields.get("tdp_w"),
@@ -80,3 +101,9 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         aliases=tuple(str(a) for a in fields.get("aliases") or ()),
         notes=str(fields.get("notes", "")),
     )
+
+
+def _given(fields: dict, key: str, default: float) -> float:
+    """A field's value, or the default where the preset leaves it out (or writes null)."""
+    value = fields.get(key)
+    return default if value is None else value

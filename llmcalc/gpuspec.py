@@ -11,10 +11,24 @@ from typing import Mapping
 from .dtypes import DTYPES
 from .spec import SpecError, _positive, check_choice
 
+# What a GPU preset that leaves its reference system out is taken to have (gpus/*.yaml header):
+DEFAULT_NODE_GPUS = 8  # GPUs in one fast domain: an 8-GPU server, the usual training node
+DEFAULT_NETWORK_BANDWIDTH = 12.5e9  # B/s per GPU, one direction: one 100 Gb/s port per GPU, a quarter of a
+# DGX H100's 400 Gb/s and half a DGX A100's 200 Gb/s: conservative for a training cluster (an 8-card PCIe
+# cloud server can have less, e.g. 100 Gb/s for all 8: pass a cluster preset for it)
+
 
 @dataclass(frozen=True)
 class GPUSpec:
-    """One accelerator: dense peak compute per dtype, memory, bandwidths (datasheet figures)."""
+    """One accelerator: dense peak compute per dtype, memory, bandwidths (datasheet figures).
+
+    ``node_gpus`` and ``network_bandwidth`` describe the GPU's reference system (a DGX/HGX board, an
+    NVL72 rack, a TPU slice): how many GPUs share its fast domain (NVLink/NVSwitch, xGMI, ICI), whose
+    GPU-to-GPU bandwidth is ``interconnect_bandwidth``, and the bandwidth per GPU, one direction,
+    between domains (InfiniBand/RoCE/EFA NICs: a DGX H100's 8 x 400 Gb/s is 50e9 B/s per GPU).
+    A preset that leaves them out gets DEFAULT_NODE_GPUS (8) and DEFAULT_NETWORK_BANDWIDTH
+    (12.5e9 B/s, one 100 Gb/s port per GPU); 0 network bandwidth means nodes without a network.
+    """
 
     name: str
     memory_bytes: int  # nominal: what the datasheet offers (an "80 GB" A100 is 80 GiB), for display
@@ -28,6 +42,8 @@ class GPUSpec:
     notes: str = ""
     device_memory_bytes: int | None = None  # the driver's total (mem_get_info()[1]): an "80 GB" H100 shows 79.18 GiB
     device_memory_source: str = ""
+    node_gpus: int = DEFAULT_NODE_GPUS  # GPUs in the reference system's fast domain
+    network_bandwidth: float = DEFAULT_NETWORK_BANDWIDTH  # B/s per GPU, one direction, between domains
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -37,6 +53,8 @@ class GPUSpec:
         _positive(where, "memory_bandwidth", self.memory_bandwidth)
         if self.interconnect_bandwidth < 0:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
+        check_count(where, "node_gpus", self.node_gpus)
+        check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
         for dtype, value in self.peak_flops.items():
@@ -55,3 +73,15 @@ class GPUSpec:
                 return self.peak_flops[candidate]
         have = ", ".join(sorted(self.peak_flops))
         raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
+
+
+def check_count(where: str, key: str, value: object) -> None:
+    """GPUs in a fast domain, nodes in a cluster: a positive whole number (at most a million)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1_000_000:
+        raise SpecError(f"{where}: {key} must be a positive whole number, got {value!r}")
+
+
+def check_bandwidth(where: str, key: str, value: object) -> None:
+    """A link's bytes per second: a finite number >= 0 (0: no such link)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e18:
+        raise SpecError(f"{where}: {key} must be a number >= 0 (B/s), got {value!r}")

@@ -1,7 +1,7 @@
-"""Find and load model and GPU presets: built-in YAML, user preset directories, user files.
+"""Find and load model, GPU and cluster presets: built-in YAML, user preset directories, user files.
 
 Search order (first match wins, so a user preset can shadow a built-in one):
-1. directories in $LLMCALC_PRESETS (os.pathsep-separated), each with models/ and gpus/;
+1. directories in $LLMCALC_PRESETS (os.pathsep-separated), each with models/, gpus/ and clusters/;
 2. the per-user directory $XDG_CONFIG_HOME/llmcalc/presets (default ~/.config/llmcalc/presets);
 3. the presets shipped with llmcalc.
 ``--model`` also takes a YAML file (``my.yaml`` or ``my.yaml:NAME``), a Hugging Face
@@ -25,6 +25,11 @@ if TYPE_CHECKING:  # GPU lookups load it (gpufields.py)
 
 class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
+
+
+# Each kind of preset (its directory): what one is called in messages, and the key a file holding one
+# preset alone has at its top level (a file of several maps names to fields).
+KINDS = {"models": ("model", "hidden_size"), "gpus": ("GPU", "tflops"), "clusters": ("cluster", "gpus_per_node")}
 
 
 def builtin_dir() -> Path:
@@ -75,7 +80,7 @@ def _parse_yaml(path: Path, text: str) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
-    """The preset files of a kind ("models" or "gpus") and their texts: one tuple per directory of
+    """The preset files of a kind (a key of KINDS) and their texts: one tuple per directory of
     search_dirs(), in its order (the shipped presets last), each file by name; read once."""
     return tuple(tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
                  for directory in search_dirs())
@@ -178,8 +183,7 @@ def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
     near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     near = [aliases.get(n, n) for n in near]
     hint = f"; did you mean {', '.join(dict.fromkeys(near))}?" if near else ""
-    what = "model" if kind == "models" else "GPU"
-    raise PresetError(f"unknown {what} {name!r}{hint} (`llmcalc presets` lists them all)")
+    raise PresetError(f"unknown {KINDS[kind][0]} {name!r}{hint} (`llmcalc presets` lists them all)")
 
 
 def model_from_fields(name: str, fields: dict, where: str) -> ModelSpec:
@@ -235,23 +239,6 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {near[0]}?)" if near else ""
 
 
-def gpu_from_fields(name: str, fields: dict, where: str) -> GPUSpec:
-    """GPU preset fields carry their unit in the key: memory_gib, memory_bandwidth_tb_s, ... (gpufields.py)."""
-    from . import gpufields
-
-    gpufields.check(name, fields, where)
-    try:
-        return gpufields.build(name, fields, where)
-    except KeyError as exc:
-        raise PresetError(f"{where}: GPU {name!r} is missing {exc.args[0]}") from None
-    except PresetError:
-        raise
-    except SpecError as exc:  # GPUSpec's own validation
-        raise PresetError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise PresetError(f"{where}: GPU {name!r} has a non-numeric figure ({exc})") from None
-
-
 def _file_ref(text: str) -> tuple[Path, str] | None:
     """(path, wanted preset or "") when ``text`` names a YAML file, ``FILE`` or ``FILE:NAME``."""
     base, _, wanted = text.partition(":") if not safeio.exists(text) else (text, "", "")
@@ -263,8 +250,7 @@ def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of fields")
-    single_key = "hidden_size" if kind == "models" else "tflops"
-    if single_key in data:
+    if KINDS[kind][1] in data:
         return path.stem, path, data
     if wanted:
         for name, fields in data.items():
@@ -295,13 +281,15 @@ def preset_for_hub_id(hub_id: str) -> tuple[str, str] | None:
 
 
 def file_kind(text: str) -> str | None:
-    """"GPU" or "model" for a YAML file (a GPU has tflops, at the top or in its entries); None otherwise."""
+    """"GPU", "cluster" or "model" for a YAML file (a GPU has tflops, a cluster gpus_per_node, at the top
+    or in its entries); None otherwise."""
     ref = _file_ref(text)
     data = read_yaml(ref[0]) if ref else None
     if not isinstance(data, dict):
         return None
-    entries = [data] if "tflops" in data or "hidden_size" in data else [v for v in data.values() if isinstance(v, dict)]
-    return "GPU" if any("tflops" in entry for entry in entries) else "model"
+    single = any(key in data for _, key in KINDS.values())
+    entries = [data] if single else [v for v in data.values() if isinstance(v, dict)]
+    return next((what for what, key in (KINDS["gpus"], KINDS["clusters"]) if any(key in e for e in entries)), "model")
 
 
 def load_model(text: str, generic: bool = False) -> ModelSpec:
@@ -331,11 +319,11 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
 
 
 def load_gpu(text: str) -> GPUSpec:
-    if ref := _file_ref(text):
-        name, path, fields = _from_file(*ref, "gpus")
-        return gpu_from_fields(name, fields, str(path))
-    name, path, fields = _lookup("gpus", text)
-    return gpu_from_fields(name, fields, str(path))
+    """A GPU from a preset name or a YAML file (gpufields.py reads its fields)."""
+    from .gpufields import from_fields
+
+    name, path, fields = _from_file(*ref, "gpus") if (ref := _file_ref(text)) else _lookup("gpus", text)
+    return from_fields(name, fields, str(path))
 
 
 def all_models() -> Iterable[ModelSpec]:
@@ -344,8 +332,10 @@ def all_models() -> Iterable[ModelSpec]:
 
 
 def all_gpus() -> Iterable[GPUSpec]:
+    from .gpufields import from_fields
+
     for name, (path, fields) in catalog("gpus")[0].items():
-        yield gpu_from_fields(name, fields, str(path))
+        yield from_fields(name, fields, str(path))
 
 
 def spec_to_dict(spec: ModelSpec | GPUSpec) -> dict[str, Any]:
