@@ -12,7 +12,9 @@ from .spec import SpecError
 
 
 def listing() -> dict[str, list[dict[str, Any]]]:
-    """Key figures per preset: models (shape, size) and GPUs (memory, bandwidth, peaks)."""
+    """Key figures per preset, one list per kind (the `presets --json` object): "models" (shape, size),
+    "gpus" (memory, bandwidths, peaks, reference node) and "clusters" (GPU, node size, bandwidths per
+    GPU one direction), every number in base units (LISTING_UNITS)."""
     models = []
     for m in presets.all_models():
         r = count(m)
@@ -29,34 +31,60 @@ def listing() -> dict[str, list[dict[str, Any]]]:
         gpus.append({"name": g.name, "vendor": g.vendor, "memory": g.memory_bytes,
                      "memory_bandwidth": g.memory_bandwidth,
                      "bf16": g.peak_flops.get("bf16") or g.peak_flops.get("fp16"),
-                     "fp8": g.peak_flops.get("fp8"), "interconnect": g.interconnect_bandwidth})
-    return {"models": models, "gpus": gpus}
+                     "fp8": g.peak_flops.get("fp8"), "interconnect": g.interconnect_bandwidth,
+                     "node_gpus": g.node_gpus, "network": g.network_bandwidth})
+    return {"models": models, "gpus": gpus, "clusters": _clusters()}
+
+
+def _clusters() -> list[dict[str, Any]]:
+    from .cluster import all_clusters
+
+    return [{"name": c.name, "gpu": c.gpu.name, "gpus_per_node": c.gpus_per_node, "intra": c.intra_bandwidth,
+             "network": c.inter_bandwidth} for c in all_clusters()]
 
 
 # Units of the listing's numeric columns, so renderers format them without guessing from names.
 LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
                  "memory_bandwidth": "byte/s", "bf16": "FLOP/s", "fp8": "FLOP/s",
-                 "interconnect": "byte/s"}
+                 "interconnect": "byte/s", "network": "byte/s", "intra": "byte/s"}
 
 
 SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
-              "total_params": "params"}
+              "network_bandwidth": "byte/s", "intra_bandwidth": "byte/s", "inter_bandwidth": "byte/s", "total_params": "params"}
 
 
 def show(name: str) -> tuple[str, dict[str, Any]]:
-    """("model" | "GPU", every resolved field) for a preset name or file."""
-    if presets.file_kind(name) == "GPU":  # a GPU file's own errors, not the model reader's
-        return "GPU", presets.spec_to_dict(presets.load_gpu(name))
-    try:
-        spec = presets.load_model(name)
-        fields = presets.spec_to_dict(spec)
-        fields["total_params"] = int(count(spec)["total"])
-        return "model", fields
-    except presets.PresetError as model_error:
+    """("model" | "cluster" | "GPU", every resolved field) for a preset name or file. A name is looked
+    up as a model, then a cluster, then a GPU: "gb200-nvl72" is the cluster, though the gb200 GPU lists
+    it as an alias too (where `--gpu` reads it)."""
+    readers = {"model": _model_fields, "cluster": _cluster_fields, "GPU": _gpu_fields}
+    kind = presets.file_kind(name)
+    if kind in ("GPU", "cluster"):  # a GPU or cluster file's own errors, not the model reader's
+        return kind, readers[kind](name)
+    errors = []
+    for kind, read in readers.items():
         try:
-            return "GPU", presets.spec_to_dict(presets.load_gpu(name))
-        except presets.PresetError:
-            raise model_error from None
+            return kind, read(name)
+        except presets.PresetError as exc:
+            errors.append(exc)
+    # a model preset that is there but broken says so; an unknown name gets the nearest names of any kind
+    unknown = [e for e in errors if str(e).startswith("unknown ") and "did you mean" in str(e)]
+    raise (unknown[0] if unknown and str(errors[0]).startswith("unknown ") else errors[0]) from None
+
+
+def _model_fields(name: str) -> dict[str, Any]:
+    spec = presets.load_model(name)
+    return {**presets.spec_to_dict(spec), "total_params": int(count(spec)["total"])}
+
+
+def _gpu_fields(name: str) -> dict[str, Any]:
+    return presets.spec_to_dict(presets.load_gpu(name))
+
+
+def _cluster_fields(name: str) -> dict[str, Any]:
+    from .cluster import cluster_to_dict, load_cluster
+
+    return cluster_to_dict(load_cluster(name))
 
 
 def import_config(config: str, name: str, out: str | None, generic: bool, force: bool = False) -> Path:

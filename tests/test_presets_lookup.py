@@ -24,13 +24,13 @@ def _keys(kind: str) -> list[str]:
     return list(entries) + list(aliases)
 
 
-@pytest.mark.parametrize("kind", ["models", "gpus"])
+@pytest.mark.parametrize("kind", ["models", "gpus", "clusters"])
 def test_every_shipped_name_and_alias_is_found_as_the_catalog_finds_it(kind):
     for key in _keys(kind):
         assert _by_find(kind, key) == _by_catalog(kind, key) != (None, None), key
 
 
-@pytest.mark.parametrize("kind", ["models", "gpus"])
+@pytest.mark.parametrize("kind", ["models", "gpus", "clusters"])
 def test_a_name_no_file_holds_is_left_to_the_catalog(kind):
     for key in ("nonesuch", "llama-2-7", "h10", ""):
         assert presets._find(kind, key) == (None, {})

@@ -15,7 +15,7 @@ def presets_list(
     ctx: typer.Context,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
-    """List built-in and user presets with their key figures.
+    """List built-in and user presets with their key figures: models, GPUs, clusters.
 
     Example: llmcalc presets
     """
@@ -38,7 +38,7 @@ def _format(ctx: typer.Context, json_: bool, csv_: bool = False, markdown: bool 
 @presets_app.command("show")
 def presets_show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A model or GPU preset name (or file).")],
+    name: Annotated[str, typer.Argument(help="A model, GPU or cluster preset name (or file).")],
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
     """Print one resolved preset, every field with its default filled in.
