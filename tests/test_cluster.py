@@ -236,3 +236,17 @@ def test_presets_show_of_a_cluster_file_and_its_errors(tmp_path):
     assert "bad.gpus_per_node must be a positive whole number" in result.stderr
     unknown = run("presets", "show", "dgx-h1000")
     assert unknown.exit_code == 2 and "did you mean dgx-h100" in unknown.stderr
+
+
+def test_readme_gpu_and_cluster_examples_load(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = {kind: body for body, kind in re.findall(r"```yaml\n(my-(gpu|cluster):\n.*?)```", readme, re.S)}
+    (tmp_path / "gpu.yaml").write_text(blocks["gpu"])
+    (tmp_path / "cluster.yaml").write_text(blocks["cluster"])
+    gpu = load_gpu(str(tmp_path / "gpu.yaml"))
+    assert (gpu.node_gpus, gpu.network_bandwidth) == (8, 50e9)
+    c = load_cluster(str(tmp_path / "cluster.yaml"))
+    assert (c.name, c.gpu.name, c.inter_bandwidth, c.intra_bandwidth) == ("my-cluster", "h100-sxm", 25e9, 450e9)
