@@ -52,6 +52,12 @@ number is invented; every fill that the entry does not state is named in ``Case.
 - Models: built from the entry's shape with the family's architecture (each family's fields and
   sources are at its builder), or the llmcalc preset the entry names. ``PARAMS_TOLERANCE`` and
   ``PARAMS_EXCEPTIONS`` say how close llmcalc's count comes to the entry's ``params``.
+
+For a test that a published layout fits: llm-foundry's MPT uses flash-attn's fused cross-entropy
+(its default loss_fn), so MosaicML rows need llmcalc's ``loss="fused"`` (with the full loss 79 of the
+216 go over 80 GiB). With it, every Case with a micro-batch fits llmcalc's memory model (attention
+flash) but 7 Megatron-Bridge rows under the assumed recompute "none", which fit with "full": let the
+planner choose the fields named in ``assumed``.
 """
 
 from __future__ import annotations
