@@ -19,6 +19,7 @@ SWEEP_KEYS = {
     "mfu": ("mfu", "hfu", "tokens_per_s_per_gpu"),
     "latency": ("ttft", "tpot", "e2e", "feasible"),
     "serve-plan": ("gpus", "meets"),
+    "plan": ("layout", "step_time", "mfu", "train_time", "memory", "found"),
 }
 
 

@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # a library's deprecation notice at import must
 # command name -> the module that registers it
 COMMAND_MODULES = {"params": "params", "flops": "flops", "memory": "memory", "max-seq": "limits",
                    "max-batch": "limits", "mfu": "mfu", "latency": "latency", "presets": "presets",
-                   "serve-plan": "serveplan"}
+                   "serve-plan": "serveplan", "plan": "plan"}
 
 
 def load_commands(names: Iterable[str] | None = None) -> None:

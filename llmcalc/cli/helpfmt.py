@@ -43,6 +43,9 @@ METAVARS = {
     "measured_ttft": "<time: 406ms>", "measured_itl": "<time: 18.6ms>", "calibrate": "<result.json>",
     "prefill_efficiency": "<fraction: 0.65>", "decode_efficiency": "<fraction: 0.9>", "request_rate": "<req/s: 10>",
     "concurrency": "<clients: 16>", "gpu_price": "<$/h: 2.5|gpu=2.5,...>", "max_gpus": "<gpus: 64>",
+    "cluster": "[Nx]<cluster>", "global_batch": "<sequences: 1024>", "batch_tokens": "<tokens: 4M>",
+    "zero_stages": "<stages: 0,1,3>", "recomputes": "<none,selective,full>", "min_mfu": "<fraction: 0.4>",
+    "max_days": "<days: 30>",
 }
 # The rest say their type (or their choices), in the same words under every typer and click release.
 TYPE_METAVARS = {"int": "<int>", "integer": "<int>", "int range": "<int>", "integer range": "<int>", "float": "<float>",
@@ -59,8 +62,8 @@ def describe(command) -> None:
     for param in command.params:
         if param.param_type_name == "option" and not param.is_flag:  # an argument's name is its metavar
             param.metavar = _metavar(param) or param.metavar
-        if param.name in ("model", "gpu"):
-            param._custom_shell_complete = _complete_presets("models" if param.name == "model" else "gpus")
+        if param.name in ("model", "gpu", "cluster"):
+            param._custom_shell_complete = _complete_presets({"model": "models", "gpu": "gpus"}.get(param.name, "clusters"))
 
 
 def _metavar(param) -> str | None:

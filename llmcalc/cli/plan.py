@@ -1,0 +1,192 @@
+"""`llmcalc plan`."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
+                     _models, app, within_context)
+from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
+
+PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
+
+# Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
+DEFAULT_BATCH_TOKENS = 4 * 2**20
+
+
+@app.command("plan")
+def plan(
+    model: ModelOpt,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", "-g", rich_help_panel=HARDWARE, show_default="the --cluster's", help="GPU preset (its reference node: GPUs per node, NVLink and network bandwidth).")] = None,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", rich_help_panel=HARDWARE, show_default="none: give it or --gpu", help="Cluster preset (dgx-h100, gb200-nvl72, ...): GPU, node size and links.")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="--nodes x --gpus-per-node", help="GPUs in all.")] = None,
+    nodes: Annotated[Optional[int], typer.Option("--nodes", rich_help_panel=HARDWARE, show_default="none: give it or --gpus", help="Nodes (instead of --gpus).")] = None,
+    gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", rich_help_panel=HARDWARE, show_default="the preset's node", help="GPUs sharing one NVLink domain.")] = None,
+    seq: SeqOpt = None,
+    global_batch: Annotated[Optional[int], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="4M tokens / --seq", help="Sequences per optimizer step.")] = None,
+    batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead (4M); a whole number of sequences.")] = None,
+    tokens: TokensOpt = None,
+    dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
+    tp: Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the tensor-parallel degree.")] = None,
+    pp: Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the pipeline-parallel degree.")] = None,
+    cp: Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the context-parallel degree.")] = None,
+    ep: Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="searched (MoE)", help="Fix the expert-parallel degree.")] = None,
+    dp: Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the data-parallel degree.")] = None,
+    vpp: Annotated[Optional[int], typer.Option("--vpp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the virtual pipeline stages per rank.")] = None,
+    max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
+    sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
+    tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
+    zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
+    recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
+    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
+    gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
+    top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
+    min_mfu: Annotated[Optional[float], typer.Option("--min-mfu", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 below this MFU.")] = None,
+    max_days: Annotated[Optional[float], typer.Option("--max-days", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 when --tokens take longer.")] = None,
+    check: CheckOpt = False,
+    generic: GenericOpt = False,
+    json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
+) -> None:
+    """Search every training layout of a cluster (TP, PP, CP, EP, DP, ZeRO, recomputation, micro-batch), keep those that fit, rank them by step time.
+
+    Example: llmcalc plan --model llama-3-70b --cluster dgx-h100 --nodes 8 --seq 8k --tokens 15T
+    """
+    from ..plan import Constraints, Target, plan_breakdown
+    from ..spec import SpecError
+    from ..units import parse_count, parse_length
+
+    fmt = _fmt(json_, csv_, markdown)
+    if top < 1:
+        raise SpecError("--top must be at least 1")
+    if max_days is not None and tokens is None:
+        raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
+    where = _cluster(gpu, cluster, gpus_per_node)
+    count = _count(gpus, nodes, where)
+    cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
+                       recompute=tuple(_items(recomputes, "--recompute")),
+                       zero=tuple(_zero(z) for z in _items(zero_stages, "--zero")), sp=sp, tp_overlap=tp_overlap,
+                       gpu_util=gpu_util)
+    results = []
+    for m in _models(model, generic):
+        length = within_context(m, parse_length(seq) if seq else min(m.max_position_embeddings or 8192, 8192), "--seq")
+        batch = _global_batch(global_batch, batch_tokens, length, parse_count)
+        target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
+                        dtype=PlanDtype(dtype).value)
+        results.append(plan_breakdown(m, where, target, cons, top))
+    _show(results, fmt)
+    if check and not all(_passes(b, min_mfu, max_days) for b in results):
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _cluster(gpu: str | None, cluster: str | None, per_node: int | None):
+    from ..cluster import cluster_of, load_cluster
+    from ..presets import load_gpu
+    from ..spec import SpecError
+
+    if gpu and cluster:
+        raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
+    if cluster:
+        where = load_cluster(cluster)
+        return where if per_node is None else _with_node(where, per_node)
+    if not gpu:
+        raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
+    return cluster_of(load_gpu(gpu), per_node)
+
+
+def _with_node(where, per_node: int):
+    import dataclasses
+
+    return dataclasses.replace(where, gpus_per_node=per_node)
+
+
+def _count(gpus: int | None, nodes: int | None, where) -> int:
+    from ..spec import SpecError
+
+    if gpus is not None and nodes is not None and gpus != nodes * where.gpus_per_node:
+        raise SpecError(f"--gpus {gpus} and --nodes {nodes} x {where.gpus_per_node} GPUs per node disagree; give one")
+    count = gpus or (nodes * where.gpus_per_node if nodes else None) or getattr(where, "gpus", None)
+    if not count:
+        raise SpecError("how many GPUs? give --gpus N or --nodes N")
+    if count < 1:
+        raise SpecError(f"--gpus must be at least 1, got {count}")
+    return count
+
+
+def _items(text: str, flag: str) -> list[str]:
+    from ..spec import SpecError
+
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise SpecError(f"{flag} names nothing; give a comma list")
+    return items
+
+
+def _zero(text: str) -> int:
+    from ..spec import SpecError
+
+    if text not in ("0", "1", "2", "3"):
+        raise SpecError(f"--zero {text!r}: choose from 0 (plain DP), 1 (distributed optimizer), 2 (and gradients "
+                        "sharded), 3 (FSDP)")
+    return int(text)
+
+
+def _global_batch(sequences: int | None, tokens: str | None, seq: int, parse_count) -> int:
+    from ..spec import SpecError
+
+    if sequences is not None and tokens is not None:
+        raise SpecError("give --global-batch (sequences) or --batch-tokens, not both")
+    if sequences is not None:
+        return sequences
+    if tokens is None:
+        return max(1, DEFAULT_BATCH_TOKENS // seq)
+    count = parse_count(tokens)
+    if count < seq or count % seq:
+        raise SpecError(f"--batch-tokens {tokens} is not a whole number of {seq:,}-token sequences")
+    return int(count // seq)
+
+
+def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
+    s = b.summary
+    if not s["found"]:
+        return False
+    if min_mfu is not None and s["mfu"] < min_mfu:
+        return False
+    return max_days is None or s["train_time"] <= max_days * 86400
+
+
+def _show(results: list, fmt: str) -> None:
+    from . import sweep
+    from .common import _emit
+
+    if fmt == "json" or sweep.collected is not None:
+        _emit(results, fmt)
+        return
+    import dataclasses
+
+    from ..report import render, render_listing
+    from ..plan import LAYOUT_UNITS
+
+    for b in results:
+        if not b.summary["found"]:  # no table to draw: the reason, and the fewest GPUs that would do
+            _say_why(b, fmt)
+            continue
+        render_listing({f"{b.title}: fastest layouts that fit": b.summary["layouts"]}, LAYOUT_UNITS, fmt)
+        rest = {k: q for k, q in b.summary.quantities().items() if k not in ("layouts", "found")}
+        render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt)
+
+
+def _say_why(b, fmt: str) -> None:
+    import sys
+
+    if fmt == "csv":
+        sys.stdout.write("layout,why\n" + "".join(f'none,"{note}"\n' for note in b.notes))
+        return
+    lines = [f"{b.title}: no layout fits", *(f"· {note}" for note in b.notes)]
+    if fmt == "markdown":
+        sys.stdout.write(f"### {lines[0]}\n\n" + "".join(f"- {note}\n" for note in b.notes))
+        return
+    from rich.text import Text
+
+    from ..report import print_table
+
+    print_table(Text(lines[0], style="bold"), sys.stdout, after=[Text(line, style="dim") for line in lines[1:]])

@@ -1,0 +1,359 @@
+"""`plan`: every training layout of a cluster, the ones that fit, ranked by estimated step time.
+
+A layout is TP x CP x PP x DP = GPUs (EP inside DP x CP), virtual pipeline stages, ZeRO stage (0 plain
+data parallelism, 1 Megatron's distributed optimizer, 3 FSDP), recomputation, sequence parallelism
+(on with TP) and the micro-batch, whose count per step follows from the global batch. Each is timed
+by steptime.py from per-token pieces of the model computed once; the memory of the fastest is then
+checked with the training memory model (memory/pieces.py, the micro-batches in flight under the
+layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients, fp32 master weights and
+Adam states, sharded by the ZeRO stage; flash attention) until ``top`` layouts with distinct degrees fit. A degree tuple whose leanest
+variant (full recomputation, highest ZeRO stage, one sequence, no interleaving) does not fit is
+dropped without timing its others: nothing else it allows can use less memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+from .flops import RECOMPUTE
+from .spec import ModelSpec, SpecError
+from .steptime import (Layout, Links, ModelCost, StepTime, attention_efficiency, matmul_efficiency, model_cost,
+                       step_time)
+
+ZERO_STAGES = (0, 1, 2, 3)
+SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
+MICRO_BATCHES = (1, 2, 4, 8, 16)
+MAX_CP = 32
+MIN_CP_TOKENS = 1024  # context parallelism splits no sequence below this many tokens per rank
+MAX_VPP = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to train: ``global_batch`` sequences of ``seq`` tokens per step, ``tokens`` in all."""
+
+    gpus: int
+    seq: int
+    global_batch: int
+    tokens: float | None = None
+    dtype: str = "bf16"
+
+    def __post_init__(self) -> None:
+        for key in ("gpus", "seq", "global_batch"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
+        if self.tokens is not None and self.tokens <= 0:
+            raise SpecError(f"--tokens must be positive, got {self.tokens:g}")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Degrees fixed by the user (None: searched) and the sets the search may use."""
+
+    tp: int | None = None
+    pp: int | None = None
+    cp: int | None = None
+    ep: int | None = None
+    dp: int | None = None
+    vpp: int | None = None
+    micro_batch: int | None = None
+    max_tp: int | None = None  # default: one node
+    recompute: tuple[str, ...] = RECOMPUTE
+    zero: tuple[int, ...] = SEARCHED_ZERO
+    sp: bool | None = None  # None: with TP
+    tp_overlap: bool = False
+    gpu_util: float = 1.0
+    loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
+
+    def __post_init__(self) -> None:
+        for key in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch", "max_tp"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        for r in self.recompute:
+            if r not in RECOMPUTE:
+                raise SpecError(f"--recompute {r!r}: choose from {', '.join(RECOMPUTE)}")
+        for z in self.zero:
+            if z not in ZERO_STAGES:
+                raise SpecError(f"--zero {z}: choose from 0 (plain DP), 1 (distributed optimizer), 2 (and gradients "
+                                "sharded) and 3 (FSDP)")
+        if not self.recompute or not self.zero:
+            raise SpecError("--recompute and --zero each need at least one choice")
+
+
+class Ranked(NamedTuple):
+    """A layout that fits, with its time and memory."""
+
+    layout: Layout
+    time: StepTime
+    memory: float  # bytes on the fullest GPU
+    usable: float
+
+
+def links_of(cluster, dtype: str) -> Links:
+    gpu = cluster.gpu
+    return Links(gpu.peak(dtype), gpu.memory_bandwidth, cluster.gpus_per_node, cluster.intra_bandwidth,
+                 cluster.inter_bandwidth, matmul_efficiency(dtype), attention_efficiency(gpu))
+
+
+def _powers(limit: int) -> list[int]:
+    return [1 << i for i in range(limit.bit_length()) if 1 << i <= limit]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterator[tuple[int, int, int, int, int]]:
+    """(tp, cp, pp, dp, ep) that multiply out to the GPUs, divide the global batch and suit the model."""
+    for tp in [c.tp] if c.tp else _powers(min(c.max_tp or node, t.gpus)):
+        for cp in [c.cp] if c.cp else _cp_choices(t.seq):
+            if t.gpus % (tp * cp):
+                continue
+            for pp in [c.pp] if c.pp else _divisors(t.gpus // (tp * cp)):
+                dp = t.gpus // (tp * cp * pp)
+                if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp:
+                    continue
+                for ep in [c.ep] if c.ep else _ep_choices(m, dp * cp):
+                    if _suits(m, t.gpus, tp, pp, dp, cp, ep):
+                        yield tp, cp, pp, dp, ep
+
+
+def _cp_choices(seq: int) -> list[int]:
+    """Powers of two splitting the sequence into 2 cp equal chunks (causal load balancing) of at least
+    MIN_CP_TOKENS tokens a rank."""
+    return [x for x in _powers(MAX_CP) if x == 1 or (seq % (2 * x) == 0 and seq // x >= MIN_CP_TOKENS)]
+
+
+def _ep_choices(m: ModelSpec, replicas: int) -> list[int]:
+    """Expert-parallel degrees: divisors of dp x cp that divide the experts; 1 for a dense model."""
+    return [e for e in _divisors(replicas) if m.num_experts % e == 0] if m.is_moe else [1]
+
+
+def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int) -> bool:
+    """The memory model's own layout check (heads TP can split, experts EP can)."""
+    from .memory.placement import check_layout
+    from .spec import Parallelism
+
+    try:
+        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1))
+    except SpecError:
+        return False
+    return True
+
+
+def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[Layout]:
+    """Every layout of one degree tuple: ZeRO stage, recomputation, micro-batch, virtual stages."""
+    tp, cp, pp, dp, ep = deg
+    per_replica = t.global_batch // dp
+    sp = (tp > 1) if c.sp is None else c.sp and tp > 1
+    mbs = [c.micro_batch] if c.micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
+    for mb in mbs:
+        if per_replica % mb:
+            continue
+        micro = per_replica // mb
+        vpps = [c.vpp] if c.vpp else [1] + [v for v in range(2, MAX_VPP + 1)
+                                            if pp > 1 and micro % pp == 0 and pp * v <= m.num_hidden_layers]
+        for zero in c.zero:
+            if zero == 3 and pp > 1:  # FSDP shards whole models, not pipeline stages
+                continue
+            for recompute in c.recompute:
+                for v in vpps:
+                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap)
+
+
+def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Layout | None:
+    """The degree tuple's least memory-hungry layout, or None if it has none."""
+    tp, cp, pp, dp, ep = deg
+    options = list(variants(m, t, c, deg))
+    if not options:
+        return None
+    order = {"full": 0, "selective": 1, "none": 2}
+    return min(options, key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp))
+
+
+class Planner:
+    """One model on one cluster for one target: times layouts, and checks memory lazily (memoized)."""
+
+    def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
+        self.m, self.cluster, self.t, self.c = m, cluster, t, c
+        self.links = links_of(cluster, t.dtype)
+        self.cost: ModelCost = model_cost(m, t.seq)
+        self.usable = cluster.gpu.usable_bytes * c.gpu_util
+        self._pieces: dict = {}
+        self._grads: dict = {}
+        self.evaluated = 0
+
+    def grads(self, lay: Layout) -> float:
+        """Gradient values one GPU reduces over data parallelism: its stage's parameters (the largest)."""
+        key = (lay.tp, lay.pp, lay.ep)
+        if key not in self._grads:
+            from .memory.placement import stage_params, stages
+            from .spec import Parallelism
+
+            par = Parallelism(gpus=lay.tp * lay.pp * lay.dp * lay.cp, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp,
+                              ep=lay.ep)
+            self._grads[key] = max(stage_params(self.m, par, st).total for st in stages(self.m, lay.pp))
+        return self._grads[key]
+
+    def time(self, lay: Layout) -> StepTime:
+        self.evaluated += 1
+        return step_time(self.cost, self.links, lay, self.t.seq, self.grads(lay))
+
+    def memory(self, lay: Layout) -> float:
+        """Bytes on the fullest GPU: the first stage (activations of the micro-batches in flight) or the last
+        (the head and the loss's buffers)."""
+        key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.dp, lay.zero, lay.recompute, lay.sp)
+        if key not in self._pieces:
+            self._pieces[key] = self._stage_pieces(lay)
+        pp, v = lay.pp, lay.vpp
+        # 1F1B: the first stage holds p micro-batches; interleaved, p + (p-1)/v (Korthikanti et al. 2022 §4.2.3)
+        flight = min(lay.micro_batches, pp + (pp - 1) / v) if pp > 1 else 1
+        return max(p.total(lay.micro_batch, flight if i == 0 else 1) for i, p in enumerate(self._pieces[key]))
+
+    def _stage_pieces(self, lay: Layout) -> tuple:
+        from .memory.pieces import stage_pieces
+        from .memory.placement import stages
+        from .memory.settings import MemorySettings
+        from .spec import Parallelism
+
+        par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp)
+        s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
+                           framework="megatron", attention_impl="flash", parallel=par,
+                           loss=self.c.loss)
+        st = stages(self.m, lay.pp)
+        return tuple(stage_pieces(self.m, s, x) for x in ((st[0], st[-1]) if lay.pp > 1 else st[:1]))
+
+    def fits(self, lay: Layout) -> bool:
+        return self.memory(lay) <= self.usable
+
+    def search(self, top: int = 5) -> list[Ranked]:
+        """The fastest fitting layout of each of the ``top`` fastest degree tuples."""
+        timed = []
+        for deg in degree_tuples(self.m, self.cluster.gpus_per_node, self.t, self.c):
+            leanest = lean(self.m, self.t, self.c, deg)
+            if leanest is None or not self.fits(leanest):
+                continue
+            timed += [(self.time(lay).total, lay) for lay in variants(self.m, self.t, self.c, deg)]
+        timed.sort(key=lambda x: x[0])
+        best: dict[tuple, Ranked] = {}
+        for _, lay in timed:
+            deg = (lay.tp, lay.cp, lay.pp, lay.dp, lay.ep)
+            if deg in best or not self.fits(lay):
+                continue
+            best[deg] = Ranked(lay, self.time(lay), self.memory(lay), self.usable)
+            if len(best) == top:
+                break
+        return list(best.values())
+
+
+def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 1 << 20) -> int | None:
+    """The fewest GPUs (a multiple of the node, dividing into the global batch's replicas) any layout fits on:
+    doubling from the asked count, then bisecting over whole nodes."""
+    node = cluster.gpus_per_node
+
+    def any_fit(n: int) -> bool:
+        p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
+        return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) if (lay := lean(m, p.t, p.c, deg)))
+
+    low, high = t.gpus, max(node, math.ceil(t.gpus / node) * node)
+    while not any_fit(high):
+        low, high = high, high * 2
+        if high > limit:
+            return None
+    while high - low > node:
+        mid = (low + high) // 2 // node * node
+        if mid <= low:
+            break
+        low, high = (low, mid) if any_fit(mid) else (mid, high)
+    return high
+
+
+CONVENTIONS = ("step time (llmcalc/steptime.py): GEMMs at 70% of peak, attention at 41% of the GPU's FlashAttention "
+               "share, memory-bound kernels at HBM speed; TP and EP collectives exposed, CP's and DP's hidden "
+               "behind compute where they can be; bubble (p-1)/v micro-batches; memory: Megatron-Core's states, "
+               "the first stage's micro-batches in flight")
+
+STEP_ROWS = (("compute", "matmuls and memory-bound kernels, forward + backward"),
+             ("recompute", "the forward work recomputation repeats"),
+             ("tp_comm", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
+             ("cp_comm", "context-parallel K/V ring, beyond what the attention core hides"),
+             ("ep_comm", "expert-parallel all-to-all, dispatch and combine"),
+             ("pp_comm", "pipeline sends and receives between stages"),
+             ("bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
+             ("dp_comm", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
+
+
+LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "memory": "byte", "headroom": "byte",
+                "train_time": "s"}
+
+
+def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
+    """One layout as the JSON contract's `layouts` entry."""
+    lay, step = r.layout, r.time.total
+    tokens = t.global_batch * t.seq
+    # the columns a narrow terminal keeps come first (report._fitting): the degrees, then the answers
+    out = {"tp": lay.tp, "pp": lay.pp, "cp": lay.cp, "ep": lay.ep, "dp": lay.dp, "step_time": step,
+           "mfu": model_flops_per_token(m, t.seq) * tokens / (step * t.gpus * peak), "tokens_per_s": tokens / step}
+    if t.tokens:
+        out["train_time"] = t.tokens / (tokens / step)
+    out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "vpp": lay.vpp, "zero": lay.zero,
+                "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
+                "grad_accum": lay.micro_batches})
+    return out
+
+
+def describe(lay: Layout) -> str:
+    """A layout in a few words: "tp8 pp4 vpp3 dp16 zero1 mb1 full-recompute" (ep, cp, vpp shown past 1)."""
+    parts = [f"tp{lay.tp}", f"pp{lay.pp}"] + [f"{k}{v}" for k, v in (("vpp", lay.vpp), ("cp", lay.cp), ("ep", lay.ep))
+                                             if v > 1]
+    parts += [f"dp{lay.dp}", f"zero{lay.zero}", f"mb{lay.micro_batch}"]
+    return " ".join(parts + ([f"{lay.recompute}-recompute"] if lay.recompute != "none" else []))
+
+
+def model_flops_per_token(m: ModelSpec, seq: int) -> float:
+    """MFU's numerator per token: PaLM's 6N + 12LHQT, as the mfu command counts it."""
+    from .flops import palm_per_token
+
+    return palm_per_token(m, seq)
+
+
+def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
+    """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract)."""
+    from .breakdown import Breakdown, Quantity, Rows
+    from .units import fmt_bytes
+
+    p = Planner(m, cluster, t, c)
+    ranked = p.search(top)
+    peak = cluster.gpu.peak(t.dtype)
+    layouts = [record(r, m, t, peak) for r in ranked]
+    rows = Rows("s", total="step_time")
+    notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
+             f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
+    if ranked:
+        notes.append(CONVENTIONS)
+    summary: dict = {"layouts": layouts, "found": bool(ranked), "evaluated": p.evaluated}
+    if ranked:
+        best = ranked[0]
+        summary["layout"] = describe(best.layout)
+        for (name, note), value in zip(STEP_ROWS, best.time):
+            rows.add(name, value, note, how=("by the step-time model (llmcalc/steptime.py)",))
+        rows.sum("step_time", [name for name, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
+        summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
+                                                                   ("mfu", "ratio"), ("memory", "byte"))})
+        if t.tokens:
+            summary["train_time"] = Quantity(layouts[0]["train_time"], "s")
+    else:
+        fewest = smallest_fit(m, cluster, t, c)
+        summary["min_gpus"] = fewest
+        notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(p.usable)} usable each)"
+                     + (f"; the fewest GPUs any layout fits on: {fewest}" if fewest else "; none fits on any count"))
+    return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
+                     model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
+                     inputs={"gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node, "seq": t.seq,
+                             "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
+                             **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}},
+                     notes=tuple(notes))
