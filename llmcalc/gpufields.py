@@ -12,9 +12,9 @@ from .spec import SpecError
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
-            "source", "notes"}
+            "attention_share", "source", "notes"}
 _NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
-            "network_gb_s", "tdp_w")
+            "network_gb_s", "tdp_w", "attention_share")
 _NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "network_gb_s")
 
 
@@ -94,6 +94,7 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
         node_gpus=_given(fields, "node_gpus", DEFAULT_NODE_GPUS),
         network_bandwidth=_given(fields, "network_gb_s", DEFAULT_NETWORK_BANDWIDTH / 1e9) * 1e9,
+        attention_share=fields.get("attention_share"),
         peak_flops=peak_flops,
         vendor=str(fields.get("vendor", "")),
         tdp_w=fields.get("tdp_w"),

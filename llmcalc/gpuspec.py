@@ -44,6 +44,7 @@ class GPUSpec:
     device_memory_source: str = ""
     node_gpus: int = DEFAULT_NODE_GPUS  # GPUs in the reference system's fast domain
     network_bandwidth: float = DEFAULT_NETWORK_BANDWIDTH  # B/s per GPU, one direction, between domains
+    attention_share: float | None = None  # FlashAttention-2 forward's share of the 16-bit peak, as measured
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -55,6 +56,8 @@ class GPUSpec:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
+        if self.attention_share is not None and not 0 < self.attention_share <= 1:
+            raise SpecError(f"{where}: attention_share must be a fraction in (0, 1], got {self.attention_share}")
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
         for dtype, value in self.peak_flops.items():
