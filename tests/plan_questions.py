@@ -1,0 +1,106 @@
+"""How a published run (tests/plan_cases.Case) becomes the question `llmcalc plan` answers for it.
+
+The cluster is the run's own: its GPU, NVLink domain and, where the source states it, its network
+(NETWORK, per GPU). The target is its global batch of sequences. The constraints are what the run's
+framework could do at the time, never the answer: a layout the framework lacked cannot be what the
+authors should have picked. Everything the source states and the planner could vary (recomputation,
+ZeRO stage, sequence parallelism, micro-batch, virtual stages) is fixed to the published value;
+what the source leaves out (``Case.assumed``, an unstated micro-batch or vpp) is searched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+from llmcalc.flops import RECOMPUTE
+
+from .plan_cases import Case, entries
+
+# Frameworks that shard data only: llm-foundry and the IBM blog run FSDP, no TP, PP or CP.
+PURE_FSDP = {"mosaicml-llm-foundry", "pytorch-fsdp-blog"}
+# Before context parallelism (Megatron-Core 0.5, 2024) and without FSDP (ZeRO-3): Megatron-LM 2021/2022;
+# DeepSpeed's pipeline engine (MT-NLG, BLOOM) shards only the optimizer (ZeRO-1) beside PP.
+NO_CP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
+NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme"}
+# Megatron-LM before its distributed optimizer (2022): plain data parallelism only.
+PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
+# DeepSpeed's pipeline engine runs plain 1F1B: no interleaved virtual stages.
+NO_INTERLEAVING = {"bloom", "mt-nlg"}
+# The Megatron-Core README's runs set --tp-comm-overlap (Transformer Engine userbuffers).
+TP_OVERLAP = {"megatron-core-readme"}
+# llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn).
+FUSED_LOSS = {"mosaicml-llm-foundry"}
+
+# The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
+NETWORK = {
+    "400 Gbps inter-node, GPUDirect RDMA": 400 / 8 / 8,  # IBM blog, A100 cluster
+    "800 Gbps inter-node": 800 / 8 / 8,  # IBM blog, H100 cluster
+    "1600 Gbps node-node interconnect (RoCE)": 1600 / 8 / 8,  # llm-foundry's A100 sections
+    "Omni-Path (4 OPA links per node, non-blocking fat tree)": 4 * 100 / 8 / 8,  # BLOOM's Jean Zay
+}
+
+
+class Question(NamedTuple):
+    case: Case
+    cluster: object  # llmcalc.cluster.Cluster
+    target: object  # llmcalc.plan.Target
+    constraints: object  # llmcalc.plan.Constraints
+
+    @property
+    def published(self) -> tuple[int, int, int, int, int]:
+        c = self.case
+        return c.tp, c.cp, c.pp, c.dp, c.ep
+
+
+@functools.lru_cache(maxsize=1)
+def _networks() -> dict[str, str | None]:
+    return {e["id"]: (e.get("interconnect") or {}).get("inter") for e in entries()}
+
+
+def question(c: Case) -> Question:
+    from llmcalc.cluster import cluster_of
+    from llmcalc.plan import SEARCHED_ZERO, Constraints, Target
+    from llmcalc.presets import load_gpu
+
+    cluster = cluster_of(load_gpu(c.gpu), c.gpus_per_node)
+    network = NETWORK.get(_networks()[c.id])
+    if network:
+        cluster = dataclasses.replace(cluster, inter_bandwidth=network * 1e9)
+    fixed = dict(tp=1, pp=1, cp=1) if c.group in PURE_FSDP else dict(cp=1) if c.group in NO_CP else {}
+    zeros = SEARCHED_ZERO if "zero" in c.assumed else (c.zero,)
+    if c.group in NO_ZERO3 | PLAIN_DP:
+        zeros = tuple(z for z in zeros if z < 3 and (z == 0 or c.group not in PLAIN_DP))
+    cons = Constraints(recompute=RECOMPUTE if "recompute" in c.assumed else (c.recompute,), zero=zeros,
+                       sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
+                       micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
+                       loss="fused" if c.group in FUSED_LOSS else None, **fixed)
+    return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch), cons)
+
+
+class Answer(NamedTuple):
+    """What the planner says about a published run."""
+
+    rank: int | None  # of the published degrees among the planner's fitting degree tuples (1 = fastest)
+    fits: bool  # some variant of the published degrees fits the memory model
+    mfu: float | None  # predicted, for the fastest fitting variant of the published degrees
+    top: tuple  # the planner's three fastest degree tuples
+
+
+def answer(q: Question, depth: int = 3) -> Answer:
+    from llmcalc.flops import palm_per_token
+    from llmcalc.plan import Planner, variants
+
+    c = q.case
+    p = Planner(c.model, q.cluster, q.target, q.constraints)
+    ranked = p.search(depth)
+    degrees = [(r.layout.tp, r.layout.cp, r.layout.pp, r.layout.dp, r.layout.ep) for r in ranked]
+    fitting = [lay for lay in variants(c.model, q.target, q.constraints, q.published) if p.fits(lay)]
+    rank = degrees.index(q.published) + 1 if q.published in degrees else None
+    mfu = None
+    if fitting:
+        step = min(p.time(lay).total for lay in fitting)
+        peak = q.cluster.gpu.peak("bf16")
+        mfu = palm_per_token(c.model, c.seq) * c.global_batch * c.seq / (step * c.gpus * peak)
+    return Answer(rank, bool(fitting), mfu, tuple(degrees[:3]))

@@ -1,0 +1,216 @@
+"""`plan`: the step-time model by hand, the memory pieces against the memory model, the search's
+invariants, and the command through the real CLI (published runs: test_plan_published.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from llmcalc import steptime
+from llmcalc.memory.pieces import stage_pieces
+from llmcalc.memory.placement import stages
+from llmcalc.memory.saved import in_flight
+from llmcalc.memory.settings import MemorySettings
+from llmcalc.memory.training import train_stage
+from llmcalc.plan import Constraints, Planner, Target, smallest_fit
+from llmcalc.presets import load_gpu, load_model
+from llmcalc.spec import Parallelism
+from llmcalc.steptime import Layout, Links, ModelCost
+
+from .conftest import run
+
+
+# -- the step-time model, by hand ------------------------------------------------------------------
+
+COST = ModelCost(layers=4, moe_layers=0, hidden=1000, matmul=24e6, core=2e6, head=100e6, kv=250, top_k=0,
+                 model_flops=0.0)
+LINKS = Links(peak=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=50e9, efficiency=0.7, attention=0.3)
+
+
+def test_one_step_by_hand():
+    """TP 2 x PP 2 x DP 2 on one node, 4 micro-batches of one 1000-token sequence, sequence parallel, ZeRO-1."""
+    lay = Layout(tp=2, pp=2, dp=2, micro_batch=1, micro_batches=4, sp=True, zero=1)
+    t = steptime.step_time(COST, LINKS, lay, seq=1000, grads=1e9)
+    tokens, layers = 1000, 2  # per micro-batch; 4 layers over 2 stages
+    # forward: GEMMs at 70% of 1 PFLOP/s, attention at 30%, memory-bound kernels moving
+    # ELEMENTWISE_TRAFFIC x Korthikanti's 34 h / t bytes a token a layer at 90% of 2 TB/s
+    gemm = tokens * layers * 24e6 / 2 / 0.7e15
+    attention = tokens * layers * 2e6 / 2 / 0.3e15
+    elementwise = tokens * layers * 1000 * 34 / 2 * 2 * steptime.ELEMENTWISE_TRAFFIC / (2e12 * 0.9)
+    head = tokens * 100e6 / 2 / 0.7e15
+    compute = 3 * (gemm + attention + elementwise) + 3 * head  # backward = 2 x forward
+    # TP: 4 collectives a layer, each 2(t-1)/t of the 2-byte activation over NVLink at 75%, + 15 us
+    tp = layers * 4 * (tokens * 1000 * 2 * 2 * (1 / 2) / (400e9 * 0.75) + 15e-6)
+    assert t.compute == pytest.approx(4 * compute)
+    assert t.tp == pytest.approx(4 * tp)
+    # the bubble: (p - 1) / v of one micro-batch's time (Narayanan et al. 2021)
+    assert t.bubble == pytest.approx((2 - 1) / 1 * (compute + tp))
+    # PP: activation and gradient, each TP rank sending its half, per micro-batch
+    assert t.pp == pytest.approx(4 * 2 * (tokens * 1000 * 2 / 2 / (400e9 * 0.75) + 15e-6))
+    # DP over 2 ranks: reduce-scatter (1/2 of 2 GB) under the last backward, all-gather under the first forward
+    ring = 0.5 * 1e9 * 2 / (400e9 * 0.75) + 15e-6
+    assert t.dp == pytest.approx(max(ring - 2 / 3 * compute, 0.1 * ring) + max(ring - compute / 3, 0.1 * ring))
+    assert t.recompute == t.cp == t.ep == 0
+    assert t.total == pytest.approx(sum(t))
+
+
+def test_interleaving_divides_the_bubble_and_recomputation_repeats_the_forward():
+    base = Layout(tp=1, pp=4, dp=1, micro_batch=1, micro_batches=8)
+    one = steptime.step_time(COST, LINKS, base, 1000, 1e9)
+    two = steptime.step_time(COST._replace(layers=8), LINKS, base._replace(vpp=2), 1000, 1e9)
+    per_mb = one.compute / 8
+    assert one.bubble == pytest.approx(3 * per_mb)  # (p - 1) micro-batches
+    layers8 = steptime.step_time(COST._replace(layers=8), LINKS, base, 1000, 1e9)
+    assert two.bubble == pytest.approx(layers8.bubble / 2)  # (p - 1) / v
+    full = steptime.step_time(COST, LINKS, base._replace(recompute="full"), 1000, 1e9)
+    assert full.recompute == pytest.approx(one.compute / 3 - 8 * (1000 * 100e6 / 0.7e15))  # forward without the head
+
+
+def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():
+    """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
+    wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)
+    narrow = Layout(tp=8, pp=1, dp=2, micro_batches=1, zero=0)
+    assert steptime._link(16, 1, LINKS)[0] == pytest.approx(min(400e9, 8 * 50e9) * 0.75)
+    assert steptime._link(2, 8, LINKS)[0] == pytest.approx(50e9 * 0.75)
+    assert steptime._link(4, 2, LINKS)[0] == pytest.approx(400e9 * 0.75)  # 8 GPUs: inside the node
+    assert wide.dp * wide.tp == narrow.dp * narrow.tp == 16
+
+
+# -- the memory model taken apart ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["llama-3-70b", "mixtral-8x7b", "gpt2"])
+@pytest.mark.parametrize("tp,pp,cp", [(1, 1, 1), (8, 4, 1), (4, 2, 2)])
+@pytest.mark.parametrize("recompute,zero", [("none", 1), ("selective", 0), ("full", 3)])
+def test_pieces_give_the_memory_models_total(name, tp, pp, cp, recompute, zero):
+    m = load_model(name)
+    par = Parallelism(gpus=64, tp=tp, pp=pp, cp=cp, dp=64 // (tp * pp * cp), sp=tp > 1)
+    s = MemorySettings(seq=4096, zero=zero, recompute=recompute, framework="megatron", parallel=par,
+                       attention_impl="flash")
+    for st in {stages(m, pp)[0], stages(m, pp)[-1]}:
+        pieces = stage_pieces(m, s, st)
+        for batch in (1, 3, 8):
+            real = train_stage(m, dataclasses.replace(s, batch=batch), st).total
+            assert pieces.total(batch, in_flight(s, st)) == pytest.approx(real, rel=1e-9)
+
+
+# -- the search ------------------------------------------------------------------------------------
+
+def _planner(model="llama-3-70b", gpus=64, **cons) -> Planner:
+    from llmcalc.cluster import load_cluster
+
+    return Planner(load_model(model), load_cluster("dgx-h100"), Target(gpus=gpus, seq=8192, global_batch=512),
+                   Constraints(**cons))
+
+
+def test_ranked_layouts_multiply_out_fit_and_come_fastest_first():
+    p = _planner()
+    ranked = p.search(8)
+    assert len(ranked) == 8
+    times = [r.time.total for r in ranked]
+    assert times == sorted(times)
+    seen = set()
+    for r in ranked:
+        lay = r.layout
+        assert lay.tp * lay.pp * lay.cp * lay.dp == 64 and 512 % (lay.dp * lay.micro_batch) == 0
+        assert lay.micro_batches == 512 // (lay.dp * lay.micro_batch)
+        assert r.memory <= r.usable
+        seen.add((lay.tp, lay.cp, lay.pp, lay.dp, lay.ep))
+    assert len(seen) == 8  # one row per degree tuple
+
+
+def test_fixed_degrees_and_allowed_sets_are_honoured():
+    ranked = _planner(tp=8, recompute=("full",), zero=(1,)).search(5)
+    assert ranked and all(r.layout.tp == 8 and r.layout.recompute == "full" and r.layout.zero == 1 for r in ranked)
+
+
+def test_a_layout_the_search_drops_does_not_fit():
+    """Every degree tuple missing from the answer has no fitting variant or is slower than the last shown."""
+    p = _planner(gpus=16)
+    ranked = p.search(50)
+    shown = {(r.layout.tp, r.layout.cp, r.layout.pp, r.layout.dp, r.layout.ep) for r in ranked}
+    from llmcalc.plan import degree_tuples, variants
+
+    for deg in degree_tuples(p.m, 8, p.t, p.c):
+        if deg not in shown:
+            assert not any(p.fits(lay) for lay in variants(p.m, p.t, p.c, deg))
+
+
+def test_smallest_fit_is_the_fewest_whole_nodes():
+    from llmcalc.cluster import load_cluster
+
+    m, cl = load_model("llama-3.1-405b"), load_cluster("dgx-h100")
+    t, c = Target(gpus=8, seq=8192, global_batch=512), Constraints()
+    fewest = smallest_fit(m, cl, t, c)
+    assert fewest and fewest % 8 == 0
+    assert Planner(m, cl, dataclasses.replace(t, gpus=fewest), c).search(1)
+    assert not Planner(m, cl, dataclasses.replace(t, gpus=fewest - 8), c).search(1)
+
+
+# -- through the CLI -------------------------------------------------------------------------------
+
+QUESTION = ("plan", "--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "8", "--seq", "8k", "--tokens", "15T")
+
+
+def test_json_contract():
+    out = run(*QUESTION, "--json")
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.stdout)
+    layouts = d["summary"]["layouts"]
+    assert len(layouts) == 5
+    for x in layouts:  # DESIGN.md's plan contract
+        assert {"tp", "pp", "dp", "cp", "ep", "zero", "recompute", "micro_batch", "step_time", "mfu", "memory"} <= set(x)
+        assert x["tp"] * x["pp"] * x["cp"] * x["dp"] == 64 and 0 < x["mfu"] < 1
+        assert x["train_time"] == pytest.approx(15e12 / x["tokens_per_s"])
+    rows = {r["name"]: r["value"] for r in d["rows"]}
+    assert rows["step_time"] == pytest.approx(layouts[0]["step_time"])
+    assert rows["step_time"] == pytest.approx(sum(v for k, v in rows.items() if k != "step_time"))
+
+
+def test_table_names_the_layouts_and_the_step_times_parts():
+    out = run(*QUESTION)
+    assert out.exit_code == 0, out.output
+    for word in ("fastest layouts that fit", "step_time", "bubble", "tp_comm", "dp_comm", "mfu"):
+        assert word in out.stdout
+
+
+def test_check_fails_below_the_mfu_or_past_the_days():
+    assert run(*QUESTION, "--check", "--min-mfu", "0.3").exit_code == 0
+    assert run(*QUESTION, "--check", "--min-mfu", "0.9").exit_code == 1
+    assert run(*QUESTION, "--check", "--max-days", "30").exit_code == 1  # 15T tokens on 64 GPUs: years
+    assert run(*QUESTION, "--check", "--max-days", "100000").exit_code == 0
+
+
+def test_a_cluster_too_small_says_how_many_gpus_would_do():
+    args = ("plan", "--model", "llama-3.1-405b", "--gpu", "h100", "--gpus", "8", "--seq", "8k")
+    out = run(*args)
+    text = " ".join(out.stdout.split())
+    assert out.exit_code == 0 and "no layout fits" in text and "the fewest GPUs any layout fits on" in text
+    d = json.loads(run(*args, "--json").stdout)
+    assert d["summary"]["found"] is False and d["summary"]["min_gpus"] % 8 == 0
+    assert run(*args, "--check").exit_code == 1
+
+
+def test_nodes_count_syntax_and_gpu_reference_node_agree():
+    a = json.loads(run("plan", "--model", "llama-3.1-8b", "--cluster", "2xdgx-h100", "--seq", "4k", "--json").stdout)
+    b = json.loads(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "4k",
+                       "--json").stdout)
+    assert a["summary"]["layouts"] == b["summary"]["layouts"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--cluster", "dgx-h100", "--gpu", "h100", "--gpus", "8"), "not both"),
+    (("--gpu", "h100"), "how many GPUs"),
+    (("--seq", "4k"), "needs the hardware"),
+    (("--gpu", "h100", "--gpus", "8", "--zero", "5"), "--zero"),
+    (("--gpu", "h100", "--gpus", "8", "--batch-tokens", "1000"), "whole number"),
+    (("--gpu", "h100", "--gpus", "8", "--global-batch", "8", "--batch-tokens", "4M"), "not both"),
+    (("--gpu", "h100", "--gpus", "8", "--max-days", "3"), "--max-days needs --tokens"),
+    (("--cluster", "dgx-h1000", "--nodes", "2"), "did you mean"),
+    (("--cluster", "dgx-h100", "--nodes", "2", "--gpus", "8"), "disagree"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words):
+    out = run("plan", "--model", "llama-3.1-8b", *args)
+    assert out.exit_code == 2, out.output
+    assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,114 @@
+"""`plan` against published training runs: the memory model lets the published layout fit, the step-time
+model predicts its MFU, and the planner ranks it among its fastest (tests/plan_questions.py asks each
+run as its authors could have; the numbers are the papers', tests/data/training_layouts.yaml).
+
+Where the model disagrees with a source by more than the issue's tolerance the run is listed below
+with what it measures, so a change that mends or breaks one shows here. scripts/fit_steptime.py
+prints the same survey.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from .plan_cases import cases
+from .plan_questions import answer, question
+
+TOLERANCE = 0.15  # the issue's: predicted MFU within 15% of the published
+
+# Runs not checked, with the reason (beyond those without a 16-bit MFU: FP8 recipes, layout-only rows).
+NOT_CHECKED = {
+    **dict.fromkeys(
+        ["megatron2021-zero3-174b-384xa100", "megatron2021-zero3-174b-768xa100", "megatron2021-zero3-174b-1536xa100",
+         "megatron2021-zero3-529b-640xa100", "megatron2021-zero3-529b-1120xa100", "megatron2021-zero3-529b-2240xa100"],
+        "DeepSpeed ZeRO-3 as Narayanan et al. ran it in 2021: MFU falls with the micro-batch (0.35 -> 0.11 from "
+        "4 to 1 sequences) at the same bytes per step, i.e. the gathers ran far below NCCL's bandwidth and did not "
+        "overlap; the step-time model prices a modern FSDP"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def survey() -> dict:
+    """id -> (Case, Answer) for every checked run."""
+    out = {}
+    for c in cases():
+        if c.mfu is None or c.dtype != "bf16" or c.id in NOT_CHECKED:
+            continue
+        out[c.id] = (c, answer(question(c)))
+    return out
+
+
+def test_every_published_layout_fits_the_memory_model():
+    misses = sorted(i for i, (_, a) in survey().items() if not a.fits)
+    assert misses == sorted(DOES_NOT_FIT), misses
+
+
+def test_predicted_mfu_of_the_published_layout():
+    misses = {}
+    for i, (c, a) in survey().items():
+        if a.mfu is not None and abs(a.mfu / c.mfu - 1) > TOLERANCE:
+            misses[i] = round(a.mfu / c.mfu - 1, 2)
+    assert sorted(misses) == sorted(MFU_MISSES), misses
+
+
+def test_published_layout_among_the_planners_top_three():
+    misses = sorted(i for i, (_, a) in survey().items() if a.fits and (a.rank is None or a.rank > 3))
+    assert misses == sorted(RANK_MISSES), misses
+
+
+@pytest.mark.parametrize("group", ["megatron-lm-2021", "korthikanti-2022", "megatron-core-readme",
+                                   "mosaicml-llm-foundry", "pytorch-fsdp-blog"])
+def test_median_error_within_tolerance_for_each_source(group):
+    """Each named source's runs, taken together (Llama 3's three are all listed misses, LLAMA3 says why)."""
+    errors = sorted(abs(a.mfu / c.mfu - 1) for c, a in survey().values() if c.group == group and a.mfu)
+    assert errors and errors[len(errors) // 2] <= TOLERANCE, errors
+
+
+# -- where the model and a source disagree (scripts/fit_steptime.py --misses prints the numbers) --------
+LLAMA3 = ("the memory model holds the first stage's 16 + 15/v micro-batches of 8 layers in flight (about 80 GB of "
+          "activations at TP 8), so the published TP 8 / PP 16 fits only with full recomputation, which the paper "
+          "does not describe; the planner prefers layouts that fit without it")
+DOES_NOT_FIT = {
+    "korthikanti2022-1t-512xa100-selective-sp": "the memory model puts the first stage at 64 micro-batches of 2 layers "
+                                                "plus fp32 gradients and unsharded Adam states: over 80 GiB",
+}
+MFU_MISSES = {
+    **dict.fromkeys(["llama3-405b-8k-h100-seq8k", "llama3-405b-16k-h100-seq8k"], "predicted low: " + LLAMA3),
+    "llama3-405b-16k-h100-seq128k": "predicted low (-45%): attention dominates at 128k and is timed at "
+                                    "FlashAttention-2's H100 share; Meta's kernels are not described",
+    **dict.fromkeys(["megatron2021-gpt-1p7b-32xa100", "megatron2021-gpt-3p6b-64xa100",
+                     "korthikanti2022-22b-8xa100-selective-sp"],
+                    "predicted high (+19 to +26%): the smallest Megatron models, whose 2021-era kernels the "
+                    "memory-bound term underprices"),
+    **dict.fromkeys(["mpt-7b-s2048-512xh100-bf16", "mpt-70b-s2048-32xh100-bf16", "mpt-30b-s8192-8xh100-bf16",
+                     "mpt-13b-s2048-64xh100-bf16", "mpt-13b-s2048-32xh100-bf16", "mpt-13b-s2048-16xh100-bf16",
+                     "mpt-13b-s2048-8xh100-bf16", "mpt-30b-s8192-8xa100-bf16", "mpt-70b-s2048-64xa100-40gb-bf16",
+                     "mpt-125m-s32768-8xa100-40gb-bf16"],
+                    "predicted high (+16 to +32%): llm-foundry rows below their neighbours of the same model "
+                    "(13B on H100 at 0.40 beside 7B at 0.46 and 30B at 0.43)"),
+    **dict.fromkeys(["mpt-13b-s8192-8xa100-bf16", "mpt-13b-s4096-8xa100-bf16", "mpt-13b-s1024-8xa100-bf16",
+                     "mpt-7b-s8192-8xa100-bf16", "mpt-7b-s4096-8xa100-bf16", "mpt-7b-s1024-8xa100-bf16",
+                     "mpt-7b-s2048-32xa100-40gb-bf16"],
+                    "predicted low (-15 to -22%): llm-foundry's 7B and 13B on 8 A100-80GB at 0.55-0.60 MFU, above "
+                    "what a 0.70 GEMM share allows beside their memory-bound kernels"),
+    **dict.fromkeys(["ibm-fsdp-llama2-7b-96xh100", "ibm-fsdp-llama2-70b-96xh100"],
+                    "predicted high (+22 to +26%): FSDP over 12.5 GB/s per GPU on H100; the blog's own 13B row fits"),
+    **dict.fromkeys(["mtnlg-530b-2240xa100", "mtnlg-530b-2800xa100", "mtnlg-530b-3360xa100"],
+                    "predicted high (+22 to +27%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
+                    "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is within 2%)"),
+}
+RANK_MISSES = {
+    **dict.fromkeys(["llama3-405b-8k-h100-seq8k", "llama3-405b-16k-h100-seq8k", "llama3-405b-16k-h100-seq128k"],
+                    LLAMA3),
+    **dict.fromkeys(["megatron2021-gpt-7p5b-128xa100", "megatron2021-gpt-18p4b-256xa100",
+                     "megatron2021-gpt-39p1b-512xa100"],
+                    "the planner prefers TP 1-4 with a few pipeline stages to the paper's TP 4-8 (predicted "
+                    "within 6% of each other; the paper's MFU for its own layout is predicted within 6%)"),
+    "mcore-weak-70b-768xh100": "TP 4 over the README's TP 8 (predicted 3% apart)",
+    "bloom-176b-384xa100-tp4-pp12-dp8": "PP 6 with DP 16 over the published PP 12 with DP 8 (predicted 4% apart)",
+    "mbridge2511-deepseekv3-256xgb200-bf16": "CP 2 with EP 32-128 over the published PP 4 / EP 64 (MoE routing "
+                                             "imbalance and the all-to-all's overlap are not modelled)",
+    "mcore-moe-mixtral-8x7b-64xh100-bf16": "pure DP with EP 2-8 over the published PP 4 / EP 8",
+}
