@@ -15,7 +15,7 @@ from llmcalc.memory.saved import in_flight
 from llmcalc.memory.settings import MemorySettings
 from llmcalc.memory.training import train_stage
 from llmcalc.plan import Constraints, Planner, Target, smallest_fit
-from llmcalc.presets import load_gpu, load_model
+from llmcalc.presets import load_model
 from llmcalc.spec import Parallelism
 from llmcalc.steptime import Layout, Links, ModelCost
 

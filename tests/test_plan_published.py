@@ -58,6 +58,22 @@ def test_published_layout_among_the_planners_top_three():
     assert misses == sorted(RANK_MISSES), misses
 
 
+def test_the_readme_states_these_counts():
+    import statistics
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    runs = survey().values()
+    errors = [abs(a.mfu / c.mfu - 1) for c, a in runs if a.mfu]
+    fits = sum(a.fits for _, a in runs)
+    within = sum(e <= TOLERANCE for e in errors)
+    top3 = sum(1 for _, a in runs if a.rank and a.rank <= 3)
+    for claim in (f"Checked against {len(runs)} published runs", f"lets {fits} of the published layouts fit",
+                  f"within 15% for {within} of them (median error {statistics.median(errors):.0%})",
+                  f"three fastest for {top3}"):
+        assert claim in readme, claim
+
+
 @pytest.mark.parametrize("group", ["megatron-lm-2021", "korthikanti-2022", "megatron-core-readme",
                                    "mosaicml-llm-foundry", "pytorch-fsdp-blog"])
 def test_median_error_within_tolerance_for_each_source(group):
