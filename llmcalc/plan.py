@@ -210,8 +210,9 @@ class Planner:
         if key not in self._pieces:
             self._pieces[key] = self._stage_pieces(lay)
         pp, v = lay.pp, lay.vpp
-        # 1F1B: the first stage holds p micro-batches; interleaved, p + (p-1)/v (Korthikanti et al. 2022 §4.2.3)
-        flight = min(lay.micro_batches, pp + (pp - 1) / v) if pp > 1 else 1
+        # 1F1B: the first stage holds p micro-batches; interleaved, p + (p-1)/v stages' worth (Korthikanti et
+        # al. 2022 §4.2.3: p (1 + (p-1)/(p v))); never more than the step has
+        flight = min(lay.micro_batches, pp if v == 1 else pp + (pp - 1) / v) if pp > 1 else 1
         return max(p.total(lay.micro_batch, flight if i == 0 else 1) for i, p in enumerate(self._pieces[key]))
 
     def _stage_pieces(self, lay: Layout) -> tuple:

@@ -30,6 +30,9 @@ PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
 NO_INTERLEAVING = {"bloom", "mt-nlg"}
 # The Megatron-Core README's runs set --tp-comm-overlap (Transformer Engine userbuffers).
 TP_OVERLAP = {"megatron-core-readme"}
+# MT-NLG's published TFLOP/s count the recomputed forward (Megatron's eq. 3), so it recomputed: "full" is
+# read from the source's own FLOP count, not searched.
+RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
 # llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn).
 FUSED_LOSS = {"mosaicml-llm-foundry"}
 
@@ -72,7 +75,8 @@ def question(c: Case) -> Question:
     zeros = SEARCHED_ZERO if "zero" in c.assumed else (c.zero,)
     if c.group in NO_ZERO3 | PLAIN_DP:
         zeros = tuple(z for z in zeros if z < 3 and (z == 0 or c.group not in PLAIN_DP))
-    cons = Constraints(recompute=RECOMPUTE if "recompute" in c.assumed else (c.recompute,), zero=zeros,
+    searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
+    cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else None, **fixed)

@@ -60,12 +60,14 @@ class Saved:
 
 
 def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm",
-                 compiled: bool = False, keeps_output: bool = False) -> list[Saved]:
+                 compiled: bool = False, keeps_output: bool = False, fused: bool = False) -> list[Saved]:
     """What one norm saves, per token. Compiled (inductor): an RMSNorm keeps its fp32 rstd and rebuilds
     the rest in backward, the attention norm from the layer's own input, which it keeps (seen in the CPU
     dump of tests/fidelity); keeps_output: the MLP norm's output, which its matmuls need, stays."""
     if m.norm_type == "layernorm":  # torch native_layer_norm: input + fp32 mean and rstd per row (CUDA)
         return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} mean, rstd (fp32)", 8)]
+    if fused:  # Transformer Engine / Apex fused RMSNorm: the input in its own dtype and the fp32 rstd
+        return [Saved(group, f"{what} input", e * width), Saved(group, f"{what} rstd (fp32)", 4)]
     if compiled:
         kept = [Saved(group, f"{what} output, the matmuls' input", e * width)] if keeps_output else \
             [Saved(group, f"{what} input, the layer's input", e * width)]
@@ -78,17 +80,22 @@ def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what:
 
 
 def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "", compiled: bool = False,
-         native_act: bool = False) -> list[Saved]:
+         native_act: bool = False, fused: bool = False) -> list[Saved]:
     """F-wide tensors of one MLP (per routed copy of a token for experts).
 
     Forward peak: plain up(x) and act(up(x)) (2F); gated act(gate(x)), up(x) and their product (3F).
     Compiled (inductor): the activation is one fused kernel; gated MLPs keep gate(x) and up(x) and
     rebuild act(gate) in backward. native_act: the model code calls torch's own kernel (F.gelu with
-    approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input.
+    approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input. fused:
+    Megatron-Core's bias_swiglu_impl keeps fc1's output alone and recomputes the product in backward.
     """
     inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
     inner = min(inner, 1) if compiled or native_act else inner
     f = copies * e * width
+    if m.mlp_type == "gated" and fused:  # Megatron's fused SwiGLU: fc1's [gate | up] output, and fc2's input
+        return [Saved("mlp", f"{tag}fc1 output (gate and up), the fused activation's input", 2 * f, "t", inner=True,
+                      live=2 * f),
+                Saved("mlp", f"{tag}activation output, down's input", f, "t", ("down",), inner=True, live=f)]
     if m.mlp_type == "gated" and compiled:
         return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
                 Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
@@ -122,14 +129,14 @@ def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
 
 
 def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = False,
-               compiled: bool = False, fused_qkv: bool = False) -> list[Saved]:
+               compiled: bool = False, fused_qkv: bool = False, fused: bool = False) -> list[Saved]:
     """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output.
     repeat_kv: the model code copies k and v to every query head before the kernel (LitGPT, torchtune).
     fused_qkv: one linear writes q, k and v (LitGPT); without GQA's copies v stays a view of its output,
     so the kernel's saved v keeps the whole qkv output alive (measured: LitGPT 0.5.13, Llama-2-7B)."""
     h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
     attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
-    items = norm_tensors(m, h, e, what="attention norm", compiled=compiled)
+    items = norm_tensors(m, h, e, what="attention norm", compiled=compiled, fused=fused)
     items.append(Saved("attention", "q/k/v projections' input", e * h, needs=attn_in))
     if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
         for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
@@ -160,7 +167,7 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
 
 
 def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = False,
-               native_act: bool = False) -> list[Saved]:
+               native_act: bool = False, fused: bool = False) -> list[Saved]:
     """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP."""
     h = m.hidden_size
     mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
@@ -168,7 +175,7 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
     merged = compiled and m.norm_type != "layernorm"  # the compiled MLP norm's output is the MLP input
     for i in range(m.norms_per_layer - 1):  # the MLP's norm, and Gemma-2's post-norms
         items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
-                              keeps_output=merged and i == 0)
+                              keeps_output=merged and i == 0, fused=fused)
     if not (m.parallel_attn and m.norms_per_layer == 1) and not merged:  # a parallel block shares the attention's input
         items.append(Saved("mlp", "MLP input", e * h, needs=mlp_in))
     if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
@@ -176,12 +183,12 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
         items.append(Saved("mlp", "expert inputs (k copies)", k * e * h, needs=mlp_in))
-        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act)
+        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused)
         items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:
-            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act)
+            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused)
     else:
-        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act)
+        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act, fused=fused)
     if drop:
         items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
     return items
@@ -194,7 +201,7 @@ def repeats_kv(m: ModelSpec, impl: str, repeat_kv: bool = False) -> bool:
 
 def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = False, training: bool = True,
                   repeat_kv: bool = False, compiled: bool = False, fused_qkv: bool = False,
-                  native_act: bool = False) -> list[Saved]:
+                  native_act: bool = False, fused: bool = False) -> list[Saved]:
     """The tensors one transformer block keeps (module docstring); no dropout outside training.
 
     compiled: the block under torch.compile (inductor's min-cut partitioner rebuilds cheap pointwise
@@ -202,10 +209,11 @@ def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = Fa
     gpu_frameworks.json): an RMSNorm keeps only its rstd, the MLP norm also its output (the MLP input),
     a gated MLP gate(x) and up(x) (+ their product when down trains); q, k, v, the attention kernel's
     output and log-sum-exp as in eager; the layer's input stays too. Llama-3.2-3B: 90,216 bytes per token
-    against eager's 131,176."""
+    against eager's 131,176. fused: Megatron-Core's Transformer Engine kernels (RMSNorm, SwiGLU; norm_tensors,
+    _mlp)."""
     drop = training and m.dropout > 0
-    return _attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv) + _mlp_block(m, e, moe, drop, compiled,
-                                                                                      native_act)
+    return (_attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv, fused)
+            + _mlp_block(m, e, moe, drop, compiled, native_act, fused))
 
 
 def _adapter_input(name: str, width: float, a: float, e: float, dropout: float, owns_base_input: bool) -> list[Saved]:

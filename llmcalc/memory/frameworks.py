@@ -68,6 +68,7 @@ class Framework:
     repeats_kv: bool = False
     upcast_in_model: bool = False
     native_activations: bool = False
+    fused_kernels: bool = False  # Transformer Engine's fused RMSNorm and Megatron's fused SwiGLU (activations.py)
     fused_qkv_lora: bool = False
     nf4_double_quant: bool = True
     quantizes_head: bool = False
@@ -103,8 +104,10 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               loss="fused", adapter_dtype=None, lora_targets=("all",), recompute="full", offload_checkpoints=True,
               optimizer="adamw-8bit", optimizer_impl="fused"),
     Framework("megatron", "Megatron-LM core 0.9: bf16 weights with a contiguous fp32 main_grad buffer, fp32 master "
-              "weights and Adam states (distributed optimizer = ZeRO-1), vocab-parallel fp32 cross-entropy",
-              adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True),
+              "weights and Adam states (distributed optimizer = ZeRO-1), vocab-parallel fp32 cross-entropy, Transformer "
+              "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only)",
+              adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True,
+              fused_kernels=True),
     Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
               "reduce_bucket_size 5e8 elements (one bucket; two under ZeRO-3, where overlap_comm is on)",
               optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8),
