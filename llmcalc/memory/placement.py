@@ -51,11 +51,17 @@ class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dty
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first and the last pipeline stage: between them they hold every per-GPU maximum.
 
-    Layers split as evenly as they go, the first stages taking the remainder (L = 10, p = 4: 3, 3, 2, 2).
+    Layers split as evenly as they go. A remainder goes to the middle stages first, then to the last: the
+    first stage holds p micro-batches of activations and the last the head and the loss, so an uneven
+    split lightens them (Llama 3's 126 layers on 16 stages: 7, 8 x 14, 7; Megatron-Core's
+    decoder_first/last_pipeline_num_layers). L = 10, p = 4: 2, 3, 3, 2; L = 5, p = 2: 2, 3.
     """
     L = m.num_hidden_layers
-    first = L // pp + (1 if L % pp else 0)
-    spans = [(0, first)] if pp == 1 else [(0, first), (L - L // pp, L)]
+    base, extra = divmod(L, pp)
+    middle = max(0, pp - 2)
+    last = base + (1 if extra > middle else 0)
+    first = base + (1 if extra > middle + 1 else 0)
+    spans = [(0, L)] if pp == 1 else [(0, first), (L - last, L)]
     dense_end = m.dense_layers if m.is_moe else L
     return tuple(Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
                  for i, (lo, hi) in enumerate(spans))
