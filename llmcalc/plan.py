@@ -199,6 +199,12 @@ class Planner:
             self._grads[key] = max(stage_params(self.m, par, st).total for st in stages(self.m, lay.pp))
         return self._grads[key]
 
+    def micro(self, lay: Layout):
+        """One micro-batch of ``lay`` by its pieces (steptime.MicroBatch)."""
+        from .steptime import micro_batch
+
+        return micro_batch(self.cost, self.links, lay, self.t.seq)
+
     def time(self, lay: Layout) -> StepTime:
         self.evaluated += 1
         return step_time(self.cost, self.links, lay, self.t.seq, self.grads(lay))
@@ -292,6 +298,19 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
                 "train_time": "s"}
 
 
+def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
+    """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds)."""
+    m = lay.micro_batches
+    each = ("{} micro-batches x {} s",)
+    return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head)", m,
+                        mb.gemm, mb.attention, mb.elementwise, mb.head),
+            "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
+            "ep_comm": each + (m, mb.ep),
+            "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
+            "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
+            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)",)}
+
+
 def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     """One layout as the JSON contract's `layouts` entry."""
     lay, step = r.layout, r.time.total
@@ -340,8 +359,9 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
+        hows = step_formulas(p.micro(best.layout), best.layout)
         for (name, note), value in zip(STEP_ROWS, best.time):
-            rows.add(name, value, note, how=("by the step-time model (llmcalc/steptime.py)",))
+            rows.add(name, value, note, how=hows[name])
         rows.sum("step_time", [name for name, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})

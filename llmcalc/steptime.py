@@ -141,53 +141,71 @@ def _link(group: int, stride: int, links: Links) -> tuple[float, float]:
     return min(links.intra, k * links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
 
 
-def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -> StepTime:
-    """One optimizer step of ``lay`` (``grads``: gradient values this GPU reduces over data parallelism)."""
+class MicroBatch(NamedTuple):
+    """One micro-batch on the busiest rank, in seconds: what a step is made of."""
+
+    gemm: float  # forward GEMMs of the rank's layers
+    attention: float  # forward causal attention core
+    elementwise: float  # forward memory-bound kernels
+    head: float  # forward LM head (the last stage)
+    redo: float  # what recomputation repeats
+    tp: float
+    cp: float
+    ep: float
+    send: float  # one activation (or its gradient) to the next stage
+
+    @property
+    def compute(self) -> float:
+        """Forward and backward (2 x forward)."""
+        return 3 * (self.gemm + self.attention + self.elementwise + self.head)
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.redo + self.tp + self.cp + self.ep
+
+
+def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch:
+    """One micro-batch of ``lay`` on its busiest rank (the module docstring's terms)."""
     tp, cp, pp, v = lay.tp, lay.cp, lay.pp, lay.vpp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
-    # the busiest rank: v virtual stages of ceil(L / (p v)) layers each (a split that does not divide
-    # evenly leaves the first ranks a layer more per stage)
+    # the busiest rank: v virtual stages of ceil(L / (p v)) layers each (an uneven split's extra layers
+    # sit on middle ranks; memory/placement.stages)
     layers = v * math.ceil(c.layers / (pp * v))
     rate = links.peak * links.efficiency
-    # one micro-batch's forward on the stage; the last stage adds the head (the first its lookup only)
-    matmul, core = tokens * layers * c.matmul / tp, tokens * layers * c.core / tp
-    head = tokens * c.head / tp  # the last stage's LM head: the busiest stage
+    gemm = tokens * layers * c.matmul / tp / rate
+    attention = tokens * layers * c.core / tp / (links.peak * links.attention)
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp) * 2  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
-    forward = matmul / rate + core / (links.peak * links.attention) + elementwise
     full = lay.recompute == "full"
-    redo = forward if full else core / (links.peak * links.attention) if lay.recompute == "selective" else 0.0
-    compute = 3 * forward + 3 * head / rate
-    # TP: 4 collectives per layer (6 with full recomputation) of the activation
-    tp_time = 0.0
-    if tp > 1:
+    redo = gemm + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
+    tp_time = cp_time = ep_time = send = 0.0
+    if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation
         bw, lat = _link(tp, 1, links)
-        per = tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat
-        tp_time = layers * (6 if full else 4) * per
+        tp_time = layers * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
         if lay.tp_overlap:  # only the first chunk of each waits; the GEMMs beside them slow by as much
             tp_time *= TP_OVERLAP_EXPOSED
-    cp_time = 0.0
-    if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward, behind the core
+    if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
         bw, lat = _link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
-        cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * core / (links.peak * links.attention))
-    ep_time = 0.0
+        cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
     if lay.ep > 1 and c.moe_layers:
         bw, lat = _link(lay.ep, tp * cp, links)
         a2a = tokens * c.top_k * c.hidden * 2 * (lay.ep - 1) / lay.ep / bw + lat
         ep_time = math.ceil(c.moe_layers / pp) * (6 if full else 4) * a2a
-    m = lay.micro_batches
-    per_mb = compute + redo + tp_time + cp_time + ep_time
-    pp_time = 0.0
-    if pp > 1:
+    if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = _link(pp, tp * cp * lay.dp, links)
-        # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
-        pp_time = m * v * 2 * (tokens * c.hidden * 2 / tp / bw + lat)
-    bubble = (pp - 1) / v * per_mb
-    dp_time = _dp_time(lay, links, grads, per_mb, compute)
-    return StepTime(compute=m * compute, recompute=m * redo, tp=m * tp_time, cp=m * cp_time, ep=m * ep_time,
-                    pp=pp_time, bubble=bubble, dp=dp_time)
+        send = tokens * c.hidden * 2 / tp / bw + lat
+    return MicroBatch(gemm, attention, elementwise, tokens * c.head / tp / rate, redo, tp_time, cp_time, ep_time, send)
+
+
+def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -> StepTime:
+    """One optimizer step of ``lay`` (``grads``: gradient values this GPU reduces over data parallelism)."""
+    mb = micro_batch(c, links, lay, seq)
+    m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
+    return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
+                    pp=m * lay.vpp * 2 * mb.send, bubble=(lay.pp - 1) / lay.vpp * per_mb,
+                    dp=_dp_time(lay, links, grads, per_mb, compute))
 
 
 def _dp_time(lay: Layout, links: Links, grads: float, per_mb: float, compute: float) -> float:

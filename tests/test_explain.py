@@ -31,7 +31,9 @@ BY = {"activations", "activations/embedding", "activations/head", "ttft", "tpot"
       "memory_max_seq", "max_batch", "memory_max_batch", "latency_max_batch", "next_total",
       "expected/prefill_communication", "expected/decode_communication", "tpot_bound",
       # under load, from the scheduler's replay (schedule.py)
-      "queue_wait", "e2e", "output_tokens_per_s", "requests_per_s", "mean_batch", "max_batch"}
+      "queue_wait", "e2e", "output_tokens_per_s", "requests_per_s", "mean_batch", "max_batch",
+      # plan: the exposed data-parallel time, a max of overlaps (steptime._dp_time)
+      "dp_comm"}
 
 
 def assert_formulas_compute(b, elsewhere: bool = False) -> None:

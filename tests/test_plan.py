@@ -148,6 +148,23 @@ def test_smallest_fit_is_the_fewest_whole_nodes():
     assert not Planner(m, cl, dataclasses.replace(t, gpus=fewest - 8), c).search(1)
 
 
+@pytest.mark.parametrize("model,gpus,cons", [
+    ("llama-3-70b", 64, {}), ("llama-3.1-405b", 512, {"pp": 8, "cp": 2, "recompute": ("full",)}),
+    ("mixtral-8x7b", 64, {"ep": 8, "pp": 2}), ("llama-3.1-8b", 16, {"tp": 2, "recompute": ("selective",)}),
+])
+def test_step_time_formulas_compute(model, gpus, cons):
+    """--explain: each step-time row's formula, read back as arithmetic, is the row (tests/explain_eval.py)."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import plan_breakdown
+
+    from .test_explain import assert_formulas_compute
+
+    b = plan_breakdown(load_model(model), load_cluster("dgx-h100"), Target(gpus=gpus, seq=8192, global_batch=512),
+                       Constraints(**cons))
+    assert b.summary["found"]
+    assert_formulas_compute(b)
+
+
 # -- through the CLI -------------------------------------------------------------------------------
 
 QUESTION = ("plan", "--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "8", "--seq", "8k", "--tokens", "15T")

@@ -156,7 +156,7 @@ def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
 
 def _show(results: list, fmt: str) -> None:
     from . import sweep
-    from .common import _emit
+    from .common import EXPLAIN, _emit
 
     if fmt == "json" or sweep.collected is not None:
         _emit(results, fmt)
@@ -172,7 +172,8 @@ def _show(results: list, fmt: str) -> None:
             continue
         render_listing({f"{b.title}: fastest layouts that fit": b.summary["layouts"]}, LAYOUT_UNITS, fmt)
         rest = {k: q for k, q in b.summary.quantities().items() if k not in ("layouts", "found")}
-        render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt)
+        render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt,
+               explain=EXPLAIN["on"])
 
 
 def _say_why(b, fmt: str) -> None:
