@@ -19,7 +19,7 @@ from .breakdown import Breakdown
 from .gpuspec import GPUSpec
 from .spec import ModelSpec, Parallelism, SpecError, default_seq
 
-__all__ = ["Result", "params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch"]
+__all__ = ["Result", "params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch", "plan"]
 
 
 class Result(Breakdown):
@@ -196,3 +196,27 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     load = load_of(serve.prompt, serve.output, concurrency, request_rate)
     return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
                                     **targets, measured=measured))
+
+
+def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = None, gpus: int | None = None,
+         nodes: int | None = None, seq: int | str | None = None, global_batch: int | None = None,
+         batch_tokens: float | str | None = None, tokens: float | str | None = None, dtype: str = "bf16",
+         top: int = 5, **constraints: Any) -> Result:
+    """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
+    best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, dp, vpp, micro_batch, max_tp,
+    recompute and zero (tuples of the choices to try), sp, tp_overlap, gpu_util, loss; gpus_per_node."""
+    from .plan import Constraints, Target
+    from .trainplan import global_batch as batch_of, hardware, plan_breakdown
+    from .units import parse_count, parse_length
+
+    m = _model(model)
+    where, count = hardware(gpu, cluster, gpus, nodes, constraints.pop("gpus_per_node", None))
+    length = parse_length(seq) if seq is not None else default_seq(m)
+    count_of = parse_count if isinstance(batch_tokens, str) else float
+    target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, None if batch_tokens is None else
+                                                                  count_of(batch_tokens), length),
+                    tokens=None if tokens is None else parse_count(tokens), dtype=dtype)
+    for key in ("recompute", "zero"):
+        if isinstance(constraints.get(key), (str, int)):
+            constraints[key] = tuple(str(constraints[key]).split(",")) if key == "recompute" else (constraints[key],)
+    return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))

@@ -13,7 +13,8 @@ import argparse
 import time
 
 from llmcalc.cluster import load_cluster
-from llmcalc.plan import Constraints, Planner, Target, degree_tuples, plan_breakdown, variants
+from llmcalc.plan import Constraints, Planner, Target, degree_tuples, variants
+from llmcalc.trainplan import plan_breakdown
 from llmcalc.presets import load_model
 
 CASES = {  # model, cluster, GPUs, seq, global batch (sequences)

@@ -155,7 +155,7 @@ def test_smallest_fit_is_the_fewest_whole_nodes():
 def test_step_time_formulas_compute(model, gpus, cons):
     """--explain: each step-time row's formula, read back as arithmetic, is the row (tests/explain_eval.py)."""
     from llmcalc.cluster import load_cluster
-    from llmcalc.plan import plan_breakdown
+    from llmcalc.trainplan import plan_breakdown
 
     from .test_explain import assert_formulas_compute
 
@@ -183,6 +183,15 @@ def test_json_contract():
     rows = {r["name"]: r["value"] for r in d["rows"]}
     assert rows["step_time"] == pytest.approx(layouts[0]["step_time"])
     assert rows["step_time"] == pytest.approx(sum(v for k, v in rows.items() if k != "step_time"))
+
+
+def test_the_python_api_answers_as_the_cli():
+    import llmcalc
+
+    r = llmcalc.plan("llama-3-70b", cluster="dgx-h100", nodes=8, seq="8k", tokens="15T", recompute="none,full")
+    cli = json.loads(run(*QUESTION, "--recompute", "none,full", "--json").stdout)
+    assert r.summary["layouts"] == cli["summary"]["layouts"]
+    assert r.explain().startswith("compute = ")
 
 
 def test_table_names_the_layouts_and_the_step_times_parts():

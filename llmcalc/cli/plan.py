@@ -10,8 +10,6 @@ from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAININ
 
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
 
-# Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
-DEFAULT_BATCH_TOKENS = 4 * 2**20
 
 
 @app.command("plan")
@@ -51,8 +49,9 @@ def plan(
 
     Example: llmcalc plan --model llama-3-70b --cluster dgx-h100 --nodes 8 --seq 8k --tokens 15T
     """
-    from ..plan import Constraints, Target, plan_breakdown
-    from ..spec import SpecError
+    from ..plan import Constraints, Target
+    from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
+    from ..spec import SpecError, default_seq
     from ..units import parse_count, parse_length
 
     fmt = _fmt(json_, csv_, markdown)
@@ -60,56 +59,21 @@ def plan(
         raise SpecError("--top must be at least 1")
     if max_days is not None and tokens is None:
         raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
-    where = _cluster(gpu, cluster, gpus_per_node)
-    count = _count(gpus, nodes, where)
+    where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=tuple(_items(recomputes, "--recompute")),
                        zero=tuple(_zero(z) for z in _items(zero_stages, "--zero")), sp=sp, tp_overlap=tp_overlap,
                        gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
-        length = within_context(m, parse_length(seq) if seq else min(m.max_position_embeddings or 8192, 8192), "--seq")
-        batch = _global_batch(global_batch, batch_tokens, length, parse_count)
+        length = within_context(m, parse_length(seq) if seq else default_seq(m), "--seq")
+        batch = batch_of(global_batch, parse_count(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
                         dtype=PlanDtype(dtype).value)
         results.append(plan_breakdown(m, where, target, cons, top))
     _show(results, fmt)
     if check and not all(_passes(b, min_mfu, max_days) for b in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
-
-
-def _cluster(gpu: str | None, cluster: str | None, per_node: int | None):
-    from ..cluster import cluster_of, load_cluster
-    from ..presets import load_gpu
-    from ..spec import SpecError
-
-    if gpu and cluster:
-        raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
-    if cluster:
-        where = load_cluster(cluster)
-        return where if per_node is None else _with_node(where, per_node)
-    if not gpu:
-        raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
-    return cluster_of(load_gpu(gpu), per_node)
-
-
-def _with_node(where, per_node: int):
-    import dataclasses
-
-    return dataclasses.replace(where, gpus_per_node=per_node)
-
-
-def _count(gpus: int | None, nodes: int | None, where) -> int:
-    from ..spec import SpecError
-
-    if gpus is not None and nodes is not None and gpus != nodes * where.gpus_per_node:
-        raise SpecError(f"--gpus {gpus} and --nodes {nodes} x {where.gpus_per_node} GPUs per node disagree; give one")
-    count = gpus or (nodes * where.gpus_per_node if nodes else None) or getattr(where, "gpus", None)
-    if not count:
-        raise SpecError("how many GPUs? give --gpus N or --nodes N")
-    if count < 1:
-        raise SpecError(f"--gpus must be at least 1, got {count}")
-    return count
 
 
 def _items(text: str, flag: str) -> list[str]:
@@ -128,21 +92,6 @@ def _zero(text: str) -> int:
         raise SpecError(f"--zero {text!r}: choose from 0 (plain DP), 1 (distributed optimizer), 2 (and gradients "
                         "sharded), 3 (FSDP)")
     return int(text)
-
-
-def _global_batch(sequences: int | None, tokens: str | None, seq: int, parse_count) -> int:
-    from ..spec import SpecError
-
-    if sequences is not None and tokens is not None:
-        raise SpecError("give --global-batch (sequences) or --batch-tokens, not both")
-    if sequences is not None:
-        return sequences
-    if tokens is None:
-        return max(1, DEFAULT_BATCH_TOKENS // seq)
-    count = parse_count(tokens)
-    if count < seq or count % seq:
-        raise SpecError(f"--batch-tokens {tokens} is not a whole number of {seq:,}-token sequences")
-    return int(count // seq)
 
 
 def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
@@ -164,7 +113,7 @@ def _show(results: list, fmt: str) -> None:
     import dataclasses
 
     from ..report import render, render_listing
-    from ..plan import LAYOUT_UNITS
+    from ..trainplan import LAYOUT_UNITS
 
     for b in results:
         if not b.summary["found"]:  # no table to draw: the reason, and the fewest GPUs that would do

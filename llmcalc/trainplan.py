@@ -1,0 +1,151 @@
+"""`plan`'s answer: the hardware and batch a user names, resolved; the ranked layouts as a Breakdown (the
+best one's step time by part, each with its formula) and the JSON contract's `layouts` records."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .plan import Constraints, Planner, Ranked, Target, smallest_fit
+from .spec import ModelSpec, SpecError
+from .steptime import Layout
+
+# Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
+DEFAULT_BATCH_TOKENS = 4 * 2**20
+
+
+def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, nodes: int | None = None,
+             per_node: int | None = None):
+    """(Cluster, GPU count) from a cluster preset (with --nodes, or its own NxNAME count) or a GPU preset
+    and its reference node; --gpus-per-node overrides the node size."""
+    from .cluster import cluster_of, load_cluster
+    from .presets import load_gpu
+
+    if gpu and cluster:
+        raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
+    if not gpu and not cluster:
+        raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
+    where = load_cluster(cluster) if cluster else cluster_of(load_gpu(gpu), per_node)
+    if cluster and per_node is not None:
+        where = dataclasses.replace(where, gpus_per_node=per_node)
+    if gpus is not None and nodes is not None and gpus != nodes * where.gpus_per_node:
+        raise SpecError(f"--gpus {gpus} and --nodes {nodes} x {where.gpus_per_node} GPUs per node disagree; give one")
+    count = gpus or (nodes * where.gpus_per_node if nodes else None) or where.gpus
+    if not count:
+        raise SpecError("how many GPUs? give --gpus N or --nodes N")
+    if count < 1:
+        raise SpecError(f"--gpus must be at least 1, got {count}")
+    return where, count
+
+
+def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
+    """Sequences per step: as given, from a token count (a whole number of sequences), or 4M tokens' worth."""
+    if sequences is not None and tokens is not None:
+        raise SpecError("give --global-batch (sequences) or --batch-tokens, not both")
+    if sequences is not None:
+        return sequences
+    if tokens is None:
+        return max(1, DEFAULT_BATCH_TOKENS // seq)
+    if tokens < seq or tokens % seq:
+        raise SpecError(f"--batch-tokens {tokens:g} is not a whole number of {seq:,}-token sequences")
+    return int(tokens // seq)
+
+
+CONVENTIONS = ("step time (llmcalc/steptime.py): GEMMs at 70% of peak, attention at 41% of the GPU's FlashAttention "
+               "share, memory-bound kernels at HBM speed; TP and EP collectives exposed, CP's and DP's hidden "
+               "behind compute where they can be; bubble (p-1)/v micro-batches; memory: Megatron-Core's states, "
+               "the first stage's micro-batches in flight")
+
+STEP_ROWS = (("compute", "matmuls and memory-bound kernels, forward + backward"),
+             ("recompute", "the forward work recomputation repeats"),
+             ("tp_comm", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
+             ("cp_comm", "context-parallel K/V ring, beyond what the attention core hides"),
+             ("ep_comm", "expert-parallel all-to-all, dispatch and combine"),
+             ("pp_comm", "pipeline sends and receives between stages"),
+             ("bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
+             ("dp_comm", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
+
+
+LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "memory": "byte", "headroom": "byte",
+                "train_time": "s"}
+
+
+def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
+    """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds)."""
+    m = lay.micro_batches
+    each = ("{} micro-batches x {} s",)
+    return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head)", m,
+                        mb.gemm, mb.attention, mb.elementwise, mb.head),
+            "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
+            "ep_comm": each + (m, mb.ep),
+            "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
+            "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
+            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)",)}
+
+
+def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
+    """One layout as the JSON contract's `layouts` entry."""
+    lay, step = r.layout, r.time.total
+    tokens = t.global_batch * t.seq
+    # the columns a narrow terminal keeps come first (report._fitting): the degrees, then the answers
+    out = {"tp": lay.tp, "pp": lay.pp, "cp": lay.cp, "ep": lay.ep, "dp": lay.dp, "step_time": step,
+           "mfu": model_flops_per_token(m, t.seq) * tokens / (step * t.gpus * peak), "tokens_per_s": tokens / step}
+    if t.tokens:
+        out["train_time"] = t.tokens / (tokens / step)
+    out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "vpp": lay.vpp, "zero": lay.zero,
+                "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
+                "grad_accum": lay.micro_batches})
+    return out
+
+
+def describe(lay: Layout) -> str:
+    """A layout in a few words: "tp8 pp4 vpp3 dp16 zero1 mb1 full-recompute" (ep, cp, vpp shown past 1)."""
+    parts = [f"tp{lay.tp}", f"pp{lay.pp}"] + [f"{k}{v}" for k, v in (("vpp", lay.vpp), ("cp", lay.cp), ("ep", lay.ep))
+                                             if v > 1]
+    parts += [f"dp{lay.dp}", f"zero{lay.zero}", f"mb{lay.micro_batch}"]
+    return " ".join(parts + ([f"{lay.recompute}-recompute"] if lay.recompute != "none" else []))
+
+
+def model_flops_per_token(m: ModelSpec, seq: int) -> float:
+    """MFU's numerator per token: PaLM's 6N + 12LHQT, as the mfu command counts it."""
+    from .flops import palm_per_token
+
+    return palm_per_token(m, seq)
+
+
+def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
+    """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract)."""
+    from .breakdown import Breakdown, Quantity, Rows
+    from .units import fmt_bytes
+
+    p = Planner(m, cluster, t, c)
+    ranked = p.search(top)
+    peak = cluster.gpu.peak(t.dtype)
+    layouts = [record(r, m, t, peak) for r in ranked]
+    rows = Rows("s", total="step_time")
+    notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
+             f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
+    if ranked:
+        notes.append(CONVENTIONS)
+    summary: dict = {"layouts": layouts, "found": bool(ranked), "evaluated": p.evaluated}
+    if ranked:
+        best = ranked[0]
+        summary["layout"] = describe(best.layout)
+        hows = step_formulas(p.micro(best.layout), best.layout)
+        for (name, note), value in zip(STEP_ROWS, best.time):
+            rows.add(name, value, note, how=hows[name])
+        rows.sum("step_time", [name for name, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
+        summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
+                                                                   ("mfu", "ratio"), ("memory", "byte"))})
+        if t.tokens:
+            summary["train_time"] = Quantity(layouts[0]["train_time"], "s")
+    else:
+        fewest = smallest_fit(m, cluster, t, c)
+        summary["min_gpus"] = fewest
+        notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(p.usable)} usable each)"
+                     + (f"; the fewest GPUs any layout fits on: {fewest}" if fewest else "; none fits on any count"))
+    return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
+                     model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
+                     inputs={"gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node, "seq": t.seq,
+                             "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
+                             **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}},
+                     notes=tuple(notes))
