@@ -86,13 +86,14 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     """One layout as the JSON contract's `layouts` entry."""
     lay, step = r.layout, r.time.total
     tokens = t.global_batch * t.seq
-    # the columns a narrow terminal keeps come first (report._fitting): the degrees, then the answers
-    out = {"tp": lay.tp, "pp": lay.pp, "cp": lay.cp, "ep": lay.ep, "dp": lay.dp, "step_time": step,
-           "mfu": model_flops_per_token(m, t.seq) * tokens / (step * t.gpus * peak), "tokens_per_s": tokens / step}
+    # the columns a narrow terminal keeps come first (report._fitting): the layout in words, then the answers
+    out = {"layout": describe(lay), "step_time": step,
+           "mfu": model_flops_per_token(m, t.seq) * tokens / (step * t.gpus * peak)}
     if t.tokens:
         out["train_time"] = t.tokens / (tokens / step)
-    out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "vpp": lay.vpp, "zero": lay.zero,
-                "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
+    out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
+                "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep, "dp": lay.dp,
+                "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
                 "grad_accum": lay.micro_batches})
     return out
 
