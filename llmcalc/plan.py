@@ -155,8 +155,8 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
         if per_replica % mb:
             continue
         micro = per_replica // mb
-        vpps = [c.vpp] if c.vpp else [1] + [v for v in range(2, MAX_VPP + 1)
-                                            if pp > 1 and micro % pp == 0 and pp * v <= m.num_hidden_layers]
+        vpps = [1] if pp == 1 else [c.vpp] if c.vpp else [1] + [v for v in range(2, MAX_VPP + 1)
+                                                                 if micro % pp == 0 and pp * v <= m.num_hidden_layers]
         for zero in c.zero:
             if zero == 3 and pp > 1:  # FSDP shards whole models, not pipeline stages
                 continue

@@ -23,7 +23,7 @@ PURE_FSDP = {"mosaicml-llm-foundry", "pytorch-fsdp-blog"}
 # Before context parallelism (Megatron-Core 0.5, 2024) and without FSDP (ZeRO-3): Megatron-LM 2021/2022;
 # DeepSpeed's pipeline engine (MT-NLG, BLOOM) shards only the optimizer (ZeRO-1) beside PP.
 NO_CP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
-NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme"}
+NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme", "megatron-core-moe", "megatron-bridge-25.11"}
 # Megatron-LM before its distributed optimizer (2022): plain data parallelism only.
 PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
 # DeepSpeed's pipeline engine runs plain 1F1B: no interleaved virtual stages.
