@@ -72,9 +72,10 @@ def question(c: Case) -> Question:
     if network:
         cluster = dataclasses.replace(cluster, inter_bandwidth=network * 1e9)
     fixed = dict(tp=1, pp=1, cp=1) if c.group in PURE_FSDP else dict(cp=1) if c.group in NO_CP else {}
-    zeros = SEARCHED_ZERO if "zero" in c.assumed else (c.zero,)
-    if c.group in NO_ZERO3 | PLAIN_DP:
-        zeros = tuple(z for z in zeros if z < 3 and (z == 0 or c.group not in PLAIN_DP))
+    zeros = (c.zero,)
+    if "zero" in c.assumed:  # searched, within what the framework had (a stated stage is kept as it is)
+        zeros = tuple(z for z in SEARCHED_ZERO if not (c.group in NO_ZERO3 and z == 3)
+                      and not (c.group in PLAIN_DP and z > 0))
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
