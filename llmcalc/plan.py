@@ -6,9 +6,10 @@ data parallelism, 1 Megatron's distributed optimizer, 3 FSDP), recomputation, se
 by steptime.py from per-token pieces of the model computed once; the memory of the fastest is then
 checked with the training memory model (memory/pieces.py, the micro-batches in flight under the
 layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients, fp32 master weights and
-Adam states, sharded by the ZeRO stage; flash attention) until ``top`` layouts with distinct degrees fit. A degree tuple whose leanest
-variant (full recomputation, highest ZeRO stage, one sequence, no interleaving) does not fit is
-dropped without timing its others: nothing else it allows can use less memory.
+Adam states, sharded by the ZeRO stage; flash attention) until ``top`` layouts with distinct degrees
+fit. A degree tuple whose leanest variant (full recomputation, highest ZeRO stage, one sequence, no
+interleaving) does not fit is dropped without timing its others: nothing else it allows can use less
+memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whole models, not stages.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Ranked(NamedTuple):
 
 
 def links_of(cluster, dtype: str) -> Links:
+    """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype."""
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.memory_bandwidth, cluster.gpus_per_node, cluster.intra_bandwidth,
                  cluster.inter_bandwidth, matmul_efficiency(dtype), attention_efficiency(gpu))
@@ -244,14 +246,14 @@ class Planner:
             leanest = lean(self.m, self.t, self.c, deg)
             if leanest is None or not self.fits(leanest):
                 continue
-            timed += [(self.time(lay).total, lay) for lay in variants(self.m, self.t, self.c, deg)]
+            timed += [(t.total, lay, t) for lay in variants(self.m, self.t, self.c, deg) for t in [self.time(lay)]]
         timed.sort(key=lambda x: x[0])
         best: dict[tuple, Ranked] = {}
-        for _, lay in timed:
+        for _, lay, t in timed:
             deg = (lay.tp, lay.cp, lay.pp, lay.dp, lay.ep)
             if deg in best or not self.fits(lay):
                 continue
-            best[deg] = Ranked(lay, self.time(lay), self.memory(lay), self.usable)
+            best[deg] = Ranked(lay, t, self.memory(lay), self.usable)
             if len(best) == top:
                 break
         return list(best.values())

@@ -146,7 +146,9 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                      + (f"; the fewest GPUs any layout fits on: {fewest}" if fewest else "; none fits on any count"))
     return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
-                     inputs={"gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node, "seq": t.seq,
+                     inputs={"cluster": cluster.name, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,
+                             "intra_bandwidth": Quantity(cluster.intra_bandwidth, "byte/s"),
+                             "inter_bandwidth": Quantity(cluster.inter_bandwidth, "byte/s"), "seq": t.seq,
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
                              **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}},
                      notes=tuple(notes))
