@@ -20,12 +20,14 @@ PHASES = ("prefill", "decode")
 
 
 def parts(b: Breakdown) -> list[tuple[str, float, str]]:
-    """(name, value, unit) of the parts one bar stacks: the components of the total (memory, params)
-    or of the forward pass (flops, backward and recomputation beside it)."""
+    """(name, value, unit) of the parts one bar stacks: the components of the total (memory, params),
+    of the forward pass (flops, backward and recomputation beside it) or of the step time (plan)."""
     if b.command == "flops":
         forward = [(r.name, r.value, r.unit) for r in b.rows if r.total == "forward" and r.value > 0
                    and not r.name.startswith(("attention/", "mlp/"))]
         return forward + [(r.name, r.value, r.unit) for r in b.rows if r.name in ("backward", "recompute") and r.value > 0]
+    if b.command == "plan":  # the best layout's step time, by part
+        return [(r.name, r.value, r.unit) for r in b.rows if r.total == "step_time" and r.value > 0]
     return [(r.name, r.value, r.unit) for r in b.rows
             if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
 

@@ -201,6 +201,14 @@ def test_table_names_the_layouts_and_the_step_times_parts():
         assert word in out.stdout
 
 
+def test_chart_stacks_the_step_time_and_csv_is_one_table():
+    chart = run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "4k", "--sweep",
+                "gpus=16,32", "--chart")
+    assert chart.exit_code == 0 and "gpus=32" in chart.stdout and "compute" in chart.stdout
+    csv = run(*QUESTION, "--csv").stdout.splitlines()
+    assert csv[0].startswith("kind,layout,step_time,mfu") and len(csv) == 6  # a header and the five layouts
+
+
 def test_check_fails_below_the_mfu_or_past_the_days():
     assert run(*QUESTION, "--check", "--min-mfu", "0.3").exit_code == 0
     assert run(*QUESTION, "--check", "--min-mfu", "0.9").exit_code == 1

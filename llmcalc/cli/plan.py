@@ -120,6 +120,8 @@ def _show(results: list, fmt: str) -> None:
             _say_why(b, fmt)
             continue
         render_listing({f"{b.title}: fastest layouts that fit": b.summary["layouts"]}, LAYOUT_UNITS, fmt)
+        if fmt == "csv":  # one table per stream: the layouts (--json has the step time's rows too)
+            continue
         rest = {k: q for k, q in b.summary.quantities().items() if k not in ("layouts", "found")}
         render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt,
                explain=EXPLAIN["on"])
