@@ -216,7 +216,12 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, None if batch_tokens is None else
                                                                   count_of(batch_tokens), length),
                     tokens=None if tokens is None else parse_count(tokens), dtype=dtype)
-    for key in ("recompute", "zero"):
-        if isinstance(constraints.get(key), (str, int)):
-            constraints[key] = tuple(str(constraints[key]).split(",")) if key == "recompute" else (constraints[key],)
+    for key, kind in (("recompute", str), ("zero", int)):  # "none,full", "0,1", 3 or a sequence: a tuple
+        value = constraints.get(key)
+        if value is not None:
+            items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else value
+            try:
+                constraints[key] = tuple(kind(str(x).strip()) for x in items)
+            except ValueError:
+                raise SpecError(f"{key}={value!r}: give the choices to try, as the CLI's --{key}") from None
     return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))

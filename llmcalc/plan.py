@@ -21,15 +21,16 @@ from typing import Iterator, NamedTuple
 
 from .flops import RECOMPUTE
 from .spec import ModelSpec, SpecError
-from .steptime import (Layout, Links, ModelCost, StepTime, attention_efficiency, matmul_efficiency, model_cost,
-                       step_time)
+from .steptime import (Layout, Links, MicroBatch, ModelCost, StepTime, attention_efficiency, check_links,
+                       matmul_efficiency, micro_batch, model_cost, step_time)
 
 ZERO_STAGES = (0, 1, 2, 3)
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 MAX_CP = 32
-MIN_CP_TOKENS = 1024  # context parallelism splits no sequence below this many tokens per rank
+MIN_CP_TOKENS = 4096  # context parallelism splits no sequence below this many tokens per rank
 MAX_VPP = 8
+MAX_GPUS = 1 << 24  # 16.8 million: past any cluster, and where enumerating a count's divisors stays instant
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Target:
         for key in ("gpus", "seq", "global_batch"):
             if getattr(self, key) < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
+        if self.gpus > MAX_GPUS:
+            raise SpecError(f"--gpus {self.gpus:,} is more than any cluster ({MAX_GPUS:,} at most)")
         if self.tokens is not None and self.tokens <= 0:
             raise SpecError(f"--tokens must be positive, got {self.tokens:g}")
 
@@ -83,6 +86,8 @@ class Constraints:
                                 "sharded) and 3 (FSDP)")
         if not self.recompute or not self.zero:
             raise SpecError("--recompute and --zero each need at least one choice")
+        if not 0 < self.gpu_util <= 1:
+            raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
 
 
 class Ranked(NamedTuple):
@@ -97,8 +102,8 @@ class Ranked(NamedTuple):
 def links_of(cluster, dtype: str) -> Links:
     """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype."""
     gpu = cluster.gpu
-    return Links(gpu.peak(dtype), gpu.memory_bandwidth, cluster.gpus_per_node, cluster.intra_bandwidth,
-                 cluster.inter_bandwidth, matmul_efficiency(dtype), attention_efficiency(gpu))
+    return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
+                 cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype), attention_efficiency(gpu))
 
 
 def _powers(limit: int) -> list[int]:
@@ -106,7 +111,8 @@ def _powers(limit: int) -> list[int]:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
 
 
 def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterator[tuple[int, int, int, int, int]]:
@@ -157,8 +163,9 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
         if per_replica % mb:
             continue
         micro = per_replica // mb
-        vpps = [1] if pp == 1 else [c.vpp] if c.vpp else [1] + [v for v in range(2, MAX_VPP + 1)
-                                                                 if micro % pp == 0 and pp * v <= m.num_hidden_layers]
+        # interleaving needs a whole number of rounds of p micro-batches and a layer per virtual stage
+        vpps = [1] if pp == 1 else [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
+                                    if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
         for zero in c.zero:
             if zero == 3 and pp > 1:  # FSDP shards whole models, not pipeline stages
                 continue
@@ -167,9 +174,17 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                     yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap)
 
 
+def in_flight(lay: Layout, stage: int) -> float:
+    """Micro-batches whose activations pipeline stage ``stage`` holds at its peak, at most the step's. 1F1B:
+    p - i. Interleaved, Megatron's warm-up of (p - i - 1) x 2 + (v - 1) x p chunks plus the one running, each
+    1/v of the stage's layers: p + (p - 1)/v on the first stage (Korthikanti et al. 2022 §4.2.3)."""
+    p, v = lay.pp, lay.vpp
+    held = p - stage if v == 1 else ((p - stage - 1) * 2 + (v - 1) * p + 1) / v
+    return min(lay.micro_batches, held)
+
+
 def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Layout | None:
     """The degree tuple's least memory-hungry layout, or None if it has none."""
-    tp, cp, pp, dp, ep = deg
     options = list(variants(m, t, c, deg))
     if not options:
         return None
@@ -183,6 +198,7 @@ class Planner:
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype)
+        check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
@@ -201,10 +217,8 @@ class Planner:
             self._grads[key] = max(stage_params(self.m, par, st).total for st in stages(self.m, lay.pp))
         return self._grads[key]
 
-    def micro(self, lay: Layout):
+    def micro(self, lay: Layout) -> MicroBatch:
         """One micro-batch of ``lay`` by its pieces (steptime.MicroBatch)."""
-        from .steptime import micro_batch
-
         return micro_batch(self.cost, self.links, lay, self.t.seq)
 
     def time(self, lay: Layout) -> StepTime:
@@ -212,16 +226,12 @@ class Planner:
         return step_time(self.cost, self.links, lay, self.t.seq, self.grads(lay))
 
     def memory(self, lay: Layout) -> float:
-        """Bytes on the fullest GPU: the first stage (activations of the micro-batches in flight) or the last
-        (the head and the loss's buffers)."""
+        """Bytes on the fullest GPU: the first stage (the most micro-batches in flight), a middle one with an
+        uneven split's extra layer, or the last (the head and the loss's buffers)."""
         key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.dp, lay.zero, lay.recompute, lay.sp)
         if key not in self._pieces:
             self._pieces[key] = self._stage_pieces(lay)
-        pp, v = lay.pp, lay.vpp
-        # 1F1B: the first stage holds p micro-batches; interleaved, p + (p-1)/v stages' worth (Korthikanti et
-        # al. 2022 §4.2.3: p (1 + (p-1)/(p v))); never more than the step has
-        flight = min(lay.micro_batches, pp if v == 1 else pp + (pp - 1) / v) if pp > 1 else 1
-        return max(p.total(lay.micro_batch, flight if i == 0 else 1) for i, p in enumerate(self._pieces[key]))
+        return max(p.total(lay.micro_batch, in_flight(lay, i)) for i, p in self._pieces[key])
 
     def _stage_pieces(self, lay: Layout) -> tuple:
         from .memory.pieces import stage_pieces
@@ -231,19 +241,18 @@ class Planner:
 
         par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp)
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
-                           framework="megatron", attention_impl="flash", parallel=par,
-                           loss=self.c.loss)
-        st = stages(self.m, lay.pp)
-        return tuple(stage_pieces(self.m, s, x) for x in ((st[0], st[-1]) if lay.pp > 1 else st[:1]))
+                           framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss)
+        return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 
     def fits(self, lay: Layout) -> bool:
         return self.memory(lay) <= self.usable
 
     def search(self, top: int = 5) -> list[Ranked]:
         """The fastest fitting layout of each of the ``top`` fastest degree tuples."""
-        timed = []
+        timed, possible = [], False
         for deg in degree_tuples(self.m, self.cluster.gpus_per_node, self.t, self.c):
             leanest = lean(self.m, self.t, self.c, deg)
+            possible = possible or leanest is not None
             if leanest is None or not self.fits(leanest):
                 continue
             timed += [(t.total, lay, t) for lay in variants(self.m, self.t, self.c, deg) for t in [self.time(lay)]]
@@ -256,19 +265,37 @@ class Planner:
             best[deg] = Ranked(lay, t, self.memory(lay), self.usable)
             if len(best) == top:
                 break
+        if not possible:
+            raise SpecError(self.impossible())
         return list(best.values())
 
+    def impossible(self) -> str:
+        """Why no layout multiplies out: the count, the batch, the model's shape and the degrees fixed."""
+        m, t, c = self.m, self.t, self.c
+        fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch",
+                                                                      "max_tp") if getattr(c, k)]
+        fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
+        shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
+            (f", {m.num_experts} experts" if m.is_moe else "")
+        return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
+                f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
+                + "; change the GPU count, the batch or a fixed degree")
 
-def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 1 << 20) -> int | None:
-    """The fewest GPUs (a multiple of the node, dividing into the global batch's replicas) any layout fits on:
-    doubling from the asked count, then bisecting over whole nodes."""
+
+def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
+    """The fewest GPUs (whole nodes) any layout fits on, found by the search's own memory check: doubling from
+    the asked count (or from the GPUs the 16-bit weights alone need, if more), then bisecting over nodes."""
     node = cluster.gpus_per_node
 
     def any_fit(n: int) -> bool:
         p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
         return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) if (lay := lean(m, p.t, p.c, deg)))
 
-    low, high = t.gpus, max(node, math.ceil(t.gpus / node) * node)
+    from .memory.placement import model_params
+
+    weights = model_params(m).total * 2 / (cluster.gpu.usable_bytes * c.gpu_util)
+    low = t.gpus
+    high = max(node, math.ceil(max(t.gpus, weights) / node) * node)
     while not any_fit(high):
         low, high = high, high * 2
         if high > limit:

@@ -1,29 +1,36 @@
 """Time of one training step for a layout: compute at a share of peak, plus what each kind of
 parallelism adds, exposed or hidden by the conventions below.
 
-Per GPU of the busiest pipeline stage, for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
+Per GPU of the busiest pipeline stage (the one with the most layers, or the last with its LM head),
+for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 
-- compute: the stage's matmul FLOPs (forward, backward = 2 x forward, recomputation) over TP, at
-  ``serving.COMPUTE`` of the dtype's dense peak (the matmul share ``latency`` uses), plus the
-  memory-bound kernels (norms, activation functions, dropout, residual adds, rotary, softmax), which
-  move ``ELEMENTWISE_TRAFFIC`` bytes per byte a layer saves for backward (Korthikanti et al. 2022's
-  sbh(34/t) with sequence parallelism, sbh(10 + 24/t) without) at ``serving.FLOAT_BANDWIDTH`` of HBM;
+- compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at MATMUL_EFFICIENCY of
+  the dtype's dense peak; the causal attention core at ATTENTION_EFFICIENCY of the share of the 16-bit
+  peak FlashAttention reaches on the GPU; the LM head in 16 bits; and the memory-bound kernels (norms,
+  activation functions, dropout, residual adds, rotary, softmax), which move ELEMENTWISE_TRAFFIC bytes
+  per byte a layer saves for backward (Korthikanti et al. 2022's 34sbh/t bytes with sequence
+  parallelism, sbh(10 + 24/t) without) at ``serving.FLOAT_BANDWIDTH`` of HBM;
+- recompute: full recomputation repeats the layers' forward, selective the attention core;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
-  2(t-1)/t x the activation over the TP link at ``LINK_EFFICIENCY`` plus its latency, all exposed;
+  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed;
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
-- EP: an all-to-all dispatch and combine per MoE layer forward, twice that backward, exposed;
+- EP: an all-to-all dispatch and combine per MoE layer forward, and their two gradients backward
+  (two more with full recomputation), exposed;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
-  virtual stage, exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan et al. 2021);
-- DP: the gradients reduced once per step (all-reduce, or ZeRO-1/2's reduce-scatter plus the
-  parameters' all-gather: the same bytes), overlapped with the backward of the last micro-batch;
-  ZeRO-3/FSDP all-gathers the parameters for forward and again for backward and reduce-scatters the
-  gradients every micro-batch, overlapped with that micro-batch's compute.
+  virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
+  et al. 2021);
+- DP: the gradients (GRAD_BYTES each) reduced once per step (all-reduce, or ZeRO-1/2's reduce-scatter
+  plus the parameters' 16-bit all-gather), overlapped with the backward of the last micro-batch (and
+  the all-gather with the next step's first forward); ZeRO-3/FSDP all-gathers the parameters for
+  forward and again for backward and reduce-scatters the gradients every micro-batch, overlapped with
+  that micro-batch's compute.
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
-inter-node bandwidth per GPU. Megatron-Core's rank order (tp, cp, ep, dp, pp from fastest-varying)
-decides which groups fit: TP ranks are adjacent, then CP, then DP; PP ranks are farthest apart.
+inter-node bandwidth per GPU (times the ranks of the group each node holds: _link). Megatron-Core's
+rank order (tp, cp, ep, dp, pp from fastest-varying) decides which groups fit: TP ranks are
+adjacent, then CP, then DP; PP ranks are farthest apart.
 """
 
 from __future__ import annotations
@@ -31,19 +38,19 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .flops import forward, palm_per_token
+from .flops import forward
 from .serving import COMPUTE, FLOAT_BANDWIDTH
-from .spec import ModelSpec
+from .spec import ModelSpec, SpecError
 
-# The three compute constants are fitted together over the 252 published runs of tests/plan_cases.py
+# The three compute constants are fitted together over the published runs of tests/test_plan_published.py
 # (Megatron-LM 2021, Korthikanti et al. 2022, Megatron-Core, llm-foundry, Llama 3, BLOOM, MT-NLG, IBM FSDP;
-# scripts/fit_steptime.py): the median |error| of MFU is 9%.
+# scripts/fit_steptime.py --grid; the README states the fit's counts).
 # Share of the dense peak the GEMMs reach in training. Latency's prefill share (serving.COMPUTE, 0.65)
 # lumps attention and the memory-bound kernels in; here they are timed on their own, so this is higher,
 # and below best-shape matmul benchmarks (A100 87%, H100 80%: stas00's MAMF).
 MATMUL_EFFICIENCY = 0.70
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward.
-ELEMENTWISE_TRAFFIC = 2.0
+ELEMENTWISE_TRAFFIC = 4.0
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
 # of peak FlashAttention-2's forward reaches on the GPU (GPUSpec.attention_share: A100 0.73, H100 0.35):
 # the backward, masked tiles and short heads keep training attention below the kernel's best.
@@ -53,19 +60,24 @@ LINK_EFFICIENCY = 0.75  # share of a link's bandwidth NCCL collectives reach (se
 LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
-GRAD_BYTES = 2  # gradients reduced in the 16-bit dtype (Megatron-Core and FSDP defaults)
+# Gradients are reduced in fp32: Megatron-LM accumulates and all-reduces them in fp32 under bf16
+# (accumulate_allreduce_grads_in_fp32), as the megatron framework's fp32 main_grad buffer holds them.
+GRAD_BYTES = 4
+PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights
 
 
 class Links(NamedTuple):
-    """What a layout's collectives run over, per GPU, one direction, bytes per second."""
+    """What a layout's compute and collectives run at, per GPU, one direction, bytes per second."""
 
-    peak: float  # dense FLOP/s in the compute dtype
+    peak: float  # dense FLOP/s in the compute dtype (the layers' GEMMs)
+    peak16: float  # dense 16-bit FLOP/s: attention and the LM head stay in 16 bits
     hbm: float  # memory bandwidth
     node_gpus: int  # GPUs sharing the fast domain
     intra: float
     inter: float
-    efficiency: float  # share of peak the matmuls reach (matmul_efficiency)
-    attention: float  # share of peak the attention core reaches (attention_efficiency)
+    efficiency: float  # share of peak the GEMMs reach (matmul_efficiency)
+    attention: float  # share of the 16-bit peak the attention core reaches (attention_efficiency)
+    efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak
 
 
 class ModelCost(NamedTuple):
@@ -79,7 +91,6 @@ class ModelCost(NamedTuple):
     head: float  # forward LM head FLOPs per token
     kv: int  # K and V values per token of one layer (for the CP ring)
     top_k: int  # experts each token is sent to
-    model_flops: float  # PaLM 6N + 12LHQT per token: the MFU numerator
 
 
 def model_cost(m: ModelSpec, seq: int) -> ModelCost:
@@ -90,8 +101,7 @@ def model_cost(m: ModelSpec, seq: int) -> ModelCost:
     head = f["forward"] - f["attention"] - f["mlp"]
     return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size,
                      matmul=(f["attention"] - core + f["mlp"]) / (L * seq), core=core / (L * seq),
-                     head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
-                     model_flops=palm_per_token(m, seq))
+                     head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok)
 
 
 class Layout(NamedTuple):
@@ -128,17 +138,27 @@ class StepTime(NamedTuple):
         return sum(self)
 
 
-def _link(group: int, stride: int, links: Links) -> tuple[float, float]:
+def _link(group: int, stride: int, links: Links, rings: bool = True) -> tuple[float, float]:
     """(bandwidth, latency) of a collective over ``group`` ranks ``stride`` apart.
 
     Inside a node: the GPU's NVLink/xGMI bandwidth. Across nodes, NCCL runs one ring per channel, each
     leaving the node through its own NIC; with k ranks of the group in each node the k NICs carry k
     rings at once, so the collective moves at k x the per-GPU network bandwidth, at most the NVLink's.
+    A point-to-point send (``rings`` False) leaves through the sender's own NIC.
     """
     if group * stride <= links.node_gpus:
         return links.intra * LINK_EFFICIENCY, LINK_LATENCY["intra"]
-    k = max(1, links.node_gpus // stride)
+    k = max(1, links.node_gpus // stride) if rings else 1
     return min(links.intra, k * links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
+
+
+def check_links(links: Links, gpus: int) -> None:
+    """A plan needs a bandwidth for every link its collectives may cross (0 means none)."""
+    if links.intra <= 0 and min(gpus, links.node_gpus) > 1:
+        raise SpecError("the GPU states no GPU-to-GPU bandwidth (interconnect_gb_s 0); give its NVLink or PCIe figure")
+    if links.inter <= 0 and gpus > links.node_gpus:
+        raise SpecError(f"{gpus} GPUs span nodes of {links.node_gpus}, but the cluster states no network between "
+                        "them (network_gb_s 0); give its bandwidth per GPU")
 
 
 class MicroBatch(NamedTuple):
@@ -164,17 +184,30 @@ class MicroBatch(NamedTuple):
         return self.compute + self.redo + self.tp + self.cp + self.ep
 
 
+def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
+    """(layers of the fullest rank, layers of the last rank, which also runs the LM head). An uneven split
+    puts its extra layers on the middle ranks (memory/placement.stages), each rank holding v chunks."""
+    if pp == 1:
+        return layers, layers
+    fullest = v * math.ceil(layers / (pp * v))
+    if v == 1:
+        base, extra = divmod(layers, pp)
+        return fullest, base + (1 if extra > pp - 2 else 0)
+    return fullest, v * (layers // (pp * v))
+
+
 def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch:
     """One micro-batch of ``lay`` on its busiest rank (the module docstring's terms)."""
-    tp, cp, pp, v = lay.tp, lay.cp, lay.pp, lay.vpp
+    tp, cp, pp = lay.tp, lay.cp, lay.pp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
-    # the busiest rank: v virtual stages of ceil(L / (p v)) layers each (an uneven split's extra layers
-    # sit on middle ranks; memory/placement.stages)
-    layers = v * math.ceil(c.layers / (pp * v))
-    rate = links.peak * links.efficiency
+    rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
+    per_layer_fwd = tokens * (c.matmul / rate + c.core / (links.peak16 * links.attention)) / tp
+    head = tokens * c.head / tp / rate16
+    fullest, last = stage_layers(c.layers, pp, lay.vpp)
+    layers, head = (fullest, 0.0) if fullest * per_layer_fwd > last * per_layer_fwd + head else (last, head)
     gemm = tokens * layers * c.matmul / tp / rate
-    attention = tokens * layers * c.core / tp / (links.peak * links.attention)
-    saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp) * 2  # Korthikanti's bytes per token
+    attention = tokens * layers * c.core / tp / (links.peak16 * links.attention)
+    saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
     full = lay.recompute == "full"
     redo = gemm + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
@@ -182,21 +215,21 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation
         bw, lat = _link(tp, 1, links)
         tp_time = layers * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
-        if lay.tp_overlap:  # only the first chunk of each waits; the GEMMs beside them slow by as much
+        if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays
             tp_time *= TP_OVERLAP_EXPOSED
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
         bw, lat = _link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    if lay.ep > 1 and c.moe_layers:
+    if lay.ep > 1 and c.moe_layers:  # dispatch and combine forward, their gradients backward
         bw, lat = _link(lay.ep, tp * cp, links)
         a2a = tokens * c.top_k * c.hidden * 2 * (lay.ep - 1) / lay.ep / bw + lat
-        ep_time = math.ceil(c.moe_layers / pp) * (6 if full else 4) * a2a
+        ep_time = math.ceil(c.moe_layers * layers / c.layers) * (6 if full else 4) * a2a
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
-        bw, lat = _link(pp, tp * cp * lay.dp, links)
+        bw, lat = _link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
-    return MicroBatch(gemm, attention, elementwise, tokens * c.head / tp / rate, redo, tp_time, cp_time, ep_time, send)
+    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send)
 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -> StepTime:
@@ -209,19 +242,22 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -
 
 
 def _dp_time(lay: Layout, links: Links, grads: float, per_mb: float, compute: float) -> float:
-    """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3)."""
+    """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3), over
+    the dp x cp ranks that hold the same weights (CP ranks next to the TP ones, then DP)."""
     d = lay.dp * lay.cp
     if d == 1:
         return 0.0
-    bw, lat = _link(lay.dp, lay.tp * lay.cp, links)
-    ring = (d - 1) / d * grads * GRAD_BYTES / bw + lat
+    bw, lat = _link(d, lay.tp, links)
+    reduce = (d - 1) / d * grads * GRAD_BYTES / bw + lat  # reduce-scatter of the gradients
+    gather = (d - 1) / d * grads * PARAM_BYTES / bw + lat  # all-gather of the 16-bit parameters
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
-        return lay.micro_batches * max(3 * ring - per_mb, 0.0) + ring * DP_EXPOSED_FLOOR
-    if lay.zero == 0:  # one all-reduce, started as the last micro-batch's backward frees gradients
-        return max(2 * ring - 2 / 3 * compute, DP_EXPOSED_FLOOR * 2 * ring)
+        each = 2 * gather + reduce
+        return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
+    if lay.zero == 0:  # one all-reduce (reduce-scatter + all-gather of the gradients) after the last backward
+        return max(2 * reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * 2 * reduce)
     # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
     # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
-    return max(ring - 2 / 3 * compute, DP_EXPOSED_FLOOR * ring) + max(ring - compute / 3, DP_EXPOSED_FLOOR * ring)
+    return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
 
 
 def attention_efficiency(gpu) -> float:

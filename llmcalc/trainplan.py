@@ -24,17 +24,20 @@ def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, node
         raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
     if not gpu and not cluster:
         raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
+    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--gpus-per-node", per_node)):
+        if value is not None and value < 1:
+            raise SpecError(f"{flag} must be at least 1, got {value}")
     where = load_cluster(cluster) if cluster else cluster_of(load_gpu(gpu), per_node)
     if cluster and per_node is not None:
         where = dataclasses.replace(where, gpus_per_node=per_node)
-    if gpus is not None and nodes is not None and gpus != nodes * where.gpus_per_node:
-        raise SpecError(f"--gpus {gpus} and --nodes {nodes} x {where.gpus_per_node} GPUs per node disagree; give one")
-    count = gpus or (nodes * where.gpus_per_node if nodes else None) or where.gpus
-    if not count:
+    counts = {flag: n for flag, n in (("--gpus", gpus), ("--nodes", nodes and nodes * where.gpus_per_node),
+                                      (f"--cluster {cluster}", where.gpus)) if n}
+    if len(set(counts.values())) > 1:
+        said = ", ".join(f"{flag} says {n:,} GPUs" for flag, n in counts.items())
+        raise SpecError(f"the GPU counts disagree ({said}); give one")
+    if not counts:
         raise SpecError("how many GPUs? give --gpus N or --nodes N")
-    if count < 1:
-        raise SpecError(f"--gpus must be at least 1, got {count}")
-    return where, count
+    return where, next(iter(counts.values()))
 
 
 def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
@@ -55,7 +58,7 @@ CONVENTIONS = ("step time (llmcalc/steptime.py): GEMMs at 70% of peak, attention
                "behind compute where they can be; bubble (p-1)/v micro-batches; memory: Megatron-Core's states, "
                "the first stage's micro-batches in flight")
 
-STEP_ROWS = (("compute", "matmuls and memory-bound kernels, forward + backward"),
+STEP_ROWS = (("compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
              ("recompute", "the forward work recomputation repeats"),
              ("tp_comm", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
              ("cp_comm", "context-parallel K/V ring, beyond what the attention core hides"),

@@ -24,9 +24,8 @@ from .conftest import run
 
 # -- the step-time model, by hand ------------------------------------------------------------------
 
-COST = ModelCost(layers=4, moe_layers=0, hidden=1000, matmul=24e6, core=2e6, head=100e6, kv=250, top_k=0,
-                 model_flops=0.0)
-LINKS = Links(peak=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=50e9, efficiency=0.7, attention=0.3)
+COST = ModelCost(layers=4, moe_layers=0, hidden=1000, matmul=24e6, core=2e6, head=100e6, kv=250, top_k=0)
+LINKS = Links(peak=1e15, peak16=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=50e9, efficiency=0.7, attention=0.3)
 
 
 def test_one_step_by_hand():
@@ -35,10 +34,11 @@ def test_one_step_by_hand():
     t = steptime.step_time(COST, LINKS, lay, seq=1000, grads=1e9)
     tokens, layers = 1000, 2  # per micro-batch; 4 layers over 2 stages
     # forward: GEMMs at 70% of 1 PFLOP/s, attention at 30%, memory-bound kernels moving
-    # ELEMENTWISE_TRAFFIC x Korthikanti's 34 h / t bytes a token a layer at 90% of 2 TB/s
+    # ELEMENTWISE_TRAFFIC x Korthikanti's 34 h / t bytes a token a layer at 90% of 2 TB/s; the last stage
+    # (2 layers and the LM head) is the busiest
     gemm = tokens * layers * 24e6 / 2 / 0.7e15
     attention = tokens * layers * 2e6 / 2 / 0.3e15
-    elementwise = tokens * layers * 1000 * 34 / 2 * 2 * steptime.ELEMENTWISE_TRAFFIC / (2e12 * 0.9)
+    elementwise = tokens * layers * 1000 * 34 / 2 * steptime.ELEMENTWISE_TRAFFIC / (2e12 * 0.9)
     head = tokens * 100e6 / 2 / 0.7e15
     compute = 3 * (gemm + attention + elementwise) + 3 * head  # backward = 2 x forward
     # TP: 4 collectives a layer, each 2(t-1)/t of the 2-byte activation over NVLink at 75%, + 15 us
@@ -49,9 +49,11 @@ def test_one_step_by_hand():
     assert t.bubble == pytest.approx((2 - 1) / 1 * (compute + tp))
     # PP: activation and gradient, each TP rank sending its half, per micro-batch
     assert t.pp == pytest.approx(4 * 2 * (tokens * 1000 * 2 / 2 / (400e9 * 0.75) + 15e-6))
-    # DP over 2 ranks: reduce-scatter (1/2 of 2 GB) under the last backward, all-gather under the first forward
-    ring = 0.5 * 1e9 * 2 / (400e9 * 0.75) + 15e-6
-    assert t.dp == pytest.approx(max(ring - 2 / 3 * compute, 0.1 * ring) + max(ring - compute / 3, 0.1 * ring))
+    # DP over 2 ranks: the fp32 gradients' reduce-scatter (1/2 of 4 GB) under the last backward, the
+    # 16-bit parameters' all-gather (1/2 of 2 GB) under the next step's first forward
+    reduce = 0.5 * 1e9 * 4 / (400e9 * 0.75) + 15e-6
+    gather = 0.5 * 1e9 * 2 / (400e9 * 0.75) + 15e-6
+    assert t.dp == pytest.approx(max(reduce - 2 / 3 * compute, 0.1 * reduce) + max(gather - compute / 3, 0.1 * gather))
     assert t.recompute == t.cp == t.ep == 0
     assert t.total == pytest.approx(sum(t))
 
@@ -76,6 +78,39 @@ def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds(
     assert steptime._link(2, 8, LINKS)[0] == pytest.approx(50e9 * 0.75)
     assert steptime._link(4, 2, LINKS)[0] == pytest.approx(400e9 * 0.75)  # 8 GPUs: inside the node
     assert wide.dp * wide.tp == narrow.dp * narrow.tp == 16
+
+
+def test_fp8_speeds_up_the_gemms_only():
+    """Attention and the LM head stay 16-bit under an fp8 recipe (Transformer Engine)."""
+    fp8 = LINKS._replace(peak=2e15, efficiency=0.7 * 0.45 / 0.65)
+    lay = Layout(tp=1, pp=1, dp=1, micro_batches=1)
+    a, b = steptime.micro_batch(COST, LINKS, lay, 1000), steptime.micro_batch(COST, fp8, lay, 1000)
+    assert b.attention == a.attention and b.head == a.head and b.elementwise == a.elementwise
+    assert b.gemm == pytest.approx(a.gemm * 0.7e15 / (2e15 * 0.7 * 0.45 / 0.65))
+
+
+def test_a_cluster_without_a_network_is_refused_past_one_node(tmp_path):
+    gpu = tmp_path / "lonely.yaml"
+    gpu.write_text("lonely:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  interconnect_gb_s: 400\n"
+                   "  network_gb_s: 0\n  tflops: {bf16: 900}\n")
+    assert run("plan", "--model", "llama-3.1-8b", "--gpu", str(gpu), "--gpus", "8", "--seq", "4k").exit_code == 0
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", str(gpu), "--gpus", "16", "--seq", "4k")
+    assert out.exit_code == 2 and "no network" in out.stderr
+
+
+def test_an_uneven_split_checks_the_fuller_middle_stage():
+    """126 layers on 16 stages: 7, 8 x 14, 7 (Llama 3); stage 1 holds 8 layers and 15 micro-batches in flight."""
+    m = load_model("llama-3.1-405b")
+    assert [(st.index, st.layers) for st in stages(m, 16)] == [(0, 7), (1, 8), (15, 7)]
+    par = Parallelism(gpus=256, tp=8, pp=16, dp=2, sp=True)
+    s = MemorySettings(seq=8192, zero=1, framework="megatron", parallel=par, attention_impl="flash")
+    middle = train_stage(m, s, stages(m, 16)[1])
+    assert middle.summary["in_flight"].value == 15
+    from llmcalc.cluster import load_cluster
+
+    p = Planner(m, load_cluster("dgx-h100"), Target(gpus=256, seq=8192, global_batch=64), Constraints())
+    lay = Layout(tp=8, pp=16, dp=2, sp=True, zero=1, micro_batch=1, micro_batches=32)
+    assert p.memory(lay) >= middle.total
 
 
 # -- the memory model taken apart ------------------------------------------------------------------
@@ -206,7 +241,7 @@ def test_chart_stacks_the_step_time_and_csv_is_one_table():
                 "gpus=16,32", "--chart")
     assert chart.exit_code == 0 and "gpus=32" in chart.stdout and "compute" in chart.stdout
     csv = run(*QUESTION, "--csv").stdout.splitlines()
-    assert csv[0].startswith("kind,layout,step_time,mfu") and len(csv) == 6  # a header and the five layouts
+    assert csv[0].startswith("kind,model,layout,step_time,mfu") and len(csv) == 6  # a header and the five layouts
 
 
 def test_check_fails_below_the_mfu_or_past_the_days():
@@ -243,6 +278,16 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--gpu", "h100", "--gpus", "8", "--max-days", "3"), "--max-days needs --tokens"),
     (("--cluster", "dgx-h1000", "--nodes", "2"), "did you mean"),
     (("--cluster", "dgx-h100", "--nodes", "2", "--gpus", "8"), "disagree"),
+    (("--cluster", "8xdgx-h100", "--nodes", "4"), "disagree"),
+    (("--gpu", "h100", "--gpus", "0"), "at least 1"),
+    (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "no layout multiplies out"),
+    (("--gpu", "h100", "--gpus", "64", "--zero", "3", "--pp", "4"), "--zero 3"),
+    (("--gpu", "h100", "--gpus", "64", "--micro-batch", "1000"), "--micro-batch 1000"),
+    (("--gpu", "h100", "--gpus", "64", "--pp", "2", "--vpp", "100"), "--vpp 100"),
+    (("--gpu", "h100", "--gpus", "1000000000"), "more than any cluster"),
+    (("--gpu", "h100", "--gpus", "8", "--min-mfu", "40", "--check"), "fraction"),
+    (("--gpu", "h100", "--gpus", "8", "--gpu-util", "5"), "--gpu-util"),
+    (("--gpu", "h100,a100", "--gpus", "8"), "one GPU kind"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     out = run("plan", "--model", "llama-3.1-8b", *args)

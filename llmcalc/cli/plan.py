@@ -59,6 +59,12 @@ def plan(
         raise SpecError("--top must be at least 1")
     if max_days is not None and tokens is None:
         raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
+    if min_mfu is not None and not 0 < min_mfu <= 1:
+        raise SpecError(f"--min-mfu is a fraction in (0, 1] (0.4 for 40%), got {min_mfu:g}")
+    if max_days is not None and max_days <= 0:
+        raise SpecError(f"--max-days must be positive, got {max_days:g}")
+    if gpu and "," in gpu:
+        raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=tuple(_items(recomputes, "--recompute")),
@@ -88,9 +94,8 @@ def _items(text: str, flag: str) -> list[str]:
 def _zero(text: str) -> int:
     from ..spec import SpecError
 
-    if text not in ("0", "1", "2", "3"):
-        raise SpecError(f"--zero {text!r}: choose from 0 (plain DP), 1 (distributed optimizer), 2 (and gradients "
-                        "sharded), 3 (FSDP)")
+    if not text.isdigit():
+        raise SpecError(f"--zero takes stage numbers, 0,1,3; got {text!r}")
     return int(text)
 
 
@@ -104,11 +109,23 @@ def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
 
 
 def _show(results: list, fmt: str) -> None:
+    import warnings
+
     from . import sweep
     from .common import EXPLAIN, _emit
 
-    if fmt == "json" or sweep.collected is not None:
-        _emit(results, fmt)
+    lost = [b for b in results if not b.summary["found"]]
+    if fmt in ("json", "csv") or sweep.collected is not None:
+        if fmt == "csv" and sweep.collected is None:  # one table: every model's layouts, a model column first
+            from ..report import render_listing
+            from ..trainplan import LAYOUT_UNITS
+
+            rows = [{"model": b.model, **x} for b in results for x in b.summary["layouts"]]
+            render_listing({"layouts": rows}, LAYOUT_UNITS, fmt)
+        else:
+            _emit(results, fmt)
+        for b in lost if fmt != "json" else ():  # a CSV row or a chart bar cannot say why: stderr does
+            warnings.warn(f"{b.model}: {b.notes[-1]}", stacklevel=1)
         return
     import dataclasses
 
@@ -116,12 +133,10 @@ def _show(results: list, fmt: str) -> None:
     from ..trainplan import LAYOUT_UNITS
 
     for b in results:
-        if not b.summary["found"]:  # no table to draw: the reason, and the fewest GPUs that would do
+        if b in lost:  # no table to draw: the reason, and the fewest GPUs that would do
             _say_why(b, fmt)
             continue
         render_listing({f"{b.title}: fastest layouts that fit": b.summary["layouts"]}, LAYOUT_UNITS, fmt)
-        if fmt == "csv":  # one table per stream: the layouts (--json has the step time's rows too)
-            continue
         rest = {k: q for k, q in b.summary.quantities().items() if k not in ("layouts", "found")}
         render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt,
                explain=EXPLAIN["on"])
@@ -130,9 +145,6 @@ def _show(results: list, fmt: str) -> None:
 def _say_why(b, fmt: str) -> None:
     import sys
 
-    if fmt == "csv":
-        sys.stdout.write("layout,why\n" + "".join(f'none,"{note}"\n' for note in b.notes))
-        return
     lines = [f"{b.title}: no layout fits", *(f"· {note}" for note in b.notes)]
     if fmt == "markdown":
         sys.stdout.write(f"### {lines[0]}\n\n" + "".join(f"- {note}\n" for note in b.notes))

@@ -49,7 +49,8 @@ class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dty
 
 @functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
-    """The first and the last pipeline stage: between them they hold every per-GPU maximum.
+    """The first pipeline stage, the second where an uneven split gives it a layer more, and the last:
+    between them they hold every per-GPU maximum (1F1B keeps p - i micro-batches on stage i).
 
     Layers split as evenly as they go. A remainder goes to the middle stages first, then to the last: the
     first stage holds p micro-batches of activations and the last the head and the loss, so an uneven
@@ -57,14 +58,14 @@ def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     decoder_first/last_pipeline_num_layers). L = 10, p = 4: 2, 3, 3, 2; L = 5, p = 2: 2, 3.
     """
     L = m.num_hidden_layers
-    base, extra = divmod(L, pp)
-    middle = max(0, pp - 2)
-    last = base + (1 if extra > middle else 0)
-    first = base + (1 if extra > middle + 1 else 0)
-    spans = [(0, L)] if pp == 1 else [(0, first), (L - last, L)]
+    if pp == 1:
+        spans = [(0, 0, L)]
+    else:
+        base, extra = divmod(L, pp)
+        last = base + (1 if extra > pp - 2 else 0)
+        spans = [(0, 0, base)] + ([(1, base, 2 * base + 1)] if extra and pp > 2 else []) + [(pp - 1, L - last, L)]
     dense_end = m.dense_layers if m.is_moe else L
-    return tuple(Stage(i * (pp - 1), hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == len(spans) - 1 or pp == 1)
-                 for i, (lo, hi) in enumerate(spans))
+    return tuple(Stage(i, hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == pp - 1) for i, lo, hi in spans)
 
 
 def whole_model(m: ModelSpec) -> Stage:

@@ -36,8 +36,9 @@ RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s at
 
 
 def in_flight(s: MemorySettings, st: Stage) -> int:
-    """Micro-batches whose activations one GPU holds: p on the first stage under 1F1B, else 1."""
-    return s.parallel.pp if st.first and s.parallel.pp > 1 else 1
+    """Micro-batches whose activations one GPU holds under 1F1B: p - i on stage i (p on the first, 1 on the
+    last; Narayanan et al. 2021, Korthikanti et al. 2022)."""
+    return s.parallel.pp - st.index if s.parallel.pp > 1 else 1
 
 
 @dataclass(frozen=True)
