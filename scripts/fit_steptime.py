@@ -55,7 +55,7 @@ def survey(questions, show_misses: bool) -> tuple[int, int]:
 
 def grid(questions) -> None:
     results = []
-    for e, k, a in itertools.product((0.65, 0.7, 0.75, 0.8), (1.5, 2.0, 2.5, 3.0), (0.35, 0.41, 0.5, 0.6)):
+    for e, k, a in itertools.product((0.65, 0.7, 0.75, 0.8), (3.0, 4.0, 5.0), (0.35, 0.41, 0.5)):
         steptime.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, steptime.ATTENTION_EFFICIENCY = e, k, a
         errs = [abs(x.mfu / q.case.mfu - 1) for q in questions if (x := answer(q, depth=1)).mfu]
         results.append((sum(x <= 0.15 for x in errs), -statistics.median(errs), e, k, a))
