@@ -205,8 +205,8 @@ class Planner:
         self._grads: dict = {}
         self.evaluated = 0
 
-    def grads(self, lay: Layout) -> float:
-        """Gradient values one GPU reduces over data parallelism: its stage's parameters (the largest)."""
+    def grads(self, lay: Layout) -> tuple[float, float]:
+        """(dense, routed-expert) parameters of one GPU's largest stage, whose gradients DP reduces."""
         key = (lay.tp, lay.pp, lay.ep)
         if key not in self._grads:
             from .memory.placement import stage_params, stages
@@ -214,7 +214,8 @@ class Planner:
 
             par = Parallelism(gpus=lay.tp * lay.pp * lay.dp * lay.cp, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp,
                               ep=lay.ep)
-            self._grads[key] = max(stage_params(self.m, par, st).total for st in stages(self.m, lay.pp))
+            split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
+            self._grads[key] = (split.total - split.experts, split.experts)
         return self._grads[key]
 
     def micro(self, lay: Layout) -> MicroBatch:

@@ -232,8 +232,9 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send)
 
 
-def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -> StepTime:
-    """One optimizer step of ``lay`` (``grads``: gradient values this GPU reduces over data parallelism)."""
+def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float]) -> StepTime:
+    """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
+    whose gradients data parallelism reduces)."""
     mb = micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
@@ -241,15 +242,19 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: float) -
                     dp=_dp_time(lay, links, grads, per_mb, compute))
 
 
-def _dp_time(lay: Layout, links: Links, grads: float, per_mb: float, compute: float) -> float:
-    """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3), over
-    the dp x cp ranks that hold the same weights (CP ranks next to the TP ones, then DP)."""
-    d = lay.dp * lay.cp
-    if d == 1:
+def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: float, compute: float) -> float:
+    """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3).
+    ``grads``: (dense, routed-expert) values on this GPU. Dense weights are shared by the dp x cp ranks (CP
+    ranks next to the TP ones, then DP); an expert by dp x cp / ep of them (Megatron's expert-data group)."""
+    dense, experts = grads
+    reduce = gather = 0.0
+    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, lay.dp * lay.cp // lay.ep, lay.tp * lay.ep)):
+        if d > 1 and values:
+            bw, lat = _link(d, stride, links)
+            reduce += (d - 1) / d * values * GRAD_BYTES / bw + lat  # reduce-scatter of the gradients
+            gather += (d - 1) / d * values * PARAM_BYTES / bw + lat  # all-gather of the 16-bit parameters
+    if not reduce:
         return 0.0
-    bw, lat = _link(d, lay.tp, links)
-    reduce = (d - 1) / d * grads * GRAD_BYTES / bw + lat  # reduce-scatter of the gradients
-    gather = (d - 1) / d * grads * PARAM_BYTES / bw + lat  # all-gather of the 16-bit parameters
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
         each = 2 * gather + reduce
         return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR

@@ -31,7 +31,7 @@ LINKS = Links(peak=1e15, peak16=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=
 def test_one_step_by_hand():
     """TP 2 x PP 2 x DP 2 on one node, 4 micro-batches of one 1000-token sequence, sequence parallel, ZeRO-1."""
     lay = Layout(tp=2, pp=2, dp=2, micro_batch=1, micro_batches=4, sp=True, zero=1)
-    t = steptime.step_time(COST, LINKS, lay, seq=1000, grads=1e9)
+    t = steptime.step_time(COST, LINKS, lay, seq=1000, grads=(1e9, 0.0))
     tokens, layers = 1000, 2  # per micro-batch; 4 layers over 2 stages
     # forward: GEMMs at 70% of 1 PFLOP/s, attention at 30%, memory-bound kernels moving
     # ELEMENTWISE_TRAFFIC x Korthikanti's 34 h / t bytes a token a layer at 90% of 2 TB/s; the last stage
@@ -60,13 +60,13 @@ def test_one_step_by_hand():
 
 def test_interleaving_divides_the_bubble_and_recomputation_repeats_the_forward():
     base = Layout(tp=1, pp=4, dp=1, micro_batch=1, micro_batches=8)
-    one = steptime.step_time(COST, LINKS, base, 1000, 1e9)
-    two = steptime.step_time(COST._replace(layers=8), LINKS, base._replace(vpp=2), 1000, 1e9)
+    one = steptime.step_time(COST, LINKS, base, 1000, (1e9, 0.0))
+    two = steptime.step_time(COST._replace(layers=8), LINKS, base._replace(vpp=2), 1000, (1e9, 0.0))
     per_mb = one.compute / 8
     assert one.bubble == pytest.approx(3 * per_mb)  # (p - 1) micro-batches
-    layers8 = steptime.step_time(COST._replace(layers=8), LINKS, base, 1000, 1e9)
+    layers8 = steptime.step_time(COST._replace(layers=8), LINKS, base, 1000, (1e9, 0.0))
     assert two.bubble == pytest.approx(layers8.bubble / 2)  # (p - 1) / v
-    full = steptime.step_time(COST, LINKS, base._replace(recompute="full"), 1000, 1e9)
+    full = steptime.step_time(COST, LINKS, base._replace(recompute="full"), 1000, (1e9, 0.0))
     assert full.recompute == pytest.approx(one.compute / 3 - 8 * (1000 * 100e6 / 0.7e15))  # forward without the head
 
 

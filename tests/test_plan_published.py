@@ -123,8 +123,7 @@ RANK_MISSES = {
                     "faster: without sequence parallelism (2021) it charges every TP rank the norms and dropouts "
                     "they all repeat; the paper's MFU for its own layout is predicted within 15%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 5% faster",
-    "mbridge2511-deepseekv3-256xgb200-bf16": "pure DP with EP 128 over the published PP 4 / EP 64, predicted 9% "
+    "mbridge2511-deepseekv3-256xgb200-bf16": "pure DP with EP 256 over the published PP 4 / EP 64, predicted 9% "
                                              "faster: MoE routing imbalance and the all-to-all's overlap are not "
                                              "modelled",
-    "mcore-moe-mixtral-8x7b-64xh100-bf16": "PP 2 / DP 32 / EP 8 over the published PP 4 / EP 8, predicted 6% faster",
 }
