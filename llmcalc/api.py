@@ -205,23 +205,16 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, gpu_util, loss; gpus_per_node."""
-    from .plan import Constraints, Target
+    from .plan import Constraints, Target, choices
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
-    from .units import parse_count, parse_length
 
     m = _model(model)
     where, count = hardware(gpu, cluster, gpus, nodes, constraints.pop("gpus_per_node", None))
-    length = parse_length(seq) if seq is not None else default_seq(m)
-    count_of = parse_count if isinstance(batch_tokens, str) else float
-    target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, None if batch_tokens is None else
-                                                                  count_of(batch_tokens), length),
-                    tokens=None if tokens is None else parse_count(tokens), dtype=dtype)
-    for key, kind in (("recompute", str), ("zero", int)):  # "none,full", "0,1", 3 or a sequence: a tuple
-        value = constraints.get(key)
-        if value is not None:
-            items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else value
-            try:
-                constraints[key] = tuple(kind(str(x).strip()) for x in items)
-            except ValueError:
-                raise SpecError(f"{key}={value!r}: give the choices to try, as the CLI's --{key}") from None
+    given = _coerce({"seq": seq, "batch_tokens": batch_tokens, "tokens": tokens})
+    length = given["seq"] or default_seq(m)
+    target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
+                    tokens=given["tokens"], dtype=dtype)
+    for key, kind in (("recompute", str), ("zero", int)):
+        if constraints.get(key) is not None:
+            constraints[key] = choices(constraints[key], kind, key)
     return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))

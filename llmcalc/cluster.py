@@ -12,7 +12,6 @@ counts nodes as ``--gpu 8xh100`` counts GPUs: N x NAME is N of the named thing.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,11 +20,10 @@ from . import presets, safeio
 from .gpuspec import GPUSpec, check_bandwidth, check_count
 from .presets import PresetError
 from .spec import SpecError
+from .units import counted
 
 CLUSTER_KEYS = ("gpu", "gpus_per_node", "intra_gb_s", "network_gb_s", "aliases", "source", "notes")
 REQUIRED = ("gpu", "gpus_per_node", "network_gb_s")
-# "4xdgx-h100" or "4 × dgx-h100": 4 nodes (the shape of cli/common.py's `--gpu 8xh100`, 8 GPUs)
-_COUNTED = re.compile(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)")
 
 
 @dataclass(frozen=True)
@@ -71,13 +69,12 @@ def load_cluster(text: str) -> Cluster:
 
 def _counted(text: str) -> tuple[int | None, str]:
     """(nodes, the cluster named) for ``N x NAME``; (None, text) otherwise or for a file of that name."""
-    counted = None if safeio.exists(text) else _COUNTED.fullmatch(text)
-    if counted is None:
+    if safeio.exists(text):
         return None, text
-    nodes = int(counted[1])
-    if not 0 < nodes <= 1_000_000:
+    nodes, name = counted(text)
+    if nodes is not None and not 0 < nodes <= 1_000_000:
         raise PresetError(f"cluster {text!r}: the node count must be a whole number from 1 to 1,000,000")
-    return nodes, counted[2]
+    return nodes, name
 
 
 def cluster_of(gpu: GPUSpec, gpus_per_node: int | None = None) -> Cluster:

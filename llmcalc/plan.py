@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from .flops import RECOMPUTE
-from .spec import ModelSpec, SpecError
+from .memory.settings import ZERO_STAGES
+from .spec import ModelSpec, SpecError, check_choice
 from .steptime import (Layout, Links, MicroBatch, ModelCost, StepTime, attention_efficiency, check_links,
                        matmul_efficiency, micro_batch, model_cost, step_time)
 
-ZERO_STAGES = (0, 1, 2, 3)
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 MAX_CP = 32
@@ -78,16 +78,22 @@ class Constraints:
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
         for r in self.recompute:
-            if r not in RECOMPUTE:
-                raise SpecError(f"--recompute {r!r}: choose from {', '.join(RECOMPUTE)}")
+            check_choice("--recompute", r, RECOMPUTE)
         for z in self.zero:
-            if z not in ZERO_STAGES:
-                raise SpecError(f"--zero {z}: choose from 0 (plain DP), 1 (distributed optimizer), 2 (and gradients "
-                                "sharded) and 3 (FSDP)")
+            check_choice("--zero", z, ZERO_STAGES)
         if not self.recompute or not self.zero:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
             raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
+
+
+def choices(value, kind: type, flag: str) -> tuple:
+    """The choices a search may use, from the CLI's "none,full" or "0,1,3", or the API's 3 or a sequence."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, (int, str)) else value
+    try:
+        return tuple(kind(str(x).strip()) for x in items if str(x).strip())
+    except ValueError:
+        raise SpecError(f"{flag} takes a comma list of choices, got {value!r}") from None
 
 
 class Ranked(NamedTuple):

@@ -39,6 +39,7 @@ import math
 from typing import NamedTuple
 
 from .flops import forward
+from .memory.placement import stage_sizes
 from .serving import COMPUTE, FLOAT_BANDWIDTH
 from .spec import ModelSpec, SpecError
 
@@ -189,11 +190,10 @@ def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
     puts its extra layers on the middle ranks (memory/placement.stages), each rank holding v chunks."""
     if pp == 1:
         return layers, layers
-    fullest = v * math.ceil(layers / (pp * v))
     if v == 1:
-        base, extra = divmod(layers, pp)
-        return fullest, base + (1 if extra > pp - 2 else 0)
-    return fullest, v * (layers // (pp * v))
+        _, middle, last = stage_sizes(layers, pp)
+        return max(middle, last), last
+    return v * math.ceil(layers / (pp * v)), v * (layers // (pp * v))
 
 
 def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
 from .steptime import Layout
@@ -58,14 +59,15 @@ CONVENTIONS = ("step time (llmcalc/steptime.py): GEMMs at 70% of peak, attention
                "behind compute where they can be; bubble (p-1)/v micro-batches; memory: Megatron-Core's states, "
                "the first stage's micro-batches in flight")
 
-STEP_ROWS = (("compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
-             ("recompute", "the forward work recomputation repeats"),
-             ("tp_comm", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
-             ("cp_comm", "context-parallel K/V ring, beyond what the attention core hides"),
-             ("ep_comm", "expert-parallel all-to-all, dispatch and combine"),
-             ("pp_comm", "pipeline sends and receives between stages"),
-             ("bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
-             ("dp_comm", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
+# The step-time rows: (row, steptime.StepTime field, note)
+STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
+             ("recompute", "recompute", "the forward work recomputation repeats"),
+             ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
+             ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
+             ("ep_comm", "ep", "expert-parallel all-to-all, dispatch and combine"),
+             ("pp_comm", "pp", "pipeline sends and receives between stages"),
+             ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
+             ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
 
 
 LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "memory": "byte", "headroom": "byte",
@@ -91,7 +93,7 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     tokens = t.global_batch * t.seq
     # the columns a narrow terminal keeps come first (report._fitting): the layout in words, then the answers
     out = {"layout": describe(lay), "step_time": step,
-           "mfu": model_flops_per_token(m, t.seq) * tokens / (step * t.gpus * peak)}
+           "mfu": palm_per_token(m, t.seq) * tokens / (step * t.gpus * peak)}  # PaLM's 6N + 12LHQT, as `mfu`
     if t.tokens:
         out["train_time"] = t.tokens / (tokens / step)
     out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
@@ -107,13 +109,6 @@ def describe(lay: Layout) -> str:
                                              if v > 1]
     parts += [f"dp{lay.dp}", f"zero{lay.zero}", f"mb{lay.micro_batch}"]
     return " ".join(parts + ([f"{lay.recompute}-recompute"] if lay.recompute != "none" else []))
-
-
-def model_flops_per_token(m: ModelSpec, seq: int) -> float:
-    """MFU's numerator per token: PaLM's 6N + 12LHQT, as the mfu command counts it."""
-    from .flops import palm_per_token
-
-    return palm_per_token(m, seq)
 
 
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
@@ -135,9 +130,9 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         best = ranked[0]
         summary["layout"] = describe(best.layout)
         hows = step_formulas(p.micro(best.layout), best.layout)
-        for (name, note), value in zip(STEP_ROWS, best.time):
-            rows.add(name, value, note, how=hows[name])
-        rows.sum("step_time", [name for name, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
+        for name, part, note in STEP_ROWS:
+            rows.add(name, getattr(best.time, part), note, how=hows[name])
+        rows.sum("step_time", [name for name, _, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})
         if t.tokens:

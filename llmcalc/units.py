@@ -95,7 +95,14 @@ _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "
                   **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "measured_ttft", "measured_itl"),
                                   "seconds"),
                   **dict.fromkeys(("step_overhead", "request_overhead"), "overhead"),
-                  **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count")}
+                  **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours", "batch_tokens"), "count")}
+
+
+def counted(text: str) -> tuple[int | None, str]:
+    """``N x NAME`` (``8xh100``, ``4 × dgx-h100``): the count and the name, as `--gpu` and `--cluster` read
+    them; (None, text) when not counted. The name starts with a letter: a path is never a count."""
+    match = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)", text)
+    return (int(match[1]), match[2]) if match else (None, text)
 
 
 def setting_parser(name: str):

@@ -94,8 +94,8 @@ class Answer(NamedTuple):
 
 
 def answer(q: Question, depth: int = 3) -> Answer:
-    from llmcalc.flops import palm_per_token
-    from llmcalc.plan import Planner, variants
+    from llmcalc.plan import Planner, Ranked, variants
+    from llmcalc.trainplan import record
 
     c = q.case
     p = Planner(c.model, q.cluster, q.target, q.constraints)
@@ -104,8 +104,8 @@ def answer(q: Question, depth: int = 3) -> Answer:
     fitting = [lay for lay in variants(c.model, q.target, q.constraints, q.published) if p.fits(lay)]
     rank = degrees.index(q.published) + 1 if q.published in degrees else None
     mfu = None
-    if fitting:
-        step = min(p.time(lay).total for lay in fitting)
-        peak = q.cluster.gpu.peak("bf16")
-        mfu = palm_per_token(c.model, c.seq) * c.global_batch * c.seq / (step * c.gpus * peak)
+    if fitting:  # the published degrees' fastest fitting variant, as the planner's own record states its MFU
+        best = min(fitting, key=lambda lay: p.time(lay).total)
+        mfu = record(Ranked(best, p.time(best), p.memory(best), p.usable), c.model, q.target,
+                     q.cluster.gpu.peak(q.target.dtype))["mfu"]
     return Answer(rank, bool(fitting), mfu, tuple(degrees[:3]))

@@ -12,7 +12,7 @@ from ..dtypes import DTYPES
 from ..params import OPTIMIZERS
 from ..safeio import one_line
 from ..spec import SpecError, default_seq as context_seq
-from ..units import MAX_QUANTITY, UnitError, parse_length
+from ..units import MAX_QUANTITY, UnitError, counted, parse_length
 from .helpfmt import (App, HARDWARE, HelpPanels, MODEL, OUTPUT, PRECISION, PanelGroup, PARALLELISM, RUNTIME,
                       describe)
 
@@ -100,8 +100,6 @@ class Group(HelpPanels, TyperGroup):
 
 def _gpu_counts(args: list[str]) -> list[str]:
     """`--gpu 8xh100` is `--gpu h100 --gpus 8` (the count a node or a cloud instance is named by)."""
-    import re
-
     out, counts, i = [], set(), 0
     while i < len(args):
         arg = args[i]
@@ -112,9 +110,9 @@ def _gpu_counts(args: list[str]) -> list[str]:
         else:
             names = []
             for item in value.split(","):
-                counted = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)", item)
-                counts.update([int(counted[1])] if counted else [])
-                names.append(counted[2] if counted else item)
+                count, name = counted(item)
+                counts.update([count] if count is not None else [])
+                names.append(name)
             out += [flag, ",".join(names)]
         i += step
     if not counts:

@@ -49,7 +49,7 @@ def plan(
 
     Example: llmcalc plan --model llama-3-70b --cluster dgx-h100 --nodes 8 --seq 8k --tokens 15T
     """
-    from ..plan import Constraints, Target
+    from ..plan import Constraints, Target, choices
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
     from ..spec import SpecError, default_seq
     from ..units import parse_count, parse_length
@@ -67,8 +67,8 @@ def plan(
         raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
-                       recompute=tuple(_items(recomputes, "--recompute")),
-                       zero=tuple(_zero(z) for z in _items(zero_stages, "--zero")), sp=sp, tp_overlap=tp_overlap,
+                       recompute=choices(recomputes, str, "--recompute"), zero=choices(zero_stages, int, "--zero"),
+                       sp=sp, tp_overlap=tp_overlap,
                        gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
@@ -80,23 +80,6 @@ def plan(
     _show(results, fmt)
     if check and not all(_passes(b, min_mfu, max_days) for b in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
-
-
-def _items(text: str, flag: str) -> list[str]:
-    from ..spec import SpecError
-
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
-        raise SpecError(f"{flag} names nothing; give a comma list")
-    return items
-
-
-def _zero(text: str) -> int:
-    from ..spec import SpecError
-
-    if not text.isdigit():
-        raise SpecError(f"--zero takes stage numbers, 0,1,3; got {text!r}")
-    return int(text)
 
 
 def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:

@@ -47,6 +47,13 @@ class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dty
         return self.layers - self.dense
 
 
+def stage_sizes(layers: int, pp: int) -> tuple[int, int, int]:
+    """Layers of the first, the fullest middle and the last of ``pp`` stages (pp > 1): the remainder of an
+    uneven split goes to the middle stages first, then to the last (stages())."""
+    base, extra = divmod(layers, pp)
+    return base, base + (1 if extra else 0) if pp > 2 else base, base + (1 if extra > pp - 2 else 0)
+
+
 @functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first pipeline stage, the second where an uneven split gives it a layer more, and the last:
@@ -61,9 +68,8 @@ def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     if pp == 1:
         spans = [(0, 0, L)]
     else:
-        base, extra = divmod(L, pp)
-        last = base + (1 if extra > pp - 2 else 0)
-        spans = [(0, 0, base)] + ([(1, base, 2 * base + 1)] if extra and pp > 2 else []) + [(pp - 1, L - last, L)]
+        first, middle, last = stage_sizes(L, pp)
+        spans = [(0, 0, first)] + ([(1, first, first + middle)] if middle > first else []) + [(pp - 1, L - last, L)]
     dense_end = m.dense_layers if m.is_moe else L
     return tuple(Stage(i, hi - lo, max(0, min(hi, dense_end) - lo), i == 0, i == pp - 1) for i, lo, hi in spans)
 

@@ -13,6 +13,7 @@ from .frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES, Framework
 
 GiB = 2**30
 MODES = ("train", "infer")
+ZERO_STAGES = (0, 1, 2, 3)
 ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params", "activations")
@@ -214,8 +215,7 @@ class MemorySettings:
         check_choice("--finetune", self.finetune, FINETUNES)
         if self.loss_dtype is not None:
             check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
-        if self.zero not in (0, 1, 2, 3):
-            raise SpecError(f"--zero must be 0, 1, 2 or 3, got {self.zero!r}")
+        check_choice("--zero", self.zero, ZERO_STAGES)
         for item in self.offload:
             check_choice("--offload", item, OFFLOADS)
         if self.reserve is not None and self.reserve < 0:
