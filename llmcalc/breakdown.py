@@ -17,9 +17,9 @@ from .spec import SpecError
 UNITS = ("params", "FLOP", "FLOP/s", "byte", "byte/s", "s", "token", "token/s", "ratio", "count")
 
 
-@dataclass(frozen=True)
-class Row:  # a docstring spares dataclass building one from inspect.signature (~70 us of every call)
-    """One named number in a base unit: a line of a table, an entry of the JSON's rows."""
+class Row(NamedTuple):  # a NamedTuple: built ~30 times a point of a sweep, and on every CLI call's import
+    """One named number in a base unit: a line of a table, an entry of the JSON's rows. Built by
+    Rows.add, which checks the unit."""
 
     name: str
     value: float
@@ -27,10 +27,6 @@ class Row:  # a docstring spares dataclass building one from inspect.signature (
     note: str = ""  # the convention behind the number, e.g. "2 B/param"
     total: str | None = "total"  # the row this one's share is taken of; None: no share column
     how: tuple = ()  # its formula, (template, *terms), written out by formula() only when asked (--explain)
-
-    def __post_init__(self) -> None:
-        if self.unit not in UNITS:
-            raise ValueError(f"unknown unit {self.unit!r} for row {self.name!r}")
 
 
 def formula(how: tuple) -> str:
@@ -183,7 +179,7 @@ class Breakdown:
         }
 
 
-_new, _set = object.__new__, object.__setattr__
+_row = tuple.__new__  # Row(...) without its Python-level __new__
 
 
 class Rows:
@@ -199,13 +195,9 @@ class Rows:
             total: str | None | type(...) = ..., how: tuple = ()) -> float:
         """A row; ``how`` is its formula, (template, *terms) with one ``{}`` per term (see formula())."""
         unit = unit or self.unit
-        if unit not in _KNOWN:  # Row's own check
+        if unit not in _KNOWN:
             raise ValueError(f"unknown unit {unit!r} for row {name!r}")
-        # Row(...) without its frozen __init__ (a field at a time through object.__setattr__): the
-        # same object at a third of the cost, where a sweep adds some 30 rows per point.
-        row = _new(Row)
-        _set(row, "__dict__", {"name": name, "value": value, "unit": unit, "note": note,
-                               "total": self.total if total is ... else total, "how": how})
+        row = _row(Row, (name, value, unit, note, self.total if total is ... else total, how))
         self._rows[name] = row
         return value
 

@@ -55,7 +55,7 @@ def _capacity_needed(gpu: GPUSpec | None, s: MemorySettings, command: str) -> No
 
 def _memory_rows(b: Breakdown, prefix: str = "") -> list:
     """The top-level memory rows (weights ... total) of a memory breakdown, for the limit tables."""
-    return [dataclasses.replace(r, name=prefix + r.name) for r in b.rows if "/" not in r.name]
+    return [r._replace(name=prefix + r.name) for r in b.rows if "/" not in r.name]
 
 
 def _dominant(b: Breakdown) -> str:

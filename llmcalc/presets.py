@@ -133,10 +133,11 @@ def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]
     """(the preset ``key`` names, entries holding it) as catalog() finds it, without parsing every
     shipped file. The user's files are all read and checked, as catalog() does; of the shipped ones
     only those whose text contains ``key`` (as one defining it as a name or an alias must) and, for
-    an alias, those naming the presets that list it (an earlier file may define one of them too).
-    (None, {}) when none defines it: catalog() decides, and suggests. A shipped file left unread is
-    not checked, and a shipped name or alias spelled in YAML other than it reads (an escape) would be
-    missed; tests/test_presets_lookup.py holds the shipped files to both."""
+    an alias, those naming the presets that list it (an earlier file may define one of them too); and
+    of those files, only the entries whose text holds the word (safeio.entry_texts). (None, {}) when none defines
+    it: catalog() decides, and suggests. A shipped entry left unread is not checked, and a shipped name
+    or alias spelled in YAML other than it reads (an escape) would be missed; tests/test_presets_lookup.py
+    holds the shipped files to both."""
     *users, shipped = _sources(kind)
     mine = _entries(source for files in users for source in files)
     aliases = _aliases(mine)
@@ -155,8 +156,10 @@ def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]
 
 
 def _shipped(files: tuple[tuple[Path, str], ...], *words: str) -> dict[str, tuple[Path, dict]]:
-    """The entries of those shipped files whose text contains one of ``words``."""
-    return _entries(source for source in files if any(word in source[1].lower() for word in words))
+    """The entries of the shipped files whose text contains one of ``words``, each entry parsed on its
+    own where the file allows (safeio.entry_texts): a lookup parses one preset, not the dozen beside it."""
+    return _entries((path, block) for path, text in files for block in safeio.entry_texts(text)
+                    if any(word in block.lower() for word in words))
 
 
 def _listing(key: str, entries: dict[str, tuple[Path, dict]], mine: dict) -> list[str]:

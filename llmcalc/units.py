@@ -56,6 +56,8 @@ def parse_length(text: str | int) -> int:
     """Sequence length in tokens: '8k' -> 8192, '128k' -> 131072, '4000' -> 4000."""
     if isinstance(text, int):
         value = float(text)
+    elif text.isascii() and text.isdigit() and len(text) < 16 and text.strip("0"):  # "4096": _split's answer, no regex
+        value = float(text)
     else:
         value = _split(text, _BINARY_LEN, "a token length", "4096, 8k, 128k")
     if value != int(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcalc import presets
+from llmcalc import presets, safeio
 
 
 def _by_catalog(kind: str, key: str):
@@ -64,3 +64,29 @@ def test_an_earlier_shipped_definition_decides_an_alias(tmp_path, monkeypatch):
     presets.catalog.cache_clear()
     assert _by_find("models", "nick") == _by_catalog("models", "nick")
     assert _by_find("models", "nick")[0] == "second"
+
+
+@pytest.mark.parametrize("kind", ["models", "gpus", "clusters"])
+def test_a_lookup_parses_each_shipped_entry_on_its_own(kind):
+    """Every shipped file splits into one text per preset (a lookup parses one, not the whole file), and
+    the texts parse to what the whole file does, in its order."""
+    for path, text in presets._sources(kind)[-1]:
+        whole, parts = safeio.load_yaml(text, path), safeio.entry_texts(text)
+        merged = {name: fields for part in parts for name, fields in safeio.load_yaml(part, path).items()}
+        assert len(parts) == len(whole), path.name
+        assert list(merged.items()) == list(whole.items()), path.name
+
+
+@pytest.mark.parametrize("text", [
+    "base: &b\n  hidden_size: 1\nother:\n  <<: *b\n",  # an alias leans on another entry
+    "# models\n---\nfirst:\n  hidden_size: 1\n",  # a document marker
+    "first: {hidden_size: 1}\nsecond:\n  hidden_size: 2\n",  # a flow mapping on the name's line
+])
+def test_a_file_whose_entries_may_lean_on_each_other_is_parsed_whole(text):
+    assert safeio.entry_texts(text) == (text,)
+
+
+def test_comments_stay_with_their_entry_and_the_opening_one_with_the_first():
+    text = "# file\n\nfirst:  # one\n  hidden_size: 1  # 4 * 2\n# about second\nsecond:\n  hidden_size: 2\n"
+    assert safeio.entry_texts(text) == ("# file\n\nfirst:  # one\n  hidden_size: 1  # 4 * 2\n# about second\n",
+                                     "second:\n  hidden_size: 2\n")

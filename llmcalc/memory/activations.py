@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..params import attention_linears, mlp_linears
 from ..spec import ModelSpec
@@ -265,8 +266,7 @@ def adapter_tensors(m: ModelSpec, targets: frozenset, rank: int, a: float, e: fl
     return items
 
 
-@dataclass(frozen=True)
-class Local:
+class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x faster than a frozen dataclass
     """How the tensors of one micro-batch divide on one GPU."""
 
     tokens: float  # b · s / cp (inference: one prefill chunk)

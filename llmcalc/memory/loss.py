@@ -23,7 +23,7 @@ e = the compute dtype's bytes, lb = the loss dtype's (fp32 when the logits are u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
@@ -31,8 +31,7 @@ from .frameworks import DEFAULT_LOSS_CHUNKS
 from .settings import MemorySettings
 
 
-@dataclass(frozen=True)
-class LossBuffers:
+class LossBuffers(NamedTuple):  # one per point of a sweep
     """Bytes the loss holds: at its forward peak and at the start of backward, with the rows of the larger."""
 
     forward: float

@@ -9,7 +9,6 @@ flight under 1F1B, and writes the activations rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..breakdown import Rows
@@ -41,8 +40,7 @@ def in_flight(s: MemorySettings, st: Stage) -> int:
     return s.parallel.pp - st.index if s.parallel.pp > 1 else 1
 
 
-@dataclass(frozen=True)
-class LayerCost:
+class LayerCost(NamedTuple):  # one per layer kind and point of a sweep
     """One layer kind's saved bytes, this GPU: kept through the step (per) and rebuilt one at a time (extra)."""
 
     groups: dict
