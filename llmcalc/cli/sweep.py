@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..spec import SpecError
-from ..units import UnitError
+from ..units import UnitError, setting_parser
 
 MAX_POINTS = 10_000
 
@@ -37,8 +37,6 @@ def values(spec: str, param) -> list[str]:
 
 
 def _number(text: str, param) -> int:
-    from ..units import setting_parser
-
     name = param.name
     parse = setting_parser(name)
     if parse:
