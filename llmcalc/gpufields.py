@@ -7,12 +7,12 @@ GPU lookups load this module.
 from __future__ import annotations
 
 from .presets import PresetError, _did_you_mean, _is_number
-from .gpuspec import DEFAULT_NETWORK_BANDWIDTH, DEFAULT_NODE_GPUS, GPUSpec
+from .gpuspec import ATTENTION_KERNELS, DEFAULT_NETWORK_BANDWIDTH, DEFAULT_NODE_GPUS, GPUSpec
 from .spec import SpecError
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
-            "attention_share", "source", "notes"}
+            "attention_share", "attention_kernels", "matmul_tflops", "source", "notes"}
 _NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
             "network_gb_s", "tdp_w", "attention_share")
 _NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "network_gb_s")
@@ -63,15 +63,27 @@ def _memory_bytes(name: str, fields: dict, where: str) -> int:
     return int(round(memory))
 
 
-def _peaks(name: str, fields: dict, where: str) -> dict[str, float]:
-    """tflops: {dtype: TFLOP/s} -> {dtype: FLOP/s}."""
-    tflops = fields["tflops"]
+def _peaks(name: str, fields: dict, where: str, key: str = "tflops") -> dict[str, float]:
+    """tflops (or matmul_tflops): {dtype: TFLOP/s} -> {dtype: FLOP/s}."""
+    tflops = fields[key]
     if not isinstance(tflops, dict):
-        raise PresetError(f"{where}: {name}.tflops must map dtypes to TFLOP/s")
+        raise PresetError(f"{where}: {name}.{key} must map dtypes to TFLOP/s")
     for k, v in tflops.items():
         if not _is_number(v):
-            raise PresetError(f"{where}: {name}.tflops.{k} must be a number of TFLOP/s, got {v!r}")
+            raise PresetError(f"{where}: {name}.{key}.{k} must be a number of TFLOP/s, got {v!r}")
     return {str(k): float(v) * 1e12 for k, v in tflops.items()}
+
+
+def _shares(name: str, fields: dict, where: str) -> dict[str, float]:
+    """attention_kernels: {kernel: share of the 16-bit peak} for the kernels besides FlashAttention-2."""
+    kernels = fields.get("attention_kernels") or {}
+    if not isinstance(kernels, dict) or not all(_is_number(v) for v in kernels.values()):
+        raise PresetError(f"{where}: {name}.attention_kernels must map kernel names (cudnn, fa3) to fractions of "
+                          f"the 16-bit peak, got {kernels!r}")
+    unknown = sorted(set(map(str, kernels)) - set(ATTENTION_KERNELS))
+    if unknown:
+        raise PresetError(f"{where}: {name}.attention_kernels names {unknown[0]!r}; known: {', '.join(ATTENTION_KERNELS)}")
+    return {str(k): float(v) for k, v in kernels.items()}
 
 
 def build(name: str, fields: dict, where: str) -> GPUSpec:
@@ -95,6 +107,8 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         node_gpus=_given(fields, "node_gpus", DEFAULT_NODE_GPUS),
         network_bandwidth=_given(fields, "network_gb_s", DEFAULT_NETWORK_BANDWIDTH / 1e9) * 1e9,
         attention_share=fields.get("attention_share"),
+        attention_kernels=_shares(name, fields, where),
+        matmul_flops=_peaks(name, fields, where, "matmul_tflops") if fields.get("matmul_tflops") is not None else {},
         peak_flops=peak_flops,
         vendor=str(fields.get("vendor", "")),
         tdp_w=fields.get("tdp_w"),

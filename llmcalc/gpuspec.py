@@ -17,6 +17,10 @@ DEFAULT_NETWORK_BANDWIDTH = 12.5e9  # B/s per GPU, one direction: one 100 Gb/s p
 # DGX H100's 400 Gb/s and half a DGX A100's 200 Gb/s: conservative for a training cluster (an 8-card PCIe
 # cloud server can have less, e.g. 100 Gb/s for all 8: pass a cluster preset for it)
 
+# Attention kernels a preset may give a measured share for besides FlashAttention-2 (its attention_share):
+# cuDNN's fused attention (what Transformer Engine runs on Hopper and later) and FlashAttention-3.
+ATTENTION_KERNELS = ("cudnn", "fa3")
+
 
 @dataclass(frozen=True)
 class GPUSpec:
@@ -45,6 +49,8 @@ class GPUSpec:
     node_gpus: int = DEFAULT_NODE_GPUS  # GPUs in the reference system's fast domain
     network_bandwidth: float = DEFAULT_NETWORK_BANDWIDTH  # B/s per GPU, one direction, between domains
     attention_share: float | None = None  # FlashAttention-2 forward's share of the 16-bit peak, as measured
+    attention_kernels: Mapping[str, float] = field(default_factory=dict)  # other kernels' shares (cudnn, fa3)
+    matmul_flops: Mapping[str, float] = field(default_factory=dict)  # measured best-shape matmul FLOP/s per dtype
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -56,18 +62,36 @@ class GPUSpec:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
-        if self.attention_share is not None and not 0 < self.attention_share <= 1:
-            raise SpecError(f"{where}: attention_share must be a fraction in (0, 1], got {self.attention_share}")
+        for kernel, share in {"fa2": self.attention_share, **self.attention_kernels}.items():
+            if share is not None and not 0 < share <= 1:
+                raise SpecError(f"{where}: the {kernel} attention share must be a fraction in (0, 1], got {share}")
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
         for dtype, value in self.peak_flops.items():
             check_choice(f"{where}: tflops dtype", dtype, DTYPES)
             _positive(where, f"tflops.{dtype}", value)
+        for dtype, value in self.matmul_flops.items():  # a measurement, so below the peak (boost clocks aside)
+            if not 0 < value <= 1.1 * self.peak(dtype):
+                raise SpecError(f"{where}: matmul_tflops.{dtype} must be a measured rate up to the dense peak "
+                                f"({self.peak(dtype) / 1e12:g}), got {value / 1e12:g}")
 
     @property
     def usable_bytes(self) -> int:
         """The capacity every fit is judged against: the driver's total where known, else nominal."""
         return self.device_memory_bytes or self.memory_bytes
+
+    def matmul_share(self, dtype: str) -> float | None:
+        """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured."""
+        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype)):
+            if candidate in self.matmul_flops:
+                return self.matmul_flops[candidate] / self.peak(dtype)
+        return None
+
+    def attention_kernel_share(self, kernel: str) -> float | None:
+        """The share of the 16-bit peak the attention ``kernel``'s forward reaches on this GPU, as measured:
+        fa2 is ``attention_share``; a kernel with no figure here runs as FlashAttention-2 does (FA3 and
+        cuDNN's fused attention gain on Hopper's own paths; elsewhere they are FA2-class kernels)."""
+        return self.attention_kernels.get(kernel, self.attention_share)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""

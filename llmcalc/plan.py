@@ -22,8 +22,8 @@ from typing import Iterator, NamedTuple
 from .flops import RECOMPUTE
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, SpecError, check_choice
-from .steptime import (Layout, Links, MicroBatch, ModelCost, StepTime, attention_efficiency, check_links,
-                       matmul_efficiency, micro_batch, model_cost, step_time)
+from .steptime import (ATTENTION_KERNELS, Layout, Links, MicroBatch, ModelCost, StepTime, attention_efficiency,
+                       check_links, matmul_efficiency, micro_batch, model_cost, step_time)
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -69,6 +69,7 @@ class Constraints:
     zero: tuple[int, ...] = SEARCHED_ZERO
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
+    attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
 
@@ -81,6 +82,7 @@ class Constraints:
             check_choice("--recompute", r, RECOMPUTE)
         for z in self.zero:
             check_choice("--zero", z, ZERO_STAGES)
+        check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
         if not self.recompute or not self.zero:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
@@ -105,11 +107,12 @@ class Ranked(NamedTuple):
     usable: float
 
 
-def links_of(cluster, dtype: str) -> Links:
-    """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype."""
+def links_of(cluster, dtype: str, kernel: str = "auto") -> Links:
+    """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype and attention kernel."""
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
-                 cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype), attention_efficiency(gpu))
+                 cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
+                 attention_efficiency(gpu, kernel))
 
 
 def _powers(limit: int) -> list[int]:
@@ -203,7 +206,7 @@ class Planner:
 
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
-        self.links = links_of(cluster, t.dtype)
+        self.links = links_of(cluster, t.dtype, c.attention_kernel)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util

@@ -41,7 +41,7 @@ from typing import NamedTuple
 from .flops import forward
 from .memory.placement import stage_sizes
 from .serving import COMPUTE, FLOAT_BANDWIDTH
-from .spec import ModelSpec, SpecError
+from .spec import ModelSpec, SpecError, check_choice
 
 # The three compute constants are fitted together over the published runs of tests/test_plan_published.py
 # (Megatron-LM 2021, Korthikanti et al. 2022, Megatron-Core, llm-foundry, Llama 3, BLOOM, MT-NLG, IBM FSDP;
@@ -53,10 +53,12 @@ MATMUL_EFFICIENCY = 0.70
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward.
 ELEMENTWISE_TRAFFIC = 4.0
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
-# of peak FlashAttention-2's forward reaches on the GPU (GPUSpec.attention_share: A100 0.73, H100 0.35):
-# the backward, masked tiles and short heads keep training attention below the kernel's best.
+# of peak its kernel's forward reaches on the GPU (GPUSpec.attention_kernel_share: FlashAttention-2 A100 0.73,
+# H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
+# attention below the kernel's best.
 ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
+ATTENTION_KERNELS = ("auto", "fa2", "cudnn", "fa3")  # --attention-kernel; auto: Transformer Engine's choice
 LINK_EFFICIENCY = 0.75  # share of a link's bandwidth NCCL collectives reach (serving.LINK_EFFICIENCY)
 LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
@@ -265,12 +267,27 @@ def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: floa
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
 
 
-def attention_efficiency(gpu) -> float:
+def attention_kernel(gpu, kernel: str = "auto") -> str:
+    """The kernel ``kernel`` names on ``gpu``: auto is what Transformer Engine (the planner's Megatron-Core)
+    runs, cuDNN's fused attention where the GPU has a figure for it (TE prefers it on Hopper and later since
+    1.2), FlashAttention-2 elsewhere."""
+    check_choice("--attention-kernel", kernel, ATTENTION_KERNELS)
+    if kernel == "auto":
+        return "cudnn" if "cudnn" in gpu.attention_kernels else "fa2"
+    return kernel
+
+
+def attention_efficiency(gpu, kernel: str = "auto") -> float:
     """The causal attention core's share of the 16-bit peak on ``gpu`` (ATTENTION_EFFICIENCY x its kernel's)."""
-    return ATTENTION_EFFICIENCY * (gpu.attention_share or REFERENCE_ATTENTION_SHARE)
+    return ATTENTION_EFFICIENCY * (gpu.attention_kernel_share(attention_kernel(gpu, kernel)) or REFERENCE_ATTENTION_SHARE)
 
 
-def matmul_efficiency(dtype: str) -> float:
-    """The share of the dense peak training GEMMs reach: MATMUL_EFFICIENCY for 16-bit, scaled for other
-    dtypes as latency's prefill share scales (serving.COMPUTE: fp8 kernels reach less of their doubled peak)."""
+def matmul_efficiency(dtype: str, gpu=None) -> float:
+    """The share of the dense ``dtype`` peak training GEMMs reach: MATMUL_EFFICIENCY for 16-bit; for another
+    dtype, scaled by the GPU's measured best-shape matmul share of that dtype's peak against bf16's (H100 fp8:
+    0.709 / 0.803: training GEMMs are large), else as latency's prefill share scales (serving.COMPUTE: fp8
+    kernels reach less of their doubled peak)."""
+    measured, base = (gpu.matmul_share(dtype), gpu.matmul_share("bf16")) if gpu is not None else (None, None)
+    if measured and base:
+        return MATMUL_EFFICIENCY * measured / base
     return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]

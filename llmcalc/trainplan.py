@@ -8,7 +8,7 @@ import dataclasses
 from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout
+from .steptime import Layout, attention_kernel
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
 DEFAULT_BATCH_TOKENS = 4 * 2**20
@@ -54,10 +54,12 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     return int(tokens // seq)
 
 
-CONVENTIONS = ("step time (llmcalc/steptime.py): GEMMs at 70% of peak, attention at 41% of the GPU's FlashAttention "
-               "share, memory-bound kernels at HBM speed; TP and EP collectives exposed, CP's and DP's hidden "
-               "behind compute where they can be; bubble (p-1)/v micro-batches; memory: Megatron-Core's states, "
-               "the first stage's micro-batches in flight")
+def conventions(links, dtype: str, kernel: str) -> str:
+    """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
+    return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak, the attention "
+            f"core ({kernel}) at {links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; TP and "
+            "EP collectives exposed, CP's and DP's hidden behind compute where they can be; bubble (p-1)/v "
+            "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 # The step-time rows: (row, steptime.StepTime field, note)
 STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
@@ -124,7 +126,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(CONVENTIONS)
+        notes.append(conventions(p.links, t.dtype, attention_kernel(cluster.gpu, c.attention_kernel)))
     summary: dict = {"layouts": layouts, "found": bool(ranked), "evaluated": p.evaluated}
     if ranked:
         best = ranked[0]

@@ -23,7 +23,7 @@ PURE_FSDP = {"mosaicml-llm-foundry", "pytorch-fsdp-blog"}
 # Before context parallelism (Megatron-Core 0.5, 2024) and without FSDP (ZeRO-3): Megatron-LM 2021/2022;
 # DeepSpeed's pipeline engine (MT-NLG, BLOOM) shards only the optimizer (ZeRO-1) beside PP.
 NO_CP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
-NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme", "megatron-core-moe", "megatron-bridge-25.11"}
+NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme", "megatron-core-moe", "nemo-24.07", "megatron-bridge-25.11"}
 # Megatron-LM before its distributed optimizer (2022): plain data parallelism only.
 PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
 # DeepSpeed's pipeline engine runs plain 1F1B: no interleaved virtual stages.
@@ -35,6 +35,10 @@ TP_OVERLAP = {"megatron-core-readme"}
 RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
 # llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn).
 FUSED_LOSS = {"mosaicml-llm-foundry"}
+# Attention without Transformer Engine: llm-foundry's flash-attn, the IBM blog's PyTorch SDPA (its flash
+# backend is FlashAttention-2), Meta's Llama 3 stack (trained before FlashAttention-3). The Megatron-Core,
+# NeMo and Megatron-Bridge runs use TE, whose auto choice is cuDNN's fused attention on Hopper.
+FLASH_ATTENTION_2 = {"mosaicml-llm-foundry", "pytorch-fsdp-blog", "llama3-paper"}
 
 # The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
 NETWORK = {
@@ -80,8 +84,9 @@ def question(c: Case) -> Question:
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
-                       loss="fused" if c.group in FUSED_LOSS else None, **fixed)
-    return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch), cons)
+                       loss="fused" if c.group in FUSED_LOSS else None,
+                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto", **fixed)
+    return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=c.dtype), cons)
 
 
 class Answer(NamedTuple):
@@ -104,8 +109,8 @@ def answer(q: Question, depth: int = 3) -> Answer:
     fitting = [lay for lay in variants(c.model, q.target, q.constraints, q.published) if p.fits(lay)]
     rank = degrees.index(q.published) + 1 if q.published in degrees else None
     mfu = None
-    if fitting:  # the published degrees' fastest fitting variant, as the planner's own record states its MFU
-        best = min(fitting, key=lambda lay: p.time(lay).total)
+    if fitting:  # the published degrees' fastest fitting variant, its MFU by the planner's own record, over
+        best = min(fitting, key=lambda lay: p.time(lay).total)  # the BF16 peak as the sources' (FP8 runs too)
         mfu = record(Ranked(best, p.time(best), p.memory(best), p.usable), c.model, q.target,
-                     q.cluster.gpu.peak(q.target.dtype))["mfu"]
+                     q.cluster.gpu.peak("bf16"))["mfu"]
     return Answer(rank, bool(fitting), mfu, tuple(degrees[:3]))

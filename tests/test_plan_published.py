@@ -18,7 +18,7 @@ from .plan_questions import answer, question
 
 TOLERANCE = 0.15  # the issue's: predicted MFU within 15% of the published
 
-# Runs not checked, with the reason (beyond those without a 16-bit MFU: FP8 recipes, layout-only rows).
+# Runs not checked, with the reason (beyond those without an MFU: layout-only rows).
 NOT_CHECKED = {
     **dict.fromkeys(
         ["megatron2021-zero3-174b-384xa100", "megatron2021-zero3-174b-768xa100", "megatron2021-zero3-174b-1536xa100",
@@ -34,7 +34,7 @@ def survey() -> dict:
     """id -> (Case, Answer) for every checked run."""
     out = {}
     for c in cases():
-        if c.mfu is None or c.dtype != "bf16" or c.id in NOT_CHECKED:
+        if c.mfu is None or c.id in NOT_CHECKED:
             continue
         out[c.id] = (c, answer(question(c)))
     return out
@@ -70,10 +70,27 @@ def test_the_readme_states_these_counts():
     top3 = sum(1 for _, a in runs if a.rank and a.rank <= 3)
     for claim in (f"Checked against {len(runs)} published runs", f"lets all {fits} published layouts fit" if fits == len(runs) else f"lets {fits} of the published",
                   f"within 15% for {within} of them (median error {statistics.median(errors):.0%})",
-                  f"three fastest for {top3}"):
+                  f"three fastest for {top3}", _by_dtype(runs)):
         assert claim in readme, claim
 
 
+def _by_dtype(runs) -> str:
+    """The README's split of the counts: 16-bit runs, then FP8 ones."""
+    import statistics
+
+    def counts(dtype: str) -> tuple[int, int, int, float]:
+        errors = [abs(a.mfu / c.mfu - 1) for c, a in runs if c.dtype == dtype and a.mfu]
+        top3 = sum(1 for c, a in runs if c.dtype == dtype and a.rank and a.rank <= 3)
+        return sum(e <= TOLERANCE for e in errors), len(errors), top3, statistics.median(errors)
+
+    w16, n16, t16, _ = counts("bf16")
+    w8, n8, t8, m8 = counts("fp8")
+    return (f"The 16-bit runs alone: {w16} of {n16} within 15%, {t16} in the top three; the FP8 runs: {w8} of {n8} "
+            f"(median error {m8:.0%}), {t8}.")
+
+
+# Not NeMo's or Megatron-Bridge's: their FP8 runs miss by 16-34% where fp8's memory would spare
+# recomputation (FP8_MEMORY), and their medians are 16% and 19%.
 @pytest.mark.parametrize("group", ["megatron-lm-2021", "korthikanti-2022", "megatron-core-readme",
                                    "mosaicml-llm-foundry", "pytorch-fsdp-blog"])
 def test_median_error_within_tolerance_for_each_source(group):
@@ -86,6 +103,9 @@ def test_median_error_within_tolerance_for_each_source(group):
 LLAMA3 = ("Meta's schedule (interleaved 1F1B with a tunable micro-batch count, one layer fewer on the first and "
           "last stages) is only partly modelled: at 32 micro-batches the interleaved first stage would hold 16 + 15/v "
           "of them, over 80 GiB, so the planner times plain 1F1B with a 15/32 bubble")
+FP8_MEMORY = ("fp8 training's memory is not modelled (Transformer Engine saves 1-byte copies of the GEMM inputs and "
+              "caches fp8 weights): with 16-bit activations the published layout fits only with full recomputation, "
+              "which the source does not state")
 DOES_NOT_FIT: dict[str, str] = {}
 MFU_MISSES = {
     "llama3-405b-8k-h100-seq8k": "predicted low (-21%): " + LLAMA3,
@@ -111,6 +131,18 @@ MFU_MISSES = {
     **dict.fromkeys(["mtnlg-530b-2240xa100", "mtnlg-530b-2800xa100", "mtnlg-530b-3360xa100"],
                     "predicted high (+21 to +27%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
                     "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is within 2%)"),
+    **dict.fromkeys(["nemo2407-llama3-8b-8xh100-fp8", "mbridge2511-llama3-70b-64xh100-fp8-cs",
+                     "mbridge2511-llama3p1-405b-1024xh100-fp8-cs", "mbridge2511-llama3p1-405b-128xb200-fp8-cs",
+                     "mbridge2511-llama3p1-405b-256xgb200-fp8-cs"], "predicted low (-20 to -34%): " + FP8_MEMORY),
+    **dict.fromkeys(["nemo2407-llama2-13b-16xh100-fp8", "nemo2407-llama2-70b-64xh100-fp8"],
+                    "predicted low (-16 to -18%): the pipeline sends (0.6-0.7 s of a 4.6-5.7 s step) are charged "
+                    "exposed, which Megatron-Core's interleaved schedule overlaps (overlap_p2p_comm), and 70B's TP "
+                    "all-reduces, which NeMo's recipes overlap; the source states neither"),
+    "mbridge2511-llama3-8b-8xgb200-fp8-cs": "predicted high (+19%): the same recipe is +12% on B200 and -6% on H100; "
+                                            "GB200 has no measured attention share (the 0.73 reference is used)",
+    "mbridge2511-deepseekv3-256xb200-fp8-mx": "predicted high (+67%): the published 0.25 is 38% below the same recipe "
+                                              "on GB200, whose 72-GPU NVLink domain holds the expert all-to-all that "
+                                              "crosses InfiniBand on B200; the model charges that far less",
 }
 RANK_MISSES = {
     "llama3-405b-8k-h100-seq8k": "the planner's TP 8 / CP 2 / PP 16 is predicted 33% faster: " + LLAMA3,
@@ -123,7 +155,11 @@ RANK_MISSES = {
                     "faster: without sequence parallelism (2021) it charges every TP rank the norms and dropouts "
                     "they all repeat; the paper's MFU for its own layout is predicted within 15%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 5% faster",
-    "mbridge2511-deepseekv3-256xgb200-bf16": "pure DP with EP 256 over the published PP 4 / EP 64, predicted 9% "
-                                             "faster: MoE routing imbalance and the all-to-all's overlap are not "
-                                             "modelled",
+    **dict.fromkeys(["mbridge2511-deepseekv3-256xgb200-bf16", "mbridge2511-deepseekv3-256xgb200-fp8-mx",
+                     "mbridge2511-deepseekv3-256xb200-fp8-mx"],
+                    "pure DP (or PP) with wide EP over the published PP / EP 64, predicted faster: MoE routing "
+                    "imbalance and the all-to-all's overlap are not modelled"),
+    **dict.fromkeys(["nemo2407-llama3-8b-8xh100-fp8", "mbridge2511-llama3-70b-64xh100-fp8-cs",
+                     "mbridge2511-llama3p1-405b-128xb200-fp8-cs", "mbridge2511-llama3p1-405b-256xgb200-fp8-cs"],
+                    "layouts that fit without recomputation win: " + FP8_MEMORY),
 }

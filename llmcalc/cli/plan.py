@@ -9,6 +9,7 @@ from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, M
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
+AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3"))  # steptime.ATTENTION_KERNELS
 
 
 
@@ -34,6 +35,7 @@ def plan(
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
+    attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's (cuDNN on Hopper and later, else FlashAttention-2); fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
@@ -68,7 +70,7 @@ def plan(
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=choices(recomputes, str, "--recompute"), zero=choices(zero_stages, int, "--zero"),
-                       sp=sp, tp_overlap=tp_overlap,
+                       sp=sp, tp_overlap=tp_overlap, attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):

@@ -61,11 +61,11 @@ def presets_show(
         writer.writerow(["kind", "field", "value", "unit"])
         for key, value in fields.items():
             for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
-                writer.writerow([kind, f"{key}.{sub}" if sub else key, v, "FLOP/s" if sub else SHOW_UNITS.get(key, "")])
+                writer.writerow([kind, f"{key}.{sub}" if sub else key, v, SHOW_UNITS.get(key, "")])
         return
     from ..report import _display
 
-    rows = [(key, ", ".join(f"{k} {_display(v, 'FLOP/s')}" for k, v in value.items()) if isinstance(value, dict)
+    rows = [(key, ", ".join(f"{k} {_display(v, SHOW_UNITS.get(key))}" for k, v in value.items()) if isinstance(value, dict)
              else _display(value, SHOW_UNITS.get(key))) for key, value in fields.items()]
     if fmt == "markdown":
         from ..report import _markdown_listing
