@@ -69,6 +69,7 @@ class Constraints:
     zero: tuple[int, ...] = SEARCHED_ZERO
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
+    pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
     attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
@@ -180,7 +181,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                 continue
             for recompute in c.recompute:
                 for v in vpps:
-                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap)
+                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap)
 
 
 def in_flight(lay: Layout, stage: int) -> float:

@@ -122,6 +122,7 @@ class Layout(NamedTuple):
     micro_batch: int = 1
     micro_batches: int = 1  # per step per pipeline: global batch / (dp x micro_batch)
     tp_overlap: bool = False  # TP collectives split into chunks under the GEMMs (Transformer Engine userbuffers)
+    pp_overlap: bool = True  # interleaved 1F1B's sends under the next chunk (Megatron's overlap_p2p_comm)
 
 
 class StepTime(NamedTuple):
@@ -186,6 +187,11 @@ class MicroBatch(NamedTuple):
     def total(self) -> float:
         return self.compute + self.redo + self.tp + self.cp + self.ep
 
+    @property
+    def layers_forward(self) -> float:
+        """The rank's layers' forward, without the LM head."""
+        return self.gemm + self.attention + self.elementwise
+
 
 def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
     """(layers of the fullest rank, layers of the last rank, which also runs the LM head). An uneven split
@@ -240,8 +246,19 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[fl
     mb = micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
-                    pp=m * lay.vpp * 2 * mb.send, bubble=(lay.pp - 1) / lay.vpp * per_mb,
+                    pp=m * lay.vpp * 2 * exposed_send(mb, lay), bubble=(lay.pp - 1) / lay.vpp * per_mb,
                     dp=_dp_time(lay, links, grads, per_mb, compute))
+
+
+def overlaps_sends(lay: Layout) -> bool:
+    """Megatron's overlap_p2p_comm: the interleaved schedule posts each send and runs the next chunk under it."""
+    return lay.vpp > 1 and lay.pp_overlap
+
+
+def exposed_send(mb: MicroBatch, lay: Layout) -> float:
+    """One pipeline send's exposed time: all of it, or where the schedule overlaps sends what outlasts one
+    chunk's forward (a backward chunk, twice as long, hides more)."""
+    return max(0.0, mb.send - mb.layers_forward / lay.vpp) if overlaps_sends(lay) else mb.send
 
 
 def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: float, compute: float) -> float:

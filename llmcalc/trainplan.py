@@ -8,7 +8,7 @@ import dataclasses
 from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout, attention_kernel
+from .steptime import Layout, attention_kernel, overlaps_sends
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
 DEFAULT_BATCH_TOKENS = 4 * 2**20
@@ -58,8 +58,9 @@ def conventions(links, dtype: str, kernel: str) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak, the attention "
             f"core ({kernel}) at {links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; TP and "
-            "EP collectives exposed, CP's and DP's hidden behind compute where they can be; bubble (p-1)/v "
-            "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+            "EP collectives exposed, CP's, DP's and interleaved PP's hidden behind compute where they can be; "
+            "bubble (p-1)/v micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+
 
 # The step-time rows: (row, steptime.StepTime field, note)
 STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
@@ -67,7 +68,7 @@ STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels and 
              ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "expert-parallel all-to-all, dispatch and combine"),
-             ("pp_comm", "pp", "pipeline sends and receives between stages"),
+             ("pp_comm", "pp", "pipeline sends and receives between stages, beyond what an interleaved chunk hides"),
              ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
              ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
 
@@ -84,7 +85,9 @@ def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
             "ep_comm": each + (m, mb.ep),
-            "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
+            "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
+                        lay.vpp, mb.send, mb.gemm, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
+                       ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
             "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)",)}
 

@@ -70,6 +70,23 @@ def test_interleaving_divides_the_bubble_and_recomputation_repeats_the_forward()
     assert full.recompute == pytest.approx(one.compute / 3 - 8 * (1000 * 100e6 / 0.7e15))  # forward without the head
 
 
+def test_interleaved_sends_run_under_the_next_chunk_unless_told_otherwise():
+    """Megatron's overlap_p2p_comm (default since 2023-10, interleaved schedule only): a send costs only what
+    outlasts the next chunk's forward, (GEMMs + attention + memory-bound kernels) / v; plain 1F1B and
+    --no-pp-overlap pay every send."""
+    slow = LINKS._replace(inter=1e9)  # a slow network, so that a send outlasts a chunk
+    lay = Layout(tp=1, pp=2, dp=8, vpp=2, micro_batch=1, micro_batches=4)
+    mb = steptime.micro_batch(COST, slow, lay, 1000)
+    chunk = (mb.gemm + mb.attention + mb.elementwise) / 2
+    assert mb.send > chunk
+    assert steptime.step_time(COST, slow, lay, 1000, (1e9, 0.0)).pp == pytest.approx(4 * 2 * 2 * (mb.send - chunk))
+    exposed = steptime.step_time(COST, slow, lay._replace(pp_overlap=False), 1000, (1e9, 0.0)).pp
+    assert exposed == pytest.approx(4 * 2 * 2 * mb.send)
+    plain = lay._replace(vpp=1)
+    assert steptime.step_time(COST, slow, plain, 1000, (1e9, 0.0)).pp == pytest.approx(
+        4 * 2 * steptime.micro_batch(COST, slow, plain, 1000).send)
+
+
 def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():
     """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
     wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)

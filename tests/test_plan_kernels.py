@@ -1,5 +1,5 @@
-"""The GEMM and attention shares the planner takes from the GPU preset: fp8 GEMMs at the GPU's measured
-fp8/bf16 matmul ratio, the attention core at its kernel's measured forward share; through the real CLI."""
+"""The software the planner assumes: fp8 GEMMs at the GPU's measured fp8/bf16 matmul ratio, the attention
+core at its kernel's measured forward share, interleaved sends under the next chunk; through the real CLI."""
 
 from __future__ import annotations
 
@@ -85,3 +85,17 @@ def test_presets_show_gives_kernel_shares_as_fractions_and_matmuls_as_rates():
     lines = {line.split("│")[0].strip(): line for line in out.stdout.splitlines() if "│" in line}
     assert "cudnn 0.61, fa3 0.65" in lines["attention_kernels"] and "FLOP/s" not in lines["attention_kernels"]
     assert "bf16 794 TFLOP/s" in lines["matmul_flops"]
+
+
+def test_no_pp_overlap_pays_every_interleaved_send():
+    fixed = ("--pp", "4", "--vpp", "2", "--tp", "1", "--cp", "1", "--micro-batch", "1", "--gpus", "32")
+
+    def pp_comm(*extra: str) -> float:
+        out = run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--seq", "4k", "--top", "1", "--json",
+                  *fixed, *extra)
+        assert out.exit_code == 0, out.stderr
+        d = json.loads(out.stdout)
+        return next(r["value"] for r in d["rows"] if r["name"] == "pp_comm"), d["inputs"]["pp_overlap"]
+
+    (hidden, on), (paid, off) = pp_comm(), pp_comm("--no-pp-overlap")
+    assert on is True and off is False and paid > hidden >= 0

@@ -70,8 +70,17 @@ def test_the_readme_states_these_counts():
     top3 = sum(1 for _, a in runs if a.rank and a.rank <= 3)
     for claim in (f"Checked against {len(runs)} published runs", f"lets all {fits} published layouts fit" if fits == len(runs) else f"lets {fits} of the published",
                   f"within 15% for {within} of them (median error {statistics.median(errors):.0%})",
-                  f"three fastest for {top3}", _by_dtype(runs)):
+                  f"three fastest for {top3}", _by_dtype(runs), _high("megatron-core-readme", runs)):
         assert claim in readme, claim
+
+
+def _high(group: str, runs) -> str:
+    """The README's range of one source's over-predictions."""
+    import statistics
+
+    errors = sorted(a.mfu / c.mfu - 1 for c, a in runs if c.group == group)
+    assert errors[0] > 0, errors
+    return f"{errors[0] * 100:.0f}-{errors[-1]:.0%} high (median {statistics.median(errors):.0%})"
 
 
 def _by_dtype(runs) -> str:
@@ -134,10 +143,9 @@ MFU_MISSES = {
     **dict.fromkeys(["nemo2407-llama3-8b-8xh100-fp8", "mbridge2511-llama3-70b-64xh100-fp8-cs",
                      "mbridge2511-llama3p1-405b-1024xh100-fp8-cs", "mbridge2511-llama3p1-405b-128xb200-fp8-cs",
                      "mbridge2511-llama3p1-405b-256xgb200-fp8-cs"], "predicted low (-20 to -34%): " + FP8_MEMORY),
-    **dict.fromkeys(["nemo2407-llama2-13b-16xh100-fp8", "nemo2407-llama2-70b-64xh100-fp8"],
-                    "predicted low (-16 to -18%): the pipeline sends (0.6-0.7 s of a 4.6-5.7 s step) are charged "
-                    "exposed, which Megatron-Core's interleaved schedule overlaps (overlap_p2p_comm), and 70B's TP "
-                    "all-reduces, which NeMo's recipes overlap; the source states neither"),
+    "mcore-weak-70b-768xh100": "predicted high (+16%): the lowest MFU of the README's nine runs (0.42 against "
+                               "0.43-0.49), which the model, crediting TE's cuDNN attention and overlapped sends to "
+                               "all of them, does not single out",
     "mbridge2511-llama3-8b-8xgb200-fp8-cs": "predicted high (+19%): the same recipe is +12% on B200 and -6% on H100; "
                                             "GB200 has no measured attention share (the 0.73 reference is used)",
     "mbridge2511-deepseekv3-256xb200-fp8-mx": "predicted high (+67%): the published 0.25 is 38% below the same recipe "
@@ -155,6 +163,8 @@ RANK_MISSES = {
                     "faster: without sequence parallelism (2021) it charges every TP rank the norms and dropouts "
                     "they all repeat; the paper's MFU for its own layout is predicted within 15%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 5% faster",
+    "mcore-weak-32b-384xh100": "fifth, 5% behind TP 4 and short interleaved pipelines whose sends the schedule "
+                               "overlaps",
     **dict.fromkeys(["mbridge2511-deepseekv3-256xgb200-bf16", "mbridge2511-deepseekv3-256xgb200-fp8-mx",
                      "mbridge2511-deepseekv3-256xb200-fp8-mx"],
                     "pure DP (or PP) with wide EP over the published PP / EP 64, predicted faster: MoE routing "
