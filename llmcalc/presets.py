@@ -158,7 +158,8 @@ def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]
 def _shipped(files: tuple[tuple[Path, str], ...], *words: str) -> dict[str, tuple[Path, dict]]:
     """The entries of the shipped files whose text contains one of ``words``, each entry parsed on its
     own where the file allows (safeio.entry_texts): a lookup parses one preset, not the dozen beside it."""
-    return _entries((path, block) for path, text in files for block in safeio.entry_texts(text)
+    held = [(path, text) for path, text in files if any(word in text.lower() for word in words)]
+    return _entries((path, block) for path, text in held for block in safeio.entry_texts(text)
                     if any(word in block.lower() for word in words))
 
 

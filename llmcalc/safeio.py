@@ -173,7 +173,7 @@ def entry_texts(text: str) -> tuple[str, ...]:
     column 0 (comments and blank lines go with the entry above; the file's opening comment with the
     first). The whole text where an entry may lean on another (an anchor or alias) or a top-level line
     is anything but ``name:`` (a document marker, a flow mapping, a value on the same line)."""
-    if re.search(_ANCHOR, text, re.MULTILINE):
+    if ("&" in text or "*" in text) and re.search(_ANCHOR, text, re.MULTILINE):
         return (text,)
     head, *entries = re.split(_TOP_LEVEL, text, flags=re.MULTILINE)
     if not entries or not all(re.match(_ENTRY, entry) for entry in entries):
