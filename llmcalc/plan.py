@@ -70,6 +70,7 @@ class Constraints:
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
+    dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)
     attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
@@ -181,7 +182,8 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                 continue
             for recompute in c.recompute:
                 for v in vpps:
-                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap)
+                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
+                                 c.dp_overlap)
 
 
 def in_flight(lay: Layout, stage: int) -> float:

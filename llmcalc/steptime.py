@@ -123,6 +123,7 @@ class Layout(NamedTuple):
     micro_batches: int = 1  # per step per pipeline: global batch / (dp x micro_batch)
     tp_overlap: bool = False  # TP collectives split into chunks under the GEMMs (Transformer Engine userbuffers)
     pp_overlap: bool = True  # interleaved 1F1B's sends under the next chunk (Megatron's overlap_p2p_comm)
+    dp_overlap: bool = True  # gradient reduction under the backward (Megatron's overlap_grad_reduce/param_gather)
 
 
 class StepTime(NamedTuple):
@@ -277,6 +278,8 @@ def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: floa
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
         each = 2 * gather + reduce
         return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
+    if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
+        return 2 * reduce if lay.zero == 0 else reduce + gather
     if lay.zero == 0:  # one all-reduce (reduce-scatter + all-gather of the gradients) after the last backward
         return max(2 * reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * 2 * reduce)
     # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters

@@ -30,8 +30,10 @@ PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
 NO_INTERLEAVING = {"bloom", "mt-nlg"}
 # The Megatron-Core README's runs set --tp-comm-overlap (Transformer Engine userbuffers).
 TP_OVERLAP = {"megatron-core-readme"}
-# Before Megatron-LM overlapped the interleaved schedule's sends by default (overlap_p2p_comm, 2023-10).
-NO_PP_OVERLAP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
+# Before Megatron-LM overlapped its communication (--overlap-grad-reduce 2023-08, overlap_p2p_comm by default
+# 2023-10), and DeepSpeed's pipeline engine, which reduces the gradients after its schedule: sends and
+# gradient reductions exposed.
+BEFORE_OVERLAP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
 # MT-NLG's published TFLOP/s count the recomputed forward (Megatron's eq. 3), so it recomputed: "full" is
 # read from the source's own FLOP count, not searched.
 RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
@@ -85,7 +87,7 @@ def question(c: Case) -> Question:
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
-                       pp_overlap=c.group not in NO_PP_OVERLAP,
+                       pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else None,
                        attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto", **fixed)

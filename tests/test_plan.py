@@ -87,6 +87,19 @@ def test_interleaved_sends_run_under_the_next_chunk_unless_told_otherwise():
         4 * 2 * steptime.micro_batch(COST, slow, plain, 1000).send)
 
 
+def test_without_dp_overlap_every_reduction_is_exposed():
+    """Megatron-LM before --overlap-grad-reduce (2023-08): ZeRO 0's all-reduce (reduce-scatter + all-gather of
+    the fp32 gradients) and ZeRO 1's reduce-scatter and 16-bit all-gather, all after or before the compute."""
+    lay = Layout(tp=2, pp=2, dp=2, micro_batch=1, micro_batches=4, sp=True, zero=1, dp_overlap=False)
+    reduce = 0.5 * 1e9 * 4 / (400e9 * 0.75) + 15e-6
+    gather = 0.5 * 1e9 * 2 / (400e9 * 0.75) + 15e-6
+    assert steptime.step_time(COST, LINKS, lay, 1000, (1e9, 0.0)).dp == pytest.approx(reduce + gather)
+    zero0 = steptime.step_time(COST, LINKS, lay._replace(zero=0), 1000, (1e9, 0.0))
+    assert zero0.dp == pytest.approx(2 * reduce)
+    overlapped = steptime.step_time(COST, LINKS, lay._replace(dp_overlap=True), 1000, (1e9, 0.0))
+    assert overlapped.dp < reduce + gather
+
+
 def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():
     """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
     wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)

@@ -36,6 +36,7 @@ def plan(
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
+    dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="Gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather).")] = True,
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's (cuDNN on Hopper and later, else FlashAttention-2); fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
@@ -71,7 +72,8 @@ def plan(
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=choices(recomputes, str, "--recompute"), zero=choices(zero_stages, int, "--zero"),
-                       sp=sp, tp_overlap=tp_overlap, pp_overlap=pp_overlap, attention_kernel=AttentionKernel(attention_kernel).value,
+                       sp=sp, tp_overlap=tp_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
+                       attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
