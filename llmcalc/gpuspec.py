@@ -62,18 +62,22 @@ class GPUSpec:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
-        for kernel, share in {"fa2": self.attention_share, **self.attention_kernels}.items():
+        for field_name, share in {"attention_share": self.attention_share,
+                                  **{f"attention_kernels.{k}": v for k, v in self.attention_kernels.items()}}.items():
             if share is not None and not 0 < share <= 1:
-                raise SpecError(f"{where}: the {kernel} attention share must be a fraction in (0, 1], got {share}")
+                raise SpecError(f"{where}: {field_name} must be a fraction of the 16-bit peak in (0, 1], got {share}")
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
         for dtype, value in self.peak_flops.items():
             check_choice(f"{where}: tflops dtype", dtype, DTYPES)
             _positive(where, f"tflops.{dtype}", value)
         for dtype, value in self.matmul_flops.items():  # a measurement, so below the peak (boost clocks aside)
-            if not 0 < value <= 1.1 * self.peak(dtype):
-                raise SpecError(f"{where}: matmul_tflops.{dtype} must be a measured rate up to the dense peak "
-                                f"({self.peak(dtype) / 1e12:g}), got {value / 1e12:g}")
+            check_choice(f"{where}: matmul_tflops dtype", dtype, DTYPES)
+            if dtype not in self.peak_flops:
+                raise SpecError(f"{where}: matmul_tflops.{dtype} has no tflops.{dtype} peak to be measured against")
+            if not 0 < value <= 1.1 * self.peak_flops[dtype]:
+                raise SpecError(f"{where}: matmul_tflops.{dtype} must be a measured rate of at most 1.1 x the dense "
+                                f"peak ({self.peak_flops[dtype] / 1e12:g}), got {value / 1e12:g}")
 
     @property
     def usable_bytes(self) -> int:
@@ -81,10 +85,13 @@ class GPUSpec:
         return self.device_memory_bytes or self.memory_bytes
 
     def matmul_share(self, dtype: str) -> float | None:
-        """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured."""
-        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype)):
-            if candidate in self.matmul_flops:
-                return self.matmul_flops[candidate] / self.peak(dtype)
+        """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.
+        fp16 and bf16 stand in for each other where their peaks are the same (not on Gaudi 3)."""
+        if dtype in self.matmul_flops:
+            return self.matmul_flops[dtype] / self.peak(dtype)
+        other = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if other in self.matmul_flops and self.peak(other) == self.peak(dtype):
+            return self.matmul_flops[other] / self.peak(other)
         return None
 
     def attention_kernel_share(self, kernel: str) -> float | None:

@@ -308,6 +308,6 @@ def matmul_efficiency(dtype: str, gpu=None) -> float:
     0.709 / 0.803: training GEMMs are large), else as latency's prefill share scales (serving.COMPUTE: fp8
     kernels reach less of their doubled peak)."""
     measured, base = (gpu.matmul_share(dtype), gpu.matmul_share("bf16")) if gpu is not None else (None, None)
-    if measured and base:
-        return MATMUL_EFFICIENCY * measured / base
+    if measured and base:  # never beyond the best-shape benchmark itself
+        return min(MATMUL_EFFICIENCY * measured / base, measured)
     return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]

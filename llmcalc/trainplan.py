@@ -54,12 +54,25 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     return int(tokens // seq)
 
 
-def conventions(links, dtype: str, kernel: str) -> str:
+def conventions(links, dtype: str, c: Constraints, gpu) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
+    tp = "TP collectives 30% exposed (overlapped)" if c.tp_overlap else "TP collectives exposed"
+    dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
+    pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak, the attention "
-            f"core ({kernel}) at {links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; TP and "
-            "EP collectives exposed, CP's, DP's and interleaved PP's hidden behind compute where they can be; "
-            "bubble (p-1)/v micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+            f"core ({kernel_text(gpu, c.attention_kernel)}) at {links.attention:.0%} of the 16-bit peak, memory-bound "
+            f"kernels at HBM speed; {tp}, EP's exposed, CP's bytes hidden behind attention, {dp}, {pp}; bubble "
+            "(p-1)/v micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+
+
+def kernel_text(gpu, kernel: str) -> str:
+    """The attention kernel a plan times, and whose figure it uses where the GPU preset has none for it."""
+    name = attention_kernel(gpu, kernel)
+    if name in gpu.attention_kernels or (name == "fa2" and gpu.attention_share):
+        return name
+    if gpu.attention_share:
+        return f"{name}, timed as fa2: no {name} figure for {gpu.name}"
+    return f"{name}, at the 0.73 reference share: no attention figure for {gpu.name}"
 
 
 # The step-time rows: (row, steptime.StepTime field, note)
@@ -89,7 +102,9 @@ def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
                         lay.vpp, mb.send, mb.gemm, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
-            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)",)}
+            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)"
+                        if lay.dp_overlap or lay.zero >= 3 else f"by ZeRO-{lay.zero}'s reduction after the backward "
+                        "and gather before the forward, all exposed (llmcalc/steptime.py _dp_time)",)}
 
 
 def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
@@ -129,7 +144,10 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(conventions(p.links, t.dtype, attention_kernel(cluster.gpu, c.attention_kernel)))
+        notes.append(conventions(p.links, t.dtype, c, cluster.gpu))
+        if peak != cluster.gpu.peak("bf16"):  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
+            notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
+                         f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")
     summary: dict = {"layouts": layouts, "found": bool(ranked), "evaluated": p.evaluated}
     if ranked:
         best = ranked[0]

@@ -28,8 +28,11 @@ NO_ZERO3 = {"bloom", "mt-nlg", "megatron-core-readme", "megatron-core-moe", "nem
 PLAIN_DP = {"megatron-lm-2021", "korthikanti-2022"}
 # DeepSpeed's pipeline engine runs plain 1F1B: no interleaved virtual stages.
 NO_INTERLEAVING = {"bloom", "mt-nlg"}
-# The Megatron-Core README's runs set --tp-comm-overlap (Transformer Engine userbuffers).
-TP_OVERLAP = {"megatron-core-readme"}
+# TP collectives overlapped with the GEMMs (Transformer Engine userbuffers): the Megatron-Core README's runs
+# set --tp-comm-overlap; NVIDIA's performance recipes behind the NeMo and Megatron-Bridge tables set a
+# userbuffers config for each TP > 1 model (Megatron-Bridge scripts/performance, llama3_70b_*_config:
+# cfg.comm_overlap.tp_comm_overlap_cfg; llama3_8b: tp_comm_overlap=TP > 1).
+TP_OVERLAP = {"megatron-core-readme", "nemo-24.07", "megatron-bridge-25.11"}
 # Before Megatron-LM overlapped its communication (--overlap-grad-reduce 2023-08, overlap_p2p_comm by default
 # 2023-10), and DeepSpeed's pipeline engine, which reduces the gradients after its schedule: sends and
 # gradient reductions exposed.

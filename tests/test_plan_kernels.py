@@ -99,3 +99,30 @@ def test_no_pp_overlap_pays_every_interleaved_send():
 
     (hidden, on), (paid, off) = pp_comm(), pp_comm("--no-pp-overlap")
     assert on is True and off is False and paid > hidden >= 0
+
+
+def test_fp16_borrows_bf16s_measurement_only_at_the_same_peak():
+    """Gaudi 3's fp16 peak is a quarter of its bf16 peak: bf16's 1,243 TFLOP/s says nothing about fp16 there."""
+    gaudi3, h100 = load_gpu("gaudi3"), load_gpu("h100")
+    assert gaudi3.matmul_share("fp16") is None
+    assert steptime.matmul_efficiency("fp16", gaudi3) == pytest.approx(0.70)
+    assert h100.matmul_share("fp16") == pytest.approx(794.5 / 989.4)
+    # never beyond the best-shape benchmark: Gaudi 3's fp8 share (0.703) is above its bf16 one (0.677)
+    assert steptime.matmul_efficiency("fp8", gaudi3) == pytest.approx(1289.5 / 1835)
+
+
+def test_a_kernel_the_gpu_has_no_figure_for_says_what_it_is_timed_as():
+    from llmcalc.trainplan import kernel_text
+
+    assert kernel_text(load_gpu("a100-80gb"), "fa3") == "fa3, timed as fa2: no fa3 figure for a100-80gb"
+    assert kernel_text(load_gpu("h100"), "auto") == "cudnn"
+    assert "0.73 reference" in kernel_text(load_gpu("b200"), "auto")
+
+
+def test_the_notes_and_formulas_follow_the_overlap_flags():
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "b200", "--gpus", "16", "--seq", "8k", "--top", "1",
+              "--zero", "0,1", "--no-dp-overlap", "--no-pp-overlap", "--explain")
+    assert out.exit_code == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "DP's exposed" in text and "PP sends exposed" in text
+    assert "all exposed (llmcalc/steptime.py _dp_time)" in text

@@ -98,10 +98,9 @@ def _by_dtype(runs) -> str:
             f"(median error {m8:.0%}), {t8}.")
 
 
-# Not NeMo's or Megatron-Bridge's: their FP8 runs miss by 16-34% where fp8's memory would spare
-# recomputation (FP8_MEMORY), and their medians are 16% and 19%.
 @pytest.mark.parametrize("group", ["megatron-lm-2021", "korthikanti-2022", "megatron-core-readme",
-                                   "mosaicml-llm-foundry", "pytorch-fsdp-blog"])
+                                   "mosaicml-llm-foundry", "pytorch-fsdp-blog", "nemo-24.07",
+                                   "megatron-bridge-25.11"])
 def test_median_error_within_tolerance_for_each_source(group):
     """Each named source's runs, taken together (Llama 3's three are all listed misses, LLAMA3 says why)."""
     errors = sorted(abs(a.mfu / c.mfu - 1) for c, a in survey().values() if c.group == group and a.mfu)
@@ -140,8 +139,7 @@ MFU_MISSES = {
                     "predicted high (+21 to +27%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
                     "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is within 2%)"),
     **dict.fromkeys(["nemo2407-llama3-8b-8xh100-fp8", "mbridge2511-llama3-70b-64xh100-fp8-cs",
-                     "mbridge2511-llama3p1-405b-1024xh100-fp8-cs", "mbridge2511-llama3p1-405b-128xb200-fp8-cs",
-                     "mbridge2511-llama3p1-405b-256xgb200-fp8-cs"], "predicted low (-20 to -34%): " + FP8_MEMORY),
+                     "mbridge2511-llama3p1-405b-1024xh100-fp8-cs"], "predicted low (-15 to -25%): " + FP8_MEMORY),
     "mcore-weak-70b-768xh100": "predicted high (+16%): the lowest MFU of the README's nine runs (0.42 against "
                                "0.43-0.49), which the model, crediting TE's cuDNN attention and overlapped sends to "
                                "all of them, does not single out",
