@@ -134,8 +134,8 @@ def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]
     shipped file. The user's files are all read and checked, as catalog() does; of the shipped ones
     only those whose text contains ``key`` (as one defining it as a name or an alias must) and, for
     an alias, those naming the presets that list it (an earlier file may define one of them too); and
-    of those files, only the entries whose text holds the word (safeio.entry_texts). (None, {}) when none defines
-    it: catalog() decides, and suggests. A shipped entry left unread is not checked, and a shipped name
+    of those files, only the entries whose text holds the word (safeio.entry_texts). (None, {}) when
+    none defines it: catalog() decides, and suggests. A shipped entry left unread is not checked, and a shipped name
     or alias spelled in YAML other than it reads (an escape) would be missed; tests/test_presets_lookup.py
     holds the shipped files to both."""
     *users, shipped = _sources(kind)
