@@ -7,7 +7,7 @@ GPU lookups load this module.
 from __future__ import annotations
 
 from .presets import PresetError, _did_you_mean, _is_number
-from .gpuspec import ATTENTION_KERNELS, DEFAULT_NETWORK_BANDWIDTH, DEFAULT_NODE_GPUS, GPUSpec
+from .gpuspec import DEFAULT_NETWORK_BANDWIDTH, DEFAULT_NODE_GPUS, GPUSpec
 from .spec import SpecError
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
@@ -80,9 +80,6 @@ def _shares(name: str, fields: dict, where: str) -> dict[str, float]:
     if not isinstance(kernels, dict) or not all(_is_number(v) for v in kernels.values()):
         raise PresetError(f"{where}: {name}.attention_kernels must map kernel names (cudnn, fa3) to fractions of "
                           f"the 16-bit peak, got {kernels!r}")
-    unknown = sorted(set(map(str, kernels)) - set(ATTENTION_KERNELS))
-    if unknown:
-        raise PresetError(f"{where}: {name}.attention_kernels names {unknown[0]!r}; known: {', '.join(ATTENTION_KERNELS)}")
     return {str(k): float(v) for k, v in kernels.items()}
 
 

@@ -19,7 +19,7 @@ DEFAULT_NETWORK_BANDWIDTH = 12.5e9  # B/s per GPU, one direction: one 100 Gb/s p
 
 # Attention kernels a preset may give a measured share for besides FlashAttention-2 (its attention_share):
 # cuDNN's fused attention (what Transformer Engine runs on Hopper and later) and FlashAttention-3.
-ATTENTION_KERNELS = ("cudnn", "fa3")
+MEASURED_KERNELS = ("cudnn", "fa3")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class GPUSpec:
             raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
+        for kernel in self.attention_kernels:
+            check_choice(f"{where}: attention_kernels kernel", kernel, MEASURED_KERNELS)
         for field_name, share in {"attention_share": self.attention_share,
                                   **{f"attention_kernels.{k}": v for k, v in self.attention_kernels.items()}}.items():
             if share is not None and not 0 < share <= 1:
@@ -93,12 +95,6 @@ class GPUSpec:
         if other in self.matmul_flops and self.peak(other) == self.peak(dtype):
             return self.matmul_flops[other] / self.peak(other)
         return None
-
-    def attention_kernel_share(self, kernel: str) -> float | None:
-        """The share of the 16-bit peak the attention ``kernel``'s forward reaches on this GPU, as measured:
-        fa2 is ``attention_share``; a kernel with no figure here runs as FlashAttention-2 does (FA3 and
-        cuDNN's fused attention gain on Hopper's own paths; elsewhere they are FA2-class kernels)."""
-        return self.attention_kernels.get(kernel, self.attention_share)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""

@@ -39,6 +39,7 @@ import math
 from typing import NamedTuple
 
 from .flops import forward
+from .gpuspec import MEASURED_KERNELS
 from .memory.placement import stage_sizes
 from .serving import COMPUTE, FLOAT_BANDWIDTH
 from .spec import ModelSpec, SpecError, check_choice
@@ -53,12 +54,12 @@ MATMUL_EFFICIENCY = 0.70
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward.
 ELEMENTWISE_TRAFFIC = 4.0
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
-# of peak its kernel's forward reaches on the GPU (GPUSpec.attention_kernel_share: FlashAttention-2 A100 0.73,
+# of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
 # H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
 # attention below the kernel's best.
 ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
-ATTENTION_KERNELS = ("auto", "fa2", "cudnn", "fa3")  # --attention-kernel; auto: Transformer Engine's choice
+ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice
 LINK_EFFICIENCY = 0.75  # share of a link's bandwidth NCCL collectives reach (serving.LINK_EFFICIENCY)
 LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
@@ -297,9 +298,21 @@ def attention_kernel(gpu, kernel: str = "auto") -> str:
     return kernel
 
 
+def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
+    """(the kernel, the share of the 16-bit peak its forward reaches on ``gpu``, whose figure that is): its
+    own measurement; else FlashAttention-2's (FA3 and cuDNN's fused attention gain on Hopper's own paths,
+    elsewhere they are FA2-class kernels); else "reference", REFERENCE_ATTENTION_SHARE."""
+    name = attention_kernel(gpu, kernel)
+    if name in gpu.attention_kernels:
+        return name, gpu.attention_kernels[name], name
+    if gpu.attention_share:
+        return name, gpu.attention_share, "fa2"
+    return name, REFERENCE_ATTENTION_SHARE, "reference"
+
+
 def attention_efficiency(gpu, kernel: str = "auto") -> float:
     """The causal attention core's share of the 16-bit peak on ``gpu`` (ATTENTION_EFFICIENCY x its kernel's)."""
-    return ATTENTION_EFFICIENCY * (gpu.attention_kernel_share(attention_kernel(gpu, kernel)) or REFERENCE_ATTENTION_SHARE)
+    return ATTENTION_EFFICIENCY * attention_figure(gpu, kernel)[1]
 
 
 def matmul_efficiency(dtype: str, gpu=None) -> float:

@@ -8,7 +8,7 @@ import dataclasses
 from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout, attention_kernel, overlaps_sends
+from .steptime import Layout, attention_figure, overlaps_sends
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
 DEFAULT_BATCH_TOKENS = 4 * 2**20
@@ -67,12 +67,12 @@ def conventions(links, dtype: str, c: Constraints, gpu) -> str:
 
 def kernel_text(gpu, kernel: str) -> str:
     """The attention kernel a plan times, and whose figure it uses where the GPU preset has none for it."""
-    name = attention_kernel(gpu, kernel)
-    if name in gpu.attention_kernels or (name == "fa2" and gpu.attention_share):
+    name, share, source = attention_figure(gpu, kernel)
+    if source == name:
         return name
-    if gpu.attention_share:
+    if source == "fa2":
         return f"{name}, timed as fa2: no {name} figure for {gpu.name}"
-    return f"{name}, at the 0.73 reference share: no attention figure for {gpu.name}"
+    return f"{name}, at the {share:g} reference share: no attention figure for {gpu.name}"
 
 
 # The step-time rows: (row, steptime.StepTime field, note)
@@ -145,7 +145,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
         notes.append(conventions(p.links, t.dtype, c, cluster.gpu))
-        if peak != cluster.gpu.peak("bf16"):  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
+        if t.dtype == "fp8":  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
             notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
                          f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")
     summary: dict = {"layouts": layouts, "found": bool(ranked), "evaluated": p.evaluated}
