@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import safeio
+from . import presetindex, safeio
 from .spec import ModelSpec, SpecError, model_fields
 
 if TYPE_CHECKING:  # GPU lookups load it (gpufields.py)
@@ -89,8 +89,11 @@ def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
 def _entries(sources: Iterable[tuple[Path, str]]) -> dict[str, tuple[Path, dict]]:
     """The presets of these files: lower-case name -> (file, raw fields), the first definition winning."""
     found: dict[str, tuple[Path, dict]] = {}
+    builtin = builtin_dir()
     for path, text in sources:
-        data = _parse_yaml(path, text)
+        data = presetindex.lookup(path, text, builtin)
+        if data is None:
+            data = _parse_yaml(path, text)
         if not isinstance(data, dict):
             raise PresetError(f"{path}: a preset file must map names to fields")
         for name, fields in data.items():
@@ -129,55 +132,10 @@ def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
 catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
 
 
-def _find(kind: str, key: str) -> tuple[str | None, dict[str, tuple[Path, dict]]]:
-    """(the preset ``key`` names, entries holding it) as catalog() finds it, without parsing every
-    shipped file. The user's files are all read and checked, as catalog() does; of the shipped ones
-    only those whose text contains ``key`` (as one defining it as a name or an alias must) and, for
-    an alias, those naming the presets that list it (an earlier file may define one of them too); and
-    of those files, only the entries whose text holds the word (safeio.entry_texts). (None, {}) when
-    none defines it: catalog() decides, and suggests. A shipped entry left unread is not checked, and a shipped name
-    or alias spelled in YAML other than it reads (an escape) would be missed; tests/test_presets_lookup.py
-    holds the shipped files to both."""
-    *users, shipped = _sources(kind)
-    mine = _entries(source for files in users for source in files)
-    aliases = _aliases(mine)
-    if key in mine:
-        return key, mine
-    found = _shipped(shipped, key)
-    if key in found:
-        return key, found
-    if key in aliases:
-        return aliases[key], mine
-    owners = _listing(key, found, mine)
-    if owners:
-        found = _shipped(shipped, key, *owners)
-        owners = _listing(key, found, mine)
-    return (owners[0], found) if owners else (None, {})
-
-
-def _shipped(files: tuple[tuple[Path, str], ...], *words: str) -> dict[str, tuple[Path, dict]]:
-    """The entries of the shipped files whose text contains one of ``words``, each entry parsed on its
-    own where the file allows (safeio.entry_texts): a lookup parses one preset, not the dozen beside it."""
-    held = [(path, text) for path, text in files if any(word in text.lower() for word in words)]
-    return _entries((path, block) for path, text in held for block in safeio.entry_texts(text)
-                    if any(word in block.lower() for word in words))
-
-
-def _listing(key: str, entries: dict[str, tuple[Path, dict]], mine: dict) -> list[str]:
-    """The presets of ``entries`` that list ``key`` as an alias, but for those the user's files define."""
-    return [name for name, (path, fields) in entries.items() if name not in mine and key in _alias_list(name, path, fields)]
-
-
 def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
     key = name.strip().lower()
-    try:
-        found, entries = _find(kind, key)
-    except PresetError:
-        _sources.cache_clear()  # as catalog() does
-        raise
-    if found is None:
-        entries, aliases = catalog(kind)
-        found = key if key in entries else aliases.get(key)
+    entries, aliases = catalog(kind)
+    found = key if key in entries else aliases.get(key)
     if found is not None:
         path, fields = entries[found]
         return found, path, fields

@@ -167,26 +167,6 @@ def _loader():
     return NoDuplicates
 
 
-@functools.lru_cache(maxsize=None)
-def entry_texts(text: str) -> tuple[str, ...]:
-    """A YAML mapping file's top-level entries as YAML texts of their own: each starts at a line ``name:`` in
-    column 0 (comments and blank lines go with the entry above; the file's opening comment with the
-    first). The whole text where an entry may lean on another (an anchor or alias) or a top-level line
-    is anything but ``name:`` (a document marker, a flow mapping, a value on the same line)."""
-    if ("&" in text or "*" in text) and re.search(_ANCHOR, text, re.MULTILINE):
-        return (text,)
-    head, *entries = re.split(_TOP_LEVEL, text, flags=re.MULTILINE)
-    if not entries or not all(re.match(_ENTRY, entry) for entry in entries):
-        return (text,)
-    return (head + entries[0], *entries[1:])
-
-
-# Patterns as text (re compiles and caches them on first use, not at import):
-_ANCHOR = r"(?:^|[\s\[{,])[&*][^\s,\[\]{}]"  # a YAML anchor or alias starts a node; "4 * h" and "312*" do not
-_TOP_LEVEL = r"^(?=[^\s#])"  # before each line that starts in column 0
-_ENTRY = r"[\w.\-]+:[ \t]*(?:#.*)?\n"  # a bare name and a colon, its fields on the lines below
-
-
 def finite(data: Any, path: Path | str) -> Any:
     """``data`` unchanged if every number in it is finite and below MAX_NUMBER (YAML's .inf and .nan,
     JSON's 1e400, a 400-digit integer) and no node contains itself (YAML can alias a node into its
