@@ -2,6 +2,7 @@
 
 import enum
 import functools
+import sys
 from typing import Annotated, Callable, Optional, Sequence
 
 import typer
@@ -326,9 +327,8 @@ def within_context(model, tokens: int, what: str) -> int:
 
 
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:
-    from . import sweep
-
-    if sweep.collected is not None:  # one point of a --sweep: the sweep renders them all
+    sweep = sys.modules.get(f"{__package__}.sweep")  # imported by a --sweep before its first point; else none runs
+    if sweep is not None and sweep.collected is not None:  # one point of a sweep: the sweep renders them all
         sweep.collected.extend(results)
         return
     from ..report import render
