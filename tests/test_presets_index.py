@@ -5,9 +5,11 @@ YAML decides, so the index can make a lookup faster but never different."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,10 +45,11 @@ def test_every_shipped_file_is_served_from_the_index(kind):
         assert presetindex.lookup(path, text, builtin) == presets._parse_yaml(path, text), path.name
 
 
-def test_a_shipped_lookup_does_not_import_yaml():
+def test_a_shipped_lookup_does_not_import_yaml(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LLMCALC_PRESETS"} | {"XDG_CONFIG_HOME": str(tmp_path)}  # no user files
     code = ("import sys; from llmcalc import presets; presets.load_model('llama-3.1-8b'); presets.load_gpu('h100'); "
             "presets.catalog('clusters'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'yaml'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert done.stdout.strip() == "[]"
 
 
@@ -98,6 +101,7 @@ def test_the_builder_refuses_what_json_cannot_carry(tmp_path):
 
 
 def test_the_index_script_finds_nothing_stale():
-    done = subprocess.run([sys.executable, "scripts/index_presets.py", "--check"], capture_output=True, text=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "index_presets.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
     assert json.loads(presetindex.index_path(presets.builtin_dir(), "gpus").read_text())["format"] == presetindex.FORMAT
