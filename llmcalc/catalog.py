@@ -69,8 +69,8 @@ def show(name: str) -> tuple[str, dict[str, Any]]:
         except presets.PresetError as exc:
             errors.append(exc)
     # a model preset that is there but broken says so; an unknown name gets the nearest names of any kind
-    unknown = [e for e in errors if str(e).startswith("unknown ") and "did you mean" in str(e)]
-    raise (unknown[0] if unknown and str(errors[0]).startswith("unknown ") else errors[0]) from None
+    unknown = [e for e in errors if isinstance(e, presets.UnknownPreset) and e.suggested]
+    raise (unknown[0] if unknown and isinstance(errors[0], presets.UnknownPreset) else errors[0]) from None
 
 
 def _model_fields(name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 FORMAT = 1  # bumped when the layout below changes; an index of another format is ignored
 
@@ -49,7 +49,7 @@ def lookup(path: Path, text: str, builtin: Path) -> Any | None:
     return data if crc == checksum(text) else None
 
 
-def build(files: list[tuple[Path, str]], parse) -> str:
+def build(files: Iterable[tuple[Path, str]], parse) -> str:
     """The index of a kind's shipped ``files`` (path, text), each parsed by ``parse(path, text)``, as
     JSON text. A value JSON would not give back unchanged (a YAML date, a non-string key) is refused."""
     import json

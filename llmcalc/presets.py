@@ -27,6 +27,14 @@ class PresetError(SpecError):
     """A preset that cannot be found or read (exit code 2)."""
 
 
+class UnknownPreset(PresetError):
+    """No preset has that name or alias; ``suggested``: the message names the nearest ones."""
+
+    def __init__(self, message: str, suggested: bool) -> None:
+        super().__init__(message)
+        self.suggested = suggested
+
+
 # Each kind of preset (its directory): what one is called in messages, and the key a file holding one
 # preset alone has at its top level (a file of several maps names to fields).
 KINDS = {"models": ("model", "hidden_size"), "gpus": ("GPU", "tflops"), "clusters": ("cluster", "gpus_per_node")}
@@ -78,18 +86,22 @@ def _parse_yaml(path: Path, text: str) -> Any:
         raise PresetError(str(exc)) from None
 
 
+def kind_files(directory: Path, kind: str) -> tuple[tuple[Path, str], ...]:
+    """The preset files of a kind (a key of KINDS) in one preset directory, and their texts, by name."""
+    return tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
+
+
 @functools.lru_cache(maxsize=None)
 def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
-    """The preset files of a kind (a key of KINDS) and their texts: one tuple per directory of
-    search_dirs(), in its order (the shipped presets last), each file by name; read once."""
-    return tuple(tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
-                 for directory in search_dirs())
+    """The preset files of a kind and their texts: one tuple per directory of search_dirs(), in its
+    order (the shipped presets last); read once."""
+    return tuple(kind_files(directory, kind) for directory in search_dirs())
 
 
-def _entries(sources: Iterable[tuple[Path, str]]) -> dict[str, tuple[Path, dict]]:
-    """The presets of these files: lower-case name -> (file, raw fields), the first definition winning."""
+def _entries(sources: Iterable[tuple[Path, str]], builtin: Path) -> dict[str, tuple[Path, dict]]:
+    """The presets of these files: lower-case name -> (file, raw fields), the first definition winning;
+    a shipped file (in ``builtin``) from the index where it holds the file's text (presetindex.py)."""
     found: dict[str, tuple[Path, dict]] = {}
-    builtin = builtin_dir()
     for path, text in sources:
         data = presetindex.lookup(path, text, builtin)
         if data is None:
@@ -120,13 +132,19 @@ def _aliases(entries: dict[str, tuple[Path, dict]]) -> dict[str, str]:
 
 
 def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
-    """(presets by name, alias -> name), names and aliases lower-case."""
+    """(presets by name, alias -> name), names and aliases lower-case; built once per set of files."""
     try:
-        entries = _entries(source for files in _sources(kind) for source in files)
-        return entries, _aliases(entries)
+        return _catalog(_sources(kind))
     except PresetError:
         _sources.cache_clear()  # read the files afresh next time: the broken one may be mended by then
         raise
+
+
+@functools.lru_cache(maxsize=None)
+def _catalog(sources: tuple[tuple[tuple[Path, str], ...], ...]) -> tuple[dict, dict[str, str]]:
+    """catalog() of these files (keyed by their paths and texts: other files, another catalog)."""
+    entries = _entries((source for files in sources for source in files), builtin_dir())
+    return entries, _aliases(entries)
 
 
 catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
@@ -145,7 +163,7 @@ def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:
     near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     near = [aliases.get(n, n) for n in near]
     hint = f"; did you mean {', '.join(dict.fromkeys(near))}?" if near else ""
-    raise PresetError(f"unknown {KINDS[kind][0]} {name!r}{hint} (`llmcalc presets` lists them all)")
+    raise UnknownPreset(f"unknown {KINDS[kind][0]} {name!r}{hint} (`llmcalc presets` lists them all)", bool(near))
 
 
 def model_from_fields(name: str, fields: dict, where: str) -> ModelSpec:

@@ -16,7 +16,7 @@ def main() -> int:
     check = "--check" in sys.argv[1:]
     builtin, stale = presets.builtin_dir(), []
     for kind in presets.KINDS:
-        files = [(path, presets._read(path)) for path in sorted((builtin / kind).glob("*.y*ml"))]
+        files = presets.kind_files(builtin, kind)
         text, target = presetindex.build(files, presets._parse_yaml), presetindex.index_path(builtin, kind)
         if target.exists() and target.read_text(encoding="utf-8") == text:
             continue
