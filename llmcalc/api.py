@@ -206,7 +206,7 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, pp_overlap, dp_overlap,
     attention_kernel, gpu_util, loss; gpus_per_node."""
-    from .plan import Constraints, Target, choices
+    from .plan import Constraints, Target
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
 
     m = _model(model)
@@ -215,7 +215,4 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     length = given["seq"] or default_seq(m)
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
                     tokens=given["tokens"], dtype=dtype)
-    for key, kind in (("recompute", str), ("zero", int)):
-        if constraints.get(key) is not None:
-            constraints[key] = choices(constraints[key], kind, key)
     return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))

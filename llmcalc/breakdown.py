@@ -57,7 +57,8 @@ class Quantity(NamedTuple):  # a NamedTuple: breakdown loads on every CLI call (
 
 
 _quantity = tuple.__new__  # Quantity(value) without its Python-level __new__
-_KNOWN = frozenset(UNITS) | {None}
+_ROW_UNITS = frozenset(UNITS)
+_KNOWN = _ROW_UNITS | {None}  # a summary entry may have none (a label, a flag, a plain count)
 
 
 class Quantities(Mapping):
@@ -195,7 +196,7 @@ class Rows:
             total: str | None | type(...) = ..., how: tuple = ()) -> float:
         """A row; ``how`` is its formula, (template, *terms) with one ``{}`` per term (see formula())."""
         unit = unit or self.unit
-        if unit not in _KNOWN:
+        if unit not in _ROW_UNITS:
             raise ValueError(f"unknown unit {unit!r} for row {name!r}")
         row = _row(Row, (name, value, unit, note, self.total if total is ... else total, how))
         self._rows[name] = row

@@ -25,6 +25,10 @@ SOURCES = {
     "mfu": "MFU = model FLOPs per token x tokens/s per GPU / peak (PaLM, Chowdhery et al. 2022, App. B)",
     "latency": "roofline: each phase takes max(FLOPs / compute, bytes / bandwidth) per GPU; TP all-reduce 2(t-1)/t "
                "of the values over the link (Megatron-LM)",
+    "plan": "step time = compute at measured matmul and attention shares of the peak + the exposed TP, DP/ZeRO, PP, CP "
+            "and EP communication (ring collectives move 2(n-1)/n of the bytes) + the pipeline bubble, (p-1)/m and "
+            "interleaved (p-1)/(v m) (Narayanan et al. 2021); the README's 'How the step time is estimated'",
+    "serve-plan": "each layout's requests replayed through the engine's scheduler at `latency`'s step costs",
 }
 
 
@@ -39,14 +43,16 @@ def explained(b: Breakdown) -> list[tuple[str, str]]:
     return lines
 
 
-def _heading(b: Breakdown, bs: Sequence[Breakdown]) -> str:
-    return f"How each row{' of ' + _label(b, bs) if len(bs) > 1 else ''} is computed"
+def _heading(b: Breakdown, bs: Sequence[Breakdown]) -> tuple[str, str]:
+    """(the heading over a Breakdown's formulas, the sources of its command's formulas or "")."""
+    return f"How each row{' of ' + _label(b, bs) if len(bs) > 1 else ''} is computed", SOURCES.get(b.command, "")
 
 
 def explain_markdown(bs: Sequence[Breakdown]) -> list[str]:
     lines = []
     for b in bs:
-        lines += ["", f"{_heading(b, bs)} ({SOURCES.get(b.command, '')}):", ""]
+        heading, sources = _heading(b, bs)
+        lines += ["", heading + (f" ({sources})" if sources else "") + ":", ""]
         lines += [f"- `{name}` = {how}" for name, how in explained(b)]
     return lines
 
@@ -59,9 +65,10 @@ def explain_grid(bs: Sequence[Breakdown]) -> list:
 
     out = []
     for b in bs:
-        out += [Text(""), Text(_heading(b, bs) + ":", style="bold")]
-        if b.command in SOURCES:
-            out.append(Text(f"sources: {SOURCES[b.command]}", style="dim"))
+        heading, sources = _heading(b, bs)
+        out += [Text(""), Text(heading + ":", style="bold")]
+        if sources:
+            out.append(Text(f"sources: {sources}", style="dim"))
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True, style="dim")
         grid.add_column(overflow="fold")

@@ -65,8 +65,8 @@ class Constraints:
     vpp: int | None = None
     micro_batch: int | None = None
     max_tp: int | None = None  # default: one node
-    recompute: tuple[str, ...] = RECOMPUTE
-    zero: tuple[int, ...] = SEARCHED_ZERO
+    recompute: tuple[str, ...] = RECOMPUTE  # also "none,full", or one choice: read by choices()
+    zero: tuple[int, ...] = SEARCHED_ZERO  # also "0,1,3" or 3
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
@@ -80,6 +80,8 @@ class Constraints:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
+        object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
         for r in self.recompute:
             check_choice("--recompute", r, RECOMPUTE)
         for z in self.zero:

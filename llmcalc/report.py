@@ -137,8 +137,6 @@ def to_csv(bs: Sequence[Breakdown], explain: bool = False) -> str:
 
 
 def to_markdown(bs: Sequence[Breakdown], explain: bool = False) -> str:
-    from .explain import explain_markdown
-
     many = len(bs) > 1
     head = ["name"] + ([_label(b, bs) for b in bs] if many else ["value", "share", "note"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
@@ -147,8 +145,14 @@ def to_markdown(bs: Sequence[Breakdown], explain: bool = False) -> str:
     for key, *values in _summary_cells(bs):
         lines.append("| " + " | ".join([f"**{key}**", *values] + ([""] * 2 if not many else [])) + " |")
     notes = _notes(bs)
+    if explain:
+        from .explain import explain_markdown
+
+        formulas = explain_markdown(bs)
+    else:
+        formulas = []
     return "\n".join([f"### {_title(bs)}", ""] + lines + ([""] + [f"- {n}" for n in notes] if notes else [])
-                     + (explain_markdown(bs) if explain else [])) + "\n"
+                     + formulas) + "\n"
 
 
 def _table_title(bs: Sequence[Breakdown]) -> str:

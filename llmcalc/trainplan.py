@@ -136,6 +136,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     from .breakdown import Breakdown, Quantity, Rows
     from .units import fmt_bytes
 
+    if top < 1:
+        raise SpecError("--top must be at least 1")
     p = Planner(m, cluster, t, c)
     ranked = p.search(top)
     peak = cluster.gpu.peak(t.dtype)

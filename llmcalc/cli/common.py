@@ -212,8 +212,14 @@ DtypeOpt = Annotated[Dtype, typer.Option("--dtype", rich_help_panel=PRECISION, h
 
 
 def __getattr__(name: str):
-    """Formula, Attention, Recompute and their options, made on first use (`from .common import Formula`):
-    their choices live in llmcalc.flops, which `params`, `presets` and the memory commands need not load."""
+    """Choices made on first use (`from .common import Formula`), so that a command loads only the core
+    modules that hold its own: Formula, Attention, Recompute and their options (llmcalc.flops) and
+    Engine (the engines memory and latency model, for memory, latency and serve-plan)."""
+    if name == "Engine":
+        from ..memory.engines import ENGINES
+
+        globals()[name] = choices("Engine", ENGINES)
+        return globals()[name]
     if name not in ("Formula", "Attention", "Recompute", "FormulaOpt", "AttentionOpt", "RecomputeOpt"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from ..flops import ATTENTION, FORMULAS, RECOMPUTE
@@ -326,10 +332,18 @@ def within_context(model, tokens: int, what: str) -> int:
     return tokens
 
 
+def sweeping() -> bool:
+    """Whether this run is one point of a --sweep, whose answers cli/sweep.py collects and renders together
+    (it is imported before the first point: without it no sweep runs, and nothing need import it)."""
+    sweep = sys.modules.get(f"{__package__}.sweep")
+    return sweep is not None and sweep.collected is not None
+
+
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:
-    sweep = sys.modules.get(f"{__package__}.sweep")  # imported by a --sweep before its first point; else none runs
-    if sweep is not None and sweep.collected is not None:  # one point of a sweep: the sweep renders them all
-        sweep.collected.extend(results)
+    if sweeping():
+        from .sweep import collected
+
+        collected.extend(results)
         return
     from ..report import render
 

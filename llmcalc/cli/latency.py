@@ -4,15 +4,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..memory.engines import ENGINES
 from ..spec import Parallelism
 from ..units import parse_length, parse_overhead, parse_seconds
-from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt,
+from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
-                     choices, require_gpus, within_context)
+                     require_gpus, within_context)
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 
-ServeEngine = choices("ServeEngine", ENGINES)  # the engines memory models; serving.py has step costs for each
 
 
 @app.command()
@@ -30,7 +28,7 @@ def latency(
     efficiency: Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.8 of compute, 0.9 of bandwidth", help="Fraction of peak compute and, unless --bw-efficiency, of bandwidth reachable; 1.0 = physical bound.")] = None,
     bw_efficiency: Annotated[Optional[float], typer.Option("--bw-efficiency", rich_help_panel=HARDWARE, show_default="--efficiency when given, else 0.9", help="Fraction of memory bandwidth reachable.")] = None,
     overlap: Annotated[bool, typer.Option("--overlap/--no-overlap", rich_help_panel=PARALLELISM, help="Hide TP communication behind compute (lower bound) or add it.")] = True,
-    engine: Annotated[ServeEngine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply.")] = ServeEngine.vllm,
+    engine: Annotated[Engine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply.")] = Engine.vllm,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", rich_help_panel=RUNTIME, show_default="one request at a time", help="Clients in a closed loop, each sending its next request when the last ends (vLLM benchmark_serving --max-concurrency).")] = None,
     request_rate: Annotated[Optional[float], typer.Option("--request-rate", rich_help_panel=RUNTIME, show_default="one request at a time", help="Requests per second arriving at random (Poisson), open loop.")] = None,
     max_num_batched_tokens: Annotated[Optional[str], typer.Option("--max-num-batched-tokens", rich_help_panel=RUNTIME, show_default="the engine's", help="Tokens per engine step: the chunked-prefill budget.")] = None,
@@ -90,12 +88,12 @@ def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) 
     settings a benchmark result file records (--calibrate)."""
     import dataclasses
 
+    if path is None:
+        return (parse_seconds(ttft) if ttft else None, parse_seconds(itl) if itl else None), None
     from ..calibrate import read_benchmark
     from ..schedule import load_of
     from ..spec import SpecError
 
-    if path is None:
-        return (parse_seconds(ttft) if ttft else None, parse_seconds(itl) if itl else None), None
     if ttft or itl:
         raise SpecError("--calibrate reads the measurement from its file; leave out --measured-ttft/--measured-itl")
     bench = read_benchmark(path)

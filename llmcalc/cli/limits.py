@@ -86,7 +86,7 @@ def max_batch(
     def one(m, g):
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
             else default_seq(m, seq)
-        settings = memory_settings(ctx, common, context, common["batch"])
+        settings = memory_settings(ctx, common, context, 1)  # the search's first probe
         warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):

@@ -16,7 +16,7 @@ from ..memory.frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES
 from ..memory.settings import DEFAULT_ATTENTION_IMPL, DEFAULT_GPU_UTIL, DEFAULT_RESERVE
 from ..spec import Parallelism, SpecError
 from ..units import parse_bytes, parse_length
-from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
+from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, Engine, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, _each, _emit, _fmt, _gpus, _models,
                      _split, app, choices, default_seq, unused)
 from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING, by_mode
@@ -89,7 +89,6 @@ GroupSizeOpt = Annotated[int, typer.Option("--group-size", rich_help_panel=PRECI
 GpuUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", rich_help_panel=HARDWARE, show_default=by_mode(DEFAULT_GPU_UTIL["train"], "the engine's") + ": " + _engine_utils(), help="Usable fraction of GPU memory (vLLM gpu_memory_utilization, SGLang mem_fraction_static, TensorRT-LLM free_gpu_memory_fraction).")]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", rich_help_panel=HARDWARE, show_default="the GPU's", help="Override the GPU's capacity (80GB = 80e9, 80GiB = 80 x 2^30).")]
 ReserveOpt = Annotated[Optional[str], typer.Option("--reserve", rich_help_panel=HARDWARE, show_default=by_mode(f"{DEFAULT_RESERVE['train'] / 2**30:.2f}GiB", DEFAULT_RESERVE["infer"]), help="Fixed bytes outside PyTorch's allocator: train: the CUDA context with cuBLAS, measured on H100 (fragmentation is the allocator row); infer: none (the engine models its own).")]
-Engine = choices("Engine", ENGINES)
 EngineOpt = Annotated[Optional[Engine], typer.Option("--engine", rich_help_panel=INFERENCE, show_default=DEFAULT_ENGINE, help="infer: the serving engine whose accounting to follow.")]
 EngineVersionOpt = Annotated[Optional[str], typer.Option("--engine-version", rich_help_panel=INFERENCE, show_default=", ".join(f"{n} {e.default_version}" for n, e in ENGINES.items()), help="infer: the engine release to follow (vllm 0.8+ is the V1 engine).")]
 PrefillChunkOpt = Annotated[Optional[str], typer.Option("--max-num-batched-tokens", "--prefill-chunk", rich_help_panel=INFERENCE, show_default="the engine's", help="infer: tokens per prefill step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, TensorRT-LLM max_num_tokens).")]
@@ -217,12 +216,12 @@ def memory(
 
 @functools.lru_cache(maxsize=64)  # the same options at every point of a sweep over seq (read-only: shared)
 def settings_from_options(**o) -> Mapping:
-    """MemorySettings keyword arguments (all but seq) from the shared memory/limits options."""
+    """MemorySettings keyword arguments (all but seq and batch) from the shared memory/limits options."""
     value = lambda x: x.value if x is not None else None  # noqa: E731 - enum or None
     knobs = dict(prefill_chunk=parse_length(o["prefill_chunk"]) if o["prefill_chunk"] else None,
                  max_num_seqs=o["max_num_seqs"], enforce_eager=o["enforce_eager"], kv_block=o["block_size"])
     return MappingProxyType(dict(
-        mode=o["mode"].value, batch=o.get("batch", 1), dtype=value(o["dtype"]), precision=value(o["precision"]),
+        mode=o["mode"].value, dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
-                     _models, app, within_context)
+                     _models, app, default_seq)
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
@@ -53,14 +53,12 @@ def plan(
 
     Example: llmcalc plan --model llama-3-70b --cluster dgx-h100 --nodes 8 --seq 8k --tokens 15T
     """
-    from ..plan import Constraints, Target, choices
+    from ..plan import Constraints, Target
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
-    from ..spec import SpecError, default_seq
-    from ..units import parse_count, parse_length
+    from ..spec import SpecError
+    from ..units import parse_count
 
     fmt = _fmt(json_, csv_, markdown)
-    if top < 1:
-        raise SpecError("--top must be at least 1")
     if max_days is not None and tokens is None:
         raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
     if min_mfu is not None and not 0 < min_mfu <= 1:
@@ -71,13 +69,13 @@ def plan(
         raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
-                       recompute=choices(recomputes, str, "--recompute"), zero=choices(zero_stages, int, "--zero"),
+                       recompute=recomputes, zero=zero_stages,
                        sp=sp, tp_overlap=tp_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
-        length = within_context(m, parse_length(seq) if seq else default_seq(m), "--seq")
+        length = default_seq(m, seq)
         batch = batch_of(global_batch, parse_count(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
                         dtype=PlanDtype(dtype).value)
@@ -99,12 +97,12 @@ def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
 def _show(results: list, fmt: str) -> None:
     import warnings
 
-    from . import sweep
-    from .common import EXPLAIN, _emit
+    from .common import EXPLAIN, _emit, sweeping
 
     lost = [b for b in results if not b.summary["found"]]
-    if fmt in ("json", "csv") or sweep.collected is not None:
-        if fmt == "csv" and sweep.collected is None:  # one table: every model's layouts, a model column first
+    point = sweeping()
+    if fmt in ("json", "csv") or point:
+        if fmt == "csv" and not point:  # one table: every model's layouts, a model column first
             from ..report import render_listing
             from ..trainplan import LAYOUT_UNITS
 

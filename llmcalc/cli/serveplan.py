@@ -5,10 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, ExitCode, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
+from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, ExitCode, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
                      _fmt, _models, app, require_gpus, within_context)
 from .helpfmt import HARDWARE, RUNTIME, TARGETS
-from .latency import ServeEngine
 
 
 @app.command("serve-plan")
@@ -21,7 +20,7 @@ def serve_plan(
     output: Annotated[str, typer.Option("--output", rich_help_panel=RUNTIME, help="Output tokens per request.")] = "256",
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Mean time to first token at most (1s).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Mean time per output token at most (50ms).")] = None,
-    engine: Annotated[ServeEngine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply (hf does not batch continuously: refused).")] = ServeEngine.vllm,
+    engine: Annotated[Engine, typer.Option("--engine", rich_help_panel=RUNTIME, help="Serving engine whose step costs and scheduler apply (hf does not batch continuously: refused).")] = Engine.vllm,
     dtype: DtypeOpt = Dtype.bf16,
     kv_dtype: KvDtypeOpt = None,
     gpu_price: Annotated[Optional[str], typer.Option("--gpu-price", rich_help_panel=HARDWARE, show_default="none: rank by GPU count", help="Dollars per GPU-hour: one number, or gpu=price,... (h100=2.5,a100-80gb=1.6).")] = None,
@@ -77,10 +76,9 @@ def _price(text: str) -> float:
 
 
 def _show(results: list, fmt: str) -> None:
-    from . import sweep
-    from .common import _emit
+    from .common import _emit, sweeping
 
-    if fmt == "json" or sweep.collected is not None:
+    if fmt == "json" or sweeping():
         _emit(results, fmt)
         return
     import sys
