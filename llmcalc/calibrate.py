@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, NamedTuple
 
-from .serving import Efficiencies, Resolved
+from .serving import Efficiencies
 from .spec import SpecError
 
 # The lowest efficiency a fit may return: about half the lowest any published run reached (prefill 0.39,
@@ -31,8 +31,8 @@ class Fitted(NamedTuple):
     notes: tuple[str, ...]  # what was fitted from what
 
 
-def fit(times: Callable[[Efficiencies], tuple[float, float]], given: Efficiencies, base: Resolved,
-        ttft: float | None, itl: float | None) -> Fitted:
+def fit(times: Callable[[Efficiencies], tuple[float, float]], given: Efficiencies, ttft: float | None,
+        itl: float | None) -> Fitted:
     """Efficiencies that reproduce the measured ``ttft`` and ``itl`` (either may be None) with ``times``,
     the expected (TTFT, TPOT) of given efficiencies at the measured settings. Only the fitted fields are
     set beyond what was ``given``, so the options the notes print reproduce the fit exactly."""

@@ -52,8 +52,8 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     """Expected TTFT, TPOT and e2e with their band, then the bound's rows (throughput.latency_breakdown).
     ``measured`` (TTFT, ITL) calibrates the efficiencies first (calibrate.py): measured at these settings,
     or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
+    r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
-    resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = workload(s, budget)
     fitted: tuple[str, ...] = ()
@@ -63,7 +63,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         eff, fitted = _calibrated(m, gpu, at_s, engine, eff, workload(at_s, at_budget), at_load, at_budget, at_seqs,
                                   measured)
         fitted = tuple(f"{note} ({source})" if source else note for note in fitted)
-    r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)
+        r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)
     rows = Rows("s", total=None)
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
@@ -105,13 +105,13 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
         served = replay(m, gpu, w, r, share, budget, seqs, capacity)
         return served.ttft, served.itl
 
-    result = fit(times, eff, resolve(eff, engine, s.dtype, s.compute_dtype, gpu), *measured)
+    result = fit(times, eff, *measured)
     return result.eff, result.notes
 
 
 def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
     x = expected(m, gpu, w, r)
-    share = (x.ttft - r.request_overhead) / x.prefill.total if x.prefill.total else 1.0
+    share = x.waited
     _band_rows(rows, "ttft", x.ttft, ("request_overhead + (max({}, {}) + {} + {})" + (" x {}" if share < 1 else ""),
                                       "expected/prefill_compute", "expected/prefill_memory", "expected/prefill_overhead",
                                       "expected/prefill_communication", share))
@@ -126,9 +126,9 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
                  how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
         rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
                  how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))
-        steps = x.chunks if phase == "prefill" else 1
+        steps, per_layer = (x.chunks, r.prefill_overhead) if phase == "prefill" else (1, r.layer_overhead)
         rows.add(f"expected/{phase}_overhead", step.overhead, f"{steps} step(s) x {m.num_hidden_layers} layers",
-                 how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, step.overhead / steps / m.num_hidden_layers))
+                 how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
         rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
                  how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
         if phase == "prefill":

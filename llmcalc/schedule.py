@@ -68,7 +68,6 @@ class Load:
     output: int
     concurrency: int | None = None
     request_rate: float | None = None
-    requests: int | None = None  # how many to simulate; None: enough for a steady state
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.request_rate is None):
@@ -121,7 +120,7 @@ def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capaci
     if load.prompt + load.output > kv_capacity:
         raise SpecError(f"one request of {load.prompt + load.output:,} tokens does not fit the KV cache "
                         f"({int(kv_capacity):,} tokens)")
-    n = load.requests or _enough(load)
+    n = _enough(load)
     while True:
         replay = _Replay(costs, load, n, budget, max_seqs, kv_capacity)
         while replay.busy() and replay.step < MAX_STEPS:
@@ -136,7 +135,7 @@ def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capaci
             else:
                 replay.decode_until_event()
         window = _window(replay.reqs, load, n)
-        if len(window) >= 40 or load.requests or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
+        if len(window) >= 40 or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
             return _means(replay.reqs, window, load, replay, n)
         n = min(MAX_REQUESTS, 2 * n)  # the warm-up took most of the run: a longer one
 

@@ -12,10 +12,11 @@ Cost: GPUs x --gpu-price per hour; per million output tokens, that over the outp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
+from .schedule import Load
 from .spec import ModelSpec, SpecError
 
 TP_DEGREES = (1, 2, 4, 8)  # one node of 8 GPUs at most per replica
@@ -32,15 +33,11 @@ class Traffic:
     concurrency: int | None = None
     ttft: float | None = None
     tpot: float | None = None
+    load: Load = field(init=False, repr=False, compare=False)  # the traffic as the scheduler replays it
 
     def __post_init__(self) -> None:
-        if (self.request_rate is None) == (self.concurrency is None):
-            raise SpecError("serve-plan needs the traffic: one of --request-rate and --concurrency")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise SpecError(f"--concurrency must be at least 1 client, got {self.concurrency}")
-        if self.request_rate is not None and not 0 < self.request_rate <= 1e5:
-            raise SpecError(f"--request-rate must be above 0 and at most 100,000 requests per second, got "
-                            f"{self.request_rate:g}")
+        # the scheduler's own checks (one of rate and clients, their ranges), before any layout is tried
+        object.__setattr__(self, "load", Load(self.prompt, self.output, self.concurrency, self.request_rate))
         if self.ttft is None and self.tpot is None:
             raise SpecError("serve-plan needs a target: --ttft-target, --tpot-target or both")
 
@@ -98,7 +95,6 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
               kv_dtype: str | None) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
     from .expected_latency import kv_capacity, per_instance, replay, scheduler_limits, workload
-    from .schedule import Load
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
@@ -112,12 +108,11 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu)
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
     w = workload(s, budget)
-    traffic_load = Load(traffic.prompt, traffic.output, traffic.concurrency, traffic.request_rate)
     seen: dict[int, Tried] = {}
 
     def at(replicas: int) -> Tried:
         if replicas not in seen:
-            out = replay(m, gpu, w, r, per_instance(traffic_load, replicas), budget, seqs, capacity)
+            out = replay(m, gpu, w, r, per_instance(traffic.load, replicas), budget, seqs, capacity)
             why = "; ".join(filter(None, [_misses(out.ttft, out.itl, traffic), f"overloaded: {out.offered:g} req/s "
                                           f"arrive per replica, {out.requests_per_s:.3g} complete" if out.overloaded
                                           else ""]))

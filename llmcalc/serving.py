@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .dtypes import DTYPE_BYTES, FLOAT_DTYPES
+from .dtypes import DTYPE_BYTES, FLOAT_DTYPES, GGUF_DTYPES
 from .spec import ModelSpec, SpecError
 
 # Fraction of HBM bandwidth decode reaches, by weight format. 16-bit: vLLM 0.19.1 on H100, Llama-3.1-8B:
@@ -36,7 +36,6 @@ from .spec import ModelSpec, SpecError
 # the ggml-backend benchmarks, Jan 2024); the other k-quants by their bits between those two.
 BANDWIDTH = {"fp8": 0.85, "int8": 0.65, "int4": 0.50, "fp4": 0.50, "q8_0": 0.83, "q4_0": 0.64}
 FLOAT_BANDWIDTH = 0.90
-GGUF_BITS = {"q8_0": 8.5, "q6_k": 6.56, "q5_k_m": 5.69, "q4_k_m": 4.89, "q4_0": 4.5, "q3_k_m": 3.91, "q2_k": 3.35}
 
 # Fraction of the dense peak prefill's matmuls reach, by compute dtype. 16-bit: TensorRT-LLM 0.5 batch-1
 # first-token latency, Llama-2-7B fp16 on A100 at 2048 tokens 133 ms (0.68) and 70B TP 4 377 ms (0.62,
@@ -101,9 +100,9 @@ def bandwidth_efficiency(dtype: str) -> float:
         return FLOAT_BANDWIDTH
     if dtype in BANDWIDTH:
         return BANDWIDTH[dtype]
-    if dtype in GGUF_BITS:  # between q4_0 and q8_0 by bits per weight
-        lo, hi = GGUF_BITS["q4_0"], GGUF_BITS["q8_0"]
-        share = (min(max(GGUF_BITS[dtype], lo), hi) - lo) / (hi - lo)
+    if dtype in GGUF_DTYPES:  # between q4_0 and q8_0 by bytes per weight (dtypes.py: the formats' own)
+        lo, hi = DTYPE_BYTES["q4_0"], DTYPE_BYTES["q8_0"]
+        share = (min(max(DTYPE_BYTES[dtype], lo), hi) - lo) / (hi - lo)
         return BANDWIDTH["q4_0"] + share * (BANDWIDTH["q8_0"] - BANDWIDTH["q4_0"])
     raise SpecError(f"no bandwidth efficiency for weights in {dtype}")
 
@@ -179,6 +178,7 @@ class Expected(NamedTuple):
     prefill: Step  # summed over the prefill's chunks
     decode: Step  # one decode step at the decode's mean context
     chunks: int
+    waited: float  # the share of the prefill a request waits for its first token, on average (1: all of it)
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def expected(m: ModelSpec, gpu, w: Workload, r: Resolved) -> Expected:
     budget = -(-w.requests * w.prompt // steps)
     done = sum(-(-i * w.prompt // budget) for i in range(1, w.requests + 1)) / (w.requests * steps)
     ttft = r.request_overhead + prefill.total * done
-    return Expected(ttft, decode.total, ttft + decode.total * max(w.output - 1, 0), prefill, decode, steps)
+    return Expected(ttft, decode.total, ttft + decode.total * max(w.output - 1, 0), prefill, decode, steps, done)
 
 
 def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
