@@ -116,7 +116,7 @@ def links_of(cluster, dtype: str, kernel: str = "auto") -> Links:
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel))
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu))
 
 
 def _powers(limit: int) -> list[int]:

@@ -41,7 +41,7 @@ from typing import NamedTuple
 from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.placement import stage_sizes
-from .serving import COMPUTE, FLOAT_BANDWIDTH
+from .serving import COMPUTE, FLOAT_BANDWIDTH, LINK_EFFICIENCY
 from .spec import ModelSpec, SpecError, check_choice
 
 # The three compute constants are fitted together over the published runs of tests/test_plan_published.py
@@ -60,7 +60,6 @@ ELEMENTWISE_TRAFFIC = 4.0
 ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
 ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice
-LINK_EFFICIENCY = 0.75  # share of a link's bandwidth NCCL collectives reach (serving.LINK_EFFICIENCY)
 LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
@@ -81,7 +80,7 @@ class Links(NamedTuple):
     inter: float
     efficiency: float  # share of peak the GEMMs reach (matmul_efficiency)
     attention: float  # share of the 16-bit peak the attention core reaches (attention_efficiency)
-    efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak
+    efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak (plan.links_of: the GPU's)
 
 
 class ModelCost(NamedTuple):
@@ -211,12 +210,13 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     tp, cp, pp = lay.tp, lay.cp, lay.pp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
     rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
-    per_layer_fwd = tokens * (c.matmul / rate + c.core / (links.peak16 * links.attention)) / tp
+    gemm1 = tokens * c.matmul / tp / rate  # one layer's forward GEMMs and attention core
+    attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
     head = tokens * c.head / tp / rate16
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
-    layers, head = (fullest, 0.0) if fullest * per_layer_fwd > last * per_layer_fwd + head else (last, head)
-    gemm = tokens * layers * c.matmul / tp / rate
-    attention = tokens * layers * c.core / tp / (links.peak16 * links.attention)
+    per_layer = gemm1 + attention1
+    layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
+    gemm, attention = layers * gemm1, layers * attention1
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
     full = lay.recompute == "full"
