@@ -275,13 +275,17 @@ class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x fa
     sp: bool
     kv_frac: float  # share of the kv heads on one TP rank
 
+    def divisor(self, split: str) -> float:
+        """What one GPU's share of a tensor is divided by: TP for "t"; TP with sequence parallelism for "h"
+        (the hidden-width tensors), else 1; for "kv", the heads one rank holds of the KV heads (kv_frac)."""
+        return self.tp if split == "t" else (self.tp if self.sp else 1) if split == "h" else 1 / self.kv_frac
+
     def bytes(self, t: Saved, live: bool = False) -> float:
-        div = {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}[t.split]
-        return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / div
+        return (t.live if live else t.nbytes) * self.tokens * (self.keys if t.per_key else 1) / self.divisor(t.split)
 
     def sizes(self, specs) -> list[float]:
         """bytes() of each tensor given as (nbytes, per_key, split): a layer's tensors at once."""
-        tokens, keys, div = self.tokens, self.keys, {"h": self.tp if self.sp else 1, "t": self.tp, "kv": 1 / self.kv_frac}
+        tokens, keys, div = self.tokens, self.keys, {split: self.divisor(split) for split in ("h", "t", "kv")}
         return [nbytes * tokens * (keys if per_key else 1) / div[split] for nbytes, per_key, split in specs]
 
 
@@ -293,15 +297,6 @@ def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, 
 def kept(t: Saved, trainable: frozenset | None) -> bool:
     """Saved for backward: always, or only when a weight that needs it trains (None: all train)."""
     return not t.needs or trainable is None or any(n in trainable for n in t.needs)
-
-
-def groups(items: list[Saved], loc: Local, trainable: frozenset | None) -> dict[str, float]:
-    """Bytes saved for backward per per-layer row (GROUPS), this GPU."""
-    out = dict.fromkeys(GROUPS, 0.0)
-    for t in items:
-        if kept(t, trainable):
-            out[t.group] += loc.bytes(t)
-    return out
 
 
 def working_set(m: ModelSpec, items: list[Saved], loc: Local, e: float) -> float:

@@ -49,7 +49,7 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
         return
     quantized = p.quantizable * (1 - kept)
     r.add("weights/quantized", whole_bytes(parts["quantized"]), f"{nbytes * 8:g} bits x {fmt_params(quantized)} linear weights",
-          how=("{} quantized params x {} B", quantized, parts["quantized"] / quantized if quantized else 0))
+          how=("{} quantized params x {} B", quantized, nbytes))
     if parts["scales"]:
         how = f"{fmt.method} scales" + (" and zero points" if fmt.zero_points else "") if fmt else \
             f"16-bit scale per {s.group_size} weights (zero points not counted)"

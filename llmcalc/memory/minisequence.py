@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from ..dtypes import DTYPE_BYTES
 from ..spec import ModelSpec
-from .activations import groups, kept, layer_tensors, local
+from .activations import layer_tensors, local
 from .per_gpu import memory_breakdown
 from .placement import stages, trainable
+from .saved import sorted_out
 from .settings import MemorySettings
 
 
@@ -55,9 +56,10 @@ def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     st = stages(m, par.pp)[0]
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp)
     items = layer_tensors(m, s.attention_impl, DTYPE_BYTES[s.compute_dtype], m.is_moe and m.moe_layers >= m.dense_layers)
-    targets = trainable(m, s.finetune, s.lora_targets)
-    inner = sum(loc.bytes(t) for t in items if t.inner and kept(t, targets))
-    layer = sum(groups(items, loc, targets).values())
+    kind = sorted_out(items, 1, trainable(m, s.finetune, s.lora_targets))
+    sizes = loc.sizes(kind.sizes)
+    inner = sum(sizes[i] for i in kind.inner)
+    layer = sum(sizes[i] for i, _ in kind.groups)
     tokens = s.batch * s.seq
     w_mem = b.value("weights") + b.value("gradients") + b.value("optimizer") + b.value("reserve")
     i_head = 3 * DTYPE_BYTES[s.loss_dtype] * -(-m.vocab_size // par.tp) / par.cp

@@ -53,7 +53,7 @@ def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCo
     """Korthikanti et al.: selective recomputation rebuilds the s x s terms, full keeps each layer's input
     and rebuilds one layer at a time; Mini-Sequence keeps the MLP input only and recomputes per chunk."""
     sizes = loc.sizes(kind.sizes)
-    g = dict.fromkeys(GROUPS, 0.0)  # activations.groups
+    g = dict.fromkeys(GROUPS, 0.0)  # bytes saved for backward by per-layer row (activations.GROUPS)
     for i, group in kind.groups:
         g[group] += sizes[i]
     layer = sum(g.values())
@@ -136,7 +136,8 @@ class Kind(NamedTuple):
     scores: tuple[int, ...]
 
 
-def _kind(items: tuple[Saved, ...], n: int, targets: frozenset | None) -> Kind:
+def sorted_out(items: tuple[Saved, ...] | list[Saved], n: int, targets: frozenset | None) -> Kind:
+    """``n`` layers saving ``items``, sorted out (Kind); ``targets``: the weights that train (None: all)."""
     return Kind(n, _specs(items), tuple((i, t.group) for i, t in enumerate(items) if kept(t, targets)),
                 tuple(i for i, t in enumerate(items) if t.inner and kept(t, targets)),
                 tuple(i for i, t in enumerate(items) if t.per_key))
@@ -158,7 +159,7 @@ class Plan(NamedTuple):
 def plan(m: ModelSpec, s: MemorySettings, st: Stage) -> Plan:
     """Reads neither seq nor batch: memoized with the stage's model states (training.stage_states)."""
     targets = base_inputs_saved(m, s)
-    return Plan(kinds=tuple(_kind(_layer_items(m, s, moe), n, targets) for moe, n in _layer_kinds(st)),
+    return Plan(kinds=tuple(sorted_out(_layer_items(m, s, moe), n, targets) for moe, n in _layer_kinds(st)),
                 layer_input=Saved("norms", "layer input", stream_bytes(s) * m.hidden_size),
                 head=_specs(_head_tensors(m, s, s.finetune == "full")) if st.last else ())
 
@@ -203,10 +204,10 @@ def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
 SAVED_HOW = "by the tensors each op keeps for backward over {} tokens on this GPU (memory/activations.py)"
 
 
-def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float, offloaded: bool, tokens: float) -> None:
+def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float, offloaded: bool, tokens: float,
+                flight: int) -> None:
     """One layer's rows by group (the layer kind the stage has most of), and the stage's layers in flight."""
     shown = max(costs, key=lambda cn: cn[1])[0]
-    flight = in_flight(s, st)
     groups = [g for g in GROUPS if shown.groups[g]]
     for g in groups:
         row, note = PER_LAYER_ROWS[g]
@@ -228,21 +229,20 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
 
     The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
-    par = s.parallel
+    par, flight = s.parallel, in_flight(s, st)
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
     kinds, layer_input, head_tensors = tensors  # plan(m, s, st)
     checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
     costs = [(layer_cost(kind, s, loc, checkpoint), kind.n) for kind in kinds]
     saved = sum(c.per * n for c, n in costs)
     copies, rebuilt_copies, copies_note = weight_copies(m, s, st)
-    held = previous_step(m, s, st, loc) * in_flight(s, st)
+    held = previous_step(m, s, st, loc) * flight
     transient = max(c.extra for c, _ in costs) + _dequantized(m, s, st) + rebuilt_copies
     offloaded = (s.fw.offload_checkpoints or "activations" in s.offload) and s.recompute == "full"
     if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
-        cpu["cpu/checkpoints"] = saved * in_flight(s, st)
+        cpu["cpu/checkpoints"] = saved * flight
         transient, saved = transient + checkpoint, 0.0
-    flight = in_flight(s, st)
-    _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens)
+    _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens, flight)
     emb = head = 0.0
     if st.first:
         emb, what = _embedding_activations(m, s, loc, s.finetune == "full")

@@ -110,14 +110,15 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
     if s.finetune == "qlora":
         q = p.quantizable + (head if s.fw.quantizes_head else 0.0)
         frozen = q * (QLORA_BYTES if dq else NF4_BYTES) + (p.total - q) * DTYPE_BYTES[other]
+        frozen_how = ("{} quantized params x {} B + {} params x {} B", q, QLORA_BYTES if dq else NF4_BYTES, p.total - q,
+                      DTYPE_BYTES[other])
     else:
         frozen = sum(p.weight_bytes(s.dtype, s.group_size).values())
+        frozen_how = ("{} B", frozen)
         other = s.dtype if s.dtype in DTYPE_BYTES and DTYPE_BYTES[s.dtype] >= 2 else s.compute_dtype
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
     hows = model_state_hows(adapters, s.precision, s.optimizer, s.zero, nd, what="adapter params")
-    frozen_how = ("{} quantized params x {} B + {} params x {} B", q, QLORA_BYTES if dq else NF4_BYTES, p.total - q,
-                  DTYPE_BYTES[other]) if s.finetune == "qlora" else ("{} B", frozen)
     hows |= {"weights/frozen": ("ceil(({}) / {} ranks)", frozen_how, nd) if s.zero >= 3 else frozen_how,
              "weights/adapters": hows["weights"]}
     kind = s.dtype if s.finetune != "qlora" else \

@@ -14,7 +14,6 @@ from typing import Callable, NamedTuple, TYPE_CHECKING
 from ..dtypes import FLOAT_DTYPES, GGUF_DTYPES, GROUPED_DTYPES
 from ..spec import ModelSpec
 from .engines import ENGINES, KNOB_FLAGS
-from .memo import ignoring
 from .per_gpu import as_shipped
 from .settings import MemorySettings
 
@@ -70,13 +69,4 @@ RULES: tuple[Rule, ...] = (
 
 def unread(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> dict[str, str]:
     """MemorySettings field (``sp`` for ``s.parallel.sp``) -> why an estimate under ``s`` ignores it."""
-    return dict(_unread(m, s, gpu is None))
-
-
-_A_GPU = object()  # what the rules ask of the GPU is only whether there is one
-
-
-@ignoring("seq", "batch")  # asked at every point of a sweep (memoized on whether there is a GPU: a spec is unhashable)
-def _unread(m: ModelSpec, s: MemorySettings, no_gpu: bool) -> tuple[tuple[str, str], ...]:
-    gpu = None if no_gpu else _A_GPU
-    return tuple({name: rule.reason(s) for rule in RULES if rule.unread(m, gpu, s) for name in rule.fields}.items())
+    return {name: rule.reason(s) for rule in RULES if rule.unread(m, gpu, s) for name in rule.fields}
