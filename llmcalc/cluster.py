@@ -62,8 +62,7 @@ def load_cluster(text: str) -> Cluster:
     """A cluster from a preset name or alias, a YAML file (``my.yaml``, ``presets.yaml:NAME``), either
     one counted in nodes (``4xdgx-h100``). Unknown names suggest the nearest ones."""
     nodes, rest = _counted(text)
-    ref = presets._file_ref(rest)
-    name, path, fields = presets._from_file(*ref, "clusters") if ref else presets._lookup("clusters", rest)
+    name, path, fields = presets.find("clusters", rest)
     return from_fields(name, fields, str(path), nodes)
 
 

@@ -91,18 +91,21 @@ class GPUSpec:
         fp16 and bf16 stand in for each other where their peaks are the same (not on Gaudi 3)."""
         if dtype in self.matmul_flops:
             return self.matmul_flops[dtype] / self.peak(dtype)
-        other = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        other = STAND_INS.get(dtype)
         if other in self.matmul_flops and self.peak(other) == self.peak(dtype):
             return self.matmul_flops[other] / self.peak(other)
         return None
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""
-        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype)):
+        for candidate in (dtype, STAND_INS.get(dtype)):
             if candidate in self.peak_flops:
                 return self.peak_flops[candidate]
         have = ", ".join(sorted(self.peak_flops))
         raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
+
+
+STAND_INS = {"bf16": "fp16", "fp16": "bf16"}  # 16-bit formats one another's peak stands in for
 
 
 def check_count(where: str, key: str, value: object) -> None:

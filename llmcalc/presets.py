@@ -225,6 +225,13 @@ def _file_ref(text: str) -> tuple[Path, str] | None:
     return (Path(base), wanted) if base.endswith((".yaml", ".yml")) else None
 
 
+def find(kind: str, text: str) -> tuple[str, Path, dict]:
+    """(name, file, raw fields) of the preset of ``kind`` (a key of KINDS) that ``text`` names: a YAML
+    file (``FILE`` or ``FILE:NAME``), else a preset name or alias."""
+    ref = _file_ref(text)
+    return _from_file(*ref, kind) if ref else _lookup(kind, text)
+
+
 def _from_file(path: Path, wanted: str, kind: str) -> tuple[str, Path, dict]:
     """A user YAML file: one preset (fields at top level) or a preset file (``FILE:NAME``)."""
     data = read_yaml(path)
@@ -294,7 +301,7 @@ def load_model(text: str, generic: bool = False) -> ModelSpec:
 
         warnings.warn(f"--generic has no effect on {text}: it maps a config.json of an unknown model_type, "
                       "and this is a preset", UserWarning, stacklevel=2)
-    name, path, fields = _from_file(*ref, "models") if ref else _lookup("models", text)
+    name, path, fields = find("models", text)
     return model_from_fields(name, fields, str(path))
 
 
@@ -302,7 +309,7 @@ def load_gpu(text: str) -> GPUSpec:
     """A GPU from a preset name or a YAML file (gpufields.py reads its fields)."""
     from .gpufields import from_fields
 
-    name, path, fields = _from_file(*ref, "gpus") if (ref := _file_ref(text)) else _lookup("gpus", text)
+    name, path, fields = find("gpus", text)
     return from_fields(name, fields, str(path))
 
 

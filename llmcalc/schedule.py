@@ -49,12 +49,14 @@ class StepCosts(NamedTuple):
     experts: float = 0.0  # of ``weights``, the routed experts' seconds (MoE)
     expert_share: float = 0.0  # k/E: the experts one token routes to (uniform routing)
 
+    def weights_read(self, tokens: int) -> float:
+        """Memory seconds for the weights a step of ``tokens`` reads: a step of t tokens touches
+        E(1 - (1 - k/E)^t) of an MoE's experts (throughput.weight_bytes_read)."""
+        return self.weights - self.experts * (1 - self.expert_share) ** tokens if self.experts else self.weights
+
     def step(self, tokens: int, pairs: float, positions: float, prefill: bool) -> float:
         compute = self.dense_per_token * tokens + self.attention_per_pair * pairs
-        weights = self.weights
-        if self.experts:  # a step of t tokens touches E(1 - (1 - k/E)^t) experts (throughput.weight_bytes_read)
-            weights -= self.experts * (1 - self.expert_share) ** tokens
-        memory = weights + self.kv_per_position * positions
+        memory = self.weights_read(tokens) + self.kv_per_position * positions
         comm = self.allreduce_per_step + self.allreduce_per_token * tokens
         return max(compute, memory) + (self.prefill_overhead if prefill else self.decode_overhead) + comm
 
@@ -136,7 +138,7 @@ def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capaci
                 replay.decode_until_event()
         window = _window(replay.reqs, load, n)
         if len(window) >= 40 or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
-            return _means(replay.reqs, window, load, replay, n)
+            return _means(replay, window)
         n = min(MAX_REQUESTS, 2 * n)  # the warm-up took most of the run: a longer one
 
 
@@ -212,7 +214,7 @@ class _Replay:
         c, n = self.costs, self.decoding
         overhead = c.decode_overhead + c.allreduce_per_step + c.allreduce_per_token * n
         compute = c.dense_per_token * n
-        weights = c.weights - (c.experts * (1 - c.expert_share) ** n if c.experts else 0.0)
+        weights = c.weights_read(n)
         nxt = self.arrivals[self.sent] if self.sent < self.n else None
         nxt = float("inf") if nxt is None else nxt
         stop = self.finishing[0][0] if self.finishing else self.step + 1
@@ -304,8 +306,9 @@ def _rates(reqs: list[_Request], measured: list[_Request]) -> tuple[float, float
     return rate, rate
 
 
-def _means(reqs: list[_Request], window: list[_Request], load: Load, replay: "_Replay", n: int) -> Served:
+def _means(replay: "_Replay", window: list[_Request]) -> Served:
     """Means over the window's requests; throughput from what completes while they arrive."""
+    reqs, load, n = replay.reqs, replay.load, replay.n
     steps, batch_sum, peak = replay.step, replay.batch_sum, replay.peak
     if not window:  # nothing in steady state (a run cut short): what finished at all
         window = reqs

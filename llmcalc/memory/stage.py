@@ -28,6 +28,11 @@ def whole_bytes(x: float) -> int:
     return round(x)
 
 
+def add_reserve(r: Rows, reserve: float, note: str = RESERVE_NOTE) -> None:
+    """The reserve row: ``reserve`` bytes (--reserve) outside what the rest of the rows count."""
+    r.add("reserve", whole_bytes(reserve), note, how=("{} B", whole_bytes(reserve)))
+
+
 def stage_notes(st: Stage, pp: int) -> list[str]:
     """The pipeline-stage note of an inference stage, when there is more than one stage."""
     return [stage_note(st, pp, 1)] if pp > 1 else []

@@ -22,7 +22,7 @@ from .memo import ignoring
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
-from .stage import RESERVE_NOTE, StageMemory, stage_note, whole_bytes
+from .stage import StageMemory, add_reserve, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, state_note
 
 # -- model states -----------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def _add_slack(r: Rows, s: MemorySettings, freed: float) -> None:
     r.add("allocator", whole_bytes(ALLOCATOR_SLACK * freed), f"caching allocator: reserved beyond allocated, "
           f"{ALLOCATOR_SLACK:.0%} of the bytes freed and re-allocated within a step (measured on H100)",
           how=("{} x {} B freed and re-allocated", ALLOCATOR_SLACK, freed))
-    r.add("reserve", whole_bytes(s.reserve), RESERVE_NOTE, how=("{} B", whole_bytes(s.reserve)))
+    add_reserve(r, s.reserve)
 
 
 def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) -> float:

@@ -17,7 +17,7 @@ from ..activations import layer_tensors, local, working_set
 from ..inference import engine_rows, growing_stage
 from ..placement import Stage
 from ..settings import MemorySettings
-from ..stage import StageMemory, whole_bytes
+from ..stage import StageMemory, add_reserve, whole_bytes
 from . import parse_version
 from .common import CUDA_CONTEXT_CUBLAS, Device
 
@@ -47,7 +47,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     r.add("logits", whole_bytes(logits), (f"{positions:,} position(s) x {m.vocab_size:,} vocab, 16-bit + fp32 copy"
                                           if st.last else "not on this stage"),
           how=("{} positions x {} vocab x ({} + 4) B", positions, m.vocab_size, e) if st.last else ("0",))
-    r.add("reserve", whole_bytes(s.reserve), "--reserve", how=("{} B", whole_bytes(s.reserve)))
+    add_reserve(r, s.reserve, "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
              f"fits within {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
     return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes)

@@ -16,7 +16,7 @@ from ...spec import ModelSpec
 from ..inference import engine_rows, growing_stage
 from ..placement import Stage
 from ..settings import MemorySettings
-from ..stage import StageMemory, whole_bytes
+from ..stage import StageMemory, add_reserve, whole_bytes
 from .common import CUDA_CONTEXT, Device
 
 N_UBATCH = 512  # llama.cpp's default physical micro-batch (-ub); the prefill chunk (--max-num-batched-tokens) overrides it
@@ -40,7 +40,7 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
                == "eager" else ""), ubatch, m.vocab_size, m.hidden_size, n_ctx, ubatch, m.num_attention_heads))
     r.add("logits", whole_bytes(s.batch * m.vocab_size * 4), f"output buffer: one f32 vocabulary row per slot ({s.batch})",
           how=("{} slots x {} vocab x 4 B", s.batch, m.vocab_size))
-    r.add("reserve", whole_bytes(s.reserve), "--reserve", how=("{} B", whole_bytes(s.reserve)))
+    add_reserve(r, s.reserve, "--reserve")
     notes = [f"llama.cpp {s.engine_version}: n_ctx {n_ctx:,} cells ({s.batch} slot(s) x {s.seq:,}, padded to {CELLS}) "
              f"allocated at start-up; KV in {s.kv_dtype} ({DTYPE_BYTES[s.kv_dtype]:g} B)"]
     notes.append("every layer sized for n_ctx (sliding windows not credited)")
