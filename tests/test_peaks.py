@@ -83,6 +83,21 @@ def test_full_loss_buffers_by_hand():
         assert b.value("logits/log_probs") == 4 * n and b.value("logits/grad") == 8 * n
 
 
+def test_megatron_loss_buffers_by_hand():
+    """Megatron-Core's _VocabParallelCrossEntropy (tensor_parallel/cross_entropy.py): the forward holds the bf16
+    logits and their fp32 copy, which becomes the saved softmax in place; backward writes the gradient into
+    that softmax and autograd casts it to bf16. Under TP 2 each rank holds V/2 of the vocabulary."""
+    n = 1024 * 128256 // 2
+    par = Parallelism.resolve(gpus=2, tp=2)
+    b = memory_breakdown(load_model("llama-3.2-1b"), None, MemorySettings(seq=1024, framework="megatron", parallel=par))
+    assert b.value("logits") == (2 + 4) * n
+    assert b.value("logits/softmax") == 4 * n and b.value("logits/grad") == 2 * n
+    # --loss chunked is torch's log-softmax on pieces: not the in-place Function
+    chunked = memory_breakdown(load_model("llama-3.2-1b"), None,
+                               MemorySettings(seq=1024, framework="megatron", parallel=par, loss="chunked"))
+    assert chunked.value("logits/log_probs") == 4 * n and not any(r.name == "logits/softmax" for r in chunked.rows)
+
+
 def test_chunked_and_fused_losses_shrink_the_buffers():
     m = load_model("llama-3.1-8b")
     values = {loss: memory_breakdown(m, None, MemorySettings(seq=4096, loss=loss)).value("logits")

@@ -13,6 +13,7 @@ Where each row comes from (module:function):
   non_torch, activations, logits, cuda_graphs, reserve (inference)
                                               engines.<engine>.stage (engines/vllm.py ... hf.py)
   logits, logits/log_probs, logits/grad       training.add_logits
+  logits/softmax, logits/output (in-place loss)  training.add_logits (loss._in_place: Megatron's)
   kv_cache, kv_free, summary kv_cache_*, max_concurrency
                                               inference.pool_result / inference.growing_stage
   reserve, total, cpu/*                       training.train_stage; the inference closers above

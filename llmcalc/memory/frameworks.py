@@ -7,6 +7,9 @@ framework's own code and recipes at the release named in `source`:
   chunked (logits and loss in pieces of the sequence; each piece's backward buffers alive one at a
   time), fused (linear + cross-entropy in one kernel over token chunks; no b·s·V tensor is kept).
 - loss_dtype: fp32 where the loss upcasts the logits, else the compute dtype.
+- inplace_loss: the full loss is one autograd Function that keeps the upcast softmax and writes the
+  logits' gradient into it (Megatron-Core's _VocabParallelCrossEntropy, fused or not, core 0.9 to 0.15),
+  where torch's log-softmax keeps its output and allocates two gradients.
 - keeps_logits: the training loop holds the model's logits through backward (a plain loop doing
   ``out = model(...); out.loss.backward()``); HF Trainer and torchtune drop them first.
 - adapter_dtype: PEFT keeps LoRA weights in fp32 over a 16-bit base (autocast_adapter_dtype), so the
@@ -53,6 +56,7 @@ class Framework:
     loss_chunk_tokens: int | None = None  # chunked: pieces of this many tokens instead (LitGPT: 128)
     loss_dtype: str | None = "fp32"  # None: the compute dtype
     keeps_logits: bool = False
+    inplace_loss: bool = False
     adapter_dtype: str | None = "fp32"  # None: the compute dtype
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: float = 0.0
@@ -107,7 +111,7 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "weights and Adam states (distributed optimizer = ZeRO-1), vocab-parallel fp32 cross-entropy, Transformer "
               "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only)",
               adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True,
-              fused_kernels=True),
+              fused_kernels=True, inplace_loss=True),
     Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
               "reduce_bucket_size 5e8 elements (one bucket; two under ZeRO-3, where overlap_comm is on)",
               optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8),

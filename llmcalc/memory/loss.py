@@ -7,6 +7,10 @@ e = the compute dtype's bytes, lb = the loss dtype's (fp32 when the logits are u
   while log-softmax runs; log-softmax saves its output (N·lb). Backward starts with two more N·lb
   buffers, the log-probs' gradient and the logits' (measured: the peak op is
   _log_softmax_backward_data; tests/fidelity/peak.py).
+- full, in place (Megatron-Core's vocab-parallel cross-entropy, cross_entropy.py, core 0.9 to 0.15): the
+  forward upcasts the N·e logits to N·lb and turns that copy into the softmax in place, the one tensor it
+  saves; backward writes the gradient into the softmax and autograd casts it back to the logits' dtype
+  (N·e). So N·(e + lb) at both moments, where log-softmax reaches N·3·lb at the start of backward.
 - chunked (LitGPT chunked_cross_entropy, torchtune CEWithChunkedOutputLoss): the same tensors, but
   the upcast and the backward buffers exist for one of C chunks at a time; the log-probs of every
   chunk stay saved.
@@ -65,6 +69,8 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
     chunks = 1 if s.mini_seq > 1 else _chunks(s)
     if s.compile and s.mini_seq == 1:
         return _compiled(s, n, e, lb if upcast and s.fw.upcast_in_model and chunks == 1 else e, chunks)
+    if s.loss == "full" and s.fw.inplace_loss:
+        return _in_place(s, n, e, lb)
     kept = n * e if s.fw.keeps_logits and s.mini_seq == 1 else 0.0
     out_row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}")
     saved = ("logits/log_probs", n * lb, f"log-softmax in {s.loss_dtype}, kept for backward")
@@ -94,6 +100,17 @@ def _compiled(s: MemorySettings, n: float, e: float, lb: float, chunks: int) -> 
         ", upcast and log-softmax fused"
     return _phase(n * lb + upcast[1], n * lb + grad[1], n * e if s.fw.keeps_logits else 0.0,
                   [upcast, saved], [saved, grad], how)
+
+
+def _in_place(s: MemorySettings, n: float, e: float, lb: float) -> LossBuffers:
+    """Megatron's vocab-parallel cross-entropy (module docstring): the upcast softmax is saved and becomes the
+    gradient; the logits live through the forward, the gradient's cast back through the backward."""
+    upcast = lb > e
+    out = ("logits/output", n * e, f"LM head output in {s.compute_dtype}, while the loss upcasts it")
+    softmax = ("logits/softmax", n * lb, f"softmax in {s.loss_dtype}, saved; backward writes the gradient into it")
+    cast = ("logits/grad", n * e if upcast else 0.0, f"the logits' gradient cast back to {s.compute_dtype}")
+    return _phase(out[1] * upcast + n * lb, n * lb + cast[1], 0.0, [out, softmax] if upcast else [softmax],
+                  [softmax, cast], "vocab-parallel cross-entropy, gradient computed in place")
 
 
 def head_pieces(s: MemorySettings) -> int:
