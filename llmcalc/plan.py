@@ -5,8 +5,9 @@ data parallelism, 1 Megatron's distributed optimizer, 3 FSDP), recomputation, se
 (on with TP) and the micro-batch, whose count per step follows from the global batch. Each is timed
 by steptime.py from per-token pieces of the model computed once; the memory of the fastest is then
 checked with the training memory model (memory/pieces.py, the micro-batches in flight under the
-layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients, fp32 master weights and
-Adam states, sharded by the ZeRO stage; flash attention) until ``top`` layouts with distinct degrees
+layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (bf16 with grad_reduce
+"bf16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention; under --dtype
+fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until ``top`` layouts with distinct degrees
 fit. A degree tuple whose leanest variant (full recomputation, highest ZeRO stage, one sequence, no
 interleaving) does not fit is dropped without timing its others: nothing else it allows can use less
 memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whole models, not stages.
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from .flops import RECOMPUTE
+from .memory.fp8 import RECIPES as FP8_RECIPES
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, SpecError, check_choice
-from .steptime import (ATTENTION_KERNELS, Layout, Links, MicroBatch, ModelCost, StepTime, attention_efficiency,
-                       check_links, matmul_efficiency, micro_batch, model_cost, step_time)
+from .steptime import (ATTENTION_KERNELS, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
+                       attention_efficiency, check_links, matmul_efficiency, micro_batch, model_cost, step_time)
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -74,6 +76,9 @@ class Constraints:
     attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
+    grad_reduce: str = "fp32"  # the gradients' dtype, kept and reduced (steptime.GRAD_BYTES)
+    fp8_recipe: str = "delayed"  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py)
+    fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch", "max_tp"):
@@ -87,6 +92,8 @@ class Constraints:
         for z in self.zero:
             check_choice("--zero", z, ZERO_STAGES)
         check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
+        check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
+        check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
         if not self.recompute or not self.zero:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
@@ -171,6 +178,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
     tp, cp, pp, dp, ep = deg
     per_replica = t.global_batch // dp
     sp = (tp > 1) if c.sp is None else c.sp and tp > 1
+    sizes, zeros = _states(t, c, pp)
     mbs = [c.micro_batch] if c.micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
     for mb in mbs:
         if per_replica % mb:
@@ -179,13 +187,19 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
         # interleaving needs a whole number of rounds of p micro-batches and a layer per virtual stage
         vpps = [1] if pp == 1 else [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
                                     if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
-        for zero in c.zero:
-            if zero == 3 and pp > 1:  # FSDP shards whole models, not pipeline stages
-                continue
+        for zero in zeros:
             for recompute in c.recompute:
                 for v in vpps:
                     yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                 c.dp_overlap)
+                                 c.dp_overlap, *sizes)
+
+
+def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[int]]:
+    """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use: FSDP
+    (ZeRO-3) shards whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
+    fp8_params = c.fp8_params and t.dtype == "fp8"
+    sizes = (GRAD_BYTES[c.grad_reduce], 1 if fp8_params else PARAM_BYTES)
+    return sizes, [z for z in c.zero if z != 3 or not (pp > 1 or fp8_params)]
 
 
 def in_flight(lay: Layout, stage: int) -> float:
@@ -212,6 +226,7 @@ class Planner:
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel)
+        self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
@@ -256,7 +271,8 @@ class Planner:
 
         par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp)
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
-                           framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss)
+                           framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss,
+                           precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 
     def fits(self, lay: Layout) -> bool:
@@ -295,6 +311,23 @@ class Planner:
         return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
                 f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
                 + "; change the GPU count, the batch or a fixed degree")
+
+
+def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
+    """The memory model's FP8 settings for the target (memory/fp8.py); refuses what TE cannot run."""
+    if t.dtype != "fp8":
+        if c.fp8_params:
+            raise SpecError("--fp8-params needs --dtype fp8")
+        return {}
+    from .memory.fp8 import tn_only
+
+    if c.fp8_params and c.zero == (3,):
+        raise SpecError("--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)")
+    cc = gpu.compute_capability
+    if c.fp8_recipe == "mxfp8" and cc is not None and tn_only(cc):
+        raise SpecError(f"--fp8-recipe mxfp8 needs Blackwell (compute capability 10.x); {gpu.name} is {cc:g}: "
+                        "use delayed or current")
+    return dict(fp8=c.fp8_recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(cc))
 
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:

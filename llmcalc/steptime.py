@@ -21,8 +21,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
-- DP: the gradients (GRAD_BYTES each) reduced once per step (all-reduce, or ZeRO-1/2's reduce-scatter
-  plus the parameters' 16-bit all-gather), overlapped with the backward of the last micro-batch (and
+- DP: the gradients (Layout.grad_bytes each: 4 in fp32, 2 in bf16) reduced once per step (all-reduce, or ZeRO-1/2's reduce-scatter
+  plus the parameters' all-gather, Layout.param_bytes each: 2, or 1 for FP8 parameters), overlapped with the backward of the last micro-batch (and
   the all-gather with the next step's first forward); ZeRO-3/FSDP all-gathers the parameters for
   forward and again for backward and reduce-scatters the gradients every micro-batch, overlapped with
   that micro-batch's compute.
@@ -63,10 +63,11 @@ ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; au
 LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
-# Gradients are reduced in fp32: Megatron-LM accumulates and all-reduces them in fp32 under bf16
-# (accumulate_allreduce_grads_in_fp32), as the megatron framework's fp32 main_grad buffer holds them.
-GRAD_BYTES = 4
-PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights
+# Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
+# fp32 under bf16 (arguments.py: accumulate_allreduce_grads_in_fp32, core 0.8-0.15), as the megatron
+# framework's fp32 main_grad buffer holds them; Megatron-Bridge's recipes and NeMo's grad_sync_dtype reduce bf16.
+GRAD_BYTES = {"fp32": 4, "bf16": 2}
+PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights (FP8 parameters: 1)
 
 
 class Links(NamedTuple):
@@ -124,6 +125,8 @@ class Layout(NamedTuple):
     tp_overlap: bool = False  # TP collectives split into chunks under the GEMMs (Transformer Engine userbuffers)
     pp_overlap: bool = True  # interleaved 1F1B's sends under the next chunk (Megatron's overlap_p2p_comm)
     dp_overlap: bool = True  # gradient reduction under the backward (Megatron's overlap_grad_reduce/param_gather)
+    grad_bytes: int = GRAD_BYTES["fp32"]  # per gradient value reduced over DP
+    param_bytes: int = PARAM_BYTES  # per parameter all-gathered by the distributed optimizer or FSDP
 
 
 class StepTime(NamedTuple):
@@ -272,8 +275,8 @@ def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: floa
     for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, lay.dp * lay.cp // lay.ep, lay.tp * lay.ep)):
         if d > 1 and values:
             bw, lat = _link(d, stride, links)
-            reduce += (d - 1) / d * values * GRAD_BYTES / bw + lat  # reduce-scatter of the gradients
-            gather += (d - 1) / d * values * PARAM_BYTES / bw + lat  # all-gather of the 16-bit parameters
+            reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients
+            gather += (d - 1) / d * values * lay.param_bytes / bw + lat  # all-gather of the parameters
     if not reduce:
         return 0.0
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch

@@ -47,6 +47,19 @@ FUSED_LOSS = {"mosaicml-llm-foundry"}
 # NeMo and Megatron-Bridge runs use TE, whose auto choice is cuDNN's fused attention on Hopper.
 FLASH_ATTENTION_2 = {"mosaicml-llm-foundry", "pytorch-fsdp-blog", "llama3-paper"}
 
+# Gradients kept and reduced in bf16: NeMo 24.07's Llama 3 FP8 runs set optim.grad_sync_dtype bf16
+# (NeMo-Framework-Launcher 24.07, examples/training/llama/h100/llama3_8b_fp8.sh and llama3_70b_fp8.sh);
+# Megatron-Bridge 25.11's performance scripts set grad_reduce_in_fp32=False (v0.2.0, scripts/performance/
+# llama3_llm_pretrain.py, llama31_llm_pretrain.py). Megatron-LM's own script keeps fp32.
+BF16_GRADS = {"nemo-24.07", "megatron-bridge-25.11"}
+# FP8 runs: Transformer Engine's recipe by the source's precision label (NeMo 24.07: fp8 with amax_history_len
+# 1024, delayed scaling; Megatron-Bridge: FP8-CS current scaling, FP8-MX MXFP8), and FP8 parameters where the
+# recipe gathers them (Megatron-Bridge's mixed-precision presets set fp8_param_gather=True,
+# training/mixed_precision.py at v0.2.0), beside the distributed optimizer (Megatron FSDP's own FP8 sharding is
+# not modelled: its runs keep 16-bit shards and TE's FP8 copies).
+FP8_RECIPE = {"fp8": "delayed", "fp8-cs": "current", "fp8-mx": "mxfp8"}
+FP8_PARAMS = {"megatron-bridge-25.11"}
+
 # The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
 NETWORK = {
     "400 Gbps inter-node, GPUDirect RDMA": 400 / 8 / 8,  # IBM blog, A100 cluster
@@ -73,6 +86,12 @@ def _networks() -> dict[str, str | None]:
     return {e["id"]: (e.get("interconnect") or {}).get("inter") for e in entries()}
 
 
+@functools.lru_cache(maxsize=1)
+def _precisions() -> dict[str, str]:
+    """Each entry's own precision label (Case.dtype folds every FP8 recipe into "fp8")."""
+    return {e["id"]: str(e.get("dtype", "")).lower() for e in entries()}
+
+
 def question(c: Case) -> Question:
     from llmcalc.cluster import cluster_of
     from llmcalc.plan import SEARCHED_ZERO, Constraints, Target
@@ -93,7 +112,10 @@ def question(c: Case) -> Question:
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else None,
-                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto", **fixed)
+                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto",
+                       grad_reduce="bf16" if c.group in BF16_GRADS else "fp32",
+                       fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed"),
+                       fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)
     return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=c.dtype), cons)
 
 

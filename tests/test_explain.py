@@ -81,6 +81,8 @@ TRAIN = [
     dict(model="llama-3.1-8b", mini_seq=4, loss="fused"),
     dict(model="llama-3.1-8b", offload="params,optimizer", zero=3, gpus=2),
     dict(model="llama-3.1-8b", grad_accum=4, framework="megatron", gpus=8, tp=2, pp=2, sp=True),
+    dict(model="llama-3.1-8b", framework="megatron", fp8="delayed", gpus=8, zero=1),
+    dict(model="mixtral-8x7b", framework="megatron", fp8="current", fp8_params=True, gpus=8, ep=8, zero=1),
 ]
 
 

@@ -126,3 +126,13 @@ def test_the_notes_and_formulas_follow_the_overlap_flags():
     text = " ".join(out.stdout.split())
     assert "DP's exposed" in text and "PP sends exposed" in text
     assert "all exposed (llmcalc/steptime.py _dp_time)" in text
+
+
+def test_the_cli_lists_the_cores_gradient_and_fp8_choices():
+    """cli/plan.py names them by hand, so that loading it imports neither steptime nor the memory core."""
+    from llmcalc import steptime
+    from llmcalc.cli.plan import Fp8Recipe, GradReduce
+    from llmcalc.memory.fp8 import RECIPES
+
+    assert tuple(k.value for k in GradReduce) == tuple(steptime.GRAD_BYTES)
+    assert tuple(k.value for k in Fp8Recipe) == RECIPES

@@ -12,6 +12,7 @@ import typer
 from ..dtypes import FLOAT_DTYPES
 from ..memory import ATTENTION_IMPLS, FINETUNES, MODES, PRECISIONS
 from ..memory.engines import DEFAULT_ENGINE, ENGINES
+from ..memory.fp8 import RECIPES as FP8_RECIPES
 from ..memory.frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES
 from ..memory.settings import DEFAULT_ATTENTION_IMPL, DEFAULT_GPU_UTIL, DEFAULT_RESERVE
 from ..spec import Parallelism, SpecError
@@ -78,6 +79,9 @@ LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAIN
 OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", rich_help_panel=TRAINING, help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=TRAINING, help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
+Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
+Fp8Opt = Annotated[Optional[Fp8Recipe], typer.Option("--fp8", rich_help_panel=PRECISION, show_default="off: 16-bit GEMMs", help="train, --framework megatron: Transformer Engine's FP8 GEMMs under this scaling recipe: linear inputs kept in 1 byte, FP8 weight copies cached (with transposes before Blackwell).")]
+Fp8ParamsOpt = Annotated[bool, typer.Option("--fp8-params", rich_help_panel=PRECISION, help="train, with --fp8: the block weights are held in FP8 only (Megatron's --fp8-param-gather), no 16-bit copy.")]
 BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", rich_help_panel=FINETUNING, show_default="a current release", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward).")]
 LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", rich_help_panel=FINETUNING, show_default=_per_framework(lambda f: f.lora_dropout), help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter).")]
 MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", rich_help_panel=TRAINING, min=1, help="train: Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
@@ -120,6 +124,8 @@ def memory_options(
     lora_dropout: LoraDropoutOpt = None,
     bitsandbytes: BnbOpt = None,
     compile_: CompileOpt = False,
+    fp8: Fp8Opt = None,
+    fp8_params: Fp8ParamsOpt = False,
     grad_accum: GradAccumOpt = 1,
     optimizer_in_backward: OptInBwdOpt = False,
     group_size: GroupSizeOpt = 128,
@@ -226,6 +232,7 @@ def settings_from_options(**o) -> Mapping:
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
         bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"],
+        fp8=value(o["fp8"]), fp8_params=o["fp8_params"],
         optimizer_in_backward=o["optimizer_in_backward"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
         lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])) if o["lora_targets"] is not None else None, group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,

@@ -81,14 +81,15 @@ def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what:
 
 
 def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "", compiled: bool = False,
-         native_act: bool = False, fused: bool = False) -> list[Saved]:
+         native_act: bool = False, fused: bool = False, g: float | None = None) -> list[Saved]:
     """F-wide tensors of one MLP (per routed copy of a token for experts).
 
     Forward peak: plain up(x) and act(up(x)) (2F); gated act(gate(x)), up(x) and their product (3F).
     Compiled (inductor): the activation is one fused kernel; gated MLPs keep gate(x) and up(x) and
     rebuild act(gate) in backward. native_act: the model code calls torch's own kernel (F.gelu with
     approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input. fused:
-    Megatron-Core's bias_swiglu_impl keeps fc1's output alone and recomputes the product in backward.
+    Megatron-Core's bias_swiglu_impl keeps fc1's output alone and recomputes the product in backward;
+    g: bytes per element of the input down keeps (FP8 under Transformer Engine, memory/fp8.py).
     """
     inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
     inner = min(inner, 1) if compiled or native_act else inner
@@ -96,7 +97,8 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
     if m.mlp_type == "gated" and fused:  # Megatron's fused SwiGLU: fc1's [gate | up] output, and fc2's input
         return [Saved("mlp", f"{tag}fc1 output (gate and up), the fused activation's input", 2 * f, "t", inner=True,
                       live=2 * f),
-                Saved("mlp", f"{tag}activation output, down's input", f, "t", ("down",), inner=True, live=f)]
+                Saved("mlp", f"{tag}activation output, down's input" + (" (FP8)" if g else ""),
+                      copies * (g or e) * width, "t", ("down",), inner=True, live=f)]
     if m.mlp_type == "gated" and compiled:
         return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
                 Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
@@ -130,15 +132,18 @@ def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
 
 
 def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = False,
-               compiled: bool = False, fused_qkv: bool = False, fused: bool = False) -> list[Saved]:
+               compiled: bool = False, fused_qkv: bool = False, fused: bool = False, g: float | None = None,
+               proj_copy: bool = False) -> list[Saved]:
     """The attention sub-layer: its norm, the projections' input, q, k, v, scores, output.
     repeat_kv: the model code copies k and v to every query head before the kernel (LitGPT, torchtune).
     fused_qkv: one linear writes q, k and v (LitGPT); without GQA's copies v stays a view of its output,
-    so the kernel's saved v keeps the whole qkv output alive (measured: LitGPT 0.5.13, Llama-2-7B)."""
+    so the kernel's saved v keeps the whole qkv output alive (measured: LitGPT 0.5.13, Llama-2-7B).
+    g: bytes per element of the input the projections keep (FP8: memory/fp8.py); proj_copy: the
+    out-projection keeps an FP8 copy of the kernel's output too."""
     h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
     attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
     items = norm_tensors(m, h, e, what="attention norm", compiled=compiled, fused=fused)
-    items.append(Saved("attention", "q/k/v projections' input", e * h, needs=attn_in))
+    items.append(Saved("attention", "q/k/v projections' input" + (" (FP8)" if g else ""), (g or e) * h, needs=attn_in))
     if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
         for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
             if rank:
@@ -160,6 +165,8 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
     else:
         items.append(Saved("attention", "log-sum-exp (fp32)", 4 * a, "t"))
         items.append(Saved("attention", "kernel output, out-projection input", e * a * dv, "t", live=e * a * dv))
+        if proj_copy and g:
+            items.append(Saved("attention", "out-projection input, FP8 copy", g * a * dv, "t", ("proj",)))
         if compiled:  # inductor lays the out-projection's input out as a copy of its own
             items.append(Saved("attention", "out-projection input (compiled copy)", e * a * dv, "t", ("proj",)))
     if drop:
@@ -168,7 +175,7 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
 
 
 def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = False,
-               native_act: bool = False, fused: bool = False) -> list[Saved]:
+               native_act: bool = False, fused: bool = False, g: float | None = None) -> list[Saved]:
     """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP."""
     h = m.hidden_size
     mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
@@ -178,18 +185,18 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
                               keeps_output=merged and i == 0, fused=fused)
     if not (m.parallel_attn and m.norms_per_layer == 1) and not merged:  # a parallel block shares the attention's input
-        items.append(Saved("mlp", "MLP input", e * h, needs=mlp_in))
+        items.append(Saved("mlp", "MLP input" + (" (FP8)" if g else ""), (g or e) * h, needs=mlp_in))
     if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
         k = m.num_experts_per_tok
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
-        items.append(Saved("mlp", "expert inputs (k copies)", k * e * h, needs=mlp_in))
-        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused)
+        items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, needs=mlp_in))
+        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g)
         items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:
-            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused)
+            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused, g)
     else:
-        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act, fused=fused)
+        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act, fused=fused, g=g)
     if drop:
         items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
     return items
@@ -202,7 +209,8 @@ def repeats_kv(m: ModelSpec, impl: str, repeat_kv: bool = False) -> bool:
 
 def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = False, training: bool = True,
                   repeat_kv: bool = False, compiled: bool = False, fused_qkv: bool = False,
-                  native_act: bool = False, fused: bool = False) -> list[Saved]:
+                  native_act: bool = False, fused: bool = False, fp8_input: float | None = None,
+                  fp8_proj_copy: bool = False) -> list[Saved]:
     """The tensors one transformer block keeps (module docstring); no dropout outside training.
 
     compiled: the block under torch.compile (inductor's min-cut partitioner rebuilds cheap pointwise
@@ -211,10 +219,11 @@ def layer_tensors(m: ModelSpec, impl: str = "sdpa", e: float = 2, moe: bool = Fa
     a gated MLP gate(x) and up(x) (+ their product when down trains); q, k, v, the attention kernel's
     output and log-sum-exp as in eager; the layer's input stays too. Llama-3.2-3B: 90,216 bytes per token
     against eager's 131,176. fused: Megatron-Core's Transformer Engine kernels (RMSNorm, SwiGLU; norm_tensors,
-    _mlp)."""
+    _mlp). fp8_input: bytes per element of the inputs TE's FP8 linears keep; fp8_proj_copy: the out-projection
+    keeps an FP8 copy too (memory/fp8.py)."""
     drop = training and m.dropout > 0
-    return (_attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv, fused)
-            + _mlp_block(m, e, moe, drop, compiled, native_act, fused))
+    return (_attention(m, impl, e, drop, repeat_kv, compiled, fused_qkv, fused, fp8_input, fp8_proj_copy)
+            + _mlp_block(m, e, moe, drop, compiled, native_act, fused, fp8_input))
 
 
 def _adapter_input(name: str, width: float, a: float, e: float, dropout: float, owns_base_input: bool) -> list[Saved]:

@@ -30,6 +30,10 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if as_shipped(m, s):
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
+    if s.fp8 and s.fp8_transposes is None and gpu is not None:  # TN-only FP8 GEMMs keep transposes (fp8.py)
+        from .fp8 import tn_only
+
+        s = dataclasses.replace(s, fp8_transposes=tn_only(gpu.compute_capability))
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
 
@@ -81,6 +85,8 @@ def _inputs(s: MemorySettings) -> dict:
         inputs.update(framework=s.framework, loss=s.loss, loss_dtype=s.loss_dtype, compile=s.compile,
                       grad_accum=s.grad_accum, optimizer_in_backward=s.optimizer_in_backward,
                       mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
+        if s.fp8:
+            inputs.update(fp8=s.fp8, fp8_params=s.fp8_params, fp8_transposes=s.fp8_transposes is not False)
         if s.finetune != "full":
             inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
         if s.finetune == "qlora":

@@ -113,9 +113,14 @@ def base_inputs_saved(m: ModelSpec, s: MemorySettings) -> frozenset | None:
 
 def _layer_items(m: ModelSpec, s: MemorySettings, moe: bool) -> tuple[Saved, ...]:
     e = DTYPE_BYTES[s.compute_dtype]
+    fp8 = {}
+    if s.fp8:
+        from .fp8 import proj_copy, saved_input
+
+        fp8 = dict(fp8_input=saved_input(s.fp8), fp8_proj_copy=proj_copy(s.fp8))
     items = layer_tensors(m, s.attention_impl, e, moe, repeat_kv=s.fw.repeats_kv, compiled=s.compile,
                           fused_qkv=s.fw.fused_qkv_lora, native_act=s.fw.native_activations,
-                          fused=s.fw.fused_kernels)
+                          fused=s.fw.fused_kernels, **fp8)
     if s.finetune != "full":
         a = DTYPE_BYTES[s.fw.adapter_dtype or s.compute_dtype]
         items += adapter_tensors(m, trainable(m, s.finetune, s.lora_targets), s.lora_rank, a, e, s.lora_dropout, moe,

@@ -90,6 +90,9 @@ class MemorySettings:
     optimizer_in_backward: train: each parameter steps as soon as its gradient is ready, from a backward
       hook, and the gradient is freed (torchtune's optimizer_in_bwd); no step holds every gradient.
     compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
+    fp8: train: Transformer Engine's FP8 GEMMs under this recipe (delayed | current | mxfp8; memory/fp8.py);
+      fp8_params: the block weights are kept as FP8 only; fp8_transposes: the GPU's FP8 GEMMs take only the
+      TN layout, so TE keeps each FP8 weight's transpose too (None: as on Hopper; memory_breakdown reads the GPU).
     bitsandbytes: the release QLoRA runs on (None: a current one); before 0.43.2 its 4-bit matmul kept
       every linear's input for backward.
     loss_dtype: the cross-entropy's dtype (default: the framework's; fp32 where it upcasts the logits).
@@ -126,6 +129,9 @@ class MemorySettings:
     loss: str | None = None
     bitsandbytes: str | None = None
     compile: bool = False
+    fp8: str | None = None
+    fp8_params: bool = False
+    fp8_transposes: bool | None = None
     grad_accum: int = 1
     optimizer_in_backward: bool = False
     group_size: int = DEFAULT_GROUP_SIZE
@@ -243,6 +249,10 @@ class MemorySettings:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
+        if self.fp8 is not None or self.fp8_params:
+            from .fp8 import check
+
+            check(self)
         _check_cp(self.parallel.cp, self.seq)
         if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):

@@ -45,13 +45,20 @@ def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, float
     return layer, PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
 
 
-def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: dict) -> float:
+def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     """The weights rows; returns the bytes of weights resident on the GPU outside the gathered layers."""
     nd = s.parallel.replicas
     full = not states.weight_rows
     layer, per_param = _gathered(m, s, full)
     gathered = 2 * layer * per_param
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
+    fp8 = _fp8_weights(s, p)
+    if fp8:  # Transformer Engine's FP8 copies of the block linears (memory/fp8.py), or FP8 parameters
+        sixteen = main - (p.quantizable * PRECISIONS[s.precision].weights if s.fp8_params else 0.0)
+        subs = {"weights/16bit": sixteen, "weights/fp8": fp8[0]}
+        main = sixteen + fp8[0]
+        note = f"16-bit embeddings, norms and head + FP8 ({s.fp8}) block weights" if s.fp8_params else \
+            f"{note} + FP8 ({s.fp8}) copies of the block linears"
     if "params" in s.offload:  # ZeRO-Infinity: the parameter shard lives in CPU memory
         cpu["cpu/weights"], main = main, 0.0
         subs, note = {"weights/gathered": gathered}, "offloaded to CPU; gathered layers only"
@@ -61,14 +68,32 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, cpu: d
     notes = {"weights/frozen": "frozen base" + (f" / {nd} (ZeRO-3)" if s.zero >= 3 else ""),
              "weights/adapters": f"{PRECISIONS[s.precision].weights:g} B/param",
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
-             "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered"}
+             "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered",
+             "weights/16bit": "16-bit " + ("embeddings, norms and head" if s.fp8_params else "weights"),
+             "weights/fp8": fp8 and fp8[1]}
     hows = {**states.hows, "weights/shard": states.hows.get("weights"),
+            "weights/16bit": ("({} params - {} block-linear params) x {} B", p.total, p.quantizable,
+                              PRECISIONS[s.precision].weights) if s.fp8_params else states.hows.get("weights"),
+            "weights/fp8": fp8 and ("{} block-linear params x {} B", p.quantizable, fp8[0] / p.quantizable),
             "weights/gathered": ("2 layers x {} params x {} B", layer, per_param) if gathered else ("0",)}
     for key, value in subs.items():
         r.add(key, whole_bytes(value), notes[key], how=hows[key])
     r.add("weights", whole_bytes(main + gathered), note,
           how=(" + ".join(subs),) if subs else states.hows.get("weights", ()))
     return main
+
+
+def _fp8_weights(s: MemorySettings, p: ParamSplit) -> tuple[float, str] | None:
+    """Bytes of the block linears' FP8 copies on this GPU (unsharded: TE casts each whole weight) and their note."""
+    if not s.fp8 or not p.quantizable:
+        return None
+    from .fp8 import weight_copy
+
+    per = weight_copy(s.fp8, s.fp8_transposes)
+    what = "FP8 parameters" if s.fp8_params else "FP8 copies cached across micro-batches"
+    layout = "MXFP8, both directions with scales" if s.fp8 == "mxfp8" else \
+        "with their transposes (TN-only FP8 GEMMs)" if per == 2 else "no transposes"
+    return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}"
 
 
 def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
@@ -178,7 +203,7 @@ def stage_states(m: ModelSpec, s: MemorySettings, st: Stage) -> StageStates:
     p = stage_params(m, s.parallel, st)
     states = model_states(m, s, st, p)
     r, cpu = Rows("byte"), {}
-    resident = add_weights(r, m, s, states, cpu)
+    resident = add_weights(r, m, s, states, p, cpu)
     grads = add_gradients(r, s, states, p, cpu)
     opt = add_optimizer(r, s, states, p, cpu)
     return StageStates(p, states, r.build(), tuple(cpu.items()), resident, grads, opt, plan(m, s, st))

@@ -1,0 +1,71 @@
+"""FP8 training under Transformer Engine (Megatron-Core's TE layers): what it changes in a 16-bit step's memory.
+
+Read off Transformer Engine 1.8 (delayed scaling; NeMo 24.07, Megatron-Core 0.8) and 2.8 (current scaling,
+MXFP8; Megatron-Core 0.15), pytorch/module/linear.py, layernorm_linear.py and base.py:
+
+- A TE linear keeps its input for the weight gradient as FP8, 1 byte an element (MXFP8: plus one e8m0 scale
+  per 32), where a 16-bit run keeps 2: the q/k/v and MLP norms' outputs, the down projection's input, the
+  experts' inputs. The norms still keep their 16-bit input; attention runs in 16 bits (fp8_dpa is off by
+  default) and keeps what it keeps in a 16-bit run.
+- The out-projection's input is the attention kernel's output, which the kernel keeps anyway. Under delayed
+  scaling TE saves an FP8 copy beside it; Megatron-Core 0.15 with TE 2.6+ saves the original input under the
+  other recipes (transformer/attention.py, save_original_input), so no copy.
+- FP8 weights: each block linear's weight is cast once a step and cached across micro-batches (Megatron passes
+  is_first_microbatch; base.py get_weight_workspace): 1 byte a weight, 2 where the GPU's FP8 GEMMs take only
+  the TN layout and TE keeps the transpose as well (compute capability below 10.0, or 12.x:
+  utils.is_non_tn_fp8_gemm_supported). MXFP8 keeps both directions, each with its scales: 2 x (1 + 1/32).
+  With FP8 parameters (Megatron's --fp8-param-gather, Megatron-Bridge's FP8 recipes) these copies are the
+  block weights themselves and no 16-bit copy is kept; the fp32 master stays with the optimizer.
+- The embedding and the LM head stay 16-bit: Megatron's output layer is not a TE module.
+"""
+
+from __future__ import annotations
+
+from ..spec import SpecError, check_choice
+
+RECIPES = ("delayed", "current", "mxfp8")  # TE's DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling
+MX_SCALE = 1 / 32  # MXFP8: one e8m0 scale byte per 32 elements, in each direction kept
+
+
+def saved_input(recipe: str) -> float:
+    """Bytes per element of the input a TE linear keeps for its weight gradient."""
+    return 1 + (MX_SCALE if recipe == "mxfp8" else 0)
+
+
+def proj_copy(recipe: str) -> bool:
+    """Whether the out-projection keeps an FP8 copy of the attention output beside the kernel's own."""
+    return recipe == "delayed"
+
+
+def weight_copy(recipe: str, transposes: bool | None) -> float:
+    """Bytes per block-linear weight of its cached FP8 copies (None: transposes kept, as on Hopper)."""
+    if recipe == "mxfp8":
+        return 2 * (1 + MX_SCALE)
+    return 2.0 if transposes is None or transposes else 1.0
+
+
+def tn_only(compute_capability: float | None) -> bool:
+    """TE keeps an FP8 weight's transpose unless the GPU runs non-TN FP8 GEMMs: compute capability 10.x-11.x
+    or 13+ (Blackwell datacentre parts). Unknown: kept (Hopper)."""
+    cc = compute_capability
+    return cc is None or not (10 <= cc < 12 or cc >= 13)
+
+
+def check(s) -> None:
+    """FP8 settings that do not go together (MemorySettings, training only)."""
+    if s.fp8 is None:
+        if s.fp8_params:
+            raise SpecError("--fp8-params needs --fp8 (the FP8 recipe whose copies become the weights)")
+        return
+    check_choice("--fp8", s.fp8, RECIPES)
+    if s.mode != "train":
+        raise SpecError("--fp8 only applies to --mode train (FP8 inference weights: --dtype fp8)")
+    if s.framework != "megatron":
+        raise SpecError("--fp8 models Transformer Engine's layers as Megatron-Core runs them: add --framework megatron")
+    if s.finetune != "full" or s.precision not in ("mixed", "mixed-fp32-grads"):
+        raise SpecError("--fp8 trains 16-bit weights with fp32 master copies: full fine-tuning with --precision "
+                        "mixed or mixed-fp32-grads")
+    if "params" in s.offload:
+        raise SpecError("--fp8 with --offload params is not modelled (the FP8 copies of offloaded weights)")
+    if s.fp8_params and s.zero >= 3:
+        raise SpecError("--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)")
