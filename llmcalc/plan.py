@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from .flops import RECOMPUTE
-from .memory.fp8 import RECIPES as FP8_RECIPES
+from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, SpecError, check_choice
 from .steptime import (ATTENTION_KERNELS, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
@@ -32,6 +32,7 @@ MICRO_BATCHES = (1, 2, 4, 8, 16)
 MAX_CP = 32
 MIN_CP_TOKENS = 4096  # context parallelism splits no sequence below this many tokens per rank
 MAX_VPP = 8
+DEFAULT_FP8_RECIPE = "delayed"  # Megatron's --fp8-recipe default
 MAX_GPUS = 1 << 24  # 16.8 million: past any cluster, and where enumerating a count's divisors stays instant
 
 
@@ -77,7 +78,7 @@ class Constraints:
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
     grad_reduce: str = "fp32"  # the gradients' dtype, kept and reduced (steptime.GRAD_BYTES)
-    fp8_recipe: str = "delayed"  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py)
+    fp8_recipe: str | None = None  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py; delayed)
     fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
 
     def __post_init__(self) -> None:
@@ -93,7 +94,8 @@ class Constraints:
             check_choice("--zero", z, ZERO_STAGES)
         check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
         check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
-        check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
+        if self.fp8_recipe is not None:
+            check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
         if not self.recompute or not self.zero:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
@@ -198,7 +200,8 @@ def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[i
     """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use: FSDP
     (ZeRO-3) shards whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
     fp8_params = c.fp8_params and t.dtype == "fp8"
-    sizes = (GRAD_BYTES[c.grad_reduce], 1 if fp8_params else PARAM_BYTES)
+    gathered = 1 if fp8_params and params_in_fp8(c.fp8_recipe or DEFAULT_FP8_RECIPE) else PARAM_BYTES
+    sizes = (GRAD_BYTES[c.grad_reduce], gathered)
     return sizes, [z for z in c.zero if z != 3 or not (pp > 1 or fp8_params)]
 
 
@@ -316,18 +319,16 @@ class Planner:
 def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
     """The memory model's FP8 settings for the target (memory/fp8.py); refuses what TE cannot run."""
     if t.dtype != "fp8":
-        if c.fp8_params:
-            raise SpecError("--fp8-params needs --dtype fp8")
+        if c.fp8_params or c.fp8_recipe:
+            raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
         return {}
-    from .memory.fp8 import tn_only
+    from .memory.fp8 import PARAMS_ZERO3, check_gpu, tn_only
 
     if c.fp8_params and c.zero == (3,):
-        raise SpecError("--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)")
-    cc = gpu.compute_capability
-    if c.fp8_recipe == "mxfp8" and cc is not None and tn_only(cc):
-        raise SpecError(f"--fp8-recipe mxfp8 needs Blackwell (compute capability 10.x); {gpu.name} is {cc:g}: "
-                        "use delayed or current")
-    return dict(fp8=c.fp8_recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(cc))
+        raise SpecError(PARAMS_ZERO3)
+    recipe = c.fp8_recipe or DEFAULT_FP8_RECIPE
+    check_gpu(recipe, gpu.name, gpu.compute_capability)
+    return dict(fp8=recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
 
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:

@@ -114,7 +114,7 @@ def question(c: Case) -> Question:
                        loss="fused" if c.group in FUSED_LOSS else None,
                        attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto",
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp32",
-                       fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed"),
+                       fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
                        fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)
     return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=c.dtype), cons)
 

@@ -54,8 +54,34 @@ def test_fp8_parameters_replace_the_16bit_block_weights():
     assert params.value("gradients") == plain.value("gradients")  # the gradients and master copies are unchanged
 
 
+def test_plain_mlp_and_moe_inputs():
+    """GPT-2 (GELU MLP of 3072, h 768, 12 layers): every linear input drops to 1 byte, down's too (delayed
+    scaling's out-projection copy adds h back). Mixtral: the router keeps the MLP norm's 16-bit output, so only
+    the experts' k = 2 inputs and down's go to FP8."""
+    def acts(model, **kw):
+        return memory_breakdown(load_model(model), None, MemorySettings(seq=SEQ, framework="megatron", **kw))
+    gpt2 = acts("gpt2").value("activations/layers") - acts("gpt2", fp8="current").value("activations/layers")
+    assert gpt2 == 12 * SEQ * (768 + 768 + 3072)
+    mix = acts("mixtral-8x7b").value("activations/layers") - acts("mixtral-8x7b", fp8="current").value("activations/layers")
+    assert mix == 32 * SEQ * (4096 + 2 * 4096 + 2 * 14336)  # q/k/v input; 2 expert inputs; 2 experts' down inputs
+
+
+def test_mxfp8_parameters_keep_the_16bit_buffer():
+    plain = _mem("b200", fp8="mxfp8")
+    params = _mem("b200", fp8="mxfp8", fp8_params=True)
+    assert params.value("weights") == plain.value("weights")
+
+
+@pytest.mark.parametrize("gpu, recipe, words", [("a100-80gb", "current", "no FP8 tensor cores"),
+                                                ("h100", "mxfp8", "MXFP8 needs Blackwell")])
+def test_gpus_that_cannot_run_the_recipe(gpu, recipe, words):
+    with pytest.raises(SpecError, match=words):
+        _mem(gpu, fp8=recipe)
+
+
 @pytest.mark.parametrize("kw, words", [
     (dict(fp8="current", framework="hf"), "--framework megatron"),
+    (dict(fp8="current", framework="megatron", compile=True), "--compile"),
     (dict(fp8_params=True, framework="megatron"), "--fp8-params needs --fp8"),
     (dict(fp8="e5m2", framework="megatron"), "--fp8"),
     (dict(fp8="current", framework="megatron", mode="infer"), "--mode train"),
@@ -104,7 +130,8 @@ def test_plan_gradient_bytes_and_fp8_settings():
 
 @pytest.mark.parametrize("kw, words", [
     (dict(dtype="bf16", fp8_params=True), "--fp8-params needs --dtype fp8"),
-    (dict(dtype="fp8", fp8_recipe="mxfp8"), "mxfp8 needs Blackwell"),
+    (dict(dtype="fp8", fp8_recipe="mxfp8"), "MXFP8 needs Blackwell"),
+    (dict(dtype="bf16", fp8_recipe="current"), "--fp8-recipe needs --dtype fp8"),
     (dict(dtype="fp8", fp8_params=True, zero=3), "--zero 3"),
 ])
 def test_plan_fp8_refusals(kw, words):

@@ -29,7 +29,7 @@ def plan(
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
     grad_reduce: Annotated[GradReduce, typer.Option("--grad-reduce", rich_help_panel=PRECISION, help="Gradients kept and reduced in fp32 (Megatron-LM's training script under bf16) or bf16 (Megatron-Bridge recipes, NeMo's grad_sync_dtype).")] = "fp32",
-    fp8_recipe: Annotated[Fp8Recipe, typer.Option("--fp8-recipe", rich_help_panel=PRECISION, help="With --dtype fp8: Transformer Engine's scaling recipe (Megatron's --fp8-recipe); mxfp8 on Blackwell.")] = "delayed",
+    fp8_recipe: Annotated[Optional[Fp8Recipe], typer.Option("--fp8-recipe", rich_help_panel=PRECISION, show_default="delayed, with --dtype fp8", help="With --dtype fp8: Transformer Engine's scaling recipe (Megatron's --fp8-recipe); mxfp8 on Blackwell.")] = None,
     fp8_params: Annotated[bool, typer.Option("--fp8-params", rich_help_panel=PRECISION, help="With --dtype fp8: parameters held and gathered in FP8 (Megatron's --fp8-param-gather).")] = False,
     tp: Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the tensor-parallel degree.")] = None,
     pp: Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the pipeline-parallel degree.")] = None,
@@ -78,7 +78,7 @@ def plan(
                        sp=sp, tp_overlap=tp_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
-                       fp8_recipe=Fp8Recipe(fp8_recipe).value, fp8_params=fp8_params)
+                       fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params)
     results = []
     for m in _models(model, generic):
         length = default_seq(m, seq)

@@ -106,10 +106,14 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
         return [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True),
                 Saved("mlp", f"{tag}act(gate) and up, kept by their product", 2 * f, "t", inner=True, live=2 * f),
                 Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
-    return [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True,
-                  live=f),
-            Saved("mlp", f"{tag}activation output, down's input", f, "t", () if keeps_out else ("down",),
-                  inner=True, live=f)]
+    items = [Saved("mlp", f"{tag}activation's saved input{'s' if inner > 1 else ''}", inner * f, "t", inner=True,
+                   live=f)]
+    if g:  # down keeps an FP8 copy; an activation that keeps its own output (ReLU) keeps it beside
+        kept = [Saved("mlp", f"{tag}activation output, kept by the activation", f, "t", inner=True)] if keeps_out else []
+        return items + kept + [Saved("mlp", f"{tag}down's input (FP8)", copies * g * width, "t", ("down",),
+                                     inner=True, live=f)]
+    return items + [Saved("mlp", f"{tag}activation output, down's input", f, "t", () if keeps_out else ("down",),
+                          inner=True, live=f)]
 
 
 def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
@@ -143,12 +147,13 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
     h, a, d, dv = m.hidden_size, m.num_attention_heads, m.qk_head_dim, m.v_dim
     attn_in = tuple(n for n in attention_linears(m) if n in ("q", "k", "v", "q_a", "kv_a"))
     items = norm_tensors(m, h, e, what="attention norm", compiled=compiled, fused=fused)
-    items.append(Saved("attention", "q/k/v projections' input" + (" (FP8)" if g else ""), (g or e) * h, needs=attn_in))
+    gi, fp8 = (g, " (FP8)") if g else (e, "")  # bytes of a linear's saved input
+    items.append(Saved("attention", "q/k/v projections' input" + fp8, gi * h, needs=attn_in))
     if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
         for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
             if rank:
                 items += norm_tensors(m, rank, e, "attention", f"{lin} latent norm")
-                items.append(Saved("attention", f"{lin} input", e * rank, needs=(lin,)))
+                items.append(Saved("attention", f"{lin} input" + fp8, gi * rank, needs=(lin,)))
     kv_all = repeats_kv(m, impl, repeat_kv)  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
     kv = e * (a if kv_all else m.kv_heads) * (d + dv)
     items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d))
@@ -185,7 +190,10 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
                               keeps_output=merged and i == 0, fused=fused)
     if not (m.parallel_attn and m.norms_per_layer == 1) and not merged:  # a parallel block shares the attention's input
-        items.append(Saved("mlp", "MLP input" + (" (FP8)" if g else ""), (g or e) * h, needs=mlp_in))
+        # a dense MLP's norm is fused into its first TE linear, which keeps its output in FP8; an MoE layer's
+        # norm is its own module, and the router keeps its 16-bit output (the experts keep FP8 copies)
+        fp8_in = g and not moe
+        items.append(Saved("mlp", "MLP input" + (" (FP8)" if fp8_in else ""), (g if fp8_in else e) * h, needs=mlp_in))
     if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
         k = m.num_experts_per_tok
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))

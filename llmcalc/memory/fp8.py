@@ -12,10 +12,14 @@ MXFP8; Megatron-Core 0.15), pytorch/module/linear.py, layernorm_linear.py and ba
   other recipes (transformer/attention.py, save_original_input), so no copy.
 - FP8 weights: each block linear's weight is cast once a step and cached across micro-batches (Megatron passes
   is_first_microbatch; base.py get_weight_workspace): 1 byte a weight, 2 where the GPU's FP8 GEMMs take only
-  the TN layout and TE keeps the transpose as well (compute capability below 10.0, or 12.x:
-  utils.is_non_tn_fp8_gemm_supported). MXFP8 keeps both directions, each with its scales: 2 x (1 + 1/32).
-  With FP8 parameters (Megatron's --fp8-param-gather, Megatron-Bridge's FP8 recipes) these copies are the
-  block weights themselves and no 16-bit copy is kept; the fp32 master stays with the optimizer.
+  the TN layout and TE keeps the transpose as well (Hopper, Ada and RTX 50: compute capability below 10.0,
+  or 12.x; utils.is_non_tn_fp8_gemm_supported). MXFP8 keeps both directions, each with its scales:
+  2 x (1 + 1/32). The copies are of every block weight this GPU computes with, whatever the ZeRO stage:
+  under ZeRO-3 that is what Megatron FSDP's keep_fp8_transpose_cache holds (an upper bound without it).
+- FP8 parameters (Megatron's --fp8-param-gather, Megatron-Bridge's FP8 recipes): under per-tensor scaling
+  these copies are the block weights themselves, gathered in 1 byte, and no 16-bit copy is kept; MXFP8
+  parameters are gathered through a 16-bit buffer (Megatron-Core's param_and_grad_buffer), which stays.
+  The fp32 master stays with the optimizer either way.
 - The embedding and the LM head stay 16-bit: Megatron's output layer is not a TE module.
 """
 
@@ -25,6 +29,9 @@ from ..spec import SpecError, check_choice
 
 RECIPES = ("delayed", "current", "mxfp8")  # TE's DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling
 MX_SCALE = 1 / 32  # MXFP8: one e8m0 scale byte per 32 elements, in each direction kept
+FP8_GPU = 8.9  # FP8 tensor cores from Ada and Hopper on
+MX_GPU = 10.0  # MXFP8 from Blackwell on
+PARAMS_ZERO3 = "--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)"
 
 
 def saved_input(recipe: str) -> float:
@@ -42,6 +49,22 @@ def weight_copy(recipe: str, transposes: bool | None) -> float:
     if recipe == "mxfp8":
         return 2 * (1 + MX_SCALE)
     return 2.0 if transposes is None or transposes else 1.0
+
+
+def params_in_fp8(recipe: str) -> bool:
+    """Whether FP8 parameters replace the 16-bit block weights and are gathered in 1 byte (not MXFP8's)."""
+    return recipe != "mxfp8"
+
+
+def check_gpu(recipe: str, name: str, cc: float | None) -> None:
+    """Refuse a recipe the GPU cannot run: FP8 before Ada/Hopper, MXFP8 before Blackwell (unknown: allowed)."""
+    if cc is None:
+        return
+    if cc < FP8_GPU:
+        raise SpecError(f"{name} (compute capability {cc:.1f}) has no FP8 tensor cores: --fp8 needs {FP8_GPU} or later")
+    if recipe == "mxfp8" and cc < MX_GPU:
+        raise SpecError(f"MXFP8 needs Blackwell (compute capability {MX_GPU:.1f}); {name} is {cc:.1f}: use delayed "
+                        "or current scaling")
 
 
 def tn_only(compute_capability: float | None) -> bool:
@@ -65,7 +88,9 @@ def check(s) -> None:
     if s.finetune != "full" or s.precision not in ("mixed", "mixed-fp32-grads"):
         raise SpecError("--fp8 trains 16-bit weights with fp32 master copies: full fine-tuning with --precision "
                         "mixed or mixed-fp32-grads")
+    if s.compile:
+        raise SpecError("--fp8 with --compile is not modelled (Megatron runs Transformer Engine's layers uncompiled)")
     if "params" in s.offload:
         raise SpecError("--fp8 with --offload params is not modelled (the FP8 copies of offloaded weights)")
     if s.fp8_params and s.zero >= 3:
-        raise SpecError("--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)")
+        raise SpecError(PARAMS_ZERO3)

@@ -69,8 +69,9 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
     chunks = 1 if s.mini_seq > 1 else _chunks(s)
     if s.compile and s.mini_seq == 1:
         return _compiled(s, n, e, lb if upcast and s.fw.upcast_in_model and chunks == 1 else e, chunks)
+    mini = f"LM head and loss over s/{s.mini_seq} tokens at a time (Mini-Sequence)" if s.mini_seq > 1 else None
     if s.loss == "full" and s.fw.inplace_loss:
-        return _in_place(s, n, e, lb)
+        return _in_place(s, n, e, lb, mini)
     kept = n * e if s.fw.keeps_logits and s.mini_seq == 1 else 0.0
     out_row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}")
     saved = ("logits/log_probs", n * lb, f"log-softmax in {s.loss_dtype}, kept for backward")
@@ -83,9 +84,7 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
     kept_row = ("logits/output", kept, f"LM head output in {s.compute_dtype}, held by the training loop")
     how = {"full": "full cross-entropy over b·s·V logits", "chunked": f"chunked cross-entropy in {chunks} pieces",
            "fused": "fused cross-entropy"}[s.loss]
-    if s.mini_seq > 1:
-        how = f"LM head and loss over s/{s.mini_seq} tokens at a time (Mini-Sequence)"
-    return _phase(forward, backward, kept, [out_row, copy, saved], [kept_row, saved, grad], how)
+    return _phase(forward, backward, kept, [out_row, copy, saved], [kept_row, saved, grad], mini or how)
 
 
 def _compiled(s: MemorySettings, n: float, e: float, lb: float, chunks: int) -> LossBuffers:
@@ -102,7 +101,7 @@ def _compiled(s: MemorySettings, n: float, e: float, lb: float, chunks: int) -> 
                   [upcast, saved], [saved, grad], how)
 
 
-def _in_place(s: MemorySettings, n: float, e: float, lb: float) -> LossBuffers:
+def _in_place(s: MemorySettings, n: float, e: float, lb: float, mini: str | None) -> LossBuffers:
     """Megatron's vocab-parallel cross-entropy (module docstring): the upcast softmax is saved and becomes the
     gradient; the logits live through the forward, the gradient's cast back through the backward."""
     upcast = lb > e
@@ -110,7 +109,7 @@ def _in_place(s: MemorySettings, n: float, e: float, lb: float) -> LossBuffers:
     softmax = ("logits/softmax", n * lb, f"softmax in {s.loss_dtype}, saved; backward writes the gradient into it")
     cast = ("logits/grad", n * e if upcast else 0.0, f"the logits' gradient cast back to {s.compute_dtype}")
     return _phase(out[1] * upcast + n * lb, n * lb + cast[1], 0.0, [out, softmax] if upcast else [softmax],
-                  [softmax, cast], "vocab-parallel cross-entropy, gradient computed in place")
+                  [softmax, cast], mini or "vocab-parallel cross-entropy, gradient computed in place")
 
 
 def head_pieces(s: MemorySettings) -> int:

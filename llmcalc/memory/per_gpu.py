@@ -31,8 +31,9 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
     if s.fp8 and s.fp8_transposes is None and gpu is not None:  # TN-only FP8 GEMMs keep transposes (fp8.py)
-        from .fp8 import tn_only
+        from .fp8 import check_gpu, tn_only
 
+        check_gpu(s.fp8, gpu.name, gpu.compute_capability)
         s = dataclasses.replace(s, fp8_transposes=tn_only(gpu.compute_capability))
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
@@ -86,7 +87,9 @@ def _inputs(s: MemorySettings) -> dict:
                       grad_accum=s.grad_accum, optimizer_in_backward=s.optimizer_in_backward,
                       mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
         if s.fp8:
-            inputs.update(fp8=s.fp8, fp8_params=s.fp8_params, fp8_transposes=s.fp8_transposes is not False)
+            inputs.update(fp8=s.fp8, fp8_params=s.fp8_params)
+            if s.fp8 != "mxfp8":  # MXFP8 keeps both directions on every GPU
+                inputs.update(fp8_transposes=s.fp8_transposes is not False)
         if s.finetune != "full":
             inputs.update(lora_rank=s.lora_rank, lora_targets=list(s.lora_targets))
         if s.finetune == "qlora":

@@ -53,11 +53,12 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
     gathered = 2 * layer * per_param
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
     fp8 = _fp8_weights(s, p)
+    replaced = bool(fp8) and s.fp8_params and fp8[2]
     if fp8:  # Transformer Engine's FP8 copies of the block linears (memory/fp8.py), or FP8 parameters
-        sixteen = main - (p.quantizable * PRECISIONS[s.precision].weights if s.fp8_params else 0.0)
+        sixteen = main - (p.quantizable * PRECISIONS[s.precision].weights if replaced else 0.0)
         subs = {"weights/16bit": sixteen, "weights/fp8": fp8[0]}
         main = sixteen + fp8[0]
-        note = f"16-bit embeddings, norms and head + FP8 ({s.fp8}) block weights" if s.fp8_params else \
+        note = f"16-bit embeddings, norms and head + FP8 ({s.fp8}) block weights" if replaced else \
             f"{note} + FP8 ({s.fp8}) copies of the block linears"
     if "params" in s.offload:  # ZeRO-Infinity: the parameter shard lives in CPU memory
         cpu["cpu/weights"], main = main, 0.0
@@ -69,11 +70,13 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
              "weights/adapters": f"{PRECISIONS[s.precision].weights:g} B/param",
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered",
-             "weights/16bit": "16-bit " + ("embeddings, norms and head" if s.fp8_params else "weights"),
+             "weights/16bit": "16-bit " + ("embeddings, norms and head" if replaced else "weights" + (
+                 " (MXFP8 parameters are gathered through them)" if s.fp8_params else "")
+                 + _sharded_note(s, p, full, 3)),
              "weights/fp8": fp8 and fp8[1]}
     hows = {**states.hows, "weights/shard": states.hows.get("weights"),
             "weights/16bit": ("({} params - {} block-linear params) x {} B", p.total, p.quantizable,
-                              PRECISIONS[s.precision].weights) if s.fp8_params else states.hows.get("weights"),
+                              PRECISIONS[s.precision].weights) if replaced else states.hows.get("weights"),
             "weights/fp8": fp8 and ("{} block-linear params x {} B", p.quantizable, fp8[0] / p.quantizable),
             "weights/gathered": ("2 layers x {} params x {} B", layer, per_param) if gathered else ("0",)}
     for key, value in subs.items():
@@ -83,17 +86,18 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
     return main
 
 
-def _fp8_weights(s: MemorySettings, p: ParamSplit) -> tuple[float, str] | None:
-    """Bytes of the block linears' FP8 copies on this GPU (unsharded: TE casts each whole weight) and their note."""
+def _fp8_weights(s: MemorySettings, p: ParamSplit) -> tuple[float, str, bool] | None:
+    """Bytes of the block linears' FP8 copies on this GPU (unsharded: TE casts each whole weight), their note, and
+    whether FP8 parameters replace the 16-bit block weights."""
     if not s.fp8 or not p.quantizable:
         return None
-    from .fp8 import weight_copy
+    from .fp8 import params_in_fp8, weight_copy
 
     per = weight_copy(s.fp8, s.fp8_transposes)
-    what = "FP8 parameters" if s.fp8_params else "FP8 copies cached across micro-batches"
+    what = "FP8 parameters" if s.fp8_params and params_in_fp8(s.fp8) else "FP8 copies cached across micro-batches"
     layout = "MXFP8, both directions with scales" if s.fp8 == "mxfp8" else \
         "with their transposes (TN-only FP8 GEMMs)" if per == 2 else "no transposes"
-    return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}"
+    return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}", s.fp8_params and params_in_fp8(s.fp8)
 
 
 def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
