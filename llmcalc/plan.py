@@ -81,6 +81,11 @@ class Constraints:
     fp8_recipe: str | None = None  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py; delayed)
     fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
 
+    @property
+    def recipe(self) -> str:
+        """The FP8 recipe a --dtype fp8 target runs: the one given, else Megatron's default."""
+        return self.fp8_recipe or DEFAULT_FP8_RECIPE
+
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch", "max_tp"):
             value = getattr(self, key)
@@ -200,7 +205,7 @@ def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[i
     """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use: FSDP
     (ZeRO-3) shards whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
     fp8_params = c.fp8_params and t.dtype == "fp8"
-    gathered = 1 if fp8_params and params_in_fp8(c.fp8_recipe or DEFAULT_FP8_RECIPE) else PARAM_BYTES
+    gathered = 1 if fp8_params and params_in_fp8(c.recipe) else PARAM_BYTES
     sizes = (GRAD_BYTES[c.grad_reduce], gathered)
     return sizes, [z for z in c.zero if z != 3 or not (pp > 1 or fp8_params)]
 
@@ -326,9 +331,8 @@ def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
 
     if c.fp8_params and c.zero == (3,):
         raise SpecError(PARAMS_ZERO3)
-    recipe = c.fp8_recipe or DEFAULT_FP8_RECIPE
-    check_gpu(recipe, gpu.name, gpu.compute_capability)
-    return dict(fp8=recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
+    check_gpu(c.recipe, gpu.name, gpu.compute_capability)
+    return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
 
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:

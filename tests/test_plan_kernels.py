@@ -129,7 +129,7 @@ def test_the_notes_and_formulas_follow_the_overlap_flags():
 
 
 def test_the_cli_lists_the_cores_gradient_and_fp8_choices():
-    """cli/plan.py names them by hand, so that loading it imports neither steptime nor the memory core."""
+    """cli/plan.py names the gradient dtypes by hand, so that loading it does not import steptime."""
     from llmcalc import steptime
     from llmcalc.cli.plan import Fp8Recipe, GradReduce
     from llmcalc.memory.fp8 import RECIPES

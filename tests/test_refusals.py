@@ -124,6 +124,8 @@ def test_norms_per_layer_is_bounded(tmp_path):
     ("tdp_w: -1\n", "tdp_w cannot be negative"),
     ("vendor: [1, 2]\n", "vendor must be text"),
     ("aliases: abc\n", "aliases must be a list"),
+    ("compute_capability: 900\n", "compute_capability must be a CUDA compute capability"),
+    ("compute_capability: nine\n", "compute_capability must be a number"),
 ])
 def test_gpu_files_are_sane(tmp_path, extra, says):
     gpu = tmp_path / "g.yaml"

@@ -6,12 +6,13 @@ import typer
 
 from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
                      _models, app, default_seq)
+from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: cheap to load
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
 AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3"))  # steptime.ATTENTION_KERNELS
 GradReduce = choices("GradReduce", ("fp32", "bf16"))  # steptime.GRAD_BYTES
-Fp8Recipe = choices("Fp8Recipe", ("delayed", "current", "mxfp8"))  # memory.fp8.RECIPES
+Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
 
 
 

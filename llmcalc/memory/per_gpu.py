@@ -30,11 +30,12 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if as_shipped(m, s):
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
-    if s.fp8 and s.fp8_transposes is None and gpu is not None:  # TN-only FP8 GEMMs keep transposes (fp8.py)
+    if s.fp8 and gpu is not None:  # a GPU that can run the recipe; TN-only FP8 GEMMs keep transposes (fp8.py)
         from .fp8 import check_gpu, tn_only
 
         check_gpu(s.fp8, gpu.name, gpu.compute_capability)
-        s = dataclasses.replace(s, fp8_transposes=tn_only(gpu.compute_capability))
+        if s.fp8_transposes is None:
+            s = dataclasses.replace(s, fp8_transposes=tn_only(gpu.compute_capability))
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
 

@@ -53,7 +53,7 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
     gathered = 2 * layer * per_param
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
     fp8 = _fp8_weights(s, p)
-    replaced = bool(fp8) and s.fp8_params and fp8[2]
+    replaced = bool(fp8 and fp8[2])
     if fp8:  # Transformer Engine's FP8 copies of the block linears (memory/fp8.py), or FP8 parameters
         sixteen = main - (p.quantizable * PRECISIONS[s.precision].weights if replaced else 0.0)
         subs = {"weights/16bit": sixteen, "weights/fp8": fp8[0]}
@@ -94,10 +94,11 @@ def _fp8_weights(s: MemorySettings, p: ParamSplit) -> tuple[float, str, bool] | 
     from .fp8 import params_in_fp8, weight_copy
 
     per = weight_copy(s.fp8, s.fp8_transposes)
-    what = "FP8 parameters" if s.fp8_params and params_in_fp8(s.fp8) else "FP8 copies cached across micro-batches"
+    replaced = s.fp8_params and params_in_fp8(s.fp8)
+    what = "FP8 parameters" if replaced else "FP8 copies cached across micro-batches"
     layout = "MXFP8, both directions with scales" if s.fp8 == "mxfp8" else \
         "with their transposes (TN-only FP8 GEMMs)" if per == 2 else "no transposes"
-    return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}", s.fp8_params and params_in_fp8(s.fp8)
+    return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}", replaced
 
 
 def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
