@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
+from .dtypes import DTYPE_TABLE
 from .flops import RECOMPUTE
 from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
 from .memory.settings import ZERO_STAGES
@@ -130,7 +131,7 @@ def links_of(cluster, dtype: str, kernel: str = "auto") -> Links:
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu))
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes)
 
 
 def _powers(limit: int) -> list[int]:

@@ -10,6 +10,12 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   activation functions, dropout, residual adds, rotary, softmax), which move ELEMENTWISE_TRAFFIC bytes
   per byte a layer saves for backward (Korthikanti et al. 2022's 34sbh/t bytes with sequence
   parallelism, sbh(10 + 24/t) without) at ``serving.FLOAT_BANDWIDTH`` of HBM;
+- weight traffic: each of a layer's three GEMMs (forward, data gradient, weight gradient) takes at least
+  the time its weights' bytes take at that HBM share: forward and data gradient read the compute copy
+  (Links.weight_bytes), the weight gradient accumulates into the main gradient (read and write,
+  Layout.grad_bytes each: Megatron's gradient_accumulation_fusion). Dense layers' GEMMs are compute
+  bound at any real micro-batch; routed experts, each fed tokens x top_k x ep / experts tokens, are not
+  when a GPU holds many of them (_gemms);
 - recompute: full recomputation repeats the layers' forward, selective the attention core;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
@@ -17,7 +23,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
 - EP: an all-to-all dispatch and combine per MoE layer forward, and their two gradients backward
-  (two more with full recomputation), exposed;
+  (two more with full recomputation), exposed; across nodes each GPU's share for other nodes leaves
+  through its own NIC (_all_to_all);
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
@@ -39,6 +46,7 @@ import math
 from typing import NamedTuple
 
 from .flops import forward
+from .params import mlp_linears
 from .gpuspec import MEASURED_KERNELS
 from .memory.placement import stage_sizes
 from .serving import COMPUTE, FLOAT_BANDWIDTH, LINK_EFFICIENCY
@@ -82,6 +90,7 @@ class Links(NamedTuple):
     efficiency: float  # share of peak the GEMMs reach (matmul_efficiency)
     attention: float  # share of the 16-bit peak the attention core reaches (attention_efficiency)
     efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak (plan.links_of: the GPU's)
+    weight_bytes: float = 2  # per weight the GEMMs read: the compute dtype's (Transformer Engine's cached FP8 copy: 1)
 
 
 class ModelCost(NamedTuple):
@@ -95,6 +104,9 @@ class ModelCost(NamedTuple):
     head: float  # forward LM head FLOPs per token
     kv: int  # K and V values per token of one layer (for the CP ring)
     top_k: int  # experts each token is sent to
+    experts: float = 0.0  # of matmul, the routed experts' share (averaged over the layers)
+    weights: float = 0.0  # block-linear weights of one layer besides the routed experts (matmul's others / 2)
+    expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
 
 
 def model_cost(m: ModelSpec, seq: int) -> ModelCost:
@@ -103,9 +115,13 @@ def model_cost(m: ModelSpec, seq: int) -> ModelCost:
     L = m.num_hidden_layers
     core = f["attention/scores"] + f["attention/reduce"]
     head = f["forward"] - f["attention"] - f["mlp"]
-    return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size,
-                     matmul=(f["attention"] - core + f["mlp"]) / (L * seq), core=core / (L * seq),
-                     head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok)
+    matmul = (f["attention"] - core + f["mlp"]) / (L * seq)
+    experts = f["mlp/experts"] / (L * seq) if m.is_moe else 0.0
+    one_expert = sum(lin.weight for lin in mlp_linears(m, m.expert_size).values()) if m.is_moe else 0
+    return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size, matmul=matmul, core=core / (L * seq),
+                     head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
+                     experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
+                     expert_weights=m.moe_layers * m.num_experts * one_expert / L)
 
 
 class Layout(NamedTuple):
@@ -213,7 +229,8 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     tp, cp, pp = lay.tp, lay.cp, lay.pp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
     rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
-    gemm1 = tokens * c.matmul / tp / rate  # one layer's forward GEMMs and attention core
+    gemm1 = (_gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
+             + _gemms(tokens * c.experts / tp / rate, c.expert_weights / (tp * lay.ep), links, lay))
     attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
     head = tokens * c.head / tp / rate16
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
@@ -236,13 +253,35 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
     if lay.ep > 1 and c.moe_layers:  # dispatch and combine forward, their gradients backward
-        bw, lat = _link(lay.ep, tp * cp, links)
-        a2a = tokens * c.top_k * c.hidden * 2 * (lay.ep - 1) / lay.ep / bw + lat
+        a2a = _all_to_all(tokens * c.top_k * c.hidden * 2, lay.ep, tp * cp, links)
         ep_time = math.ceil(c.moe_layers * layers / c.layers) * (6 if full else 4) * a2a
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = _link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send)
+
+
+def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> float:
+    """GEMMs over ``weights`` values of this GPU that take ``flops`` seconds forward, in forward-equivalent
+    seconds (a third of forward + backward): each of forward, data gradient and weight gradient takes its
+    FLOPs' time or its weight traffic's, whichever is longer (a roofline per GEMM; the activations' bytes,
+    tokens x width against weights' width x width, are left out)."""
+    hbm = links.hbm * FLOAT_BANDWIDTH
+    read = weights * links.weight_bytes / hbm  # forward and data gradient read the compute copy
+    accumulate = weights * 2 * lay.grad_bytes / hbm  # the weight gradient adds into the main gradient in place
+    return (2 * max(flops, read) + max(flops, accumulate)) / 3
+
+
+def _all_to_all(nbytes: float, group: int, stride: int, links: Links) -> float:
+    """Seconds for one all-to-all in which each rank holds ``nbytes`` and keeps 1/group of them. Inside a
+    node over NVLink; across nodes the bytes for other nodes leave through the GPU's own NIC (no ring
+    aggregates NICs here), while those for its node's k ranks cross NVLink at the same time."""
+    if group * stride <= links.node_gpus:
+        return nbytes * (group - 1) / group / (links.intra * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
+    k = max(1, min(group, links.node_gpus // stride))  # the group's ranks in each node
+    inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY)
+    outside = nbytes * (group - k) / group / (min(links.intra, links.inter) * LINK_EFFICIENCY)
+    return max(inside, outside) + LINK_LATENCY["inter"]
 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float]) -> StepTime:

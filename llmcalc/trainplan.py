@@ -59,9 +59,10 @@ def conventions(links, dtype: str, c: Constraints, gpu) -> str:
     tp = "TP collectives 30% exposed (overlapped)" if c.tp_overlap else "TP collectives exposed"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
-    return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak, the attention "
+    return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
+            f"traffic at HBM speed where longer, the attention "
             f"core ({kernel_text(gpu, c.attention_kernel)}) at {links.attention:.0%} of the 16-bit peak, memory-bound "
-            f"kernels at HBM speed; {tp}, EP's exposed, CP's bytes hidden behind attention, {dp}, {pp}; bubble "
+            f"kernels at HBM speed; {tp}, EP's exposed (across nodes at one NIC a GPU), CP's bytes hidden behind attention, {dp}, {pp}; bubble "
             "(p-1)/v micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 

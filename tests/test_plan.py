@@ -119,6 +119,52 @@ def test_fp8_speeds_up_the_gemms_only():
     assert b.gemm == pytest.approx(a.gemm * 0.7e15 / (2e15 * 0.7 * 0.45 / 0.65))
 
 
+def test_routed_experts_take_their_weights_traffic_where_few_tokens_reach_each():
+    """64 experts of 4M weights a layer, 2 routed per token, 1000 tokens: without EP each expert sees
+    1000 x 2 / 64 = 31 tokens, so reading its weights (forward, data gradient) and adding into its fp32 main
+    gradient (read + write) outlast its FLOPs; with EP 8 a GPU holds 8 experts and the FLOPs win again.
+    The dense 12M weights stay compute bound (their FLOPs take 2 x 1000 x 12M / 0.7 PFLOP/s = 34 us)."""
+    moe = COST._replace(moe_layers=4, top_k=2, matmul=24e6 + 16e6, experts=16e6, weights=12e6,
+                        expert_weights=64 * 4e6)
+    big = LINKS._replace(hbm=20e12)  # fast enough that the dense weights' traffic never binds
+    hbm = 20e12 * 0.9
+    dense = 1000 * 24e6 / 0.7e15
+    experts = 1000 * 16e6 / 0.7e15  # 23 us of expert FLOPs a layer
+    read, accumulate = 256e6 * 2 / hbm, 256e6 * 2 * 4 / hbm  # 28 us, 114 us
+    assert read > experts and accumulate > experts
+    lay = Layout(tp=1, pp=1, dp=8, micro_batch=1, micro_batches=1)
+    mb = steptime.micro_batch(moe, big, lay, 1000)
+    assert mb.gemm == pytest.approx(4 * (dense + (2 * read + accumulate) / 3))
+    wide = steptime.micro_batch(moe, big, lay._replace(ep=8), 1000)
+    assert wide.gemm == pytest.approx(4 * (dense + experts))  # 1/8 of the traffic: 3.6 and 14 us
+    fp8 = steptime.micro_batch(moe, big._replace(weight_bytes=1), lay._replace(grad_bytes=2), 1000)
+    # FP8 copies and bf16 main gradients: reading (14 us) falls below the FLOPs, accumulating (57 us) does not
+    assert fp8.gemm == pytest.approx(4 * (dense + (2 * experts + accumulate / 2) / 3))
+
+
+def test_an_all_to_all_across_nodes_leaves_through_each_gpus_own_nic():
+    """EP 16 over two 8-GPU nodes: each GPU keeps 1/16 of its dispatch, sends 7/16 over NVLink and 8/16
+    through its NIC at 50 GB/s (an all-to-all aggregates no rings), + 30 us; EP 8 stays inside the node."""
+    moe = COST._replace(moe_layers=4, top_k=2)
+    lay = Layout(tp=1, pp=1, dp=16, ep=16, micro_batch=1, micro_batches=1)
+    sent = 1000 * 2 * 1000 * 2  # tokens x top_k x hidden x 2 bytes
+    across = sent * 8 / 16 / (50e9 * 0.75) + 30e-6
+    assert steptime.micro_batch(moe, LINKS, lay, 1000).ep == pytest.approx(4 * 4 * across)
+    inside = sent * 7 / 8 / (400e9 * 0.75) + 15e-6
+    assert steptime.micro_batch(moe, LINKS, lay._replace(dp=8, ep=8), 1000).ep == pytest.approx(4 * 4 * inside)
+
+
+@pytest.mark.parametrize("name, per_layer", [
+    ("deepseek-v3", 58 * 256 * 3 * 7168 * 2048 / 61),  # 58 MoE layers of 256 SwiGLU experts, 2048 wide
+    ("mixtral-8x7b", 8 * 3 * 4096 * 14336),  # every layer 8 experts, 14336 wide
+])
+def test_model_cost_counts_the_routed_experts_weights(name, per_layer):
+    c = steptime.model_cost(load_model(name), 4096)
+    assert c.expert_weights == pytest.approx(per_layer)
+    m = load_model(name)
+    assert c.experts == pytest.approx(2 * m.num_experts_per_tok * per_layer / m.num_experts)
+
+
 def test_a_cluster_without_a_network_is_refused_past_one_node(tmp_path):
     gpu = tmp_path / "lonely.yaml"
     gpu.write_text("lonely:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  interconnect_gb_s: 400\n"
