@@ -49,7 +49,8 @@ def test_published_totals(name, total):
 
 # Stated sizes from model cards, rounded as the cards round them.
 STATED = {"llama-3.1-405b": 405.9e9, "qwen2.5-7b": 7.61e9, "qwen2.5-72b": 72.7e9,
-          "qwen3-8b": 8.2e9, "gemma-2-9b": 9.24e9, "mixtral-8x22b": 140.6e9, "deepseek-v3": 671e9}
+          "qwen3-8b": 8.2e9, "gemma-2-9b": 9.24e9, "mixtral-8x22b": 140.6e9, "deepseek-v3": 671e9,
+          "qwen3-30b-a3b": 30.5e9, "qwen3-235b-a22b": 235e9}
 
 
 @pytest.mark.parametrize("name,stated", sorted(STATED.items()))
@@ -89,6 +90,16 @@ def test_mixtral_active_parameters():
     idle = 32 * 6 * 3 * 4096 * 14336
     r = count(load_model("mixtral-8x7b"))
     assert r["active"] == 46_702_792_704 - idle == 12_879_925_248  # model card: 12.9B active
+
+
+@pytest.mark.parametrize("name, layers, hidden, width, stated", [("qwen3-30b-a3b", 48, 2048, 768, 3.3e9),
+                                                                  ("qwen3-235b-a22b", 94, 4096, 1536, 22e9)])
+def test_qwen3_moe_active_parameters(name, layers, hidden, width, stated):
+    # 8 of 128 SwiGLU experts per token: 120 idle experts of 3 x hidden x width in every layer (model cards:
+    # "3.3B activated", "22B activated").
+    r = count(load_model(name))
+    assert r["total"] - r["active"] == layers * 120 * 3 * hidden * width
+    assert r["active"] == pytest.approx(stated, rel=0.02)
 
 
 def test_deepseek_v3_active_parameters():
