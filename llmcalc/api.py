@@ -83,7 +83,7 @@ def _need_gpu(gpu: str | GPUSpec | None, what: str) -> GPUSpec:
 
 
 _LISTS = ("offload", "lora_targets", "keep_16bit")
-_LAYOUT = ("gpus", "tp", "pp", "dp", "cp", "ep", "sp")
+_LAYOUT = ("gpus", "tp", "pp", "dp", "cp", "ep", "sp", "etp")
 
 
 def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _memory_settings(m: ModelSpec, settings: dict[str, Any], mode_default: str =
 def memory(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: Any) -> Result:
     """Memory per GPU and whether it fits (`llmcalc memory`). Settings: every MemorySettings field
     (mode, seq, batch, dtype, zero, recompute, finetune, engine ...) and the layout (gpus, tp, pp,
-    dp, cp, ep, sp) as keywords."""
+    dp, cp, ep, etp, sp) as keywords."""
     from .memory import memory_breakdown
 
     m = _model(model)
@@ -203,8 +203,8 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
          batch_tokens: float | str | None = None, tokens: float | str | None = None, dtype: str = "bf16",
          top: int = 5, **constraints: Any) -> Result:
     """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
-    best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, dp, vpp, micro_batch, max_tp,
-    recompute and zero (tuples of the choices to try), sp, tp_overlap, pp_overlap, dp_overlap,
+    best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
+    recompute and zero (tuples of the choices to try), sp, tp_overlap, ep_overlap, pp_overlap, dp_overlap,
     attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params; gpus_per_node."""
     from .plan import Constraints, Target
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown

@@ -65,6 +65,7 @@ class Constraints:
     pp: int | None = None
     cp: int | None = None
     ep: int | None = None
+    etp: int | None = None  # None: searched, TP's or 1 (Megatron-Core's MoE parallel folding)
     dp: int | None = None
     vpp: int | None = None
     micro_batch: int | None = None
@@ -73,6 +74,7 @@ class Constraints:
     zero: tuple[int, ...] = SEARCHED_ZERO  # also "0,1,3" or 3
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
+    ep_overlap: bool = False  # Megatron-Core's overlap_moe_expert_parallel_comm (core 0.14+; off by default)
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
     dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)
     attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
@@ -88,7 +90,7 @@ class Constraints:
         return self.fp8_recipe or DEFAULT_FP8_RECIPE
 
     def __post_init__(self) -> None:
-        for key in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch", "max_tp"):
+        for key in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
@@ -153,8 +155,11 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
                 dp = t.gpus // (tp * cp * pp)
                 if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp:
                     continue
-                for ep in [c.ep] if c.ep else _ep_choices(m, dp * cp):
-                    if _suits(m, t.gpus, tp, pp, dp, cp, ep):
+                etps = etp_choices(m, tp, c)
+                if not etps:
+                    continue
+                for ep in [c.ep] if c.ep else _ep_choices(m, tp // min(etps) * dp * cp):
+                    if _suits(m, t.gpus, tp, pp, dp, cp, ep, min(etps)):
                         yield tp, cp, pp, dp, ep
 
 
@@ -164,18 +169,27 @@ def _cp_choices(seq: int) -> list[int]:
     return [x for x in _powers(MAX_CP) if x == 1 or (seq % (2 * x) == 0 and seq // x >= MIN_CP_TOKENS)]
 
 
-def _ep_choices(m: ModelSpec, replicas: int) -> list[int]:
-    """Expert-parallel degrees: divisors of dp x cp that divide the experts; 1 for a dense model."""
-    return [e for e in _divisors(replicas) if m.num_experts % e == 0] if m.is_moe else [1]
+def _ep_choices(m: ModelSpec, ranks: int) -> list[int]:
+    """Expert-parallel degrees: divisors of the ranks that share out a layer's experts (dp x cp, times tp / etp)
+    that divide the experts; 1 for a dense model."""
+    return [e for e in _divisors(ranks) if m.num_experts % e == 0] if m.is_moe else [1]
 
 
-def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int) -> bool:
+def etp_choices(m: ModelSpec, tp: int, c: Constraints) -> list[int]:
+    """Expert tensor-parallel degrees for TP ``tp``: the one fixed (if it divides tp), else TP's (Megatron-Core's
+    default) and, for an MoE model, 1 (experts whole, EP spanning TP ranks)."""
+    if c.etp:
+        return [c.etp] if tp % c.etp == 0 else []
+    return [tp, 1] if m.is_moe and tp > 1 else [tp]
+
+
+def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int, etp: int) -> bool:
     """The memory model's own layout check (heads TP can split, experts EP can)."""
     from .memory.placement import check_layout
     from .spec import Parallelism
 
     try:
-        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1))
+        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1, etp=etp))
     except SpecError:
         return False
     return True
@@ -187,19 +201,27 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
     per_replica = t.global_batch // dp
     sp = (tp > 1) if c.sp is None else c.sp and tp > 1
     sizes, zeros = _states(t, c, pp)
+    etps = [e for e in etp_choices(m, tp, c) if (tp // e * dp * cp) % ep == 0]
     mbs = [c.micro_batch] if c.micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]
     for mb in mbs:
         if per_replica % mb:
             continue
         micro = per_replica // mb
-        # interleaving needs a whole number of rounds of p micro-batches and a layer per virtual stage
-        vpps = [1] if pp == 1 else [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
-                                    if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
         for zero in zeros:
             for recompute in c.recompute:
-                for v in vpps:
-                    yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                 c.dp_overlap, *sizes)
+                for v in _vpps(m, c, pp, micro):
+                    for etp in etps:
+                        yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
+                                     c.dp_overlap, *sizes, etp, c.ep_overlap and ep > 1)
+
+
+def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
+    """Virtual stages a pipeline of ``pp`` may use: interleaving needs a whole number of rounds of p
+    micro-batches and a layer per virtual stage."""
+    if pp == 1:
+        return [1]
+    return [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
+            if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
 
 
 def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[int]]:
@@ -226,7 +248,7 @@ def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Layout | None:
     if not options:
         return None
     order = {"full": 0, "selective": 1, "none": 2}
-    return min(options, key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp))
+    return min(options, key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp, -x.etp))
 
 
 class Planner:
@@ -245,13 +267,13 @@ class Planner:
 
     def grads(self, lay: Layout) -> tuple[float, float]:
         """(dense, routed-expert) parameters of one GPU's largest stage, whose gradients DP reduces."""
-        key = (lay.tp, lay.pp, lay.ep)
+        key = (lay.tp, lay.pp, lay.ep, lay.etp)
         if key not in self._grads:
             from .memory.placement import stage_params, stages
             from .spec import Parallelism
 
             par = Parallelism(gpus=lay.tp * lay.pp * lay.dp * lay.cp, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp,
-                              ep=lay.ep)
+                              ep=lay.ep, etp=lay.expert_tp)
             split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
             self._grads[key] = (split.total - split.experts, split.experts)
         return self._grads[key]
@@ -267,7 +289,7 @@ class Planner:
     def memory(self, lay: Layout) -> float:
         """Bytes on the fullest GPU: the first stage (the most micro-batches in flight), a middle one with an
         uneven split's extra layer, or the last (the head and the loss's buffers)."""
-        key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.dp, lay.zero, lay.recompute, lay.sp)
+        key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.etp, lay.dp, lay.zero, lay.recompute, lay.sp)
         if key not in self._pieces:
             self._pieces[key] = self._stage_pieces(lay)
         return max(p.total(lay.micro_batch, in_flight(lay, i)) for i, p in self._pieces[key])
@@ -278,7 +300,8 @@ class Planner:
         from .memory.settings import MemorySettings
         from .spec import Parallelism
 
-        par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp)
+        par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp,
+                          etp=lay.expert_tp)
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
                            framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss,
                            precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
@@ -312,8 +335,8 @@ class Planner:
     def impossible(self) -> str:
         """Why no layout multiplies out: the count, the batch, the model's shape and the degrees fixed."""
         m, t, c = self.m, self.t, self.c
-        fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "dp", "vpp", "micro_batch",
-                                                                      "max_tp") if getattr(c, k)]
+        fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp",
+                                                                      "micro_batch", "max_tp") if getattr(c, k)]
         fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
         shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
             (f", {m.num_experts} experts" if m.is_moe else "")

@@ -274,8 +274,10 @@ class Parallelism:
     """How a job is laid out over GPUs: gpus = dp x tp x pp x cp (EP and SP live inside them).
 
     tp tensor, pp pipeline, dp data, cp context (sequence split for attention), ep expert
-    parallel (experts split over ep ranks of the dp x cp group, Megatron-style), sp sequence
-    parallel (TP ranks also split the norm/dropout activations; Korthikanti et al. 2022).
+    parallel, etp expert tensor parallel, sp sequence parallel (TP ranks also split the norm/dropout
+    activations; Korthikanti et al. 2022). Experts follow Megatron-Core's MoE parallel folding (core
+    0.10+): each routed expert is split over etp ranks (None: TP's, Megatron's default), and the ep x
+    etp ranks that share a layer's experts come out of its tp x cp x dp ranks; etp 1 lets EP span TP.
     """
 
     gpus: int = 1
@@ -285,19 +287,27 @@ class Parallelism:
     cp: int = 1
     ep: int = 1
     sp: bool = False
+    etp: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("gpus", "tp", "pp", "dp", "cp", "ep"):
+        for key in ("gpus", "tp", "pp", "dp", "cp", "ep", "etp"):
             value = getattr(self, key)
+            if key == "etp" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"--{key} must be a whole number of at least 1, got {value!r}")
         product = self.dp * self.tp * self.pp * self.cp
         if product != self.gpus:
             raise SpecError(f"--gpus {self.gpus} must equal dp x tp x pp x cp = {self.dp} x {self.tp} x "
                             f"{self.pp} x {self.cp} = {product}")
-        if (self.dp * self.cp) % self.ep:
-            raise SpecError(f"--ep {self.ep} must divide dp x cp = {self.dp * self.cp} (experts are "
-                            "split over data-parallel ranks)")
+        if self.tp % self.expert_tp:
+            raise SpecError(f"--etp {self.expert_tp} must divide --tp {self.tp} (an expert's slices stay inside "
+                            "its layer's TP group)")
+        ranks = self.tp // self.expert_tp * self.dp * self.cp
+        if ranks % self.ep:
+            what = "dp x cp" if self.expert_tp == self.tp else "tp / etp x dp x cp"
+            raise SpecError(f"--ep {self.ep} must divide {what} = {ranks} (experts are split over data-parallel "
+                            "ranks; --etp 1 lets EP span TP's too)")
         if self.sp and self.tp == 1:
             raise SpecError("--sp (sequence parallel) needs --tp > 1")
 
@@ -307,24 +317,31 @@ class Parallelism:
         return self.dp * self.cp
 
     @property
+    def expert_tp(self) -> int:
+        """Ranks each routed expert is split over: etp, else TP's (Megatron-Core's default)."""
+        return self.tp if self.etp is None else self.etp
+
+    @property
     def expert_replicas(self) -> int:
-        """Ranks that hold the same routed experts: dp x cp / ep."""
-        return max(1, self.replicas // self.ep)
+        """Ranks that hold the same routed experts (Megatron's expert data parallel): tp x dp x cp / (ep x etp),
+        dp x cp / ep where experts split as TP does."""
+        return max(1, self.tp * self.replicas // (self.ep * self.expert_tp))
 
     @classmethod
     def resolve(cls, gpus: int | None = None, tp: int | None = None, pp: int | None = None,
                 dp: int | None = None, cp: int | None = None, ep: int | None = None,
-                sp: bool | None = None, mode: str = "train") -> "Parallelism":
+                sp: bool | None = None, mode: str = "train", etp: int | None = None) -> "Parallelism":
         """Fill unstated degrees the way people deploy.
 
         train: tp = pp = cp = 1 unless given; the GPUs left over go to data parallelism.
         infer: one model instance spans all GPUs with tensor parallelism (tp = gpus / pp / dp).
         """
-        _check_given((("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)))
+        _check_given((("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep), ("etp", etp)))
         pp, cp, ep = pp or 1, cp or 1, ep or 1
         gpus, tp = _gpus_and_tp(gpus, tp, pp, cp, dp or 1, mode)
         dp = _leftover_dp(gpus, tp, pp, cp) if dp is None else dp
-        return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp)
+        return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp,
+                   etp=etp)
 
 
 def _check_given(degrees: tuple[tuple[str, int | None], ...]) -> None:

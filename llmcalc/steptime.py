@@ -22,9 +22,10 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed;
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
-- EP: an all-to-all dispatch and combine per MoE layer forward, and their two gradients backward
-  (two more with full recomputation), exposed; across nodes each GPU's share for other nodes leaves
-  through its own NIC (_all_to_all);
+- EP: each MoE layer's token traffic, exposed (_moe_comm); with Layout.ep_overlap (Megatron-Core 0.14's
+  overlap_moe_expert_parallel_comm: one micro-batch's forward beside another's backward, layer by layer)
+  only what outlasts the MoE layers' compute, where Megatron allows it (no full recomputation; virtual
+  stages in a pipeline); a step's unpaired first forward and last backward are not counted;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
@@ -35,9 +36,11 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   that micro-batch's compute.
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
-inter-node bandwidth per GPU (times the ranks of the group each node holds: _link). Megatron-Core's
-rank order (tp, cp, ep, dp, pp from fastest-varying) decides which groups fit: TP ranks are
-adjacent, then CP, then DP; PP ranks are farthest apart.
+inter-node bandwidth per GPU (times the ranks of the group each node holds: _link; an all-to-all has no
+rings to spread, so its bytes for other nodes leave through the GPU's own NIC: _all_to_all).
+Megatron-Core's rank order (tp, cp, dp, pp from fastest-varying; for the experts, core 0.10's folding:
+etp, ep, expert dp, pp) decides which groups fit: TP ranks are adjacent, then CP, then DP; PP ranks are
+farthest apart.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class ModelCost(NamedTuple):
     kv: int  # K and V values per token of one layer (for the CP ring)
     top_k: int  # experts each token is sent to
     experts: float = 0.0  # of matmul, the routed experts' share (averaged over the layers)
-    weights: float = 0.0  # block-linear weights of one layer besides the routed experts (matmul's others / 2)
+    weights: float = 0.0  # other block-linear weights, averaged over the layers (matmul less experts, / 2)
     expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
 
 
@@ -143,6 +146,12 @@ class Layout(NamedTuple):
     dp_overlap: bool = True  # gradient reduction under the backward (Megatron's overlap_grad_reduce/param_gather)
     grad_bytes: int = GRAD_BYTES["fp32"]  # per gradient value reduced over DP
     param_bytes: int = PARAM_BYTES  # per parameter all-gathered by the distributed optimizer or FSDP
+    etp: int = 0  # ranks a routed expert is split over; 0: TP's (spec.Parallelism.etp)
+    ep_overlap: bool = False  # MoE token traffic under another micro-batch's compute (overlap_moe_expert_parallel_comm)
+
+    @property
+    def expert_tp(self) -> int:
+        return self.etp or self.tp
 
 
 class StepTime(NamedTuple):
@@ -173,7 +182,7 @@ def _link(group: int, stride: int, links: Links, rings: bool = True) -> tuple[fl
     if group * stride <= links.node_gpus:
         return links.intra * LINK_EFFICIENCY, LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride) if rings else 1
-    return min(links.intra, k * links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
+    return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
 
 
 def check_links(links: Links, gpus: int) -> None:
@@ -188,7 +197,7 @@ def check_links(links: Links, gpus: int) -> None:
 class MicroBatch(NamedTuple):
     """One micro-batch on the busiest rank, in seconds: what a step is made of."""
 
-    gemm: float  # forward GEMMs of the rank's layers
+    gemm: float  # the rank's layers' GEMMs, a third of forward + backward (_gemms: FLOPs or weight traffic)
     attention: float  # forward causal attention core
     elementwise: float  # forward memory-bound kernels
     head: float  # forward LM head (the last stage)
@@ -197,10 +206,11 @@ class MicroBatch(NamedTuple):
     cp: float
     ep: float
     send: float  # one activation (or its gradient) to the next stage
+    gemm_forward: float = 0.0  # the GEMMs' forward alone (gemm where no weight traffic binds)
 
     @property
     def compute(self) -> float:
-        """Forward and backward (2 x forward)."""
+        """Forward and backward (backward = 2 x forward)."""
         return 3 * (self.gemm + self.attention + self.elementwise + self.head)
 
     @property
@@ -210,7 +220,7 @@ class MicroBatch(NamedTuple):
     @property
     def layers_forward(self) -> float:
         """The rank's layers' forward, without the LM head."""
-        return self.gemm + self.attention + self.elementwise
+        return self.gemm_forward + self.attention + self.elementwise
 
 
 def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
@@ -229,22 +239,24 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     tp, cp, pp = lay.tp, lay.cp, lay.pp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
     rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
-    gemm1 = (_gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
-             + _gemms(tokens * c.experts / tp / rate, c.expert_weights / (tp * lay.ep), links, lay))
+    dense = _gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
+    experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
+    gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
     head = tokens * c.head / tp / rate16
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
     per_layer = gemm1 + attention1
     layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
-    gemm, attention = layers * gemm1, layers * attention1
+    gemm, attention, gemm_forward = layers * gemm1, layers * attention1, layers * forward1
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
     full = lay.recompute == "full"
-    redo = gemm + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
-    tp_time = cp_time = ep_time = send = 0.0
-    if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation
-        bw, lat = _link(tp, 1, links)
-        tp_time = layers * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
+    redo = gemm_forward + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
+    tp_time = cp_time = send = 0.0
+    moe = math.ceil(c.moe_layers * layers / c.layers) if c.moe_layers else 0  # MoE layers on this rank
+    if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
+        bw, lat = _link(tp, 1, links)  # which in an MoE layer the experts' own (_moe_comm) replace
+        tp_time = (layers - moe / 2) * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
         if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays
             tp_time *= TP_OVERLAP_EXPOSED
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
@@ -252,24 +264,41 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    if lay.ep > 1 and c.moe_layers:  # dispatch and combine forward, their gradients backward
-        a2a = _all_to_all(tokens * c.top_k * c.hidden * 2, lay.ep, tp * cp, links)
-        ep_time = math.ceil(c.moe_layers * layers / c.layers) * (6 if full else 4) * a2a
+    ep_time = moe * _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, 6 if full else 4)
+    if lay.ep_overlap and not full and (pp == 1 or lay.vpp > 1):  # what outlasts the paired compute stays
+        ep_time = max(0.0, ep_time - 3 * moe / layers * (gemm + attention + elementwise))
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = _link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
-    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send)
+    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward)
 
 
-def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> float:
-    """GEMMs over ``weights`` values of this GPU that take ``flops`` seconds forward, in forward-equivalent
-    seconds (a third of forward + backward): each of forward, data gradient and weight gradient takes its
-    FLOPs' time or its weight traffic's, whichever is longer (a roofline per GEMM; the activations' bytes,
-    tokens x width against weights' width x width, are left out)."""
+def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, passes: int) -> float:
+    """One MoE layer's token traffic (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU dispatches
+    its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit etp apart
+    (the expert rank order tp-ep-dp; _all_to_all), and the expert's etp ranks all-gather what they received
+    and reduce-scatter what the experts return, in place of a dense MLP's TP collectives. Dispatch and
+    combine forward, their gradients backward (``passes`` 4, 6 with full recomputation), all exposed."""
+    routed = tokens * c.top_k * c.hidden * 2  # bytes
+    etp, comm = lay.expert_tp, 0.0
+    if lay.ep > 1:
+        comm += passes * _all_to_all(routed, lay.ep, etp, links)
+    if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
+        bw, lat = _link(etp, 1, links)
+        comm += passes * (routed * (etp - 1) / bw + lat)
+    return comm
+
+
+def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[float, float]:
+    """GEMMs over ``weights`` values of this GPU that take ``flops`` seconds forward: (a third of forward +
+    backward, forward alone). Each of forward, data gradient and weight gradient takes its FLOPs' time or its
+    weight traffic's, whichever is longer (a roofline per GEMM; the activations' bytes, tokens x width against
+    weights' width x width, are left out)."""
     hbm = links.hbm * FLOAT_BANDWIDTH
     read = weights * links.weight_bytes / hbm  # forward and data gradient read the compute copy
     accumulate = weights * 2 * lay.grad_bytes / hbm  # the weight gradient adds into the main gradient in place
-    return (2 * max(flops, read) + max(flops, accumulate)) / 3
+    forward = max(flops, read)
+    return (2 * forward + max(flops, accumulate)) / 3, forward
 
 
 def _all_to_all(nbytes: float, group: int, stride: int, links: Links) -> float:
@@ -278,9 +307,9 @@ def _all_to_all(nbytes: float, group: int, stride: int, links: Links) -> float:
     aggregates NICs here), while those for its node's k ranks cross NVLink at the same time."""
     if group * stride <= links.node_gpus:
         return nbytes * (group - 1) / group / (links.intra * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
-    k = max(1, min(group, links.node_gpus // stride))  # the group's ranks in each node
-    inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY)
-    outside = nbytes * (group - k) / group / (min(links.intra, links.inter) * LINK_EFFICIENCY)
+    k = max(1, links.node_gpus // stride)  # the group's ranks in each node
+    inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
+    outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)
     return max(inside, outside) + LINK_LATENCY["inter"]
 
 
@@ -308,10 +337,12 @@ def exposed_send(mb: MicroBatch, lay: Layout) -> float:
 def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: float, compute: float) -> float:
     """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3).
     ``grads``: (dense, routed-expert) values on this GPU. Dense weights are shared by the dp x cp ranks (CP
-    ranks next to the TP ones, then DP); an expert by dp x cp / ep of them (Megatron's expert-data group)."""
+    ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them (Megatron's
+    expert-data group, etp x ep ranks apart)."""
     dense, experts = grads
     reduce = gather = 0.0
-    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, lay.dp * lay.cp // lay.ep, lay.tp * lay.ep)):
+    edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
+    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, edp, lay.expert_tp * lay.ep)):
         if d > 1 and values:
             bw, lat = _link(d, stride, links)
             reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients

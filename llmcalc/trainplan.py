@@ -59,11 +59,12 @@ def conventions(links, dtype: str, c: Constraints, gpu) -> str:
     tp = "TP collectives 30% exposed (overlapped)" if c.tp_overlap else "TP collectives exposed"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
+    ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
-            f"traffic at HBM speed where longer, the attention "
-            f"core ({kernel_text(gpu, c.attention_kernel)}) at {links.attention:.0%} of the 16-bit peak, memory-bound "
-            f"kernels at HBM speed; {tp}, EP's exposed (across nodes at one NIC a GPU), CP's bytes hidden behind attention, {dp}, {pp}; bubble "
-            "(p-1)/v micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+            f"traffic at HBM speed where longer, the attention core ({kernel_text(gpu, c.attention_kernel)}) at "
+            f"{links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
+            f"at one NIC a GPU), CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v micro-batches; "
+            "memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 
 def kernel_text(gpu, kernel: str) -> str:
@@ -100,7 +101,7 @@ def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
             "ep_comm": each + (m, mb.ep),
             "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
-                        lay.vpp, mb.send, mb.gemm, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
+                        lay.vpp, mb.send, mb.gemm_forward, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
             "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)"
@@ -118,16 +119,18 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     if t.tokens:
         out["train_time"] = t.tokens / (tokens / step)
     out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
-                "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep, "dp": lay.dp,
+                "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep,
+                **({"etp": lay.expert_tp} if m.is_moe else {}), "dp": lay.dp,
                 "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
                 "grad_accum": lay.micro_batches})
     return out
 
 
 def describe(lay: Layout) -> str:
-    """A layout in a few words: "tp8 pp4 vpp3 dp16 zero1 mb1 full-recompute" (ep, cp, vpp shown past 1)."""
+    """A layout in a few words: "tp8 pp4 vpp3 dp16 zero1 mb1 full-recompute" (ep, cp, vpp shown past 1; etp where
+    it is not TP's)."""
     parts = [f"tp{lay.tp}", f"pp{lay.pp}"] + [f"{k}{v}" for k, v in (("vpp", lay.vpp), ("cp", lay.cp), ("ep", lay.ep))
-                                             if v > 1]
+                                             if v > 1] + ([f"etp{lay.expert_tp}"] if lay.expert_tp != lay.tp else [])
     parts += [f"dp{lay.dp}", f"zero{lay.zero}", f"mb{lay.micro_batch}"]
     return " ".join(parts + ([f"{lay.recompute}-recompute"] if lay.recompute != "none" else []))
 

@@ -58,6 +58,11 @@ BF16_GRADS = {"nemo-24.07", "megatron-bridge-25.11"}
 # training/mixed_precision.py at v0.2.0), beside the distributed optimizer (Megatron FSDP's own FP8 sharding is
 # not modelled: its runs keep 16-bit shards and TE's FP8 copies).
 FP8_RECIPE = {"fp8": "delayed", "fp8-cs": "current", "fp8-mx": "mxfp8"}
+# MoE all-to-all overlapped with another micro-batch's compute: the Megatron-Bridge recipes that set moe_a2a_overlap
+# (v0.2.0 scripts/performance/configs/qwen3/workload_base_configs.py: Qwen3-235B-A22B on B200 and H100, Qwen3-30B-A3B
+# on H100; the B200 FP8-MX config is the FP8-CS one; DeepSeek-V3 sets it on H100 only, not in this survey).
+EP_OVERLAP = {"mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx", "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs",
+              "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs"}
 FP8_PARAMS = {"megatron-bridge-25.11"}
 
 # The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
@@ -109,6 +114,7 @@ def question(c: Case) -> Question:
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
+                       ep_overlap=c.id in EP_OVERLAP,
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else None,

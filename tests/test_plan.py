@@ -174,6 +174,16 @@ def test_a_cluster_without_a_network_is_refused_past_one_node(tmp_path):
     assert out.exit_code == 2 and "no network" in out.stderr
 
 
+def test_one_gpu_nodes_without_nvlink_plan_over_the_network(tmp_path):
+    """No GPU-to-GPU link, one GPU a node: every collective crosses the network at the GPU's own NIC."""
+    gpu = tmp_path / "single.yaml"
+    gpu.write_text("single:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  interconnect_gb_s: 0\n"
+                   "  network_gb_s: 50\n  tflops: {bf16: 900}\n")
+    assert steptime._link(4, 1, LINKS._replace(node_gpus=1, intra=0.0))[0] == pytest.approx(50e9 * 0.75)
+    out = run("plan", "--model", "llama-3.2-1b", "--gpu", str(gpu), "--gpus", "4", "--gpus-per-node", "1", "--seq", "2k")
+    assert out.exit_code == 0, out.output
+
+
 def test_an_uneven_split_checks_the_fuller_middle_stage():
     """126 layers on 16 stages: 7, 8 x 14, 7 (Llama 3); stage 1 holds 8 layers and 15 micro-batches in flight."""
     m = load_model("llama-3.1-405b")

@@ -64,6 +64,7 @@ PpOpt = Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELIS
 DpOpt = Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="the GPUs --tp x --pp x --cp leave", help="Data-parallel degree.")]
 CpOpt = Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="1", help="Context-parallel degree (splits the sequence).")]
 EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="1", help="Expert-parallel degree (MoE experts split over DP ranks).")]
+EtpOpt = Annotated[Optional[int], typer.Option("--etp", rich_help_panel=PARALLELISM, show_default="--tp", help="Expert tensor-parallel degree: ranks each routed expert is split over (1: EP may span TP ranks, Megatron-Core's MoE parallel folding).")]
 SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on when --tp > 1", help="Sequence parallelism with TP (splits norm/dropout activations).")]
 MemDtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", rich_help_panel=PRECISION, show_default="bf16; in train mode fp32 with --precision fp32, in infer a quantized checkpoint's own format", help="Weights and compute dtype (train: of mixed or bf16 precision, or the frozen LoRA base).")]
 PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", rich_help_panel=PRECISION, show_default=_per_framework(lambda f: f.precision or "mixed") + "; fp32 with --dtype fp32", help="train: bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16.")]
@@ -105,7 +106,8 @@ BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", rich_help_p
 def memory_options(
     gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="the product of the degrees",
                                                 help="Number of GPUs.")] = None,
-    tp: MemTpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None, sp: SpOpt = None,
+    tp: MemTpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None,
+    etp: EtpOpt = None, sp: SpOpt = None,
     dtype: MemDtypeOpt = None,
     precision: PrecisionOpt = None,
     optimizer: TrainOptimizerOpt = None,
@@ -240,7 +242,7 @@ def settings_from_options(**o) -> Mapping:
         engine=value(o["engine"]), engine_version=o["engine_version"], **knobs,
         keep_16bit=tuple(_split(o["keep_16bit"] or "")),
         parallel=Parallelism.resolve(o["gpus"], o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["sp"],
-                                     mode=o["mode"].value)))
+                                     mode=o["mode"].value, etp=o["etp"])))
 
 
 _RESOLVED: dict[tuple[int, int], tuple] = {}  # (id(ctx), id(mapping)) -> (ctx, mapping, its MemorySettings)

@@ -36,11 +36,13 @@ def plan(
     pp: Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the pipeline-parallel degree.")] = None,
     cp: Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the context-parallel degree.")] = None,
     ep: Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="searched (MoE)", help="Fix the expert-parallel degree.")] = None,
+    etp: Annotated[Optional[int], typer.Option("--etp", rich_help_panel=PARALLELISM, show_default="searched: --tp's or 1 (MoE)", help="Fix the expert tensor-parallel degree (1: whole experts, EP spanning TP ranks).")] = None,
     dp: Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the data-parallel degree.")] = None,
     vpp: Annotated[Optional[int], typer.Option("--vpp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the virtual pipeline stages per rank.")] = None,
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
+    ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
     dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 always prefetches.")] = True,
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
@@ -74,9 +76,9 @@ def plan(
     if gpu and "," in gpu:
         raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
-    cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
+    cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
-                       sp=sp, tp_overlap=tp_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
+                       sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params)

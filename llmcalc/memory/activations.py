@@ -43,7 +43,9 @@ class Saved:
     nbytes: saved for backward; live: alive at the forward peak of its sub-layer without autograd
       (inference: the attention core's q, k, v, output and scores; the MLP's F-wide tensors).
     split: "h" hidden-width (TP replicates it; SP splits it), "t" split by TP (heads, MLP width),
-      "kv" kv heads (split by TP, replicated once TP exceeds them).
+      "kv" kv heads (split by TP, replicated once TP exceeds them), "x" a routed expert's hidden-width
+      input (SP splits it over TP, and Megatron's all-to-all dispatcher gathers it back over the expert's
+      etp ranks: token_dispatcher.py, core 0.15).
     needs: saved only when one of these weights trains (a matmul keeps its input only for its
       weight's gradient; measured: PyTorch skips it for frozen weights); () = always saved.
     per_key: bytes per token per attended key (the s x s scores of eager attention).
@@ -198,7 +200,7 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         k = m.num_experts_per_tok
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
-        items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, needs=mlp_in))
+        items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in))
         items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g)
         items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:
@@ -291,10 +293,14 @@ class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x fa
     tp: int
     sp: bool
     kv_frac: float  # share of the kv heads on one TP rank
+    etp: int = 1  # ranks a routed expert is split over (spec.Parallelism.expert_tp)
 
     def divisor(self, split: str) -> float:
         """What one GPU's share of a tensor is divided by: TP for "t"; TP with sequence parallelism for "h"
-        (the hidden-width tensors), else 1; for "kv", the heads one rank holds of the KV heads (kv_frac)."""
+        (the hidden-width tensors), else 1; for "kv", the heads one rank holds of the KV heads (kv_frac); for
+        "x", TP / etp with sequence parallelism (the expert's etp ranks gather their SP shards), else 1."""
+        if split == "x":
+            return self.tp / self.etp if self.sp else 1
         return self.tp if split == "t" else (self.tp if self.sp else 1) if split == "h" else 1 / self.kv_frac
 
     def bytes(self, t: Saved, live: bool = False) -> float:
@@ -302,13 +308,15 @@ class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x fa
 
     def sizes(self, specs) -> list[float]:
         """bytes() of each tensor given as (nbytes, per_key, split): a layer's tensors at once."""
-        tokens, keys, div = self.tokens, self.keys, {split: self.divisor(split) for split in ("h", "t", "kv")}
+        tokens, keys, div = self.tokens, self.keys, {split: self.divisor(split) for split in ("h", "t", "kv", "x")}
         return [nbytes * tokens * (keys if per_key else 1) / div[split] for nbytes, per_key, split in specs]
 
 
-def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False) -> Local:
+def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False,
+          etp: int | None = None) -> Local:
     kv_eff = m.num_attention_heads if repeats_kv(m, impl, repeat_kv) else m.kv_heads
-    return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff)
+    return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff,
+                 etp=tp if etp is None else etp)
 
 
 def kept(t: Saved, trainable: frozenset | None) -> bool:

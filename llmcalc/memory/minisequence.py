@@ -54,7 +54,7 @@ def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none"))
     par = s.parallel
     st = stages(m, par.pp)[0]
-    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp)
+    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, etp=par.expert_tp)
     items = layer_tensors(m, s.attention_impl, DTYPE_BYTES[s.compute_dtype], m.is_moe and m.moe_layers >= m.dense_layers)
     kind = sorted_out(items, 1, trainable(m, s.finetune, s.lora_targets))
     sizes = loc.sizes(kind.sizes)

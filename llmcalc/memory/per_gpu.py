@@ -101,7 +101,7 @@ def _inputs(s: MemorySettings) -> dict:
         inputs.update(engine=s.engine, engine_version=s.engine_version, kv_dtype=s.kv_dtype,
                       group_size=s.group_size, max_num_batched_tokens=s.prefill_chunk, max_num_seqs=s.max_num_seqs,
                       block_size=s.kv_block, enforce_eager=s.enforce_eager)
-    inputs.update(gpus=par.gpus, tp=par.tp, pp=par.pp, dp=par.dp, cp=par.cp, ep=par.ep, sp=par.sp,
+    inputs.update(gpus=par.gpus, tp=par.tp, pp=par.pp, dp=par.dp, cp=par.cp, ep=par.ep, etp=par.etp, sp=par.sp,
                   gpu_util=s.gpu_util, reserve=Quantity(s.reserve, "byte"),
                   gpu_memory=Quantity(s.gpu_memory, "byte"))
     return inputs

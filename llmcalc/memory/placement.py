@@ -151,7 +151,7 @@ def _linears(m: ModelSpec, lins: dict, tp: int, split: float | None = None) -> P
 
 @functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
 def layer_params(m: ModelSpec, par: Parallelism, moe: bool) -> ParamSplit:
-    """One block's parameters on one GPU (TP splits heads and widths, EP splits experts)."""
+    """One block's parameters on one GPU (TP splits heads and widths, EP splits experts, ETP each expert)."""
     tp = par.tp
     norms = sum(layer_norms(m).values())
     p = _linears(m, attention_linears(m), tp) + ParamSplit(other=norms, factored=norms)
@@ -160,7 +160,8 @@ def layer_params(m: ModelSpec, par: Parallelism, moe: bool) -> ParamSplit:
     h, e = m.hidden_size, m.num_experts
     router = h * e + (e if m.router_bias else 0)
     p += ParamSplit(other=router, factored=h + e)
-    expert = _linears(m, mlp_linears(m, m.expert_size), tp, split=1 / tp)
+    etp = par.expert_tp
+    expert = _linears(m, mlp_linears(m, m.expert_size), etp, split=1 / etp)
     local = e / par.ep  # routed experts on this EP rank
     p += ParamSplit(experts=local * expert.total, factored=local * expert.factored)
     if m.shared_expert_size:

@@ -235,7 +235,8 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     The transient (a layer rebuilt by recomputation, a Mini-Sequence chunk, a dequantized weight) is
     alive in backward after the loss's buffers are freed, so only the larger of the two counts."""
     par, flight = s.parallel, in_flight(s, st)
-    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv)
+    loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, s.fw.repeats_kv,
+                par.expert_tp)
     kinds, layer_input, head_tensors = tensors  # plan(m, s, st)
     checkpoint = loc.bytes(layer_input)  # Korthikanti's 2sbh
     costs = [(layer_cost(kind, s, loc, checkpoint), kind.n) for kind in kinds]

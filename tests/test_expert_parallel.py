@@ -1,0 +1,136 @@
+"""Expert tensor parallelism (--etp): Megatron-Core's MoE parallel folding (core 0.10+), where each routed
+expert is split over etp ranks and the ep x etp ranks sharing a layer's experts come out of its
+tp x cp x dp ranks. Hand derivations for Qwen3-30B-A3B: 48 layers, hidden 2048, 128 experts of
+3 x 2048 x 768 weights, 8 routed a token."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmcalc import steptime
+from llmcalc.memory.activations import local
+from llmcalc.memory.placement import layer_params
+from llmcalc.plan import Constraints, Planner, Target, etp_choices
+from llmcalc.presets import load_model
+from llmcalc.spec import Parallelism, SpecError
+from llmcalc.steptime import Layout, Links, ModelCost
+
+from .conftest import run
+
+EXPERT = 3 * 2048 * 768  # one Qwen3-30B-A3B expert's weights
+
+
+def test_etp_defaults_to_tp_and_the_expert_group_folds_over_tp_dp_cp():
+    legacy = Parallelism(gpus=16, tp=2, dp=8, ep=8)
+    assert legacy.expert_tp == 2 and legacy.expert_replicas == 1  # dp 8 / ep 8
+    folded = Parallelism(gpus=16, tp=2, dp=8, ep=16, etp=1)  # EP 16 spans the 2 TP ranks of 8 DP ranks
+    assert folded.expert_tp == 1 and folded.expert_replicas == 1  # 2 x 8 / (16 x 1)
+    assert Parallelism(gpus=16, tp=2, dp=8, ep=4, etp=1).expert_replicas == 4  # 16 / 4
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(gpus=16, tp=2, dp=8, ep=16), "--ep 16 must divide dp x cp = 8"),
+    (dict(gpus=16, tp=4, dp=4, ep=16, etp=2), "--ep 16 must divide tp / etp x dp x cp = 8"),
+    (dict(gpus=16, tp=4, dp=4, etp=3), "--etp 3 must divide --tp 4"),
+    (dict(gpus=16, tp=2, dp=8, etp=0), "--etp must be a whole number of at least 1"),
+])
+def test_impossible_expert_layouts_are_refused(kwargs, words):
+    with pytest.raises(SpecError, match=words):
+        Parallelism(**kwargs)
+
+
+def test_an_expert_splits_over_etp_ranks_not_tp():
+    m = load_model("qwen3-30b-a3b")
+    tp_split = layer_params(m, Parallelism(gpus=16, tp=2, dp=8, ep=8), True)
+    whole = layer_params(m, Parallelism(gpus=16, tp=2, dp=8, ep=8, etp=1), True)
+    assert tp_split.experts == 128 / 8 * EXPERT / 2
+    assert whole.experts == 128 / 8 * EXPERT
+
+
+def test_the_expert_input_is_gathered_over_the_experts_etp_ranks():
+    """Megatron's all-to-all dispatcher: each TP rank dispatches its sequence-parallel shard (1/tp of the tokens)
+    and an expert split over etp ranks all-gathers theirs: k x h values per token x etp / tp."""
+    m = load_model("qwen3-30b-a3b")
+    for etp, divisor in ((1, 4), (2, 2), (4, 1)):
+        assert local(m, "flash", 4096, 4096, tp=4, sp=True, etp=etp).divisor("x") == divisor
+    assert local(m, "flash", 4096, 4096, tp=4, sp=False, etp=1).divisor("x") == 1
+    assert local(m, "flash", 4096, 4096, tp=4, sp=True).divisor("x") == 1  # etp defaults to TP's
+
+
+def test_memory_takes_etp_from_the_command_line():
+    args = ("memory", "--model", "qwen3-30b-a3b", "--framework", "megatron", "--gpus", "16", "--tp", "2", "--sp",
+            "--zero", "1", "--json")
+    folded = run(*args, "--ep", "16", "--etp", "1")
+    assert folded.exit_code == 0 and json.loads(folded.stdout)["inputs"]["etp"] == 1
+    refused = run(*args, "--ep", "16")
+    assert refused.exit_code == 2 and "--etp 1 lets EP span TP" in refused.stderr
+
+
+COST = ModelCost(layers=4, moe_layers=4, hidden=1000, matmul=24e6, core=2e6, head=100e6, kv=250, top_k=2)
+LINKS = Links(peak=1e15, peak16=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=50e9, efficiency=0.7, attention=0.3)
+
+
+def test_moe_token_traffic_by_hand():
+    """TP 2 with SP, EP 4, 8 GPUs, 1000 tokens: each GPU dispatches its 500 tokens x 2 copies x 1000 x 2 B = 2 MB.
+    Experts whole (etp 1): the all-to-all over 4 adjacent ranks keeps 1/4 of it. Split over 2 ranks (etp 2): the
+    EP ranks sit 2 apart (still in the node), and each all-gather or reduce-scatter moves the other rank's 2 MB.
+    Four of each a layer (dispatch, combine, and their gradients); TP keeps only the attention's 2 of its 4."""
+    lay = Layout(tp=2, pp=1, dp=4, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1)
+    link = 400e9 * 0.75
+    a2a = 2e6 * 3 / 4 / link + 15e-6
+    whole = steptime.micro_batch(COST, LINKS, lay, 1000)
+    assert whole.ep == pytest.approx(4 * 4 * a2a)
+    split = steptime.micro_batch(COST, LINKS, lay._replace(etp=2), 1000)
+    assert split.ep == pytest.approx(4 * 4 * (a2a + 2e6 / link + 15e-6))
+    assert whole.tp == pytest.approx(4 * 2 * (1000 * 1000 * 2 * 2 * (1 / 2) / link + 15e-6))
+
+
+def test_expert_gradients_reduce_over_the_expert_data_parallel_ranks():
+    """1 GB of expert gradients, fp32 reduce-scatter and 16-bit all-gather, exposed: TP 2 x DP 8 with EP 4 and whole
+    experts leaves 4 replicas of each expert (16 / (4 x 1)), 4 x 1 ranks apart: two in each 8-GPU node, so two
+    NICs at 50 GB/s; split over TP's 2 ranks, 16 / (4 x 2) = 2 replicas, 8 ranks apart: one NIC."""
+    lay = Layout(tp=2, pp=1, dp=8, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1, zero=1, dp_overlap=False)
+    two = 2 * 50e9 * 0.75
+    folded = steptime._dp_time(lay, LINKS, (0.0, 1e9), 1.0, 1.0)
+    assert folded == pytest.approx(3 / 4 * 1e9 * 4 / two + 30e-6 + 3 / 4 * 1e9 * 2 / two + 30e-6)
+    legacy = steptime._dp_time(lay._replace(etp=2), LINKS, (0.0, 1e9), 1.0, 1.0)
+    across = 50e9 * 0.75  # one rank of the group a node: one NIC
+    assert legacy == pytest.approx(1 / 2 * 1e9 * 4 / across + 30e-6 + 1 / 2 * 1e9 * 2 / across + 30e-6)
+
+
+def test_the_planner_searches_whole_experts_beside_tp_split_ones():
+    m = load_model("qwen3-30b-a3b")
+    assert etp_choices(m, 4, Constraints()) == [4, 1]
+    assert etp_choices(m, 4, Constraints(etp=2)) == [2] and etp_choices(m, 3, Constraints(etp=2)) == []
+    assert etp_choices(load_model("llama-3.1-8b"), 4, Constraints()) == [4]
+    from llmcalc.cluster import load_cluster
+
+    p = Planner(m, load_cluster("2xdgx-h100"), Target(gpus=16, seq=4096, global_batch=64),
+                Constraints(tp=2, ep=16))
+    ranked = p.search(3)
+    assert ranked and all(r.layout.expert_tp == 1 and r.layout.ep == 16 for r in ranked)  # only EP 16 x etp 1 folds
+    out = run("plan", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100", "--nodes", "2", "--seq", "4k",
+              "--global-batch", "64", "--tp", "2", "--ep", "16", "--json")
+    best = json.loads(out.stdout)["summary"]["layouts"][0]
+    assert out.exit_code == 0 and best["etp"] == 1 and "etp1" in best["layout"]
+
+
+def test_overlapped_moe_traffic_costs_what_outlasts_the_paired_compute():
+    """Megatron-Core's overlap_moe_expert_parallel_comm: a micro-batch's all-to-alls run under another's compute
+    (3 x the layers' forward: GEMMs, attention, memory-bound kernels), so only the excess stays; Megatron refuses
+    it under full recomputation and in a pipeline without virtual stages, where all of it stays."""
+    slow = LINKS._replace(intra=4e9)  # a link slow enough that the traffic outlasts the compute
+    lay = Layout(tp=1, pp=1, dp=8, ep=8, micro_batch=1, micro_batches=1, etp=1)
+    plain = steptime.micro_batch(COST, slow, lay, 1000)
+    hidden = steptime.micro_batch(COST, slow, lay._replace(ep_overlap=True), 1000)
+    compute = 3 * (plain.gemm + plain.attention + plain.elementwise)
+    assert plain.ep > compute and hidden.ep == pytest.approx(plain.ep - compute)
+    assert steptime.micro_batch(COST, LINKS, lay._replace(ep_overlap=True), 1000).ep == 0  # NVLink: all hidden
+    full = lay._replace(recompute="full")
+    assert steptime.micro_batch(COST, slow, full._replace(ep_overlap=True), 1000).ep == \
+        steptime.micro_batch(COST, slow, full, 1000).ep
+    plain_pp = lay._replace(pp=2, dp=4, ep=4)
+    assert steptime.micro_batch(COST, slow, plain_pp._replace(ep_overlap=True), 1000).ep == \
+        steptime.micro_batch(COST, slow, plain_pp, 1000).ep
