@@ -40,8 +40,10 @@ BEFORE_OVERLAP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
 # MT-NLG's published TFLOP/s count the recomputed forward (Megatron's eq. 3), so it recomputed: "full" is
 # read from the source's own FLOP count, not searched.
 RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
-# llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn).
+# llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn); Megatron-Bridge's performance
+# scripts set cross_entropy_fusion_impl "te", Transformer Engine's (v0.2.0 scripts/performance/utils/helpers.py).
 FUSED_LOSS = {"mosaicml-llm-foundry"}
+TE_LOSS = {"megatron-bridge-25.11"}
 # Attention without Transformer Engine: llm-foundry's flash-attn, the IBM blog's PyTorch SDPA (its flash
 # backend is FlashAttention-2), Meta's Llama 3 stack (trained before FlashAttention-3). The Megatron-Core,
 # NeMo and Megatron-Bridge runs use TE, whose auto choice is cuDNN's fused attention on Hopper.
@@ -117,7 +119,7 @@ def question(c: Case) -> Question:
                        ep_overlap=c.id in EP_OVERLAP,
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
-                       loss="fused" if c.group in FUSED_LOSS else None,
+                       loss="fused" if c.group in FUSED_LOSS else "te" if c.group in TE_LOSS else None,
                        attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto",
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,

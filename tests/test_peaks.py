@@ -13,7 +13,7 @@ import yaml
 
 from llmcalc.memory import MemorySettings, memory_breakdown
 from llmcalc.presets import load_gpu, load_model
-from llmcalc.spec import Parallelism
+from llmcalc.spec import Parallelism, SpecError
 
 DATA = Path(__file__).parent / "data"
 GPU_RUNS = json.loads((DATA / "gpu_measured.json").read_text())["cases"]
@@ -96,6 +96,19 @@ def test_megatron_loss_buffers_by_hand():
     chunked = memory_breakdown(load_model("llama-3.2-1b"), None,
                                MemorySettings(seq=1024, framework="megatron", parallel=par, loss="chunked"))
     assert chunked.value("logits/log_probs") == 4 * n and not any(r.name == "logits/softmax" for r in chunked.rows)
+
+
+def test_transformer_engines_fused_loss_keeps_only_the_logits():
+    """TE's parallel_cross_entropy (Megatron-Core's cross_entropy_fusion_impl "te"): Triton kernels write the
+    gradient into the bf16 logits in place and save them, nothing else of b·s·V: 2 B per logit, against the
+    in-place fp32 softmax's 6. Megatron only: other stacks are refused."""
+    n = 1024 * 128256 // 2
+    par = Parallelism.resolve(gpus=2, tp=2)
+    te = memory_breakdown(load_model("llama-3.2-1b"), None,
+                          MemorySettings(seq=1024, framework="megatron", parallel=par, loss="te"))
+    assert te.value("logits") == te.value("logits/output") == 2 * n
+    with pytest.raises(SpecError, match="--loss te .* add --framework megatron"):
+        MemorySettings(seq=1024, loss="te")
 
 
 def test_chunked_and_fused_losses_shrink_the_buffers():

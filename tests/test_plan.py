@@ -379,3 +379,10 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
     out = run("plan", "--model", "llama-3.1-8b", *args)
     assert out.exit_code == 2, out.output
     assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_plan_offers_the_memory_models_losses():
+    from llmcalc.cli.plan import PlanLoss
+    from llmcalc.memory.frameworks import LOSSES
+
+    assert tuple(x.value for x in PlanLoss) == LOSSES

@@ -76,7 +76,7 @@ LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", rich_
 Framework = choices("Framework", FRAMEWORKS)
 FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", rich_help_panel=TRAINING, show_default=DEFAULT_FRAMEWORK, help="train: the training framework whose defaults to follow (loss, recompute, LoRA targets, optimizer kernel, gradient buffers).")]
 Loss = choices("Loss", LOSSES)
-LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.loss), help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits).")]
+LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.loss), help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits), te (Transformer Engine's, the gradient written into the 16-bit logits; megatron).")]
 OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", rich_help_panel=TRAINING, help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=TRAINING, help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]

@@ -13,6 +13,7 @@ PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
 AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3"))  # steptime.ATTENTION_KERNELS
 GradReduce = choices("GradReduce", ("fp32", "bf16"))  # steptime.GRAD_BYTES
 Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
+PlanLoss = choices("PlanLoss", ("full", "chunked", "fused", "te"))  # memory/frameworks.LOSSES
 
 
 
@@ -29,6 +30,7 @@ def plan(
     batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead (4M); a whole number of sequences.")] = None,
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
+    loss: Annotated[Optional[PlanLoss], typer.Option("--loss", rich_help_panel=TRAINING, show_default="full (Megatron's vocab-parallel, in place)", help="Cross-entropy implementation: te is Transformer Engine's fused one (the gradient written into the 16-bit logits; Megatron-Bridge's recipes).")] = None,
     grad_reduce: Annotated[GradReduce, typer.Option("--grad-reduce", rich_help_panel=PRECISION, help="Gradients kept and reduced in fp32 (Megatron-LM's training script under bf16) or bf16 (Megatron-Bridge recipes, NeMo's grad_sync_dtype).")] = "fp32",
     fp8_recipe: Annotated[Optional[Fp8Recipe], typer.Option("--fp8-recipe", rich_help_panel=PRECISION, show_default="delayed, with --dtype fp8", help="With --dtype fp8: Transformer Engine's scaling recipe (Megatron's --fp8-recipe); mxfp8 on Blackwell.")] = None,
     fp8_params: Annotated[bool, typer.Option("--fp8-params", rich_help_panel=PRECISION, help="With --dtype fp8: parameters held and gathered in FP8 (Megatron's --fp8-param-gather).")] = False,
@@ -81,6 +83,7 @@ def plan(
                        sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
+                       loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params)
     results = []
     for m in _models(model, generic):

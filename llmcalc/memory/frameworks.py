@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-LOSSES = ("full", "chunked", "fused")
+LOSSES = ("full", "chunked", "fused", "te")
 DEFAULT_LOSS_CHUNKS = 8  # torchtune's num_output_chunks; also --loss chunked under a framework without one
 
 

@@ -14,6 +14,11 @@ e = the compute dtype's bytes, lb = the loss dtype's (fp32 when the logits are u
 - chunked (LitGPT chunked_cross_entropy, torchtune CEWithChunkedOutputLoss): the same tensors, but
   the upcast and the backward buffers exist for one of C chunks at a time; the log-probs of every
   chunk stay saved.
+- te (Transformer Engine's parallel_cross_entropy, TE 2.x, which Megatron-Core calls with
+  cross_entropy_fusion_impl "te" and Megatron-Bridge's performance recipes set): Triton kernels compute
+  the loss in fp32 registers and write the gradient into the N·e logits in place, the one tensor saved;
+  backward scales it in place (transformer_engine/pytorch/cross_entropy.py, triton/cross_entropy.py at
+  v2.8). So N·e at both moments.
 - fused (Liger-Kernel FusedLinearCrossEntropy, Unsloth, torchtune's linear CE): no b·s·V tensor is
   kept; the forward computes the hidden state's gradient (b·s·h·e, saved) chunk by chunk, each chunk's
   logits (about b·s·h elements: Liger sizes chunks to BT·h/V tokens) in e and fp32.
@@ -66,6 +71,10 @@ def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:
         rows = [("logits/hidden_grad", grad_in, "fused linear cross-entropy: the hidden state's gradient, "
                  "computed in forward"), ("logits/chunk", chunk, "one token chunk's logits, in the compute dtype and fp32")]
         return _phase(grad_in + chunk, grad_in, 0.0, rows, rows[:1], "fused linear cross-entropy: no b·s·V logits kept")
+    if s.loss == "te":
+        row = ("logits/output", n * e, f"LM head output in {s.compute_dtype}; TE's fused cross-entropy writes the "
+               "gradient into it")
+        return _phase(n * e, n * e, 0.0, [row], [row], "Transformer Engine's fused cross-entropy, gradient in place")
     chunks = 1 if s.mini_seq > 1 else _chunks(s)
     if s.compile and s.mini_seq == 1:
         return _compiled(s, n, e, lb if upcast and s.fw.upcast_in_model and chunks == 1 else e, chunks)

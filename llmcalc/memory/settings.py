@@ -188,6 +188,9 @@ class MemorySettings:
                    lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout,
                    **({} if self.dtype in ("fp32", "tf32") else {"precision": fw.precision}))
         check_choice("--loss", self.loss, LOSSES)
+        if self.loss == "te" and self.framework != "megatron":
+            raise SpecError("--loss te is Transformer Engine's fused cross-entropy as Megatron-Core calls it "
+                            "(cross_entropy_fusion_impl te); add --framework megatron")
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
 
