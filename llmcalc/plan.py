@@ -259,7 +259,7 @@ class Planner:
         self.links = links_of(cluster, t.dtype, c.attention_kernel)
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
-        self.cost: ModelCost = model_cost(m, t.seq)
+        self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full")
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
         self._grads: dict = {}

@@ -6,16 +6,13 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 
 - compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at MATMUL_EFFICIENCY of
   the dtype's dense peak; the causal attention core at ATTENTION_EFFICIENCY of the share of the 16-bit
-  peak FlashAttention reaches on the GPU; the LM head in 16 bits; and the memory-bound kernels (norms,
-  activation functions, dropout, residual adds, rotary, softmax), which move ELEMENTWISE_TRAFFIC bytes
-  per byte a layer saves for backward (Korthikanti et al. 2022's 34sbh/t bytes with sequence
-  parallelism, sbh(10 + 24/t) without) at ``serving.FLOAT_BANDWIDTH`` of HBM;
-- weight traffic: each of a layer's three GEMMs (forward, data gradient, weight gradient) takes at least
-  the time its weights' bytes take at that HBM share: forward and data gradient read the compute copy
-  (Links.weight_bytes), the weight gradient accumulates into the main gradient (read and write,
-  Layout.grad_bytes each: Megatron's gradient_accumulation_fusion). Dense layers' GEMMs are compute
-  bound at any real micro-batch; routed experts, each fed tokens x top_k x ep / experts tokens, are not
-  when a GPU holds many of them (_gemms);
+  peak its kernel reaches on the GPU; the LM head in 16 bits and the loss's passes over the logits
+  (memory/loss.LOSS_BYTES); the memory-bound kernels (norms, activations, dropout, residual adds,
+  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer saves for backward (Korthikanti et
+  al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without), at ``serving.FLOAT_BANDWIDTH``
+  of HBM;
+- weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
+  (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the attention core;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
@@ -29,18 +26,16 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
-- DP: the gradients (Layout.grad_bytes each: 4 in fp32, 2 in bf16) reduced once per step (all-reduce, or ZeRO-1/2's reduce-scatter
-  plus the parameters' all-gather, Layout.param_bytes each: 2, or 1 for FP8 parameters), overlapped with the backward of the last micro-batch (and
-  the all-gather with the next step's first forward); ZeRO-3/FSDP all-gathers the parameters for
-  forward and again for backward and reduce-scatters the gradients every micro-batch, overlapped with
-  that micro-batch's compute.
+- DP: once per step the gradients (Layout.grad_bytes each) are reduced (all-reduce, or ZeRO-1/2's
+  reduce-scatter plus the parameters' all-gather, Layout.param_bytes each) under the last backward (the
+  all-gather under the next step's first forward); ZeRO-3/FSDP gathers the parameters for forward and
+  backward and reduce-scatters the gradients every micro-batch, under that micro-batch's compute.
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
 inter-node bandwidth per GPU (times the ranks of the group each node holds: _link; an all-to-all has no
 rings to spread, so its bytes for other nodes leave through the GPU's own NIC: _all_to_all).
 Megatron-Core's rank order (tp, cp, dp, pp from fastest-varying; for the experts, core 0.10's folding:
-etp, ep, expert dp, pp) decides which groups fit: TP ranks are adjacent, then CP, then DP; PP ranks are
-farthest apart.
+etp, ep, expert dp, pp) decides which groups fit.
 """
 
 from __future__ import annotations
@@ -49,9 +44,10 @@ import math
 from typing import NamedTuple
 
 from .flops import forward
-from .params import mlp_linears
 from .gpuspec import MEASURED_KERNELS
+from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_sizes
+from .params import mlp_linears
 from .serving import COMPUTE, FLOAT_BANDWIDTH, LINK_EFFICIENCY
 from .spec import ModelSpec, SpecError, check_choice
 
@@ -110,10 +106,12 @@ class ModelCost(NamedTuple):
     experts: float = 0.0  # of matmul, the routed experts' share (averaged over the layers)
     weights: float = 0.0  # other block-linear weights, averaged over the layers (matmul less experts, / 2)
     expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
+    loss: float = 0.0  # HBM bytes the cross-entropy moves per token (LOSS_BYTES x vocabulary), on the last stage
 
 
-def model_cost(m: ModelSpec, seq: int) -> ModelCost:
-    """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run)."""
+def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
+    """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run); ``loss``:
+    the cross-entropy's implementation (LOSS_BYTES)."""
     f = forward(m, seq, seq, "causal")
     L = m.num_hidden_layers
     core = f["attention/scores"] + f["attention/reduce"]
@@ -124,7 +122,8 @@ def model_cost(m: ModelSpec, seq: int) -> ModelCost:
     return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size, matmul=matmul, core=core / (L * seq),
                      head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
-                     expert_weights=m.moe_layers * m.num_experts * one_expert / L)
+                     expert_weights=m.moe_layers * m.num_experts * one_expert / L,
+                     loss=m.vocab_size * LOSS_BYTES[loss])
 
 
 class Layout(NamedTuple):
@@ -243,7 +242,8 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
-    head = tokens * c.head / tp / rate16
+    # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
+    head = tokens * (c.head / rate16 + c.loss / 3 / (links.hbm * FLOAT_BANDWIDTH)) / tp
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
     per_layer = gemm1 + attention1
     layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)

@@ -142,6 +142,19 @@ def test_routed_experts_take_their_weights_traffic_where_few_tokens_reach_each()
     assert fp8.gemm == pytest.approx(4 * (dense + (2 * experts + accumulate / 2) / 3))
 
 
+def test_the_loss_passes_over_the_logits_at_hbm_speed():
+    """Megatron's vocab-parallel cross-entropy moves 52 bytes a logit (bf16 read + fp32 write 6, max 4, subtract
+    8, exp 8, sum 4, divide 8; backward scale 8, cast back 6); TE's fused loss 10. Llama-3-8B's 128,256-word
+    vocabulary, 1000 tokens on one GPU at 90% of 2 TB/s: a third counted in the forward LM head (compute = 3x)."""
+    m = load_model("llama-3-8b")
+    assert steptime.model_cost(m, 4096).loss == 128256 * (6 + 4 + 8 + 8 + 4 + 8 + 8 + 6)
+    assert steptime.model_cost(m, 4096, "te").loss == 128256 * 10
+    lossy = COST._replace(loss=128256 * 52)
+    lay = Layout(tp=1, pp=1, dp=1, micro_batch=1, micro_batches=1)
+    head = steptime.micro_batch(lossy, LINKS, lay, 1000).head
+    assert head == pytest.approx(1000 * 100e6 / 0.7e15 + 1000 * 128256 * 52 / 3 / (2e12 * 0.9))
+
+
 def test_an_all_to_all_across_nodes_leaves_through_each_gpus_own_nic():
     """EP 16 over two 8-GPU nodes: each GPU keeps 1/16 of its dispatch, sends 7/16 over NVLink and 8/16
     through its NIC at 50 GB/s (an all-to-all aggregates no rings), + 30 us; EP 8 stays inside the node."""

@@ -145,6 +145,9 @@ MFU_MISSES = {
                      "mpt-7b-s2048-32xa100-40gb-bf16"],
                     "predicted low (-15 to -22%): llm-foundry's 7B and 13B on 8 A100-80GB at 0.55-0.60 MFU, above "
                     "what a 0.70 GEMM share allows beside their memory-bound kernels"),
+    "mpt-350m-s512-8xa100-40gb-bf16": "predicted low (-16%): the 40 GB card's row at 0.484 beside the 80 GB one's "
+                                      "0.506 (-11%), 512-token sequences whose per-token costs (norms, the loss's "
+                                      "passes over 50k logits) weigh most on a 350M model",
     "ibm-fsdp-llama2-7b-96xh100": "predicted high (+21%): FSDP over 12.5 GB/s per GPU on H100; the blog's 13B and "
                                   "70B rows on the same cluster are within 15%",
     **dict.fromkeys(["mtnlg-530b-2240xa100", "mtnlg-530b-2800xa100", "mtnlg-530b-3360xa100"],
@@ -178,6 +181,7 @@ RANK_MISSES = {
                     "faster: without sequence parallelism (2021) it charges every TP rank the norms and dropouts "
                     "they all repeat; the paper's MFU for its own layout is predicted within 15%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 5% faster",
+    "mcore-weak-7p1b-96xh100": "fourth, 2% behind pure DP and two short pipelines, all four within 2% of each other",
     "mcore-weak-32b-384xh100": "fifth, 5% behind TP 4 and short interleaved pipelines whose sends the schedule "
                                "overlaps",
     **dict.fromkeys(["mbridge2511-deepseekv3-256xgb200-bf16", "mbridge2511-deepseekv3-256xgb200-fp8-mx",
