@@ -78,7 +78,7 @@ def kernel_text(gpu, kernel: str) -> str:
 
 
 # The step-time rows: (row, steptime.StepTime field, note)
-STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels and the LM head, forward + backward"),
+STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the LM head and loss, forward + backward"),
              ("recompute", "recompute", "the forward work recomputation repeats"),
              ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
@@ -96,7 +96,8 @@ def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds)."""
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
-    return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head)", m,
+    return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head and "
+                        "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
             "ep_comm": each + (m, mb.ep),
