@@ -20,13 +20,15 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
+from .collectives import check_links
 from .dtypes import DTYPE_TABLE
 from .flops import RECOMPUTE
 from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
+from .memory.frameworks import LOSSES
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, SpecError, check_choice
 from .steptime import (ATTENTION_KERNELS, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
-                       attention_efficiency, check_links, matmul_efficiency, micro_batch, model_cost, step_time)
+                       attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -102,6 +104,8 @@ class Constraints:
             check_choice("--zero", z, ZERO_STAGES)
         check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
         check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
+        if self.loss is not None:
+            check_choice("--loss", self.loss, LOSSES)
         if self.fp8_recipe is not None:
             check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
         if not self.recompute or not self.zero:
@@ -189,7 +193,8 @@ def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int,
     from .spec import Parallelism
 
     try:
-        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1, etp=etp))
+        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1,
+                                    etp=etp if m.is_moe else None))
     except SpecError:
         return False
     return True
@@ -242,13 +247,14 @@ def in_flight(lay: Layout, stage: int) -> float:
     return min(lay.micro_batches, held)
 
 
-def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Layout | None:
-    """The degree tuple's least memory-hungry layout, or None if it has none."""
-    options = list(variants(m, t, c, deg))
-    if not options:
-        return None
+def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> list[Layout]:
+    """The degree tuple's least memory-hungry layout for each expert split (which of them holds less depends on
+    the model: etp = tp splits the weights, etp 1 the gathered tokens); empty if it has none."""
     order = {"full": 0, "selective": 1, "none": 2}
-    return min(options, key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp, -x.etp))
+    leanest: dict[int, Layout] = {}
+    for x in sorted(variants(m, t, c, deg), key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp)):
+        leanest.setdefault(x.etp, x)
+    return list(leanest.values())
 
 
 class Planner:
@@ -257,6 +263,8 @@ class Planner:
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel)
+        if c.etp and not m.is_moe:
+            raise SpecError(f"--etp splits routed experts; {m.name} is dense (drop --etp)")
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full")
@@ -273,7 +281,7 @@ class Planner:
             from .spec import Parallelism
 
             par = Parallelism(gpus=lay.tp * lay.pp * lay.dp * lay.cp, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp,
-                              ep=lay.ep, etp=lay.expert_tp)
+                              ep=lay.ep, etp=lay.expert_tp if self.m.is_moe else None)
             split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
             self._grads[key] = (split.total - split.experts, split.experts)
         return self._grads[key]
@@ -301,7 +309,7 @@ class Planner:
         from .spec import Parallelism
 
         par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp,
-                          etp=lay.expert_tp)
+                          etp=lay.expert_tp if self.m.is_moe else None)
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
                            framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss,
                            precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
@@ -315,8 +323,8 @@ class Planner:
         timed, possible = [], False
         for deg in degree_tuples(self.m, self.cluster.gpus_per_node, self.t, self.c):
             leanest = lean(self.m, self.t, self.c, deg)
-            possible = possible or leanest is not None
-            if leanest is None or not self.fits(leanest):
+            possible = possible or bool(leanest)
+            if not any(self.fits(lay) for lay in leanest):
                 continue
             timed += [(t.total, lay, t) for lay in variants(self.m, self.t, self.c, deg) for t in [self.time(lay)]]
         timed.sort(key=lambda x: x[0])
@@ -366,7 +374,7 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
 
     def any_fit(n: int) -> bool:
         p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
-        return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) if (lay := lean(m, p.t, p.c, deg)))
+        return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) for lay in lean(m, p.t, p.c, deg))
 
     from .memory.placement import model_params
 

@@ -306,8 +306,9 @@ class Parallelism:
         ranks = self.tp // self.expert_tp * self.dp * self.cp
         if ranks % self.ep:
             what = "dp x cp" if self.expert_tp == self.tp else "tp / etp x dp x cp"
+            hint = "; --etp 1 lets EP span TP's too" if self.tp > 1 and self.expert_tp > 1 else ""
             raise SpecError(f"--ep {self.ep} must divide {what} = {ranks} (experts are split over data-parallel "
-                            "ranks; --etp 1 lets EP span TP's too)")
+                            f"ranks{hint})")
         if self.sp and self.tp == 1:
             raise SpecError("--sp (sequence parallel) needs --tp > 1")
 

@@ -16,13 +16,15 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - recompute: full recomputation repeats the layers' forward, selective the attention core;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
-  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed;
+  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
+  MoE layer with EP keeps only the attention's (its experts' own are EP's);
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
 - EP: each MoE layer's token traffic, exposed (_moe_comm); with Layout.ep_overlap (Megatron-Core 0.14's
   overlap_moe_expert_parallel_comm: one micro-batch's forward beside another's backward, layer by layer)
-  only what outlasts the MoE layers' compute, where Megatron allows it (no full recomputation; virtual
-  stages in a pipeline); a step's unpaired first forward and last backward are not counted;
+  only what outlasts those layers' forward and backward compute, where Megatron allows it (no full
+  recomputation; virtual stages in a pipeline); a step's unpaired first forward and last backward are
+  not counted;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
@@ -32,8 +34,9 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   backward and reduce-scatters the gradients every micro-batch, under that micro-batch's compute.
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
-inter-node bandwidth per GPU (times the ranks of the group each node holds: _link; an all-to-all has no
-rings to spread, so its bytes for other nodes leave through the GPU's own NIC: _all_to_all).
+inter-node bandwidth per GPU (times the ranks of the group each node holds: collectives.link; an
+all-to-all has no rings to spread, so its bytes for other nodes leave through the GPU's own NIC:
+collectives.all_to_all).
 Megatron-Core's rank order (tp, cp, dp, pp from fastest-varying; for the experts, core 0.10's folding:
 etp, ep, expert dp, pp) decides which groups fit.
 """
@@ -43,13 +46,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .collectives import all_to_all, link
 from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_sizes
 from .params import mlp_linears
-from .serving import COMPUTE, FLOAT_BANDWIDTH, LINK_EFFICIENCY
-from .spec import ModelSpec, SpecError, check_choice
+from .serving import COMPUTE, FLOAT_BANDWIDTH
+from .spec import ModelSpec, check_choice
 
 # The three compute constants are fitted together over the published runs of tests/test_plan_published.py
 # (Megatron-LM 2021, Korthikanti et al. 2022, Megatron-Core, llm-foundry, Llama 3, BLOOM, MT-NLG, IBM FSDP;
@@ -67,7 +71,6 @@ ELEMENTWISE_TRAFFIC = 4.0
 ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
 ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice
-LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
 # Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
@@ -103,6 +106,7 @@ class ModelCost(NamedTuple):
     head: float  # forward LM head FLOPs per token
     kv: int  # K and V values per token of one layer (for the CP ring)
     top_k: int  # experts each token is sent to
+    shared: bool = False  # an MoE layer also runs a shared expert (TP-split like a dense MLP)
     experts: float = 0.0  # of matmul, the routed experts' share (averaged over the layers)
     weights: float = 0.0  # other block-linear weights, averaged over the layers (matmul less experts, / 2)
     expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
@@ -121,6 +125,7 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
     one_expert = sum(lin.weight for lin in mlp_linears(m, m.expert_size).values()) if m.is_moe else 0
     return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size, matmul=matmul, core=core / (L * seq),
                      head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
+                     shared=bool(m.is_moe and m.shared_expert_size),
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
                      expert_weights=m.moe_layers * m.num_experts * one_expert / L,
                      loss=m.vocab_size * LOSS_BYTES[loss])
@@ -170,42 +175,19 @@ class StepTime(NamedTuple):
         return sum(self)
 
 
-def _link(group: int, stride: int, links: Links, rings: bool = True) -> tuple[float, float]:
-    """(bandwidth, latency) of a collective over ``group`` ranks ``stride`` apart.
-
-    Inside a node: the GPU's NVLink/xGMI bandwidth. Across nodes, NCCL runs one ring per channel, each
-    leaving the node through its own NIC; with k ranks of the group in each node the k NICs carry k
-    rings at once, so the collective moves at k x the per-GPU network bandwidth, at most the NVLink's.
-    A point-to-point send (``rings`` False) leaves through the sender's own NIC.
-    """
-    if group * stride <= links.node_gpus:
-        return links.intra * LINK_EFFICIENCY, LINK_LATENCY["intra"]
-    k = max(1, links.node_gpus // stride) if rings else 1
-    return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
-
-
-def check_links(links: Links, gpus: int) -> None:
-    """A plan needs a bandwidth for every link its collectives may cross (0 means none)."""
-    if links.intra <= 0 and min(gpus, links.node_gpus) > 1:
-        raise SpecError("the GPU states no GPU-to-GPU bandwidth (interconnect_gb_s 0); give its NVLink or PCIe figure")
-    if links.inter <= 0 and gpus > links.node_gpus:
-        raise SpecError(f"{gpus} GPUs span nodes of {links.node_gpus}, but the cluster states no network between "
-                        "them (network_gb_s 0); give its bandwidth per GPU")
-
-
 class MicroBatch(NamedTuple):
     """One micro-batch on the busiest rank, in seconds: what a step is made of."""
 
     gemm: float  # the rank's layers' GEMMs, a third of forward + backward (_gemms: FLOPs or weight traffic)
     attention: float  # forward causal attention core
     elementwise: float  # forward memory-bound kernels
-    head: float  # forward LM head (the last stage)
+    head: float  # forward LM head and a third of the loss's passes (the last stage)
     redo: float  # what recomputation repeats
     tp: float
     cp: float
     ep: float
     send: float  # one activation (or its gradient) to the next stage
-    gemm_forward: float = 0.0  # the GEMMs' forward alone (gemm where no weight traffic binds)
+    gemm_forward: float  # the GEMMs' forward alone (gemm where no weight traffic binds)
 
     @property
     def compute(self) -> float:
@@ -253,40 +235,47 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     full = lay.recompute == "full"
     redo = gemm_forward + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
     tp_time = cp_time = send = 0.0
-    moe = math.ceil(c.moe_layers * layers / c.layers) if c.moe_layers else 0  # MoE layers on this rank
+    # MoE layers on this rank whose tokens the all-to-all dispatcher moves (with EP; without, Megatron's all-gather
+    # dispatcher moves them as a dense MLP's TP collectives would)
+    routed = math.ceil(c.moe_layers * layers / c.layers) if c.moe_layers and lay.ep > 1 else 0
     if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
-        bw, lat = _link(tp, 1, links)  # which in an MoE layer the experts' own (_moe_comm) replace
-        tp_time = (layers - moe / 2) * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
+        bw, lat = link(tp, 1, links)  # which the routed experts' own replace (a shared expert keeps them)
+        mlp_free = 0 if c.shared else routed / 2
+        tp_time = (layers - mlp_free) * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
         if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays
             tp_time *= TP_OVERLAP_EXPOSED
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
-        bw, lat = _link(cp, tp, links)
+        bw, lat = link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    ep_time = moe * _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, 6 if full else 4)
-    if lay.ep_overlap and not full and (pp == 1 or lay.vpp > 1):  # what outlasts the paired compute stays
-        ep_time = max(0.0, ep_time - 3 * moe / layers * (gemm + attention + elementwise))
+    ep_time = _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, 6 if full else 4, routed,
+                        3 * routed / layers * (gemm + attention + elementwise))
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
-        bw, lat = _link(pp, tp * cp * lay.dp, links, rings=False)
+        bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward)
 
 
-def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, passes: int) -> float:
-    """One MoE layer's token traffic (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU dispatches
-    its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit etp apart
-    (the expert rank order tp-ep-dp; _all_to_all), and the expert's etp ranks all-gather what they received
-    and reduce-scatter what the experts return, in place of a dense MLP's TP collectives. Dispatch and
-    combine forward, their gradients backward (``passes`` 4, 6 with full recomputation), all exposed."""
+def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, passes: int, layers: int,
+              compute: float) -> float:
+    """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
+    dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
+    etp apart (the expert rank order tp-ep-dp; collectives.all_to_all), and the expert's etp ranks all-gather
+    what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
+    Dispatch and combine forward, their gradients backward (``passes`` 4, 6 with full recomputation), exposed
+    but for what ep_overlap runs under ``compute`` (those layers' forward and backward)."""
+    if not layers:
+        return 0.0
     routed = tokens * c.top_k * c.hidden * 2  # bytes
-    etp, comm = lay.expert_tp, 0.0
-    if lay.ep > 1:
-        comm += passes * _all_to_all(routed, lay.ep, etp, links)
+    etp = lay.expert_tp
+    comm = passes * all_to_all(routed, lay.ep, etp, links)
     if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
-        bw, lat = _link(etp, 1, links)
+        bw, lat = link(etp, 1, links)
         comm += passes * (routed * (etp - 1) / bw + lat)
-    return comm
+    if lay.ep_overlap and passes == 4 and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
+        return max(0.0, layers * comm - compute)
+    return layers * comm
 
 
 def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[float, float]:
@@ -299,18 +288,6 @@ def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[flo
     accumulate = weights * 2 * lay.grad_bytes / hbm  # the weight gradient adds into the main gradient in place
     forward = max(flops, read)
     return (2 * forward + max(flops, accumulate)) / 3, forward
-
-
-def _all_to_all(nbytes: float, group: int, stride: int, links: Links) -> float:
-    """Seconds for one all-to-all in which each rank holds ``nbytes`` and keeps 1/group of them. Inside a
-    node over NVLink; across nodes the bytes for other nodes leave through the GPU's own NIC (no ring
-    aggregates NICs here), while those for its node's k ranks cross NVLink at the same time."""
-    if group * stride <= links.node_gpus:
-        return nbytes * (group - 1) / group / (links.intra * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
-    k = max(1, links.node_gpus // stride)  # the group's ranks in each node
-    inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
-    outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)
-    return max(inside, outside) + LINK_LATENCY["inter"]
 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float]) -> StepTime:
@@ -344,7 +321,7 @@ def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: floa
     edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
     for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, edp, lay.expert_tp * lay.ep)):
         if d > 1 and values:
-            bw, lat = _link(d, stride, links)
+            bw, lat = link(d, stride, links)
             reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients
             gather += (d - 1) / d * values * lay.param_bytes / bw + lat  # all-gather of the parameters
     if not reduce:

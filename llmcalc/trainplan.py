@@ -82,7 +82,8 @@ STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the
              ("recompute", "recompute", "the forward work recomputation repeats"),
              ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
-             ("ep_comm", "ep", "expert-parallel all-to-all, dispatch and combine"),
+             ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
+                               "gathers, beyond what --ep-overlap hides"),
              ("pp_comm", "pp", "pipeline sends and receives between stages, beyond what an interleaved chunk hides"),
              ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
              ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))

@@ -134,3 +134,43 @@ def test_overlapped_moe_traffic_costs_what_outlasts_the_paired_compute():
     plain_pp = lay._replace(pp=2, dp=4, ep=4)
     assert steptime.micro_batch(COST, slow, plain_pp._replace(ep_overlap=True), 1000).ep == \
         steptime.micro_batch(COST, slow, plain_pp, 1000).ep
+
+
+def test_without_ep_or_with_a_shared_expert_the_mlps_tp_collectives_stay():
+    """EP 1: Megatron's all-gather dispatcher moves an MoE layer's tokens as a dense MLP's TP collectives do, so
+    the layer keeps all 4 and has no EP traffic; a shared expert (DeepSeek) keeps the MLP's pair beside the routed
+    experts' all-to-all."""
+    link = 400e9 * 0.75
+    per = 1000 * 1000 * 2 * 2 * (1 / 2) / link + 15e-6  # one all-reduce's worth over TP 2
+    lay = Layout(tp=2, pp=1, dp=4, ep=1, sp=True, micro_batch=1, micro_batches=1)
+    no_ep = steptime.micro_batch(COST, LINKS, lay, 1000)
+    assert no_ep.ep == 0 and no_ep.tp == pytest.approx(4 * 4 * per)
+    shared = steptime.micro_batch(COST._replace(shared=True), LINKS, lay._replace(ep=4, etp=1), 1000)
+    assert shared.tp == pytest.approx(4 * 4 * per) and shared.ep > 0
+    assert steptime.model_cost(load_model("deepseek-v3"), 4096).shared
+    assert not steptime.model_cost(load_model("qwen3-30b-a3b"), 4096).shared
+
+
+def test_a_dense_model_refuses_etp():
+    dense = load_model("llama-3.2-1b")
+    with pytest.raises(SpecError, match="--etp splits routed experts; llama-3.2-1b is dense"):
+        Planner(dense, load_cluster_for_tests(), Target(gpus=8, seq=2048, global_batch=64), Constraints(tp=2, etp=1))
+    out = run("memory", "--model", "llama-3.2-1b", "--gpus", "2", "--tp", "2", "--etp", "1")
+    assert out.exit_code == 2 and "is dense" in out.stderr
+
+
+def load_cluster_for_tests():
+    from llmcalc.cluster import load_cluster
+
+    return load_cluster("dgx-h100")
+
+
+def test_a_degree_tuple_stays_when_only_whole_experts_fit():
+    """Qwen3-30B-A3B at 16k on two DGX H100 nodes, TP 4 x EP 2, no recomputation: TP-split experts gather four
+    ranks' tokens and do not fit, whole ones do; the search must judge the tuple by its leanest of each split."""
+    from llmcalc.cluster import load_cluster
+
+    p = Planner(load_model("qwen3-30b-a3b"), load_cluster("2xdgx-h100"), Target(gpus=16, seq=16384, global_batch=256),
+                Constraints(tp=4, pp=1, ep=2, recompute=("none",)))
+    ranked = {(r.layout.tp, r.layout.cp, r.layout.dp, r.layout.ep): r.layout for r in p.search(5)}
+    assert ranked[(4, 1, 4, 2)].expert_tp == 1

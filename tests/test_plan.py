@@ -9,6 +9,7 @@ import json
 import pytest
 
 from llmcalc import steptime
+from llmcalc.collectives import link
 from llmcalc.memory.pieces import stage_pieces
 from llmcalc.memory.placement import stages
 from llmcalc.memory.saved import in_flight
@@ -104,9 +105,9 @@ def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds(
     """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
     wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)
     narrow = Layout(tp=8, pp=1, dp=2, micro_batches=1, zero=0)
-    assert steptime._link(16, 1, LINKS)[0] == pytest.approx(min(400e9, 8 * 50e9) * 0.75)
-    assert steptime._link(2, 8, LINKS)[0] == pytest.approx(50e9 * 0.75)
-    assert steptime._link(4, 2, LINKS)[0] == pytest.approx(400e9 * 0.75)  # 8 GPUs: inside the node
+    assert link(16, 1, LINKS)[0] == pytest.approx(min(400e9, 8 * 50e9) * 0.75)
+    assert link(2, 8, LINKS)[0] == pytest.approx(50e9 * 0.75)
+    assert link(4, 2, LINKS)[0] == pytest.approx(400e9 * 0.75)  # 8 GPUs: inside the node
     assert wide.dp * wide.tp == narrow.dp * narrow.tp == 16
 
 
@@ -192,7 +193,7 @@ def test_one_gpu_nodes_without_nvlink_plan_over_the_network(tmp_path):
     gpu = tmp_path / "single.yaml"
     gpu.write_text("single:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  interconnect_gb_s: 0\n"
                    "  network_gb_s: 50\n  tflops: {bf16: 900}\n")
-    assert steptime._link(4, 1, LINKS._replace(node_gpus=1, intra=0.0))[0] == pytest.approx(50e9 * 0.75)
+    assert link(4, 1, LINKS._replace(node_gpus=1, intra=0.0))[0] == pytest.approx(50e9 * 0.75)
     out = run("plan", "--model", "llama-3.2-1b", "--gpu", str(gpu), "--gpus", "4", "--gpus-per-node", "1", "--seq", "2k")
     assert out.exit_code == 0, out.output
 

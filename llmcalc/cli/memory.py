@@ -63,7 +63,7 @@ MemTpOpt = Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLE
 PpOpt = Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="1", help="Pipeline-parallel degree.")]
 DpOpt = Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="the GPUs --tp x --pp x --cp leave", help="Data-parallel degree.")]
 CpOpt = Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="1", help="Context-parallel degree (splits the sequence).")]
-EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="1", help="Expert-parallel degree (MoE experts split over DP ranks).")]
+EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="1", help="Expert-parallel degree (MoE experts split over DP ranks; over TP ranks too with --etp 1).")]
 EtpOpt = Annotated[Optional[int], typer.Option("--etp", rich_help_panel=PARALLELISM, show_default="--tp", help="Expert tensor-parallel degree: ranks each routed expert is split over (1: EP may span TP ranks, Megatron-Core's MoE parallel folding).")]
 SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on when --tp > 1", help="Sequence parallelism with TP (splits norm/dropout activations).")]
 MemDtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", rich_help_panel=PRECISION, show_default="bf16; in train mode fp32 with --precision fp32, in infer a quantized checkpoint's own format", help="Weights and compute dtype (train: of mixed or bf16 precision, or the frozen LoRA base).")]

@@ -202,7 +202,8 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
         items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in))
         items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g)
-        items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
+        if not fused:  # Megatron-Core 0.15 weighs the experts' activation by the routing probabilities instead
+            items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:
             items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused, g)
     else:
@@ -293,14 +294,14 @@ class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x fa
     tp: int
     sp: bool
     kv_frac: float  # share of the kv heads on one TP rank
-    etp: int = 1  # ranks a routed expert is split over (spec.Parallelism.expert_tp)
+    etp: int = 0  # ranks a routed expert is split over (spec.Parallelism.expert_tp); 0: TP's
 
     def divisor(self, split: str) -> float:
         """What one GPU's share of a tensor is divided by: TP for "t"; TP with sequence parallelism for "h"
         (the hidden-width tensors), else 1; for "kv", the heads one rank holds of the KV heads (kv_frac); for
         "x", TP / etp with sequence parallelism (the expert's etp ranks gather their SP shards), else 1."""
         if split == "x":
-            return self.tp / self.etp if self.sp else 1
+            return self.tp / (self.etp or self.tp) if self.sp else 1
         return self.tp if split == "t" else (self.tp if self.sp else 1) if split == "h" else 1 / self.kv_frac
 
     def bytes(self, t: Saved, live: bool = False) -> float:

@@ -44,8 +44,9 @@ from .settings import MemorySettings
 # vocab-parallel loss (cross_entropy.py, core 0.8-0.15), upcasts (2 + 4), takes the max (4), subtracts it,
 # exponentiates and divides in place (8 each), sums (4), and in backward scales in place (8) and casts to bf16
 # (4 + 2): 52; chunked makes the same passes a piece at a time; te, Transformer Engine's Triton loss, reads the
-# 16-bit logits twice and writes the gradient over them (6), then scales it in place (4): 10; fused,
-# flash-attn's Triton loss (llm-foundry's default), reads them forward, then reads and overwrites them: 6.
+# 16-bit logits twice and writes the gradient over them (6), then scales it in place (4): 10; fused, as
+# flash-attn's Triton loss (llm-foundry's default) moves them: one read forward, a read and the gradient's write
+# back: 6 (Liger's fused linear loss makes about as many passes over each chunk's logits).
 LOSS_BYTES = {"full": 52, "chunked": 52, "te": 10, "fused": 6}
 
 

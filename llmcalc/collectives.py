@@ -1,0 +1,51 @@
+"""The links a layout's collectives run over (steptime's Links): which link a group of ranks uses, at what
+bandwidth, and the time of an all-to-all. Per GPU, one direction, at serving.LINK_EFFICIENCY of the spec."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .serving import LINK_EFFICIENCY
+from .spec import SpecError
+
+if TYPE_CHECKING:
+    from .steptime import Links
+
+LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
+
+
+def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[float, float]:
+    """(bandwidth, latency) of a collective over ``group`` ranks ``stride`` apart.
+
+    Inside a node: the GPU's NVLink/xGMI bandwidth. Across nodes, NCCL runs one ring per channel, each
+    leaving the node through its own NIC; with k ranks of the group in each node the k NICs carry k
+    rings at once, so the collective moves at k x the per-GPU network bandwidth, at most the NVLink's.
+    A point-to-point send (``rings`` False) leaves through the sender's own NIC.
+    """
+    if group * stride <= links.node_gpus:
+        return links.intra * LINK_EFFICIENCY, LINK_LATENCY["intra"]
+    k = max(1, links.node_gpus // stride) if rings else 1
+    return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
+
+
+def check_links(links: "Links", gpus: int) -> None:
+    """A plan needs a bandwidth for every link its collectives may cross (0 means none)."""
+    if links.intra <= 0 and min(gpus, links.node_gpus) > 1:
+        raise SpecError("the GPU states no GPU-to-GPU bandwidth (interconnect_gb_s 0); give its NVLink or PCIe figure")
+    if links.inter <= 0 and gpus > links.node_gpus:
+        raise SpecError(f"{gpus} GPUs span nodes of {links.node_gpus}, but the cluster states no network between "
+                        "them (network_gb_s 0); give its bandwidth per GPU")
+
+
+def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
+    """Seconds for one all-to-all in which each rank holds ``nbytes`` and keeps 1/group of them. Inside a
+    node over NVLink; across nodes the bytes for other nodes leave through the GPU's own NIC (no ring
+    aggregates NICs here), while those for its node's k ranks cross NVLink at the same time."""
+    if group == 1:
+        return 0.0
+    if group * stride <= links.node_gpus:
+        return nbytes * (group - 1) / group / (links.intra * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
+    k = max(1, links.node_gpus // stride)  # the group's ranks in each node
+    inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
+    outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)
+    return max(inside, outside) + LINK_LATENCY["inter"]
