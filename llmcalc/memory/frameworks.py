@@ -109,7 +109,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               optimizer="adamw-8bit", optimizer_impl="fused"),
     Framework("megatron", "Megatron-LM core 0.9: bf16 weights with a contiguous fp32 main_grad buffer, fp32 master "
               "weights and Adam states (distributed optimizer = ZeRO-1), vocab-parallel fp32 cross-entropy, Transformer "
-              "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only)",
+              "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only; core 0.15's MoE "
+              "experts weigh it by the routing probabilities, so no expert output is kept for them)",
               adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True,
               fused_kernels=True, inplace_loss=True),
     Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
