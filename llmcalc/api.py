@@ -208,11 +208,12 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params; gpus_per_node."""
     from .plan import Constraints, Target
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
+    from .units import parse_length
 
     m = _model(model)
     where, count = hardware(gpu, cluster, gpus, nodes, constraints.pop("gpus_per_node", None))
     given = _coerce({"seq": seq, "batch_tokens": batch_tokens, "tokens": tokens})
-    length = given["seq"] or default_seq(m)
+    length = default_seq(m) if seq is None else parse_length(given["seq"])
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
                     tokens=given["tokens"], dtype=dtype)
     return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))

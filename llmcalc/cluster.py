@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import presets, safeio
+from . import presets
 from .gpuspec import GPUSpec, check_bandwidth, check_count
 from .presets import PresetError
 from .spec import SpecError
@@ -68,8 +68,6 @@ def load_cluster(text: str) -> Cluster:
 
 def _counted(text: str) -> tuple[int | None, str]:
     """(nodes, the cluster named) for ``N x NAME``; (None, text) otherwise or for a file of that name."""
-    if safeio.exists(text):
-        return None, text
     nodes, name = counted(text)
     if nodes is not None and not 0 < nodes <= 1_000_000:
         raise PresetError(f"cluster {text!r}: the node count must be a whole number from 1 to 1,000,000")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .serving import LINK_EFFICIENCY
+from .serving import ALLREDUCE_LATENCY, LINK_EFFICIENCY
 from .spec import SpecError
 
 if TYPE_CHECKING:
     from .steptime import Links
 
-LINK_LATENCY = {"intra": 15e-6, "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
+LINK_LATENCY = {"intra": ALLREDUCE_LATENCY["linked"], "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 
 
 def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[float, float]:

@@ -93,11 +93,9 @@ class GPUSpec:
     def matmul_share(self, dtype: str) -> float | None:
         """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.
         fp16 and bf16 stand in for each other where their peaks are the same (not on Gaudi 3)."""
-        if dtype in self.matmul_flops:
-            return self.matmul_flops[dtype] / self.peak(dtype)
-        other = STAND_INS.get(dtype)
-        if other in self.matmul_flops and self.peak(other) == self.peak(dtype):
-            return self.matmul_flops[other] / self.peak(other)
+        for candidate in (dtype, STAND_INS.get(dtype)):
+            if candidate in self.matmul_flops and self.peak(candidate) == self.peak(dtype):
+                return self.matmul_flops[candidate] / self.peak(candidate)
         return None
 
     def peak(self, dtype: str) -> float:

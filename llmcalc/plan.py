@@ -25,8 +25,9 @@ from .dtypes import DTYPE_TABLE
 from .flops import RECOMPUTE
 from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
 from .memory.frameworks import LOSSES
+from .memory.placement import check_etp, check_layout
 from .memory.settings import ZERO_STAGES
-from .spec import ModelSpec, SpecError, check_choice
+from .spec import ModelSpec, Parallelism, SpecError, check_choice
 from .steptime import (ATTENTION_KERNELS, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
                        attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
 
@@ -189,12 +190,8 @@ def etp_choices(m: ModelSpec, tp: int, c: Constraints) -> list[int]:
 
 def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int, etp: int) -> bool:
     """The memory model's own layout check (heads TP can split, experts EP can)."""
-    from .memory.placement import check_layout
-    from .spec import Parallelism
-
     try:
-        check_layout(m, Parallelism(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=tp > 1,
-                                    etp=etp if m.is_moe else None))
+        check_layout(m, Parallelism(gpus, tp, pp, dp, cp, ep, tp > 1, etp if m.is_moe else None))
     except SpecError:
         return False
     return True
@@ -217,7 +214,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                 for v in _vpps(m, c, pp, micro):
                     for etp in etps:
                         yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                     c.dp_overlap, *sizes, etp, c.ep_overlap and ep > 1)
+                                     c.dp_overlap, *sizes, etp, c.ep_overlap)
 
 
 def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
@@ -251,10 +248,12 @@ def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> list[Layout]:
     """The degree tuple's least memory-hungry layout for each expert split (which of them holds less depends on
     the model: etp = tp splits the weights, etp 1 the gathered tokens); empty if it has none."""
     order = {"full": 0, "selective": 1, "none": 2}
-    leanest: dict[int, Layout] = {}
-    for x in sorted(variants(m, t, c, deg), key=lambda x: (order[x.recompute], -x.zero, x.micro_batch, x.vpp)):
-        leanest.setdefault(x.etp, x)
-    return list(leanest.values())
+    leanest: dict[int, tuple] = {}  # etp -> (key, layout)
+    for x in variants(m, t, c, deg):
+        key = (order[x.recompute], -x.zero, x.micro_batch, x.vpp)
+        if x.etp not in leanest or key < leanest[x.etp][0]:
+            leanest[x.etp] = key, x
+    return [x for _, x in leanest.values()]
 
 
 class Planner:
@@ -263,8 +262,7 @@ class Planner:
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel)
-        if c.etp and not m.is_moe:
-            raise SpecError(f"--etp splits routed experts; {m.name} is dense (drop --etp)")
+        check_etp(m, c.etp)
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full")
@@ -278,13 +276,16 @@ class Planner:
         key = (lay.tp, lay.pp, lay.ep, lay.etp)
         if key not in self._grads:
             from .memory.placement import stage_params, stages
-            from .spec import Parallelism
 
-            par = Parallelism(gpus=lay.tp * lay.pp * lay.dp * lay.cp, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp,
-                              ep=lay.ep, etp=lay.expert_tp if self.m.is_moe else None)
+            par = self.parallelism(lay)
             split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
             self._grads[key] = (split.total - split.experts, split.experts)
         return self._grads[key]
+
+    def parallelism(self, lay: Layout) -> Parallelism:
+        """The memory model's spec.Parallelism of ``lay`` (an expert split only for an MoE model)."""
+        return Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp,
+                           etp=lay.expert_tp if self.m.is_moe else None)
 
     def micro(self, lay: Layout) -> MicroBatch:
         """One micro-batch of ``lay`` by its pieces (steptime.MicroBatch)."""
@@ -306,12 +307,10 @@ class Planner:
         from .memory.pieces import stage_pieces
         from .memory.placement import stages
         from .memory.settings import MemorySettings
-        from .spec import Parallelism
 
-        par = Parallelism(gpus=self.t.gpus, tp=lay.tp, pp=lay.pp, dp=lay.dp, cp=lay.cp, ep=lay.ep, sp=lay.sp,
-                          etp=lay.expert_tp if self.m.is_moe else None)
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
-                           framework="megatron", attention_impl="flash", parallel=par, loss=self.c.loss,
+                           framework="megatron", attention_impl="flash", parallel=self.parallelism(lay),
+                           loss=self.c.loss,
                            precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 

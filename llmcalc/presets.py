@@ -91,11 +91,10 @@ def kind_files(directory: Path, kind: str) -> tuple[tuple[Path, str], ...]:
     return tuple((path, _read(path)) for path in sorted((directory / kind).glob("*.y*ml")))
 
 
-@functools.lru_cache(maxsize=None)
-def _sources(kind: str) -> tuple[tuple[tuple[Path, str], ...], ...]:
-    """The preset files of a kind and their texts: one tuple per directory of search_dirs(), in its
-    order (the shipped presets last); read once."""
-    return tuple(kind_files(directory, kind) for directory in search_dirs())
+def index_text(kind: str) -> tuple[Path, str]:
+    """The index file of a kind's shipped presets and the text it should hold (presetindex.build)."""
+    builtin = builtin_dir()
+    return presetindex.index_path(builtin, kind), presetindex.build(kind_files(builtin, kind), _parse_yaml)
 
 
 def _entries(sources: Iterable[tuple[Path, str]], builtin: Path) -> dict[str, tuple[Path, dict]]:
@@ -131,23 +130,13 @@ def _aliases(entries: dict[str, tuple[Path, dict]]) -> dict[str, str]:
     return aliases
 
 
+@functools.lru_cache(maxsize=None)  # a broken file raises, which lru_cache keeps not: it is read afresh next time
 def catalog(kind: str) -> tuple[dict[str, tuple[Path, dict]], dict[str, str]]:
-    """(presets by name, alias -> name), names and aliases lower-case; built once per set of files."""
-    try:
-        return _catalog(_sources(kind))
-    except PresetError:
-        _sources.cache_clear()  # read the files afresh next time: the broken one may be mended by then
-        raise
-
-
-@functools.lru_cache(maxsize=None)
-def _catalog(sources: tuple[tuple[tuple[Path, str], ...], ...]) -> tuple[dict, dict[str, str]]:
-    """catalog() of these files (keyed by their paths and texts: other files, another catalog)."""
-    entries = _entries((source for files in sources for source in files), builtin_dir())
+    """(presets by name, alias -> name), names and aliases lower-case, from the preset files of every directory
+    of search_dirs() in its order (the shipped presets last); read once (catalog.cache_clear() reads again)."""
+    entries = _entries((source for directory in search_dirs() for source in kind_files(directory, kind)),
+                       builtin_dir())
     return entries, _aliases(entries)
-
-
-catalog.cache_clear = _sources.cache_clear  # type: ignore[attr-defined]  # read the files afresh (tests do)
 
 
 def _lookup(kind: str, name: str) -> tuple[str, Path, dict]:

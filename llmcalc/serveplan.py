@@ -12,7 +12,7 @@ Cost: GPUs x --gpu-price per hour; per million output tokens, that over the outp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -24,20 +24,14 @@ TP_DEGREES = (1, 2, 4, 8)  # one node of 8 GPUs at most per replica
 
 @dataclass(frozen=True)
 class Traffic:
-    """Requests of ``prompt`` tokens in and ``output`` out, at ``request_rate`` per second (Poisson)
-    or from ``concurrency`` closed-loop clients; ``ttft`` and ``tpot`` the targets (seconds)."""
+    """The requests (schedule.Load: its checks run before any layout is tried) and the targets, ``ttft`` and
+    ``tpot`` in seconds."""
 
-    prompt: int
-    output: int
-    request_rate: float | None = None
-    concurrency: int | None = None
+    load: Load
     ttft: float | None = None
     tpot: float | None = None
-    load: Load = field(init=False, repr=False, compare=False)  # the traffic as the scheduler replays it
 
     def __post_init__(self) -> None:
-        # the scheduler's own checks (one of rate and clients, their ranges), before any layout is tried
-        object.__setattr__(self, "load", Load(self.prompt, self.output, self.concurrency, self.request_rate))
         if self.ttft is None and self.tpot is None:
             raise SpecError("serve-plan needs a target: --ttft-target, --tpot-target or both")
 
@@ -98,13 +92,13 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
-    s = ServeSettings(prompt=traffic.prompt, output=traffic.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
+    s = ServeSettings(prompt=traffic.load.prompt, output=traffic.load.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
     capacity = kv_capacity(m, gpu, s, engine)  # refuses heads TP does not divide, weights that do not fit
     if capacity == 0:
         raise SpecError("memory: the weights and the engine's own buffers fill the GPU; no room for a KV cache")
-    if capacity < traffic.prompt + traffic.output:
+    if capacity < traffic.load.prompt + traffic.load.output:
         raise SpecError(f"memory: KV room for {capacity:,} tokens, one request needs "
-                        f"{traffic.prompt + traffic.output:,}")
+                        f"{traffic.load.prompt + traffic.load.output:,}")
     r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu)
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
     w = workload(s, budget)
@@ -163,9 +157,9 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
         rows.add("tpot", best.tpot, "mean, expected", unit="s", how=("by the scheduler replay of one replica",))
         rows.add("tokens_per_s", best.tokens_per_s, "output tokens, all replicas", unit="token/s",
                  how=("by the scheduler replay, x {} replicas", best.replicas))
-    load = f"{traffic.request_rate:g} requests/s" if traffic.request_rate else f"{traffic.concurrency} clients"
+    load = f"{traffic.load.request_rate:g} requests/s" if traffic.load.request_rate else f"{traffic.load.concurrency} clients"
     targets = ", ".join(f"{n} <= {fmt_seconds(v)}" for n, v in (("TTFT", traffic.ttft), ("TPOT", traffic.tpot)) if v)
-    notes = [f"{load} of {traffic.prompt:,} in / {traffic.output:,} out; {targets}; {engine}, {dtype}; "
+    notes = [f"{load} of {traffic.load.prompt:,} in / {traffic.load.output:,} out; {targets}; {engine}, {dtype}; "
              f"at most {max_gpus} GPUs; cheapest first ({'$ per hour' if prices else 'fewest GPUs'})",
              "each layout: the fewest replicas of TP GPUs whose replayed mean TTFT and TPOT meet the targets "
              "(the traffic split evenly; llmcalc/serveplan.py)"]
@@ -178,8 +172,8 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
                               "rejected": [{"gpu": t.gpu, "tp": t.tp, "why": t.why} for t in bad],
                               "meets": bool(good),
                               **({"gpus": Quantity(best.tp * best.replicas, "count")} if best else {})},
-                     inputs={"prompt": traffic.prompt, "output": traffic.output, "request_rate": traffic.request_rate,
-                             "concurrency": traffic.concurrency, "ttft_target": Quantity(traffic.ttft, "s"),
+                     inputs={"prompt": traffic.load.prompt, "output": traffic.load.output, "request_rate": traffic.load.request_rate,
+                             "concurrency": traffic.load.concurrency, "ttft_target": Quantity(traffic.ttft, "s"),
                              "tpot_target": Quantity(traffic.tpot, "s"), "engine": engine, "dtype": dtype,
                              "max_gpus": max_gpus},
                      notes=tuple(notes))

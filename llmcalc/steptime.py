@@ -51,7 +51,6 @@ from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_sizes
-from .params import mlp_linears
 from .serving import COMPUTE, FLOAT_BANDWIDTH
 from .spec import ModelSpec, check_choice
 
@@ -121,13 +120,12 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
     core = f["attention/scores"] + f["attention/reduce"]
     head = f["forward"] - f["attention"] - f["mlp"]
     matmul = (f["attention"] - core + f["mlp"]) / (L * seq)
-    experts = f["mlp/experts"] / (L * seq) if m.is_moe else 0.0
-    one_expert = sum(lin.weight for lin in mlp_linears(m, m.expert_size).values()) if m.is_moe else 0
+    experts = f["mlp/experts"] / (L * seq) if m.is_moe else 0.0  # 2 x top_k experts' weights, averaged
     return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size, matmul=matmul, core=core / (L * seq),
                      head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
                      shared=bool(m.is_moe and m.shared_expert_size),
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
-                     expert_weights=m.moe_layers * m.num_experts * one_expert / L,
+                     expert_weights=experts * m.num_experts / (2 * m.num_experts_per_tok) if m.is_moe else 0.0,
                      loss=m.vocab_size * LOSS_BYTES[loss])
 
 
@@ -249,7 +247,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    ep_time = _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, 6 if full else 4, routed,
+    ep_time = _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
                         3 * routed / layers * (gemm + attention + elementwise))
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
@@ -257,23 +255,23 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward)
 
 
-def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, passes: int, layers: int,
+def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, full: bool, layers: int,
               compute: float) -> float:
     """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
     dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
     etp apart (the expert rank order tp-ep-dp; collectives.all_to_all), and the expert's etp ranks all-gather
     what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
-    Dispatch and combine forward, their gradients backward (``passes`` 4, 6 with full recomputation), exposed
+    Dispatch and combine forward, their gradients backward (two more with ``full`` recomputation), exposed
     but for what ep_overlap runs under ``compute`` (those layers' forward and backward)."""
     if not layers:
         return 0.0
     routed = tokens * c.top_k * c.hidden * 2  # bytes
-    etp = lay.expert_tp
+    etp, passes = lay.expert_tp, 6 if full else 4
     comm = passes * all_to_all(routed, lay.ep, etp, links)
     if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
         bw, lat = link(etp, 1, links)
         comm += passes * (routed * (etp - 1) / bw + lat)
-    if lay.ep_overlap and passes == 4 and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
+    if lay.ep_overlap and not full and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
         return max(0.0, layers * comm - compute)
     return layers * comm
 

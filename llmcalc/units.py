@@ -34,10 +34,14 @@ MAX_NORMS = 8  # norms_per_layer: 1 (parallel block) to 4 (Gemma-2), each a save
 
 def _split(text: str, table: dict[str, float], what: str, example: str, zero: bool = False) -> float:
     """A number with a unit suffix; counts, lengths and durations must be above zero (zero: a size may be 0)."""
-    match = re.fullmatch(_NUMBER + r"([A-Za-z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in table:
-        raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
-    value = float(match.group(1)) * table[match.group(2).lower()]
+    text = str(text)
+    if text.isascii() and text.isdigit() and len(text) < 16:  # "4096": no suffix, no regex to compile
+        value = float(text)
+    else:
+        match = re.fullmatch(_NUMBER + r"([A-Za-z]*)\s*", text)
+        if not match or match.group(2).lower() not in table:
+            raise UnitError(f"cannot read {text!r} as {what} (try e.g. {example})")
+        value = float(match.group(1)) * table[match.group(2).lower()]
     if not math.isfinite(value) or value > MAX_QUANTITY:
         raise UnitError(f"{text!r} is too large to be {what} (at most 10^15: a petabyte, a quadrillion tokens)")
     if value < 0 or (value == 0 and not zero):
@@ -54,12 +58,7 @@ def parse_count(text: str | float) -> float:
 
 def parse_length(text: str | int) -> int:
     """Sequence length in tokens: '8k' -> 8192, '128k' -> 131072, '4000' -> 4000."""
-    if isinstance(text, int):
-        value = float(text)
-    elif text.isascii() and text.isdigit() and len(text) < 16 and text.strip("0"):  # "4096": _split's answer, no regex
-        value = float(text)
-    else:
-        value = _split(text, _BINARY_LEN, "a token length", "4096, 8k, 128k")
+    value = _split(text, _BINARY_LEN, "a token length", "4096, 8k, 128k")
     if value != int(value):
         raise UnitError(f"a token length must be a whole number, got {text!r}")
     if value > MAX_LENGTH:
@@ -102,9 +101,14 @@ _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "
 
 def counted(text: str) -> tuple[int | None, str]:
     """``N x NAME`` (``8xh100``, ``4 × dgx-h100``): the count and the name, as `--gpu` and `--cluster` read
-    them; (None, text) when not counted. The name starts with a letter: a path is never a count."""
-    match = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)", text)
-    return (int(match[1]), match[2]) if match else (None, text)
+    them; (None, text) when not counted, or when a file of that name exists (``2xg.yaml``)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[x\u00d7]\s*([A-Za-z].*)", text) if text[:1].isspace() or text[:1].isdigit() \
+        else None
+    if match is None:
+        return None, text
+    from .safeio import exists
+
+    return (None, text) if exists(text) else (int(match[1]), match[2])
 
 
 def setting_parser(name: str):

@@ -28,10 +28,11 @@ CASES = {
 
 def serve_plan() -> None:
     from llmcalc.presets import load_gpu, load_model
+    from llmcalc.schedule import Load
     from llmcalc.serveplan import Traffic, plan
 
     plan(load_model("llama-3.1-70b"), [load_gpu("h100"), load_gpu("a100-80gb")],
-         Traffic(2048, 256, request_rate=10, ttft=1.0, tpot=0.05))
+         Traffic(Load(2048, 256, request_rate=10), ttft=1.0, tpot=0.05))
 
 
 CASES["serve-plan, the issue's question"] = serve_plan

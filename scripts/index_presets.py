@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from llmcalc import presetindex, presets
+from llmcalc import presets
 
 
 def main() -> int:
     check = "--check" in sys.argv[1:]
     builtin, stale = presets.builtin_dir(), []
     for kind in presets.KINDS:
-        files = presets.kind_files(builtin, kind)
-        text, target = presetindex.build(files, presets._parse_yaml), presetindex.index_path(builtin, kind)
+        target, text = presets.index_text(kind)
         if target.exists() and target.read_text(encoding="utf-8") == text:
             continue
         stale.append(str(target.relative_to(builtin.parent)))

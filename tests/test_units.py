@@ -36,3 +36,19 @@ def test_display():
     assert fmt_bytes(80 * 2**30) == "80.0 GiB"
     assert fmt_seconds(298_889) == "3.46 days"
     assert fmt_seconds(0.65) == "650 ms"
+
+
+def test_a_file_named_like_a_count_is_a_file(tmp_path, monkeypatch):
+    """`--gpu 2xg.yaml` names a GPU file when one exists there; otherwise it is two GPUs of preset g.yaml."""
+    from llmcalc.units import counted
+
+    monkeypatch.chdir(tmp_path)
+    assert counted("2xg.yaml") == (2, "g.yaml") and counted("8xh100") == (8, "h100") and counted("h100") == (None, "h100")
+    (tmp_path / "2xg.yaml").write_text("g:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  tflops: {bf16: 900}\n")
+    assert counted("2xg.yaml") == (None, "2xg.yaml")
+
+
+@pytest.mark.parametrize("seq", [0, -5, "0"])
+def test_an_empty_or_negative_length_is_refused_however_given(seq):
+    with pytest.raises(UnitError):
+        parse_length(seq)

@@ -33,19 +33,20 @@ def serve_plan(
 
     Example: llmcalc serve-plan --model llama-3.1-70b --gpu h100,a100-80gb --request-rate 10 --prompt 2k --output 256 --ttft-target 1s --tpot-target 50ms
     """
+    from ..schedule import Load
     from ..serveplan import Traffic, plan
 
     fmt = _fmt(json_, csv_, markdown)
     if max_gpus < 1:
         raise typer.BadParameter("--max-gpus must be at least 1")
-    traffic = Traffic(parse_length(prompt), parse_length(output), request_rate, concurrency,
+    traffic = Traffic(Load(parse_length(prompt), parse_length(output), concurrency, request_rate),
                       parse_seconds(ttft_target) if ttft_target else None,
                       parse_seconds(tpot_target) if tpot_target else None)
     gpus = require_gpus(gpu)
     prices = _prices(gpu_price, gpus)
     results = []
     for m in _models(model, generic):
-        within_context(m, traffic.prompt + traffic.output, "--prompt + --output")
+        within_context(m, traffic.load.prompt + traffic.load.output, "--prompt + --output")
         results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
     _show(results, fmt)
     if check and not all(b.summary["meets"] for b in results):

@@ -316,8 +316,7 @@ class Local(NamedTuple):  # a NamedTuple: one per point of a sweep, built ~3x fa
 def local(m: ModelSpec, impl: str, tokens: float, keys: int, tp: int, sp: bool, repeat_kv: bool = False,
           etp: int | None = None) -> Local:
     kv_eff = m.num_attention_heads if repeats_kv(m, impl, repeat_kv) else m.kv_heads
-    return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff,
-                 etp=tp if etp is None else etp)
+    return Local(tokens=tokens, keys=keys, tp=tp, sp=sp, kv_frac=math.ceil(kv_eff / tp) / kv_eff, etp=etp or 0)
 
 
 def kept(t: Saved, trainable: frozenset | None) -> bool:

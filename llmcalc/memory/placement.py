@@ -31,10 +31,15 @@ def check_layout(m: ModelSpec, par: Parallelism) -> None:
         raise SpecError(f"--pp {par.pp} exceeds the {m.num_hidden_layers} layers of {m.name}")
     if par.ep > 1 and not m.is_moe:
         raise SpecError(f"--ep {par.ep} needs a Mixture-of-Experts model; {m.name} is dense")
-    if par.etp is not None and not m.is_moe:
-        raise SpecError(f"--etp {par.etp} splits routed experts; {m.name} is dense (drop --etp)")
+    check_etp(m, par.etp)
     if m.is_moe and m.num_experts % par.ep:
         raise SpecError(f"--ep {par.ep} must divide the {m.num_experts} experts of {m.name}")
+
+
+def check_etp(m: ModelSpec, etp: int | None) -> None:
+    """An expert split needs experts to split."""
+    if etp is not None and not m.is_moe:
+        raise SpecError(f"--etp splits routed experts; {m.name} is dense (drop --etp {etp})")
 
 
 class Stage(NamedTuple):  # a NamedTuple: placement loads with `params` (see dtypes.Dtype)

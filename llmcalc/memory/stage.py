@@ -40,6 +40,6 @@ def stage_notes(st: Stage, pp: int) -> list[str]:
 
 def stage_note(st: Stage, pp: int, in_flight: int) -> str:
     flight = f", {in_flight} micro-batches in flight, 1F1B" if in_flight > 1 else ""
-    role = f"first (embedding{flight})" if st.first and pp > 1 else "last (LM head and loss)" if st.last else \
+    role = f"first (embedding{flight})" if st.first else "last (LM head and loss)" if st.last else \
         f"a middle one (an uneven split's extra layer{flight})"
     return f"pipeline stage {st.index} of {pp}: {role}, {st.layers} layers"
