@@ -49,6 +49,20 @@ def test_an_expert_splits_over_etp_ranks_not_tp():
     assert whole.experts == 128 / 8 * EXPERT
 
 
+def test_lora_adapters_on_experts_split_over_etp_ranks_not_tp():
+    """Mixtral 8x7B, rank 16 on every linear, TP 2, EP 2 (4 experts a GPU): the attention adapters split over TP,
+    each expert's three (gate and up 4096 -> 14336, down 14336 -> 4096: 3 x 16 x 18432 each) over etp."""
+    from llmcalc.memory.placement import lora_params, trainable, whole_model
+
+    m = load_model("mixtral-8x7b")
+    targets, stage = trainable(m, "lora", ("all",)), whole_model(m)
+    attention = 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2)  # q and o 4096 -> 4096, k and v 4096 -> 1024
+    experts = 4 * 3 * 16 * 18432
+    for etp in (1, 2):
+        par = Parallelism(gpus=4, tp=2, ep=2, dp=2, etp=etp)
+        assert lora_params(m, par, stage, targets, 16) == 32 * (attention / 2 + experts / etp)
+
+
 def test_the_expert_input_is_gathered_over_the_experts_etp_ranks():
     """Megatron's all-to-all dispatcher: each TP rank dispatches its sequence-parallel shard (1/tp of the tokens)
     and an expert split over etp ranks all-gathers theirs: k x h values per token x etp / tp."""
