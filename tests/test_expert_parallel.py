@@ -6,6 +6,7 @@ tp x cp x dp ranks. Hand derivations for Qwen3-30B-A3B: 48 layers, hidden 2048, 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -60,7 +61,24 @@ def test_lora_adapters_on_experts_split_over_etp_ranks_not_tp():
     experts = 4 * 3 * 16 * 18432
     for etp in (1, 2):
         par = Parallelism(gpus=4, tp=2, ep=2, dp=2, etp=etp)
-        assert lora_params(m, par, stage, targets, 16) == 32 * (attention / 2 + experts / etp)
+        assert lora_params(m, par, stage, targets, 16) == (32 * attention / 2, 32 * experts / etp)
+
+
+def test_expert_adapters_states_shard_over_the_expert_data_parallel_ranks():
+    """ZeRO-1 over TP 2 x DP 4 with EP 4 and whole experts (etp 1): the dense adapters' fp32 master, m and v
+    (12 B each) shard over the 4 DP ranks, the experts' over the 2 ranks that hold the same experts."""
+    from llmcalc.memory import MemorySettings, memory_breakdown
+    from llmcalc.memory.placement import lora_params, trainable, whole_model
+
+    m = load_model("mixtral-8x7b")
+    par = Parallelism(gpus=8, tp=2, dp=4, ep=4, etp=1)
+    assert (par.replicas, par.expert_replicas) == (4, 2)
+    dense, experts = lora_params(m, par, whole_model(m), trainable(m, "lora", ("all",)), 16)
+    assert experts == 32 * 2 * 3 * 16 * 18432  # 2 experts a GPU, 32 layers, 3 linears of 4096 + 14336
+    b = memory_breakdown(m, None, MemorySettings(seq=1024, finetune="lora", lora_rank=16, lora_targets=("all",),
+                                                 precision="mixed", optimizer="adamw", zero=1, parallel=par))
+    optimizer = {r.name: r.value for r in b.rows}["optimizer"]
+    assert optimizer == 12 * (math.ceil(dense / 4) + math.ceil(experts / 2))
 
 
 def test_the_expert_input_is_gathered_over_the_experts_etp_ranks():

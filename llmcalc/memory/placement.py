@@ -245,9 +245,9 @@ def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozense
     return frozenset(chosen)
 
 
-def lora_params(m: ModelSpec, par: Parallelism, st: Stage, targets: frozenset, r: int) -> float:
-    """Adapter parameters on one GPU: r·(fan_in + fan_out) per targeted linear (Hu et al. 2021), split as the
-    linear is: over TP, the routed experts' over expert TP (etp)."""
+def lora_params(m: ModelSpec, par: Parallelism, st: Stage, targets: frozenset, r: int) -> tuple[float, float]:
+    """Adapter parameters on one GPU, (on dense weights, on routed experts): r·(fan_in + fan_out) per targeted
+    linear (Hu et al. 2021), split as the linear is: over TP, the routed experts' over expert TP (etp)."""
     def adapters(lins, copies=1.0):
         return copies * sum(r * (lin.fan_in + lin.fan_out) for n, lin in lins.items() if n in targets)
     attn = adapters(attention_linears(m))
@@ -256,4 +256,4 @@ def lora_params(m: ModelSpec, par: Parallelism, st: Stage, targets: frozenset, r
     if m.is_moe and m.shared_expert_size:
         moe += adapters(mlp_linears(m, m.shared_expert_size))
     experts = adapters(mlp_linears(m, m.expert_size), m.num_experts / par.ep) if m.is_moe else 0.0
-    return (st.dense * dense + st.moe * moe) / par.tp + st.moe * experts / par.expert_tp
+    return (st.dense * dense + st.moe * moe) / par.tp, st.moe * experts / par.expert_tp

@@ -94,17 +94,20 @@ def full_states(p: ParamSplit, s: MemorySettings, nd: int, nd_e: int) -> States:
                   optimizer=_optimizer_only(both), trainable=psi, hows=hows)
 
 
-def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, targets: frozenset,
-                   head: float = 0.0) -> States:
+def adapter_states(p: ParamSplit, s: MemorySettings, replicas: tuple[int, int], split: tuple[float, float],
+                   targets: frozenset, head: float = 0.0) -> States:
     """LoRA / QLoRA: a frozen base plus trainable adapters (Hu et al. 2021; Dettmers et al. 2023).
 
     The frozen base's linears are stored in ``dtype`` (QLoRA: NF4 with double-quantized scales,
     QLORA_BYTES, or with fp32 scales, NF4_BYTES, as the framework quantizes), embeddings, norms and head
     in the compute dtype (fp32 where PEFT's k-bit preparation casts them); only the adapters have
-    gradients and optimizer states. head: LM-head parameters on this GPU, quantized with the linears
-    where the framework does so (LitGPT).
+    gradients and optimizer states. replicas: the dense weights' and the routed experts' (their adapters'
+    states shard over each's, as full training's do); split: the adapters on each, this GPU (placement.lora_params).
+    head: LM-head parameters on this GPU, quantized with the linears where the framework does so (LitGPT).
     """
-    states = model_state_bytes(adapters, s.precision, s.optimizer, s.zero, nd)
+    (nd, nd_e), adapters = replicas, sum(split)
+    dense, experts = (model_state_bytes(n, s.precision, s.optimizer, s.zero, r) for n, r in zip(split, replicas))
+    states = {k: dense[k] + experts[k] for k in dense}
     dq = s.fw.nf4_double_quant
     other = "fp32" if s.finetune == "qlora" and s.fw.kbit_fp32 else s.compute_dtype
     if s.finetune == "qlora":
@@ -118,7 +121,10 @@ def adapter_states(p: ParamSplit, s: MemorySettings, nd: int, adapters: float, t
         other = s.dtype if s.dtype in DTYPE_BYTES and DTYPE_BYTES[s.dtype] >= 2 else s.compute_dtype
     rows = {"weights/frozen": math.ceil(frozen / nd) if s.zero >= 3 else frozen,
             "weights/adapters": states["weights"]}
-    hows = model_state_hows(adapters, s.precision, s.optimizer, s.zero, nd, what="adapter params")
+    hows = model_state_hows(split[0], s.precision, s.optimizer, s.zero, nd, what="adapter params")
+    if split[1]:
+        expert_hows = model_state_hows(split[1], s.precision, s.optimizer, s.zero, nd_e, what="expert adapter params")
+        hows = {k: ("{} + {}", hows[k], expert_hows[k]) for k in hows}
     hows |= {"weights/frozen": ("ceil(({}) / {} ranks)", frozen_how, nd) if s.zero >= 3 else frozen_how,
              "weights/adapters": hows["weights"]}
     kind = s.dtype if s.finetune != "qlora" else \

@@ -33,7 +33,8 @@ def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> S
     if targets is None:
         return full_states(p, s, par.replicas, par.expert_replicas)
     head = -(-m.vocab_size // par.tp) * m.hidden_size if st.last and not m.tie_word_embeddings else 0
-    return adapter_states(p, s, par.replicas, lora_params(m, par, st, targets, s.lora_rank), targets, head)
+    return adapter_states(p, s, (par.replicas, par.expert_replicas), lora_params(m, par, st, targets, s.lora_rank),
+                          targets, head)
 
 
 def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, float]:
