@@ -66,11 +66,11 @@ ELEMENTWISE_TRAFFIC = 4.0
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
 # of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
 # H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
-# attention below the kernel's best. The kernels alone do better: forward + backward at 0.65-0.85 of their
-# forward's share on an H100 and an H200 (tests/data/gpu_kernels.json). The fit carries costs the published
-# runs have beyond them; with the kernels' own figures (and llm-foundry's Triton FlashAttention, its
-# benchmarks' attn_impl) Megatron-Core's runs come out 10-19% fast and the survey holds 230 runs within 15%
-# rather than 243, while plain PyTorch blocks come within 1-8% (test_kernels_measured).
+# attention below the kernel's best. The kernels alone do better: forward + backward at 0.68-0.89 of their
+# forward's share on an H100 (tests/data/gpu_kernels.json). The fit carries costs the published runs have
+# beyond them: priced at the kernels' own figures (with llm-foundry's runs on the Triton FlashAttention its
+# benchmarks used), the Megatron-Core, NeMo and Megatron-Bridge runs come out about 10% fast and fewer runs
+# fall within 15%, while plain PyTorch blocks come within -4% to +11% (+5% to +18% as fitted).
 ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
 ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice

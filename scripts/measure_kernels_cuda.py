@@ -9,7 +9,8 @@ Not part of the test suite. Run on a machine with a GPU and torch:
     python scripts/measure_kernels_cuda.py OUT.json
 
 The JSON it writes is kept as test data (tests/data/gpu_kernels.json) with the versions it ran on. Times are
-medians of CUDA-event timings after warm-up, on random data. ``--dry`` runs tiny shapes on the CPU to check
+medians of CUDA-event timings after warm-up, on random data, each case timed right after 0.3 s of large GEMMs
+(heat): at the power-limited clock a training step runs at, which each row records (SM MHz, board W). ``--dry`` runs tiny shapes on the CPU to check
 the script itself.
 """
 
@@ -35,8 +36,37 @@ TPS = {"llama-3-8b": (1, 2, 4), "llama-3-70b": (4, 8), "llama-3.1-405b": (8,), "
 TOKENS = 8192  # one micro-batch of 8k tokens (1 x 8192, or 4 x 2048)
 
 
+def heat(seconds: float = 0.3) -> None:
+    """Hold the tensor cores busy (8192-cube bf16 GEMMs) for ``seconds`` before a case, so that every case is
+    timed at the clock a training step runs at: within a second of such a load an H100 reaches its power limit
+    and its SM clock falls from the boost clock to about 1.3 GHz (scripts/measure_sustained_cuda.py)."""
+    if DRY:
+        return
+    a = HEATER if HEATER is not None else torch.randn(8192, 8192, device=DEV, dtype=BF16)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(4):
+            a @ a
+        torch.cuda.synchronize()
+
+
+HEATER = None
+
+
+def clock() -> dict:
+    """The SM clock (MHz) and board power (W) just after a case, where torch can read them (NVML)."""
+    if DRY:
+        return {}
+    try:
+        return {"sm_mhz": torch.cuda.clock_rate(), "power_w": round(torch.cuda.power_draw() / 1e3)}
+    except Exception:  # no NVML
+        return {}
+
+
 def timed(fn, reps: int = 10, warm: int = 3) -> float:
-    """Median seconds of ``fn`` over ``reps`` runs after ``warm`` (CUDA events; a wall clock on the CPU)."""
+    """Median seconds of ``fn`` over ``reps`` runs after heat() and ``warm`` runs (CUDA events; a wall clock on
+    the CPU)."""
+    heat()
     for _ in range(warm):
         fn()
     times = []
@@ -62,15 +92,24 @@ def linears(hidden: int, q: int, kv: int, ffn: int, gated: bool, tp: int) -> lis
             ("fc1", (2 if gated else 1) * ffn // tp, hidden), ("fc2", hidden, ffn // tp)]
 
 
-def gemm_case(m: int, n: int, k: int, fp8: bool) -> float:
-    """Seconds of one [m, k] x [k, n] product, the weight-like operand column-major (TN, as FP8 needs)."""
-    a = torch.randn(m, k, device=DEV, dtype=BF16)
-    b = torch.randn(n, k, device=DEV, dtype=BF16)
-    if not fp8:
+def gemm_case(gemm: str, m: int, n: int, k: int, fp8: bool) -> float:
+    """Seconds of one m x n x k product. bf16 in the layouts a linear's passes have: forward x @ W^T, data
+    gradient dy @ W, weight gradient dy^T @ x. FP8 (torch._scaled_mm, per-tensor scales) always TN, the one
+    layout Hopper's FP8 GEMMs take: Transformer Engine feeds them transposed FP8 copies, whose casts are not
+    timed here."""
+    if fp8:
+        a = torch.randn(m, k, device=DEV, dtype=BF16).to(torch.float8_e4m3fn)
+        b = torch.randn(n, k, device=DEV, dtype=BF16).to(torch.float8_e4m3fn)
+        one = torch.ones((), device=DEV)
+        return timed(lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=BF16))
+    if gemm == "fprop":
+        a, b = torch.randn(m, k, device=DEV, dtype=BF16), torch.randn(n, k, device=DEV, dtype=BF16)
         return timed(lambda: a @ b.t())
-    fa, fb = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
-    one = torch.ones((), device=DEV)
-    return timed(lambda: torch._scaled_mm(fa, fb.t(), scale_a=one, scale_b=one, out_dtype=BF16))
+    if gemm == "dgrad":
+        a, b = torch.randn(m, k, device=DEV, dtype=BF16), torch.randn(k, n, device=DEV, dtype=BF16)
+        return timed(lambda: a @ b)
+    a, b = torch.randn(k, m, device=DEV, dtype=BF16), torch.randn(k, n, device=DEV, dtype=BF16)
+    return timed(lambda: a.t() @ b)
 
 
 def gemms() -> list[dict]:
@@ -86,15 +125,16 @@ def gemms() -> list[dict]:
                     row = {"model": name, "tp": tp, "linear": lin, "gemm": gemm, "m": m, "n": n, "k": k,
                            "flops": 2 * m * n * k}
                     for dtype in ("bf16",) if DRY else ("bf16", "fp8"):
-                        row[f"{dtype}_s"] = gemm_case(m, n, k, dtype == "fp8")
+                        row[f"{dtype}_s"] = gemm_case(gemm, m, n, k, dtype == "fp8")
+                        row |= {f"{dtype}_{key}": value for key, value in clock().items()}
                     rows.append(row)
                     torch.cuda.empty_cache() if not DRY else None
     return rows
 
 
 def attention() -> list[dict]:
-    """Causal attention, heads x head_dim per GPU, batch x seq = 32k tokens (16k at head_dim 64 is as busy):
-    forward, and forward + backward, per backend."""
+    """Causal attention, heads x head_dim per GPU, batch x seq = 32k tokens: forward, and forward + backward
+    (the inputs' gradients returned, not accumulated), per backend."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     backends = {"math": SDPBackend.MATH} if DRY else {"cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -118,10 +158,12 @@ def attention() -> list[dict]:
                             F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
                     def both():
-                        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
+                        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                        torch.autograd.grad(out, (q, k, v), grad)
 
                     row["forward_s"] = timed(fwd)
                     row["forward_backward_s"] = timed(both)
+                    row |= clock()
             except RuntimeError as e:  # a backend that does not take the shape
                 row["error"] = str(e).splitlines()[0][:200]
             rows.append(row)
@@ -146,14 +188,14 @@ def experts() -> list[dict]:
             for e, chunk in enumerate(x.split(m)):
                 gate, up = (chunk @ w1[e].t()).chunk(2, dim=-1)
                 outs.append((F.silu(gate) * up) @ w2[e].t())
-            torch.cat(outs).backward(g)
+            torch.autograd.grad(torch.cat(outs), [x, *w1, *w2], g)
 
         dense1 = torch.randn(2 * ffn, hidden, device=DEV, dtype=BF16, requires_grad=True)
         dense2 = torch.randn(hidden, ffn, device=DEV, dtype=BF16, requires_grad=True)
 
         def fused():
             gate, up = (x @ dense1.t()).chunk(2, dim=-1)
-            ((F.silu(gate) * up) @ dense2.t()).backward(g)
+            torch.autograd.grad((F.silu(gate) * up) @ dense2.t(), [x, dense1, dense2], g)
 
         rows.append({"hidden": hidden, "ffn": ffn, "experts": count, "tokens_each": m,
                      "flops": 3 * 2 * count * m * 3 * hidden * ffn,  # forward + backward of 3 h x f matrices
@@ -261,7 +303,9 @@ def block(hidden: int, heads: int, kv_heads: int, ffn: int, batch: int, seq: int
             forward()
 
     return {"hidden": hidden, "heads": heads, "kv_heads": kv_heads, "head_dim": dim, "ffn": ffn, "batch": batch,
-            "seq": seq, "forward_s": timed(fwd), "forward_backward_s": timed(lambda: forward().backward(g))}
+            "seq": seq, "forward_s": timed(fwd),
+            "forward_backward_s": timed(lambda: torch.autograd.grad(forward(), [x, w_qkv, w_o, w_fc1, w_fc2, n1, n2], g)),
+            **clock()}
 
 
 def blocks() -> list[dict]:
@@ -302,6 +346,10 @@ def main() -> None:
         props = torch.cuda.get_device_properties(0)
         info |= {"device": props.name, "sms": props.multi_processor_count, "cuda": torch.version.cuda,
                  "cudnn": torch.backends.cudnn.version()}
+    global HEATER
+    if not DRY:
+        HEATER = torch.randn(8192, 8192, device=DEV, dtype=BF16)
+        heat(3.0)  # reach the power limit before the first case
     started = time.time()
     info["gemms"] = gemms()
     info["attention"] = attention()
@@ -330,7 +378,8 @@ def main() -> None:
               f"one {r['flops'] / r['one_gemm_pair_s'] / peak:.3f}", f"{r['looped_s'] * 1e3:.2f} ms")
     for r in info["expert_kernels"]:
         print(r["hidden"], r["ffn"], r["experts"], r["tokens_each"],
-              *(f"{k} {r[k] * 1e3:.3f} ms {r['flops'] / r[k] / peak:.3f}" for k in r if k.endswith("_s")),
+              *(f"{k} {r[k] * 1e3:.3f} ms {r['flops'] / (3 if k.startswith('grouped') else 1) / r[k] / peak:.3f}"
+                for k in r if k.endswith("_s")),
               r.get("grouped_error", ""))
     for r in info["blocks"]:
         print(r["model"], r["backend"], r["batch"], r["seq"], r.get("error") or

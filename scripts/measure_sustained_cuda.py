@@ -5,6 +5,9 @@ Not part of the test suite. Run on a machine with a GPU, torch and nvidia-ml-py:
 
     python scripts/measure_sustained_cuda.py OUT.json [SECONDS]
 
+NVML is read for the machine's GPU 0: run it with that GPU the only one visible (CUDA_VISIBLE_DEVICES unset).
+NVML's power reading on an H100 is a one-second average.
+
 A short benchmark runs at the boost clock; a training step holds the tensor cores busy for minutes, where the
 power limit may pull the clock down. The JSON it writes is kept as test data (tests/data/gpu_sustained.json).
 """

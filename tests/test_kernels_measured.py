@@ -1,6 +1,7 @@
-"""The step-time model's compute rates against kernels we timed on an H100 and an H200 (tests/data/gpu_kernels.json,
-written by scripts/measure_kernels_cuda.py): the layers' GEMMs at the published runs' shapes in bf16 and FP8, the
-attention kernels' forward, and whole Llama blocks in plain PyTorch."""
+"""The step-time model's compute rates against kernels we timed on an H100 (tests/data/gpu_kernels.json, written
+by scripts/measure_kernels_cuda.py, each case right after a load that holds the GPU at its power-limited clock):
+the layers' GEMMs at the published runs' shapes in bf16 and FP8, the attention kernels, and whole Llama blocks in
+plain PyTorch; and a sustained GEMM load (tests/data/gpu_sustained.json, scripts/measure_sustained_cuda.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from llmcalc.plan import links_of
 from llmcalc.presets import load_gpu, load_model
 
 DATA = json.loads((Path(__file__).parent / "data" / "gpu_kernels.json").read_text())
-RUNS = DATA["runs"]
-GPUS = {"NVIDIA H200": load_gpu("h200"), "NVIDIA H100 80GB HBM3": load_gpu("h100-sxm")}
-LINEARS = {"qkv", "proj", "fc1", "fc2"}
+(RUN,) = DATA["runs"]
+H100 = load_gpu("h100-sxm")
 
 
 def _gpt3_175b():
@@ -30,95 +30,96 @@ def _gpt3_175b():
 
 MODELS = {"llama-3-8b": lambda: load_model("llama-3-8b"), "llama-3-70b": lambda: load_model("llama-3-70b"),
           "llama-3.1-405b": lambda: load_model("llama-3.1-405b"), "gpt3-175b": _gpt3_175b}
+LAYERS = sorted({(g["model"], g["tp"]) for g in RUN["gemms"]})
 
 
-def _layers():
-    """(run, model, tp) of each layer whose four linears were timed at the model's own shapes."""
-    for i, run in enumerate(RUNS):
-        for name, tp in sorted({(g["model"], g["tp"]) for g in run["gemms"]}):
-            if {g["linear"] for g in run["gemms"] if (g["model"], g["tp"]) == (name, tp)} == LINEARS:
-                yield i, name, tp
+def _gemms(name: str, tp: int) -> list[dict]:
+    return [g for g in RUN["gemms"] if (g["model"], g["tp"]) == (name, tp)]
 
 
-LAYERS = list(_layers())
+def test_every_layer_shape_was_timed_at_the_power_limited_clock():
+    assert RUN["device"] == "NVIDIA H100 80GB HBM3" and DATA["script"] == "scripts/measure_kernels_cuda.py"
+    assert len(LAYERS) == 7 and all(len(_gemms(*layer)) == 12 for layer in LAYERS)  # 4 linears x 3 passes
+    assert all(g["flops"] == 2 * g["m"] * g["n"] * g["k"] for g in RUN["gemms"])
+    assert all(g["bf16_sm_mhz"] <= 1600 and g["bf16_power_w"] >= 600 for g in RUN["gemms"])  # boost: 1980
 
 
-def test_the_data_is_what_the_script_writes():
-    assert DATA["script"] == "scripts/measure_kernels_cuda.py" and {r["device"] for r in RUNS} == set(GPUS)
-    for run in RUNS:
-        assert all(g["flops"] == 2 * g["m"] * g["n"] * g["k"] for g in run["gemms"])
-        assert len(run["gemms"]) == 3 * 4 * 7  # fprop, dgrad, wgrad of 4 linears of 7 (model, tp) layers
-    assert len(LAYERS) == 7 + 6 + 6  # the H200 runs' GPT-3 fc1 was timed 2 x ffn wide
-
-
-@pytest.mark.parametrize("run,name,tp", LAYERS, ids=[f"{RUNS[i]['device'][7:11]}-{i}-{n}-tp{t}" for i, n, t in LAYERS])
-def test_a_layers_gemms_take_the_measured_time(run, name, tp):
+@pytest.mark.parametrize("name,tp", LAYERS, ids=[f"{n}-tp{t}" for n, t in LAYERS])
+def test_a_layers_gemms_take_the_measured_time(name, tp):
     """One layer's twelve GEMMs (fused QKV, output projection, fc1, fc2; forward, data and weight gradients) at
-    8192 tokens: the planner's time for them (MATMUL_EFFICIENCY of the bf16 peak) within 10% of their sum."""
-    measured = sum(g["bf16_s"] for g in RUNS[run]["gemms"] if g["model"] == name and g["tp"] == tp)
+    8192 tokens against the planner's time for them (MATMUL_EFFICIENCY of the bf16 peak): within 10% where every
+    shard is at least 2048 wide; narrower shards (Llama 3 8B over 4 ranks: 1024-1536) run slower than the
+    planner's one figure for all GEMMs, by up to 20%."""
+    gemms = _gemms(name, tp)
+    measured = sum(g["bf16_s"] for g in gemms)
     m = MODELS[name]()
-    mb = steptime.micro_batch(steptime.model_cost(m, 8192), links_of(cluster_of(GPUS[RUNS[run]["device"]]), "bf16"),
+    mb = steptime.micro_batch(steptime.model_cost(m, 8192), links_of(cluster_of(H100), "bf16"),
                               steptime.Layout(tp=tp, pp=1, dp=1), 8192)
-    assert 3 * mb.gemm / m.num_hidden_layers == pytest.approx(measured, rel=0.10)
+    planned = 3 * mb.gemm / m.num_hidden_layers
+    if min(min(g["n"], g["k"]) for g in gemms if g["gemm"] == "fprop") >= 2048:
+        assert planned == pytest.approx(measured, rel=0.10)
+    else:
+        assert 0.8 * measured <= planned < measured
 
 
-@pytest.mark.parametrize("run", range(len(RUNS)))
-def test_matmul_efficiency_is_the_measured_share_of_the_training_gemms(run):
-    gpu, gemms = GPUS[RUNS[run]["device"]], RUNS[run]["gemms"]
-    share = sum(g["flops"] for g in gemms) / sum(g["bf16_s"] for g in gemms) / gpu.peak("bf16")
-    assert steptime.matmul_efficiency("bf16", gpu) == pytest.approx(share, rel=0.05)  # 0.67-0.69
+def test_matmul_efficiency_is_the_measured_share_of_the_training_gemms():
+    gemms = RUN["gemms"]
+    share = sum(g["flops"] for g in gemms) / sum(g["bf16_s"] for g in gemms) / H100.peak("bf16")  # 0.676
+    assert steptime.matmul_efficiency("bf16", H100) == pytest.approx(share, rel=0.05)
 
 
-@pytest.mark.parametrize("run", range(len(RUNS)))
-def test_fp8_gemms_gain_the_measured_factor(run):
+def test_fp8_gemms_gain_the_measured_factor():
     """The planner's FP8 GEMM rate over its bf16 rate (the preset's best-shape MAMF ratio) against the time the
     same GEMMs took in bf16 over FP8 (torch._scaled_mm with per-tensor scales: cuBLASLt's TN FP8 GEMM, which
-    Transformer Engine runs on Hopper)."""
-    gpu, gemms = GPUS[RUNS[run]["device"]], RUNS[run]["gemms"]
-    gain = sum(g["bf16_s"] for g in gemms) / sum(g["fp8_s"] for g in gemms)  # 1.79-1.84
-    planned = (steptime.matmul_efficiency("fp8", gpu) * gpu.peak("fp8")
-               / (steptime.matmul_efficiency("bf16", gpu) * gpu.peak("bf16")))
+    Transformer Engine runs on Hopper; its casts are not timed). Over all 84 GEMMs, 1.78x; per layer 1.45x (Llama
+    3 8B over 4 ranks) to 1.88x."""
+    gemms = RUN["gemms"]
+    gain = sum(g["bf16_s"] for g in gemms) / sum(g["fp8_s"] for g in gemms)
+    planned = (steptime.matmul_efficiency("fp8", H100) * H100.peak("fp8")
+               / (steptime.matmul_efficiency("bf16", H100) * H100.peak("bf16")))  # 1.765
     assert planned == pytest.approx(gain, rel=0.05)
 
 
+def _attention(backend: str) -> list[dict]:
+    """The backend's causal runs at head dim 128 and 4k-16k tokens."""
+    return [r for r in RUN["attention"] if r["backend"] == backend and r["head_dim"] == 128 and r["seq"] >= 4096]
+
+
 @pytest.mark.parametrize("kernel,backend", [("cudnn", "cudnn"), ("fa2", "flash2")])
-def test_attention_forward_share_matches_the_kernel(kernel, backend):
-    """The presets' forward share (read off the FlashAttention-3 paper) against PyTorch's cuDNN and
-    FlashAttention-2 backends, causal, head dim 128, 4k-16k tokens: the median of the runs within 12%."""
-    for device, gpu in GPUS.items():
-        shares = [r["causal_forward_flops"] / r["forward_s"] / gpu.peak("bf16")
-                  for run in RUNS if run["device"] == device for r in run["attention"]
-                  if r["backend"] == backend and r["head_dim"] == 128 and r["seq"] >= 4096]
-        assert len(shares) >= 6
-        assert steptime.attention_figure(gpu, kernel)[1] == pytest.approx(statistics.median(shares), rel=0.12)
+def test_attention_forward_share_is_the_kernels_best(kernel, backend):
+    """The presets' forward share, read off the FlashAttention-3 paper (cuDNN 0.61, FlashAttention-2 "up to 35%"),
+    against PyTorch's cuDNN and flash backends: at or above the median of our runs (cuDNN 0.60, FA2 0.30) and
+    within 5% of the best (0.65, 0.34)."""
+    shares = [r["causal_forward_flops"] / r["forward_s"] / H100.peak("bf16") for r in _attention(backend)]
+    preset = steptime.attention_figure(H100, kernel)[1]
+    assert len(shares) == 6 and statistics.median(shares) <= preset <= 1.05 * max(shares)
 
 
-BLOCKS = [r for run in RUNS for r in run.get("blocks", ())]
+BLOCKS = RUN["blocks"]
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{b['model']}-{b['backend']}-{b['batch']}x{b['seq']}" for b in BLOCKS])
 def test_a_blocks_compute_is_near_a_plain_pytorch_block(block):
-    """A Llama block (8B whole, 70B's share of 8 TP ranks, no sequence parallelism) in eager PyTorch on an H100,
-    forward + backward: the planner's GEMMs, attention and memory-bound kernels for it within 20%. The planner
-    is the slower, most at 8k tokens: its fitted ATTENTION_EFFICIENCY (0.41) is below what the kernels do
-    (test_attention_backward_runs_faster_than_the_fit), carrying costs the survey's runs have beyond them."""
+    """A Llama block (8B whole, 70B's share of 8 TP ranks, no sequence parallelism) in eager PyTorch,
+    forward + backward: the planner's GEMMs, attention and memory-bound kernels for it take longer, by at most
+    25%, most at 8k tokens: its fitted ATTENTION_EFFICIENCY (0.41) is below what the kernels do
+    (test_attention_backward_runs_faster_than_the_fit)."""
     name, tp = ("llama-3-8b", 1) if block["model"] == "llama-3-8b" else ("llama-3-70b", 8)
     m = load_model(name)
-    links = links_of(cluster_of(GPUS["NVIDIA H100 80GB HBM3"]), "bf16", "cudnn" if block["backend"] == "cudnn" else "fa2")
+    links = links_of(cluster_of(H100), "bf16", "cudnn" if block["backend"] == "cudnn" else "fa2")
     mb = steptime.micro_batch(steptime.model_cost(m, block["seq"]), links,
                               steptime.Layout(tp=tp, pp=1, dp=1, micro_batch=block["batch"]), block["seq"])
     planned = 3 * (mb.gemm + mb.attention + mb.elementwise) / m.num_hidden_layers
-    assert block["forward_backward_s"] <= planned <= 1.2 * block["forward_backward_s"]
+    assert block["forward_backward_s"] <= planned <= 1.25 * block["forward_backward_s"]
 
 
 def test_attention_backward_runs_faster_than_the_fit():
-    """What the kernels do forward and backward (3 x the forward's FLOPs) against their forward alone: 0.65-0.85
-    (median 0.74) for both backends at head dim 128 and 4k-16k tokens, above the fitted 0.41 (steptime's
-    comment says what that fit carries). Pinned so a refit that reaches the kernels' figure is noticed."""
-    ratios = [3 * r["forward_s"] / r["forward_backward_s"] for run in RUNS for r in run["attention"]
-              if r["head_dim"] == 128 and r["seq"] >= 4096 and "error" not in r]
-    assert 0.65 <= min(ratios) and max(ratios) <= 0.85
-    assert steptime.ATTENTION_EFFICIENCY < statistics.median(ratios)
+    """What the kernels do forward and backward (3 x the forward's FLOPs) against their forward alone: cuDNN
+    0.68-0.79 (median 0.75), FlashAttention-2 0.80-0.89 (0.84), well above the fitted 0.41 (steptime's comment
+    says what that fit carries). Pinned so that a refit reaching the kernels' own figure is noticed."""
+    for backend in ("cudnn", "flash2"):
+        ratios = [3 * r["forward_s"] / r["forward_backward_s"] for r in _attention(backend)]
+        assert steptime.ATTENTION_EFFICIENCY < 0.8 * min(ratios)
 
 
 SUSTAINED = json.loads((Path(__file__).parent / "data" / "gpu_sustained.json").read_text())
@@ -128,9 +129,10 @@ SUSTAINED = json.loads((Path(__file__).parent / "data" / "gpu_sustained.json").r
 def test_gemm_efficiency_is_the_rate_an_h100_sustains(dtype):
     """Training keeps the tensor cores busy for minutes: an H100 SXM's 8192-cube GEMMs start at the boost clock
     (the MAMF figure the preset records) and within a second hit the 700 W limit, which holds the SM clock near
-    1.35 GHz (bf16) or 1.25 GHz (fp8) and the rate 13-14% lower. The planner's GEMM shares are that sustained
-    rate's (bf16 0.69 of the dense peak, fp8 0.62), within 3%."""
-    h100 = GPUS["NVIDIA H100 80GB HBM3"]
+    1.35 GHz (bf16) or 1.25 GHz (FP8) and the rate 12-14% lower (681 and 1231 TFLOP/s). The planner's GEMM shares
+    are that sustained rate's (bf16 0.69 of the dense peak, FP8 0.62), within 3%. The FP8 load followed the bf16
+    one at once, so its first batch is no cool start."""
+    h100 = H100
     rows = SUSTAINED[dtype]
     burst, held = rows[0], [r for r in rows if r["t"] >= 5]
     assert burst["tflops"] * 1e12 == pytest.approx(h100.matmul_flops[dtype], rel=0.03)  # MAMF: 794.5, 1402.6
