@@ -132,6 +132,31 @@ def gemms() -> list[dict]:
     return rows
 
 
+def wgrad_fp32() -> list[dict]:
+    """Each linear's weight gradient as Megatron runs it with gradient_accumulation_fusion: accumulated in place
+    into the fp32 main_grad (cuBLAS beta = 1, fp32 C and D; Transformer Engine's wgrad, core 0.15), against the
+    bf16 product written fresh (beta = 0) that gemms() times."""
+    rows = []
+    tokens = 256 if DRY else TOKENS
+    for name, hidden, q, kv, ffn, gated in MODELS[:1] if DRY else MODELS:
+        for tp in (1,) if DRY else TPS[name]:
+            for lin, out, inp in linears(hidden, q, kv, ffn, gated, tp * (16 if DRY else 1)):
+                dy = torch.randn(tokens, out, device=DEV, dtype=BF16)
+                x = torch.randn(tokens, inp, device=DEV, dtype=BF16)
+                grad = torch.zeros(out, inp, device=DEV, dtype=torch.float32)
+                row = {"model": name, "tp": tp, "linear": lin, "m": out, "n": inp, "k": tokens,
+                       "flops": 2 * out * inp * tokens, "bf16_s": timed(lambda: dy.t() @ x)}
+                if not DRY:
+                    try:  # in place where this torch's addmm takes out=; else into a fresh fp32 tensor (same bytes)
+                        row["fp32_accumulate_s"] = timed(
+                            lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32, out=grad))
+                    except (RuntimeError, TypeError):
+                        row["fp32_accumulate_s"] = timed(lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32))
+                        row["out_of_place"] = True
+                rows.append(row | clock())
+    return rows
+
+
 def attention() -> list[dict]:
     """Causal attention, heads x head_dim per GPU, batch x seq = 32k tokens: forward, and forward + backward
     (the inputs' gradients returned, not accumulated), per backend."""
@@ -351,40 +376,44 @@ def main() -> None:
         HEATER = torch.randn(8192, 8192, device=DEV, dtype=BF16)
         heat(3.0)  # reach the power limit before the first case
     started = time.time()
-    info["gemms"] = gemms()
-    info["attention"] = attention()
-    info["experts"] = experts()
-    info["expert_kernels"] = expert_kernels()
-    info["blocks"] = blocks()
-    info["launch"] = launches()
+    sections = {"gemms": gemms, "wgrad_fp32": wgrad_fp32, "attention": attention, "experts": experts,
+                "expert_kernels": expert_kernels, "blocks": blocks, "launch": launches}
+    chosen = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), list(sections))
+    for name in chosen:
+        info[name] = sections[name]()
     info["seconds"] = round(time.time() - started, 1)
     text = json.dumps(info, indent=1)
     if out:
         with open(out, "w") as f:
             f.write(text + "\n")
     peak = 989.4e12
-    for r in info["gemms"]:
+    for r in info.get("wgrad_fp32", ()):
+        print(r["model"], r["tp"], r["linear"], "wgrad", f"bf16 {r['flops'] / r['bf16_s'] / peak:.3f}",
+              *(f"fp32-accumulate {r['flops'] / r['fp32_accumulate_s'] / peak:.3f}" for _ in [0] if "fp32_accumulate_s" in r))
+    for r in info.get("gemms", ()):
         print(r["model"], r["tp"], r["linear"], r["gemm"], r["m"], r["n"], r["k"],
               *(f"{d} {r['flops'] / r[d + '_s'] / peak:.3f}" for d in ("bf16", "fp8") if d + "_s" in r))
-    for r in info["attention"]:
+    for r in info.get("attention", ()):
         if "error" in r:
             print(r["backend"], r["heads"], r["head_dim"], r["seq"], r["error"])
             continue
         f = r["causal_forward_flops"]
         print(r["backend"], r["heads"], r["head_dim"], r["seq"], f"fwd {f / r['forward_s'] / peak:.3f}",
               f"fwd+bwd {3 * f / r['forward_backward_s'] / peak:.3f}")
-    for r in info["experts"]:
+    for r in info.get("experts", ()):
         print(r["hidden"], r["ffn"], r["experts"], r["tokens_each"], f"looped {r['flops'] / r['looped_s'] / peak:.3f}",
               f"one {r['flops'] / r['one_gemm_pair_s'] / peak:.3f}", f"{r['looped_s'] * 1e3:.2f} ms")
-    for r in info["expert_kernels"]:
+    for r in info.get("expert_kernels", ()):
         print(r["hidden"], r["ffn"], r["experts"], r["tokens_each"],
               *(f"{k} {r[k] * 1e3:.3f} ms {r['flops'] / (3 if k.startswith('grouped') else 1) / r[k] / peak:.3f}"
                 for k in r if k.endswith("_s")),
               r.get("grouped_error", ""))
-    for r in info["blocks"]:
+    for r in info.get("blocks", ()):
         print(r["model"], r["backend"], r["batch"], r["seq"], r.get("error") or
               f"fwd {r['forward_s'] * 1e3:.2f} ms fwd+bwd {r['forward_backward_s'] * 1e3:.2f} ms")
-    print("launch us/op", info["launch"]["seconds"] / info["launch"]["ops"] * 1e6, "total s", info["seconds"])
+    if "launch" in info:
+        print("launch us/op", info["launch"]["seconds"] / info["launch"]["ops"] * 1e6)
+    print("total s", info["seconds"])
 
 
 if __name__ == "__main__":
