@@ -10,8 +10,8 @@ Not part of the test suite. Run on a machine with a GPU and torch:
 
 The JSON it writes is kept as test data (tests/data/gpu_kernels.json) with the versions it ran on. Times are
 medians of CUDA-event timings after warm-up, on random data, each case timed right after 0.3 s of large GEMMs
-(heat): at the power-limited clock a training step runs at, which each row records (SM MHz, board W). ``--dry`` runs tiny shapes on the CPU to check
-the script itself.
+(heat): at the power-limited clock a training step runs at, which each row records (SM MHz, board W).
+``--only=gemms,attention`` runs chosen sections; ``--dry`` runs tiny shapes on the CPU to check the script.
 """
 
 from __future__ import annotations
@@ -42,15 +42,16 @@ def heat(seconds: float = 0.3) -> None:
     and its SM clock falls from the boost clock to about 1.3 GHz (scripts/measure_sustained_cuda.py)."""
     if DRY:
         return
-    a = HEATER if HEATER is not None else torch.randn(8192, 8192, device=DEV, dtype=BF16)
+    if not HEATER:
+        HEATER.append(torch.randn(8192, 8192, device=DEV, dtype=BF16))
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         for _ in range(4):
-            a @ a
+            HEATER[0] @ HEATER[0]
         torch.cuda.synchronize()
 
 
-HEATER = None
+HEATER: list = []  # heat()'s operand, made once
 
 
 def clock() -> dict:
@@ -92,6 +93,15 @@ def linears(hidden: int, q: int, kv: int, ffn: int, gated: bool, tp: int) -> lis
             ("fc1", (2 if gated else 1) * ffn // tp, hidden), ("fc2", hidden, ffn // tp)]
 
 
+def layer_linears():
+    """(model, tp, linear, output features, input features, tokens) of every layer shape the survey's runs have."""
+    tokens = 256 if DRY else TOKENS
+    for name, hidden, q, kv, ffn, gated in MODELS[:1] if DRY else MODELS:
+        for tp in (1,) if DRY else TPS[name]:
+            for lin, out, inp in linears(hidden, q, kv, ffn, gated, tp * (16 if DRY else 1)):
+                yield name, tp, lin, out, inp, tokens
+
+
 def gemm_case(gemm: str, m: int, n: int, k: int, fp8: bool) -> float:
     """Seconds of one m x n x k product. bf16 in the layouts a linear's passes have: forward x @ W^T, data
     gradient dy @ W, weight gradient dy^T @ x. FP8 (torch._scaled_mm, per-tensor scales) always TN, the one
@@ -116,19 +126,15 @@ def gemms() -> list[dict]:
     """Each linear's forward (tokens x in -> out), data gradient (tokens x out -> in) and weight gradient
     (out x tokens -> in), each 2 x tokens x out x in FLOPs."""
     rows = []
-    tokens = 256 if DRY else TOKENS
-    for name, hidden, q, kv, ffn, gated in MODELS[:1] if DRY else MODELS:
-        for tp in (1,) if DRY else TPS[name]:
-            for lin, out, inp in linears(hidden, q, kv, ffn, gated, tp * (16 if DRY else 1)):
-                for gemm, (m, n, k) in {"fprop": (tokens, out, inp), "dgrad": (tokens, inp, out),
-                                        "wgrad": (out, inp, tokens)}.items():
-                    row = {"model": name, "tp": tp, "linear": lin, "gemm": gemm, "m": m, "n": n, "k": k,
-                           "flops": 2 * m * n * k}
-                    for dtype in ("bf16",) if DRY else ("bf16", "fp8"):
-                        row[f"{dtype}_s"] = gemm_case(gemm, m, n, k, dtype == "fp8")
-                        row |= {f"{dtype}_{key}": value for key, value in clock().items()}
-                    rows.append(row)
-                    torch.cuda.empty_cache() if not DRY else None
+    for name, tp, lin, out, inp, tokens in layer_linears():
+        for gemm, (m, n, k) in {"fprop": (tokens, out, inp), "dgrad": (tokens, inp, out),
+                                "wgrad": (out, inp, tokens)}.items():
+            row = {"model": name, "tp": tp, "linear": lin, "gemm": gemm, "m": m, "n": n, "k": k,
+                   "flops": 2 * m * n * k}
+            for dtype in ("bf16",) if DRY else ("bf16", "fp8"):
+                row[f"{dtype}_s"] = gemm_case(gemm, m, n, k, dtype == "fp8")
+                row |= {f"{dtype}_{key}": value for key, value in clock().items()}
+            rows.append(row)
     return rows
 
 
@@ -137,23 +143,19 @@ def wgrad_fp32() -> list[dict]:
     into the fp32 main_grad (cuBLAS beta = 1, fp32 C and D; Transformer Engine's wgrad, core 0.15), against the
     bf16 product written fresh (beta = 0) that gemms() times."""
     rows = []
-    tokens = 256 if DRY else TOKENS
-    for name, hidden, q, kv, ffn, gated in MODELS[:1] if DRY else MODELS:
-        for tp in (1,) if DRY else TPS[name]:
-            for lin, out, inp in linears(hidden, q, kv, ffn, gated, tp * (16 if DRY else 1)):
-                dy = torch.randn(tokens, out, device=DEV, dtype=BF16)
-                x = torch.randn(tokens, inp, device=DEV, dtype=BF16)
-                grad = torch.zeros(out, inp, device=DEV, dtype=torch.float32)
-                row = {"model": name, "tp": tp, "linear": lin, "m": out, "n": inp, "k": tokens,
-                       "flops": 2 * out * inp * tokens, "bf16_s": timed(lambda: dy.t() @ x)}
-                if not DRY:
-                    try:  # in place where this torch's addmm takes out=; else into a fresh fp32 tensor (same bytes)
-                        row["fp32_accumulate_s"] = timed(
-                            lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32, out=grad))
-                    except (RuntimeError, TypeError):
-                        row["fp32_accumulate_s"] = timed(lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32))
-                        row["out_of_place"] = True
-                rows.append(row | clock())
+    for name, tp, lin, out, inp, tokens in layer_linears():
+        dy = torch.randn(tokens, out, device=DEV, dtype=BF16)
+        x = torch.randn(tokens, inp, device=DEV, dtype=BF16)
+        grad = torch.zeros(out, inp, device=DEV, dtype=torch.float32)
+        row = {"model": name, "tp": tp, "linear": lin, "m": out, "n": inp, "k": tokens,
+               "flops": 2 * out * inp * tokens, "bf16_s": timed(lambda: dy.t() @ x)}
+        if not DRY:
+            try:  # in place where this torch's addmm takes out=; else into a fresh fp32 tensor (same bytes)
+                row["fp32_accumulate_s"] = timed(lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32, out=grad))
+            except (RuntimeError, TypeError):
+                row["fp32_accumulate_s"] = timed(lambda: torch.addmm(grad, dy.t(), x, out_dtype=torch.float32))
+                row["out_of_place"] = True
+        rows.append(row | clock())
     return rows
 
 
@@ -195,14 +197,17 @@ def attention() -> list[dict]:
     return rows
 
 
+# (hidden, expert width, local experts, tokens each): Qwen3-30B-A3B's and DeepSeek-V3's experts
+EXPERT_CASES = [(256, 64, 4, 32)] if DRY else [
+    (h, f, e, m) for h, f in ((2048, 768), (7168, 2048)) for e in (8, 32) for m in (128, 512, 2048)]
+
+
 def experts() -> list[dict]:
     """One MoE layer's routed experts run one at a time (Megatron-Core's SequentialMLP; TE's GroupedLinear
     launches a GEMM per expert as well on Hopper): E experts x M tokens each, SwiGLU, forward + backward by
     autograd. Also the same experts' FLOPs as one dense GEMM pair of E x M rows, to compare."""
-    cases = [(256, 64, 4, 32)] if DRY else [
-        (h, f, e, m) for h, f in ((2048, 768), (7168, 2048)) for e in (8, 32) for m in (128, 512, 2048)]
     rows = []
-    for hidden, ffn, count, m in cases:
+    for hidden, ffn, count, m in EXPERT_CASES:
         w1 = [torch.randn(2 * ffn, hidden, device=DEV, dtype=BF16, requires_grad=True) for _ in range(count)]
         w2 = [torch.randn(hidden, ffn, device=DEV, dtype=BF16, requires_grad=True) for _ in range(count)]
         x = torch.randn(count * m, hidden, device=DEV, dtype=BF16, requires_grad=True)
@@ -232,10 +237,8 @@ def expert_kernels() -> list[dict]:
     """The same experts' GPU time alone: forward and backward written out (two GEMMs forward, four backward,
     SwiGLU's elementwise) one expert at a time, eager and replayed from a CUDA graph (no host launches), and
     forward through torch._grouped_mm (one kernel for all experts) where this torch has it."""
-    cases = [(256, 64, 4, 32)] if DRY else [
-        (h, f, e, m) for h, f in ((2048, 768), (7168, 2048)) for e in (8, 32) for m in (128, 512, 2048)]
     rows = []
-    for hidden, ffn, count, m in cases:
+    for hidden, ffn, count, m in EXPERT_CASES:
         w1 = torch.randn(count, 2 * ffn, hidden, device=DEV, dtype=BF16) / hidden ** 0.5
         w2 = torch.randn(count, hidden, ffn, device=DEV, dtype=BF16) / ffn ** 0.5
         x = torch.randn(count * m, hidden, device=DEV, dtype=BF16)
@@ -363,6 +366,19 @@ def launches() -> dict:
     return {"ops": 2000, "seconds": timed(chain, reps=5, warm=1)}
 
 
+def write(path: str, info: dict) -> None:
+    """``info`` as JSON with each list's rows one to a line, as tests/data keeps measurements."""
+    lines = []
+    for key, value in info.items():
+        if isinstance(value, list) and value:
+            rows = ",\n".join(f"  {json.dumps(row)}" for row in value)
+            lines.append(f" {json.dumps(key)}: [\n{rows}\n ]")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    with open(path, "w") as f:
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
+
+
 def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else None
     torch.manual_seed(0)
@@ -371,10 +387,7 @@ def main() -> None:
         props = torch.cuda.get_device_properties(0)
         info |= {"device": props.name, "sms": props.multi_processor_count, "cuda": torch.version.cuda,
                  "cudnn": torch.backends.cudnn.version()}
-    global HEATER
-    if not DRY:
-        HEATER = torch.randn(8192, 8192, device=DEV, dtype=BF16)
-        heat(3.0)  # reach the power limit before the first case
+    heat(3.0)  # reach the power limit before the first case
     started = time.time()
     sections = {"gemms": gemms, "wgrad_fp32": wgrad_fp32, "attention": attention, "experts": experts,
                 "expert_kernels": expert_kernels, "blocks": blocks, "launch": launches}
@@ -382,14 +395,12 @@ def main() -> None:
     for name in chosen:
         info[name] = sections[name]()
     info["seconds"] = round(time.time() - started, 1)
-    text = json.dumps(info, indent=1)
     if out:
-        with open(out, "w") as f:
-            f.write(text + "\n")
-    peak = 989.4e12
+        write(out, info)
+    peak = 989.4e12  # H100 and H200 bf16 dense: the printed shares are of it
     for r in info.get("wgrad_fp32", ()):
         print(r["model"], r["tp"], r["linear"], "wgrad", f"bf16 {r['flops'] / r['bf16_s'] / peak:.3f}",
-              *(f"fp32-accumulate {r['flops'] / r['fp32_accumulate_s'] / peak:.3f}" for _ in [0] if "fp32_accumulate_s" in r))
+              f"fp32-accumulate {r['flops'] / r['fp32_accumulate_s'] / peak:.3f}" if "fp32_accumulate_s" in r else "")
     for r in info.get("gemms", ()):
         print(r["model"], r["tp"], r["linear"], r["gemm"], r["m"], r["n"], r["k"],
               *(f"{d} {r['flops'] / r[d + '_s'] / peak:.3f}" for d in ("bf16", "fp8") if d + "_s" in r))

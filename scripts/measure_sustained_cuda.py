@@ -14,12 +14,15 @@ power limit may pull the clock down. The JSON it writes is kept as test data (te
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import pynvml
 import torch
+
+from measure_kernels_cuda import write  # this folder's: rows one to a line, as tests/data keeps them
+
+KEEP = 10  # every tenth batch's row is written (and the last)
 
 
 def sample(handle) -> dict:
@@ -65,13 +68,12 @@ def main() -> None:
             "device": torch.cuda.get_device_name(0),
             "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3,
             "max_sm_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM), "idle": sample(handle)}
-    info["bf16"] = sustained(handle, "bf16", seconds)
-    info["fp8"] = sustained(handle, "fp8", seconds / 2)
-    with open(out, "w") as f:
-        json.dump(info, f, indent=1)
+    for dtype, length in (("bf16", seconds), ("fp8", seconds / 2)):
+        rows = sustained(handle, dtype, length)
+        info[dtype] = rows[::KEEP] + ([rows[-1]] if (len(rows) - 1) % KEEP else [])
+    write(out, info)
     for dtype in ("bf16", "fp8"):
-        rows = info[dtype]
-        for r in rows[:: max(1, len(rows) // 12)] + rows[-1:]:
+        for r in info[dtype][::2]:
             print(dtype, r)
 
 

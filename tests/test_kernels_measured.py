@@ -129,17 +129,16 @@ SUSTAINED = json.loads((Path(__file__).parent / "data" / "gpu_sustained.json").r
 def test_gemm_efficiency_is_the_rate_an_h100_sustains(dtype):
     """Training keeps the tensor cores busy for minutes: an H100 SXM's 8192-cube GEMMs start at the boost clock
     (the MAMF figure the preset records) and within a second hit the 700 W limit, which holds the SM clock near
-    1.35 GHz (bf16) or 1.25 GHz (FP8) and the rate 12-14% lower (681 and 1231 TFLOP/s). The planner's GEMM shares
+    1.35 GHz (bf16) or 1.25 GHz (FP8) and the rate 12-14% lower (681 and 1232 TFLOP/s). The planner's GEMM shares
     are that sustained rate's (bf16 0.69 of the dense peak, FP8 0.62), within 3%. The FP8 load followed the bf16
     one at once, so its first batch is no cool start."""
-    h100 = H100
     rows = SUSTAINED[dtype]
     burst, held = rows[0], [r for r in rows if r["t"] >= 5]
-    assert burst["tflops"] * 1e12 == pytest.approx(h100.matmul_flops[dtype], rel=0.03)  # MAMF: 794.5, 1402.6
+    assert burst["tflops"] * 1e12 == pytest.approx(H100.matmul_flops[dtype], rel=0.03)  # MAMF: 794.5, 1402.6
     assert all(r["power_w"] >= 0.98 * SUSTAINED["power_limit_w"] for r in held)
-    rate = statistics.median(r["tflops"] for r in held) * 1e12  # 682 and 1231 TFLOP/s
+    rate = statistics.median(r["tflops"] for r in held) * 1e12  # 681 and 1232 TFLOP/s
     assert rate < 0.9 * burst["tflops"] * 1e12
-    assert steptime.matmul_efficiency(dtype, h100) == pytest.approx(rate / h100.peak(dtype), rel=0.03)
+    assert steptime.matmul_efficiency(dtype, H100) == pytest.approx(rate / H100.peak(dtype), rel=0.03)
 
 
 def test_accumulating_the_weight_gradient_into_fp32_costs_little_at_8k_tokens():
