@@ -25,6 +25,7 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   only what outlasts those layers' forward and backward compute, where Megatron allows it (no full
   recomputation; virtual stages in a pipeline); a step's unpaired first forward and last backward are
   not counted;
+- experts: each MoE layer's fixed work per routed expert on the rank (EXPERT_OVERHEAD, per micro-batch), exposed;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
@@ -80,6 +81,15 @@ DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides 
 # fp32 under bf16 (arguments.py: accumulate_allreduce_grads_in_fp32, core 0.8-0.15), as the megatron
 # framework's fp32 main_grad buffer holds them; Megatron-Bridge's recipes and NeMo's grad_sync_dtype reduce bf16.
 GRAD_BYTES = {"fp32": 4, "bf16": 2}
+# Each MoE layer's fixed cost per routed expert on the rank, per micro-batch (forward + backward), exposed: TE 2.8's
+# GroupedLinear runs one cuBLASLt GEMM per expert, each with its descriptors and heuristic, beside per-expert quantize
+# kernels under FP8, and Megatron-Core 0.15's dispatcher syncs the host on the token counts before every MoE layer's
+# experts, so the host's per-expert work is not hidden. Fitted over the ten Megatron-Core MoE runs of
+# tests/test_plan_published.py (Megatron-Bridge 25.11's DeepSeek-V3 and Qwen3 on H100, B200 and GB200, with 4-32
+# experts a rank; the Megatron-Core MoE README's Mixtral); seven of the nine Megatron-Bridge runs would each need
+# 0.34-0.61 ms alone. Eager PyTorch's loop over small SwiGLU experts, forward + backward, takes 0.32-0.38 ms an
+# expert on an H100 where its host binds (tests/data/gpu_kernels.json).
+EXPERT_OVERHEAD = 0.4e-3
 PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights (FP8 parameters: 1)
 
 
@@ -114,6 +124,7 @@ class ModelCost(NamedTuple):
     weights: float = 0.0  # other block-linear weights, averaged over the layers (matmul less experts, / 2)
     expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
     loss: float = 0.0  # HBM bytes the cross-entropy moves per token (LOSS_BYTES x vocabulary), on the last stage
+    routed_experts: int = 0  # routed experts in an MoE layer
 
 
 def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
@@ -130,7 +141,7 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
                      shared=bool(m.is_moe and m.shared_expert_size),
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
                      expert_weights=experts * m.num_experts / (2 * m.num_experts_per_tok) if m.is_moe else 0.0,
-                     loss=m.vocab_size * LOSS_BYTES[loss])
+                     loss=m.vocab_size * LOSS_BYTES[loss], routed_experts=m.num_experts if m.is_moe else 0)
 
 
 class Layout(NamedTuple):
@@ -168,6 +179,7 @@ class StepTime(NamedTuple):
     tp: float
     cp: float
     ep: float
+    experts: float
     pp: float
     bubble: float
     dp: float
@@ -190,6 +202,7 @@ class MicroBatch(NamedTuple):
     ep: float
     send: float  # one activation (or its gradient) to the next stage
     gemm_forward: float  # the GEMMs' forward alone (gemm where no weight traffic binds)
+    experts: float = 0.0  # the MoE layers' fixed work per routed expert (EXPERT_OVERHEAD)
 
     @property
     def compute(self) -> float:
@@ -198,7 +211,7 @@ class MicroBatch(NamedTuple):
 
     @property
     def total(self) -> float:
-        return self.compute + self.redo + self.tp + self.cp + self.ep
+        return self.compute + self.redo + self.tp + self.cp + self.ep + self.experts
 
     @property
     def layers_forward(self) -> float:
@@ -237,9 +250,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     full = lay.recompute == "full"
     redo = gemm_forward + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
     tp_time = cp_time = send = 0.0
-    # MoE layers on this rank whose tokens the all-to-all dispatcher moves (with EP; without, Megatron's all-gather
-    # dispatcher moves them as a dense MLP's TP collectives would)
-    routed = math.ceil(c.moe_layers * layers / c.layers) if c.moe_layers and lay.ep > 1 else 0
+    # the MoE layers on this rank, and those whose tokens the all-to-all dispatcher moves (with EP; without,
+    # Megatron's all-gather dispatcher moves them as a dense MLP's TP collectives would)
+    moe = math.ceil(c.moe_layers * layers / c.layers)
+    routed = moe if lay.ep > 1 else 0
     if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
         bw, lat = link(tp, 1, links)  # which the routed experts' own replace (a shared expert keeps them)
         mlp_free = 0 if c.shared else routed / 2
@@ -256,7 +270,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
-    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward)
+    # the rank's routed experts' fixed work; a full recomputation repeats the forward's third of it
+    experts_time = moe * c.routed_experts / lay.ep * EXPERT_OVERHEAD * (4 / 3 if full else 1)
+    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward,
+                      experts_time)
 
 
 def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, full: bool, layers: int,
@@ -298,8 +315,8 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[fl
     mb = micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
-                    pp=m * lay.vpp * 2 * exposed_send(mb, lay), bubble=(lay.pp - 1) / lay.vpp * per_mb,
-                    dp=_dp_time(lay, links, grads, per_mb, compute))
+                    experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
+                    bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=_dp_time(lay, links, grads, per_mb, compute))
 
 
 def overlaps_sends(lay: Layout) -> bool:

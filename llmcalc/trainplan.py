@@ -84,6 +84,8 @@ STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
                                "gathers, beyond what --ep-overlap hides"),
+             ("expert_overhead", "experts", "the MoE layers' fixed work per routed expert on the GPU (per-expert GEMM "
+                                            "calls and casts after the dispatcher's host sync), exposed"),
              ("pp_comm", "pp", "pipeline sends and receives between stages, beyond what an interleaved chunk hides"),
              ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
              ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
@@ -101,7 +103,7 @@ def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
                         "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
-            "ep_comm": each + (m, mb.ep),
+            "ep_comm": each + (m, mb.ep), "expert_overhead": each + (m, mb.experts),
             "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
                         lay.vpp, mb.send, mb.gemm_forward, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),

@@ -168,6 +168,27 @@ def test_an_all_to_all_across_nodes_leaves_through_each_gpus_own_nic():
     assert steptime.micro_batch(moe, LINKS, lay._replace(dp=8, ep=8), 1000).ep == pytest.approx(4 * 4 * inside)
 
 
+def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
+    """0.4 ms (EXPERT_OVERHEAD) a micro-batch for each routed expert on the GPU in each of its MoE layers: 64
+    experts in 3 of 4 layers; EP 8 leaves 8 a GPU; two stages hold ceil(3 x 2 / 4) = 2 MoE layers each; full
+    recomputation repeats the forward's third; a dense model has none. The step counts it per micro-batch and in
+    the bubble."""
+    moe = COST._replace(moe_layers=3, top_k=2, routed_experts=64)
+    lay = Layout(tp=1, pp=1, dp=8, micro_batch=1, micro_batches=1)
+    assert steptime.EXPERT_OVERHEAD == 0.4e-3
+    assert steptime.micro_batch(moe, LINKS, lay, 1000).experts == pytest.approx(3 * 64 * 0.4e-3)
+    assert steptime.micro_batch(moe, LINKS, lay._replace(ep=8), 1000).experts == pytest.approx(3 * 8 * 0.4e-3)
+    staged = lay._replace(pp=2, dp=4, ep=4, micro_batches=4)
+    mb = steptime.micro_batch(moe, LINKS, staged, 1000)
+    assert mb.experts == pytest.approx(2 * 16 * 0.4e-3)
+    full = steptime.micro_batch(moe, LINKS, staged._replace(recompute="full"), 1000)
+    assert full.experts == pytest.approx(2 * 16 * 0.4e-3 * 4 / 3)
+    assert steptime.micro_batch(COST, LINKS, lay, 1000).experts == 0
+    t = steptime.step_time(moe, LINKS, staged, 1000, (1e9, 1e9))
+    assert t.experts == pytest.approx(4 * mb.experts) and t.bubble == pytest.approx(mb.total)
+    assert mb.total == pytest.approx(mb.compute + mb.redo + mb.tp + mb.cp + mb.ep + mb.experts)
+
+
 @pytest.mark.parametrize("name, per_layer", [
     ("deepseek-v3", 58 * 256 * 3 * 7168 * 2048 / 61),  # 58 MoE layers of 256 SwiGLU experts, 2048 wide
     ("mixtral-8x7b", 8 * 3 * 4096 * 14336),  # every layer 8 experts, 14336 wide
@@ -177,6 +198,7 @@ def test_model_cost_counts_the_routed_experts_weights(name, per_layer):
     assert c.expert_weights == pytest.approx(per_layer)
     m = load_model(name)
     assert c.experts == pytest.approx(2 * m.num_experts_per_tok * per_layer / m.num_experts)
+    assert c.routed_experts == m.num_experts  # 256, 8: each costs EXPERT_OVERHEAD where a GPU holds it
 
 
 def test_a_cluster_without_a_network_is_refused_past_one_node(tmp_path):
