@@ -212,21 +212,30 @@ def print_table(renderable, stream: TextIO, title: str = "", caption: str = "", 
     stream.write(re.sub(r" +((?:\x1b\[[0-9;]*m)*)$", r"\1", captured.get(), flags=re.M))
 
 
-def _build_table(bs: Sequence[Breakdown]):
-    """The rows, then a section of the summary entries that are not rows."""
+NOTE_ROOM = 30  # the note column's least width beside a long summary text; narrower, notes read as fragments
+
+
+def _build_table(bs: Sequence[Breakdown], width: int = 0):
+    """The rows, then a section of the summary entries that are not rows. Alone, a summary text too long to
+    leave the notes NOTE_ROOM of ``width`` (a layout in words) goes in the note column, where it wraps."""
     many = len(bs) > 1
     shares = many or any(b.share(r) is not None for b in bs for r in b.rows)  # else no share column
     columns = [("", "name")] + ([(_label(b, bs), "number") for b in bs] if many else
                                 [("value", "number"), *([("share", "number")] if shares else []), ("", "note")])
     table = new_table(columns)
-    for name in _row_names(bs):
+    rows = [(name, _cells(bs, name)) for name in _row_names(bs)]
+    for name, cells in rows:
         style = "bold" if name in ("total", "forward") else "dim" if "/" in name else None
-        cells = _cells(bs, name)
         table.add_row(*(cells if shares else cells[:2] + cells[3:]), style=style)
     summary = _summary_cells(bs)
     if summary:
         table.add_section()
+        names = max(len(cells[0]) for cells in [c for _, c in rows] + summary)
+        values = max((len(cells[1]) for _, cells in rows), default=0)
         for cells in summary:
+            value = cells[1] if not many else ""
+            if len(value) > values and names + len(value) + 7 * shares + 6 + NOTE_ROOM > width > 0:
+                cells = [cells[0], "", *[""] * shares, value]
             table.add_row(*cells, *([""] * (len(columns) - len(cells))), style="cyan")
     return table
 
@@ -251,7 +260,7 @@ def to_table(bs: Sequence[Breakdown], out: TextIO | None = None, explain: bool =
         from .explain import explain_grid
 
         after += explain_grid(bs)
-    print_table(_build_table(bs), stream, _table_title(bs), _caption(bs), after, target)
+    print_table(_build_table(bs, target.width), stream, _table_title(bs), _caption(bs), after, target)
 
 
 def render(bs: Sequence[Breakdown], fmt: str, out: TextIO | None = None, explain: bool = False) -> None:

@@ -145,3 +145,22 @@ def test_shell_completion_offers_preset_names():
 def test_a_table_without_totals_has_no_share_column():
     assert "share" not in _table(["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1"], 120).splitlines()[1]
     assert "share" in _table(["params", "--model", "gpt2"], 120).splitlines()[1]
+
+
+def test_a_long_summary_text_wraps_among_the_notes_on_a_narrow_terminal():
+    """The best layout in words (with full recomputation, 40-odd characters) would widen the value column until
+    the notes beside it read a word a line at 80 columns: there it goes in the note column; at 200 it stays a
+    value."""
+    args = ["plan", "--model", "llama-3.1-405b", "--gpu", "h100", "--gpus", "128", "--seq", "8k",
+            "--recompute", "full", "--top", "1"]
+    layout = run_json(*args)["summary"]["layout"]
+    assert len(layout) > 30
+    def layout_row(width: int) -> list[str]:  # the breakdown's summary line after "evaluated"
+        lines = _table(args, width).splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("evaluated "))
+        return [cell.strip() for cell in lines[at + 1].split("│")]
+
+    assert layout_row(80)[0] == "layout" and layout_row(80)[1] == "" and layout_row(80)[-1] in layout
+    notes = [line.split("│")[-1].strip() for line in _table(args, 80).splitlines() if line.startswith("compute ")]
+    assert len(notes[0]) >= 30  # the first words of compute's note, not a fragment
+    assert layout_row(200)[:2] == ["layout", layout]
