@@ -205,7 +205,8 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, ep_overlap, pp_overlap, dp_overlap,
-    attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params; gpus_per_node."""
+    attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead ("0.4ms" or seconds);
+    gpus_per_node."""
     from .plan import Constraints, Target
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
     from .units import parse_length
@@ -216,4 +217,4 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     length = default_seq(m) if seq is None else parse_length(given["seq"])
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
                     tokens=given["tokens"], dtype=dtype)
-    return _result(plan_breakdown(m, where, target, Constraints(**constraints), top))
+    return _result(plan_breakdown(m, where, target, Constraints(**_coerce(constraints)), top))

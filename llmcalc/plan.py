@@ -28,7 +28,7 @@ from .memory.frameworks import LOSSES
 from .memory.placement import check_etp, check_layout
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, Parallelism, SpecError, check_choice
-from .steptime import (ATTENTION_KERNELS, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
+from .steptime import (ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
                        attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
@@ -86,6 +86,7 @@ class Constraints:
     grad_reduce: str = "fp32"  # the gradients' dtype, kept and reduced (steptime.GRAD_BYTES)
     fp8_recipe: str | None = None  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py; delayed)
     fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
+    expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
 
     @property
     def recipe(self) -> str:
@@ -113,6 +114,8 @@ class Constraints:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
             raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
+        if not 0 <= self.expert_overhead < 1:
+            raise SpecError(f"--expert-overhead is a duration per expert, 0 to 1 s (0.4ms), got {self.expert_overhead:g} s")
 
 
 def choices(value, kind: type, flag: str) -> tuple:
@@ -133,12 +136,12 @@ class Ranked(NamedTuple):
     usable: float
 
 
-def links_of(cluster, dtype: str, kernel: str = "auto") -> Links:
+def links_of(cluster, dtype: str, kernel: str = "auto", expert_overhead: float = EXPERT_OVERHEAD) -> Links:
     """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype and attention kernel."""
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes)
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, expert_overhead)
 
 
 def _powers(limit: int) -> list[int]:
@@ -261,7 +264,7 @@ class Planner:
 
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
-        self.links = links_of(cluster, t.dtype, c.attention_kernel)
+        self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead)
         check_etp(m, c.etp)
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)

@@ -25,7 +25,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   only what outlasts those layers' forward and backward compute, where Megatron allows it (no full
   recomputation; virtual stages in a pipeline); a step's unpaired first forward and last backward are
   not counted;
-- experts: each MoE layer's fixed work per routed expert on the rank (EXPERT_OVERHEAD, per micro-batch), exposed;
+- experts: each MoE layer's fixed work per routed expert on the rank (Links.expert_overhead, by default
+  EXPERT_OVERHEAD, per micro-batch), exposed;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
   virtual stage, point to point (one NIC), exposed; the 1F1B bubble (p-1)/v micro-batches (Narayanan
   et al. 2021);
@@ -106,6 +107,7 @@ class Links(NamedTuple):
     attention: float  # share of the 16-bit peak the attention core reaches (attention_efficiency)
     efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak (plan.links_of: the GPU's)
     weight_bytes: float = 2  # per weight the GEMMs read: the compute dtype's (Transformer Engine's cached FP8 copy: 1)
+    expert_overhead: float = EXPERT_OVERHEAD  # seconds per routed expert a GPU holds, per MoE layer and micro-batch
 
 
 class ModelCost(NamedTuple):
@@ -271,7 +273,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
     # the rank's routed experts' fixed work; a full recomputation repeats the forward's third of it
-    experts_time = moe * c.routed_experts / lay.ep * EXPERT_OVERHEAD * (4 / 3 if full else 1)
+    experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if full else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward,
                       experts_time)
 

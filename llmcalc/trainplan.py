@@ -9,6 +9,7 @@ from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
 from .steptime import Layout, attention_figure, overlaps_sends
+from .units import fmt_seconds
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
 DEFAULT_BATCH_TOKENS = 4 * 2**20
@@ -54,16 +55,18 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     return int(tokens // seq)
 
 
-def conventions(links, dtype: str, c: Constraints, gpu) -> str:
+def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     tp = "TP collectives 30% exposed (overlapped)" if c.tp_overlap else "TP collectives exposed"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
+    experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "
+               "micro-batch, " if moe else "")
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
             f"traffic at HBM speed where longer, the attention core ({kernel_text(gpu, c.attention_kernel)}) at "
             f"{links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
-            f"at one NIC a GPU), CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v micro-batches; "
+            f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v micro-batches; "
             "memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 
@@ -154,7 +157,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(conventions(p.links, t.dtype, c, cluster.gpu))
+        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe))
         if t.dtype == "fp8":  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
             notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
                          f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")
@@ -181,5 +184,6 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              "intra_bandwidth": Quantity(cluster.intra_bandwidth, "byte/s"),
                              "inter_bandwidth": Quantity(cluster.inter_bandwidth, "byte/s"), "seq": t.seq,
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
-                             **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}},
+                             **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)},
+                             "expert_overhead": Quantity(c.expert_overhead, "s") if m.is_moe else None},
                      notes=tuple(notes))

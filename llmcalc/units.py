@@ -95,7 +95,7 @@ _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "
                   **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
                   **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "measured_ttft", "measured_itl"),
                                   "seconds"),
-                  **dict.fromkeys(("step_overhead", "request_overhead"), "overhead"),
+                  **dict.fromkeys(("step_overhead", "request_overhead", "expert_overhead"), "overhead"),
                   **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours", "batch_tokens"), "count")}
 
 

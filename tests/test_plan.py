@@ -20,7 +20,7 @@ from llmcalc.presets import load_model
 from llmcalc.spec import Parallelism
 from llmcalc.steptime import Layout, Links, ModelCost
 
-from .conftest import run
+from .conftest import run, run_json
 
 
 # -- the step-time model, by hand ------------------------------------------------------------------
@@ -415,6 +415,26 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
     out = run("plan", "--model", "llama-3.1-8b", *args)
     assert out.exit_code == 2, out.output
     assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_expert_overhead_is_an_option():
+    """Mixtral's best layout on 64 H100s (PP 2 with 16 of the 32 layers a rank, EP 8: one of the 8 experts a GPU, 32
+    micro-batches): 32 x 16 x 1 x 0.4 ms by default, 1 ms each when asked, none with 0 (a grouped GEMM under CUDA
+    graphs); a dense model's plan has no figure to show."""
+    args = ("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--seq", "4k", "--top", "1")
+
+    def row(out: dict) -> float:
+        lay = out["summary"]["layouts"][0]
+        assert (lay["pp"], lay["ep"], lay["grad_accum"], lay["recompute"]) == (2, 8, 32, "none")
+        return next(r["value"] for r in out["rows"] if r["name"] == "expert_overhead")
+
+    default = run_json(*args)
+    assert row(default) == pytest.approx(32 * 16 * 1 * 0.4e-3) and default["inputs"]["expert_overhead"] == 0.4e-3
+    assert row(run_json(*args, "--expert-overhead", "1ms")) == pytest.approx(32 * 16 * 1e-3)
+    assert row(run_json(*args, "--expert-overhead", "0")) == 0
+    assert run_json("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8")["inputs"]["expert_overhead"] is None
+    out = run(*args, "--expert-overhead", "2s")
+    assert out.exit_code == 2 and "--expert-overhead" in out.stderr
 
 
 def test_plan_offers_the_memory_models_losses():

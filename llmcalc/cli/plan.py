@@ -50,6 +50,7 @@ def plan(
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
+    expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default="0.4ms (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
     top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
@@ -66,7 +67,7 @@ def plan(
     from ..plan import Constraints, Target
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
     from ..spec import SpecError
-    from ..units import parse_count
+    from ..units import parse_count, parse_overhead
 
     fmt = _fmt(json_, csv_, markdown)
     if max_days is not None and tokens is None:
@@ -84,7 +85,8 @@ def plan(
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
-                       fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params)
+                       fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
+                       **({"expert_overhead": parse_overhead(expert_overhead)} if expert_overhead is not None else {}))
     results = []
     for m in _models(model, generic):
         length = default_seq(m, seq)
