@@ -28,8 +28,8 @@ from .memory.frameworks import LOSSES
 from .memory.placement import check_etp, check_layout
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, Parallelism, SpecError, check_choice
-from .steptime import (ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch, ModelCost, StepTime,
-                       attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
+from .steptime import (ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, Layout, Links, MicroBatch,
+                       ModelCost, StepTime, attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -114,8 +114,8 @@ class Constraints:
             raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
             raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
-        if not 0 <= self.expert_overhead < 1:
-            raise SpecError(f"--expert-overhead is a duration per expert, 0 to 1 s (0.4ms), got {self.expert_overhead:g} s")
+        if type(self.expert_overhead) not in (int, float) or not 0 <= self.expert_overhead < 1:  # not bool, not None
+            raise SpecError(f"--expert-overhead must be a duration below 1 s (0.4ms), got {self.expert_overhead!r}")
 
 
 def choices(value, kind: type, flag: str) -> tuple:
@@ -136,12 +136,12 @@ class Ranked(NamedTuple):
     usable: float
 
 
-def links_of(cluster, dtype: str, kernel: str = "auto", expert_overhead: float = EXPERT_OVERHEAD) -> Links:
-    """What the step-time model needs of a cluster (cluster.Cluster) for one compute dtype and attention kernel."""
+def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT_OVERHEAD) -> Links:
+    """What the step-time model needs of a cluster (cluster.Cluster) for a dtype, attention kernel, expert overhead."""
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, expert_overhead)
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, overhead)
 
 
 def _powers(limit: int) -> list[int]:

@@ -216,8 +216,9 @@ NOTE_ROOM = 30  # the note column's least width beside a long summary text; narr
 
 
 def _build_table(bs: Sequence[Breakdown], width: int = 0):
-    """The rows, then a section of the summary entries that are not rows. Alone, a summary text too long to
-    leave the notes NOTE_ROOM of ``width`` (a layout in words) goes in the note column, where it wraps."""
+    """The rows, then a section of the summary entries that are not rows. Alone, a summary text (not a number)
+    that would widen the values by more than 8 characters and leave the notes less than NOTE_ROOM of ``width``
+    (a layout in words) goes in the note column, where it wraps."""
     many = len(bs) > 1
     shares = many or any(b.share(r) is not None for b in bs for r in b.rows)  # else no share column
     columns = [("", "name")] + ([(_label(b, bs), "number") for b in bs] if many else
@@ -232,12 +233,19 @@ def _build_table(bs: Sequence[Breakdown], width: int = 0):
         table.add_section()
         names = max(len(cells[0]) for cells in [c for _, c in rows] + summary)
         values = max((len(cells[1]) for _, cells in rows), default=0)
+        # the width the values and notes share: less the names, " │ " between columns and a share ("100.0%")
+        room = width - names - 3 * (len(columns) - 1) - 6 * shares if width else None
         for cells in summary:
-            value = cells[1] if not many else ""
-            if len(value) > values and names + len(value) + 7 * shares + 6 + NOTE_ROOM > width > 0:
-                cells = [cells[0], "", *[""] * shares, value]
+            if not many and _crowds(bs[0].summary.get(cells[0]), cells[1], values, room):
+                cells = [cells[0], "", *[""] * shares, cells[1]]
             table.add_row(*cells, *([""] * (len(columns) - len(cells))), style="cyan")
     return table
+
+
+def _crowds(value, shown: str, values: int, room: int | None) -> bool:
+    """A summary text (not a number) that would widen the value column by more than 8 characters and leave the
+    notes less than NOTE_ROOM of the ``room`` the two share (None: a width not known)."""
+    return isinstance(value, str) and len(shown) > values + 8 and room is not None and len(shown) + NOTE_ROOM > room
 
 
 def to_table(bs: Sequence[Breakdown], out: TextIO | None = None, explain: bool = False) -> None:

@@ -87,9 +87,10 @@ GRAD_BYTES = {"fp32": 4, "bf16": 2}
 # kernels under FP8, and Megatron-Core 0.15's dispatcher syncs the host on the token counts before every MoE layer's
 # experts, so the host's per-expert work is not hidden. Fitted over the ten Megatron-Core MoE runs of
 # tests/test_plan_published.py (Megatron-Bridge 25.11's DeepSeek-V3 and Qwen3 on H100, B200 and GB200, with 4-32
-# experts a rank; the Megatron-Core MoE README's Mixtral); seven of the nine Megatron-Bridge runs would each need
-# 0.34-0.61 ms alone. Eager PyTorch's loop over small SwiGLU experts, forward + backward, takes 0.32-0.38 ms an
-# expert on an H100 where its host binds (tests/data/gpu_kernels.json).
+# experts a rank; the Megatron-Core MoE README's Mixtral): six of the nine Megatron-Bridge runs would each need
+# 0.34-0.61 ms alone. It is added to the experts' GEMM time, not hidden under it, as the small experts it is
+# fitted on show. Eager PyTorch's autograd loop over small SwiGLU experts, forward + backward, takes 0.32-0.38 ms
+# an expert on an H100 where its host binds (tests/data/gpu_kernels.json).
 EXPERT_OVERHEAD = 0.4e-3
 PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights (FP8 parameters: 1)
 
@@ -205,6 +206,7 @@ class MicroBatch(NamedTuple):
     send: float  # one activation (or its gradient) to the next stage
     gemm_forward: float  # the GEMMs' forward alone (gemm where no weight traffic binds)
     experts: float = 0.0  # the MoE layers' fixed work per routed expert (EXPERT_OVERHEAD)
+    moe_layers: int = 0  # MoE layers on this rank
 
     @property
     def compute(self) -> float:
@@ -252,9 +254,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     full = lay.recompute == "full"
     redo = gemm_forward + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
     tp_time = cp_time = send = 0.0
-    # the MoE layers on this rank, and those whose tokens the all-to-all dispatcher moves (with EP; without,
-    # Megatron's all-gather dispatcher moves them as a dense MLP's TP collectives would)
-    moe = math.ceil(c.moe_layers * layers / c.layers)
+    # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
+    # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's
+    # TP collectives would)
+    moe = min(layers, c.moe_layers) if pp > 1 else c.moe_layers
     routed = moe if lay.ep > 1 else 0
     if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
         bw, lat = link(tp, 1, links)  # which the routed experts' own replace (a shared expert keeps them)
@@ -275,7 +278,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     # the rank's routed experts' fixed work; a full recomputation repeats the forward's third of it
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if full else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward,
-                      experts_time)
+                      experts_time, moe)
 
 
 def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, full: bool, layers: int,

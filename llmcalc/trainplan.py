@@ -66,8 +66,8 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> st
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
             f"traffic at HBM speed where longer, the attention core ({kernel_text(gpu, c.attention_kernel)}) at "
             f"{links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
-            f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v micro-batches; "
-            "memory: Megatron-Core's states, the first stage's micro-batches in flight")
+            f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
+            "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 
 def kernel_text(gpu, kernel: str) -> str:
@@ -87,8 +87,7 @@ STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
                                "gathers, beyond what --ep-overlap hides"),
-             ("expert_overhead", "experts", "the MoE layers' fixed work per routed expert on the GPU (per-expert GEMM "
-                                            "calls and casts after the dispatcher's host sync), exposed"),
+             ("expert_overhead", "experts", "MoE layers' fixed work per routed expert a GPU holds, exposed"),
              ("pp_comm", "pp", "pipeline sends and receives between stages, beyond what an interleaved chunk hides"),
              ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
              ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
@@ -98,15 +97,19 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
                 "train_time": "s"}
 
 
-def step_formulas(mb, lay: Layout) -> dict[str, tuple]:
-    """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds)."""
+def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0) -> dict[str, tuple]:
+    """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
+    routed experts a GPU holds, at ``overhead`` seconds each."""
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
     return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head and "
                         "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
-            "ep_comm": each + (m, mb.ep), "expert_overhead": each + (m, mb.experts),
+            "ep_comm": each + (m, mb.ep),
+            "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
+                " x 4/3 (full recomputation repeats the forward)" if lay.recompute == "full" else ""),
+                m, mb.moe_layers, experts, overhead),
             "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
                         lay.vpp, mb.send, mb.gemm_forward, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
@@ -165,10 +168,12 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
-        hows = step_formulas(p.micro(best.layout), best.layout)
-        for name, part, note in STEP_ROWS:
+        hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
+                             c.expert_overhead)
+        shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
+        for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note, how=hows[name])
-        rows.sum("step_time", [name for name, _, _ in STEP_ROWS], "per optimizer step, the busiest GPU", total=None)
+        rows.sum("step_time", [name for name, _, _ in shown], "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})
         if t.tokens:

@@ -123,9 +123,10 @@ def test_attention_backward_runs_faster_than_the_fit():
 
 
 def test_expert_overhead_is_near_what_a_host_spends_per_expert():
-    """Eager PyTorch's loop over an MoE layer's SwiGLU experts, forward + backward, where its host binds (the
-    same GPU work replayed from a CUDA graph takes under half the time): 0.32-0.38 ms an expert on the H100's
-    host. Megatron-Core + Transformer Engine's fitted EXPERT_OVERHEAD (0.4 ms) is of that size, above it, as
+    """Eager PyTorch's autograd loop over an MoE layer's SwiGLU experts, forward + backward ("experts" rows),
+    where its host binds: the same experts' GEMMs and elementwise kernels written out and replayed from a CUDA
+    graph ("expert_kernels" rows, no host launches) take under half its time. There it takes 0.32-0.38 ms an
+    expert. Megatron-Core + Transformer Engine's fitted EXPERT_OVERHEAD (0.4 ms) is of that size, above it, as
     TE's per-expert GEMM setup and FP8 casts add to it."""
     graphed = {(r["hidden"], r["experts"], r["tokens_each"]): r["manual_graph_s"] for r in RUN["expert_kernels"]}
     host_bound = [r["looped_s"] / r["experts"] for r in RUN["experts"]

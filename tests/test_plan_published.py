@@ -178,12 +178,14 @@ RANK_MISSES = {
     "mcore-weak-7p1b-96xh100": "fourth, 2% behind pure DP and two short pipelines, all four within 2% of each other",
     "mcore-weak-32b-384xh100": "fourth, 5% behind TP 4 and short interleaved pipelines whose sends the schedule "
                                "overlaps",
-    "mbridge2511-deepseekv3-256xgb200-bf16": "fifth, 6% behind TP 2 with two-stage pipelines and one stage with "
-                                             "full recomputation: the recipe's HybridEP dispatcher and its CUDA "
-                                             "graphs are not modelled",
-    "mbridge2511-qwen3-235b-a22b-256xgb200-bf16": "EP 64 over the published EP 32, all within the 72-GPU NVLink "
-                                                  "domain, predicted 11% faster: half the experts a GPU halve the "
-                                                  "per-expert work (" + MOE_FIXED + ")",
+    "mbridge2511-deepseekv3-256xgb200-bf16": "fifth, 5% behind one stage with full recomputation and TP 2 with "
+                                             "shorter pipelines (all EP 64): the recipe's HybridEP dispatcher and "
+                                             "its CUDA graphs are not modelled",
+    "mbridge2511-qwen3-235b-a22b-256xgb200-bf16": "EP 64 over the published EP 32, predicted 11% faster: half the "
+                                                  "experts a GPU halve the per-expert work (" + MOE_FIXED + "), and "
+                                                  "the wider all-to-all is priced over NVLink as the planner takes "
+                                                  "GB200's 72-GPU domain, where 256 GPUs in racks of 72 would put "
+                                                  "some EP 64 groups across two racks",
     "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs": "EP 16 over the published EP 32, predicted 16% faster: EP 32's "
                                                    "all-to-all leaves two nodes' NVLink for four nodes' NICs, and more "
                                                    "of it stays exposed than the half of the per-expert work it "

@@ -164,3 +164,5 @@ def test_a_long_summary_text_wraps_among_the_notes_on_a_narrow_terminal():
     notes = [line.split("│")[-1].strip() for line in _table(args, 80).splitlines() if line.startswith("compute ")]
     assert len(notes[0]) >= 30  # the first words of compute's note, not a fragment
     assert layout_row(200)[:2] == ["layout", layout]
+    sizes = [line for line in _table(["params", "--model", "llama-2-7b"], 60).splitlines() if "_bytes " in line]
+    assert sizes and all(line.split("│")[1].strip() for line in sizes)  # numbers stay values, however narrow

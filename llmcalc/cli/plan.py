@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
-                     _models, app, default_seq)
+                     _models, app, default_seq, unused)
 from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: cheap to load
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
@@ -14,6 +14,8 @@ AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3"))  #
 GradReduce = choices("GradReduce", ("fp32", "bf16"))  # steptime.GRAD_BYTES
 Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
 PlanLoss = choices("PlanLoss", ("full", "chunked", "fused", "te"))  # memory/frameworks.LOSSES
+EXPERT_OVERHEAD = "0.4ms"  # steptime.EXPERT_OVERHEAD, as --help shows it (the core is not imported for --help)
+IMPLAUSIBLE_OVERHEAD = 0.01  # seconds per expert: 25 x the fitted figure
 
 
 
@@ -50,7 +52,7 @@ def plan(
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
-    expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default="0.4ms (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
+    expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default=f"{EXPERT_OVERHEAD} (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
     top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
@@ -89,6 +91,7 @@ def plan(
                        **({"expert_overhead": parse_overhead(expert_overhead)} if expert_overhead is not None else {}))
     results = []
     for m in _models(model, generic):
+        _warn_expert_overhead(expert_overhead, cons.expert_overhead, m)
         length = default_seq(m, seq)
         batch = batch_of(global_batch, parse_count(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
@@ -97,6 +100,21 @@ def plan(
     _show(results, fmt)
     if check and not all(_passes(b, min_mfu, max_days) for b in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _warn_expert_overhead(given: str | None, seconds: float, m) -> None:
+    """--expert-overhead on a dense model changes nothing; beyond IMPLAUSIBLE_OVERHEAD it was likely meant in ms."""
+    if given is None:
+        return
+    unused("--expert-overhead", f"for {m.name}, which has no routed experts", not m.is_moe)
+    if seconds > IMPLAUSIBLE_OVERHEAD:
+        import warnings
+
+        from .common import Implausible
+
+        warnings.warn(f"Implausible: --expert-overhead {given} is {seconds * 1e3:g} ms per expert per MoE layer and "
+                      f"micro-batch (Megatron-Core with Transformer Engine: {EXPERT_OVERHEAD}); a bare number is "
+                      "seconds", Implausible, stacklevel=2)
 
 
 def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
