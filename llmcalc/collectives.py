@@ -1,5 +1,6 @@
 """The links a layout's collectives run over (steptime's Links): which link a group of ranks uses, at what
-bandwidth, and the time of an all-to-all. Per GPU, one direction, at serving.LINK_EFFICIENCY of the spec."""
+bandwidth, the time of an all-to-all and of an MoE layer's token traffic. Per GPU, one direction, at
+serving.LINK_EFFICIENCY of the spec."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .serving import ALLREDUCE_LATENCY, LINK_EFFICIENCY
 from .spec import SpecError
 
 if TYPE_CHECKING:
-    from .steptime import Links
+    from .steptime import Layout, Links, ModelCost
 
 LINK_LATENCY = {"intra": ALLREDUCE_LATENCY["linked"], "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
 
@@ -49,3 +50,24 @@ def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
     inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
     outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)
     return max(inside, outside) + LINK_LATENCY["inter"]
+
+
+def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, full: bool, layers: int,
+                compute: float) -> float:
+    """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
+    dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
+    etp apart (the expert rank order tp-ep-dp; all_to_all), and the expert's etp ranks all-gather
+    what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
+    Dispatch and combine forward, their gradients backward (two more with ``full`` recomputation), exposed
+    but for what ep_overlap runs under ``compute`` (those layers' forward and backward)."""
+    if not layers:
+        return 0.0
+    routed = tokens * c.top_k * c.hidden * 2  # bytes
+    etp, passes = lay.expert_tp, 6 if full else 4
+    comm = passes * all_to_all(routed, lay.ep, etp, links)
+    if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
+        bw, lat = link(etp, 1, links)
+        comm += passes * (routed * (etp - 1) / bw + lat)
+    if lay.ep_overlap and not full and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
+        return max(0.0, layers * comm - compute)
+    return layers * comm

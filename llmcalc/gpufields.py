@@ -12,7 +12,8 @@ from .spec import SpecError
 
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
-            "attention_share", "attention_kernels", "matmul_tflops", "compute_capability", "source", "notes"}
+            "attention_share", "attention_kernels", "matmul_tflops", "compute_capability", "sm_count", "source",
+            "notes"}
 _NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
             "network_gb_s", "tdp_w", "attention_share", "compute_capability")
 _NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "network_gb_s")
@@ -108,6 +109,7 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         matmul_flops=_peaks(name, fields, where, "matmul_tflops") if fields.get("matmul_tflops") is not None else {},
         peak_flops=peak_flops,
         compute_capability=fields.get("compute_capability"),
+        sm_count=fields.get("sm_count"),
         vendor=str(fields.get("vendor", "")),
         tdp_w=fields.get("tdp_w"),
         source=str(fields.get("source", "")),

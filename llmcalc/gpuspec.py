@@ -52,6 +52,7 @@ class GPUSpec:
     attention_kernels: Mapping[str, float] = field(default_factory=dict)  # other kernels' shares (cudnn, fa3)
     matmul_flops: Mapping[str, float] = field(default_factory=dict)  # measured best-shape matmul FLOP/s per dtype
     compute_capability: float | None = None  # NVIDIA's CUDA compute capability (9.0: Hopper); None elsewhere
+    sm_count: int | None = None  # streaming multiprocessors (NVIDIA), whose share a kernel holds
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -71,6 +72,8 @@ class GPUSpec:
                 raise SpecError(f"{where}: {field_name} must be a fraction of the 16-bit peak in (0, 1], got {share}")
         if not self.peak_flops:
             raise SpecError(f"{where}: needs at least one peak compute figure (tflops)")
+        if self.sm_count is not None:
+            check_count(where, "sm_count", self.sm_count)
         cc = self.compute_capability
         if cc is not None and (isinstance(cc, bool) or not isinstance(cc, (int, float)) or not 1 <= cc < 100):
             raise SpecError(f"{where}: compute_capability must be a CUDA compute capability such as 9.0, got {cc!r}")

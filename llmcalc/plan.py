@@ -15,9 +15,8 @@ memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whol
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 from .collectives import check_links
@@ -141,7 +140,8 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, overhead)
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, overhead,
+                 gpu.sm_count or 0)
 
 
 def _powers(limit: int) -> list[int]:
@@ -375,7 +375,7 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
     node = cluster.gpus_per_node
 
     def any_fit(n: int) -> bool:
-        p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
+        p = Planner(m, cluster, replace(t, gpus=n), replace(c, dp=None))
         return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) for lay in lean(m, p.t, p.c, deg))
 
     from .memory.placement import model_params

@@ -17,10 +17,11 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
   2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
-  MoE layer with EP keeps only the attention's (its experts' own are EP's);
+  MoE layer with EP keeps only the attention's (its experts' own are EP's); overlapped (Layout.tp_overlap),
+  TP_OVERLAP_EXPOSED of it stays exposed and the GEMMs it runs under share the SMs (UB_SMS);
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
-- EP: each MoE layer's token traffic, exposed (_moe_comm); with Layout.ep_overlap (Megatron-Core 0.14's
+- EP: each MoE layer's token traffic, exposed (collectives.moe_traffic); with Layout.ep_overlap (Megatron-Core 0.14's
   overlap_moe_expert_parallel_comm: one micro-batch's forward beside another's backward, layer by layer)
   only what outlasts those layers' forward and backward compute, where Megatron allows it (no full
   recomputation; virtual stages in a pipeline); a step's unpaired first forward and last backward are
@@ -48,7 +49,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .collectives import all_to_all, link
+from .collectives import link, moe_traffic
 from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.loss import LOSS_BYTES
@@ -77,6 +78,12 @@ ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
 ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
+# Overlapped, the collectives run in Transformer Engine's userbuffers kernels on UB_SMS of the GPU's SMs, which the
+# GEMMs under them go without (TE 2.8 initialize_ub defaults: num_sm 16 for the "pipeline" and "bulk" overlaps,
+# set_sm_margin; TE 1.x took the SMs without the margin). Those are proj and fc2 forward (reduce-scatter) and the
+# qkv and fc1 data and weight gradients: of Llama 3 70B's layer GEMMs, 0.35 of the forward's FLOPs and 0.55 of all
+# three passes' (GPT-3's 0.42 and 0.53); the others' all-gathers run on the copy engines.
+UB_SMS, UB_SHARE_FORWARD, UB_SHARE = 16, 0.35, 0.55
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
 # Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
 # fp32 under bf16 (arguments.py: accumulate_allreduce_grads_in_fp32, core 0.8-0.15), as the megatron
@@ -109,6 +116,7 @@ class Links(NamedTuple):
     efficiency16: float = MATMUL_EFFICIENCY  # the LM head's share of the 16-bit peak (plan.links_of: the GPU's)
     weight_bytes: float = 2  # per weight the GEMMs read: the compute dtype's (Transformer Engine's cached FP8 copy: 1)
     expert_overhead: float = EXPERT_OVERHEAD  # seconds per routed expert a GPU holds, per MoE layer and micro-batch
+    sms: int = 0  # streaming multiprocessors (GPUSpec.sm_count; 0: not known)
 
 
 class ModelCost(NamedTuple):
@@ -240,6 +248,9 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
     rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
     dense = _gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
+    if lay.tp_overlap and tp > 1 and links.sms > UB_SMS:  # some of them on the SMs userbuffers leaves
+        slower = UB_SMS / (links.sms - UB_SMS)
+        dense = dense[0] * (1 + UB_SHARE * slower), dense[1] * (1 + UB_SHARE_FORWARD * slower)
     experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
@@ -270,7 +281,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    ep_time = _moe_comm(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
+    ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
                         3 * routed / layers * (gemm + attention + elementwise))
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
@@ -279,27 +290,6 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if full else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward,
                       experts_time, moe)
-
-
-def _moe_comm(c: ModelCost, links: Links, lay: Layout, tokens: float, full: bool, layers: int,
-              compute: float) -> float:
-    """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
-    dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
-    etp apart (the expert rank order tp-ep-dp; collectives.all_to_all), and the expert's etp ranks all-gather
-    what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
-    Dispatch and combine forward, their gradients backward (two more with ``full`` recomputation), exposed
-    but for what ep_overlap runs under ``compute`` (those layers' forward and backward)."""
-    if not layers:
-        return 0.0
-    routed = tokens * c.top_k * c.hidden * 2  # bytes
-    etp, passes = lay.expert_tp, 6 if full else 4
-    comm = passes * all_to_all(routed, lay.ep, etp, links)
-    if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
-        bw, lat = link(etp, 1, links)
-        comm += passes * (routed * (etp - 1) / bw + lat)
-    if lay.ep_overlap and not full and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
-        return max(0.0, layers * comm - compute)
-    return layers * comm
 
 
 def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[float, float]:

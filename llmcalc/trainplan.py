@@ -57,7 +57,8 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
-    tp = "TP collectives 30% exposed (overlapped)" if c.tp_overlap else "TP collectives exposed"
+    tp = ("TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' SMs)" if c.tp_overlap
+          else "TP collectives exposed")
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"

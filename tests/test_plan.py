@@ -16,7 +16,7 @@ from llmcalc.memory.saved import in_flight
 from llmcalc.memory.settings import MemorySettings
 from llmcalc.memory.training import train_stage
 from llmcalc.plan import Constraints, Planner, Target, smallest_fit
-from llmcalc.presets import load_model
+from llmcalc.presets import load_gpu, load_model
 from llmcalc.spec import Parallelism
 from llmcalc.steptime import Layout, Links, ModelCost
 
@@ -166,6 +166,24 @@ def test_an_all_to_all_across_nodes_leaves_through_each_gpus_own_nic():
     assert steptime.micro_batch(moe, LINKS, lay, 1000).ep == pytest.approx(4 * 4 * across)
     inside = sent * 7 / 8 / (400e9 * 0.75) + 15e-6
     assert steptime.micro_batch(moe, LINKS, lay._replace(dp=8, ep=8), 1000).ep == pytest.approx(4 * 4 * inside)
+
+
+def test_overlapped_tp_gemms_share_the_sms_with_userbuffers():
+    """--tp-overlap: Transformer Engine's userbuffers kernels hold 16 SMs (TE 2.8's num_sm for its pipelined and bulk
+    overlaps), and the GEMMs under them (proj and fc2 forward, qkv and fc1 data and weight gradients: 0.35 of the
+    forward's FLOPs, 0.55 of all three passes' for Llama 3 70B) run on the other 116 of an H100's 132, 132/116 as
+    long. Not without overlap, at TP 1, or where the GPU preset gives no SM count."""
+    lay = Layout(tp=2, pp=1, dp=4, micro_batch=1, micro_batches=1, sp=True)
+    plain = steptime.micro_batch(COST, LINKS._replace(sms=132), lay, 1000)
+    shared = steptime.micro_batch(COST, LINKS._replace(sms=132), lay._replace(tp_overlap=True), 1000)
+    assert steptime.UB_SMS == 16
+    assert shared.gemm == pytest.approx(plain.gemm * (1 + 0.55 * (132 / 116 - 1)))  # 1.076
+    assert shared.gemm_forward == pytest.approx(plain.gemm_forward * (1 + 0.35 * 16 / 116))  # 1.048
+    assert steptime.micro_batch(COST, LINKS, lay._replace(tp_overlap=True), 1000).gemm == plain.gemm  # no sm_count
+    single = lay._replace(tp=1, dp=8, sp=False)
+    assert (steptime.micro_batch(COST, LINKS._replace(sms=132), single._replace(tp_overlap=True), 1000).gemm
+            == steptime.micro_batch(COST, LINKS._replace(sms=132), single, 1000).gemm)
+    assert load_gpu("h100").sm_count == 132 and load_gpu("b200").sm_count == 148 and load_gpu("a100").sm_count == 108
 
 
 def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
@@ -427,10 +445,11 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
 
 
 def test_expert_overhead_is_an_option():
-    """Mixtral's best layout on 64 H100s (PP 2 with 16 of the 32 layers a rank, EP 8: one of the 8 experts a GPU, 32
-    micro-batches): 32 x 16 x 1 x 0.4 ms by default, 1 ms each when asked, none with 0 (a grouped GEMM under CUDA
+    """Mixtral on 64 H100s at PP 2 (16 of the 32 layers a rank) and EP 8 (one of the 8 experts a GPU), 32
+    micro-batches: 32 x 16 x 1 x 0.4 ms by default, 1 ms each when asked, none with 0 (a grouped GEMM under CUDA
     graphs); a dense model's plan has no figure to show."""
-    args = ("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--seq", "4k", "--top", "1")
+    args = ("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--seq", "4k", "--top", "1", "--tp", "1",
+            "--pp", "2", "--ep", "8", "--recompute", "none")
 
     def row(out: dict) -> float:
         lay = out["summary"]["layouts"][0]

@@ -126,6 +126,8 @@ def test_norms_per_layer_is_bounded(tmp_path):
     ("aliases: abc\n", "aliases must be a list"),
     ("compute_capability: 900\n", "compute_capability must be a CUDA compute capability"),
     ("compute_capability: nine\n", "compute_capability must be a number"),
+    ("sm_count: 0\n", "sm_count must be a positive whole number"),
+    ("sm_count: 13.5\n", "sm_count must be a positive whole number"),
 ])
 def test_gpu_files_are_sane(tmp_path, extra, says):
     gpu = tmp_path / "g.yaml"
