@@ -82,7 +82,8 @@ TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlap
 # GEMMs under them go without (TE 2.8 initialize_ub defaults: num_sm 16 for the "pipeline" and "bulk" overlaps,
 # set_sm_margin; TE 1.x took the SMs without the margin). Those are proj and fc2 forward (reduce-scatter) and the
 # qkv and fc1 data and weight gradients: of Llama 3 70B's layer GEMMs, 0.35 of the forward's FLOPs and 0.55 of all
-# three passes' (GPT-3's 0.42 and 0.53); the others' all-gathers run on the copy engines.
+# three passes' (GPT-3's 0.42 and 0.53); the others' all-gathers run on the copy engines. A recipe's own userbuffers
+# config sets other counts (Links.ub_sms; NeMo's and Megatron-Bridge's tuned FP8 ones come to about 4).
 UB_SMS, UB_SHARE_FORWARD, UB_SHARE = 16, 0.35, 0.55
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
 # Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
@@ -117,6 +118,7 @@ class Links(NamedTuple):
     weight_bytes: float = 2  # per weight the GEMMs read: the compute dtype's (Transformer Engine's cached FP8 copy: 1)
     expert_overhead: float = EXPERT_OVERHEAD  # seconds per routed expert a GPU holds, per MoE layer and micro-batch
     sms: int = 0  # streaming multiprocessors (GPUSpec.sm_count; 0: not known)
+    ub_sms: int = UB_SMS  # of them, what TE's userbuffers kernels hold under the GEMMs they overlap
 
 
 class ModelCost(NamedTuple):
@@ -248,8 +250,8 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
     rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
     dense = _gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
-    if lay.tp_overlap and tp > 1 and links.sms > UB_SMS:  # some of them on the SMs userbuffers leaves
-        slower = UB_SMS / (links.sms - UB_SMS)
+    if lay.tp_overlap and tp > 1 and links.sms > links.ub_sms:  # some of them on the SMs userbuffers leaves
+        slower = links.ub_sms / (links.sms - links.ub_sms)
         dense = dense[0] * (1 + UB_SHARE * slower), dense[1] * (1 + UB_SHARE_FORWARD * slower)
     experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]

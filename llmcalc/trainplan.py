@@ -57,8 +57,8 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
-    tp = ("TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' SMs)" if c.tp_overlap
-          else "TP collectives exposed")
+    tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
+          if c.tp_overlap else "TP collectives exposed")
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
@@ -191,5 +191,6 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              "inter_bandwidth": Quantity(cluster.inter_bandwidth, "byte/s"), "seq": t.seq,
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
                              **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)},
-                             "expert_overhead": Quantity(c.expert_overhead, "s") if m.is_moe else None},
+                             "expert_overhead": Quantity(c.expert_overhead, "s") if m.is_moe else None,
+                             "tp_overlap_sms": c.tp_overlap_sms if c.tp_overlap else None},
                      notes=tuple(notes))

@@ -33,6 +33,12 @@ NO_INTERLEAVING = {"bloom", "mt-nlg"}
 # userbuffers config for each TP > 1 model (Megatron-Bridge scripts/performance, llama3_70b_*_config:
 # cfg.comm_overlap.tp_comm_overlap_cfg; llama3_8b: tp_comm_overlap=TP > 1).
 TP_OVERLAP = {"megatron-core-readme", "nemo-24.07", "megatron-bridge-25.11"}
+# The SMs the userbuffers kernels hold under the overlapped GEMMs: Transformer Engine's defaults (16) for the
+# Megatron-Core README's --tp-comm-overlap without a config; the recipes' tuned FP8 configs (Megatron-Bridge v0.2.0
+# training/comm_overlap.py, as NeMo's tp_overlap_configs: userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192 and
+# ..._h16384_tp8_cp2...) run proj and fc2 forward by ring exchange (1 SM) and the bulk qkv/fc1 overlaps on 2-24 SMs
+# without a margin, which FLOP-weighted over Llama 3 70B's and 405B's layers slow the GEMMs as about 4 SMs would.
+TUNED_UB_SMS = {"nemo-24.07": 4, "megatron-bridge-25.11": 4}
 # Before Megatron-LM overlapped its communication (--overlap-grad-reduce 2023-08, overlap_p2p_comm by default
 # 2023-10), and DeepSpeed's pipeline engine, which reduces the gradients after its schedule: sends and
 # gradient reductions exposed.
@@ -116,6 +122,7 @@ def question(c: Case) -> Question:
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
+                       tp_overlap_sms=TUNED_UB_SMS.get(c.group, 16),
                        ep_overlap=c.id in EP_OVERLAP,
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,

@@ -184,6 +184,15 @@ def test_overlapped_tp_gemms_share_the_sms_with_userbuffers():
     assert (steptime.micro_batch(COST, LINKS._replace(sms=132), single._replace(tp_overlap=True), 1000).gemm
             == steptime.micro_batch(COST, LINKS._replace(sms=132), single, 1000).gemm)
     assert load_gpu("h100").sm_count == 132 and load_gpu("b200").sm_count == 148 and load_gpu("a100").sm_count == 108
+    tuned = steptime.micro_batch(COST, LINKS._replace(sms=132, ub_sms=4), lay._replace(tp_overlap=True), 1000)
+    assert tuned.gemm == pytest.approx(plain.gemm * (1 + 0.55 * 4 / 128))  # a recipe's own config: --tp-overlap-sms 4
+    from llmcalc.cluster import cluster_of
+    from llmcalc.plan import links_of
+
+    links = links_of(cluster_of(load_gpu("h100")), "bf16", ub_sms=4)
+    assert (links.sms, links.ub_sms) == (132, 4) and links_of(cluster_of(load_gpu("l40s")), "bf16").sms == 0
+    with pytest.warns(UserWarning, match="--tp-overlap-sms has no effect without --tp-overlap"):
+        run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--tp-overlap-sms", "4", "--top", "1")
 
 
 def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
@@ -437,6 +446,7 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--gpu", "h100,a100", "--gpus", "8"), "one GPU kind"),
     (("--gpu", "h100", "--gpus", "8", "--expert-overhead", "2s"), "--expert-overhead"),
     (("--gpu", "h100", "--gpus", "8", "--expert-overhead", "-1ms"), "duration"),
+    (("--gpu", "h100", "--gpus", "8", "--tp-overlap", "--tp-overlap-sms", "100"), "--tp-overlap-sms"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     out = run("plan", "--model", "llama-3.1-8b", *args)

@@ -146,7 +146,7 @@ MFU_MISSES = {
                     "predicted high (+20 to +26%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
                     "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is within 2%)"),
     **dict.fromkeys(["mbridge2511-llama3p1-405b-256xgb200-fp8-cs", "mbridge2511-llama3p1-405b-128xb200-fp8-cs"],
-                    "predicted high (+16 to +20%) on Blackwell, where the same recipe's 405B on H100 is +7%: "
+                    "predicted high (+20 to +24%) on Blackwell, where the same recipe's 405B on H100 is +11%: "
                     + FP8_COST),
     "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-17%): a third of this 8k-token step is the attention "
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
@@ -172,8 +172,9 @@ RANK_MISSES = {
                     "faster: without sequence parallelism (2021) it charges every TP rank the norms and dropouts "
                     "they all repeat; the paper's MFU for its own layout is predicted within 15%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 6% faster",
-    "mcore-weak-7p1b-96xh100": "fifth, 6% behind pure DP and pipelines without TP, whose GEMMs have all the SMs "
-                               "(TP 2's overlapped ones share theirs with userbuffers' kernels, steptime.UB_SMS)",
+    "mcore-weak-7p1b-96xh100": "fifth, 6% behind pure DP and a two-stage pipeline without TP, whose GEMMs have all "
+                               "the SMs (TP 2's overlapped ones share theirs with userbuffers' kernels, "
+                               "steptime.UB_SMS)",
     "mbridge2511-deepseekv3-256xgb200-bf16": "fifth, 5% behind one stage with full recomputation and TP 2 with "
                                              "shorter pipelines (all EP 64): the recipe's HybridEP dispatcher and "
                                              "its CUDA graphs are not modelled",
@@ -186,10 +187,10 @@ RANK_MISSES = {
                                                    "all-to-all leaves two nodes' NVLink for four nodes' NICs, and more "
                                                    "of it stays exposed than the half of the per-expert work it "
                                                    "saves",
-    "mbridge2511-llama3-70b-64xh100-fp8-cs": "shorter pipelines (PP 1-4, with CP 2) are predicted 3-10% faster than "
-                                             "the published PP 8 / VPP 5: their exposed TP and CP traffic is priced "
-                                             "below the bubble saved",
-    "mbridge2511-llama3-70b-64xgb200-fp8-cs": "TP 2 with CP 2, and TP 4, are predicted 13-19% faster than the "
+    "mbridge2511-llama3-70b-64xh100-fp8-cs": "shorter pipelines (PP 2-4 with CP 2, or PP 4) are predicted 6-10% faster "
+                                             "than the published PP 8 / VPP 5: their exposed TP and CP traffic is "
+                                             "priced below the bubble saved",
+    "mbridge2511-llama3-70b-64xgb200-fp8-cs": "TP 2 with CP 2, and TP 4, are predicted 7-22% faster than the "
                                               "published TP 1 / FSDP 64, which fits the memory model only with full "
                                               "recomputation (Megatron FSDP's own FP8 sharding is not modelled)",
 }

@@ -46,6 +46,7 @@ def plan(
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
+    tp_overlap_sms: Annotated[Optional[int], typer.Option("--tp-overlap-sms", rich_help_panel=PARALLELISM, show_default="16, Transformer Engine's default config", help="With --tp-overlap: SMs the userbuffers kernels hold under the GEMMs they overlap (a recipe's own config: NeMo's tuned FP8 ones about 4).")] = None,
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
     dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 always prefetches.")] = True,
@@ -84,11 +85,13 @@ def plan(
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
                        sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
+                       **({"tp_overlap_sms": tp_overlap_sms} if tp_overlap_sms is not None else {}),
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **({"expert_overhead": parse_overhead(expert_overhead)} if expert_overhead is not None else {}))
+    unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
     results = []
     for m in _models(model, generic):
         _warn_expert_overhead(expert_overhead, cons.expert_overhead, m)

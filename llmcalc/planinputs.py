@@ -1,0 +1,108 @@
+"""What `plan` is asked: the training target (Target) and the constraints on its search (Constraints), each
+checked as it is built, so that a user's impossible value is a one-line SpecError before any search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .flops import RECOMPUTE
+from .memory.fp8 import RECIPES as FP8_RECIPES
+from .memory.frameworks import LOSSES
+from .memory.settings import ZERO_STAGES
+from .spec import SpecError, check_choice
+from .steptime import ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
+
+SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
+DEFAULT_FP8_RECIPE = "delayed"  # Megatron's --fp8-recipe default
+MAX_GPUS = 1 << 24  # 16.8 million: past any cluster, and where enumerating a count's divisors stays instant
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to train: ``global_batch`` sequences of ``seq`` tokens per step, ``tokens`` in all."""
+
+    gpus: int
+    seq: int
+    global_batch: int
+    tokens: float | None = None
+    dtype: str = "bf16"
+
+    def __post_init__(self) -> None:
+        for key in ("gpus", "seq", "global_batch"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
+        if self.gpus > MAX_GPUS:
+            raise SpecError(f"--gpus {self.gpus:,} is more than any cluster ({MAX_GPUS:,} at most)")
+        if self.tokens is not None and self.tokens <= 0:
+            raise SpecError(f"--tokens must be positive, got {self.tokens:g}")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Degrees fixed by the user (None: searched) and the sets the search may use."""
+
+    tp: int | None = None
+    pp: int | None = None
+    cp: int | None = None
+    ep: int | None = None
+    etp: int | None = None  # None: searched, TP's or 1 (Megatron-Core's MoE parallel folding)
+    dp: int | None = None
+    vpp: int | None = None
+    micro_batch: int | None = None
+    max_tp: int | None = None  # default: one node
+    recompute: tuple[str, ...] = RECOMPUTE  # also "none,full", or one choice: read by choices()
+    zero: tuple[int, ...] = SEARCHED_ZERO  # also "0,1,3" or 3
+    sp: bool | None = None  # None: with TP
+    tp_overlap: bool = False
+    ep_overlap: bool = False  # Megatron-Core's overlap_moe_expert_parallel_comm (core 0.14+; off by default)
+    pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
+    dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)
+    attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
+    gpu_util: float = 1.0
+    loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
+    grad_reduce: str = "fp32"  # the gradients' dtype, kept and reduced (steptime.GRAD_BYTES)
+    fp8_recipe: str | None = None  # under --dtype fp8: Transformer Engine's scaling recipe (memory/fp8.py; delayed)
+    fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
+    expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
+    tp_overlap_sms: int = UB_SMS  # with tp_overlap: SMs TE's userbuffers kernels hold (steptime.Links.ub_sms)
+
+    @property
+    def recipe(self) -> str:
+        """The FP8 recipe a --dtype fp8 target runs: the one given, else Megatron's default."""
+        return self.fp8_recipe or DEFAULT_FP8_RECIPE
+
+    def __post_init__(self) -> None:
+        for key in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
+        object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
+        for r in self.recompute:
+            check_choice("--recompute", r, RECOMPUTE)
+        for z in self.zero:
+            check_choice("--zero", z, ZERO_STAGES)
+        check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
+        check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
+        if self.loss is not None:
+            check_choice("--loss", self.loss, LOSSES)
+        if self.fp8_recipe is not None:
+            check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
+        if not self.recompute or not self.zero:
+            raise SpecError("--recompute and --zero each need at least one choice")
+        if not 0 < self.gpu_util <= 1:
+            raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
+        if type(self.expert_overhead) not in (int, float) or not 0 <= self.expert_overhead < 1:  # not bool, not None
+            raise SpecError(f"--expert-overhead must be a duration below 1 s (0.4ms), got {self.expert_overhead!r}")
+        if type(self.tp_overlap_sms) is not int or not 0 <= self.tp_overlap_sms <= 64:
+            raise SpecError(f"--tp-overlap-sms is a whole number of SMs, 0 to 64 (TE's default 16), got "
+                            f"{self.tp_overlap_sms!r}")
+
+
+def choices(value, kind: type, flag: str) -> tuple:
+    """The choices a search may use, from the CLI's "none,full" or "0,1,3", or the API's 3 or a sequence."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, (int, str)) else value
+    try:
+        return tuple(kind(str(x).strip()) for x in items if str(x).strip())
+    except ValueError:
+        raise SpecError(f"{flag} takes a comma list of choices, got {value!r}") from None
