@@ -284,7 +284,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
     ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
-                        3 * routed / layers * (gemm + attention + elementwise))
+                          3 * routed / layers * (gemm + attention + elementwise))
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat

@@ -66,7 +66,7 @@ def grid(questions) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", help="comma list of plan_cases groups")
-    ap.add_argument("--misses", action="store_true", help="list each run off by more than 15% or outside the top 3")
+    ap.add_argument("--misses", action="store_true", help="list each run off by more than 15%% or outside the top 3")
     ap.add_argument("--grid", action="store_true", help="refit the three compute constants")
     args = ap.parse_args()
     questions = checked(set(args.groups.split(",")) if args.groups else None)
