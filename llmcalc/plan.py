@@ -23,7 +23,7 @@ from .collectives import check_links
 from .dtypes import DTYPE_TABLE
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
-from .planinputs import DEFAULT_FP8_RECIPE, MAX_GPUS, SEARCHED_ZERO, Constraints, Target, choices  # noqa: F401
+from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
                        StepTime, attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
@@ -50,8 +50,8 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
     gpu = cluster.gpu
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes, overhead,
-                 gpu.sm_count or 0, ub_sms)
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
+                 overhead, gpu.sm_count or 0, ub_sms)
 
 
 def _powers(limit: int) -> list[int]:
