@@ -178,7 +178,7 @@ class Planner:
         check_etp(m, c.etp)
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
-        self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full")
+        self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
         self._grads: dict = {}
@@ -221,9 +221,10 @@ class Planner:
         from .memory.placement import stages
         from .memory.settings import MemorySettings
 
+        modules = self.c.recompute_modules if lay.recompute == "selective" else ("core_attn",)  # read there only
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
-                           framework="megatron", attention_impl="flash", parallel=self.parallelism(lay),
-                           loss=self.c.loss,
+                           recompute_modules=modules, framework="megatron", attention_impl="flash",
+                           parallel=self.parallelism(lay), loss=self.c.loss,
                            precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 

@@ -13,7 +13,9 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   of HBM;
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
-- recompute: full recomputation repeats the layers' forward, selective the attention core;
+- recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
+  recompute_modules): core_attn the attention core, mla_up_proj MLA's up-projection GEMMs, moe_act the experts'
+  activation (its bytes at HBM speed);
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
   2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
@@ -46,14 +48,14 @@ etp, ep, expert dp, pp) decides which groups fit.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from .collectives import link, moe_traffic
 from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.loss import LOSS_BYTES
-from .memory.placement import stage_sizes
+from .memory.placement import stage_layers
+from .params import attention_linears
 from .serving import COMPUTE, FLOAT_BANDWIDTH
 from .spec import ModelSpec, check_choice
 
@@ -138,11 +140,16 @@ class ModelCost(NamedTuple):
     expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
     loss: float = 0.0  # HBM bytes the cross-entropy moves per token (LOSS_BYTES x vocabulary), on the last stage
     routed_experts: int = 0  # routed experts in an MoE layer
+    redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
+    redo_matmul: float = 0.0  # and these forward FLOPs per token of a layer (mla_up_proj), split by TP
+    redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by the etp
 
 
-def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
+def model_cost(m: ModelSpec, seq: int, loss: str = "full", modules: tuple[str, ...] = ("core_attn",)) -> ModelCost:
     """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run); ``loss``:
-    the cross-entropy's implementation (LOSS_BYTES)."""
+    the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds (the
+    up-projections' q_b and kv_b GEMMs; the experts' fused SwiGLU reads fc1's 2 x width output and writes its
+    width, 2 bytes each, for each of the top_k copies)."""
     f = forward(m, seq, seq, "causal")
     L = m.num_hidden_layers
     core = f["attention/scores"] + f["attention/reduce"]
@@ -154,7 +161,12 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full") -> ModelCost:
                      shared=bool(m.is_moe and m.shared_expert_size),
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
                      expert_weights=experts * m.num_experts / (2 * m.num_experts_per_tok) if m.is_moe else 0.0,
-                     loss=m.vocab_size * LOSS_BYTES[loss], routed_experts=m.num_experts if m.is_moe else 0)
+                     loss=m.vocab_size * LOSS_BYTES[loss], routed_experts=m.num_experts if m.is_moe else 0,
+                     redo_core="core_attn" in modules,
+                     redo_matmul=sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
+                                     if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0,
+                     redo_bytes=6 * m.expert_size * m.num_experts_per_tok * m.moe_layers / L
+                     if "moe_act" in modules and m.is_moe else 0.0)
 
 
 class Layout(NamedTuple):
@@ -233,17 +245,6 @@ class MicroBatch(NamedTuple):
         return self.gemm_forward + self.attention + self.elementwise
 
 
-def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
-    """(layers of the fullest rank, layers of the last rank, which also runs the LM head). An uneven split
-    puts its extra layers on the middle ranks (memory/placement.stages), each rank holding v chunks."""
-    if pp == 1:
-        return layers, layers
-    if v == 1:
-        _, middle, last = stage_sizes(layers, pp)
-        return max(middle, last), last
-    return v * math.ceil(layers / (pp * v)), v * (layers // (pp * v))
-
-
 def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch:
     """One micro-batch of ``lay`` on its busiest rank (the module docstring's terms)."""
     tp, cp, pp = lay.tp, lay.cp, lay.pp
@@ -265,7 +266,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
     full = lay.recompute == "full"
-    redo = gemm_forward + attention + elementwise if full else attention if lay.recompute == "selective" else 0.0
+    redo = gemm_forward + attention + elementwise if full else 0.0
+    if lay.recompute == "selective":
+        redo = attention * c.redo_core + tokens * layers * (
+            c.redo_matmul / tp / rate + c.redo_bytes / lay.expert_tp / (links.hbm * FLOAT_BANDWIDTH))
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's

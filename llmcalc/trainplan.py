@@ -192,5 +192,6 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
                              **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)},
                              "expert_overhead": Quantity(c.expert_overhead, "s") if m.is_moe else None,
-                             "tp_overlap_sms": c.tp_overlap_sms if c.tp_overlap else None},
+                             "tp_overlap_sms": c.tp_overlap_sms if c.tp_overlap else None,
+                             "recompute_modules": list(c.recompute_modules) if "selective" in c.recompute else None},
                      notes=tuple(notes))

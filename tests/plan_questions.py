@@ -72,6 +72,12 @@ FP8_RECIPE = {"fp8": "delayed", "fp8-cs": "current", "fp8-mx": "mxfp8"}
 EP_OVERLAP = {"mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx", "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs",
               "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs"}
 FP8_PARAMS = {"megatron-bridge-25.11"}
+# What selective recomputation rebuilds, where a recipe names its modules: Megatron-Bridge's DeepSeek-V3 on B200 and
+# GB200 recompute MLA's up-projections (v0.2.0 scripts/performance/configs/deepseek/workload_base_configs.py:
+# recompute_modules=["mla_up_proj"], under the recipe's selective granularity, recipes/deepseek/deepseek_v3.py).
+RECOMPUTE_MODULES = {"mbridge2511-deepseekv3-256xb200-fp8-mx": ("mla_up_proj",),
+                     "mbridge2511-deepseekv3-256xgb200-fp8-mx": ("mla_up_proj",),
+                     "mbridge2511-deepseekv3-256xgb200-bf16": ("mla_up_proj",)}
 
 # The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
 NETWORK = {
@@ -123,6 +129,7 @@ def question(c: Case) -> Question:
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
                        tp_overlap_sms=TUNED_UB_SMS.get(c.group, 16),
+                       recompute_modules=RECOMPUTE_MODULES.get(c.id, ("core_attn",)),
                        ep_overlap=c.id in EP_OVERLAP,
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,

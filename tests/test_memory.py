@@ -412,3 +412,27 @@ def test_eager_inference_working_set_by_hand():
     b = memory_breakdown(load_model("gpt2"), None, MemorySettings(mode="infer", seq=s, attention_impl="eager",
                                                                   engine="hf"))
     assert b.value("activations") == s * (2 * 2 * h + attention)
+
+
+def test_megatron_recompute_modules_drop_their_outputs():
+    """Megatron-Core's selective recomputation by module (core 0.15 recompute_modules): mla_up_proj drops MLA's
+    q and decompressed k, v after forward, 128 heads x (192 + 192 + 128) x 2 B = 131,072 B a token a layer for
+    DeepSeek-V3, rebuilt one layer at a time; moe_act the experts' activation output, top-8 copies x 2048 x 2 B =
+    32,768 B a token a MoE layer. The stage (PP 4, the first: 3 dense + 12 MoE layers, 4 micro-batches in flight)
+    keeps the rest; core_attn alone (the default) drops nothing under flash attention."""
+    common = dict(mode="train", seq=4096, batch=1, zero=1, framework="megatron", attention_impl="flash",
+                  parallel=Parallelism(gpus=256, tp=1, pp=4, dp=64, ep=64))
+    m = load_model("deepseek-v3")
+    plain = memory_breakdown(m, None, MemorySettings(recompute="selective", **common))
+    up = memory_breakdown(m, None, MemorySettings(recompute="selective", recompute_modules=("mla_up_proj",), **common))
+    both = memory_breakdown(m, None, MemorySettings(recompute="selective", recompute_modules=("mla_up_proj", "moe_act"),
+                                                    **common))
+    tokens, layers, flight = 4096, 15, 4
+    assert plain.value("activations/layers") - up.value("activations/layers") == flight * layers * tokens * 131_072
+    assert up.value("activations/transient") == tokens * 131_072
+    assert up.value("activations/layers") - both.value("activations/layers") == flight * 12 * tokens * 32_768
+    assert up.inputs["recompute_modules"] == ["mla_up_proj"]
+    with pytest.raises(SpecError, match="needs --recompute selective"):
+        MemorySettings(recompute="full", recompute_modules=("mla_up_proj",), **common)
+    with pytest.raises(SpecError, match="--recompute-modules must be one of"):
+        MemorySettings(recompute="selective", recompute_modules=("attention",), **common)

@@ -195,6 +195,36 @@ def test_overlapped_tp_gemms_share_the_sms_with_userbuffers():
         run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--tp-overlap-sms", "4", "--top", "1")
 
 
+def test_selective_recomputation_repeats_the_modules_named():
+    """--recompute-modules: selective recomputation repeats what it names. DeepSeek-V3's mla_up_proj is the q_b
+    (1536 x 128 heads x 192) and kv_b (512 x 128 x (128 + 128)) GEMMs, 2 x (37,748,736 + 16,777,216) FLOPs a token
+    a layer; moe_act the experts' fused SwiGLU, 8 copies x (2 x 2048 read + 2048 written) x 2 B = 98,304 B a token
+    of each of the 58 MoE layers, averaged over the 61; core_attn (the default) the attention core."""
+    m = load_model("deepseek-v3")
+    up = steptime.model_cost(m, 4096, modules=("mla_up_proj",))
+    assert up.redo_matmul == 2 * (37_748_736 + 16_777_216) and not up.redo_core and up.redo_bytes == 0
+    act = steptime.model_cost(m, 4096, modules=("core_attn", "moe_act"))
+    assert act.redo_bytes == pytest.approx(98_304 * 58 / 61) and act.redo_core and act.redo_matmul == 0
+    lay = Layout(tp=2, pp=1, dp=4, micro_batch=1, micro_batches=1, sp=True, recompute="selective")
+    cost = COST._replace(redo_core=False, redo_matmul=1e6, redo_bytes=4e3)
+    mb = steptime.micro_batch(cost, LINKS, lay, 1000)
+    assert mb.redo == pytest.approx(1000 * 4 * (1e6 / 2 / 0.7e15 + 4e3 / 2 / (2e12 * 0.9)))
+    assert steptime.micro_batch(COST, LINKS, lay, 1000).redo == pytest.approx(mb.attention)  # core_attn
+    assert steptime.model_cost(m, 4096).redo_core  # the default rebuilds the attention core
+
+
+def test_the_planner_fits_deepseek_v3_as_its_recipe_recomputes():
+    """Megatron-Bridge's DeepSeek-V3 BF16 on 256 GB200s (TP 1, PP 4 x VPP 4, EP 64) recomputes MLA's up-projections:
+    with them the published layout fits under selective recomputation, without them only with full."""
+    base = ("plan", "--model", "deepseek-v3", "--gpu", "gb200", "--gpus", "256", "--seq", "4k", "--global-batch",
+            "4096", "--tp", "1", "--pp", "4", "--vpp", "4", "--ep", "64", "--zero", "1", "--micro-batch", "1",
+            "--recompute", "selective", "--top", "1")
+    assert not run_json(*base)["summary"]["found"]
+    out = run_json(*base, "--recompute-modules", "mla_up_proj")
+    assert out["summary"]["found"] and out["inputs"]["recompute_modules"] == ["mla_up_proj"]
+    assert out["summary"]["memory"] < 184.3 * 2**30
+
+
 def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
     """0.4 ms (EXPERT_OVERHEAD) a micro-batch for each routed expert on the GPU in each of its MoE layers: 64
     experts in 3 of 4 layers (the dense one first); EP 8 leaves 8 a GPU; over two stages the busiest (the last,
@@ -447,6 +477,7 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--gpu", "h100", "--gpus", "8", "--expert-overhead", "2s"), "--expert-overhead"),
     (("--gpu", "h100", "--gpus", "8", "--expert-overhead", "-1ms"), "duration"),
     (("--gpu", "h100", "--gpus", "8", "--tp-overlap", "--tp-overlap-sms", "100"), "--tp-overlap-sms"),
+    (("--gpu", "h100", "--gpus", "8", "--recompute-modules", "attention"), "--recompute-modules must be one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, words):
     out = run("plan", "--model", "llama-3.1-8b", *args)

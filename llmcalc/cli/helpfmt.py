@@ -40,7 +40,7 @@ METAVARS = {
     "sweep": "<name=a,b|A..B>", "png": "<file.png>", "out": "<file.yaml>", "gpu_util": "<fraction: 0.9>",
     "efficiency": "<fraction: 0.4>", "lora_dropout": "<fraction: 0.05>",
     "max_num_batched_tokens": "<tokens: 8k>", "step_overhead": "<time: 50us>", "request_overhead": "<time: 5ms>",
-    "expert_overhead": "<time: 0.4ms>", "tp_overlap_sms": "<SMs: 16>",
+    "expert_overhead": "<time: 0.4ms>", "tp_overlap_sms": "<SMs: 16>", "recompute_modules": "<modules: core_attn,...>",
     "measured_ttft": "<time: 406ms>", "measured_itl": "<time: 18.6ms>", "calibrate": "<result.json>",
     "prefill_efficiency": "<fraction: 0.65>", "decode_efficiency": "<fraction: 0.9>", "request_rate": "<req/s: 10>",
     "concurrency": "<clients: 16>", "gpu_price": "<$/h: 2.5|gpu=2.5,...>", "max_gpus": "<gpus: 64>",

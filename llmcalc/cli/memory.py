@@ -86,6 +86,7 @@ Fp8ParamsOpt = Annotated[bool, typer.Option("--fp8-params", rich_help_panel=PREC
 BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", rich_help_panel=FINETUNING, show_default="a current release", help="train, qlora: the bitsandbytes release (before 0.43.2 its 4-bit matmul kept every linear's input for backward).")]
 LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", rich_help_panel=FINETUNING, show_default=_per_framework(lambda f: f.lora_dropout), help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter).")]
 MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", rich_help_panel=TRAINING, min=1, help="train: Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
+RecomputeModulesOpt = Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="train, with --recompute selective: Megatron-Core's modules to recompute (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation).")]
 OffloadOpt = Annotated[Optional[str], typer.Option("--offload", rich_help_panel=TRAINING, help="train: optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
 FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", rich_help_panel=FINETUNING, help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", rich_help_panel=FINETUNING, min=1, help="LoRA rank r.")]
@@ -113,6 +114,7 @@ def memory_options(
     optimizer: TrainOptimizerOpt = None,
     zero: ZeroOpt = 0,
     recompute: MemRecomputeOpt = None,
+    recompute_modules: RecomputeModulesOpt = None,
     attention_impl: AttentionImplOpt = None,
     kv_dtype: KvDtypeOpt = None,
     loss_dtype: LossDtypeOpt = None,
@@ -231,6 +233,7 @@ def settings_from_options(**o) -> Mapping:
     return MappingProxyType(dict(
         mode=o["mode"].value, dtype=value(o["dtype"]), precision=value(o["precision"]),
         optimizer=value(o["optimizer"]), zero=o["zero"], recompute=value(o["recompute"]),
+        **({"recompute_modules": tuple(_split(o["recompute_modules"]))} if o["recompute_modules"] is not None else {}),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
         bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"],

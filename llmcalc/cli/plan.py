@@ -53,6 +53,7 @@ def plan(
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
+    recompute_modules: Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="What selective recomputation rebuilds: Megatron-Core's modules (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation).")] = None,
     expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default=f"{EXPERT_OVERHEAD} (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
@@ -70,7 +71,7 @@ def plan(
     from ..plan import Constraints, Target
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
     from ..spec import SpecError
-    from ..units import parse_count, parse_overhead
+    from ..units import parse_count
 
     fmt = _fmt(json_, csv_, markdown)
     if max_days is not None and tokens is None:
@@ -85,12 +86,11 @@ def plan(
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
                        sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
-                       **({"tp_overlap_sms": tp_overlap_sms} if tp_overlap_sms is not None else {}),
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
-                       **({"expert_overhead": parse_overhead(expert_overhead)} if expert_overhead is not None else {}))
+                       **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
     results = []
     for m in _models(model, generic):
@@ -103,6 +103,15 @@ def plan(
     _show(results, fmt)
     if check and not all(_passes(b, min_mfu, max_days) for b in results):
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _given(tp_overlap_sms: int | None, recompute_modules: str | None, expert_overhead: str | None) -> dict:
+    """The options given, as Constraints keywords (those left out keep Constraints' defaults)."""
+    from ..units import parse_overhead
+
+    given = {"tp_overlap_sms": tp_overlap_sms, "recompute_modules": recompute_modules,
+             "expert_overhead": parse_overhead(expert_overhead) if expert_overhead is not None else None}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _warn_expert_overhead(given: str | None, seconds: float, m) -> None:

@@ -31,6 +31,7 @@ ACTIVATIONS: dict[str, tuple[int, bool]] = {
     "gelu_new": (4, False),
 }
 GROUPS = ("norms", "attention", "scores", "mlp", "dropout", "adapters")  # the activations/per_layer/ rows
+EXPERTS = "experts: "  # the routed experts' tensors, by the tag their names start with
 SUBLAYER = {"norms": "attention", "attention": "attention", "scores": "attention", "mlp": "mlp", "dropout": "mlp",
             "adapters": "attention"}
 
@@ -50,6 +51,8 @@ class Saved:
       weight's gradient; measured: PyTorch skips it for frozen weights); () = always saved.
     per_key: bytes per token per attended key (the s x s scores of eager attention).
     inner: an F-wide MLP intermediate (what Mini-Sequence chunks).
+    module: the Megatron-Core recompute module (settings.RECOMPUTE_MODULES) whose output-discarding
+      checkpoint frees it after forward and rebuilds it before its consumer's backward.
     """
 
     group: str
@@ -60,6 +63,7 @@ class Saved:
     per_key: bool = False
     inner: bool = False
     live: float = 0.0
+    module: str = ""
 
 
 def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what: str = "norm",
@@ -100,7 +104,8 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
         return [Saved("mlp", f"{tag}fc1 output (gate and up), the fused activation's input", 2 * f, "t", inner=True,
                       live=2 * f),
                 Saved("mlp", f"{tag}activation output, down's input" + (" (FP8)" if g else ""),
-                      copies * (g or e) * width, "t", ("down",), inner=True, live=f)]
+                      copies * (g or e) * width, "t", ("down",), inner=True, live=f,
+                      module="moe_act" if tag == EXPERTS else "")]
     if m.mlp_type == "gated" and compiled:
         return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
                 Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
@@ -158,13 +163,14 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
                 items.append(Saved("attention", f"{lin} input" + fp8, gi * rank, needs=(lin,)))
     kv_all = repeats_kv(m, impl, repeat_kv)  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
     kv = e * (a if kv_all else m.kv_heads) * (d + dv)
-    items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d))
+    up = "mla_up_proj" if m.is_mla else ""  # Megatron-Core: MLA's up-projections and rope, recomputable
+    items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d, module=up))
     if fused_qkv and m.kv_heads == a and not m.is_mla:
         items.append(Saved("attention", "k (after rope)", e * a * d, "t", live=e * a * d))
         items.append(Saved("attention", "fused qkv output, kept by v's view", e * a * (2 * d + dv), "t", live=e * a * dv))
     else:
         items.append(Saved("attention", "k and v" + (" (repeated to every head)" if kv_all and not m.is_mla else ""),
-                           kv, "t" if kv_all else "kv", live=kv))
+                           kv, "t" if kv_all else "kv", live=kv, module=up))
     if impl == "eager":
         items += _scores(m, e, drop)
         items.append(Saved("attention", "attention output, out-projection input", e * a * dv, "t", ("proj",),
@@ -201,7 +207,7 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
         items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in))
-        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g)
+        items += _mlp(m, m.expert_size, e, k, EXPERTS, compiled, native_act, fused, g)
         if not fused:  # Megatron-Core 0.15 weighs the experts' activation by the routing probabilities instead
             items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:

@@ -82,6 +82,8 @@ def _inputs(s: MemorySettings) -> dict:
     inputs = {"mode": s.mode, "seq": s.seq, "batch": s.batch, "dtype": s.dtype}
     if s.mode == "train":
         inputs.update(precision=s.precision, optimizer=s.optimizer, zero=s.zero, recompute=s.recompute)
+        if s.recompute == "selective":
+            inputs.update(recompute_modules=list(s.recompute_modules))
     inputs.update(attention_impl=s.attention_impl)
     if s.mode == "train":
         inputs.update(framework=s.framework, loss=s.loss, loss_dtype=s.loss_dtype, compile=s.compile,

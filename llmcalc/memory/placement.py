@@ -62,6 +62,17 @@ def stage_sizes(layers: int, pp: int) -> tuple[int, int, int]:
 
 
 @functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
+def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
+    """(layers of the fullest rank, layers of the last rank, which also runs the LM head). An uneven split
+    puts its extra layers on the middle ranks (stages), each rank holding v chunks."""
+    if pp == 1:
+        return layers, layers
+    if v == 1:
+        _, middle, last = stage_sizes(layers, pp)
+        return max(middle, last), last
+    return v * math.ceil(layers / (pp * v)), v * (layers // (pp * v))
+
+
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first pipeline stage, the second where an uneven split gives it a layer more, and the last:
     between them they hold every per-GPU maximum (1F1B keeps p - i micro-batches on stage i).

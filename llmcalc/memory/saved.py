@@ -30,8 +30,14 @@ PER_LAYER_ROWS = {  # activations.GROUPS -> (row, note)
     "dropout": ("activations/per_layer/dropout", "dropout masks, 1 B per element"),
     "adapters": ("activations/per_layer/adapters", "LoRA: input copies, dropout masks, lora_A outputs"),
 }
-RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the s x s attention terms recomputed",
+RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the {} recomputed",
                    "full": "each layer's input kept, one layer rebuilt at a time"}
+
+
+def rebuilt(s: MemorySettings) -> str:
+    """What selective recomputation rebuilds: the s x s attention terms (Megatron-Core's core_attn), and the
+    outputs of the other modules named."""
+    return ", ".join("s x s attention terms" if x == "core_attn" else f"{x} outputs" for x in s.recompute_modules)
 
 
 def in_flight(s: MemorySettings, st: Stage) -> int:
@@ -63,8 +69,10 @@ def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCo
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
         return LayerCost(g, layer, layer - mst, chunk)
-    if s.recompute == "selective":
-        return LayerCost(g, layer, layer - scores - mst, scores + chunk)
+    if s.recompute == "selective":  # the named modules' outputs, discarded after forward, rebuilt one layer at a time
+        redo = (scores if "core_attn" in s.recompute_modules else 0.0) + sum(
+            sizes[i] for i, module in kind.modules if module in s.recompute_modules and not (M > 1 and i in kind.inner))
+        return LayerCost(g, layer, layer - redo - mst, redo + chunk)
     return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
 
 
@@ -139,13 +147,15 @@ class Kind(NamedTuple):
     groups: tuple[tuple[int, str], ...]
     inner: tuple[int, ...]
     scores: tuple[int, ...]
+    modules: tuple[tuple[int, str], ...] = ()  # (index, Saved.module) of the tensors a recompute module rebuilds
 
 
 def sorted_out(items: tuple[Saved, ...] | list[Saved], n: int, targets: frozenset | None) -> Kind:
     """``n`` layers saving ``items``, sorted out (Kind); ``targets``: the weights that train (None: all)."""
     return Kind(n, _specs(items), tuple((i, t.group) for i, t in enumerate(items) if kept(t, targets)),
                 tuple(i for i, t in enumerate(items) if t.inner and kept(t, targets)),
-                tuple(i for i, t in enumerate(items) if t.per_key))
+                tuple(i for i, t in enumerate(items) if t.per_key),
+                tuple((i, t.module) for i, t in enumerate(items) if t.module and kept(t, targets)))
 
 
 def _specs(items: tuple[Saved, ...]) -> tuple[tuple[float, bool, str], ...]:
@@ -222,7 +232,7 @@ def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float
     per_kind = (" + ".join(["{} B x {} layers"] * len(costs)), *(x for c, n in costs for x in (c.per, n)))
     r.add("activations/layers", whole_bytes(saved), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
-          + {"none": "", "selective": ", s x s terms recomputed", "full": ", layer inputs only"}[s.recompute]
+          + {"none": "", "selective": f", {rebuilt(s)} recomputed", "full": ", layer inputs only"}[s.recompute]
           + (", offloaded to CPU" if offloaded else ""),
           how=("({}) x {} micro-batches in flight", per_kind, flight) if not offloaded else ("0",))
 
@@ -284,8 +294,8 @@ def _passing_rows(r: Rows, s: MemorySettings, held: float, transient: float, cou
 
 def _transient_note(s: MemorySettings, offloaded: bool) -> str:
     M = s.mini_seq
-    rebuilt = {"none": "", "selective": "one layer's recomputed s x s terms", "full": "the layer being rebuilt"}
-    parts = [rebuilt[s.recompute]] if s.recompute != "none" else []
+    again = {"none": "", "selective": f"one layer's recomputed {rebuilt(s)}", "full": "the layer being rebuilt"}
+    parts = [again[s.recompute]] if s.recompute != "none" else []
     parts += ["its input brought back from CPU"] if offloaded else []
     parts += ["its bf16 weight copies (autocast)"] if s.autocast_base and s.recompute == "full" else []
     parts += [f"one MLP chunk of s/{M} tokens"] if M > 1 else []
@@ -300,4 +310,5 @@ def activation_note(s: MemorySettings, m: ModelSpec) -> str:
     if s.compile and (s.attention_impl == "eager" or m.is_moe or s.mini_seq > 1):
         how += "; compile measured with sdpa on dense layers only, the rest counted as eager"
     return (f"activations as {code} {how} ({s.attention_impl} attention, {s.compute_dtype}); "
-            f"{RECOMPUTE_NOTES[s.recompute]}; per_layer = one layer, one micro-batch of {s.batch} on this GPU")
+            f"{RECOMPUTE_NOTES[s.recompute].format(rebuilt(s))}; per_layer = one layer, one micro-batch of {s.batch} "
+            "on this GPU")

@@ -17,6 +17,10 @@ ZERO_STAGES = (0, 1, 2, 3)
 ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params", "activations")
+# Megatron-Core's --recompute-modules under selective recomputation (core 0.15 transformer_config): core_attn is
+# Korthikanti's s x s terms (its default, and llmcalc's "selective"); mla_up_proj and moe_act checkpoint MLA's
+# up-projections with rope and the routed experts' activation, discarding their outputs after forward.
+RECOMPUTE_MODULES = ("core_attn", "mla_up_proj", "moe_act")
 
 # Training: memory outside PyTorch's allocator: the CUDA context with cuBLAS loaded (0.67 GiB measured
 # on H100 and H200, CUDA 13: tests/data/gpu_measured.json). The caching allocator's own slack is the
@@ -116,6 +120,7 @@ class MemorySettings:
     optimizer: str | None = None
     zero: int = 0
     recompute: str | None = None
+    recompute_modules: tuple[str, ...] = ("core_attn",)  # what "selective" rebuilds (RECOMPUTE_MODULES)
     attention_impl: str | None = None
     kv_dtype: str | None = None
     loss_dtype: str | None = None
@@ -152,6 +157,7 @@ class MemorySettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype_given", self.dtype is not None)
         object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
+        object.__setattr__(self, "recompute_modules", tuple(dict.fromkeys(self.recompute_modules)))
         self._resolve_framework()
         self._check_values()
         object.__setattr__(self, "offload", tuple(dict.fromkeys(self.offload)))
@@ -221,6 +227,13 @@ class MemorySettings:
             _check_whole(key, value)
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
+        if not self.recompute_modules:
+            raise SpecError("--recompute-modules needs at least one module (core_attn is Megatron's default)")
+        for module in self.recompute_modules:
+            check_choice("--recompute-modules", module, RECOMPUTE_MODULES)
+        if self.recompute_modules != ("core_attn",) and self.recompute != "selective":
+            raise SpecError("--recompute-modules needs --recompute selective (Megatron-Core reads them under selective "
+                            "granularity only)")
         check_choice("--finetune", self.finetune, FINETUNES)
         if self.loss_dtype is not None:
             check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
