@@ -23,6 +23,7 @@ from .collectives import check_links
 from .dtypes import DTYPE_TABLE
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
+from .memory.settings import check_recompute_modules
 from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
@@ -176,6 +177,7 @@ class Planner:
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead, c.tp_overlap_sms)
         check_etp(m, c.etp)
+        check_recompute_modules(m, c.recompute_modules)
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)

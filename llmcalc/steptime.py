@@ -142,7 +142,7 @@ class ModelCost(NamedTuple):
     routed_experts: int = 0  # routed experts in an MoE layer
     redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
     redo_matmul: float = 0.0  # and these forward FLOPs per token of a layer (mla_up_proj), split by TP
-    redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by the etp
+    redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by TP
 
 
 def model_cost(m: ModelSpec, seq: int, loss: str = "full", modules: tuple[str, ...] = ("core_attn",)) -> ModelCost:
@@ -269,7 +269,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     redo = gemm_forward + attention + elementwise if full else 0.0
     if lay.recompute == "selective":
         redo = attention * c.redo_core + tokens * layers * (
-            c.redo_matmul / tp / rate + c.redo_bytes / lay.expert_tp / (links.hbm * FLOAT_BANDWIDTH))
+            c.redo_matmul / tp / rate + c.redo_bytes / tp / (links.hbm * FLOAT_BANDWIDTH))
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's

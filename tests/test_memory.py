@@ -7,6 +7,7 @@ et al. 2023) §3; the tensors HF modules save (tests/fidelity measures them with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -415,11 +416,13 @@ def test_eager_inference_working_set_by_hand():
 
 
 def test_megatron_recompute_modules_drop_their_outputs():
-    """Megatron-Core's selective recomputation by module (core 0.15 recompute_modules): mla_up_proj drops MLA's
-    q and decompressed k, v after forward, 128 heads x (192 + 192 + 128) x 2 B = 131,072 B a token a layer for
-    DeepSeek-V3, rebuilt one layer at a time; moe_act the experts' activation output, top-8 copies x 2048 x 2 B =
-    32,768 B a token a MoE layer. The stage (PP 4, the first: 3 dense + 12 MoE layers, 4 micro-batches in flight)
-    keeps the rest; core_attn alone (the default) drops nothing under flash attention."""
+    """Megatron-Core's selective recomputation by module (core 0.15 recompute_modules). mla_up_proj's checkpoint
+    keeps only its inputs, the latents: DeepSeek-V3 drops q and the decompressed k, v (128 heads x (192 + 192 +
+    128) x 2 B = 131,072 B a token a layer), the q_b and kv_b inputs (the normed latents, (1536 + 512) x 2 B) and
+    the latent norms' fp32 rstd (2 x 4 B): 135,176 B, rebuilt one layer at a time into the freed storage from a
+    copy the checkpoint keeps (twice the bytes). moe_act drops the experts' activation output, top-8 copies x
+    2048 x 2 B = 32,768 B a token a MoE layer. The stage (PP 4, the first: 3 dense + 12 MoE layers, 4
+    micro-batches in flight) keeps the rest; core_attn alone (the default) drops nothing under flash attention."""
     common = dict(mode="train", seq=4096, batch=1, zero=1, framework="megatron", attention_impl="flash",
                   parallel=Parallelism(gpus=256, tp=1, pp=4, dp=64, ep=64))
     m = load_model("deepseek-v3")
@@ -428,11 +431,21 @@ def test_megatron_recompute_modules_drop_their_outputs():
     both = memory_breakdown(m, None, MemorySettings(recompute="selective", recompute_modules=("mla_up_proj", "moe_act"),
                                                     **common))
     tokens, layers, flight = 4096, 15, 4
-    assert plain.value("activations/layers") - up.value("activations/layers") == flight * layers * tokens * 131_072
-    assert up.value("activations/transient") == tokens * 131_072
+    dropped = 128 * (192 + 192 + 128) * 2 + (1536 + 512) * 2 + 2 * 4
+    assert dropped == 135_176
+    assert plain.value("activations/layers") - up.value("activations/layers") == flight * layers * tokens * dropped
+    assert up.value("activations/transient") == 2 * tokens * dropped
     assert up.value("activations/layers") - both.value("activations/layers") == flight * 12 * tokens * 32_768
     assert up.inputs["recompute_modules"] == ["mla_up_proj"]
     with pytest.raises(SpecError, match="needs --recompute selective"):
         MemorySettings(recompute="full", recompute_modules=("mla_up_proj",), **common)
     with pytest.raises(SpecError, match="--recompute-modules must be one of"):
         MemorySettings(recompute="selective", recompute_modules=("attention",), **common)
+    with pytest.raises(SpecError, match="give --framework megatron"):
+        MemorySettings(recompute="selective", recompute_modules=("moe_act",), **{**common, "framework": "hf"})
+    dense = MemorySettings(recompute="selective", recompute_modules=("mla_up_proj",), **common)
+    with pytest.raises(SpecError, match="mla_up_proj needs multi-latent attention; llama-3.1-8b has none"):
+        memory_breakdown(load_model("llama-3.1-8b"), None, dataclasses.replace(dense, parallel=Parallelism(gpus=1)))
+    assert run("max-seq", "--model", "deepseek-v3", "--gpu", "b200", "--gpus", "64", "--pp", "4", "--ep", "16",
+               "--framework", "megatron", "--recompute", "selective", "--recompute-modules", "mla_up_proj"
+               ).exit_code == 0  # its probe without recomputation (the mini-seq pieces) too

@@ -152,8 +152,8 @@ MFU_MISSES = {
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
                                            "fitted over the FlashAttention-2 era runs); the same recipe is +5% on "
                                            "GB200 and -1% on B200",
-    "mbridge2511-deepseekv3-256xgb200-bf16": "predicted high (+16%): it fits as the recipe runs it, recomputing MLA's "
-                                             "up-projections (mla_up_proj: 156 GiB of 184, 193 without), and the "
+    "mbridge2511-deepseekv3-256xgb200-bf16": "predicted high (+17%): it fits as the recipe runs it, recomputing MLA's "
+                                             "up-projections (mla_up_proj: 153 GiB of 184, 191 without), and the "
                                              "recipe's HybridEP dispatcher and CUDA graphs of the router are not "
                                              "modelled; the FP8 runs of the same model are +8% (GB200) and +14% "
                                              "(B200)",

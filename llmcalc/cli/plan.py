@@ -92,6 +92,8 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
+    unused("--recompute-modules", "unless --recompute tries selective",
+           recompute_modules is not None and "selective" not in cons.recompute)
     results = []
     for m in _models(model, generic):
         _warn_expert_overhead(expert_overhead, cons.expert_overhead, m)

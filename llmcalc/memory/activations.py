@@ -16,7 +16,7 @@ Korthikanti et al. 2022 (GPT-3 style, 16-bit, dropout, eager): 34·h + 5·a·s b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..params import attention_linears, mlp_linears
@@ -156,14 +156,11 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
     items = norm_tensors(m, h, e, what="attention norm", compiled=compiled, fused=fused)
     gi, fp8 = (g, " (FP8)") if g else (e, "")  # bytes of a linear's saved input
     items.append(Saved("attention", "q/k/v projections' input" + fp8, gi * h, needs=attn_in))
-    if m.is_mla:  # DeepSeek-V2: the compressed latents pass a norm and an up-projection
-        for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
-            if rank:
-                items += norm_tensors(m, rank, e, "attention", f"{lin} latent norm")
-                items.append(Saved("attention", f"{lin} input" + fp8, gi * rank, needs=(lin,)))
+    up = "mla_up_proj" if m.is_mla else ""  # Megatron-Core: MLA's latent norms, up-projections and rope, recomputable
+    if m.is_mla:
+        items += _mla_latents(m, e, gi, fp8, fused)
     kv_all = repeats_kv(m, impl, repeat_kv)  # HF repeat_kv copies k/v to every head for eager; MLA decompresses
     kv = e * (a if kv_all else m.kv_heads) * (d + dv)
-    up = "mla_up_proj" if m.is_mla else ""  # Megatron-Core: MLA's up-projections and rope, recomputable
     items.append(Saved("attention", "q (after rope)", e * a * d, "t", live=e * a * d, module=up))
     if fused_qkv and m.kv_heads == a and not m.is_mla:
         items.append(Saved("attention", "k (after rope)", e * a * d, "t", live=e * a * d))
@@ -216,6 +213,18 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act, fused=fused, g=g)
     if drop:
         items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
+    return items
+
+
+def _mla_latents(m: ModelSpec, e: float, gi: float, fp8: str, fused: bool) -> list[Saved]:
+    """DeepSeek-V2's compressed latents, each through a norm and an up-projection (its input kept in ``gi`` bytes);
+    Megatron-Core's mla_up_proj checkpoint keeps only its own inputs, the latents (the norms' inputs)."""
+    items = []
+    for rank, lin in ((m.q_lora_rank, "q_b"), (m.kv_lora_rank, "kv_b")):
+        if rank:
+            norm = norm_tensors(m, rank, e, "attention", f"{lin} latent norm", fused=fused)
+            items += norm[:1] + [replace(t, module="mla_up_proj") for t in norm[1:]]
+            items.append(Saved("attention", f"{lin} input" + fp8, gi * rank, needs=(lin,), module="mla_up_proj"))
     return items
 
 

@@ -51,7 +51,8 @@ class MiniSeqPieces:
 
 def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     """W_mem, I_mem and A_mem for ``s`` (training), from the same tensors as memory_breakdown."""
-    b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none"))
+    b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none",
+                                                      recompute_modules=("core_attn",)))
     par = s.parallel
     st = stages(m, par.pp)[0]
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, etp=par.expert_tp)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..breakdown import Breakdown, Quantity
 from ..spec import ModelSpec
 from .placement import check_layout, stages
-from .settings import MemorySettings
+from .settings import MemorySettings, check_recompute_modules
 
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from ..gpuspec import GPUSpec
@@ -39,6 +39,7 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
 
+        check_recompute_modules(m, s.recompute_modules)
         if m.tie_word_embeddings and not s.fw.ties_embeddings:  # LitGPT copies a tied embedding into its lm_head
             m = dataclasses.replace(m, tie_word_embeddings=False)
 

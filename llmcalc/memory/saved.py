@@ -69,10 +69,13 @@ def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCo
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
         return LayerCost(g, layer, layer - mst, chunk)
-    if s.recompute == "selective":  # the named modules' outputs, discarded after forward, rebuilt one layer at a time
-        redo = (scores if "core_attn" in s.recompute_modules else 0.0) + sum(
-            sizes[i] for i, module in kind.modules if module in s.recompute_modules and not (M > 1 and i in kind.inner))
-        return LayerCost(g, layer, layer - redo - mst, redo + chunk)
+    if s.recompute == "selective":  # the named modules' outputs, discarded after forward, rebuilt one layer at a time:
+        # twice over, as Megatron-Core's CheckpointWithoutOutput refills the freed outputs from a recomputed copy
+        # that its context keeps until the checkpoint's backward (tensor_parallel/random.py, core 0.15)
+        dropped = sum(sizes[i] for i, module in kind.modules
+                      if module in s.recompute_modules and not (M > 1 and i in kind.inner))
+        core = scores if "core_attn" in s.recompute_modules else 0.0
+        return LayerCost(g, layer, layer - core - dropped - mst, core + 2 * dropped + chunk)
     return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
 
 

@@ -22,6 +22,15 @@ OFFLOADS = ("optimizer", "params", "activations")
 # up-projections with rope and the routed experts' activation, discarding their outputs after forward.
 RECOMPUTE_MODULES = ("core_attn", "mla_up_proj", "moe_act")
 
+
+def check_recompute_modules(m, modules: tuple[str, ...]) -> None:
+    """Megatron-Core refuses mla_up_proj without multi-latent attention and moe_act without (grouped-GEMM) experts
+    (transformer_config.py, core 0.15)."""
+    if "mla_up_proj" in modules and not m.is_mla:
+        raise SpecError(f"--recompute-modules mla_up_proj needs multi-latent attention; {m.name} has none")
+    if "moe_act" in modules and not m.is_moe:
+        raise SpecError(f"--recompute-modules moe_act needs routed experts; {m.name} is dense")
+
 # Training: memory outside PyTorch's allocator: the CUDA context with cuBLAS loaded (0.67 GiB measured
 # on H100 and H200, CUDA 13: tests/data/gpu_measured.json). The caching allocator's own slack is the
 # `allocator` row. Inference engines model their own non-torch memory (memory/engines).
@@ -234,6 +243,8 @@ class MemorySettings:
         if self.recompute_modules != ("core_attn",) and self.recompute != "selective":
             raise SpecError("--recompute-modules needs --recompute selective (Megatron-Core reads them under selective "
                             "granularity only)")
+        if self.recompute_modules != ("core_attn",) and self.framework not in (None, "megatron"):
+            raise SpecError("--recompute-modules names Megatron-Core's modules; give --framework megatron")
         check_choice("--finetune", self.finetune, FINETUNES)
         if self.loss_dtype is not None:
             check_choice("--loss-dtype", self.loss_dtype, FLOAT_DTYPES)
