@@ -223,6 +223,10 @@ def test_the_planner_fits_deepseek_v3_as_its_recipe_recomputes():
     out = run_json(*base, "--recompute-modules", "mla_up_proj")
     assert out["summary"]["found"] and out["inputs"]["recompute_modules"] == ["mla_up_proj"]
     assert out["summary"]["memory"] < 184.3 * 2**30
+    dense = run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--recompute-modules", "mla_up_proj")
+    assert dense.exit_code == 2 and "needs multi-latent attention" in dense.stderr
+    with pytest.warns(UserWarning, match="--recompute-modules has no effect unless --recompute tries selective"):
+        run(*base[:-4], "--recompute", "none,full", "--recompute-modules", "mla_up_proj", "--top", "1")
 
 
 def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
