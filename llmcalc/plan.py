@@ -23,7 +23,7 @@ from .collectives import check_links
 from .dtypes import DTYPE_TABLE
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
-from .memory.settings import check_recompute_modules
+from .memory.settings import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
@@ -223,7 +223,8 @@ class Planner:
         from .memory.placement import stages
         from .memory.settings import MemorySettings
 
-        modules = self.c.recompute_modules if lay.recompute == "selective" else ("core_attn",)  # read there only
+        # the modules are read under selective recomputation only (and refused beside the others)
+        modules = self.c.recompute_modules if lay.recompute == "selective" else DEFAULT_RECOMPUTE_MODULES
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
                            recompute_modules=modules, framework="megatron", attention_impl="flash",
                            parallel=self.parallelism(lay), loss=self.c.loss,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .flops import RECOMPUTE
 from .memory.fp8 import RECIPES as FP8_RECIPES
 from .memory.frameworks import LOSSES
-from .memory.settings import RECOMPUTE_MODULES, ZERO_STAGES
+from .memory.settings import DEFAULT_RECOMPUTE_MODULES, ZERO_STAGES, check_module_names
 from .spec import SpecError, check_choice
 from .steptime import ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 
@@ -51,7 +51,7 @@ class Constraints:
     micro_batch: int | None = None
     max_tp: int | None = None  # default: one node
     recompute: tuple[str, ...] = RECOMPUTE  # also "none,full", or one choice: read by choices()
-    recompute_modules: tuple[str, ...] = ("core_attn",)  # what "selective" rebuilds (memory.settings)
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # what "selective" rebuilds (memory.settings)
     zero: tuple[int, ...] = SEARCHED_ZERO  # also "0,1,3" or 3
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
@@ -80,8 +80,7 @@ class Constraints:
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
         object.__setattr__(self, "recompute_modules", choices(self.recompute_modules, str, "--recompute-modules"))
-        for module in self.recompute_modules:
-            check_choice("--recompute-modules", module, RECOMPUTE_MODULES)
+        check_module_names(self.recompute_modules)
         for r in self.recompute:
             check_choice("--recompute", r, RECOMPUTE)
         for z in self.zero:
@@ -92,8 +91,8 @@ class Constraints:
             check_choice("--loss", self.loss, LOSSES)
         if self.fp8_recipe is not None:
             check_choice("--fp8-recipe", self.fp8_recipe, FP8_RECIPES)
-        if not self.recompute or not self.zero or not self.recompute_modules:
-            raise SpecError("--recompute, --recompute-modules and --zero each need at least one choice")
+        if not self.recompute or not self.zero:
+            raise SpecError("--recompute and --zero each need at least one choice")
         if not 0 < self.gpu_util <= 1:
             raise SpecError(f"--gpu-util must be in (0, 1], got {self.gpu_util}")
         if type(self.expert_overhead) not in (int, float) or not 0 <= self.expert_overhead < 1:  # not bool, not None

@@ -55,6 +55,7 @@ from .flops import forward
 from .gpuspec import MEASURED_KERNELS
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
+from .memory.settings import DEFAULT_RECOMPUTE_MODULES
 from .params import attention_linears
 from .serving import COMPUTE, FLOAT_BANDWIDTH
 from .spec import ModelSpec, check_choice
@@ -145,7 +146,8 @@ class ModelCost(NamedTuple):
     redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by TP
 
 
-def model_cost(m: ModelSpec, seq: int, loss: str = "full", modules: tuple[str, ...] = ("core_attn",)) -> ModelCost:
+def model_cost(m: ModelSpec, seq: int, loss: str = "full",
+               modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES) -> ModelCost:
     """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run); ``loss``:
     the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds (the
     up-projections' q_b and kv_b GEMMs; the experts' fused SwiGLU reads fc1's 2 x width output and writes its
@@ -274,7 +276,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's
     # TP collectives would)
-    moe = min(layers, c.moe_layers) if pp > 1 else c.moe_layers
+    moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
     if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
         bw, lat = link(tp, 1, links)  # which the routed experts' own replace (a shared expert keeps them)

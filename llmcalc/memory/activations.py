@@ -31,7 +31,6 @@ ACTIVATIONS: dict[str, tuple[int, bool]] = {
     "gelu_new": (4, False),
 }
 GROUPS = ("norms", "attention", "scores", "mlp", "dropout", "adapters")  # the activations/per_layer/ rows
-EXPERTS = "experts: "  # the routed experts' tensors, by the tag their names start with
 SUBLAYER = {"norms": "attention", "attention": "attention", "scores": "attention", "mlp": "mlp", "dropout": "mlp",
             "adapters": "attention"}
 
@@ -87,7 +86,7 @@ def norm_tensors(m: ModelSpec, width: int, e: float, group: str = "norms", what:
 
 
 def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "", compiled: bool = False,
-         native_act: bool = False, fused: bool = False, g: float | None = None) -> list[Saved]:
+         native_act: bool = False, fused: bool = False, g: float | None = None, act_module: str = "") -> list[Saved]:
     """F-wide tensors of one MLP (per routed copy of a token for experts).
 
     Forward peak: plain up(x) and act(up(x)) (2F); gated act(gate(x)), up(x) and their product (3F).
@@ -95,7 +94,8 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
     rebuild act(gate) in backward. native_act: the model code calls torch's own kernel (F.gelu with
     approximate="tanh" in LitGPT) where HF runs a Python formula (gelu_new): one saved input. fused:
     Megatron-Core's bias_swiglu_impl keeps fc1's output alone and recomputes the product in backward;
-    g: bytes per element of the input down keeps (FP8 under Transformer Engine, memory/fp8.py).
+    g: bytes per element of the input down keeps (FP8 under Transformer Engine, memory/fp8.py); act_module: the
+    recompute module that drops the fused activation's output (moe_act for the routed experts).
     """
     inner, keeps_out = ACTIVATIONS.get(m.hidden_act, (1, False))
     inner = min(inner, 1) if compiled or native_act else inner
@@ -105,7 +105,7 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
                       live=2 * f),
                 Saved("mlp", f"{tag}activation output, down's input" + (" (FP8)" if g else ""),
                       copies * (g or e) * width, "t", ("down",), inner=True, live=f,
-                      module="moe_act" if tag == EXPERTS else "")]
+                      module=act_module)]
     if m.mlp_type == "gated" and compiled:
         return [Saved("mlp", f"{tag}gate and up outputs", 2 * f, "t", inner=True, live=2 * f),
                 Saved("mlp", f"{tag}product, down's input", f, "t", ("down",), inner=True, live=f)]
@@ -204,7 +204,7 @@ def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = F
         items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
         items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
         items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in))
-        items += _mlp(m, m.expert_size, e, k, EXPERTS, compiled, native_act, fused, g)
+        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g, act_module="moe_act")
         if not fused:  # Megatron-Core 0.15 weighs the experts' activation by the routing probabilities instead
             items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
         if m.shared_expert_size:

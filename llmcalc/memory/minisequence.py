@@ -18,6 +18,7 @@ from .activations import layer_tensors, local
 from .per_gpu import memory_breakdown
 from .placement import stages, trainable
 from .saved import sorted_out
+from .settings import DEFAULT_RECOMPUTE_MODULES
 from .settings import MemorySettings
 
 
@@ -52,7 +53,7 @@ class MiniSeqPieces:
 def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     """W_mem, I_mem and A_mem for ``s`` (training), from the same tensors as memory_breakdown."""
     b = memory_breakdown(m, None, dataclasses.replace(s, mode="train", mini_seq=1, recompute="none",
-                                                      recompute_modules=("core_attn",)))
+                                                      recompute_modules=DEFAULT_RECOMPUTE_MODULES))
     par = s.parallel
     st = stages(m, par.pp)[0]
     loc = local(m, s.attention_impl, s.batch * math.ceil(s.seq / par.cp), s.seq, par.tp, par.sp, etp=par.expert_tp)

@@ -21,6 +21,15 @@ OFFLOADS = ("optimizer", "params", "activations")
 # Korthikanti's s x s terms (its default, and llmcalc's "selective"); mla_up_proj and moe_act checkpoint MLA's
 # up-projections with rope and the routed experts' activation, discarding their outputs after forward.
 RECOMPUTE_MODULES = ("core_attn", "mla_up_proj", "moe_act")
+DEFAULT_RECOMPUTE_MODULES = ("core_attn",)  # Megatron-Core's default, and what "selective" alone means
+
+
+def check_module_names(modules: tuple[str, ...]) -> None:
+    """At least one module, each one Megatron-Core's (RECOMPUTE_MODULES)."""
+    if not modules:
+        raise SpecError("--recompute-modules needs at least one module (core_attn is Megatron's default)")
+    for module in modules:
+        check_choice("--recompute-modules", module, RECOMPUTE_MODULES)
 
 
 def check_recompute_modules(m, modules: tuple[str, ...]) -> None:
@@ -129,7 +138,7 @@ class MemorySettings:
     optimizer: str | None = None
     zero: int = 0
     recompute: str | None = None
-    recompute_modules: tuple[str, ...] = ("core_attn",)  # what "selective" rebuilds (RECOMPUTE_MODULES)
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # what "selective" rebuilds (RECOMPUTE_MODULES)
     attention_impl: str | None = None
     kv_dtype: str | None = None
     loss_dtype: str | None = None
@@ -236,14 +245,11 @@ class MemorySettings:
             _check_whole(key, value)
         check_choice("--optimizer", self.optimizer, tuple(OPTIMIZERS))
         check_choice("--recompute", self.recompute, RECOMPUTE)
-        if not self.recompute_modules:
-            raise SpecError("--recompute-modules needs at least one module (core_attn is Megatron's default)")
-        for module in self.recompute_modules:
-            check_choice("--recompute-modules", module, RECOMPUTE_MODULES)
-        if self.recompute_modules != ("core_attn",) and self.recompute != "selective":
+        check_module_names(self.recompute_modules)
+        if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and self.recompute != "selective":
             raise SpecError("--recompute-modules needs --recompute selective (Megatron-Core reads them under selective "
                             "granularity only)")
-        if self.recompute_modules != ("core_attn",) and self.framework not in (None, "megatron"):
+        if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and self.framework not in (None, "megatron"):
             raise SpecError("--recompute-modules names Megatron-Core's modules; give --framework megatron")
         check_choice("--finetune", self.finetune, FINETUNES)
         if self.loss_dtype is not None:
