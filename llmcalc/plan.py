@@ -5,8 +5,9 @@ data parallelism, 1 Megatron's distributed optimizer, 3 FSDP), recomputation, se
 (on with TP) and the micro-batch, whose count per step follows from the global batch. Each is timed
 by steptime.py from per-token pieces of the model computed once; the memory of the fastest is then
 checked with the training memory model (memory/pieces.py, the micro-batches in flight under the
-layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (bf16 with grad_reduce
-"bf16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention; under --dtype
+layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (16-bit with grad_reduce
+"bf16" or "fp16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention (eager
+for an unfused core); under --dtype
 fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until ``top`` layouts with distinct degrees
 fit. A degree tuple whose leanest variant (full recomputation, highest ZeRO stage, one sequence, no
 interleaving) does not fit is dropped without timing its others: nothing else it allows can use less
@@ -26,8 +27,9 @@ from .memory.placement import check_etp, check_layout
 from .memory.settings import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
+from .kernels import attention_efficiency, matmul_efficiency
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
-                       StepTime, attention_efficiency, matmul_efficiency, micro_batch, model_cost, step_time)
+                       StepTime, micro_batch, model_cost, step_time)
 
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 MAX_CP = 32
@@ -52,7 +54,7 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
                  attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
-                 overhead, gpu.sm_count or 0, ub_sms)
+                 overhead, gpu.sm_count or 0, ub_sms, kernel == "unfused")
 
 
 def _powers(limit: int) -> list[int]:
@@ -67,7 +69,7 @@ def _divisors(n: int) -> list[int]:
 def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterator[tuple[int, int, int, int, int]]:
     """(tp, cp, pp, dp, ep) that multiply out to the GPUs, divide the global batch and suit the model."""
     for tp in [c.tp] if c.tp else _powers(min(c.max_tp or node, t.gpus)):
-        for cp in [c.cp] if c.cp else _cp_choices(t.seq):
+        for cp in [c.cp] if c.cp else _cp_choices(t.seq, c.attention_kernel):
             if t.gpus % (tp * cp):
                 continue
             for pp in [c.pp] if c.pp else _divisors(t.gpus // (tp * cp)):
@@ -82,10 +84,12 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
                         yield tp, cp, pp, dp, ep
 
 
-def _cp_choices(seq: int) -> list[int]:
+def _cp_choices(seq: int, kernel: str) -> list[int]:
     """Powers of two splitting the sequence into 2 cp equal chunks (causal load balancing) of at least
-    MIN_CP_TOKENS tokens a rank."""
-    return [x for x in _powers(MAX_CP) if x == 1 or (seq % (2 * x) == 0 and seq // x >= MIN_CP_TOKENS)]
+    MIN_CP_TOKENS tokens a rank; none with an unfused attention core (Megatron-Core's ring runs in Transformer
+    Engine's fused attention)."""
+    return [x for x in _powers(MAX_CP) if x == 1 or (kernel != "unfused" and seq % (2 * x) == 0
+                                                       and seq // x >= MIN_CP_TOKENS)]
 
 
 def _ep_choices(m: ModelSpec, ranks: int) -> list[int]:
@@ -226,9 +230,10 @@ class Planner:
         # the modules are read under selective recomputation only (and refused beside the others)
         modules = self.c.recompute_modules if lay.recompute == "selective" else DEFAULT_RECOMPUTE_MODULES
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
-                           recompute_modules=modules, framework="megatron", attention_impl="flash",
+                           recompute_modules=modules, framework="megatron",
+                           attention_impl="eager" if self.c.attention_kernel == "unfused" else "flash",
                            parallel=self.parallelism(lay), loss=self.c.loss,
-                           precision="mixed" if self.c.grad_reduce == "bf16" else None, **self.fp8)
+                           precision="mixed" if GRAD_BYTES[self.c.grad_reduce] == 2 else None, **self.fp8)
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 
     def fits(self, lay: Layout) -> bool:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .flops import RECOMPUTE
+from .kernels import ATTENTION_KERNELS
 from .memory.fp8 import RECIPES as FP8_RECIPES
 from .memory.frameworks import LOSSES
 from .memory.settings import DEFAULT_RECOMPUTE_MODULES, ZERO_STAGES, check_module_names
 from .spec import SpecError, check_choice
-from .steptime import ATTENTION_KERNELS, EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
+from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 DEFAULT_FP8_RECIPE = "delayed"  # Megatron's --fp8-recipe default
@@ -58,7 +59,7 @@ class Constraints:
     ep_overlap: bool = False  # Megatron-Core's overlap_moe_expert_parallel_comm (core 0.14+; off by default)
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
     dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)
-    attention_kernel: str = "auto"  # steptime.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
+    attention_kernel: str = "auto"  # kernels.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
     grad_reduce: str = "fp32"  # the gradients' dtype, kept and reduced (steptime.GRAD_BYTES)
@@ -86,6 +87,9 @@ class Constraints:
         for z in self.zero:
             check_choice("--zero", z, ZERO_STAGES)
         check_choice("--attention-kernel", self.attention_kernel, ATTENTION_KERNELS)
+        if self.attention_kernel == "unfused" and (self.cp or 1) > 1:
+            raise SpecError(f"--cp {self.cp} needs a fused attention kernel: Megatron-Core's context-parallel ring "
+                            "runs inside Transformer Engine's (drop --attention-kernel unfused, or --cp)")
         check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
         if self.loss is not None:
             check_choice("--loss", self.loss, LOSSES)

@@ -6,11 +6,13 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 
 - compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at MATMUL_EFFICIENCY of
   the dtype's dense peak; the causal attention core at ATTENTION_EFFICIENCY of the share of the 16-bit
-  peak its kernel reaches on the GPU; the LM head in 16 bits and the loss's passes over the logits
+  peak its kernel reaches on the GPU (kernels.py; unfused, Links.unfused: the whole square's GEMMs at the
+  16-bit GEMM share or their scores' bytes at HBM speed, and softmax's and dropout's passes over the
+  scores: kernels.UNFUSED_BYTES); the LM head in 16 bits and the loss's passes over the logits
   (memory/loss.LOSS_BYTES); the memory-bound kernels (norms, activations, dropout, residual adds,
-  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer saves for backward (Korthikanti et
-  al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without), at ``serving.FLOAT_BANDWIDTH``
-  of HBM;
+  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer
+  saves for backward (Korthikanti et al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t)
+  without), at ``serving.FLOAT_BANDWIDTH`` of HBM;
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
@@ -52,34 +54,19 @@ from typing import NamedTuple
 
 from .collectives import link, moe_traffic
 from .flops import forward
-from .gpuspec import MEASURED_KERNELS
+from .kernels import (ATTENTION_EFFICIENCY, ATTENTION_KERNELS, MATMUL_EFFICIENCY, UNFUSED_BYTES,  # noqa: F401 (re-
+                      UNFUSED_DROPOUT_BYTES, UNFUSED_GEMM_BYTES, attention_efficiency, attention_figure,  # exported)
+                      attention_kernel, matmul_efficiency)
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
 from .memory.settings import DEFAULT_RECOMPUTE_MODULES
 from .params import attention_linears
-from .serving import COMPUTE, FLOAT_BANDWIDTH
-from .spec import ModelSpec, check_choice
+from .serving import FLOAT_BANDWIDTH
+from .spec import ModelSpec
 
-# The three compute constants are fitted together over the published runs of tests/test_plan_published.py
-# (Megatron-LM 2021, Korthikanti et al. 2022, Megatron-Core, llm-foundry, Llama 3, BLOOM, MT-NLG, IBM FSDP;
-# scripts/fit_steptime.py --grid; the README states the fit's counts).
-# Share of the dense peak the GEMMs reach in training. Latency's prefill share (serving.COMPUTE, 0.65)
-# lumps attention and the memory-bound kernels in; here they are timed on their own, so this is higher,
-# and below best-shape matmul benchmarks (A100 87%, H100 80%: stas00's MAMF).
-MATMUL_EFFICIENCY = 0.70
-# Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward.
+# Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward; fitted with
+# kernels.MATMUL_EFFICIENCY and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
 ELEMENTWISE_TRAFFIC = 4.0
-# The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
-# of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
-# H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
-# attention below the kernel's best. The kernels alone do better: forward + backward at 0.68-0.89 of their
-# forward's share on an H100 (tests/data/gpu_kernels.json). The fit carries costs the published runs have
-# beyond them: priced at the kernels' own figures (with llm-foundry's runs on the Triton FlashAttention its
-# benchmarks used), the Megatron-Core, NeMo and Megatron-Bridge runs come out about 10% fast and fewer runs
-# fall within 15%, while plain PyTorch blocks come within -4% to +11% (+5% to +18% as fitted).
-ATTENTION_EFFICIENCY = 0.41
-REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
-ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS)  # --attention-kernel; auto: Transformer Engine's choice
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 # Overlapped, the collectives run in Transformer Engine's userbuffers kernels on UB_SMS of the GPU's SMs, which the
 # GEMMs under them go without (TE 2.8 initialize_ub defaults: num_sm 16 for the "pipeline" and "bulk" overlaps,
@@ -91,8 +78,10 @@ UB_SMS, UB_SHARE_FORWARD, UB_SHARE = 16, 0.35, 0.55
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
 # Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
 # fp32 under bf16 (arguments.py: accumulate_allreduce_grads_in_fp32, core 0.8-0.15), as the megatron
-# framework's fp32 main_grad buffer holds them; Megatron-Bridge's recipes and NeMo's grad_sync_dtype reduce bf16.
-GRAD_BYTES = {"fp32": 4, "bf16": 2}
+# framework's fp32 main_grad buffer holds them; Megatron-Bridge's recipes and NeMo's grad_sync_dtype reduce bf16, and
+# Megatron-LM's fp16 training of 2021-2022 kept and all-reduced fp16 ones unless told otherwise (arguments.py then:
+# --accumulate-allreduce-grads-in-fp32 off by default, forced on for bf16 only).
+GRAD_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # Each MoE layer's fixed cost per routed expert on the rank, per micro-batch (forward + backward), exposed: TE 2.8's
 # GroupedLinear runs one cuBLASLt GEMM per expert, each with its descriptors and heuristic, beside per-expert quantize
 # kernels under FP8, and Megatron-Core 0.15's dispatcher syncs the host on the token counts before every MoE layer's
@@ -122,6 +111,7 @@ class Links(NamedTuple):
     expert_overhead: float = EXPERT_OVERHEAD  # seconds per routed expert a GPU holds, per MoE layer and micro-batch
     sms: int = 0  # streaming multiprocessors (GPUSpec.sm_count; 0: not known)
     ub_sms: int = UB_SMS  # of them, what TE's userbuffers kernels hold under the GEMMs they overlap
+    unfused: bool = False  # the attention core writes its s x s scores to HBM (kernels.UNFUSED_BYTES)
 
 
 class ModelCost(NamedTuple):
@@ -144,15 +134,20 @@ class ModelCost(NamedTuple):
     redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
     redo_matmul: float = 0.0  # and these forward FLOPs per token of a layer (mla_up_proj), split by TP
     redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by TP
+    # An unfused core, per token of one layer, a third of forward + backward: its GEMMs over the whole s x s square
+    square: float = 0.0  # (forward FLOPs)
+    square_bytes: float = 0.0  # and the scores' HBM bytes they move; softmax's and dropout's passes move these:
+    scores: float = 0.0
 
 
 def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES) -> ModelCost:
-    """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run); ``loss``:
+    """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run; an unfused core
+    computes the whole square and moves kernels.UNFUSED_BYTES a score, and dropout's where the model has it); ``loss``:
     the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds (the
     up-projections' q_b and kv_b GEMMs; the experts' fused SwiGLU reads fc1's 2 x width output and writes its
     width, 2 bytes each, for each of the top_k copies)."""
-    f = forward(m, seq, seq, "causal")
+    f, full = forward(m, seq, seq, "causal"), forward(m, seq, seq, "full")
     L = m.num_hidden_layers
     core = f["attention/scores"] + f["attention/reduce"]
     head = f["forward"] - f["attention"] - f["mlp"]
@@ -168,7 +163,11 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      redo_matmul=sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
                                      if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0,
                      redo_bytes=6 * m.expert_size * m.num_experts_per_tok * m.moe_layers / L
-                     if "moe_act" in modules and m.is_moe else 0.0)
+                     if "moe_act" in modules and m.is_moe else 0.0,
+                     square=(full["attention/scores"] + full["attention/reduce"]) / (L * seq),
+                     square_bytes=m.num_attention_heads * seq * UNFUSED_GEMM_BYTES / 3,
+                     scores=m.num_attention_heads * seq * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES
+                                                            + UNFUSED_DROPOUT_BYTES * (m.dropout > 0)) / 3)
 
 
 class Layout(NamedTuple):
@@ -258,7 +257,11 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         dense = dense[0] * (1 + UB_SHARE * slower), dense[1] * (1 + UB_SHARE_FORWARD * slower)
     experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
-    attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
+    if links.unfused:  # the whole square's GEMMs (their FLOPs or their scores' bytes), softmax's and dropout's bytes
+        hbm = links.hbm * FLOAT_BANDWIDTH
+        attention1 = tokens / tp * (max(c.square / rate16, c.square_bytes / hbm) + c.scores / hbm)
+    else:
+        attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
     head = tokens * (c.head / rate16 + c.loss / 3 / (links.hbm * FLOAT_BANDWIDTH)) / tp
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
@@ -358,41 +361,3 @@ def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: floa
     # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
     # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
-
-
-def attention_kernel(gpu, kernel: str = "auto") -> str:
-    """The kernel ``kernel`` names on ``gpu``: auto is what Transformer Engine (the planner's Megatron-Core)
-    runs, cuDNN's fused attention where the GPU has a figure for it (TE prefers it on Hopper and later since
-    1.2), FlashAttention-2 elsewhere."""
-    check_choice("--attention-kernel", kernel, ATTENTION_KERNELS)
-    if kernel == "auto":
-        return "cudnn" if "cudnn" in gpu.attention_kernels else "fa2"
-    return kernel
-
-
-def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
-    """(the kernel, the share of the 16-bit peak its forward reaches on ``gpu``, whose figure that is): its
-    own measurement; else FlashAttention-2's (FA3 and cuDNN's fused attention gain on Hopper's own paths,
-    elsewhere they are FA2-class kernels); else "reference", REFERENCE_ATTENTION_SHARE."""
-    name = attention_kernel(gpu, kernel)
-    if name in gpu.attention_kernels:
-        return name, gpu.attention_kernels[name], name
-    if gpu.attention_share:
-        return name, gpu.attention_share, "fa2"
-    return name, REFERENCE_ATTENTION_SHARE, "reference"
-
-
-def attention_efficiency(gpu, kernel: str = "auto") -> float:
-    """The causal attention core's share of the 16-bit peak on ``gpu`` (ATTENTION_EFFICIENCY x its kernel's)."""
-    return ATTENTION_EFFICIENCY * attention_figure(gpu, kernel)[1]
-
-
-def matmul_efficiency(dtype: str, gpu=None) -> float:
-    """The share of the dense ``dtype`` peak training GEMMs reach: MATMUL_EFFICIENCY for 16-bit; for another
-    dtype, scaled by the GPU's measured best-shape matmul share of that dtype's peak against bf16's (H100 fp8:
-    0.709 / 0.803: training GEMMs are large), else as latency's prefill share scales (serving.COMPUTE: fp8
-    kernels reach less of their doubled peak)."""
-    measured, base = (gpu.matmul_share(dtype), gpu.matmul_share("bf16")) if gpu is not None else (None, None)
-    if measured and base:  # never beyond the best-shape benchmark itself
-        return min(MATMUL_EFFICIENCY * measured / base, measured)
-    return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]

@@ -8,7 +8,8 @@ import dataclasses
 from .flops import palm_per_token
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout, attention_figure, overlaps_sends
+from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
+from .steptime import Layout, overlaps_sends
 from .units import fmt_seconds
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
@@ -65,10 +66,19 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> st
     experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "
                "micro-batch, " if moe else "")
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
-            f"traffic at HBM speed where longer, the attention core ({kernel_text(gpu, c.attention_kernel)}) at "
-            f"{links.attention:.0%} of the 16-bit peak, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
+            f"traffic at HBM speed where longer, {core_text(links, gpu, c.attention_kernel)}, memory-bound kernels "
+            f"at HBM speed; {tp}, {ep} (across nodes "
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
             "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+
+
+def core_text(links, gpu, kernel: str) -> str:
+    """How the plan times the attention core: its kernel at a share of the 16-bit peak, or unfused by its bytes."""
+    if links.unfused:
+        return (f"the attention core unfused (the whole s x s square's GEMMs at {links.efficiency16:.0%} of the "
+                f"16-bit peak, {UNFUSED_BYTES} bytes a score through HBM, {UNFUSED_BYTES + UNFUSED_DROPOUT_BYTES} "
+                "with attention dropout)")
+    return f"the attention core ({kernel_text(gpu, kernel)}) at {links.attention:.0%} of the 16-bit peak"
 
 
 def kernel_text(gpu, kernel: str) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How the step-time model (llmcalc/steptime.py) does on the published training runs, and the fit of
-its three compute constants (MATMUL_EFFICIENCY, ELEMENTWISE_TRAFFIC, ATTENTION_EFFICIENCY).
+its three compute constants (kernels.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY).
 
 For every published run with an MFU (tests/plan_cases.py, asked as tests/plan_questions.py asks it):
 the predicted MFU of the published layout, its error, and the published degrees' rank among the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmcalc import steptime  # noqa: E402
+from llmcalc import kernels, steptime  # noqa: E402
 from tests.plan_cases import cases  # noqa: E402
 from tests.plan_questions import answer, question  # noqa: E402
 
@@ -56,7 +56,7 @@ def survey(questions, show_misses: bool) -> tuple[int, int]:
 def grid(questions) -> None:
     results = []
     for e, k, a in itertools.product((0.65, 0.7, 0.75, 0.8), (3.0, 4.0, 5.0), (0.35, 0.41, 0.5)):
-        steptime.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, steptime.ATTENTION_EFFICIENCY = e, k, a
+        kernels.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY = e, k, a
         errs = [abs(x.mfu / q.case.mfu - 1) for q in questions if (x := answer(q, depth=1)).mfu]
         results.append((sum(x <= 0.15 for x in errs), -statistics.median(errs), e, k, a))
     for within, med, e, k, a in sorted(results)[-8:]:

@@ -54,12 +54,20 @@ TE_LOSS = {"megatron-bridge-25.11"}
 # backend is FlashAttention-2), Meta's Llama 3 stack (trained before FlashAttention-3). The Megatron-Core,
 # NeMo and Megatron-Bridge runs use TE, whose auto choice is cuDNN's fused attention on Hopper.
 FLASH_ATTENTION_2 = {"mosaicml-llm-foundry", "pytorch-fsdp-blog", "llama3-paper"}
+# Before FlashAttention (2022; Megatron-LM took it up in 2023): Megatron-LM's CoreAttention writes the s x s scores to
+# HBM around its fused scale-mask-softmax and dropout (the terms Korthikanti et al.'s selective recomputation drops),
+# as do the Megatron-DeepSpeed forks MT-NLG (2021) and BLOOM (trained March-July 2022) ran.
+UNFUSED = {"megatron-lm-2021", "korthikanti-2022", "mt-nlg", "bloom"}
 
 # Gradients kept and reduced in bf16: NeMo 24.07's Llama 3 FP8 runs set optim.grad_sync_dtype bf16
 # (NeMo-Framework-Launcher 24.07, examples/training/llama/h100/llama3_8b_fp8.sh and llama3_70b_fp8.sh);
 # Megatron-Bridge 25.11's performance scripts set grad_reduce_in_fp32=False (v0.2.0, scripts/performance/
 # llama3_llm_pretrain.py, llama31_llm_pretrain.py). Megatron-LM's own script keeps fp32.
 BF16_GRADS = {"nemo-24.07", "megatron-bridge-25.11"}
+# Megatron-LM's fp16 training of 2021-2022 kept and reduced fp16 gradients: the papers say "mixed precision", and the
+# code's GPT-3 175B example script of the time runs --fp16 without --accumulate-allreduce-grads-in-fp32, which
+# arguments.py forced on for bf16 only (Megatron-LM at 2021-04, examples/pretrain_gpt3_175B.sh).
+FP16_GRADS = {"megatron-lm-2021", "korthikanti-2022"}
 # FP8 runs: Transformer Engine's recipe by the source's precision label (NeMo 24.07: fp8 with amax_history_len
 # 1024, delayed scaling; Megatron-Bridge: FP8-CS current scaling, FP8-MX MXFP8), and FP8 parameters where the
 # recipe gathers them (Megatron-Bridge's mixed-precision presets set fp8_param_gather=True,
@@ -134,8 +142,8 @@ def question(c: Case) -> Question:
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else "te" if c.group in TE_LOSS else None,
-                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "auto",
-                       grad_reduce="bf16" if c.group in BF16_GRADS else "fp32",
+                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "unfused" if c.group in UNFUSED else "auto",
+                       grad_reduce="bf16" if c.group in BF16_GRADS else "fp16" if c.group in FP16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
                        fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)
     return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=c.dtype), cons)

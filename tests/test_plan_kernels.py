@@ -8,7 +8,7 @@ import json
 import pytest
 
 from llmcalc import steptime
-from llmcalc.presets import load_gpu
+from llmcalc.presets import load_gpu, load_model
 
 from .conftest import run
 from .test_hostile import _fails_cleanly
@@ -136,3 +136,104 @@ def test_the_cli_lists_the_cores_gradient_and_fp8_choices():
 
     assert tuple(k.value for k in GradReduce) == tuple(steptime.GRAD_BYTES)
     assert tuple(k.value for k in Fp8Recipe) == RECIPES
+
+
+# -- the unfused attention core --------------------------------------------------------------------
+
+def _gpt_22b(dropout: float = 0.1):
+    """Korthikanti et al.'s 22B GPT (48 layers, width 6144, 64 heads, 2k tokens) on GPT-2's blocks, dropout 0.1."""
+    import dataclasses
+
+    return dataclasses.replace(load_model("gpt2"), name="gpt-22b", hidden_size=6144, num_hidden_layers=48,
+                               num_attention_heads=64, num_key_value_heads=64, vocab_size=51200,
+                               intermediate_size=24576, max_position_embeddings=2048, dropout=dropout)
+
+
+@pytest.mark.parametrize("dropout, other_bytes", [(0.1, 10 + 10), (0.0, 10)])
+def test_an_unfused_core_moves_its_scores_through_hbm(dropout, other_bytes):
+    """By hand, TP 8 on an A100 (312 TFLOP/s, 2.039 TB/s), 4 sequences of 2,048 tokens: each GPU holds 8 heads, so a
+    token has 8 x 2048 scores a layer. The six GEMMs move 12 bytes a score over forward and backward (a third: 4)
+    and compute the whole square, 4 x 2048 x 6144 / 8 FLOPs a token forward, at 70% of the peak: 3.57e-8 s of bytes
+    against 2.88e-8 s of FLOPs a token, so the bytes bind. Softmax moves 10 bytes a score, dropout 10 more."""
+    from llmcalc.cluster import cluster_of
+    from llmcalc.plan import links_of
+
+    links = links_of(cluster_of(load_gpu("a100-80gb"), 8), "bf16", "unfused")
+    assert links.unfused and links.attention == 0.0
+    cost = steptime.model_cost(_gpt_22b(dropout), 2048)
+    lay = steptime.Layout(tp=8, pp=1, dp=1, sp=True, micro_batch=4, micro_batches=1)
+    hbm, rate16 = 2.039e12 * 0.9, 312e12 * 0.7
+    scores = 8 * 2048
+    flops, gemm_bytes = 4 * 2048 * 6144 / 8 / rate16, scores * 12 / 3 / hbm
+    assert gemm_bytes > flops
+    per_token = gemm_bytes + scores * other_bytes / 3 / hbm
+    mb = steptime.micro_batch(cost, links, lay, 2048)
+    assert mb.attention == pytest.approx(48 * 4 * 2048 * per_token, rel=1e-6)
+    assert mb.attention / 48 == pytest.approx(0.78e-3 if dropout else 0.54e-3, rel=0.02)  # seconds a layer
+    # FlashAttention-2 times the causal half at 0.41 x 0.73 of the peak, 0.28 ms a layer: about a third of the
+    # unfused core's time with dropout, a half without
+    flash = steptime.micro_batch(cost, links_of(cluster_of(load_gpu("a100-80gb"), 8), "bf16", "fa2"), lay, 2048)
+    assert flash.attention == pytest.approx(48 * 4 * 2048 * 2 * 2048 * 6144 / 8 / (312e12 * 0.41 * 0.73), rel=1e-3)
+    assert mb.attention / flash.attention == pytest.approx(2.83 if dropout else 1.94, rel=0.01)
+
+
+def test_unfused_attention_has_no_context_parallelism():
+    """Megatron-Core's ring attention runs inside Transformer Engine's fused kernels: the search leaves CP out, and
+    asking for both is one line and exit 2."""
+    from llmcalc.plan import Constraints, SpecError
+
+    with pytest.raises(SpecError, match="--cp 2 needs a fused attention kernel"):
+        Constraints(cp=2, attention_kernel="unfused")
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import Planner, Target
+
+    def cps(kernel: str) -> set[int]:
+        p = Planner(load_model("llama-3.1-8b"), load_cluster("dgx-h100"), Target(gpus=64, seq=32768, global_batch=64),
+                    Constraints(attention_kernel=kernel))
+        return {r.layout.cp for r in p.search(8)}
+
+    assert cps("unfused") == {1} and cps("fa2") != {1}
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "64", "--seq", "32k", "--cp", "2",
+                       "--attention-kernel", "unfused"), "--cp 2 needs a fused attention kernel")
+
+
+def test_unfused_attention_keeps_the_scores_in_memory():
+    """The planner's memory for an unfused core is the memory model's eager attention: without recomputation each
+    layer keeps its s x s terms (Korthikanti et al.'s 5as bytes a token with dropout: the probabilities, the dropped
+    ones and the 1-byte mask), which selective recomputation drops."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.memory.placement import stages
+    from llmcalc.memory.settings import MemorySettings
+    from llmcalc.memory.training import train_stage
+    from llmcalc.plan import Constraints, Planner, Target
+    from llmcalc.spec import Parallelism
+
+    m = _gpt_22b()
+    target = Target(gpus=8, seq=2048, global_batch=4)
+    unfused, flash = (Planner(m, load_cluster("dgx-a100"), target, Constraints(attention_kernel=k, tp=8))
+                      for k in ("unfused", "fa2"))
+    none = steptime.Layout(tp=8, pp=1, dp=1, sp=True, zero=0, recompute="none", micro_batch=4, micro_batches=1)
+    par = Parallelism(gpus=8, tp=8, dp=1, sp=True)
+    eager, fused = (train_stage(m, MemorySettings(seq=2048, batch=4, zero=0, recompute="none", framework="megatron",
+                                                  parallel=par, attention_impl=impl), stages(m, 1)[0])
+                    for impl in ("eager", "flash"))
+    assert unfused.memory(none) == pytest.approx(eager.total, rel=1e-9)
+    assert flash.memory(none) == pytest.approx(fused.total, rel=1e-9)
+    scores = 4 * 2048 * 8 * 2048  # 4 sequences x 2048 queries x 8 heads a GPU x 2048 keys
+
+    def gained(row: str) -> float:
+        row = "activations/per_layer/" + row
+        return eager.rows[row] - (fused.rows[row] if row in fused.rows else 0.0)
+
+    assert gained("scores") == pytest.approx(4 * scores) and gained("dropout") == pytest.approx(1 * scores)
+    selective = none._replace(recompute="selective")
+    assert unfused.memory(selective) == pytest.approx(flash.memory(selective), rel=0.01)
+
+
+def test_the_notes_say_how_an_unfused_core_is_timed():
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--gpus", "8", "--seq", "4k", "--top", "1",
+              "--json", "--attention-kernel", "unfused")
+    assert out.exit_code == 0, out.stderr
+    assert any("attention core unfused (the whole s x s square's GEMMs at 70% of the 16-bit peak, 22 bytes a score "
+               "through HBM, 32 with attention dropout)" in n for n in json.loads(out.stdout)["notes"])
+    assert _plan("--attention-kernel", "unfused")["summary"]["step_time"] > _plan()["summary"]["step_time"]

@@ -10,8 +10,8 @@ from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: che
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
-AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3"))  # steptime.ATTENTION_KERNELS
-GradReduce = choices("GradReduce", ("fp32", "bf16"))  # steptime.GRAD_BYTES
+AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3", "unfused"))  # kernels.ATTENTION_KERNELS
+GradReduce = choices("GradReduce", ("fp32", "bf16", "fp16"))  # steptime.GRAD_BYTES
 Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
 PlanLoss = choices("PlanLoss", ("full", "chunked", "fused", "te"))  # memory/frameworks.LOSSES
 EXPERT_OVERHEAD = "0.4ms"  # steptime.EXPERT_OVERHEAD, as --help shows it (the core is not imported for --help)
@@ -33,7 +33,7 @@ def plan(
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
     loss: Annotated[Optional[PlanLoss], typer.Option("--loss", rich_help_panel=TRAINING, show_default="full (Megatron's vocab-parallel, in place)", help="Cross-entropy implementation: te is Transformer Engine's fused one (the gradient written into the 16-bit logits; Megatron-Bridge's recipes).")] = None,
-    grad_reduce: Annotated[GradReduce, typer.Option("--grad-reduce", rich_help_panel=PRECISION, help="Gradients kept and reduced in fp32 (Megatron-LM's training script under bf16) or bf16 (Megatron-Bridge recipes, NeMo's grad_sync_dtype).")] = "fp32",
+    grad_reduce: Annotated[GradReduce, typer.Option("--grad-reduce", rich_help_panel=PRECISION, help="Gradients kept and reduced in fp32 (Megatron-LM's training script under bf16) or bf16 (Megatron-Bridge recipes, NeMo's grad_sync_dtype); fp16 for Megatron-LM's fp16 training before 2023.")] = "fp32",
     fp8_recipe: Annotated[Optional[Fp8Recipe], typer.Option("--fp8-recipe", rich_help_panel=PRECISION, show_default="delayed, with --dtype fp8", help="With --dtype fp8: Transformer Engine's scaling recipe (Megatron's --fp8-recipe); mxfp8 on Blackwell.")] = None,
     fp8_params: Annotated[bool, typer.Option("--fp8-params", rich_help_panel=PRECISION, help="With --dtype fp8: parameters held and gathered in FP8 (Megatron's --fp8-param-gather).")] = False,
     tp: Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the tensor-parallel degree.")] = None,
@@ -50,7 +50,7 @@ def plan(
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
     dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 always prefetches.")] = True,
-    attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks.")] = "auto",
+    attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks; unfused for the s x s scores in HBM (Megatron-LM before FlashAttention, Hugging Face eager: no CP).")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
     recompute_modules: Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="What selective recomputation rebuilds: Megatron-Core's modules (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation).")] = None,

@@ -1,0 +1,81 @@
+"""What a training step's compute kernels reach on a GPU (steptime's rates): the GEMMs' share of the dense peak,
+the attention kernel a plan times and its share of the 16-bit peak, and what an unfused attention core moves
+through HBM instead.
+
+The compute constants are fitted together over the published runs of tests/test_plan_published.py (Megatron-LM
+2021, Korthikanti et al. 2022, Megatron-Core, llm-foundry, Llama 3, BLOOM, MT-NLG, IBM FSDP;
+scripts/fit_steptime.py --grid; the README states the fit's counts).
+"""
+
+from __future__ import annotations
+
+from .gpuspec import MEASURED_KERNELS
+from .serving import COMPUTE
+from .spec import check_choice
+
+# Share of the dense peak the GEMMs reach in training. Latency's prefill share (serving.COMPUTE, 0.65)
+# lumps attention and the memory-bound kernels in; here they are timed on their own, so this is higher,
+# and below best-shape matmul benchmarks (A100 87%, H100 80%: stas00's MAMF).
+MATMUL_EFFICIENCY = 0.70
+# The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
+# of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
+# H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
+# attention below the kernel's best. The kernels alone do better: forward + backward at 0.68-0.89 of their
+# forward's share on an H100 (tests/data/gpu_kernels.json). The fit carries costs the published runs have
+# beyond them: priced at the kernels' own figures (with llm-foundry's runs on the Triton FlashAttention its
+# benchmarks used), the Megatron-Core, NeMo and Megatron-Bridge runs come out about 10% fast and fewer runs
+# fall within 15%, while plain PyTorch blocks come within -4% to +11% (+5% to +18% as fitted).
+ATTENTION_EFFICIENCY = 0.41
+REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
+# --attention-kernel; auto: Transformer Engine's choice; unfused: the s x s scores through HBM (UNFUSED_BYTES)
+ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS, "unfused")
+# An unfused attention core (Megatron-LM's CoreAttention before FlashAttention, 2020-2022: baddbmm, its fused
+# scale-mask-softmax, dropout, bmm; Hugging Face's eager attention, more where it upcasts the softmax) writes the
+# whole s x s square of 16-bit scores to HBM and reads it back. Per score (an element of heads x s x s), forward:
+# the QK^T GEMM writes it (2 B), softmax reads it and writes the probabilities (4 B), the PV GEMM reads them (2 B);
+# backward: dP = dO V^T is written (2 B), dV reads P (2 B), softmax's backward reads P and dP and writes dS (6 B),
+# dQ and dK read dS (4 B): 8 + 14 bytes, 12 of them the six GEMMs' own (UNFUSED_GEMM_BYTES). Attention dropout adds
+# 5 B each way: forward reads P and writes its output and a 1-byte mask; backward reads dP and the mask and writes.
+# The GEMMs compute the whole square, the masked half too, at the 16-bit GEMM share, each taking its FLOPs' time or
+# its bytes', whichever is longer (with a head dimension of 64-128 the two are close on an A100); softmax's and
+# dropout's passes add theirs.
+UNFUSED_BYTES, UNFUSED_GEMM_BYTES, UNFUSED_DROPOUT_BYTES = 22, 12, 10
+
+
+def attention_kernel(gpu, kernel: str = "auto") -> str:
+    """The kernel ``kernel`` names on ``gpu``: auto is what Transformer Engine (the planner's Megatron-Core)
+    runs, cuDNN's fused attention where the GPU has a figure for it (TE prefers it on Hopper and later since
+    1.2), FlashAttention-2 elsewhere."""
+    check_choice("--attention-kernel", kernel, ATTENTION_KERNELS)
+    if kernel == "auto":
+        return "cudnn" if "cudnn" in gpu.attention_kernels else "fa2"
+    return kernel
+
+
+def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
+    """(the kernel, the share of the 16-bit peak its forward reaches on ``gpu``, whose figure that is): its
+    own measurement; else FlashAttention-2's (FA3 and cuDNN's fused attention gain on Hopper's own paths,
+    elsewhere they are FA2-class kernels); else "reference", REFERENCE_ATTENTION_SHARE."""
+    name = attention_kernel(gpu, kernel)
+    if name in gpu.attention_kernels:
+        return name, gpu.attention_kernels[name], name
+    if gpu.attention_share:
+        return name, gpu.attention_share, "fa2"
+    return name, REFERENCE_ATTENTION_SHARE, "reference"
+
+
+def attention_efficiency(gpu, kernel: str = "auto") -> float:
+    """The causal attention core's share of the 16-bit peak on ``gpu`` (ATTENTION_EFFICIENCY x its kernel's); 0 for
+    the unfused core, which is timed by its GEMMs and bytes instead (steptime.micro_batch)."""
+    return 0.0 if kernel == "unfused" else ATTENTION_EFFICIENCY * attention_figure(gpu, kernel)[1]
+
+
+def matmul_efficiency(dtype: str, gpu=None) -> float:
+    """The share of the dense ``dtype`` peak training GEMMs reach: MATMUL_EFFICIENCY for 16-bit; for another
+    dtype, scaled by the GPU's measured best-shape matmul share of that dtype's peak against bf16's (H100 fp8:
+    0.709 / 0.803: training GEMMs are large), else as latency's prefill share scales (serving.COMPUTE: fp8
+    kernels reach less of their doubled peak)."""
+    measured, base = (gpu.matmul_share(dtype), gpu.matmul_share("bf16")) if gpu is not None else (None, None)
+    if measured and base:  # never beyond the best-shape benchmark itself
+        return min(MATMUL_EFFICIENCY * measured / base, measured)
+    return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]
