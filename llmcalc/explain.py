@@ -25,7 +25,8 @@ SOURCES = {
     "mfu": "MFU = model FLOPs per token x tokens/s per GPU / peak (PaLM, Chowdhery et al. 2022, App. B)",
     "latency": "roofline: each phase takes max(FLOPs / compute, bytes / bandwidth) per GPU; TP all-reduce 2(t-1)/t "
                "of the values over the link (Megatron-LM)",
-    "plan": "step time = compute at measured matmul and attention shares of the peak + the exposed TP, DP/ZeRO, PP, CP "
+    "plan": "step time = compute at measured matmul and attention shares of the peak (an unfused attention core by its "
+            "s x s scores' bytes) + the exposed TP, DP/ZeRO, PP, CP "
             "and EP communication (ring collectives move 2(n-1)/n of the bytes) + the MoE layers' fixed work per "
             "routed expert + the pipeline bubble, (p-1)/m and interleaved (p-1)/(v m) (Narayanan et al. 2021); the "
             "README's 'How the step time is estimated'",

@@ -29,17 +29,19 @@ ATTENTION_EFFICIENCY = 0.41
 REFERENCE_ATTENTION_SHARE = 0.73  # a GPU whose preset states none: a kernel written for it, as FA2 for A100
 # --attention-kernel; auto: Transformer Engine's choice; unfused: the s x s scores through HBM (UNFUSED_BYTES)
 ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS, "unfused")
-# An unfused attention core (Megatron-LM's CoreAttention before FlashAttention, 2020-2022: baddbmm, its fused
-# scale-mask-softmax, dropout, bmm; Hugging Face's eager attention, more where it upcasts the softmax) writes the
-# whole s x s square of 16-bit scores to HBM and reads it back. Per score (an element of heads x s x s), forward:
-# the QK^T GEMM writes it (2 B), softmax reads it and writes the probabilities (4 B), the PV GEMM reads them (2 B);
-# backward: dP = dO V^T is written (2 B), dV reads P (2 B), softmax's backward reads P and dP and writes dS (6 B),
-# dQ and dK read dS (4 B): 8 + 14 bytes, 12 of them the six GEMMs' own (UNFUSED_GEMM_BYTES). Attention dropout adds
-# 5 B each way: forward reads P and writes its output and a 1-byte mask; backward reads dP and the mask and writes.
-# The GEMMs compute the whole square, the masked half too, at the 16-bit GEMM share, each taking its FLOPs' time or
-# its bytes', whichever is longer (with a head dimension of 64-128 the two are close on an A100); softmax's and
-# dropout's passes add theirs.
-UNFUSED_BYTES, UNFUSED_GEMM_BYTES, UNFUSED_DROPOUT_BYTES = 22, 12, 10
+# An unfused attention core (Megatron-LM's CoreAttention before FlashAttention, 2020-2022: baddbmm, its fused causal
+# scale-mask-softmax, dropout, bmm) writes the whole s x s square of 16-bit scores to HBM and reads it back. Per
+# score (an element of heads x s x s), forward: the QK^T GEMM writes it (2 B); softmax reads the unmasked triangle
+# and writes whole rows, the masked half as zeros (1 + 2 B on average; scaled_upper_triang_masked_softmax.h); the PV
+# GEMM reads the probabilities (2 B). Backward: dP = dO V^T is written (2 B) and dV reads P (2 B); softmax's
+# backward reads P and dP on the triangle and writes dS (1 + 1 + 2 B); dQ and dK read dS (4 B): 7 + 12 bytes, 12 of
+# them the GEMMs' own (UNFUSED_GEMM_BYTES), 4 of the 12 and 3 of the 7 forward. Attention dropout adds 5 B each way:
+# forward reads P and writes its output and a 1-byte mask; backward reads dP and the mask and writes. The GEMMs
+# compute the whole square, the masked half too, at the 16-bit GEMM share, taking their FLOPs' time or their bytes',
+# whichever is longer; softmax's and dropout's passes add theirs. Hugging Face's eager attention moves more: its
+# scale, mask and fp32 softmax are separate passes.
+UNFUSED_BYTES, UNFUSED_GEMM_BYTES, UNFUSED_DROPOUT_BYTES = 19, 12, 10
+UNFUSED_FORWARD_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES = 3, 5  # of the non-GEMM bytes, forward
 
 
 def attention_kernel(gpu, kernel: str = "auto") -> str:
@@ -57,6 +59,8 @@ def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
     own measurement; else FlashAttention-2's (FA3 and cuDNN's fused attention gain on Hopper's own paths,
     elsewhere they are FA2-class kernels); else "reference", REFERENCE_ATTENTION_SHARE."""
     name = attention_kernel(gpu, kernel)
+    if name == "unfused":  # timed by its GEMMs and bytes (UNFUSED_BYTES), no share of the peak
+        return name, 0.0, name
     if name in gpu.attention_kernels:
         return name, gpu.attention_kernels[name], name
     if gpu.attention_share:
@@ -67,7 +71,7 @@ def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
 def attention_efficiency(gpu, kernel: str = "auto") -> float:
     """The causal attention core's share of the 16-bit peak on ``gpu`` (ATTENTION_EFFICIENCY x its kernel's); 0 for
     the unfused core, which is timed by its GEMMs and bytes instead (steptime.micro_batch)."""
-    return 0.0 if kernel == "unfused" else ATTENTION_EFFICIENCY * attention_figure(gpu, kernel)[1]
+    return ATTENTION_EFFICIENCY * attention_figure(gpu, kernel)[1]
 
 
 def matmul_efficiency(dtype: str, gpu=None) -> float:

@@ -22,12 +22,12 @@ from typing import Iterator, NamedTuple
 
 from .collectives import check_links
 from .dtypes import DTYPE_TABLE
+from .kernels import attention_efficiency, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
 from .memory.settings import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
-from .kernels import attention_efficiency, matmul_efficiency
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
                        StepTime, micro_batch, model_cost, step_time)
 
@@ -182,6 +182,9 @@ class Planner:
         self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead, c.tp_overlap_sms)
         check_etp(m, c.etp)
         check_recompute_modules(m, c.recompute_modules)
+        if c.grad_reduce == "fp16" and t.dtype != "fp16":
+            raise SpecError(f"--grad-reduce fp16 goes with --dtype fp16 (Megatron-LM's fp16 training); {t.dtype} "
+                            "training reduces fp32 or bf16 gradients")
         self.fp8 = _fp8_settings(cluster.gpu, t, c)
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)

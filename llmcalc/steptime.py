@@ -54,9 +54,8 @@ from typing import NamedTuple
 
 from .collectives import link, moe_traffic
 from .flops import forward
-from .kernels import (ATTENTION_EFFICIENCY, ATTENTION_KERNELS, MATMUL_EFFICIENCY, UNFUSED_BYTES,  # noqa: F401 (re-
-                      UNFUSED_DROPOUT_BYTES, UNFUSED_GEMM_BYTES, attention_efficiency, attention_figure,  # exported)
-                      attention_kernel, matmul_efficiency)
+from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
+                      UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
 from .memory.settings import DEFAULT_RECOMPUTE_MODULES
@@ -134,10 +133,11 @@ class ModelCost(NamedTuple):
     redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
     redo_matmul: float = 0.0  # and these forward FLOPs per token of a layer (mla_up_proj), split by TP
     redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by TP
-    # An unfused core, per token of one layer, a third of forward + backward: its GEMMs over the whole s x s square
-    square: float = 0.0  # (forward FLOPs)
-    square_bytes: float = 0.0  # and the scores' HBM bytes they move; softmax's and dropout's passes move these:
-    scores: float = 0.0
+    # An unfused core (kernels.UNFUSED_BYTES), per token of one layer: its GEMMs over the whole s x s square, forward
+    square: float = 0.0  # FLOPs
+    square_bytes: float = 0.0  # and the scores' bytes they move (a third of forward + backward: the same share)
+    softmax_bytes: float = 0.0  # softmax's and dropout's passes, a third of forward + backward
+    softmax_forward: float = 0.0  # and forward
 
 
 def model_cost(m: ModelSpec, seq: int, loss: str = "full",
@@ -148,7 +148,7 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
     up-projections' q_b and kv_b GEMMs; the experts' fused SwiGLU reads fc1's 2 x width output and writes its
     width, 2 bytes each, for each of the top_k copies)."""
     f, full = forward(m, seq, seq, "causal"), forward(m, seq, seq, "full")
-    L = m.num_hidden_layers
+    L, scores, drop = m.num_hidden_layers, m.num_attention_heads * seq, m.dropout > 0
     core = f["attention/scores"] + f["attention/reduce"]
     head = f["forward"] - f["attention"] - f["mlp"]
     matmul = (f["attention"] - core + f["mlp"]) / (L * seq)
@@ -165,9 +165,9 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      redo_bytes=6 * m.expert_size * m.num_experts_per_tok * m.moe_layers / L
                      if "moe_act" in modules and m.is_moe else 0.0,
                      square=(full["attention/scores"] + full["attention/reduce"]) / (L * seq),
-                     square_bytes=m.num_attention_heads * seq * UNFUSED_GEMM_BYTES / 3,
-                     scores=m.num_attention_heads * seq * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES
-                                                            + UNFUSED_DROPOUT_BYTES * (m.dropout > 0)) / 3)
+                     square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
+                     softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
+                     softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop))
 
 
 class Layout(NamedTuple):
@@ -219,7 +219,7 @@ class MicroBatch(NamedTuple):
     """One micro-batch on the busiest rank, in seconds: what a step is made of."""
 
     gemm: float  # the rank's layers' GEMMs, a third of forward + backward (_gemms: FLOPs or weight traffic)
-    attention: float  # forward causal attention core
+    attention: float  # the attention core, a third of forward + backward (flash kernels: the forward)
     elementwise: float  # forward memory-bound kernels
     head: float  # forward LM head and a third of the loss's passes (the last stage)
     redo: float  # what recomputation repeats
@@ -228,6 +228,7 @@ class MicroBatch(NamedTuple):
     ep: float
     send: float  # one activation (or its gradient) to the next stage
     gemm_forward: float  # the GEMMs' forward alone (gemm where no weight traffic binds)
+    core_forward: float  # the attention core's forward alone, which recomputation repeats (attention but unfused)
     experts: float = 0.0  # the MoE layers' fixed work per routed expert (EXPERT_OVERHEAD)
     moe_layers: int = 0  # MoE layers on this rank
 
@@ -243,7 +244,7 @@ class MicroBatch(NamedTuple):
     @property
     def layers_forward(self) -> float:
         """The rank's layers' forward, without the LM head."""
-        return self.gemm_forward + self.attention + self.elementwise
+        return self.gemm_forward + self.core_forward + self.elementwise
 
 
 def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch:
@@ -259,21 +260,23 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     if links.unfused:  # the whole square's GEMMs (their FLOPs or their scores' bytes), softmax's and dropout's bytes
         hbm = links.hbm * FLOAT_BANDWIDTH
-        attention1 = tokens / tp * (max(c.square / rate16, c.square_bytes / hbm) + c.scores / hbm)
+        squares = max(c.square / rate16, c.square_bytes / hbm)
+        attention1 = tokens / tp * (squares + c.softmax_bytes / hbm)
+        core1 = tokens / tp * (squares + c.softmax_forward / hbm)  # its forward, which recomputation repeats
     else:
-        attention1 = tokens * c.core / tp / (links.peak16 * links.attention)
+        attention1 = core1 = tokens * c.core / tp / (links.peak16 * links.attention)
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
     head = tokens * (c.head / rate16 + c.loss / 3 / (links.hbm * FLOAT_BANDWIDTH)) / tp
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
     per_layer = gemm1 + attention1
     layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
-    gemm, attention, gemm_forward = layers * gemm1, layers * attention1, layers * forward1
+    gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
     full = lay.recompute == "full"
-    redo = gemm_forward + attention + elementwise if full else 0.0
+    redo = gemm_forward + core + elementwise if full else 0.0
     if lay.recompute == "selective":
-        redo = attention * c.redo_core + tokens * layers * (
+        redo = core * c.redo_core + tokens * layers * (
             c.redo_matmul / tp / rate + c.redo_bytes / tp / (links.hbm * FLOAT_BANDWIDTH))
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
@@ -299,7 +302,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         send = tokens * c.hidden * 2 / tp / bw + lat
     # the rank's routed experts' fixed work; a full recomputation repeats the forward's third of it
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if full else 1)
-    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward,
+    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward, core,
                       experts_time, moe)
 
 

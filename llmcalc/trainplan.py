@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from .flops import palm_per_token
+from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .steptime import Layout, overlaps_sends
 from .units import fmt_seconds
 
@@ -56,7 +56,7 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     return int(tokens // seq)
 
 
-def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> str:
+def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
           if c.tp_overlap else "TP collectives exposed")
@@ -65,19 +65,20 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False) -> st
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
     experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "
                "micro-batch, " if moe else "")
+    core = core_text(links, gpu, c.attention_kernel, dropout)
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
-            f"traffic at HBM speed where longer, {core_text(links, gpu, c.attention_kernel)}, memory-bound kernels "
-            f"at HBM speed; {tp}, {ep} (across nodes "
+            f"traffic at HBM speed where longer, {core}, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
             "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
 
 
-def core_text(links, gpu, kernel: str) -> str:
-    """How the plan times the attention core: its kernel at a share of the 16-bit peak, or unfused by its bytes."""
+def core_text(links, gpu, kernel: str, dropout: bool = False) -> str:
+    """How the plan times the attention core: its kernel at a share of the 16-bit peak, or unfused by its bytes
+    (with attention dropout's where the model has dropout)."""
     if links.unfused:
+        moved = UNFUSED_BYTES + UNFUSED_DROPOUT_BYTES * dropout
         return (f"the attention core unfused (the whole s x s square's GEMMs at {links.efficiency16:.0%} of the "
-                f"16-bit peak, {UNFUSED_BYTES} bytes a score through HBM, {UNFUSED_BYTES + UNFUSED_DROPOUT_BYTES} "
-                "with attention dropout)")
+                f"16-bit peak, {moved} bytes a score through HBM{' with attention dropout' if dropout else ''})")
     return f"the attention core ({kernel_text(gpu, kernel)}) at {links.attention:.0%} of the 16-bit peak"
 
 
@@ -122,7 +123,8 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0) -> d
                 " x 4/3 (full recomputation repeats the forward)" if lay.recompute == "full" else ""),
                 m, mb.moe_layers, experts, overhead),
             "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
-                        lay.vpp, mb.send, mb.gemm_forward, mb.attention, mb.elementwise, lay.vpp) if overlaps_sends(lay) else
+                        lay.vpp, mb.send, mb.gemm_forward, mb.core_forward, mb.elementwise, lay.vpp)
+                       if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
             "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)"
@@ -171,7 +173,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe))
+        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0))
         if t.dtype == "fp8":  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
             notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
                          f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")

@@ -142,11 +142,13 @@ def question(c: Case) -> Question:
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
                        micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
                        loss="fused" if c.group in FUSED_LOSS else "te" if c.group in TE_LOSS else None,
-                       attention_kernel="fa2" if c.group in FLASH_ATTENTION_2 else "unfused" if c.group in UNFUSED else "auto",
+                       attention_kernel=("fa2" if c.group in FLASH_ATTENTION_2 else "unfused" if c.group in UNFUSED
+                                         else "auto"),
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp16" if c.group in FP16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
                        fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)
-    return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=c.dtype), cons)
+    dtype = "fp16" if c.group in FP16_GRADS else c.dtype  # the same peak as bf16 on the A100s they ran on
+    return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=dtype), cons)
 
 
 class Answer(NamedTuple):

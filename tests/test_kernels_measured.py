@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcalc import steptime
+from llmcalc import kernels, steptime
 from llmcalc.cluster import cluster_of
 from llmcalc.plan import links_of
 from llmcalc.presets import load_gpu, load_model
@@ -65,7 +65,7 @@ def test_a_layers_gemms_take_the_measured_time(name, tp):
 def test_matmul_efficiency_is_the_measured_share_of_the_training_gemms():
     gemms = RUN["gemms"]
     share = sum(g["flops"] for g in gemms) / sum(g["bf16_s"] for g in gemms) / H100.peak("bf16")  # 0.676
-    assert steptime.matmul_efficiency("bf16", H100) == pytest.approx(share, rel=0.05)
+    assert kernels.matmul_efficiency("bf16", H100) == pytest.approx(share, rel=0.05)
 
 
 def test_fp8_gemms_gain_the_measured_factor():
@@ -75,8 +75,8 @@ def test_fp8_gemms_gain_the_measured_factor():
     3 8B over 4 ranks) to 1.88x."""
     gemms = RUN["gemms"]
     gain = sum(g["bf16_s"] for g in gemms) / sum(g["fp8_s"] for g in gemms)
-    planned = (steptime.matmul_efficiency("fp8", H100) * H100.peak("fp8")
-               / (steptime.matmul_efficiency("bf16", H100) * H100.peak("bf16")))  # 1.765
+    planned = (kernels.matmul_efficiency("fp8", H100) * H100.peak("fp8")
+               / (kernels.matmul_efficiency("bf16", H100) * H100.peak("bf16")))  # 1.765
     assert planned == pytest.approx(gain, rel=0.05)
 
 
@@ -91,7 +91,7 @@ def test_attention_forward_share_is_the_kernels_best(kernel, backend):
     against PyTorch's cuDNN and flash backends: at or above the median of our runs (cuDNN 0.60, FA2 0.30) and
     within 5% of the best (0.65, 0.34)."""
     shares = [r["causal_forward_flops"] / r["forward_s"] / H100.peak("bf16") for r in _attention(backend)]
-    preset = steptime.attention_figure(H100, kernel)[1]
+    preset = kernels.attention_figure(H100, kernel)[1]
     assert len(shares) == 6 and statistics.median(shares) <= preset <= 1.05 * max(shares)
 
 
@@ -115,11 +115,11 @@ def test_a_blocks_compute_is_near_a_plain_pytorch_block(block):
 
 def test_attention_backward_runs_faster_than_the_fit():
     """What the kernels do forward and backward (3 x the forward's FLOPs) against their forward alone: cuDNN
-    0.68-0.79 (median 0.75), FlashAttention-2 0.80-0.89 (0.84), well above the fitted 0.41 (steptime's comment
+    0.68-0.79 (median 0.75), FlashAttention-2 0.80-0.89 (0.84), well above the fitted 0.41 (kernels.py's comment
     says what that fit carries). Pinned so that a refit reaching the kernels' own figure is noticed."""
     for backend in ("cudnn", "flash2"):
         ratios = [3 * r["forward_s"] / r["forward_backward_s"] for r in _attention(backend)]
-        assert steptime.ATTENTION_EFFICIENCY < 0.8 * min(ratios)
+        assert kernels.ATTENTION_EFFICIENCY < 0.8 * min(ratios)
 
 
 def test_expert_overhead_is_near_what_a_host_spends_per_expert():
@@ -151,7 +151,7 @@ def test_gemm_efficiency_is_the_rate_an_h100_sustains(dtype):
     assert all(r["power_w"] >= 0.98 * SUSTAINED["power_limit_w"] for r in held)
     rate = statistics.median(r["tflops"] for r in held) * 1e12  # 681 and 1232 TFLOP/s
     assert rate < 0.9 * burst["tflops"] * 1e12
-    assert steptime.matmul_efficiency(dtype, H100) == pytest.approx(rate / H100.peak(dtype), rel=0.03)
+    assert kernels.matmul_efficiency(dtype, H100) == pytest.approx(rate / H100.peak(dtype), rel=0.03)
 
 
 def test_accumulating_the_weight_gradient_into_fp32_costs_little_at_8k_tokens():
@@ -162,6 +162,6 @@ def test_accumulating_the_weight_gradient_into_fp32_costs_little_at_8k_tokens():
     rows = RUN["wgrad_fp32"]
     assert len(rows) == 28
     assert sum(r["fp32_accumulate_s"] for r in rows) < 1.1 * sum(r["bf16_s"] for r in rows)
-    flops_rate = H100.peak("bf16") * steptime.matmul_efficiency("bf16", H100)
+    flops_rate = H100.peak("bf16") * kernels.matmul_efficiency("bf16", H100)
     hbm = H100.memory_bandwidth * steptime.FLOAT_BANDWIDTH
     assert all(r["m"] * r["n"] * 2 * steptime.GRAD_BYTES["fp32"] / hbm < r["flops"] / flops_rate for r in rows)

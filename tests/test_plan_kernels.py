@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmcalc import steptime
+from llmcalc import kernels, steptime
 from llmcalc.presets import load_gpu, load_model
 
 from .conftest import run
@@ -18,32 +18,32 @@ def test_fp8_gemms_reach_the_measured_fp8_share_against_bf16s():
     """H100: stas00's MAMF gives bf16 794.5 of 989.4 and fp8 1402.6 of 1978.9 TFLOP/s, so the training GEMMs'
     70% of the bf16 peak becomes 70% x (1402.6 / 1978.9) / (794.5 / 989.4) = 61.8% of the fp8 peak."""
     h100 = load_gpu("h100")
-    assert steptime.matmul_efficiency("bf16", h100) == pytest.approx(0.70)
-    assert steptime.matmul_efficiency("fp8", h100) == pytest.approx(0.70 * (1402.6 / 1978.9) / (794.5 / 989.4))
-    assert steptime.matmul_efficiency("fp8", h100) == pytest.approx(0.618, abs=1e-3)
+    assert kernels.matmul_efficiency("bf16", h100) == pytest.approx(0.70)
+    assert kernels.matmul_efficiency("fp8", h100) == pytest.approx(0.70 * (1402.6 / 1978.9) / (794.5 / 989.4))
+    assert kernels.matmul_efficiency("fp8", h100) == pytest.approx(0.618, abs=1e-3)
 
 
 def test_a_gpu_without_measurements_scales_fp8_as_prefill_does():
     """No matmul_tflops (L40S) or no fp8 figure: the serving prefill ratio, 0.45 / 0.65."""
-    assert steptime.matmul_efficiency("fp8", load_gpu("l40s")) == pytest.approx(0.70 * 0.45 / 0.65)
-    assert steptime.matmul_efficiency("fp8") == pytest.approx(0.70 * 0.45 / 0.65)
+    assert kernels.matmul_efficiency("fp8", load_gpu("l40s")) == pytest.approx(0.70 * 0.45 / 0.65)
+    assert kernels.matmul_efficiency("fp8") == pytest.approx(0.70 * 0.45 / 0.65)
 
 
 def test_auto_attention_is_cudnn_where_measured_and_flashattention_2_elsewhere():
     """Transformer Engine runs cuDNN's fused attention on Hopper (H100: 0.61 of the peak in the FA3 paper's
     Fig. 5) and FlashAttention-2 on Ampere (A100: 0.73); a kernel a GPU has no figure for runs as FA2."""
     h100, a100 = load_gpu("h100"), load_gpu("a100-80gb")
-    assert steptime.attention_kernel(h100) == "cudnn" and steptime.attention_kernel(a100) == "fa2"
-    assert steptime.attention_efficiency(h100) == pytest.approx(0.41 * 0.61)
-    assert steptime.attention_efficiency(h100, "fa2") == pytest.approx(0.41 * 0.35)
-    assert steptime.attention_efficiency(h100, "fa3") == pytest.approx(0.41 * 0.65)
-    assert steptime.attention_efficiency(a100, "fa3") == steptime.attention_efficiency(a100) == pytest.approx(0.41 * 0.73)
+    assert kernels.attention_kernel(h100) == "cudnn" and kernels.attention_kernel(a100) == "fa2"
+    assert kernels.attention_efficiency(h100) == pytest.approx(0.41 * 0.61)
+    assert kernels.attention_efficiency(h100, "fa2") == pytest.approx(0.41 * 0.35)
+    assert kernels.attention_efficiency(h100, "fa3") == pytest.approx(0.41 * 0.65)
+    assert kernels.attention_efficiency(a100, "fa3") == kernels.attention_efficiency(a100) == pytest.approx(0.41 * 0.73)
 
 
 def test_the_cli_offers_the_cores_kernels():
     from llmcalc.cli.plan import AttentionKernel
 
-    assert tuple(k.value for k in AttentionKernel) == steptime.ATTENTION_KERNELS
+    assert tuple(k.value for k in AttentionKernel) == kernels.ATTENTION_KERNELS
 
 
 def _plan(*extra: str) -> dict:
@@ -105,10 +105,10 @@ def test_fp16_borrows_bf16s_measurement_only_at_the_same_peak():
     """Gaudi 3's fp16 peak is a quarter of its bf16 peak: bf16's 1,243 TFLOP/s says nothing about fp16 there."""
     gaudi3, h100 = load_gpu("gaudi3"), load_gpu("h100")
     assert gaudi3.matmul_share("fp16") is None
-    assert steptime.matmul_efficiency("fp16", gaudi3) == pytest.approx(0.70)
+    assert kernels.matmul_efficiency("fp16", gaudi3) == pytest.approx(0.70)
     assert h100.matmul_share("fp16") == pytest.approx(794.5 / 989.4)
     # never beyond the best-shape benchmark: Gaudi 3's fp8 share (0.703) is above its bf16 one (0.677)
-    assert steptime.matmul_efficiency("fp8", gaudi3) == pytest.approx(1289.5 / 1835)
+    assert kernels.matmul_efficiency("fp8", gaudi3) == pytest.approx(1289.5 / 1835)
 
 
 def test_a_kernel_the_gpu_has_no_figure_for_says_what_it_is_timed_as():
@@ -140,41 +140,73 @@ def test_the_cli_lists_the_cores_gradient_and_fp8_choices():
 
 # -- the unfused attention core --------------------------------------------------------------------
 
-def _gpt_22b(dropout: float = 0.1):
-    """Korthikanti et al.'s 22B GPT (48 layers, width 6144, 64 heads, 2k tokens) on GPT-2's blocks, dropout 0.1."""
+def _gpt(dropout: float = 0.1, hidden: int = 6144, heads: int = 64, layers: int = 48):
+    """Korthikanti et al.'s 22B GPT (48 layers, width 6144, 64 heads of 96, 2k tokens) on GPT-2's blocks, dropout
+    0.1; other shapes as asked."""
     import dataclasses
 
-    return dataclasses.replace(load_model("gpt2"), name="gpt-22b", hidden_size=6144, num_hidden_layers=48,
-                               num_attention_heads=64, num_key_value_heads=64, vocab_size=51200,
-                               intermediate_size=24576, max_position_embeddings=2048, dropout=dropout)
+    return dataclasses.replace(load_model("gpt2"), name="gpt", hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=heads, num_key_value_heads=heads, vocab_size=51200,
+                               intermediate_size=4 * hidden, max_position_embeddings=2048, dropout=dropout)
 
 
-@pytest.mark.parametrize("dropout, other_bytes", [(0.1, 10 + 10), (0.0, 10)])
-def test_an_unfused_core_moves_its_scores_through_hbm(dropout, other_bytes):
-    """By hand, TP 8 on an A100 (312 TFLOP/s, 2.039 TB/s), 4 sequences of 2,048 tokens: each GPU holds 8 heads, so a
-    token has 8 x 2048 scores a layer. The six GEMMs move 12 bytes a score over forward and backward (a third: 4)
-    and compute the whole square, 4 x 2048 x 6144 / 8 FLOPs a token forward, at 70% of the peak: 3.57e-8 s of bytes
-    against 2.88e-8 s of FLOPs a token, so the bytes bind. Softmax moves 10 bytes a score, dropout 10 more."""
+def _a100_links(kernel: str):
     from llmcalc.cluster import cluster_of
     from llmcalc.plan import links_of
 
-    links = links_of(cluster_of(load_gpu("a100-80gb"), 8), "bf16", "unfused")
+    return links_of(cluster_of(load_gpu("a100-80gb"), 8), "bf16", kernel)
+
+
+HBM, RATE16 = 2.039e12 * 0.9, 312e12 * 0.7  # an A100's: 90% of its HBM bandwidth, 70% of its 16-bit peak
+
+
+@pytest.mark.parametrize("dropout, softmax, seconds, flash_ratio", [(0.1, 7 + 10, 0.707e-3, 2.56),
+                                                                    (0.0, 7, 0.463e-3, 1.68)])
+def test_an_unfused_core_moves_its_scores_through_hbm(dropout, softmax, seconds, flash_ratio):
+    """By hand, TP 8 on an A100, 4 sequences of 2,048 tokens: each GPU holds 8 of the 64 heads, so a token has
+    8 x 2048 scores a layer. The GEMMs move 12 bytes a score over forward and backward (a third: 4) and compute the
+    whole square, 4 x 2048 x 6144 / 8 FLOPs a token forward, 2 x (96 + 96) a score: at a head dim of 96 the bytes
+    bind (2.18e-12 s a score against 1.76e-12). The causal softmax moves 7 bytes a score, dropout 10 more."""
+    links = _a100_links("unfused")
     assert links.unfused and links.attention == 0.0
-    cost = steptime.model_cost(_gpt_22b(dropout), 2048)
+    cost = steptime.model_cost(_gpt(dropout), 2048)
     lay = steptime.Layout(tp=8, pp=1, dp=1, sp=True, micro_batch=4, micro_batches=1)
-    hbm, rate16 = 2.039e12 * 0.9, 312e12 * 0.7
     scores = 8 * 2048
-    flops, gemm_bytes = 4 * 2048 * 6144 / 8 / rate16, scores * 12 / 3 / hbm
+    flops, gemm_bytes = 4 * 2048 * 6144 / 8 / RATE16, scores * 12 / 3 / HBM
     assert gemm_bytes > flops
-    per_token = gemm_bytes + scores * other_bytes / 3 / hbm
     mb = steptime.micro_batch(cost, links, lay, 2048)
-    assert mb.attention == pytest.approx(48 * 4 * 2048 * per_token, rel=1e-6)
-    assert mb.attention / 48 == pytest.approx(0.78e-3 if dropout else 0.54e-3, rel=0.02)  # seconds a layer
-    # FlashAttention-2 times the causal half at 0.41 x 0.73 of the peak, 0.28 ms a layer: about a third of the
-    # unfused core's time with dropout, a half without
-    flash = steptime.micro_batch(cost, links_of(cluster_of(load_gpu("a100-80gb"), 8), "bf16", "fa2"), lay, 2048)
+    assert mb.attention == pytest.approx(48 * 4 * 2048 * (gemm_bytes + scores * softmax / 3 / HBM), rel=1e-6)
+    assert mb.attention / 48 == pytest.approx(seconds, rel=0.01)  # a layer, a third of forward + backward
+    # FlashAttention-2 times the causal half at 0.41 x 0.73 of the peak, 0.28 ms a layer
+    flash = steptime.micro_batch(cost, _a100_links("fa2"), lay, 2048)
     assert flash.attention == pytest.approx(48 * 4 * 2048 * 2 * 2048 * 6144 / 8 / (312e12 * 0.41 * 0.73), rel=1e-3)
-    assert mb.attention / flash.attention == pytest.approx(2.83 if dropout else 1.94, rel=0.01)
+    assert mb.attention / flash.attention == pytest.approx(flash_ratio, rel=0.01)
+
+
+def test_an_unfused_cores_gemms_bind_on_their_flops_at_a_head_dim_of_128():
+    """GPT 7.5B's heads of 128 on an A100: 2 x (128 + 128) FLOPs a score at 218 TFLOP/s (2.34e-12 s) outlast the
+    GEMMs' 4 bytes a score at 1.84 TB/s (2.18e-12 s)."""
+    cost = steptime.model_cost(_gpt(0.1, hidden=4096, heads=32, layers=36), 2048)
+    lay = steptime.Layout(tp=4, pp=1, dp=1, micro_batch=1, micro_batches=1)
+    scores = 32 // 4 * 2048
+    flops = 2 * 2048 * (2 * 4096) / 4 / RATE16  # the whole square, forward, a token
+    assert flops > scores * 12 / 3 / HBM
+    mb = steptime.micro_batch(cost, _a100_links("unfused"), lay, 2048)
+    assert mb.attention == pytest.approx(36 * 2048 * (flops + scores * 17 / 3 / HBM), rel=1e-6)
+
+
+def test_recomputation_repeats_an_unfused_cores_forward():
+    """Selective recomputation rebuilds the core's forward: the GEMMs' forward third and softmax's and dropout's
+    forward bytes (3 + 5 a score), not a third of forward + backward (17 / 3)."""
+    cost = steptime.model_cost(_gpt(), 2048)
+    links = _a100_links("unfused")
+    lay = steptime.Layout(tp=8, pp=1, dp=1, sp=True, recompute="selective", micro_batch=4, micro_batches=1)
+    scores = 8 * 2048
+    forward = 48 * 4 * 2048 * (scores * 12 / 3 / HBM + scores * (3 + 5) / HBM)
+    mb = steptime.micro_batch(cost, links, lay, 2048)
+    assert mb.redo == pytest.approx(forward, rel=1e-6) and mb.core_forward == pytest.approx(forward, rel=1e-6)
+    full = steptime.micro_batch(cost, links, lay._replace(recompute="full"), 2048)
+    assert full.redo == pytest.approx(full.gemm_forward + forward + full.elementwise, rel=1e-9)
 
 
 def test_unfused_attention_has_no_context_parallelism():
@@ -208,7 +240,7 @@ def test_unfused_attention_keeps_the_scores_in_memory():
     from llmcalc.plan import Constraints, Planner, Target
     from llmcalc.spec import Parallelism
 
-    m = _gpt_22b()
+    m = _gpt()
     target = Target(gpus=8, seq=2048, global_batch=4)
     unfused, flash = (Planner(m, load_cluster("dgx-a100"), target, Constraints(attention_kernel=k, tp=8))
                       for k in ("unfused", "fa2"))
@@ -230,10 +262,50 @@ def test_unfused_attention_keeps_the_scores_in_memory():
     assert unfused.memory(selective) == pytest.approx(flash.memory(selective), rel=0.01)
 
 
+def test_megatrons_fused_softmax_keeps_16_bit_probabilities():
+    """Hugging Face's Llama code upcasts the softmax to fp32 (4 B a score kept, and its 2-byte cast back); Megatron's
+    fused scale-mask-softmax keeps its 16-bit output (2 B a score), as the planner's unfused core assumes."""
+    from llmcalc.memory.activations import layer_tensors
+
+    m = load_model("llama-3.1-8b")  # rotary positions, no dropout
+
+    def kept(fused: bool) -> float:  # bytes a token a key a layer, saved for backward
+        return sum(t.nbytes for t in layer_tensors(m, "eager", 2, fused=fused) if t.per_key)
+
+    assert kept(False) == (4 + 2) * 32 and kept(True) == 2 * 32
+
+
 def test_the_notes_say_how_an_unfused_core_is_timed():
     out = run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--gpus", "8", "--seq", "4k", "--top", "1",
               "--json", "--attention-kernel", "unfused")
     assert out.exit_code == 0, out.stderr
-    assert any("attention core unfused (the whole s x s square's GEMMs at 70% of the 16-bit peak, 22 bytes a score "
-               "through HBM, 32 with attention dropout)" in n for n in json.loads(out.stdout)["notes"])
+    assert any("attention core unfused (the whole s x s square's GEMMs at 70% of the 16-bit peak, 19 bytes a score "
+               "through HBM)" in n for n in json.loads(out.stdout)["notes"])
     assert _plan("--attention-kernel", "unfused")["summary"]["step_time"] > _plan()["summary"]["step_time"]
+
+
+def test_fp16_gradients_halve_the_reduction_and_go_with_fp16_training():
+    """Megatron-LM's fp16 training of 2021-2022 reduced fp16 gradients: 2 bytes a value, as bf16's; asked beside bf16
+    training (which Megatron reduces in fp32 or bf16) it is one line and exit 2."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import Constraints, Planner, SpecError, Target
+
+    def dp_and_memory(grads: str) -> tuple[float, float]:
+        p = Planner(load_model("llama-3.1-8b"), load_cluster("dgx-a100"), Target(gpus=16, seq=4096, global_batch=64,
+                    dtype="fp16"), Constraints(grad_reduce=grads, dp_overlap=False))
+        lay = steptime.Layout(tp=1, pp=1, dp=16, zero=1, micro_batch=1, micro_batches=4, dp_overlap=False,
+                              grad_bytes=steptime.GRAD_BYTES[grads])
+        return p.time(lay).dp, p.memory(lay)
+
+    (dp32, mem32), (dp16, mem16) = dp_and_memory("fp32"), dp_and_memory("fp16")
+    # exposed, ZeRO-1 reduce-scatters the gradients and all-gathers the 16-bit parameters: 4 + 2 bytes, then 2 + 2
+    assert dp16 / dp32 == pytest.approx(4 / 6, rel=0.01)
+    assert mem32 - mem16 == pytest.approx(2 * 8.03e9, rel=0.01)  # 2 bytes less for each gradient, none sharded
+    with pytest.raises(SpecError, match="--grad-reduce fp16 goes with --dtype fp16"):
+        Planner(load_model("llama-3.1-8b"), load_cluster("dgx-a100"), Target(gpus=16, seq=4096, global_batch=64),
+                Constraints(grad_reduce="fp16"))
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--gpus", "16", "--grad-reduce",
+                       "fp16"), "--grad-reduce fp16 goes with --dtype fp16")
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--gpus", "16", "--grad-reduce", "fp16",
+              "--dtype", "fp16", "--json")
+    assert out.exit_code == 0, out.stderr

@@ -123,12 +123,13 @@ def _mlp(m: ModelSpec, width: int, e: float, copies: float = 1.0, tag: str = "",
                           inner=True, live=f)]
 
 
-def _scores(m: ModelSpec, e: float, drop: bool) -> list[Saved]:
+def _scores(m: ModelSpec, e: float, drop: bool, fused: bool = False) -> list[Saved]:
     """Eager attention's s x s terms, per key: HF Llama-family code runs softmax(..., dtype=float32)
-    and casts back; GPT-2's keeps the dtype. Forward peak: the fp32 softmax output beside its cast
-    back (4 + e bytes), or, without the upcast, the scores beside the softmax output (2e)."""
+    and casts back; GPT-2's keeps the dtype, as Megatron's fused scale-mask-softmax does (``fused``: its
+    kernel saves its 16-bit output). Forward peak: the fp32 softmax output beside its cast back (4 + e
+    bytes), or, without the upcast, the scores beside the softmax output (2e)."""
     a = m.num_attention_heads
-    upcast = m.position_embedding != "learned" and e != 4
+    upcast = m.position_embedding != "learned" and e != 4 and not fused
     soft = (4 if upcast else e) * a
     items = [Saved("scores", "softmax output" + (" (fp32)" if upcast else ""), soft, "t", per_key=True, live=soft)]
     if not upcast:  # not saved for backward (softmax keeps its output), alive while softmax runs
@@ -169,7 +170,7 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
         items.append(Saved("attention", "k and v" + (" (repeated to every head)" if kv_all and not m.is_mla else ""),
                            kv, "t" if kv_all else "kv", live=kv, module=up))
     if impl == "eager":
-        items += _scores(m, e, drop)
+        items += _scores(m, e, drop, fused)
         items.append(Saved("attention", "attention output, out-projection input", e * a * dv, "t", ("proj",),
                            live=e * a * dv))
     else:
