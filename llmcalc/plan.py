@@ -25,7 +25,7 @@ from .dtypes import DTYPE_TABLE
 from .kernels import attention_efficiency, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
-from .memory.settings import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
+from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,

@@ -9,7 +9,8 @@ from .flops import RECOMPUTE
 from .kernels import ATTENTION_KERNELS
 from .memory.fp8 import RECIPES as FP8_RECIPES
 from .memory.frameworks import LOSSES
-from .memory.settings import DEFAULT_RECOMPUTE_MODULES, ZERO_STAGES, check_module_names
+from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
+from .memory.settings import ZERO_STAGES
 from .spec import SpecError, check_choice
 from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 

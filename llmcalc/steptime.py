@@ -17,7 +17,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
   recompute_modules): core_attn the attention core, mla_up_proj MLA's up-projection GEMMs, moe_act the experts'
-  activation (its bytes at HBM speed);
+  activation (its bytes at HBM speed), mlp a dense MLP's GEMMs, activation and forward TP collective, moe an MoE
+  layer's router, experts, dispatch and combine, shared_experts the shared expert (_redo_work);
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
   2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
@@ -58,7 +59,7 @@ from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, U
                       UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
-from .memory.settings import DEFAULT_RECOMPUTE_MODULES
+from .memory.recompute import DEFAULT_RECOMPUTE_MODULES
 from .params import attention_linears
 from .serving import FLOAT_BANDWIDTH
 from .spec import ModelSpec
@@ -131,8 +132,11 @@ class ModelCost(NamedTuple):
     loss: float = 0.0  # HBM bytes the cross-entropy moves per token (LOSS_BYTES x vocabulary), on the last stage
     routed_experts: int = 0  # routed experts in an MoE layer
     redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
-    redo_matmul: float = 0.0  # and these forward FLOPs per token of a layer (mla_up_proj), split by TP
-    redo_bytes: float = 0.0  # and these HBM bytes per token, averaged over the layers (moe_act), split by TP
+    redo_matmul: float = 0.0  # and these forward FLOPs per token, averaged over the layers, split by TP
+    redo_bytes: float = 0.0  # and these HBM bytes per token (activations), averaged over the layers, split by TP
+    redo_mlp: bool = False  # a dense layer's MLP (mlp): its forward TP collective again
+    redo_moe: bool = False  # an MoE layer (moe): its dispatch and combine, TP collectives, per-expert work again
+    redo_shared: bool = False  # its shared expert (shared_experts, or moe): its forward TP collective again
     # An unfused core (kernels.UNFUSED_BYTES), per token of one layer: its GEMMs over the whole s x s square, forward
     square: float = 0.0  # FLOPs
     square_bytes: float = 0.0  # and the scores' bytes they move (a third of forward + backward: the same share)
@@ -144,9 +148,8 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES) -> ModelCost:
     """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run; an unfused core
     computes the whole square and moves kernels.UNFUSED_BYTES a score, and dropout's where the model has it); ``loss``:
-    the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds (the
-    up-projections' q_b and kv_b GEMMs; the experts' fused SwiGLU reads fc1's 2 x width output and writes its
-    width, 2 bytes each, for each of the top_k copies)."""
+    the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds
+    (_redo_work)."""
     f, full = forward(m, seq, seq, "causal"), forward(m, seq, seq, "full")
     L, scores, drop = m.num_hidden_layers, m.num_attention_heads * seq, m.dropout > 0
     core = f["attention/scores"] + f["attention/reduce"]
@@ -159,15 +162,32 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
                      expert_weights=experts * m.num_experts / (2 * m.num_experts_per_tok) if m.is_moe else 0.0,
                      loss=m.vocab_size * LOSS_BYTES[loss], routed_experts=m.num_experts if m.is_moe else 0,
-                     redo_core="core_attn" in modules,
-                     redo_matmul=sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
-                                     if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0,
-                     redo_bytes=6 * m.expert_size * m.num_experts_per_tok * m.moe_layers / L
-                     if "moe_act" in modules and m.is_moe else 0.0,
+                     redo_core="core_attn" in modules, **_redo_work(m, f, seq, modules),
                      square=(full["attention/scores"] + full["attention/reduce"]) / (L * seq),
                      square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
                      softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
                      softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop))
+
+
+def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
+    """What Megatron-Core's recompute modules repeat besides the attention core, per token averaged over the
+    layers (``f``: flops.forward's rows): mla_up_proj the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an
+    MoE layer's router, experts and shared expert, shared_experts the shared expert; and each MLP's activation,
+    whose fused kernel reads fc1's output (2 x width for a gated MLP) and writes its width, 2 bytes each (moe_act:
+    the experts' alone, for each of the top_k copies)."""
+    L, moe, shared = m.num_hidden_layers, "moe" in modules, "shared_experts" in modules or "moe" in modules
+    act = 6 if m.mlp_type == "gated" else 4  # bytes a width of the activation's pass
+    routed = [n for n in ("mlp/router", "mlp/experts", "mlp/shared_experts") if n in f]
+    flops = sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
+                if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0
+    work = act * m.dense_layers * m.intermediate_size / L if "mlp" in modules else 0.0
+    flops += (f["mlp"] - sum(f[n] for n in routed)) / (L * seq) if "mlp" in modules else 0.0
+    if m.is_moe:
+        flops += sum(f[n] for n in routed if moe or (shared and n == "mlp/shared_experts")) / (L * seq)
+        work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * ("moe_act" in modules or moe)
+                                          + m.shared_expert_size * shared)
+    return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe,
+                redo_shared=shared and bool(m.is_moe and m.shared_expert_size))
 
 
 class Layout(NamedTuple):
@@ -273,9 +293,9 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
-    full = lay.recompute == "full"
+    full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
-    if lay.recompute == "selective":
+    if selective:
         redo = core * c.redo_core + tokens * layers * (
             c.redo_matmul / tp / rate + c.redo_bytes / tp / (links.hbm * FLOAT_BANDWIDTH))
     tp_time = cp_time = send = 0.0
@@ -284,26 +304,37 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     # TP collectives would)
     moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
-    if tp > 1:  # 4 collectives per layer (6 with full recomputation) of the activation, half of them the MLP's,
-        bw, lat = link(tp, 1, links)  # which the routed experts' own replace (a shared expert keeps them)
-        mlp_free = 0 if c.shared else routed / 2
-        tp_time = (layers - mlp_free) * (6 if full else 4) * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
-        if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays
-            tp_time *= TP_OVERLAP_EXPOSED
+    redo_moe = full or selective and c.redo_moe  # the MoE layers' forward repeated: dispatch, combine, experts
+    if tp > 1:
+        tp_time = _tp_time(c, links, lay, tokens, layers, moe, routed)
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
         bw, lat = link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
     ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
-                          3 * routed / layers * (gemm + attention + elementwise))
+                          3 * routed / layers * (gemm + attention + elementwise), redo_moe)
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
         send = tokens * c.hidden * 2 / tp / bw + lat
-    # the rank's routed experts' fixed work; a full recomputation repeats the forward's third of it
-    experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if full else 1)
+    # the rank's routed experts' fixed work; recomputing the MoE layers repeats the forward's third of it
+    experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if redo_moe else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward, core,
                       experts_time, moe)
+
+
+def _tp_time(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int, moe: int, routed: int) -> float:
+    """The rank's TP collectives in one micro-batch: 4 per layer (6 with full recomputation) of the activation,
+    half of them the MLP's, which the routed experts' own replace where ``routed`` layers have EP (a shared expert
+    keeps them); a selectively recomputed MLP repeats its forward one (an MoE layer's where it has one)."""
+    tp = lay.tp
+    bw, lat = link(tp, 1, links)
+    collectives = (layers - (0 if c.shared else routed / 2)) * (6 if lay.recompute == "full" else 4)
+    if lay.recompute == "selective":
+        collectives += (layers - moe) * c.redo_mlp + moe * (c.redo_shared if c.shared else c.redo_moe and lay.ep == 1)
+    time = collectives * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
+    # overlapped, chunked under the GEMMs (TE userbuffers): what the first chunk waits stays exposed
+    return time * TP_OVERLAP_EXPOSED if lay.tp_overlap else time
 
 
 def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[float, float]:

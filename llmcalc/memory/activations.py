@@ -50,8 +50,8 @@ class Saved:
       weight's gradient; measured: PyTorch skips it for frozen weights); () = always saved.
     per_key: bytes per token per attended key (the s x s scores of eager attention).
     inner: an F-wide MLP intermediate (what Mini-Sequence chunks).
-    module: the Megatron-Core recompute module (settings.RECOMPUTE_MODULES) whose output-discarding
-      checkpoint frees it after forward and rebuilds it before its consumer's backward.
+    module: the Megatron-Core recompute module (recompute.RECOMPUTE_MODULES) whose checkpoint frees it after
+      forward and rebuilds it before its consumer's backward.
     """
 
     group: str
@@ -187,33 +187,51 @@ def _attention(m: ModelSpec, impl: str, e: float, drop: bool, repeat_kv: bool = 
 
 def _mlp_block(m: ModelSpec, e: float, moe: bool, drop: bool, compiled: bool = False,
                native_act: bool = False, fused: bool = False, g: float | None = None) -> list[Saved]:
-    """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP."""
+    """The MLP sub-layer: its norm(s), input, router and experts (MoE) or the dense MLP. Megatron-Core's recompute
+    modules (Saved.module): a dense MLP's checkpoint (mlp) keeps the layer's hidden state, its fused norm's input,
+    and rebuilds the rest; an MoE layer's (moe) keeps its norm's output, the router's and shared expert's input."""
     h = m.hidden_size
     mlp_in = ("gate", "up") if m.mlp_type == "gated" else ("up",)
     items = []
     merged = compiled and m.norm_type != "layernorm"  # the compiled MLP norm's output is the MLP input
+    dense = "" if moe else "mlp"  # the recompute module of a dense MLP's tensors
     for i in range(m.norms_per_layer - 1):  # the MLP's norm, and Gemma-2's post-norms
-        items += norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
-                              keeps_output=merged and i == 0, fused=fused)
+        norm = norm_tensors(m, h, e, what="mlp norm" if i == 0 else "post norm", compiled=compiled,
+                            keeps_output=merged and i == 0, fused=fused)
+        items += norm[:1] + [replace(t, module=dense) for t in norm[1:]] if i == 0 else norm
     if not (m.parallel_attn and m.norms_per_layer == 1) and not merged:  # a parallel block shares the attention's input
         # a dense MLP's norm is fused into its first TE linear, which keeps its output in FP8; an MoE layer's
         # norm is its own module, and the router keeps its 16-bit output (the experts keep FP8 copies)
         fp8_in = g and not moe
-        items.append(Saved("mlp", "MLP input" + (" (FP8)" if fp8_in else ""), (g if fp8_in else e) * h, needs=mlp_in))
-    if moe:  # HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts gets a copy of the token
-        k = m.num_experts_per_tok
-        items.append(Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts))
-        items.append(Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4))
-        items.append(Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in))
-        items += _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g, act_module="moe_act")
-        if not fused:  # Megatron-Core 0.15 weighs the experts' activation by the routing probabilities instead
-            items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h))
-        if m.shared_expert_size:
-            items += _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused, g)
+        items.append(Saved("mlp", "MLP input" + (" (FP8)" if fp8_in else ""), (g if fp8_in else e) * h, needs=mlp_in,
+                           module=dense))
+    if moe:
+        items += _moe_tensors(m, e, mlp_in, compiled, native_act, fused, g)
     else:
-        items += _mlp(m, m.intermediate_size, e, compiled=compiled, native_act=native_act, fused=fused, g=g)
+        items += [replace(t, module="mlp") for t in _mlp(m, m.intermediate_size, e, compiled=compiled,
+                                                        native_act=native_act, fused=fused, g=g)]
     if drop:
         items.append(Saved("dropout", "MLP residual dropout mask", 1 * h))
+    return items
+
+
+def _moe_tensors(m: ModelSpec, e: float, mlp_in: tuple[str, ...], compiled: bool, native_act: bool, fused: bool,
+                 g: float | None) -> list[Saved]:
+    """An MoE layer's router and experts, HF Mixtral-style (grouped experts): fp32 router softmax; each of k experts
+    gets a copy of the token. Megatron-Core's moe checkpoint rebuilds them all (moe_act the experts' activation
+    alone, shared_experts the shared expert alone)."""
+    h, k = m.hidden_size, m.num_experts_per_tok
+    items = [Saved("mlp", "router probabilities (fp32)", 4 * m.num_experts, module="moe"),
+             Saved("mlp", "routing indices (int64) and weights (fp32)", 40 * k + 4, module="moe"),
+             Saved("mlp", "expert inputs (k copies)" + (" (FP8)" if g else ""), k * (g or e) * h, "x", mlp_in,
+                   module="moe")]
+    items += [t if t.module else replace(t, module="moe")
+              for t in _mlp(m, m.expert_size, e, k, "experts: ", compiled, native_act, fused, g, act_module="moe_act")]
+    if not fused:  # Megatron-Core 0.15 weighs the experts' activation by the routing probabilities instead
+        items.append(Saved("mlp", "expert outputs, kept by the routing-weight product", k * e * h, module="moe"))
+    if m.shared_expert_size:
+        items += [replace(t, module="shared_experts")
+                  for t in _mlp(m, m.shared_expert_size, e, 1, "shared expert: ", compiled, native_act, fused, g)]
     return items
 
 

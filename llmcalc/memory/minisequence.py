@@ -17,8 +17,8 @@ from ..spec import ModelSpec
 from .activations import layer_tensors, local
 from .per_gpu import memory_breakdown
 from .placement import stages, trainable
+from .recompute import DEFAULT_RECOMPUTE_MODULES
 from .saved import sorted_out
-from .settings import DEFAULT_RECOMPUTE_MODULES
 from .settings import MemorySettings
 
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from ..breakdown import Breakdown, Quantity
 from ..spec import ModelSpec
 from .placement import check_layout, stages
-from .settings import MemorySettings, check_recompute_modules
+from .recompute import check_recompute_modules
+from .settings import MemorySettings
 
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from ..gpuspec import GPUSpec

@@ -19,6 +19,7 @@ from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input
                           local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
 from .placement import Stage, trainable
+from .recompute import COVERS, OUTPUT_DISCARDING, REBUILT
 from .settings import MemorySettings
 from .stage import whole_bytes
 
@@ -35,9 +36,9 @@ RECOMPUTE_NOTES = {"none": "every saved tensor kept", "selective": "the {} recom
 
 
 def rebuilt(s: MemorySettings) -> str:
-    """What selective recomputation rebuilds: the s x s attention terms (Megatron-Core's core_attn), and the
-    outputs of the other modules named."""
-    return ", ".join("s x s attention terms" if x == "core_attn" else f"{x} outputs" for x in s.recompute_modules)
+    """What selective recomputation rebuilds: the s x s attention terms (Megatron-Core's core_attn), and what the
+    other modules named hold."""
+    return ", ".join(REBUILT[x] for x in s.recompute_modules)
 
 
 def in_flight(s: MemorySettings, st: Stage) -> int:
@@ -69,13 +70,18 @@ def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCo
     mst, chunk = (inner, inner / M) if M > 1 else (0.0, 0.0)
     if s.recompute == "none":
         return LayerCost(g, layer, layer - mst, chunk)
-    if s.recompute == "selective":  # the named modules' outputs, discarded after forward, rebuilt one layer at a time:
-        # twice over, as Megatron-Core's CheckpointWithoutOutput refills the freed outputs from a recomputed copy
-        # that its context keeps until the checkpoint's backward (tensor_parallel/random.py, core 0.15)
-        dropped = sum(sizes[i] for i, module in kind.modules
-                      if module in s.recompute_modules and not (M > 1 and i in kind.inner))
+    if s.recompute == "selective":  # the named modules' tensors, dropped after forward, rebuilt one layer at a time
+        # (an output-discarding module's twice over: Megatron-Core's CheckpointWithoutOutput refills the freed
+        # outputs from a recomputed copy its context keeps until the checkpoint's backward; tensor_parallel/random.py,
+        # core 0.15)
+        dropped = rebuilt_twice = 0.0
+        for i, module in kind.modules:
+            by = COVERS[module] if COVERS.get(module) in s.recompute_modules else module
+            if by in s.recompute_modules and not (M > 1 and i in kind.inner):
+                dropped += sizes[i]
+                rebuilt_twice += sizes[i] if by in OUTPUT_DISCARDING else 0.0
         core = scores if "core_attn" in s.recompute_modules else 0.0
-        return LayerCost(g, layer, layer - core - dropped - mst, core + 2 * dropped + chunk)
+        return LayerCost(g, layer, layer - core - dropped - mst, core + dropped + rebuilt_twice + chunk)
     return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
 
 
@@ -307,8 +313,8 @@ def _transient_note(s: MemorySettings, offloaded: bool) -> str:
 
 
 def activation_note(s: MemorySettings, m: ModelSpec) -> str:
-    code = {"litgpt": "LitGPT's modules", "torchtune": "torchtune's modules (as HF's, k/v expanded)"}.get(
-        s.framework, "HF transformers modules")
+    code = {"litgpt": "LitGPT's modules", "torchtune": "torchtune's modules (as HF's, k/v expanded)",
+            "megatron": "Megatron-Core's Transformer Engine modules"}.get(s.framework, "HF transformers modules")
     how = "under torch.compile (inductor rebuilds pointwise results in backward)" if s.compile else "save them"
     if s.compile and (s.attention_impl == "eager" or m.is_moe or s.mini_seq > 1):
         how += "; compile measured with sdpa on dense layers only, the rest counted as eager"

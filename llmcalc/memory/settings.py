@@ -10,6 +10,7 @@ from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
 from .engines import KNOB_FLAGS, resolve_engine
 from .frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES, Framework
+from .recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 
 GiB = 2**30
 MODES = ("train", "infer")
@@ -17,29 +18,6 @@ ZERO_STAGES = (0, 1, 2, 3)
 ATTENTION_IMPLS = ("eager", "sdpa", "flash")
 FINETUNES = ("full", "lora", "qlora")
 OFFLOADS = ("optimizer", "params", "activations")
-# Megatron-Core's --recompute-modules under selective recomputation (core 0.15 transformer_config): core_attn is
-# Korthikanti's s x s terms (its default, and llmcalc's "selective"); mla_up_proj and moe_act checkpoint MLA's
-# up-projections with rope and the routed experts' activation, discarding their outputs after forward.
-RECOMPUTE_MODULES = ("core_attn", "mla_up_proj", "moe_act")
-DEFAULT_RECOMPUTE_MODULES = ("core_attn",)  # Megatron-Core's default, and what "selective" alone means
-
-
-def check_module_names(modules: tuple[str, ...]) -> None:
-    """At least one module, each one Megatron-Core's (RECOMPUTE_MODULES)."""
-    if not modules:
-        raise SpecError("--recompute-modules needs at least one module (core_attn is Megatron's default)")
-    for module in modules:
-        check_choice("--recompute-modules", module, RECOMPUTE_MODULES)
-
-
-def check_recompute_modules(m, modules: tuple[str, ...]) -> None:
-    """Megatron-Core refuses mla_up_proj without multi-latent attention and moe_act without (grouped-GEMM) experts
-    (transformer_config.py, core 0.15)."""
-    if "mla_up_proj" in modules and not m.is_mla:
-        raise SpecError(f"--recompute-modules mla_up_proj needs multi-latent attention; {m.name} has none")
-    if "moe_act" in modules and not m.is_moe:
-        raise SpecError(f"--recompute-modules moe_act needs routed experts; {m.name} is dense")
-
 # Training: memory outside PyTorch's allocator: the CUDA context with cuBLAS loaded (0.67 GiB measured
 # on H100 and H200, CUDA 13: tests/data/gpu_measured.json). The caching allocator's own slack is the
 # `allocator` row. Inference engines model their own non-torch memory (memory/engines).
@@ -138,7 +116,7 @@ class MemorySettings:
     optimizer: str | None = None
     zero: int = 0
     recompute: str | None = None
-    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # what "selective" rebuilds (RECOMPUTE_MODULES)
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # what "selective" rebuilds (recompute.py)
     attention_impl: str | None = None
     kv_dtype: str | None = None
     loss_dtype: str | None = None

@@ -1,0 +1,113 @@
+"""Megatron-Core's recompute modules beyond the attention core (core 0.15 transformer_layer.py, moe_layer.py): what
+each checkpoint drops from memory and what recomputing it costs, by hand (mla_up_proj and moe_act: test_memory.py,
+test_plan.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcalc import steptime
+from llmcalc.memory.per_gpu import memory_breakdown
+from llmcalc.memory.settings import MemorySettings
+from llmcalc.presets import load_model
+from llmcalc.spec import Parallelism, SpecError
+
+from .conftest import run
+from .test_hostile import _fails_cleanly
+
+TOKENS = 4096
+
+
+def _dropped(name: str, *modules: str) -> tuple[float, float]:
+    """(bytes a token a layer the modules drop, bytes a token rebuilt at once) on one GPU, 4k tokens."""
+    common = dict(mode="train", seq=TOKENS, batch=1, zero=1, framework="megatron", attention_impl="flash",
+                  recompute="selective", parallel=Parallelism(gpus=1))
+    m = load_model(name)
+    plain = memory_breakdown(m, None, MemorySettings(**common))
+    named = memory_breakdown(m, None, MemorySettings(recompute_modules=("core_attn", *modules), **common))
+    layers = m.moe_layers if {"moe", "moe_act", "shared_experts"} & set(modules) else m.num_hidden_layers
+    gone = plain.value("activations/layers") - named.value("activations/layers")
+    return gone / TOKENS / layers, named.value("activations/transient") / TOKENS
+
+
+def test_mlp_keeps_only_the_dense_mlps_input():
+    """Llama 3.1 8B (width 4096, SwiGLU of 14336): the checkpoint keeps the layer's hidden state, its fused norm's
+    input, and drops the norm's fp32 rstd (4 B), fc1's input (2 x 4096), fc1's gate and up outputs (2 x 2 x 14336)
+    and the activation's output (2 x 14336): 94,212 B a token a layer, rebuilt one layer at a time (once: a plain
+    checkpoint, not an output-discarding one)."""
+    dropped = 4 + 2 * 4096 + 2 * 2 * 14336 + 2 * 14336
+    assert dropped == 94_212
+    assert _dropped("llama-3.1-8b", "mlp") == (dropped, dropped)
+
+
+def test_moe_drops_the_router_the_experts_and_the_shared_expert():
+    """DeepSeek-V3 (width 7168, 256 experts of 2048, top-8, a shared expert of 2048): the router's fp32
+    probabilities (4 x 256), the routing indices and weights (40 x 8 + 4), the 8 experts' inputs (8 x 2 x 7168), their
+    fc1 outputs (8 x 2 x 2 x 2048) and activations (8 x 2 x 2048), the shared expert's (2 x 2 x 2048 + 2 x 2048):
+    226,628 B a token an MoE layer. moe covers moe_act (rebuilt once, not twice) and shared_experts."""
+    shared = 2 * 2 * 2048 + 2 * 2048
+    experts = 8 * 2 * 2 * 2048 + 8 * 2 * 2048
+    dropped = 4 * 256 + (40 * 8 + 4) + 8 * 2 * 7168 + experts + shared
+    assert dropped == 226_628
+    assert _dropped("deepseek-v3", "moe") == _dropped("deepseek-v3", "moe", "moe_act") == (dropped, dropped)
+    assert _dropped("deepseek-v3", "shared_experts") == (shared, shared)
+    assert _dropped("deepseek-v3", "moe_act") == (8 * 2 * 2048, 2 * 8 * 2 * 2048)  # output-discarding: twice
+    # Mixtral, all MoE (8 experts of 14336, top-2, width 4096, no shared expert)
+    assert _dropped("mixtral-8x7b", "moe")[0] == 4 * 8 + (40 * 2 + 4) + 2 * 2 * 4096 + 2 * 2 * 2 * 14336 + 2 * 2 * 14336
+
+
+@pytest.mark.parametrize("model, modules, problem", [
+    ("mixtral-8x7b", "mlp", "mixtral-8x7b's layers are all MoE"),
+    ("llama-3.1-8b", "moe", "moe needs routed experts"),
+    ("mixtral-8x7b", "shared_experts", "shared_experts needs shared experts"),
+])
+def test_a_module_the_model_lacks_is_refused(model, modules, problem):
+    _fails_cleanly(run("memory", "--model", model, "--gpu", "h100", "--gpus", "8", "--tp", "8", "--framework",
+                       "megatron", "--recompute", "selective", "--recompute-modules", modules), problem)
+    with pytest.raises(SpecError, match=problem):
+        memory_breakdown(load_model(model), None, MemorySettings(
+            mode="train", seq=4096, framework="megatron", recompute="selective", recompute_modules=(modules,)))
+
+
+def test_recomputing_modules_repeats_their_forward_work():
+    """The FLOPs a token a layer: Llama 3.1 8B's MLP, 3 GEMMs of 4096 x 14336 (2 FLOPs a weight), on every layer,
+    and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256), 8 routed experts and
+    the shared one (3 GEMMs of 7168 x 2048 each), on 58 of its 61 layers."""
+    mlp = steptime.model_cost(load_model("llama-3.1-8b"), 4096, modules=("core_attn", "mlp"))
+    assert mlp.redo_matmul == 3 * 2 * 4096 * 14336 and mlp.redo_bytes == 6 * 14336
+    assert mlp.redo_mlp and not mlp.redo_moe and mlp.redo_core
+    moe = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe",))
+    per_moe_layer = 2 * 7168 * 256 + 9 * 3 * 2 * 7168 * 2048
+    assert moe.redo_matmul == pytest.approx(per_moe_layer * 58 / 61, rel=1e-9)
+    assert moe.redo_bytes == pytest.approx(6 * (8 + 1) * 2048 * 58 / 61)
+    assert moe.redo_moe and moe.redo_shared and not moe.redo_mlp and not moe.redo_core
+
+
+def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
+    """A dense MLP's checkpoint repeats its forward TP collective: 5 a layer, not 4. An MoE layer's repeats the
+    dispatch and combine (6 all-to-alls, not 4) and each routed expert's fixed work (4/3 of it, as full
+    recomputation does)."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import links_of
+
+    links = links_of(load_cluster("dgx-h100"), "bf16")
+    dense = steptime.model_cost(load_model("llama-3.1-8b"), 4096)
+    lay = steptime.Layout(tp=2, pp=1, dp=4, sp=True, recompute="selective", micro_batch=1, micro_batches=1)
+    plain = steptime.micro_batch(dense, links, lay, 4096)
+    again = steptime.micro_batch(dense._replace(redo_mlp=True), links, lay, 4096)
+    assert again.tp == pytest.approx(plain.tp * 5 / 4)
+    mixtral = steptime.model_cost(load_model("mixtral-8x7b"), 4096)
+    ep = steptime.Layout(tp=1, pp=1, dp=8, ep=8, recompute="selective", micro_batch=1, micro_batches=1)
+    plain = steptime.micro_batch(mixtral, links, ep, 4096)
+    again = steptime.micro_batch(mixtral._replace(redo_moe=True), links, ep, 4096)
+    assert again.ep == pytest.approx(plain.ep * 6 / 4) and again.experts == pytest.approx(plain.experts * 4 / 3)
+
+
+def test_plan_and_memory_take_the_new_modules():
+    out = run("plan", "--model", "deepseek-v3", "--gpu", "h100", "--gpus", "1024", "--seq", "4k", "--global-batch",
+              "8192", "--recompute", "selective", "--recompute-modules", "mla_up_proj,mlp", "--top", "1", "--json")
+    assert out.exit_code == 0, out.stderr
+    out = run("memory", "--model", "deepseek-v3", "--gpu", "h200", "--gpus", "256", "--pp", "16", "--ep", "16",
+              "--framework", "megatron", "--recompute", "selective", "--recompute-modules", "moe", "--seq", "4k")
+    assert out.exit_code == 0, out.stderr
+    assert "MoE layers' tensors recomputed" in " ".join(out.stdout.split())
