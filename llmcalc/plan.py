@@ -181,7 +181,7 @@ class Planner:
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead, c.tp_overlap_sms)
         check_etp(m, c.etp)
-        check_recompute_modules(m, c.recompute_modules)
+        check_recompute_modules(m, c.recompute_modules, c.ep_overlap)
         if c.grad_reduce == "fp16" and t.dtype != "fp16":
             raise SpecError(f"--grad-reduce fp16 goes with --dtype fp16 (Megatron-LM's fp16 training); {t.dtype} "
                             "training reduces fp32 or bf16 gradients")

@@ -136,7 +136,7 @@ class ModelCost(NamedTuple):
     redo_bytes: float = 0.0  # and these HBM bytes per token (activations), averaged over the layers, split by TP
     redo_mlp: bool = False  # a dense layer's MLP (mlp): its forward TP collective again
     redo_moe: bool = False  # an MoE layer (moe): its dispatch and combine, TP collectives, per-expert work again
-    redo_shared: bool = False  # its shared expert (shared_experts, or moe): its forward TP collective again
+    redo_shared: int = 0  # its shared expert's forwards repeated (shared_experts, moe): their TP collectives again
     # An unfused core (kernels.UNFUSED_BYTES), per token of one layer: its GEMMs over the whole s x s square, forward
     square: float = 0.0  # FLOPs
     square_bytes: float = 0.0  # and the scores' bytes they move (a third of forward + backward: the same share)
@@ -171,23 +171,24 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
 
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
     """What Megatron-Core's recompute modules repeat besides the attention core, per token averaged over the
-    layers (``f``: flops.forward's rows): mla_up_proj the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an
-    MoE layer's router, experts and shared expert, shared_experts the shared expert; and each MLP's activation,
-    whose fused kernel reads fc1's output (2 x width for a gated MLP) and writes its width, 2 bytes each (moe_act:
-    the experts' alone, for each of the top_k copies)."""
-    L, moe, shared = m.num_hidden_layers, "moe" in modules, "shared_experts" in modules or "moe" in modules
+    layers (``f``: flops.forward's rows; a pipeline stage holding only MoE layers is charged the average): mla_up_proj
+    the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router, experts and shared expert,
+    shared_experts the shared expert; and each MLP's activation, whose fused kernel reads fc1's output (2 x width for
+    a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone, for each of the top_k copies).
+    Nested in moe's, moe_act's refill and shared_experts' checkpoint each repeat their work once more."""
+    L, moe = m.num_hidden_layers, "moe" in modules
     act = 6 if m.mlp_type == "gated" else 4  # bytes a width of the activation's pass
+    shared = (moe + ("shared_experts" in modules)) * bool(m.is_moe and m.shared_expert_size)  # forwards repeated
     routed = [n for n in ("mlp/router", "mlp/experts", "mlp/shared_experts") if n in f]
     flops = sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
                 if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0
     work = act * m.dense_layers * m.intermediate_size / L if "mlp" in modules else 0.0
     flops += (f["mlp"] - sum(f[n] for n in routed)) / (L * seq) if "mlp" in modules else 0.0
     if m.is_moe:
-        flops += sum(f[n] for n in routed if moe or (shared and n == "mlp/shared_experts")) / (L * seq)
-        work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * ("moe_act" in modules or moe)
+        flops += sum(f[n] * (shared if n == "mlp/shared_experts" else moe) for n in routed) / (L * seq)
+        work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * (("moe_act" in modules) + moe)
                                           + m.shared_expert_size * shared)
-    return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe,
-                redo_shared=shared and bool(m.is_moe and m.shared_expert_size))
+    return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe, redo_shared=shared)
 
 
 class Layout(NamedTuple):

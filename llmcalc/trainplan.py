@@ -109,9 +109,12 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
                 "train_time": "s"}
 
 
-def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0) -> dict[str, tuple]:
+def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo_moe: bool = False
+                  ) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
-    routed experts a GPU holds, at ``overhead`` seconds each."""
+    routed experts a GPU holds, at ``overhead`` seconds each; ``redo_moe``: selective recomputation repeats the MoE
+    layers (the moe module)."""
+    redone = lay.recompute == "full" or (lay.recompute == "selective" and redo_moe)
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
     return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head and "
@@ -120,7 +123,7 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0) -> d
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
             "ep_comm": each + (m, mb.ep),
             "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
-                " x 4/3 (full recomputation repeats the forward)" if lay.recompute == "full" else ""),
+                " x 4/3 (recomputation repeats the forward)" if redone else ""),
                 m, mb.moe_layers, experts, overhead),
             "pp_comm": ("{} micro-batches x {} virtual stages x 2 sends x max(0, {} s - ({} s + {} s + {} s) / {})", m,
                         lay.vpp, mb.send, mb.gemm_forward, mb.core_forward, mb.elementwise, lay.vpp)
@@ -182,7 +185,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         best = ranked[0]
         summary["layout"] = describe(best.layout)
         hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
-                             c.expert_overhead)
+                             c.expert_overhead, p.cost.redo_moe)
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note, how=hows[name])

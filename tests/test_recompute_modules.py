@@ -44,16 +44,24 @@ def test_moe_drops_the_router_the_experts_and_the_shared_expert():
     """DeepSeek-V3 (width 7168, 256 experts of 2048, top-8, a shared expert of 2048): the router's fp32
     probabilities (4 x 256), the routing indices and weights (40 x 8 + 4), the 8 experts' inputs (8 x 2 x 7168), their
     fc1 outputs (8 x 2 x 2 x 2048) and activations (8 x 2 x 2048), the shared expert's (2 x 2 x 2048 + 2 x 2048):
-    226,628 B a token an MoE layer. moe covers moe_act (rebuilt once, not twice) and shared_experts."""
+    226,628 B a token an MoE layer. moe covers moe_act and shared_experts; named beside it, moe_act's own
+    output-discarding checkpoint refills the activation once more (experts.py nests it in moe's recompute)."""
     shared = 2 * 2 * 2048 + 2 * 2048
     experts = 8 * 2 * 2 * 2048 + 8 * 2 * 2048
     dropped = 4 * 256 + (40 * 8 + 4) + 8 * 2 * 7168 + experts + shared
     assert dropped == 226_628
-    assert _dropped("deepseek-v3", "moe") == _dropped("deepseek-v3", "moe", "moe_act") == (dropped, dropped)
+    assert _dropped("deepseek-v3", "moe") == _dropped("deepseek-v3", "moe", "shared_experts") == (dropped, dropped)
+    assert _dropped("deepseek-v3", "moe", "moe_act") == (dropped, dropped + 8 * 2 * 2048)
     assert _dropped("deepseek-v3", "shared_experts") == (shared, shared)
     assert _dropped("deepseek-v3", "moe_act") == (8 * 2 * 2048, 2 * 8 * 2 * 2048)  # output-discarding: twice
     # Mixtral, all MoE (8 experts of 14336, top-2, width 4096, no shared expert)
     assert _dropped("mixtral-8x7b", "moe")[0] == 4 * 8 + (40 * 2 + 4) + 2 * 2 * 4096 + 2 * 2 * 2 * 14336 + 2 * 2 * 14336
+
+
+def test_the_mlps_rebuilt_tensors_are_freed_before_the_attentions_are_rebuilt():
+    """DeepSeek-V3 with mla_up_proj and moe: the MLP's checkpoint frees its 226,628 B a token when its backward ends,
+    before the attention's refills MLA's 135,176 B twice over (270,352 B): the larger is the transient."""
+    assert _dropped("deepseek-v3", "mla_up_proj", "moe")[1] == max(226_628, 2 * 135_176) == 270_352
 
 
 @pytest.mark.parametrize("model, modules, problem", [
@@ -69,6 +77,15 @@ def test_a_module_the_model_lacks_is_refused(model, modules, problem):
             mode="train", seq=4096, framework="megatron", recompute="selective", recompute_modules=(modules,)))
 
 
+def test_moe_beside_the_overlapped_all_to_all_is_refused():
+    """Megatron-Core 0.15's overlapped MoE layers (--ep-overlap) run outside MoELayer.forward, where moe's checkpoint
+    is: the module would save nothing."""
+    _fails_cleanly(run("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--recompute", "selective",
+                       "--recompute-modules", "moe", "--ep-overlap"), "moe does nothing beside --ep-overlap")
+    assert run("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--recompute", "selective",
+               "--recompute-modules", "moe_act", "--ep-overlap", "--top", "1").exit_code == 0
+
+
 def test_recomputing_modules_repeats_their_forward_work():
     """The FLOPs a token a layer: Llama 3.1 8B's MLP, 3 GEMMs of 4096 x 14336 (2 FLOPs a weight), on every layer,
     and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256), 8 routed experts and
@@ -80,7 +97,14 @@ def test_recomputing_modules_repeats_their_forward_work():
     per_moe_layer = 2 * 7168 * 256 + 9 * 3 * 2 * 7168 * 2048
     assert moe.redo_matmul == pytest.approx(per_moe_layer * 58 / 61, rel=1e-9)
     assert moe.redo_bytes == pytest.approx(6 * (8 + 1) * 2048 * 58 / 61)
-    assert moe.redo_moe and moe.redo_shared and not moe.redo_mlp and not moe.redo_core
+    assert moe.redo_moe and moe.redo_shared == 1 and not moe.redo_mlp and not moe.redo_core
+    # nested: shared_experts' checkpoint inside moe's recompute runs the shared expert once more; moe_act's refill
+    # the experts' activation
+    shared = 3 * 2 * 7168 * 2048
+    both = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "shared_experts"))
+    assert both.redo_matmul - moe.redo_matmul == pytest.approx(shared * 58 / 61) and both.redo_shared == 2
+    act = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "moe_act"))
+    assert act.redo_bytes - moe.redo_bytes == pytest.approx(6 * 8 * 2048 * 58 / 61)
 
 
 def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
@@ -99,8 +123,21 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     mixtral = steptime.model_cost(load_model("mixtral-8x7b"), 4096)
     ep = steptime.Layout(tp=1, pp=1, dp=8, ep=8, recompute="selective", micro_batch=1, micro_batches=1)
     plain = steptime.micro_batch(mixtral, links, ep, 4096)
-    again = steptime.micro_batch(mixtral._replace(redo_moe=True), links, ep, 4096)
+    moe = steptime.model_cost(load_model("mixtral-8x7b"), 4096, modules=("core_attn", "moe"))
+    again = steptime.micro_batch(moe, links, ep, 4096)
     assert again.ep == pytest.approx(plain.ep * 6 / 4) and again.experts == pytest.approx(plain.experts * 4 / 3)
+    # without EP the experts' tokens move as a dense MLP's TP collectives: one more a layer, as mlp's
+    tp = ep._replace(tp=2, dp=4, ep=1, sp=True)
+    assert steptime.micro_batch(moe, links, tp, 4096).tp == pytest.approx(
+        steptime.micro_batch(mixtral, links, tp, 4096).tp * 5 / 4)
+    # DeepSeek-V3's shared expert keeps its TP collectives beside EP: one more an MoE layer for each repeat
+    ds = load_model("deepseek-v3")
+    lay = steptime.Layout(tp=2, pp=1, dp=4, ep=8, sp=True, recompute="selective", micro_batch=1, micro_batches=1)
+    base = steptime.micro_batch(steptime.model_cost(ds, 4096), links, lay, 4096).tp
+    for modules, extra in ((("shared_experts",), 1), (("moe", "shared_experts"), 2)):
+        cost = steptime.model_cost(ds, 4096, modules=("core_attn", *modules))
+        # 61 layers x 4 collectives, and 58 MoE layers x extra
+        assert steptime.micro_batch(cost, links, lay, 4096).tp == pytest.approx(base * (61 * 4 + 58 * extra) / (61 * 4))
 
 
 def test_plan_and_memory_take_the_new_modules():

@@ -19,7 +19,7 @@ from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input
                           local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
 from .placement import Stage, trainable
-from .recompute import COVERS, OUTPUT_DISCARDING, REBUILT
+from .recompute import ATTENTION_SIDE, COVERS, OUTPUT_DISCARDING, REBUILT
 from .settings import MemorySettings
 from .stage import whole_bytes
 
@@ -73,15 +73,16 @@ def layer_cost(kind: Kind, s: MemorySettings, loc, checkpoint: float) -> LayerCo
     if s.recompute == "selective":  # the named modules' tensors, dropped after forward, rebuilt one layer at a time
         # (an output-discarding module's twice over: Megatron-Core's CheckpointWithoutOutput refills the freed
         # outputs from a recomputed copy its context keeps until the checkpoint's backward; tensor_parallel/random.py,
-        # core 0.15)
-        dropped = rebuilt_twice = 0.0
+        # core 0.15), the MLP's freed before the attention's are rebuilt (recompute.ATTENTION_SIDE)
+        named = s.recompute_modules
+        core = scores if "core_attn" in named else 0.0
+        dropped, rebuilt = 0.0, {True: core, False: 0.0}  # rebuilt at once on the attention's side, the MLP's
         for i, module in kind.modules:
-            by = COVERS[module] if COVERS.get(module) in s.recompute_modules else module
-            if by in s.recompute_modules and not (M > 1 and i in kind.inner):
-                dropped += sizes[i]
-                rebuilt_twice += sizes[i] if by in OUTPUT_DISCARDING else 0.0
-        core = scores if "core_attn" in s.recompute_modules else 0.0
-        return LayerCost(g, layer, layer - core - dropped - mst, core + dropped + rebuilt_twice + chunk)
+            if (module in named or COVERS.get(module) in named) and not (M > 1 and i in kind.inner):
+                dropped += sizes[i]  # refilled once more where its own output-discarding checkpoint is named
+                twice = module in named and module in OUTPUT_DISCARDING
+                rebuilt[module in ATTENTION_SIDE] += sizes[i] * (2 if twice else 1)
+        return LayerCost(g, layer, layer - core - dropped - mst, max(rebuilt.values()) + chunk)
     return LayerCost(g, layer, checkpoint, layer - checkpoint - mst)
 
 
