@@ -272,33 +272,32 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     """One micro-batch of ``lay`` on its busiest rank (the module docstring's terms)."""
     tp, cp, pp = lay.tp, lay.cp, lay.pp
     tokens = lay.micro_batch * seq / cp  # per micro-batch, this GPU's share of each sequence
-    rate, rate16 = links.peak * links.efficiency, links.peak16 * links.efficiency16
-    dense = _gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay)  # one layer's GEMMs
+    rate, rate16, hbm = links.peak * links.efficiency, links.peak16 * links.efficiency16, links.hbm * FLOAT_BANDWIDTH
+    dense = _gemms(tokens * (c.matmul - c.experts) / tp / rate, c.weights / tp, links, lay, hbm)  # a layer's GEMMs
     if lay.tp_overlap and tp > 1 and links.sms > links.ub_sms:  # some of them on the SMs userbuffers leaves
         slower = links.ub_sms / (links.sms - links.ub_sms)
         dense = dense[0] * (1 + UB_SHARE * slower), dense[1] * (1 + UB_SHARE_FORWARD * slower)
-    experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay)
+    experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay, hbm)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     if links.unfused:  # the whole square's GEMMs (their FLOPs or their scores' bytes), softmax's and dropout's bytes
-        hbm = links.hbm * FLOAT_BANDWIDTH
         squares = max(c.square / rate16, c.square_bytes / hbm)
         attention1 = tokens / tp * (squares + c.softmax_bytes / hbm)
         core1 = tokens / tp * (squares + c.softmax_forward / hbm)  # its forward, which recomputation repeats
     else:
         attention1 = core1 = tokens * c.core / tp / (links.peak16 * links.attention)
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
-    head = tokens * (c.head / rate16 + c.loss / 3 / (links.hbm * FLOAT_BANDWIDTH)) / tp
+    head = tokens * (c.head / rate16 + c.loss / 3 / hbm) / tp
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
     per_layer = gemm1 + attention1
     layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
     gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
     saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
-    elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / (links.hbm * FLOAT_BANDWIDTH)
+    elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / hbm
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
     if selective:
         redo = core * c.redo_core + tokens * layers * (
-            c.redo_matmul / tp / rate + c.redo_bytes / tp / (links.hbm * FLOAT_BANDWIDTH))
+            c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's
@@ -338,23 +337,23 @@ def _tp_time(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int
     return time * TP_OVERLAP_EXPOSED if lay.tp_overlap else time
 
 
-def _gemms(flops: float, weights: float, links: Links, lay: Layout) -> tuple[float, float]:
+def _gemms(flops: float, weights: float, links: Links, lay: Layout, hbm: float) -> tuple[float, float]:
     """GEMMs over ``weights`` values of this GPU that take ``flops`` seconds forward: (a third of forward +
     backward, forward alone). Each of forward, data gradient and weight gradient takes its FLOPs' time or its
-    weight traffic's, whichever is longer (a roofline per GEMM; the activations' bytes, tokens x width against
-    weights' width x width, are left out)."""
-    hbm = links.hbm * FLOAT_BANDWIDTH
+    weight traffic's at ``hbm`` bytes a second, whichever is longer (a roofline per GEMM; the activations' bytes,
+    tokens x width against weights' width x width, are left out). Conditionals, not max(): it runs per layout."""
     read = weights * links.weight_bytes / hbm  # forward and data gradient read the compute copy
     accumulate = weights * 2 * lay.grad_bytes / hbm  # the weight gradient adds into the main gradient in place
-    forward = max(flops, read)
-    return (2 * forward + max(flops, accumulate)) / 3, forward
+    forward = flops if flops > read else read
+    return (2 * forward + (flops if flops > accumulate else accumulate)) / 3, forward
 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float]) -> StepTime:
     """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
     whose gradients data parallelism reduces)."""
     mb = micro_batch(c, links, lay, seq)
-    m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
+    m, compute = lay.micro_batches, mb.compute
+    per_mb = compute + mb.redo + mb.tp + mb.cp + mb.ep + mb.experts  # mb.total
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
                     bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=_dp_time(lay, links, grads, per_mb, compute))
