@@ -10,9 +10,9 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   16-bit GEMM share or their scores' bytes at HBM speed, and softmax's and dropout's passes over the
   scores: kernels.UNFUSED_BYTES); the LM head in 16 bits and the loss's passes over the logits
   (memory/loss.LOSS_BYTES); the memory-bound kernels (norms, activations, dropout, residual adds,
-  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer
-  saves for backward (Korthikanti et al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t)
-  without), at ``serving.FLOAT_BANDWIDTH`` of HBM;
+  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer saves for backward (Korthikanti et
+  al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without), at ``serving.FLOAT_BANDWIDTH``
+  of HBM;
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
@@ -296,8 +296,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
     if selective:
-        redo = core * c.redo_core + tokens * layers * (
-            c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
+        redo = core * c.redo_core + tokens * layers * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's
