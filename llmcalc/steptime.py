@@ -172,8 +172,8 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
     """What Megatron-Core's recompute modules repeat besides the attention core, per token averaged over the
     layers (``f``: flops.forward's rows; a pipeline stage holding only MoE layers is charged the average): mla_up_proj
-    the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router, experts and shared expert,
-    shared_experts the shared expert; and each MLP's activation, whose fused kernel reads fc1's output (2 x width for
+    the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router and shared expert (its routed
+    experts' GEMMs: micro_batch), shared_experts the shared expert; and each MLP's activation, whose fused kernel reads fc1's output (2 x width for
     a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone, for each of the top_k copies).
     Nested in moe's, moe_act's refill and shared_experts' checkpoint each repeat their work once more."""
     L, moe = m.num_hidden_layers, "moe" in modules
@@ -185,7 +185,9 @@ def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
     work = act * m.dense_layers * m.intermediate_size / L if "mlp" in modules else 0.0
     flops += (f["mlp"] - sum(f[n] for n in routed)) / (L * seq) if "mlp" in modules else 0.0
     if m.is_moe:
-        flops += sum(f[n] * (shared if n == "mlp/shared_experts" else moe) for n in routed) / (L * seq)
+        # the routed experts' own GEMMs: micro_batch's forward for them (their FLOPs or their weights' traffic)
+        flops += sum(f[n] * (shared if n == "mlp/shared_experts" else moe) for n in routed if n != "mlp/experts") / (
+            L * seq)
         work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * (("moe_act" in modules) + moe)
                                           + m.shared_expert_size * shared)
     return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe, redo_shared=shared)
@@ -295,8 +297,9 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / hbm
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
-    if selective:
-        redo = core * c.redo_core + tokens * layers * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
+    if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
+        redo = core * c.redo_core + layers * (tokens * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
+                                              + experts[1] * c.redo_moe)
     tp_time = cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
     # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's

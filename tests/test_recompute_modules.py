@@ -88,13 +88,14 @@ def test_moe_beside_the_overlapped_all_to_all_is_refused():
 
 def test_recomputing_modules_repeats_their_forward_work():
     """The FLOPs a token a layer: Llama 3.1 8B's MLP, 3 GEMMs of 4096 x 14336 (2 FLOPs a weight), on every layer,
-    and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256), 8 routed experts and
-    the shared one (3 GEMMs of 7168 x 2048 each), on 58 of its 61 layers."""
+    and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256) and the shared expert
+    (3 GEMMs of 7168 x 2048), on 58 of its 61 layers, and the 8 routed experts' activations; their GEMMs are the
+    micro-batch's own experts' forward (their FLOPs or their weights' traffic, as full recomputation repeats)."""
     mlp = steptime.model_cost(load_model("llama-3.1-8b"), 4096, modules=("core_attn", "mlp"))
     assert mlp.redo_matmul == 3 * 2 * 4096 * 14336 and mlp.redo_bytes == 6 * 14336
     assert mlp.redo_mlp and not mlp.redo_moe and mlp.redo_core
     moe = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe",))
-    per_moe_layer = 2 * 7168 * 256 + 9 * 3 * 2 * 7168 * 2048
+    per_moe_layer = 2 * 7168 * 256 + 3 * 2 * 7168 * 2048
     assert moe.redo_matmul == pytest.approx(per_moe_layer * 58 / 61, rel=1e-9)
     assert moe.redo_bytes == pytest.approx(6 * (8 + 1) * 2048 * 58 / 61)
     assert moe.redo_moe and moe.redo_shared == 1 and not moe.redo_mlp and not moe.redo_core
@@ -126,6 +127,12 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     moe = steptime.model_cost(load_model("mixtral-8x7b"), 4096, modules=("core_attn", "moe"))
     again = steptime.micro_batch(moe, links, ep, 4096)
     assert again.ep == pytest.approx(plain.ep * 6 / 4) and again.experts == pytest.approx(plain.experts * 4 / 3)
+    # and the experts' GEMMs forward, as full recomputation repeats them: its redo less the attention core's, the
+    # dense GEMMs' and the memory-bound kernels', plus the router's FLOPs and the activation's bytes
+    full = steptime.micro_batch(mixtral, links, ep._replace(recompute="full"), 4096)
+    dense = 32 * 4096 * (mixtral.matmul - mixtral.experts) / links.peak / links.efficiency  # attention's GEMMs
+    extra = 32 * 4096 * (moe.redo_matmul / links.peak / links.efficiency + moe.redo_bytes / (links.hbm * 0.9))
+    assert again.redo - plain.redo == pytest.approx(full.redo - full.core_forward - full.elementwise - dense + extra)
     # without EP the experts' tokens move as a dense MLP's TP collectives: one more a layer, as mlp's
     tp = ep._replace(tp=2, dp=4, ep=1, sp=True)
     assert steptime.micro_batch(moe, links, tp, 4096).tp == pytest.approx(
