@@ -130,7 +130,9 @@ def question(c: Case) -> Question:
         cluster = dataclasses.replace(cluster, inter_bandwidth=network * 1e9)
     fixed = dict(tp=1, pp=1, cp=1) if c.group in PURE_FSDP else dict(cp=1) if c.group in NO_CP else {}
     zeros = (c.zero,)
-    if "zero" in c.assumed:  # searched, within what the framework had (a stated stage is kept as it is)
+    if "zero" in c.assumed and c.group in PURE_FSDP:  # PyTorch FSDP's SHARD_GRAD_OP or FULL_SHARD: no ZeRO-1
+        zeros = (2, 3)
+    elif "zero" in c.assumed:  # searched, within what the framework had (a stated stage is kept as it is)
         zeros = tuple(z for z in SEARCHED_ZERO if not (c.group in NO_ZERO3 and z == 3)
                       and not (c.group in PLAIN_DP and z > 0))
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
