@@ -52,23 +52,23 @@ def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
     return max(inside, outside) + LINK_LATENCY["inter"]
 
 
-def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, full: bool, layers: int,
-                compute: float, repeated: bool = False) -> float:
+def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers: int, compute: float,
+                repeated: bool = False) -> float:
     """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
     dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
     etp apart (the expert rank order tp-ep-dp; all_to_all), and the expert's etp ranks all-gather
     what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
     Dispatch and combine forward, their gradients backward (two more where recomputation ``repeated`` the MoE
-    layers' forward, as ``full`` does), exposed but for what ep_overlap runs under ``compute`` (those layers' forward
-    and backward)."""
+    layers' forward: steptime.moe_redone), exposed but for what ep_overlap runs under ``compute`` (those layers'
+    forward and backward)."""
     if not layers:
         return 0.0
     routed = tokens * c.top_k * c.hidden * 2  # bytes
-    etp, passes = lay.expert_tp, 6 if full or repeated else 4
+    etp, passes = lay.expert_tp, 6 if repeated else 4
     comm = passes * all_to_all(routed, lay.ep, etp, links)
     if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
         bw, lat = link(etp, 1, links)
         comm += passes * (routed * (etp - 1) / bw + lat)
-    if lay.ep_overlap and not full and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
+    if lay.ep_overlap and lay.recompute != "full" and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
         return max(0.0, layers * comm - compute)
     return layers * comm

@@ -8,9 +8,9 @@ checked with the training memory model (memory/pieces.py, the micro-batches in f
 layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (16-bit with grad_reduce
 "bf16" or "fp16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention, eager
 for an unfused core; under --dtype fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until
-``top`` layouts with distinct degrees fit. A degree tuple whose leanest variant (full recomputation, highest ZeRO stage, one sequence, no
-interleaving) does not fit is dropped without timing its others: nothing else it allows can use less
-memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whole models, not stages.
+``top`` layouts with distinct degrees fit. A degree tuple whose leanest variant (full recomputation,
+highest ZeRO stage, one sequence, no interleaving) does not fit is dropped without timing its others:
+nothing else it allows can use less memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whole models, not stages.
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
         rows.add("tpot", best.tpot, "mean, expected", unit="s", how=("by the scheduler replay of one replica",))
         rows.add("tokens_per_s", best.tokens_per_s, "output tokens, all replicas", unit="token/s",
                  how=("by the scheduler replay, x {} replicas", best.replicas))
-    load = f"{traffic.load.request_rate:g} requests/s" if traffic.load.request_rate else f"{traffic.load.concurrency} clients"
+    rate, clients = traffic.load.request_rate, traffic.load.concurrency
+    load = f"{rate:g} requests/s" if rate else f"{clients} clients"
     targets = ", ".join(f"{n} <= {fmt_seconds(v)}" for n, v in (("TTFT", traffic.ttft), ("TPOT", traffic.tpot)) if v)
     notes = [f"{load} of {traffic.load.prompt:,} in / {traffic.load.output:,} out; {targets}; {engine}, {dtype}; "
              f"at most {max_gpus} GPUs; cheapest first ({'$ per hour' if prices else 'fewest GPUs'})",
@@ -172,8 +173,8 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
                               "rejected": [{"gpu": t.gpu, "tp": t.tp, "why": t.why} for t in bad],
                               "meets": bool(good),
                               **({"gpus": Quantity(best.tp * best.replicas, "count")} if best else {})},
-                     inputs={"prompt": traffic.load.prompt, "output": traffic.load.output, "request_rate": traffic.load.request_rate,
-                             "concurrency": traffic.load.concurrency, "ttft_target": Quantity(traffic.ttft, "s"),
+                     inputs={"prompt": traffic.load.prompt, "output": traffic.load.output, "request_rate": rate,
+                             "concurrency": clients, "ttft_target": Quantity(traffic.ttft, "s"),
                              "tpot_target": Quantity(traffic.tpot, "s"), "engine": engine, "dtype": dtype,
                              "max_gpus": max_gpus},
                      notes=tuple(notes))

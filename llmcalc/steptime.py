@@ -16,9 +16,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
-  recompute_modules): core_attn the attention core, mla_up_proj MLA's up-projection GEMMs, moe_act the experts'
-  activation (its bytes at HBM speed), mlp a dense MLP's GEMMs, activation and forward TP collective, moe an MoE
-  layer's router, experts, dispatch and combine, shared_experts the shared expert (_redo_work);
+  recompute_modules, _redo_work): core_attn the attention core, mla_up_proj MLA's up-projections, moe_act the
+  experts' activation, mlp a dense MLP, moe an MoE layer with its dispatch and combine, shared_experts its shared one;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
   2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
@@ -171,11 +170,11 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
 
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
     """What Megatron-Core's recompute modules repeat besides the attention core, per token averaged over the
-    layers (``f``: flops.forward's rows; a pipeline stage holding only MoE layers is charged the average): mla_up_proj
-    the q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router and shared expert (its routed
-    experts' GEMMs: micro_batch), shared_experts the shared expert; and each MLP's activation, whose fused kernel reads fc1's output (2 x width for
-    a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone, for each of the top_k copies).
-    Nested in moe's, moe_act's refill and shared_experts' checkpoint each repeat their work once more."""
+    layers (``f``: flops.forward's rows; a pipeline stage of MoE layers alone is charged the average): mla_up_proj the
+    q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router and shared expert (the routed
+    experts' GEMMs: micro_batch), shared_experts the shared expert; and each MLP's activation, whose fused kernel
+    reads fc1's output (2 x width for a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone,
+    for each of the top_k copies). Nested in moe's, moe_act's refill and shared_experts' checkpoint repeat once more."""
     L, moe = m.num_hidden_layers, "moe" in modules
     act = 6 if m.mlp_type == "gated" else 4  # bytes a width of the activation's pass
     shared = (moe + ("shared_experts" in modules)) * bool(m.is_moe and m.shared_expert_size)  # forwards repeated
@@ -300,21 +299,19 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
         redo = core * c.redo_core + layers * (tokens * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
                                               + experts[1] * c.redo_moe)
-    tp_time = cp_time = send = 0.0
-    # the MoE layers on this rank (dense ones lead the first stage, never the busiest past it), and those whose tokens
-    # the all-to-all dispatcher moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's
-    # TP collectives would)
+    cp_time = send = 0.0
+    # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
+    # moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's TP collectives would)
     moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
-    redo_moe = full or selective and c.redo_moe  # the MoE layers' forward repeated: dispatch, combine, experts
-    if tp > 1:
-        tp_time = _tp_time(c, links, lay, tokens, layers, moe, routed)
+    redo_moe = moe_redone(c, lay)
+    tp_time = _tp_time(c, links, lay, tokens, layers, moe, routed) if tp > 1 else 0.0
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
         bw, lat = link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, full, routed,
+    ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, routed,
                           3 * routed / layers * (gemm + attention + elementwise), redo_moe)
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
@@ -323,6 +320,11 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if redo_moe else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward, core,
                       experts_time, moe)
+
+
+def moe_redone(c: ModelCost, lay: Layout) -> bool:
+    """Whether recomputation repeats the MoE layers' forward (dispatch, combine, experts): full, or moe's module."""
+    return lay.recompute == "full" or lay.recompute == "selective" and c.redo_moe
 
 
 def _tp_time(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int, moe: int, routed: int) -> float:
@@ -354,8 +356,7 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[fl
     """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
     whose gradients data parallelism reduces)."""
     mb = micro_batch(c, links, lay, seq)
-    m, compute = lay.micro_batches, mb.compute
-    per_mb = compute + mb.redo + mb.tp + mb.cp + mb.ep + mb.experts  # mb.total
+    m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
                     bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=_dp_time(lay, links, grads, per_mb, compute))

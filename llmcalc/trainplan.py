@@ -9,7 +9,7 @@ from .flops import palm_per_token
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout, overlaps_sends
+from .steptime import Layout, moe_redone, overlaps_sends
 from .units import fmt_seconds
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
@@ -109,12 +109,10 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
                 "train_time": "s"}
 
 
-def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo_moe: bool = False
-                  ) -> dict[str, tuple]:
+def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
-    routed experts a GPU holds, at ``overhead`` seconds each; ``redo_moe``: selective recomputation repeats the MoE
-    layers (the moe module)."""
-    redone = lay.recompute == "full" or (lay.recompute == "selective" and redo_moe)
+    routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
+    forward (steptime.moe_redone)."""
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
     return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head and "
@@ -185,7 +183,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         best = ranked[0]
         summary["layout"] = describe(best.layout)
         hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
-                             c.expert_overhead, p.cost.redo_moe)
+                             c.expert_overhead, moe_redone(p.cost, best.layout))
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note, how=hows[name])
