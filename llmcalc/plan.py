@@ -21,6 +21,7 @@ from typing import Iterator, NamedTuple
 
 from .collectives import check_links
 from .dtypes import DTYPE_TABLE
+from .exposure import dp_traffic
 from .kernels import attention_efficiency, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
@@ -114,6 +115,9 @@ def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int,
     return True
 
 
+_ZERO, _COUNT = Layout._fields.index("zero"), Layout._fields.index("micro_batches")  # per step, not per micro-batch
+
+
 def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[Layout]:
     """Every layout of one degree tuple: ZeRO stage, recomputation, micro-batch, virtual stages."""
     tp, cp, pp, dp, ep = deg
@@ -190,6 +194,8 @@ class Planner:
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
         self._grads: dict = {}
+        self._micro: dict = {}
+        self._traffic: dict = {}
         self.evaluated = 0
 
     def grads(self, lay: Layout) -> tuple[float, float]:
@@ -213,8 +219,21 @@ class Planner:
         return micro_batch(self.cost, self.links, lay, self.t.seq)
 
     def time(self, lay: Layout) -> StepTime:
+        """One step of ``lay``. Its micro-batch does not depend on the ZeRO stage or the micro-batch count,
+        which variants() varies over the same micro-batches: it is timed once for them all (memoized)."""
         self.evaluated += 1
-        return step_time(self.cost, self.links, lay, self.t.seq, self.grads(lay))
+        key = lay[:_ZERO] + lay[_ZERO + 1:_COUNT] + lay[_COUNT + 1:]  # the Layout without those two fields
+        mb = self._micro.get(key)
+        if mb is None:
+            mb = self._micro[key] = micro_batch(self.cost, self.links, lay, self.t.seq)
+        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, self.traffic(lay))
+
+    def traffic(self, lay: Layout) -> tuple[float, float]:
+        """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic), memoized."""
+        key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.grad_bytes, lay.param_bytes)
+        if key not in self._traffic:
+            self._traffic[key] = dp_traffic(lay, self.links, self.grads(lay))
+        return self._traffic[key]
 
     def memory(self, lay: Layout) -> float:
         """Bytes on the fullest GPU: the first stage (the most micro-batches in flight), a middle one with an

@@ -53,6 +53,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .collectives import link, moe_traffic
+from .exposure import dp_exposed, dp_traffic, exposed_send
 from .flops import forward
 from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
                       UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
@@ -74,7 +75,6 @@ TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlap
 # three passes' (GPT-3's 0.42 and 0.53); the others' all-gathers run on the copy engines. A recipe's own userbuffers
 # config sets other counts (Links.ub_sms; NeMo's and Megatron-Bridge's tuned FP8 ones come to about 4).
 UB_SMS, UB_SHARE_FORWARD, UB_SHARE = 16, 0.35, 0.55
-DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
 # Gradients are reduced in fp32 by default: Megatron-LM's training script accumulates and all-reduces them in
 # fp32 under bf16 (arguments.py: accumulate_allreduce_grads_in_fp32, core 0.8-0.15), as the megatron
 # framework's fp32 main_grad buffer holds them; Megatron-Bridge's recipes and NeMo's grad_sync_dtype reduce bf16, and
@@ -352,49 +352,14 @@ def _gemms(flops: float, weights: float, links: Links, lay: Layout, hbm: float) 
     return (2 * forward + (flops if flops > accumulate else accumulate)) / 3, forward
 
 
-def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float]) -> StepTime:
+def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float] | None,
+              mb: MicroBatch | None = None, traffic: tuple[float, float] | None = None) -> StepTime:
     """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
-    whose gradients data parallelism reduces)."""
-    mb = micro_batch(c, links, lay, seq)
+    whose gradients data parallelism reduces). ``mb`` and ``traffic``, where the caller has them memoized (the
+    planner): the layout's micro_batch and its exposure.dp_traffic, which then stands for ``grads``."""
+    mb = mb or micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
+    dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute)
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
-                    bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=_dp_time(lay, links, grads, per_mb, compute))
-
-
-def overlaps_sends(lay: Layout) -> bool:
-    """Megatron's overlap_p2p_comm: the interleaved schedule posts each send and runs the next chunk under it."""
-    return lay.vpp > 1 and lay.pp_overlap
-
-
-def exposed_send(mb: MicroBatch, lay: Layout) -> float:
-    """One pipeline send's exposed time: all of it, or where the schedule overlaps sends what outlasts one
-    chunk's forward (a backward chunk, twice as long, hides more)."""
-    return max(0.0, mb.send - mb.layers_forward / lay.vpp) if overlaps_sends(lay) else mb.send
-
-
-def _dp_time(lay: Layout, links: Links, grads: tuple[float, float], per_mb: float, compute: float) -> float:
-    """Exposed data-parallel communication: once per step (ZeRO 0-2), or every micro-batch (ZeRO-3).
-    ``grads``: (dense, routed-expert) values on this GPU. Dense weights are shared by the dp x cp ranks (CP
-    ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them (Megatron's
-    expert-data group, etp x ep ranks apart)."""
-    dense, experts = grads
-    reduce = gather = 0.0
-    edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
-    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, edp, lay.expert_tp * lay.ep)):
-        if d > 1 and values:
-            bw, lat = link(d, stride, links)
-            reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients
-            gather += (d - 1) / d * values * lay.param_bytes / bw + lat  # all-gather of the parameters
-    if not reduce:
-        return 0.0
-    if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
-        each = 2 * gather + reduce
-        return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
-    if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
-        return 2 * reduce if lay.zero == 0 else reduce + gather
-    if lay.zero == 0:  # one all-reduce (reduce-scatter + all-gather of the gradients) after the last backward
-        return max(2 * reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * 2 * reduce)
-    # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
-    # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
-    return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
+                    bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp)

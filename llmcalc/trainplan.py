@@ -9,7 +9,8 @@ from .flops import palm_per_token
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .steptime import Layout, moe_redone, overlaps_sends
+from .exposure import overlaps_sends
+from .steptime import Layout, moe_redone
 from .units import fmt_seconds
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
@@ -128,9 +129,9 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                        if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
-            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/steptime.py _dp_time)"
+            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/exposure.py dp_exposed)"
                         if lay.dp_overlap or lay.zero >= 3 else f"by ZeRO-{lay.zero}'s reduction after the backward "
-                        "and gather before the forward, all exposed (llmcalc/steptime.py _dp_time)",)}
+                        "and gather before the forward, all exposed (llmcalc/exposure.py dp_exposed)",)}
 
 
 def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:

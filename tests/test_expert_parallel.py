@@ -11,6 +11,7 @@ import math
 import pytest
 
 from llmcalc import steptime
+from llmcalc.exposure import dp_exposed, dp_traffic
 from llmcalc.memory.activations import local
 from llmcalc.memory.placement import layer_params
 from llmcalc.plan import Constraints, Planner, Target, etp_choices
@@ -125,9 +126,9 @@ def test_expert_gradients_reduce_over_the_expert_data_parallel_ranks():
     NICs at 50 GB/s; split over TP's 2 ranks, 16 / (4 x 2) = 2 replicas, 8 ranks apart: one NIC."""
     lay = Layout(tp=2, pp=1, dp=8, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1, zero=1, dp_overlap=False)
     two = 2 * 50e9 * 0.75
-    folded = steptime._dp_time(lay, LINKS, (0.0, 1e9), 1.0, 1.0)
+    folded = dp_exposed(lay, dp_traffic(lay, LINKS, (0.0, 1e9)), 1.0, 1.0)
     assert folded == pytest.approx(3 / 4 * 1e9 * 4 / two + 30e-6 + 3 / 4 * 1e9 * 2 / two + 30e-6)
-    legacy = steptime._dp_time(lay._replace(etp=2), LINKS, (0.0, 1e9), 1.0, 1.0)
+    legacy = dp_exposed(lay._replace(etp=2), dp_traffic(lay._replace(etp=2), LINKS, (0.0, 1e9)), 1.0, 1.0)
     across = 50e9 * 0.75  # one rank of the group a node: one NIC
     assert legacy == pytest.approx(1 / 2 * 1e9 * 4 / across + 30e-6 + 1 / 2 * 1e9 * 2 / across + 30e-6)
 

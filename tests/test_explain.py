@@ -32,7 +32,7 @@ BY = {"activations", "activations/embedding", "activations/head", "ttft", "tpot"
       "expected/prefill_communication", "expected/decode_communication", "tpot_bound",
       # under load, from the scheduler's replay (schedule.py)
       "queue_wait", "e2e", "output_tokens_per_s", "requests_per_s", "mean_batch", "max_batch",
-      # plan: the exposed data-parallel time, a max of overlaps (steptime._dp_time)
+      # plan: the exposed data-parallel time, a max of overlaps (exposure.dp_exposed)
       "dp_comm"}
 
 

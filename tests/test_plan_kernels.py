@@ -125,7 +125,7 @@ def test_the_notes_and_formulas_follow_the_overlap_flags():
     assert out.exit_code == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert "DP's exposed" in text and "PP sends exposed" in text
-    assert "all exposed (llmcalc/steptime.py _dp_time)" in text
+    assert "all exposed (llmcalc/exposure.py dp_exposed)" in text
 
 
 def test_the_cli_lists_the_cores_gradient_and_fp8_choices():

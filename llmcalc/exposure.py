@@ -1,0 +1,64 @@
+"""What of a step's pipeline and data-parallel communication stays exposed (steptime's pp and dp terms).
+
+- PP: each activation sent to the next stage (and its gradient returned) waits in full, or, where the
+  interleaved schedule overlaps its sends (Megatron's overlap_p2p_comm), only what outlasts one chunk's forward;
+- DP: the gradients' reduce-scatter and the parameters' all-gather (dp_traffic) once per step under the last
+  backward and the next first forward (ZeRO 0-2, Megatron-Core's overlap_grad_reduce/param_gather), or under
+  every micro-batch (ZeRO-3/FSDP); DP_EXPOSED_FLOOR of them no compute hides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .collectives import link
+
+if TYPE_CHECKING:
+    from .steptime import Layout, Links, MicroBatch
+
+DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
+
+
+def overlaps_sends(lay: "Layout") -> bool:
+    """Megatron's overlap_p2p_comm: the interleaved schedule posts each send and runs the next chunk under it."""
+    return lay.vpp > 1 and lay.pp_overlap
+
+
+def exposed_send(mb: "MicroBatch", lay: "Layout") -> float:
+    """One pipeline send's exposed time: all of it, or where the schedule overlaps sends what outlasts one
+    chunk's forward (a backward chunk, twice as long, hides more)."""
+    return max(0.0, mb.send - mb.layers_forward / lay.vpp) if overlaps_sends(lay) else mb.send
+
+
+def dp_traffic(lay: "Layout", links: "Links", grads: tuple[float, float]) -> tuple[float, float]:
+    """(seconds to reduce-scatter the gradients, seconds to all-gather the parameters) over data parallelism.
+    ``grads``: (dense, routed-expert) values on this GPU. Dense weights are shared by the dp x cp ranks (CP
+    ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them (Megatron's
+    expert-data group, etp x ep ranks apart)."""
+    dense, experts = grads
+    reduce = gather = 0.0
+    edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
+    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, edp, lay.expert_tp * lay.ep)):
+        if d > 1 and values:
+            bw, lat = link(d, stride, links)
+            reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients
+            gather += (d - 1) / d * values * lay.param_bytes / bw + lat  # all-gather of the parameters
+    return reduce, gather
+
+
+def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compute: float) -> float:
+    """Exposed data-parallel communication of one step (``traffic``: dp_traffic's; ``per_mb``: one micro-batch's
+    time; ``compute``: its forward and backward): once per step (ZeRO 0-2), or every micro-batch (ZeRO-3)."""
+    reduce, gather = traffic
+    if not reduce:
+        return 0.0
+    if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
+        each = 2 * gather + reduce
+        return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
+    if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
+        return 2 * reduce if lay.zero == 0 else reduce + gather
+    if lay.zero == 0:  # one all-reduce (reduce-scatter + all-gather of the gradients) after the last backward
+        return max(2 * reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * 2 * reduce)
+    # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
+    # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
+    return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
