@@ -4,7 +4,8 @@
   interleaved schedule overlaps its sends (Megatron's overlap_p2p_comm), only what outlasts one chunk's forward;
 - DP: the gradients' reduce-scatter and the parameters' all-gather (dp_traffic) once per step under the last
   backward and the next first forward (ZeRO 0-2, Megatron-Core's overlap_grad_reduce/param_gather), or under
-  every micro-batch (ZeRO-3/FSDP); DP_EXPOSED_FLOOR of them no compute hides.
+  every micro-batch (ZeRO-3/FSDP; with BACKWARD_PREFETCH "post" the backward's all-gathers exposed);
+  DP_EXPOSED_FLOOR of them no compute hides.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from .steptime import Layout, Links, MicroBatch
 
 DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides (the last buckets)
+# When ZeRO-3/FSDP issues the backward's next all-gather (PyTorch FSDP's BackwardPrefetch): "pre", before the current
+# unit's gradient computation, under it (PyTorch FSDP's default BACKWARD_PRE; FSDP2, DeepSpeed ZeRO-3 and Megatron
+# FSDP prefetch likewise); "post", after it (BACKWARD_POST: Composer's FSDPConfig default, which llm-foundry runs), so
+# the next gradient computation waits for it: the backward's gathers are exposed.
+BACKWARD_PREFETCH = ("pre", "post")
 
 
 def overlaps_sends(lay: "Layout") -> bool:
@@ -54,6 +60,8 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
         return 0.0
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
         each = 2 * gather + reduce
+        if lay.backward_prefetch == "post":  # the backward's gathers wait; the forward's and the reduce-scatter hide
+            return lay.micro_batches * (gather + max(gather + reduce - per_mb, 0.0)) + each * DP_EXPOSED_FLOOR
         return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
     if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
         return 2 * reduce if lay.zero == 0 else reduce + gather

@@ -13,9 +13,15 @@ from .gpuspec import MEASURED_KERNELS
 from .serving import COMPUTE
 from .spec import check_choice
 
-# Share of the dense peak the GEMMs reach in training. Latency's prefill share (serving.COMPUTE, 0.65)
-# lumps attention and the memory-bound kernels in; here they are timed on their own, so this is higher,
-# and below best-shape matmul benchmarks (A100 87%, H100 80%: stas00's MAMF).
+# Share of its best-shape matmul rate (the preset's measured MAMF, stas00's benchmark) the GEMMs of a training step
+# reach. On an H100 SXM (tests/data/gpu_kernels.json, gpu_sustained.json): a Llama layer's twelve GEMMs at 8192
+# tokens ran at 0.842 of it, and a long 8192-cube GEMM, once the 700 W limit held its clock, at 0.857 (bf16) and
+# 0.878 (FP8). The share of the peak then follows the GPU: A100 0.75 (MAMF 0.87), H100 0.69 (0.80), B200 0.67,
+# GB200 0.63, MI300X 0.44 (0.51). Fitted over the published runs too (scripts/fit_steptime.py --grid: 0.85).
+MAMF_SHARE = 0.86
+# A GPU without a measured MAMF: this share of its dense peak (about MAMF_SHARE of a typical 0.82). Latency's
+# prefill share (serving.COMPUTE, 0.65) lumps attention and the memory-bound kernels in; here they are timed on
+# their own, so this is higher.
 MATMUL_EFFICIENCY = 0.70
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
 # of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
@@ -75,11 +81,11 @@ def attention_efficiency(gpu, kernel: str = "auto") -> float:
 
 
 def matmul_efficiency(dtype: str, gpu=None) -> float:
-    """The share of the dense ``dtype`` peak training GEMMs reach: MATMUL_EFFICIENCY for 16-bit; for another
-    dtype, scaled by the GPU's measured best-shape matmul share of that dtype's peak against bf16's (H100 fp8:
-    0.709 / 0.803: training GEMMs are large), else as latency's prefill share scales (serving.COMPUTE: fp8
-    kernels reach less of their doubled peak)."""
-    measured, base = (gpu.matmul_share(dtype), gpu.matmul_share("bf16")) if gpu is not None else (None, None)
-    if measured and base:  # never beyond the best-shape benchmark itself
-        return min(MATMUL_EFFICIENCY * measured / base, measured)
+    """The share of the dense ``dtype`` peak training GEMMs reach: MAMF_SHARE of the GPU's measured best-shape
+    matmul share of that peak (H100 bf16 0.85 x 0.803, fp8 0.85 x 0.709); where the GPU has no measurement for the
+    dtype, MATMUL_EFFICIENCY for 16-bit, scaled for another dtype as latency's prefill share scales
+    (serving.COMPUTE: fp8 kernels reach less of their doubled peak)."""
+    measured = gpu.matmul_share(dtype) if gpu is not None else None
+    if measured:
+        return MAMF_SHARE * measured
     return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]

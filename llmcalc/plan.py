@@ -135,7 +135,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                 for v in _vpps(m, c, pp, micro):
                     for etp in etps:
                         yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                     c.dp_overlap, *sizes, etp, c.ep_overlap)
+                                     c.dp_overlap, *sizes, etp, c.ep_overlap, c.backward_prefetch)
 
 
 def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:

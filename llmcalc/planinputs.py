@@ -12,6 +12,7 @@ from .memory.frameworks import LOSSES
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 from .memory.settings import ZERO_STAGES
 from .spec import SpecError, check_choice
+from .exposure import BACKWARD_PREFETCH
 from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
@@ -60,6 +61,7 @@ class Constraints:
     ep_overlap: bool = False  # Megatron-Core's overlap_moe_expert_parallel_comm (core 0.14+; off by default)
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
     dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)
+    backward_prefetch: str = "pre"  # ZeRO-3/FSDP: the next unit's all-gather before (pre) or after (post) a gradient
     attention_kernel: str = "auto"  # kernels.ATTENTION_KERNELS; auto: what Transformer Engine runs on the GPU
     gpu_util: float = 1.0
     loss: str | None = None  # the cross-entropy's implementation (memory/loss.py); None: the framework's
@@ -92,6 +94,7 @@ class Constraints:
             raise SpecError(f"--cp {self.cp} needs a fused attention kernel: Megatron-Core's context-parallel ring "
                             "runs inside Transformer Engine's (drop --attention-kernel unfused, or --cp)")
         check_choice("--grad-reduce", self.grad_reduce, tuple(GRAD_BYTES))
+        check_choice("--backward-prefetch", self.backward_prefetch, BACKWARD_PREFETCH)
         if self.loss is not None:
             check_choice("--loss", self.loss, LOSSES)
         if self.fp8_recipe is not None:

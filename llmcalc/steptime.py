@@ -4,11 +4,11 @@ parallelism adds, exposed or hidden by the conventions below.
 Per GPU of the busiest pipeline stage (the one with the most layers, or the last with its LM head),
 for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 
-- compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at MATMUL_EFFICIENCY of
-  the dtype's dense peak; the causal attention core at ATTENTION_EFFICIENCY of the share of the 16-bit
-  peak its kernel reaches on the GPU (kernels.py; unfused, Links.unfused: the whole square's GEMMs at the
-  16-bit GEMM share or their scores' bytes at HBM speed, and softmax's and dropout's passes over the
-  scores: kernels.UNFUSED_BYTES); the LM head in 16 bits and the loss's passes over the logits
+- compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at kernels.matmul_efficiency
+  of the dtype's dense peak (MAMF_SHARE of the GPU's measured best-shape matmul rate); the causal
+  attention core at ATTENTION_EFFICIENCY of the share of the 16-bit peak its kernel reaches on the GPU
+  (kernels.py; unfused, Links.unfused: the whole square's GEMMs at the 16-bit GEMM share or their scores'
+  bytes at HBM speed, and softmax's and dropout's passes over the scores: kernels.UNFUSED_BYTES); the LM head in 16 bits and the loss's passes over the logits
   (memory/loss.LOSS_BYTES); the memory-bound kernels (norms, activations, dropout, residual adds,
   rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer saves for backward (Korthikanti et
   al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without), at ``serving.FLOAT_BANDWIDTH``
@@ -213,6 +213,7 @@ class Layout(NamedTuple):
     param_bytes: int = PARAM_BYTES  # per parameter all-gathered by the distributed optimizer or FSDP
     etp: int = 0  # ranks a routed expert is split over; 0: TP's (spec.Parallelism.etp)
     ep_overlap: bool = False  # MoE token traffic under another micro-batch's compute (overlap_moe_expert_parallel_comm)
+    backward_prefetch: str = "pre"  # ZeRO-3: the backward's next all-gather under (pre) or after (post) a gradient
 
     @property
     def expert_tp(self) -> int:

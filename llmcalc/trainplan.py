@@ -62,6 +62,8 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
           if c.tp_overlap else "TP collectives exposed")
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
+    if c.backward_prefetch == "post" and 3 in c.zero:
+        dp += " (ZeRO-3's backward all-gathers exposed: BACKWARD_POST)"
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
     experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "

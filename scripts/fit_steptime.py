@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """How the step-time model (llmcalc/steptime.py) does on the published training runs, and the fit of
-its three compute constants (kernels.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY).
+its three compute constants (kernels.MAMF_SHARE, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY; every
+GPU of the survey has a measured MAMF, so kernels.MATMUL_EFFICIENCY, for those without, does not enter).
 
 For every published run with an MFU (tests/plan_cases.py, asked as tests/plan_questions.py asks it):
 the predicted MFU of the published layout, its error, and the published degrees' rank among the
@@ -55,12 +56,12 @@ def survey(questions, show_misses: bool) -> tuple[int, int]:
 
 def grid(questions) -> None:
     results = []
-    for e, k, a in itertools.product((0.65, 0.7, 0.75, 0.8), (3.0, 4.0, 5.0), (0.35, 0.41, 0.5)):
-        kernels.MATMUL_EFFICIENCY, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY = e, k, a
+    for e, k, a in itertools.product((0.8, 0.85, 0.9), (3.0, 4.0, 5.0), (0.35, 0.41, 0.5)):
+        kernels.MAMF_SHARE, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY = e, k, a
         errs = [abs(x.mfu / q.case.mfu - 1) for q in questions if (x := answer(q, depth=1)).mfu]
         results.append((sum(x <= 0.15 for x in errs), -statistics.median(errs), e, k, a))
     for within, med, e, k, a in sorted(results)[-8:]:
-        print(f"matmul {e:.2f}  elementwise {k:.1f}  attention {a:.2f}: {within} within 15%, median {-med:.3f}")
+        print(f"MAMF share {e:.2f}  elementwise {k:.1f}  attention {a:.2f}: {within} within 15%, median {-med:.3f}")
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true", help="refit the three compute constants")
     args = ap.parse_args()
     questions = checked(set(args.groups.split(",")) if args.groups else None)
-    if args.grid:  # the constants are the 16-bit ones; fp8 runs scale them by the GPU's measured matmul ratio
+    if args.grid:  # fitted on the 16-bit runs; fp8 ones take the same share of the GPU's fp8 MAMF
         grid([q for q in questions if q.case.dtype == "bf16"])
     else:
         survey(questions, args.misses)

@@ -49,6 +49,10 @@ RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
 # llm-foundry's MPT trains with flash-attn's fused cross-entropy (its default loss_fn); Megatron-Bridge's performance
 # scripts set cross_entropy_fusion_impl "te", Transformer Engine's (v0.2.0 scripts/performance/utils/helpers.py).
 FUSED_LOSS = {"mosaicml-llm-foundry"}
+# FSDP's backward all-gather issued after each unit's gradient computation: Composer's FSDPConfig default
+# backward_prefetch='BACKWARD_POST', which llm-foundry's benchmark sweep leaves as it is (scripts/train/benchmarking/
+# sweep.sh passes no --fsdp_config_backward_prefetch). The IBM blog's stack states none: PyTorch's BACKWARD_PRE.
+PREFETCH_POST = {"mosaicml-llm-foundry"}
 TE_LOSS = {"megatron-bridge-25.11"}
 # Attention without Transformer Engine: llm-foundry's flash-attn, the IBM blog's PyTorch SDPA (its flash
 # backend is FlashAttention-2), Meta's Llama 3 stack (trained before FlashAttention-3). The Megatron-Core,
@@ -146,6 +150,7 @@ def question(c: Case) -> Question:
                        loss="fused" if c.group in FUSED_LOSS else "te" if c.group in TE_LOSS else None,
                        attention_kernel=("fa2" if c.group in FLASH_ATTENTION_2 else "unfused" if c.group in UNFUSED
                                          else "auto"),
+                       backward_prefetch="post" if c.group in PREFETCH_POST else "pre",
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp16" if c.group in FP16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
                        fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)

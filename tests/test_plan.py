@@ -101,6 +101,42 @@ def test_without_dp_overlap_every_reduction_is_exposed():
     assert overlapped.dp < reduce + gather
 
 
+def test_fsdp_backward_post_exposes_the_backward_all_gathers():
+    """ZeRO-3 over 8 GPUs of one node, 3 micro-batches, 1e7 values: each micro-batch gathers the 16-bit parameters
+    twice and reduce-scatters the fp32 gradients. Prefetched (BACKWARD_PRE) they all hide under its compute but
+    DP_EXPOSED_FLOOR of one micro-batch's; with BACKWARD_POST each backward gather waits in full, the forward
+    gather and the reduce-scatter still hide."""
+    lay = Layout(tp=1, pp=1, dp=8, micro_batch=1, micro_batches=3, zero=3)
+    bw = 400e9 * 0.75
+    reduce, gather = 7 / 8 * 1e7 * 4 / bw + 15e-6, 7 / 8 * 1e7 * 2 / bw + 15e-6
+    each = 2 * gather + reduce
+    mb = steptime.micro_batch(COST, LINKS, lay, 1000)
+    assert each < mb.total  # so that everything can hide
+    pre = steptime.step_time(COST, LINKS, lay, 1000, (1e7, 0.0))
+    assert pre.dp == pytest.approx(0.1 * each)
+    post = steptime.step_time(COST, LINKS, lay._replace(backward_prefetch="post"), 1000, (1e7, 0.0))
+    assert post.dp == pytest.approx(3 * gather + 0.1 * each)
+    zero1 = lay._replace(zero=1, backward_prefetch="post")  # ZeRO 0-2 gather once a step: nothing to prefetch
+    assert steptime.step_time(COST, LINKS, zero1, 1000, (1e7, 0.0)).dp == \
+        steptime.step_time(COST, LINKS, zero1._replace(backward_prefetch="pre"), 1000, (1e7, 0.0)).dp
+
+
+def test_the_backward_prefetch_option_reaches_the_plan_and_is_checked():
+    """--backward-prefetch post slows the FSDP layouts (only them) and names itself in the conventions; a typo
+    exits 2; without ZeRO-3 among the stages tried it says it has no effect."""
+    base = ("plan", "--model", "llama-2-13b", "--gpu", "h100", "--gpus", "8", "--seq", "2048", "--global-batch",
+            "16", "--zero", "3", "--recompute", "none", "--micro-batch", "2")
+    pre, post = run_json(*base), run_json(*base, "--backward-prefetch", "post")
+    assert post["summary"]["step_time"] > pre["summary"]["step_time"]
+    assert "BACKWARD_POST" in " ".join(run(*base, "--backward-prefetch", "post").stdout.split())
+    bad = run(*base, "--backward-prefetch", "later")
+    assert bad.exit_code == 2 and "later" in bad.stderr
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption, match="--backward-prefetch has no effect unless --zero tries 3"):
+        assert run(*base[:-6], "--zero", "1", "--backward-prefetch", "post").exit_code == 0
+
+
 def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():
     """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
     wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)

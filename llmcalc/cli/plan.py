@@ -12,6 +12,7 @@ from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAININ
 PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
 AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3", "unfused"))  # kernels.ATTENTION_KERNELS
 GradReduce = choices("GradReduce", ("fp32", "bf16", "fp16"))  # steptime.GRAD_BYTES
+BackwardPrefetch = choices("BackwardPrefetch", ("pre", "post"))  # exposure.BACKWARD_PREFETCH
 Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
 PlanLoss = choices("PlanLoss", ("full", "chunked", "fused", "te"))  # memory/frameworks.LOSSES
 EXPERT_OVERHEAD = "0.4ms"  # steptime.EXPERT_OVERHEAD, as --help shows it (the core is not imported for --help)
@@ -50,6 +51,7 @@ def plan(
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
     dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 always prefetches.")] = True,
+    backward_prefetch: Annotated[BackwardPrefetch, typer.Option("--backward-prefetch", rich_help_panel=PARALLELISM, help="ZeRO-3/FSDP: the backward's next all-gather issued before the current gradient computation, under it (pre: PyTorch FSDP's default BACKWARD_PRE, as FSDP2, DeepSpeed and Megatron FSDP prefetch), or after it, exposed (post: BACKWARD_POST, Composer's and llm-foundry's default).")] = "pre",
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks; unfused for the s x s scores in HBM (Megatron-LM before FlashAttention; no CP).")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
@@ -86,12 +88,14 @@ def plan(
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
                        sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
+                       backward_prefetch=BackwardPrefetch(backward_prefetch).value,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
+    unused("--backward-prefetch", "unless --zero tries 3", backward_prefetch != "pre" and 3 not in cons.zero)
     unused("--recompute-modules", "unless --recompute tries selective",
            recompute_modules is not None and "selective" not in cons.recompute)
     results = []
