@@ -60,9 +60,11 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
         return 0.0
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
         each = 2 * gather + reduce
+        prefetched = lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
         if lay.backward_prefetch == "post":  # the backward's gathers wait; the forward's and the reduce-scatter hide
-            return lay.micro_batches * (gather + max(gather + reduce - per_mb, 0.0)) + each * DP_EXPOSED_FLOOR
-        return lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
+            hidden = gather + reduce  # (where the link binds, no better than prefetched)
+            return max(prefetched, lay.micro_batches * (gather + max(hidden - per_mb, 0.0)) + hidden * DP_EXPOSED_FLOOR)
+        return prefetched
     if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
         return 2 * reduce if lay.zero == 0 else reduce + gather
     if lay.zero == 0:  # one all-reduce (reduce-scatter + all-gather of the gradients) after the last backward

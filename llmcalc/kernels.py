@@ -23,6 +23,7 @@ MAMF_SHARE = 0.86
 # prefill share (serving.COMPUTE, 0.65) lumps attention and the memory-bound kernels in; here they are timed on
 # their own, so this is higher.
 MATMUL_EFFICIENCY = 0.70
+SIXTEEN_BIT = ("bf16", "fp16")
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
 # of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
 # H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
@@ -82,10 +83,13 @@ def attention_efficiency(gpu, kernel: str = "auto") -> float:
 
 def matmul_efficiency(dtype: str, gpu=None) -> float:
     """The share of the dense ``dtype`` peak training GEMMs reach: MAMF_SHARE of the GPU's measured best-shape
-    matmul share of that peak (H100 bf16 0.85 x 0.803, fp8 0.85 x 0.709); where the GPU has no measurement for the
-    dtype, MATMUL_EFFICIENCY for 16-bit, scaled for another dtype as latency's prefill share scales
-    (serving.COMPUTE: fp8 kernels reach less of their doubled peak)."""
+    matmul share of that peak (H100 bf16 0.86 x 0.803, fp8 0.86 x 0.709). A dtype the GPU has no figure for
+    scales its bf16 one (else MATMUL_EFFICIENCY) as latency's prefill share scales (serving.COMPUTE: fp8 kernels
+    reach less of their doubled peak); a 16-bit one whose peak differs from bf16's (Gaudi 3's fp16) takes
+    MATMUL_EFFICIENCY."""
     measured = gpu.matmul_share(dtype) if gpu is not None else None
     if measured:
         return MAMF_SHARE * measured
-    return MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]
+    scale = COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]
+    base = gpu.matmul_share("bf16") if gpu is not None and dtype not in SIXTEEN_BIT else None
+    return MAMF_SHARE * base * scale if base else MATMUL_EFFICIENCY * scale

@@ -148,12 +148,11 @@ def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
 
 
 def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[int]]:
-    """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use: FSDP
-    (ZeRO-3) shards whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
-    fp8_params = c.fp8_params and t.dtype == "fp8"
-    gathered = 1 if fp8_params and params_in_fp8(c.recipe) else PARAM_BYTES
+    """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use
+    (Constraints.zero3)."""
+    gathered = 1 if c.fp8_params and t.dtype == "fp8" and params_in_fp8(c.recipe) else PARAM_BYTES
     sizes = (GRAD_BYTES[c.grad_reduce], gathered)
-    return sizes, [z for z in c.zero if z != 3 or not (pp > 1 or fp8_params)]
+    return sizes, [z for z in c.zero if z != 3 or c.zero3(t.dtype, pp)]
 
 
 def in_flight(lay: Layout, stage: int) -> float:
@@ -219,8 +218,8 @@ class Planner:
         return micro_batch(self.cost, self.links, lay, self.t.seq)
 
     def time(self, lay: Layout) -> StepTime:
-        """One step of ``lay``. Its micro-batch does not depend on the ZeRO stage or the micro-batch count,
-        which variants() varies over the same micro-batches: it is timed once for them all (memoized)."""
+        """One step of ``lay``. Its micro-batch does not depend on the ZeRO stage (nor on the micro-batch count):
+        the layouts variants() yields for each stage share one, timed once (memoized)."""
         self.evaluated += 1
         key = lay[:_ZERO] + lay[_ZERO + 1:_COUNT] + lay[_COUNT + 1:]  # the Layout without those two fields
         mb = self._micro.get(key)

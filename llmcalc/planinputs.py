@@ -71,6 +71,11 @@ class Constraints:
     expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
     tp_overlap_sms: int = UB_SMS  # with tp_overlap: SMs TE's userbuffers kernels hold (steptime.Links.ub_sms)
 
+    def zero3(self, dtype: str, pp: int | None = None) -> bool:
+        """Whether ZeRO-3 (FSDP) is searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP shards
+        whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
+        return 3 in self.zero and (pp or self.pp or 1) == 1 and not (self.fp8_params and dtype == "fp8")
+
     @property
     def recipe(self) -> str:
         """The FP8 recipe a --dtype fp8 target runs: the one given, else Megatron's default."""

@@ -65,7 +65,7 @@ from .serving import FLOAT_BANDWIDTH
 from .spec import ModelSpec
 
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward; fitted with
-# kernels.MATMUL_EFFICIENCY and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
+# kernels.MAMF_SHARE and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
 ELEMENTWISE_TRAFFIC = 4.0
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
 # Overlapped, the collectives run in Transformer Engine's userbuffers kernels on UB_SMS of the GPU's SMs, which the

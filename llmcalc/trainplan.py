@@ -62,8 +62,9 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
           if c.tp_overlap else "TP collectives exposed")
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
-    if c.backward_prefetch == "post" and 3 in c.zero:
-        dp += " (ZeRO-3's backward all-gathers exposed: BACKWARD_POST)"
+    if c.backward_prefetch == "post" and c.zero3(dtype):
+        dp = (("ZeRO 0-2's DP hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed")
+              + ", ZeRO-3's backward all-gathers exposed (BACKWARD_POST)")
     pp = "interleaved PP sends under the next chunk" if c.pp_overlap else "PP sends exposed"
     ep = "EP's beyond the paired micro-batch's compute" if c.ep_overlap else "EP's exposed"
     experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "
@@ -131,7 +132,10 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                        if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
-            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward (llmcalc/exposure.py dp_exposed)"
+            "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward"
+                        + (", the backward's all-gathers exposed (BACKWARD_POST)"
+                           if lay.zero >= 3 and lay.backward_prefetch == "post" else "")
+                        + " (llmcalc/exposure.py dp_exposed)"
                         if lay.dp_overlap or lay.zero >= 3 else f"by ZeRO-{lay.zero}'s reduction after the backward "
                         "and gather before the forward, all exposed (llmcalc/exposure.py dp_exposed)",)}
 

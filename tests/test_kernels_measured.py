@@ -47,7 +47,7 @@ def test_every_layer_shape_was_timed_at_the_power_limited_clock():
 @pytest.mark.parametrize("name,tp", LAYERS, ids=[f"{n}-tp{t}" for n, t in LAYERS])
 def test_a_layers_gemms_take_the_measured_time(name, tp):
     """One layer's twelve GEMMs (fused QKV, output projection, fc1, fc2; forward, data and weight gradients) at
-    8192 tokens against the planner's time for them (MATMUL_EFFICIENCY of the bf16 peak): within 10% where every
+    8192 tokens against the planner's time for them (kernels.MAMF_SHARE of the H100's bf16 MAMF): within 10% where every
     shard is at least 2048 wide; narrower shards (Llama 3 8B over 4 ranks: 1024-1536) run slower than the
     planner's one figure for all GEMMs, by up to 20%."""
     gemms = _gemms(name, tp)

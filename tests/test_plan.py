@@ -105,36 +105,51 @@ def test_fsdp_backward_post_exposes_the_backward_all_gathers():
     """ZeRO-3 over 8 GPUs of one node, 3 micro-batches, 1e7 values: each micro-batch gathers the 16-bit parameters
     twice and reduce-scatters the fp32 gradients. Prefetched (BACKWARD_PRE) they all hide under its compute but
     DP_EXPOSED_FLOOR of one micro-batch's; with BACKWARD_POST each backward gather waits in full, the forward
-    gather and the reduce-scatter still hide."""
+    gather and the reduce-scatter still hide (but their floor). With 1e9 values the link binds: the three
+    collectives outlast each micro-batch either way, and post costs what pre does."""
     lay = Layout(tp=1, pp=1, dp=8, micro_batch=1, micro_batches=3, zero=3)
+    post_lay = lay._replace(backward_prefetch="post")
     bw = 400e9 * 0.75
     reduce, gather = 7 / 8 * 1e7 * 4 / bw + 15e-6, 7 / 8 * 1e7 * 2 / bw + 15e-6
     each = 2 * gather + reduce
     mb = steptime.micro_batch(COST, LINKS, lay, 1000)
     assert each < mb.total  # so that everything can hide
-    pre = steptime.step_time(COST, LINKS, lay, 1000, (1e7, 0.0))
-    assert pre.dp == pytest.approx(0.1 * each)
-    post = steptime.step_time(COST, LINKS, lay._replace(backward_prefetch="post"), 1000, (1e7, 0.0))
-    assert post.dp == pytest.approx(3 * gather + 0.1 * each)
+    assert steptime.step_time(COST, LINKS, lay, 1000, (1e7, 0.0)).dp == pytest.approx(0.1 * each)
+    post = steptime.step_time(COST, LINKS, post_lay, 1000, (1e7, 0.0))
+    assert post.dp == pytest.approx(3 * gather + 0.1 * (gather + reduce))
+    big_reduce, big_gather = 7 / 8 * 1e9 * 4 / bw + 15e-6, 7 / 8 * 1e9 * 2 / bw + 15e-6
+    big_each = 2 * big_gather + big_reduce
+    assert big_gather + big_reduce > mb.total
+    bound = steptime.step_time(COST, LINKS, lay, 1000, (1e9, 0.0)).dp
+    assert bound == pytest.approx(3 * (big_each - mb.total) + 0.1 * big_each)
+    assert steptime.step_time(COST, LINKS, post_lay, 1000, (1e9, 0.0)).dp == pytest.approx(bound)
     zero1 = lay._replace(zero=1, backward_prefetch="post")  # ZeRO 0-2 gather once a step: nothing to prefetch
     assert steptime.step_time(COST, LINKS, zero1, 1000, (1e7, 0.0)).dp == \
         steptime.step_time(COST, LINKS, zero1._replace(backward_prefetch="pre"), 1000, (1e7, 0.0)).dp
 
 
 def test_the_backward_prefetch_option_reaches_the_plan_and_is_checked():
-    """--backward-prefetch post slows the FSDP layouts (only them) and names itself in the conventions; a typo
-    exits 2; without ZeRO-3 among the stages tried it says it has no effect."""
+    """--backward-prefetch post slows the FSDP layouts (only them) and names itself in the conventions and the
+    dp_comm formula; a typo exits 2 with one line; where ZeRO-3 is not searched it says it has no effect."""
     base = ("plan", "--model", "llama-2-13b", "--gpu", "h100", "--gpus", "8", "--seq", "2048", "--global-batch",
             "16", "--zero", "3", "--recompute", "none", "--micro-batch", "2")
     pre, post = run_json(*base), run_json(*base, "--backward-prefetch", "post")
     assert post["summary"]["step_time"] > pre["summary"]["step_time"]
-    assert "BACKWARD_POST" in " ".join(run(*base, "--backward-prefetch", "post").stdout.split())
+    mixed = (*base[:-6], "--zero", "1,3", "--recompute", "none", "--micro-batch", "2", "--tp", "2")
+    zero1 = [[x for x in run_json(*mixed, *more)["summary"]["layouts"] if "zero1" in x["layout"]][0]
+             for more in ((), ("--backward-prefetch", "post"))]
+    assert zero1[0]["step_time"] == zero1[1]["step_time"]
+    text = " ".join(run(*base, "--backward-prefetch", "post", "--explain").stdout.split())
+    assert "ZeRO-3's backward all-gathers exposed (BACKWARD_POST)" in text
+    assert "the backward's all-gathers exposed (BACKWARD_POST)" in text
     bad = run(*base, "--backward-prefetch", "later")
-    assert bad.exit_code == 2 and "later" in bad.stderr
+    assert bad.exit_code == 2 and "later" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     from llmcalc.cli.common import UnusedOption
 
-    with pytest.warns(UnusedOption, match="--backward-prefetch has no effect unless --zero tries 3"):
+    with pytest.warns(UnusedOption, match="--backward-prefetch has no effect unless ZeRO-3 is searched"):
         assert run(*base[:-6], "--zero", "1", "--backward-prefetch", "post").exit_code == 0
+    with pytest.warns(UnusedOption, match="--backward-prefetch has no effect unless ZeRO-3 is searched"):
+        assert run(*base[:-6], "--zero", "1,3", "--pp", "2", "--backward-prefetch", "post").exit_code == 0
 
 
 def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():

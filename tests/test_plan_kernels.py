@@ -28,8 +28,19 @@ def test_gemms_reach_a_share_of_the_gpus_measured_best_shape_rate():
     mi300x = load_gpu("mi300x")
     assert kernels.matmul_efficiency("bf16", mi300x) == pytest.approx(0.86 * mi300x.matmul_share("bf16"))
     assert kernels.matmul_efficiency("bf16", mi300x) == pytest.approx(0.440, abs=1e-3)
-    for same in ("a100-40gb", "a800"):
-        assert kernels.matmul_efficiency("bf16", load_gpu(same)) == kernels.matmul_efficiency("bf16", a100)
+    for same, as_ in (("a100-40gb", a100), ("a800", a100), ("mi325x", mi300x)):
+        assert kernels.matmul_efficiency("bf16", load_gpu(same)) == kernels.matmul_efficiency("bf16", as_)
+
+
+def test_an_unmeasured_dtype_scales_the_gpus_measured_bf16_share():
+    """MI300X has a bf16 MAMF (0.511 of its peak) and no fp8 one: fp8 takes the bf16 share scaled as prefill's
+    (0.45 / 0.65), 0.86 x 0.511 x 0.692 = 0.304 of the fp8 peak, 1.38x the bf16 rate (not the flat 0.70 x
+    0.692, which would run fp8 2.2x as fast as the measured bf16)."""
+    mi300x = load_gpu("mi300x")
+    fp8 = kernels.matmul_efficiency("fp8", mi300x)
+    assert fp8 == pytest.approx(0.86 * 668.4 / 1307.4 * 0.45 / 0.65)
+    assert fp8 * mi300x.peak("fp8") / (kernels.matmul_efficiency("bf16", mi300x) * mi300x.peak("bf16")) == \
+        pytest.approx(1.38, abs=0.01)
 
 
 def test_a_gpu_without_measurements_scales_fp8_as_prefill_does():

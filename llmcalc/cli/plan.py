@@ -50,7 +50,7 @@ def plan(
     tp_overlap_sms: Annotated[Optional[int], typer.Option("--tp-overlap-sms", rich_help_panel=PARALLELISM, show_default="16, Transformer Engine's default config", help="With --tp-overlap: SMs the userbuffers kernels hold under the GEMMs they overlap (a recipe's own config: NeMo's tuned FP8 ones about 4).")] = None,
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
-    dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 always prefetches.")] = True,
+    dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 prefetches as --backward-prefetch says.")] = True,
     backward_prefetch: Annotated[BackwardPrefetch, typer.Option("--backward-prefetch", rich_help_panel=PARALLELISM, help="ZeRO-3/FSDP: the backward's next all-gather issued before the current gradient computation, under it (pre: PyTorch FSDP's default BACKWARD_PRE, as FSDP2, DeepSpeed and Megatron FSDP prefetch), or after it, exposed (post: BACKWARD_POST, Composer's and llm-foundry's default).")] = "pre",
     attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2; fa2 for flash-attn or PyTorch SDPA stacks; unfused for the s x s scores in HBM (Megatron-LM before FlashAttention; no CP).")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
@@ -95,7 +95,8 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
-    unused("--backward-prefetch", "unless --zero tries 3", backward_prefetch != "pre" and 3 not in cons.zero)
+    unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no FP8 parameters)",
+           backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
     unused("--recompute-modules", "unless --recompute tries selective",
            recompute_modules is not None and "selective" not in cons.recompute)
     results = []
