@@ -300,9 +300,9 @@ def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
         if c.fp8_params or c.fp8_recipe:
             raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
         return {}
-    from .memory.fp8 import PARAMS_ZERO3, check_gpu, tn_only
+    from .memory.fp8 import PARAMS_ZERO3, check_gpu, params_in_fp8, tn_only
 
-    if c.fp8_params and c.zero == (3,):
+    if c.fp8_params and c.zero == (3,) and not params_in_fp8(c.recipe):
         raise SpecError(PARAMS_ZERO3)
     check_gpu(c.recipe, gpu.name, gpu.compute_capability)
     return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .flops import RECOMPUTE
 from .kernels import ATTENTION_KERNELS
-from .memory.fp8 import RECIPES as FP8_RECIPES
+from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
 from .memory.frameworks import LOSSES
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 from .memory.settings import ZERO_STAGES
@@ -73,8 +73,9 @@ class Constraints:
 
     def zero3(self, dtype: str, pp: int | None = None) -> bool:
         """Whether ZeRO-3 (FSDP) is searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP shards
-        whole models, not pipeline stages, nor FP8 parameters (memory/fp8.py)."""
-        return 3 in self.zero and (pp or self.pp or 1) == 1 and not (self.fp8_params and dtype == "fp8")
+        whole models, not pipeline stages, nor MXFP8 parameters (memory/fp8.py)."""
+        return 3 in self.zero and (pp or self.pp or 1) == 1 and not (
+            self.fp8_params and dtype == "fp8" and not params_in_fp8(self.recipe))
 
     @property
     def recipe(self) -> str:

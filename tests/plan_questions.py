@@ -75,8 +75,7 @@ FP16_GRADS = {"megatron-lm-2021", "korthikanti-2022"}
 # FP8 runs: Transformer Engine's recipe by the source's precision label (NeMo 24.07: fp8 with amax_history_len
 # 1024, delayed scaling; Megatron-Bridge: FP8-CS current scaling, FP8-MX MXFP8), and FP8 parameters where the
 # recipe gathers them (Megatron-Bridge's mixed-precision presets set fp8_param_gather=True,
-# training/mixed_precision.py at v0.2.0), beside the distributed optimizer (Megatron FSDP's own FP8 sharding is
-# not modelled: its runs keep 16-bit shards and TE's FP8 copies).
+# training/mixed_precision.py at v0.2.0), beside the distributed optimizer or Megatron FSDP (its 1-byte shards).
 FP8_RECIPE = {"fp8": "delayed", "fp8-cs": "current", "fp8-mx": "mxfp8"}
 # MoE all-to-all overlapped with another micro-batch's compute: the Megatron-Bridge recipes that set moe_a2a_overlap
 # (v0.2.0 scripts/performance/configs/qwen3/workload_base_configs.py: Qwen3-235B-A22B on B200 and H100, Qwen3-30B-A3B
@@ -153,7 +152,7 @@ def question(c: Case) -> Question:
                        backward_prefetch="post" if c.group in PREFETCH_POST else "pre",
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp16" if c.group in FP16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
-                       fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS and c.zero != 3, **fixed)
+                       fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS, **fixed)
     dtype = "fp16" if c.group in FP16_GRADS else c.dtype  # the same peak as bf16 on the A100s they ran on
     return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=dtype), cons)
 

@@ -54,6 +54,28 @@ def test_fp8_parameters_replace_the_16bit_block_weights():
     assert params.value("gradients") == plain.value("gradients")  # the gradients and master copies are unchanged
 
 
+@pytest.mark.parametrize("gpu, per_weight", [("h100", 2), ("b200", 1)])
+def test_megatron_fsdp_shards_fp8_parameters(gpu, per_weight):
+    """Llama-3-8B under ZeRO-3 over 8 GPUs with FP8 parameters (current scaling): Megatron FSDP keeps each GPU's
+    shard of the block linears in 1 byte and of the rest (embedding, head, norms) in 16 bits, and gathers two
+    layers, their linears in FP8 with the transposes a TN-only GPU (H100) makes for them, their norms in 16 bits;
+    no whole-model FP8 copy. Gradients and master weights are those of the 16-bit run."""
+    from llmcalc.spec import Parallelism
+
+    total = 8_030_261_248
+    kw = dict(zero=3, parallel=Parallelism.resolve(gpus=8))
+    params = _mem(gpu, fp8="current", fp8_params=True, **kw)
+    assert params.value("weights/fp8") == pytest.approx(BLOCK_LINEARS / 8, abs=1)
+    assert params.value("weights/16bit") == pytest.approx((total - BLOCK_LINEARS) * 2 / 8, abs=1)
+    layer = BLOCK_LINEARS / LAYERS
+    assert params.value("weights/gathered") == pytest.approx(2 * (layer * per_weight + 2 * H * 2), abs=1)
+    copies = _mem(gpu, fp8="current", **kw)  # without FP8 parameters: 16-bit shards and every weight's FP8 copy
+    assert copies.value("weights/fp8") == pytest.approx(BLOCK_LINEARS * per_weight, abs=1)
+    assert params.value("gradients") == copies.value("gradients")
+    assert params.value("optimizer") == copies.value("optimizer")
+    assert params.value("weights") < copies.value("weights") / 4
+
+
 def test_plain_mlp_and_moe_inputs():
     """GPT-2 (GELU MLP of 3072, h 768, 12 layers): every linear input drops to 1 byte, down's too (delayed
     scaling's out-projection copy adds h back). Mixtral: the router keeps the MLP norm's 16-bit output, so only
@@ -86,7 +108,7 @@ def test_gpus_that_cannot_run_the_recipe(gpu, recipe, words):
     (dict(fp8="e5m2", framework="megatron"), "--fp8"),
     (dict(fp8="current", framework="megatron", mode="infer"), "--mode train"),
     (dict(fp8="current", framework="megatron", finetune="lora"), "full fine-tuning"),
-    (dict(fp8="current", framework="megatron", fp8_params=True, zero=3,
+    (dict(fp8="mxfp8", framework="megatron", fp8_params=True, zero=3,
           parallel=__import__("llmcalc.spec").spec.Parallelism.resolve(gpus=8)), "--zero 3"),
 ])
 def test_fp8_refusals(kw, words):
@@ -132,11 +154,23 @@ def test_plan_gradient_bytes_and_fp8_settings():
     (dict(dtype="bf16", fp8_params=True), "--fp8-params needs --dtype fp8"),
     (dict(dtype="fp8", fp8_recipe="mxfp8"), "MXFP8 needs Blackwell"),
     (dict(dtype="bf16", fp8_recipe="current"), "--fp8-recipe needs --dtype fp8"),
-    (dict(dtype="fp8", fp8_params=True, zero=3), "--zero 3"),
+    (dict(dtype="fp8", fp8_params=True, zero=3, fp8_recipe="mxfp8", gpu="b200"), "--zero 3"),
 ])
 def test_plan_fp8_refusals(kw, words):
     import llmcalc
 
-    dtype = kw.pop("dtype")
+    dtype, gpu = kw.pop("dtype"), kw.pop("gpu", "h100")
     with pytest.raises(SpecError, match=words.replace("-", r"\-")):
-        llmcalc.plan("llama-3-8b", gpu="h100", gpus=8, seq=4096, global_batch=64, dtype=dtype, **kw)
+        llmcalc.plan("llama-3-8b", gpu=gpu, gpus=8, seq=4096, global_batch=64, dtype=dtype, **kw)
+
+
+def test_plan_gathers_fsdps_fp8_parameters_in_one_byte():
+    """FP8 parameters under ZeRO-3 (current scaling): the planner searches FSDP with them, gathering 1 byte a
+    parameter, so its DP traffic is below the 16-bit parameters' and its memory below the FP8 copies'."""
+    import llmcalc
+
+    kw = dict(gpu="h100", gpus=8, seq=4096, global_batch=64, dtype="fp8", zero=3, tp=1, pp=1, micro_batch=1,
+              recompute="full")
+    fsdp, copies = llmcalc.plan("llama-3-8b", fp8_params=True, **kw), llmcalc.plan("llama-3-8b", **kw)
+    assert fsdp.summary["memory"] < copies.summary["memory"] - 8e9  # no whole-model FP8 copy (2 B a weight on H100)
+    assert 0 < fsdp.value("dp_comm") < copies.value("dp_comm")  # the exposed floor of smaller gathers

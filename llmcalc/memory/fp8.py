@@ -19,7 +19,10 @@ MXFP8; Megatron-Core 0.15), pytorch/module/linear.py, layernorm_linear.py and ba
 - FP8 parameters (Megatron's --fp8-param-gather, Megatron-Bridge's FP8 recipes): under per-tensor scaling
   these copies are the block weights themselves, gathered in 1 byte, and no 16-bit copy is kept; MXFP8
   parameters are gathered through a 16-bit buffer (Megatron-Core's param_and_grad_buffer), which stays.
-  The fp32 master stays with the optimizer either way.
+  The fp32 master stays with the optimizer either way. Under ZeRO-3 (Megatron FSDP, core 0.15
+  megatron_fsdp/param_and_grad_buffer.py) the FP8 parameters are sharded in a 1-byte buffer like any other,
+  gathered a layer at a time, and their transposes dropped after use (keep_fp8_transpose_cache off): this
+  GPU keeps its 1-byte shard, and the gathered layers hold FP8 weights (with transposes where TN-only).
 - The embedding and the LM head stay 16-bit: Megatron's output layer is not a TE module.
 """
 
@@ -31,7 +34,8 @@ RECIPES = ("delayed", "current", "mxfp8")  # TE's DelayedScaling, Float8CurrentS
 MX_SCALE = 1 / 32  # MXFP8: one e8m0 scale byte per 32 elements, in each direction kept
 FP8_GPU = 8.9  # FP8 tensor cores from Ada and Hopper on
 MX_GPU = 10.0  # MXFP8 from Blackwell on
-PARAMS_ZERO3 = "--fp8-params with --zero 3 is not modelled (Megatron FSDP shards FP8 parameters its own way)"
+PARAMS_ZERO3 = ("--fp8-params with --zero 3 is modelled for per-tensor scaling (delayed, current): Megatron FSDP's "
+                "MXFP8 parameters are not")
 
 
 def saved_input(recipe: str) -> float:
@@ -92,5 +96,5 @@ def check(s) -> None:
         raise SpecError("--fp8 with --compile is not modelled (Megatron runs Transformer Engine's layers uncompiled)")
     if "params" in s.offload:
         raise SpecError("--fp8 with --offload params is not modelled (the FP8 copies of offloaded weights)")
-    if s.fp8_params and s.zero >= 3:
+    if s.fp8_params and s.zero >= 3 and not params_in_fp8(s.fp8):
         raise SpecError(PARAMS_ZERO3)

@@ -39,11 +39,26 @@ def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> S
 
 def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, float]:
     """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers. Returns
-    (the largest layer's parameters, bytes per parameter); (0, 0) without ZeRO-3 over replicas."""
+    (the largest layer's parameters, bytes per parameter: FP8 parameters' block linears at their FP8 bytes,
+    memory/fp8.py, the norms and router at 16 bits); (0, 0) without ZeRO-3 over replicas."""
     if s.zero < 3 or s.parallel.replicas == 1:
         return 0.0, 0.0
-    layer = max(layer_params(m, s.parallel, moe).total for moe in ((False, True) if m.is_moe else (False,)))
-    return layer, PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
+    split = max((layer_params(m, s.parallel, moe) for moe in ((False, True) if m.is_moe else (False,))),
+                key=lambda x: x.total)
+    sixteen = PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
+    if not _fp8_sharded(s):
+        return split.total, sixteen
+    from .fp8 import weight_copy
+
+    per = weight_copy(s.fp8, s.fp8_transposes)
+    return split.total, (split.quantizable * per + split.other * sixteen) / split.total
+
+
+def _fp8_sharded(s: MemorySettings) -> bool:
+    """FP8 parameters sharded by Megatron FSDP (ZeRO-3 over replicas; memory/fp8.py)."""
+    from .fp8 import params_in_fp8
+
+    return bool(s.fp8 and s.fp8_params and params_in_fp8(s.fp8) and s.zero >= 3 and s.parallel.replicas > 1)
 
 
 def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
@@ -56,7 +71,7 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
     fp8 = _fp8_weights(s, p)
     replaced = bool(fp8 and fp8[2])
     if fp8:  # Transformer Engine's FP8 copies of the block linears (memory/fp8.py), or FP8 parameters
-        sixteen = main - (p.quantizable * PRECISIONS[s.precision].weights if replaced else 0.0)
+        sixteen = main - (_block_shard(s, p) * PRECISIONS[s.precision].weights if replaced else 0.0)
         subs = {"weights/16bit": sixteen, "weights/fp8": fp8[0]}
         main = sixteen + fp8[0]
         note = f"16-bit embeddings, norms and head + FP8 ({s.fp8}) block weights" if replaced else \
@@ -72,13 +87,12 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
              "weights/shard": f"{PRECISIONS[s.precision].weights:g} B/param / {nd} (ZeRO-3)",
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered",
              "weights/16bit": "16-bit " + ("embeddings, norms and head" if replaced else "weights" + (
-                 " (MXFP8 parameters are gathered through them)" if s.fp8_params else "")
-                 + _sharded_note(s, p, full, 3)),
+                 " (MXFP8 parameters are gathered through them)" if s.fp8_params else ""))
+                 + _sharded_note(s, p, full, 3),
              "weights/fp8": fp8 and fp8[1]}
     hows = {**states.hows, "weights/shard": states.hows.get("weights"),
-            "weights/16bit": ("({} params - {} block-linear params) x {} B", p.total, p.quantizable,
-                              PRECISIONS[s.precision].weights) if replaced else states.hows.get("weights"),
-            "weights/fp8": fp8 and ("{} block-linear params x {} B", p.quantizable, fp8[0] / p.quantizable),
+            "weights/16bit": _sixteen_how(s, p) if replaced else states.hows.get("weights"),
+            "weights/fp8": fp8 and _fp8_how(s, p, fp8[0]),
             "weights/gathered": ("2 layers x {} params x {} B", layer, per_param) if gathered else ("0",)}
     for key, value in subs.items():
         r.add(key, whole_bytes(value), notes[key], how=hows[key])
@@ -96,10 +110,40 @@ def _fp8_weights(s: MemorySettings, p: ParamSplit) -> tuple[float, str, bool] | 
 
     per = weight_copy(s.fp8, s.fp8_transposes)
     replaced = s.fp8_params and params_in_fp8(s.fp8)
+    if _fp8_sharded(s):  # Megatron FSDP: this GPU's 1-byte shard; the transposes are made for a gathered layer
+        nd, nd_e = s.parallel.replicas, s.parallel.expert_replicas
+        return _block_shard(s, p), f"FP8 parameters: 1 B per block-linear weight / {nd} (ZeRO-3)" + (
+            f", experts / {nd_e}" if p.experts and nd_e != nd else ""), True
     what = "FP8 parameters" if replaced else "FP8 copies cached across micro-batches"
     layout = "MXFP8, both directions with scales" if s.fp8 == "mxfp8" else \
         "with their transposes (TN-only FP8 GEMMs)" if per == 2 else "no transposes"
     return p.quantizable * per, f"{what}: {per:g} B per block-linear weight, {layout}", replaced
+
+
+def _sixteen_how(s: MemorySettings, p: ParamSplit) -> tuple:
+    """How the 16-bit rest beside FP8 parameters is counted: whole, or Megatron FSDP's shard of it."""
+    w16 = PRECISIONS[s.precision].weights
+    if _fp8_sharded(s):
+        return "{} params x {} B / {}", p.other, w16, s.parallel.replicas
+    return "({} params - {} block-linear params) x {} B", p.total, p.quantizable, w16
+
+
+def _fp8_how(s: MemorySettings, p: ParamSplit, nbytes: float) -> tuple:
+    """How the FP8 weights are counted: every block linear's copies, or Megatron FSDP's 1-byte shard."""
+    if not _fp8_sharded(s):
+        return "{} block-linear params x {} B", p.quantizable, nbytes / p.quantizable
+    if p.experts:
+        return "({} / {} + {} / {}) block-linear params x 1 B", p.linear, s.parallel.replicas, p.experts, \
+            s.parallel.expert_replicas
+    return "{} block-linear params / {} x 1 B", p.linear, s.parallel.replicas
+
+
+def _block_shard(s: MemorySettings, p: ParamSplit) -> float:
+    """The block linears (and experts) this GPU holds: all of them, or under Megatron FSDP's sharded FP8
+    parameters its ZeRO-3 shard (the dense ones over the replicas, the experts over theirs)."""
+    if not _fp8_sharded(s):
+        return p.quantizable
+    return p.linear / s.parallel.replicas + p.experts / s.parallel.expert_replicas
 
 
 def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int) -> str:
