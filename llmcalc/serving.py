@@ -42,6 +42,16 @@ FLOAT_BANDWIDTH = 0.90
 # with its all-reduces). fp8: the same table on H100 (0.39 at 2048 tokens) and NIM 1.8 Llama-3.3-70B fp8
 # TP 2, 5000 tokens in 407 ms (0.47): fp8 kernels reach a smaller share of their doubled peak.
 COMPUTE = {"fp32": 0.65, "tf32": 0.65, "bf16": 0.65, "fp16": 0.65, "fp8": 0.45, "int8": 0.45, "fp4": 0.35}
+# A GPU whose best-shape matmuls reach less of their peak than an H100's (its measured MAMF, 0.803 of the bf16
+# peak) reaches less in prefill too: at most this share of its MAMF, H100's 0.65 / 0.803 (MI300X: 0.81 x 0.511).
+PREFILL_MAMF = 0.81
+
+
+def prefill_share(dtype: str, gpu=None) -> float:
+    """Prefill's share of the dense ``dtype`` peak: COMPUTE, at most PREFILL_MAMF of the GPU's measured MAMF share."""
+    share = COMPUTE.get(dtype, COMPUTE["bf16"])
+    measured = gpu.matmul_share(dtype) if gpu is not None else None
+    return min(share, PREFILL_MAMF * measured) if measured else share
 
 # Fixed cost per layer per step (seconds): kernel launches, scheduling and sampling spread over the
 # layers. With CUDA graphs: vLLM 0.19.1 Llama-3.1-8B, 45 us on H100 and 55 us on B200 (the blog's fits
@@ -127,7 +137,7 @@ def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, gpu)
 
     if engine not in LAYER_OVERHEAD:
         raise SpecError(f"no step-cost defaults for engine {engine!r}; choose one of {', '.join(LAYER_OVERHEAD)}")
-    chosen = {"compute": (eff.compute, lambda: COMPUTE.get(compute_dtype, COMPUTE["bf16"]), f"{compute_dtype} prefill"),
+    chosen = {"compute": (eff.compute, lambda: prefill_share(compute_dtype, gpu), f"{compute_dtype} prefill"),
               "bandwidth": (eff.bandwidth, lambda: bandwidth_efficiency(dtype), f"{dtype} weights"),
               "layer_overhead": (eff.layer_overhead, lambda: LAYER_OVERHEAD[engine], engine),
               "request_overhead": (eff.request_overhead, lambda: REQUEST_OVERHEAD[engine], engine)}

@@ -198,3 +198,20 @@ def test_every_engine_the_memory_model_knows_has_step_costs():
     from llmcalc.serving import LAYER_OVERHEAD, PREFILL_LAYER_OVERHEAD, REQUEST_OVERHEAD
 
     assert set(ENGINES) == set(LAYER_OVERHEAD) == set(PREFILL_LAYER_OVERHEAD) == set(REQUEST_OVERHEAD)
+
+
+def test_prefill_reaches_no_more_of_a_gpus_mamf_than_an_h100s():
+    """Prefill's default share of the peak (0.65 for 16-bit, 0.45 for fp8: TensorRT-LLM and NIM measurements on
+    A100 and H100) is capped at 0.81 of the GPU's measured best-shape matmul share, H100's 0.65 / 0.803: an
+    MI300X, whose matmuls reach 668 of 1307 TFLOP/s, prefills at 0.81 x 0.511 = 0.414 of its peak, not 0.65; the
+    A100 (0.869) and the H100 keep 0.65, and fp8 on an H100 (0.709) keeps 0.45."""
+    from llmcalc.presets import load_gpu
+    from llmcalc.serving import Efficiencies, resolve
+
+    def compute(gpu: str, dtype: str = "bf16") -> float:
+        return resolve(Efficiencies(), "vllm", dtype, dtype, load_gpu(gpu)).compute
+
+    assert compute("mi300x") == pytest.approx(0.81 * 668.4 / 1307.4) == pytest.approx(0.414, abs=1e-3)
+    assert compute("a100-80gb") == compute("h100") == 0.65
+    assert compute("h100", "fp8") == 0.45
+    assert compute("l40s") == 0.65  # no measurement: the default
