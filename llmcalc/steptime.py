@@ -174,7 +174,10 @@ def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
     q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router and shared expert (the routed
     experts' GEMMs: micro_batch), shared_experts the shared expert; and each MLP's activation, whose fused kernel
     reads fc1's output (2 x width for a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone,
-    for each of the top_k copies). Nested in moe's, moe_act's refill and shared_experts' checkpoint repeat once more."""
+    for each of the top_k copies). moe also repeats the dispatcher's token permutation (moe_utils.permute reads and
+    writes top_k copies of each 16-bit token) and unpermutation (reads the top_k outputs, writes the sum):
+    (2 + 2) x top_k + (2 x top_k + 2) bytes a width. Nested in moe's, moe_act's refill and shared_experts'
+    checkpoint repeat once more."""
     L, moe = m.num_hidden_layers, "moe" in modules
     act = 6 if m.mlp_type == "gated" else 4  # bytes a width of the activation's pass
     shared = (moe + ("shared_experts" in modules)) * bool(m.is_moe and m.shared_expert_size)  # forwards repeated
@@ -189,6 +192,7 @@ def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
             L * seq)
         work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * (("moe_act" in modules) + moe)
                                           + m.shared_expert_size * shared)
+        work += moe * m.moe_layers / L * m.hidden_size * (6 * m.num_experts_per_tok + 2)  # permute + unpermute
     return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe, redo_shared=shared)
 
 

@@ -89,15 +89,16 @@ def test_moe_beside_the_overlapped_all_to_all_is_refused():
 def test_recomputing_modules_repeats_their_forward_work():
     """The FLOPs a token a layer: Llama 3.1 8B's MLP, 3 GEMMs of 4096 x 14336 (2 FLOPs a weight), on every layer,
     and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256) and the shared expert
-    (3 GEMMs of 7168 x 2048), on 58 of its 61 layers, and the 8 routed experts' activations; their GEMMs are the
-    micro-batch's own experts' forward (their FLOPs or their weights' traffic, as full recomputation repeats)."""
+    (3 GEMMs of 7168 x 2048), on 58 of its 61 layers, the 8 routed experts' activations and the dispatcher's
+    permutation of the tokens and back; their GEMMs are the micro-batch's own experts' forward (their FLOPs or their weights' traffic, as full recomputation repeats)."""
     mlp = steptime.model_cost(load_model("llama-3.1-8b"), 4096, modules=("core_attn", "mlp"))
     assert mlp.redo_matmul == 3 * 2 * 4096 * 14336 and mlp.redo_bytes == 6 * 14336
     assert mlp.redo_mlp and not mlp.redo_moe and mlp.redo_core
     moe = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe",))
     per_moe_layer = 2 * 7168 * 256 + 3 * 2 * 7168 * 2048
     assert moe.redo_matmul == pytest.approx(per_moe_layer * 58 / 61, rel=1e-9)
-    assert moe.redo_bytes == pytest.approx(6 * (8 + 1) * 2048 * 58 / 61)
+    permute = (2 + 2) * 8 * 7168 + (2 * 8 + 2) * 7168  # 8 copies of each token read and written; 8 read, 1 written
+    assert moe.redo_bytes == pytest.approx((6 * (8 + 1) * 2048 + permute) * 58 / 61)
     assert moe.redo_moe and moe.redo_shared == 1 and not moe.redo_mlp and not moe.redo_core
     # nested: shared_experts' checkpoint inside moe's recompute runs the shared expert once more; moe_act's refill
     # the experts' activation
