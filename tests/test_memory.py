@@ -285,6 +285,25 @@ def test_offload_moves_optimizer_to_cpu():
     assert value(data, "cpu") == 12 * shard + 2 * shard  # master, m, v and the gradient partition
 
 
+def test_megatron_activation_offloading_keeps_the_other_layers_and_one_in_transit():
+    """Megatron-Core's --cpu-offloading-num-layers 12 on Llama-2-7B's 32 layers: Transformer Engine sends the first
+    12 layers' saved tensors to host memory as the forward goes on, freeing each a window later (the last as the
+    forward ends) and bringing them back a group ahead in backward, so the GPU holds 32 - 12 + 1 layers' worth and
+    the host 12; everything else is as without it. Megatron refuses it beside recomputation and pipelines."""
+    base = ("memory", "--model", "llama-2-7b", "--seq", "2048", "--framework", "megatron", "--recompute", "none")
+    plain, away = run_json(*base), run_json(*base, "--offload-layers", "12")
+    layer = value(plain, "activations/layers") / 32
+    assert value(plain, "activations/per_layer") == pytest.approx(layer, abs=1)
+    assert value(away, "activations/layers") == pytest.approx(21 * layer, abs=1)
+    assert value(away, "cpu/activations") == pytest.approx(12 * layer, abs=1)
+    assert value(plain, "total") - value(away, "total") == pytest.approx(11 * layer * 1.13, rel=1e-3)  # + slack
+    for more, words in ((("--pp", "2", "--gpus", "2"), "no --pp"), (("--recompute", "full"), "--recompute none"),
+                        (("--offload-layers", "32"), "below the model's 32 layers")):
+        out = run(*base, "--offload-layers", "12", *more)
+        assert out.exit_code == 2 and words in out.stderr, out.stderr
+    assert run("memory", "--model", "llama-2-7b", "--offload-layers", "4").exit_code == 2  # HF's stack: no such knob
+
+
 def test_pipeline_first_stage_holds_p_micro_batches():
     data = run_json("memory", "--model", "llama-2-7b", "--gpus", "4", "--pp", "4", "--seq", "2048")
     assert value(data, "stage") == 0 and value(data, "in_flight") == 4

@@ -87,6 +87,7 @@ BnbOpt = Annotated[Optional[str], typer.Option("--bitsandbytes", rich_help_panel
 LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", rich_help_panel=FINETUNING, show_default=_per_framework(lambda f: f.lora_dropout), help="LoRA dropout probability (> 0 keeps a mask and an input copy per adapter).")]
 MiniSeqOpt = Annotated[int, typer.Option("--mini-seq", rich_help_panel=TRAINING, min=1, help="train: Mini-Sequence chunks M of the MLP and LM head (1 = off).")]
 RecomputeModulesOpt = Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="train, with --recompute selective: Megatron-Core's modules to recompute (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation), mlp (a dense layer's MLP), moe (an MoE layer: router, dispatch, experts), shared_experts.")]
+OffloadLayersOpt = Annotated[int, typer.Option("--offload-layers", rich_help_panel=TRAINING, min=0, help="train, --framework megatron: the saved activations of this many layers wait in host memory (Megatron's --cpu-offloading-num-layers; --recompute none, no --pp).")]
 OffloadOpt = Annotated[Optional[str], typer.Option("--offload", rich_help_panel=TRAINING, help="train: optimizer, params and/or activations (comma list): ZeRO-Offload to CPU memory; activations: checkpointed layer inputs in host memory (needs --recompute full).")]
 FinetuneOpt = Annotated[Finetune, typer.Option("--finetune", rich_help_panel=FINETUNING, help="full, lora (frozen base in --dtype) or qlora (4-bit NF4 base).")]
 LoraRankOpt = Annotated[int, typer.Option("--lora-rank", rich_help_panel=FINETUNING, min=1, help="LoRA rank r.")]
@@ -122,6 +123,7 @@ def memory_options(
     loss: LossOpt = None,
     mini_seq: MiniSeqOpt = 1,
     offload: OffloadOpt = None,
+    offload_layers: OffloadLayersOpt = 0,
     finetune: FinetuneOpt = Finetune.full,
     lora_rank: LoraRankOpt = 16,
     lora_targets: LoraTargetsOpt = None,
@@ -238,7 +240,8 @@ def settings_from_options(**o) -> Mapping:
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
         bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"],
         fp8=value(o["fp8"]), fp8_params=o["fp8_params"],
-        optimizer_in_backward=o["optimizer_in_backward"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")), finetune=o["finetune"].value,
+        optimizer_in_backward=o["optimizer_in_backward"], mini_seq=o["mini_seq"], offload=tuple(_split(o["offload"] or "")),
+        offload_layers=o["offload_layers"], finetune=o["finetune"].value,
         lora_rank=o["lora_rank"], lora_targets=tuple(_split(o["lora_targets"])) if o["lora_targets"] is not None else None, group_size=o["group_size"],
         gpu_util=o["gpu_util"], gpu_memory=parse_bytes(o["gpu_memory"]) if o["gpu_memory"] else None,
         reserve=parse_bytes(o["reserve"]) if o["reserve"] is not None else None,

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..breakdown import Rows
 from ..dtypes import DTYPE_BYTES
 from ..params import attention_linears, largest_block_matrix, mlp_linears
-from ..spec import ModelSpec
+from ..spec import ModelSpec, SpecError
 from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input_split, kept, layer_tensors,
                           local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
@@ -229,6 +229,18 @@ def _dequantized(m: ModelSpec, s: MemorySettings, st: Stage) -> float:
 SAVED_HOW = "by the tensors each op keeps for backward over {} tokens on this GPU (memory/activations.py)"
 
 
+def offloaded_layers(s: MemorySettings, st: Stage) -> tuple[int, int]:
+    """(layers whose saved tensors wait in host memory, layers' worth on the GPU at the peak) under Megatron-Core's
+    activation offloading (cpu_offloading_num_layers; Transformer Engine 2.8 cpu_offload.py): the first n layers'
+    tensors leave as the forward goes on, each freed by the window layer_window_map gives it, the last as the
+    forward ends, and come back one group ahead in backward: the GPU holds the other layers and one in transit."""
+    n = s.offload_layers
+    if n >= st.layers:
+        raise SpecError(f"--offload-layers {n} must be below the model's {st.layers} layers (Megatron offloads fewer "
+                        "than all)")
+    return n, st.layers - n + 1 if n else st.layers
+
+
 def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float, offloaded: bool, tokens: float,
                 flight: int) -> None:
     """One layer's rows by group (the layer kind the stage has most of), and the stage's layers in flight."""
@@ -240,11 +252,15 @@ def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float
     r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None,
           how=(" + ".join(PER_LAYER_ROWS[g][0] for g in groups) or "0",))
     per_kind = (" + ".join(["{} B x {} layers"] * len(costs)), *(x for c, n in costs for x in (c.per, n)))
+    away, on_gpu = offloaded_layers(s, st)
+    how = ("({}) x {} micro-batches in flight", per_kind, flight) if not away else (
+        "({}) x {} / {} layers on the GPU", per_kind, on_gpu, st.layers)
     r.add("activations/layers", whole_bytes(saved), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
           + {"none": "", "selective": f", {rebuilt(s)} recomputed", "full": ", layer inputs only"}[s.recompute]
-          + (", offloaded to CPU" if offloaded else ""),
-          how=("({}) x {} micro-batches in flight", per_kind, flight) if not offloaded else ("0",))
+          + (", offloaded to CPU" if offloaded else "")
+          + (f", {away} offloaded to CPU (one in transit)" if away else ""),
+          how=how if not offloaded else ("0",))
 
 
 def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: dict, loss: float,
@@ -268,6 +284,10 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
         cpu["cpu/checkpoints"] = saved * flight
         transient, saved = transient + checkpoint, 0.0
+    away, on_gpu = offloaded_layers(s, st)
+    if away:  # Megatron's activation offloading (pp 1): a layer's saved bytes averaged over the layer kinds
+        cpu["cpu/activations"] = saved * away / st.layers
+        saved *= on_gpu / st.layers
     _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens, flight)
     emb = head = 0.0
     if st.first:

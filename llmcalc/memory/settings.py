@@ -50,7 +50,7 @@ _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
-               ("--grad-accum", lambda s: s.grad_accum > 1),
+               ("--grad-accum", lambda s: s.grad_accum > 1), ("--offload-layers", lambda s: s.offload_layers),
                ("--optimizer-in-backward", lambda s: s.optimizer_in_backward))
 _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
                    "--bitsandbytes": "bitsandbytes"}
@@ -100,6 +100,8 @@ class MemorySettings:
     offload: subset of (optimizer, params, activations): ZeRO-Offload / ZeRO-Infinity to CPU memory;
       activations: the checkpointed layer inputs wait in host memory (torchtune's activation offloading,
       Unsloth's offloaded checkpointing), one layer's brought back at a time.
+    offload_layers: train, megatron: the saved activations of that many layers wait in host memory
+      (Megatron-Core's cpu_offloading_num_layers, Transformer Engine's CPU offload; saved.offloaded_layers).
     finetune: full | lora | qlora; lora_rank (16), lora_targets (the framework's; "all" = every linear of
       the blocks), lora_dropout (the framework's; PEFT's 0.0).
     group_size: weights per 16-bit scale for int4/fp4 weights (128).
@@ -122,6 +124,7 @@ class MemorySettings:
     loss_dtype: str | None = None
     mini_seq: int = 1
     offload: tuple[str, ...] = ()
+    offload_layers: int = 0
     finetune: str = "full"
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: tuple[str, ...] | None = None
@@ -279,6 +282,12 @@ class MemorySettings:
             raise SpecError("--offload optimizer needs --zero 1, 2 or 3 (ZeRO-Offload runs the sharded optimizer on CPU)")
         if "optimizer" in self.offload and OPTIMIZERS[self.optimizer].paged:
             raise SpecError(f"--optimizer {self.optimizer} pages its states itself; drop --offload optimizer")
+        if self.offload_layers < 0:
+            raise SpecError(f"--offload-layers counts layers, at least 0; got {self.offload_layers}")
+        if self.offload_layers and (self.framework != "megatron" or self.recompute != "none" or self.parallel.pp > 1):
+            raise SpecError("--offload-layers is Megatron-Core's activation offloading: it needs --framework megatron, "
+                            "--recompute none and no --pp (Megatron refuses it beside recomputation and pipeline "
+                            "parallelism: transformer_config.py, core 0.15)")
 
     def _resolve_dtypes(self) -> None:
         dtype, precision = self.dtype, self.precision
