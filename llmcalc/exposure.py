@@ -36,19 +36,22 @@ def exposed_send(mb: "MicroBatch", lay: "Layout") -> float:
     return max(0.0, mb.send - mb.layers_forward / lay.vpp) if overlaps_sends(lay) else mb.send
 
 
-def dp_traffic(lay: "Layout", links: "Links", grads: tuple[float, float]) -> tuple[float, float]:
+def dp_traffic(lay: "Layout", links: "Links", grads: tuple[float, float],
+               gathered: tuple[float, float] | None = None) -> tuple[float, float]:
     """(seconds to reduce-scatter the gradients, seconds to all-gather the parameters) over data parallelism.
-    ``grads``: (dense, routed-expert) values on this GPU. Dense weights are shared by the dp x cp ranks (CP
-    ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them (Megatron's
-    expert-data group, etp x ep ranks apart)."""
-    dense, experts = grads
+    ``grads``: (dense, routed-expert) values on this GPU; ``gathered``: their parameters' bytes where they are not
+    Layout.param_bytes each (FP8 parameters beside a 16-bit embedding and head). Dense weights are shared by the
+    dp x cp ranks (CP ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them
+    (Megatron's expert-data group, etp x ep ranks apart)."""
     reduce = gather = 0.0
     edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
-    for values, d, stride in ((dense, lay.dp * lay.cp, lay.tp), (experts, edp, lay.expert_tp * lay.ep)):
+    nbytes = gathered or tuple(values * lay.param_bytes for values in grads)
+    for values, params, d, stride in ((grads[0], nbytes[0], lay.dp * lay.cp, lay.tp),
+                                      (grads[1], nbytes[1], edp, lay.expert_tp * lay.ep)):
         if d > 1 and values:
             bw, lat = link(d, stride, links)
             reduce += (d - 1) / d * values * lay.grad_bytes / bw + lat  # reduce-scatter of the gradients
-            gather += (d - 1) / d * values * lay.param_bytes / bw + lat  # all-gather of the parameters
+            gather += (d - 1) / d * params / bw + lat  # all-gather of the parameters
     return reduce, gather
 
 

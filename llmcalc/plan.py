@@ -193,6 +193,7 @@ class Planner:
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
         self._grads: dict = {}
+        self._sixteen: dict = {}
         self._micro: dict = {}
         self._traffic: dict = {}
         self.evaluated = 0
@@ -206,6 +207,7 @@ class Planner:
             par = self.parallelism(lay)
             split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
             self._grads[key] = (split.total - split.experts, split.experts)
+            self._sixteen[key] = split.other  # embedding, norms, head: 16-bit beside FP8 parameters
         return self._grads[key]
 
     def parallelism(self, lay: Layout) -> Parallelism:
@@ -231,7 +233,12 @@ class Planner:
         """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic), memoized."""
         key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.grad_bytes, lay.param_bytes)
         if key not in self._traffic:
-            self._traffic[key] = dp_traffic(lay, self.links, self.grads(lay))
+            dense, experts = self.grads(lay)
+            gathered = None
+            if lay.param_bytes == 1:  # FP8 parameters: the block linears in 1 byte, the rest at 16 bits
+                other = self._sixteen[(lay.tp, lay.pp, lay.ep, lay.etp)]
+                gathered = (dense + other * (PARAM_BYTES - 1), experts)
+            self._traffic[key] = dp_traffic(lay, self.links, (dense, experts), gathered)
         return self._traffic[key]
 
     def memory(self, lay: Layout) -> float:

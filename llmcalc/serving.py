@@ -48,9 +48,14 @@ PREFILL_MAMF = 0.81
 
 
 def prefill_share(dtype: str, gpu=None) -> float:
-    """Prefill's share of the dense ``dtype`` peak: COMPUTE, at most PREFILL_MAMF of the GPU's measured MAMF share."""
+    """Prefill's share of the dense ``dtype`` peak: COMPUTE, at most PREFILL_MAMF of the GPU's measured MAMF share
+    (for a dtype it has no figure for, its bf16 one scaled as COMPUTE scales, as kernels.matmul_efficiency does)."""
     share = COMPUTE.get(dtype, COMPUTE["bf16"])
-    measured = gpu.matmul_share(dtype) if gpu is not None else None
+    if gpu is None:
+        return share
+    measured = gpu.matmul_share(dtype)
+    if not measured and dtype not in ("bf16", "fp16") and gpu.matmul_share("bf16"):
+        measured = gpu.matmul_share("bf16") * share / COMPUTE["bf16"]
     return min(share, PREFILL_MAMF * measured) if measured else share
 
 # Fixed cost per layer per step (seconds): kernel launches, scheduling and sampling spread over the

@@ -85,6 +85,9 @@ TRAIN = [
     dict(model="mixtral-8x7b", framework="megatron", fp8="current", fp8_params=True, gpus=8, ep=8, zero=1),
     dict(model="qwen3-30b-a3b", framework="megatron", gpus=16, tp=2, sp=True, ep=16, etp=1, zero=1),
     dict(model="llama-3.1-8b", framework="megatron", loss="te", gpus=8, tp=2, sp=True, zero=1),
+    dict(model="llama-3.1-8b", framework="megatron", fp8="current", fp8_params=True, gpus=8, tp=2, sp=True, zero=3),
+    dict(model="mixtral-8x7b", framework="megatron", fp8="current", fp8_params=True, gpus=8, ep=4, zero=3),
+    dict(model="deepseek-v3", framework="megatron", recompute="none", offload_layers=10, gpus=64, ep=64, seq="2k"),
 ]
 
 

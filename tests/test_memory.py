@@ -304,6 +304,21 @@ def test_megatron_activation_offloading_keeps_the_other_layers_and_one_in_transi
     assert run("memory", "--model", "llama-2-7b", "--offload-layers", "4").exit_code == 2  # HF's stack: no such knob
 
 
+def test_activation_offloading_sends_the_first_layers_dense_ones_first():
+    """DeepSeek-V3's first 3 layers are dense, the other 58 MoE: offloading 3 layers sends the 3 dense layers'
+    tensors (smaller than an MoE layer's) and keeps one of them in transit; offloading 4 adds an MoE layer's,
+    which is then the one in transit."""
+    base = ("memory", "--model", "deepseek-v3", "--gpus", "64", "--ep", "64", "--seq", "2k", "--framework", "megatron",
+            "--recompute", "none")
+    plain = run_json(*base)
+    three, four = (run_json(*base, "--offload-layers", n) for n in ("3", "4"))
+    moe_layer, dense = value(plain, "activations/per_layer"), value(three, "cpu/activations") / 3
+    assert dense < moe_layer
+    assert value(three, "activations/layers") == pytest.approx(value(plain, "activations/layers") - 2 * dense, abs=2)
+    assert value(four, "cpu/activations") == pytest.approx(3 * dense + moe_layer, abs=2)
+    assert value(four, "activations/layers") == pytest.approx(value(plain, "activations/layers") - 3 * dense, abs=2)
+
+
 def test_pipeline_first_stage_holds_p_micro_batches():
     data = run_json("memory", "--model", "llama-2-7b", "--gpus", "4", "--pp", "4", "--seq", "2048")
     assert value(data, "stage") == 0 and value(data, "in_flight") == 4

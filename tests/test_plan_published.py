@@ -151,7 +151,9 @@ MFU_MISSES = {
                                                "memory model only with full recomputation, whose repeated forward "
                                                "the run need not pay: its recipe offloads 40 of the 80 layers' "
                                                "activations to the Grace CPU (v0.2.0 workload_base_configs.py, "
-                                               "cpu_offloading_num_layers=40), which is not modelled"),
+                                               "cpu_offloading_num_layers=40), which plan does not search; even "
+                                               "so, memory --offload-layers 40 puts it at 195 GiB of 184 (2 x 8k "
+                                               "tokens, TP 1: 3.5 GiB a layer, 20 GiB of allocator slack)"),
     "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-17%): a third of this 8k-token step is the attention "
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
                                            "fitted over the FlashAttention-2 era runs); the same recipe is +5% on "

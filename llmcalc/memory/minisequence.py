@@ -18,7 +18,7 @@ from .activations import layer_tensors, local
 from .per_gpu import memory_breakdown
 from .placement import stages, trainable
 from .recompute import DEFAULT_RECOMPUTE_MODULES
-from .saved import sorted_out
+from .saved import offloaded_layers, sorted_out
 from .settings import MemorySettings
 
 
@@ -65,8 +65,9 @@ def mini_seq_pieces(m: ModelSpec, s: MemorySettings) -> MiniSeqPieces:
     tokens = s.batch * s.seq
     w_mem = b.value("weights") + b.value("gradients") + b.value("optimizer") + b.value("reserve")
     i_head = 3 * DTYPE_BYTES[s.loss_dtype] * -(-m.vocab_size // par.tp) / par.cp
+    held = offloaded_layers(s, st)[1]  # all of them, or those Megatron's activation offloading leaves on the GPU
     return MiniSeqPieces(w_mem=w_mem, i_mlp=inner / tokens, i_head=i_head, a_mem=(layer - inner) / tokens,
-                         layers=st.layers * max(1, par.pp))
+                         layers=held * max(1, par.pp))
 
 
 def closed_form_max_seq(p: MiniSeqPieces, usable: float, mini_seq: int, recompute: str) -> tuple[int, str]:

@@ -91,6 +91,8 @@ def _inputs(s: MemorySettings) -> dict:
         inputs.update(framework=s.framework, loss=s.loss, loss_dtype=s.loss_dtype, compile=s.compile,
                       grad_accum=s.grad_accum, optimizer_in_backward=s.optimizer_in_backward,
                       mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
+        if s.offload_layers:
+            inputs.update(offload_layers=s.offload_layers)
         if s.fp8:
             inputs.update(fp8=s.fp8, fp8_params=s.fp8_params)
             if s.fp8 != "mxfp8":  # MXFP8 keeps both directions on every GPU

@@ -230,7 +230,7 @@ SAVED_HOW = "by the tensors each op keeps for backward over {} tokens on this GP
 
 
 def offloaded_layers(s: MemorySettings, st: Stage) -> tuple[int, int]:
-    """(layers whose saved tensors wait in host memory, layers' worth on the GPU at the peak) under Megatron-Core's
+    """(layers whose saved tensors wait in host memory, layers on the GPU at the peak) under Megatron-Core's
     activation offloading (cpu_offloading_num_layers; Transformer Engine 2.8 cpu_offload.py): the first n layers'
     tensors leave as the forward goes on, each freed by the window layer_window_map gives it, the last as the
     forward ends, and come back one group ahead in backward: the GPU holds the other layers and one in transit."""
@@ -242,7 +242,7 @@ def offloaded_layers(s: MemorySettings, st: Stage) -> tuple[int, int]:
 
 
 def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float, offloaded: bool, tokens: float,
-                flight: int) -> None:
+                flight: int, sent: tuple[float, float] = (0.0, 0.0)) -> None:
     """One layer's rows by group (the layer kind the stage has most of), and the stage's layers in flight."""
     shown = max(costs, key=lambda cn: cn[1])[0]
     groups = [g for g in GROUPS if shown.groups[g]]
@@ -252,9 +252,9 @@ def _layer_rows(r: Rows, s: MemorySettings, st: Stage, costs: list, saved: float
     r.add("activations/per_layer", whole_bytes(shown.layer), "one layer, one micro-batch, this GPU", total=None,
           how=(" + ".join(PER_LAYER_ROWS[g][0] for g in groups) or "0",))
     per_kind = (" + ".join(["{} B x {} layers"] * len(costs)), *(x for c, n in costs for x in (c.per, n)))
-    away, on_gpu = offloaded_layers(s, st)
+    away = s.offload_layers
     how = ("({}) x {} micro-batches in flight", per_kind, flight) if not away else (
-        "({}) x {} / {} layers on the GPU", per_kind, on_gpu, st.layers)
+        "{} - {} B offloaded + {} B in transit", per_kind, *sent)
     r.add("activations/layers", whole_bytes(saved), f"{st.layers} layers"
           + (f" x {flight} micro-batches in flight" if flight > 1 else "")
           + {"none": "", "selective": f", {rebuilt(s)} recomputed", "full": ", layer inputs only"}[s.recompute]
@@ -284,11 +284,15 @@ def add_activations(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, cpu: di
     if offloaded:  # Unsloth's offloaded checkpoints: layer inputs wait in host memory, one comes back at a time
         cpu["cpu/checkpoints"] = saved * flight
         transient, saved = transient + checkpoint, 0.0
-    away, on_gpu = offloaded_layers(s, st)
-    if away:  # Megatron's activation offloading (pp 1): a layer's saved bytes averaged over the layer kinds
-        cpu["cpu/activations"] = saved * away / st.layers
-        saved *= on_gpu / st.layers
-    _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens, flight)
+    sent = last = 0.0
+    if s.offload_layers:  # Megatron's activation offloading (pp 1): the first layers, dense ones first (DeepSeek's)
+        left = offloaded_layers(s, st)[0]
+        for c, n in costs:
+            k = min(n, left)
+            sent, left, last = sent + k * c.per, left - k, c.per if k else last
+        cpu["cpu/activations"] = sent
+        saved += last - sent  # the last one sent is still leaving as the forward ends, and comes back first
+    _layer_rows(r, s, st, costs, saved * flight, offloaded, loc.tokens, flight, (sent, last))
     emb = head = 0.0
     if st.first:
         emb, what = _embedding_activations(m, s, loc, s.finetune == "full")

@@ -282,8 +282,9 @@ class MemorySettings:
             raise SpecError("--offload optimizer needs --zero 1, 2 or 3 (ZeRO-Offload runs the sharded optimizer on CPU)")
         if "optimizer" in self.offload and OPTIMIZERS[self.optimizer].paged:
             raise SpecError(f"--optimizer {self.optimizer} pages its states itself; drop --offload optimizer")
-        if self.offload_layers < 0:
-            raise SpecError(f"--offload-layers counts layers, at least 0; got {self.offload_layers}")
+        n = self.offload_layers
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise SpecError(f"--offload-layers is a whole number of layers, at least 0; got {n!r}")
         if self.offload_layers and (self.framework != "megatron" or self.recompute != "none" or self.parallel.pp > 1):
             raise SpecError("--offload-layers is Megatron-Core's activation offloading: it needs --framework megatron, "
                             "--recompute none and no --pp (Megatron refuses it beside recomputation and pipeline "

@@ -37,36 +37,38 @@ def model_states(m: ModelSpec, s: MemorySettings, st: Stage, p: ParamSplit) -> S
                           targets, head)
 
 
-def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, float]:
-    """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers. Returns
-    (the largest layer's parameters, bytes per parameter: FP8 parameters' block linears at their FP8 bytes,
-    memory/fp8.py, the norms and router at 16 bits); (0, 0) without ZeRO-3 over replicas."""
+def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, tuple]:
+    """FSDP/ZeRO-3 all-gather the layer being computed and prefetch the next: two full layers. Returns (the
+    bytes of one, how they are counted): the largest layer's parameters at 16 bits, or FP8 parameters' block
+    linears at their FP8 copy's bytes (memory/fp8.py) and the norms and router at 16 bits; 0 without ZeRO-3
+    over replicas."""
     if s.zero < 3 or s.parallel.replicas == 1:
-        return 0.0, 0.0
+        return 0.0, ("0",)
     split = max((layer_params(m, s.parallel, moe) for moe in ((False, True) if m.is_moe else (False,))),
                 key=lambda x: x.total)
     sixteen = PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
     if not _fp8_sharded(s):
-        return split.total, sixteen
+        return split.total * sixteen, ("2 layers x {} params x {} B", split.total, sixteen)
     from .fp8 import weight_copy
 
     per = weight_copy(s.fp8, s.fp8_transposes)
-    return split.total, (split.quantizable * per + split.other * sixteen) / split.total
+    return split.quantizable * per + split.other * sixteen, (
+        "2 layers x ({} block-linear params x {} B + {} params x {} B)", split.quantizable, per, split.other, sixteen)
 
 
 def _fp8_sharded(s: MemorySettings) -> bool:
-    """FP8 parameters sharded by Megatron FSDP (ZeRO-3 over replicas; memory/fp8.py)."""
+    """FP8 parameters sharded by Megatron FSDP (ZeRO-3; memory/fp8.py), over one replica too: no transposes kept."""
     from .fp8 import params_in_fp8
 
-    return bool(s.fp8 and s.fp8_params and params_in_fp8(s.fp8) and s.zero >= 3 and s.parallel.replicas > 1)
+    return bool(s.fp8 and s.fp8_params and params_in_fp8(s.fp8) and s.zero >= 3)
 
 
 def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     """The weights rows; returns the bytes of weights resident on the GPU outside the gathered layers."""
     nd = s.parallel.replicas
     full = not states.weight_rows
-    layer, per_param = _gathered(m, s, full)
-    gathered = 2 * layer * per_param
+    layer, gathered_how = _gathered(m, s, full)
+    gathered = 2 * layer
     main, subs, note = states.weights, dict(states.weight_rows), states.weight_note
     fp8 = _fp8_weights(s, p)
     replaced = bool(fp8 and fp8[2])
@@ -88,12 +90,12 @@ def add_weights(r: Rows, m: ModelSpec, s: MemorySettings, states: States, p: Par
              "weights/gathered": "ZeRO-3: current + prefetched layer, all-gathered",
              "weights/16bit": "16-bit " + ("embeddings, norms and head" if replaced else "weights" + (
                  " (MXFP8 parameters are gathered through them)" if s.fp8_params else ""))
-                 + _sharded_note(s, p, full, 3),
+                 + _sharded_note(s, p._replace(experts=0) if replaced else p, full, 3),
              "weights/fp8": fp8 and fp8[1]}
     hows = {**states.hows, "weights/shard": states.hows.get("weights"),
             "weights/16bit": _sixteen_how(s, p) if replaced else states.hows.get("weights"),
             "weights/fp8": fp8 and _fp8_how(s, p, fp8[0]),
-            "weights/gathered": ("2 layers x {} params x {} B", layer, per_param) if gathered else ("0",)}
+            "weights/gathered": gathered_how}
     for key, value in subs.items():
         r.add(key, whole_bytes(value), notes[key], how=hows[key])
     r.add("weights", whole_bytes(main + gathered), note,
