@@ -8,11 +8,11 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   of the dtype's dense peak (MAMF_SHARE of the GPU's measured best-shape matmul rate); the causal
   attention core at ATTENTION_EFFICIENCY of the share of the 16-bit peak its kernel reaches on the GPU
   (kernels.py; unfused, Links.unfused: the whole square's GEMMs at the 16-bit GEMM share or their scores'
-  bytes at HBM speed, and softmax's and dropout's passes over the scores: kernels.UNFUSED_BYTES); the LM head in 16 bits and the loss's passes over the logits
-  (memory/loss.LOSS_BYTES); the memory-bound kernels (norms, activations, dropout, residual adds,
-  rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer saves for backward (Korthikanti et
-  al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without), at ``serving.FLOAT_BANDWIDTH``
-  of HBM;
+  bytes at HBM speed, and softmax's and dropout's passes over the scores: kernels.UNFUSED_BYTES); the LM
+  head in 16 bits and the loss's passes over the logits (memory/loss.LOSS_BYTES); the memory-bound kernels
+  (norms, activations, dropout, residual adds, rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer
+  saves for backward (Korthikanti et al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without),
+  at ``serving.FLOAT_BANDWIDTH`` of HBM;
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
