@@ -34,8 +34,8 @@ RECIPES = ("delayed", "current", "mxfp8")  # TE's DelayedScaling, Float8CurrentS
 MX_SCALE = 1 / 32  # MXFP8: one e8m0 scale byte per 32 elements, in each direction kept
 FP8_GPU = 8.9  # FP8 tensor cores from Ada and Hopper on
 MX_GPU = 10.0  # MXFP8 from Blackwell on
-PARAMS_ZERO3 = ("--fp8-params with --zero 3 is modelled for per-tensor scaling (delayed, current): Megatron FSDP's "
-                "MXFP8 parameters are not")
+PARAMS_ZERO3 = ("--fp8-params with --zero 3 is not modelled for MXFP8 (how Megatron FSDP shards MXFP8 parameters): "
+                "use --fp8-recipe current or delayed, or --zero 1")
 
 
 def saved_input(recipe: str) -> float:
