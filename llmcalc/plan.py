@@ -150,9 +150,10 @@ def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
 def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[int]]:
     """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use
     (Constraints.zero3)."""
-    gathered = 1 if c.fp8_params and t.dtype == "fp8" and params_in_fp8(c.recipe) else PARAM_BYTES
-    sizes = (GRAD_BYTES[c.grad_reduce], gathered)
-    return sizes, [z for z in c.zero if z != 3 or c.zero3(t.dtype, pp)]
+    fp8_params = c.fp8_params and t.dtype == "fp8"
+    gathered = 1 if fp8_params and params_in_fp8(c.recipe) else PARAM_BYTES
+    sizes = (GRAD_BYTES[c.grad_reduce], gathered)  # FP8 parameters need a sharded optimizer (memory/fp8.py)
+    return sizes, [z for z in c.zero if (z != 3 or c.zero3(t.dtype, pp)) and not (z == 0 and fp8_params)]
 
 
 def in_flight(lay: Layout, stage: int) -> float:
@@ -289,8 +290,14 @@ class Planner:
         return list(best.values())
 
     def impossible(self) -> str:
-        """Why no layout multiplies out: the count, the batch, the model's shape and the degrees fixed."""
+        """Why no layout multiplies out: a fixed degree the model or the ZeRO stages rule out, else the count, the
+        batch, the model's shape and the degrees fixed."""
         m, t, c = self.m, self.t, self.c
+        if (c.ep or 1) > 1 and not m.is_moe:
+            return f"{m.name} is dense: --ep {c.ep} needs routed experts to split (drop --ep)"
+        if c.zero == (3,) and not c.zero3(t.dtype):
+            return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
+                    "add --zero 1 or drop what rules it out")
         fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp",
                                                                       "micro_batch", "max_tp") if getattr(c, k)]
         fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
@@ -307,10 +314,12 @@ def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
         if c.fp8_params or c.fp8_recipe:
             raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
         return {}
-    from .memory.fp8 import PARAMS_ZERO3, check_gpu, params_in_fp8, tn_only
+    from .memory.fp8 import PARAMS_ZERO0, PARAMS_ZERO3, check_gpu, params_in_fp8, tn_only
 
     if c.fp8_params and c.zero == (3,) and not params_in_fp8(c.recipe):
         raise SpecError(PARAMS_ZERO3)
+    if c.fp8_params and c.zero == (0,):
+        raise SpecError(PARAMS_ZERO0)
     check_gpu(c.recipe, gpu.name, gpu.compute_capability)
     return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
 

@@ -61,7 +61,7 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
           if c.tp_overlap else "TP collectives exposed")
-    dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "DP's exposed (ZeRO-3's prefetched)"
+    dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
     if c.backward_prefetch == "post" and c.zero3(dtype):
         dp = (("ZeRO 0-2's DP hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed")
               + ", ZeRO-3's backward all-gathers exposed (BACKWARD_POST)")

@@ -47,8 +47,8 @@ def test_fp8_weight_copies(gpu, recipe, per_weight):
 
 
 def test_fp8_parameters_replace_the_16bit_block_weights():
-    plain = _mem(fp8="current")
-    params = _mem(fp8="current", fp8_params=True)
+    plain = _mem(fp8="current", zero=1)
+    params = _mem(fp8="current", fp8_params=True, zero=1)  # beside the distributed optimizer, as Megatron needs
     assert params.value("weights/fp8") == plain.value("weights/fp8")
     assert params.value("weights/16bit") == pytest.approx(plain.value("weights/16bit") - 2 * BLOCK_LINEARS, abs=1)
     assert params.value("gradients") == plain.value("gradients")  # the gradients and master copies are unchanged
@@ -91,8 +91,8 @@ def test_plain_mlp_and_moe_inputs():
 
 
 def test_mxfp8_parameters_keep_the_16bit_buffer():
-    plain = _mem("b200", fp8="mxfp8")
-    params = _mem("b200", fp8="mxfp8", fp8_params=True)
+    plain = _mem("b200", fp8="mxfp8", zero=1)
+    params = _mem("b200", fp8="mxfp8", fp8_params=True, zero=1)
     assert params.value("weights") == plain.value("weights")
 
 
@@ -110,6 +110,7 @@ def test_gpus_that_cannot_run_the_recipe(gpu, recipe, words):
     (dict(fp8="e5m2", framework="megatron"), "--fp8"),
     (dict(fp8="current", framework="megatron", mode="infer"), "--mode train"),
     (dict(fp8="current", framework="megatron", finetune="lora"), "full fine-tuning"),
+    (dict(fp8="current", framework="megatron", fp8_params=True), "--zero 1 or more"),
     (dict(fp8="mxfp8", framework="megatron", fp8_params=True, zero=3,
           parallel=__import__("llmcalc.spec").spec.Parallelism.resolve(gpus=8)), "--zero 3"),
 ])
@@ -160,6 +161,7 @@ def test_plan_gradient_bytes_and_fp8_settings():
     (dict(dtype="fp8", fp8_recipe="mxfp8"), "MXFP8 needs Blackwell"),
     (dict(dtype="bf16", fp8_recipe="current"), "--fp8-recipe needs --dtype fp8"),
     (dict(dtype="fp8", fp8_params=True, zero=3, fp8_recipe="mxfp8", gpu="b200"), "--zero 3"),
+    (dict(dtype="fp8", fp8_params=True, zero=0), "--zero 1 or more"),
 ])
 def test_plan_fp8_refusals(kw, words):
     import llmcalc

@@ -486,10 +486,18 @@ def test_chart_stacks_the_step_time_and_csv_is_one_table():
 
 
 def test_check_fails_below_the_mfu_or_past_the_days():
+    """A failed --check says why on stderr, one line a model; the thresholds alone warn that they do nothing."""
+    from llmcalc.cli.common import UnusedOption
+
     assert run(*QUESTION, "--check", "--min-mfu", "0.3").exit_code == 0
-    assert run(*QUESTION, "--check", "--min-mfu", "0.9").exit_code == 1
-    assert run(*QUESTION, "--check", "--max-days", "30").exit_code == 1  # 15T tokens on 64 GPUs: years
+    low = run(*QUESTION, "--check", "--min-mfu", "0.9")
+    assert low.exit_code == 1 and "check failed: llama-3-70b: the fastest layout's MFU" in low.stderr
+    assert "below --min-mfu 0.9" in low.stderr
+    late = run(*QUESTION, "--check", "--max-days", "30")  # 15T tokens on 64 GPUs: years
+    assert late.exit_code == 1 and "days on the fastest layout, over --max-days 30" in late.stderr
     assert run(*QUESTION, "--check", "--max-days", "100000").exit_code == 0
+    with pytest.warns(UnusedOption, match="--min-mfu has no effect without --check"):
+        assert run(*QUESTION, "--min-mfu", "0.9").exit_code == 0
 
 
 def test_a_cluster_too_small_says_how_many_gpus_would_do():
@@ -522,7 +530,8 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--cluster", "8xdgx-h100", "--nodes", "4"), "disagree"),
     (("--gpu", "h100", "--gpus", "0"), "at least 1"),
     (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "no layout multiplies out"),
-    (("--gpu", "h100", "--gpus", "64", "--zero", "3", "--pp", "4"), "--zero 3"),
+    (("--gpu", "h100", "--gpus", "64", "--zero", "3", "--pp", "4"), "--zero 3 (FSDP) shards whole models"),
+    (("--gpu", "h100", "--gpus", "64", "--ep", "4"), "llama-3.1-8b is dense: --ep 4 needs routed experts"),
     (("--gpu", "h100", "--gpus", "64", "--micro-batch", "1000"), "--micro-batch 1000"),
     (("--gpu", "h100", "--gpus", "64", "--pp", "2", "--vpp", "100"), "--vpp 100"),
     (("--gpu", "h100", "--gpus", "1000000000"), "more than any cluster"),

@@ -144,7 +144,7 @@ def test_the_notes_and_formulas_follow_the_overlap_flags():
               "--zero", "0,1", "--no-dp-overlap", "--no-pp-overlap", "--explain")
     assert out.exit_code == 0, out.stderr
     text = " ".join(out.stdout.split())
-    assert "DP's exposed" in text and "PP sends exposed" in text
+    assert "ZeRO 0-2's DP exposed" in text and "PP sends exposed" in text
     assert "all exposed (llmcalc/exposure.py dp_exposed)" in text
 
 

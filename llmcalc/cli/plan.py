@@ -76,12 +76,7 @@ def plan(
     from ..units import parse_count
 
     fmt = _fmt(json_, csv_, markdown)
-    if max_days is not None and tokens is None:
-        raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
-    if min_mfu is not None and not 0 < min_mfu <= 1:
-        raise SpecError(f"--min-mfu is a fraction in (0, 1] (0.4 for 40%), got {min_mfu:g}")
-    if max_days is not None and max_days <= 0:
-        raise SpecError(f"--max-days must be positive, got {max_days:g}")
+    _check_targets(check, min_mfu, max_days, tokens)
     if gpu and "," in gpu:
         raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
@@ -95,7 +90,8 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
-    unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no FP8 parameters)",
+    unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
+    unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
     unused("--recompute-modules", "unless --recompute tries selective",
            recompute_modules is not None and "selective" not in cons.recompute)
@@ -108,8 +104,25 @@ def plan(
                         dtype=PlanDtype(dtype).value)
         results.append(plan_breakdown(m, where, target, cons, top))
     _show(results, fmt)
-    if check and not all(_passes(b, min_mfu, max_days) for b in results):
+    failed = [why for b in results if (why := _failed(b, min_mfu, max_days))] if check else []
+    for why in failed:
+        typer.echo(f"check failed: {why}", err=True)
+    if failed:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _check_targets(check: bool, min_mfu: float | None, max_days: float | None, tokens: str | None) -> None:
+    """--min-mfu and --max-days: sensible values, --tokens for the days, and --check to act on them."""
+    from ..spec import SpecError
+
+    if max_days is not None and tokens is None:
+        raise SpecError("--max-days needs --tokens (the run whose time it bounds)")
+    if min_mfu is not None and not 0 < min_mfu <= 1:
+        raise SpecError(f"--min-mfu is a fraction in (0, 1] (0.4 for 40%), got {min_mfu:g}")
+    if max_days is not None and max_days <= 0:
+        raise SpecError(f"--max-days must be positive, got {max_days:g}")
+    unused("--min-mfu", "without --check", min_mfu is not None and not check)
+    unused("--max-days", "without --check", max_days is not None and not check)
 
 
 def _given(tp_overlap_sms: int | None, recompute_modules: str | None, expert_overhead: str | None) -> dict:
@@ -136,13 +149,17 @@ def _warn_expert_overhead(given: str | None, seconds: float, m) -> None:
                       "seconds", Implausible, stacklevel=2)
 
 
-def _passes(b, min_mfu: float | None, max_days: float | None) -> bool:
+def _failed(b, min_mfu: float | None, max_days: float | None) -> str | None:
+    """Why ``b`` fails --check (no layout fits, the best MFU below --min-mfu, --tokens longer than --max-days)."""
     s = b.summary
     if not s["found"]:
-        return False
+        return f"{b.model}: no layout fits"
     if min_mfu is not None and s["mfu"] < min_mfu:
-        return False
-    return max_days is None or s["train_time"] <= max_days * 86400
+        return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g}"
+    if max_days is not None and s["train_time"] > max_days * 86400:
+        days = s["train_time"] / 86400
+        return f"{b.model}: --tokens take {days:,.1f} days on the fastest layout, over --max-days {max_days:g}"
+    return None
 
 
 def _show(results: list, fmt: str) -> None:

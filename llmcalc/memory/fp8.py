@@ -34,6 +34,8 @@ RECIPES = ("delayed", "current", "mxfp8")  # TE's DelayedScaling, Float8CurrentS
 MX_SCALE = 1 / 32  # MXFP8: one e8m0 scale byte per 32 elements, in each direction kept
 FP8_GPU = 8.9  # FP8 tensor cores from Ada and Hopper on
 MX_GPU = 10.0  # MXFP8 from Blackwell on
+PARAMS_ZERO0 = ("--fp8-params needs the distributed optimizer or FSDP (--zero 1 or more): Megatron asserts "
+                "--fp8-param-gather goes with one of them (training/arguments.py, core 0.15)")
 PARAMS_ZERO3 = ("--fp8-params with --zero 3 is not modelled for MXFP8 (how Megatron FSDP shards MXFP8 parameters): "
                 "use --fp8-recipe current or delayed, or --zero 1")
 
@@ -98,3 +100,5 @@ def check(s) -> None:
         raise SpecError("--fp8 with --offload params is not modelled (the FP8 copies of offloaded weights)")
     if s.fp8_params and s.zero >= 3 and not params_in_fp8(s.fp8):
         raise SpecError(PARAMS_ZERO3)
+    if s.fp8_params and s.zero == 0:
+        raise SpecError(PARAMS_ZERO0)

@@ -217,7 +217,8 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
               how=r.row("gradients").how)
     r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
           if s.optimizer_in_backward else "foreach AdamW: sqrt of the second moment during step()"
-          if temp else f"no step temporaries ({s.fw.optimizer_impl} optimizer)",
+          if temp else "no step temporaries (" + {"sharded": "the framework's own optimizer kernels"}.get(
+              s.fw.optimizer_impl, f"{s.fw.optimizer_impl} optimizer") + ")",
           how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
           ("optimizer/adam_v",) if temp else ("0",))
     return temp, grads
