@@ -18,15 +18,21 @@ LINK_LATENCY = {"intra": ALLREDUCE_LATENCY["linked"], "inter": 30e-6}  # per col
 def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[float, float]:
     """(bandwidth, latency) of a collective over ``group`` ranks ``stride`` apart.
 
-    Inside a node: the GPU's NVLink/xGMI bandwidth. Across nodes, NCCL runs one ring per channel, each
-    leaving the node through its own NIC; with k ranks of the group in each node the k NICs carry k
-    rings at once, so the collective moves at k x the per-GPU network bandwidth, at most the NVLink's.
-    A point-to-point send (``rings`` False) leaves through the sender's own NIC.
+    Inside a node: the GPU's NVLink/xGMI bandwidth; on a switchless mesh (Links.peer) a group of r ranks runs
+    r - 1 rings over disjoint links, (r - 1) x the peer link at most that, and a send has one link. Across nodes,
+    NCCL runs one ring per channel, each leaving the node through its own NIC; with k ranks of the group in each
+    node the k NICs carry k rings at once, so the collective moves at k x the per-GPU network bandwidth, at most
+    the NVLink's. A point-to-point send (``rings`` False) leaves through the sender's own NIC.
     """
     if group * stride <= links.node_gpus:
-        return links.intra * LINK_EFFICIENCY, LINK_LATENCY["intra"]
+        return _inside(group if rings else 2, links) * LINK_EFFICIENCY, LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride) if rings else 1
     return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
+
+
+def _inside(group: int, links: "Links") -> float:
+    """B/s one direction a group of ``group`` ranks in one node moves per GPU (GPUSpec.collective_bandwidth)."""
+    return min(links.intra, (group - 1) * links.peer) if links.peer and group > 1 else links.intra
 
 
 def check_links(links: "Links", gpus: int) -> None:
@@ -45,7 +51,7 @@ def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
     if group == 1:
         return 0.0
     if group * stride <= links.node_gpus:
-        return nbytes * (group - 1) / group / (links.intra * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
+        return nbytes * (group - 1) / group / (_inside(group, links) * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride)  # the group's ranks in each node
     inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
     outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)

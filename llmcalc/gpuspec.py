@@ -53,6 +53,11 @@ class GPUSpec:
     matmul_flops: Mapping[str, float] = field(default_factory=dict)  # measured best-shape matmul FLOP/s per dtype
     compute_capability: float | None = None  # NVIDIA's CUDA compute capability (9.0: Hopper); None elsewhere
     sm_count: int | None = None  # streaming multiprocessors (NVIDIA), whose share a kernel holds
+    # B/s one direction of each direct link to a peer where the GPUs of a node form a full mesh without a switch
+    # (AMD Infinity Fabric, Gaudi's scale-up RoCE ports): a group of r of them reaches (r - 1) links' worth,
+    # r - 1 rings over disjoint links (RCCL), at most interconnect_bandwidth; 0: a switch (NVSwitch) gives any
+    # group the whole interconnect_bandwidth (None)
+    link_bandwidth: float | None = None
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -60,8 +65,8 @@ class GPUSpec:
         if self.device_memory_bytes is not None:
             _positive(where, "device_memory", self.device_memory_bytes)
         _positive(where, "memory_bandwidth", self.memory_bandwidth)
-        if self.interconnect_bandwidth < 0:
-            raise SpecError(f"{where}: interconnect bandwidth cannot be negative")
+        if self.interconnect_bandwidth < 0 or (self.link_bandwidth or 0) < 0:
+            raise SpecError(f"{where}: interconnect and link bandwidths cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
         for kernel in self.attention_kernels:
@@ -92,6 +97,12 @@ class GPUSpec:
     def usable_bytes(self) -> int:
         """The capacity every fit is judged against: the driver's total where known, else nominal."""
         return self.device_memory_bytes or self.memory_bytes
+
+    def collective_bandwidth(self, ranks: int) -> float:
+        """B/s one direction a collective among ``ranks`` GPUs of one node moves per GPU (link_bandwidth)."""
+        if not self.link_bandwidth or ranks < 2:
+            return self.interconnect_bandwidth
+        return min(self.interconnect_bandwidth, (ranks - 1) * self.link_bandwidth)
 
     def matmul_share(self, dtype: str) -> float | None:
         """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.

@@ -54,7 +54,7 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
                  attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
-                 overhead, gpu.sm_count or 0, ub_sms, kernel == "unfused")
+                 overhead, gpu.sm_count or 0, ub_sms, kernel == "unfused", gpu.link_bandwidth or 0.0)
 
 
 def _powers(limit: int) -> list[int]:

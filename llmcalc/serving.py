@@ -260,7 +260,7 @@ def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: flo
     """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens."""
     return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
-                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.interconnect_bandwidth, r), flops, nbytes)
+                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
@@ -277,7 +277,7 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     L = m.num_hidden_layers
     per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair
     dense = forward(m, 1, 1, "causal")["forward"] - per_pair
-    link = gpu.interconnect_bandwidth
+    link = gpu.collective_bandwidth(w.tp)
     per_token = allreduce_seconds(m, 1, 0, w.tp, w.act_bytes, link, r)  # the bytes of one token
     per_step = allreduce_seconds(m, 0, 1, w.tp, w.act_bytes, link, r)  # the latencies of one step
     # weights a step of t tokens reads: W(t) = W_all - experts x (1 - k/E)^t, from W(1) and W(all experts)

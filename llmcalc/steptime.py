@@ -111,6 +111,7 @@ class Links(NamedTuple):
     sms: int = 0  # streaming multiprocessors (GPUSpec.sm_count; 0: not known)
     ub_sms: int = UB_SMS  # of them, what TE's userbuffers kernels hold under the GEMMs they overlap
     unfused: bool = False  # the attention core writes its s x s scores to HBM (kernels.UNFUSED_BYTES)
+    peer: float = 0.0  # a switchless mesh's bandwidth to each peer in a node (GPUSpec.link_bandwidth; 0: a switch)
 
 
 class ModelCost(NamedTuple):

@@ -229,7 +229,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
     act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more
     kv_bytes = DTYPE_BYTES[s.cache_dtype]
-    link = gpu.interconnect_bandwidth
+    link = gpu.collective_bandwidth(t)
 
     def allreduce_seconds(tokens: int) -> float:
         if t == 1:

@@ -152,6 +152,25 @@ def test_the_backward_prefetch_option_reaches_the_plan_and_is_checked():
         assert run(*base[:-6], "--zero", "1,3", "--pp", "2", "--backward-prefetch", "post").exit_code == 0
 
 
+def test_a_switchless_mesh_gives_a_group_one_link_per_peer():
+    """An MI300X node is a full mesh of 64 GB/s Infinity Fabric links, one direction, no switch: RCCL runs r - 1
+    rings over disjoint links for r ranks, so TP 2 gets 64 GB/s and TP 8 all seven links (448), where an NVSwitch
+    gives any group the whole 450; a pipeline send has one link. The serving model's all-reduce takes the same."""
+    from llmcalc.presets import load_gpu
+
+    mesh = LINKS._replace(intra=448e9, peer=64e9)
+    assert link(2, 1, mesh)[0] == pytest.approx(64e9 * 0.75) and link(8, 1, mesh)[0] == pytest.approx(448e9 * 0.75)
+    assert link(4, 2, mesh)[0] == pytest.approx(3 * 64e9 * 0.75)  # 4 ranks 2 apart, all inside the node
+    assert link(4, 2, mesh, rings=False)[0] == pytest.approx(64e9 * 0.75)
+    assert link(2, 1, LINKS)[0] == link(8, 1, LINKS)[0] == pytest.approx(400e9 * 0.75)  # a switch: all of it
+    mi300x = load_gpu("mi300x")
+    assert [mi300x.collective_bandwidth(r) for r in (1, 2, 4, 8)] == [448e9, 64e9, 192e9, 448e9]
+    assert load_gpu("h100").collective_bandwidth(2) == 450e9
+    tp2 = steptime.micro_batch(COST, mesh, Layout(tp=2, pp=1, dp=1, sp=True, micro_batch=1), 1000).tp
+    assert tp2 == pytest.approx(steptime.micro_batch(COST, LINKS._replace(intra=64e9), Layout(
+        tp=2, pp=1, dp=1, sp=True, micro_batch=1), 1000).tp)
+
+
 def test_collectives_leave_the_node_at_the_network_times_the_ranks_a_node_holds():
     """DP over 16 GPUs with TP 1: 8 ranks a node, 8 NICs at once; with TP 8, one rank a node, one NIC."""
     wide = Layout(tp=1, pp=1, dp=16, micro_batches=1, zero=0)
