@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .gpuspec import mesh_bandwidth
 from .serving import ALLREDUCE_LATENCY, LINK_EFFICIENCY
 from .spec import SpecError
 
@@ -25,14 +26,10 @@ def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[f
     the NVLink's. A point-to-point send (``rings`` False) leaves through the sender's own NIC.
     """
     if group * stride <= links.node_gpus:
-        return _inside(group if rings else 2, links) * LINK_EFFICIENCY, LINK_LATENCY["intra"]
+        bw = mesh_bandwidth(links.intra, links.peer, group if rings else 2) if links.peer else links.intra
+        return bw * LINK_EFFICIENCY, LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride) if rings else 1
     return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
-
-
-def _inside(group: int, links: "Links") -> float:
-    """B/s one direction a group of ``group`` ranks in one node moves per GPU (GPUSpec.collective_bandwidth)."""
-    return min(links.intra, (group - 1) * links.peer) if links.peer and group > 1 else links.intra
 
 
 def check_links(links: "Links", gpus: int) -> None:
@@ -51,7 +48,7 @@ def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
     if group == 1:
         return 0.0
     if group * stride <= links.node_gpus:
-        return nbytes * (group - 1) / group / (_inside(group, links) * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
+        return nbytes * (group - 1) / group / (mesh_bandwidth(links.intra, links.peer, group) * LINK_EFFICIENCY) + LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride)  # the group's ranks in each node
     inside = nbytes * (k - 1) / group / (links.intra * LINK_EFFICIENCY) if k > 1 else 0.0
     outside = nbytes * (group - k) / group / (links.inter * LINK_EFFICIENCY)

@@ -99,10 +99,8 @@ class GPUSpec:
         return self.device_memory_bytes or self.memory_bytes
 
     def collective_bandwidth(self, ranks: int) -> float:
-        """B/s one direction a collective among ``ranks`` GPUs of one node moves per GPU (link_bandwidth)."""
-        if not self.link_bandwidth or ranks < 2:
-            return self.interconnect_bandwidth
-        return min(self.interconnect_bandwidth, (ranks - 1) * self.link_bandwidth)
+        """B/s one direction a collective among ``ranks`` GPUs of one node moves per GPU (mesh_bandwidth)."""
+        return mesh_bandwidth(self.interconnect_bandwidth, self.link_bandwidth, ranks)
 
     def matmul_share(self, dtype: str) -> float | None:
         """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.
@@ -119,6 +117,12 @@ class GPUSpec:
                 return self.peak_flops[candidate]
         have = ", ".join(sorted(self.peak_flops))
         raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
+
+
+def mesh_bandwidth(interconnect: float, link: float | None, ranks: int) -> float:
+    """B/s one direction per GPU of a collective among ``ranks`` GPUs of one node: the whole ``interconnect``
+    behind a switch (``link`` None or 0), else r - 1 peer links (GPUSpec.link_bandwidth), at most that."""
+    return min(interconnect, (ranks - 1) * link) if link and ranks > 1 else interconnect
 
 
 STAND_INS = {"bf16": "fp16", "fp16": "bf16"}  # 16-bit formats one another's peak stands in for

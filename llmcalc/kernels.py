@@ -10,7 +10,7 @@ scripts/fit_steptime.py --grid; the README states the fit's counts).
 from __future__ import annotations
 
 from .gpuspec import MEASURED_KERNELS
-from .serving import COMPUTE
+from .serving import COMPUTE, mamf_share
 from .spec import check_choice
 
 # Share of its best-shape matmul rate (the preset's measured MAMF, stas00's benchmark) the GEMMs of a training step
@@ -23,7 +23,6 @@ MAMF_SHARE = 0.86
 # prefill share (serving.COMPUTE, 0.65) lumps attention and the memory-bound kernels in; here they are timed on
 # their own, so this is higher.
 MATMUL_EFFICIENCY = 0.70
-SIXTEEN_BIT = ("bf16", "fp16")
 # The causal attention core (its FLOPs counted causal, half the square) runs at this fraction of the share
 # of peak its kernel's forward reaches on the GPU (attention_figure: FlashAttention-2 A100 0.73,
 # H100 0.35; cuDNN's fused attention H100 0.61): the backward, masked tiles and short heads keep training
@@ -82,14 +81,9 @@ def attention_efficiency(gpu, kernel: str = "auto") -> float:
 
 
 def matmul_efficiency(dtype: str, gpu=None) -> float:
-    """The share of the dense ``dtype`` peak training GEMMs reach: MAMF_SHARE of the GPU's measured best-shape
-    matmul share of that peak (H100 bf16 0.86 x 0.803, fp8 0.86 x 0.709). A dtype the GPU has no figure for
-    scales its bf16 one (else MATMUL_EFFICIENCY) as latency's prefill share scales (serving.COMPUTE: fp8 kernels
-    reach less of their doubled peak); a 16-bit one whose peak differs from bf16's (Gaudi 3's fp16) takes
-    MATMUL_EFFICIENCY."""
-    measured = gpu.matmul_share(dtype) if gpu is not None else None
-    if measured:
-        return MAMF_SHARE * measured
-    scale = COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]
-    base = gpu.matmul_share("bf16") if gpu is not None and dtype not in SIXTEEN_BIT else None
-    return MAMF_SHARE * base * scale if base else MATMUL_EFFICIENCY * scale
+    """The share of the dense ``dtype`` peak training GEMMs reach: MAMF_SHARE of the GPU's best-shape matmul share
+    of that peak (serving.mamf_share: H100 bf16 0.86 x 0.803, fp8 0.86 x 0.709); where that is not known,
+    MATMUL_EFFICIENCY scaled as latency's prefill share scales (serving.COMPUTE: fp8 kernels reach less of their
+    doubled peak)."""
+    share = mamf_share(dtype, gpu)
+    return MAMF_SHARE * share if share else MATMUL_EFFICIENCY * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"]

@@ -149,11 +149,9 @@ def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
 
 def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[int]]:
     """(bytes a gradient, bytes a gathered parameter) and the ZeRO stages a pipeline of ``pp`` may use
-    (Constraints.zero3)."""
-    fp8_params = c.fp8_params and t.dtype == "fp8"
-    gathered = 1 if fp8_params and params_in_fp8(c.recipe) else PARAM_BYTES
-    sizes = (GRAD_BYTES[c.grad_reduce], gathered)  # FP8 parameters need a sharded optimizer (memory/fp8.py)
-    return sizes, [z for z in c.zero if (z != 3 or c.zero3(t.dtype, pp)) and not (z == 0 and fp8_params)]
+    (Constraints.stages)."""
+    gathered = 1 if c.fp8_params and t.dtype == "fp8" and params_in_fp8(c.recipe) else PARAM_BYTES
+    return (GRAD_BYTES[c.grad_reduce], gathered), c.stages(t.dtype, pp)
 
 
 def in_flight(lay: Layout, stage: int) -> float:
@@ -193,23 +191,26 @@ class Planner:
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
         self._pieces: dict = {}
-        self._grads: dict = {}
-        self._sixteen: dict = {}
+        self._splits: dict = {}
         self._micro: dict = {}
         self._traffic: dict = {}
         self.evaluated = 0
 
-    def grads(self, lay: Layout) -> tuple[float, float]:
-        """(dense, routed-expert) parameters of one GPU's largest stage, whose gradients DP reduces."""
+    def split(self, lay: Layout):
+        """The parameters (memory.placement.ParamSplit) of one GPU's largest stage, memoized per (tp, pp, ep, etp)."""
         key = (lay.tp, lay.pp, lay.ep, lay.etp)
-        if key not in self._grads:
+        if key not in self._splits:
             from .memory.placement import stage_params, stages
 
             par = self.parallelism(lay)
-            split = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)), key=lambda p: p.total)
-            self._grads[key] = (split.total - split.experts, split.experts)
-            self._sixteen[key] = split.other  # embedding, norms, head: 16-bit beside FP8 parameters
-        return self._grads[key]
+            self._splits[key] = max((stage_params(self.m, par, st) for st in stages(self.m, lay.pp)),
+                                    key=lambda p: p.total)
+        return self._splits[key]
+
+    def grads(self, lay: Layout) -> tuple[float, float]:
+        """(dense, routed-expert) parameters of one GPU's largest stage, whose gradients DP reduces."""
+        split = self.split(lay)
+        return split.total - split.experts, split.experts
 
     def parallelism(self, lay: Layout) -> Parallelism:
         """The memory model's spec.Parallelism of ``lay`` (an expert split only for an MoE model)."""
@@ -236,9 +237,8 @@ class Planner:
         if key not in self._traffic:
             dense, experts = self.grads(lay)
             gathered = None
-            if lay.param_bytes == 1:  # FP8 parameters: the block linears in 1 byte, the rest at 16 bits
-                other = self._sixteen[(lay.tp, lay.pp, lay.ep, lay.etp)]
-                gathered = (dense + other * (PARAM_BYTES - 1), experts)
+            if lay.param_bytes == 1:  # FP8 parameters: the block linears in 1 byte; embedding, norms, head at 16 bits
+                gathered = (dense + self.split(lay).other * (PARAM_BYTES - 1), experts)
             self._traffic[key] = dp_traffic(lay, self.links, (dense, experts), gathered)
         return self._traffic[key]
 
@@ -314,12 +314,11 @@ def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
         if c.fp8_params or c.fp8_recipe:
             raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
         return {}
-    from .memory.fp8 import PARAMS_ZERO0, PARAMS_ZERO3, check_gpu, params_in_fp8, tn_only
+    from .memory.fp8 import check_gpu, params_refusal, tn_only
 
-    if c.fp8_params and c.zero == (3,) and not params_in_fp8(c.recipe):
-        raise SpecError(PARAMS_ZERO3)
-    if c.fp8_params and c.zero == (0,):
-        raise SpecError(PARAMS_ZERO0)
+    refused = [why for z in c.zero if (why := params_refusal(c.recipe, z))] if c.fp8_params else []
+    if refused and len(refused) == len(c.zero):  # every stage asked for rules FP8 parameters out
+        raise SpecError(refused[0])
     check_gpu(c.recipe, gpu.name, gpu.compute_capability)
     return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
 

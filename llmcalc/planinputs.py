@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from .flops import RECOMPUTE
 from .kernels import ATTENTION_KERNELS
-from .memory.fp8 import RECIPES as FP8_RECIPES, params_in_fp8
+from .exposure import BACKWARD_PREFETCH
+from .memory.fp8 import RECIPES as FP8_RECIPES, params_refusal
 from .memory.frameworks import LOSSES
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 from .memory.settings import ZERO_STAGES
 from .spec import SpecError, check_choice
-from .exposure import BACKWARD_PREFETCH
 from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
@@ -71,11 +71,16 @@ class Constraints:
     expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
     tp_overlap_sms: int = UB_SMS  # with tp_overlap: SMs TE's userbuffers kernels hold (steptime.Links.ub_sms)
 
+    def stages(self, dtype: str, pp: int | None = None) -> list[int]:
+        """The ZeRO stages searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP (ZeRO-3) shards
+        whole models, not pipeline stages; FP8 parameters rule out what memory/fp8.params_refusal says."""
+        fp8_params = self.fp8_params and dtype == "fp8"
+        return [z for z in self.zero if not (z == 3 and (pp or self.pp or 1) > 1)
+                and not (fp8_params and params_refusal(self.recipe, z))]
+
     def zero3(self, dtype: str, pp: int | None = None) -> bool:
-        """Whether ZeRO-3 (FSDP) is searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP shards
-        whole models, not pipeline stages, nor MXFP8 parameters (memory/fp8.py)."""
-        return 3 in self.zero and (pp or self.pp or 1) == 1 and not (
-            self.fp8_params and dtype == "fp8" and not params_in_fp8(self.recipe))
+        """Whether ZeRO-3 (FSDP) is searched for a pipeline of ``pp`` (Constraints.stages)."""
+        return 3 in self.stages(dtype, pp)
 
     @property
     def recipe(self) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .dtypes import DTYPE_BYTES, FLOAT_DTYPES, GGUF_DTYPES
+from .gpuspec import STAND_INS
 from .spec import ModelSpec, SpecError
 
 # Fraction of HBM bandwidth decode reaches, by weight format. 16-bit: vLLM 0.19.1 on H100, Llama-3.1-8B:
@@ -47,15 +48,22 @@ COMPUTE = {"fp32": 0.65, "tf32": 0.65, "bf16": 0.65, "fp16": 0.65, "fp8": 0.45, 
 PREFILL_MAMF = 0.81
 
 
-def prefill_share(dtype: str, gpu=None) -> float:
-    """Prefill's share of the dense ``dtype`` peak: COMPUTE, at most PREFILL_MAMF of the GPU's measured MAMF share
-    (for a dtype it has no figure for, its bf16 one scaled as COMPUTE scales, as kernels.matmul_efficiency does)."""
-    share = COMPUTE.get(dtype, COMPUTE["bf16"])
+def mamf_share(dtype: str, gpu=None) -> float | None:
+    """The share of the dense ``dtype`` peak the GPU's best-shape matmuls reach: measured (GPUSpec.matmul_share),
+    or for a dtype without a figure its bf16 one scaled as COMPUTE scales (fp8 kernels reach less of their doubled
+    peak); None where neither is known, or for a 16-bit dtype whose peak is not bf16's (Gaudi 3's fp16)."""
     if gpu is None:
-        return share
+        return None
     measured = gpu.matmul_share(dtype)
-    if not measured and dtype not in ("bf16", "fp16") and gpu.matmul_share("bf16"):
-        measured = gpu.matmul_share("bf16") * share / COMPUTE["bf16"]
+    if measured or dtype in STAND_INS:
+        return measured
+    base = gpu.matmul_share("bf16")
+    return base * COMPUTE.get(dtype, COMPUTE["bf16"]) / COMPUTE["bf16"] if base else None
+
+
+def prefill_share(dtype: str, gpu=None) -> float:
+    """Prefill's share of the dense ``dtype`` peak: COMPUTE, at most PREFILL_MAMF of the GPU's MAMF share."""
+    share, measured = COMPUTE.get(dtype, COMPUTE["bf16"]), mamf_share(dtype, gpu)
     return min(share, PREFILL_MAMF * measured) if measured else share
 
 # Fixed cost per layer per step (seconds): kernel launches, scheduling and sampling spread over the

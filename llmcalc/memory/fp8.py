@@ -62,6 +62,14 @@ def params_in_fp8(recipe: str) -> bool:
     return recipe != "mxfp8"
 
 
+def params_refusal(recipe: str, zero: int) -> str | None:
+    """Why FP8 parameters under ``recipe`` cannot go with ZeRO stage ``zero`` (None: they can): Megatron gathers
+    them only through the distributed optimizer or FSDP, and Megatron FSDP's MXFP8 parameters are not modelled."""
+    if zero == 0:
+        return PARAMS_ZERO0
+    return PARAMS_ZERO3 if zero >= 3 and not params_in_fp8(recipe) else None
+
+
 def check_gpu(recipe: str, name: str, cc: float | None) -> None:
     """Refuse a recipe the GPU cannot run: FP8 before Ada/Hopper, MXFP8 before Blackwell (unknown: allowed)."""
     if cc is None:
@@ -98,7 +106,6 @@ def check(s) -> None:
         raise SpecError("--fp8 with --compile is not modelled (Megatron runs Transformer Engine's layers uncompiled)")
     if "params" in s.offload:
         raise SpecError("--fp8 with --offload params is not modelled (the FP8 copies of offloaded weights)")
-    if s.fp8_params and s.zero >= 3 and not params_in_fp8(s.fp8):
-        raise SpecError(PARAMS_ZERO3)
-    if s.fp8_params and s.zero == 0:
-        raise SpecError(PARAMS_ZERO0)
+    why = params_refusal(s.fp8, s.zero) if s.fp8_params else None
+    if why:
+        raise SpecError(why)
