@@ -5,7 +5,8 @@
 - DP: the gradients' reduce-scatter and the parameters' all-gather (dp_traffic) once per step under the last
   backward and the next first forward (ZeRO 0-2, Megatron-Core's overlap_grad_reduce/param_gather), or under
   every micro-batch (ZeRO-3/FSDP; with BACKWARD_PREFETCH "post" the backward's all-gathers exposed);
-  DP_EXPOSED_FLOOR of them no compute hides.
+  DP_EXPOSED_FLOOR of them no compute hides;
+- the optimizer step, after the gradients are reduced and before the next forward: memory-bound, exposed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .collectives import link
+from .serving import FLOAT_BANDWIDTH
 
 if TYPE_CHECKING:
     from .steptime import Layout, Links, MicroBatch
@@ -23,6 +25,12 @@ DP_EXPOSED_FLOOR = 0.1  # the share of the gradient reduction no backward hides 
 # FSDP prefetch likewise); "post", after it (BACKWARD_POST: Composer's FSDPConfig default, which llm-foundry runs), so
 # the next gradient computation waits for it: the backward's gathers are exposed.
 BACKWARD_PREFETCH = ("pre", "post")
+# HBM bytes one optimizer step moves per parameter of the GPU's shard (Megatron-Core 0.15 optimizer, Transformer
+# Engine's FusedAdam, as steptime's memory side keeps them: fp32 master weights and Adam states): the gradient norm
+# for clipping reads the fp32 gradient (4); Adam reads the master weight, gradient, m and v and writes the weight, m
+# and v (16 + 12); the updated weight is read again and written as the model's copy (4 + Layout.param_bytes). A
+# 16-bit gradient buffer is first cast to the fp32 gradient the optimizer steps on (2 + 4: GRAD_CAST_BYTES).
+OPTIMIZER_BYTES, GRAD_CAST_BYTES = 36, 6
 
 
 def overlaps_sends(lay: "Layout") -> bool:
@@ -44,7 +52,7 @@ def dp_traffic(lay: "Layout", links: "Links", grads: tuple[float, float],
     dp x cp ranks (CP ranks next to the TP ones, then DP); an expert by tp x dp x cp / (ep x etp) of them
     (Megatron's expert-data group, etp x ep ranks apart)."""
     reduce = gather = 0.0
-    edp = lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)  # Megatron's expert data parallel
+    edp = _expert_dp(lay)
     nbytes = gathered or tuple(values * lay.param_bytes for values in grads)
     for values, params, d, stride in ((grads[0], nbytes[0], lay.dp * lay.cp, lay.tp),
                                       (grads[1], nbytes[1], edp, lay.expert_tp * lay.ep)):
@@ -75,3 +83,23 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
     # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
     # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
+
+
+def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float]) -> float:
+    """Seconds of one optimizer step on a GPU holding ``grads`` (dense, routed-expert) parameters: the whole of them
+    under plain data parallelism, a dp x cp (an expert's: expert-data) share under ZeRO 1-3, at HBM speed
+    (serving.FLOAT_BANDWIDTH)."""
+    dense, experts = grads
+    if lay.zero >= 1:
+        dense, experts = dense / (lay.dp * lay.cp), experts / _expert_dp(lay)
+    return (dense + experts) * optimizer_bytes(lay) / (links.hbm * FLOAT_BANDWIDTH)
+
+
+def optimizer_bytes(lay: "Layout") -> int:
+    """HBM bytes the optimizer step moves per parameter it steps (OPTIMIZER_BYTES)."""
+    return OPTIMIZER_BYTES + lay.param_bytes + (GRAD_CAST_BYTES if lay.grad_bytes == 2 else 0)
+
+
+def _expert_dp(lay: "Layout") -> int:
+    """Megatron's expert data-parallel degree: the ranks holding the same slice of an expert."""
+    return lay.tp * lay.dp * lay.cp // (lay.ep * lay.expert_tp)

@@ -21,7 +21,7 @@ from typing import Iterator, NamedTuple
 
 from .collectives import check_links
 from .dtypes import DTYPE_TABLE
-from .exposure import dp_traffic
+from .exposure import dp_traffic, optimizer_step
 from .kernels import attention_efficiency, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
@@ -135,7 +135,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
                 for v in _vpps(m, c, pp, micro):
                     for etp in etps:
                         yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                     c.dp_overlap, *sizes, etp, c.ep_overlap, c.backward_prefetch)
+                                     c.dp_overlap, *sizes, etp, c.ep_overlap, c.backward_prefetch, c.tp_async)
 
 
 def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
@@ -194,6 +194,7 @@ class Planner:
         self._splits: dict = {}
         self._micro: dict = {}
         self._traffic: dict = {}
+        self._per_step: dict = {}
         self.evaluated = 0
 
     def split(self, lay: Layout):
@@ -229,7 +230,11 @@ class Planner:
         mb = self._micro.get(key)
         if mb is None:
             mb = self._micro[key] = micro_batch(self.cost, self.links, lay, self.t.seq)
-        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, self.traffic(lay))
+        key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes)
+        once = self._per_step.get(key)
+        if once is None:  # per step, by the stage's parameters: DP's traffic and the optimizer's step
+            once = self._per_step[key] = self.traffic(lay), optimizer_step(lay, self.links, self.grads(lay))
+        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once)
 
     def traffic(self, lay: Layout) -> tuple[float, float]:
         """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic), memoized."""

@@ -58,6 +58,7 @@ class Constraints:
     zero: tuple[int, ...] = SEARCHED_ZERO  # also "0,1,3" or 3
     sp: bool | None = None  # None: with TP
     tp_overlap: bool = False
+    tp_async: bool = True  # the backward's TP collectives under the weight gradients (tpcomm.py; Megatron since 2021-09)
     ep_overlap: bool = False  # Megatron-Core's overlap_moe_expert_parallel_comm (core 0.14+; off by default)
     pp_overlap: bool = True  # Megatron's overlap_p2p_comm, on by default since 2023-10 (interleaved schedule)
     dp_overlap: bool = True  # Megatron's --overlap-grad-reduce / --overlap-param-gather (2023-08 on)

@@ -9,10 +9,10 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   attention core at ATTENTION_EFFICIENCY of the share of the 16-bit peak its kernel reaches on the GPU
   (kernels.py; unfused, Links.unfused: the whole square's GEMMs at the 16-bit GEMM share or their scores'
   bytes at HBM speed, and softmax's and dropout's passes over the scores: kernels.UNFUSED_BYTES); the LM
-  head in 16 bits and the loss's passes over the logits (memory/loss.LOSS_BYTES); the memory-bound kernels
-  (norms, activations, dropout, residual adds, rotary), which move ELEMENTWISE_TRAFFIC bytes per byte a layer
-  saves for backward (Korthikanti et al. 2022's 34sbh/t with sequence parallelism, sbh(10 + 24/t) without),
-  at ``serving.FLOAT_BANDWIDTH`` of HBM;
+  head in 16 bits and the loss's passes over the logits (memory/loss.LOSS_BYTES); the memory-bound kernels at
+  ``serving.FLOAT_BANDWIDTH`` of HBM: those inside TP's regions (activations, dropout, rotary) move
+  ELEMENTWISE_TRAFFIC bytes per byte they save for backward (Korthikanti et al. 2022's 24sbh/t), the norms and
+  residual adds TP repeats on every rank their own REPLICATED_BYTES (split by TP with sequence parallelism);
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
@@ -20,9 +20,10 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   experts' activation, mlp a dense MLP, moe an MoE layer with its dispatch and combine, shared_experts its shared one;
 - TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
   with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
-  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency, all exposed; an
-  MoE layer with EP keeps only the attention's (its experts' own are EP's); overlapped (Layout.tp_overlap),
-  TP_OVERLAP_EXPOSED of it stays exposed and the GEMMs it runs under share the SMs (UB_SMS);
+  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency; the forward's exposed, the
+  backward's under the weight gradients' GEMMs where Layout.tp_async (tpcomm.py); an MoE layer with EP keeps only
+  the attention's (its experts' own are EP's); overlapped (Layout.tp_overlap), tpcomm.TP_OVERLAP_EXPOSED of them
+  stays exposed and the GEMMs they run under share the SMs (UB_SMS);
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
 - EP: each MoE layer's token traffic, exposed (collectives.moe_traffic); with Layout.ep_overlap (Megatron-Core 0.14's
@@ -38,7 +39,9 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - DP: once per step the gradients (Layout.grad_bytes each) are reduced (all-reduce, or ZeRO-1/2's
   reduce-scatter plus the parameters' all-gather, Layout.param_bytes each) under the last backward (the
   all-gather under the next step's first forward); ZeRO-3/FSDP gathers the parameters for forward and
-  backward and reduce-scatters the gradients every micro-batch, under that micro-batch's compute.
+  backward and reduce-scatters the gradients every micro-batch, under that micro-batch's compute;
+- optimizer: the Adam step over this GPU's share of the fp32 master weights and states, memory-bound, after the
+  last backward (exposure.optimizer_step).
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
 inter-node bandwidth per GPU (times the ranks of the group each node holds: collectives.link; an
@@ -53,21 +56,28 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .collectives import link, moe_traffic
-from .exposure import dp_exposed, dp_traffic, exposed_send
+from .exposure import dp_exposed, dp_traffic, exposed_send, optimizer_step
 from .flops import forward
 from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
                       UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES
-from .params import attention_linears
+from .params import attention_linears, mlp_linears
 from .serving import FLOAT_BANDWIDTH
 from .spec import ModelSpec
+from .tpcomm import tp_time
 
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward; fitted with
 # kernels.MAMF_SHARE and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
-ELEMENTWISE_TRAFFIC = 4.0
-TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
+ELEMENTWISE_TRAFFIC = 5.0
+# The kernels TP repeats on every rank (sequence parallelism splits them): per token of a layer, forward, in bytes a
+# width. Two norms each read their 16-bit input and write their output (2 x 4); two residual adds (Megatron's fused
+# bias-dropout-add) each read the branch's output and the residual and write the sum (2 x 6), and with dropout a
+# 1-byte mask (2 x 1). Counted by their bytes, not fitted: Korthikanti et al. 2022 Table 4 has sequence parallelism
+# save 0.5 ms of a 22B layer's 7.7 ms forward on 8 A100s; these 22 bytes a width take 0.60 ms there at 90% of HBM
+# bandwidth, 7/8 of which (0.53 ms) sequence parallelism saves (tests/test_plan_layer_times.py).
+REPLICATED_BYTES, REPLICATED_DROPOUT_BYTES = 20, 2
 # Overlapped, the collectives run in Transformer Engine's userbuffers kernels on UB_SMS of the GPU's SMs, which the
 # GEMMs under them go without (TE 2.8 initialize_ub defaults: num_sm 16 for the "pipeline" and "bulk" overlaps,
 # set_sm_margin; TE 1.x took the SMs without the margin). Those are proj and fc2 forward (reduce-scatter) and the
@@ -142,6 +152,10 @@ class ModelCost(NamedTuple):
     square_bytes: float = 0.0  # and the scores' bytes they move (a third of forward + backward: the same share)
     softmax_bytes: float = 0.0  # softmax's and dropout's passes, a third of forward + backward
     softmax_forward: float = 0.0  # and forward
+    attn_in: float = 0.0  # forward FLOPs per token of a layer's column-parallel attention linears (q, k, v)
+    mlp_in: float = 0.0  # and of its MLP's input linears (gate and up), averaged over the layers: an MoE layer's routed
+    # and shared experts' together, which overstates what hides a shared expert's collective beside EP (a small term)
+    norm_bytes: float = 0.0  # HBM bytes per token of a layer's kernels TP repeats on every rank (REPLICATED_BYTES)
 
 
 def model_cost(m: ModelSpec, seq: int, loss: str = "full",
@@ -166,7 +180,17 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      square=(full["attention/scores"] + full["attention/reduce"]) / (L * seq),
                      square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
                      softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
-                     softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop))
+                     softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop),
+                     attn_in=f["attention/kqv"] / (L * seq), mlp_in=_mlp_inputs(m, f) / (L * seq),
+                     norm_bytes=m.hidden_size * (REPLICATED_BYTES + REPLICATED_DROPOUT_BYTES * drop))
+
+
+def _mlp_inputs(m: ModelSpec, f) -> float:
+    """Forward FLOPs of the MLPs' column-parallel input linears (gate and up, not down) over the model, of ``f``
+    (flops.forward's rows): the dense MLPs', the routed experts' and the shared experts', the router's not."""
+    share = sum(lin.weight for name, lin in mlp_linears(m, 1).items() if name != "down") / sum(
+        lin.weight for lin in mlp_linears(m, 1).values())
+    return share * (f["mlp"] - (f["mlp/router"] if "mlp/router" in f else 0.0))
 
 
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
@@ -219,6 +243,7 @@ class Layout(NamedTuple):
     etp: int = 0  # ranks a routed expert is split over; 0: TP's (spec.Parallelism.etp)
     ep_overlap: bool = False  # MoE token traffic under another micro-batch's compute (overlap_moe_expert_parallel_comm)
     backward_prefetch: str = "pre"  # ZeRO-3: the backward's next all-gather under (pre) or after (post) a gradient
+    tp_async: bool = True  # the column-parallel input gradient's TP collective under its weight gradient (tpcomm.py)
 
     @property
     def expert_tp(self) -> int:
@@ -237,6 +262,7 @@ class StepTime(NamedTuple):
     pp: float
     bubble: float
     dp: float
+    optimizer: float = 0.0
 
     @property
     def total(self) -> float:
@@ -298,8 +324,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     per_layer = gemm1 + attention1
     layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
     gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
-    saved = c.hidden * (34 / tp if lay.sp or tp == 1 else 10 + 24 / tp)  # Korthikanti's bytes per token
-    elementwise = tokens * layers * saved * ELEMENTWISE_TRAFFIC / hbm
+    # the kernels inside TP's regions by Korthikanti's 24 bytes a width they save, the norms and residual adds by
+    # their own bytes, split by TP only with sequence parallelism
+    moved = c.hidden * 24 / tp * ELEMENTWISE_TRAFFIC + c.norm_bytes / (tp if lay.sp else 1)
+    elementwise = tokens * layers * moved / hbm
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
     if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
@@ -311,7 +339,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
     redo_moe = moe_redone(c, lay)
-    tp_time = _tp_time(c, links, lay, tokens, layers, moe, routed) if tp > 1 else 0.0
+    tp_comm = tp_time(c, links, lay, tokens, layers, moe, routed, rate) if tp > 1 else 0.0
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
         bw, lat = link(cp, tp, links)
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
@@ -324,27 +352,13 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         send = tokens * c.hidden * 2 / tp / bw + lat
     # the rank's routed experts' fixed work; recomputing the MoE layers repeats the forward's third of it
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if redo_moe else 1)
-    return MicroBatch(gemm, attention, elementwise, head, redo, tp_time, cp_time, ep_time, send, gemm_forward, core,
+    return MicroBatch(gemm, attention, elementwise, head, redo, tp_comm, cp_time, ep_time, send, gemm_forward, core,
                       experts_time, moe)
 
 
 def moe_redone(c: ModelCost, lay: Layout) -> bool:
     """Whether recomputation repeats the MoE layers' forward (dispatch, combine, experts): full, or moe's module."""
     return lay.recompute == "full" or lay.recompute == "selective" and c.redo_moe
-
-
-def _tp_time(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int, moe: int, routed: int) -> float:
-    """The rank's TP collectives in one micro-batch: 4 per layer (6 with full recomputation) of the activation,
-    half of them the MLP's, which the routed experts' own replace where ``routed`` layers have EP (a shared expert
-    keeps them); a selectively recomputed MLP repeats its forward one (an MoE layer's where it has one)."""
-    tp = lay.tp
-    bw, lat = link(tp, 1, links)
-    collectives = (layers - (0 if c.shared else routed / 2)) * (6 if lay.recompute == "full" else 4)
-    if lay.recompute == "selective":
-        collectives += (layers - moe) * c.redo_mlp + moe * (c.redo_shared if c.shared else c.redo_moe and lay.ep == 1)
-    time = collectives * (tokens * c.hidden * 2 * 2 * (tp - 1) / tp / bw + lat)
-    # overlapped, chunked under the GEMMs (TE userbuffers): what the first chunk waits stays exposed
-    return time * TP_OVERLAP_EXPOSED if lay.tp_overlap else time
 
 
 def _gemms(flops: float, weights: float, links: Links, lay: Layout, hbm: float) -> tuple[float, float]:
@@ -359,13 +373,16 @@ def _gemms(flops: float, weights: float, links: Links, lay: Layout, hbm: float) 
 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float] | None,
-              mb: MicroBatch | None = None, traffic: tuple[float, float] | None = None) -> StepTime:
+              mb: MicroBatch | None = None, traffic: tuple[float, float] | None = None,
+              optimizer: float | None = None) -> StepTime:
     """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
-    whose gradients data parallelism reduces). ``mb`` and ``traffic``, where the caller has them memoized (the
-    planner): the layout's micro_batch and its exposure.dp_traffic, which then stands for ``grads``."""
+    whose gradients data parallelism reduces and whose optimizer states it steps). ``mb``, ``traffic`` and
+    ``optimizer``, where the caller has them memoized (the planner): the layout's micro_batch, its
+    exposure.dp_traffic and exposure.optimizer_step, which then stand for ``grads``."""
     mb = mb or micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute)
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
-                    bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp)
+                    bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp,
+                    optimizer=optimizer if optimizer is not None else optimizer_step(lay, links, grads))

@@ -9,7 +9,8 @@ from .flops import palm_per_token
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .exposure import overlaps_sends
+from .exposure import optimizer_bytes, overlaps_sends
+from .serving import FLOAT_BANDWIDTH
 from .steptime import Layout, moe_redone
 from .units import fmt_seconds
 
@@ -60,7 +61,8 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
-          if c.tp_overlap else "TP collectives exposed")
+          if c.tp_overlap else "TP collectives exposed forward, under the weight gradients' GEMMs backward"
+          if c.tp_async else "TP collectives exposed")
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
     if c.backward_prefetch == "post" and c.zero3(dtype):
         dp = (("ZeRO 0-2's DP hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed")
@@ -73,7 +75,8 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
             f"traffic at HBM speed where longer, {core}, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
-            "micro-batches; memory: Megatron-Core's states, the first stage's micro-batches in flight")
+            "micro-batches; the Adam step over the GPU's share of the fp32 states at HBM speed; memory: Megatron-Core's "
+            "states, the first stage's micro-batches in flight")
 
 
 def core_text(links, gpu, kernel: str, dropout: bool = False) -> str:
@@ -99,24 +102,29 @@ def kernel_text(gpu, kernel: str) -> str:
 # The step-time rows: (row, steptime.StepTime field, note)
 STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the LM head and loss, forward + backward"),
              ("recompute", "recompute", "the forward work recomputation repeats"),
-             ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), exposed"),
+             ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP): the forward's, "
+                               "and the backward's beyond the weight gradients' GEMMs (--tp-async)"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
                                "gathers, beyond what --ep-overlap hides"),
              ("expert_overhead", "experts", "MoE layers' fixed work per routed expert a GPU holds, exposed"),
              ("pp_comm", "pp", "pipeline sends and receives between stages, beyond what an interleaved chunk hides"),
              ("bubble", "bubble", "pipeline fill and drain: (p-1)/v micro-batches"),
-             ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"))
+             ("dp_comm", "dp", "data-parallel gradient reduction and ZeRO gathers, beyond what compute hides"),
+             ("optimizer", "optimizer", "the Adam step over this GPU's share of the fp32 weights and states, "
+                                        "memory-bound"))
 
 
 LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "memory": "byte", "headroom": "byte",
                 "train_time": "s"}
 
 
-def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False) -> dict[str, tuple]:
+def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False,
+                  states: float = 0.0, hbm: float = 0.0) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
     routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
-    forward (steptime.moe_redone)."""
+    forward (steptime.moe_redone); ``states``: parameters whose optimizer states the GPU steps, at ``hbm`` bytes a
+    second (exposure.optimizer_step)."""
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
     return {"compute": ("{} micro-batches x 3 x ({} s GEMMs + {} s attention + {} s memory-bound + {} s LM head and "
@@ -132,6 +140,7 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                        if overlaps_sends(lay) else
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
+            "optimizer": ("{} parameters x {} B / {} B/s", states, optimizer_bytes(lay), hbm),
             "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward"
                         + (", the backward's all-gathers exposed (BACKWARD_POST)"
                            if lay.zero >= 3 and lay.backward_prefetch == "post" else "")
@@ -189,8 +198,10 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
+        hbm = p.links.hbm * FLOAT_BANDWIDTH
         hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
-                             c.expert_overhead, moe_redone(p.cost, best.layout))
+                             c.expert_overhead, moe_redone(p.cost, best.layout),
+                             round(best.time.optimizer * hbm / optimizer_bytes(best.layout)), hbm)
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note, how=hows[name])

@@ -43,6 +43,11 @@ TUNED_UB_SMS = {"nemo-24.07": 4, "megatron-bridge-25.11": 4}
 # 2023-10), and DeepSpeed's pipeline engine, which reduces the gradients after its schedule: sends and
 # gradient reductions exposed.
 BEFORE_OVERLAP = {"megatron-lm-2021", "korthikanti-2022", "bloom", "mt-nlg"}
+# The column-parallel backward's TP all-reduce issued after the GEMMs (llmcalc/tpcomm.py "sync"): Megatron-LM before
+# --async-tensor-model-parallel-allreduce (2021-09, after Narayanan et al.'s runs), and the Megatron-DeepSpeed forks
+# MT-NLG and BLOOM ran (bigscience-workshop/Megatron-DeepSpeed megatron/mpu/layers.py: copy_to_tensor_model_parallel_
+# region's synchronous all-reduce). Korthikanti et al. 2022 overlap it with the weight gradient (their §6.2).
+TP_SYNC = {"megatron-lm-2021", "bloom", "mt-nlg"}
 # MT-NLG's published TFLOP/s count the recomputed forward (Megatron's eq. 3), so it recomputed: "full" is
 # read from the source's own FLOP count, not searched.
 RECOMPUTE_FROM_FLOPS = {"mt-nlg"}
@@ -141,6 +146,7 @@ def question(c: Case) -> Question:
     searched = "recompute" in c.assumed and c.group not in RECOMPUTE_FROM_FLOPS
     cons = Constraints(recompute=RECOMPUTE if searched else (c.recompute,), zero=zeros,
                        sp=None if "sp" in c.assumed else c.sp, tp_overlap=c.group in TP_OVERLAP,
+                       tp_async=c.group not in TP_SYNC,
                        tp_overlap_sms=TUNED_UB_SMS.get(c.group, 16),
                        recompute_modules=RECOMPUTE_MODULES.get(c.id, ("core_attn",)),
                        ep_overlap=c.id in EP_OVERLAP,

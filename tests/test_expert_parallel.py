@@ -109,8 +109,9 @@ def test_moe_token_traffic_by_hand():
     """TP 2 with SP, EP 4, 8 GPUs, 1000 tokens: each GPU dispatches its 500 tokens x 2 copies x 1000 x 2 B = 2 MB.
     Experts whole (etp 1): the all-to-all over 4 adjacent ranks keeps 1/4 of it. Split over 2 ranks (etp 2): the
     EP ranks sit 2 apart (still in the node), and each all-gather or reduce-scatter moves the other rank's 2 MB.
-    Four of each a layer (dispatch, combine, and their gradients); TP keeps only the attention's 2 of its 4."""
-    lay = Layout(tp=2, pp=1, dp=4, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1)
+    Four of each a layer (dispatch, combine, and their gradients); TP keeps only the attention's 2 of its 4 (all
+    exposed: synchronous backward collectives)."""
+    lay = Layout(tp=2, pp=1, dp=4, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1, tp_async=False)
     link = 400e9 * 0.75
     a2a = 2e6 * 3 / 4 / link + 15e-6
     whole = steptime.micro_batch(COST, LINKS, lay, 1000)
@@ -172,10 +173,10 @@ def test_overlapped_moe_traffic_costs_what_outlasts_the_paired_compute():
 def test_without_ep_or_with_a_shared_expert_the_mlps_tp_collectives_stay():
     """EP 1: Megatron's all-gather dispatcher moves an MoE layer's tokens as a dense MLP's TP collectives do, so
     the layer keeps all 4 and has no EP traffic; a shared expert (DeepSeek) keeps the MLP's pair beside the routed
-    experts' all-to-all."""
+    experts' all-to-all (synchronous backward collectives: each counts whole)."""
     link = 400e9 * 0.75
     per = 1000 * 1000 * 2 * 2 * (1 / 2) / link + 15e-6  # one all-reduce's worth over TP 2
-    lay = Layout(tp=2, pp=1, dp=4, ep=1, sp=True, micro_batch=1, micro_batches=1)
+    lay = Layout(tp=2, pp=1, dp=4, ep=1, sp=True, micro_batch=1, micro_batches=1, tp_async=False)
     no_ep = steptime.micro_batch(COST, LINKS, lay, 1000)
     assert no_ep.ep == 0 and no_ep.tp == pytest.approx(4 * 4 * per)
     shared = steptime.micro_batch(COST._replace(shared=True), LINKS, lay._replace(ep=4, etp=1), 1000)

@@ -32,20 +32,30 @@ LINKS = Links(peak=1e15, peak16=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=
 def test_one_step_by_hand():
     """TP 2 x PP 2 x DP 2 on one node, 4 micro-batches of one 1000-token sequence, sequence parallel, ZeRO-1."""
     lay = Layout(tp=2, pp=2, dp=2, micro_batch=1, micro_batches=4, sp=True, zero=1)
-    t = steptime.step_time(COST, LINKS, lay, seq=1000, grads=(1e9, 0.0))
+    # of the 24 MFLOP a token a layer, q/k/v 6 and the MLP's gate and up 8; the norms and residual adds move 20 B a width
+    cost = COST._replace(attn_in=6e6, mlp_in=8e6, norm_bytes=20 * 1000)
+    t = steptime.step_time(cost, LINKS, lay, seq=1000, grads=(1e9, 0.0))
     tokens, layers = 1000, 2  # per micro-batch; 4 layers over 2 stages
-    # forward: GEMMs at 70% of 1 PFLOP/s, attention at 30%, memory-bound kernels moving
-    # ELEMENTWISE_TRAFFIC x Korthikanti's 34 h / t bytes a token a layer at 90% of 2 TB/s; the last stage
-    # (2 layers and the LM head) is the busiest
+    # forward: GEMMs at 70% of 1 PFLOP/s, attention at 30%, memory-bound kernels at 90% of 2 TB/s: those inside TP's
+    # regions moving ELEMENTWISE_TRAFFIC x Korthikanti's 24 h / t bytes a token a layer, the norms and residual adds
+    # 20 h / t (split by SP); the last stage (2 layers and the LM head) is the busiest
     gemm = tokens * layers * 24e6 / 2 / 0.7e15
     attention = tokens * layers * 2e6 / 2 / 0.3e15
-    elementwise = tokens * layers * 1000 * 34 / 2 * steptime.ELEMENTWISE_TRAFFIC / (2e12 * 0.9)
+    elementwise = tokens * layers * 1000 * (24 / 2 * steptime.ELEMENTWISE_TRAFFIC + 20 / 2) / (2e12 * 0.9)
     head = tokens * 100e6 / 2 / 0.7e15
     compute = 3 * (gemm + attention + elementwise) + 3 * head  # backward = 2 x forward
-    # TP: 4 collectives a layer, each 2(t-1)/t of the 2-byte activation over NVLink at 75%, + 15 us
-    tp = layers * 4 * (tokens * 1000 * 2 * 2 * (1 / 2) / (400e9 * 0.75) + 15e-6)
+    # TP: per layer two pairs of linears (attention's, MLP's). Forward, each pair's all-gather and reduce-scatter, each
+    # (t-1)/t of the 2-byte activation over NVLink at 75% (a half): 2 halves + 15 us, exposed. Backward, the output
+    # gradient's all-gather exposed; the input's re-gather and the input gradient's reduce-scatter under the pair's
+    # column-parallel GEMMs (data and weight gradients, each its forward's FLOPs), what outlasts them exposed
+    half = tokens * 1000 * 2 * (1 / 2) / (400e9 * 0.75)
+    forward = 2 * (2 * half + 15e-6)
+    backward = sum(half + 15e-6 + 2 * max(0.0, half + 15e-6 - tokens * flops / 2 / 0.7e15) for flops in (6e6, 8e6))
+    tp = layers * (forward + backward)
     assert t.compute == pytest.approx(4 * compute)
     assert t.tp == pytest.approx(4 * tp)
+    assert steptime.step_time(cost, LINKS, lay._replace(tp_async=False), 1000, (1e9, 0.0)).tp == \
+        pytest.approx(4 * layers * 4 * (2 * half + 15e-6))  # synchronous: all four exposed
     # the bubble: (p - 1) / v of one micro-batch's time (Narayanan et al. 2021)
     assert t.bubble == pytest.approx((2 - 1) / 1 * (compute + tp))
     # PP: activation and gradient, each TP rank sending its half, per micro-batch
@@ -56,6 +66,8 @@ def test_one_step_by_hand():
     gather = 0.5 * 1e9 * 2 / (400e9 * 0.75) + 15e-6
     assert t.dp == pytest.approx(max(reduce - 2 / 3 * compute, 0.1 * reduce) + max(gather - compute / 3, 0.1 * gather))
     assert t.recompute == t.cp == t.ep == 0
+    # the optimizer: Adam over ZeRO-1's half of the 1e9 parameters, 36 B + the 2-byte model copy each, at 90% of 2 TB/s
+    assert t.optimizer == pytest.approx(0.5e9 * (36 + 2) / (2e12 * 0.9))
     assert t.total == pytest.approx(sum(t))
 
 

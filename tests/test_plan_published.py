@@ -70,17 +70,16 @@ def test_the_readme_states_these_counts():
     top3 = sum(1 for _, a in runs if a.rank and a.rank <= 3)
     for claim in (f"Checked against {len(runs)} published runs", f"lets all {fits} published layouts fit" if fits == len(runs) else f"lets {fits} of the published",
                   f"within 15% for {within} of them (median error {statistics.median(errors):.0%})",
-                  f"three fastest for {top3}", _by_dtype(runs), _high("megatron-core-readme", runs)):
+                  f"three fastest for {top3}", _by_dtype(runs), _spread("megatron-core-readme", runs)):
         assert claim in readme, claim
 
 
-def _high(group: str, runs) -> str:
-    """The README's range of one source's over-predictions."""
+def _spread(group: str, runs) -> str:
+    """The README's range of one source's errors, signed."""
     import statistics
 
     errors = sorted(a.mfu / c.mfu - 1 for c, a in runs if c.group == group)
-    assert errors[0] > 0, errors
-    return f"{errors[0] * 100:.0f}-{errors[-1]:.0%} high (median {statistics.median(errors):.0%})"
+    return f"{errors[0]:+.1%} to {errors[-1]:+.1%} (median {statistics.median(errors):+.1%})"
 
 
 def _by_dtype(runs) -> str:
@@ -120,10 +119,10 @@ MOE_FIXED = ("Megatron-Bridge's MoE recipes are timed with each MoE layer's fixe
              "(steptime.EXPERT_OVERHEAD, fitted over these runs)")
 DOES_NOT_FIT: dict[str, str] = {}
 MFU_MISSES = {
-    "llama3-405b-8k-h100-seq8k": "predicted low (-21%): " + LLAMA3,
+    "llama3-405b-8k-h100-seq8k": "predicted low (-20%): " + LLAMA3,
     "llama3-405b-16k-h100-seq128k": "predicted low (-25%): attention dominates at 128k and is timed at "
                                     "FlashAttention-2's H100 share; Meta's kernels are not described",
-    **dict.fromkeys(["mpt-30b-s8192-8xh100-bf16", "mpt-13b-s2048-8xh100-bf16", "mpt-30b-s8192-8xa100-bf16",
+    **dict.fromkeys(["mpt-30b-s8192-8xh100-bf16", "mpt-30b-s8192-8xa100-bf16",
                      "mpt-70b-s2048-64xa100-40gb-bf16", "mpt-125m-s32768-8xa100-40gb-bf16",
                      "mpt-760m-s512-8xa100-bf16"],
                     "predicted high (+15 to +26%): llm-foundry rows below their neighbours on the same chip (70B on "
@@ -133,19 +132,16 @@ MFU_MISSES = {
                     "predicted low (-16 to -18%): llm-foundry's 7B and 13B with full recomputation on 8 "
                     "A100-80GB at 0.58-0.60 MFU (HFU 0.77-0.79), more than the GEMMs' 0.75 of the peak (0.86 of "
                     "the A100's MAMF) allows beside the attention and memory-bound kernels"),
-    "korthikanti2022-22b-8xa100-selective-sp": "predicted high (+17%), where the same 22B with full recomputation is "
-                                               "within 1%: the model's selective recomputation saves more than the "
-                                               "paper's (1.50x the full-recompute MFU, the paper's 1.29x)",
-    "bloom-176b-384xa100-tp4-pp12-dp8": "predicted high (+17%): Megatron-DeepSpeed on A100s (2022), timed with "
+    "bloom-176b-384xa100-tp4-pp12-dp8": "predicted high (+19%): Megatron-DeepSpeed on A100s (2022), timed with "
                                         "the GEMMs at 0.86 of the A100's MAMF as today's cuBLAS measures it; "
                                         "Megatron-LM's runs of 2021-2022 on the same GPU are within 15%",
     "ibm-fsdp-llama2-7b-96xh100": "predicted high (+19%): FSDP over 12.5 GB/s per GPU on H100; the blog's 13B and "
                                   "70B rows on the same cluster are within 15%",
     **dict.fromkeys(["mtnlg-530b-2240xa100", "mtnlg-530b-2800xa100", "mtnlg-530b-3360xa100"],
-                    "predicted high (+26 to +31%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
-                    "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is +11%; "
-                    "Megatron-LM's own 530B at the same layout and scale, Korthikanti et al., within 9%)"),
-    "mbridge2511-llama3p1-405b-128xb200-fp8-cs": ("predicted high (+20%) on B200, where the same recipe's 405B on "
+                    "predicted high (+29 to +34%): MT-NLG's DeepSpeed pipeline at 35 stages, slower than the "
+                    "1F1B bubble and exposed sends the model charges (BLOOM's, on the same engine, is +19%; "
+                    "Megatron-LM's own 530B at the same layout and scale, Korthikanti et al., within 7%)"),
+    "mbridge2511-llama3p1-405b-128xb200-fp8-cs": ("predicted high (+19%) on B200, where the same recipe's 405B on "
                                                   "GB200 and on H100 is +10%: " + FP8_COST),
     "mbridge2511-llama3-70b-64xgb200-fp8-cs": ("predicted low (-20%): the published TP 1 / Megatron FSDP 64 fits the "
                                                "memory model only with full recomputation, whose repeated forward "
@@ -154,11 +150,11 @@ MFU_MISSES = {
                                                "cpu_offloading_num_layers=40), which plan does not search; even "
                                                "so, memory --offload-layers 40 puts it at 195 GiB of 184 (2 x 8k "
                                                "tokens, TP 1: 3.5 GiB a layer, 20 GiB of allocator slack)"),
-    "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-17%): a third of this 8k-token step is the attention "
+    "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-18%): a third of this 8k-token step is the attention "
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
-                                           "fitted over the FlashAttention-2 era runs); the same recipe is +5% on "
-                                           "GB200 and -1% on B200",
-    "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx": "predicted high (+33%): " + MOE_FIXED + ", which brings the same "
+                                           "fitted over the FlashAttention-2 era runs); the same recipe is -1% on "
+                                           "GB200 and -4% on B200",
+    "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx": "predicted high (+31%): " + MOE_FIXED + ", which brings the same "
                                                   "model on 256 GB200s (BF16) and 256 H100s (FP8-CS) within 7%; this "
                                                   "run's 16 experts a GPU would need about 0.6 ms each",
     "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs": "predicted 2.1x high: " + MOE_FIXED + ", which brings the same recipe "
@@ -168,16 +164,16 @@ MFU_MISSES = {
                                                 "need 1.5 ms each",
 }
 RANK_MISSES = {
-    "llama3-405b-8k-h100-seq8k": "the planner's TP 8 / CP 2 / PP 16 is predicted 33% faster: " + LLAMA3,
+    "llama3-405b-8k-h100-seq8k": "the planner's TP 8 / CP 2 / PP 16 is predicted 36% faster: " + LLAMA3,
     "llama3-405b-16k-h100-seq128k": "the planner quarters PP for CP (CP 32, PP 4), predicted 13% faster: a shorter "
                                     "pipeline's bubble against a K/V ring it hides behind attention",
-    **dict.fromkeys(["megatron2021-gpt-3p6b-64xa100", "megatron2021-gpt-7p5b-128xa100",
+    **dict.fromkeys(["megatron2021-gpt-7p5b-128xa100",
                      "megatron2021-gpt-18p4b-256xa100", "megatron2021-gpt-39p1b-512xa100",
                      "megatron2021-gpt-76p1b-1024xa100"],
                     "the planner prefers a half to an eighth of the paper's TP, with an interleaved pipeline from "
-                    "7.5B on, predicted 9-33% faster: the paper's TP 4-8 runs every layer's all-reduces exposed and, "
+                    "7.5B on, predicted 9-24% faster: the paper's TP 4-8 runs every layer's all-reduces exposed and, "
                     "without sequence parallelism (2021), repeats the norms and dropouts on every TP rank; the "
-                    "paper's MFU for its own layout is predicted within 8%"),
+                    "paper's MFU for its own layout is predicted within 12%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 6% faster",
     "mcore-weak-7p1b-96xh100": "fifth, 6% behind pure DP and a two-stage pipeline without TP, whose GEMMs have all "
                                "the SMs (TP 2's overlapped ones share theirs with userbuffers' kernels, "
@@ -187,7 +183,7 @@ RANK_MISSES = {
                                                   "the wider all-to-all is priced over NVLink as the planner takes "
                                                   "GB200's 72-GPU domain, where 256 GPUs in racks of 72 would put "
                                                   "some EP 64 groups across two racks",
-    "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs": "EP 16 over the published EP 32, predicted 16% faster: EP 32's "
+    "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs": "EP 16 over the published EP 32, predicted 19% faster: EP 32's "
                                                    "all-to-all leaves two nodes' NVLink for four nodes' NICs, and more "
                                                    "of it stays exposed than the half of the per-expert work it "
                                                    "saves",

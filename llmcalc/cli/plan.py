@@ -47,6 +47,7 @@ def plan(
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
+    tp_async: Annotated[bool, typer.Option("--tp-async/--no-tp-async", rich_help_panel=PARALLELISM, help="Without --tp-overlap: each column-parallel linear's backward TP all-reduce (reduce-scatter with SP) under its weight gradient's GEMM (Megatron-LM since 2021-09, Megatron-Core, Transformer Engine); --no-tp-async: after it, exposed (Megatron-DeepSpeed, Megatron-LM before).")] = True,
     tp_overlap_sms: Annotated[Optional[int], typer.Option("--tp-overlap-sms", rich_help_panel=PARALLELISM, show_default="16, Transformer Engine's default config", help="With --tp-overlap: SMs the userbuffers kernels hold under the GEMMs they overlap (a recipe's own config: NeMo's tuned FP8 ones about 4).")] = None,
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
@@ -82,7 +83,7 @@ def plan(
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
-                       sp=sp, tp_overlap=tp_overlap, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
+                       sp=sp, tp_overlap=tp_overlap, tp_async=tp_async, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
                        backward_prefetch=BackwardPrefetch(backward_prefetch).value,
                        attention_kernel=AttentionKernel(attention_kernel).value,
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
@@ -90,6 +91,7 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
+    unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and tp_overlap)
     unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
