@@ -50,14 +50,46 @@ UNFUSED_BYTES, UNFUSED_GEMM_BYTES, UNFUSED_DROPOUT_BYTES = 19, 12, 10
 UNFUSED_FORWARD_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES = 3, 5  # of the non-GEMM bytes, forward
 
 
+# The CUDA compute capabilities each named kernel runs on, by its own requirements: FlashAttention-3 Hopper alone
+# (flash-attention's hopper/ README: H100/H800, CUDA 12.3+); FlashAttention-2 Ampere and later (its README: Ampere,
+# Ada, Hopper; Turing and Volta not supported; AMD's ROCm port aside); cuDNN's fused flash attention Ampere and
+# later (the cuDNN frontend's SDPA; Transformer Engine's FusedAttention backends). (lowest, highest or None)
+KERNEL_CAPABILITY = {"fa3": (9.0, 9.0), "fa2": (8.0, None), "cudnn": (8.0, None)}
+
+
 def attention_kernel(gpu, kernel: str = "auto") -> str:
     """The kernel ``kernel`` names on ``gpu``: auto is what Transformer Engine (the planner's Megatron-Core)
     runs, cuDNN's fused attention where the GPU has a figure for it (TE prefers it on Hopper and later since
-    1.2), FlashAttention-2 elsewhere."""
+    1.2), FlashAttention-2 elsewhere, and TE's unfused attention on an NVIDIA GPU older than Ampere, which runs no
+    fused kernel. A named kernel the GPU cannot run is refused (KERNEL_CAPABILITY)."""
     check_choice("--attention-kernel", kernel, ATTENTION_KERNELS)
     if kernel == "auto":
+        if not _runs_on(gpu, "fa2"):
+            return "unfused"
         return "cudnn" if "cudnn" in gpu.attention_kernels else "fa2"
+    if not _runs_on(gpu, kernel):
+        from .spec import SpecError
+
+        low, high = KERNEL_CAPABILITY[kernel]
+        needs = "Hopper (compute capability 9.0)" if high else f"an NVIDIA GPU of compute capability {low} or later"
+        cc = gpu.compute_capability
+        has = f"has compute capability {cc}" if cc is not None else f"is made by {gpu.vendor or 'another vendor'}"
+        others = [k for k in KERNEL_CAPABILITY if _runs_on(gpu, k)] + ["unfused"]
+        raise SpecError(f"--attention-kernel {kernel} runs on {needs}; {gpu.name} {has}: use "
+                        f"{' or '.join(others)}, or auto")
     return kernel
+
+
+def _runs_on(gpu, kernel: str) -> bool:
+    """Whether ``kernel`` runs on ``gpu`` (KERNEL_CAPABILITY; the unfused core anywhere; FlashAttention-2 also on a
+    GPU without a CUDA compute capability, by AMD's ROCm port or as the stand-in for a vendor's own fused kernel)."""
+    if kernel not in KERNEL_CAPABILITY:
+        return True
+    low, high = KERNEL_CAPABILITY[kernel]
+    cc = gpu.compute_capability
+    if cc is None:
+        return kernel == "fa2"
+    return low <= cc and (high is None or cc <= high)
 
 
 def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:

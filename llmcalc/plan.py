@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 from .collectives import check_links
 from .dtypes import DTYPE_TABLE
 from .exposure import dp_traffic, optimizer_step
-from .kernels import attention_efficiency, matmul_efficiency
+from .kernels import attention_efficiency, attention_kernel, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
@@ -179,6 +179,11 @@ class Planner:
     """One model on one cluster for one target: times layouts, and checks memory lazily (memoized)."""
 
     def __init__(self, m: ModelSpec, cluster, t: Target, c: Constraints):
+        if c.attention_kernel == "auto" and attention_kernel(cluster.gpu, "auto") == "unfused":  # pre-Ampere
+            if (c.cp or 1) > 1:
+                raise SpecError(f"{cluster.gpu.name} runs no fused attention kernel (compute capability "
+                                f"{cluster.gpu.compute_capability}), and context parallelism needs one: drop --cp")
+            c = replace(c, attention_kernel="unfused")
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead, c.tp_overlap_sms)
         check_etp(m, c.etp)

@@ -57,7 +57,8 @@ def test_auto_attention_is_cudnn_where_measured_and_flashattention_2_elsewhere()
     assert kernels.attention_efficiency(h100) == pytest.approx(0.41 * 0.61)
     assert kernels.attention_efficiency(h100, "fa2") == pytest.approx(0.41 * 0.35)
     assert kernels.attention_efficiency(h100, "fa3") == pytest.approx(0.41 * 0.65)
-    assert kernels.attention_efficiency(a100, "fa3") == kernels.attention_efficiency(a100) == pytest.approx(0.41 * 0.73)
+    assert kernels.attention_efficiency(a100, "cudnn") == kernels.attention_efficiency(a100) == \
+        pytest.approx(0.41 * 0.73)
 
 
 def test_the_cli_offers_the_cores_kernels():
@@ -84,6 +85,29 @@ def test_flashattention_2_is_slower_on_h100_and_says_so():
 def test_an_unknown_kernel_is_one_line_and_exit_2():
     _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--attention-kernel", "fa4"),
                    "fa4")
+
+
+@pytest.mark.parametrize("gpu, kernel, says", [
+    ("a100", "fa3", "runs on Hopper"), ("b200", "fa3", "runs on Hopper"), ("mi300x", "cudnn", "is made by AMD"),
+    ("v100", "fa2", "compute capability 7.0"), ("v100", "cudnn", "use unfused, or auto")])
+def test_a_kernel_the_gpu_cannot_run_is_refused(gpu, kernel, says):
+    """FlashAttention-3 is Hopper's alone, cuDNN's fused attention NVIDIA's from Ampere, FlashAttention-2 Ampere's
+    and later (and ROCm's port): naming one a GPU cannot run is a one-line error, not a plan timed as something
+    else."""
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", gpu, "--gpus", "8", "--attention-kernel", kernel),
+                   says)
+
+
+def test_auto_before_ampere_is_the_unfused_core():
+    """Transformer Engine's choice on a V100 (compute capability 7.0), which runs no fused kernel: its unfused
+    attention, with the s x s scores in HBM, and so no context parallelism."""
+    v100 = load_gpu("v100")
+    assert kernels.attention_kernel(v100) == "unfused" and kernels.attention_kernel(load_gpu("mi300x")) == "fa2"
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "2k", "--top", "1")
+    assert out.exit_code == 0, out.stderr
+    assert "attention core unfused" in " ".join(out.stdout.split())
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "8k", "--cp", "2"),
+                   "drop --cp")
 
 
 @pytest.mark.parametrize("fields, problem", [
@@ -134,7 +158,7 @@ def test_fp16_borrows_bf16s_measurement_only_at_the_same_peak():
 def test_a_kernel_the_gpu_has_no_figure_for_says_what_it_is_timed_as():
     from llmcalc.trainplan import kernel_text
 
-    assert kernel_text(load_gpu("a100-80gb"), "fa3") == "fa3, timed as fa2: no fa3 figure for a100-80gb"
+    assert kernel_text(load_gpu("a100-80gb"), "cudnn") == "cudnn, timed as fa2: no cudnn figure for a100-80gb"
     assert kernel_text(load_gpu("h100"), "auto") == "cudnn"
     assert "0.73 reference" in kernel_text(load_gpu("b200"), "auto")
 
