@@ -102,6 +102,11 @@ GRAD_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # an expert on an H100 where its host binds (tests/data/gpu_kernels.json).
 EXPERT_OVERHEAD = 0.4e-3
 PARAM_BYTES = 2  # ZeRO's parameter all-gathers move the 16-bit weights (FP8 parameters: 1)
+# Where a GPU holds several of a layer's experts, Megatron-Core 0.15's all-to-all dispatcher sorts the tokens it
+# receives by local expert after the dispatch and back before the combine (token_dispatcher.py sort_chunks_by_idxs):
+# each pass reads and writes top_k 16-bit copies of a token, 2 x (2 + 2) bytes a width, over the tokens its expert
+# TP group gathered. Timed where selective recomputation's moe repeats the dispatch.
+SORT_BYTES = 8
 
 
 class Links(NamedTuple):
@@ -333,6 +338,8 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
         redo = core * c.redo_core + layers * (tokens * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
                                               + experts[1] * c.redo_moe)
+        if c.redo_moe and lay.ep > 1 and c.routed_experts > lay.ep:  # and the received tokens' sorts (SORT_BYTES)
+            redo += min(layers, c.moe_layers) * tokens * SORT_BYTES * c.top_k * c.hidden * lay.expert_tp / tp / hbm
     cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
     # moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's TP collectives would)

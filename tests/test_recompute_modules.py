@@ -154,6 +154,22 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
         assert steptime.micro_batch(cost, links, lay, 4096).tp == pytest.approx(base * (61 * 4 + 58 * extra) / (61 * 4))
 
 
+def test_moe_repeats_the_sort_of_the_received_tokens_where_a_gpu_holds_several_experts():
+    """Qwen3-30B-A3B over EP 8 holds 16 of its 128 experts a GPU: recomputing moe repeats the dispatcher's sort of the
+    tokens it receives by local expert and back (sort_chunks_by_idxs), 2 x (2 + 2) bytes a width for each of the 8
+    copies of a token, over 48 MoE layers x 4096 tokens, at 90% of the H100's HBM bandwidth. With one expert a GPU
+    there is nothing to sort."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import links_of
+
+    links = links_of(load_cluster("dgx-h100"), "bf16")
+    moe = steptime.model_cost(load_model("qwen3-30b-a3b"), 4096, modules=("core_attn", "moe"))
+    lay = steptime.Layout(tp=1, pp=1, dp=8, ep=8, etp=1, recompute="selective", micro_batch=1, micro_batches=1)
+    sorted_ = steptime.micro_batch(moe, links, lay, 4096).redo
+    one_each = steptime.micro_batch(moe._replace(routed_experts=8), links, lay, 4096).redo
+    assert sorted_ - one_each == pytest.approx(48 * 4096 * 8 * 8 * 2048 / (links.hbm * 0.9))
+
+
 def test_plan_and_memory_take_the_new_modules():
     out = run("plan", "--model", "deepseek-v3", "--gpu", "h100", "--gpus", "1024", "--seq", "4k", "--global-batch",
               "8192", "--recompute", "selective", "--recompute-modules", "mla_up_proj,mlp", "--top", "1", "--json")
