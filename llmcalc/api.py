@@ -204,7 +204,7 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
          top: int = 5, **constraints: Any) -> Result:
     """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
-    recompute and zero (tuples of the choices to try), sp, tp_overlap, ep_overlap, pp_overlap, dp_overlap,
+    recompute and zero (tuples of the choices to try), sp, tp_overlap, tp_async, ep_overlap, pp_overlap, dp_overlap,
     backward_prefetch, attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead
     ("0.4ms" or seconds), tp_overlap_sms; gpus_per_node."""
     from .plan import Constraints, Target

@@ -28,8 +28,8 @@ SOURCES = {
     "plan": "step time = compute at measured matmul and attention shares of the peak (an unfused attention core by its "
             "s x s scores' bytes) + the exposed TP, DP/ZeRO, PP, CP "
             "and EP communication (ring collectives move 2(n-1)/n of the bytes) + the MoE layers' fixed work per "
-            "routed expert + the pipeline bubble, (p-1)/m and interleaved (p-1)/(v m) (Narayanan et al. 2021); the "
-            "README's 'How the step time is estimated'",
+            "routed expert + the pipeline bubble, (p-1)/m and interleaved (p-1)/(v m) (Narayanan et al. 2021) + the "
+            "optimizer step at HBM speed; the README's 'How the step time is estimated'",
     "serve-plan": "each layout's requests replayed through the engine's scheduler at `latency`'s step costs",
 }
 

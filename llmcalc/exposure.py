@@ -29,8 +29,11 @@ BACKWARD_PREFETCH = ("pre", "post")
 # Engine's FusedAdam, as steptime's memory side keeps them: fp32 master weights and Adam states): the gradient norm
 # for clipping reads the fp32 gradient (4); Adam reads the master weight, gradient, m and v and writes the weight, m
 # and v (16 + 12); the updated weight is read again and written as the model's copy (4 + Layout.param_bytes). A
-# 16-bit gradient buffer is first cast to the fp32 gradient the optimizer steps on (2 + 4: GRAD_CAST_BYTES).
-OPTIMIZER_BYTES, GRAD_CAST_BYTES = 36, 6
+# 16-bit gradient buffer is first cast to the fp32 gradient the optimizer steps on (2 + 4: GRAD_CAST_BYTES). Over the
+# whole gradient buffer a GPU holds, not its shard, Megatron-LM also checks each bucket's norm for NaN before the
+# reduction (--check-for-nan-in-loss-and-grad, on by default) and zeroes it for the next step: a read and a write of
+# Layout.grad_bytes each (BUFFER_PASSES). Not counted: fp16's loss-scale unscale and clipping's scale, when it clips.
+OPTIMIZER_BYTES, GRAD_CAST_BYTES, BUFFER_PASSES = 36, 6, 2
 
 
 def overlaps_sends(lay: "Layout") -> bool:
@@ -88,11 +91,14 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
 def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float]) -> float:
     """Seconds of one optimizer step on a GPU holding ``grads`` (dense, routed-expert) parameters: the whole of them
     under plain data parallelism, a dp x cp (an expert's: expert-data) share under ZeRO 1-3, at HBM speed
-    (serving.FLOAT_BANDWIDTH)."""
+    (serving.FLOAT_BANDWIDTH); and the passes over the gradient buffer, whole but under ZeRO-3 (BUFFER_PASSES)."""
     dense, experts = grads
+    held = dense + experts
     if lay.zero >= 1:
         dense, experts = dense / (lay.dp * lay.cp), experts / _expert_dp(lay)
-    return (dense + experts) * optimizer_bytes(lay) / (links.hbm * FLOAT_BANDWIDTH)
+    stepped = dense + experts
+    buffer = stepped if lay.zero >= 3 else held
+    return (stepped * optimizer_bytes(lay) + buffer * BUFFER_PASSES * lay.grad_bytes) / (links.hbm * FLOAT_BANDWIDTH)
 
 
 def optimizer_bytes(lay: "Layout") -> int:

@@ -51,10 +51,12 @@ UNFUSED_FORWARD_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES = 3, 5  # of the non-GEMM b
 
 
 # The CUDA compute capabilities each named kernel runs on, by its own requirements: FlashAttention-3 Hopper alone
-# (flash-attention's hopper/ README: H100/H800, CUDA 12.3+); FlashAttention-2 Ampere and later (its README: Ampere,
-# Ada, Hopper; Turing and Volta not supported; AMD's ROCm port aside); cuDNN's fused flash attention Ampere and
-# later (the cuDNN frontend's SDPA; Transformer Engine's FusedAttention backends). (lowest, highest or None)
-KERNEL_CAPABILITY = {"fa3": (9.0, 9.0), "fa2": (8.0, None), "cudnn": (8.0, None)}
+# (flash-attention's hopper/ README: H100/H800, CUDA 12.3+); cuDNN's fused flash attention Ampere and later (the
+# cuDNN frontend's SDPA; Transformer Engine's FusedAttention backends); fa2, the flash class, Volta and later:
+# FlashAttention-2 itself from Ampere (its README), PyTorch SDPA's memory-efficient kernel before it, and AMD's ROCm
+# port. (lowest, highest or None)
+KERNEL_CAPABILITY = {"fa3": (9.0, 9.0), "fa2": (7.0, None), "cudnn": (8.0, None)}
+AMPERE = 8.0  # the first with a fused kernel Transformer Engine runs (auto picks the unfused core before it)
 
 
 def attention_kernel(gpu, kernel: str = "auto") -> str:
@@ -64,9 +66,9 @@ def attention_kernel(gpu, kernel: str = "auto") -> str:
     fused kernel. A named kernel the GPU cannot run is refused (KERNEL_CAPABILITY)."""
     check_choice("--attention-kernel", kernel, ATTENTION_KERNELS)
     if kernel == "auto":
-        if not _runs_on(gpu, "fa2"):
+        if gpu.compute_capability is not None and gpu.compute_capability < AMPERE:
             return "unfused"
-        return "cudnn" if "cudnn" in gpu.attention_kernels else "fa2"
+        return "cudnn" if "cudnn" in gpu.attention_kernels and _runs_on(gpu, "cudnn") else "fa2"
     if not _runs_on(gpu, kernel):
         from .spec import SpecError
 
@@ -81,14 +83,15 @@ def attention_kernel(gpu, kernel: str = "auto") -> str:
 
 
 def _runs_on(gpu, kernel: str) -> bool:
-    """Whether ``kernel`` runs on ``gpu`` (KERNEL_CAPABILITY; the unfused core anywhere; FlashAttention-2 also on a
-    GPU without a CUDA compute capability, by AMD's ROCm port or as the stand-in for a vendor's own fused kernel)."""
+    """Whether ``kernel`` runs on ``gpu`` (KERNEL_CAPABILITY; the unfused core anywhere; fa2 also on a GPU without a
+    CUDA compute capability, by AMD's ROCm port or as the stand-in for a vendor's own fused kernel; anything on an
+    NVIDIA GPU whose preset states none)."""
     if kernel not in KERNEL_CAPABILITY:
         return True
     low, high = KERNEL_CAPABILITY[kernel]
     cc = gpu.compute_capability
     if cc is None:
-        return kernel == "fa2"
+        return kernel == "fa2" or gpu.vendor.lower() == "nvidia"
     return low <= cc and (high is None or cc <= high)
 
 

@@ -54,7 +54,8 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
     return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
                  attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
-                 overhead, gpu.sm_count or 0, ub_sms, kernel == "unfused", gpu.link_bandwidth or 0.0)
+                 overhead, gpu.sm_count or 0, ub_sms, attention_kernel(gpu, kernel) == "unfused",
+                 gpu.link_bandwidth or 0.0)
 
 
 def _powers(limit: int) -> list[int]:
@@ -122,7 +123,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
     """Every layout of one degree tuple: ZeRO stage, recomputation, micro-batch, virtual stages."""
     tp, cp, pp, dp, ep = deg
     per_replica = t.global_batch // dp
-    sp = (tp > 1) if c.sp is None else c.sp and tp > 1
+    sp = (tp > 1 and c.tp_async) if c.sp is None else c.sp and tp > 1  # no SP beside the stacks before async TP
     sizes, zeros = _states(t, c, pp)
     etps = [e for e in etp_choices(m, tp, c) if (tp // e * dp * cp) % ep == 0]
     mbs = [c.micro_batch] if c.micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]

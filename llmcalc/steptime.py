@@ -158,8 +158,8 @@ class ModelCost(NamedTuple):
     softmax_bytes: float = 0.0  # softmax's and dropout's passes, a third of forward + backward
     softmax_forward: float = 0.0  # and forward
     attn_in: float = 0.0  # forward FLOPs per token of a layer's column-parallel attention linears (q, k, v)
-    mlp_in: float = 0.0  # and of its MLP's input linears (gate and up), averaged over the layers: an MoE layer's routed
-    # and shared experts' together, which overstates what hides a shared expert's collective beside EP (a small term)
+    dense_in: float = 0.0  # and of a dense layer's MLP input linears (gate and up)
+    shared_in: float = 0.0  # and of an MoE layer's shared expert's
     norm_bytes: float = 0.0  # HBM bytes per token of a layer's kernels TP repeats on every rank (REPLICATED_BYTES)
 
 
@@ -186,16 +186,17 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
                      softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
                      softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop),
-                     attn_in=f["attention/kqv"] / (L * seq), mlp_in=_mlp_inputs(m, f) / (L * seq),
+                     attn_in=f["attention/kqv"] / (L * seq),
+                     dense_in=sum(f[r] for r in ("mlp/gate", "mlp/up") if r in f) / (max(m.dense_layers, 1) * seq),
+                     shared_in=_inputs_share(m) * f["mlp/shared_experts"] / (m.moe_layers * seq)
+                     if "mlp/shared_experts" in f else 0.0,
                      norm_bytes=m.hidden_size * (REPLICATED_BYTES + REPLICATED_DROPOUT_BYTES * drop))
 
 
-def _mlp_inputs(m: ModelSpec, f) -> float:
-    """Forward FLOPs of the MLPs' column-parallel input linears (gate and up, not down) over the model, of ``f``
-    (flops.forward's rows): the dense MLPs', the routed experts' and the shared experts', the router's not."""
-    share = sum(lin.weight for name, lin in mlp_linears(m, 1).items() if name != "down") / sum(
-        lin.weight for lin in mlp_linears(m, 1).values())
-    return share * (f["mlp"] - (f["mlp/router"] if "mlp/router" in f else 0.0))
+def _inputs_share(m: ModelSpec) -> float:
+    """Of an MLP's FLOPs, its column-parallel input linears' (gate and up; not down)."""
+    lins = mlp_linears(m, 1)
+    return sum(lin.weight for name, lin in lins.items() if name != "down") / sum(lin.weight for lin in lins.values())
 
 
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:

@@ -60,9 +60,7 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
-    tp = (f"TP collectives 30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
-          if c.tp_overlap else "TP collectives exposed forward, under the weight gradients' GEMMs backward"
-          if c.tp_async else "TP collectives exposed")
+    tp = f"TP collectives {tp_text(c)}"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
     if c.backward_prefetch == "post" and c.zero3(dtype):
         dp = (("ZeRO 0-2's DP hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed")
@@ -77,6 +75,15 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
             "micro-batches; the Adam step over the GPU's share of the fp32 states at HBM speed; memory: Megatron-Core's "
             "states, the first stage's micro-batches in flight")
+
+
+def tp_text(c: Constraints) -> str:
+    """How the plan exposes the TP collectives (tpcomm.py)."""
+    if c.tp_overlap:
+        return f"30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
+    sp = "with SP the output gradient's all-gather exposed, the rest"
+    return (f"exposed forward; backward {sp} under the column-parallel GEMMs" + (
+        ", without SP all under them" if c.tp_async else ", without SP all exposed (--no-tp-async)"))
 
 
 def core_text(links, gpu, kernel: str, dropout: bool = False) -> str:
@@ -102,8 +109,7 @@ def kernel_text(gpu, kernel: str) -> str:
 # The step-time rows: (row, steptime.StepTime field, note)
 STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the LM head and loss, forward + backward"),
              ("recompute", "recompute", "the forward work recomputation repeats"),
-             ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP): the forward's, "
-                               "and the backward's beyond the weight gradients' GEMMs (--tp-async)"),
+             ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), {}"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
                                "gathers, beyond what --ep-overlap hides"),
@@ -204,7 +210,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              round(best.time.optimizer * hbm / optimizer_bytes(best.layout)), hbm)
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
-            rows.add(name, getattr(best.time, part), note, how=hows[name])
+            rows.add(name, getattr(best.time, part), note.format(tp_text(c)), how=hows[name])
         rows.sum("step_time", [name for name, _, _ in shown], "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})

@@ -56,7 +56,7 @@ def survey(questions, show_misses: bool) -> tuple[int, int]:
 
 def grid(questions) -> None:
     results = []
-    for e, k, a in itertools.product((0.8, 0.85, 0.9), (3.0, 4.0, 5.0), (0.35, 0.41, 0.5)):
+    for e, k, a in itertools.product((0.8, 0.85, 0.9), (4.0, 5.0, 6.0), (0.35, 0.41, 0.5)):
         kernels.MAMF_SHARE, steptime.ELEMENTWISE_TRAFFIC, kernels.ATTENTION_EFFICIENCY = e, k, a
         errs = [abs(x.mfu / q.case.mfu - 1) for q in questions if (x := answer(q, depth=1)).mfu]
         results.append((sum(x <= 0.15 for x in errs), -statistics.median(errs), e, k, a))

@@ -109,16 +109,17 @@ def test_moe_token_traffic_by_hand():
     """TP 2 with SP, EP 4, 8 GPUs, 1000 tokens: each GPU dispatches its 500 tokens x 2 copies x 1000 x 2 B = 2 MB.
     Experts whole (etp 1): the all-to-all over 4 adjacent ranks keeps 1/4 of it. Split over 2 ranks (etp 2): the
     EP ranks sit 2 apart (still in the node), and each all-gather or reduce-scatter moves the other rank's 2 MB.
-    Four of each a layer (dispatch, combine, and their gradients); TP keeps only the attention's 2 of its 4 (all
-    exposed: synchronous backward collectives)."""
-    lay = Layout(tp=2, pp=1, dp=4, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1, tp_async=False)
+    Four of each a layer (dispatch, combine, and their gradients). TP keeps only the attention's pair of linears:
+    forward its all-gather and reduce-scatter, backward the output gradient's gather, the input's re-gather and the
+    input gradient's scatter, each moving the other rank's 1 MB; none hides (this cost has no q/k/v FLOPs)."""
+    lay = Layout(tp=2, pp=1, dp=4, ep=4, sp=True, micro_batch=1, micro_batches=1, etp=1)
     link = 400e9 * 0.75
     a2a = 2e6 * 3 / 4 / link + 15e-6
     whole = steptime.micro_batch(COST, LINKS, lay, 1000)
     assert whole.ep == pytest.approx(4 * 4 * a2a)
     split = steptime.micro_batch(COST, LINKS, lay._replace(etp=2), 1000)
     assert split.ep == pytest.approx(4 * 4 * (a2a + 2e6 / link + 15e-6))
-    assert whole.tp == pytest.approx(4 * 2 * (1000 * 1000 * 2 * 2 * (1 / 2) / link + 15e-6))
+    assert whole.tp == pytest.approx(4 * 5 * (1000 * 1000 * 2 * (1 / 2) / link + 15e-6))
 
 
 def test_expert_gradients_reduce_over_the_expert_data_parallel_ranks():
@@ -171,16 +172,19 @@ def test_overlapped_moe_traffic_costs_what_outlasts_the_paired_compute():
 
 
 def test_without_ep_or_with_a_shared_expert_the_mlps_tp_collectives_stay():
-    """EP 1: Megatron's all-gather dispatcher moves an MoE layer's tokens as a dense MLP's TP collectives do, so
-    the layer keeps all 4 and has no EP traffic; a shared expert (DeepSeek) keeps the MLP's pair beside the routed
-    experts' all-to-all (synchronous backward collectives: each counts whole)."""
+    """EP 1: Megatron's dispatcher gathers an MoE layer's tokens over TP and scatters them back, synchronous both
+    ways (4 one-way collectives a layer), and there is no EP traffic; a shared expert (DeepSeek) keeps its own pair
+    of TP linears beside the routed experts' all-to-all. With SP and no GEMM FLOPs to hide under (this cost has
+    none), a pair of linears takes 5 (forward gather and scatter; backward gather, re-gather and scatter)."""
     link = 400e9 * 0.75
-    per = 1000 * 1000 * 2 * 2 * (1 / 2) / link + 15e-6  # one all-reduce's worth over TP 2
-    lay = Layout(tp=2, pp=1, dp=4, ep=1, sp=True, micro_batch=1, micro_batches=1, tp_async=False)
+    one = 1000 * 1000 * 2 * (1 / 2) / link + 15e-6  # one all-gather's or reduce-scatter's worth over TP 2
+    lay = Layout(tp=2, pp=1, dp=4, ep=1, sp=True, micro_batch=1, micro_batches=1)
     no_ep = steptime.micro_batch(COST, LINKS, lay, 1000)
-    assert no_ep.ep == 0 and no_ep.tp == pytest.approx(4 * 4 * per)
+    assert no_ep.ep == 0 and no_ep.tp == pytest.approx(4 * (5 + 4) * one)
     shared = steptime.micro_batch(COST._replace(shared=True), LINKS, lay._replace(ep=4, etp=1), 1000)
-    assert shared.tp == pytest.approx(4 * 4 * per) and shared.ep > 0
+    assert shared.tp == pytest.approx(4 * (5 + 5) * one) and shared.ep > 0
+    both = steptime.micro_batch(COST._replace(shared=True), LINKS, lay, 1000)
+    assert both.tp == pytest.approx(4 * (5 + 5 + 4) * one)  # EP 1 with a shared expert: the dispatcher's too
     assert steptime.model_cost(load_model("deepseek-v3"), 4096).shared
     assert not steptime.model_cost(load_model("qwen3-30b-a3b"), 4096).shared
 

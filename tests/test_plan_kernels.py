@@ -89,11 +89,11 @@ def test_an_unknown_kernel_is_one_line_and_exit_2():
 
 @pytest.mark.parametrize("gpu, kernel, says", [
     ("a100", "fa3", "runs on Hopper"), ("b200", "fa3", "runs on Hopper"), ("mi300x", "cudnn", "is made by AMD"),
-    ("v100", "fa2", "compute capability 7.0"), ("v100", "cudnn", "use unfused, or auto")])
+    ("v100", "fa3", "compute capability 7.0"), ("v100", "cudnn", "use fa2 or unfused, or auto")])
 def test_a_kernel_the_gpu_cannot_run_is_refused(gpu, kernel, says):
-    """FlashAttention-3 is Hopper's alone, cuDNN's fused attention NVIDIA's from Ampere, FlashAttention-2 Ampere's
-    and later (and ROCm's port): naming one a GPU cannot run is a one-line error, not a plan timed as something
-    else."""
+    """FlashAttention-3 is Hopper's alone, cuDNN's fused attention NVIDIA's from Ampere; the flash class (fa2) runs
+    from Volta (PyTorch SDPA's memory-efficient kernel before Ampere) and on ROCm: naming one a GPU cannot run is a
+    one-line error, not a plan timed as something else."""
     _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", gpu, "--gpus", "8", "--attention-kernel", kernel),
                    says)
 

@@ -110,23 +110,29 @@ def test_recomputing_modules_repeats_their_forward_work():
 
 
 def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
-    """A dense MLP's checkpoint repeats its forward TP collective: 5 a layer, not 4 (synchronous, each whole; the
-    async backward's hide under the weight gradients, tpcomm.py). An MoE layer's repeats the
-    dispatch and combine (6 all-to-alls, not 4) and each routed expert's fixed work (4/3 of it, as full
-    recomputation does)."""
+    """A dense MLP's checkpoint repeats its forward TP collective: 5 a layer, not 4 (without SP, synchronous, each
+    an all-reduce; async, the repeated one is a forward one, exposed all the same). With SP, its all-gather and
+    reduce-scatter again. An MoE layer's repeats the dispatch and combine (6 all-to-alls, not 4) and each routed
+    expert's fixed work (4/3 of it, as full recomputation does)."""
     from llmcalc.cluster import load_cluster
+    from llmcalc.collectives import link
     from llmcalc.plan import links_of
 
     links = links_of(load_cluster("dgx-h100"), "bf16")
+    bw, lat = link(2, 1, links)
+    one = 4096 * 2 * 4096 * (1 / 2) / bw + lat  # an all-gather or a reduce-scatter of a micro-batch over TP 2
     dense = steptime.model_cost(load_model("llama-3.1-8b"), 4096)
-    lay = steptime.Layout(tp=2, pp=1, dp=4, sp=True, recompute="selective", micro_batch=1, micro_batches=1,
+    lay = steptime.Layout(tp=2, pp=1, dp=4, sp=False, recompute="selective", micro_batch=1, micro_batches=1,
                           tp_async=False)
     plain = steptime.micro_batch(dense, links, lay, 4096)
     again = steptime.micro_batch(dense._replace(redo_mlp=True), links, lay, 4096)
     assert again.tp == pytest.approx(plain.tp * 5 / 4)
     hidden = steptime.micro_batch(dense._replace(redo_mlp=True), links, lay._replace(tp_async=True), 4096)
     assert hidden.tp - steptime.micro_batch(dense, links, lay._replace(tp_async=True), 4096).tp == \
-        pytest.approx(plain.tp / 4)  # the repeated collective is a forward one: exposed either way
+        pytest.approx(plain.tp / 4)
+    sp = lay._replace(sp=True)
+    assert steptime.micro_batch(dense._replace(redo_mlp=True), links, sp, 4096).tp - \
+        steptime.micro_batch(dense, links, sp, 4096).tp == pytest.approx(32 * 2 * one)
     mixtral = steptime.model_cost(load_model("mixtral-8x7b"), 4096)
     ep = steptime.Layout(tp=1, pp=1, dp=8, ep=8, recompute="selective", micro_batch=1, micro_batches=1)
     plain = steptime.micro_batch(mixtral, links, ep, 4096)
@@ -139,19 +145,20 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     dense = 32 * 4096 * (mixtral.matmul - mixtral.experts) / links.peak / links.efficiency  # attention's GEMMs
     extra = 32 * 4096 * (moe.redo_matmul / links.peak / links.efficiency + moe.redo_bytes / (links.hbm * 0.9))
     assert again.redo - plain.redo == pytest.approx(full.redo - full.core_forward - full.elementwise - dense + extra)
-    # without EP the experts' tokens move as a dense MLP's TP collectives: one more a layer, as mlp's
-    tp = ep._replace(tp=2, dp=4, ep=1, sp=True, tp_async=False)
-    assert steptime.micro_batch(moe, links, tp, 4096).tp == pytest.approx(
-        steptime.micro_batch(mixtral, links, tp, 4096).tp * 5 / 4)
-    # DeepSeek-V3's shared expert keeps its TP collectives beside EP: one more an MoE layer for each repeat
+    # without EP the dispatcher gathers and scatters the experts' tokens over TP: again, as mlp's pair, each layer
+    tp = ep._replace(tp=2, dp=4, ep=1, sp=True)
+    assert steptime.micro_batch(moe, links, tp, 4096).tp - steptime.micro_batch(mixtral, links, tp, 4096).tp == \
+        pytest.approx(32 * 2 * one)
+    # DeepSeek-V3's shared expert keeps its TP linears beside EP: their forward again in the 58 MoE layers, for each
+    # repeat (shared_experts' checkpoint; moe's with it nested inside)
     ds = load_model("deepseek-v3")
-    lay = steptime.Layout(tp=2, pp=1, dp=4, ep=8, sp=True, recompute="selective", micro_batch=1, micro_batches=1,
-                          tp_async=False)
+    lay = steptime.Layout(tp=2, pp=1, dp=4, ep=8, sp=True, recompute="selective", micro_batch=1, micro_batches=1)
+    bw, lat = link(2, 1, links)
+    one = 4096 * 2 * 7168 * (1 / 2) / bw + lat
     base = steptime.micro_batch(steptime.model_cost(ds, 4096), links, lay, 4096).tp
     for modules, extra in ((("shared_experts",), 1), (("moe", "shared_experts"), 2)):
         cost = steptime.model_cost(ds, 4096, modules=("core_attn", *modules))
-        # 61 layers x 4 collectives, and 58 MoE layers x extra
-        assert steptime.micro_batch(cost, links, lay, 4096).tp == pytest.approx(base * (61 * 4 + 58 * extra) / (61 * 4))
+        assert steptime.micro_batch(cost, links, lay, 4096).tp - base == pytest.approx(58 * extra * 2 * one)
 
 
 def test_moe_repeats_the_sort_of_the_received_tokens_where_a_gpu_holds_several_experts():

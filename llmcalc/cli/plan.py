@@ -47,13 +47,13 @@ def plan(
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
-    tp_async: Annotated[bool, typer.Option("--tp-async/--no-tp-async", rich_help_panel=PARALLELISM, help="Without --tp-overlap: each column-parallel linear's backward TP all-reduce (reduce-scatter with SP) under its weight gradient's GEMM (Megatron-LM since 2021-09, Megatron-Core, Transformer Engine); --no-tp-async: after it, exposed (Megatron-DeepSpeed, Megatron-LM before).")] = True,
+    tp_async: Annotated[bool, typer.Option("--tp-async/--no-tp-async", rich_help_panel=PARALLELISM, help="Without --tp-overlap: each column-parallel linear's backward TP all-reduce (reduce-scatter with SP) under its weight gradient's GEMM (Megatron-LM since 2021-09, Megatron-Core, Transformer Engine); --no-tp-async: after it, exposed (Megatron-DeepSpeed, Megatron-LM before 2021-09), and sequence parallelism, which always overlaps them, off unless --sp.")] = True,
     tp_overlap_sms: Annotated[Optional[int], typer.Option("--tp-overlap-sms", rich_help_panel=PARALLELISM, show_default="16, Transformer Engine's default config", help="With --tp-overlap: SMs the userbuffers kernels hold under the GEMMs they overlap (a recipe's own config: NeMo's tuned FP8 ones about 4).")] = None,
     ep_overlap: Annotated[bool, typer.Option("--ep-overlap", rich_help_panel=PARALLELISM, help="MoE all-to-all under another micro-batch's compute (Megatron-Core's overlap_moe_expert_parallel_comm; not with full recomputation).")] = False,
     pp_overlap: Annotated[bool, typer.Option("--pp-overlap/--no-pp-overlap", rich_help_panel=PARALLELISM, help="Interleaved pipeline sends under the next chunk (Megatron's overlap_p2p_comm, default since 2023).")] = True,
     dp_overlap: Annotated[bool, typer.Option("--dp-overlap/--no-dp-overlap", rich_help_panel=PARALLELISM, help="ZeRO 0-2: gradient reduction under the backward, parameter gathers under the forward (Megatron's --overlap-grad-reduce, --overlap-param-gather); ZeRO-3 prefetches as --backward-prefetch says.")] = True,
     backward_prefetch: Annotated[BackwardPrefetch, typer.Option("--backward-prefetch", rich_help_panel=PARALLELISM, help="ZeRO-3/FSDP: the backward's next all-gather issued before the current gradient computation, under it (pre: PyTorch FSDP's default BACKWARD_PRE, as FSDP2, DeepSpeed and Megatron FSDP prefetch), or after it, exposed (post: BACKWARD_POST, Composer's and llm-foundry's default).")] = "pre",
-    attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2, and the unfused core before Ampere; fa2 for flash-attn or PyTorch SDPA stacks (Ampere and later, ROCm); fa3 on Hopper only; unfused for the s x s scores in HBM (Megatron-LM before FlashAttention; no CP). A kernel the GPU cannot run is refused.")] = "auto",
+    attention_kernel: Annotated[AttentionKernel, typer.Option("--attention-kernel", rich_help_panel=TRAINING, help="Attention kernel: auto is Transformer Engine's choice, cuDNN's fused attention where the GPU preset gives a figure for it (H100, H200, H800), else FlashAttention-2, and the unfused core before Ampere; fa2 for flash-attn or PyTorch SDPA stacks (its memory-efficient kernel before Ampere; ROCm's port); fa3 on Hopper only; unfused for the s x s scores in HBM (Megatron-LM before FlashAttention; no CP). A kernel the GPU cannot run is refused.")] = "auto",
     zero_stages: Annotated[str, typer.Option("--zero", rich_help_panel=TRAINING, help="ZeRO stages to try: 0 plain DP, 1 distributed optimizer, 3 FSDP.")] = "0,1,3",
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
     recompute_modules: Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="What selective recomputation rebuilds: Megatron-Core's modules (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation), mlp (a dense layer's MLP), moe (an MoE layer: router, dispatch, experts), shared_experts.")] = None,
@@ -90,8 +90,7 @@ def plan(
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        **_given(tp_overlap_sms, recompute_modules, expert_overhead))
-    unused("--tp-overlap-sms", "without --tp-overlap", tp_overlap_sms is not None and not tp_overlap)
-    unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and tp_overlap)
+    _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
     unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
@@ -125,6 +124,14 @@ def _check_targets(check: bool, min_mfu: float | None, max_days: float | None, t
         raise SpecError(f"--max-days must be positive, got {max_days:g}")
     unused("--min-mfu", "without --check", min_mfu is not None and not check)
     unused("--max-days", "without --check", max_days is not None and not check)
+
+
+def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None) -> None:
+    """The TP options that have no effect beside the others."""
+    unused("--tp-overlap-sms", "without --tp-overlap", sms is not None and not overlap)
+    unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and overlap)
+    unused("--no-tp-async", "with --sp (Megatron's sequence parallelism overlaps its backward collectives always)",
+           not tp_async and bool(sp) and not overlap)
 
 
 def _given(tp_overlap_sms: int | None, recompute_modules: str | None, expert_overhead: str | None) -> dict:
