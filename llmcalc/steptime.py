@@ -63,10 +63,10 @@ from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, U
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES
-from .params import attention_linears, mlp_linears
+from .params import attention_linears
 from .serving import FLOAT_BANDWIDTH
 from .spec import ModelSpec
-from .tpcomm import tp_time
+from .tpcomm import column_inputs, tp_time
 
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward; fitted with
 # kernels.MAMF_SHARE and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
@@ -158,6 +158,7 @@ class ModelCost(NamedTuple):
     softmax_bytes: float = 0.0  # softmax's and dropout's passes, a third of forward + backward
     softmax_forward: float = 0.0  # and forward
     attn_in: float = 0.0  # forward FLOPs per token of a layer's column-parallel attention linears (q, k, v)
+    attn_width: int = 0  # the width TP gathers into them: the hidden size (0), or MLA's latents (tpcomm.py)
     dense_in: float = 0.0  # and of a dense layer's MLP input linears (gate and up)
     shared_in: float = 0.0  # and of an MoE layer's shared expert's
     norm_bytes: float = 0.0  # HBM bytes per token of a layer's kernels TP repeats on every rank (REPLICATED_BYTES)
@@ -186,17 +187,8 @@ def model_cost(m: ModelSpec, seq: int, loss: str = "full",
                      square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
                      softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
                      softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop),
-                     attn_in=f["attention/kqv"] / (L * seq),
-                     dense_in=sum(f[r] for r in ("mlp/gate", "mlp/up") if r in f) / (max(m.dense_layers, 1) * seq),
-                     shared_in=_inputs_share(m) * f["mlp/shared_experts"] / (m.moe_layers * seq)
-                     if "mlp/shared_experts" in f else 0.0,
+                     **column_inputs(m, f, seq),
                      norm_bytes=m.hidden_size * (REPLICATED_BYTES + REPLICATED_DROPOUT_BYTES * drop))
-
-
-def _inputs_share(m: ModelSpec) -> float:
-    """Of an MLP's FLOPs, its column-parallel input linears' (gate and up; not down)."""
-    lins = mlp_linears(m, 1)
-    return sum(lin.weight for name, lin in lins.items() if name != "down") / sum(lin.weight for lin in lins.values())
 
 
 def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:

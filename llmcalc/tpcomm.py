@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .collectives import link
+from .params import attention_linears, mlp_linears
 
 if TYPE_CHECKING:
+    from .spec import ModelSpec
     from .steptime import Layout, Links, ModelCost
 
 TP_OVERLAP_EXPOSED = 0.3  # share of TP communication still exposed when overlapped with the GEMMs
@@ -37,33 +39,54 @@ def tp_time(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers
     weight and input gradients hide the async backward collectives.
 
     A layer's pairs of TP linears: the attention's, a dense MLP's, an MoE layer's shared expert's, each hiding its
-    backward under its own column-parallel GEMMs. An MoE layer without EP adds its dispatcher's gather and scatter
-    over TP (Megatron-Core's token_dispatcher.py), synchronous both ways. Full recomputation repeats every pair's
-    forward; selective recomputation a dense MLP's (mlp), a shared expert's (shared_experts, moe) and the
-    dispatcher's (moe)."""
-    tp = lay.tp
+    backward under its own column-parallel GEMMs. The column-parallel input is the hidden state but in MLA, whose
+    down-projections are duplicated on every rank (Megatron-Core 0.15 multi_latent_attention.py, TE's "duplicated"
+    mode): its up-projections gather the q and kv latents and the rope key instead (ModelCost.attn_width). An MoE
+    layer without EP adds its dispatcher's gather and scatter over TP (token_dispatcher.py), synchronous both ways.
+    Full recomputation repeats every pair's forward; selective recomputation a dense MLP's (mlp), a shared expert's
+    (shared_experts, moe) and the dispatcher's (moe)."""
+    tp, h = lay.tp, c.hidden
     bw, lat = link(tp, 1, links)
-    half = tokens * c.hidden * 2 * (tp - 1) / tp / bw  # an all-gather's or reduce-scatter's bytes; an all-reduce's: 2x
-    one, whole = half + lat, 2 * half + lat  # an all-gather or a reduce-scatter; an all-reduce
-    forward = 2 * one if lay.sp else whole  # a pair's forward: all-gather and reduce-scatter with SP, else all-reduce
+    per = tokens * 2 * (tp - 1) / tp / bw  # seconds an all-gather or a reduce-scatter takes per width; all-reduce 2x
+    full, selective = lay.recompute == "full", lay.recompute == "selective"
     dispatched, shared = moe - routed, moe if c.shared else 0
-    linears = ((layers, c.attn_in), (layers - moe, c.dense_in), (shared, c.shared_in))  # pairs, their FLOPs a token
-    pairs = 2 * layers - moe + shared + dispatched
-    forwards = pairs * (2 if lay.recompute == "full" else 1)
-    if lay.recompute == "selective":
-        forwards += (layers - moe) * c.redo_mlp + moe * c.redo_shared + dispatched * c.redo_moe
-    if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays exposed
-        return (forwards + pairs) * forward * TP_OVERLAP_EXPOSED
-    if lay.sp:  # overlapped whatever tp_async says: Megatron's SP backward has re-gathered its input so since 2022-04
-        backward = dispatched * 2 * one
-        for n, flops in linears:  # the gather exposed; the re-gather and the scatter under the data and weight GEMMs
-            exposed = one - tokens * flops / tp / rate
-            backward += n * (one + 2 * exposed) if exposed > 0 else n * one
-    elif lay.tp_async:
-        backward = dispatched * whole
-        for n, flops in linears:
-            exposed = whole - tokens * flops / tp / rate
-            backward += n * exposed if exposed > 0 else 0.0
-    else:
-        backward = pairs * whole
-    return forwards * forward + backward
+    # (pairs, forwards repeated, FLOPs a token of the column-parallel GEMMs, width gathered into them)
+    kinds = ((layers, 0, c.attn_in, c.attn_width or h),
+             (layers - moe, (layers - moe) * c.redo_mlp if selective else 0, c.dense_in, h),
+             (shared, shared * c.redo_shared if selective else 0, c.shared_in, h))
+    exposed = dispatched * (2 if full else 1 + (c.redo_moe if selective else 0)) * (2 * h * per + 2 * lat)
+    exposed += dispatched * (2 * h * per + 2 * lat)  # the dispatcher's backward: synchronous
+    for n, again, flops, width in kinds:
+        if not n:
+            continue
+        gather, scatter = width * per + lat, h * per + lat  # the input's gather, the output's scatter (or all-reduce)
+        forward = gather + scatter if lay.sp else 2 * h * per + lat
+        exposed += (n * (2 if full else 1) + again) * forward
+        if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays exposed
+            exposed += n * forward
+            continue
+        hide = tokens * flops / tp / rate
+        if lay.sp:  # overlapped whatever tp_async says: Megatron's SP backward has re-gathered its input so from 2022-04
+            late = gather - hide  # the output gradient's gather exposed; the input's re-gather and scatter hidden
+            exposed += n * (scatter + 2 * late) if late > 0 else n * scatter
+        elif lay.tp_async:
+            late = 2 * width * per + lat - hide  # the input gradient's all-reduce under the weight gradient
+            exposed += n * late if late > 0 else 0.0
+        else:
+            exposed += n * (2 * width * per + lat)
+    return exposed * TP_OVERLAP_EXPOSED if lay.tp_overlap else exposed
+
+
+def column_inputs(m: "ModelSpec", f, seq: int) -> dict:
+    """ModelCost's column-parallel pieces, per token of a layer, from flops.forward's rows ``f`` over ``seq``: the
+    attention's linears' forward FLOPs (attn_in) and the width TP gathers into them (attn_width: 0 for the hidden
+    size; MLA's down-projections are duplicated on every rank, not split, so its up-projections, or a full-rank q,
+    take the q and kv latents, the rope key gathered beside them); a dense layer's MLP gate and up (dense_in); an MoE
+    layer's shared expert's (shared_in)."""
+    split = [lin for name, lin in attention_linears(m).items() if name not in ("proj", "q_a", "kv_a")]
+    width = (m.q_lora_rank or m.hidden_size) + m.kv_lora_rank + m.qk_rope_head_dim if m.is_mla else 0
+    lins = mlp_linears(m, 1)
+    inputs = sum(lin.weight for name, lin in lins.items() if name != "down") / sum(lin.weight for lin in lins.values())
+    return dict(attn_in=2 * sum(lin.weight for lin in split), attn_width=width,
+                dense_in=sum(f[r] for r in ("mlp/gate", "mlp/up") if r in f) / (max(m.dense_layers, 1) * seq),
+                shared_in=inputs * f["mlp/shared_experts"] / (m.moe_layers * seq) if "mlp/shared_experts" in f else 0.0)

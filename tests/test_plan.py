@@ -617,3 +617,24 @@ def test_plan_offers_the_memory_models_losses():
     from llmcalc.memory.frameworks import LOSSES
 
     assert tuple(x.value for x in PlanLoss) == LOSSES
+
+
+def test_mla_gathers_its_latents_not_the_hidden_state():
+    """DeepSeek-V3's MLA under TP: its down-projections are duplicated on every rank (Megatron-Core 0.15, TE's
+    "duplicated" mode), so sequence parallelism gathers the q latent (1536), the kv latent (512) and the rope key (64)
+    into the column-parallel up-projections, not the 7168-wide hidden state, and those up-projections (q_b, kv_b) are
+    what hides the backward. Overlapped (30% of every collective exposed, forward and backward alike), the 61
+    attention pairs move 2 x (7168 - 2112) fewer widths a token each way."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.collectives import link
+    from llmcalc.plan import links_of
+
+    cost = steptime.model_cost(load_model("deepseek-v3"), 4096)
+    assert cost.attn_width == 1536 + 512 + 64
+    assert cost.attn_in == 2 * (1536 * 128 * (128 + 64) + 512 * 128 * (128 + 128))
+    links = links_of(load_cluster("dgx-h100"), "bf16")
+    lay = steptime.Layout(tp=2, pp=1, dp=4, ep=8, sp=True, tp_overlap=True, micro_batch=1, micro_batches=1)
+    bw, _ = link(2, 1, links)
+    per = 4096 * 2 * (1 / 2) / bw
+    wide = steptime.micro_batch(cost._replace(attn_width=0), links, lay, 4096).tp
+    assert wide - steptime.micro_batch(cost, links, lay, 4096).tp == pytest.approx(0.3 * 2 * 61 * (7168 - 2112) * per)

@@ -185,3 +185,4 @@ def test_plan_and_memory_take_the_new_modules():
               "--framework", "megatron", "--recompute", "selective", "--recompute-modules", "moe", "--seq", "4k")
     assert out.exit_code == 0, out.stderr
     assert "MoE layers' tensors recomputed" in " ".join(out.stdout.split())
+
