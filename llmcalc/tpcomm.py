@@ -14,6 +14,8 @@ exposed. Backward, the column-parallel linear's input gradient is all-reduced (r
   sharded, is re-gathered under the input gradient's GEMM (Korthikanti et al. 2022 Table 4: SP saves 0.5 ms of a 22B
   layer's 7.7 ms forward but only 0.1 ms of its 11.9 ms backward).
 
+Under FP8, Transformer Engine gathers inputs and output gradients in FP8 (TE 2.8 module/linear.py and base.py:
+gather_along_first_dim with the quantizer), 1 byte an element; reduce-scatters and all-reduces move 16 bits.
 Overlapped with the GEMMs by Transformer Engine's userbuffers (Layout.tp_overlap), TP_OVERLAP_EXPOSED of every
 collective stays exposed instead.
 """
@@ -47,33 +49,35 @@ def tp_time(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers
     (shared_experts, moe) and the dispatcher's (moe)."""
     tp, h = lay.tp, c.hidden
     bw, lat = link(tp, 1, links)
-    per = tokens * 2 * (tp - 1) / tp / bw  # seconds an all-gather or a reduce-scatter takes per width; all-reduce 2x
+    per = tokens * (tp - 1) / tp / bw  # seconds an all-gather or a reduce-scatter takes per byte of width
+    g = links.weight_bytes  # a gathered element: the compute dtype's (TE gathers FP8 inputs and output gradients)
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     dispatched, shared = moe - routed, moe if c.shared else 0
     # (pairs, forwards repeated, FLOPs a token of the column-parallel GEMMs, width gathered into them)
     kinds = ((layers, 0, c.attn_in, c.attn_width or h),
              (layers - moe, (layers - moe) * c.redo_mlp if selective else 0, c.dense_in, h),
              (shared, shared * c.redo_shared if selective else 0, c.shared_in, h))
-    exposed = dispatched * (2 if full else 1 + (c.redo_moe if selective else 0)) * (2 * h * per + 2 * lat)
-    exposed += dispatched * (2 * h * per + 2 * lat)  # the dispatcher's backward: synchronous
+    each_way = 4 * h * per + 2 * lat  # the dispatcher's 16-bit gather and scatter, forward; synchronous backward
+    exposed = dispatched * ((2 if full else 1 + (c.redo_moe if selective else 0)) + 1) * each_way
     for n, again, flops, width in kinds:
         if not n:
             continue
-        gather, scatter = width * per + lat, h * per + lat  # the input's gather, the output's scatter (or all-reduce)
-        forward = gather + scatter if lay.sp else 2 * h * per + lat
+        # forward: the input's gather and the 16-bit output's scatter with SP, else the output's all-reduce
+        forward = width * g * per + 2 * h * per + 2 * lat if lay.sp else 4 * h * per + lat
         exposed += (n * (2 if full else 1) + again) * forward
         if lay.tp_overlap:  # chunked under the GEMMs (TE userbuffers): what the first chunk waits stays exposed
             exposed += n * forward
             continue
-        hide = tokens * flops / tp / rate
+        hide = tokens * flops / tp / rate  # the data or the weight gradient's GEMM (each the forward's FLOPs)
         if lay.sp:  # overlapped whatever tp_async says: Megatron's SP backward has re-gathered its input so from 2022-04
-            late = gather - hide  # the output gradient's gather exposed; the input's re-gather and scatter hidden
-            exposed += n * (scatter + 2 * late) if late > 0 else n * scatter
-        elif lay.tp_async:
-            late = 2 * width * per + lat - hide  # the input gradient's all-reduce under the weight gradient
+            # the output gradient's gather exposed; the input's re-gather and the input gradient's scatter hidden
+            regather, scatter = width * g * per + lat - hide, 2 * width * per + lat - hide
+            exposed += n * (h * g * per + lat + (regather if regather > 0 else 0.0) + (scatter if scatter > 0 else 0.0))
+        elif lay.tp_async:  # the input gradient's all-reduce under the weight gradient
+            late = 4 * width * per + lat - hide
             exposed += n * late if late > 0 else 0.0
         else:
-            exposed += n * (2 * width * per + lat)
+            exposed += n * (4 * width * per + lat)
     return exposed * TP_OVERLAP_EXPOSED if lay.tp_overlap else exposed
 
 
