@@ -92,13 +92,15 @@ def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float]) ->
     """Seconds of one optimizer step on a GPU holding ``grads`` (dense, routed-expert) parameters: the whole of them
     under plain data parallelism, a dp x cp (an expert's: expert-data) share under ZeRO 1-3, at HBM speed
     (serving.FLOAT_BANDWIDTH); and the passes over the gradient buffer, whole but under ZeRO-3 (BUFFER_PASSES)."""
-    dense, experts = grads
-    held = dense + experts
-    if lay.zero >= 1:
-        dense, experts = dense / (lay.dp * lay.cp), experts / _expert_dp(lay)
-    stepped = dense + experts
-    buffer = stepped if lay.zero >= 3 else held
+    stepped, buffer = optimizer_counts(lay, grads)
     return (stepped * optimizer_bytes(lay) + buffer * BUFFER_PASSES * lay.grad_bytes) / (links.hbm * FLOAT_BANDWIDTH)
+
+
+def optimizer_counts(lay: "Layout", grads: tuple[float, float]) -> tuple[float, float]:
+    """(parameters the GPU's optimizer steps, gradients its buffer holds) of ``grads`` (dense, routed-expert)."""
+    dense, experts = grads
+    stepped = dense / (lay.dp * lay.cp) + experts / _expert_dp(lay) if lay.zero >= 1 else dense + experts
+    return stepped, stepped if lay.zero >= 3 else dense + experts
 
 
 def optimizer_bytes(lay: "Layout") -> int:
