@@ -123,7 +123,7 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
     """Every layout of one degree tuple: ZeRO stage, recomputation, micro-batch, virtual stages."""
     tp, cp, pp, dp, ep = deg
     per_replica = t.global_batch // dp
-    sp = (tp > 1 and c.tp_async) if c.sp is None else c.sp and tp > 1  # no SP beside the stacks before async TP
+    sp = (tp > 1 and (c.tp_async or c.tp_overlap)) if c.sp is None else c.sp and tp > 1  # none before async TP
     sizes, zeros = _states(t, c, pp)
     etps = [e for e in etp_choices(m, tp, c) if (tp // e * dp * cp) % ep == 0]
     mbs = [c.micro_batch] if c.micro_batch else [b for b in MICRO_BATCHES if per_replica % b == 0]

@@ -18,12 +18,12 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
   recompute_modules, _redo_work): core_attn the attention core, mla_up_proj MLA's up-projections, moe_act the
   experts' activation, mlp a dense MLP, moe an MoE layer with its dispatch and combine, shared_experts its shared one;
-- TP: two all-reduces per layer forward, two backward, two more in a full recomputation (Megatron-LM;
-  with sequence parallelism a reduce-scatter and an all-gather move the same bytes), each
-  2(t-1)/t x the activation over the TP link at LINK_EFFICIENCY plus its latency; the forward's exposed, the
-  backward's under the weight gradients' GEMMs where Layout.tp_async (tpcomm.py); an MoE layer with EP keeps only
-  the attention's (its experts' own are EP's); overlapped (Layout.tp_overlap), tpcomm.TP_OVERLAP_EXPOSED of them
-  stays exposed and the GEMMs they run under share the SMs (UB_SMS);
+- TP (tpcomm.py): each pair of TP linears (attention, dense MLP, shared expert) all-reduces the activation once
+  forward and once backward (with sequence parallelism an all-gather and a reduce-scatter each way), 2(t-1)/t x
+  the activation over the TP link at LINK_EFFICIENCY plus a latency a collective; the forward's exposed, the
+  backward's under the column-parallel GEMMs (Layout.tp_async; always with SP); an MoE layer without EP adds its
+  dispatcher's gather and scatter, synchronous; overlapped (Layout.tp_overlap), tpcomm.TP_OVERLAP_EXPOSED of the
+  linears' stays exposed and the GEMMs they run under share the SMs (UB_SMS);
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunks forward and twice that
   backward; the bytes hide behind the attention core's own compute, each step's latency does not;
 - EP: each MoE layer's token traffic, exposed (collectives.moe_traffic); with Layout.ep_overlap (Megatron-Core 0.14's
@@ -335,7 +335,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
             redo += min(layers, c.moe_layers) * tokens * SORT_BYTES * c.top_k * c.hidden * lay.expert_tp / tp / hbm
     cp_time = send = 0.0
     # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
-    # moves (with EP; without, Megatron's all-gather dispatcher moves them as a dense MLP's TP collectives would)
+    # moves over EP (without EP, the dispatcher's gather and scatter over the expert-TP ranks: tpcomm.tp_time)
     moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
     redo_moe = moe_redone(c, lay)

@@ -1,10 +1,11 @@
 """Tensor parallelism's collectives in one micro-batch (steptime's tp term): what each layer moves and what of it
 stays exposed.
 
-Each layer has a pair of TP-split linears in its attention (q/k/v column-parallel, the output projection
-row-parallel) and one in its MLP (gate and up, then down). A pair's forward all-reduces the row-parallel output
-(with sequence parallelism a reduce-scatter there and an all-gather of the column-parallel input, the same bytes),
-exposed. Backward, the column-parallel linear's input gradient is all-reduced (reduce-scatter with SP):
+A layer has pairs of TP-split linears, a column-parallel one then a row-parallel one: its attention's (q/k/v, then
+the output projection), a dense MLP's (gate and up, then down), an MoE layer's shared expert's. A pair's forward
+all-reduces the row-parallel output; with sequence parallelism (SP) it all-gathers the column-parallel input and
+reduce-scatters the output instead, each with its own latency (and MLA gathers its latents, not the hidden state:
+tp_time). Backward, the column-parallel linear's input gradient is all-reduced (reduce-scattered with SP):
 
 - sync (Megatron-LM before 2021-09, the Megatron-DeepSpeed forks MT-NLG and BLOOM ran): after the GEMMs, exposed;
 - async (Megatron-LM's --async-tensor-model-parallel-allreduce from 2021-09, on by default since 2022;
@@ -14,10 +15,12 @@ exposed. Backward, the column-parallel linear's input gradient is all-reduced (r
   sharded, is re-gathered under the input gradient's GEMM (Korthikanti et al. 2022 Table 4: SP saves 0.5 ms of a 22B
   layer's 7.7 ms forward but only 0.1 ms of its 11.9 ms backward).
 
+An MoE layer without EP has its token dispatcher gather the tokens over the expert-TP ranks and scatter them back
+(Megatron-Core 0.15 token_dispatcher.py), synchronous both ways; with EP its traffic is EP's (collectives.py).
 Under FP8, Transformer Engine gathers inputs and output gradients in FP8 (TE 2.8 module/linear.py and base.py:
 gather_along_first_dim with the quantizer), 1 byte an element; reduce-scatters and all-reduces move 16 bits.
-Overlapped with the GEMMs by Transformer Engine's userbuffers (Layout.tp_overlap), TP_OVERLAP_EXPOSED of every
-collective stays exposed instead.
+Overlapped with the GEMMs by Transformer Engine's userbuffers (Layout.tp_overlap), TP_OVERLAP_EXPOSED of the linears'
+collectives stays exposed, the backward counted as the forward's again; the dispatcher's are not overlapped.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def tp_time(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers
     backward under its own column-parallel GEMMs. The column-parallel input is the hidden state but in MLA, whose
     down-projections are duplicated on every rank (Megatron-Core 0.15 multi_latent_attention.py, TE's "duplicated"
     mode): its up-projections gather the q and kv latents and the rope key instead (ModelCost.attn_width). An MoE
-    layer without EP adds its dispatcher's gather and scatter over TP (token_dispatcher.py), synchronous both ways.
+    layer without EP adds its dispatcher's gather and scatter over the expert-TP ranks (token_dispatcher.py),
+    synchronous both ways.
     Full recomputation repeats every pair's forward; selective recomputation a dense MLP's (mlp), a shared expert's
     (shared_experts, moe) and the dispatcher's (moe)."""
     tp, h = lay.tp, c.hidden
@@ -57,8 +61,11 @@ def tp_time(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers
     kinds = ((layers, 0, c.attn_in, c.attn_width or h),
              (layers - moe, (layers - moe) * c.redo_mlp if selective else 0, c.dense_in, h),
              (shared, shared * c.redo_shared if selective else 0, c.shared_in, h))
-    each_way = 4 * h * per + 2 * lat  # the dispatcher's 16-bit gather and scatter, forward; synchronous backward
-    exposed = dispatched * ((2 if full else 1 + (c.redo_moe if selective else 0)) + 1) * each_way
+    dispatcher, et, exposed = 0.0, lay.expert_tp, 0.0
+    if dispatched and et > 1:  # 16-bit gather and scatter over the expert-TP ranks each way, none overlapped
+        ebw, elat = link(et, 1, links)
+        each_way = 4 * h * tokens * (et - 1) / tp / ebw + 2 * elat  # each rank holds tokens / tp under SP
+        dispatcher = dispatched * ((2 if full else 1 + (c.redo_moe if selective else 0)) + 1) * each_way
     for n, again, flops, width in kinds:
         if not n:
             continue
@@ -78,7 +85,7 @@ def tp_time(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers
             exposed += n * late if late > 0 else 0.0
         else:
             exposed += n * (4 * width * per + lat)
-    return exposed * TP_OVERLAP_EXPOSED if lay.tp_overlap else exposed
+    return dispatcher + (exposed * TP_OVERLAP_EXPOSED if lay.tp_overlap else exposed)
 
 
 def column_inputs(m: "ModelSpec", f, seq: int) -> dict:

@@ -60,7 +60,7 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
-    tp = f"TP collectives {tp_text(c)}"
+    tp = f"TP collectives {tp_text(c, moe)}"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
     if c.backward_prefetch == "post" and c.zero3(dtype):
         dp = (("ZeRO 0-2's DP hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed")
@@ -77,13 +77,17 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
             "states, the first stage's micro-batches in flight")
 
 
-def tp_text(c: Constraints) -> str:
-    """How the plan exposes the TP collectives (tpcomm.py)."""
+def tp_text(c: Constraints, moe: bool = False) -> str:
+    """How the plan exposes the TP collectives (tpcomm.py); ``moe``: the model has MoE layers, whose dispatcher
+    gathers and scatters over TP without EP."""
+    dispatcher = "; without EP, an MoE layer's dispatcher gather and scatter exposed" if moe else ""
     if c.tp_overlap:
-        return f"30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
-    sp = "with SP the output gradient's all-gather exposed, the rest"
-    return (f"exposed forward; backward {sp} under the column-parallel GEMMs" + (
-        ", without SP all under them" if c.tp_async else ", without SP all exposed (--no-tp-async)"))
+        return (f"30% exposed (overlapped, the GEMMs under them short of userbuffers' {c.tp_overlap_sms} SMs)"
+                + dispatcher)
+    without = ("the input gradient's all-reduce under the weight gradient's GEMM" if c.tp_async
+               else "all exposed (--no-tp-async)")
+    return ("exposed forward; backward, with SP the output gradient's all-gather exposed and the rest under the "
+            f"column-parallel GEMMs, without SP {without}" + dispatcher)
 
 
 def core_text(links, gpu, kernel: str, dropout: bool = False) -> str:
@@ -211,7 +215,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              c.expert_overhead, moe_redone(p.cost, best.layout), p.grads(best.layout), hbm)
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
-            rows.add(name, getattr(best.time, part), note.format(tp_text(c)), how=hows[name])
+            rows.add(name, getattr(best.time, part), note.format(tp_text(c, m.is_moe)), how=hows[name])
         rows.sum("step_time", [name for name, _, _ in shown], "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})

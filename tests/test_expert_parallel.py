@@ -185,6 +185,11 @@ def test_without_ep_or_with_a_shared_expert_the_mlps_tp_collectives_stay():
     assert shared.tp == pytest.approx(4 * (5 + 5) * one) and shared.ep > 0
     both = steptime.micro_batch(COST._replace(shared=True), LINKS, lay, 1000)
     assert both.tp == pytest.approx(4 * (5 + 5 + 4) * one)  # EP 1 with a shared expert: the dispatcher's too
+    # whole experts on every rank (etp 1, EP 1): each rank runs its own sequence shard through them, nothing moves
+    assert steptime.micro_batch(COST, LINKS, lay._replace(etp=1), 1000).tp == pytest.approx(4 * 5 * one)
+    # userbuffers overlap the linears' collectives, not the dispatcher's
+    overlapped = steptime.micro_batch(COST, LINKS, lay._replace(tp_overlap=True), 1000)
+    assert overlapped.tp == pytest.approx(4 * (0.3 * 2 * 2 * one + 4 * one))
     assert steptime.model_cost(load_model("deepseek-v3"), 4096).shared
     assert not steptime.model_cost(load_model("qwen3-30b-a3b"), 4096).shared
 
