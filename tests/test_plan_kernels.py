@@ -355,3 +355,18 @@ def test_fp16_gradients_halve_the_reduction_and_go_with_fp16_training():
     out = run("plan", "--model", "llama-3.1-8b", "--gpu", "a100-80gb", "--gpus", "16", "--grad-reduce", "fp16",
               "--dtype", "fp16", "--json")
     assert out.exit_code == 0, out.stderr
+
+
+def test_a_dtype_the_gpu_has_no_tensor_cores_for_warns():
+    """A V100 has fp16 tensor cores and no bf16 ones: a bf16 plan is timed at its fp16 peak (the presets' stand-in),
+    with one line saying so; --dtype fp16 says nothing."""
+    from llmcalc.cli.common import Implausible
+
+    args = ("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "2k", "--top", "1")
+    with pytest.warns(Implausible, match="v100 has no bf16 tensor cores"):
+        assert run(*args).exit_code == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Implausible)
+        assert run(*args, "--dtype", "fp16").exit_code == 0

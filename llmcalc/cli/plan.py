@@ -81,6 +81,7 @@ def plan(
     if gpu and "," in gpu:
         raise SpecError("plan takes one GPU kind; compare kinds with --sweep gpu=a,b")
     where, count = hardware(gpu, cluster, gpus, nodes, gpus_per_node)
+    _warn_stand_in(where.gpu, PlanDtype(dtype).value)
     cons = Constraints(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dp=dp, vpp=vpp, micro_batch=micro_batch, max_tp=max_tp,
                        recompute=recomputes, zero=zero_stages,
                        sp=sp, tp_overlap=tp_overlap, tp_async=tp_async, ep_overlap=ep_overlap, pp_overlap=pp_overlap, dp_overlap=dp_overlap,
@@ -124,6 +125,21 @@ def _check_targets(check: bool, min_mfu: float | None, max_days: float | None, t
         raise SpecError(f"--max-days must be positive, got {max_days:g}")
     unused("--min-mfu", "without --check", min_mfu is not None and not check)
     unused("--max-days", "without --check", max_days is not None and not check)
+
+
+def _warn_stand_in(gpu, dtype: str) -> None:
+    """A 16-bit dtype the GPU has no tensor cores for (V100's bf16) is timed at the other's peak (GPUSpec.peak): say
+    so, and what such a GPU trains in."""
+    from ..gpuspec import STAND_INS
+
+    other = STAND_INS.get(dtype)
+    if other and dtype not in gpu.peak_flops and other in gpu.peak_flops:
+        import warnings
+
+        from .common import Implausible
+
+        warnings.warn(f"{gpu.name} has no {dtype} tensor cores: timed at its {other} peak as asked, but it trains in "
+                      f"{other} (--dtype {other})", Implausible, stacklevel=2)
 
 
 def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None) -> None:
