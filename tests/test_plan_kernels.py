@@ -94,8 +94,8 @@ def test_a_kernel_the_gpu_cannot_run_is_refused(gpu, kernel, says):
     """FlashAttention-3 is Hopper's alone, cuDNN's fused attention NVIDIA's from Ampere; the flash class (fa2) runs
     from Volta (PyTorch SDPA's memory-efficient kernel before Ampere) and on ROCm: naming one a GPU cannot run is a
     one-line error, not a plan timed as something else."""
-    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", gpu, "--gpus", "8", "--attention-kernel", kernel),
-                   says)
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", gpu, "--gpus", "8", "--dtype", "fp16",
+                       "--attention-kernel", kernel), says)
 
 
 def test_auto_before_ampere_is_the_unfused_core():
@@ -103,11 +103,12 @@ def test_auto_before_ampere_is_the_unfused_core():
     attention, with the s x s scores in HBM, and so no context parallelism."""
     v100 = load_gpu("v100")
     assert kernels.attention_kernel(v100) == "unfused" and kernels.attention_kernel(load_gpu("mi300x")) == "fa2"
-    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "2k", "--top", "1")
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "2k", "--top", "1",
+              "--dtype", "fp16")
     assert out.exit_code == 0, out.stderr
     assert "attention core unfused" in " ".join(out.stdout.split())
-    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "8k", "--cp", "2"),
-                   "drop --cp")
+    _fails_cleanly(run("plan", "--model", "llama-3.1-8b", "--gpu", "v100", "--gpus", "8", "--seq", "8k", "--cp", "2",
+                       "--dtype", "fp16"), "drop --cp")
 
 
 @pytest.mark.parametrize("fields, problem", [
