@@ -48,6 +48,12 @@ ATTENTION_KERNELS = ("auto", "fa2", *MEASURED_KERNELS, "unfused")
 # scale, mask and fp32 softmax are separate passes.
 UNFUSED_BYTES, UNFUSED_GEMM_BYTES, UNFUSED_DROPOUT_BYTES = 19, 12, 10
 UNFUSED_FORWARD_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES = 3, 5  # of the non-GEMM bytes, forward
+# The share of HBM bandwidth the unfused core's passes reach (its square's GEMMs where their bytes bind, softmax,
+# dropout): the batched K=head-dim GEMMs writing the square, the masked softmax over 2k-wide rows and dropout's RNG
+# fall short of a streaming copy's 0.9 (serving.FLOAT_BANDWIDTH). Korthikanti et al. 2022 Table 4 isolates the core's
+# forward for a 22B layer on A100 (selective recomputation repeats it: 1.3 ms); its 12 bytes a score over 8 heads x 4
+# x 2048^2 scores take that at 0.61 of the A100's 2.039 TB/s (tests/test_plan_layer_times.py).
+UNFUSED_BANDWIDTH = 0.61
 
 
 # The CUDA compute capabilities each named kernel runs on, by its own requirements: FlashAttention-3 Hopper alone

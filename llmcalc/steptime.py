@@ -58,7 +58,7 @@ from typing import NamedTuple
 from .collectives import link, moe_traffic
 from .exposure import dp_exposed, dp_traffic, exposed_send, optimizer_step
 from .flops import forward
-from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
+from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BANDWIDTH, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
                       UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
 from .memory.loss import LOSS_BYTES
 from .memory.placement import stage_layers
@@ -311,9 +311,10 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     experts = _gemms(tokens * c.experts / tp / rate, c.expert_weights / (lay.expert_tp * lay.ep), links, lay, hbm)
     gemm1, forward1 = dense[0] + experts[0], dense[1] + experts[1]
     if links.unfused:  # the whole square's GEMMs (their FLOPs or their scores' bytes), softmax's and dropout's bytes
-        squares = max(c.square / rate16, c.square_bytes / hbm)
-        attention1 = tokens / tp * (squares + c.softmax_bytes / hbm)
-        core1 = tokens / tp * (squares + c.softmax_forward / hbm)  # its forward, which recomputation repeats
+        slow = links.hbm * UNFUSED_BANDWIDTH
+        squares = max(c.square / rate16, c.square_bytes / slow)
+        attention1 = tokens / tp * (squares + c.softmax_bytes / slow)
+        core1 = tokens / tp * (squares + c.softmax_forward / slow)  # its forward, which recomputation repeats
     else:
         attention1 = core1 = tokens * c.core / tp / (links.peak16 * links.attention)
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)

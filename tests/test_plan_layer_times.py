@@ -1,8 +1,9 @@
 """One transformer layer's time against Korthikanti et al. 2022, Table 4 (arXiv 2205.05198 §6.2): a 22B GPT layer
 (hidden 6144, 64 heads, 4 sequences of 2048 tokens, TP 8 on a DGX A100, Megatron-LM 2022 with its unfused attention
 core and fp16), forward + backward, in ms. The step-time model's pieces for that layer, asked as
-tests/plan_questions.py asks the paper's runs, land within 10% of each row, and the differences between rows (what
-sequence parallelism saves, what each recomputation adds) keep their size."""
+tests/plan_questions.py asks the paper's runs, land within 5% of each row, and the differences between rows (what
+sequence parallelism saves, what each recomputation adds) keep their size. (The selective row's 1.3 ms overhead is
+what kernels.UNFUSED_BANDWIDTH is read from; the other rows are not fitted.)"""
 
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ def layer_ms():
 
 
 @pytest.mark.parametrize("row", list(TABLE_4), ids=[f"{r}-{'sp' if s else 'nosp'}" for r, s in TABLE_4])
-def test_each_row_within_ten_percent(layer_ms, row):
-    assert layer_ms[row] == pytest.approx(sum(TABLE_4[row]), rel=0.10)
+def test_each_row_within_five_percent(layer_ms, row):
+    assert layer_ms[row] == pytest.approx(sum(TABLE_4[row]), rel=0.05)
 
 
 def test_the_differences_between_rows(layer_ms):
     """Sequence parallelism saves 0.6 ms (the norms and residual adds on 1/8 of the tokens, less the backward's
     exposed all-gather; it was 2.9 ms when the replicated kernels were charged as the TP-split ones are); full
     recomputation adds 7.6 ms (the forward again, its all-reduces too); selective 1.3 ms (the unfused attention core's
-    forward: 0.9 ms here). Each within 35% of the paper's."""
+    forward, at kernels.UNFUSED_BANDWIDTH). Each within 35% of the paper's."""
     paper = {row: sum(ms) for row, ms in TABLE_4.items()}
     for a, b in ((("none", False), ("none", True)), (("full", False), ("none", False)),
                  (("selective", False), ("none", False)), (("selective", False), ("selective", True))):
