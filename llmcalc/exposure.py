@@ -32,8 +32,10 @@ BACKWARD_PREFETCH = ("pre", "post")
 # 16-bit gradient buffer is first cast to the fp32 gradient the optimizer steps on (2 + 4: GRAD_CAST_BYTES). Over the
 # whole gradient buffer a GPU holds, not its shard, Megatron-LM also checks each bucket's norm for NaN before the
 # reduction (--check-for-nan-in-loss-and-grad, on by default) and zeroes it for the next step: a read and a write of
-# Layout.grad_bytes each (BUFFER_PASSES). Not counted: fp16's loss-scale unscale and clipping's scale, when it clips.
-OPTIMIZER_BYTES, GRAD_CAST_BYTES, BUFFER_PASSES = 36, 6, 2
+# Layout.grad_bytes each (BUFFER_PASSES). Under fp16's loss scaling the stepped fp32 gradients are unscaled and checked
+# for inf first (torch._amp_foreach_non_finite_check_and_unscale_: read and write, UNSCALE_BYTES). Not counted:
+# clipping's scale, which runs only when it clips.
+OPTIMIZER_BYTES, GRAD_CAST_BYTES, BUFFER_PASSES, UNSCALE_BYTES = 36, 6, 2, 8
 
 
 def overlaps_sends(lay: "Layout") -> bool:
@@ -88,12 +90,14 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
 
 
-def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float]) -> float:
+def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float], scaled: bool = False) -> float:
     """Seconds of one optimizer step on a GPU holding ``grads`` (dense, routed-expert) parameters: the whole of them
     under plain data parallelism, a dp x cp (an expert's: expert-data) share under ZeRO 1-3, at HBM speed
-    (serving.FLOAT_BANDWIDTH); and the passes over the gradient buffer, whole but under ZeRO-3 (BUFFER_PASSES)."""
+    (serving.FLOAT_BANDWIDTH); and the passes over the gradient buffer, whole but under ZeRO-3 (BUFFER_PASSES).
+    ``scaled``: fp16 training's loss scale is undone first."""
     stepped, buffer = optimizer_counts(lay, grads)
-    return (stepped * optimizer_bytes(lay) + buffer * BUFFER_PASSES * lay.grad_bytes) / (links.hbm * FLOAT_BANDWIDTH)
+    return (stepped * optimizer_bytes(lay, scaled) + buffer * BUFFER_PASSES * lay.grad_bytes) / (
+        links.hbm * FLOAT_BANDWIDTH)
 
 
 def optimizer_counts(lay: "Layout", grads: tuple[float, float]) -> tuple[float, float]:
@@ -103,9 +107,10 @@ def optimizer_counts(lay: "Layout", grads: tuple[float, float]) -> tuple[float, 
     return stepped, stepped if lay.zero >= 3 else dense + experts
 
 
-def optimizer_bytes(lay: "Layout") -> int:
-    """HBM bytes the optimizer step moves per parameter it steps (OPTIMIZER_BYTES)."""
-    return OPTIMIZER_BYTES + lay.param_bytes + (GRAD_CAST_BYTES if lay.grad_bytes == 2 else 0)
+def optimizer_bytes(lay: "Layout", scaled: bool = False) -> int:
+    """HBM bytes the optimizer step moves per parameter it steps (OPTIMIZER_BYTES; UNSCALE_BYTES under fp16's loss
+    scaling)."""
+    return OPTIMIZER_BYTES + lay.param_bytes + (GRAD_CAST_BYTES if lay.grad_bytes == 2 else 0) + UNSCALE_BYTES * scaled
 
 
 def _expert_dp(lay: "Layout") -> int:

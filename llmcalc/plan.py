@@ -239,7 +239,8 @@ class Planner:
         key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes)
         once = self._per_step.get(key)
         if once is None:  # per step, by the stage's parameters: DP's traffic and the optimizer's step
-            once = self._per_step[key] = self.traffic(lay), optimizer_step(lay, self.links, self.grads(lay))
+            once = self._per_step[key] = self.traffic(lay), optimizer_step(lay, self.links, self.grads(lay),
+                                                                          self.t.dtype == "fp16")
         return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once)
 
     def traffic(self, lay: Layout) -> tuple[float, float]:

@@ -130,11 +130,11 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
 
 
 def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False,
-                  grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0) -> dict[str, tuple]:
+                  grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0, scaled: bool = False) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
     routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
     forward (steptime.moe_redone); ``grads``: the (dense, routed-expert) parameters the GPU's stage holds, whose
-    optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step)."""
+    optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step; ``scaled``: fp16's loss scale)."""
     stepped, buffer = optimizer_counts(lay, grads)
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
@@ -152,7 +152,7 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                        ("{} micro-batches x {} virtual stages x 2 sends x {} s", m, lay.vpp, mb.send),
             "bubble": ("({} - 1) / {} x {} s per micro-batch", lay.pp, lay.vpp, mb.total),
             "optimizer": ("({} parameters stepped x {} B + {} gradients x {} passes x {} B) / {} B/s", round(stepped),
-                          optimizer_bytes(lay), round(buffer), BUFFER_PASSES, lay.grad_bytes, hbm),
+                          optimizer_bytes(lay, scaled), round(buffer), BUFFER_PASSES, lay.grad_bytes, hbm),
             "dp_comm": (f"by ZeRO-{lay.zero}'s overlap with the backward and forward"
                         + (", the backward's all-gathers exposed (BACKWARD_POST)"
                            if lay.zero >= 3 and lay.backward_prefetch == "post" else "")
@@ -212,7 +212,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         summary["layout"] = describe(best.layout)
         hbm = p.links.hbm * FLOAT_BANDWIDTH
         hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
-                             c.expert_overhead, moe_redone(p.cost, best.layout), p.grads(best.layout), hbm)
+                             c.expert_overhead, moe_redone(p.cost, best.layout), p.grads(best.layout), hbm,
+                             t.dtype == "fp16")
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note.format(tp_text(c, m.is_moe)), how=hows[name])

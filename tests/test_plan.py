@@ -654,3 +654,21 @@ def test_fp8_gathers_move_one_byte_an_element():
     bw, _ = link(2, 1, bf16)
     saved = steptime.micro_batch(cost, bf16, lay, 4096).tp - steptime.micro_batch(cost, fp8, lay, 4096).tp
     assert saved == pytest.approx(0.3 * 2 * 64 * 4096 * 4096 * (1 / 2) / bw)
+
+
+def test_fp16_training_unscales_its_gradients_in_the_optimizer_step():
+    """Under fp16's loss scaling the stepped fp32 gradients are unscaled and checked for inf before Adam
+    (torch._amp_foreach_non_finite_check_and_unscale_): 8 more bytes a stepped parameter, so an 8B model's ZeRO-1
+    share over 8 GPUs (all of its parameters over 8) takes 8 / 8 bytes a parameter more, at 90% of the A100's HBM."""
+    from llmcalc.cluster import load_cluster
+    from llmcalc.plan import Constraints, Planner, Target
+
+    m = load_model("llama-3.1-8b")
+    lay = Layout(tp=1, pp=1, dp=8, zero=1, micro_batch=1, micro_batches=8)
+
+    def optimizer(dtype: str) -> float:
+        p = Planner(m, load_cluster("dgx-a100"), Target(gpus=8, seq=4096, global_batch=64, dtype=dtype), Constraints())
+        return p.time(lay).optimizer, sum(p.grads(lay))
+
+    (fp16, params), (bf16, _) = optimizer("fp16"), optimizer("bf16")
+    assert fp16 - bf16 == pytest.approx(params / 8 * 8 / (2.039e12 * 0.9))
