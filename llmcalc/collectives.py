@@ -26,8 +26,7 @@ def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[f
     the NVLink's. A point-to-point send (``rings`` False) leaves through the sender's own NIC.
     """
     if group * stride <= links.node_gpus:
-        bw = mesh_bandwidth(links.intra, links.peer, group if rings else 2) if links.peer else links.intra
-        return bw * LINK_EFFICIENCY, LINK_LATENCY["intra"]
+        return mesh_bandwidth(links.intra, links.peer, group if rings else 2) * LINK_EFFICIENCY, LINK_LATENCY["intra"]
     k = max(1, links.node_gpus // stride) if rings else 1
     return (min(links.intra, k * links.inter) if k > 1 else links.inter) * LINK_EFFICIENCY, LINK_LATENCY["inter"]
 

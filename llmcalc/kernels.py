@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .gpuspec import MEASURED_KERNELS
 from .serving import COMPUTE, mamf_share
-from .spec import check_choice
+from .spec import SpecError, check_choice
 
 # Share of its best-shape matmul rate (the preset's measured MAMF, stas00's benchmark) the GEMMs of a training step
 # reach. On an H100 SXM (tests/data/gpu_kernels.json, gpu_sustained.json): a Llama layer's twelve GEMMs at 8192
@@ -76,8 +76,6 @@ def attention_kernel(gpu, kernel: str = "auto") -> str:
             return "unfused"
         return "cudnn" if "cudnn" in gpu.attention_kernels and _runs_on(gpu, "cudnn") else "fa2"
     if not _runs_on(gpu, kernel):
-        from .spec import SpecError
-
         low, high = KERNEL_CAPABILITY[kernel]
         needs = "Hopper (compute capability 9.0)" if high else f"an NVIDIA GPU of compute capability {low} or later"
         cc = gpu.compute_capability

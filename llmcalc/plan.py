@@ -199,8 +199,8 @@ class Planner:
         self._pieces: dict = {}
         self._splits: dict = {}
         self._micro: dict = {}
-        self._traffic: dict = {}
         self._per_step: dict = {}
+        self.scaled = t.dtype == "fp16"  # fp16 training's loss scale, undone in the optimizer step
         self.evaluated = 0
 
     def split(self, lay: Layout):
@@ -239,20 +239,17 @@ class Planner:
         key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes)
         once = self._per_step.get(key)
         if once is None:  # per step, by the stage's parameters: DP's traffic and the optimizer's step
-            once = self._per_step[key] = self.traffic(lay), optimizer_step(lay, self.links, self.grads(lay),
-                                                                          self.t.dtype == "fp16")
+            once = self._per_step[key] = self._traffic(lay), optimizer_step(lay, self.links, self.grads(lay),
+                                                                           self.scaled)
         return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once)
 
-    def traffic(self, lay: Layout) -> tuple[float, float]:
-        """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic), memoized."""
-        key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.grad_bytes, lay.param_bytes)
-        if key not in self._traffic:
-            dense, experts = self.grads(lay)
-            gathered = None
-            if lay.param_bytes == 1:  # FP8 parameters: the block linears in 1 byte; embedding, norms, head at 16 bits
-                gathered = (dense + self.split(lay).other * (PARAM_BYTES - 1), experts)
-            self._traffic[key] = dp_traffic(lay, self.links, (dense, experts), gathered)
-        return self._traffic[key]
+    def _traffic(self, lay: Layout) -> tuple[float, float]:
+        """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic)."""
+        dense, experts = self.grads(lay)
+        gathered = None
+        if lay.param_bytes == 1:  # FP8 parameters: the block linears in 1 byte; embedding, norms, head at 16 bits
+            gathered = (dense + self.split(lay).other * (PARAM_BYTES - 1), experts)
+        return dp_traffic(lay, self.links, (dense, experts), gathered)
 
     def memory(self, lay: Layout) -> float:
         """Bytes on the fullest GPU: the first stage (the most micro-batches in flight), a middle one with an

@@ -327,18 +327,18 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     # their own bytes, split by TP only with sequence parallelism
     moved = c.hidden * 24 / tp * ELEMENTWISE_TRAFFIC + c.norm_bytes / (tp if lay.sp else 1)
     elementwise = tokens * layers * moved / hbm
+    # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
+    # moves over EP (without EP, the dispatcher's gather and scatter over the expert-TP ranks: tpcomm.tp_time)
+    moe = min(layers, c.moe_layers)
+    routed = moe if lay.ep > 1 else 0
     full, selective = lay.recompute == "full", lay.recompute == "selective"
     redo = gemm_forward + core + elementwise if full else 0.0
     if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
         redo = core * c.redo_core + layers * (tokens * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
                                               + experts[1] * c.redo_moe)
-        if c.redo_moe and lay.ep > 1 and c.routed_experts > lay.ep:  # and the received tokens' sorts (SORT_BYTES)
-            redo += min(layers, c.moe_layers) * tokens * SORT_BYTES * c.top_k * c.hidden * lay.expert_tp / tp / hbm
+        if c.redo_moe and routed and c.routed_experts > lay.ep:  # and the received tokens' sorts (SORT_BYTES)
+            redo += moe * tokens * SORT_BYTES * c.top_k * c.hidden * lay.expert_tp / tp / hbm
     cp_time = send = 0.0
-    # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
-    # moves over EP (without EP, the dispatcher's gather and scatter over the expert-TP ranks: tpcomm.tp_time)
-    moe = min(layers, c.moe_layers)
-    routed = moe if lay.ep > 1 else 0
     redo_moe = moe_redone(c, lay)
     tp_comm = tp_time(c, links, lay, tokens, layers, moe, routed, rate) if tp > 1 else 0.0
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward

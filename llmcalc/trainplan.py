@@ -213,7 +213,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         hbm = p.links.hbm * FLOAT_BANDWIDTH
         hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
                              c.expert_overhead, moe_redone(p.cost, best.layout), p.grads(best.layout), hbm,
-                             t.dtype == "fp16")
+                             p.scaled)
         shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
         for name, part, note in shown:
             rows.add(name, getattr(best.time, part), note.format(tp_text(c, m.is_moe)), how=hows[name])
