@@ -58,6 +58,9 @@ class GPUSpec:
     # r - 1 rings over disjoint links (RCCL), at most interconnect_bandwidth; 0: a switch (NVSwitch) gives any
     # group the whole interconnect_bandwidth (None)
     link_bandwidth: float | None = None
+    # B/s one direction a copy between this GPU's memory and its host's pinned memory reaches, per GPU when all copy
+    # at once (activation offloading's D2H and H2D, plan's offload term); None: not known, no offloading planned
+    host_bandwidth: float | None = None
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -65,8 +68,8 @@ class GPUSpec:
         if self.device_memory_bytes is not None:
             _positive(where, "device_memory", self.device_memory_bytes)
         _positive(where, "memory_bandwidth", self.memory_bandwidth)
-        if self.interconnect_bandwidth < 0 or (self.link_bandwidth or 0) < 0:
-            raise SpecError(f"{where}: interconnect and link bandwidths cannot be negative")
+        if min(self.interconnect_bandwidth, self.link_bandwidth or 0, self.host_bandwidth or 0) < 0:
+            raise SpecError(f"{where}: interconnect, link and host bandwidths cannot be negative")
         check_count(where, "node_gpus", self.node_gpus)
         check_bandwidth(where, "network_bandwidth", self.network_bandwidth)
         for kernel in self.attention_kernels:
