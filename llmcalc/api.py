@@ -206,7 +206,8 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, tp_async, ep_overlap, pp_overlap, dp_overlap,
     backward_prefetch, attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead
-    ("0.4ms" or seconds), tp_overlap_sms; gpus_per_node."""
+    ("0.4ms" or seconds), tp_overlap_sms, offload (layers; None: the fewest a layout fits with, 0: none);
+    gpus_per_node."""
     from .plan import Constraints, Target
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
     from .units import parse_length

@@ -6,7 +6,9 @@
   backward and the next first forward (ZeRO 0-2, Megatron-Core's overlap_grad_reduce/param_gather), or under
   every micro-batch (ZeRO-3/FSDP; with BACKWARD_PREFETCH "post" the backward's all-gathers exposed);
   DP_EXPOSED_FLOOR of them no compute hides;
-- the optimizer step, after the gradients are reduced and before the next forward: memory-bound, exposed.
+- the optimizer step, after the gradients are reduced and before the next forward: memory-bound, exposed;
+- activation offloading: each offloaded layer's copy to host memory and back, what outlasts the compute it runs
+  under (offload_exposed).
 """
 
 from __future__ import annotations
@@ -88,6 +90,33 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
     # distributed optimizer: gradients reduce-scattered under the last backward, the updated parameters
     # all-gathered under the next step's first forward (Megatron-Core overlap_grad_reduce/param_gather)
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
+
+
+def offload_exposed(lay: "Layout", mb: "MicroBatch", layer_bytes: float, host: float) -> float:
+    """Exposed seconds a step of activation offloading's copies (Megatron's cpu_offloading_num_layers on Transformer
+    Engine 2.8's AsyncDoubleBufferGroupOffloadHandler, cpu_offload.py): the first n = Layout.offload layers' saved
+    tensors (``layer_bytes`` a layer a micro-batch) go to host memory at ``host`` bytes a second in forward and come
+    back in backward, one layer's at a time, spread over the stack: its layer_window_map gives each copy L/n layers'
+    compute to run under, and the compute stream waits for it at the window's end. So each offloaded layer exposes
+    what its copy outlasts of L/n layers' forward, and of their backward (twice as long) on its way back."""
+    if not lay.offload:
+        return 0.0
+    copy, window = layer_bytes / host, mb.layers_forward / lay.offload  # L/n layers of the rank's L layers' forward
+    return lay.micro_batches * lay.offload * (max(0.0, copy - window) + max(0.0, copy - 2 * window))
+
+
+def host_rate(lay: "Layout", links: "Links", per_mb: float, traffic: tuple[float, float]) -> float:
+    """Bytes a second the GPU's host link gives offloading's copies. The GPU's NIC reaches it through the same link
+    (GPUDirect RDMA through the PCIe switch on HGX and DGX boards; through NVLink-C2C on GB200), so while the NIC
+    carries data parallelism's traffic out of the node (``traffic``: dp_traffic's seconds; ZeRO-3's every
+    micro-batch, ZeRO 0-2's once a step) the copies get what its line rate leaves; the rest of the step, all of it."""
+    reduce, gather = traffic
+    if lay.tp * lay.cp * lay.dp <= links.node_gpus or not reduce:  # the DP group within one node: no NIC traffic
+        return links.host
+    busy = lay.micro_batches * (2 * gather + reduce) if lay.zero >= 3 else 2 * reduce if lay.zero == 0 else \
+        reduce + gather
+    share = min(1.0, busy / (lay.micro_batches * per_mb))
+    return (1 - share) * links.host + share * max(0.0, links.host - links.inter)
 
 
 def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float], scaled: bool = False) -> float:

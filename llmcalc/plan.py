@@ -15,18 +15,21 @@ nothing else it allows can use less memory. ZeRO-3 (FSDP) is tried without pipel
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from dataclasses import replace
 from typing import Iterator, NamedTuple
 
 from .collectives import check_links
 from .dtypes import DTYPE_TABLE
-from .exposure import dp_traffic, optimizer_step
+from .exposure import dp_traffic, host_rate, offload_exposed, optimizer_step
 from .kernels import attention_efficiency, attention_kernel, matmul_efficiency
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
-from .planinputs import MAX_GPUS, SEARCHED_ZERO, Constraints, Target  # Constraints and Target re-exported
+from .planinputs import (MAX_GPUS, SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - the last three re-exported
+                         fp8_settings, impossible, offloading)
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
                        StepTime, micro_batch, model_cost, step_time)
@@ -55,7 +58,7 @@ def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT
                  cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
                  attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
                  overhead, gpu.sm_count or 0, ub_sms, attention_kernel(gpu, kernel) == "unfused",
-                 gpu.link_bandwidth or 0.0)
+                 gpu.link_bandwidth or 0.0, gpu.host_bandwidth or 0.0)
 
 
 def _powers(limit: int) -> list[int]:
@@ -75,7 +78,8 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
                 continue
             for pp in [c.pp] if c.pp else _divisors(t.gpus // (tp * cp)):
                 dp = t.gpus // (tp * cp * pp)
-                if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp:
+                if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp \
+                        or (c.offload and pp > 1):
                     continue
                 etps = etp_choices(m, tp, c)
                 if not etps:
@@ -132,11 +136,12 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
             continue
         micro = per_replica // mb
         for zero in zeros:
-            for recompute in c.recompute:
+            for recompute in ["none"] if c.offload else c.recompute:  # a fixed offload runs without recomputation
                 for v in _vpps(m, c, pp, micro):
                     for etp in etps:
                         yield Layout(tp, pp, dp, cp, ep, v, zero, recompute, sp, mb, micro, c.tp_overlap, c.pp_overlap,
-                                     c.dp_overlap, *sizes, etp, c.ep_overlap, c.backward_prefetch, c.tp_async)
+                                     c.dp_overlap, *sizes, etp, c.ep_overlap, c.backward_prefetch, c.tp_async,
+                                     c.offload or 0)
 
 
 def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
@@ -192,7 +197,8 @@ class Planner:
         if c.grad_reduce == "fp16" and t.dtype != "fp16":
             raise SpecError(f"--grad-reduce fp16 goes with --dtype fp16 (Megatron-LM's fp16 training); {t.dtype} "
                             "training reduces fp32 or bf16 gradients")
-        self.fp8 = _fp8_settings(cluster.gpu, t, c)
+        self.fp8 = fp8_settings(cluster.gpu, t, c)
+        self.offloads = offloading(m, cluster.gpu, c)  # whether the search may offload activations
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
@@ -236,12 +242,23 @@ class Planner:
         mb = self._micro.get(key)
         if mb is None:
             mb = self._micro[key] = micro_batch(self.cost, self.links, lay, self.t.seq)
-        key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes)
+        key = _step_key(lay)
         once = self._per_step.get(key)
         if once is None:  # per step, by the stage's parameters: DP's traffic and the optimizer's step
             once = self._per_step[key] = self._traffic(lay), optimizer_step(lay, self.links, self.grads(lay),
                                                                            self.scaled)
-        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once)
+        offload = offload_exposed(lay, mb, self.layer_bytes(lay), self.host_rate(lay, mb)) if lay.offload else 0.0
+        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once, offload)
+
+    def host_rate(self, lay: Layout, mb: MicroBatch) -> float:
+        """What the host link gives ``lay``'s offloading copies beside its NIC's DP traffic (exposure.host_rate)."""
+        return host_rate(lay, self.links, mb.total, self._per_step[_step_key(lay)][0])
+
+    def layer_bytes(self, lay: Layout) -> float:
+        """Bytes one layer of ``lay`` saves for a micro-batch (what offloading copies), the stage's average: the
+        memory model's activations in flight over its layers (one stage, one micro-batch in flight)."""
+        (_, pieces), = self._pieces_of(lay._replace(offload=0))
+        return pieces.per_flight * lay.micro_batch / self.m.num_hidden_layers
 
     def _traffic(self, lay: Layout) -> tuple[float, float]:
         """Data parallelism's gradient reduce-scatter and parameter all-gather (exposure.dp_traffic)."""
@@ -254,10 +271,14 @@ class Planner:
     def memory(self, lay: Layout) -> float:
         """Bytes on the fullest GPU: the first stage (the most micro-batches in flight), a middle one with an
         uneven split's extra layer, or the last (the head and the loss's buffers)."""
-        key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.etp, lay.dp, lay.zero, lay.recompute, lay.sp)
+        return max(p.total(lay.micro_batch, in_flight(lay, i)) for i, p in self._pieces_of(lay))
+
+    def _pieces_of(self, lay: Layout) -> tuple:
+        """(stage, memory.pieces.StagePieces) of each stage that can be the fullest, memoized (not per micro-batch)."""
+        key = (lay.tp, lay.pp, lay.cp, lay.ep, lay.etp, lay.dp, lay.zero, lay.recompute, lay.sp, lay.offload)
         if key not in self._pieces:
             self._pieces[key] = self._stage_pieces(lay)
-        return max(p.total(lay.micro_batch, in_flight(lay, i)) for i, p in self._pieces[key])
+        return self._pieces[key]
 
     def _stage_pieces(self, lay: Layout) -> tuple:
         from .memory.pieces import stage_pieces
@@ -269,12 +290,37 @@ class Planner:
         s = MemorySettings(mode="train", seq=self.t.seq, batch=1, zero=lay.zero, recompute=lay.recompute,
                            recompute_modules=modules, framework="megatron",
                            attention_impl="eager" if self.c.attention_kernel == "unfused" else "flash",
-                           parallel=self.parallelism(lay), loss=self.c.loss,
+                           parallel=self.parallelism(lay), loss=self.c.loss, offload_layers=lay.offload,
                            precision="mixed" if GRAD_BYTES[self.c.grad_reduce] == 2 else None, **self.fp8)
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 
     def fits(self, lay: Layout) -> bool:
         return self.memory(lay) <= self.usable
+
+    def fitting(self, deg: tuple) -> list[Layout]:
+        """The layouts of one degree tuple (tp, cp, pp, dp, ep) that fit, each as it is or with the fewest layers'
+        activations offloaded that make it fit (Planner.offloaded)."""
+        fit = (lay if self.fits(lay) else self.offloaded(lay) for lay in variants(self.m, self.t, self.c, deg))
+        return [lay for lay in fit if lay is not None]
+
+    def offloaded(self, lay: Layout) -> Layout | None:
+        """``lay`` with the fewest layers' activations offloaded to host memory that make it fit, where the search
+        may offload (one stage, no recomputation, nothing offloaded yet); None where none fits or it may not. The
+        memory falls by about a layer's activations a layer: from the line through none and all but one
+        offloaded, step to the fewest that fit."""
+        last = self.m.num_hidden_layers - 1
+        if not self.offloads or lay.pp > 1 or lay.recompute != "none" or lay.offload or last < 1:
+            return None
+        most = lay._replace(offload=last)
+        if not self.fits(most):
+            return None
+        none, least = self.memory(lay), self.memory(most)
+        n = min(last, max(1, math.ceil((none - self.usable) / (none - least) * last))) if none > least else last
+        while n > 1 and self.fits(lay._replace(offload=n - 1)):
+            n -= 1
+        while not self.fits(lay._replace(offload=n)):
+            n += 1
+        return lay._replace(offload=n)
 
     def search(self, top: int = 5) -> list[Ranked]:
         """The fastest fitting layout of each of the ``top`` fastest degree tuples."""
@@ -284,52 +330,32 @@ class Planner:
             possible = possible or bool(leanest)
             if not any(self.fits(lay) for lay in leanest):
                 continue
-            timed += [(t.total, lay, t) for lay in variants(self.m, self.t, self.c, deg) for t in [self.time(lay)]]
-        timed.sort(key=lambda x: x[0])
+            timed += [(t.total, len(timed), lay, t) for lay in variants(self.m, self.t, self.c, deg)
+                      for t in [self.time(lay)]]
+        heapq.heapify(timed)  # fastest first; ties in the order enumerated
+        order = itertools.count(len(timed))
         best: dict[tuple, Ranked] = {}
-        for _, lay, t in timed:
+        while timed and len(best) < top:
+            _, _, lay, t = heapq.heappop(timed)
             deg = (lay.tp, lay.cp, lay.pp, lay.dp, lay.ep)
-            if deg in best or not self.fits(lay):
+            if deg in best:
+                continue
+            if not self.fits(lay):  # a layout that does not fit may with some layers' activations offloaded: slower
+                alt = self.offloaded(lay)
+                if alt is not None:
+                    t = self.time(alt)
+                    heapq.heappush(timed, (t.total, next(order), alt, t))
                 continue
             best[deg] = Ranked(lay, t, self.memory(lay), self.usable)
-            if len(best) == top:
-                break
         if not possible:
-            raise SpecError(self.impossible())
+            raise SpecError(impossible(self.m, self.t, self.c))
         return list(best.values())
 
-    def impossible(self) -> str:
-        """Why no layout multiplies out: a fixed degree the model or the ZeRO stages rule out, else the count, the
-        batch, the model's shape and the degrees fixed."""
-        m, t, c = self.m, self.t, self.c
-        if (c.ep or 1) > 1 and not m.is_moe:
-            return f"{m.name} is dense: --ep {c.ep} needs routed experts to split (drop --ep)"
-        if c.zero == (3,) and not c.zero3(t.dtype):
-            return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
-                    "add --zero 1 or drop what rules it out")
-        fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp",
-                                                                      "micro_batch", "max_tp") if getattr(c, k)]
-        fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
-        shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
-            (f", {m.num_experts} experts" if m.is_moe else "")
-        return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
-                f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
-                + "; change the GPU count, the batch or a fixed degree")
 
 
-def _fp8_settings(gpu, t: Target, c: Constraints) -> dict:
-    """The memory model's FP8 settings for the target (memory/fp8.py); refuses what TE cannot run."""
-    if t.dtype != "fp8":
-        if c.fp8_params or c.fp8_recipe:
-            raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
-        return {}
-    from .memory.fp8 import check_gpu, params_refusal, tn_only
-
-    refused = [why for z in c.zero if (why := params_refusal(c.recipe, z))] if c.fp8_params else []
-    if refused and len(refused) == len(c.zero):  # every stage asked for rules FP8 parameters out
-        raise SpecError(refused[0])
-    check_gpu(c.recipe, gpu.name, gpu.compute_capability)
-    return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
+def _step_key(lay: Layout) -> tuple:
+    """What a layout's once-a-step terms (DP traffic, the optimizer step) depend on."""
+    return lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes
 
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from .flops import RECOMPUTE
 from .kernels import ATTENTION_KERNELS
 from .exposure import BACKWARD_PREFETCH
-from .memory.fp8 import RECIPES as FP8_RECIPES, params_refusal
+from .memory.fp8 import RECIPES as FP8_RECIPES, check_gpu, params_refusal, tn_only
 from .memory.frameworks import LOSSES
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 from .memory.settings import ZERO_STAGES
-from .spec import SpecError, check_choice
+from .spec import ModelSpec, SpecError, check_choice
 from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
@@ -71,6 +71,10 @@ class Constraints:
     fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
     expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
     tp_overlap_sms: int = UB_SMS  # with tp_overlap: SMs TE's userbuffers kernels hold (steptime.Links.ub_sms)
+    # layers whose saved activations wait in host memory (Megatron's cpu_offloading_num_layers: one pipeline stage, no
+    # recomputation): None the fewest that fit a layout that does not fit without (where the GPU's host link is
+    # known); 0 none; n fixed
+    offload: int | None = None
 
     def stages(self, dtype: str, pp: int | None = None) -> list[int]:
         """The ZeRO stages searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP (ZeRO-3) shards
@@ -93,6 +97,7 @@ class Constraints:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        self._check_offload()
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
         object.__setattr__(self, "recompute_modules", choices(self.recompute_modules, str, "--recompute-modules"))
@@ -121,6 +126,21 @@ class Constraints:
             raise SpecError(f"--tp-overlap-sms is a whole number of SMs, 0 to 64 (TE's default 16), got "
                             f"{self.tp_overlap_sms!r}")
 
+    def _check_offload(self) -> None:
+        """A fixed offload count goes with what Megatron runs it beside: one pipeline stage, no recomputation
+        (core 0.15 TransformerConfig refuses cpu_offloading with either)."""
+        n = self.offload
+        if n is None or n == 0:
+            return
+        if type(n) is not int or n < 0:
+            raise SpecError(f"--offload-layers takes a number of layers (or auto), got {n!r}")
+        if (self.pp or 1) > 1:
+            raise SpecError(f"--offload-layers {n} runs on one pipeline stage (Megatron refuses CPU offloading with "
+                            f"pipeline parallelism): drop --pp {self.pp} or --offload-layers")
+        if "none" not in choices(self.recompute, str, "--recompute"):
+            raise SpecError(f"--offload-layers {n} runs without recomputation (Megatron refuses CPU offloading beside "
+                            "it): add none to --recompute, or drop --offload-layers")
+
 
 def choices(value, kind: type, flag: str) -> tuple:
     """The choices a search may use, from the CLI's "none,full" or "0,1,3", or the API's 3 or a sequence."""
@@ -129,3 +149,46 @@ def choices(value, kind: type, flag: str) -> tuple:
         return tuple(kind(str(x).strip()) for x in items if str(x).strip())
     except ValueError:
         raise SpecError(f"{flag} takes a comma list of choices, got {value!r}") from None
+
+
+def offloading(m: ModelSpec, gpu, c: Constraints) -> bool:
+    """Whether the search may offload activations (the fewest layers that fit, Planner.offloaded): where the GPU's
+    host link is known and --offload-layers leaves it to the search. A fixed count is refused where it cannot run."""
+    if c.offload and not gpu.host_bandwidth:
+        raise SpecError(f"--offload-layers {c.offload}: {gpu.name} has no host link figure to time the copies by (give "
+                        "host_gb_s in a GPU YAML, --gpu my-gpu.yaml)")
+    if c.offload and c.offload >= m.num_hidden_layers:
+        raise SpecError(f"--offload-layers {c.offload} must be below the model's {m.num_hidden_layers} layers (Megatron "
+                        "offloads fewer than all)")
+    return c.offload is None and bool(gpu.host_bandwidth)
+
+
+def fp8_settings(gpu, t: Target, c: Constraints) -> dict:
+    """The memory model's FP8 settings for the target (memory/fp8.py); refuses what TE cannot run."""
+    if t.dtype != "fp8":
+        if c.fp8_params or c.fp8_recipe:
+            raise SpecError(f"{'--fp8-params' if c.fp8_params else '--fp8-recipe'} needs --dtype fp8")
+        return {}
+    refused = [why for z in c.zero if (why := params_refusal(c.recipe, z))] if c.fp8_params else []
+    if refused and len(refused) == len(c.zero):  # every stage asked for rules FP8 parameters out
+        raise SpecError(refused[0])
+    check_gpu(c.recipe, gpu.name, gpu.compute_capability)
+    return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
+
+
+def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
+    """Why no layout multiplies out: a fixed degree the model or the ZeRO stages rule out, else the count, the
+    batch, the model's shape and the degrees fixed."""
+    if (c.ep or 1) > 1 and not m.is_moe:
+        return f"{m.name} is dense: --ep {c.ep} needs routed experts to split (drop --ep)"
+    if c.zero == (3,) and not c.zero3(t.dtype):
+        return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
+                "add --zero 1 or drop what rules it out")
+    fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp",
+                                                                  "micro_batch", "max_tp", "offload") if getattr(c, k)]
+    fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
+    shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
+        (f", {m.num_experts} experts" if m.is_moe else "")
+    return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
+            f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
+            + "; change the GPU count, the batch or a fixed degree")

@@ -41,7 +41,9 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   all-gather under the next step's first forward); ZeRO-3/FSDP gathers the parameters for forward and
   backward and reduce-scatters the gradients every micro-batch, under that micro-batch's compute;
 - optimizer: the Adam step over this GPU's share of the fp32 master weights and states, memory-bound, after the
-  last backward (exposure.optimizer_step).
+  last backward (exposure.optimizer_step);
+- offload: the first Layout.offload layers' saved activations to host memory and back, each copy under its share
+  of the layers' compute, what outlasts it exposed (exposure.offload_exposed).
 
 A collective runs on the intra-node link (NVLink, xGMI) when its group fits in a node, else at the
 inter-node bandwidth per GPU (times the ranks of the group each node holds: collectives.link; an
@@ -127,6 +129,7 @@ class Links(NamedTuple):
     ub_sms: int = UB_SMS  # of them, what TE's userbuffers kernels hold under the GEMMs they overlap
     unfused: bool = False  # the attention core writes its s x s scores to HBM (kernels.UNFUSED_BYTES)
     peer: float = 0.0  # a switchless mesh's bandwidth to each peer in a node (GPUSpec.link_bandwidth; 0: a switch)
+    host: float = 0.0  # a copy to or from host memory (GPUSpec.host_bandwidth; 0: not known)
 
 
 class ModelCost(NamedTuple):
@@ -242,6 +245,7 @@ class Layout(NamedTuple):
     ep_overlap: bool = False  # MoE token traffic under another micro-batch's compute (overlap_moe_expert_parallel_comm)
     backward_prefetch: str = "pre"  # ZeRO-3: the backward's next all-gather under (pre) or after (post) a gradient
     tp_async: bool = True  # the column-parallel input gradient's TP collective under its weight gradient (tpcomm.py)
+    offload: int = 0  # layers whose saved activations wait in host memory (Megatron's cpu_offloading_num_layers)
 
     @property
     def expert_tp(self) -> int:
@@ -261,6 +265,7 @@ class StepTime(NamedTuple):
     bubble: float
     dp: float
     optimizer: float = 0.0
+    offload: float = 0.0  # activation offloading's host copies beyond what the layers' compute hides (exposure.py)
 
     @property
     def total(self) -> float:
@@ -375,15 +380,17 @@ def _gemms(flops: float, weights: float, links: Links, lay: Layout, hbm: float) 
 
 def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[float, float] | None,
               mb: MicroBatch | None = None, traffic: tuple[float, float] | None = None,
-              optimizer: float | None = None) -> StepTime:
+              optimizer: float | None = None, offload: float = 0.0) -> StepTime:
     """One optimizer step of ``lay`` (``grads``: the dense and routed-expert parameters of this GPU's stage,
     whose gradients data parallelism reduces and whose optimizer states it steps). ``mb``, ``traffic`` and
     ``optimizer``, where the caller has them memoized (the planner): the layout's micro_batch, its
-    exposure.dp_traffic and exposure.optimizer_step, which then stand for ``grads``."""
+    exposure.dp_traffic and exposure.optimizer_step, which then stand for ``grads``; ``offload``: the exposed
+    seconds of activation offloading's copies (exposure.offload_exposed, which needs the memory model's bytes)."""
     mb = mb or micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute)
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
                     bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp,
-                    optimizer=optimizer if optimizer is not None else optimizer_step(lay, links, grads))
+                    optimizer=optimizer if optimizer is not None else optimizer_step(lay, links, grads),
+                    offload=offload)

@@ -58,7 +58,8 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     return int(tokens // seq)
 
 
-def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False) -> str:
+def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False,
+                offloads: bool = False) -> str:
     """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
     tp = f"TP collectives {tp_text(c, moe)}"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
@@ -70,11 +71,17 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     experts = (f"{fmt_seconds(links.expert_overhead)} of fixed work per routed expert a GPU holds, per MoE layer and "
                "micro-batch, " if moe else "")
     core = core_text(links, gpu, c.attention_kernel, dropout)
+    offload = ""
+    if offloads or c.offload:
+        which = "the fewest layers a layout fits with" if offloads else f"{c.offload} layers"
+        offload = (f"; activation offloading of {which} (one stage, no recomputation), each layer's copy at "
+                   f"{links.host / 1e9:g} GB/s, less what the NIC's DP traffic takes of the link, under L/n layers' "
+                   "compute")
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
             f"traffic at HBM speed where longer, {core}, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
-            "micro-batches; the Adam step over the GPU's share of the fp32 states at HBM speed; memory: Megatron-Core's "
-            "states, the first stage's micro-batches in flight")
+            f"micro-batches; the Adam step over the GPU's share of the fp32 states at HBM speed{offload}; memory: "
+            "Megatron-Core's states, the first stage's micro-batches in flight")
 
 
 def tp_text(c: Constraints, moe: bool = False) -> str:
@@ -113,6 +120,8 @@ def kernel_text(gpu, kernel: str) -> str:
 # The step-time rows: (row, steptime.StepTime field, note)
 STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the LM head and loss, forward + backward"),
              ("recompute", "recompute", "the forward work recomputation repeats"),
+             ("offload", "offload", "activation offloading's copies to host memory and back, beyond the layers' "
+                                    "compute they run under"),
              ("tp_comm", "tp", "tensor-parallel all-reduces (reduce-scatter + all-gather with SP), {}"),
              ("cp_comm", "cp", "context-parallel K/V ring, beyond what the attention core hides"),
              ("ep_comm", "ep", "MoE token traffic: the all-to-all's dispatch and combine, the experts' etp "
@@ -130,11 +139,13 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
 
 
 def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False,
-                  grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0, scaled: bool = False) -> dict[str, tuple]:
+                  grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0, scaled: bool = False,
+                  offload: tuple[float, float] = (0.0, 0.0)) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
     routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
     forward (steptime.moe_redone); ``grads``: the (dense, routed-expert) parameters the GPU's stage holds, whose
-    optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step; ``scaled``: fp16's loss scale)."""
+    optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step; ``scaled``: fp16's loss scale);
+    ``offload``: (bytes a layer saves for a micro-batch, bytes a second to host memory; exposure.offload_exposed)."""
     stepped, buffer = optimizer_counts(lay, grads)
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
@@ -142,6 +153,10 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                         "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
+            "offload": ("{} micro-batches x {} layers x (max(0, {} B / {} B/s - {} s / {}) + max(0, {} B / {} B/s - 2 x "
+                        "{} s / {}))", m,
+                        lay.offload, *offload, mb.layers_forward, lay.offload, *offload, mb.layers_forward,
+                        lay.offload),
             "ep_comm": each + (m, mb.ep),
             "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
                 " x 4/3 (recomputation repeats the forward)" if redone else ""),
@@ -174,17 +189,31 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
                 "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep,
                 **({"etp": lay.expert_tp} if m.is_moe else {}), "dp": lay.dp,
                 "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
-                "grad_accum": lay.micro_batches})
+                "grad_accum": lay.micro_batches, "offload": lay.offload})
     return out
 
 
 def describe(lay: Layout) -> str:
     """A layout in a few words: "tp8 pp4 vpp3 dp16 zero1 mb1 full-recompute" (ep, cp, vpp shown past 1; etp where
-    it is not TP's)."""
+    it is not TP's; offload40 where 40 layers' activations are offloaded)."""
     parts = [f"tp{lay.tp}", f"pp{lay.pp}"] + [f"{k}{v}" for k, v in (("vpp", lay.vpp), ("cp", lay.cp), ("ep", lay.ep))
                                              if v > 1] + ([f"etp{lay.expert_tp}"] if lay.expert_tp != lay.tp else [])
     parts += [f"dp{lay.dp}", f"zero{lay.zero}", f"mb{lay.micro_batch}"]
+    parts += [f"offload{lay.offload}"] if lay.offload else []
     return " ".join(parts + ([f"{lay.recompute}-recompute"] if lay.recompute != "none" else []))
+
+
+def _step_rows(rows, p: Planner, m: ModelSpec, c: Constraints, best: Ranked) -> list[str]:
+    """Add the best layout's step time by part, each with its formula; return the rows' names."""
+    lay = best.layout
+    hows = step_formulas(p.micro(lay), lay, m.num_experts // lay.ep if m.is_moe else 0, c.expert_overhead,
+                         moe_redone(p.cost, lay), p.grads(lay), p.links.hbm * FLOAT_BANDWIDTH, p.scaled,
+                         (p.layer_bytes(lay), p.host_rate(lay, p.micro(lay))) if lay.offload else (0.0, 0.0))
+    shown = [row for row in STEP_ROWS if (m.is_moe or row[0] != "expert_overhead")  # dense: no experts to cost
+             and (lay.offload or row[0] != "offload")]  # nothing offloaded: no copies
+    for name, part, note in shown:
+        rows.add(name, getattr(best.time, part), note.format(tp_text(c, m.is_moe)), how=hows[name])
+    return [name for name, _, _ in shown]
 
 
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
@@ -202,7 +231,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0))
+        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0, p.offloads))
         if t.dtype == "fp8":  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
             notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
                          f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")
@@ -210,14 +239,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
-        hbm = p.links.hbm * FLOAT_BANDWIDTH
-        hows = step_formulas(p.micro(best.layout), best.layout, m.num_experts // best.layout.ep if m.is_moe else 0,
-                             c.expert_overhead, moe_redone(p.cost, best.layout), p.grads(best.layout), hbm,
-                             p.scaled)
-        shown = [row for row in STEP_ROWS if m.is_moe or row[0] != "expert_overhead"]  # dense: no experts to cost
-        for name, part, note in shown:
-            rows.add(name, getattr(best.time, part), note.format(tp_text(c, m.is_moe)), how=hows[name])
-        rows.sum("step_time", [name for name, _, _ in shown], "per optimizer step, the busiest GPU", total=None)
+        shown = _step_rows(rows, p, m, c, best)
+        rows.sum("step_time", shown, "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
                                                                    ("mfu", "ratio"), ("memory", "byte"))})
         if t.tokens:

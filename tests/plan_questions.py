@@ -88,6 +88,10 @@ FP8_RECIPE = {"fp8": "delayed", "fp8-cs": "current", "fp8-mx": "mxfp8"}
 EP_OVERLAP = {"mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx", "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs",
               "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs"}
 FP8_PARAMS = {"megatron-bridge-25.11"}
+# Activation offloading (Megatron-Core's cpu_offloading_num_layers, core 0.5 on, 2024): searched for the runs on
+# Megatron-Core, whose recipes use it (Megatron-Bridge v0.2.0 scripts/performance/configs/llama3/
+# workload_base_configs.py: Llama 3 70B on GB200 offloads 20-40 layers, on B200 5); the other stacks had none.
+OFFLOAD = {"megatron-core-readme", "megatron-core-moe", "nemo-24.07", "megatron-bridge-25.11"}
 # What selective recomputation rebuilds, where a recipe names its modules: Megatron-Bridge's DeepSeek-V3 on B200 and
 # GB200 recompute MLA's up-projections (v0.2.0 scripts/performance/configs/deepseek/workload_base_configs.py:
 # recompute_modules=["mla_up_proj"], under the recipe's selective granularity, recipes/deepseek/deepseek_v3.py).
@@ -158,7 +162,8 @@ def question(c: Case) -> Question:
                        backward_prefetch="post" if c.group in PREFETCH_POST else "pre",
                        grad_reduce="bf16" if c.group in BF16_GRADS else "fp16" if c.group in FP16_GRADS else "fp32",
                        fp8_recipe=FP8_RECIPE.get(_precisions()[c.id], "delayed") if c.dtype == "fp8" else None,
-                       fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS, **fixed)
+                       fp8_params=c.dtype == "fp8" and c.group in FP8_PARAMS,
+                       offload=None if c.group in OFFLOAD else 0, **fixed)
     dtype = "fp16" if c.group in FP16_GRADS else c.dtype  # the same peak as bf16 on the A100s they ran on
     return Question(c, cluster, Target(gpus=c.gpus, seq=c.seq, global_batch=c.global_batch, dtype=dtype), cons)
 
@@ -173,14 +178,14 @@ class Answer(NamedTuple):
 
 
 def answer(q: Question, depth: int = 3) -> Answer:
-    from llmcalc.plan import Planner, Ranked, variants
+    from llmcalc.plan import Planner, Ranked
     from llmcalc.trainplan import record
 
     c = q.case
     p = Planner(c.model, q.cluster, q.target, q.constraints)
     ranked = p.search(depth)
     degrees = [(r.layout.tp, r.layout.cp, r.layout.pp, r.layout.dp, r.layout.ep) for r in ranked]
-    fitting = [lay for lay in variants(c.model, q.target, q.constraints, q.published) if p.fits(lay)]
+    fitting = p.fitting(q.published)
     rank = degrees.index(q.published) + 1 if q.published in degrees else None
     mfu = None
     if fitting:  # the published degrees' fastest fitting variant, its MFU by the planner's own record, over

@@ -143,13 +143,6 @@ MFU_MISSES = {
                     "Megatron-LM's own 530B at the same layout and scale, Korthikanti et al., within 5%)"),
     "mbridge2511-llama3p1-405b-128xb200-fp8-cs": ("predicted high (+20%) on B200, where the same recipe's 405B on "
                                                   "GB200 and on H100 is +10%: " + FP8_COST),
-    "mbridge2511-llama3-70b-64xgb200-fp8-cs": ("predicted low (-20%): the published TP 1 / Megatron FSDP 64 fits the "
-                                               "memory model only with full recomputation, whose repeated forward "
-                                               "the run need not pay: its recipe offloads 40 of the 80 layers' "
-                                               "activations to the Grace CPU (v0.2.0 workload_base_configs.py, "
-                                               "cpu_offloading_num_layers=40), which plan does not search; even "
-                                               "so, memory --offload-layers 40 puts it at 195 GiB of 184 (2 x 8k "
-                                               "tokens, TP 1: 3.5 GiB a layer, 20 GiB of allocator slack)"),
     "mbridge2511-llama3-8b-8xh100-fp8-cs": "predicted low (-18%): a third of this 8k-token step is the attention "
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
                                            "fitted over the FlashAttention-2 era runs); the same recipe is -1% on "
@@ -190,7 +183,4 @@ RANK_MISSES = {
     "mbridge2511-llama3-70b-64xh100-fp8-cs": "shorter pipelines (PP 2-4 with CP 2, or PP 4) are predicted 6-10% faster "
                                              "than the published PP 8 / VPP 5: their exposed TP and CP traffic is "
                                              "priced below the bubble saved",
-    "mbridge2511-llama3-70b-64xgb200-fp8-cs": "CP 2 (with TP 1 or 2), and TP 4, are predicted faster than the "
-                                              "published TP 1 / FSDP 64, which fits the memory model only with full "
-                                              "recomputation (its recipe's activation offloading is not modelled)",
 }

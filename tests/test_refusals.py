@@ -122,6 +122,7 @@ def test_norms_per_layer_is_bounded(tmp_path):
 @pytest.mark.parametrize("extra, says", [
     ("device_memory_gib: 1000\n", "far more than the datasheet"),
     ("tdp_w: -1\n", "tdp_w cannot be negative"),
+    ("host_gb_s: -5\n", "host_gb_s cannot be negative"),
     ("vendor: [1, 2]\n", "vendor must be text"),
     ("aliases: abc\n", "aliases must be a list"),
     ("compute_capability: 900\n", "compute_capability must be a CUDA compute capability"),

@@ -58,6 +58,7 @@ def plan(
     recomputes: Annotated[str, typer.Option("--recompute", rich_help_panel=TRAINING, help="Recomputation to try: none, selective, full.")] = "none,selective,full",
     recompute_modules: Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="What selective recomputation rebuilds: Megatron-Core's modules (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation), mlp (a dense layer's MLP), moe (an MoE layer: router, dispatch, experts), shared_experts.")] = None,
     expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default=f"{EXPERT_OVERHEAD} (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
+    offload_layers: Annotated[str, typer.Option("--offload-layers", rich_help_panel=TRAINING, metavar="<layers|auto>", help="Activation offloading (Megatron's --cpu-offloading-num-layers; one pipeline stage, no recomputation): this many layers' saved activations wait in host memory, their copies timed at the GPU preset's host link (host_gb_s). auto: the fewest layers that make a layout fit, tried where a layout does not fit without and the GPU's host link is known; 0: none.")] = "auto",
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
     top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
@@ -90,7 +91,7 @@ def plan(
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
-                       **_given(tp_overlap_sms, recompute_modules, expert_overhead))
+                       offload=_offload(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
     unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
@@ -148,6 +149,21 @@ def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None) ->
     unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and overlap)
     unused("--no-tp-async", "with --sp (Megatron's sequence parallelism overlaps its backward collectives always)",
            not tp_async and bool(sp) and not overlap)
+
+
+def _offload(text: str) -> int | None:
+    """--offload-layers: auto (None: searched), or a number of layers (0: none)."""
+    from ..spec import SpecError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise SpecError(f"--offload-layers takes a number of layers or auto, got {text!r}") from None
+    if n < 0:
+        raise SpecError(f"--offload-layers cannot be negative, got {n}")
+    return n
 
 
 def _given(tp_overlap_sms: int | None, recompute_modules: str | None, expert_overhead: str | None) -> dict:

@@ -1,0 +1,114 @@
+"""`plan`'s activation offloading (Megatron's cpu_offloading_num_layers on Transformer Engine's CPU offload): the
+exposed copies by hand, the NIC's share of the host link by hand, the fewest layers the search offloads against
+NVIDIA's own recipe, and the option's refusals through the real CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcalc.exposure import host_rate, offload_exposed
+from llmcalc.plan import Constraints, Planner, Target
+from llmcalc.steptime import Layout, Links, MicroBatch
+
+from .conftest import run, run_json
+
+LINKS = Links(peak=1e15, peak16=1e15, hbm=2e12, node_gpus=8, intra=400e9, inter=50e9, efficiency=0.7, attention=0.3,
+              host=53e9)
+
+
+def _micro(forward: float) -> MicroBatch:
+    """A micro-batch whose layers' forward (GEMMs + attention core + memory-bound kernels) takes ``forward`` s."""
+    return MicroBatch(gemm=0, attention=0, elementwise=0.2 * forward, head=0, redo=0, tp=0, cp=0, ep=0, send=0,
+                      gemm_forward=0.6 * forward, core_forward=0.2 * forward)
+
+
+def test_exposed_copies_by_hand():
+    """20 of the layers offloaded, 4 GB a layer at 50 GB/s: each copy takes 80 ms and runs under L/20 layers'
+    compute, a twentieth of the 1 s forward (50 ms), so 30 ms shows on the way out; the backward's window is 100 ms,
+    so nothing on the way back. Four micro-batches: 4 x 20 x 30 ms."""
+    lay = Layout(tp=1, pp=1, dp=8, micro_batches=4, offload=20)
+    assert offload_exposed(lay, _micro(1.0), 4e9, 50e9) == pytest.approx(4 * 20 * 0.030)
+    # a slower link exposes both ways: 160 ms against 50 and 100
+    assert offload_exposed(lay, _micro(1.0), 4e9, 25e9) == pytest.approx(4 * 20 * (0.110 + 0.060))
+    assert offload_exposed(lay._replace(offload=0), _micro(1.0), 4e9, 50e9) == 0
+
+
+def test_the_nic_takes_its_share_of_the_host_link():
+    """ZeRO-3 over 64 GPUs (8 nodes): each micro-batch gathers twice (200 ms each) and reduce-scatters once (100 ms)
+    through the NIC, 500 ms of a 1 s micro-batch; for that half the copies get 53 - 50 GB/s, the rest all 53."""
+    lay = Layout(tp=1, pp=1, dp=64, zero=3, micro_batches=2)
+    assert host_rate(lay, LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.5 * 53e9 + 0.5 * 3e9)
+    assert host_rate(lay._replace(dp=8), LINKS, 1.0, (0.1, 0.2)) == 53e9  # one node: no NIC traffic
+    # ZeRO-1: the reduce-scatter and the all-gather once a step, 300 ms of the 2 s step
+    assert host_rate(lay._replace(zero=1), LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.85 * 53e9 + 0.15 * 3e9)
+
+
+def _gb200_70b() -> tuple[Planner, Layout]:
+    """Megatron-Bridge 25.11's Llama 3 70B FP8 run on 64 GB200s: TP 1, Megatron FSDP 64, two 8k sequences a
+    micro-batch, two micro-batches, no recomputation (v0.2.0 scripts/performance/configs/llama3/
+    workload_base_configs.py, LLAMA3_70B_GB200_FP8_CS_BASE_CONFIG; the table's global batch of 256)."""
+    from llmcalc.cluster import cluster_of
+    from llmcalc.presets import load_gpu, load_model
+
+    m = load_model("llama-3-70b")
+    cons = Constraints(tp=1, pp=1, cp=1, micro_batch=2, zero=3, recompute="none", grad_reduce="bf16", loss="te",
+                       fp8_recipe="current", fp8_params=True)
+    p = Planner(m, cluster_of(load_gpu("gb200")), Target(gpus=64, seq=8192, global_batch=256, dtype="fp8"), cons)
+    (lay,) = [x for x in p.fitting((1, 1, 1, 64, 1))]
+    return p, lay
+
+
+def test_the_fewest_layers_that_fit_are_near_nvidias_recipe():
+    """The recipe offloads 40 of the 80 layers (cpu_offloading_num_layers=40); the memory model needs 41 (a layer's
+    3.5 GiB of activations more than it fits by), and 40 leaves it over: the search takes the fewest that fit."""
+    p, lay = _gb200_70b()
+    assert 40 <= lay.offload <= 42
+    assert p.fits(lay) and not p.fits(lay._replace(offload=lay.offload - 1))
+    assert not p.fits(lay._replace(offload=0))
+    # over NVLink-C2C (173 GB/s) each 3.5 GiB copy hides under two layers' compute: offloading costs nothing
+    assert p.time(lay).offload == 0
+    # the same layout timed as recomputing everything instead is a third slower
+    assert p.time(lay._replace(offload=0, recompute="full")).total > 1.25 * p.time(lay).total
+
+
+def test_a_slow_host_link_exposes_the_copies():
+    """The same run with the GPU's host link at PCIe Gen4 speed (20 GB/s): each copy outlasts its window."""
+    p, lay = _gb200_70b()
+    slow = Planner(p.m, p.cluster, p.t, p.c)
+    slow.links = slow.links._replace(host=20e9)
+    assert slow.time(lay).offload > 0
+
+
+ARGS = ("plan", "--model", "llama-3-70b", "--gpu", "gb200", "--gpus", "64", "--seq", "8k", "--global-batch", "256")
+
+
+def test_a_fixed_count_is_every_layouts():
+    data = run_json(*ARGS, "--offload-layers", "44", "--top", "3")
+    layouts = data["summary"]["layouts"]
+    assert layouts and all(x["offload"] == 44 and x["pp"] == 1 and x["recompute"] == "none" for x in layouts)
+    assert all(x["layout"].endswith("offload44") for x in layouts)
+
+
+def test_zero_rules_it_out():
+    data = run_json(*ARGS, "--offload-layers", "0", "--top", "8")
+    assert all(x["offload"] == 0 for x in data["summary"]["layouts"])
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--offload-layers", "10", "--pp", "2"), "one pipeline stage"),
+    (("--offload-layers", "10", "--recompute", "full"), "without recomputation"),
+    (("--offload-layers", "80"), "below the model's 80 layers"),
+    (("--offload-layers", "ten"), "number of layers or auto"),
+    (("--offload-layers", "-3"), "cannot be negative"),
+])
+def test_refusals(extra, says):
+    out = run(*ARGS, *extra)
+    assert out.exit_code == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_gpu_without_a_host_link_figure():
+    """No host_gb_s in the preset: nothing is offloaded unasked, and a fixed count is refused with the fix."""
+    out = run("plan", "--model", "llama-2-7b", "--gpu", "l40s", "--gpus", "8", "--offload-layers", "4")
+    assert out.exit_code == 2 and "host_gb_s" in out.stderr
+    data = run_json("plan", "--model", "llama-2-7b", "--gpu", "l40s", "--gpus", "8", "--top", "8")
+    assert all(x["offload"] == 0 for x in data["summary"]["layouts"])
