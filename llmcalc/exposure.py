@@ -92,31 +92,47 @@ def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compu
     return max(reduce - 2 / 3 * compute, DP_EXPOSED_FLOOR * reduce) + max(gather - compute / 3, DP_EXPOSED_FLOOR * gather)
 
 
-def offload_exposed(lay: "Layout", mb: "MicroBatch", layer_bytes: float, host: float) -> float:
-    """Exposed seconds a step of activation offloading's copies (Megatron's cpu_offloading_num_layers on Transformer
-    Engine 2.8's AsyncDoubleBufferGroupOffloadHandler, cpu_offload.py): the first n = Layout.offload layers' saved
-    tensors (``layer_bytes`` a layer a micro-batch) go to host memory at ``host`` bytes a second in forward and come
-    back in backward, one layer's at a time, spread over the stack: its layer_window_map gives each copy L/n layers'
-    compute to run under, and the compute stream waits for it at the window's end. So each offloaded layer exposes
-    what its copy outlasts of L/n layers' forward, and of their backward (twice as long) on its way back."""
+def offload_exposed(lay: "Layout", mb: "MicroBatch", layers: int, layer_bytes: float, host: float) -> float:
+    """Exposed seconds a step of activation offloading's copies (Megatron-Core's cpu_offloading_num_layers on
+    Transformer Engine 2.8's AsyncDoubleBufferGroupOffloadHandler, cpu_offload.py): the first n = Layout.offload of
+    the rank's ``layers`` send their saved tensors (``layer_bytes`` a layer a micro-batch) to host memory at ``host``
+    bytes a second in forward and bring them back in backward, one layer's at a time, spread over the stack: each
+    copy runs under the layers between two of TE's window marks (offload_windows), and the compute stream waits for
+    it at the second. So each offloaded layer exposes what its copy outlasts of its window's forward, and of the
+    window's backward (twice as long) on its way back."""
     if not lay.offload:
         return 0.0
-    copy, window = layer_bytes / host, mb.layers_forward / lay.offload  # L/n layers of the rank's L layers' forward
-    return lay.micro_batches * lay.offload * (max(0.0, copy - window) + max(0.0, copy - 2 * window))
+    copy, forward = layer_bytes / host, mb.layers_forward / layers  # one layer's forward
+    exposed = sum(max(0.0, copy - w * forward) + max(0.0, copy - 2 * w * forward)
+                  for w in offload_windows(layers, lay.offload))
+    return lay.micro_batches * exposed
+
+
+def offload_windows(layers: int, n: int) -> list[int]:
+    """The layers each of n offloaded layers' copies runs under: the gaps between TE 2.8's layer_window_map marks
+    ((L // n)(i + 1) - 1, the first L % n of them i + 1 later, the rest as late as the last of those), the first
+    from the stack's start. L = 80, n = 40: 1, then 2 x 39; n = 41: 1, 2 x 38, 1, 1."""
+    marks, shift = [], 0
+    for i in range(n):
+        if i < layers % n:
+            shift = i + 1
+        marks.append(layers // n * (i + 1) - 1 + shift)
+    return [b - a for a, b in zip([0] + marks, marks)]
 
 
 def host_rate(lay: "Layout", links: "Links", per_mb: float, traffic: tuple[float, float]) -> float:
     """Bytes a second the GPU's host link gives offloading's copies. The GPU's NIC reaches it through the same link
     (GPUDirect RDMA through the PCIe switch on HGX and DGX boards; through NVLink-C2C on GB200), so while the NIC
     carries data parallelism's traffic out of the node (``traffic``: dp_traffic's seconds; ZeRO-3's every
-    micro-batch, ZeRO 0-2's once a step) the copies get what its line rate leaves; the rest of the step, all of it."""
+    micro-batch, ZeRO 0-2's once a step) the copies get what its line rate leaves, at least a fair half of the link;
+    the rest of the step, all of it."""
     reduce, gather = traffic
     if lay.tp * lay.cp * lay.dp <= links.node_gpus or not reduce:  # the DP group within one node: no NIC traffic
         return links.host
     busy = lay.micro_batches * (2 * gather + reduce) if lay.zero >= 3 else 2 * reduce if lay.zero == 0 else \
         reduce + gather
     share = min(1.0, busy / (lay.micro_batches * per_mb))
-    return (1 - share) * links.host + share * max(0.0, links.host - links.inter)
+    return (1 - share) * links.host + share * max(links.host - links.inter, links.host / 2)
 
 
 def optimizer_step(lay: "Layout", links: "Links", grads: tuple[float, float], scaled: bool = False) -> float:

@@ -79,7 +79,7 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
             for pp in [c.pp] if c.pp else _divisors(t.gpus // (tp * cp)):
                 dp = t.gpus // (tp * cp * pp)
                 if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp \
-                        or (c.offload and pp > 1):
+                        or _offload_rules_out(c, pp, cp):
                     continue
                 etps = etp_choices(m, tp, c)
                 if not etps:
@@ -87,6 +87,11 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
                 for ep in [c.ep] if c.ep else _ep_choices(m, tp // min(etps) * dp * cp):
                     if _suits(m, t.gpus, tp, pp, dp, cp, ep, min(etps)):
                         yield tp, cp, pp, dp, ep
+
+
+def _offload_rules_out(c: Constraints, pp: int, cp: int) -> bool:
+    """A fixed offload count runs on one pipeline stage without context parallelism (Constraints._check_offload)."""
+    return bool(c.offload) and (pp > 1 or cp > 1)
 
 
 def _cp_choices(seq: int, kernel: str) -> list[int]:
@@ -242,17 +247,20 @@ class Planner:
         mb = self._micro.get(key)
         if mb is None:
             mb = self._micro[key] = micro_batch(self.cost, self.links, lay, self.t.seq)
-        key = _step_key(lay)
-        once = self._per_step.get(key)
-        if once is None:  # per step, by the stage's parameters: DP's traffic and the optimizer's step
-            once = self._per_step[key] = self._traffic(lay), optimizer_step(lay, self.links, self.grads(lay),
-                                                                           self.scaled)
-        offload = offload_exposed(lay, mb, self.layer_bytes(lay), self.host_rate(lay, mb)) if lay.offload else 0.0
-        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *once, offload)
+        offload = offload_exposed(lay, mb, self.m.num_hidden_layers, self.layer_bytes(lay),
+                                  self.host_rate(lay, mb)) if lay.offload else 0.0
+        return step_time(self.cost, self.links, lay, self.t.seq, None, mb, *self._once(lay), offload)
+
+    def _once(self, lay: Layout) -> tuple:
+        """The terms paid once a step, by the stage's parameters: DP's traffic and the optimizer's step (memoized)."""
+        key = (lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes)
+        if key not in self._per_step:
+            self._per_step[key] = self._traffic(lay), optimizer_step(lay, self.links, self.grads(lay), self.scaled)
+        return self._per_step[key]
 
     def host_rate(self, lay: Layout, mb: MicroBatch) -> float:
         """What the host link gives ``lay``'s offloading copies beside its NIC's DP traffic (exposure.host_rate)."""
-        return host_rate(lay, self.links, mb.total, self._per_step[_step_key(lay)][0])
+        return host_rate(lay, self.links, mb.total, self._once(lay)[0])
 
     def layer_bytes(self, lay: Layout) -> float:
         """Bytes one layer of ``lay`` saves for a micro-batch (what offloading copies), the stage's average: the
@@ -298,18 +306,16 @@ class Planner:
         return self.memory(lay) <= self.usable
 
     def fitting(self, deg: tuple) -> list[Layout]:
-        """The layouts of one degree tuple (tp, cp, pp, dp, ep) that fit, each as it is or with the fewest layers'
-        activations offloaded that make it fit (Planner.offloaded)."""
+        """The layouts of one degree tuple (tp, cp, pp, dp, ep) that fit, as they are or offloaded (offloaded())."""
         fit = (lay if self.fits(lay) else self.offloaded(lay) for lay in variants(self.m, self.t, self.c, deg))
         return [lay for lay in fit if lay is not None]
 
     def offloaded(self, lay: Layout) -> Layout | None:
-        """``lay`` with the fewest layers' activations offloaded to host memory that make it fit, where the search
-        may offload (one stage, no recomputation, nothing offloaded yet); None where none fits or it may not. The
-        memory falls by about a layer's activations a layer: from the line through none and all but one
-        offloaded, step to the fewest that fit."""
+        """``lay`` with the fewest layers' activations offloaded that make it fit, where the search may offload (one
+        stage, no CP, no recomputation, nothing offloaded yet); else None. The memory falls by about a layer's
+        activations a layer: from the line through none and all but one offloaded, step to the fewest that fit."""
         last = self.m.num_hidden_layers - 1
-        if not self.offloads or lay.pp > 1 or lay.recompute != "none" or lay.offload or last < 1:
+        if not self.offloads or lay.pp > 1 or lay.cp > 1 or lay.recompute != "none" or lay.offload or last < 1:
             return None
         most = lay._replace(offload=last)
         if not self.fits(most):
@@ -322,18 +328,28 @@ class Planner:
             n += 1
         return lay._replace(offload=n)
 
+    def possible(self, deg: tuple) -> bool | None:
+        """Whether some layout of the degree tuple fits: its leanest variants (lean()), or its leanest without
+        recomputation offloaded (a deep model's all but one layer offloaded can need less than full recomputation's
+        inputs); None where no layout of it multiplies out."""
+        leanest = lean(self.m, self.t, self.c, deg)
+        if not leanest:
+            return None
+        if any(self.fits(lay) for lay in leanest):
+            return True
+        plain = lean(self.m, self.t, replace(self.c, recompute=("none",)), deg) if self.offloads else []
+        return any(self.offloaded(lay) is not None for lay in plain)
+
     def search(self, top: int = 5) -> list[Ranked]:
         """The fastest fitting layout of each of the ``top`` fastest degree tuples."""
-        timed, possible = [], False
+        timed, possible, order = [], False, itertools.count()
         for deg in degree_tuples(self.m, self.cluster.gpus_per_node, self.t, self.c):
-            leanest = lean(self.m, self.t, self.c, deg)
-            possible = possible or bool(leanest)
-            if not any(self.fits(lay) for lay in leanest):
-                continue
-            timed += [(t.total, len(timed), lay, t) for lay in variants(self.m, self.t, self.c, deg)
-                      for t in [self.time(lay)]]
+            fits = self.possible(deg)
+            possible = possible or fits is not None
+            if fits:
+                timed += [(t.total, next(order), lay, t) for lay in variants(self.m, self.t, self.c, deg)
+                          for t in [self.time(lay)]]
         heapq.heapify(timed)  # fastest first; ties in the order enumerated
-        order = itertools.count(len(timed))
         best: dict[tuple, Ranked] = {}
         while timed and len(best) < top:
             _, _, lay, t = heapq.heappop(timed)
@@ -353,11 +369,6 @@ class Planner:
 
 
 
-def _step_key(lay: Layout) -> tuple:
-    """What a layout's once-a-step terms (DP traffic, the optimizer step) depend on."""
-    return lay.tp, lay.pp, lay.dp, lay.cp, lay.ep, lay.etp, lay.zero, lay.grad_bytes, lay.param_bytes
-
-
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
     """The fewest GPUs (whole nodes) any layout fits on, found by the search's own memory check: doubling from
     the asked count (or from the GPUs the 16-bit weights alone need, if more), then bisecting over nodes."""
@@ -365,7 +376,7 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
 
     def any_fit(n: int) -> bool:
         p = Planner(m, cluster, replace(t, gpus=n), replace(c, dp=None))
-        return any(p.fits(lay) for deg in degree_tuples(m, node, p.t, p.c) for lay in lean(m, p.t, p.c, deg))
+        return any(p.possible(deg) for deg in degree_tuples(m, node, p.t, p.c))
 
     from .memory.placement import model_params
 

@@ -71,9 +71,9 @@ class Constraints:
     fp8_params: bool = False  # under --dtype fp8: FP8 parameters, gathered in 1 byte
     expert_overhead: float = EXPERT_OVERHEAD  # an MoE layer's fixed work per routed expert a GPU holds (steptime)
     tp_overlap_sms: int = UB_SMS  # with tp_overlap: SMs TE's userbuffers kernels hold (steptime.Links.ub_sms)
-    # layers whose saved activations wait in host memory (Megatron's cpu_offloading_num_layers: one pipeline stage, no
-    # recomputation): None the fewest that fit a layout that does not fit without (where the GPU's host link is
-    # known); 0 none; n fixed
+    # layers whose saved activations wait in host memory (Megatron-Core's cpu_offloading_num_layers: one pipeline stage,
+    # no recomputation; dense models without CP, as modelled): None the fewest that fit a layout that does not fit
+    # without (where the GPU's host link is known); 0 none; n fixed
     offload: int | None = None
 
     def stages(self, dtype: str, pp: int | None = None) -> list[int]:
@@ -134,9 +134,13 @@ class Constraints:
             return
         if type(n) is not int or n < 0:
             raise SpecError(f"--offload-layers takes a number of layers (or auto), got {n!r}")
-        if (self.pp or 1) > 1:
-            raise SpecError(f"--offload-layers {n} runs on one pipeline stage (Megatron refuses CPU offloading with "
-                            f"pipeline parallelism): drop --pp {self.pp} or --offload-layers")
+        for flag, value in (("--pp", self.pp), ("--vpp", self.vpp)):
+            if (value or 1) > 1:
+                raise SpecError(f"--offload-layers {n} runs on one pipeline stage (Megatron refuses CPU offloading "
+                                f"with pipeline parallelism): drop {flag} {value} or --offload-layers")
+        if (self.cp or 1) > 1:
+            raise SpecError(f"--offload-layers {n} with --cp {self.cp} is not modelled (Transformer Engine offloads "
+                            "no context-parallel attention tensors): drop one")
         if "none" not in choices(self.recompute, str, "--recompute"):
             raise SpecError(f"--offload-layers {n} runs without recomputation (Megatron refuses CPU offloading beside "
                             "it): add none to --recompute, or drop --offload-layers")
@@ -153,14 +157,22 @@ def choices(value, kind: type, flag: str) -> tuple:
 
 def offloading(m: ModelSpec, gpu, c: Constraints) -> bool:
     """Whether the search may offload activations (the fewest layers that fit, Planner.offloaded): where the GPU's
-    host link is known and --offload-layers leaves it to the search. A fixed count is refused where it cannot run."""
-    if c.offload and not gpu.host_bandwidth:
-        raise SpecError(f"--offload-layers {c.offload}: {gpu.name} has no host link figure to time the copies by (give "
-                        "host_gb_s in a GPU YAML, --gpu my-gpu.yaml)")
-    if c.offload and c.offload >= m.num_hidden_layers:
-        raise SpecError(f"--offload-layers {c.offload} must be below the model's {m.num_hidden_layers} layers (Megatron "
-                        "offloads fewer than all)")
-    return c.offload is None and bool(gpu.host_bandwidth)
+    host link is known, --offload-layers leaves it to the search and the constraints leave room for it (one stage
+    and no recomputation possible). A fixed count is refused where it cannot run or is not modelled: Transformer
+    Engine 2.8 offloads only the tensors its modules mark (mark_activation_offload), and neither its grouped experts'
+    GEMMs nor its context-parallel attention mark theirs, while the memory model moves whole layers."""
+    if c.offload:
+        if not gpu.host_bandwidth:
+            raise SpecError(f"--offload-layers {c.offload}: {gpu.name} has no host link figure to time the copies by "
+                            "(give host_gb_s in a GPU YAML, --gpu my-gpu.yaml)")
+        if c.offload >= m.num_hidden_layers:
+            raise SpecError(f"--offload-layers {c.offload} must be below the model's {m.num_hidden_layers} layers "
+                            "(Megatron offloads fewer than all)")
+        if m.is_moe:
+            raise SpecError(f"--offload-layers with {m.name}'s routed experts is not modelled (Transformer Engine "
+                            "keeps its grouped experts' saved tensors on the GPU): drop --offload-layers")
+    return c.offload is None and bool(gpu.host_bandwidth) and not m.is_moe and (c.pp or 1) == 1 \
+        and (c.cp or 1) == 1 and "none" in c.recompute
 
 
 def fp8_settings(gpu, t: Target, c: Constraints) -> dict:
@@ -184,8 +196,9 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     if c.zero == (3,) and not c.zero3(t.dtype):
         return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
                 "add --zero 1 or drop what rules it out")
-    fixed = [f"--{k.replace('_', '-')} {getattr(c, k)}" for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp",
-                                                                  "micro_batch", "max_tp", "offload") if getattr(c, k)]
+    flags = {"offload": "offload-layers"}
+    fixed = [f"--{flags.get(k, k.replace('_', '-'))} {getattr(c, k)}"
+             for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp", "offload") if getattr(c, k)]
     fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
     shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
         (f", {m.num_experts} experts" if m.is_moe else "")

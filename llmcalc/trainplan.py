@@ -9,7 +9,7 @@ from .flops import palm_per_token
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
-from .exposure import BUFFER_PASSES, optimizer_bytes, optimizer_counts, overlaps_sends
+from .exposure import BUFFER_PASSES, offload_windows, optimizer_bytes, optimizer_counts, overlaps_sends
 from .serving import FLOAT_BANDWIDTH
 from .steptime import Layout, moe_redone
 from .units import fmt_seconds
@@ -75,8 +75,8 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
     if offloads or c.offload:
         which = "the fewest layers a layout fits with" if offloads else f"{c.offload} layers"
         offload = (f"; activation offloading of {which} (one stage, no recomputation), each layer's copy at "
-                   f"{links.host / 1e9:g} GB/s, less what the NIC's DP traffic takes of the link, under L/n layers' "
-                   "compute")
+                   f"{links.host / 1e9:g} GB/s, less what the NIC's DP traffic takes of the link, under its window of "
+                   "about L/n layers' compute")
     return (f"step time (llmcalc/steptime.py): GEMMs at {links.efficiency:.0%} of the {dtype} peak or their weights' "
             f"traffic at HBM speed where longer, {core}, memory-bound kernels at HBM speed; {tp}, {ep} (across nodes "
             f"at one NIC a GPU), {experts}CP's bytes hidden behind attention, {dp}, {pp}; bubble (p-1)/v "
@@ -138,14 +138,31 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
                 "train_time": "s"}
 
 
+def _offload_formula(mb, lay: Layout, layers: int, layer_bytes: float, rate: float) -> tuple:
+    """The offload row's formula: each offloaded layer's copy out and back against its window's forward and backward,
+    the windows (exposure.offload_windows) grouped by their length."""
+    if not lay.offload:
+        return ("no layers offloaded",)
+    counts: dict[int, int] = {}
+    for w in offload_windows(layers, lay.offload):
+        counts[w] = counts.get(w, 0) + 1
+    # a layer's forward in whole nanoseconds, its bytes and the rate whole: the differences lose no digits
+    term = ("{} windows x (max(0, {} B / {} B/s - {} layers x {} ns x 1e-9) + max(0, {} B / {} B/s - 2 x {} layers x "
+            "{} ns x 1e-9))")
+    forward, rate, layer_bytes = round(mb.layers_forward / layers * 1e9), round(rate), round(layer_bytes)
+    return ("{} micro-batches x (" + " + ".join([term] * len(counts)) + ")", lay.micro_batches,
+            *(x for w, n in counts.items() for x in (n, layer_bytes, rate, w, forward, layer_bytes, rate, w, forward)))
+
+
 def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False,
                   grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0, scaled: bool = False,
-                  offload: tuple[float, float] = (0.0, 0.0)) -> dict[str, tuple]:
+                  offload: tuple[int, float, float] = (1, 0.0, 0.0)) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
     routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
     forward (steptime.moe_redone); ``grads``: the (dense, routed-expert) parameters the GPU's stage holds, whose
     optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step; ``scaled``: fp16's loss scale);
-    ``offload``: (bytes a layer saves for a micro-batch, bytes a second to host memory; exposure.offload_exposed)."""
+    ``offload``: (the rank's layers, bytes a layer saves for a micro-batch, bytes a second to host memory;
+    exposure.offload_exposed)."""
     stepped, buffer = optimizer_counts(lay, grads)
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
@@ -153,10 +170,7 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                         "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
-            "offload": ("{} micro-batches x {} layers x (max(0, {} B / {} B/s - {} s / {}) + max(0, {} B / {} B/s - 2 x "
-                        "{} s / {}))", m,
-                        lay.offload, *offload, mb.layers_forward, lay.offload, *offload, mb.layers_forward,
-                        lay.offload),
+            "offload": _offload_formula(mb, lay, *offload),
             "ep_comm": each + (m, mb.ep),
             "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
                 " x 4/3 (recomputation repeats the forward)" if redone else ""),
@@ -208,7 +222,8 @@ def _step_rows(rows, p: Planner, m: ModelSpec, c: Constraints, best: Ranked) -> 
     lay = best.layout
     hows = step_formulas(p.micro(lay), lay, m.num_experts // lay.ep if m.is_moe else 0, c.expert_overhead,
                          moe_redone(p.cost, lay), p.grads(lay), p.links.hbm * FLOAT_BANDWIDTH, p.scaled,
-                         (p.layer_bytes(lay), p.host_rate(lay, p.micro(lay))) if lay.offload else (0.0, 0.0))
+                         (p.m.num_hidden_layers, p.layer_bytes(lay), p.host_rate(lay, p.micro(lay)))
+                         if lay.offload else (1, 0.0, 0.0))
     shown = [row for row in STEP_ROWS if (m.is_moe or row[0] != "expert_overhead")  # dense: no experts to cost
              and (lay.offload or row[0] != "offload")]  # nothing offloaded: no copies
     for name, part, note in shown:

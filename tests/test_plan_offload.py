@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcalc.exposure import host_rate, offload_exposed
+from llmcalc.exposure import host_rate, offload_exposed, offload_windows
 from llmcalc.plan import Constraints, Planner, Target
 from llmcalc.steptime import Layout, Links, MicroBatch
 
@@ -22,25 +22,37 @@ def _micro(forward: float) -> MicroBatch:
                       gemm_forward=0.6 * forward, core_forward=0.2 * forward)
 
 
+def test_windows_as_transformer_engine_marks_them():
+    """TE 2.8's layer_window_map: mark i at (L // n)(i + 1) - 1, the first L % n marks i + 1 later and the rest as late
+    as the last of those; each copy runs from one mark to the next (the first from the start). 80 layers, 40
+    offloaded: marks 1, 3, ..., 79; 41 offloaded: marks 1, 3, ..., 77 (the first 39), then 78, 79."""
+    assert offload_windows(80, 40) == [1] + [2] * 39
+    assert offload_windows(80, 41) == [1] + [2] * 38 + [1, 1]
+    assert offload_windows(80, 5) == [15, 16, 16, 16, 16]  # marks 15, 31, 47, 63, 79
+    assert all(sum(offload_windows(126, n)) == 125 for n in range(1, 126))  # the last mark is the last layer
+
+
 def test_exposed_copies_by_hand():
-    """20 of the layers offloaded, 4 GB a layer at 50 GB/s: each copy takes 80 ms and runs under L/20 layers'
-    compute, a twentieth of the 1 s forward (50 ms), so 30 ms shows on the way out; the backward's window is 100 ms,
-    so nothing on the way back. Four micro-batches: 4 x 20 x 30 ms."""
+    """20 of 40 layers offloaded, 4 GB a layer at 50 GB/s: each copy takes 80 ms. A layer's forward is 25 ms (1 s for
+    the 40). The first copy's window is one layer: 55 ms exposed going out, 30 ms coming back (under 50 ms of
+    backward); the other 19 have two layers: 30 ms out, nothing back (100 ms of backward). Four micro-batches."""
     lay = Layout(tp=1, pp=1, dp=8, micro_batches=4, offload=20)
-    assert offload_exposed(lay, _micro(1.0), 4e9, 50e9) == pytest.approx(4 * 20 * 0.030)
-    # a slower link exposes both ways: 160 ms against 50 and 100
-    assert offload_exposed(lay, _micro(1.0), 4e9, 25e9) == pytest.approx(4 * 20 * (0.110 + 0.060))
-    assert offload_exposed(lay._replace(offload=0), _micro(1.0), 4e9, 50e9) == 0
+    assert offload_exposed(lay, _micro(1.0), 40, 4e9, 50e9) == pytest.approx(4 * (0.055 + 0.030 + 19 * 0.030))
+    # a slower link exposes both ways: 160 ms against 25 and 50 (one layer), 50 and 100 (two)
+    assert offload_exposed(lay, _micro(1.0), 40, 4e9, 25e9) == pytest.approx(4 * (0.135 + 0.110 + 19 * (0.110 + 0.060)))
+    assert offload_exposed(lay._replace(offload=0), _micro(1.0), 40, 4e9, 50e9) == 0
 
 
 def test_the_nic_takes_its_share_of_the_host_link():
     """ZeRO-3 over 64 GPUs (8 nodes): each micro-batch gathers twice (200 ms each) and reduce-scatters once (100 ms)
-    through the NIC, 500 ms of a 1 s micro-batch; for that half the copies get 53 - 50 GB/s, the rest all 53."""
+    through the NIC, 500 ms of a 1 s micro-batch; for that half the copies get what the NIC's 50 GB/s leaves of 53,
+    but at least half the link (26.5), the rest of the time all 53."""
     lay = Layout(tp=1, pp=1, dp=64, zero=3, micro_batches=2)
-    assert host_rate(lay, LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.5 * 53e9 + 0.5 * 3e9)
+    assert host_rate(lay, LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.5 * 53e9 + 0.5 * 26.5e9)
+    assert host_rate(lay, LINKS._replace(inter=12.5e9), 1.0, (0.1, 0.2)) == pytest.approx(0.5 * 53e9 + 0.5 * 40.5e9)
     assert host_rate(lay._replace(dp=8), LINKS, 1.0, (0.1, 0.2)) == 53e9  # one node: no NIC traffic
     # ZeRO-1: the reduce-scatter and the all-gather once a step, 300 ms of the 2 s step
-    assert host_rate(lay._replace(zero=1), LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.85 * 53e9 + 0.15 * 3e9)
+    assert host_rate(lay._replace(zero=1), LINKS, 1.0, (0.1, 0.2)) == pytest.approx(0.85 * 53e9 + 0.15 * 26.5e9)
 
 
 def _gb200_70b() -> tuple[Planner, Layout]:
@@ -65,8 +77,13 @@ def test_the_fewest_layers_that_fit_are_near_nvidias_recipe():
     assert 40 <= lay.offload <= 42
     assert p.fits(lay) and not p.fits(lay._replace(offload=lay.offload - 1))
     assert not p.fits(lay._replace(offload=0))
-    # over NVLink-C2C (173 GB/s) each 3.5 GiB copy hides under two layers' compute: offloading costs nothing
-    assert p.time(lay).offload == 0
+    # over NVLink-C2C (173 GB/s; the DP group is one NVLink domain of GB200's 72, so no NIC traffic) each 3.5 GiB copy
+    # hides under two layers' compute, not under one: at 41 layers offloaded, three of TE's windows are one layer
+    # long (test_windows_as_transformer_engine_marks_them), each exposing what its copy outlasts of that layer's forward
+    mb = p.micro(lay)
+    copy, forward = p.layer_bytes(lay) / 173e9, mb.layers_forward / 80
+    assert copy < 2 * forward and lay.offload == 41
+    assert p.time(lay).offload == pytest.approx(2 * 3 * (copy - forward))
     # the same layout timed as recomputing everything instead is a third slower
     assert p.time(lay._replace(offload=0, recompute="full")).total > 1.25 * p.time(lay).total
 
@@ -100,6 +117,9 @@ def test_zero_rules_it_out():
     (("--offload-layers", "80"), "below the model's 80 layers"),
     (("--offload-layers", "ten"), "number of layers or auto"),
     (("--offload-layers", "-3"), "cannot be negative"),
+    (("--offload-layers", "10", "--vpp", "2"), "drop --vpp 2"),
+    (("--offload-layers", "10", "--cp", "2"), "context-parallel attention"),
+    (("--offload-layers", "10", "--dp", "48"), "with --dp 48, --offload-layers 10"),
 ])
 def test_refusals(extra, says):
     out = run(*ARGS, *extra)
@@ -112,3 +132,27 @@ def test_a_gpu_without_a_host_link_figure():
     assert out.exit_code == 2 and "host_gb_s" in out.stderr
     data = run_json("plan", "--model", "llama-2-7b", "--gpu", "l40s", "--gpus", "8", "--top", "8")
     assert all(x["offload"] == 0 for x in data["summary"]["layouts"])
+
+
+def test_a_layout_that_fits_only_offloaded_is_found():
+    """Without recomputation the run fits only by offloading: the search still finds it (its leanest variant, with
+    nothing offloaded, does not fit), and the fewest GPUs a refusal would name count offloading too."""
+    data = run_json(*ARGS, "--dtype", "fp8", "--fp8-recipe", "current", "--fp8-params", "--loss", "te",
+                    "--recompute", "none", "--tp", "1", "--cp", "1", "--micro-batch", "2")
+    (best, *_) = data["summary"]["layouts"]
+    assert best["offload"] >= 40 and best["dp"] == 64
+
+
+def test_the_host_rate_needs_no_timing_first():
+    p, lay = _gb200_70b()
+    fresh = Planner(p.m, p.cluster, p.t, p.c)
+    assert fresh.host_rate(lay, fresh.micro(lay)) == 173e9  # the DP group within one 72-GPU NVLink domain
+
+
+def test_moe_models_are_not_offloaded():
+    """Transformer Engine 2.8 keeps its grouped experts' saved tensors on the GPU (their GEMMs mark none for
+    offloading): not modelled, so not searched, and a fixed count is refused."""
+    args = ("plan", "--model", "mixtral-8x7b", "--gpu", "gb200", "--gpus", "64", "--seq", "4k")
+    assert all(x["offload"] == 0 for x in run_json(*args, "--top", "8")["summary"]["layouts"])
+    out = run(*args, "--offload-layers", "8")
+    assert out.exit_code == 2 and "routed experts" in out.stderr
