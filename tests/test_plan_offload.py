@@ -156,3 +156,11 @@ def test_moe_models_are_not_offloaded():
     assert all(x["offload"] == 0 for x in run_json(*args, "--top", "8")["summary"]["layouts"])
     out = run(*args, "--offload-layers", "8")
     assert out.exit_code == 2 and "routed experts" in out.stderr
+
+
+def test_memory_says_its_moe_offload_is_an_underestimate():
+    """`memory --offload-layers` moves whole layers; for routed experts that undercounts what stays, and says so."""
+    args = ("memory", "--model", "deepseek-v3", "--mode", "train", "--framework", "megatron", "--recompute", "none",
+            "--gpus", "64", "--ep", "64", "--seq", "2k")
+    assert any("underestimate" in n for n in run_json(*args, "--offload-layers", "10")["notes"])
+    assert not any("underestimate" in n for n in run_json(*args)["notes"])

@@ -269,6 +269,17 @@ def stage_states(m: ModelSpec, s: MemorySettings, st: Stage) -> StageStates:
 ALLOCATOR_SLACK = 0.13
 
 
+def _offload_note(m: ModelSpec, s: MemorySettings) -> list[str]:
+    """Where Megatron's activation offloading leaves more on the GPU than the whole layers the model moves: Transformer
+    Engine 2.8 offloads the tensors its modules mark, and its grouped experts and context-parallel attention mark
+    none."""
+    if not s.offload_layers or not (m.is_moe or s.parallel.cp > 1):
+        return []
+    kept = "its grouped experts' saved tensors" if m.is_moe else "context-parallel attention's q, k, v and output"
+    return [f"offloaded layers count as leaving whole, an underestimate: Transformer Engine keeps {kept} on the GPU "
+            "(they are not marked for offloading)"]
+
+
 def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """Every training row of one pipeline stage's GPU, its total and its summary entries.
 
@@ -284,7 +295,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
-    notes.append(activation_note(s, m))
+    notes += [activation_note(s, m)] + _offload_note(m, s)
     add_logits(r, s, lb)
     if st.last and s.mini_seq > 1:
         notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
