@@ -47,6 +47,7 @@ class Ranked(NamedTuple):
     time: StepTime
     memory: float  # bytes on the fullest GPU
     usable: float
+    host: float = 0.0  # bytes of offloaded activations in host memory, per GPU
 
 
 def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT_OVERHEAD,
@@ -79,7 +80,7 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
             for pp in [c.pp] if c.pp else _divisors(t.gpus // (tp * cp)):
                 dp = t.gpus // (tp * cp * pp)
                 if pp > m.num_hidden_layers or t.gpus % (tp * cp * pp) or (c.dp and dp != c.dp) or t.global_batch % dp \
-                        or _offload_rules_out(c, pp, cp):
+                        or c.offload_rules_out(pp, cp):
                     continue
                 etps = etp_choices(m, tp, c)
                 if not etps:
@@ -87,11 +88,6 @@ def degree_tuples(m: ModelSpec, node: int, t: Target, c: Constraints) -> Iterato
                 for ep in [c.ep] if c.ep else _ep_choices(m, tp // min(etps) * dp * cp):
                     if _suits(m, t.gpus, tp, pp, dp, cp, ep, min(etps)):
                         yield tp, cp, pp, dp, ep
-
-
-def _offload_rules_out(c: Constraints, pp: int, cp: int) -> bool:
-    """A fixed offload count runs on one pipeline stage without context parallelism (Constraints._check_offload)."""
-    return bool(c.offload) and (pp > 1 or cp > 1)
 
 
 def _cp_choices(seq: int, kernel: str) -> list[int]:
@@ -362,7 +358,7 @@ class Planner:
                     t = self.time(alt)
                     heapq.heappush(timed, (t.total, next(order), alt, t))
                 continue
-            best[deg] = Ranked(lay, t, self.memory(lay), self.usable)
+            best[deg] = Ranked(lay, t, self.memory(lay), self.usable, lay.offload and lay.offload * self.layer_bytes(lay))
         if not possible:
             raise SpecError(impossible(self.m, self.t, self.c))
         return list(best.values())

@@ -126,6 +126,10 @@ class Constraints:
             raise SpecError(f"--tp-overlap-sms is a whole number of SMs, 0 to 64 (TE's default 16), got "
                             f"{self.tp_overlap_sms!r}")
 
+    def offload_rules_out(self, pp: int, cp: int) -> bool:
+        """Whether a fixed offload count rules out these degrees: it runs on one stage without context parallelism."""
+        return bool(self.offload) and (pp > 1 or cp > 1)
+
     def _check_offload(self) -> None:
         """A fixed offload count goes with what Megatron runs it beside: one pipeline stage, no recomputation
         (core 0.15 TransformerConfig refuses cpu_offloading with either)."""

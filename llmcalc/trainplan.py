@@ -135,7 +135,7 @@ STEP_ROWS = (("compute", "compute", "GEMMs, attention, memory-bound kernels, the
 
 
 LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "memory": "byte", "headroom": "byte",
-                "train_time": "s"}
+                "train_time": "s", "host_memory": "byte"}
 
 
 def _offload_formula(mb, lay: Layout, layers: int, layer_bytes: float, rate: float) -> tuple:
@@ -203,7 +203,7 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
                 "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep,
                 **({"etp": lay.expert_tp} if m.is_moe else {}), "dp": lay.dp,
                 "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
-                "grad_accum": lay.micro_batches, "offload": lay.offload})
+                "grad_accum": lay.micro_batches, "offload": lay.offload, "host_memory": round(r.host)})
     return out
 
 

@@ -164,3 +164,19 @@ def test_memory_says_its_moe_offload_is_an_underestimate():
             "--gpus", "64", "--ep", "64", "--seq", "2k")
     assert any("underestimate" in n for n in run_json(*args, "--offload-layers", "10")["notes"])
     assert not any("underestimate" in n for n in run_json(*args)["notes"])
+
+
+def test_the_host_memory_is_what_the_memory_model_sends():
+    """Each offloaded layout says what waits in host memory per GPU: the memory command's cpu/activations for the same
+    layout (41 layers of Llama 3 70B at 2 x 8k tokens, FP8 inputs: 3.5 GiB each)."""
+    data = run_json(*ARGS, "--dtype", "fp8", "--fp8-recipe", "current", "--fp8-params", "--loss", "te",
+                    "--grad-reduce", "bf16", "--tp", "1", "--cp", "1", "--micro-batch", "2", "--top", "2")
+    best = data["summary"]["layouts"][0]
+    memory = run_json("memory", "--model", "llama-3-70b", "--mode", "train", "--framework", "megatron", "--gpu",
+                      "gb200", "--gpus", "64", "--dp", "64", "--zero", "3", "--seq", "8192", "--batch", "2", "--fp8",
+                      "current", "--fp8-params", "--loss", "te", "--precision", "mixed", "--offload-layers",
+                      str(best["offload"]))
+    sent = next(r["value"] for r in memory["rows"] if r["name"] == "cpu/activations")
+    assert best["offload"] == 41 and best["host_memory"] == pytest.approx(sent, rel=1e-3)
+    assert best["host_memory"] == pytest.approx(41 * 3.5 * 2**30, rel=0.01)
+    assert all(x["host_memory"] == 0 for x in data["summary"]["layouts"] if not x["offload"])
