@@ -206,9 +206,10 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, tp_async, ep_overlap, pp_overlap, dp_overlap,
     backward_prefetch, attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead
-    ("0.4ms" or seconds), tp_overlap_sms, offload (layers; None: the fewest a layout fits with, 0: none);
+    ("0.4ms" or seconds), tp_overlap_sms, offload_layers (a number, or "auto": the fewest a layout fits with);
     gpus_per_node."""
     from .plan import Constraints, Target
+    from .planinputs import offload_count
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
     from .units import parse_length
 
@@ -218,4 +219,7 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     length = default_seq(m) if seq is None else parse_length(given["seq"])
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
                     tokens=given["tokens"], dtype=dtype)
+    for key in ("offload", "offload_layers"):  # Constraints' name and the CLI's: a count or "auto"
+        if key in constraints:
+            constraints["offload"] = offload_count(constraints.pop(key))
     return _result(plan_breakdown(m, where, target, Constraints(**_coerce(constraints)), top))

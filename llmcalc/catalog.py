@@ -49,7 +49,7 @@ LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
                  "interconnect": "byte/s", "network": "byte/s", "intra": "byte/s"}
 
 
-SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
+SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "host_memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
               "link_bandwidth": "byte/s", "host_bandwidth": "byte/s",
               "network_bandwidth": "byte/s", "intra_bandwidth": "byte/s", "inter_bandwidth": "byte/s", "total_params": "params",
               "peak_flops": "FLOP/s", "matmul_flops": "FLOP/s"}  # a mapping's is its values' (attention_kernels: none)

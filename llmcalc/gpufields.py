@@ -13,10 +13,10 @@ from .spec import SpecError
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "link_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
             "attention_share", "attention_kernels", "matmul_tflops", "compute_capability", "sm_count", "host_gb_s",
-            "source", "notes"}
+            "host_memory_gib", "source", "notes"}
 _NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
-            "link_gb_s", "network_gb_s", "tdp_w", "attention_share", "compute_capability", "host_gb_s")
-_NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "link_gb_s", "network_gb_s", "host_gb_s")
+            "link_gb_s", "network_gb_s", "tdp_w", "attention_share", "compute_capability", "host_gb_s", "host_memory_gib")
+_NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "link_gb_s", "network_gb_s", "host_gb_s", "host_memory_gib")
 
 
 def from_fields(name: str, fields: dict, where: str) -> GPUSpec:
@@ -104,6 +104,7 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         interconnect_bandwidth=float(fields.get("interconnect_gb_s") or 0) * 1e9,
         link_bandwidth=float(fields["link_gb_s"]) * 1e9 if fields.get("link_gb_s") else None,
         host_bandwidth=float(fields["host_gb_s"]) * 1e9 if fields.get("host_gb_s") else None,
+        host_memory_bytes=round(fields["host_memory_gib"] * 2**30) if fields.get("host_memory_gib") else None,
         node_gpus=_given(fields, "node_gpus", DEFAULT_NODE_GPUS),
         network_bandwidth=_given(fields, "network_gb_s", DEFAULT_NETWORK_BANDWIDTH / 1e9) * 1e9,
         attention_share=fields.get("attention_share"),

@@ -61,6 +61,7 @@ class GPUSpec:
     # B/s one direction a copy between this GPU's memory and its host's pinned memory reaches, per GPU when all copy
     # at once (activation offloading's D2H and H2D, plan's offload term); None: not known, no offloading planned
     host_bandwidth: float | None = None
+    host_memory_bytes: int | None = None  # the reference node's host memory over its GPUs (offloading's bound)
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"

@@ -22,16 +22,15 @@ from dataclasses import replace
 from typing import Iterator, NamedTuple
 
 from .collectives import check_links
-from .dtypes import DTYPE_TABLE
 from .exposure import dp_traffic, host_rate, offload_exposed, optimizer_step
-from .kernels import attention_efficiency, attention_kernel, matmul_efficiency
+from .kernels import attention_kernel
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
-from .planinputs import (MAX_GPUS, SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - the last three re-exported
-                         fp8_settings, impossible, offloading)
+from .planinputs import (MAX_GPUS, SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
+                         fp8_settings, impossible, links_of, offloading)  # re-exported, as are Constraints, Target
 from .spec import ModelSpec, Parallelism, SpecError
-from .steptime import (EXPERT_OVERHEAD, GRAD_BYTES, PARAM_BYTES, UB_SMS, Layout, Links, MicroBatch, ModelCost,
+from .steptime import (GRAD_BYTES, PARAM_BYTES, Layout, MicroBatch, ModelCost,
                        StepTime, micro_batch, model_cost, step_time)
 
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -48,18 +47,6 @@ class Ranked(NamedTuple):
     memory: float  # bytes on the fullest GPU
     usable: float
     host: float = 0.0  # bytes of offloaded activations in host memory, per GPU
-
-
-def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT_OVERHEAD,
-             ub_sms: int = UB_SMS) -> Links:
-    """What the step-time model needs of a cluster (cluster.Cluster) for a dtype and attention kernel, with the
-    seconds of fixed work per routed expert and the SMs TE's userbuffers hold (steptime.Links)."""
-    gpu = cluster.gpu
-    return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
-                 cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
-                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
-                 overhead, gpu.sm_count or 0, ub_sms, attention_kernel(gpu, kernel) == "unfused",
-                 gpu.link_bandwidth or 0.0, gpu.host_bandwidth or 0.0)
 
 
 def _powers(limit: int) -> list[int]:
@@ -200,6 +187,8 @@ class Planner:
                             "training reduces fp32 or bf16 gradients")
         self.fp8 = fp8_settings(cluster.gpu, t, c)
         self.offloads = offloading(m, cluster.gpu, c)  # whether the search may offload activations
+        self._plain = replace(c, recompute=("none",)) if self.offloads else c  # its layouts: no recomputation
+        self.host_memory = cluster.gpu.host_memory_bytes or math.inf
         check_links(self.links, t.gpus)
         self.cost: ModelCost = model_cost(m, t.seq, c.loss or "full", c.recompute_modules)
         self.usable = cluster.gpu.usable_bytes * c.gpu_util
@@ -299,7 +288,12 @@ class Planner:
         return tuple((st.index, stage_pieces(self.m, s, st)) for st in stages(self.m, lay.pp))
 
     def fits(self, lay: Layout) -> bool:
-        return self.memory(lay) <= self.usable
+        """On the GPU, and what it offloads within the host memory a GPU has (where the preset gives it)."""
+        return self.memory(lay) <= self.usable and (not lay.offload or self.host_bytes(lay) <= self.host_memory)
+
+    def host_bytes(self, lay: Layout) -> float:
+        """Bytes of ``lay``'s offloaded activations in host memory per GPU: its first n layers' (one stage)."""
+        return lay.offload * self.layer_bytes(lay)
 
     def fitting(self, deg: tuple) -> list[Layout]:
         """The layouts of one degree tuple (tp, cp, pp, dp, ep) that fit, as they are or offloaded (offloaded())."""
@@ -313,16 +307,16 @@ class Planner:
         last = self.m.num_hidden_layers - 1
         if not self.offloads or lay.pp > 1 or lay.cp > 1 or lay.recompute != "none" or lay.offload or last < 1:
             return None
-        most = lay._replace(offload=last)
-        if not self.fits(most):
+        none, least = self.memory(lay), self.memory(lay._replace(offload=last))
+        if least > self.usable:
             return None
-        none, least = self.memory(lay), self.memory(most)
         n = min(last, max(1, math.ceil((none - self.usable) / (none - least) * last))) if none > least else last
-        while n > 1 and self.fits(lay._replace(offload=n - 1)):
+        while n > 1 and self.memory(lay._replace(offload=n - 1)) <= self.usable:
             n -= 1
-        while not self.fits(lay._replace(offload=n)):
+        while self.memory(lay._replace(offload=n)) > self.usable:
             n += 1
-        return lay._replace(offload=n)
+        fewest = lay._replace(offload=n)
+        return fewest if self.fits(fewest) else None  # more would only fill more host memory
 
     def possible(self, deg: tuple) -> bool | None:
         """Whether some layout of the degree tuple fits: its leanest variants (lean()), or its leanest without
@@ -333,8 +327,9 @@ class Planner:
             return None
         if any(self.fits(lay) for lay in leanest):
             return True
-        plain = lean(self.m, self.t, replace(self.c, recompute=("none",)), deg) if self.offloads else []
-        return any(self.offloaded(lay) is not None for lay in plain)
+        if not self.offloads or deg[1] > 1 or deg[2] > 1:  # offloading: one stage, no CP
+            return False
+        return any(self.offloaded(lay) is not None for lay in lean(self.m, self.t, self._plain, deg))
 
     def search(self, top: int = 5) -> list[Ranked]:
         """The fastest fitting layout of each of the ``top`` fastest degree tuples."""
@@ -358,7 +353,7 @@ class Planner:
                     t = self.time(alt)
                     heapq.heappush(timed, (t.total, next(order), alt, t))
                 continue
-            best[deg] = Ranked(lay, t, self.memory(lay), self.usable, lay.offload and lay.offload * self.layer_bytes(lay))
+            best[deg] = Ranked(lay, t, self.memory(lay), self.usable, lay.offload and self.host_bytes(lay))
         if not possible:
             raise SpecError(impossible(self.m, self.t, self.c))
         return list(best.values())

@@ -3,17 +3,19 @@ checked as it is built, so that a user's impossible value is a one-line SpecErro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .flops import RECOMPUTE
-from .kernels import ATTENTION_KERNELS
+from .dtypes import DTYPE_TABLE
+from .kernels import ATTENTION_KERNELS, attention_efficiency, attention_kernel, matmul_efficiency
 from .exposure import BACKWARD_PREFETCH
 from .memory.fp8 import RECIPES as FP8_RECIPES, check_gpu, params_refusal, tn_only
 from .memory.frameworks import LOSSES
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 from .memory.settings import ZERO_STAGES
 from .spec import ModelSpec, SpecError, check_choice
-from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS
+from .steptime import EXPERT_OVERHEAD, GRAD_BYTES, UB_SMS, Links
 
 SEARCHED_ZERO = (0, 1, 3)  # ZeRO-2 moves ZeRO-1's bytes and saves less than ZeRO-3: asked for, not searched
 DEFAULT_FP8_RECIPE = "delayed"  # Megatron's --fp8-recipe default
@@ -145,6 +147,9 @@ class Constraints:
         if (self.cp or 1) > 1:
             raise SpecError(f"--offload-layers {n} with --cp {self.cp} is not modelled (Transformer Engine offloads "
                             "no context-parallel attention tensors): drop one")
+        if self.attention_kernel == "unfused":
+            raise SpecError(f"--offload-layers {n} with --attention-kernel unfused is not modelled (Transformer "
+                            "Engine's unfused attention marks none of its tensors for offloading): drop one")
         if "none" not in choices(self.recompute, str, "--recompute"):
             raise SpecError(f"--offload-layers {n} runs without recomputation (Megatron refuses CPU offloading beside "
                             "it): add none to --recompute, or drop --offload-layers")
@@ -160,11 +165,12 @@ def choices(value, kind: type, flag: str) -> tuple:
 
 
 def offloading(m: ModelSpec, gpu, c: Constraints) -> bool:
-    """Whether the search may offload activations (the fewest layers that fit, Planner.offloaded): where the GPU's
-    host link is known, --offload-layers leaves it to the search and the constraints leave room for it (one stage
-    and no recomputation possible). A fixed count is refused where it cannot run or is not modelled: Transformer
-    Engine 2.8 offloads only the tensors its modules mark (mark_activation_offload), and neither its grouped experts'
-    GEMMs nor its context-parallel attention mark theirs, while the memory model moves whole layers."""
+    """Whether the search may offload activations (the fewest layers that fit, Planner.offloaded): where the GPU
+    preset gives its host link and host memory, --offload-layers leaves it to the search and the constraints leave
+    room for it (one stage, no CP and no recomputation possible). Transformer Engine 2.8 offloads only the tensors its
+    modules mark (mark_activation_offload), and neither its grouped experts' GEMMs, its context-parallel attention
+    nor its unfused attention mark theirs, while the memory model moves whole layers: those are left out. A fixed
+    count is refused where it cannot run or is not modelled."""
     if c.offload:
         if not gpu.host_bandwidth:
             raise SpecError(f"--offload-layers {c.offload}: {gpu.name} has no host link figure to time the copies by "
@@ -175,8 +181,18 @@ def offloading(m: ModelSpec, gpu, c: Constraints) -> bool:
         if m.is_moe:
             raise SpecError(f"--offload-layers with {m.name}'s routed experts is not modelled (Transformer Engine "
                             "keeps its grouped experts' saved tensors on the GPU): drop --offload-layers")
-    return c.offload is None and bool(gpu.host_bandwidth) and not m.is_moe and (c.pp or 1) == 1 \
-        and (c.cp or 1) == 1 and "none" in c.recompute
+    return c.offload is None and bool(gpu.host_bandwidth and gpu.host_memory_bytes) and not m.is_moe \
+        and (c.pp or 1) == 1 and (c.cp or 1) == 1 and "none" in c.recompute and c.attention_kernel != "unfused"
+
+
+def offload_count(value) -> int | None:
+    """--offload-layers (CLI) or offload_layers (API): "auto" or None (searched), or a whole number of layers."""
+    if value is None or isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
+        raise SpecError(f"--offload-layers takes a number of layers or auto, got {value!r}")
+    return int(text)
 
 
 def fp8_settings(gpu, t: Target, c: Constraints) -> dict:
@@ -209,3 +225,15 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
             f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
             + "; change the GPU count, the batch or a fixed degree")
+
+
+def links_of(cluster, dtype: str, kernel: str = "auto", overhead: float = EXPERT_OVERHEAD,
+             ub_sms: int = UB_SMS) -> Links:
+    """What the step-time model needs of a cluster (cluster.Cluster) for a dtype and attention kernel, with the
+    seconds of fixed work per routed expert and the SMs TE's userbuffers hold (steptime.Links)."""
+    gpu = cluster.gpu
+    return Links(gpu.peak(dtype), gpu.peak("bf16"), gpu.memory_bandwidth, cluster.gpus_per_node,
+                 cluster.intra_bandwidth, cluster.inter_bandwidth, matmul_efficiency(dtype, gpu),
+                 attention_efficiency(gpu, kernel), matmul_efficiency("bf16", gpu), DTYPE_TABLE[dtype].nbytes,
+                 overhead, gpu.sm_count or 0, ub_sms, attention_kernel(gpu, kernel) == "unfused",
+                 gpu.link_bandwidth or 0.0, gpu.host_bandwidth or 0.0)

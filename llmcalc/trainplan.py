@@ -59,8 +59,9 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
 
 
 def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropout: bool = False,
-                offloads: bool = False) -> str:
-    """The step-time model's conventions as this plan applies them (README "How the step time is estimated")."""
+                offloaded: bool = False) -> str:
+    """The step-time model's conventions as this plan applies them (README "How the step time is estimated");
+    ``offloaded``: some layout listed offloads activations."""
     tp = f"TP collectives {tp_text(c, moe)}"
     dp = "DP's hidden behind compute where it can be" if c.dp_overlap else "ZeRO 0-2's DP exposed (ZeRO-3's prefetched)"
     if c.backward_prefetch == "post" and c.zero3(dtype):
@@ -72,8 +73,8 @@ def conventions(links, dtype: str, c: Constraints, gpu, moe: bool = False, dropo
                "micro-batch, " if moe else "")
     core = core_text(links, gpu, c.attention_kernel, dropout)
     offload = ""
-    if offloads or c.offload:
-        which = "the fewest layers a layout fits with" if offloads else f"{c.offload} layers"
+    if offloaded:
+        which = f"{c.offload} layers" if c.offload else "the fewest layers a layout fits with"
         offload = (f"; activation offloading of {which} (one stage, no recomputation), each layer's copy at "
                    f"{links.host / 1e9:g} GB/s, less what the NIC's DP traffic takes of the link, under its window of "
                    "about L/n layers' compute")
@@ -246,7 +247,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
-        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0, p.offloads))
+        offloaded = any(r.layout.offload for r in ranked)
+        notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0, offloaded))
         if t.dtype == "fp8":  # NVIDIA's tables and the published FP8 runs divide by the BF16 peak
             notes.append(f"MFU over the {t.dtype} dense peak ({peak / 1e12:,.0f} TFLOP/s); over the BF16 peak, as "
                          f"published FP8 runs state it, it is {peak / cluster.gpu.peak('bf16'):.3g} x as large")
@@ -272,6 +274,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                              "inter_bandwidth": Quantity(cluster.inter_bandwidth, "byte/s"), "seq": t.seq,
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,
                              **{f.name: getattr(c, f.name) for f in dataclasses.fields(c)},
+                             "offload": "auto" if c.offload is None and p.offloads else c.offload or None,
                              "expert_overhead": Quantity(c.expert_overhead, "s") if m.is_moe else None,
                              "tp_overlap_sms": c.tp_overlap_sms if c.tp_overlap else None,
                              "recompute_modules": list(c.recompute_modules) if "selective" in c.recompute else None},

@@ -116,12 +116,15 @@ def test_zero_rules_it_out():
     (("--offload-layers", "10", "--recompute", "full"), "without recomputation"),
     (("--offload-layers", "80"), "below the model's 80 layers"),
     (("--offload-layers", "ten"), "number of layers or auto"),
-    (("--offload-layers", "-3"), "cannot be negative"),
+    (("--offload-layers", "-3"), "number of layers or auto"),
+    (("--offload-layers", "1_0"), "number of layers or auto"),
     (("--offload-layers", "10", "--vpp", "2"), "drop --vpp 2"),
     (("--offload-layers", "10", "--cp", "2"), "context-parallel attention"),
     (("--offload-layers", "10", "--dp", "48"), "with --dp 48, --offload-layers 10"),
+    (("--offload-layers", "10", "--attention-kernel", "unfused"), "unfused attention marks none"),
 ])
 def test_refusals(extra, says):
+    """Each a one-line error, exit 2."""
     out = run(*ARGS, *extra)
     assert out.exit_code == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
@@ -180,3 +183,31 @@ def test_the_host_memory_is_what_the_memory_model_sends():
     assert best["offload"] == 41 and best["host_memory"] == pytest.approx(sent, rel=1e-3)
     assert best["host_memory"] == pytest.approx(41 * 3.5 * 2**30, rel=0.01)
     assert all(x["host_memory"] == 0 for x in data["summary"]["layouts"] if not x["offload"])
+
+
+def test_host_memory_bounds_what_is_offloaded():
+    """A DGX H100 has 2 TB for its 8 GPUs (256 GiB each): at 32k tokens a 70B layer saves about 8 GiB a sequence on
+    one GPU, so offloading enough of its 80 layers to fit would fill several times that; no layout listed does."""
+    data = run_json("plan", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--seq", "32k",
+                    "--global-batch", "64", "--top", "8")
+    assert all(x["host_memory"] <= 256 * 2**30 for x in data["summary"]["layouts"])
+    assert data["inputs"]["offload"] == "auto"
+
+
+def test_without_a_host_memory_figure_nothing_is_offloaded_unasked():
+    """The H100 PCIe card has a host link (PCIe Gen5) but no reference node, so no host memory: the search leaves
+    offloading out, and a fixed count is taken as asked."""
+    args = ("plan", "--model", "llama-3-70b", "--gpu", "h100-pcie", "--gpus", "64", "--seq", "8k", "--top", "8")
+    assert all(x["offload"] == 0 for x in run_json(*args)["summary"]["layouts"])
+    assert all(x["offload"] == 30 for x in run_json(*args, "--offload-layers", "30")["summary"]["layouts"])
+
+
+def test_the_api_takes_the_cli_name():
+    import llmcalc
+
+    fixed = llmcalc.plan("llama-3-70b", gpu="gb200", gpus=64, seq="8k", global_batch=256, offload_layers="44", top=2)
+    assert all(x["offload"] == 44 for x in fixed.summary["layouts"])
+    assert llmcalc.plan("llama-3-70b", gpu="gb200", gpus=64, seq="8k", global_batch=256, offload=44,
+                        top=1).summary["layouts"][0]["offload"] == 44
+    assert llmcalc.plan("llama-3-70b", gpu="gb200", gpus=64, seq="8k", global_batch=256, offload_layers="auto",
+                        top=1).summary["found"]

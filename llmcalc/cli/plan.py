@@ -73,6 +73,7 @@ def plan(
     Example: llmcalc plan --model llama-3-70b --cluster dgx-h100 --nodes 8 --seq 8k --tokens 15T
     """
     from ..plan import Constraints, Target
+    from ..planinputs import offload_count
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
     from ..spec import SpecError
     from ..units import parse_count
@@ -91,7 +92,7 @@ def plan(
                        gpu_util=gpu_util, grad_reduce=GradReduce(grad_reduce).value,
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
-                       offload=_offload(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
+                       offload=offload_count(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
     unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
@@ -149,21 +150,6 @@ def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None) ->
     unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and overlap)
     unused("--no-tp-async", "with --sp (Megatron's sequence parallelism overlaps its backward collectives always)",
            not tp_async and bool(sp) and not overlap)
-
-
-def _offload(text: str) -> int | None:
-    """--offload-layers: auto (None: searched), or a number of layers (0: none)."""
-    from ..spec import SpecError
-
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise SpecError(f"--offload-layers takes a number of layers or auto, got {text!r}") from None
-    if n < 0:
-        raise SpecError(f"--offload-layers cannot be negative, got {n}")
-    return n
 
 
 def _given(tp_overlap_sms: int | None, recompute_modules: str | None, expert_overhead: str | None) -> dict:
