@@ -9,8 +9,10 @@ layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (16-
 "bf16" or "fp16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention, eager
 for an unfused core; under --dtype fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until
 ``top`` layouts with distinct degrees fit. A degree tuple whose leanest variant (full recomputation,
-highest ZeRO stage, one sequence, no interleaving) does not fit is dropped without timing its others:
-nothing else it allows can use less memory. ZeRO-3 (FSDP) is tried without pipeline parallelism only: it shards whole models, not stages.
+highest ZeRO stage, one sequence, no interleaving) does not fit, nor, offloaded, its leanest without
+recomputation, is dropped without timing its others. ZeRO-3 (FSDP) is tried without pipeline parallelism
+only: it shards whole models, not stages. A one-stage layout without recomputation that does not fit is
+tried again with the fewest layers' activations offloaded to host memory that fit it (Planner.offloaded).
 """
 
 from __future__ import annotations
