@@ -27,6 +27,8 @@ SOURCES = {
     "dgx-h200": ("h200", 8, 8 * 400 * GBIT / 8),
     "dgx-b200": ("b200", 8, 8 * 400 * GBIT / 8),
     "gb200-nvl72": ("gb200", 18 * 4, 4 * 400 * GBIT / 4),  # 18 trays x 4 GPUs; 4 x 400 Gb/s per tray
+    "dgx-b300": ("b300", 8, 8 * 800 * GBIT / 8),  # 8 x 800 Gb/s ConnectX-8
+    "gb300-nvl72": ("gb300", 18 * 4, 4 * 800 * GBIT / 4),  # 18 trays x 4 GPUs; 4 ConnectX-8 (800 Gb/s) per tray
     "mi300x-platform": ("mi300x", 8, 8 * 400 * GBIT / 8),
     "mi355x-platform": ("mi355x", 8, 8 * 400 * GBIT / 8),  # 8 x Pollara 400
     "frontier-node": ("mi250x", 4, 4 * 200 * GBIT / 4),  # 4 x 200 Gb/s Slingshot
@@ -45,7 +47,7 @@ SOURCES = {
 GPU_NODES = {
     "v100": (8, 4 * 100 * GBIT / 8), "a100-40gb": (8, 200 * GBIT), "a100-80gb": (8, 200 * GBIT),
     "a800": (8, 200 * GBIT), "h100-sxm": (8, 400 * GBIT), "h800": (8, 400 * GBIT), "h200": (8, 400 * GBIT),
-    "b200": (8, 400 * GBIT), "gb200": (72, 400 * GBIT),
+    "b200": (8, 400 * GBIT), "gb200": (72, 400 * GBIT), "b300": (8, 800 * GBIT), "gb300": (72, 800 * GBIT),
     "mi250x": (4, 200 * GBIT), "mi300x": (8, 400 * GBIT), "mi325x": (8, 400 * GBIT), "mi355x": (8, 400 * GBIT),
     "gaudi2": (8, 3 * 100 * GBIT), "gaudi3": (8, 3 * 200 * GBIT),
     "tpu-v5e": (256, 6.4e12 / 8 / 256),  # DCN 6.4 Tbps per 256-chip Pod
