@@ -289,7 +289,8 @@ GROUPS = {
 
 GPUS = {"A100-SXM-80GB": "a100-80gb", "A100-80GB": "a100-80gb", "A100-40GB": "a100-40gb",
         "H100-80GB": "h100-sxm", "H100-80GB-HBM3": "h100-sxm", "H100 (variant not stated)": "h100-sxm",
-        "H100-SXM-80GB": "h100-sxm", "H800": "h800", "B200": "b200", "GB200": "gb200"}
+        "H100-SXM-80GB": "h100-sxm", "H800": "h800", "B200": "b200", "GB200": "gb200",
+        "GB300": "gb300"}
 
 
 def gpu_preset(described: str) -> str:
@@ -352,8 +353,8 @@ def _degrees(entry: dict) -> dict[str, int]:
 
 def _gpus_per_node(entry: dict, gpu: str) -> tuple[int, bool]:
     """GPUs that share the NVLink domain: as published; 8 (an HGX/DGX board) where not stated; for
-    GB200 the 72-GPU NVL72 rack (the entry's 4 is the compute tray; its note names the rack)."""
-    if gpu == "gb200":
+    GB200 and GB300 the 72-GPU NVL72 rack (the entry's 4 is the compute tray; its note names the rack)."""
+    if gpu in ("gb200", "gb300"):
         return min(entry["gpus"], 72), True
     if entry["gpus_per_node"] is None:
         return min(entry["gpus"], 8), True

@@ -97,7 +97,10 @@ OFFLOAD = {"megatron-core-readme", "megatron-core-moe", "nemo-24.07", "megatron-
 # recompute_modules=["mla_up_proj"], under the recipe's selective granularity, recipes/deepseek/deepseek_v3.py).
 RECOMPUTE_MODULES = {"mbridge2511-deepseekv3-256xb200-fp8-mx": ("mla_up_proj",),
                      "mbridge2511-deepseekv3-256xgb200-fp8-mx": ("mla_up_proj",),
-                     "mbridge2511-deepseekv3-256xgb200-bf16": ("mla_up_proj",)}
+                     "mbridge2511-deepseekv3-256xgb200-bf16": ("mla_up_proj",),
+                     # GB300: the experts' activation (v0.2.0 DEEPSEEK_V3_GB300_BASE_CONFIG: recompute_modules=["moe_act"])
+                     "mbridge2511-deepseekv3-256xgb300-fp8-mx": ("moe_act",),
+                     "mbridge2511-deepseekv3-256xgb300-bf16": ("moe_act",)}
 
 # The entry's own network text -> GB/s per GPU, one direction (8 GPUs a node in each).
 NETWORK = {

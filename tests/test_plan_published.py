@@ -156,6 +156,18 @@ MFU_MISSES = {
                                                 "not the v0.2.0 config's 1 and 12, and its 16 experts a GPU would "
                                                 "need 1.5 ms each",
 }
+BLACKWELL_ULTRA = ("the table has GB300 17-25% faster than GB200 on the same recipes, where the presets give both the same "
+                   "FP8 and BF16 peaks (GB300's GEMMs at GB200's measured MAMF); Blackwell Ultra's doubled softmax "
+                   "throughput for attention (NVIDIA) and its power headroom are not in the GB300 preset, which has no "
+                   "attention figure of its own")
+MFU_MISSES.update({
+    "mbridge2511-llama3-8b-8xgb300-fp8-cs": "predicted low (-17%; the same recipe on GB200 -1%): " + BLACKWELL_ULTRA
+                                            + ", and a third of this 8k-token step is attention",
+    "mbridge2511-deepseekv3-256xgb300-bf16": "predicted low (-16%): " + BLACKWELL_ULTRA,
+    "mbridge2511-qwen3-30b-a3b-8xgb300-fp8-mx": "predicted low (-25%; -9% on GB200): " + BLACKWELL_ULTRA + "; "
+                                                + MOE_FIXED + " on GB200 and H100, not scaled to the GPU",
+    "mbridge2511-qwen3-235b-a22b-256xgb300-bf16": "predicted low (-20%): " + BLACKWELL_ULTRA,
+})
 RANK_MISSES = {
     "llama3-405b-8k-h100-seq8k": "the planner's TP 8 / CP 2 / PP 16 is predicted 36% faster: " + LLAMA3,
     "llama3-405b-16k-h100-seq128k": "the planner quarters PP for CP (CP 32, PP 4), predicted 13% faster: a shorter "
@@ -176,6 +188,13 @@ RANK_MISSES = {
                                                   "the wider all-to-all is priced over NVLink as the planner takes "
                                                   "GB200's 72-GPU domain, where 256 GPUs in racks of 72 would put "
                                                   "some EP 64 groups across two racks",
+    **dict.fromkeys(["mbridge2511-deepseekv3-256xgb300-bf16", "mbridge2511-deepseekv3-256xgb300-fp8-mx"],
+                    "fourth, 8-17% behind EP 64 (PP 1-4) over the published PP 2 / EP 32: half the experts a GPU halve "
+                    "the per-expert work (" + MOE_FIXED + "), the wider all-to-all priced over NVLink in the planner's "
+                    "72-GPU domains (the same recipe on GB200 runs EP 64 and ranks second and third)"),
+    "mbridge2511-qwen3-235b-a22b-256xgb300-bf16": "EP 64 (PP 1-4) over the published PP 4 / EP 16, predicted 15-16% faster: "
+                                                  "half or a quarter of the experts a GPU (" + MOE_FIXED + "), the "
+                                                  "all-to-all over NVLink in 72-GPU domains",
     "mbridge2511-qwen3-235b-a22b-256xh100-fp8-cs": "EP 16 over the published EP 32, predicted 19% faster: EP 32's "
                                                    "all-to-all leaves two nodes' NVLink for four nodes' NICs, and more "
                                                    "of it stays exposed than the half of the per-expert work it "
