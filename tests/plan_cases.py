@@ -144,6 +144,7 @@ EXCLUDED: dict[str, str] = {
              ((8, 1), (16, 1), (32, 2), (64, 4), (128, 4), (256, 4), (512, 8), (1024, 16))),
            reason="internally inconsistent: the table's TP x PP x DP x CP is a quarter of the GPU count"),
     **_ids("mbridge2511-gpt-oss-120b-64xgb200-bf16", "mbridge2511-gpt-oss-120b-64xb200-bf16",
+           "mbridge2511-gpt-oss-120b-64xgb300-bf16",
            reason=_NO_PRESET.format("gpt-oss-120b")),
     "mbridge2511-gpt-oss-120b-64xh100-bf16": _NO_PRESET.format("gpt-oss-120b") + "; also MBS x GA x DP = 128 "
                                              "is not its global batch 512",
