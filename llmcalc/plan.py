@@ -361,7 +361,6 @@ class Planner:
         return list(best.values())
 
 
-
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
     """The fewest GPUs (whole nodes) any layout fits on, found by the search's own memory check: doubling from
     the asked count (or from the GPUs the 16-bit weights alone need, if more), then bisecting over nodes."""
