@@ -110,7 +110,9 @@ def _suits(m: ModelSpec, gpus: int, tp: int, pp: int, dp: int, cp: int, ep: int,
     return True
 
 
-_ZERO, _COUNT = Layout._fields.index("zero"), Layout._fields.index("micro_batches")  # per step, not per micro-batch
+# per step, not per micro-batch: the ZeRO stage, the micro-batch count and (last) the layers offloaded
+_ZERO, _COUNT, _OFFLOAD = (Layout._fields.index(f) for f in ("zero", "micro_batches", "offload"))
+assert _OFFLOAD == len(Layout._fields) - 1
 
 
 def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[Layout]:
@@ -227,10 +229,10 @@ class Planner:
         return micro_batch(self.cost, self.links, lay, self.t.seq)
 
     def time(self, lay: Layout) -> StepTime:
-        """One step of ``lay``. Its micro-batch does not depend on the ZeRO stage (nor on the micro-batch count):
-        the layouts variants() yields for each stage share one, timed once (memoized)."""
+        """One step of ``lay``. Its micro-batch does not depend on the ZeRO stage (nor on the micro-batch count or
+        the layers offloaded): the layouts that differ only there share one, timed once (memoized)."""
         self.evaluated += 1
-        key = lay[:_ZERO] + lay[_ZERO + 1:_COUNT] + lay[_COUNT + 1:]  # the Layout without those two fields
+        key = lay[:_ZERO] + lay[_ZERO + 1:_COUNT] + lay[_COUNT + 1:_OFFLOAD]  # the Layout without those three fields
         mb = self._micro.get(key)
         if mb is None:
             mb = self._micro[key] = micro_batch(self.cost, self.links, lay, self.t.seq)

@@ -4,6 +4,7 @@ best one's step time by part, each with its formula) and the JSON contract's `la
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 from .flops import palm_per_token
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
@@ -142,11 +143,7 @@ LAYOUT_UNITS = {"step_time": "s", "tokens_per_s": "token/s", "mfu": "ratio", "me
 def _offload_formula(mb, lay: Layout, layers: int, layer_bytes: float, rate: float) -> tuple:
     """The offload row's formula: each offloaded layer's copy out and back against its window's forward and backward,
     the windows (exposure.offload_windows) grouped by their length."""
-    if not lay.offload:
-        return ("no layers offloaded",)
-    counts: dict[int, int] = {}
-    for w in offload_windows(layers, lay.offload):
-        counts[w] = counts.get(w, 0) + 1
+    counts = Counter(offload_windows(layers, lay.offload))
     # a layer's forward in whole nanoseconds, its bytes and the rate whole: the differences lose no digits
     term = ("{} windows x (max(0, {} B / {} B/s - {} layers x {} ns x 1e-9) + max(0, {} B / {} B/s - 2 x {} layers x "
             "{} ns x 1e-9))")
@@ -157,13 +154,13 @@ def _offload_formula(mb, lay: Layout, layers: int, layer_bytes: float, rate: flo
 
 def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redone: bool = False,
                   grads: tuple[float, float] = (0.0, 0.0), hbm: float = 0.0, scaled: bool = False,
-                  offload: tuple[int, float, float] = (1, 0.0, 0.0)) -> dict[str, tuple]:
+                  offload: tuple[int, float, float] | None = None) -> dict[str, tuple]:
     """Each step-time row as its formula over one micro-batch's pieces (steptime.MicroBatch, seconds); ``experts``
     routed experts a GPU holds, at ``overhead`` seconds each; ``redone``: recomputation repeats the MoE layers'
     forward (steptime.moe_redone); ``grads``: the (dense, routed-expert) parameters the GPU's stage holds, whose
     optimizer states it steps at ``hbm`` bytes a second (exposure.optimizer_step; ``scaled``: fp16's loss scale);
-    ``offload``: (the rank's layers, bytes a layer saves for a micro-batch, bytes a second to host memory;
-    exposure.offload_exposed)."""
+    ``offload``: where ``lay`` offloads, (the rank's layers, bytes a layer saves for a micro-batch, bytes a second to
+    host memory; exposure.offload_exposed)."""
     stepped, buffer = optimizer_counts(lay, grads)
     m = lay.micro_batches
     each = ("{} micro-batches x {} s",)
@@ -171,7 +168,7 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                         "loss)", m,
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
-            "offload": _offload_formula(mb, lay, *offload),
+            "offload": _offload_formula(mb, lay, *offload) if offload else ("no layers offloaded",),
             "ep_comm": each + (m, mb.ep),
             "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
                 " x 4/3 (recomputation repeats the forward)" if redone else ""),
@@ -220,11 +217,10 @@ def describe(lay: Layout) -> str:
 
 def _step_rows(rows, p: Planner, m: ModelSpec, c: Constraints, best: Ranked) -> list[str]:
     """Add the best layout's step time by part, each with its formula; return the rows' names."""
-    lay = best.layout
-    hows = step_formulas(p.micro(lay), lay, m.num_experts // lay.ep if m.is_moe else 0, c.expert_overhead,
+    lay, mb = best.layout, p.micro(best.layout)
+    hows = step_formulas(mb, lay, m.num_experts // lay.ep if m.is_moe else 0, c.expert_overhead,
                          moe_redone(p.cost, lay), p.grads(lay), p.links.hbm * FLOAT_BANDWIDTH, p.scaled,
-                         (p.m.num_hidden_layers, p.layer_bytes(lay), p.host_rate(lay, p.micro(lay)))
-                         if lay.offload else (1, 0.0, 0.0))
+                         (m.num_hidden_layers, p.layer_bytes(lay), p.host_rate(lay, mb)) if lay.offload else None)
     shown = [row for row in STEP_ROWS if (m.is_moe or row[0] != "expert_overhead")  # dense: no experts to cost
              and (lay.offload or row[0] != "offload")]  # nothing offloaded: no copies
     for name, part, note in shown:
