@@ -47,7 +47,8 @@ def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, node
 
 
 def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
-    """Sequences per step: as given, from a token count (a whole number of sequences), or 4M tokens' worth."""
+    """Sequences per step: as given, from a token count (a whole number of sequences; else the error names the
+    nearest whole batches), or 4M tokens' worth."""
     if sequences is not None and tokens is not None:
         raise SpecError("give --global-batch (sequences) or --batch-tokens, not both")
     if sequences is not None:
@@ -55,7 +56,10 @@ def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     if tokens is None:
         return max(1, DEFAULT_BATCH_TOKENS // seq)
     if tokens < seq or tokens % seq:
-        raise SpecError(f"--batch-tokens {tokens:g} is not a whole number of {seq:,}-token sequences")
+        whole = [n for n in (int(tokens // seq), int(tokens // seq) + 1) if n]
+        near = " or ".join(f"{n * seq:,} ({n:,} sequence{'s' * (n > 1)})" for n in whole)
+        raise SpecError(f"--batch-tokens {tokens:,.0f} is not a whole number of {seq:,}-token sequences: "
+                        f"give {near}")
     return int(tokens // seq)
 
 

@@ -1,7 +1,8 @@
 """Parse sizes people type ("8k", "15T", "80GiB", "650ms") and format base units for people.
 
 Conventions (README "Units"):
-- Sequence lengths: k = 1024 (context windows are powers of two: 8k = 8192, 128k = 131072).
+- Sequence lengths: k = 1024 (context windows are powers of two: 8k = 8192, 128k = 131072), and so a step's
+  tokens, a whole number of sequences (4M = 4,194,304 = 512 x 8k: Llama 2 and 3's "4M tokens" a step).
 - Other counts (tokens, GPU-hours, parameters): decimal, k = 1e3, M = 1e6, B/G = 1e9, T = 1e12.
 - Bytes: "GB" = 1e9 and "GiB" = 2**30, exactly as written; memory is displayed in binary units.
 - Durations: plain numbers are seconds; ms, us, s, min, h, d suffixes.
@@ -66,6 +67,18 @@ def parse_length(text: str | int) -> int:
     return int(value)
 
 
+def parse_batch_tokens(text: str | float) -> int:
+    """A step's tokens, sequences x a power-of-two length, so k = 1024 and M = 2**20 as for lengths:
+    '4M' -> 4194304, '1024k' -> 1048576, '4e6' -> 4000000."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        value = _split(text, _BINARY_LEN, "a step's tokens", "4M, 1024k, 4194304")
+    if value != int(value) or value < 1:
+        raise UnitError(f"a step's tokens must be a whole number, got {text!r}")
+    return int(value)
+
+
 def parse_bytes(text: str | float) -> int:
     """'80GB' -> 80e9, '80GiB' -> 80 * 2**30; a bare number is bytes."""
     if isinstance(text, (int, float)):
@@ -96,7 +109,8 @@ _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "
                   **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "measured_ttft", "measured_itl"),
                                   "seconds"),
                   **dict.fromkeys(("step_overhead", "request_overhead", "expert_overhead"), "overhead"),
-                  **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours", "batch_tokens"), "count")}
+                  **dict.fromkeys(("tokens", "tokens_per_s", "gpu_hours"), "count"),
+                  "batch_tokens": "batch_tokens"}
 
 
 def counted(text: str) -> tuple[int | None, str]:
@@ -115,7 +129,7 @@ def setting_parser(name: str):
     """The parser for the setting called ``name`` ("8k", "80GB", "650ms", "15T"), or None for a plain value."""
     kind = _SETTING_KINDS.get(name)
     return {"length": parse_length, "bytes": parse_bytes, "seconds": parse_seconds, "overhead": parse_overhead,
-            "count": parse_count}[kind] if kind else None
+            "count": parse_count, "batch_tokens": parse_batch_tokens}[kind] if kind else None
 
 
 def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:

@@ -549,6 +549,15 @@ def test_a_cluster_too_small_says_how_many_gpus_would_do():
     assert run(*args, "--check").exit_code == 1
 
 
+def test_a_steps_tokens_read_as_the_help_writes_them():
+    """--batch-tokens 4M is 4 x 2^20 tokens, 512 sequences of 8k: the default batch, written out (Llama 2 and 3's
+    "4M tokens")."""
+    base = ("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "8k", "--json")
+    given = json.loads(run(*base, "--batch-tokens", "4M").stdout)
+    assert given["inputs"]["global_batch"] == 512
+    assert given["summary"]["layouts"] == json.loads(run(*base).stdout)["summary"]["layouts"]
+
+
 def test_nodes_count_syntax_and_gpu_reference_node_agree():
     a = json.loads(run("plan", "--model", "llama-3.1-8b", "--cluster", "2xdgx-h100", "--seq", "4k", "--json").stdout)
     b = json.loads(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "4k",
@@ -562,6 +571,9 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--seq", "4k"), "needs the hardware"),
     (("--gpu", "h100", "--gpus", "8", "--zero", "5"), "--zero"),
     (("--gpu", "h100", "--gpus", "8", "--batch-tokens", "1000"), "whole number"),
+    # 4e6 is decimal: 488.3 sequences of 8192, so the message offers 488 x 8192 and 489 x 8192
+    (("--gpu", "h100", "--gpus", "8", "--seq", "8k", "--batch-tokens", "4e6"), "give 3,997,696 (488 sequences) or "
+                                                                              "4,005,888 (489 sequences)"),
     (("--gpu", "h100", "--gpus", "8", "--global-batch", "8", "--batch-tokens", "4M"), "not both"),
     (("--gpu", "h100", "--gpus", "8", "--max-days", "3"), "--max-days needs --tokens"),
     (("--cluster", "dgx-h1000", "--nodes", "2"), "did you mean"),

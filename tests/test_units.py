@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcalc.units import (UnitError, fmt_bytes, fmt_seconds, parse_bytes, parse_count,
+from llmcalc.units import (UnitError, fmt_bytes, fmt_seconds, parse_batch_tokens, parse_bytes, parse_count,
                            parse_length, parse_seconds)
 
 
@@ -14,6 +14,19 @@ def test_lengths_are_binary(text, expected):
 @pytest.mark.parametrize("text,expected", [("15T", 15e12), ("6.4M", 6.4e6), ("300e9", 3e11), ("2B", 2e9)])
 def test_counts_are_decimal(text, expected):
     assert parse_count(text) == expected
+
+
+# Llama 2's "4M tokens" a step is 1024 sequences of 4096 = 2**22 (its Table 1); Llama 3 405B's 16M at 8k, 2048 x 8192
+@pytest.mark.parametrize("text,expected", [("4M", 1024 * 4096), ("16M", 2048 * 8192), ("1024k", 2**20),
+                                           ("4e6", 4_000_000), (2**22, 2**22)])
+def test_a_steps_tokens_are_binary_as_lengths_are(text, expected):
+    assert parse_batch_tokens(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["0.5", "4q", "0"])
+def test_a_steps_tokens_must_be_whole(bad):
+    with pytest.raises(UnitError, match="step's tokens"):
+        parse_batch_tokens(bad)
 
 
 @pytest.mark.parametrize("text,expected", [("80GB", 80 * 10**9), ("80GiB", 80 * 2**30), ("512MiB", 2**29), ("1024", 1024)])

@@ -30,7 +30,7 @@ def plan(
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", rich_help_panel=HARDWARE, show_default="the preset's node", help="GPUs sharing one NVLink domain.")] = None,
     seq: SeqOpt = None,
     global_batch: Annotated[Optional[int], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="4M tokens / --seq", help="Sequences per optimizer step.")] = None,
-    batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead (4M); a whole number of sequences.")] = None,
+    batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead, a whole number of sequences (4M = 4,194,304: k and M as for --seq).")] = None,
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
     loss: Annotated[Optional[PlanLoss], typer.Option("--loss", rich_help_panel=TRAINING, show_default="full (Megatron's vocab-parallel, in place)", help="Cross-entropy implementation: te is Transformer Engine's fused one (the gradient written into the 16-bit logits; Megatron-Bridge's recipes).")] = None,
@@ -76,7 +76,7 @@ def plan(
     from ..planinputs import offload_count
     from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
     from ..spec import SpecError
-    from ..units import parse_count
+    from ..units import parse_batch_tokens, parse_count
 
     fmt = _fmt(json_, csv_, markdown)
     _check_targets(check, min_mfu, max_days, tokens)
@@ -103,7 +103,7 @@ def plan(
     for m in _models(model, generic):
         _warn_expert_overhead(expert_overhead, cons.expert_overhead, m)
         length = default_seq(m, seq)
-        batch = batch_of(global_batch, parse_count(batch_tokens) if batch_tokens else None, length)
+        batch = batch_of(global_batch, parse_batch_tokens(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
                         dtype=PlanDtype(dtype).value)
         results.append(plan_breakdown(m, where, target, cons, top))
