@@ -41,12 +41,15 @@ def attended_pairs(queries: int, keys: int, attention: str, window: int | None =
     return tri + (hi - lo + 1 - below) * w
 
 
-def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> Rows:
+def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full", logits: int | None = None) -> Rows:
     """Forward FLOPs of one sequence: ``queries`` new tokens attending to ``keys`` positions.
 
     Training and prefill: queries = keys = s. One decode step: queries = 1, keys = context.
-    Rows are summed over all layers; dense/lm_head is the output projection (2·q·h·V, or 2·q·p·V
-    with a factorized embedding of width p, whose dense/project_in and project_out add 2·q·p·h each).
+    Rows are summed over all layers; dense/lm_head is the output projection (2·n·h·V, or 2·n·p·V
+    with a factorized embedding of width p, whose dense/project_in and project_out add 2·q·p·h each)
+    over the ``logits`` positions whose logits are computed: every query in training (the default), the
+    last alone when a serving engine prefills (vLLM's LogitsProcessor, TensorRT-LLM without
+    gather_context_logits and llama.cpp all project only the position they sample).
     """
     if attention not in ATTENTION:
         raise SpecError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
@@ -78,8 +81,9 @@ def forward(m: ModelSpec, queries: int, keys: int, attention: str = "full") -> R
     for name, lin in embedding_projections(m).items():
         r.add(f"dense/{name}", 2 * queries * lin.weight, f"{lin.fan_in} -> {lin.fan_out}, factorized embedding",
               how=("2 x {} tokens x {}", queries, _weights([lin])))
-    r.add("dense/lm_head", 2 * queries * m.embed_dim * m.vocab_size,
-          how=("2 x {} tokens x {} x {} vocab", queries, m.embed_dim, m.vocab_size))
+    rows = queries if logits is None else logits
+    r.add("dense/lm_head", 2 * rows * m.embed_dim * m.vocab_size,
+          how=("2 x {} tokens x {} x {} vocab", rows, m.embed_dim, m.vocab_size))
     r.sum("forward", ["attention", "mlp", *r.children("dense")])
     return r
 

@@ -37,7 +37,7 @@ MAX_STEPS = 400_000  # steps at most: a run cut there is reported overloaded (it
 class StepCosts(NamedTuple):
     """Per-step cost coefficients of one serving instance (serving.step_costs), seconds."""
 
-    dense_per_token: float  # compute seconds per token through the matmuls
+    dense_per_token: float  # compute seconds per token through the layers' matmuls (the LM head apart)
     attention_per_pair: float  # compute seconds per (query, key) pair over all layers
     weights: float  # memory seconds to read the weights once (all of an MoE's experts: see expert_share)
     kv_per_position: float  # memory seconds to read one position's KV over all layers
@@ -47,14 +47,16 @@ class StepCosts(NamedTuple):
     allreduce_per_step: float  # communication latency per step
     experts: float = 0.0  # of ``weights``, the routed experts' seconds (MoE)
     expert_share: float = 0.0  # k/E: the experts one token routes to (uniform routing)
+    head_per_sequence: float = 0.0  # the LM head's compute seconds for one position: each scheduled request's last
 
     def weights_read(self, tokens: int) -> float:
         """Memory seconds for the weights a step of ``tokens`` reads: a step of t tokens touches
         E(1 - (1 - k/E)^t) of an MoE's experts (throughput.weight_bytes_read)."""
         return self.weights - self.experts * (1 - self.expert_share) ** tokens if self.experts else self.weights
 
-    def step(self, tokens: int, pairs: float, positions: float, prefill: bool) -> float:
-        compute = self.dense_per_token * tokens + self.attention_per_pair * pairs
+    def step(self, tokens: int, pairs: float, positions: float, prefill: bool, sequences: int) -> float:
+        """A step of ``tokens`` over ``sequences`` requests (each projects its last position to logits)."""
+        compute = self.dense_per_token * tokens + self.head_per_sequence * sequences + self.attention_per_pair * pairs
         memory = self.weights_read(tokens) + self.kv_per_position * positions
         comm = self.allreduce_per_step + self.allreduce_per_token * tokens
         return max(compute, memory) + (self.prefill_overhead if prefill else self.decode_overhead) + comm
@@ -197,7 +199,7 @@ class _Replay:
             tokens += chunk
             room -= chunk
             started.append((i, chunk))
-        self.now += self.costs.step(tokens, pairs, positions, bool(started))
+        self.now += self.costs.step(tokens, pairs, positions, bool(started), self.decoding + len(started))
         self.step += 1
         self.batch_sum += self.decoding + len(started)
         self.peak = max(self.peak, self.decoding + len(started))
@@ -212,7 +214,7 @@ class _Replay:
         arithmetic without its per-step bookkeeping (most steps of a long output are these)."""
         c, n = self.costs, self.decoding
         overhead = c.decode_overhead + c.allreduce_per_step + c.allreduce_per_token * n
-        compute = c.dense_per_token * n
+        compute = (c.dense_per_token + c.head_per_sequence) * n
         weights = c.weights_read(n)
         nxt = self.arrivals[self.sent] if self.sent < self.n else None
         nxt = float("inf") if nxt is None else nxt

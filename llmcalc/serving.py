@@ -244,7 +244,7 @@ def _prefill(m: ModelSpec, gpu, w: Workload, r: Resolved) -> tuple[Step, int]:
 
     tokens = w.requests * w.prompt
     steps = -(-tokens // min(w.chunk or tokens, tokens))
-    flops = w.requests * forward(m, w.prompt, w.prompt, w.attention)["forward"]
+    flops = w.requests * forward(m, w.prompt, w.prompt, w.attention, logits=1)["forward"]  # each samples its last
     weights = steps * weight_bytes_read(m, -(-tokens // steps), w.dtype) / w.tp
     kv = kv_cache_bytes(m, w.prompt, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)  # written once
     return _pass(m, gpu, w, r, flops, weights + kv, tokens, steps, r.prefill_overhead), steps
@@ -284,7 +284,9 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     byte_rate = gpu.memory_bandwidth * r.bandwidth
     L = m.num_hidden_layers
     per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair
-    dense = forward(m, 1, 1, "causal")["forward"] - per_pair
+    one = forward(m, 1, 1, "causal")
+    head = one["dense/lm_head"]  # once per request a step schedules: the position it samples
+    dense = one["forward"] - per_pair - head
     link = gpu.collective_bandwidth(w.tp)
     per_token = allreduce_seconds(m, 1, 0, w.tp, w.act_bytes, link, r)  # the bytes of one token
     per_step = allreduce_seconds(m, 0, 1, w.tp, w.act_bytes, link, r)  # the latencies of one step
@@ -293,4 +295,5 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     share = m.num_experts_per_tok / m.num_experts if m.is_moe else 0.0
     experts = (every - weight_bytes_read(m, 1, w.dtype) / w.tp / byte_rate) / (1 - share) if m.is_moe else 0.0
     return StepCosts(dense / flop_rate, per_pair / flop_rate, every, kv_cache_bytes(m, 1, 1, DTYPE_BYTES[w.kv_dtype], w.tp)
-                     / byte_rate, L * r.layer_overhead, L * r.prefill_overhead, per_token, per_step, experts, share)
+                     / byte_rate, L * r.layer_overhead, L * r.prefill_overhead, per_token, per_step, experts, share,
+                     head / flop_rate)

@@ -241,8 +241,10 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     def combine(compute: float, memory: float, comm: float) -> float:
         return max(compute, memory, comm) if s.overlap else max(compute, memory) + comm
 
-    # prefill: every prompt token of every request through the model, KV written once
-    prefill_flops = requests * forward(m, s.prompt, s.prompt, s.attention)["forward"]
+    # prefill: every prompt token of every request through the model, KV written once, each request's logits at its
+    # last position alone (flops.forward's logits); a batch arriving together has its first tokens when all its
+    # prompts are through (the seed article's exercise 3)
+    prefill_flops = requests * forward(m, s.prompt, s.prompt, s.attention, logits=1)["forward"]
     prefill_bytes = weight_bytes_read(m, requests * s.prompt, s.dtype) / t \
         + kv_cache_bytes(m, s.prompt, requests, kv_bytes, t)  # on one GPU
     pre = (prefill_flops / (t * peak), prefill_bytes / bandwidth, allreduce_seconds(requests * s.prompt))
@@ -276,7 +278,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
 
     r = Rows("s", total=None)
     phases = ("max({}, {}, {})" if s.overlap else "max({}, {}) + {}")
-    r.add("ttft", ttft, "lower bound: time to first token",
+    r.add("ttft", ttft, "lower bound: time to first token" + (f", all {requests} prompts prefilled" if requests > 1
+                                                              else ""),
           how=(phases, "prefill/compute", "prefill/memory", "prefill/communication"))
     bound = ("compute", "memory", "communication")
     rates = (gpu.peak(s.compute_dtype), s.compute_efficiency, gpu.memory_bandwidth, s.bandwidth_efficiency)

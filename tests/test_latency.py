@@ -42,6 +42,33 @@ def test_seed_exercise_3_is_infeasible():
     assert result.exit_code == 1
 
 
+def test_prefill_projects_only_the_sampled_position_to_logits():
+    """Llama-3.2-1B, one 2048-token prompt: the LM head at the 2047 positions an engine never samples is
+    2 x 2047 x 2048 hidden x 128,256 vocab = 1.075 TFLOP, a fifth of the forward pass counted at every position."""
+    from llmcalc.flops import forward
+
+    m = load_model("llama-3.2-1b")
+    every, last = forward(m, 2048, 2048, "causal"), forward(m, 2048, 2048, "causal", logits=1)
+    head = 2 * 2047 * 2048 * 128_256
+    assert every["forward"] - last["forward"] == head == pytest.approx(1.075e12, rel=1e-3)
+    assert head / every["forward"] == pytest.approx(0.20, abs=0.01)
+    b = latency_breakdown(m, load_gpu("h100-sxm"), ServeSettings(batch=1, prompt=2048, output=1,
+                                                                 compute_efficiency=1))
+    assert b.value("prefill/compute") == pytest.approx(last["forward"] / 989.4e12)
+
+
+def test_a_batchs_ttft_target_holds_for_its_last_request():
+    """32 prompts arriving together: the expected mean first token beats 1 s, the last does not, and the bound
+    (every prompt prefilled) sits below the last one's expected time, so both verdicts say no."""
+    args = ("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "64", "--batch",
+            "32", "--ttft-target", "1s")
+    data = run_json(*args)
+    assert value(data, "ttft") < 1 < value(data, "ttft_last")
+    assert value(data, "ttft_bound") <= value(data, "ttft_last")
+    assert value(data, "ttft_expected_met") is False and value(data, "ttft_met") is False
+    assert run(*args, "--check").exit_code == 1
+
+
 def test_decode_is_bandwidth_bound_for_one_request():
     # One request, first decode step: read 2 B x (6,738,415,616 - 32000 x 4096 untied embedding
     # rows, a lookup) weights + a 2-token KV cache (2 x 32 layers x 4096 x 2 B per token), 3.35 TB/s.
