@@ -183,9 +183,9 @@ def from_config(cfg: dict, name: str, generic: bool = False, source: str = "") -
         warnings.warn(f"--generic has no effect on {name}: model_type {model_type} has its own exact mapping",
                       UserWarning, stacklevel=2)
     if mapper is None and not generic:
-        got = f"model_type {model_type!r}" if model_type else "no model_type"
-        raise SpecError(f"{name}: {got} is not supported; supported: {', '.join(sorted(MAPPERS, key=str.lower))} "
-                        f"(or map the standard fields best-effort with generic=True)")
+        got = f"model_type {model_type!r} is not supported" if model_type else "the config has no model_type"
+        raise SpecError(f"{name}: {got}; supported: {', '.join(sorted(MAPPERS, key=str.lower))} (or map the "
+                        "standard fields best-effort with --generic, generic=True in Python)")
     fields = (mapper or map_generic)(c)
     notes = [f"from config.json (model_type {model_type or 'missing'})"]
     quantization = c.get("quantization_config", "compression_config")  # compression_config: older compressed-tensors

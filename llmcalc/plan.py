@@ -138,9 +138,9 @@ def variants(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> Iterator[La
 
 def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
     """Virtual stages a pipeline of ``pp`` may use: interleaving needs a whole number of rounds of p
-    micro-batches and a layer per virtual stage."""
+    micro-batches and a layer per virtual stage. A fixed --vpp above 1 leaves out layouts without a pipeline."""
     if pp == 1:
-        return [1]
+        return [1] if (c.vpp or 1) == 1 else []
     return [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
             if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
 
@@ -364,8 +364,9 @@ class Planner:
 
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
-    """The fewest GPUs (whole nodes) any layout fits on, found by the search's own memory check: doubling from
-    the asked count (or from the GPUs the 16-bit weights alone need, if more), then bisecting over nodes."""
+    """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
+    (or from the GPUs the 16-bit weights alone need, if more), then bisecting over whole nodes; within one node,
+    the fewest GPUs of it."""
     node = cluster.gpus_per_node
 
     def any_fit(n: int) -> bool:
@@ -386,6 +387,8 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
         if mid <= low:
             break
         low, high = (low, mid) if any_fit(mid) else (mid, high)
+    if high == node:  # part of one node may do
+        return next((n for n in range(t.gpus + 1, node) if any_fit(n)), node)
     return high
 
 

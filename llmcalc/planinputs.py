@@ -99,6 +99,9 @@ class Constraints:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        if (self.vpp or 1) > 1 and self.pp == 1:
+            raise SpecError(f"--vpp {self.vpp} interleaves a pipeline, and --pp 1 has one stage: drop --vpp, or give "
+                            "--pp 2 or more")
         self._check_offload()
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
@@ -213,6 +216,9 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     batch, the model's shape and the degrees fixed."""
     if (c.ep or 1) > 1 and not m.is_moe:
         return f"{m.name} is dense: --ep {c.ep} needs routed experts to split (drop --ep)"
+    if (c.ep or 1) > 1 and m.num_experts % c.ep:
+        return (f"--ep {c.ep} must divide {m.name}'s {m.num_experts} routed experts (each GPU holds a whole share): "
+                f"try --ep {max(e for e in range(1, c.ep) if m.num_experts % e == 0)}")
     if c.zero == (3,) and not c.zero3(t.dtype):
         return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
                 "add --zero 1 or drop what rules it out")

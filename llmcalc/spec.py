@@ -8,7 +8,7 @@ GPT-2, Llama, Mixtral, DeepSeek-V3 and the rest without per-model code.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .units import MAX_LAYERS, MAX_NORMS, MAX_QUANTITY
@@ -288,6 +288,7 @@ class Parallelism:
     ep: int = 1
     sp: bool = False
     etp: int | None = None
+    tp_implied: bool = field(default=False, compare=False)  # infer: tp = the GPUs one instance spans, not --tp
 
     def __post_init__(self) -> None:
         for key in ("gpus", "tp", "pp", "dp", "cp", "ep", "etp"):
@@ -338,11 +339,11 @@ class Parallelism:
         infer: one model instance spans all GPUs with tensor parallelism (tp = gpus / pp / dp).
         """
         _check_given((("gpus", gpus), ("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep), ("etp", etp)))
-        pp, cp, ep = pp or 1, cp or 1, ep or 1
+        pp, cp, ep, given_tp = pp or 1, cp or 1, ep or 1, tp
         gpus, tp = _gpus_and_tp(gpus, tp, pp, cp, dp or 1, mode)
         dp = _leftover_dp(gpus, tp, pp, cp) if dp is None else dp
         return cls(gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, sp=bool(sp) and tp > 1 if sp is None else sp,
-                   etp=etp)
+                   etp=etp, tp_implied=mode == "infer" and given_tp is None)
 
 
 def _check_given(degrees: tuple[tuple[str, int | None], ...]) -> None:

@@ -4,9 +4,11 @@ best one's step time by part, each with its formula) and the JSON contract's `la
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 
 from .flops import palm_per_token
+from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
 from .spec import ModelSpec, SpecError
@@ -17,6 +19,7 @@ from .units import fmt_seconds
 
 # Llama 2 and Llama 3 pre-trained at 4M tokens per step (their papers' Table 1 / §3.4.1)
 DEFAULT_BATCH_TOKENS = 4 * 2**20
+TRAINING_DTYPES = ("bf16", "fp16", "fp8")  # what plan's --dtype offers (cli/plan.py)
 
 
 def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, nodes: int | None = None,
@@ -199,8 +202,8 @@ def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     # the columns a narrow terminal keeps come first (report._fitting): the layout in words, then the answers
     out = {"layout": describe(lay), "step_time": step,
            "mfu": palm_per_token(m, t.seq) * tokens / (step * t.gpus * peak)}  # PaLM's 6N + 12LHQT, as `mfu`
-    if t.tokens:
-        out["train_time"] = t.tokens / (tokens / step)
+    if t.tokens:  # whole optimizer steps: a budget that ends mid-step runs that step out
+        out["train_time"] = math.ceil(t.tokens / tokens) * step
     out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
                 "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep,
                 **({"etp": lay.expert_tp} if m.is_moe else {}), "dp": lay.dp,
@@ -239,6 +242,11 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
 
     if top < 1:
         raise SpecError("--top must be at least 1")
+    gpu = cluster.gpu
+    if t.dtype not in gpu.peak_flops and STAND_INS.get(t.dtype) not in gpu.peak_flops:
+        have = [d for d in TRAINING_DTYPES if d in gpu.peak_flops]
+        raise SpecError(f"{gpu.name} has no published {t.dtype} peak (no {t.dtype} tensor cores): --dtype "
+                        f"{' or '.join(have) or 'bf16, on another GPU'}")
     p = Planner(m, cluster, t, c)
     ranked = p.search(top)
     peak = cluster.gpu.peak(t.dtype)
@@ -266,7 +274,9 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         fewest = smallest_fit(m, cluster, t, c)
         summary["min_gpus"] = fewest
         notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(p.usable)} usable each)"
-                     + (f"; the fewest GPUs any layout fits on: {fewest}" if fewest else "; none fits on any count"))
+                     + (f"; the fewest GPUs any layout fits on: {fewest}"
+                        + (f" (whole nodes of {cluster.gpus_per_node})" if fewest > cluster.gpus_per_node else "")
+                        if fewest else "; none fits on any count"))
     return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
                      inputs={"cluster": cluster.name, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,

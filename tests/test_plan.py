@@ -494,7 +494,8 @@ def test_json_contract():
     for x in layouts:  # DESIGN.md's plan contract
         assert {"tp", "pp", "dp", "cp", "ep", "zero", "recompute", "micro_batch", "step_time", "mfu", "memory"} <= set(x)
         assert x["tp"] * x["pp"] * x["cp"] * x["dp"] == 64 and 0 < x["mfu"] < 1
-        assert x["train_time"] == pytest.approx(15e12 / x["tokens_per_s"])
+        # whole steps of 512 x 8192 tokens: 15e12 / 4,194,304 = 3,576,278.7, so 3,576,279 of them
+        assert x["train_time"] == pytest.approx(3_576_279 * x["step_time"], rel=1e-12)
     rows = {r["name"]: r["value"] for r in d["rows"]}
     assert rows["step_time"] == pytest.approx(layouts[0]["step_time"])
     assert rows["step_time"] == pytest.approx(sum(v for k, v in rows.items() if k != "step_time"))
@@ -558,6 +559,25 @@ def test_a_steps_tokens_read_as_the_help_writes_them():
     assert given["summary"]["layouts"] == json.loads(run(*base).stdout)["summary"]["layouts"]
 
 
+def test_a_budget_smaller_than_a_step_takes_one_step():
+    d = json.loads(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--seq", "8k", "--tokens",
+                       "1000", "--json").stdout)["summary"]["layouts"][0]
+    assert d["train_time"] == d["step_time"]
+
+
+def test_vpp_fixed_lists_only_interleaved_pipelines():
+    d = json.loads(run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--seq", "8k", "--vpp", "2",
+                       "--json").stdout)["summary"]["layouts"]
+    assert d and all(x["vpp"] == 2 and x["pp"] > 1 for x in d)
+
+
+def test_part_of_a_node_is_named_when_it_is_enough():
+    """Llama-3-8B with Adam needs 16 bytes a parameter (128 GB) before activations: not one 80 GB H100, but two."""
+    d = json.loads(run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "1", "--seq", "8k",
+                       "--json").stdout)["summary"]
+    assert d["found"] is False and d["min_gpus"] == 2
+
+
 def test_nodes_count_syntax_and_gpu_reference_node_agree():
     a = json.loads(run("plan", "--model", "llama-3.1-8b", "--cluster", "2xdgx-h100", "--seq", "4k", "--json").stdout)
     b = json.loads(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "4k",
@@ -583,6 +603,11 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "no layout multiplies out"),
     (("--gpu", "h100", "--gpus", "64", "--zero", "3", "--pp", "4"), "--zero 3 (FSDP) shards whole models"),
     (("--gpu", "h100", "--gpus", "64", "--ep", "4"), "llama-3.1-8b is dense: --ep 4 needs routed experts"),
+    (("--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--ep", "16"),
+     "--ep 16 must divide mixtral-8x7b's 8 routed experts (each GPU holds a whole share): try --ep 8"),
+    (("--gpu", "h100", "--gpus", "8", "--vpp", "2", "--pp", "1"), "--vpp 2 interleaves a pipeline"),
+    (("--gpu", "a100", "--gpus", "8", "--dtype", "fp8"), "no published fp8 peak (no fp8 tensor cores): --dtype bf16 "
+                                                         "or fp16"),
     (("--gpu", "h100", "--gpus", "64", "--micro-batch", "1000"), "--micro-batch 1000"),
     (("--gpu", "h100", "--gpus", "64", "--pp", "2", "--vpp", "100"), "--vpp 100"),
     (("--gpu", "h100", "--gpus", "1000000000"), "more than any cluster"),

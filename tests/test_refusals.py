@@ -49,6 +49,11 @@ HUGE = "1" + "0" * 400
     (["memory", "--model", "llama-3-8b", "--finetune", "lora", "--dtype", "q4_k_m"], "llama.cpp inference format"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit",
       ",".join(f"model.layers.{i}" for i in range(65))], "at most 64"),
+    # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise
+    (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--mode", "infer"],
+     "--gpus 3 as one instance (TP 3; give --tp and --dp to split it otherwise) must divide the 64 attention heads"),
+    (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--tp", "3", "--mode", "infer"],
+     "--tp 3 must divide the 64 attention heads"),
 ])
 def test_refused_in_one_line(args, says):
     _fails_cleanly(run(*args), says)

@@ -9,7 +9,7 @@ from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, M
 from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: cheap to load
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
-PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))
+PlanDtype = choices("PlanDtype", ("bf16", "fp16", "fp8"))  # trainplan.TRAINING_DTYPES (not imported at startup)
 AttentionKernel = choices("AttentionKernel", ("auto", "fa2", "cudnn", "fa3", "unfused"))  # kernels.ATTENTION_KERNELS
 GradReduce = choices("GradReduce", ("fp32", "bf16", "fp16"))  # steptime.GRAD_BYTES
 BackwardPrefetch = choices("BackwardPrefetch", ("pre", "post"))  # exposure.BACKWARD_PREFETCH

@@ -23,10 +23,13 @@ LORA_NAMES = {"o": "proj", "o_proj": "proj", "c_proj": "proj", "q_proj": "q", "k
 def check_layout(m: ModelSpec, par: Parallelism) -> None:
     """Reject layouts the model cannot be split into (Megatron-LM and vLLM refuse them too)."""
     a, kv = m.num_attention_heads, m.kv_heads
+    # an inference layout's TP is the GPUs one instance spans unless --tp was given: name what the user typed
+    tp = (f"--gpus {par.gpus} as one instance (TP {par.tp}; give --tp and --dp to split it otherwise)"
+          if par.tp_implied else f"--tp {par.tp}")
     if a % par.tp:
-        raise SpecError(f"--tp {par.tp} must divide the {a} attention heads of {m.name}")
+        raise SpecError(f"{tp} must divide the {a} attention heads of {m.name}")
     if not m.is_mla and kv % par.tp and par.tp % kv:
-        raise SpecError(f"--tp {par.tp} and the {kv} kv heads of {m.name} must divide one another")
+        raise SpecError(f"{tp} and the {kv} kv heads of {m.name} must divide one another")
     if par.pp > m.num_hidden_layers:
         raise SpecError(f"--pp {par.pp} exceeds the {m.num_hidden_layers} layers of {m.name}")
     if par.ep > 1 and not m.is_moe:
