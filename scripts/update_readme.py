@@ -3,6 +3,8 @@
 
 A console block's lines starting with "$ llmcalc" are run (in-process, as the tests run the
 CLI); "$ echo $?" prints the previous exit code. The presets listing is cut to its first rows.
+A sentence's "`llmcalc ... --json` gives `{'key': value, ...}`" is mended too: the summary's
+values of the keys it names.
 tests/test_readme.py fails when the README and the tool disagree; this script mends the README.
 
 Usage: python scripts/update_readme.py [--check]
@@ -18,6 +20,7 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 LISTING_ROWS = 6  # `llmcalc presets` is long; the README shows its head
+INLINE = re.compile(r"`(llmcalc [^`]*--json)` gives(\s+)`(\{[^`]*\})`")
 
 
 def run(command: str) -> tuple[str, int]:
@@ -56,8 +59,18 @@ def render_block(body: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_inline(match: re.Match) -> str:
+    import json
+
+    command, space, shown = match.groups()
+    summary = json.loads(run(command)[0])["summary"]
+    keys = re.findall(r"'(\w+)'", shown)
+    return f"`{command}` gives{space}`{ {key: summary[key] for key in keys} }`"
+
+
 def updated(text: str) -> str:
-    return BLOCK.sub(lambda m: "```console\n" + render_block(m.group(1)) + "```", text)
+    text = BLOCK.sub(lambda m: "```console\n" + render_block(m.group(1)) + "```", text)
+    return INLINE.sub(render_inline, text)
 
 
 def main() -> None:
