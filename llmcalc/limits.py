@@ -96,7 +96,8 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
               how=(f"by the largest multiple of {multiple_of} whose memory total fits {{}} B usable", usable))
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note, how=row.how)
-    r.add("next_total", beyond.summary["total"], f"at {(k + 1) * multiple_of:,} tokens"
+    nxt = (k + 1) * multiple_of
+    r.add("next_total", beyond.summary["total"], f"at {nxt:,} token{'s' * (nxt != 1)}"
           + ("" if beyond.summary["fits"] else ": does not fit"), total=None,
           how=("by the memory total at {} tokens", (k + 1) * multiple_of))
     summary = {"max_seq": Quantity(best, "token"), "total": shown.summary.quantity("total"),

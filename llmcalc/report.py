@@ -139,7 +139,8 @@ def to_csv(bs: Sequence[Breakdown], explain: bool = False) -> str:
 def to_markdown(bs: Sequence[Breakdown], explain: bool = False) -> str:
     many = len(bs) > 1
     head = ["name"] + ([_label(b, bs) for b in bs] if many else ["value", "share", "note"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    numbers = len(head) - (1 if many else 2)  # the value and share columns (or one per breakdown) right-aligned
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * numbers + ["---"] * (not many)) + "|"]
     for name in _row_names(bs):
         lines.append("| " + " | ".join(_cells(bs, name)) + " |")
     for key, *values in _summary_cells(bs):
@@ -312,9 +313,15 @@ def render_listing(sections: dict[str, list[dict]], units: dict[str, str], fmt: 
             stream.write("\n")
 
 
+def _wordy(cells: list[dict[str, str]], key: str) -> bool:
+    """A column of names (some cell starts with a letter), not of numbers."""
+    return any(row[key][:1].isalpha() for row in cells)
+
+
 def _markdown_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) -> None:
     keys = list(cells[0])
-    stream.write(f"### {kind}\n\n| " + " | ".join(keys) + " |\n|" + "|".join("---" for _ in keys) + "|\n")
+    align = ["---" if _wordy(cells, k) else "---:" for k in keys]  # names left, numbers right, as _table_listing
+    stream.write(f"### {kind}\n\n| " + " | ".join(keys) + " |\n|" + "|".join(align) + "|\n")
     for row in cells:
         stream.write("| " + " | ".join(row[k] for k in keys) + " |\n")
 
@@ -323,7 +330,7 @@ def _table_listing(kind: str, cells: list[dict[str, str]], stream: TextIO) -> No
     """As many whole columns as the terminal holds, and how many more there are."""
     target = console(stream)
     keys = _fitting(list(cells[0]), cells, target.width)
-    text = {k for k in keys if any(row[k][:1].isalpha() for row in cells)}  # names left, numbers right
+    text = {k for k in keys if _wordy(cells, k)}  # names left, numbers right
     table = new_table([(k, "name" if k in text else "number") for k in keys])
     for row in cells:
         table.add_row(*[row[k] for k in keys])

@@ -158,7 +158,7 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
         rows.add("tokens_per_s", best.tokens_per_s, "output tokens, all replicas", unit="token/s",
                  how=("by the scheduler replay, x {} replicas", best.replicas))
     rate, clients = traffic.load.request_rate, traffic.load.concurrency
-    load = f"{rate:g} requests/s" if rate else f"{clients} clients"
+    load = f"{rate:g} request{'s' * (rate != 1)}/s" if rate else f"{clients} client{'s' * (clients != 1)}"
     targets = ", ".join(f"{n} <= {fmt_seconds(v)}" for n, v in (("TTFT", traffic.ttft), ("TPOT", traffic.tpot)) if v)
     notes = [f"{load} of {traffic.load.prompt:,} in / {traffic.load.output:,} out; {targets}; {engine}, {dtype}; "
              f"at most {max_gpus} GPUs; cheapest first ({'$ per hour' if prices else 'fewest GPUs'})",

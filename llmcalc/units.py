@@ -205,4 +205,6 @@ def fmt_value(value: float, unit: str) -> str:
         return f"{value:,.0f} tok" if abs(value) < 2**53 else f"{value:,.6g} tok"
     if float(value).is_integer() and abs(value) < 2**53:  # counts: every digit, where a float holds them exactly
         return f"{int(value):,}"
+    if 1e5 <= abs(value) < 1e15:  # a large fractional count (GPU-hours) in whole units, not .6g's exponent
+        return f"{value:,.0f}"
     return f"{value:,.6g}"

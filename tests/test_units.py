@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcalc.units import (UnitError, fmt_bytes, fmt_seconds, parse_batch_tokens, parse_bytes, parse_count,
+from llmcalc.units import (UnitError, fmt_bytes, fmt_seconds, fmt_value, parse_batch_tokens, parse_bytes, parse_count,
                            parse_length, parse_seconds)
 
 
@@ -49,6 +49,8 @@ def test_display():
     assert fmt_bytes(80 * 2**30) == "80.0 GiB"
     assert fmt_seconds(298_889) == "3.46 days"
     assert fmt_seconds(0.65) == "650 ms"
+    assert fmt_value(5_068_673.6, "count") == "5,068,674"  # GPU-hours: every digit, no exponent
+    assert fmt_value(5.91611, "count") == "5.91611"
 
 
 def test_a_file_named_like_a_count_is_a_file(tmp_path, monkeypatch):
