@@ -65,6 +65,14 @@ def test_bad_sweeps_fail_in_one_line(spec, says):
     _fails_cleanly(run("memory", "--model", "gpt2", "--sweep", spec), says)
 
 
+def test_an_option_the_sweep_replaces_is_said_to_change_nothing():
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption, match="--seq has no effect beside --sweep seq=..., whose values replace it"):
+        points = run_json("memory", "--model", "gpt2", "--sweep", "seq=512,1k", "--seq", "4k")
+    assert [p["seq"] for p in points["rows"]] == [512, 1024]
+
+
 def test_every_command_sweeps():
     for args in (["flops", "--model", "gpt2", "--sweep", "batch=1,2"],
                  ["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "1", "--sweep", "batch=1,2"],
