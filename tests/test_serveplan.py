@@ -83,3 +83,21 @@ def test_the_plan_holds_up_in_a_longer_replay():
               "--output", "256", "--request-rate", str(10 / best["replicas"]), "--json")
     s = json.loads(out.stdout)["summary"]
     assert not s["overloaded"] and s["ttft"] <= 1.0 and s["tpot"] <= 0.05
+
+
+def test_explain_writes_the_cheapest_layouts_formulas_under_the_listing():
+    args = ("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "5", "--ttft-target", "500ms")
+    text = " ".join(run(*args, "--explain").stdout.split())
+    assert "How each row is computed" in text and "gpus = 1 replicas x 1 TP = 1" in text
+    assert "`gpus` = 1 replicas x 1 TP = 1" in run(*args, "--explain", "--markdown").stdout
+
+
+def test_chart_says_a_listing_has_nothing_to_draw():
+    import pytest
+
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption, match="--chart has no effect with serve-plan"):
+        out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "5", "--ttft-target",
+                  "500ms", "--chart")
+    assert out.exit_code == 0 and "layouts meeting the targets" in out.stdout

@@ -127,6 +127,9 @@ def _gpu_counts(args: list[str]) -> list[str]:
     return out + ([] if given else ["--gpus", str(count)])
 
 
+UNCHARTED = ("serve-plan",)  # commands whose answer is a listing of layouts: no parts for --chart to stack
+
+
 def _bounded(callback: Callable, command) -> Callable:
     """``callback`` refusing a number no sizing question has: NaN, infinite or beyond MAX_QUANTITY
     (`--batch 1e400`, a 400-digit integer) would overflow a float or print noise as digits; with
@@ -144,6 +147,9 @@ def _bounded(callback: Callable, command) -> Callable:
             check(name, value)
         spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
         EXPLAIN["on"] = kwargs.pop("explain", False)
+        if chart and command.name in UNCHARTED:
+            unused("--chart", f"with {command.name}: its answer is a listing, with no parts to draw", True)
+            chart = False
         if EXPLAIN["on"] and (spec or chart):
             unused("--explain", "with --sweep or --chart (explain one point: leave them out)", True)
         if spec is None and not chart and not png:

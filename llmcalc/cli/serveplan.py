@@ -77,7 +77,7 @@ def _price(text: str) -> float:
 
 
 def _show(results: list, fmt: str) -> None:
-    from .common import _emit, sweeping
+    from .common import EXPLAIN, _emit, sweeping
 
     if fmt == "json" or sweeping():
         _emit(results, fmt)
@@ -102,3 +102,15 @@ def _show(results: list, fmt: str) -> None:
         # the reasons (why each rejected layout fails), wrapped at words to the terminal
         lines = [Text(f"· {note}", style="dim") for note in b.notes]
         print_table(lines[0], sys.stdout, after=lines[1:])
+    explained = [b for b in results if b.rows]
+    if EXPLAIN["on"] and explained and fmt != "csv":  # the cheapest layout's rows, each with its formula
+        from ..explain import explain_grid, explain_markdown
+
+        if fmt == "markdown":
+            sys.stdout.write("\n".join(explain_markdown(explained)) + "\n")
+        else:
+            from rich.console import Group
+
+            from ..report import console
+
+            console(sys.stdout).print(Group(*explain_grid(explained)))
