@@ -52,7 +52,7 @@ class Constraints:
     ep: int | None = None
     etp: int | None = None  # None: searched, TP's or 1 (Megatron-Core's MoE parallel folding)
     dp: int | None = None
-    vpp: int | None = None
+    vpp: int | None = None  # above 1: interleaved pipelines only, unless unpipelined
     micro_batch: int | None = None
     max_tp: int | None = None  # default: one node
     recompute: tuple[str, ...] = RECOMPUTE  # also "none,full", or one choice: read by choices()
@@ -77,6 +77,9 @@ class Constraints:
     # no recomputation; dense models without CP, as modelled): None the fewest that fit a layout that does not fit
     # without (where the GPU's host link is known); 0 none; n fixed
     offload: int | None = None
+    # with a fixed vpp, the layouts without a pipeline too (vpp 1 there): a recipe's stated vpp applied where a
+    # pipeline is, as the published-run survey asks it (tests/plan_questions.py); the CLI's --vpp leaves them out
+    unpipelined: bool = False
 
     def stages(self, dtype: str, pp: int | None = None) -> list[int]:
         """The ZeRO stages searched for a pipeline of ``pp`` (None: the fixed --pp, else 1): FSDP (ZeRO-3) shards
@@ -99,10 +102,7 @@ class Constraints:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-        if (self.vpp or 1) > 1 and self.pp == 1:
-            raise SpecError(f"--vpp {self.vpp} interleaves a pipeline, and --pp 1 has one stage: drop --vpp, or give "
-                            "--pp 2 or more")
-        self._check_offload()
+        self._check_pipeline()
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
         object.__setattr__(self, "recompute_modules", choices(self.recompute_modules, str, "--recompute-modules"))
@@ -134,6 +134,13 @@ class Constraints:
     def offload_rules_out(self, pp: int, cp: int) -> bool:
         """Whether a fixed offload count rules out these degrees: it runs on one stage without context parallelism."""
         return bool(self.offload) and (pp > 1 or cp > 1)
+
+    def _check_pipeline(self) -> None:
+        """A fixed --vpp needs a pipeline to interleave; a fixed offload count needs none (_check_offload)."""
+        if (self.vpp or 1) > 1 and self.pp == 1 and not self.unpipelined:
+            raise SpecError(f"--vpp {self.vpp} interleaves a pipeline, and --pp 1 has one stage: drop --vpp, or give "
+                            "--pp 2 or more")
+        self._check_offload()
 
     def _check_offload(self) -> None:
         """A fixed offload count goes with what Megatron runs it beside: one pipeline stage, no recomputation

@@ -235,6 +235,14 @@ def _step_rows(rows, p: Planner, m: ModelSpec, c: Constraints, best: Ranked) -> 
     return [name for name, _, _ in shown]
 
 
+def _check_dtype(gpu, dtype: str) -> None:
+    """A training dtype the GPU has a peak for, else the ones of TRAINING_DTYPES it has."""
+    if dtype not in gpu.peak_flops and STAND_INS.get(dtype) not in gpu.peak_flops:
+        have = [d for d in TRAINING_DTYPES if d in gpu.peak_flops]
+        raise SpecError(f"{gpu.name} has no published {dtype} peak (no {dtype} tensor cores): --dtype "
+                        f"{' or '.join(have) or 'bf16, on another GPU'}")
+
+
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
     """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract)."""
     from .breakdown import Breakdown, Quantity, Rows
@@ -242,11 +250,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
 
     if top < 1:
         raise SpecError("--top must be at least 1")
-    gpu = cluster.gpu
-    if t.dtype not in gpu.peak_flops and STAND_INS.get(t.dtype) not in gpu.peak_flops:
-        have = [d for d in TRAINING_DTYPES if d in gpu.peak_flops]
-        raise SpecError(f"{gpu.name} has no published {t.dtype} peak (no {t.dtype} tensor cores): --dtype "
-                        f"{' or '.join(have) or 'bf16, on another GPU'}")
+    _check_dtype(cluster.gpu, t.dtype)
     p = Planner(m, cluster, t, c)
     ranked = p.search(top)
     peak = cluster.gpu.peak(t.dtype)

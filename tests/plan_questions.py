@@ -158,7 +158,7 @@ def question(c: Case) -> Question:
                        recompute_modules=RECOMPUTE_MODULES.get(c.id, ("core_attn",)),
                        ep_overlap=c.id in EP_OVERLAP,
                        pp_overlap=c.group not in BEFORE_OVERLAP, dp_overlap=c.group not in BEFORE_OVERLAP,
-                       micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp,
+                       micro_batch=c.micro_batch, vpp=1 if c.group in NO_INTERLEAVING else c.vpp, unpipelined=True,
                        loss="fused" if c.group in FUSED_LOSS else "te" if c.group in TE_LOSS else None,
                        attention_kernel=("fa2" if c.group in FLASH_ATTENTION_2 else "unfused" if c.group in UNFUSED
                                          else "auto"),

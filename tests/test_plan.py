@@ -569,6 +569,11 @@ def test_vpp_fixed_lists_only_interleaved_pipelines():
     d = json.loads(run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--seq", "8k", "--vpp", "2",
                        "--json").stdout)["summary"]["layouts"]
     assert d and all(x["vpp"] == 2 and x["pp"] > 1 for x in d)
+    # a recipe's stated vpp applied where a pipeline is (the published-run survey's question): pp 1 stays in
+    import llmcalc
+
+    both = llmcalc.plan("llama-3-8b", gpu="h100", gpus=8, seq="8k", vpp=2, unpipelined=True).summary["layouts"]
+    assert {x["pp"] == 1 for x in both} == {True, False} and all(x["vpp"] == 2 for x in both if x["pp"] > 1)
 
 
 def test_part_of_a_node_is_named_when_it_is_enough():
