@@ -201,13 +201,14 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
 def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = None, gpus: int | None = None,
          nodes: int | None = None, seq: int | str | None = None, global_batch: int | None = None,
          batch_tokens: float | str | None = None, tokens: float | str | None = None, dtype: str = "bf16",
-         top: int = 5, **constraints: Any) -> Result:
+         top: int = 5, max_days: float | None = None, **constraints: Any) -> Result:
     """Training layouts of a cluster that fit, fastest first (`llmcalc plan`): ``summary["layouts"]`` and the
     best one's step time by part. Constraints as the CLI's: tp, pp, cp, ep, etp, dp, vpp, micro_batch, max_tp,
     recompute and zero (tuples of the choices to try), sp, tp_overlap, tp_async, ep_overlap, pp_overlap, dp_overlap,
     backward_prefetch, attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead
     ("0.4ms" or seconds), tp_overlap_sms, offload_layers (a number, or "auto": the fewest a layout fits with);
-    gpus_per_node."""
+    gpus_per_node. ``max_days`` (with ``tokens``): where the fastest layout takes longer, ``summary["gpus_within"]``
+    is the fewest GPUs whose fastest layout does not (trainplan.gpus_within), None where no count does."""
     from .plan import Constraints, Target
     from .planinputs import offload_count
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
@@ -222,4 +223,7 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     for key in ("offload", "offload_layers"):  # Constraints' name and the CLI's: a count or "auto"
         if key in constraints:
             constraints["offload"] = offload_count(constraints.pop(key))
-    return _result(plan_breakdown(m, where, target, Constraints(**_coerce(constraints)), top))
+    if max_days is not None and (max_days <= 0 or not target.tokens):
+        raise SpecError("max_days needs tokens (the run whose time it bounds) and a positive number of days")
+    return _result(plan_breakdown(m, where, target, Constraints(**_coerce(constraints)), top,
+                                  max_days * 86400 if max_days else None))

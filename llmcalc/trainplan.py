@@ -11,6 +11,7 @@ from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
 from .plan import Constraints, Planner, Ranked, Target, smallest_fit
+from .planinputs import MAX_GPUS
 from .spec import ModelSpec, SpecError
 from .exposure import BUFFER_PASSES, offload_windows, optimizer_bytes, optimizer_counts, overlaps_sends
 from .serving import FLOAT_BANDWIDTH
@@ -243,10 +244,73 @@ def _check_dtype(gpu, dtype: str) -> None:
                         f"{' or '.join(have) or 'bf16, on another GPU'}")
 
 
-def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5):
-    """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract)."""
-    from .breakdown import Breakdown, Quantity, Rows
+def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
+    """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
+    time seen where no count does, and the count it was on), by the planner's own search at each count with the
+    same batch and constraints (DP follows the count): the nodes doubled from the asked count while doubling
+    still cuts the time by a tenth, then bisected between the last count that misses and the first that meets.
+    The time falls with GPUs though not strictly (the batch must split evenly), so the count is a bisection's,
+    not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
+    node, steps = cluster.gpus_per_node, math.ceil(t.tokens / (t.global_batch * t.seq))
+
+    def train(n: int) -> float:
+        try:
+            ranked = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None)).search(1)
+        except SpecError:  # no layout multiplies out at this count (a fixed degree, the batch)
+            return math.inf
+        return steps * ranked[0].time.total if ranked else math.inf
+
+    low, high = t.gpus, max(node, -(-t.gpus // node) * node)  # the asked count misses (the caller's layout did)
+    high, best = high * 2 if high == low else high, (math.inf, t.gpus)
+    while (time := train(high)) > seconds:
+        if high * 2 > MAX_GPUS or time > 0.9 * best[0]:  # doubling no longer pays: the batch caps DP
+            return 0, *min(best, (time, high))
+        best, low, high = min(best, (time, high)), high, high * 2
+    while high - low > node:
+        mid = (low + high) // 2 // node * node
+        if mid <= low:
+            break
+        within = train(mid)
+        low, high, time = (low, mid, within) if within <= seconds else (mid, high, time)
+    return high, time, high
+
+
+def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> None:
+    """--max-days missed: the fewest GPUs that meet it (gpus_within), in the summary and a note."""
+    from .breakdown import Quantity
+
+    days = f"{seconds / 86400:g} days"
+    gpus, time, at = gpus_within(m, cluster, t, c, seconds)
+    summary["gpus_within"] = gpus or None
+    nodes = f" ({gpus // cluster.gpus_per_node:,} nodes of {cluster.gpus_per_node})" if gpus % cluster.gpus_per_node == 0 \
+        and gpus > cluster.gpus_per_node else ""
+    if gpus:
+        summary["train_time_within"] = Quantity(time, "s")
+        notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout (the same "
+                     "search at each count, the nodes doubled then bisected)")
+    else:
+        notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; the fastest is "
+                     f"{fmt_seconds(time)} on {at:,} GPUs, where doubling them stops paying (a larger --batch-tokens "
+                     "lets data parallelism grow)" if time < math.inf else f"within {days}: no GPU count fits")
+
+
+def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float) -> int | None:
+    """No layout fits: the fewest GPUs any does (plan.smallest_fit), noted."""
     from .units import fmt_bytes
+
+    fewest = smallest_fit(m, cluster, t, c)
+    node = cluster.gpus_per_node
+    notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
+                 + (f"; the fewest GPUs any layout fits on: {fewest}" + (f" (whole nodes of {node})" if fewest > node
+                                                                         else "") if fewest else
+                    "; none fits on any count"))
+    return fewest
+
+
+def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5, deadline: float | None = None):
+    """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract). ``deadline``
+    (seconds, with t.tokens): where the fastest layout misses it, the fewest GPUs that meet it (gpus_within)."""
+    from .breakdown import Breakdown, Quantity, Rows
 
     if top < 1:
         raise SpecError("--top must be at least 1")
@@ -274,13 +338,10 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
                                                                    ("mfu", "ratio"), ("memory", "byte"))})
         if t.tokens:
             summary["train_time"] = Quantity(layouts[0]["train_time"], "s")
+        if t.tokens and deadline and layouts[0]["train_time"] > deadline:
+            _deadline(summary, notes, m, cluster, t, c, deadline)
     else:
-        fewest = smallest_fit(m, cluster, t, c)
-        summary["min_gpus"] = fewest
-        notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(p.usable)} usable each)"
-                     + (f"; the fewest GPUs any layout fits on: {fewest}"
-                        + (f" (whole nodes of {cluster.gpus_per_node})" if fewest > cluster.gpus_per_node else "")
-                        if fewest else "; none fits on any count"))
+        summary["min_gpus"] = _too_small(notes, m, cluster, t, c, p.usable)
     return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
                      inputs={"cluster": cluster.name, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,

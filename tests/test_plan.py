@@ -583,6 +583,33 @@ def test_part_of_a_node_is_named_when_it_is_enough():
     assert d["found"] is False and d["min_gpus"] == 2
 
 
+def test_a_missed_deadline_names_the_gpus_that_meet_it():
+    """Llama-3.1-8B, 1T tokens at 8k on 8 H100s takes months; the count named meets 30 days on its own fastest
+    layout, the next smaller count the bisection tried does not, and the failed check says it."""
+    import llmcalc
+    from llmcalc.cluster import load_cluster
+    from llmcalc.presets import load_model
+    from llmcalc.plan import Constraints, Target
+    from llmcalc.trainplan import gpus_within
+
+    r = llmcalc.plan("llama-3.1-8b", gpu="h100", gpus=8, seq="8k", tokens="1T", max_days=30, top=1)
+    within = r.summary["gpus_within"]
+    assert r.summary["train_time"] > 30 * 86400 and within % 8 == 0
+    assert r.summary["train_time_within"] <= 30 * 86400
+    per_gpu = r.summary["train_time"] * 8  # GPU-seconds on the asked 8: the count needed, at no better scaling
+    assert within >= per_gpu / (30 * 86400)
+    fewer = llmcalc.plan("llama-3.1-8b", gpu="h100", gpus=within - 8, seq="8k", tokens="1T", top=1)
+    assert fewer.summary["train_time"] > 30 * 86400
+    args = ("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--seq", "8k", "--tokens", "1T",
+            "--max-days", "30", "--check")
+    out = run(*args)
+    assert out.exit_code == 1 and f"({within:,} GPUs would do it)" in out.stderr
+    # a deadline the batch cannot reach: 16 sequences cap data parallelism at 16, and doubling stops paying
+    gpus, time, at = gpus_within(load_model("llama-3.1-8b"), load_cluster("dgx-h100"),
+                                 Target(gpus=8, seq=8192, global_batch=16, tokens=1e12), Constraints(), 3600)
+    assert gpus == 0 and time > 3600 and at >= 16
+
+
 def test_nodes_count_syntax_and_gpu_reference_node_agree():
     a = json.loads(run("plan", "--model", "llama-3.1-8b", "--cluster", "2xdgx-h100", "--seq", "4k", "--json").stdout)
     b = json.loads(run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "16", "--seq", "4k",

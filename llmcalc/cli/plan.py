@@ -63,7 +63,7 @@ def plan(
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
     top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
     min_mfu: Annotated[Optional[float], typer.Option("--min-mfu", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 below this MFU.")] = None,
-    max_days: Annotated[Optional[float], typer.Option("--max-days", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 when --tokens take longer.")] = None,
+    max_days: Annotated[Optional[float], typer.Option("--max-days", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 when --tokens take longer, naming the fewest GPUs that would not.")] = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
@@ -94,7 +94,6 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        offload=offload_count(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
-    unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
     unused("--recompute-modules", "unless --recompute tries selective",
@@ -106,7 +105,7 @@ def plan(
         batch = batch_of(global_batch, parse_batch_tokens(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
                         dtype=PlanDtype(dtype).value)
-        results.append(plan_breakdown(m, where, target, cons, top))
+        results.append(plan_breakdown(m, where, target, cons, top, max_days * 86400 if max_days and check else None))
     _show(results, fmt)
     failed = [why for b in results if (why := _failed(b, min_mfu, max_days))] if check else []
     for why in failed:
@@ -185,7 +184,9 @@ def _failed(b, min_mfu: float | None, max_days: float | None) -> str | None:
         return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g}"
     if max_days is not None and s["train_time"] > max_days * 86400:
         days = s["train_time"] / 86400
-        return f"{b.model}: --tokens take {days:,.1f} days on the fastest layout, over --max-days {max_days:g}"
+        within = s.get("gpus_within")
+        return (f"{b.model}: --tokens take {days:,.1f} days on the fastest layout, over --max-days {max_days:g}"
+                + (f" ({within:,} GPUs would do it)" if within else ""))
     return None
 
 
