@@ -192,7 +192,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
                        layer_overhead=s.pop("step_overhead", None), request_overhead=s.pop("request_overhead", None))
     chunk, seqs = s.pop("max_num_batched_tokens", None), s.pop("max_num_seqs", None)
     measured = (s.pop("measured_ttft", None), s.pop("measured_itl", None))
-    serve = ServeSettings(tp=layout.tp, dp=layout.dp, **s)
+    serve = ServeSettings(tp=layout.tp, dp=layout.dp, tp_implied=layout.tp_implied, **s)
     load = load_of(serve.prompt, serve.output, concurrency, request_rate)
     return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
                                     **targets, measured=measured))
@@ -212,11 +212,12 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     from .plan import Constraints, Target
     from .planinputs import offload_count
     from .trainplan import global_batch as batch_of, hardware, plan_breakdown
-    from .units import parse_length
+    from .units import parse_batch_tokens, parse_length
 
     m = _model(model)
     where, count = hardware(gpu, cluster, gpus, nodes, constraints.pop("gpus_per_node", None))
-    given = _coerce({"seq": seq, "batch_tokens": batch_tokens, "tokens": tokens})
+    given = _coerce({"seq": seq, "tokens": tokens})
+    given["batch_tokens"] = None if batch_tokens is None else parse_batch_tokens(batch_tokens)  # numbers checked too
     length = default_seq(m) if seq is None else parse_length(given["seq"])
     target = Target(gpus=count, seq=length, global_batch=batch_of(global_batch, given["batch_tokens"], length),
                     tokens=given["tokens"], dtype=dtype)

@@ -140,7 +140,7 @@ def _vpps(m: ModelSpec, c: Constraints, pp: int, micro: int) -> list[int]:
     """Virtual stages a pipeline of ``pp`` may use: interleaving needs a whole number of rounds of p
     micro-batches and a layer per virtual stage. A fixed --vpp above 1 leaves out layouts without a pipeline."""
     if pp == 1:
-        return [1] if (c.vpp or 1) == 1 or c.unpipelined else []
+        return [1] if (c.vpp or 1) == 1 or c.unpipelined or c.pp == 1 else []  # --pp 1: --vpp moot (cli warns)
     return [v for v in ([c.vpp] if c.vpp else range(1, MAX_VPP + 1))
             if v == 1 or (micro % pp == 0 and pp * v <= m.num_hidden_layers)]
 

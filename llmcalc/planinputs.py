@@ -52,7 +52,7 @@ class Constraints:
     ep: int | None = None
     etp: int | None = None  # None: searched, TP's or 1 (Megatron-Core's MoE parallel folding)
     dp: int | None = None
-    vpp: int | None = None  # above 1: interleaved pipelines only, unless unpipelined
+    vpp: int | None = None  # above 1: interleaved pipelines only, unless unpipelined or pp is fixed at 1 (then moot)
     micro_batch: int | None = None
     max_tp: int | None = None  # default: one node
     recompute: tuple[str, ...] = RECOMPUTE  # also "none,full", or one choice: read by choices()
@@ -102,7 +102,7 @@ class Constraints:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-        self._check_pipeline()
+        self._check_offload()
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
         object.__setattr__(self, "recompute_modules", choices(self.recompute_modules, str, "--recompute-modules"))
@@ -134,13 +134,6 @@ class Constraints:
     def offload_rules_out(self, pp: int, cp: int) -> bool:
         """Whether a fixed offload count rules out these degrees: it runs on one stage without context parallelism."""
         return bool(self.offload) and (pp > 1 or cp > 1)
-
-    def _check_pipeline(self) -> None:
-        """A fixed --vpp needs a pipeline to interleave; a fixed offload count needs none (_check_offload)."""
-        if (self.vpp or 1) > 1 and self.pp == 1 and not self.unpipelined:
-            raise SpecError(f"--vpp {self.vpp} interleaves a pipeline, and --pp 1 has one stage: drop --vpp, or give "
-                            "--pp 2 or more")
-        self._check_offload()
 
     def _check_offload(self) -> None:
         """A fixed offload count goes with what Megatron runs it beside: one pipeline stage, no recomputation
@@ -235,7 +228,7 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
     shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
         (f", {m.num_experts} experts" if m.is_moe else "")
-    return (f"no layout multiplies out: {t.gpus:,} GPUs as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
+    return (f"no layout multiplies out: {t.gpus:,} GPU{'s' * (t.gpus != 1)} as TP x CP x PP x DP, DP dividing the {t.global_batch:,}-"
             f"sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
             + "; change the GPU count, the batch or a fixed degree")
 

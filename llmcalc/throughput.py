@@ -142,6 +142,7 @@ class ServeSettings:
     compute_efficiency: float | None = None  # None: COMPUTE_EFFICIENCY
     bandwidth_efficiency: float | None = None  # None: compute_efficiency when that was given, else the default
     overlap: bool = True  # communication hidden behind compute (a lower bound) or added to it
+    tp_implied: bool = False  # tp is what --gpus leaves, not a --tp typed (spec.Parallelism.tp_implied: its messages)
 
     def __post_init__(self) -> None:
         for key in ("batch", "prompt", "tp", "dp"):
@@ -222,7 +223,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
 
     requests = -(-s.batch // s.dp)  # per instance
     t = s.tp
-    layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp)
+    layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
     fit = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, batch=requests,
                                                   dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout))
     peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU

@@ -72,10 +72,12 @@ def parse_batch_tokens(text: str | float) -> int:
     '4M' -> 4194304, '1024k' -> 1048576, '4e6' -> 4000000."""
     if isinstance(text, (int, float)):
         value = float(text)
+        if not math.isfinite(value) or value > MAX_QUANTITY:
+            raise UnitError(f"a step's tokens must be a finite number of at most 10^15, got {text!r}")
     else:
         value = _split(text, _BINARY_LEN, "a step's tokens", "4M, 1024k, 4194304")
-    if value != int(value) or value < 1:
-        raise UnitError(f"a step's tokens must be a whole number, got {text!r}")
+    if value < 1 or value != int(value):
+        raise UnitError(f"a step's tokens must be a whole number, at least 1, got {text!r}")
     return int(value)
 
 

@@ -51,7 +51,11 @@ HUGE = "1" + "0" * 400
       ",".join(f"model.layers.{i}" for i in range(65))], "at most 64"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise
     (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--mode", "infer"],
-     "--gpus 3 as one instance (TP 3; give --tp and --dp to split it otherwise) must divide the 64 attention heads"),
+     "TP 3 (--gpus 3 as one instance; --tp sets it) must divide the 64 attention heads"),
+    (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "6", "--dp", "2", "--mode", "infer"],
+     "TP 3 (--gpus 6 over pp x cp x dp = 2; --tp sets it) must divide the 64 attention heads"),
+    (["latency", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3"],
+     "TP 3 (--gpus 3 as one instance; --tp sets it) must divide the 64 attention heads"),
     (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--tp", "3", "--mode", "infer"],
      "--tp 3 must divide the 64 attention heads"),
 ])

@@ -147,9 +147,10 @@ def _bounded(callback: Callable, command) -> Callable:
             check(name, value)
         spec, chart, png = kwargs.pop("sweep", None), kwargs.pop("chart", False), kwargs.pop("png", None)
         EXPLAIN["on"] = kwargs.pop("explain", False)
-        if chart and command.name in UNCHARTED:
-            unused("--chart", f"with {command.name}: its answer is a listing, with no parts to draw", True)
-            chart = False
+        if command.name in UNCHARTED:
+            for flag, given in (("--chart", chart), ("--png", png)):
+                unused(flag, f"with {command.name}: its answer is a listing, with no parts to draw", bool(given))
+            chart, png = False, None
         if EXPLAIN["on"] and (spec or chart):
             unused("--explain", "with --sweep or --chart (explain one point: leave them out)", True)
         if spec is None and not chart and not png:

@@ -61,7 +61,7 @@ def latency(
         batch=batch, prompt=parse_length(prompt), output=parse_length(output), tp=layout.tp, dp=layout.dp,
         dtype=dtype.value, kv_dtype=kv_dtype.value if kv_dtype else None, attention=attention.value,
         compute_efficiency=efficiency, bandwidth_efficiency=bw_efficiency,
-        overlap=overlap)
+        overlap=overlap, tp_implied=layout.tp_implied)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
     eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,

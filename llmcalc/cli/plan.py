@@ -43,7 +43,7 @@ def plan(
     ep: Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="searched (MoE)", help="Fix the expert-parallel degree.")] = None,
     etp: Annotated[Optional[int], typer.Option("--etp", rich_help_panel=PARALLELISM, show_default="searched: --tp's or 1 (MoE)", help="Fix the expert tensor-parallel degree (1: whole experts, EP spanning TP ranks).")] = None,
     dp: Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the data-parallel degree.")] = None,
-    vpp: Annotated[Optional[int], typer.Option("--vpp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the virtual pipeline stages per rank.")] = None,
+    vpp: Annotated[Optional[int], typer.Option("--vpp", rich_help_panel=PARALLELISM, show_default="searched", help="Fix the virtual pipeline stages per rank (above 1: pipelined layouts only).")] = None,
     max_tp: Annotated[Optional[int], typer.Option("--max-tp", rich_help_panel=PARALLELISM, show_default="GPUs per node", help="Largest tensor-parallel degree to try.")] = None,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=PARALLELISM, show_default="on with TP", help="Sequence parallelism.")] = None,
     tp_overlap: Annotated[bool, typer.Option("--tp-overlap", rich_help_panel=PARALLELISM, help="TP collectives overlapped with the GEMMs (Transformer Engine).")] = False,
@@ -94,6 +94,7 @@ def plan(
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        offload=offload_count(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
     _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
+    unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
     unused("--recompute-modules", "unless --recompute tries selective",

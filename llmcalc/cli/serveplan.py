@@ -77,7 +77,7 @@ def _price(text: str) -> float:
 
 
 def _show(results: list, fmt: str) -> None:
-    from .common import EXPLAIN, _emit, sweeping
+    from .common import EXPLAIN, _emit, sweeping, unused
 
     if fmt == "json" or sweeping():
         _emit(results, fmt)
@@ -103,6 +103,7 @@ def _show(results: list, fmt: str) -> None:
         lines = [Text(f"· {note}", style="dim") for note in b.notes]
         print_table(lines[0], sys.stdout, after=lines[1:])
     explained = [b for b in results if b.rows]
+    unused("--explain", "with --csv here (one row a layout: --json carries the formulas)", EXPLAIN["on"] and fmt == "csv")
     if EXPLAIN["on"] and explained and fmt != "csv":  # the cheapest layout's rows, each with its formula
         from ..explain import explain_grid, explain_markdown
 

@@ -99,9 +99,9 @@ def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str |
     if param is not None:
         from .common import unused
 
-        given = kwargs.get(param.name)
-        unused(param.opts[0], f"beside --sweep {param.name.rstrip('_')}=..., whose values replace it",
-               given is not None and given != param.default)
+        given = kwargs.get(param.name)  # a required option (--model, latency's --gpu) is typed because it must be
+        unused(param.opts[0], f"beside --sweep {spec.partition('=')[0].strip()}=..., whose values replace it",
+               not param.required and given is not None and given != param.default)
     fmt = _fmt(kwargs.get("json_", False), kwargs.get("csv_", False), kwargs.get("markdown", False))
     points, failed = [], False
     call, convert = _converted(callback) if param else (callback, None)

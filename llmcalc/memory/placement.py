@@ -24,8 +24,9 @@ def check_layout(m: ModelSpec, par: Parallelism) -> None:
     """Reject layouts the model cannot be split into (Megatron-LM and vLLM refuse them too)."""
     a, kv = m.num_attention_heads, m.kv_heads
     # an inference layout's TP is the GPUs one instance spans unless --tp was given: name what the user typed
-    tp = (f"--gpus {par.gpus} as one instance (TP {par.tp}; give --tp and --dp to split it otherwise)"
-          if par.tp_implied else f"--tp {par.tp}")
+    rest = par.pp * par.cp * par.dp
+    spread = "as one instance" if rest == 1 else f"over pp x cp x dp = {rest}"
+    tp = f"TP {par.tp} (--gpus {par.gpus} {spread}; --tp sets it)" if par.tp_implied else f"--tp {par.tp}"
     if a % par.tp:
         raise SpecError(f"{tp} must divide the {a} attention heads of {m.name}")
     if not m.is_mla and kv % par.tp and par.tp % kv:
