@@ -23,7 +23,7 @@ def test_a_steps_tokens_are_binary_as_lengths_are(text, expected):
     assert parse_batch_tokens(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["0.5", "4q", "0"])
+@pytest.mark.parametrize("bad", ["0.5", "4q", "0", float("nan"), float("inf"), -4096, 4194304.5])
 def test_a_steps_tokens_must_be_whole(bad):
     with pytest.raises(UnitError, match="step's tokens"):
         parse_batch_tokens(bad)
