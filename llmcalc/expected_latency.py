@@ -112,13 +112,11 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
 def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
     x = expected(m, gpu, w, r)
     share = x.waited
-    _band_rows(rows, "ttft", x.ttft, ("request_overhead + (max({}, {}) + {} + {})" + (" x {}" if share < 1 else ""),
-                                      "expected/prefill_compute", "expected/prefill_memory", "expected/prefill_overhead",
-                                      "expected/prefill_communication", share))
+    prefill, *parts = _step_formula("prefill", x.prefill.eager)
+    _band_rows(rows, "ttft", x.ttft, (f"request_overhead + ({prefill})" + (" x {}" if share < 1 else ""), *parts, share))
     if share < 1:
         rows.add("ttft_last", r.request_overhead + x.prefill.total, "the last request's: every prompt prefilled",
-                 how=("request_overhead + max({}, {}) + {} + {}", "expected/prefill_compute", "expected/prefill_memory",
-                      "expected/prefill_overhead", "expected/prefill_communication"))
+                 how=(f"request_overhead + {prefill}", *parts))
     rows.add("request_overhead", r.request_overhead, "HTTP server, tokenizer, scheduler: once per request",
              how=("{} s", r.request_overhead))
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
@@ -132,13 +130,19 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
         rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
                  how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
         if phase == "prefill":
-            _band_rows(rows, "tpot", x.tpot, ("max({}, {}) + {} + {}", "expected/decode_compute", "expected/decode_memory",
-                                              "expected/decode_overhead", "expected/decode_communication"))
+            _band_rows(rows, "tpot", x.tpot, _step_formula("decode", x.decode.eager))
     rows.add("e2e", x.e2e, f"ttft + {max(w.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(w.output - 1, 0)))
     rows.add("decode_tokens_per_s", w.requests / x.tpot, unit="token/s", note="per instance, while decoding",
              how=("{} requests / tpot", w.requests))
     return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e,
             **({"ttft_last": r.request_overhead + x.prefill.total} if share < 1 else {})}
+
+
+def _step_formula(phase: str, eager: bool) -> tuple[str, ...]:
+    """A step's time from its rows (serving.Step.total): the host's overhead after the GPU's work, or beside it
+    where the engine launches eagerly."""
+    names = [f"expected/{phase}_{part}" for part in ("compute", "memory", "communication", "overhead")]
+    return ("max(max({}, {}) + {}, {})", *names) if eager else ("max({}, {}) + {} + {}", *names[:2], *names[3:], names[2])
 
 
 def per_instance(load: Load, instances: int) -> Load:

@@ -68,13 +68,17 @@ def prefill_share(dtype: str, gpu=None) -> float:
 
 # Fixed cost per layer per step (seconds): kernel launches, scheduling and sampling spread over the
 # layers. With CUDA graphs: vLLM 0.19.1 Llama-3.1-8B, 45 us on H100 and 55 us on B200 (the blog's fits
-# above), 62 us for Qwen3-8B on vLLM 0.11 (GPUStack); llama.cpp f16 on RTX 4090, 56 us. Eager PyTorch:
-# LitGPT (PyTorch 2.1) Llama-2-7B and 13B at batch 1 on A100, 0.71 and 0.55 ms per layer.
-LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 600e-6}
+# above), 62 us for Qwen3-8B on vLLM 0.11 (GPUStack); llama.cpp f16 on RTX 4090, 56 us. Eager PyTorch
+# (EAGER) launches each kernel from Python, asynchronously: the host's time runs beside the GPU's, and a
+# step takes the longer of the two (Step.total). LitGPT (PyTorch 2.1) Llama-2-7B and 13B at batch 1 on
+# A100-40GB decode at 32.3 and 40.3 ms a token, 1.01 ms for each of their 32 and 40 layers, while their
+# weights read in 9.6 and 18.6 ms: host-bound, at one cost per layer for both.
+LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 1.0e-3}
+EAGER = ("hf",)  # engines whose host launches every kernel asynchronously, without CUDA graphs
 # Prefill steps replay no (or only piecewise) CUDA graphs: TensorRT-LLM 0.5's batch-1 first-token latency
 # at 128 prompt tokens, 7 ms for Llama-2-7B and 26 ms for 70B on TP 4 (H100), lies 94-150 us per layer
 # above its bandwidth floor.
-PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "llamacpp": 55e-6, "hf": 600e-6}
+PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "llamacpp": 55e-6, "hf": 1.0e-3}
 
 # Per request, once, in TTFT: the HTTP server, tokenizer and scheduler (seconds). NIM 1.8 Llama-3.3-70B
 # at 500 prompt tokens leaves about 3 ms beside its prefill; GPUStack's vLLM 0.11 ShareGPT run about
@@ -172,10 +176,12 @@ class Step(NamedTuple):
     communication: float
     flops: float = 0.0  # what compute and memory are the time of
     nbytes: float = 0.0
+    eager: bool = False  # the host's overhead runs beside the GPU's work (EAGER), not after it
 
     @property
     def total(self) -> float:
-        return max(self.compute, self.memory) + self.overhead + self.communication
+        gpu = max(self.compute, self.memory) + self.communication
+        return max(gpu, self.overhead) if self.eager else gpu + self.overhead
 
 
 def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_bytes: float, link: float,
@@ -268,7 +274,8 @@ def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: flo
     """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens."""
     return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
-                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes)
+                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes,
+                r.engine in EAGER)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
