@@ -132,6 +132,9 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
         if phase == "prefill":
             _band_rows(rows, "tpot", x.tpot, _step_formula("decode", x.decode.eager))
     rows.add("e2e", x.e2e, f"ttft + {max(w.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(w.output - 1, 0)))
+    if share < 1:  # beside e2e_bound, which is the last request's too
+        rows.add("e2e_last", r.request_overhead + x.prefill.total + x.tpot * max(w.output - 1, 0), "the last request's",
+                 how=("ttft_last + tpot x {}", max(w.output - 1, 0)))
     rows.add("decode_tokens_per_s", w.requests / x.tpot, unit="token/s", note="per instance, while decoding",
              how=("{} requests / tpot", w.requests))
     return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e,
