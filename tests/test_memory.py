@@ -483,3 +483,13 @@ def test_megatron_recompute_modules_drop_their_outputs():
     assert run("max-seq", "--model", "deepseek-v3", "--gpu", "b200", "--gpus", "64", "--pp", "4", "--ep", "16",
                "--framework", "megatron", "--recompute", "selective", "--recompute-modules", "mla_up_proj"
                ).exit_code == 0  # its probe without recomputation (the mini-seq pieces) too
+
+
+@pytest.mark.parametrize("accum, flight", [(None, 4), (1, 1), (2, 2), (8, 4)])
+def test_a_stage_holds_at_most_the_steps_micro_batches(accum, flight):
+    """1F1B's first stage of four holds p - 0 = 4 micro-batches in flight, or every one a step has where it has
+    fewer (Narayanan et al. 2021): min(m, p - i)."""
+    import llmcalc
+
+    b = llmcalc.memory("llama-3-8b", gpu="h100", gpus=4, pp=4, seq="2k", **({"grad_accum": accum} if accum else {}))
+    assert b.summary["in_flight"] == flight

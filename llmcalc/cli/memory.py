@@ -78,7 +78,7 @@ FrameworkOpt = Annotated[Optional[Framework], typer.Option("--framework", rich_h
 Loss = choices("Loss", LOSSES)
 LossOpt = Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.loss), help="train: cross-entropy implementation: full (b·s·V fp32 logits), chunked, fused (linear + loss, no logits), te (Transformer Engine's, the gradient written into the 16-bit logits; megatron).")]
 OptInBwdOpt = Annotated[bool, typer.Option("--optimizer-in-backward", rich_help_panel=TRAINING, help="train: each parameter steps from a backward hook and frees its gradient (torchtune's optimizer_in_bwd).")]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward).")]
+GradAccumOpt = Annotated[Optional[int], typer.Option("--grad-accum", rich_help_panel=TRAINING, min=1, show_default="not stated: 1, and enough to fill a pipeline", help="train: micro-batches per optimizer step (> 1 keeps the gradients allocated through forward and backward; with --pp, the most a stage holds in flight).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", rich_help_panel=TRAINING, help="train: layers and loss under torch.compile (inductor keeps fewer activations; the loss fuses its upcast).")]
 Fp8Recipe = choices("Fp8Recipe", FP8_RECIPES)
 Fp8Opt = Annotated[Optional[Fp8Recipe], typer.Option("--fp8", rich_help_panel=PRECISION, show_default="off: 16-bit GEMMs", help="train, --framework megatron: Transformer Engine's FP8 GEMMs under this scaling recipe: linear inputs kept in 1 byte, FP8 weight copies cached (with transposes where FP8 GEMMs are TN-only: Hopper, Ada, RTX 50).")]
@@ -132,7 +132,7 @@ def memory_options(
     compile_: CompileOpt = False,
     fp8: Fp8Opt = None,
     fp8_params: Fp8ParamsOpt = False,
-    grad_accum: GradAccumOpt = 1,
+    grad_accum: GradAccumOpt = None,
     optimizer_in_backward: OptInBwdOpt = False,
     group_size: GroupSizeOpt = 128,
     gpu_util: GpuUtilOpt = None,

@@ -43,8 +43,10 @@ def rebuilt(s: MemorySettings) -> str:
 
 def in_flight(s: MemorySettings, st: Stage) -> int:
     """Micro-batches whose activations one GPU holds under 1F1B: p - i on stage i (p on the first, 1 on the
-    last; Narayanan et al. 2021, Korthikanti et al. 2022)."""
-    return s.parallel.pp - st.index if s.parallel.pp > 1 else 1
+    last; Narayanan et al. 2021, Korthikanti et al. 2022), at most the step's micro-batches where stated."""
+    if s.parallel.pp == 1:
+        return 1
+    return min(s.parallel.pp - st.index, s.grad_accum or s.parallel.pp)
 
 
 class LayerCost(NamedTuple):  # one per layer kind and point of a sweep

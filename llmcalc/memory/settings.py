@@ -45,12 +45,12 @@ PRECISIONS: dict[str, Precision] = {
     "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
 }
 
-_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size", "grad_accum")
-_OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs")
+_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
+_OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_accum")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
-               ("--grad-accum", lambda s: s.grad_accum > 1), ("--offload-layers", lambda s: s.offload_layers),
+               ("--grad-accum", lambda s: s.micro_batches > 1), ("--offload-layers", lambda s: s.offload_layers),
                ("--optimizer-in-backward", lambda s: s.optimizer_in_backward))
 _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
                    "--bitsandbytes": "bitsandbytes"}
@@ -86,7 +86,8 @@ class MemorySettings:
       recompute, precision, lora_targets, lora_dropout, and how the step's peak forms.
     loss: full | chunked | fused cross-entropy (memory/loss.py).
     grad_accum: train: micro-batches per optimizer step; above 1 the gradients stay allocated through the
-      forward and backward of the later micro-batches.
+      forward and backward of the later micro-batches, and a pipeline stage holds at most this many in flight.
+      None: not stated (one micro-batch for the gradients, enough to fill a pipeline for the stages).
     optimizer_in_backward: train: each parameter steps as soon as its gradient is ready, from a backward
       hook, and the gradient is freed (torchtune's optimizer_in_bwd); no step holds every gradient.
     compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
@@ -136,7 +137,7 @@ class MemorySettings:
     fp8: str | None = None
     fp8_params: bool = False
     fp8_transposes: bool | None = None
-    grad_accum: int = 1
+    grad_accum: int | None = None
     optimizer_in_backward: bool = False
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
@@ -206,6 +207,11 @@ class MemorySettings:
                 object.__setattr__(self, key, value)
 
     @property
+    def micro_batches(self) -> int:
+        """The step's micro-batches for its gradients: --grad-accum, 1 where not stated."""
+        return self.grad_accum or 1
+
+    @property
     def fw(self) -> Framework:
         return FRAMEWORKS[self.framework or DEFAULT_FRAMEWORK]
 
@@ -268,7 +274,7 @@ class MemorySettings:
 
             check(self)
         _check_cp(self.parallel.cp, self.seq)
-        if self.optimizer_in_backward and (self.grad_accum > 1 or self.zero or self.fw.persistent_grads
+        if self.optimizer_in_backward and (self.micro_batches > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
                             "(--grad-accum, --pp), shard (--zero) or keep persistent gradient buffers (--framework)")

@@ -304,7 +304,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
         loss = 0.0
     inbwd = s.optimizer_in_backward
     temp, grads = add_step_buffers(r, m, s, st, states, grads)
-    persistent = s.fw.persistent_grads or s.grad_accum > 1  # gradients alive while micro-batches run
+    persistent = s.fw.persistent_grads or s.micro_batches > 1  # gradients alive while micro-batches run
     buckets = add_comm_buckets(r, s, states)
     extra = temp if inbwd else 0.0  # the in-backward step's gradient: alive in backward, not while the loss runs
     if inbwd and lb and not rebuilt_wins:
@@ -337,7 +337,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))
     notes.append(f"framework {s.framework}: {s.fw.source}")
-    notes.append(_peak_note(at_backward, persistent, s.grad_accum, inbwd) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
+    notes.append(_peak_note(at_backward, persistent, s.micro_batches, inbwd) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
                  f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
 
