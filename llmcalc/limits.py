@@ -134,14 +134,28 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
                      notes=tuple(notes) + shown.notes)
 
 
+def _batch_limits(memory: int, latency: int | None, seqs: int | None) -> tuple[int, tuple, tuple | None]:
+    """(the batch, its formula, (what limits it, a note saying so) where more than memory could)."""
+    limits = {k: v for k, v in (("memory", memory), ("latency", latency), ("max_num_seqs", seqs)) if v is not None}
+    final = min(limits.values())
+    terms = ["memory_max_batch"] + (["latency_max_batch"] if latency is not None else []) + \
+        (["{} max_num_seqs"] if seqs is not None else [])
+    how = (f"min({', '.join(terms)})", *([seqs] if seqs is not None else [])) if len(terms) > 1 else (terms[0],)
+    if len(limits) == 1:
+        return final, how, None
+    decides = next(k for k, v in limits.items() if v == final)
+    return final, how, (decides, ", ".join(f"{k} allows {v:,}" for k, v in limits.items()) + f": {decides} decides")
+
+
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
 
     Inference follows the engine (``s.engine``): requests of ``s.seq`` tokens fit while the KV pool
-    holds them (vLLM: whole 16-token blocks), the test `memory` makes, so max_batch is the integer
-    part of `memory`'s max_concurrency. With ``latency`` (batch -> a latency
-    Breakdown with summary ``feasible``), also the largest batch meeting the latency targets.
+    holds them, each in whole blocks (vLLM: 16 tokens), the test `memory` makes (vLLM V0's printed
+    max_concurrency, pool tokens / seq, counts partial blocks), and the engine runs at most its
+    max_num_seqs at once. With ``latency`` (batch -> a latency Breakdown with summary ``feasible``), also
+    the largest batch meeting the latency targets; the answer is the least of them.
     """
     _capacity_needed(gpu, s, "max-batch")
 
@@ -153,11 +167,13 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     fast = None
     if latency is not None:
         fast = largest(lambda b: bool(latency(b).summary.get("feasible", True)), max(best, 1) * 4 + 64)
-    final = best if fast is None else min(best, fast)
+    # an engine runs at most max_num_seqs requests at once (vLLM's scheduler): more queue, however many fit
+    seqs = int(shown.summary["max_num_seqs"]) if s.mode == "infer" and "max_num_seqs" in shown.summary else None
+    final, how, decides = _batch_limits(best, fast, seqs)
 
     r = Rows("byte")
     r.add("max_batch", final, "concurrent requests" if s.mode == "infer" else "micro-batch", unit="count", total=None,
-          how=("min(memory_max_batch, latency_max_batch)",) if fast is not None else ("memory_max_batch",))
+          how=how)
     capped = beyond.summary["fits"]  # never with a real capacity; said rather than passed off as the limit
     r.add("memory_max_batch", best, f"memory: {best:,} fit, {best + 1:,} do not" if not capped else
           f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None,
@@ -180,8 +196,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                      f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens")
     if fast is not None:
         summary["latency_max_batch"] = fast
-        summary["limited_by"] = "memory" if best <= fast else "latency"
-        notes.append(f"latency targets allow {fast}, memory {best}: {summary['limited_by']} decides")
+    if decides:
+        summary["limited_by"] = decides[0]
+        notes.append(decides[1])
     return Breakdown(command="max-batch", title=f"Largest batch for {m.name} ({s.mode})", model=m.name,
                      gpu=gpu.name if gpu else None, rows=r.build(), summary=summary,
                      inputs=shown.inputs.merged(batch=None), notes=tuple(notes) + shown.notes)

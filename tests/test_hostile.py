@@ -230,11 +230,15 @@ def test_max_batch_never_answers_with_its_search_cap():
     from llmcalc.limits import BATCH_SEARCH_CAP, SEARCH_CAP
 
     data = run_json("max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--gpu-memory", "1e15B", "--seq", "1")
-    best = data["summary"]["max_batch"]
-    assert best not in (SEARCH_CAP, BATCH_SEARCH_CAP) and best > SEARCH_CAP
+    best = data["summary"]["memory_max_batch"]
+    assert best not in (SEARCH_CAP, BATCH_SEARCH_CAP) and best > 10**8
     assert data["summary"]["limited_by_memory"] is True
-    # vLLM V0: pool tokens / max_model_len; K and V of 32 layers x 4096 x 2 B = 512 KiB per token
-    assert best == pytest.approx(0.9e15 / (2 * 32 * 4096 * 2), rel=0.01)
+    # the engine runs at most max_num_seqs (vLLM's 256) of them at once, however many fit
+    assert data["summary"]["max_batch"] == 256 and data["summary"]["limited_by"] == "max_num_seqs"
+    # each one-token request holds a whole 16-token block: K and V of 32 layers x 4096 x 2 B = 512 KiB per token,
+    # 8 MiB a block (vLLM V0 prints pool tokens / max_model_len, 16 times as many, as its concurrency)
+    assert best == pytest.approx(0.9e15 / (16 * 2 * 32 * 4096 * 2), rel=0.01)
+    assert data["summary"]["max_concurrency"] == pytest.approx(16 * best, rel=0.01)
     table = run("max-batch", "--model", "llama-2-7b", "--gpu", "h100", "--gpu-memory", "1e15B", "--seq", "1").stdout
     assert f"{best:,}" in table and "e+" not in table
 

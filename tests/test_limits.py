@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -132,3 +133,18 @@ def test_serving_engines_stop_max_seq_at_the_models_context():
     assert hf["max_seq"] > 131_072 and hf["beyond_context"] and "memory_max_seq" not in hf
     rounded = max_seq_breakdown(m, gpu, MemorySettings(mode="infer"), multiple_of=100_000).summary
     assert rounded["max_seq"] == 100_000
+
+
+def test_requests_hold_whole_blocks_and_the_engine_runs_max_num_seqs():
+    """vLLM gives each request whole 16-token blocks: a 17-token request holds two, so the pool's blocks over two
+    is the most that fit (V0 prints pool tokens / 17 as its concurrency, about 1.9 times more); and however many
+    fit, it runs at most max_num_seqs at once."""
+    import llmcalc
+
+    b = llmcalc.max_batch("llama-3-8b", gpu="h100", seq=17, mode="infer", max_num_seqs=100_000)
+    blocks = b.summary["kv_cache_capacity"] // 16
+    assert b.summary["memory_max_batch"] == blocks // 2 and b.summary["max_batch"] == blocks // 2
+    assert b.summary["max_concurrency"] == pytest.approx(blocks * 16 / 17, rel=1e-4)
+    four = llmcalc.max_batch("llama-3-8b", gpu="h100", seq="4k", mode="infer", max_num_seqs=4)
+    assert four.summary["max_batch"] == 4 and four.summary["limited_by"] == "max_num_seqs"
+    assert four.summary["memory_max_batch"] > 100

@@ -594,8 +594,8 @@ def test_a_missed_deadline_names_the_gpus_that_meet_it():
     layout, the next smaller count the bisection tried does not, and the failed check says it."""
     import llmcalc
     from llmcalc.cluster import load_cluster
-    from llmcalc.presets import load_model
     from llmcalc.plan import Constraints, Target
+    from llmcalc.presets import load_model
     from llmcalc.trainplan import gpus_within
 
     r = llmcalc.plan("llama-3.1-8b", gpu="h100", gpus=8, seq="8k", tokens="1T", max_days=30, top=1)

@@ -144,30 +144,34 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
 
 def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token: float, block: int,
                 notes: list[str], blocks_per_request: float | None = None,
-                tokens_by_concurrency: bool = False) -> StageMemory:
+                tokens_by_concurrency: bool = False, held_per_request: float | None = None,
+                max_seqs: int | None = None) -> StageMemory:
     """Close the rows of an engine that pre-allocates its KV pool: the pool is what the other rows
     leave of ``usable``, in ``block``-token blocks; ``kv_cache`` holds ``s.batch`` requests of
-    ``s.seq`` tokens (each needing ``blocks_per_request`` blocks; None: whole-context blocks) and
-    ``kv_free`` the rest. Summary: capacity and concurrency at ``s.seq``; ``tokens_by_concurrency``:
-    the capacity is reported as concurrency x seq (vLLM 0.24+)."""
+    ``s.seq`` tokens (each holding ``held_per_request`` blocks; None: ``blocks_per_request``) and
+    ``kv_free`` the rest. Summary: capacity and concurrency at ``s.seq`` as the engine prints them
+    (``blocks_per_request`` a request; None: whole-context blocks); ``tokens_by_concurrency``: the
+    capacity is reported as concurrency x seq (vLLM 0.24+); ``max_seqs``: the requests it runs at once."""
     other = _overhead(r)
     budget = max(math.floor(usable) - other, 0)
     blocks = math.floor(budget / (per_token * block)) if per_token else 0
     per_request = blocks_per_request or math.ceil(s.seq / block)
+    held = held_per_request or per_request
     concurrency = blocks / per_request
     tokens = int(concurrency * s.seq) if tokens_by_concurrency else blocks * block
-    needed = whole_bytes(s.batch * per_request * block * per_token)
-    fits = other <= usable and blocks >= s.batch * per_request and blocks > 0
+    needed = whole_bytes(s.batch * held * block * per_token)
+    fits = other <= usable and blocks >= s.batch * held and blocks > 0
     free = budget - needed if fits else 0
     r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks",
-          how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, per_request, block, per_token))
+          how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, held, block, per_token))
     r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens",
           how=("{} B usable - ({}) - kv_cache", math.floor(usable), _overhead_how(r)) if fits else ("0",))
     total = other + needed + free
     r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need",
           how=(_overhead_how(r) + " + kv_cache + kv_free",))
     summary = {**_kv_summary(budget, tokens, concurrency, per_token, needed / s.batch, st),
-               "kv_blocks": Quantity(blocks, "count")}
+               "kv_blocks": Quantity(blocks, "count"),
+               **({"max_num_seqs": Quantity(max_seqs, "count")} if max_seqs else {})}
     if other > usable:
         notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
                      f" > {fmt_bytes(usable)} it may use; no room for a KV cache")

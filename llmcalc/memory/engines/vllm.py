@@ -136,9 +136,12 @@ def forward_peak(m: ModelSpec, st: Stage, tokens: int, tp: int, e: float) -> flo
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     """One pipeline stage's GPU as vLLM ``s.engine_version`` sizes it."""
-    rows, usable, per_token, block, notes, per_request, by_concurrency = _before_pool(m, s, st, dev)
+    rows, usable, per_token, block, notes, per_request, by_concurrency, mns = _before_pool(m, s, st, dev)
+    # V0 prints its concurrency as tokens / max_model_len, but its block manager, like V1's, gives each request
+    # whole blocks: what decides whether a batch fits
+    held = math.ceil(s.seq / block) if parse_version(s.engine_version) < V1 else per_request
     return pool_result(Rows("byte").extend(rows), s, st, usable, per_token, block, list(notes), per_request,
-                       tokens_by_concurrency=by_concurrency)
+                       tokens_by_concurrency=by_concurrency, held_per_request=held, max_seqs=mns)
 
 
 @ignoring("batch")
@@ -177,7 +180,7 @@ def _before_pool(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> tup
              f"x total) - weights - non-torch - activation peak" + (" - CUDA graphs" if budgeted else ""),
              f"KV: {how}, {block}-token blocks, {s.kv_dtype}; max_num_seqs {mns}, max_num_batched_tokens {mnbt}"]
     return (r.build(), usable, kv_bytes_per_token(m, s, st, values), block, tuple(notes),
-            _blocks_per_request(m, s, v, block, mnbt), v >= TOKENS_FROM_CONCURRENCY)
+            _blocks_per_request(m, s, v, block, mnbt), v >= TOKENS_FROM_CONCURRENCY, mns)
 
 
 def _blocks_per_request(m: ModelSpec, s: MemorySettings, v: tuple, block: int, mnbt: int) -> float:
