@@ -84,13 +84,17 @@ def _standard(c: Fields, *, tie: bool, norm: str = "rmsnorm", mlp: str = "gated"
     }
 
 
-def _moe(c: Fields, experts: str, width: str | None, dense: int = 0, **extra) -> dict:
-    """Routed experts: count, top-k, expert width (None: intermediate_size), dense layers."""
-    n = c.int(experts, default=0)
+def _moe(c: Fields, experts: str, width: str | None, dense: int = 0, defaults: tuple = (0, None, None),
+         **extra) -> dict:
+    """Routed experts: count, top-k, expert width (None: intermediate_size), dense layers; a field the file
+    leaves out takes its transformers config class's default (``defaults``: count, top-k, width; checked on
+    transformers 5.23), as from_pretrained reads it, so an MoE config without its count is not read as dense."""
+    count, top, wide = defaults
+    n = c.int(experts, default=count)
     if n == 0:
         return {}
-    out = {"num_experts": n, "num_experts_per_tok": c.int("num_experts_per_tok"),
-           "moe_intermediate_size": c.int(width) if width else None, "num_dense_layers": dense}
+    out = {"num_experts": n, "num_experts_per_tok": c.int("num_experts_per_tok", default=top),
+           "moe_intermediate_size": c.int(width, default=wide) if width else None, "num_dense_layers": dense}
     return {**out, **extra}
 
 
@@ -200,7 +204,7 @@ def _mistral(c: Fields) -> dict:  # Mistral: Llama + sliding window on every lay
 
 def _mixtral(c: Fields) -> dict:  # Mixtral: Mistral with 8 SwiGLU experts of intermediate_size, no bias router
     out = _mistral(c)
-    return {**out, **_moe(c, "num_local_experts", None)}
+    return {**out, **_moe(c, "num_local_experts", None, defaults=(8, 2, None))}  # MixtralConfig
 
 
 def _qwen2(c: Fields) -> dict:  # Qwen2/2.5: bias on q, k, v only (hard-wired in transformers)
@@ -214,7 +218,7 @@ def _qwen2_moe(c: Fields) -> dict:  # Qwen1.5/2-MoE: qkv bias; experts + one sha
     out.update(attention_bias=c.flag("qkv_bias", True), attention_out_bias=False)
     layers = out["num_hidden_layers"]
     shared = c.int("shared_expert_intermediate_size", default=0)
-    moe = _moe(c, "num_experts", "moe_intermediate_size", dense=_sparse_steps(c, layers),
+    moe = _moe(c, "num_experts", "moe_intermediate_size", dense=_sparse_steps(c, layers), defaults=(60, 4, 1408),
                **({"num_shared_experts": 1, "shared_expert_intermediate_size": shared,
                    "shared_expert_gate": True} if shared else {}))
     return {**out, **moe, **_window(c, layers, gate="use_sliding_window", first_full="max_window_layers")}
@@ -227,7 +231,8 @@ def _qwen3(c: Fields) -> dict:  # Qwen3: explicit head_dim, RMSNorm(head_dim) on
 
 def _qwen3_moe(c: Fields) -> dict:  # Qwen3-MoE: Qwen3 attention, routed experts only
     out = _qwen3(c)
-    return {**out, **_moe(c, "num_experts", "moe_intermediate_size", dense=_sparse_steps(c, out["num_hidden_layers"]))}
+    return {**out, **_moe(c, "num_experts", "moe_intermediate_size", dense=_sparse_steps(c, out["num_hidden_layers"]),
+                          defaults=(128, 8, 768))}  # Qwen3MoeConfig
 
 
 def _gemma(c: Fields) -> dict:  # Gemma: GeGLU, head_dim 256, tied head; "gelu" in configs means tanh GELU
@@ -275,7 +280,7 @@ def _olmo2(c: Fields) -> dict:  # OLMo 2: post-norms (2 per block) and RMSNorm o
 
 
 def _olmoe(c: Fields) -> dict:  # OLMoE: OLMo 2-style full q/k norms, 64 experts of intermediate_size
-    return {**_standard(c, tie=False), "qk_norm": "full", **_moe(c, "num_experts", None)}
+    return {**_standard(c, tie=False), "qk_norm": "full", **_moe(c, "num_experts", None, defaults=(64, 8, None))}
 
 
 def _granite(c: Fields) -> dict:  # Granite 3: Llama + scalar multipliers (no parameters)
@@ -284,7 +289,7 @@ def _granite(c: Fields) -> dict:  # Granite 3: Llama + scalar multipliers (no pa
 
 
 def _granitemoe(c: Fields) -> dict:  # Granite MoE: fused experts, bias-free router
-    return {**_granite(c), **_moe(c, "num_local_experts", None)}
+    return {**_granite(c), **_moe(c, "num_local_experts", None, defaults=(8, 2, None))}  # GraniteMoeConfig
 
 
 def _cohere(c: Fields) -> dict:  # Command R: parallel block, one bias-free LayerNorm, per-head q/k norms

@@ -283,6 +283,16 @@ def test_partial_rotary_adds_no_parameters():
     assert params.count(spec_of("phi-2", partial_rotary_factor=1.0))["total"] == TRANSFORMERS["phi-2"][0]
 
 
+@pytest.mark.parametrize("stem, fields", [("mixtral-8x7b-v0.1", ("num_local_experts", "num_experts_per_tok")),
+                                          ("qwen3-30b-a3b", ("num_experts", "num_experts_per_tok"))])
+def test_an_moe_config_without_its_counts_takes_the_config_classs_defaults(stem, fields):
+    """MixtralConfig's 8 experts, top-2 and Qwen3MoeConfig's 128, top-8 (transformers 5.23) are these models' own:
+    a config.json that leaves them out is the same model, as from_pretrained reads it, not a dense one."""
+    cfg = {k: v for k, v in config(stem).items() if k not in fields}
+    spec = hfconfig.from_config(cfg, stem)
+    assert spec.is_moe and params.count(spec)["total"] == TRANSFORMERS[stem][0]
+
+
 # -- unknown model types -------------------------------------------------------------------------
 
 def test_unknown_model_type_names_the_supported_ones():
