@@ -100,8 +100,9 @@ def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def params(model: str | ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Result:
-    """Parameters per component, active per token, weight and checkpoint bytes (`llmcalc params`)."""
+def params(model: str | ModelSpec, dtype: str | None = None, optimizer: str = "adamw") -> Result:
+    """Parameters per component, active per token, weight and checkpoint bytes (`llmcalc params`); ``dtype``
+    None: a quantized checkpoint's own format, else bf16."""
     from .params import params_breakdown
 
     return _result(params_breakdown(_model(model), dtype, optimizer))

@@ -11,7 +11,7 @@ import functools
 from typing import NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
-from .dtypes import DTYPE_BYTES
+from .dtypes import DTYPE_BYTES, FLOAT_DTYPES
 from .spec import ModelSpec, SpecError
 
 
@@ -241,13 +241,15 @@ def matmul_params(m: ModelSpec, active: bool = True) -> int:
     return int(n)
 
 
-def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw") -> Breakdown:
-    """Parameters per component, plus weight and checkpoint bytes in ``dtype``.
+def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "adamw") -> Breakdown:
+    """Parameters per component, plus weight and checkpoint bytes in ``dtype`` (None: a quantized checkpoint's
+    own format, from its quantization_config, else bf16).
 
     weight_bytes: memory.placement.ParamSplit.weight_bytes, the rule `memory` and `latency` use too (quantized dtypes
     keep embeddings, norms and head in 16-bit and add group scales). checkpoint_bytes = weights +
     optimizer states, each state in dtype (the notebook: fp32 weights + AdamW's m and v = 12
-    bytes/param -> 1.49 GB for GPT-2 124M); Adafactor's one state is (rows + cols) per matrix.
+    bytes/param -> 1.49 GB for GPT-2 124M); Adafactor's one state is (rows + cols) per matrix. A quantized
+    dtype is an inference format: its checkpoint holds the weights alone.
     """
     from .memory.placement import model_params
 
@@ -256,9 +258,13 @@ def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw"
     r = count(m)
     split = model_params(m)
     total = int(r["total"])
-    weights = sum(split.weight_bytes(dtype).values())
+    shipped = dtype is None and bool(m.quant_method)
+    dtype = m.quant_dtype if shipped else dtype or "bf16"
+    weights = sum(split.weight_bytes(dtype, **_shipped_format(m) if shipped else {}).values())
     opt = OPTIMIZERS[optimizer]
-    states, state_b = len(opt.states), DTYPE_BYTES[dtype] if opt.nbytes is None else opt.nbytes
+    trained = dtype in FLOAT_DTYPES
+    states = len(opt.states) if trained else 0
+    state_b = (DTYPE_BYTES[dtype] if opt.nbytes is None else opt.nbytes) if trained else 0
     checkpoint = weights + (split.factored if opt.factored else total) * states * state_b
     per_param = weights / total
     return Breakdown(
@@ -267,15 +273,17 @@ def params_breakdown(m: ModelSpec, dtype: str = "bf16", optimizer: str = "adamw"
         model=m.name,
         rows=r.build() + _per_layer(m),
         summary={"total": Quantity(total, "params"), "active": Quantity(int(r["active"]), "params"),
-                 "weight_bytes": Quantity(_int(weights), "byte"),
-                 "checkpoint_bytes": Quantity(_int(checkpoint), "byte"),
+                 "weight_bytes": Quantity(round(weights), "byte"),  # GGUF types: an average, whole bytes
+                 "checkpoint_bytes": Quantity(round(checkpoint), "byte"),
                  "bytes_per_param": Quantity(_int(per_param), "count"), "optimizer_states": Quantity(states, "count"),
                  "bytes_per_state": Quantity(state_b, "count")},
         inputs={"dtype": dtype, "optimizer": optimizer},
-        notes=(f"weights {per_param:.3g} B/param in {dtype}"
+        notes=(f"weights {per_param:.3g} B/param in {dtype}" + (f" as the checkpoint ships ({m.quant_method})"
+                                                                 if shipped else "")
                + ("" if per_param == DTYPE_BYTES[dtype] else ": block linears quantized, the rest 16-bit")
-               + f"; checkpoint adds {states} {optimizer} state(s) at {state_b:g} B each"
-               + (", (rows + cols) values per matrix" if opt.factored else ""),),
+               + (f"; checkpoint adds {states} {optimizer} state(s) at {state_b:g} B each"
+                  + (", (rows + cols) values per matrix" if opt.factored else "") if trained else
+                  f"; {dtype} is an inference format: the checkpoint holds the weights alone"),),
     )
 
 
@@ -305,6 +313,14 @@ def _moe_hows(m: ModelSpec) -> dict[str, tuple]:
 
 def _shape(lin: Linear) -> str:
     return f"{lin.fan_in} x {lin.fan_out}" + (" + bias" if lin.bias else "")
+
+
+def _shipped_format(m: ModelSpec) -> dict:
+    """ParamSplit.weight_bytes' arguments for the checkpoint's own layout (as `memory --mode infer` reads it)."""
+    from .quant import checkpoint_format, kept_fraction
+
+    fmt = checkpoint_format(m, ())
+    return {"fmt": fmt, "kept": kept_fraction(m, fmt.skip), "fan_in": m.hidden_size}
 
 
 def _int(x: float) -> int | float:

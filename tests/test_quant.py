@@ -108,3 +108,21 @@ def test_unknown_quantization_is_one_clear_line(tmp_path):
 
 def test_presets_stay_unquantized():
     assert load_model("llama-3.1-8b").quant_method is None
+
+
+def test_params_sizes_a_quantized_checkpoint_as_it_ships():
+    """The README's promise: a config.json with a quantization_config is sized as it ships in params too, the
+    same weight bytes `memory --mode infer` loads (less the buffers it builds beside them); --dtype overrides it.
+    A quantized format is for inference: its checkpoint has no optimizer states."""
+    import llmcalc
+
+    m = from_config({**QWEN25_14B, "quantization_config": GPTQ_4BIT}, "gptq")
+    p = llmcalc.params(m)
+    b = memory_breakdown(m, None, MemorySettings(mode="infer", seq=2048, gpu_memory=80 * GiB))
+    rows = {row.name: row.value for row in b.rows}
+    weights = rows["weights"] - rows.get("weights/buffers", 0)
+    assert p.summary["weight_bytes"] == pytest.approx(weights, abs=1)
+    assert p.summary["checkpoint_bytes"] == p.summary["weight_bytes"] and p.summary["optimizer_states"] == 0
+    assert llmcalc.params(m, dtype="bf16").summary["weight_bytes"] == 2 * p.summary["total"]
+    gguf = llmcalc.params("llama-2-7b", dtype="q4_k_m").summary
+    assert isinstance(gguf["checkpoint_bytes"], int) and gguf["checkpoint_bytes"] == gguf["weight_bytes"]

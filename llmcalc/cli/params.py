@@ -1,17 +1,17 @@
 """`llmcalc params`."""
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .common import DtypeOpt, Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models
-from .helpfmt import TRAINING
+from .common import Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models
+from .helpfmt import PRECISION, TRAINING
 
 
 @app.command()
 def params(
     model: ModelOpt,
-    dtype: DtypeOpt = Dtype.bf16,
+    dtype: Annotated[Optional[Dtype], typer.Option("--dtype", rich_help_panel=PRECISION, show_default="a quantized checkpoint's own format, else bf16", help="Weights dtype.")] = None,
     optimizer: Annotated[Optimizer, typer.Option("--optimizer", rich_help_panel=TRAINING, help="Optimizer whose states count in checkpoint_bytes.")] = Optimizer.adamw,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
@@ -23,4 +23,5 @@ def params(
     from ..params import params_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
-    _emit([params_breakdown(m, dtype.value, optimizer.value) for m in _models(model, generic)], fmt)
+    _emit([params_breakdown(m, dtype.value if dtype else None, optimizer.value) for m in _models(model, generic)],
+          fmt)
