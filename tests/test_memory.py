@@ -493,3 +493,15 @@ def test_a_stage_holds_at_most_the_steps_micro_batches(accum, flight):
 
     b = llmcalc.memory("llama-3-8b", gpu="h100", gpus=4, pp=4, seq="2k", **({"grad_accum": accum} if accum else {}))
     assert b.summary["in_flight"] == flight
+
+
+@pytest.mark.parametrize("precision, optimizer, says", [
+    ("mixed", "adamw", "2 + 2 + 12 = 16 B/param"),  # the ZeRO paper's own sentence
+    ("mixed", "lion", "2 weights + 2 grads + 4 master + 4 momentum = 12 B/param"),  # one fp32 buffer
+    ("mixed", "adamw-8bit", "2 weights + 2 grads + 4 master + 1 adam_m + 1 adam_v = 10 B/param"),
+    ("bf16", "sgd", "2 weights + 2 grads = 4 B/param"),
+])
+def test_the_precision_note_adds_up_the_optimizer_it_names(precision, optimizer, says):
+    from llmcalc.memory.states import precision_note
+
+    assert says in precision_note(precision, optimizer)

@@ -49,6 +49,8 @@ HUGE = "1" + "0" * 400
     (["memory", "--model", "llama-3-8b", "--finetune", "lora", "--dtype", "q4_k_m"], "llama.cpp inference format"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit",
       ",".join(f"model.layers.{i}" for i in range(65))], "at most 64"),
+    (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory 80 is 80 bytes (a bare number is bytes): "
+                                                          "write 80GB or 80GiB"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise
     (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--mode", "infer"],
      "TP 3 (--gpus 3 as one instance; --tp sets it) must divide the 64 attention heads"),

@@ -248,6 +248,9 @@ class MemorySettings:
             raise SpecError(f"--reserve cannot be negative, got {self.reserve}")
         if self.gpu_memory is not None and self.gpu_memory <= 0:
             raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
+        if self.gpu_memory is not None and self.gpu_memory < 2**20:  # no GPU has less than a mebibyte
+            raise SpecError(f"--gpu-memory {self.gpu_memory} is {self.gpu_memory:,} bytes (a bare number is bytes): "
+                            f"write {self.gpu_memory}GB or {self.gpu_memory}GiB")
         if self.bitsandbytes is not None:
             bnb_version(self.bitsandbytes)
         if self.keep_16bit:

@@ -30,6 +30,22 @@ def state_rows(optimizer: str, precision: str) -> list[tuple[str, float]]:
     return rows + [(name, per_state) for name in opt.states]
 
 
+def precision_note(precision: str, optimizer: str) -> str:
+    """The bytes per trainable parameter under ``precision`` with ``optimizer``: the precision's own sourced
+    sentence where it is Adam's (two states at its width), else the sum written out (state_rows)."""
+    prec, opt = PRECISIONS[precision], OPTIMIZERS[optimizer]
+    if len(opt.states) == 2 and opt.nbytes in (None, prec.state):
+        return prec.source
+    parts = [("weights", prec.weights), ("grads", prec.grads)] + [(name.split("/")[1], b)
+                                                                  for name, b in state_rows(optimizer, precision)]
+    if opt.factored:  # its state is rows + cols values a matrix, not one a parameter
+        per = [(name, b) for name, b in parts if name not in {n.split("/")[1] for n in opt.states}]
+        return (f"{precision} precision with {optimizer}: " + " + ".join(f"{b:g} {name}" for name, b in per)
+                + f" = {sum(b for _, b in per):g} B/param, and its state's rows + cols values a matrix")
+    return (f"{precision} precision with {optimizer}: " + " + ".join(f"{b:g} {name}" for name, b in parts)
+            + f" = {sum(b for _, b in parts):g} B/param")
+
+
 def _state_parts(psi: float, precision: str, optimizer: str, zero: int, state_values: float | None):
     """(row, values, bytes per value, sharded by ZeRO) of each model state: the one list behind
     model_state_bytes and model_state_hows."""

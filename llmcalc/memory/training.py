@@ -23,7 +23,7 @@ from .placement import ParamSplit, Stage, layer_params, lora_params, stage_param
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
 from .stage import StageMemory, add_reserve, stage_note, whole_bytes
-from .states import States, adapter_states, full_states, state_note
+from .states import States, adapter_states, full_states, precision_note, state_note
 
 # -- model states -----------------------------------------------------------------------------------
 
@@ -291,7 +291,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """
     p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
-    notes = [PRECISIONS[s.precision].source] + states.notes
+    notes = [precision_note(s.precision, s.optimizer)] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
