@@ -49,6 +49,10 @@ HUGE = "1" + "0" * 400
     (["memory", "--model", "llama-3-8b", "--finetune", "lora", "--dtype", "q4_k_m"], "llama.cpp inference format"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "int4", "--keep-16bit",
       ",".join(f"model.layers.{i}" for i in range(65))], "at most 64"),
+    (["memory", "--model", "deepseek-v3", "--gpu", "h100", "--finetune", "lora"],
+     "LoRA targets q,v (--lora-targets, else the framework's default): deepseek-v3 has no linear 'q'"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "tf32"],
+     "--dtype tf32 (the KV cache's too, without --kv-dtype): vllm holds its KV cache in"),
     (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory 80 is 80 bytes (a bare number is bytes): "
                                                           "write 80GB or 80GiB"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise

@@ -254,7 +254,8 @@ def trainable(m: ModelSpec, finetune: str, targets: tuple[str, ...]) -> frozense
         elif t in names:
             chosen.add(t)
         else:
-            raise SpecError(f"--lora-targets: {m.name} has no linear {t!r}; choose from all, {', '.join(sorted(names))}")
+            raise SpecError(f"LoRA targets {','.join(targets)} (--lora-targets, else the framework's default): "
+                            f"{m.name} has no linear {t!r}; give --lora-targets from all, {', '.join(sorted(names))}")
     if not chosen:
         raise SpecError(f"--lora-targets names no linear, so nothing would train; choose from all, {', '.join(sorted(names))}")
     return frozenset(chosen)

@@ -95,7 +95,9 @@ def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16"
         raise SpecError(f"--dtype {dtype}: {name} does not hold weights in it; it loads "
                         f"{', '.join(engine.weights)}")
     if kv_dtype not in engine.kv_dtypes:
-        raise SpecError(f"--kv-dtype {kv_dtype}: {name} holds its KV cache in {', '.join(engine.kv_dtypes)}")
+        which = f"--dtype {dtype} (the KV cache's too, without --kv-dtype)" if dtype == kv_dtype else \
+            f"--kv-dtype {kv_dtype}"
+        raise SpecError(f"{which}: {name} holds its KV cache in {', '.join(engine.kv_dtypes)}")
     if cp > 1 and not engine.context_parallel:
         raise SpecError(f"--cp {cp}: {name} does not split one request's context over GPUs; use --tp or --pp "
                         "(--engine trtllm has context parallelism)")
