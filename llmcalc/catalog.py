@@ -98,6 +98,8 @@ def import_config(config: str, name: str, out: str | None, generic: bool, force:
 
     check_preset_name(name)
     spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
+    if not out:  # a file elsewhere shadows nothing unless its directory is searched
+        _warn_shadow(name)
     if not out and presets.user_dir() is None:
         raise SpecError("no home directory to keep presets in (HOME is unset); set XDG_CONFIG_HOME or pass --out")
     path = safeio.user_path(out) if out else presets.user_dir() / "models" / f"{name}.yaml"
@@ -110,6 +112,19 @@ def import_config(config: str, name: str, out: str | None, generic: bool, force:
         raise SpecError(f"cannot write {safeio.shown(path)}: {getattr(exc, 'strerror', None) or exc}; "
                         "pass --out with a writable file") from None
     return path
+
+
+def _warn_shadow(name: str) -> None:
+    """User presets come before the shipped ones (presets.py): say when this name will hide a shipped model."""
+    entries, aliases = presets.catalog("models")
+    key = name.strip().lower()
+    found = key if key in entries else aliases.get(key)
+    if found is not None and presets.builtin_dir() in entries[found][0].parents:
+        import warnings
+
+        warnings.warn(f"--name {name} is a shipped model preset's name{'' if found == key else f' ({found})'}: in the "
+                      f"user preset directory it comes first, so --model {name} will mean this file", UserWarning,
+                      stacklevel=3)
 
 
 def _check_destination(path: Path, out: str | None, name: str, force: bool, source: Path) -> None:

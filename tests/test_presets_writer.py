@@ -105,6 +105,16 @@ def test_import_config_writes_a_loadable_preset(tmp_path):
     assert spec.name == "no" and spec.qk_norm == "head" and spec.source == str(DATA / "qwen3-0.6b.json")
 
 
+def test_importing_over_a_shipped_name_says_it_will_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    presets.catalog.cache_clear()
+    with pytest.warns(UserWarning, match="--name llama-3-8b is a shipped model preset's name"):
+        catalog.import_config(str(DATA / "gemma-2-2b.json"), "llama-3-8b", None, generic=False)
+    presets.catalog.cache_clear()
+    assert presets.load_model("llama-3-8b").norms_per_layer == 4  # the user's file, first in the search order
+    presets.catalog.cache_clear()
+
+
 def test_cli_presets_import_to_the_user_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     result = run("presets", "import", str(DATA / "gemma-2-2b.json"), "--name", "my-gemma")
