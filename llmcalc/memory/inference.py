@@ -62,12 +62,16 @@ def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers
           how=("weights/quantized" + (" + weights/scales" if parts["scales"] else "") + " + weights/unquantized" + plus,))
 
 
-def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int) -> str:
+def kv_note(m: ModelSpec, s: MemorySettings, st: Stage, context: int, windows: bool = True) -> str:
+    """The KV cache in words; ``windows``: sliding-window layers keep their window (kvcache.cached_positions)."""
     tp = s.parallel.tp
     heads = "MLA latent (replicated over TP)" if m.is_mla else \
         f"2 x {math.ceil(m.kv_heads / tp)} kv heads x {m.qk_head_dim}" + \
         (" (replicated: TP > kv heads)" if tp > m.kv_heads else "")
-    return f"{s.batch} x {context:,} tokens x {st.layers} layers x {heads} x {DTYPE_BYTES[s.kv_dtype]:g} B"
+    windowed = m.window_layers * st.layers // m.num_hidden_layers if windows and m.sliding_window else 0
+    positions = f"{context:,} tokens x {st.layers} layers" if not windowed or m.sliding_window >= context else \
+        (f"({windowed} window layers x {m.sliding_window:,} + {st.layers - windowed} layers x {context:,}) tokens")
+    return f"{s.batch} x {positions} x {heads} x {DTYPE_BYTES[s.kv_dtype]:g} B"
 
 
 # The rows besides the KV cache that an engine's memory holds (each engine adds those it has).
@@ -131,7 +135,7 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
     else:
         kv = s.batch * context * per_token
         how = ("{} requests x {} tokens x {} B per token", s.batch, context, per_token)
-    r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context), how=how)
+    r.add("kv_cache", whole_bytes(kv), kv_note(m, s, st, context, windows), how=how)
     other = _overhead(r)
     total = other + whole_bytes(kv)
     r.add("total", total, "per GPU", how=(_overhead_how(r) + " + kv_cache",))
