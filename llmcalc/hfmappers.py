@@ -217,7 +217,7 @@ def _qwen2_moe(c: Fields) -> dict:  # Qwen1.5/2-MoE: qkv bias; experts + one sha
     out = _standard(c, tie=False)
     out.update(attention_bias=c.flag("qkv_bias", True), attention_out_bias=False)
     layers = out["num_hidden_layers"]
-    shared = c.int("shared_expert_intermediate_size", default=0)
+    shared = c.int("shared_expert_intermediate_size", default=5632)  # Qwen2MoeConfig's default
     moe = _moe(c, "num_experts", "moe_intermediate_size", dense=_sparse_steps(c, layers), defaults=(60, 4, 1408),
                **({"num_shared_experts": 1, "shared_expert_intermediate_size": shared,
                    "shared_expert_gate": True} if shared else {}))

@@ -78,7 +78,7 @@ EAGER = ("hf",)  # engines whose host launches every kernel asynchronously, with
 # Prefill steps replay no (or only piecewise) CUDA graphs: TensorRT-LLM 0.5's batch-1 first-token latency
 # at 128 prompt tokens, 7 ms for Llama-2-7B and 26 ms for 70B on TP 4 (H100), lies 94-150 us per layer
 # above its bandwidth floor.
-PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "llamacpp": 55e-6, "hf": 1.0e-3}
+PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "llamacpp": 55e-6}  # EAGER: its layer one
 
 # Per request, once, in TTFT: the HTTP server, tokenizer and scheduler (seconds). NIM 1.8 Llama-3.3-70B
 # at 500 prompt tokens leaves about 3 ms beside its prefill; GPUStack's vLLM 0.11 ShareGPT run about
@@ -144,7 +144,7 @@ class Resolved(NamedTuple):
     allreduce_latency: float
     sources: dict
     engine: str
-    prefill_overhead: float  # seconds per layer per prefill step: the step cost, at least PREFILL_LAYER_OVERHEAD
+    prefill_overhead: float  # seconds per layer per prefill step: the step cost, at least PREFILL_LAYER_OVERHEAD (EAGER: it)
 
 
 def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, gpu) -> Resolved:
@@ -164,7 +164,8 @@ def resolve(eff: Efficiencies, engine: str, dtype: str, compute_dtype: str, gpu)
         sources[key] = "calibrated" if key in eff.fitted else "given" if given is not None else f"default for {why}"
     linked = gpu.interconnect_bandwidth >= NVLINK_BYTES_PER_S
     return Resolved(**values, allreduce_latency=ALLREDUCE_LATENCY["linked" if linked else "pcie"], sources=sources,
-                    engine=engine, prefill_overhead=max(values["layer_overhead"], PREFILL_LAYER_OVERHEAD[engine]))
+                    engine=engine, prefill_overhead=values["layer_overhead"] if engine in EAGER  # the same host launches
+                    else max(values["layer_overhead"], PREFILL_LAYER_OVERHEAD[engine]))
 
 
 class Step(NamedTuple):

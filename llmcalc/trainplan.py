@@ -247,8 +247,9 @@ def _check_dtype(gpu, dtype: str) -> None:
 def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
     time seen where no count does, and the count it was on), by the planner's own search at each count with the
-    same batch and constraints (DP follows the count): the nodes doubled from the asked count while doubling
-    still cuts the time by a tenth, then bisected between the last count that misses and the first that meets.
+    same batch and constraints (DP follows the count): the nodes doubled from the asked count until three doublings
+    in a row cut the time by less than a tenth, then bisected between the last count that misses and the first
+    that meets.
     The time falls with GPUs though not strictly (the batch must split evenly), so the count is a bisection's,
     not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
     node, steps = cluster.gpus_per_node, math.ceil(t.tokens / (t.global_batch * t.seq))
@@ -261,9 +262,10 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
         return steps * ranked[0].time.total if ranked else math.inf
 
     low, high = t.gpus, max(node, -(-t.gpus // node) * node)  # the asked count misses (the caller's layout did)
-    high, best = high * 2 if high == low else high, (math.inf, t.gpus)
+    high, best, idle = high * 2 if high == low else high, (math.inf, t.gpus), 0
     while (time := train(high)) > seconds:
-        if high * 2 > MAX_GPUS or time > 0.9 * best[0]:  # doubling no longer pays: the batch caps DP
+        idle = idle + 1 if time > 0.9 * best[0] else 0  # three times in a row no better: the batch caps DP
+        if high * 2 > MAX_GPUS or idle == 3:
             return 0, *min(best, (time, high))
         best, low, high = min(best, (time, high)), high, high * 2
     while high - low > node:

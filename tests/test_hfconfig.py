@@ -284,6 +284,7 @@ def test_partial_rotary_adds_no_parameters():
 
 
 @pytest.mark.parametrize("stem, fields", [("mixtral-8x7b-v0.1", ("num_local_experts", "num_experts_per_tok")),
+                                          ("qwen1.5-moe-a2.7b", ("shared_expert_intermediate_size",)),
                                           ("qwen3-30b-a3b", ("num_experts", "num_experts_per_tok"))])
 def test_an_moe_config_without_its_counts_takes_the_config_classs_defaults(stem, fields):
     """MixtralConfig's 8 experts, top-2 and Qwen3MoeConfig's 128, top-8 (transformers 5.23) are these models' own:

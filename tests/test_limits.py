@@ -148,3 +148,11 @@ def test_requests_hold_whole_blocks_and_the_engine_runs_max_num_seqs():
     four = llmcalc.max_batch("llama-3-8b", gpu="h100", seq="4k", mode="infer", max_num_seqs=4)
     assert four.summary["max_batch"] == 4 and four.summary["limited_by"] == "max_num_seqs"
     assert four.summary["memory_max_batch"] > 100
+
+
+def test_vllm_v0_schedules_each_pipeline_stage_on_its_own():
+    """V0 builds one scheduler per virtual engine (pipeline stage), each with max_num_seqs of its own."""
+    import llmcalc
+
+    b = llmcalc.max_batch("llama-3.1-8b", gpu="h100", gpus=2, pp=2, seq=17, mode="infer", engine_version="0.7.3")
+    assert b.summary["max_batch"] == 2 * 256 and b.summary["limited_by"] == "max_num_seqs"

@@ -493,6 +493,9 @@ def test_a_stage_holds_at_most_the_steps_micro_batches(accum, flight):
 
     b = llmcalc.memory("llama-3-8b", gpu="h100", gpus=4, pp=4, seq="2k", **({"grad_accum": accum} if accum else {}))
     assert b.summary["in_flight"] == flight
+    if accum is None:  # not stated: the pipeline's p micro-batches, whose gradients accumulate, as --grad-accum 4's
+        four = llmcalc.memory("llama-3-8b", gpu="h100", gpus=4, pp=4, seq="2k", grad_accum=4)
+        assert b.summary["total"] == four.summary["total"]
 
 
 @pytest.mark.parametrize("precision, optimizer, says", [

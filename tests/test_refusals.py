@@ -53,8 +53,10 @@ HUGE = "1" + "0" * 400
      "LoRA targets q,v (--lora-targets, else the framework's default): deepseek-v3 has no linear 'q'"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "tf32"],
      "--dtype tf32 (the KV cache's too, without --kv-dtype): vllm holds its KV cache in"),
-    (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory 80 is 80 bytes (a bare number is bytes): "
-                                                          "write 80GB or 80GiB"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "hf", "--dtype", "fp8", "--kv-dtype", "fp8"],
+     "--kv-dtype fp8: hf holds its KV cache in"),
+    (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory is 80 bytes, under a mebibyte (a bare number "
+                                                          "is bytes: 80 is 80 B); write the unit, 80GB or 80GiB"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise
     (["memory", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "3", "--mode", "infer"],
      "TP 3 (--gpus 3 as one instance; --tp sets it) must divide the 64 attention heads"),

@@ -195,9 +195,10 @@ def test_calibration_under_load_reproduces_its_measurement():
 def test_every_engine_the_memory_model_knows_has_step_costs():
     """`--engine` offers the memory model's engines (memory/engines.ENGINES); each needs serving's defaults."""
     from llmcalc.memory.engines import ENGINES
-    from llmcalc.serving import LAYER_OVERHEAD, PREFILL_LAYER_OVERHEAD, REQUEST_OVERHEAD
+    from llmcalc.serving import EAGER, LAYER_OVERHEAD, PREFILL_LAYER_OVERHEAD, REQUEST_OVERHEAD
 
-    assert set(ENGINES) == set(LAYER_OVERHEAD) == set(PREFILL_LAYER_OVERHEAD) == set(REQUEST_OVERHEAD)
+    # an eager engine's prefill pays the same host launches as its decode (LAYER_OVERHEAD)
+    assert set(ENGINES) == set(LAYER_OVERHEAD) == set(PREFILL_LAYER_OVERHEAD) | set(EAGER) == set(REQUEST_OVERHEAD)
 
 
 def test_prefill_reaches_no_more_of_a_gpus_mamf_than_an_h100s():
@@ -230,3 +231,11 @@ def test_eager_decode_takes_the_longer_of_host_and_gpu():
     many = llmcalc.latency("llama-2-7b", gpu="a100-80gb", engine="hf", prompt=4000, output=50, batch=24)
     gpu = many.value("expected/decode_memory") + many.value("expected/decode_communication")
     assert gpu > many.value("expected/decode_overhead") and many.summary["tpot"] == pytest.approx(gpu)
+
+
+def test_eager_prefill_pays_the_step_overhead_it_is_given():
+    """An eager engine's prefill launches what its decode does: --step-overhead sets both."""
+    import llmcalc
+
+    b = llmcalc.latency("llama-2-7b", gpu="h100", engine="hf", prompt=128, output=2, step_overhead=300e-6)
+    assert b.value("expected/prefill_overhead") == pytest.approx(32 * 300e-6)

@@ -50,7 +50,7 @@ _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_ac
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
-               ("--grad-accum", lambda s: s.micro_batches > 1), ("--offload-layers", lambda s: s.offload_layers),
+               ("--grad-accum", lambda s: (s.grad_accum or 1) > 1), ("--offload-layers", lambda s: s.offload_layers),
                ("--optimizer-in-backward", lambda s: s.optimizer_in_backward))
 _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
                    "--bitsandbytes": "bitsandbytes"}
@@ -87,7 +87,7 @@ class MemorySettings:
     loss: full | chunked | fused cross-entropy (memory/loss.py).
     grad_accum: train: micro-batches per optimizer step; above 1 the gradients stay allocated through the
       forward and backward of the later micro-batches, and a pipeline stage holds at most this many in flight.
-      None: not stated (one micro-batch for the gradients, enough to fill a pipeline for the stages).
+      None: not stated (enough to fill a pipeline, p, else one).
     optimizer_in_backward: train: each parameter steps as soon as its gradient is ready, from a backward
       hook, and the gradient is freed (torchtune's optimizer_in_bwd); no step holds every gradient.
     compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
@@ -162,6 +162,7 @@ class MemorySettings:
         self._check_values()
         object.__setattr__(self, "offload", tuple(dict.fromkeys(self.offload)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        kv_given = self.kv_dtype is not None
         self._resolve_dtypes()
         impl = self.attention_impl or DEFAULT_ATTENTION_IMPL[self.mode]
         check_choice("--attention-impl", impl, ATTENTION_IMPLS)
@@ -169,7 +170,7 @@ class MemorySettings:
         if self.reserve is None:
             object.__setattr__(self, "reserve", DEFAULT_RESERVE[self.mode])
         if self.mode == "infer":
-            self._resolve_engine()
+            self._resolve_engine(kv_given)
         util = DEFAULT_GPU_UTIL.get(self.mode) if self.gpu_util is None else self.gpu_util
         if util is not None and not 0 < util <= 1:  # None: the engine works its fraction out itself
             raise SpecError(f"--gpu-util must be in (0, 1], got {util}")
@@ -208,17 +209,18 @@ class MemorySettings:
 
     @property
     def micro_batches(self) -> int:
-        """The step's micro-batches for its gradients: --grad-accum, 1 where not stated."""
-        return self.grad_accum or 1
+        """The step's micro-batches: --grad-accum; where not stated, enough to fill a pipeline (p), else 1."""
+        return self.grad_accum or self.parallel.pp
 
     @property
     def fw(self) -> Framework:
         return FRAMEWORKS[self.framework or DEFAULT_FRAMEWORK]
 
-    def _resolve_engine(self) -> None:
-        """The engine, its version and its defaults for the knobs the user left unset."""
+    def _resolve_engine(self, kv_given: bool = True) -> None:
+        """The engine, its version and its defaults for the knobs the user left unset (``kv_given``: the KV
+        cache's dtype was set, not taken from --dtype)."""
         name, version, defaults = resolve_engine(self.engine, self.engine_version, self.kv_dtype, self.parallel.cp,
-                                                 self.dtype if self.dtype_given else None)
+                                                 self.dtype if self.dtype_given else None, kv_given)
         object.__setattr__(self, "engine", name)
         object.__setattr__(self, "engine_version", version)
         self._fill(**defaults)
@@ -249,8 +251,8 @@ class MemorySettings:
         if self.gpu_memory is not None and self.gpu_memory <= 0:
             raise SpecError(f"--gpu-memory must be positive, got {self.gpu_memory}")
         if self.gpu_memory is not None and self.gpu_memory < 2**20:  # no GPU has less than a mebibyte
-            raise SpecError(f"--gpu-memory {self.gpu_memory} is {self.gpu_memory:,} bytes (a bare number is bytes): "
-                            f"write {self.gpu_memory}GB or {self.gpu_memory}GiB")
+            raise SpecError(f"--gpu-memory is {self.gpu_memory:,} bytes, under a mebibyte (a bare number is bytes: "
+                            "80 is 80 B); write the unit, 80GB or 80GiB")
         if self.bitsandbytes is not None:
             bnb_version(self.bitsandbytes)
         if self.keep_16bit:

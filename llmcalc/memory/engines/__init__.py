@@ -85,7 +85,7 @@ def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
 
 
 def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1,
-                   dtype: str | None = None) -> tuple[str, str, dict]:
+                   dtype: str | None = None, kv_given: bool = True) -> tuple[str, str, dict]:
     """(engine, version, defaults for the settings left unset) for MemorySettings; a weight format,
     a KV dtype or a context split the engine does not offer is refused."""
     name = name or DEFAULT_ENGINE
@@ -95,7 +95,7 @@ def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16"
         raise SpecError(f"--dtype {dtype}: {name} does not hold weights in it; it loads "
                         f"{', '.join(engine.weights)}")
     if kv_dtype not in engine.kv_dtypes:
-        which = f"--dtype {dtype} (the KV cache's too, without --kv-dtype)" if dtype == kv_dtype else \
+        which = f"--dtype {dtype} (the KV cache's too, without --kv-dtype)" if not kv_given and dtype else \
             f"--kv-dtype {kv_dtype}"
         raise SpecError(f"{which}: {name} holds its KV cache in {', '.join(engine.kv_dtypes)}")
     if cp > 1 and not engine.context_parallel:

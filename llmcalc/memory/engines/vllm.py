@@ -139,9 +139,12 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     rows, usable, per_token, block, notes, per_request, by_concurrency, mns = _before_pool(m, s, st, dev)
     # V0 prints its concurrency as tokens / max_model_len, but its block manager, like V1's, gives each request
     # whole blocks: what decides whether a batch fits
-    held = math.ceil(s.seq / block) if parse_version(s.engine_version) < V1 else per_request
+    v0 = parse_version(s.engine_version) < V1
+    held = math.ceil(s.seq / block) if v0 else per_request
+    # V0 runs one scheduler per pipeline stage (virtual engine), each with its own max_num_seqs
+    seqs = mns * s.parallel.pp if v0 else mns
     return pool_result(Rows("byte").extend(rows), s, st, usable, per_token, block, list(notes), per_request,
-                       tokens_by_concurrency=by_concurrency, held_per_request=held, max_seqs=mns)
+                       tokens_by_concurrency=by_concurrency, held_per_request=held, max_seqs=seqs)
 
 
 @ignoring("batch")
