@@ -187,7 +187,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     from .throughput import ServeSettings
 
     s = _coerce(settings)
-    layout = Parallelism.resolve(gpus, tp=s.pop("tp", None), mode="infer")
+    layout = Parallelism.resolve(gpus, tp=s.pop("tp", None), dp=s.pop("dp", None), mode="infer")
     targets = _coerce({"ttft_target": ttft_target, "tpot_target": tpot_target})
     eff = Efficiencies(compute=s.pop("prefill_efficiency", None), bandwidth=s.pop("decode_efficiency", None),
                        layer_overhead=s.pop("step_overhead", None), request_overhead=s.pop("request_overhead", None))

@@ -85,3 +85,9 @@ def test_importing_llmcalc_stays_light():
     code = "import sys, llmcalc; print(sorted(m for m in ('llmcalc.api', 'rich', 'typer') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+def test_latency_takes_data_parallel_replicas():
+    """gpus=4, tp=2, dp=2: two instances of two GPUs each split the batch (it raised a TypeError before)."""
+    r = llmcalc.latency("llama-3.1-8b", gpu="h100", gpus=4, tp=2, dp=2, batch=8)
+    assert (r.inputs["tp"], r.inputs["dp"]) == (2, 2)
