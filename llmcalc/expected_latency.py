@@ -52,7 +52,10 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     """Expected TTFT, TPOT and e2e with their band, then the bound's rows (throughput.latency_breakdown).
     ``measured`` (TTFT, ITL) calibrates the efficiencies first (calibrate.py): measured at these settings,
     or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
+    from .memory.engines import check_engine_gpu
+
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
+    check_engine_gpu(engine, gpu)
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = workload(s, budget)

@@ -55,6 +55,9 @@ HUGE = "1" + "0" * 400
      "--dtype tf32 (the KV cache's too, without --kv-dtype): vllm holds its KV cache in"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "hf", "--dtype", "fp8", "--kv-dtype", "fp8"],
      "--kv-dtype fp8: hf holds its KV cache in"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "trtllm", "--gpu", "mi300x"],
+     "TensorRT-LLM runs on NVIDIA GPUs; mi300x is AMD's: --engine vllm, sglang or llamacpp"),
+    (["latency", "--model", "llama-3-8b", "--engine", "trtllm", "--gpu", "tpu-v5e"], "TensorRT-LLM runs on NVIDIA GPUs"),
     (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory is 80 bytes, under a mebibyte (a bare number "
                                                           "is bytes: 80 is 80 B); write the unit, 80GB or 80GiB"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise

@@ -84,6 +84,16 @@ def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+NVIDIA_ONLY = ("trtllm",)  # TensorRT-LLM builds CUDA engines: NVIDIA GPUs alone
+
+
+def check_engine_gpu(engine: str | None, gpu) -> None:
+    """An engine the GPU can run: TensorRT-LLM only on NVIDIA's (a GPU whose preset names no vendor passes)."""
+    if engine in NVIDIA_ONLY and gpu is not None and gpu.vendor.lower() not in ("", "nvidia"):
+        raise SpecError(f"TensorRT-LLM runs on NVIDIA GPUs; {gpu.name} is {gpu.vendor}'s: --engine vllm, sglang or "
+                        "llamacpp")
+
+
 def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1,
                    dtype: str | None = None, kv_given: bool = True) -> tuple[str, str, dict]:
     """(engine, version, defaults for the settings left unset) for MemorySettings; a weight format,
