@@ -116,13 +116,15 @@ def import_config(config: str, name: str, out: str | None, generic: bool, force:
 
 def _warn_shadow(name: str) -> None:
     """User presets come before the shipped ones (presets.py): say when this name will hide a shipped model."""
-    entries, aliases = presets.catalog("models")
-    key = name.strip().lower()
-    found = key if key in entries else aliases.get(key)
-    if found is not None and presets.builtin_dir() in entries[found][0].parents:
+    try:
+        found, path, _ = presets._lookup("models", name)
+    except presets.UnknownPreset:
+        return
+    if presets.builtin_dir() in path.parents:
         import warnings
 
-        warnings.warn(f"--name {name} is a shipped model preset's name{'' if found == key else f' ({found})'}: in the "
+        same = found == name.strip().lower()
+        warnings.warn(f"--name {name} is a shipped model preset's name{'' if same else f' ({found})'}: in the "
                       f"user preset directory it comes first, so --model {name} will mean this file", UserWarning,
                       stacklevel=3)
 

@@ -115,10 +115,11 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
 def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> dict:
     x = expected(m, gpu, w, r)
     share = x.waited
+    last = r.request_overhead + x.prefill.total  # the last request's first token: every prompt prefilled
     prefill, *parts = _step_formula("prefill", x.prefill.eager)
     _band_rows(rows, "ttft", x.ttft, (f"request_overhead + ({prefill})" + (" x {}" if share < 1 else ""), *parts, share))
     if share < 1:
-        rows.add("ttft_last", r.request_overhead + x.prefill.total, "the last request's: every prompt prefilled",
+        rows.add("ttft_last", last, "the last request's: every prompt prefilled",
                  how=(f"request_overhead + {prefill}", *parts))
     rows.add("request_overhead", r.request_overhead, "HTTP server, tokenizer, scheduler: once per request",
              how=("{} s", r.request_overhead))
@@ -136,12 +137,12 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
             _band_rows(rows, "tpot", x.tpot, _step_formula("decode", x.decode.eager))
     rows.add("e2e", x.e2e, f"ttft + {max(w.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(w.output - 1, 0)))
     if share < 1:  # beside e2e_bound, which is the last request's too
-        rows.add("e2e_last", r.request_overhead + x.prefill.total + x.tpot * max(w.output - 1, 0), "the last request's",
+        rows.add("e2e_last", last + x.tpot * max(w.output - 1, 0), "the last request's",
                  how=("ttft_last + tpot x {}", max(w.output - 1, 0)))
     rows.add("decode_tokens_per_s", w.requests / x.tpot, unit="token/s", note="per instance, while decoding",
              how=("{} requests / tpot", w.requests))
     return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e,
-            **({"ttft_last": r.request_overhead + x.prefill.total} if share < 1 else {})}
+            **({"ttft_last": last} if share < 1 else {})}
 
 
 def _step_formula(phase: str, eager: bool) -> tuple[str, ...]:

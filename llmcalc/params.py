@@ -260,7 +260,12 @@ def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "a
     total = int(r["total"])
     shipped = dtype is None and bool(m.quant_method)
     dtype = m.quant_dtype if shipped else dtype or "bf16"
-    weights = sum(split.weight_bytes(dtype, **_shipped_format(m) if shipped else {}).values())
+    fmt, kept = None, 0.0
+    if shipped:  # as `memory --mode infer` loads it (quant.py loaded only then: params runs on every start-up path)
+        from .quant import checkpoint_layout
+
+        fmt, kept = checkpoint_layout(m)
+    weights = sum(split.weight_bytes(dtype, fmt=fmt, kept=kept, fan_in=m.hidden_size).values())
     opt = OPTIMIZERS[optimizer]
     trained = dtype in FLOAT_DTYPES
     states = len(opt.states) if trained else 0
@@ -313,14 +318,6 @@ def _moe_hows(m: ModelSpec) -> dict[str, tuple]:
 
 def _shape(lin: Linear) -> str:
     return f"{lin.fan_in} x {lin.fan_out}" + (" + bias" if lin.bias else "")
-
-
-def _shipped_format(m: ModelSpec) -> dict:
-    """ParamSplit.weight_bytes' arguments for the checkpoint's own layout (as `memory --mode infer` reads it)."""
-    from .quant import checkpoint_format, kept_fraction
-
-    fmt = checkpoint_format(m, ())
-    return {"fmt": fmt, "kept": kept_fraction(m, fmt.skip), "fan_in": m.hidden_size}
 
 
 def _int(x: float) -> int | float:

@@ -29,7 +29,7 @@ from .kernels import attention_kernel
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
-from .planinputs import (MAX_GPUS, SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
+from .planinputs import (SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
                          fp8_settings, impossible, links_of, offloading)  # re-exported, as are Constraints, Target
 from .spec import ModelSpec, Parallelism, SpecError
 from .steptime import (GRAD_BYTES, PARAM_BYTES, Layout, MicroBatch, ModelCost,
@@ -361,35 +361,6 @@ class Planner:
         if not possible:
             raise SpecError(impossible(self.m, self.t, self.c))
         return list(best.values())
-
-
-def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
-    """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
-    (or from the GPUs the 16-bit weights alone need, if more), then bisecting over whole nodes; within one node,
-    the fewest GPUs of it."""
-    node = cluster.gpus_per_node
-
-    def any_fit(n: int) -> bool:
-        p = Planner(m, cluster, replace(t, gpus=n), replace(c, dp=None))
-        return any(p.possible(deg) for deg in degree_tuples(m, node, p.t, p.c))
-
-    from .memory.placement import model_params
-
-    weights = model_params(m).total * 2 / (cluster.gpu.usable_bytes * c.gpu_util)
-    low = t.gpus
-    high = max(node, math.ceil(max(t.gpus, weights) / node) * node)
-    while not any_fit(high):
-        low, high = high, high * 2
-        if high > limit:
-            return None
-    while high - low > node:
-        mid = (low + high) // 2 // node * node
-        if mid <= low:
-            break
-        low, high = (low, mid) if any_fit(mid) else (mid, high)
-    if high == node:  # part of one node may do
-        return next((n for n in range(t.gpus + 1, node) if any_fit(n)), node)
-    return high
 
 
 from . import _make_callable  # noqa: E402 - llmcalc.plan(...) is the API function (llmcalc/__init__.py)

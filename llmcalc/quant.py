@@ -57,6 +57,13 @@ def checkpoint_format(m: ModelSpec, keep: tuple[str, ...] = ()) -> WeightFormat:
                         tuple(m.quant_skip) + tuple(keep))
 
 
+def checkpoint_layout(m: ModelSpec, keep: tuple[str, ...] = ()) -> tuple[WeightFormat, float]:
+    """(the checkpoint's format with ``keep`` added to its skips, the share of the linears kept 16-bit): what
+    ParamSplit.weight_bytes needs to size the weights as they ship (`memory --mode infer`, `params`)."""
+    fmt = checkpoint_format(m, keep)
+    return fmt, kept_fraction(m, fmt.skip)
+
+
 # -- which modules a skip list names -----------------------------------------------------------------
 
 def block_modules(m: ModelSpec, layer: int, moe: bool) -> dict[str, float]:

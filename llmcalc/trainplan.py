@@ -4,13 +4,14 @@ best one's step time by part, each with its formula) and the JSON contract's `la
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import Counter
 
 from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
-from .plan import Constraints, Planner, Ranked, Target, smallest_fit
+from .plan import Constraints, Planner, Ranked, Target, degree_tuples
 from .planinputs import MAX_GPUS
 from .spec import ModelSpec, SpecError
 from .exposure import BUFFER_PASSES, offload_windows, optimizer_bytes, optimizer_counts, overlaps_sends
@@ -244,6 +245,42 @@ def _check_dtype(gpu, dtype: str) -> None:
                         f"{' or '.join(have) or 'bf16, on another GPU'}")
 
 
+def bisect_nodes(low: int, high: int, node: int, meets) -> int:
+    """The fewest GPUs, in whole nodes, between ``low`` (which does not meet ``meets``) and ``high`` (which does),
+    by bisection: where meeting is not monotone in the count, a bisection's answer, not every count's minimum."""
+    while high - low > node:
+        mid = (low + high) // 2 // node * node
+        if mid <= low:
+            break
+        low, high = (low, mid) if meets(mid) else (mid, high)
+    return high
+
+
+def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
+    """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
+    (or from the GPUs the 16-bit weights alone need, if more), then bisecting over whole nodes; within one node,
+    the fewest GPUs of it."""
+    node = cluster.gpus_per_node
+
+    def any_fit(n: int) -> bool:
+        p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
+        return any(p.possible(deg) for deg in degree_tuples(m, node, p.t, p.c))
+
+    from .memory.placement import model_params
+
+    weights = model_params(m).total * 2 / (cluster.gpu.usable_bytes * c.gpu_util)
+    low = t.gpus
+    high = max(node, math.ceil(max(t.gpus, weights) / node) * node)
+    while not any_fit(high):
+        low, high = high, high * 2
+        if high > limit:
+            return None
+    high = bisect_nodes(low, high, node, any_fit)
+    if high == node:  # part of one node may do
+        return next((n for n in range(t.gpus + 1, node) if any_fit(n)), node)
+    return high
+
+
 def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
     time seen where no count does, and the count it was on), by the planner's own search at each count with the
@@ -254,6 +291,7 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
     not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
     node, steps = cluster.gpus_per_node, math.ceil(t.tokens / (t.global_batch * t.seq))
 
+    @functools.lru_cache(maxsize=None)  # the bisection's last count is asked again for its time
     def train(n: int) -> float:
         try:
             ranked = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None)).search(1)
@@ -268,13 +306,8 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
         if high * 2 > MAX_GPUS or idle == 3:
             return 0, *min(best, (time, high))
         best, low, high = min(best, (time, high)), high, high * 2
-    while high - low > node:
-        mid = (low + high) // 2 // node * node
-        if mid <= low:
-            break
-        within = train(mid)
-        low, high, time = (low, mid, within) if within <= seconds else (mid, high, time)
-    return high, time, high
+    high = bisect_nodes(low, high, node, lambda n: train(n) <= seconds)
+    return high, train(high), high
 
 
 def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> None:
@@ -297,7 +330,7 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
 
 
 def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float) -> int | None:
-    """No layout fits: the fewest GPUs any does (plan.smallest_fit), noted."""
+    """No layout fits: the fewest GPUs any does (smallest_fit), noted."""
     from .units import fmt_bytes
 
     fewest = smallest_fit(m, cluster, t, c)

@@ -15,10 +15,11 @@ from llmcalc.memory.placement import stages
 from llmcalc.memory.saved import in_flight
 from llmcalc.memory.settings import MemorySettings
 from llmcalc.memory.training import train_stage
-from llmcalc.plan import Constraints, Planner, Target, smallest_fit
+from llmcalc.plan import Constraints, Planner, Target
 from llmcalc.presets import load_gpu, load_model
 from llmcalc.spec import Parallelism
 from llmcalc.steptime import Layout, Links, ModelCost
+from llmcalc.trainplan import smallest_fit
 
 from .conftest import run, run_json
 

@@ -25,10 +25,10 @@ def weight_format(m: ModelSpec, s: MemorySettings):
     checkpoint's own layout, or --dtype's rule with the --keep-16bit modules."""
     if s.dtype in FLOAT_DTYPES or (s.weight_format != "checkpoint" and not s.keep_16bit):
         return None, 0.0  # a 16/32-bit dtype keeps every module as it is
-    from ..quant import checkpoint_format, kept_fraction
+    from ..quant import checkpoint_layout, kept_fraction
 
-    fmt = checkpoint_format(m, s.keep_16bit) if s.weight_format == "checkpoint" else None
-    return fmt, kept_fraction(m, fmt.skip if fmt else s.keep_16bit)
+    return checkpoint_layout(m, s.keep_16bit) if s.weight_format == "checkpoint" else \
+        (None, kept_fraction(m, s.keep_16bit))
 
 
 def add_weights(r: Rows, m: ModelSpec, p: ParamSplit, s: MemorySettings, buffers: float = 0.0, what: str = "") -> None:

@@ -46,7 +46,7 @@ def in_flight(s: MemorySettings, st: Stage) -> int:
     last; Narayanan et al. 2021, Korthikanti et al. 2022), at most the step's micro-batches where stated."""
     if s.parallel.pp == 1:
         return 1
-    return min(s.parallel.pp - st.index, s.grad_accum or s.parallel.pp)
+    return min(s.parallel.pp - st.index, s.micro_batches)
 
 
 class LayerCost(NamedTuple):  # one per layer kind and point of a sweep

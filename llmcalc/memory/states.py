@@ -36,14 +36,12 @@ def precision_note(precision: str, optimizer: str) -> str:
     prec, opt = PRECISIONS[precision], OPTIMIZERS[optimizer]
     if len(opt.states) == 2 and opt.nbytes in (None, prec.state):
         return prec.source
-    parts = [("weights", prec.weights), ("grads", prec.grads)] + [(name.split("/")[1], b)
-                                                                  for name, b in state_rows(optimizer, precision)]
-    if opt.factored:  # its state is rows + cols values a matrix, not one a parameter
-        per = [(name, b) for name, b in parts if name not in {n.split("/")[1] for n in opt.states}]
-        return (f"{precision} precision with {optimizer}: " + " + ".join(f"{b:g} {name}" for name, b in per)
-                + f" = {sum(b for _, b in per):g} B/param, and its state's rows + cols values a matrix")
+    # a factored state (Adafactor) is rows + cols values a matrix, not one a parameter: said apart
+    parts = [("weights", prec.weights), ("grads", prec.grads)] + [
+        (name.split("/")[1], b) for name, b in state_rows(optimizer, precision) if not (opt.factored and name in opt.states)]
     return (f"{precision} precision with {optimizer}: " + " + ".join(f"{b:g} {name}" for name, b in parts)
-            + f" = {sum(b for _, b in parts):g} B/param")
+            + f" = {sum(b for _, b in parts):g} B/param" + (", and its state's rows + cols values a matrix"
+                                                             if opt.factored else ""))
 
 
 def _state_parts(psi: float, precision: str, optimizer: str, zero: int, state_values: float | None):
