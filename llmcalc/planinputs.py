@@ -229,7 +229,8 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
         (f", {m.num_experts} experts" if m.is_moe else "")
     return (f"no layout multiplies out: {t.gpus:,} GPU{'s' * (t.gpus != 1)} as TP x CP x PP x DP, DP dividing the "
-            f"{t.global_batch:,}-sequence batch, for {m.name} ({shape})" + (f" with {', '.join(fixed)}" if fixed else "")
+            f"{t.global_batch:,}-sequence batch, for {m.name} ({shape})"
+            + (f" with {', '.join(fixed)}" if fixed else "")
             + "; change the GPU count, the batch or a fixed degree")
 
 

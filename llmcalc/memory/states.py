@@ -37,8 +37,9 @@ def precision_note(precision: str, optimizer: str) -> str:
     if len(opt.states) == 2 and opt.nbytes in (None, prec.state):
         return prec.source
     # a factored state (Adafactor) is rows + cols values a matrix, not one a parameter: said apart
-    parts = [("weights", prec.weights), ("grads", prec.grads)] + [
-        (name.split("/")[1], b) for name, b in state_rows(optimizer, precision) if not (opt.factored and name in opt.states)]
+    states = [(name.split("/")[1], b) for name, b in state_rows(optimizer, precision)
+              if not (opt.factored and name in opt.states)]
+    parts = [("weights", prec.weights), ("grads", prec.grads)] + states
     return (f"{precision} precision with {optimizer}: " + " + ".join(f"{b:g} {name}" for name, b in parts)
             + f" = {sum(b for _, b in parts):g} B/param" + (", and its state's rows + cols values a matrix"
                                                              if opt.factored else ""))
