@@ -70,9 +70,9 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     rows = Rows("s", total=None)
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
+        steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
         load_notes = [f"{w.requests} request(s) per instance arriving together (--batch): their prompts prefill "
-                      f"in {budget:,}-token steps, then they decode together; --concurrency or --request-rate for a "
-                      "server under load"]
+                      f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
     else:
         capacity = kv_capacity(m, gpu, s, engine)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
@@ -126,8 +126,16 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
         rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
                  how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
-        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
+        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth"
+                 + (", the cache copied by each step's append" if step.eager and phase == "decode" else ""),
                  how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))
+        if step.eager:
+            from .eager import ELEMENTWISE_BANDWIDTH
+
+            rows.add(f"expected/{phase}_unfused", step.unfused,
+                     f"eager pointwise kernels at {ELEMENTWISE_BANDWIDTH:.0%} of HBM bandwidth",
+                     how=("{} B / ({} B/s x {})", step.unfused * gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH,
+                          gpu.memory_bandwidth, ELEMENTWISE_BANDWIDTH))
         steps, per_layer = (x.chunks, r.prefill_overhead) if phase == "prefill" else (1, r.layer_overhead)
         rows.add(f"expected/{phase}_overhead", step.overhead, f"{steps} step(s) x {m.num_hidden_layers} layers",
                  how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
@@ -149,7 +157,9 @@ def _step_formula(phase: str, eager: bool) -> tuple[str, ...]:
     """A step's time from its rows (serving.Step.total): the host's overhead after the GPU's work, or beside it
     where the engine launches eagerly."""
     names = [f"expected/{phase}_{part}" for part in ("compute", "memory", "communication", "overhead")]
-    return ("max(max({}, {}) + {}, {})", *names) if eager else ("max({}, {}) + {} + {}", *names[:2], *names[3:], names[2])
+    if eager:
+        return "max(max({}, {}) + {} + {}, {})", *names[:2], f"expected/{phase}_unfused", *names[2:]
+    return ("max({}, {}) + {} + {}", *names[:2], *names[3:], names[2])
 
 
 def per_instance(load: Load, instances: int) -> Load:

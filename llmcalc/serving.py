@@ -72,8 +72,10 @@ def prefill_share(dtype: str, gpu=None) -> float:
 # (EAGER) launches each kernel from Python, asynchronously: the host's time runs beside the GPU's, and a
 # step takes the longer of the two (Step.total). LitGPT (PyTorch 2.1) Llama-2-7B and 13B at batch 1 on
 # A100-40GB decode at 32.3 and 40.3 ms a token, 1.01 ms for each of their 32 and 40 layers, while their
-# weights read in 9.6 and 18.6 ms: host-bound, at one cost per layer for both.
-LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 1.0e-3}
+# weights read in 9.6 and 18.6 ms: host-bound, at one cost per layer for both. transformers 5.17 generate
+# (PyTorch 2.11, about 45 kernels a layer) on H100 and H200 hosts: 0.63-1.1 ms a layer over 24 runs of
+# Llama-3.2-1B and 3.1-8B, median 0.89 (tests/data/gpu_serving.json). The default is the median of all 26.
+LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 0.9e-3}
 EAGER = ("hf",)  # engines whose host launches every kernel asynchronously, without CUDA graphs
 # Prefill steps replay no (or only piecewise) CUDA graphs: TensorRT-LLM 0.5's batch-1 first-token latency
 # at 128 prompt tokens, 7 ms for Llama-2-7B and 26 ms for 70B on TP 4 (H100), lies 94-150 us per layer
@@ -82,8 +84,11 @@ PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "l
 
 # Per request, once, in TTFT: the HTTP server, tokenizer and scheduler (seconds). NIM 1.8 Llama-3.3-70B
 # at 500 prompt tokens leaves about 3 ms beside its prefill; GPUStack's vLLM 0.11 ShareGPT run about
-# 50 ms (a spread the band does not cover; --request-overhead sets it). Offline engines: none.
-REQUEST_OVERHEAD = {"vllm": 5e-3, "sglang": 5e-3, "trtllm": 5e-3, "llamacpp": 0.0, "hf": 0.0}
+# 50 ms (a spread the band does not cover; --request-overhead sets it). llama.cpp's benchmark: none.
+# transformers generate sets up its cache, logits processors and stopping criteria before the prefill: at a
+# 128-token prompt its TTFT exceeds its TPOT (both host-bound) by 2.4-11.8 ms, median 4, over Llama-3.2-1B and
+# 3.1-8B on an H100 and an H200 (tests/data/gpu_serving.json).
+REQUEST_OVERHEAD = {"vllm": 5e-3, "sglang": 5e-3, "trtllm": 5e-3, "llamacpp": 0.0, "hf": 4e-3}
 
 # An all-reduce's fixed latency (NCCL, small messages: nccl-tests on NVLink 8-20 us; PCIe about twice)
 # and the share of the link's bandwidth its bytes get (nccl-tests bus bandwidth, 70-80% of the spec).
@@ -178,10 +183,11 @@ class Step(NamedTuple):
     flops: float = 0.0  # what compute and memory are the time of
     nbytes: float = 0.0
     eager: bool = False  # the host's overhead runs beside the GPU's work (EAGER), not after it
+    unfused: float = 0.0  # EAGER: its pointwise kernels, each its own pass over HBM after the GEMMs (eager.py)
 
     @property
     def total(self) -> float:
-        gpu = max(self.compute, self.memory) + self.communication
+        gpu = max(self.compute, self.memory) + self.unfused + self.communication
         return max(gpu, self.overhead) if self.eager else gpu + self.overhead
 
 
@@ -265,18 +271,26 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
 
     keys = max(int(round(context)), 1)
     flops = w.requests * forward(m, 1, keys, w.attention)["forward"]
-    nbytes = weight_bytes_read(m, w.requests, w.dtype) / w.tp + kv_cache_bytes(m, keys, w.requests,
-                                                                               DTYPE_BYTES[w.kv_dtype], w.tp)
+    kv = kv_cache_bytes(m, keys, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)
+    # transformers' DynamicCache appends by torch.cat: each step copies every layer's cache (read and write)
+    copied = 2 * kv if r.engine in EAGER else 0
+    nbytes = weight_bytes_read(m, w.requests, w.dtype) / w.tp + kv + copied
     return _pass(m, gpu, w, r, flops, nbytes, w.requests, 1, r.layer_overhead)
 
 
 def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: float, tokens: int, steps: int,
           per_layer: float) -> Step:
-    """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens."""
+    """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens; an EAGER
+    engine's pointwise kernels besides (eager.unfused_bytes at ELEMENTWISE_BANDWIDTH of HBM)."""
+    eager = r.engine in EAGER
+    if eager:
+        from .eager import ELEMENTWISE_BANDWIDTH, unfused_bytes
+    unfused = (unfused_bytes(m, tokens, w.act_bytes, w.tp) / (gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH)
+               if eager else 0.0)
     return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
                 allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes,
-                r.engine in EAGER)
+                eager, unfused)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
