@@ -15,7 +15,8 @@ Not part of the test suite. Run on a machine with a GPU, torch and transformers:
 
     python scripts/measure_serving_cuda.py OUT.json
 
-``--only=gemv,hf`` runs chosen sections, ``--models=llama-3.1-8b`` chosen models; ``--dry`` runs tiny shapes on
+``--only=gemv,hf`` runs chosen sections, ``--models=llama-3.1-8b`` chosen models, ``--cases=48x8192`` chosen
+(batch x prompt) cases of theirs, each with its decode step profiled; ``--dry`` runs tiny shapes on
 the CPU to check the script. Times are medians of wall-clock timings after a synchronize (generate) or of CUDA
 events (gemv), after warm-up. tests/data/gpu_serving.json keeps five runs merged by device (its note).
 """
@@ -161,7 +162,9 @@ def hf_cases(name: str) -> list[dict]:
     sync()
     weights = torch.cuda.memory_allocated() if not DRY else 0
     rows = []
-    cases = [(1, 16), (2, 16)] if DRY else CASES[name]
+    chosen = next(([tuple(map(int, c.split("x"))) for c in a.split("=", 1)[1].split(",")]
+                   for a in sys.argv if a.startswith("--cases=")), None)
+    cases = chosen or ([(1, 16), (2, 16)] if DRY else CASES[name])
     for batch, prompt in cases:
         ids = torch.randint(100, 1000 if not DRY else 200, (batch, prompt), device=DEV)
         mask = torch.ones_like(ids)
@@ -180,7 +183,7 @@ def hf_cases(name: str) -> list[dict]:
         row = {"model": name, "batch": batch, "prompt": prompt, "new_tokens": NEW, "ttft_s": first,
                "tpot_s": (whole - first) / (NEW - 1), "e2e_s": whole, "weights_bytes": weights,
                "peak_over_weights_bytes": peak}
-        if batch == 1 and prompt in (128, 16):
+        if chosen or (batch == 1 and prompt in (128, 16)):
             row.update(decode_profile(model, ids))
         rows.append(row)
         print(json.dumps(row), flush=True)

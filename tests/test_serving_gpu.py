@@ -60,7 +60,8 @@ def test_eager_ttft_where_the_gpu_bounds_it():
     more): generate's setup, GEMMs and attention at the prefill share, plus the pointwise kernels. Within 12%:
     the H100's are 6-11% slow (its GEMMs ran at 0.77 of the peak in these short prefills, above the 0.65 the
     fused engines are read at), the H200's within 3% (that gain and its slower pointwise kernels cancel).
-    Without generate's setup and the pointwise kernels all sixteen were 20-43% fast."""
+    Without generate's setup and the pointwise kernels the first sixteen were 20-43% fast; 48 prompts of 8k on
+    the H200, 12.3 s, come within 2%."""
     checked = 0
     for gpu, row in HF_ROWS:
         if row["batch"] * row["prompt"] < 4096:
@@ -69,25 +70,42 @@ def test_eager_ttft_where_the_gpu_bounds_it():
         assert r.summary["ttft"] == pytest.approx(row["ttft_s"], rel=0.12), (gpu, row)
         assert r.value("expected/prefill_unfused") > 0.15 * r.summary["ttft"]
         checked += 1
-    assert checked == 16
+    assert checked == 17
 
 
 def test_eager_decode_is_host_bound_and_in_the_band():
-    """Decode at batch 1-64: the host's launches (0.9 ms a layer) outlast the GPU's reads, here as in LitGPT's.
-    The profiles agree: one 8B decode step keeps the GPU busy 6-10 ms of its 25-30. 23 of the 24 TPOTs are in
-    the band; the one outside is the 1B at a 128-token prompt on the H200 (0.63 ms a layer)."""
+    """Decode at batch 1-64 and short contexts: the host's launches (0.9 ms a layer) outlast the GPU's reads, here
+    as in LitGPT's. The profiles agree: one 8B decode step at one request keeps the GPU busy 6-10 ms of its
+    25-30. 23 of these 24 TPOTs are in the band; the one outside is the 1B at a 128-token prompt on the H200
+    (0.63 ms a layer)."""
     ratios = []
     for gpu, row in HF_ROWS:
+        if row["batch"] * row["prompt"] > 2**17:
+            continue  # the long batch, GPU-bound: the next test
         r = _latency(gpu, row)
         layers = load_model(row["model"]).num_hidden_layers
         assert r.summary["tpot"] == pytest.approx(layers * LAYER_OVERHEAD["hf"])
         ratios.append(row["tpot_s"] / r.summary["tpot"])
+    assert len(ratios) == 24
     assert sum(BAND[0] <= x <= BAND[1] for x in ratios) >= 23
     assert statistics.median(ratios) == pytest.approx(1.0, abs=0.05)
     for gpu, run in RUNS.items():
         for row in run["prefill_profile"]:
             if row["model"] == "llama-3.1-8b":
                 assert row["decode"]["gpu_s"] < 0.4 * LAYER_OVERHEAD["hf"] * 32, (gpu, row["decode"])
+
+
+def test_eager_decode_copies_the_cache_each_step():
+    """48 requests at 8k tokens on the H200: 48 GiB of cache. DynamicCache appends with torch.cat, so each step
+    reads the cache for attention and copies it too: 171 GB, GPU-bound (the profiled step keeps the GPU busy
+    46 ms against the host's 29). Without the copy the model would say 29 ms, host-bound, 41% fast; with it,
+    39.7 ms, inside the band (this step's kernels reach 0.77 of the H200's bandwidth, not 0.9)."""
+    row = next(r for r in RUNS["h200"]["hf"] if r["batch"] == 48)
+    r = _latency("h200", row)
+    assert r.value("expected/decode_memory") > r.value("expected/decode_overhead")
+    assert row["gpu_s"] > r.value("expected/decode_overhead")
+    assert BAND[0] < row["tpot_s"] / r.summary["tpot"] < BAND[1]
+    assert row["tpot_s"] / r.value("expected/decode_overhead") > BAND[1]  # the host alone is far too fast
 
 
 def test_eager_peak_memory_over_the_weights():
