@@ -55,7 +55,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     from .memory.engines import check_engine_gpu
 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
-    check_engine_gpu(engine, gpu)
+    check_engine_gpu(engine, gpu, s.dtype)
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = workload(s, budget)

@@ -508,3 +508,24 @@ def test_the_precision_note_adds_up_the_optimizer_it_names(precision, optimizer,
     from llmcalc.memory.states import precision_note
 
     assert says in precision_note(precision, optimizer)
+
+
+def _counted(rows) -> float:
+    """The rows a table's total is made of: those with a share and no ancestor with one (a part is in its whole)."""
+    shared = {row.name for row in rows if row.total and row.name != "total"}
+    return sum(row.value for row in rows if row.name in shared
+               and not any(row.name.startswith(other + "/") for other in shared))
+
+
+@pytest.mark.parametrize("settings", [
+    # peak in the optimizer step; the torch loop still holds the logits output there (logits/output stays in)
+    dict(gpus=2, cp=2, framework="torch", seq=8192),
+    # optimizer in backward with a fused loss: the loss's forward chunk is gone when the step's gradient lands
+    dict(optimizer_in_backward=True, loss="fused", seq=4096),
+    dict(seq=4096), dict(gpus=8, zero=3, seq=4096, batch=2),
+])
+def test_the_rows_in_the_total_add_up_to_it(settings):
+    import llmcalc
+
+    r = llmcalc.memory("llama-3.1-8b", gpu="h100", **settings)
+    assert _counted(r.rows) == pytest.approx(r.value("total"), rel=1e-9)

@@ -58,6 +58,14 @@ HUGE = "1" + "0" * 400
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--engine", "trtllm", "--gpu", "mi300x"],
      "TensorRT-LLM runs on NVIDIA GPUs; mi300x is AMD's: --engine vllm, sglang or llamacpp"),
     (["latency", "--model", "llama-3-8b", "--engine", "trtllm", "--gpu", "tpu-v5e"], "TensorRT-LLM runs on NVIDIA GPUs"),
+    (["memory", "--model", "gpt2", "--sweep", "batch=1,2", "--sweep=seq=128,256"], "--sweep is given twice"),
+    # fp8 weights below each engine's minimum compute capability (vLLM's Fp8Config, TensorRT-LLM's FP8, transformers')
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "v100"],
+     "vllm runs fp8 weights from compute capability 8.0; v100 is 7.0: --dtype int8 or int4"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "a100", "--engine", "trtllm"],
+     "trtllm runs fp8 weights from compute capability 8.9; a100-80gb is 8.0"),
+    (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "a100", "--engine", "hf"],
+     "(it would dequantize them to bf16 on load: --dtype bf16)"),
     (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory is 80 bytes, under a mebibyte (a bare number "
                                                           "is bytes: 80 is 80 B); write the unit, 80GB or 80GiB"),
     # the TP an inference layout takes from --gpus is named as the user typed it, with the way to split otherwise
@@ -201,6 +209,7 @@ def test_presets_show_in_every_format():
     assert csv_rows[0] == "kind,field,value,unit" and "GPU,memory_bytes,85899345920,byte" in csv_rows
     markdown = run("presets", "show", "h100", "--markdown").stdout
     assert markdown.startswith("### GPU h100-sxm") and "| memory_bytes | 80.0 GiB |" in markdown
+    assert "| compute_capability | 9.0 |" in markdown  # a version, not the number 9
     assert run_json("presets", "show", "h100")["kind"] == "GPU"
 
 

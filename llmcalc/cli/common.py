@@ -86,7 +86,7 @@ class Group(HelpPanels, TyperGroup):
 
     def _refuse_empty_values(self, ctx: typer.Context) -> None:
         """`--seq ''` is a mistake, never a request for the default: refuse any option given an empty value
-        (the options of a command group's subcommands too: `presets import --out ''`)."""
+        (the options of a command group's subcommands too: `presets import --out ''`), and a second --sweep."""
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         command = self.get_command(ctx, args[0]) if args else None
         commands = [command, *getattr(command, "commands", {}).values()]
@@ -97,6 +97,10 @@ class Group(HelpPanels, TyperGroup):
             given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
             if name in valued and given is not None and not given.strip():
                 raise UserError(f"{name} is empty; give it a value or leave the option out")
+        sweeps = [arg for arg in args if arg == "--sweep" or arg.startswith("--sweep=")]
+        if len(sweeps) > 1:  # click would keep the last in silence; a reader may expect a grid
+            raise UserError("--sweep is given twice; a run sweeps one option: run it once for each value of the "
+                            "other (e.g. a shell loop)")
 
 
 def _gpu_counts(args: list[str]) -> list[str]:

@@ -45,7 +45,7 @@ def presets_show(
 
     Example: llmcalc presets show llama-3-8b
     """
-    from ..catalog import SHOW_UNITS, show
+    from ..catalog import SHOW_DECIMALS, SHOW_UNITS, show
 
     fmt = _format(ctx, json_, csv_, markdown)
     kind, fields = show(name)
@@ -66,6 +66,7 @@ def presets_show(
     from ..report import _display
 
     rows = [(key, ", ".join(f"{k} {_display(v, SHOW_UNITS.get(key))}" for k, v in value.items()) if isinstance(value, dict)
+             else f"{value:.{SHOW_DECIMALS[key]}f}" if key in SHOW_DECIMALS and value is not None
              else _display(value, SHOW_UNITS.get(key))) for key, value in fields.items()]
     if fmt == "markdown":
         from ..report import _markdown_listing

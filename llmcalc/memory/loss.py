@@ -51,22 +51,31 @@ LOSS_BYTES = {"full": 52, "chunked": 52, "te": 10, "fused": 6}
 
 
 class LossBuffers(NamedTuple):  # one per point of a sweep
-    """Bytes the loss holds: at its forward peak and at the start of backward, with the rows of the larger."""
+    """Bytes the loss holds: at its forward peak and at the start of backward, with each moment's rows."""
 
     forward: float
     backward: float
     kept: float  # logits the training loop still holds at the optimizer step
-    rows: tuple[tuple[str, float, str], ...]
+    fwd_rows: tuple[tuple[str, float, str], ...]
+    bwd_rows: tuple[tuple[str, float, str], ...]
     note: str
 
     @property
     def peak(self) -> float:
         return max(self.forward, self.backward)
 
+    def at_backward(self, extra: float = 0.0) -> bool:
+        """Whether the start of backward, with ``extra`` bytes beside the loss's, outweighs its forward peak."""
+        return self.backward + extra >= self.forward
+
+    def rows(self, extra: float = 0.0) -> tuple[tuple[str, float, str], ...]:
+        """The rows of the larger moment (at_backward)."""
+        return self.bwd_rows if self.at_backward(extra) else self.fwd_rows
+
 
 def _phase(forward: float, backward: float, kept: float, fwd_rows, bwd_rows, note: str) -> LossBuffers:
-    rows = bwd_rows if backward >= forward else fwd_rows
-    return LossBuffers(forward, backward, kept, tuple((n, v, w) for n, v, w in rows if v), note)
+    return LossBuffers(forward, backward, kept, tuple((n, v, w) for n, v, w in fwd_rows if v),
+                       tuple((n, v, w) for n, v, w in bwd_rows if v), note)
 
 
 def loss_buffers(m: ModelSpec, s: MemorySettings) -> LossBuffers:

@@ -49,7 +49,7 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     else:  # the engine's pool is as small as its tightest stage (vLLM and SGLang take the minimum)
         from .inference import infer_stage
 
-        check_engine_gpu(s.engine, gpu)
+        check_engine_gpu(s.engine, gpu, s.dtype)
         dev = device(gpu, capacity)
         res = min((infer_stage(m, s, st, dev) for st in stages(m, s.parallel.pp)),
                   key=lambda x: (x.fits is not False, x.summary["kv_cache_capacity"]))

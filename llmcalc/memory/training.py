@@ -186,16 +186,21 @@ def add_optimizer(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu
     return counted
 
 
-def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None) -> None:
-    """The loss's rows (loss.py) on the last pipeline stage: the larger of its forward and backward buffers."""
+def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None, extra: float = 0.0) -> None:
+    """The loss's rows (loss.py) on the last pipeline stage: the larger of its forward and backward moments,
+    ``extra`` bytes beside the backward one (the in-backward step's gradient)."""
     if lb is None:
         r.add("logits", 0, "not on this pipeline stage", how=("0",))
         return
-    for name, value, note in lb.rows:
+    for name, value, note in lb.rows(extra):
         r.add(name, whole_bytes(value), note, how=("by the loss's buffers (memory/loss.py)",))
-    when = "at the start of backward" if lb.backward >= lb.forward else "while the loss runs in forward"
-    r.add("logits", whole_bytes(lb.peak), f"{lb.note}; {when}",
-          how=("max({} B in forward, {} B at the start of backward)", lb.forward, lb.backward))
+    backward = lb.at_backward(extra)
+    when = "at the start of backward" if backward else "while the loss runs in forward"
+    how = ("max({} B in forward, {} B at the start of backward)", lb.forward, lb.backward) if not extra else \
+        ("{} B at the start of backward (the larger moment with the step's gradient beside it)", lb.backward) if backward else \
+        ("{} B while the loss runs in forward (the larger moment even with the step's gradient in backward)",
+                     lb.forward)
+    r.add("logits", whole_bytes(lb.backward if backward else lb.forward), f"{lb.note}; {when}", how=how)
 
 
 def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
@@ -296,13 +301,13 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
     notes += [activation_note(s, m)] + _offload_note(m, s)
-    add_logits(r, s, lb)
+    inbwd = s.optimizer_in_backward
+    add_logits(r, s, lb, _stepped_in_backward(m, s, st, states))
     if st.last and s.mini_seq > 1:
         notes.append(f"mini-sequence {s.mini_seq}: LM head and loss over {-(-s.seq // s.mini_seq)} tokens at a "
                      "time, MLP intermediates recomputed chunk by chunk (Mini-Sequence Transformer, Luo et al. 2024)")
     if rebuilt_wins:  # the rebuilt layer outweighs the loss's buffers, freed before it
         loss = 0.0
-    inbwd = s.optimizer_in_backward
     temp, grads = add_step_buffers(r, m, s, st, states, grads)
     persistent = s.fw.persistent_grads or s.micro_batches > 1  # gradients alive while micro-batches run
     buckets = add_comm_buckets(r, s, states)
@@ -317,7 +322,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     at_backward = backward >= step
     allocated = max(backward, step)
     _add_slack(r, s, allocated - resident - opt - buckets - (grads if persistent else 0.0))
-    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd)
+    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd, kept > 0)
     total = whole_bytes(allocated) + r["allocator"] + r["reserve"]
     r.add("total", total, "per GPU: peak allocated + allocator + reserve",
           how=("max({} B at the backward peak, {} B at the step peak) + allocator + reserve", backward, step))
@@ -351,6 +356,11 @@ def _add_slack(r: Rows, s: MemorySettings, freed: float) -> None:
     add_reserve(r, s.reserve)
 
 
+def _stepped_in_backward(m: ModelSpec, s: MemorySettings, st: Stage, states: States) -> float:
+    """The gradient alive beside the loss's backward buffers when the optimizer steps in backward; else none."""
+    return _largest_grad(m, s, st, states) if s.optimizer_in_backward else 0.0
+
+
 def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) -> float:
     """The biggest single gradient (the embedding or LM head, split by TP) in full training; adapters are small."""
     if states.weight_rows:
@@ -359,15 +369,20 @@ def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) ->
     return max(widest, largest_block_matrix(m)) / s.parallel.tp * PRECISIONS[s.precision].grads
 
 
-def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool, inbwd: bool = False) -> None:
-    """Rows not alive at the peak keep their value but leave the total (no share)."""
+def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool, inbwd: bool = False,
+                held: bool = False) -> None:
+    """Rows not alive at the peak keep their value but leave the total (no share). ``held``: the training loop
+    still holds the logits output at the optimizer step (loss.LossBuffers.kept), which stays in."""
     gone = (() if inbwd else ("optimizer_step",)) + (("logits",) if no_loss else ()) if at_backward else \
         ("activations", "logits") + (("weights",) if autocast else ())
     if at_backward and not persistent:
         gone += ("gradients",)
-    for row in [row for row in r.build() if row.name.partition("/")[0] in gone]:  # a gone row or one of its parts
-        if row.name in gone or row.total:
-            note = row.note + (" (not alive at the peak)" if row.value and row.name in gone else "")
+    alive = ("logits/output",) if held and not at_backward else ()
+    for row in [row for row in r.build() if row.name.partition("/")[0] in gone and row.name not in alive]:
+        if row.name in gone or row.total:  # a gone row or one of its parts
+            note = row.note + ((" (only its output, held by the loop, alive at the peak)" if alive and
+                                row.name == "logits" else " (not alive at the peak)") if row.value and row.name in gone
+                               else "")
             r.add(row.name, row.value, note, total=None, how=row.how)
 
 

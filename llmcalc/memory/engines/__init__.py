@@ -87,11 +87,27 @@ def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
 NVIDIA_ONLY = ("trtllm",)  # TensorRT-LLM builds CUDA engines: NVIDIA GPUs alone
 
 
-def check_engine_gpu(engine: str | None, gpu) -> None:
-    """An engine the GPU can run: TensorRT-LLM only on NVIDIA's (a GPU whose preset names no vendor passes)."""
-    if engine in NVIDIA_ONLY and gpu is not None and gpu.vendor.lower() not in ("", "nvidia"):
+# The lowest CUDA compute capability on which each engine loads fp8 weights. vLLM's Fp8Config.get_min_capability
+# (80 in 0.9-0.10; below 8.9 a Marlin W8A16 kernel dequantizes as it reads), SGLang's the same; TensorRT-LLM's
+# FP8 needs Ada or Hopper; transformers' FineGrainedFP8 below 8.9 dequantizes the whole model to bf16 on load.
+FP8_MIN_CAPABILITY = {"vllm": 8.0, "sglang": 8.0, "trtllm": 8.9, "hf": 8.9}
+
+
+def check_engine_gpu(engine: str | None, gpu, dtype: str | None = None) -> None:
+    """An engine the GPU can run: TensorRT-LLM only on NVIDIA's (a GPU whose preset names no vendor passes), and
+    fp8 weights only from FP8_MIN_CAPABILITY on."""
+    if gpu is None:
+        return
+    if engine in NVIDIA_ONLY and gpu.vendor.lower() not in ("", "nvidia"):
         raise SpecError(f"TensorRT-LLM runs on NVIDIA GPUs; {gpu.name} is {gpu.vendor}'s: --engine vllm, sglang or "
                         "llamacpp")
+    least = FP8_MIN_CAPABILITY.get(engine or DEFAULT_ENGINE)
+    cc = gpu.compute_capability
+    if dtype == "fp8" and least and cc is not None and cc < least:
+        held = " (it would dequantize them to bf16 on load: --dtype bf16)" if engine == "hf" else \
+            ": --dtype int8 or int4 (GPTQ/AWQ kernels), or bf16"
+        raise SpecError(f"{engine or DEFAULT_ENGINE} runs fp8 weights from compute capability {least:.1f}; {gpu.name} "
+                        f"is {cc:.1f}{held}")
 
 
 def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1,
