@@ -16,7 +16,7 @@ from .schedule import Load, simulate
 from .serving import BAND, Efficiencies, Resolved, Workload, expected, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
-from .units import fmt_seconds
+from .units import fmt_count, fmt_seconds
 
 # The token budget per step (max_num_batched_tokens) and the running-request cap (max_num_seqs) an
 # engine starts with, where the memory model does not choose them (vLLM: memory/engines/vllm.defaults):
@@ -30,7 +30,7 @@ def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_
     if max_seqs is not None and max_seqs < 1:
         raise SpecError(f"--max-num-seqs must be at least 1, got {max_seqs}")
     if engine == "hf":
-        return chunk or 10**9, max_seqs or 10**9  # generate: the whole batch's prompts in one step
+        return 10**9, 10**9  # generate: the whole batch's prompts in one step, no scheduler to bound them
     if engine == "vllm":
         from .memory.engines import ENGINES, parse_version
         from .memory.engines.vllm import defaults
@@ -56,7 +56,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     check_engine_gpu(engine, gpu, s.dtype)
-    bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target)
+    bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target, engine)
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = workload(s, budget)
     fitted: tuple[str, ...] = ()
@@ -71,7 +71,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
         steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
-        load_notes = [f"{w.requests} request(s) per instance arriving together (--batch): their prompts prefill "
+        load_notes = [f"{fmt_count(w.requests, 'request')} per instance arriving together (--batch): their prompts prefill "
                       f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
     else:
         capacity = kv_capacity(m, gpu, s, engine)
@@ -79,6 +79,9 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
                       f"per step, at most {seqs:,} running requests, KV for {capacity:,} tokens"]
     _bound_rows(rows, bound, s.output)
+    if engine == "hf" and s.tp > 1:
+        load_notes.append(f"TP {s.tp} as transformers runs it with tp_plan='auto' under torchrun; device_map='auto' "
+                          "instead runs the layers one GPU after another, no faster than one GPU")
     if fitted:
         load_notes += [f"calibrated: {'; '.join(fitted)}; give the same options to predict other settings on this "
                        "hardware"]
@@ -121,7 +124,8 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     if share < 1:
         rows.add("ttft_last", last, "the last request's: every prompt prefilled",
                  how=(f"request_overhead + {prefill}", *parts))
-    rows.add("request_overhead", r.request_overhead, "HTTP server, tokenizer, scheduler: once per request",
+    rows.add("request_overhead", r.request_overhead, "generate's setup (cache, logits processors): once per call"
+             if r.engine == "hf" else "HTTP server, tokenizer, scheduler: once per request",
              how=("{} s", r.request_overhead))
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
         rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
@@ -137,7 +141,7 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
                      how=("{} B / ({} B/s x {})", step.unfused * gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH,
                           gpu.memory_bandwidth, ELEMENTWISE_BANDWIDTH))
         steps, per_layer = (x.chunks, r.prefill_overhead) if phase == "prefill" else (1, r.layer_overhead)
-        rows.add(f"expected/{phase}_overhead", step.overhead, f"{steps} step(s) x {m.num_hidden_layers} layers",
+        rows.add(f"expected/{phase}_overhead", step.overhead, f"{fmt_count(steps, 'step')} x {m.num_hidden_layers} layers",
                  how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
         rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
                  how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
@@ -264,7 +268,9 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
             summary[key] = bound.summary.quantity(key)
     sources = ", ".join(f"{k.replace('_', ' ')} {_shown(k, getattr(r, k))} ({why})" for k, why in r.sources.items())
     notes.append(f"expected ({engine}): {sources}; band {BAND[0]:g}-{BAND[1]:g}x, the spread of measured / expected "
-                 "over published runs (tests/data/serving_measured.yaml)")
+                 "over published runs (tests/data/serving_measured.yaml)" + (
+                     "; transformers' own generate on an H100 and an H200 falls inside it 23 times in 24 "
+                     "(tests/data/gpu_serving.json)" if engine == "hf" else ""))
     notes += [n for n in bound.notes if not n.startswith("efficiency")]
     notes.append(f"bound: {bound.notes[1]}" if len(bound.notes) > 1 else "")
     return Breakdown(command="latency", title=f"Latency of {m.name} on {s.tp * s.dp} x {gpu.name}, {engine}",

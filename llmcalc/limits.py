@@ -192,7 +192,12 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     if s.mode == "infer":
         summary.update(kv_cache_capacity=shown.summary.quantity("kv_cache_capacity"),
                        max_concurrency=shown.summary.quantity("max_concurrency"))
+        from .memory.engines import NO_POOL
+
+        pooled = s.engine not in NO_POOL  # without a pool: the cache that would fit beside the batch's peak
         notes.append(f"{s.engine}: the KV pool holds {shown.summary['kv_cache_capacity']:,} tokens, "
+                     f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens" if pooled else
+                     f"{s.engine}: no KV pool; the cache of {shown.summary['kv_cache_capacity']:,} tokens would fit, "
                      f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens")
     if fast is not None:
         summary["latency_max_batch"] = fast

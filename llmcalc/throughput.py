@@ -14,7 +14,7 @@ from .breakdown import Breakdown, Quantity, Rows
 from .flops import FlopsSettings, flops_breakdown
 from .dtypes import DTYPE_BYTES, activation_dtype, matmul_dtype
 from .spec import ModelSpec, SpecError
-from .units import fmt_bytes, fmt_flops, fmt_rate, fmt_seconds
+from .units import fmt_bytes, fmt_count, fmt_flops, fmt_rate, fmt_seconds
 
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from .gpuspec import GPUSpec
@@ -86,7 +86,7 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     whole_job = known_gpus or run.gpu_hours is None
     rate_how = _rate_how(run, step_tokens, gpus)
     if whole_job:
-        r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {gpus} GPU(s)", how=rate_how)
+        r.add("tokens_per_s", tokens_per_s, unit="token/s", note=f"whole job, {fmt_count(gpus, 'GPU')}", how=rate_how)
     r.add("tokens_per_s_per_gpu", tokens_per_s / gpus, unit="token/s", how=("({}) / {} GPUs", rate_how, gpus))
     r.add("achieved_flops_per_s", achieved, unit="FLOP/s", note="model FLOP/s per GPU",
           how=("model_flops_per_token x tokens_per_s_per_gpu",))
@@ -203,7 +203,7 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
 
 
 def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target: float | None = None,
-                      tpot_target: float | None = None) -> Breakdown:
+                      tpot_target: float | None = None, engine: str | None = None) -> Breakdown:
     """Roofline lower bounds: time to first token (prefill) and time per output token (decode).
 
     Each phase takes max(compute, memory[, communication]) per GPU: FLOPs / (tp · peak · e_c)
@@ -213,8 +213,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     ``overlap`` (default) communication hides behind compute, giving a lower bound; without it,
     it is added. The first output token comes from prefill; each later one is a decode step
     whose context grows by one, and tpot is their mean. The same layout must fit in memory
-    (`memory --mode infer`); a target below its bound, or a layout that does not fit, is not
-    ``feasible``.
+    (`memory --mode infer`, as ``engine`` sizes it: vLLM's pool by default); a target below its bound, or a
+    layout that does not fit, is not ``feasible``.
     """
     from .flops import attended_pairs, forward
     from .kvcache import kv_cache_bytes, kv_values_per_token_layer
@@ -225,7 +225,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     t = s.tp
     layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
     fit = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, batch=requests,
-                                                  dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout))
+                                                  dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout,
+                                                  **({"engine": engine} if engine else {})))
     peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
     act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more
@@ -294,7 +295,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
 
     r.add("prefill/communication", pre[2], f"TP all-reduce over {fmt_rate(link, 'byte/s')}" if t > 1 else "no TP",
           how=allreduce_how(requests * s.prompt))
-    r.add("tpot", tpot, f"mean over {steps} decode step(s)",
+    r.add("tpot", tpot, f"mean over {fmt_count(steps, 'decode step')}",
           how=(f"by the mean over {n} sampled decode steps of " + phases, "compute", "memory", "communication"))
     r.add("decode/compute", dec[0] / n, how=("by the mean over {} sampled steps of the step's FLOPs / ({} GPUs x {} "
                                              "FLOP/s x {} efficiency)", n, t, rates[0], rates[1]))

@@ -205,3 +205,8 @@ def fmt_value(value: float, unit: str) -> str:
     if 1e5 <= abs(value) < 1e15:  # a large fractional count (GPU-hours) in whole units, not .6g's exponent
         return f"{value:,.0f}"
     return f"{value:,.6g}"
+
+
+def fmt_count(n: int, word: str) -> str:
+    """``3 steps``, ``1 step``: a whole count with its noun, plural unless one."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

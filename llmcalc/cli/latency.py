@@ -8,7 +8,7 @@ from ..spec import Parallelism
 from ..units import parse_length, parse_overhead, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, ExitCode, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
-                     require_gpus, within_context)
+                     require_gpus, unused, within_context)
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 
 
@@ -36,9 +36,9 @@ def latency(
     prefill_efficiency: Annotated[Optional[float], typer.Option("--prefill-efficiency", rich_help_panel=HARDWARE, show_default="by compute dtype: 0.65 16-bit, 0.45 fp8, at most 0.81 of the GPU's measured matmul share", help="Expected: share of the dense peak prefill reaches.")] = None,
     decode_efficiency: Annotated[Optional[float], typer.Option("--decode-efficiency", rich_help_panel=HARDWARE, show_default="by weight format: 0.9 16-bit, 0.85 fp8, 0.5-0.83 quantized", help="Expected: share of HBM bandwidth decode reaches.")] = None,
     step_overhead: Annotated[Optional[str], typer.Option("--step-overhead", rich_help_panel=RUNTIME, show_default="by engine: 50us with CUDA graphs, 0.9ms eager (hf), beside the GPU's work", help="Expected: fixed cost per layer per step (50us).")] = None,
-    request_overhead: Annotated[Optional[str], typer.Option("--request-overhead", rich_help_panel=RUNTIME, show_default="5ms for HTTP engines, 0 for hf, llamacpp", help="Expected: once per request in TTFT: API server, tokenizer.")] = None,
-    measured_ttft: Annotated[Optional[str], typer.Option("--measured-ttft", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean TTFT measured at these settings (406ms); fits --prefill-efficiency.")] = None,
-    measured_itl: Annotated[Optional[str], typer.Option("--measured-itl", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean inter-token latency measured at these settings (18.6ms); fits --decode-efficiency.")] = None,
+    request_overhead: Annotated[Optional[str], typer.Option("--request-overhead", rich_help_panel=RUNTIME, show_default="5ms for HTTP engines, 4ms hf (generate's setup), 0 llamacpp", help="Expected: once per request in TTFT: API server, tokenizer.")] = None,
+    measured_ttft: Annotated[Optional[str], typer.Option("--measured-ttft", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean TTFT measured at these settings (406ms); fits --prefill-efficiency, or --request-overhead where no plausible efficiency gives it.")] = None,
+    measured_itl: Annotated[Optional[str], typer.Option("--measured-itl", rich_help_panel=RUNTIME, show_default="none", help="Calibrate: the mean inter-token latency measured at these settings (18.6ms); fits --decode-efficiency, or --step-overhead where no plausible efficiency gives it.")] = None,
     calibrate: Annotated[Optional[str], typer.Option("--calibrate", rich_help_panel=RUNTIME, show_default="none", help="Calibrate from a vLLM benchmark result (--save-result JSON) run on this model and GPU; then predict these settings.")] = None,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
@@ -69,6 +69,10 @@ def latency(
                        request_overhead=parse_overhead(request_overhead) if request_overhead is not None else None)
     load = load_of(settings.prompt, settings.output, concurrency, request_rate)
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
+    if engine.value == "hf":  # generate has no scheduler: each call prefills its batch whole, then decodes it
+        unused("--max-num-batched-tokens", "with --engine hf (generate prefills the whole batch at once)", chunk is not None)
+        unused("--max-num-seqs", "with --engine hf (no scheduler: the --batch requests run together)",
+               max_num_seqs is not None)
 
     measured, measured_at = _measurement(measured_ttft, measured_itl, calibrate, settings)
 

@@ -64,7 +64,8 @@ ENGINES: dict[str, Engine] = {
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
                        first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0"),
                        weights=("fp32", "fp16", "bf16", *GGUF_DTYPES), reads=("attention_impl", "reserve")),
-    "hf": Engine("hf", "4.56", (((0,), 1.0),), caps_context=False, first="4.0",
+    # transformers: 5.17 measured on an H100 and an H200 (tests/data/gpu_serving.json), 5.23 its configs (tests/fidelity)
+    "hf": Engine("hf", "5.17", (((0,), 1.0),), caps_context=False, first="4.0", newest="5.23",
                  kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"),
                  weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES), reads=("attention_impl", "reserve")),
 }
@@ -85,6 +86,7 @@ def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
 
 
 NVIDIA_ONLY = ("trtllm",)  # TensorRT-LLM builds CUDA engines: NVIDIA GPUs alone
+NO_POOL = ("hf",)  # transformers' DynamicCache grows with each token: no KV pool is set aside
 
 
 # The lowest CUDA compute capability on which each engine loads fp8 weights. vLLM's Fp8Config.get_min_capability

@@ -49,5 +49,5 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
           how=("{} positions x {} vocab x ({} + 4) B", positions, m.vocab_size, e) if st.last else ("0",))
     add_reserve(r, s.reserve, "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
-             f"fits within {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
+             f"it must fit in {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
     return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes)
