@@ -12,8 +12,9 @@ import dataclasses
 
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
+from .eager import ELEMENTWISE_BANDWIDTH
 from .schedule import Load, simulate
-from .serving import BAND, Efficiencies, Resolved, Workload, expected, resolve, step_costs
+from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
 from .units import fmt_count, fmt_seconds
@@ -71,8 +72,9 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
         steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
-        load_notes = [f"{fmt_count(w.requests, 'request')} per instance arriving together (--batch): their prompts prefill "
-                      f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
+        load_notes = [f"{fmt_count(w.requests, 'request')} per instance arriving together (--batch): their prompts "
+                      f"prefill in {steps}, then they decode together; --concurrency or --request-rate for a server "
+                      "under load"]
     else:
         capacity = kv_capacity(m, gpu, s, engine)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
@@ -121,7 +123,8 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     last = r.request_overhead + x.prefill.total  # the last request's first token: every prompt prefilled
     prefill, *parts = _step_formula("prefill", x.prefill.eager)
     _band_rows(rows, "ttft", x.ttft, (f"request_overhead + ({prefill})" + (" x {}" if share < 1 else ""), *parts, share))
-    if share < 1:
+    together = share < 1 or w.requests > 1  # a batch: its last first token (the mean's, when one step prefills all)
+    if together:
         rows.add("ttft_last", last, "the last request's: every prompt prefilled",
                  how=(f"request_overhead + {prefill}", *parts))
     rows.add("request_overhead", r.request_overhead, "generate's setup (cache, logits processors): once per call"
@@ -130,31 +133,29 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
         rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
                  how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
-        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth"
-                 + (", the cache copied by each step's append" if step.eager and phase == "decode" else ""),
+        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
                  how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))
         if step.eager:
-            from .eager import ELEMENTWISE_BANDWIDTH
-
+            copy = ", the cache's copy by torch.cat" if phase == "decode" and r.engine in CONCAT_CACHE else ""
             rows.add(f"expected/{phase}_unfused", step.unfused,
-                     f"eager pointwise kernels at {ELEMENTWISE_BANDWIDTH:.0%} of HBM bandwidth",
-                     how=("{} B / ({} B/s x {})", step.unfused * gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH,
-                          gpu.memory_bandwidth, ELEMENTWISE_BANDWIDTH))
+                     f"eager pointwise kernels{copy} at {ELEMENTWISE_BANDWIDTH:.0%} of HBM bandwidth",
+                     how=("{} B / ({} B/s x {})", step.unfused_bytes, gpu.memory_bandwidth, ELEMENTWISE_BANDWIDTH))
         steps, per_layer = (x.chunks, r.prefill_overhead) if phase == "prefill" else (1, r.layer_overhead)
-        rows.add(f"expected/{phase}_overhead", step.overhead, f"{fmt_count(steps, 'step')} x {m.num_hidden_layers} layers",
+        rows.add(f"expected/{phase}_overhead", step.overhead,
+                 f"{fmt_count(steps, 'step')} x {m.num_hidden_layers} layers",
                  how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
         rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
                  how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
         if phase == "prefill":
             _band_rows(rows, "tpot", x.tpot, _step_formula("decode", x.decode.eager))
     rows.add("e2e", x.e2e, f"ttft + {max(w.output - 1, 0)} decode steps", how=("ttft + tpot x {}", max(w.output - 1, 0)))
-    if share < 1:  # beside e2e_bound, which is the last request's too
+    if together:  # beside e2e_bound, which is the last request's too
         rows.add("e2e_last", last + x.tpot * max(w.output - 1, 0), "the last request's",
                  how=("ttft_last + tpot x {}", max(w.output - 1, 0)))
     rows.add("decode_tokens_per_s", w.requests / x.tpot, unit="token/s", note="per instance, while decoding",
              how=("{} requests / tpot", w.requests))
     return {"ttft": x.ttft, "tpot": x.tpot, "e2e": x.e2e,
-            **({"ttft_last": last} if share < 1 else {})}
+            **({"ttft_last": last} if together else {})}
 
 
 def _step_formula(phase: str, eager: bool) -> tuple[str, ...]:
@@ -269,7 +270,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     sources = ", ".join(f"{k.replace('_', ' ')} {_shown(k, getattr(r, k))} ({why})" for k, why in r.sources.items())
     notes.append(f"expected ({engine}): {sources}; band {BAND[0]:g}-{BAND[1]:g}x, the spread of measured / expected "
                  "over published runs (tests/data/serving_measured.yaml)" + (
-                     "; transformers' own generate on an H100 and an H200 falls inside it 23 times in 24 "
+                     "; transformers' own generate on an H100 and an H200 falls inside it 24 times in 25 "
                      "(tests/data/gpu_serving.json)" if engine == "hf" else ""))
     notes += [n for n in bound.notes if not n.startswith("efficiency")]
     notes.append(f"bound: {bound.notes[1]}" if len(bound.notes) > 1 else "")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .dtypes import DTYPE_BYTES, FLOAT_DTYPES, GGUF_DTYPES
+from .eager import ELEMENTWISE_BANDWIDTH, unfused_bytes
 from .gpuspec import STAND_INS
 from .spec import ModelSpec, SpecError
 
@@ -77,6 +78,10 @@ def prefill_share(dtype: str, gpu=None) -> float:
 # Llama-3.2-1B and 3.1-8B, median 0.89 (tests/data/gpu_serving.json). The default is the median of all 26.
 LAYER_OVERHEAD = {"vllm": 50e-6, "sglang": 50e-6, "trtllm": 50e-6, "llamacpp": 55e-6, "hf": 0.9e-3}
 EAGER = ("hf",)  # engines whose host launches every kernel asynchronously, without CUDA graphs
+# Engines whose cache appends by concatenation: transformers' DynamicCache (torch.cat), so every decode step copies
+# every layer's cache, read and written, as a pointwise kernel (LitGPT, also run as hf, preallocates: at batch 1
+# the copy is a few percent of its step).
+CONCAT_CACHE = ("hf",)
 # Prefill steps replay no (or only piecewise) CUDA graphs: TensorRT-LLM 0.5's batch-1 first-token latency
 # at 128 prompt tokens, 7 ms for Llama-2-7B and 26 ms for 70B on TP 4 (H100), lies 94-150 us per layer
 # above its bandwidth floor.
@@ -184,6 +189,7 @@ class Step(NamedTuple):
     nbytes: float = 0.0
     eager: bool = False  # the host's overhead runs beside the GPU's work (EAGER), not after it
     unfused: float = 0.0  # EAGER: its pointwise kernels, each its own pass over HBM after the GEMMs (eager.py)
+    unfused_bytes: float = 0.0  # what those kernels move
 
     @property
     def total(self) -> float:
@@ -272,25 +278,21 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
     keys = max(int(round(context)), 1)
     flops = w.requests * forward(m, 1, keys, w.attention)["forward"]
     kv = kv_cache_bytes(m, keys, w.requests, DTYPE_BYTES[w.kv_dtype], w.tp)
-    # transformers' DynamicCache appends by torch.cat: each step copies every layer's cache (read and write)
-    copied = 2 * kv if r.engine in EAGER else 0
-    nbytes = weight_bytes_read(m, w.requests, w.dtype) / w.tp + kv + copied
-    return _pass(m, gpu, w, r, flops, nbytes, w.requests, 1, r.layer_overhead)
+    nbytes = weight_bytes_read(m, w.requests, w.dtype) / w.tp + kv
+    copied = 2 * kv if r.engine in CONCAT_CACHE else 0.0  # torch.cat's copy of the cache, read and written
+    return _pass(m, gpu, w, r, flops, nbytes, w.requests, 1, r.layer_overhead, copied)
 
 
 def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: float, tokens: int, steps: int,
-          per_layer: float) -> Step:
+          per_layer: float, copied: float = 0.0) -> Step:
     """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens; an EAGER
-    engine's pointwise kernels besides (eager.unfused_bytes at ELEMENTWISE_BANDWIDTH of HBM)."""
+    engine's pointwise kernels besides (eager.unfused_bytes, and the cache ``copied``, at ELEMENTWISE_BANDWIDTH)."""
     eager = r.engine in EAGER
-    if eager:
-        from .eager import ELEMENTWISE_BANDWIDTH, unfused_bytes
-    unfused = (unfused_bytes(m, tokens, w.act_bytes, w.tp) / (gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH)
-               if eager else 0.0)
+    pointwise = unfused_bytes(m, tokens, w.act_bytes, w.tp) + copied if eager else 0.0
     return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
                 allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes,
-                eager, unfused)
+                eager, pointwise / (gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH), pointwise)
 
 
 def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):

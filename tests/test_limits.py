@@ -156,3 +156,25 @@ def test_vllm_v0_schedules_each_pipeline_stage_on_its_own():
 
     b = llmcalc.max_batch("llama-3.1-8b", gpu="h100", gpus=2, pp=2, seq=17, mode="infer", engine_version="0.7.3")
     assert b.summary["max_batch"] == 2 * 256 and b.summary["limited_by"] == "max_num_seqs"
+
+
+def test_transformers_prefills_the_prompt_not_the_whole_context():
+    """generate holds one forward's activations over the prompts, then the cache grows to prompt + output: at the
+    same 2k context, a 1k prompt leaves room for more requests than a 2k one, and the note says which tokens."""
+    args = ["max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--mode", "infer"]
+    short = run_json(*args, "--prompt", "1k", "--output", "1k")
+    long_ = run_json(*args, "--prompt", "2k", "--output", "1")
+    assert value(short, "max_batch") > value(long_, "max_batch")
+    note = next(r["note"] for r in short["rows"] if r["name"] == "activations")
+    assert "x 1,024 tokens at once" in note
+    assert short["inputs"]["prompt"] == 1024
+
+
+def test_a_transformers_batch_has_its_last_first_token():
+    """A batch arriving together at generate prefills in one step: its last first token is everyone's, and the JSON
+    says so as it does for the engines that prefill in chunks."""
+    import llmcalc
+
+    r = llmcalc.latency("llama-3.1-8b", gpu="h100", engine="hf", batch=4)
+    assert r.summary["ttft_last"] == pytest.approx(r.summary["ttft"])
+    assert r.value("e2e_last") == pytest.approx(r.summary["e2e"])

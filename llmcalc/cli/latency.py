@@ -70,7 +70,8 @@ def latency(
     load = load_of(settings.prompt, settings.output, concurrency, request_rate)
     chunk = parse_length(max_num_batched_tokens) if max_num_batched_tokens else None
     if engine.value == "hf":  # generate has no scheduler: each call prefills its batch whole, then decodes it
-        unused("--max-num-batched-tokens", "with --engine hf (generate prefills the whole batch at once)", chunk is not None)
+        unused("--max-num-batched-tokens", "with --engine hf (generate prefills the whole batch at once)",
+               chunk is not None)
         unused("--max-num-seqs", "with --engine hf (no scheduler: the --batch requests run together)",
                max_num_seqs is not None)
 

@@ -1,5 +1,6 @@
 """`llmcalc max-seq` and `llmcalc max-batch`: the memory model searched for its limits."""
 
+import dataclasses
 from typing import Annotated, Optional
 
 import typer
@@ -87,6 +88,8 @@ def max_batch(
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
             else default_seq(m, seq)
         settings = memory_settings(ctx, common, context, 1)  # the search's first probe
+        if prompt and not seq and mode is Mode.infer:  # an engine that prefills it whole holds the prompt's activations
+            settings = dataclasses.replace(settings, prompt=parse_length(prompt))
         warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):
@@ -96,7 +99,8 @@ def max_batch(
             serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
                          tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
                          compute_efficiency=efficiency)
-            latency = lambda b: latency_breakdown(m, g, ServeSettings(batch=b * par.dp, **serve), **targets)  # noqa: E731
+            latency = lambda b: latency_breakdown(  # noqa: E731
+                m, g, ServeSettings(batch=b * par.dp, **serve), **targets, engine=settings.engine)
         return max_batch_breakdown(m, g, settings, latency)
 
     results = _each(_models(model, generic), _gpus(gpu), one)

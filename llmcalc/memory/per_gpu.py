@@ -83,7 +83,8 @@ def device(gpu: GPUSpec | None, capacity: int | None):
 def _inputs(s: MemorySettings) -> dict:
     """The settings a reader needs to reproduce the numbers, in the order the caption shows them."""
     par = s.parallel
-    inputs = {"mode": s.mode, "seq": s.seq, "batch": s.batch, "dtype": s.dtype}
+    inputs = {"mode": s.mode, "seq": s.seq, "batch": s.batch, "dtype": s.dtype,
+              **({"prompt": s.prompt} if s.prompt is not None else {})}
     if s.mode == "train":
         inputs.update(precision=s.precision, optimizer=s.optimizer, zero=s.zero, recompute=s.recompute)
         if s.recompute == "selective":

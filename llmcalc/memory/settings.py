@@ -46,7 +46,7 @@ PRECISIONS: dict[str, Precision] = {
 }
 
 _WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
-_OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_accum")
+_OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_accum", "prompt")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
@@ -57,6 +57,7 @@ _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout
 # bitsandbytes before 0.43.2 kept MatMul4Bit's input for backward (ctx.tensors = (A, B)); PR #1270 dropped it.
 BNB_DROPS_INPUT = (0, 43, 2)
 _INFER_ONLY = {"--engine": "engine", "--engine-version": "engine_version", "--keep-16bit": "keep_16bit",
+               "--prompt": "prompt",
                **{flag: key for key, flag in KNOB_FLAGS.items()}}  # flag -> field
 
 
@@ -64,7 +65,8 @@ _INFER_ONLY = {"--engine": "engine", "--engine-version": "engine_version", "--ke
 class MemorySettings:
     """Everything a memory estimate depends on besides the model and the GPU.
 
-    mode: train | infer. seq: tokens per sequence (infer: prompt + output, the KV context).
+    mode: train | infer. seq: tokens per sequence (infer: prompt + output, the KV context); prompt (infer): of them,
+      those each request prefills at once, where the engine holds them all (transformers); None: seq.
     batch: sequences per micro-batch on one data-parallel replica (infer: concurrent requests).
     dtype: train: the 16-bit type of mixed/bf16 precision (fp32 for precision fp32), or the frozen
       base's dtype for LoRA; infer: the weights' dtype. Default from precision, else bf16.
@@ -114,6 +116,7 @@ class MemorySettings:
     mode: str = "train"
     seq: int = 4096
     batch: int = 1
+    prompt: int | None = None
     dtype: str | None = None
     precision: str | None = None
     optimizer: str | None = None
@@ -259,7 +262,6 @@ class MemorySettings:
             from ..quant import check_patterns
 
             check_patterns(self.keep_16bit, "--keep-16bit")
-        _check_mini_seq(self.mini_seq, self.seq)
 
     def _check_combinations(self) -> None:
         if self.mode == "train" and DTYPE_BYTES[self.loss_dtype] < DTYPE_BYTES[self.compute_dtype]:
@@ -278,7 +280,7 @@ class MemorySettings:
             from .fp8 import check
 
             check(self)
-        _check_cp(self.parallel.cp, self.seq)
+        _check_seq(self.seq, self.mini_seq, self.parallel.cp, self.prompt)
         if self.optimizer_in_backward and (self.micro_batches > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
@@ -326,8 +328,7 @@ class MemorySettings:
         batch = self.batch if batch is None else batch
         _check_whole("seq", seq)
         _check_whole("batch", batch)
-        _check_mini_seq(self.mini_seq, seq)
-        _check_cp(self.parallel.cp, seq)
+        _check_seq(seq, self.mini_seq, self.parallel.cp, self.prompt)
         copy = object.__new__(MemorySettings)
         object.__setattr__(copy, "__dict__", {**self.__dict__, "seq": seq, "batch": batch})
         return copy
@@ -360,12 +361,11 @@ def _check_whole(key: str, value) -> None:
         raise SpecError(f"{flag} must be a whole number of at least 1, got {value!r}")
 
 
-def _check_mini_seq(mini_seq: int, seq: int) -> None:
-    if mini_seq > seq:
-        raise SpecError(f"--mini-seq {mini_seq} cannot exceed --seq {seq}")
-
-
-def _check_cp(cp: int, seq: int) -> None:
+def _check_seq(seq: int, mini_seq: int, cp: int, prompt: int | None) -> None:
+    """What one sequence must hold: the Mini-Sequence chunks, the prompt, a token for each CP rank."""
+    for flag, value in (("--mini-seq", mini_seq), ("--prompt", prompt or 0)):
+        if value > seq:
+            raise SpecError(f"{flag} {value} cannot exceed --seq {seq}")
     if cp > seq:
         raise SpecError(f"--cp {cp} splits a {seq}-token sequence: each rank needs a token at least")
 

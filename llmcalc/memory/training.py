@@ -197,9 +197,9 @@ def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None, extra: float 
     backward = lb.at_backward(extra)
     when = "at the start of backward" if backward else "while the loss runs in forward"
     how = ("max({} B in forward, {} B at the start of backward)", lb.forward, lb.backward) if not extra else \
-        ("{} B at the start of backward (the larger moment with the step's gradient beside it)", lb.backward) if backward else \
-        ("{} B while the loss runs in forward (the larger moment even with the step's gradient in backward)",
-                     lb.forward)
+        ("{} B at the start of backward (the larger moment with the step's gradient beside it)", lb.backward) \
+        if backward else ("{} B while the loss runs in forward (the larger moment even with the step's gradient in "
+                          "backward)", lb.forward)
     r.add("logits", whole_bytes(lb.backward if backward else lb.forward), f"{lb.note}; {when}", how=how)
 
 

@@ -64,7 +64,8 @@ ENGINES: dict[str, Engine] = {
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
                        first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0"),
                        weights=("fp32", "fp16", "bf16", *GGUF_DTYPES), reads=("attention_impl", "reserve")),
-    # transformers: 5.17 measured on an H100 and an H200 (tests/data/gpu_serving.json), 5.23 its configs (tests/fidelity)
+    # transformers: 5.17 measured on an H100 and an H200 (tests/data/gpu_serving.json), 5.23's configs
+    # counted (tests/fidelity)
     "hf": Engine("hf", "5.17", (((0,), 1.0),), caps_context=False, first="4.0", newest="5.23",
                  kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"),
                  weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES), reads=("attention_impl", "reserve")),

@@ -38,9 +38,10 @@ def prefill_activations(m: ModelSpec, s: MemorySettings, st: Stage, chunk: int) 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     e = DTYPE_BYTES[s.compute_dtype]
     r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS, "CUDA context and cuBLAS handles (measured, H100)")
-    prompt = s.batch * s.seq
+    each = min(s.prompt or s.seq, s.seq)  # generate prefills the prompt whole; the context then grows to seq
+    prompt = s.batch * each
     r.add("activations", whole_bytes(prefill_activations(m, s, st, prompt)),
-          f"prefill of {s.batch} x {s.seq:,} tokens at once, one layer at a time",
+          f"prefill of {s.batch} x {each:,} tokens at once, one layer at a time",
           how=("by the largest working set of one layer's forward over {} tokens (memory/activations.working_set)", prompt))
     positions = prompt if parse_version(s.engine_version) < ALL_LOGITS else s.batch
     logits = positions * m.vocab_size * (e + 4) if st.last else 0
