@@ -134,6 +134,14 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
                      notes=tuple(notes) + shown.notes)
 
 
+def meets_targets(result: Breakdown) -> bool:
+    """A latency estimate (expected_latency) meets its targets: the engine's expected times as ``latency`` judges
+    them (a batch's last first token), and the roofline bound too (``feasible``, memory included)."""
+    summary = result.summary
+    return bool(summary.get("feasible", True)) and all(summary.get(f"{key}_expected_met", True)
+                                                       for key in ("ttft", "tpot"))
+
+
 def _batch_limits(memory: int, latency: int | None, seqs: int | None) -> tuple[int, tuple, tuple | None]:
     """(the batch, its formula, (what limits it, a note saying so) where more than memory could)."""
     limits = {k: v for k, v in (("memory", memory), ("latency", latency), ("max_num_seqs", seqs)) if v is not None}
@@ -166,7 +174,7 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     shown, beyond = at(max(best, 1)), at(best + 1)
     fast = None
     if latency is not None:
-        fast = largest(lambda b: bool(latency(b).summary.get("feasible", True)), max(best, 1) * 4 + 64)
+        fast = largest(lambda b: meets_targets(latency(b)), max(best, 1) * 4 + 64)
     # an engine runs at most max_num_seqs requests at once (vLLM's scheduler): more queue, however many fit
     seqs = int(shown.summary["max_num_seqs"]) if s.mode == "infer" and "max_num_seqs" in shown.summary else None
     final, how, decides = _batch_limits(best, fast, seqs)
@@ -179,8 +187,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
           f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None,
           how=("by the largest batch whose memory total fits {} B usable (binary search)", shown.summary["usable"]))
     if fast is not None:
-        r.add("latency_max_batch", fast, "largest batch meeting the latency targets", unit="count", total=None,
-              how=("by the largest batch whose latency bounds meet the targets (binary search)",))
+        r.add("latency_max_batch", fast, "largest batch whose expected latency meets the targets", unit="count",
+              total=None, how=("by the largest batch whose expected times, and bounds, meet the targets (binary "
+                               "search)",))
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note, how=row.how)
     r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None,

@@ -178,3 +178,18 @@ def test_a_transformers_batch_has_its_last_first_token():
     r = llmcalc.latency("llama-3.1-8b", gpu="h100", engine="hf", batch=4)
     assert r.summary["ttft_last"] == pytest.approx(r.summary["ttft"])
     assert r.value("e2e_last") == pytest.approx(r.summary["e2e"])
+
+
+def test_the_latency_limit_is_the_expected_one_latency_gives():
+    """max-batch's latency limit is the largest batch whose expected times (and bound) meet the targets, as
+    `latency --batch` judges them: that batch meets them there and one more does not; transformers' host-bound
+    decode (0.9 ms a layer) never meets a TPOT below 32 x 0.9 ms, so no batch does."""
+    import llmcalc
+
+    args = ["max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--prompt", "1k", "--output",
+            "256"]
+    n = value(run_json(*args, "--ttft-target", "1s"), "latency_max_batch")
+    meets = [llmcalc.latency("llama-3.1-8b", gpu="h100", batch=b, prompt=1024, output=256, ttft_target=1.0)
+             .summary["ttft_expected_met"] for b in (n, n + 1)]
+    assert n > 1 and meets == [True, False]
+    assert value(run_json(*args, "--engine", "hf", "--tpot-target", "25ms"), "max_batch") == 0

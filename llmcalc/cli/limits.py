@@ -70,8 +70,9 @@ def max_batch(
 
     Example: llmcalc max-batch --model llama-2-70b --gpu a800 --gpus 2 --seq 4000 --dtype fp16 --gpu-memory 80GB --gpu-util 0.95
     """
+    from ..expected_latency import latency_estimate
     from ..limits import max_batch_breakdown
-    from ..throughput import ServeSettings, latency_breakdown
+    from ..throughput import ServeSettings
 
     fmt = _fmt(json_, csv_, markdown)
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
@@ -99,8 +100,8 @@ def max_batch(
             serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
                          tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
                          compute_efficiency=efficiency)
-            latency = lambda b: latency_breakdown(  # noqa: E731
-                m, g, ServeSettings(batch=b * par.dp, **serve), **targets, engine=settings.engine)
+            latency = lambda b: latency_estimate(  # noqa: E731
+                m, g, ServeSettings(batch=b * par.dp, **serve), settings.engine or "vllm", **targets)
         return max_batch_breakdown(m, g, settings, latency)
 
     results = _each(_models(model, generic), _gpus(gpu), one)
