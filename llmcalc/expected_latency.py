@@ -57,6 +57,9 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     check_engine_gpu(engine, gpu, s.dtype)
+    one_client = engine == "hf" and load is not None and load.concurrency == 1
+    if one_client:
+        load = None  # one client calling generate in a loop: one request at a time, which generate does
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target, engine)
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
     w = workload(s, budget)
@@ -74,7 +77,8 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
         load_notes = [f"{fmt_count(w.requests, 'request')} per instance arriving together (--batch): their prompts "
                       f"prefill in {steps}, then they decode together; --concurrency or --request-rate for a server "
-                      "under load"]
+                      "under load"] if not one_client else \
+            ["--concurrency 1: one client calling generate in a loop, one request at a time"]
     else:
         capacity = kv_capacity(m, gpu, s, engine)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)

@@ -243,3 +243,14 @@ def test_eager_prefill_pays_the_step_overhead_it_is_given():
 
     b = llmcalc.latency("llama-2-7b", gpu="h100", engine="hf", prompt=128, output=2, step_overhead=300e-6)
     assert b.value("expected/prefill_overhead") == pytest.approx(32 * 300e-6)
+
+
+def test_one_client_of_generate_is_one_request_at_a_time():
+    """--concurrency 1 against transformers' generate: a loop of single requests, timed as one at a time (more
+    clients need a scheduler generate does not have, and are refused)."""
+    import llmcalc
+
+    one = llmcalc.latency("llama-3.1-8b", gpu="h100", engine="hf", concurrency=1)
+    alone = llmcalc.latency("llama-3.1-8b", gpu="h100", engine="hf")
+    assert one.summary["ttft"] == alone.summary["ttft"] and one.summary["tpot"] == alone.summary["tpot"]
+    assert any("one client calling generate" in note for note in one.notes)
