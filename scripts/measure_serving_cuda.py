@@ -31,6 +31,8 @@ import time
 
 import torch
 
+from measure_kernels_cuda import write  # this folder's: rows one to a line, as tests/data keeps them
+
 DRY = "--dry" in sys.argv
 DEV = "cpu" if DRY else "cuda"
 BF16 = torch.bfloat16
@@ -318,19 +320,6 @@ def cpu_name() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor()
-
-
-def write(path: str, info: dict) -> None:
-    """``info`` as JSON with each list's rows one to a line, as tests/data keeps measurements."""
-    lines = []
-    for key, value in info.items():
-        if isinstance(value, list) and value:
-            rows = ",\n".join(f"  {json.dumps(row)}" for row in value)
-            lines.append(f" {json.dumps(key)}: [\n{rows}\n ]")
-        else:
-            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    with open(path, "w") as f:
-        f.write("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def main() -> None:
