@@ -145,6 +145,8 @@ def max_seq(model: str | ModelSpec, gpu: str | GPUSpec | None = None, multiple_o
     """The longest sequence that fits (`llmcalc max-seq`); settings as `memory`."""
     from .limits import max_seq_breakdown, seq_probe
 
+    if settings.get("prompt") is not None:  # refused here: the search's first probe is shorter than any prompt
+        raise SpecError("max-seq searches the whole context; a prompt has no place in it (max-batch takes one)")
     m, extra = _model(model), _coerce({"multiple_of": multiple_of, "minimum": minimum})
     s = _memory_settings(m, {**settings, "seq": seq_probe(settings.get("mini_seq", 1), settings.get("cp") or 1)})
     return _result(max_seq_breakdown(m, _gpu(gpu), s, extra["multiple_of"], extra["minimum"]))

@@ -72,8 +72,8 @@ def _fit_one(time_of: Callable[[Efficiencies], float], eff: Efficiencies, given:
         fast, slow = (hi_time, lo_time) if falling else (lo_time, hi_time)
         if fast <= measured <= slow and abs(slow - fast) > 1e-4 * measured:
             value = _bisect(lambda v: time_of(replace(eff, **{key: v})), low, high, measured, falling)
-            shown = f"{value:.3g}" if key in ("compute", "bandwidth") else f"{value * 1e3:.3g}ms" if value >= 1e-3 \
-                else f"{value * 1e6:.3g}us"  # as the option reads it back
+            shown = f"{value:.3g}" if key in ("compute", "bandwidth") else f"{value:.3g}s" if value >= 1 else \
+                f"{value * 1e3:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"  # as the option reads it back
             return replace(eff, **{key: value}), f"{flag} {shown} fitted to the measured {what} {measured * 1e3:.4g} ms"
     best = time_of(replace(eff, **{first[0]: first[2], second[0]: second[1]}))
     if measured < best:

@@ -58,6 +58,8 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     check_engine_gpu(engine, gpu, s.dtype)
     one_client = engine == "hf" and load is not None and load.concurrency == 1
+    if one_client and s.batch > 1:
+        raise SpecError("--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1")
     if one_client:
         load = None  # one client calling generate in a loop: one request at a time, which generate does
     bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target, engine)
@@ -75,10 +77,11 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
         steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
-        load_notes = [f"{fmt_count(w.requests, 'request')} per instance arriving together (--batch): their prompts "
-                      f"prefill in {steps}, then they decode together; --concurrency or --request-rate for a server "
-                      "under load"] if not one_client else \
-            ["--concurrency 1: one client calling generate in a loop, one request at a time"]
+        load_notes = ["--concurrency 1: one client calling generate in a loop, one request at a time" if one_client
+                      else f"one request per instance: its prompt prefills in {steps}, then it decodes; --batch N for "
+                      "N arriving together, --concurrency or --request-rate for a server under load" if w.requests == 1
+                      else f"{w.requests:,} requests per instance arriving together (--batch): their prompts prefill "
+                      f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
     else:
         capacity = kv_capacity(m, gpu, s, engine)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
@@ -137,7 +140,8 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
         rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
                  how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
-        rows.add(f"expected/{phase}_memory", step.memory, f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
+        rows.add(f"expected/{phase}_memory", step.memory,
+                 f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
                  how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))
         if step.eager:
             copy = ", the cache's copy by torch.cat" if phase == "decode" and r.engine in CONCAT_CACHE else ""
@@ -147,7 +151,7 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
         steps, per_layer = (x.chunks, r.prefill_overhead) if phase == "prefill" else (1, r.layer_overhead)
         rows.add(f"expected/{phase}_overhead", step.overhead,
                  f"{fmt_count(steps, 'step')} x {m.num_hidden_layers} layers",
-                 how=("{} step(s) x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
+                 how=("{} steps x {} layers x {} s", steps, m.num_hidden_layers, per_layer))
         rows.add(f"expected/{phase}_communication", step.communication, "TP all-reduces: latency + bytes",
                  how=("by 2 all-reduces per layer per step (llmcalc/serving.py)",) if step.communication else ("0",))
         if phase == "prefill":

@@ -14,7 +14,7 @@ from .breakdown import Breakdown, Quantity, Rows
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .memory.engines import ENGINES
 from .spec import ModelSpec, SpecError
-from .units import fmt_bytes
+from .units import fmt_bytes, fmt_count
 
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
     from .gpuspec import GPUSpec
@@ -61,6 +61,12 @@ def _memory_rows(b: Breakdown, prefix: str = "") -> list:
 def _dominant(b: Breakdown) -> str:
     rows = [r for r in b.rows if "/" not in r.name and r.name not in ("total", "cpu")]
     return max(rows, key=lambda r: r.value).name
+
+
+def _past_context(m: ModelSpec) -> str:
+    return f"longer than the model's {m.max_position_embeddings:,}-token context: " + (
+        "its learned position table has no row past it, so the model cannot run that long as shipped"
+        if m.position_embedding == "learned" else "the model was not trained that long")
 
 
 def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, multiple_of: int = 1,
@@ -115,9 +121,9 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     elif best:
         notes = [f"binary search on the memory model: {best:,} tokens fit, {(k + 1) * multiple_of:,} do not"]
     else:
-        notes = [f"even {multiple_of} token(s) do not fit: {_dominant(shown)} dominates"]
+        notes = [f"even {fmt_count(multiple_of, 'token')} do not fit: {_dominant(shown)} dominates"]
     if best > context:
-        notes.append(f"longer than the model's {context:,}-token context: the model was not trained that long")
+        notes.append(_past_context(m))
     if s.mode == "train":
         p = mini_seq_pieces(m, s)
         closed, form = closed_form_max_seq(p, usable, s.mini_seq, s.recompute)
@@ -136,10 +142,8 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
 
 def meets_targets(result: Breakdown) -> bool:
     """A latency estimate (expected_latency) meets its targets: the engine's expected times as ``latency`` judges
-    them (a batch's last first token), and the roofline bound too (``feasible``, memory included)."""
-    summary = result.summary
-    return bool(summary.get("feasible", True)) and all(summary.get(f"{key}_expected_met", True)
-                                                       for key in ("ttft", "tpot"))
+    them (a batch's last first token), and the roofline bound too; memory is the memory search's to judge."""
+    return all(result.summary.get(f"{key}{kind}_met", True) for key in ("ttft", "tpot") for kind in ("", "_expected"))
 
 
 def _batch_limits(memory: int, latency: int | None, seqs: int | None) -> tuple[int, tuple, tuple | None]:

@@ -224,9 +224,9 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     requests = -(-s.batch // s.dp)  # per instance
     t = s.tp
     layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
-    fit = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, batch=requests,
-                                                  dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout,
-                                                  **({"engine": engine} if engine else {})))
+    fit = memory_breakdown(m, gpu, MemorySettings(
+        mode="infer", seq=s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
+        parallel=layout, **({"engine": engine} if engine else {})))
     peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
     act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more

@@ -193,3 +193,21 @@ def test_the_latency_limit_is_the_expected_one_latency_gives():
              .summary["ttft_expected_met"] for b in (n, n + 1)]
     assert n > 1 and meets == [True, False]
     assert value(run_json(*args, "--engine", "hf", "--tpot-target", "25ms"), "max_batch") == 0
+
+
+def test_a_target_met_everywhere_leaves_the_limit_to_memory():
+    """A target every batch meets does not limit the batch: memory does, however the engine sizes it (the latency
+    search judges times, not memory); with a prompt given, only an engine whose prefill holds it records it."""
+    for engine, extra in (("hf", ()), ("vllm", ("--gpu-util", "0.98"))):
+        data = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--engine", engine,
+                        "--prompt", "1k", "--output", "1k", "--ttft-target", "100s", *extra)
+        assert value(data, "limited_by") == "memory" and value(data, "max_batch") == value(data, "memory_max_batch")
+        assert ("prompt" in data["inputs"]) == (engine == "hf")
+
+
+def test_max_seq_takes_no_prompt():
+    import llmcalc
+    from llmcalc.spec import SpecError
+
+    with pytest.raises(SpecError, match="max-seq searches the whole context"):
+        llmcalc.max_seq("llama-3.1-8b", gpu="h100", mode="infer", engine="hf", prompt=1000)

@@ -59,11 +59,13 @@ HUGE = "1" + "0" * 400
      "TensorRT-LLM runs on NVIDIA GPUs; mi300x is AMD's: --engine vllm, sglang or llamacpp"),
     (["latency", "--model", "llama-3-8b", "--engine", "trtllm", "--gpu", "tpu-v5e"], "TensorRT-LLM runs on NVIDIA GPUs"),
     (["memory", "--model", "gpt2", "--sweep", "batch=1,2", "--sweep=seq=128,256"], "--sweep is given twice"),
+    (["latency", "--model", "gpt2", "--gpu", "h100", "--engine", "hf", "--concurrency", "1", "--batch", "4",
+      "--prompt", "256"], "--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1"),
     # fp8 weights below each engine's minimum compute capability (vLLM's Fp8Config, TensorRT-LLM's FP8, transformers')
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "v100"],
-     "vllm runs fp8 weights from compute capability 8.0; v100 is 7.0: --dtype int8 or int4"),
+     "vLLM runs fp8 weights from compute capability 8.0; v100 is 7.0: --dtype int8 or int4"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "a100", "--engine", "trtllm"],
-     "trtllm runs fp8 weights from compute capability 8.9; a100-80gb is 8.0"),
+     "TensorRT-LLM runs fp8 weights from compute capability 8.9; a100-80gb is 8.0"),
     (["memory", "--model", "llama-3-8b", "--mode", "infer", "--dtype", "fp8", "--gpu", "a100", "--engine", "hf"],
      "(it would dequantize them to bf16 on load: --dtype bf16)"),
     (["memory", "--model", "gpt2", "--gpu-memory", "80"], "--gpu-memory is 80 bytes, under a mebibyte (a bare number "

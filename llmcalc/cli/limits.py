@@ -72,6 +72,7 @@ def max_batch(
     """
     from ..expected_latency import latency_estimate
     from ..limits import max_batch_breakdown
+    from ..memory.engines import ENGINES
     from ..throughput import ServeSettings
 
     fmt = _fmt(json_, csv_, markdown)
@@ -89,8 +90,8 @@ def max_batch(
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
             else default_seq(m, seq)
         settings = memory_settings(ctx, common, context, 1)  # the search's first probe
-        if prompt and not seq and mode is Mode.infer:  # an engine that prefills it whole holds the prompt's activations
-            settings = dataclasses.replace(settings, prompt=parse_length(prompt))
+        if prompt and not seq and mode is Mode.infer and "prompt" in ENGINES[settings.engine].reads:
+            settings = dataclasses.replace(settings, prompt=parse_length(prompt))  # its prefill holds the prompt
         warn_unread(ctx, m, g, settings)
         latency = None
         if any(targets.values()):
@@ -101,7 +102,8 @@ def max_batch(
                          tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
                          compute_efficiency=efficiency)
             latency = lambda b: latency_estimate(  # noqa: E731
-                m, g, ServeSettings(batch=b * par.dp, **serve), settings.engine or "vllm", **targets)
+                m, g, ServeSettings(batch=b * par.dp, **serve), settings.engine or "vllm", chunk=settings.prefill_chunk,
+                max_seqs=settings.max_num_seqs, **targets)
         return max_batch_breakdown(m, g, settings, latency)
 
     results = _each(_models(model, generic), _gpus(gpu), one)

@@ -19,6 +19,7 @@ from ..spec import ModelSpec
 from ..units import fmt_bytes
 from .loss import LossBuffers, loss_buffers
 from .memo import ignoring
+from .peak import beside_the_loss, mark_phase, peak_note
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
@@ -311,9 +312,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     temp, grads = add_step_buffers(r, m, s, st, states, grads)
     persistent = s.fw.persistent_grads or s.micro_batches > 1  # gradients alive while micro-batches run
     buckets = add_comm_buckets(r, s, states)
-    extra = temp if inbwd else 0.0  # the in-backward step's gradient: alive in backward, not while the loss runs
-    if inbwd and lb and not rebuilt_wins:
-        loss, extra = max(lb.forward, lb.backward + temp), 0.0
+    loss, extra, stepped = beside_the_loss(lb, loss, temp if inbwd else 0.0, rebuilt_wins)
     backward = r["weights"] + opt + acts + loss + (grads if persistent else 0.0) + buckets + extra
     # torch.autocast over fp32 weights (HF's 18 B/param): the 16-bit copies are autocast's cache, saved for
     # backward and gone by the optimizer step, which updates the fp32 weights (here optimizer/master)
@@ -322,7 +321,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     at_backward = backward >= step
     allocated = max(backward, step)
     _add_slack(r, s, allocated - resident - opt - buckets - (grads if persistent else 0.0))
-    _mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd, kept > 0)
+    mark_phase(r, at_backward, persistent, loss == 0.0, autocast, inbwd and stepped, kept > 0)
     total = whole_bytes(allocated) + r["allocator"] + r["reserve"]
     r.add("total", total, "per GPU: peak allocated + allocator + reserve",
           how=("max({} B at the backward peak, {} B at the step peak) + allocator + reserve", backward, step))
@@ -342,7 +341,8 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight))
     notes.append(f"framework {s.framework}: {s.fw.source}")
-    notes.append(_peak_note(at_backward, persistent, s.micro_batches, inbwd) + f"; reserve {fmt_bytes(s.reserve)} outside PyTorch "
+    notes.append(peak_note(at_backward, persistent, s.micro_batches, inbwd) + f"; reserve {fmt_bytes(s.reserve)} "
+                 "outside PyTorch "
                  f"(CUDA context, cuBLAS); usable = capacity x {s.gpu_util:g}")
     return StageMemory(r, total, cpu, summary, notes)
 
@@ -367,29 +367,3 @@ def _largest_grad(m: ModelSpec, s: MemorySettings, st: Stage, states: States) ->
         return 0.0
     widest = m.vocab_size * m.hidden_size if (st.first or st.last) else 0
     return max(widest, largest_block_matrix(m)) / s.parallel.tp * PRECISIONS[s.precision].grads
-
-
-def _mark_phase(r: Rows, at_backward: bool, persistent: bool, no_loss: bool, autocast: bool, inbwd: bool = False,
-                held: bool = False) -> None:
-    """Rows not alive at the peak keep their value but leave the total (no share). ``held``: the training loop
-    still holds the logits output at the optimizer step (loss.LossBuffers.kept), which stays in."""
-    gone = (() if inbwd else ("optimizer_step",)) + (("logits",) if no_loss else ()) if at_backward else \
-        ("activations", "logits") + (("weights",) if autocast else ())
-    if at_backward and not persistent:
-        gone += ("gradients",)
-    alive = ("logits/output",) if held and not at_backward else ()
-    for row in [row for row in r.build() if row.name.partition("/")[0] in gone and row.name not in alive]:
-        if row.name in gone or row.total:  # a gone row or one of its parts
-            note = row.note + ((" (only its output, held by the loop, alive at the peak)" if alive and
-                                row.name == "logits" else " (not alive at the peak)") if row.value and row.name in gone
-                               else "")
-            r.add(row.name, row.value, note, total=None, how=row.how)
-
-
-def _peak_note(at_backward: bool, persistent: bool, accum: int = 1, inbwd: bool = False) -> str:
-    if at_backward:
-        grads = "each gradient stepped and freed as it lands (optimizer in backward)" if inbwd else \
-            f"gradients accumulating over {accum} micro-batches" if accum > 1 else \
-            "gradients in persistent buffers" if persistent else "gradients not yet allocated (freed by zero_grad)"
-        return f"peak at the start of backward: saved activations and the loss's buffers alive, {grads}"
-    return "peak in the optimizer step: every gradient and the step's temporaries, activations already freed"

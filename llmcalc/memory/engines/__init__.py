@@ -45,7 +45,8 @@ class Engine(NamedTuple):
     # transformers dequantizes a GGUF file to the torch dtype on load, so it never holds one.
     weights: tuple[str, ...] = DTYPES
     # Settings it reads because it allocates as it goes, with no pool to absorb them: the attention
-    # kernel's working set (engines/hf.py, llamacpp.py) and a fixed --reserve beside its total.
+    # kernel's working set (engines/hf.py, llamacpp.py), a fixed --reserve beside its total, and the prompt
+    # its prefill holds whole (transformers).
     reads: tuple[str, ...] = ()
 
 
@@ -67,8 +68,8 @@ ENGINES: dict[str, Engine] = {
     # transformers: 5.17 measured on an H100 and an H200 (tests/data/gpu_serving.json), 5.23's configs
     # counted (tests/fidelity)
     "hf": Engine("hf", "5.17", (((0,), 1.0),), caps_context=False, first="4.0", newest="5.23",
-                 kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"),
-                 weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES), reads=("attention_impl", "reserve")),
+                 kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"), reads=("attention_impl", "reserve", "prompt"),
+                 weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
 }
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
@@ -94,6 +95,7 @@ NO_POOL = ("hf",)  # transformers' DynamicCache grows with each token: no KV poo
 # (80 in 0.9-0.10; below 8.9 a Marlin W8A16 kernel dequantizes as it reads), SGLang's the same; TensorRT-LLM's
 # FP8 needs Ada or Hopper; transformers' FineGrainedFP8 below 8.9 dequantizes the whole model to bf16 on load.
 FP8_MIN_CAPABILITY = {"vllm": 8.0, "sglang": 8.0, "trtllm": 8.9, "hf": 8.9}
+NAMES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "llamacpp": "llama.cpp", "hf": "transformers"}
 
 
 def check_engine_gpu(engine: str | None, gpu, dtype: str | None = None) -> None:
@@ -109,8 +111,8 @@ def check_engine_gpu(engine: str | None, gpu, dtype: str | None = None) -> None:
     if dtype == "fp8" and least and cc is not None and cc < least:
         held = " (it would dequantize them to bf16 on load: --dtype bf16)" if engine == "hf" else \
             ": --dtype int8 or int4 (GPTQ/AWQ kernels), or bf16"
-        raise SpecError(f"{engine or DEFAULT_ENGINE} runs fp8 weights from compute capability {least:.1f}; {gpu.name} "
-                        f"is {cc:.1f}{held}")
+        raise SpecError(f"{NAMES[engine or DEFAULT_ENGINE]} runs fp8 weights from compute capability {least:.1f}; "
+                        f"{gpu.name} is {cc:.1f}{held}")
 
 
 def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16", cp: int = 1,

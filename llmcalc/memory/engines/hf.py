@@ -12,7 +12,7 @@ import math
 
 from ...dtypes import DTYPE_BYTES
 from ...spec import ModelSpec
-from ...units import fmt_bytes
+from ...units import fmt_bytes, fmt_count
 from ..activations import layer_tensors, local, working_set
 from ..inference import engine_rows, growing_stage
 from ..placement import Stage
@@ -45,8 +45,8 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
           how=("by the largest working set of one layer's forward over {} tokens (memory/activations.working_set)", prompt))
     positions = prompt if parse_version(s.engine_version) < ALL_LOGITS else s.batch
     logits = positions * m.vocab_size * (e + 4) if st.last else 0
-    r.add("logits", whole_bytes(logits), (f"{positions:,} position(s) x {m.vocab_size:,} vocab, 16-bit + fp32 copy"
-                                          if st.last else "not on this stage"),
+    r.add("logits", whole_bytes(logits), (f"{fmt_count(positions, 'position')} x {m.vocab_size:,} vocab, 16-bit + "
+                                          "fp32 copy" if st.last else "not on this stage"),
           how=("{} positions x {} vocab x ({} + 4) B", positions, m.vocab_size, e) if st.last else ("0",))
     add_reserve(r, s.reserve, "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
