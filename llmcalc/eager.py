@@ -34,9 +34,9 @@ from .spec import ModelSpec
 ELEMENTWISE_BANDWIDTH = 0.6
 
 
-# A routed token's bookkeeping, bytes a hidden channel over a the activation bytes: gathered to its expert, weighted,
-# its k outputs summed back (Qwen3-MoE's grouped path, transformers 5.23: 6a a routed token plus 2a once, counted
-# as 7a). Mixtral's router upcasts the hidden state to fp32 and renormalises besides: its layer counts 10% more.
+# A routed token's bookkeeping, in multiples of a a hidden channel: gathered to its expert, weighted, its k outputs
+# summed back (Qwen3-MoE's grouped path, transformers 5.23: 6a a routed token plus 2a once, counted as 7a).
+# Mixtral's router upcasts the hidden state to fp32 and renormalises besides: its layer counts 10% more.
 ROUTED = 7
 
 # Activations transformers writes as a Python formula, one kernel an op: NewGELUActivation's tanh approximation

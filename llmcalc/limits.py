@@ -12,7 +12,7 @@ from typing import Callable, TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
-from .memory.engines import ENGINES
+from .memory.engines import ENGINES, NO_POOL
 from .spec import ModelSpec, SpecError
 from .units import fmt_bytes, fmt_count
 
@@ -205,8 +205,6 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     if s.mode == "infer":
         summary.update(kv_cache_capacity=shown.summary.quantity("kv_cache_capacity"),
                        max_concurrency=shown.summary.quantity("max_concurrency"))
-        from .memory.engines import NO_POOL
-
         pooled = s.engine not in NO_POOL  # without a pool: the cache that would fit beside the batch's peak
         notes.append(f"{s.engine}: the KV pool holds {shown.summary['kv_cache_capacity']:,} tokens, "
                      f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens" if pooled else
