@@ -100,6 +100,22 @@ def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _build(cls, function: str, /, **settings: Any):
+    """``cls(**settings)``, a keyword it does not take refused in the API's own terms (the function the caller
+    called, the nearest names it does take), not as the settings class's TypeError."""
+    import inspect
+
+    known = set(inspect.signature(cls).parameters)
+    for key in settings:
+        if key not in known:
+            import difflib
+
+            near = difflib.get_close_matches(key, sorted(known), n=3)
+            raise TypeError(f"llmcalc.{function}() got an unexpected keyword argument {key!r}"
+                            + (f"; did you mean {', '.join(near)}?" if near else ""))
+    return cls(**settings)
+
+
 def params(model: str | ModelSpec, dtype: str | None = None, optimizer: str = "adamw") -> Result:
     """Parameters per component, active per token, weight and checkpoint bytes (`llmcalc params`); ``dtype``
     None: a quantized checkpoint's own format, else bf16."""
@@ -117,17 +133,17 @@ def flops(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: 
     m, s = _model(model), _coerce(settings)
     s.setdefault("seq", default_seq(m))
     s.setdefault("efficiency", DEFAULT_EFFICIENCY)
-    return _result(flops_breakdown(m, FlopsSettings(**s), _gpu(gpu)))
+    return _result(flops_breakdown(m, _build(FlopsSettings, "flops", **s), _gpu(gpu)))
 
 
-def _memory_settings(m: ModelSpec, settings: dict[str, Any], mode_default: str = "train"):
+def _memory_settings(m: ModelSpec, settings: dict[str, Any], mode_default: str = "train", function: str = "memory"):
     from .memory import MemorySettings
 
     s = _coerce(settings)
     mode = s.setdefault("mode", mode_default)
     layout = {key: s.pop(key) for key in _LAYOUT if key in s}
     s.setdefault("seq", default_seq(m))
-    return MemorySettings(parallel=Parallelism.resolve(**layout, mode=mode), **s)
+    return _build(MemorySettings, function, parallel=Parallelism.resolve(**layout, mode=mode), **s)
 
 
 def memory(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settings: Any) -> Result:
@@ -148,7 +164,8 @@ def max_seq(model: str | ModelSpec, gpu: str | GPUSpec | None = None, multiple_o
     if settings.get("prompt") is not None:  # refused here: the search's first probe is shorter than any prompt
         raise SpecError("max-seq searches the whole context; a prompt has no place in it (max-batch takes one)")
     m, extra = _model(model), _coerce({"multiple_of": multiple_of, "minimum": minimum})
-    s = _memory_settings(m, {**settings, "seq": seq_probe(settings.get("mini_seq", 1), settings.get("cp") or 1)})
+    s = _memory_settings(m, {**settings, "seq": seq_probe(settings.get("mini_seq", 1), settings.get("cp") or 1)},
+                         function="max_seq")
     return _result(max_seq_breakdown(m, _gpu(gpu), s, extra["multiple_of"], extra["minimum"]))
 
 
@@ -158,7 +175,7 @@ def max_batch(model: str | ModelSpec, gpu: str | GPUSpec | None = None, **settin
     from .limits import max_batch_breakdown
 
     m = _model(model)
-    return _result(max_batch_breakdown(m, _gpu(gpu), _memory_settings(m, settings, mode_default="infer")))
+    return _result(max_batch_breakdown(m, _gpu(gpu), _memory_settings(m, settings, "infer", "max_batch")))
 
 
 def mfu(model: str | ModelSpec, gpu: str | GPUSpec, seq: int | str | None = None, batch: int = 1,
@@ -195,7 +212,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
                        layer_overhead=s.pop("step_overhead", None), request_overhead=s.pop("request_overhead", None))
     chunk, seqs = s.pop("max_num_batched_tokens", None), s.pop("max_num_seqs", None)
     measured = (s.pop("measured_ttft", None), s.pop("measured_itl", None))
-    serve = ServeSettings(tp=layout.tp, dp=layout.dp, tp_implied=layout.tp_implied, **s)
+    serve = _build(ServeSettings, "latency", tp=layout.tp, dp=layout.dp, tp_implied=layout.tp_implied, **s)
     load = load_of(serve.prompt, serve.output, concurrency, request_rate)
     return _result(latency_estimate(_model(model), _need_gpu(gpu, "latency"), serve, engine, eff, load, chunk, seqs,
                                     **targets, measured=measured))
@@ -229,5 +246,5 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
             constraints["offload"] = offload_count(constraints.pop(key))
     if max_days is not None and (max_days <= 0 or not target.tokens):
         raise SpecError("max_days needs tokens (the run whose time it bounds) and a positive number of days")
-    return _result(plan_breakdown(m, where, target, Constraints(**_coerce(constraints)), top,
+    return _result(plan_breakdown(m, where, target, _build(Constraints, "plan", **_coerce(constraints)), top,
                                   max_days * 86400 if max_days else None))

@@ -91,3 +91,18 @@ def test_latency_takes_data_parallel_replicas():
     """gpus=4, tp=2, dp=2: two instances of two GPUs each split the batch (it raised a TypeError before)."""
     r = llmcalc.latency("llama-3.1-8b", gpu="h100", gpus=4, tp=2, dp=2, batch=8)
     assert (r.inputs["tp"], r.inputs["dp"]) == (2, 2)
+
+
+def test_an_unknown_keyword_names_the_function_and_the_nearest_setting():
+    """A misspelt setting is the caller's TypeError, in the API's terms: the function called and the names it takes
+    nearest to the one given, never a settings class's constructor."""
+    import llmcalc
+
+    for call, says in ((lambda: llmcalc.latency("gpt2", gpu="h100", promt=3), "llmcalc.latency() got an unexpected "
+                        "keyword argument 'promt'; did you mean prompt?"),
+                       (lambda: llmcalc.memory("gpt2", bacth=3), "did you mean batch?"),
+                       (lambda: llmcalc.plan("gpt2", gpu="h100", gpus=8, max_pt=4), "did you mean max_tp?"),
+                       (lambda: llmcalc.max_batch("gpt2", bogus=1), "llmcalc.max_batch() got an unexpected")):
+        with pytest.raises(TypeError) as info:
+            call()
+        assert says in str(info.value) and "__init__" not in str(info.value)
