@@ -26,6 +26,10 @@ def _make_callable(module_name: str) -> None:
     _sys.modules[module_name].__class__ = _CallableModule
 
 
+def __dir__() -> list[str]:  # the API's names too, though they load on first use (tab completion, help)
+    return sorted({*globals(), *_API})
+
+
 def __getattr__(name: str):
     if name in _MODULES:
         import importlib

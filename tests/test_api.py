@@ -106,3 +106,9 @@ def test_an_unknown_keyword_names_the_function_and_the_nearest_setting():
         with pytest.raises(TypeError) as info:
             call()
         assert says in str(info.value) and "__init__" not in str(info.value)
+
+
+def test_dir_lists_the_api():
+    import llmcalc
+
+    assert {"params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch", "plan", "Result"} <= set(dir(llmcalc))
