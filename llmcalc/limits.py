@@ -63,12 +63,6 @@ def _dominant(b: Breakdown) -> str:
     return max(rows, key=lambda r: r.value).name
 
 
-def _past_context(m: ModelSpec) -> str:
-    return f"longer than the model's {m.max_position_embeddings:,}-token context: " + (
-        "its learned position table has no row past it, so the model cannot run that long as shipped"
-        if m.position_embedding == "learned" else "the model was not trained that long")
-
-
 def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, multiple_of: int = 1,
                       minimum: int | None = None) -> Breakdown:
     """The longest sequence (a multiple of ``multiple_of``) whose memory fits, and why it stops.
@@ -123,7 +117,7 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     else:
         notes = [f"even {fmt_count(multiple_of, 'token')} do not fit: {_dominant(shown)} dominates"]
     if best > context:
-        notes.append(_past_context(m))
+        notes.append(f"longer than the model's {context:,}-token context: {m.past_context}")
     if s.mode == "train":
         p = mini_seq_pieces(m, s)
         closed, form = closed_form_max_seq(p, usable, s.mini_seq, s.recompute)

@@ -158,6 +158,12 @@ class ModelSpec:
             return 0
         return self.num_hidden_layers if self.sliding_window_layers is None else self.sliding_window_layers
 
+    @property
+    def past_context(self) -> str:
+        """What running past max_position_embeddings means: a learned position table has no row there."""
+        return "its learned position table has no row past it, so it cannot run that long as shipped" \
+            if self.position_embedding == "learned" else "the model was not trained that long"
+
 
 def _validate_model(m: ModelSpec) -> None:
     """Run the checks in a fixed order, so the first error for any input is always the same."""

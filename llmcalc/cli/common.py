@@ -338,11 +338,9 @@ def within_context(model, tokens: int, what: str) -> int:
     if tokens > model.max_position_embeddings:
         import warnings
 
-        learned = model.position_embedding == "learned"  # no row in its position table past the context
         warnings.warn(f"{what} {tokens:,} is longer than {model.name}'s {model.max_position_embeddings:,}-token "
-                      "context; " + ("its learned position table has no row past it, so the model cannot run it as "
-                                     "shipped; the numbers assume an extended table" if learned else
-                                     "the numbers assume it runs that long anyway"), Implausible, stacklevel=2)
+                      f"context: {model.past_context}; the numbers assume it runs that long anyway", Implausible,
+                      stacklevel=2)
     return tokens
 
 

@@ -13,7 +13,7 @@ from ..breakdown import Quantity, Row, Rows
 from ..dtypes import DTYPE_BYTES, FLOAT_DTYPES, UNQUANTIZED_BYTES
 from ..kvcache import kv_cache_bytes, kv_how, kv_values_per_token_layer
 from ..spec import ModelSpec
-from ..units import fmt_bytes, fmt_params
+from ..units import fmt_bytes, fmt_count, fmt_params
 from .memo import ignoring
 from .placement import ParamSplit, Stage, stage_params
 from .settings import MemorySettings
@@ -166,7 +166,7 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
     needed = whole_bytes(s.batch * held * block * per_token)
     fits = other <= usable and blocks >= s.batch * held and blocks > 0
     free = budget - needed if fits else 0
-    r.add("kv_cache", needed, f"{s.batch} request(s) of {s.seq:,} tokens in {block}-token blocks",
+    r.add("kv_cache", needed, f"{fmt_count(s.batch, 'request')} of {s.seq:,} tokens in {block}-token blocks",
           how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, held, block, per_token))
     r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens",
           how=("{} B usable - ({}) - kv_cache", math.floor(usable), _overhead_how(r)) if fits else ("0",))
@@ -180,7 +180,7 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
         notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
                      f" > {fmt_bytes(usable)} it may use; no room for a KV cache")
     elif not fits:
-        notes.append(f"does not fit: {s.batch} request(s) of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
+        notes.append(f"does not fit: {fmt_count(s.batch, 'request')} of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
                      f"the pool holds {fmt_bytes(blocks * block * per_token)}")
     return StageMemory(r, total, {}, summary, notes + stage_notes(st, s.parallel.pp), usable=usable, fits=fits)
 
