@@ -6,8 +6,8 @@ data parallelism, 1 Megatron's distributed optimizer, 3 FSDP), recomputation, se
 by steptime.py from per-token pieces of the model computed once; the memory of the fastest is then
 checked with the training memory model (memory/pieces.py, the micro-batches in flight under the
 layout's schedule; Megatron-Core's accounting: bf16 weights, fp32 gradients (16-bit with grad_reduce
-"bf16" or "fp16"), fp32 master weights and Adam states, sharded by the ZeRO stage; flash attention, eager
-for an unfused core; under --dtype fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until
+"bf16" or "fp16", which step() copies to fp32), fp32 master weights and Adam states, sharded by the ZeRO
+stage; flash attention, eager for an unfused core; under --dtype fp8, Transformer Engine's FP8 copies and inputs, memory/fp8.py) until
 ``top`` layouts with distinct degrees fit. A degree tuple whose leanest variant (full recomputation,
 highest ZeRO stage, one sequence, no interleaving) does not fit, nor, offloaded, its leanest without
 recomputation, is dropped without timing its others. ZeRO-3 (FSDP) is tried without pipeline parallelism

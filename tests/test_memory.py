@@ -542,3 +542,21 @@ def test_the_rows_in_the_total_add_up_to_it():
             continue
         assert _counted(r.rows) == pytest.approx(r.value("total"), abs=1), (model, kw)
         checked += 1
+
+
+@pytest.mark.parametrize("precision, plain, distributed", [("mixed", 20, (4, 16)), ("mixed-fp32-grads", 18, (6, 12))])
+def test_megatron_optimizer_bytes_per_parameter_match_its_own_table(precision, plain, distributed):
+    """Megatron-LM's distributed-optimizer doc (docs/user-guide/features/dist_optimizer.md): bytes per parameter,
+    fp16 weights and grads 20 (non-distributed) and 4 + 16/d (distributed); bf16 weights with fp32 grads 18 and
+    6 + 12/d. The 16-bit grads' extra 4 B is the fp32 copy step() makes (main_param.grad = model_grad.float()),
+    freed by the next zero_grad, so it counts at the optimizer step's moment."""
+    m, d = load_model("llama-2-7b"), 8
+    rows = ("weights", "gradients", "optimizer", "optimizer_step")
+    for zero, nd, expect in ((0, 1, plain), (1, d, distributed[0] + distributed[1] / d)):
+        s = MemorySettings(mode="train", seq=1024, framework="megatron", precision=precision, zero=zero,
+                           parallel=Parallelism(gpus=nd, dp=nd))
+        b = memory_breakdown(m, None, s)
+        params = b.summary["params_per_gpu"]
+        assert sum(b.value(r) for r in rows) == pytest.approx(expect * params, rel=1e-6)
+        if precision == "mixed" and not zero:  # the copy outweighs a 1k-token micro-batch's activations
+            assert b.summary["peak_at"] == "optimizer step"

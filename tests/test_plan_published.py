@@ -173,10 +173,9 @@ RANK_MISSES = {
     "llama3-405b-16k-h100-seq128k": "the planner quarters PP for CP (CP 32, PP 4), predicted 13% faster: a shorter "
                                     "pipeline's bubble against a K/V ring it hides behind attention",
     **dict.fromkeys(["megatron2021-gpt-3p6b-64xa100", "megatron2021-gpt-7p5b-128xa100",
-                     "megatron2021-gpt-18p4b-256xa100", "megatron2021-gpt-39p1b-512xa100",
-                     "megatron2021-gpt-76p1b-1024xa100"],
-                    "the planner prefers a half to an eighth of the paper's TP, with an interleaved pipeline from "
-                    "7.5B on, predicted 5-22% faster: the paper's TP 4-8 runs every layer's all-reduces exposed and, "
+                     "megatron2021-gpt-18p4b-256xa100", "megatron2021-gpt-39p1b-512xa100"],
+                    "the planner prefers a half to a quarter of the paper's TP, with an interleaved pipeline "
+                    "from 7.5B on, predicted 5-20% faster: the paper's TP 4-8 runs every layer's all-reduces exposed and, "
                     "without sequence parallelism (2021), repeats the norms and dropouts on every TP rank; the "
                     "paper's MFU for its own layout is predicted within 10%"),
     "mcore-weak-119b-1536xh100": "TP 4 / PP 6 over the README's TP 8 / PP 4, predicted 6% faster",

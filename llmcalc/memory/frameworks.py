@@ -16,6 +16,10 @@ framework's own code and recipes at the release named in `source`:
   adapter's input copy is fp32; LitGPT and torchtune keep them in the compute dtype.
 - optimizer_impl: foreach (torch.optim's default on CUDA: one params-sized temporary, the
   sqrt of the second moment, during step), fused (none), or sharded (the framework's own kernels).
+- fp32_step_grads: under 16-bit gradients the optimizer steps on an fp32 copy of its shard of them, made in
+  step() and freed at the next zero_grad (Megatron-LM's Float16Optimizer and distributed optimizer:
+  main_param.grad = model_grad.float(); its dist_optimizer doc: fp16 weights and grads 20 B/param, 4 + 16/d
+  distributed, against bf16 with fp32 grads' 18 and 6 + 12/d).
 - persistent_grads: gradients live in buffers allocated once (Megatron's contiguous fp32 main_grad,
   DeepSpeed's partitions), so they exist during forward; torch's zero_grad(set_to_none=True), the
   default since torch 2.0, frees them after each step instead.
@@ -67,6 +71,7 @@ class Framework:
     optimizer: str = "adamw"
     precision: str | None = None  # None: from --dtype (settings._train_precision)
     persistent_grads: bool = False
+    fp32_step_grads: bool = False
     comm_buckets: float = 0.0  # elements of gradient-reduction buckets held per GPU (DeepSpeed)
     ties_embeddings: bool = True
     repeats_kv: bool = False
@@ -112,7 +117,7 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only; core 0.15's MoE "
               "experts weigh it by the routing probabilities, so no expert output is kept for them)",
               adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True,
-              fused_kernels=True, inplace_loss=True),
+              fp32_step_grads=True, fused_kernels=True, inplace_loss=True),
     Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
               "reduce_bucket_size 5e8 elements (one bucket; two under ZeRO-3, where overlap_comm is on)",
               optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8),

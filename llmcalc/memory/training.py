@@ -204,29 +204,42 @@ def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None, extra: float 
     r.add("logits", whole_bytes(lb.backward if backward else lb.forward), f"{lb.note}; {when}", how=how)
 
 
-def optimizer_step_buffer(s: MemorySettings, states: States) -> float:
-    """torch.optim's foreach Adam/AdamW (the default on CUDA) makes one temporary the size of the second
-    moment, its square root, for the whole parameter group (torch/optim/adam.py, _multi_tensor_adam);
-    the fused kernels (HF's adamw_torch_fused, torchtune's fused=True, DeepSpeed, Megatron) make none."""
-    if s.fw.optimizer_impl != "foreach" or s.optimizer not in ("adam", "adamw") or "optimizer" in s.offload:
-        return 0.0
-    return states.optimizer.get("optimizer/adam_v", 0.0)
+def step_buffers(s: MemorySettings, states: States) -> dict[str, float]:
+    """What step() allocates beside the states, by the optimizer row it mirrors. torch.optim's foreach
+    Adam/AdamW (the default on CUDA) makes one temporary the size of the second moment, its square root,
+    for the whole parameter group (torch/optim/adam.py, _multi_tensor_adam); the fused kernels (HF's
+    adamw_torch_fused, torchtune's fused=True, DeepSpeed, Megatron) make none. Megatron steps on an fp32
+    copy of 16-bit gradients, one value per master weight (Framework.fp32_step_grads)."""
+    if "optimizer" in s.offload:
+        return {}
+    out = {}
+    if s.fw.fp32_step_grads and PRECISIONS[s.precision].grads < 4 and states.optimizer.get("optimizer/master"):
+        out["optimizer/master"] = states.optimizer["optimizer/master"]
+    if s.fw.optimizer_impl == "foreach" and s.optimizer in ("adam", "adamw"):
+        out["optimizer/adam_v"] = states.optimizer.get("optimizer/adam_v", 0.0)
+    return out
+
+
+STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()",
+                     "optimizer/master": "fp32 copy of the 16-bit gradients the step reads (Megatron: "
+                                         "main_param.grad = model_grad.float())"}
 
 
 def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states: States, grads: float) -> tuple[float, float]:
     """The optimizer_step row; returns (its bytes, the gradients alive at the step). In backward
     (torchtune's optimizer_in_bwd) one parameter's gradient at a time is stepped and freed."""
-    temp = optimizer_step_buffer(s, states)
+    parts = step_buffers(s, states)
+    temp = sum(parts.values())
     if s.optimizer_in_backward:
         temp, grads = _largest_grad(m, s, st, states), 0.0
         r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None,
               how=r.row("gradients").how)
     r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
-          if s.optimizer_in_backward else "foreach AdamW: sqrt of the second moment during step()"
+          if s.optimizer_in_backward else "; ".join(STEP_BUFFER_NOTES[k] for k in parts)
           if temp else "no step temporaries (" + {"sharded": "the framework's own optimizer kernels"}.get(
               s.fw.optimizer_impl, f"{s.fw.optimizer_impl} optimizer") + ")",
           how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
-          ("optimizer/adam_v",) if temp else ("0",))
+          (" + ".join(parts),) if temp else ("0",))
     return temp, grads
 
 
