@@ -161,7 +161,21 @@ def test_a_kernel_the_gpu_has_no_figure_for_says_what_it_is_timed_as():
 
     assert kernel_text(load_gpu("a100-80gb"), "cudnn") == "cudnn, timed as fa2: no cudnn figure for a100-80gb"
     assert kernel_text(load_gpu("h100"), "auto") == "cudnn"
-    assert "0.73 reference" in kernel_text(load_gpu("b200"), "auto")
+    assert "0.73 reference" in kernel_text(load_gpu("b300"), "auto")
+    assert kernel_text(load_gpu("b200"), "auto") == "cudnn"
+
+
+@pytest.mark.parametrize("gpu, peak, cudnn, fa2", [("b200", 2250, 1384, 400), ("gb200", 2500, 1584, 414),
+                                                   ("gb300", 2500, 1899, 418)])
+def test_blackwell_attention_figures_are_nvidias_measurements(gpu, peak, cudnn, fa2):
+    """NVIDIA cudnn-frontend's SDPA training benchmark (benchmark/sdpa_benchmark_training/artifacts at commits 0b1577c
+    and b372d39: BF16 forward, head dim 128, 8k tokens, TFLOP/s with causal FLOPs halved): cuDNN's fused attention and
+    FlashAttention-2 (flash-attn 2.7.4 on B200, PyTorch's flash backend on GB200/GB300) over the dense BF16 peak.
+    GB300's cuDNN runs 1.2x GB200's at the same peak: Blackwell Ultra doubles the SFU's exp2 rate softmax needs."""
+    g = load_gpu(gpu)
+    assert g.attention_kernels["cudnn"] == pytest.approx(cudnn / peak, abs=0.005)
+    assert g.attention_share == pytest.approx(fa2 / peak, abs=0.005)
+    assert kernels.attention_efficiency(g) == pytest.approx(kernels.ATTENTION_EFFICIENCY * cudnn / peak, abs=0.003)
 
 
 def test_the_notes_and_formulas_follow_the_overlap_flags():
