@@ -32,8 +32,8 @@ from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import (SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
                          fp8_settings, impossible, links_of, offloading)  # re-exported, as are Constraints, Target
 from .spec import ModelSpec, Parallelism, SpecError
-from .steptime import (GRAD_BYTES, PARAM_BYTES, Layout, MicroBatch, ModelCost,
-                       StepTime, micro_batch, model_cost, step_time)
+from .modelcost import ModelCost, model_cost
+from .steptime import GRAD_BYTES, PARAM_BYTES, Layout, MicroBatch, StepTime, micro_batch, step_time
 
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 MAX_CP = 32

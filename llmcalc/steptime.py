@@ -1,7 +1,8 @@
 """Time of one training step for a layout: compute at a share of peak, plus what each kind of
 parallelism adds, exposed or hidden by the conventions below.
 
-Per GPU of the busiest pipeline stage (the one with the most layers, or the last with its LM head),
+Per GPU of the busiest pipeline stage (the one with the most layers, or the last with its LM head, whichever
+takes longer a micro-batch, every term below counted),
 for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 
 - compute: the stage's GEMM FLOPs (forward; backward = 2 x forward) over TP at kernels.matmul_efficiency
@@ -12,11 +13,11 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
   head in 16 bits and the loss's passes over the logits (memory/loss.LOSS_BYTES); the memory-bound kernels at
   ``serving.FLOAT_BANDWIDTH`` of HBM: those inside TP's regions (activations, dropout, rotary) move
   ELEMENTWISE_TRAFFIC bytes per byte they save for backward (Korthikanti et al. 2022's 24sbh/t), the norms and
-  residual adds TP repeats on every rank their own REPLICATED_BYTES (split by TP with sequence parallelism);
+  residual adds TP repeats on every rank their own modelcost.REPLICATED_BYTES (split by TP with sequence parallelism);
 - weight traffic: each of a layer's three GEMMs takes at least its weights' bytes at that HBM share
   (_gemms), which binds for routed experts fed few tokens each (tokens x top_k x ep / experts);
 - recompute: full recomputation repeats the layers' forward, selective the modules named (Megatron-Core's
-  recompute_modules, _redo_work): core_attn the attention core, mla_up_proj MLA's up-projections, moe_act the
+  recompute_modules, modelcost._redo_work): core_attn the attention core, mla_up_proj MLA's up-projections, moe_act the
   experts' activation, mlp a dense MLP, moe an MoE layer with its dispatch and combine, shared_experts its shared one;
 - TP (tpcomm.py): each pair of TP linears (attention, dense MLP, shared expert) all-reduces the activation once
   forward and once backward (with sequence parallelism an all-gather and a reduce-scatter each way), 2(t-1)/t x
@@ -59,27 +60,15 @@ from typing import NamedTuple
 
 from .collectives import link, moe_traffic
 from .exposure import dp_exposed, dp_traffic, exposed_send, optimizer_step
-from .flops import forward
-from .kernels import (MATMUL_EFFICIENCY, UNFUSED_BANDWIDTH, UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, UNFUSED_DROPOUT_FORWARD_BYTES,
-                      UNFUSED_FORWARD_BYTES, UNFUSED_GEMM_BYTES)
-from .memory.loss import LOSS_BYTES
+from .kernels import MATMUL_EFFICIENCY, UNFUSED_BANDWIDTH
 from .memory.placement import stage_layers
-from .memory.recompute import DEFAULT_RECOMPUTE_MODULES
-from .params import attention_linears
+from .modelcost import ModelCost
 from .serving import FLOAT_BANDWIDTH
-from .spec import ModelSpec
-from .tpcomm import column_inputs, tp_time
+from .tpcomm import tp_time
 
 # Bytes of HBM traffic by memory-bound kernels per byte a layer saves for backward; fitted with
 # kernels.MAMF_SHARE and ATTENTION_EFFICIENCY over the published runs (scripts/fit_steptime.py --grid).
 ELEMENTWISE_TRAFFIC = 5.0
-# The kernels TP repeats on every rank (sequence parallelism splits them): per token of a layer, forward, in bytes a
-# width. Two norms each read their 16-bit input and write their output (2 x 4); two residual adds (Megatron's fused
-# bias-dropout-add) each read the branch's output and the residual and write the sum (2 x 6), and with dropout a
-# 1-byte mask (2 x 1). Counted by their bytes, not fitted: Korthikanti et al. 2022 Table 4 has sequence parallelism
-# save 0.5 ms of a 22B layer's 7.7 ms forward on 8 A100s; these 22 bytes a width take 0.60 ms there at 90% of HBM
-# bandwidth, 7/8 of which (0.53 ms) sequence parallelism saves (tests/test_plan_layer_times.py).
-REPLICATED_BYTES, REPLICATED_DROPOUT_BYTES = 20, 2
 # Overlapped, the collectives run in Transformer Engine's userbuffers kernels on UB_SMS of the GPU's SMs, which the
 # GEMMs under them go without (TE 2.8 initialize_ub defaults: num_sm 16 for the "pipeline" and "bulk" overlaps,
 # set_sm_margin; TE 1.x took the SMs without the margin). Those are proj and fc2 forward (reduce-scatter) and the
@@ -130,96 +119,6 @@ class Links(NamedTuple):
     unfused: bool = False  # the attention core writes its s x s scores to HBM (kernels.UNFUSED_BYTES)
     peer: float = 0.0  # a switchless mesh's bandwidth to each peer in a node (GPUSpec.link_bandwidth; 0: a switch)
     host: float = 0.0  # a copy to or from host memory (GPUSpec.host_bandwidth; 0: not known)
-
-
-class ModelCost(NamedTuple):
-    """The model's per-token pieces at one sequence length, computed once per plan."""
-
-    layers: int
-    moe_layers: int
-    hidden: int
-    matmul: float  # forward matmul FLOPs per token of one layer (projections, MLP or active experts)
-    core: float  # forward attention core FLOPs per token of one layer (causal, at this seq)
-    head: float  # forward LM head FLOPs per token
-    kv: int  # K and V values per token of one layer (for the CP ring)
-    top_k: int  # experts each token is sent to
-    shared: bool = False  # an MoE layer also runs a shared expert (TP-split like a dense MLP)
-    experts: float = 0.0  # of matmul, the routed experts' share (averaged over the layers)
-    weights: float = 0.0  # other block-linear weights, averaged over the layers (matmul less experts, / 2)
-    expert_weights: float = 0.0  # all routed experts' weights, averaged over the layers
-    loss: float = 0.0  # HBM bytes the cross-entropy moves per token (LOSS_BYTES x vocabulary), on the last stage
-    routed_experts: int = 0  # routed experts in an MoE layer
-    redo_core: bool = True  # selective recomputation rebuilds the attention core (Megatron-Core's core_attn)
-    redo_matmul: float = 0.0  # and these forward FLOPs per token, averaged over the layers, split by TP
-    redo_bytes: float = 0.0  # and these HBM bytes per token (activations), averaged over the layers, split by TP
-    redo_mlp: bool = False  # a dense layer's MLP (mlp): its forward TP collective again
-    redo_moe: bool = False  # an MoE layer (moe): its dispatch and combine, TP collectives, per-expert work again
-    redo_shared: int = 0  # its shared expert's forwards repeated (shared_experts, moe): their TP collectives again
-    # An unfused core (kernels.UNFUSED_BYTES), per token of one layer: its GEMMs over the whole s x s square, forward
-    square: float = 0.0  # FLOPs
-    square_bytes: float = 0.0  # and the scores' bytes they move (a third of forward + backward: the same share)
-    softmax_bytes: float = 0.0  # softmax's and dropout's passes, a third of forward + backward
-    softmax_forward: float = 0.0  # and forward
-    attn_in: float = 0.0  # forward FLOPs per token of a layer's column-parallel attention linears (q, k, v)
-    attn_width: int = 0  # the width TP gathers into them: the hidden size (0), or MLA's latents (tpcomm.py)
-    dense_in: float = 0.0  # and of a dense layer's MLP input linears (gate and up)
-    shared_in: float = 0.0  # and of an MoE layer's shared expert's
-    norm_bytes: float = 0.0  # HBM bytes per token of a layer's kernels TP repeats on every rank (REPLICATED_BYTES)
-
-
-def model_cost(m: ModelSpec, seq: int, loss: str = "full",
-               modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES) -> ModelCost:
-    """Per-token, per-layer forward FLOPs from flops.forward (causal attention, as flash kernels run; an unfused core
-    computes the whole square and moves kernels.UNFUSED_BYTES a score, and dropout's where the model has it); ``loss``:
-    the cross-entropy's implementation (LOSS_BYTES); ``modules``: what selective recomputation rebuilds
-    (_redo_work)."""
-    f, full = forward(m, seq, seq, "causal"), forward(m, seq, seq, "full")
-    L, scores, drop = m.num_hidden_layers, m.num_attention_heads * seq, m.dropout > 0
-    core = f["attention/scores"] + f["attention/reduce"]
-    head = f["forward"] - f["attention"] - f["mlp"]
-    matmul = (f["attention"] - core + f["mlp"]) / (L * seq)
-    experts = f["mlp/experts"] / (L * seq) if m.is_moe else 0.0  # 2 x top_k experts' weights, averaged
-    return ModelCost(layers=L, moe_layers=m.moe_layers, hidden=m.hidden_size, matmul=matmul, core=core / (L * seq),
-                     head=head / seq, kv=m.kv_heads * (m.qk_head_dim + m.v_dim), top_k=m.num_experts_per_tok,
-                     shared=bool(m.is_moe and m.shared_expert_size),
-                     experts=experts, weights=(matmul - experts) / 2,  # a linear's FLOPs: 2 x tokens x weights
-                     expert_weights=experts * m.num_experts / (2 * m.num_experts_per_tok) if m.is_moe else 0.0,
-                     loss=m.vocab_size * LOSS_BYTES[loss], routed_experts=m.num_experts if m.is_moe else 0,
-                     redo_core="core_attn" in modules, **_redo_work(m, f, seq, modules),
-                     square=(full["attention/scores"] + full["attention/reduce"]) / (L * seq),
-                     square_bytes=scores * UNFUSED_GEMM_BYTES / 3,
-                     softmax_bytes=scores * (UNFUSED_BYTES - UNFUSED_GEMM_BYTES + UNFUSED_DROPOUT_BYTES * drop) / 3,
-                     softmax_forward=scores * (UNFUSED_FORWARD_BYTES + UNFUSED_DROPOUT_FORWARD_BYTES * drop),
-                     **column_inputs(m, f, seq),
-                     norm_bytes=m.hidden_size * (REPLICATED_BYTES + REPLICATED_DROPOUT_BYTES * drop))
-
-
-def _redo_work(m: ModelSpec, f, seq: int, modules: tuple[str, ...]) -> dict:
-    """What Megatron-Core's recompute modules repeat besides the attention core, per token averaged over the
-    layers (``f``: flops.forward's rows; a pipeline stage of MoE layers alone is charged the average): mla_up_proj the
-    q_b and kv_b GEMMs; mlp a dense layer's MLP GEMMs, moe an MoE layer's router and shared expert (the routed
-    experts' GEMMs: micro_batch), shared_experts the shared expert; and each MLP's activation, whose fused kernel
-    reads fc1's output (2 x width for a gated MLP) and writes its width, 2 bytes each (moe_act: the experts' alone,
-    for each of the top_k copies). moe also repeats the dispatcher's token permutation (moe_utils.permute reads and
-    writes top_k copies of each 16-bit token) and unpermutation (reads the top_k outputs, writes the sum):
-    (2 + 2) x top_k + (2 x top_k + 2) bytes a width. Nested in moe's, moe_act's refill and shared_experts'
-    checkpoint repeat once more."""
-    L, moe = m.num_hidden_layers, "moe" in modules
-    act = 6 if m.mlp_type == "gated" else 4  # bytes a width of the activation's pass
-    shared = (moe + ("shared_experts" in modules)) * bool(m.is_moe and m.shared_expert_size)  # forwards repeated
-    routed = [n for n in ("mlp/router", "mlp/experts", "mlp/shared_experts") if n in f]
-    flops = sum(2 * lin.fan_in * lin.fan_out for name, lin in attention_linears(m).items()
-                if name in ("q_b", "kv_b")) if "mla_up_proj" in modules else 0.0
-    work = act * m.dense_layers * m.intermediate_size / L if "mlp" in modules else 0.0
-    flops += (f["mlp"] - sum(f[n] for n in routed)) / (L * seq) if "mlp" in modules else 0.0
-    if m.is_moe:
-        # the routed experts' own GEMMs: micro_batch's forward for them (their FLOPs or their weights' traffic)
-        flops += sum(f[n] * (shared if n == "mlp/shared_experts" else moe) for n in routed if n != "mlp/experts") / (
-            L * seq)
-        work += act * m.moe_layers / L * (m.expert_size * m.num_experts_per_tok * (("moe_act" in modules) + moe)
-                                          + m.shared_expert_size * shared)
-        work += moe * m.moe_layers / L * m.hidden_size * (6 * m.num_experts_per_tok + 2)  # permute + unpermute
-    return dict(redo_matmul=flops, redo_bytes=work, redo_mlp="mlp" in modules, redo_moe=moe, redo_shared=shared)
 
 
 class Layout(NamedTuple):
@@ -325,25 +224,42 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
     head = tokens * (c.head / rate16 + c.loss / 3 / hbm) / tp
     fullest, last = stage_layers(c.layers, pp, lay.vpp)
-    per_layer = gemm1 + attention1
-    layers, head = (fullest, 0.0) if fullest * per_layer > last * per_layer + head else (last, head)
-    gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
+    send = 0.0
+    if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
+        bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
+        send = tokens * c.hidden * 2 / tp / bw + lat
     # the kernels inside TP's regions by Korthikanti's 24 bytes a width they save, the norms and residual adds by
-    # their own bytes, split by TP only with sequence parallelism
-    moved = c.hidden * 24 / tp * ELEMENTWISE_TRAFFIC + c.norm_bytes / (tp if lay.sp else 1)
-    elementwise = tokens * layers * moved / hbm
+    # their own bytes, split by TP only with sequence parallelism: a layer's elementwise seconds
+    moved = tokens * (c.hidden * 24 / tp * ELEMENTWISE_TRAFFIC + c.norm_bytes / (tp if lay.sp else 1)) / hbm
+    layer = (gemm1, forward1, attention1, core1, experts[1], moved, send)
+    if fullest == last:
+        return _on_rank(c, links, lay, tokens, last, head, layer)
+    # the busier of a fullest middle rank and the last (fewer layers beside the LM head), by all it does a micro-batch
+    return max(_on_rank(c, links, lay, tokens, fullest, 0.0, layer), _on_rank(c, links, lay, tokens, last, head, layer),
+               key=lambda mb: mb.total)
+
+
+def _on_rank(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int, head: float,
+             layer: tuple) -> MicroBatch:
+    """micro_batch's terms for a rank of ``layers`` layers (and ``head``, its LM head's time, on the last), from a
+    layer's (micro_batch's locals)."""
+    tp, cp = lay.tp, lay.cp
+    gemm1, forward1, attention1, core1, experts_forward, moved, send = layer
+    gemm, attention, gemm_forward, core = layers * gemm1, layers * attention1, layers * forward1, layers * core1
+    elementwise = layers * moved
     # the MoE layers on this rank (dense ones lead the first stage), and those whose tokens the all-to-all dispatcher
     # moves over EP (without EP, the dispatcher's gather and scatter over the expert-TP ranks: tpcomm.tp_time)
     moe = min(layers, c.moe_layers)
     routed = moe if lay.ep > 1 else 0
-    full, selective = lay.recompute == "full", lay.recompute == "selective"
-    redo = gemm_forward + core + elementwise if full else 0.0
-    if selective:  # moe repeats the experts' forward GEMMs as full recomputation does (experts[1])
+    rate = links.peak * links.efficiency
+    redo = gemm_forward + core + elementwise if lay.recompute == "full" else 0.0
+    if lay.recompute == "selective":  # moe repeats the experts' forward GEMMs as full recomputation does
+        hbm = links.hbm * FLOAT_BANDWIDTH
         redo = core * c.redo_core + layers * (tokens * (c.redo_matmul / tp / rate + c.redo_bytes / tp / hbm)
-                                              + experts[1] * c.redo_moe)
+                                              + experts_forward * c.redo_moe)
         if c.redo_moe and routed and c.routed_experts > lay.ep:  # and the received tokens' sorts (SORT_BYTES)
             redo += moe * tokens * SORT_BYTES * c.top_k * c.hidden * lay.expert_tp / tp / hbm
-    cp_time = send = 0.0
+    cp_time = 0.0
     redo_moe = moe_redone(c, lay)
     tp_comm = tp_time(c, links, lay, tokens, layers, moe, routed, rate) if tp > 1 else 0.0
     if cp > 1:  # ring: (cp-1) K,V chunks forward, K,V and their gradients backward
@@ -353,9 +269,6 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
     ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, routed,
                           3 * routed / layers * (gemm + attention + elementwise), redo_moe)
-    if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
-        bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)
-        send = tokens * c.hidden * 2 / tp / bw + lat
     # the rank's routed experts' fixed work; recomputing the MoE layers repeats the forward's third of it
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if redo_moe else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_comm, cp_time, ep_time, send, gemm_forward, core,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcalc import kernels, steptime
+from llmcalc import kernels, modelcost, steptime
 from llmcalc.cluster import cluster_of
 from llmcalc.plan import links_of
 from llmcalc.presets import load_gpu, load_model
@@ -53,7 +53,7 @@ def test_a_layers_gemms_take_the_measured_time(name, tp):
     gemms = _gemms(name, tp)
     measured = sum(g["bf16_s"] for g in gemms)
     m = MODELS[name]()
-    mb = steptime.micro_batch(steptime.model_cost(m, 8192), links_of(cluster_of(H100), "bf16"),
+    mb = steptime.micro_batch(modelcost.model_cost(m, 8192), links_of(cluster_of(H100), "bf16"),
                               steptime.Layout(tp=tp, pp=1, dp=1), 8192)
     planned = 3 * mb.gemm / m.num_hidden_layers
     if min(min(g["n"], g["k"]) for g in gemms if g["gemm"] == "fprop") >= 2048:
@@ -104,12 +104,12 @@ def test_a_blocks_compute_is_near_a_plain_pytorch_block(block):
     forward + backward: the planner's GEMMs, attention and memory-bound kernels for it take longer, by at most
     25%, most at 8k tokens: its fitted ATTENTION_EFFICIENCY (0.41) is below what the kernels do
     (test_attention_backward_runs_faster_than_the_fit). At most 5% shorter: the planner counts the norms and residual
-    adds by a fused kernel's bytes (steptime.REPLICATED_BYTES), which eager PyTorch's RMSNorm (an fp32 upcast and
+    adds by a fused kernel's bytes (modelcost.REPLICATED_BYTES), which eager PyTorch's RMSNorm (an fp32 upcast and
     four more passes) exceeds; it tells at 70B's TP 8 share, where they are replicated (0.98 of the 4 x 2048 run)."""
     name, tp = ("llama-3-8b", 1) if block["model"] == "llama-3-8b" else ("llama-3-70b", 8)
     m = load_model(name)
     links = links_of(cluster_of(H100), "bf16", "cudnn" if block["backend"] == "cudnn" else "fa2")
-    mb = steptime.micro_batch(steptime.model_cost(m, block["seq"]), links,
+    mb = steptime.micro_batch(modelcost.model_cost(m, block["seq"]), links,
                               steptime.Layout(tp=tp, pp=1, dp=1, micro_batch=block["batch"]), block["seq"])
     planned = 3 * (mb.gemm + mb.attention + mb.elementwise) / m.num_hidden_layers
     assert 0.95 * block["forward_backward_s"] <= planned <= 1.25 * block["forward_backward_s"]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llmcalc import steptime
+from llmcalc import modelcost, steptime
 from llmcalc.collectives import link
 from llmcalc.memory.pieces import stage_pieces
 from llmcalc.memory.placement import stages
@@ -239,8 +239,8 @@ def test_the_loss_passes_over_the_logits_at_hbm_speed():
     8, exp 8, sum 4, divide 8; backward scale 8, cast back 6); TE's fused loss 10. Llama-3-8B's 128,256-word
     vocabulary, 1000 tokens on one GPU at 90% of 2 TB/s: a third counted in the forward LM head (compute = 3x)."""
     m = load_model("llama-3-8b")
-    assert steptime.model_cost(m, 4096).loss == 128256 * (6 + 4 + 8 + 8 + 4 + 8 + 8 + 6)
-    assert steptime.model_cost(m, 4096, "te").loss == 128256 * 10
+    assert modelcost.model_cost(m, 4096).loss == 128256 * (6 + 4 + 8 + 8 + 4 + 8 + 8 + 6)
+    assert modelcost.model_cost(m, 4096, "te").loss == 128256 * 10
     lossy = COST._replace(loss=128256 * 52)
     lay = Layout(tp=1, pp=1, dp=1, micro_batch=1, micro_batches=1)
     head = steptime.micro_batch(lossy, LINKS, lay, 1000).head
@@ -292,16 +292,16 @@ def test_selective_recomputation_repeats_the_modules_named():
     a layer; moe_act the experts' fused SwiGLU, 8 copies x (2 x 2048 read + 2048 written) x 2 B = 98,304 B a token
     of each of the 58 MoE layers, averaged over the 61; core_attn (the default) the attention core."""
     m = load_model("deepseek-v3")
-    up = steptime.model_cost(m, 4096, modules=("mla_up_proj",))
+    up = modelcost.model_cost(m, 4096, modules=("mla_up_proj",))
     assert up.redo_matmul == 2 * (37_748_736 + 16_777_216) and not up.redo_core and up.redo_bytes == 0
-    act = steptime.model_cost(m, 4096, modules=("core_attn", "moe_act"))
+    act = modelcost.model_cost(m, 4096, modules=("core_attn", "moe_act"))
     assert act.redo_bytes == pytest.approx(98_304 * 58 / 61) and act.redo_core and act.redo_matmul == 0
     lay = Layout(tp=2, pp=1, dp=4, micro_batch=1, micro_batches=1, sp=True, recompute="selective")
     cost = COST._replace(redo_core=False, redo_matmul=1e6, redo_bytes=4e3)
     mb = steptime.micro_batch(cost, LINKS, lay, 1000)
     assert mb.redo == pytest.approx(1000 * 4 * (1e6 / 2 / 0.7e15 + 4e3 / 2 / (2e12 * 0.9)))
     assert steptime.micro_batch(COST, LINKS, lay, 1000).redo == pytest.approx(mb.attention)  # core_attn
-    assert steptime.model_cost(m, 4096).redo_core  # the default rebuilds the attention core
+    assert modelcost.model_cost(m, 4096).redo_core  # the default rebuilds the attention core
 
 
 def test_the_planner_fits_deepseek_v3_as_its_recipe_recomputes():
@@ -353,7 +353,7 @@ def test_each_routed_expert_a_gpu_holds_costs_its_fixed_work():
     ("mixtral-8x7b", 8 * 3 * 4096 * 14336),  # every layer 8 experts, 14336 wide
 ])
 def test_model_cost_counts_the_routed_experts_weights(name, per_layer):
-    c = steptime.model_cost(load_model(name), 4096)
+    c = modelcost.model_cost(load_model(name), 4096)
     assert c.expert_weights == pytest.approx(per_layer)
     m = load_model(name)
     assert c.experts == pytest.approx(2 * m.num_experts_per_tok * per_layer / m.num_experts)
@@ -704,7 +704,7 @@ def test_mla_gathers_its_latents_not_the_hidden_state():
     from llmcalc.collectives import link
     from llmcalc.plan import links_of
 
-    cost = steptime.model_cost(load_model("deepseek-v3"), 4096)
+    cost = modelcost.model_cost(load_model("deepseek-v3"), 4096)
     assert cost.attn_width == 1536 + 512 + 64
     assert cost.attn_in == 2 * (1536 * 128 * (128 + 64) + 512 * 128 * (128 + 128))
     links = links_of(load_cluster("dgx-h100"), "bf16")
@@ -723,7 +723,7 @@ def test_fp8_gathers_move_one_byte_an_element():
     from llmcalc.cluster import load_cluster
     from llmcalc.plan import links_of
 
-    cost = steptime.model_cost(load_model("llama-3-8b"), 4096)
+    cost = modelcost.model_cost(load_model("llama-3-8b"), 4096)
     lay = Layout(tp=2, pp=1, dp=4, sp=True, tp_overlap=True, micro_batch=1, micro_batches=1)
     bf16, fp8 = (links_of(load_cluster("dgx-h100"), d) for d in ("bf16", "fp8"))
     bw, _ = link(2, 1, bf16)

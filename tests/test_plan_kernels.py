@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmcalc import kernels, steptime
+from llmcalc import kernels, modelcost, steptime
 from llmcalc.presets import load_gpu, load_model
 
 from .conftest import run
@@ -232,7 +232,7 @@ def test_an_unfused_core_moves_its_scores_through_hbm(dropout, softmax, seconds,
     score, dropout 10 more."""
     links = _a100_links("unfused")
     assert links.unfused and links.attention == 0.0
-    cost = steptime.model_cost(_gpt(dropout), 2048)
+    cost = modelcost.model_cost(_gpt(dropout), 2048)
     lay = steptime.Layout(tp=8, pp=1, dp=1, sp=True, micro_batch=4, micro_batches=1)
     scores = 8 * 2048
     flops, gemm_bytes = 4 * 2048 * 6144 / 8 / RATE16, scores * 12 / 3 / HBM
@@ -249,7 +249,7 @@ def test_an_unfused_core_moves_its_scores_through_hbm(dropout, softmax, seconds,
 def test_an_unfused_cores_gemms_bind_on_their_flops_at_a_head_dim_of_256():
     """Heads of 256 on an A100: 2 x (256 + 256) FLOPs a score at 233 TFLOP/s (4.39e-12 s) outlast the GEMMs' 4 bytes
     a score at 1.24 TB/s (3.22e-12 s)."""
-    cost = steptime.model_cost(_gpt(0.1, hidden=4096, heads=16, layers=36), 2048)
+    cost = modelcost.model_cost(_gpt(0.1, hidden=4096, heads=16, layers=36), 2048)
     lay = steptime.Layout(tp=4, pp=1, dp=1, micro_batch=1, micro_batches=1)
     scores = 16 // 4 * 2048
     flops = 2 * 2048 * (2 * 4096) / 4 / RATE16  # the whole square, forward, a token
@@ -261,7 +261,7 @@ def test_an_unfused_cores_gemms_bind_on_their_flops_at_a_head_dim_of_256():
 def test_recomputation_repeats_an_unfused_cores_forward():
     """Selective recomputation rebuilds the core's forward: the GEMMs' forward third and softmax's and dropout's
     forward bytes (3 + 5 a score), not a third of forward + backward (17 / 3)."""
-    cost = steptime.model_cost(_gpt(), 2048)
+    cost = modelcost.model_cost(_gpt(), 2048)
     links = _a100_links("unfused")
     lay = steptime.Layout(tp=8, pp=1, dp=1, sp=True, recompute="selective", micro_batch=4, micro_batches=1)
     scores = 8 * 2048

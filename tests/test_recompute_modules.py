@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcalc import steptime
+from llmcalc import modelcost, steptime
 from llmcalc.memory.per_gpu import memory_breakdown
 from llmcalc.memory.settings import MemorySettings
 from llmcalc.presets import load_model
@@ -91,10 +91,10 @@ def test_recomputing_modules_repeats_their_forward_work():
     and its SwiGLU's 6 bytes a width; DeepSeek-V3's MoE layer, the router (2 x 7168 x 256) and the shared expert
     (3 GEMMs of 7168 x 2048), on 58 of its 61 layers, the 8 routed experts' activations and the dispatcher's
     permutation of the tokens and back; their GEMMs are the micro-batch's own experts' forward (their FLOPs or their weights' traffic, as full recomputation repeats)."""
-    mlp = steptime.model_cost(load_model("llama-3.1-8b"), 4096, modules=("core_attn", "mlp"))
+    mlp = modelcost.model_cost(load_model("llama-3.1-8b"), 4096, modules=("core_attn", "mlp"))
     assert mlp.redo_matmul == 3 * 2 * 4096 * 14336 and mlp.redo_bytes == 6 * 14336
     assert mlp.redo_mlp and not mlp.redo_moe and mlp.redo_core
-    moe = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe",))
+    moe = modelcost.model_cost(load_model("deepseek-v3"), 4096, modules=("moe",))
     per_moe_layer = 2 * 7168 * 256 + 3 * 2 * 7168 * 2048
     assert moe.redo_matmul == pytest.approx(per_moe_layer * 58 / 61, rel=1e-9)
     permute = (2 + 2) * 8 * 7168 + (2 * 8 + 2) * 7168  # 8 copies of each token read and written; 8 read, 1 written
@@ -103,9 +103,9 @@ def test_recomputing_modules_repeats_their_forward_work():
     # nested: shared_experts' checkpoint inside moe's recompute runs the shared expert once more; moe_act's refill
     # the experts' activation
     shared = 3 * 2 * 7168 * 2048
-    both = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "shared_experts"))
+    both = modelcost.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "shared_experts"))
     assert both.redo_matmul - moe.redo_matmul == pytest.approx(shared * 58 / 61) and both.redo_shared == 2
-    act = steptime.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "moe_act"))
+    act = modelcost.model_cost(load_model("deepseek-v3"), 4096, modules=("moe", "moe_act"))
     assert act.redo_bytes - moe.redo_bytes == pytest.approx(6 * 8 * 2048 * 58 / 61)
 
 
@@ -121,7 +121,7 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     links = links_of(load_cluster("dgx-h100"), "bf16")
     bw, lat = link(2, 1, links)
     one = 4096 * 2 * 4096 * (1 / 2) / bw + lat  # an all-gather or a reduce-scatter of a micro-batch over TP 2
-    dense = steptime.model_cost(load_model("llama-3.1-8b"), 4096)
+    dense = modelcost.model_cost(load_model("llama-3.1-8b"), 4096)
     lay = steptime.Layout(tp=2, pp=1, dp=4, sp=False, recompute="selective", micro_batch=1, micro_batches=1,
                           tp_async=False)
     plain = steptime.micro_batch(dense, links, lay, 4096)
@@ -133,10 +133,10 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     sp = lay._replace(sp=True)
     assert steptime.micro_batch(dense._replace(redo_mlp=True), links, sp, 4096).tp - \
         steptime.micro_batch(dense, links, sp, 4096).tp == pytest.approx(32 * 2 * one)
-    mixtral = steptime.model_cost(load_model("mixtral-8x7b"), 4096)
+    mixtral = modelcost.model_cost(load_model("mixtral-8x7b"), 4096)
     ep = steptime.Layout(tp=1, pp=1, dp=8, ep=8, recompute="selective", micro_batch=1, micro_batches=1)
     plain = steptime.micro_batch(mixtral, links, ep, 4096)
-    moe = steptime.model_cost(load_model("mixtral-8x7b"), 4096, modules=("core_attn", "moe"))
+    moe = modelcost.model_cost(load_model("mixtral-8x7b"), 4096, modules=("core_attn", "moe"))
     again = steptime.micro_batch(moe, links, ep, 4096)
     assert again.ep == pytest.approx(plain.ep * 6 / 4) and again.experts == pytest.approx(plain.experts * 4 / 3)
     # and the experts' GEMMs forward, as full recomputation repeats them: its redo less the attention core's, the
@@ -155,9 +155,9 @@ def test_recomputed_modules_repeat_their_collectives_and_fixed_work():
     lay = steptime.Layout(tp=2, pp=1, dp=4, ep=8, sp=True, recompute="selective", micro_batch=1, micro_batches=1)
     bw, lat = link(2, 1, links)
     one = 4096 * 2 * 7168 * (1 / 2) / bw + lat
-    base = steptime.micro_batch(steptime.model_cost(ds, 4096), links, lay, 4096).tp
+    base = steptime.micro_batch(modelcost.model_cost(ds, 4096), links, lay, 4096).tp
     for modules, extra in ((("shared_experts",), 1), (("moe", "shared_experts"), 2)):
-        cost = steptime.model_cost(ds, 4096, modules=("core_attn", *modules))
+        cost = modelcost.model_cost(ds, 4096, modules=("core_attn", *modules))
         assert steptime.micro_batch(cost, links, lay, 4096).tp - base == pytest.approx(58 * extra * 2 * one)
 
 
@@ -170,7 +170,7 @@ def test_moe_repeats_the_sort_of_the_received_tokens_where_a_gpu_holds_several_e
     from llmcalc.plan import links_of
 
     links = links_of(load_cluster("dgx-h100"), "bf16")
-    moe = steptime.model_cost(load_model("qwen3-30b-a3b"), 4096, modules=("core_attn", "moe"))
+    moe = modelcost.model_cost(load_model("qwen3-30b-a3b"), 4096, modules=("core_attn", "moe"))
     lay = steptime.Layout(tp=1, pp=1, dp=8, ep=8, etp=1, recompute="selective", micro_batch=1, micro_batches=1)
     sorted_ = steptime.micro_batch(moe, links, lay, 4096).redo
     one_each = steptime.micro_batch(moe._replace(routed_experts=8), links, lay, 4096).redo
