@@ -231,7 +231,8 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     is the fewest GPUs whose fastest layout does not (trainplan.gpus_within), None where no count does."""
     from .plan import Constraints, Target
     from .planinputs import offload_count
-    from .trainplan import global_batch as batch_of, hardware, plan_breakdown
+    from .cluster import hardware
+    from .trainplan import global_batch as batch_of, plan_breakdown
     from .units import parse_batch_tokens, parse_length
 
     m = _model(model)

@@ -12,7 +12,7 @@ counts nodes as ``--gpu 8xh100`` counts GPUs: N x NAME is N of the named thing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -144,3 +144,38 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
             "intra_bandwidth": cluster.intra_bandwidth, "inter_bandwidth": cluster.inter_bandwidth,
             "nodes": cluster.nodes, "gpus": cluster.gpus, "aliases": list(cluster.aliases),
             "source": cluster.source, "notes": cluster.notes}
+
+
+SERVER_GPUS = 8  # a node this size or smaller is one server, whose GPUs a job takes whole
+
+
+def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, nodes: int | None = None,
+             per_node: int | None = None):
+    """(Cluster, GPU count) from a cluster preset (with --nodes, or its own NxNAME count) or a GPU preset
+    and its reference node; --gpus-per-node overrides the node size."""
+    from .presets import load_gpu
+
+    if gpu and cluster:
+        raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
+    if not gpu and not cluster:
+        raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
+    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--gpus-per-node", per_node)):
+        if value is not None and value < 1:
+            raise SpecError(f"{flag} must be at least 1, got {value}")
+    where = load_cluster(cluster) if cluster else cluster_of(load_gpu(gpu), per_node)
+    if cluster and per_node is not None:
+        where = replace(where, gpus_per_node=per_node)
+    counts = {flag: n for flag, n in (("--gpus", gpus), ("--nodes", nodes and nodes * where.gpus_per_node),
+                                      (f"--cluster {cluster}", where.gpus)) if n}
+    if len(set(counts.values())) > 1:
+        said = ", ".join(f"{flag} says {n:,} GPUs" for flag, n in counts.items())
+        raise SpecError(f"the GPU counts disagree ({said}); give one")
+    if not counts:
+        raise SpecError("how many GPUs? give --gpus N or --nodes N")
+    n, node = next(iter(counts.values())), where.gpus_per_node
+    if n > node and n % node and node <= SERVER_GPUS:  # a rack-scale NVLink domain (NVL72) is often used in part
+        import warnings
+
+        warnings.warn(f"{n:,} GPUs are {n / node:.3g} nodes of {node}: the last is partly used, and groups are placed "
+                      f"as if every node were full (--gpus-per-node sets the node size)", stacklevel=2)
+    return where, n

@@ -211,6 +211,28 @@ def fp8_settings(gpu, t: Target, c: Constraints) -> dict:
     return dict(fp8=c.recipe, fp8_params=c.fp8_params, fp8_transposes=tn_only(gpu.compute_capability))
 
 
+def fixed_flags(c: Constraints) -> list[str]:
+    """The options that narrow the search, as typed: fixed degrees, the micro-batch, offloading, ZeRO stages."""
+    flags = {"offload": "offload-layers"}
+    fixed = [f"--{flags.get(k, k.replace('_', '-'))} {getattr(c, k)}"
+             for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp", "offload") if getattr(c, k)]
+    return fixed + ([f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []) + \
+        ([f"--recompute {','.join(c.recompute)}"] if set(c.recompute) != set(RECOMPUTE) else [])
+
+
+def _mismatch(m: ModelSpec, t: Target, c: Constraints) -> str | None:
+    """A fixed degree or micro-batch that cannot divide what it splits, by itself."""
+    product = (c.tp or 1) * (c.pp or 1) * (c.cp or 1)
+    if t.gpus % product:
+        return (f"TP x PP x CP fixed at {product} (" + " x ".join(f"--{k} {getattr(c, k)}" for k in ("tp", "pp", "cp")
+                                                        if getattr(c, k)) + f") does not divide {t.gpus:,} GPUs")
+    if c.tp and m.num_attention_heads % c.tp:
+        return f"--tp {c.tp} must divide {m.name}'s {m.num_attention_heads} attention heads"
+    if c.micro_batch and t.global_batch % c.micro_batch:
+        return f"--micro-batch {c.micro_batch} does not divide the {t.global_batch:,}-sequence batch"
+    return None
+
+
 def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     """Why no layout multiplies out: a fixed degree the model or the ZeRO stages rule out, else the count, the
     batch, the model's shape and the degrees fixed."""
@@ -222,10 +244,10 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     if c.zero == (3,) and not c.zero3(t.dtype):
         return ("--zero 3 (FSDP) shards whole models: not pipeline stages (--pp above 1) nor MXFP8 parameters; "
                 "add --zero 1 or drop what rules it out")
-    flags = {"offload": "offload-layers"}
-    fixed = [f"--{flags.get(k, k.replace('_', '-'))} {getattr(c, k)}"
-             for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp", "offload") if getattr(c, k)]
-    fixed += [f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []
+    mismatch = _mismatch(m, t, c)
+    if mismatch:
+        return mismatch
+    fixed = fixed_flags(c)
     shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
         (f", {m.num_experts} experts" if m.is_moe else "")
     return (f"no layout multiplies out: {t.gpus:,} GPU{'s' * (t.gpus != 1)} as TP x CP x PP x DP, DP dividing the "

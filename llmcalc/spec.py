@@ -384,7 +384,15 @@ def _leftover_dp(gpus: int, tp: int, pp: int, cp: int) -> int:
 def check_choice(flag: str, value: Any, choices: tuple) -> None:
     """A bad option value, named with its flag and every valid choice (exit code 2 in the CLI)."""
     if value not in choices:
-        raise SpecError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise SpecError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}{nearest(value, choices)}")
+
+
+def nearest(value: Any, choices) -> str:
+    """"; did you mean X?" for the choice closest to a mistyped ``value`` (difflib's ratio over 0.6), else ""."""
+    import difflib
+
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 def default_seq(m: ModelSpec) -> int:

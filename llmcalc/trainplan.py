@@ -24,33 +24,6 @@ DEFAULT_BATCH_TOKENS = 4 * 2**20
 TRAINING_DTYPES = ("bf16", "fp16", "fp8")  # what plan's --dtype offers (cli/plan.py)
 
 
-def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, nodes: int | None = None,
-             per_node: int | None = None):
-    """(Cluster, GPU count) from a cluster preset (with --nodes, or its own NxNAME count) or a GPU preset
-    and its reference node; --gpus-per-node overrides the node size."""
-    from .cluster import cluster_of, load_cluster
-    from .presets import load_gpu
-
-    if gpu and cluster:
-        raise SpecError("give --cluster (a system preset) or --gpu (a GPU and its reference node), not both")
-    if not gpu and not cluster:
-        raise SpecError("plan needs the hardware: --cluster dgx-h100 (with --nodes) or --gpu h100 --gpus N")
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--gpus-per-node", per_node)):
-        if value is not None and value < 1:
-            raise SpecError(f"{flag} must be at least 1, got {value}")
-    where = load_cluster(cluster) if cluster else cluster_of(load_gpu(gpu), per_node)
-    if cluster and per_node is not None:
-        where = dataclasses.replace(where, gpus_per_node=per_node)
-    counts = {flag: n for flag, n in (("--gpus", gpus), ("--nodes", nodes and nodes * where.gpus_per_node),
-                                      (f"--cluster {cluster}", where.gpus)) if n}
-    if len(set(counts.values())) > 1:
-        said = ", ".join(f"{flag} says {n:,} GPUs" for flag, n in counts.items())
-        raise SpecError(f"the GPU counts disagree ({said}); give one")
-    if not counts:
-        raise SpecError("how many GPUs? give --gpus N or --nodes N")
-    return where, next(iter(counts.values()))
-
-
 def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     """Sequences per step: as given, from a token count (a whole number of sequences; else the error names the
     nearest whole batches), or 4M tokens' worth."""
@@ -259,8 +232,10 @@ def bisect_nodes(low: int, high: int, node: int, meets) -> int:
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
     """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
     (or from the GPUs the 16-bit weights alone need, if more), then bisecting over whole nodes; within one node,
-    the fewest GPUs of it."""
-    node = cluster.gpus_per_node
+    the fewest GPUs of it. Only counts that fixed --tp, --pp and --cp divide are tried (whole nodes that they
+    divide: a pipeline of 3 stages on 8-GPU nodes takes 24 at a time)."""
+    fixed = (c.tp or 1) * (c.pp or 1) * (c.cp or 1)
+    node = math.lcm(cluster.gpus_per_node, fixed)
 
     def any_fit(n: int) -> bool:
         p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
@@ -277,7 +252,8 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
             return None
     high = bisect_nodes(low, high, node, any_fit)
     if high == node:  # part of one node may do
-        return next((n for n in range(t.gpus + 1, node) if any_fit(n)), node)
+        return next((n for n in range(t.gpus + 1, min(node, cluster.gpus_per_node)) if n % fixed == 0 and any_fit(n)),
+                    node)
     return high
 
 
@@ -329,6 +305,14 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
                      "lets data parallelism grow)" if time < math.inf else f"within {days}: no GPU count fits")
 
 
+def _narrowed(c: Constraints) -> str:
+    """What the options fixed, which the "none fits" answer depends on."""
+    from .planinputs import fixed_flags
+
+    fixed = fixed_flags(c)
+    return f" with {', '.join(fixed)} (drop or widen one)" if fixed else ""
+
+
 def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float) -> int | None:
     """No layout fits: the fewest GPUs any does (smallest_fit), noted."""
     from .units import fmt_bytes
@@ -338,7 +322,7 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
     notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
                  + (f"; the fewest GPUs any layout fits on: {fewest}" + (f" (whole nodes of {node})" if fewest > node
                                                                          else "") if fewest else
-                    "; none fits on any count"))
+                    "; none fits on any count" + _narrowed(c)))
     return fewest
 
 

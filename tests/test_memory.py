@@ -560,3 +560,14 @@ def test_megatron_optimizer_bytes_per_parameter_match_its_own_table(precision, p
         assert sum(b.value(r) for r in rows) == pytest.approx(expect * params, rel=1e-6)
         if precision == "mixed" and not zero:  # the copy outweighs a 1k-token micro-batch's activations
             assert b.summary["peak_at"] == "optimizer step"
+
+
+def test_megatrons_gradient_copy_explains_itself():
+    """The optimizer_step row of 16-bit gradients under Megatron: what it is, whose share, and its count (not
+    "= optimizer/master", which only happens to be the same size)."""
+    out = run_json("memory", "--model", "llama-2-7b", "--framework", "megatron", "--precision", "mixed", "--gpus", "8",
+                   "--zero", "1", "--seq", "4096", "--explain")
+    row = next(r for r in out["rows"] if r["name"] == "optimizer_step")
+    assert "main_param.grad = model_grad.float()), one value per master weight, this GPU's share (ZeRO-1)" in row["note"]
+    assert " ".join(str(row["formula"]).split()).startswith("ceil(6,738,415,616 params / 8 ranks) x 4 B")
+    assert any("the step adds an fp32 copy of the 16-bit gradients, 4 B a master weight" in n for n in out["notes"])

@@ -533,7 +533,7 @@ def test_check_fails_below_the_mfu_or_past_the_days():
     assert run(*QUESTION, "--check", "--min-mfu", "0.3").exit_code == 0
     low = run(*QUESTION, "--check", "--min-mfu", "0.9")
     assert low.exit_code == 1 and "check failed: llama-3-70b: the fastest layout's MFU" in low.stderr
-    assert "below --min-mfu 0.9" in low.stderr
+    assert "below --min-mfu 0.9 (90%)" in low.stderr
     late = run(*QUESTION, "--check", "--max-days", "30")  # 15T tokens on 64 GPUs: years
     assert late.exit_code == 1 and "days on the fastest layout, over --max-days 30" in late.stderr
     assert run(*QUESTION, "--check", "--max-days", "100000").exit_code == 0
@@ -549,6 +549,22 @@ def test_a_cluster_too_small_says_how_many_gpus_would_do():
     d = json.loads(run(*args, "--json").stdout)
     assert d["summary"]["found"] is False and d["summary"]["min_gpus"] % 8 == 0
     assert run(*args, "--check").exit_code == 1
+
+
+def test_the_fewest_gpus_are_counts_a_fixed_pipeline_divides():
+    """--pp 3 on 8-GPU nodes: 8, 16, 32 ... GPUs cannot hold three stages, so the search steps by 24 (the least
+    common multiple) above a node and by 3 within one (found by a user audit: it said none fits on any count).
+    Llama 2 13B on A100-40GB: 13B x 16 B/param over 3 GPUs is 69 GB each, over 6 (TP 2) 35 GB with recomputation."""
+    for args, fewest in ((("--model", "llama-2-13b", "--gpu", "a100-40gb", "--seq", "4k"), 6),
+                         (("--model", "llama-3-70b", "--gpu", "h100", "--seq", "8k"), 24)):
+        d = json.loads(run("plan", *args, "--gpus", "3", "--pp", "3", "--json").stdout)["summary"]
+        assert d["found"] is False and d["min_gpus"] == fewest
+        assert json.loads(run("plan", *args, "--gpus", str(fewest), "--pp", "3", "--json").stdout)["summary"]["found"]
+
+
+def test_a_count_that_leaves_a_server_part_full_is_warned_about():
+    with pytest.warns(UserWarning, match="60 GPUs are 7.5 nodes of 8: the last is partly used"):
+        assert run("plan", "--model", "llama-3-8b", "--cluster", "dgx-h100", "--gpus", "60", "--top", "1").exit_code == 0
 
 
 def test_a_steps_tokens_read_as_the_help_writes_them():
@@ -639,7 +655,12 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--cluster", "dgx-h100", "--nodes", "2", "--gpus", "8"), "disagree"),
     (("--cluster", "8xdgx-h100", "--nodes", "4"), "disagree"),
     (("--gpu", "h100", "--gpus", "0"), "at least 1"),
-    (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "no layout multiplies out"),
+    (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "TP x PP x CP fixed at 3 (--tp 3) does not divide 64 GPUs"),
+    (("--gpu", "h100", "--gpus", "3", "--tp", "3"), "--tp 3 must divide llama-3.1-8b's 32 attention heads"),
+    (("--gpu", "h100", "--gpus", "64", "--micro-batch", "3"), "--micro-batch 3 does not divide the 512-sequence"),
+    (("--gpu", "h100", "--gpus", "64", "--dp", "3"), "no layout multiplies out"),
+    (("--gpu", "h100", "--gpus", "8", "--recompute", "selctive"), "did you mean selective?"),
+    (("--gpu", "h100", "--gpus", "8", "--grad-reduce", "bf15"), "'fp16'; did you mean bf16?"),
     (("--gpu", "h100", "--gpus", "64", "--zero", "3", "--pp", "4"), "--zero 3 (FSDP) shards whole models"),
     (("--gpu", "h100", "--gpus", "64", "--ep", "4"), "llama-3.1-8b is dense: --ep 4 needs routed experts"),
     (("--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "64", "--ep", "16"),

@@ -40,6 +40,18 @@ SWEEP_HELP = ("Run once per value of one option and tabulate the key results: NA
               "(doubling), e.g. seq=1k..128k, batch=1..64, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
 
 
+def _choice_hint(exc) -> str:
+    """A value an option's fixed choices refused (click's Choice: "'bf15' is not one of ..."): "; did you mean" the
+    nearest choice, or ""."""
+    import re
+
+    from ..spec import nearest
+
+    choices = getattr(getattr(getattr(exc, "param", None), "type", None), "choices", None)
+    given = re.search(r"'([^']*)' is not one of", exc.format_message())
+    return nearest(given.group(1), choices) if choices and given else ""
+
+
 class Group(HelpPanels, TyperGroup):
     """The top-level group: one-line errors for every command (the core's SpecError/UnitError and
     click's own parse errors become UserError), and every number an option takes kept finite and
@@ -82,7 +94,8 @@ class Group(HelpPanels, TyperGroup):
             raise UserError(str(exc)) from None
         except _UsageError as exc:  # click's own parse errors: one line too, with the command named
             where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
-            raise UserError(where + exc.format_message()) from None
+            hint = _choice_hint(exc)
+            raise UserError(where + (exc.format_message().rstrip(".") + hint if hint else exc.format_message())) from None
 
     def _refuse_empty_values(self, ctx: typer.Context) -> None:
         """`--seq ''` is a mistake, never a request for the default: refuse any option given an empty value

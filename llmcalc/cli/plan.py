@@ -74,7 +74,8 @@ def plan(
     """
     from ..plan import Constraints, Target
     from ..planinputs import offload_count
-    from ..trainplan import global_batch as batch_of, hardware, plan_breakdown
+    from ..cluster import hardware
+    from ..trainplan import global_batch as batch_of, plan_breakdown
     from ..spec import SpecError
     from ..units import parse_batch_tokens, parse_count
 
@@ -182,7 +183,7 @@ def _failed(b, min_mfu: float | None, max_days: float | None) -> str | None:
     if not s["found"]:
         return f"{b.model}: no layout fits"
     if min_mfu is not None and s["mfu"] < min_mfu:
-        return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g}"
+        return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g} ({min_mfu:.0%})"
     if max_days is not None and s["train_time"] > max_days * 86400:
         days = s["train_time"] / 86400
         within = s.get("gpus_within")

@@ -222,7 +222,13 @@ def step_buffers(s: MemorySettings, states: States) -> dict[str, float]:
 
 STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()",
                      "optimizer/master": "fp32 copy of the 16-bit gradients the step reads (Megatron: "
-                                         "main_param.grad = model_grad.float())"}
+                                         "main_param.grad = model_grad.float()), one value per master weight"}
+
+
+def step_buffer_note(s: MemorySettings, parts: dict) -> str:
+    """The optimizer_step row's note: what each temporary is, and whose share of it this GPU holds."""
+    share = f", this GPU's share (ZeRO-{s.zero})" if s.zero and s.parallel.replicas > 1 else ""
+    return "; ".join(STEP_BUFFER_NOTES[k] + share for k in parts)
 
 
 def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states: States, grads: float) -> tuple[float, float]:
@@ -235,12 +241,19 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
         r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None,
               how=r.row("gradients").how)
     r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
-          if s.optimizer_in_backward else "; ".join(STEP_BUFFER_NOTES[k] for k in parts)
+          if s.optimizer_in_backward else step_buffer_note(s, parts)
           if temp else "no step temporaries (" + {"sharded": "the framework's own optimizer kernels"}.get(
               s.fw.optimizer_impl, f"{s.fw.optimizer_impl} optimizer") + ")",
           how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
-          (" + ".join(parts),) if temp else ("0",))
+          _step_how(parts, states) if temp else ("0",))
     return temp, grads
+
+
+def _step_how(parts: dict, states: States) -> tuple:
+    """The optimizer_step row's formula: the fp32 gradient copy by its count (as optimizer/master's: the same
+    values, 4 B each), the foreach temporary as the row it mirrors."""
+    hows = [states.hows.get(k, (k,)) if k == "optimizer/master" else (k,) for k in parts]
+    return hows[0] if len(hows) == 1 else ("{} + {}", *hows)
 
 
 def add_comm_buckets(r: Rows, s: MemorySettings, states: States) -> float:
@@ -310,7 +323,9 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """
     p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
-    notes = [precision_note(s.precision, s.optimizer)] + states.notes
+    copy = "; the step adds an fp32 copy of the 16-bit gradients, 4 B a master weight (optimizer_step; with Adam 20 " \
+        "B/param, 4 + 16/d over d ranks, as Megatron tabulates)" if "optimizer/master" in step_buffers(s, states) else ""
+    notes = [precision_note(s.precision, s.optimizer) + copy] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
