@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence, TextIO
 
 from .breakdown import Breakdown, formula
-from .units import fmt_value
+from .units import fmt_decimal, fmt_value
 
 
 def _label(b: Breakdown, bs: Sequence[Breakdown] = ()) -> str:
@@ -102,8 +102,8 @@ def _caption(bs: Sequence[Breakdown]) -> str:
             continue
         if isinstance(value, (list, tuple)):  # keep_16bit, lora_targets, offload: the names, comma-joined
             parts.append(f"{key} {','.join(map(str, value))}")
-        elif isinstance(value, float) and first.inputs.unit(key) is None:
-            parts.append(f"{key} {value:g}")
+        elif isinstance(value, float) and first.inputs.unit(key) is None:  # as typed: tokens 15T, not 1.5e+13
+            parts.append(f"{key} {fmt_decimal(value)}")
         else:
             parts.append(f"{key} {_display(value, first.inputs.unit(key))}")
     return " · ".join(parts)

@@ -146,6 +146,14 @@ def _sig(x: float, digits: int) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def fmt_decimal(n: float) -> str:
+    """A large count as parse_count reads it back: 2e12 -> '2T', 6.4e6 -> '6.4M', 300e9 -> '300B'; else '%g'."""
+    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(n) >= scale:
+            return f"{n / scale:g}{suffix}"
+    return f"{n:g}"
+
+
 def fmt_params(n: float) -> str:
     if abs(n) < 1000:
         return f"{n:,.0f}"

@@ -67,3 +67,11 @@ def test_a_file_named_like_a_count_is_a_file(tmp_path, monkeypatch):
 def test_an_empty_or_negative_length_is_refused_however_given(seq):
     with pytest.raises(UnitError):
         parse_length(seq)
+
+
+@pytest.mark.parametrize("n, text", [(2e12, "2T"), (1.5e13, "15T"), (3e11, "300B"), (6.4e6, "6.4M"), (0.3, "0.3"),
+                                     (1e15, "1P")])
+def test_a_large_count_is_written_as_it_is_typed(n, text):
+    from llmcalc.units import fmt_decimal, parse_count
+
+    assert fmt_decimal(n) == text and parse_count(text) == pytest.approx(n)
