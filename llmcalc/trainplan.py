@@ -326,6 +326,22 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
     return fewest
 
 
+def _uneven(m: ModelSpec, lay: Layout) -> list[str]:
+    """The best layout's layers over its (virtual) stages, where they do not split evenly: what Megatron-Core needs
+    to run it (arguments.py: num_layers divisible by pp, and by pp x vpp interleaved, unless the first and last
+    stages are set apart or a custom layout is given)."""
+    from .memory.placement import stage_layers
+
+    chunks = lay.pp * lay.vpp
+    if lay.pp == 1 or m.num_hidden_layers % chunks == 0:
+        return []
+    fullest = stage_layers(m.num_hidden_layers, lay.pp, lay.vpp)[0]
+    return [f"{m.num_hidden_layers} layers do not split evenly over {lay.pp} stages"
+            + (f" x {lay.vpp} virtual" if lay.vpp > 1 else "") + f" (timed with {fullest} on the fullest rank): "
+            "Megatron-Core runs an uneven split with --decoder-first-pipeline-num-layers and "
+            "--decoder-last-pipeline-num-layers, or --pipeline-model-parallel-layout"]
+
+
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5, deadline: float | None = None):
     """Rows: the best layout's step time by part; summary: the ranked layouts (the JSON contract). ``deadline``
     (seconds, with t.tokens): where the fastest layout misses it, the fewest GPUs that meet it (gpus_within)."""
@@ -351,6 +367,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
+        notes += _uneven(m, best.layout)
         shown = _step_rows(rows, p, m, c, best)
         rows.sum("step_time", shown, "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),

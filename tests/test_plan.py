@@ -567,6 +567,19 @@ def test_a_count_that_leaves_a_server_part_full_is_warned_about():
         assert run("plan", "--model", "llama-3-8b", "--cluster", "dgx-h100", "--gpus", "60", "--top", "1").exit_code == 0
 
 
+def test_an_uneven_pipeline_split_says_how_megatron_runs_it():
+    """80 layers over 4 stages x 7 virtual stages (28 chunks) do not divide: Megatron-LM's arguments.py refuses that
+    unless the first and last stages' layers or a custom layout are given; 21 = 7 chunks x ceil(80 / 28) on the
+    fullest rank."""
+    d = json.loads(run("plan", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--seq", "8k", "--pp", "4",
+                       "--vpp", "7", "--top", "1", "--json").stdout)
+    assert any("80 layers do not split evenly over 4 stages x 7 virtual (timed with 21 on the fullest rank)" in n
+               and "--pipeline-model-parallel-layout" in n for n in d["notes"])
+    even = json.loads(run("plan", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--seq", "8k", "--pp",
+                          "4", "--vpp", "5", "--top", "1", "--json").stdout)
+    assert not any("split evenly" in n for n in even["notes"])
+
+
 def test_a_steps_tokens_read_as_the_help_writes_them():
     """--batch-tokens 4M is 4 x 2^20 tokens, 512 sequences of 8k: the default batch, written out (Llama 2 and 3's
     "4M tokens")."""
