@@ -571,3 +571,20 @@ def test_megatrons_gradient_copy_explains_itself():
     assert "main_param.grad = model_grad.float()), one value per master weight, this GPU's share (ZeRO-1)" in row["note"]
     assert " ".join(str(row["formula"]).split()).startswith("ceil(6,738,415,616 params / 8 ranks) x 4 B")
     assert any("the step adds an fp32 copy of the 16-bit gradients, 4 B a master weight" in n for n in out["notes"])
+
+
+def test_deepspeeds_step_flattens_and_casts_the_gradient_partition():
+    """DeepSpeed ZeRO 1-2 (stage_1_and_2.py step): flatten(averaged_gradients) makes a 16-bit copy of the
+    partition, .to(fp32) an fp32 one, both alive at the cast: 2 + 4 = 6 B per value this GPU steps,
+    ceil(6,738,415,616 / 8) x 6 B for Llama 2 7B over 8 ranks. ZeRO-3 (stage3.py) does it per sub-group of
+    sub_group_size = 1e9 values: 6 GB for Llama 3.1 405B, whose 8-way shard is 50.7B values. Stage 0 runs
+    DeepSpeed's other optimizers: none counted."""
+    seven, big = load_model("llama-2-7b"), load_model("llama-3.1-405b")
+
+    def step(m, zero):
+        s = MemorySettings(mode="train", seq=1024, framework="deepspeed", zero=zero, parallel=Parallelism(gpus=8, dp=8))
+        return memory_breakdown(m, None, s).value("optimizer_step")
+
+    assert step(seven, 2) == step(seven, 1) == math.ceil(6_738_415_616 / 8) * 6
+    assert step(big, 3) == 1e9 * 6
+    assert step(seven, 0) == 0

@@ -16,10 +16,12 @@ framework's own code and recipes at the release named in `source`:
   adapter's input copy is fp32; LitGPT and torchtune keep them in the compute dtype.
 - optimizer_impl: foreach (torch.optim's default on CUDA: one params-sized temporary, the
   sqrt of the second moment, during step), fused (none), or sharded (the framework's own kernels).
-- fp32_step_grads: under 16-bit gradients the optimizer steps on an fp32 copy of its shard of them, made in
-  step() and freed at the next zero_grad (Megatron-LM's Float16Optimizer and distributed optimizer:
-  main_param.grad = model_grad.float(); its dist_optimizer doc: fp16 weights and grads 20 B/param, 4 + 16/d
-  distributed, against bf16 with fp32 grads' 18 and 6 + 12/d).
+- step_grad_copy: under 16-bit gradients the optimizer steps on an fp32 copy of its shard of them (GradCopy),
+  made in step(). Megatron-LM's Float16Optimizer and distributed optimizer: main_param.grad = model_grad.float(),
+  freed at the next zero_grad (its dist_optimizer doc: fp16 weights and grads 20 B/param, 4 + 16/d distributed,
+  against bf16 with fp32 grads' 18 and 6 + 12/d). DeepSpeed ZeRO 1-2 (stage_1_and_2.py step) flattens a parameter
+  group's 16-bit gradient partition and casts it to fp32, both alive at the cast, then steps and frees it; ZeRO-3
+  (stage3.py _prepare_fp32_grad_for_sub_group) does it per sub-group of sub_group_size elements (1e9 by default).
 - persistent_grads: gradients live in buffers allocated once (Megatron's contiguous fp32 main_grad,
   DeepSpeed's partitions), so they exist during forward; torch's zero_grad(set_to_none=True), the
   default since torch 2.0, frees them after each step instead.
@@ -46,9 +48,28 @@ All measured on H100 and H200 with LitGPT 0.5.13, PEFT 0.21, bitsandbytes 0.50.2
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 LOSSES = ("full", "chunked", "fused", "te")
 DEFAULT_LOSS_CHUNKS = 8  # torchtune's num_output_chunks; also --loss chunked under a framework without one
+
+
+class GradCopy(NamedTuple):
+    """The fp32 gradient copy a framework's step makes from 16-bit gradients (Framework.step_grad_copy)."""
+
+    nbytes: int  # per value of the optimizer's shard, at the moment the copy peaks
+    note: str
+    zero3_group: float = 0.0  # under ZeRO-3, made this many values at a time (0: the whole shard at once)
+    min_zero: int = 0  # the ZeRO stages whose optimizer makes it (DeepSpeed's stage 0 runs other optimizers)
+    table: str = ""  # the framework's own bytes-per-parameter statement, for the precision note
+
+
+MEGATRON_COPY = GradCopy(4, "fp32 copy of the 16-bit gradients the step reads (Megatron: main_param.grad = "
+                         "model_grad.float()), one value per master weight",
+                         table="with Adam 20 B/param, 4 + 16/d over d ranks, as Megatron tabulates")
+DEEPSPEED_COPY = GradCopy(6, "the 16-bit gradient partition flattened and cast to the fp32 copy the step reads, both "
+                          "alive at the cast (DeepSpeed: flatten(averaged_gradients).to(fp32))", zero3_group=1e9,
+                          min_zero=1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +92,7 @@ class Framework:
     optimizer: str = "adamw"
     precision: str | None = None  # None: from --dtype (settings._train_precision)
     persistent_grads: bool = False
-    fp32_step_grads: bool = False
+    step_grad_copy: GradCopy | None = None
     comm_buckets: float = 0.0  # elements of gradient-reduction buckets held per GPU (DeepSpeed)
     ties_embeddings: bool = True
     repeats_kv: bool = False
@@ -117,10 +138,11 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               "Engine's fused RMSNorm (input + rstd) and the fused SwiGLU (fc1's output only; core 0.15's MoE "
               "experts weigh it by the routing probabilities, so no expert output is kept for them)",
               adapter_dtype=None, optimizer_impl="sharded", precision="mixed-fp32-grads", persistent_grads=True,
-              fp32_step_grads=True, fused_kernels=True, inplace_loss=True),
+              step_grad_copy=MEGATRON_COPY, fused_kernels=True, inplace_loss=True),
     Framework("deepspeed", "DeepSpeed 0.15 ZeRO: fp16/bf16 weights and grads, fp32 master and Adam states, "
               "reduce_bucket_size 5e8 elements (one bucket; two under ZeRO-3, where overlap_comm is on)",
-              optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8),
+              optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8,
+              step_grad_copy=DEEPSPEED_COPY),
     Framework("fsdp", "PyTorch FSDP2 with MixedPrecisionPolicy(bf16): fp32 sharded parameters and states, "
               "bf16 all-gathered layers, gradients reduce-scattered per layer",
               optimizer_impl="foreach", precision="fp32"),

@@ -23,6 +23,7 @@ from .peak import beside_the_loss, mark_phase, peak_note
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
+from .stepbuffers import step_buffer_note, step_buffers, step_how
 from .stage import StageMemory, add_reserve, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, precision_note, state_note
 
@@ -204,33 +205,6 @@ def add_logits(r: Rows, s: MemorySettings, lb: LossBuffers | None, extra: float 
     r.add("logits", whole_bytes(lb.backward if backward else lb.forward), f"{lb.note}; {when}", how=how)
 
 
-def step_buffers(s: MemorySettings, states: States) -> dict[str, float]:
-    """What step() allocates beside the states, by the optimizer row it mirrors. torch.optim's foreach
-    Adam/AdamW (the default on CUDA) makes one temporary the size of the second moment, its square root,
-    for the whole parameter group (torch/optim/adam.py, _multi_tensor_adam); the fused kernels (HF's
-    adamw_torch_fused, torchtune's fused=True, DeepSpeed, Megatron) make none. Megatron steps on an fp32
-    copy of 16-bit gradients, one value per master weight (Framework.fp32_step_grads)."""
-    if "optimizer" in s.offload:
-        return {}
-    out = {}
-    if s.fw.fp32_step_grads and PRECISIONS[s.precision].grads < 4 and states.optimizer.get("optimizer/master"):
-        out["optimizer/master"] = states.optimizer["optimizer/master"]
-    if s.fw.optimizer_impl == "foreach" and s.optimizer in ("adam", "adamw"):
-        out["optimizer/adam_v"] = states.optimizer.get("optimizer/adam_v", 0.0)
-    return out
-
-
-STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()",
-                     "optimizer/master": "fp32 copy of the 16-bit gradients the step reads (Megatron: "
-                                         "main_param.grad = model_grad.float()), one value per master weight"}
-
-
-def step_buffer_note(s: MemorySettings, parts: dict) -> str:
-    """The optimizer_step row's note: what each temporary is, and whose share of it this GPU holds."""
-    share = f", this GPU's share (ZeRO-{s.zero})" if s.zero and s.parallel.replicas > 1 else ""
-    return "; ".join(STEP_BUFFER_NOTES[k] + share for k in parts)
-
-
 def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states: States, grads: float) -> tuple[float, float]:
     """The optimizer_step row; returns (its bytes, the gradients alive at the step). In backward
     (torchtune's optimizer_in_bwd) one parameter's gradient at a time is stepped and freed."""
@@ -245,15 +219,8 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
           if temp else "no step temporaries (" + {"sharded": "the framework's own optimizer kernels"}.get(
               s.fw.optimizer_impl, f"{s.fw.optimizer_impl} optimizer") + ")",
           how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
-          _step_how(parts, states) if temp else ("0",))
+          step_how(s, parts, states) if temp else ("0",))
     return temp, grads
-
-
-def _step_how(parts: dict, states: States) -> tuple:
-    """The optimizer_step row's formula: the fp32 gradient copy by its count (as optimizer/master's: the same
-    values, 4 B each), the foreach temporary as the row it mirrors."""
-    hows = [states.hows.get(k, (k,)) if k == "optimizer/master" else (k,) for k in parts]
-    return hows[0] if len(hows) == 1 else ("{} + {}", *hows)
 
 
 def add_comm_buckets(r: Rows, s: MemorySettings, states: States) -> float:
@@ -323,8 +290,9 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """
     p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
-    copy = "; the step adds an fp32 copy of the 16-bit gradients, 4 B a master weight (optimizer_step; with Adam 20 " \
-        "B/param, 4 + 16/d over d ranks, as Megatron tabulates)" if "optimizer/master" in step_buffers(s, states) else ""
+    copy = s.fw.step_grad_copy
+    copy = f"; the step adds an fp32 copy of the 16-bit gradients, {copy.nbytes} B a master weight at its peak " \
+        f"(optimizer_step{'; ' + copy.table if copy.table else ''})" if "optimizer/master" in step_buffers(s, states) else ""
     notes = [precision_note(s.precision, s.optimizer) + copy] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)

@@ -1,0 +1,61 @@
+"""What an optimizer step allocates beside the model states (memory/training.py's optimizer_step row): torch's
+foreach temporary, and the fp32 copy Megatron and DeepSpeed make of 16-bit gradients (frameworks.GradCopy)."""
+
+from __future__ import annotations
+
+from .settings import PRECISIONS, MemorySettings
+from .states import States
+
+
+def step_buffers(s: MemorySettings, states: States) -> dict[str, float]:
+    """What step() allocates beside the states, by the optimizer row it mirrors. torch.optim's foreach
+    Adam/AdamW (the default on CUDA) makes one temporary the size of the second moment, its square root,
+    for the whole parameter group (torch/optim/adam.py, _multi_tensor_adam); the fused kernels (HF's
+    adamw_torch_fused, torchtune's fused=True, DeepSpeed, Megatron) make none. Megatron and DeepSpeed step on
+    an fp32 copy of 16-bit gradients, one value per master weight (Framework.step_grad_copy)."""
+    if "optimizer" in s.offload:
+        return {}
+    out = {}
+    if grad_copy_values(s, states):
+        out["optimizer/master"] = grad_copy_values(s, states) * s.fw.step_grad_copy.nbytes
+    if s.fw.optimizer_impl == "foreach" and s.optimizer in ("adam", "adamw"):
+        out["optimizer/adam_v"] = states.optimizer.get("optimizer/adam_v", 0.0)
+    return out
+
+
+def grad_copy_values(s: MemorySettings, states: States) -> float:
+    """Values of the fp32 gradient copy at its peak: the optimizer's shard (its master weights), or under ZeRO-3
+    the framework's sub-group where that is smaller; 0 without a copy (fp32 gradients, no framework copy)."""
+    copy, prec = s.fw.step_grad_copy, PRECISIONS[s.precision]
+    if not copy or s.zero < copy.min_zero or prec.grads >= 4 or not prec.master or \
+            not states.optimizer.get("optimizer/master"):
+        return 0.0
+    values = states.optimizer["optimizer/master"] / prec.master
+    return min(values, copy.zero3_group) if s.zero >= 3 and copy.zero3_group else values
+
+
+STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()"}
+
+
+def step_buffer_note(s: MemorySettings, parts: dict) -> str:
+    """The optimizer_step row's note: what each temporary is, and whose share of it this GPU holds."""
+    share = f", this GPU's share (ZeRO-{s.zero})" if s.zero and s.parallel.replicas > 1 else ""
+    return "; ".join((s.fw.step_grad_copy.note if k == "optimizer/master" else STEP_BUFFER_NOTES[k]) + share
+                     for k in parts)
+
+
+def step_how(s: MemorySettings, parts: dict, states: States) -> tuple:
+    """The optimizer_step row's formula: the fp32 gradient copy by its count (optimizer/master's, at the copy's
+    bytes a value; a ZeRO-3 sub-group by its size), the foreach temporary as the row it mirrors."""
+    hows = []
+    for k in parts:
+        master = states.hows.get("optimizer/master", ("",))
+        if k != "optimizer/master":
+            hows.append((k,))
+        elif grad_copy_values(s, states) < states.optimizer[k] / PRECISIONS[s.precision].master:
+            hows.append(("{} values (a sub-group) x {} B", grad_copy_values(s, states), s.fw.step_grad_copy.nbytes))
+        elif master[0].endswith("x {} B"):
+            hows.append((*master[:-1], s.fw.step_grad_copy.nbytes))
+        else:
+            hows.append(("{} B", parts[k]))
+    return hows[0] if len(hows) == 1 else ("{} + {}", *hows)
