@@ -28,7 +28,8 @@ number is invented; every fill that the entry does not state is named in ``Case.
   selective (Korthikanti's s x s terms) would save almost nothing under SDPA flash attention, so full
   keeps the memory picture and overstates the recompute time by about 15%. Where the FLOP count
   includes recomputation (Megatron 2021 ZeRO-3 rows, MT-NLG) full is assumed; elsewhere an unstated
-  recompute is "none", assumed.
+  recompute is "none", assumed. Llama 3's 8k rows state none (§3.3.2: "we could pre-train Llama 3 on
+  sequences of 8K tokens without activation checkpointing").
 - ``sp``: False where TP is 1, and for runs before sequence parallelism existed (Megatron 2021,
   MT-NLG; BLOOM states it). The Megatron-Core README's ``--tp-comm-overlap`` requires it (True).
   NeMo, Megatron-Bridge, the Megatron-Core MoE README and Llama 3 with TP > 1: True, assumed.

@@ -108,8 +108,9 @@ def test_median_error_within_tolerance_for_each_source(group):
 
 # -- where the model and a source disagree (scripts/fit_steptime.py --misses prints the numbers) --------
 LLAMA3 = ("Meta's schedule (interleaved 1F1B with a tunable micro-batch count, one layer fewer on the first and "
-          "last stages) is only partly modelled: at 32 micro-batches the interleaved first stage would hold 16 + 15/v "
-          "of them, over 80 GiB, so the planner times plain 1F1B with a 15/32 bubble")
+          "last stages) is only partly modelled: without activation checkpointing, as the paper trained 8k sequences "
+          "(§3.3.2), the interleaved first stage would hold 16 + 15/v of its 32 micro-batches, over 80 GiB, so the "
+          "planner times plain 1F1B with a 15/32 bubble")
 FP8_COST = ("not explained: the GEMMs run at 0.86 of the GPU's measured FP8 matmul rate (B200: 0.66 of its FP8 "
             "peak); Transformer Engine's casts (each GEMM input and output gradient read in 16 bits, written in FP8, "
             "read once more for the amax under current scaling) would add about 3% of the GEMM time at 405B's "
