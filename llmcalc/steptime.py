@@ -223,7 +223,7 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
         attention1 = core1 = tokens * c.core / tp / (links.peak16 * links.attention)
     # the LM head's GEMM and the loss's memory-bound passes over the logits (a third here, compute takes 3x)
     head = tokens * (c.head / rate16 + c.loss / 3 / hbm) / tp
-    fullest, last = stage_layers(c.layers, pp, lay.vpp)
+    fullest, last = stage_layers(c.layers, pp)
     send = 0.0
     if pp > 1:  # Megatron's scatter/gather: each TP rank sends its 1/t slice, re-gathered over NVLink
         bw, lat = link(pp, tp * cp * lay.dp, links, rings=False)

@@ -335,7 +335,7 @@ def _uneven(m: ModelSpec, lay: Layout) -> list[str]:
     chunks = lay.pp * lay.vpp
     if lay.pp == 1 or m.num_hidden_layers % chunks == 0:
         return []
-    fullest = stage_layers(m.num_hidden_layers, lay.pp, lay.vpp)[0]
+    fullest = stage_layers(m.num_hidden_layers, lay.pp)[0]
     return [f"{m.num_hidden_layers} layers do not split evenly over {lay.pp} stages"
             + (f" x {lay.vpp} virtual" if lay.vpp > 1 else "") + f" (timed with {fullest} on the fullest rank): "
             "Megatron-Core runs an uneven split with --decoder-first-pipeline-num-layers and "

@@ -569,11 +569,10 @@ def test_a_count_that_leaves_a_server_part_full_is_warned_about():
 
 def test_an_uneven_pipeline_split_says_how_megatron_runs_it():
     """80 layers over 4 stages x 7 virtual stages (28 chunks) do not divide: Megatron-LM's arguments.py refuses that
-    unless the first and last stages' layers or a custom layout are given; 21 = 7 chunks x ceil(80 / 28) on the
-    fullest rank."""
+    unless the first and last stages' layers or a custom layout are given; each rank still holds 80 / 4 = 20."""
     d = json.loads(run("plan", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--seq", "8k", "--pp", "4",
                        "--vpp", "7", "--top", "1", "--json").stdout)
-    assert any("80 layers do not split evenly over 4 stages x 7 virtual (timed with 21 on the fullest rank)" in n
+    assert any("80 layers do not split evenly over 4 stages x 7 virtual (timed with 20 on the fullest rank)" in n
                and "--pipeline-model-parallel-layout" in n for n in d["notes"])
     even = json.loads(run("plan", "--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--seq", "8k", "--pp",
                           "4", "--vpp", "5", "--top", "1", "--json").stdout)
@@ -781,3 +780,15 @@ def test_fp16_training_unscales_its_gradients_in_the_optimizer_step():
 
     (fp16, params), (bf16, _) = optimizer("fp16"), optimizer("bf16")
     assert fp16 - bf16 == pytest.approx(params / 8 * 8 / (2.039e12 * 0.9))
+
+
+@pytest.mark.parametrize("layers, pp, expect", [(126, 16, (8, 7)), (80, 4, (20, 20)), (61, 32, (2, 1)), (32, 1, (32, 32)),
+                                                (70, 12, (6, 5))])
+def test_a_ranks_layers_are_the_same_interleaved_or_not(layers, pp, expect):
+    """(fullest rank, last rank) layers: the remainder of an uneven split on the middle ranks, then the last. Llama 3
+    405B's 126 layers over 16 ranks: 14 middle ranks of 8, the first and last of 7 (Meta's 16 x 8 one-layer chunks
+    with the first chunk the embedding alone and the last the head alone); BLOOM's 70 over 12: 10 x 6 + 5 + 5.
+    Interleaving sizes the chunks, not a rank's total (before, 126 / (16 x 8) left the last rank 0 layers)."""
+    from llmcalc.memory.placement import stage_layers
+
+    assert stage_layers(layers, pp) == expect

@@ -66,15 +66,15 @@ def stage_sizes(layers: int, pp: int) -> tuple[int, int, int]:
 
 
 @functools.lru_cache(maxsize=256)  # pure, and asked again at every point of a sweep
-def stage_layers(layers: int, pp: int, v: int) -> tuple[int, int]:
-    """(layers of the fullest rank, layers of the last rank, which also runs the LM head). An uneven split
-    puts its extra layers on the middle ranks (stages), each rank holding v chunks."""
+def stage_layers(layers: int, pp: int) -> tuple[int, int]:
+    """(layers of the fullest rank, layers of the last rank, which also runs the LM head), as stages() places them
+    for memory: an uneven split puts its extra layers on the middle ranks, then the last. Interleaved, a rank's
+    layers are its v chunks', which an uneven split sizes unequally (Megatron's --pipeline-model-parallel-layout;
+    Llama 3 405B's 126 layers ran as 16 x 8 one-layer chunks, the first and last ranks one short)."""
     if pp == 1:
         return layers, layers
-    if v == 1:
-        _, middle, last = stage_sizes(layers, pp)
-        return max(middle, last), last
-    return v * math.ceil(layers / (pp * v)), v * (layers // (pp * v))
+    _, middle, last = stage_sizes(layers, pp)
+    return max(middle, last), last
 
 
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
