@@ -222,12 +222,12 @@ def fixed_flags(c: Constraints) -> list[str]:
 
 def _mismatch(m: ModelSpec, t: Target, c: Constraints) -> str | None:
     """A fixed degree or micro-batch that cannot divide what it splits, by itself."""
+    if c.tp and m.num_attention_heads % c.tp:
+        return f"--tp {c.tp} must divide {m.name}'s {m.num_attention_heads} attention heads"
     product = (c.tp or 1) * (c.pp or 1) * (c.cp or 1)
     if t.gpus % product:
         return (f"TP x PP x CP fixed at {product} (" + " x ".join(f"--{k} {getattr(c, k)}" for k in ("tp", "pp", "cp")
                                                         if getattr(c, k)) + f") does not divide {t.gpus:,} GPUs")
-    if c.tp and m.num_attention_heads % c.tp:
-        return f"--tp {c.tp} must divide {m.name}'s {m.num_attention_heads} attention heads"
     if c.micro_batch and t.global_batch % c.micro_batch:
         return f"--micro-batch {c.micro_batch} does not divide the {t.global_batch:,}-sequence batch"
     return None

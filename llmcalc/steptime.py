@@ -234,9 +234,13 @@ def micro_batch(c: ModelCost, links: Links, lay: Layout, seq: int) -> MicroBatch
     layer = (gemm1, forward1, attention1, core1, experts[1], moved, send)
     if fullest == last:
         return _on_rank(c, links, lay, tokens, last, head, layer)
-    # the busier of a fullest middle rank and the last (fewer layers beside the LM head), by all it does a micro-batch
-    return max(_on_rank(c, links, lay, tokens, fullest, 0.0, layer), _on_rank(c, links, lay, tokens, last, head, layer),
-               key=lambda mb: mb.total)
+    # the busier of a fullest middle rank and the last (fewer layers beside the LM head), by all it does a micro-batch.
+    # Every term grows with a rank's layers and only the compute with the head, so where the extra layers' compute
+    # alone outweighs the head the fullest rank is the busier without timing the last.
+    busiest = _on_rank(c, links, lay, tokens, fullest, 0.0, layer)
+    if (fullest - last) * (gemm1 + attention1 + moved) >= head:
+        return busiest
+    return max(busiest, _on_rank(c, links, lay, tokens, last, head, layer), key=lambda mb: mb.total)
 
 
 def _on_rank(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int, head: float,

@@ -231,29 +231,32 @@ def bisect_nodes(low: int, high: int, node: int, meets) -> int:
 
 def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
     """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
-    (or from the GPUs the 16-bit weights alone need, if more), then bisecting over whole nodes; within one node,
-    the fewest GPUs of it. Only counts that fixed --tp, --pp and --cp divide are tried (whole nodes that they
-    divide: a pipeline of 3 stages on 8-GPU nodes takes 24 at a time)."""
-    fixed = (c.tp or 1) * (c.pp or 1) * (c.cp or 1)
-    node = math.lcm(cluster.gpus_per_node, fixed)
+    (or from the GPUs the 16-bit weights alone need, if more), then bisecting, and below the first step the fewest
+    of it. The steps are whole servers (nodes of up to SERVER_GPUS; a rack-scale NVLink domain, NVL72, by its
+    largest power-of-two share, 8 of 72) that fixed --tp, --pp and --cp divide: a pipeline of 3 stages on 8-GPU
+    servers takes 24 at a time."""
+    from .cluster import SERVER_GPUS
+    from .memory.placement import model_params
+
+    fixed, per_node = (c.tp or 1) * (c.pp or 1) * (c.cp or 1), cluster.gpus_per_node
+    grain = per_node if per_node <= SERVER_GPUS else per_node & -per_node  # 72 -> 8: DP keeps dividing the batch
+    unit = math.lcm(grain, fixed)
 
     def any_fit(n: int) -> bool:
         p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
-        return any(p.possible(deg) for deg in degree_tuples(m, node, p.t, p.c))
-
-    from .memory.placement import model_params
+        return any(p.possible(deg) for deg in degree_tuples(m, per_node, p.t, p.c))
 
     weights = model_params(m).total * 2 / (cluster.gpu.usable_bytes * c.gpu_util)
     low = t.gpus
-    high = max(node, math.ceil(max(t.gpus, weights) / node) * node)
+    high = max(unit, math.ceil(max(t.gpus, weights) / unit) * unit)
     while not any_fit(high):
         low, high = high, high * 2
         if high > limit:
             return None
-    high = bisect_nodes(low, high, node, any_fit)
-    if high == node:  # part of one node may do
-        return next((n for n in range(t.gpus + 1, min(node, cluster.gpus_per_node)) if n % fixed == 0 and any_fit(n)),
-                    node)
+    high = bisect_nodes(low, high, unit, any_fit)
+    if high == unit:  # fewer may do: part of a server, or of the first step on a rack
+        below = min(unit, per_node) if per_node <= SERVER_GPUS else unit
+        return next((n for n in range(t.gpus + 1, below) if n % fixed == 0 and any_fit(n)), unit)
     return high
 
 

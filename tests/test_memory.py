@@ -568,9 +568,14 @@ def test_megatrons_gradient_copy_explains_itself():
     out = run_json("memory", "--model", "llama-2-7b", "--framework", "megatron", "--precision", "mixed", "--gpus", "8",
                    "--zero", "1", "--seq", "4096", "--explain")
     row = next(r for r in out["rows"] if r["name"] == "optimizer_step")
-    assert "main_param.grad = model_grad.float()), one value per master weight, this GPU's share (ZeRO-1)" in row["note"]
+    assert "main_param.grad = model_grad.float()), one value per master weight, this GPU's share under ZeRO-1" in row["note"]
     assert " ".join(str(row["formula"]).split()).startswith("ceil(6,738,415,616 params / 8 ranks) x 4 B")
-    assert any("the step adds an fp32 copy of the 16-bit gradients, 4 B a master weight" in n for n in out["notes"])
+    assert any("the step adds an fp32 copy of the 16-bit gradients, 4 B a value it holds" in n for n in out["notes"])
+    moe = run_json("memory", "--model", "mixtral-8x7b", "--framework", "megatron", "--precision", "mixed", "--gpus",
+                   "64", "--ep", "8", "--zero", "1", "--explain")  # experts shard over their own 8 ranks
+    row = next(r for r in moe["rows"] if r["name"] == "optimizer_step")
+    assert " ".join(str(row["formula"]).split()).startswith(
+        "ceil(1,605,636,096 params / 64 ranks) x 4 B + ceil(5,637,144,576 expert params / 8 ranks) x 4 B")
 
 
 def test_deepspeeds_step_flattens_and_casts_the_gradient_partition():
@@ -588,3 +593,8 @@ def test_deepspeeds_step_flattens_and_casts_the_gradient_partition():
     assert step(seven, 2) == step(seven, 1) == math.ceil(6_738_415_616 / 8) * 6
     assert step(big, 3) == 1e9 * 6
     assert step(seven, 0) == 0
+    out = run_json("memory", "--model", "llama-3.1-405b", "--framework", "deepspeed", "--zero", "3", "--gpus", "8",
+                   "--explain")
+    row = next(r for r in out["rows"] if r["name"] == "optimizer_step")
+    assert "to(fp32)), one sub-group of 1,000,000,000 values at a time" in row["note"]
+    assert " ".join(str(row["formula"]).split()).startswith("1,000,000,000 values (a sub-group) x 6 B")

@@ -562,9 +562,30 @@ def test_the_fewest_gpus_are_counts_a_fixed_pipeline_divides():
         assert json.loads(run("plan", *args, "--gpus", str(fewest), "--pp", "3", "--json").stdout)["summary"]["found"]
 
 
+def test_the_fewest_gpus_on_a_rack_step_by_its_power_of_two_share():
+    """GB200 NVL72 with --pp 5: 72-GPU steps (lcm 360) would leave DP a factor 9 no 512-sequence batch divides; the
+    search steps by lcm(8, 5) = 40 instead, and the count it names runs (a review found "none on any count").
+    Llama 3.1 405B with --pp 3 on 8-GPU H100 servers cannot fit at TP 8 (17B parameters a GPU): none, where a TP 16
+    the plan never tries had named 192."""
+    base = ("plan", "--model", "llama-3.1-405b", "--seq", "8k", "--json")
+    d = json.loads(run(*base, "--cluster", "gb200-nvl72", "--gpus", "5", "--pp", "5").stdout)["summary"]
+    assert d["found"] is False and d["min_gpus"] == 40
+    assert json.loads(run(*base, "--cluster", "gb200-nvl72", "--gpus", "40", "--pp", "5").stdout)["summary"]["found"]
+    d = json.loads(run(*base, "--gpu", "h100", "--gpus", "192", "--pp", "3").stdout)
+    assert d["summary"]["min_gpus"] is None and any("none fits on any count with --pp 3" in n for n in d["notes"])
+
+
 def test_a_count_that_leaves_a_server_part_full_is_warned_about():
+    import warnings
+
     with pytest.warns(UserWarning, match="60 GPUs are 7.5 nodes of 8: the last is partly used"):
         assert run("plan", "--model", "llama-3-8b", "--cluster", "dgx-h100", "--gpus", "60", "--top", "1").exit_code == 0
+    quiet = [("--cluster", "gb200-nvl72", "--gpus", "100"), ("--gpu", "h100", "--gpus", "4"),
+             ("--gpu", "h100", "--gpus", "1"), ("--cluster", "dgx-h100", "--nodes", "3")]
+    for args in quiet:  # a rack-scale domain used in part, part of one server, whole servers
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            assert run("plan", "--model", "llama-3-8b", *args, "--top", "1").exit_code == 0, args
 
 
 def test_an_uneven_pipeline_split_says_how_megatron_runs_it():
@@ -667,7 +688,8 @@ def test_nodes_count_syntax_and_gpu_reference_node_agree():
     (("--cluster", "dgx-h100", "--nodes", "2", "--gpus", "8"), "disagree"),
     (("--cluster", "8xdgx-h100", "--nodes", "4"), "disagree"),
     (("--gpu", "h100", "--gpus", "0"), "at least 1"),
-    (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "TP x PP x CP fixed at 3 (--tp 3) does not divide 64 GPUs"),
+    (("--gpu", "h100", "--gpus", "64", "--pp", "3"), "TP x PP x CP fixed at 3 (--pp 3) does not divide 64 GPUs"),
+    (("--gpu", "h100", "--gpus", "64", "--tp", "3"), "--tp 3 must divide llama-3.1-8b's 32 attention heads"),
     (("--gpu", "h100", "--gpus", "3", "--tp", "3"), "--tp 3 must divide llama-3.1-8b's 32 attention heads"),
     (("--gpu", "h100", "--gpus", "64", "--micro-batch", "3"), "--micro-batch 3 does not divide the 512-sequence"),
     (("--gpu", "h100", "--gpus", "64", "--dp", "3"), "no layout multiplies out"),

@@ -183,7 +183,7 @@ def _failed(b, min_mfu: float | None, max_days: float | None) -> str | None:
     if not s["found"]:
         return f"{b.model}: no layout fits"
     if min_mfu is not None and s["mfu"] < min_mfu:
-        return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g} ({min_mfu:.0%})"
+        return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g} ({min_mfu * 100:g}%)"
     if max_days is not None and s["train_time"] > max_days * 86400:
         days = s["train_time"] / 86400
         within = s.get("gpus_within")

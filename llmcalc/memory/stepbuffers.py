@@ -37,25 +37,44 @@ def grad_copy_values(s: MemorySettings, states: States) -> float:
 STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()"}
 
 
-def step_buffer_note(s: MemorySettings, parts: dict) -> str:
+def capped(s: MemorySettings, states: States) -> bool:
+    """Whether the fp32 gradient copy is made a ZeRO-3 sub-group at a time, fewer values than the GPU steps."""
+    values = states.optimizer.get("optimizer/master", 0.0) / (PRECISIONS[s.precision].master or 1)
+    return 0 < grad_copy_values(s, states) < values
+
+
+def copy_scope(s: MemorySettings, states: States) -> str:
+    """Whose values the gradient copy holds at once: a sub-group of them, or this GPU's share under ZeRO."""
+    if capped(s, states):
+        return f", one sub-group of {s.fw.step_grad_copy.zero3_group:,.0f} values at a time"
+    return f", this GPU's share under ZeRO-{s.zero}" if s.zero and s.parallel.replicas > 1 else ""
+
+
+def step_buffer_note(s: MemorySettings, parts: dict, states: States) -> str:
     """The optimizer_step row's note: what each temporary is, and whose share of it this GPU holds."""
     share = f", this GPU's share (ZeRO-{s.zero})" if s.zero and s.parallel.replicas > 1 else ""
-    return "; ".join((s.fw.step_grad_copy.note if k == "optimizer/master" else STEP_BUFFER_NOTES[k]) + share
-                     for k in parts)
+    return "; ".join(s.fw.step_grad_copy.note + copy_scope(s, states) if k == "optimizer/master" else
+                     STEP_BUFFER_NOTES[k] + share for k in parts)
 
 
 def step_how(s: MemorySettings, parts: dict, states: States) -> tuple:
     """The optimizer_step row's formula: the fp32 gradient copy by its count (optimizer/master's, at the copy's
-    bytes a value; a ZeRO-3 sub-group by its size), the foreach temporary as the row it mirrors."""
+    bytes a value, dense and expert parts alike; a ZeRO-3 sub-group by its size), the foreach temporary as the row
+    it mirrors."""
+    nbytes = s.fw.step_grad_copy.nbytes if s.fw.step_grad_copy else 0
+
+    def rebytes(how: tuple) -> tuple | None:  # "... x {} B" with the copy's bytes, through "{} + {}" sums
+        if how[0] == "{} + {}":
+            parts = [rebytes(h) for h in how[1:]]
+            return None if None in parts else ("{} + {}", *parts)
+        return (*how[:-1], nbytes) if how[0].endswith("x {} B") else None
+
     hows = []
     for k in parts:
-        master = states.hows.get("optimizer/master", ("",))
         if k != "optimizer/master":
             hows.append((k,))
-        elif grad_copy_values(s, states) < states.optimizer[k] / PRECISIONS[s.precision].master:
-            hows.append(("{} values (a sub-group) x {} B", grad_copy_values(s, states), s.fw.step_grad_copy.nbytes))
-        elif master[0].endswith("x {} B"):
-            hows.append((*master[:-1], s.fw.step_grad_copy.nbytes))
+        elif capped(s, states):
+            hows.append(("{} values (a sub-group) x {} B", grad_copy_values(s, states), nbytes))
         else:
-            hows.append(("{} B", parts[k]))
+            hows.append(rebytes(states.hows.get(k, ("",))) or ("{} B", parts[k]))
     return hows[0] if len(hows) == 1 else ("{} + {}", *hows)

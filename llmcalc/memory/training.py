@@ -23,7 +23,7 @@ from .peak import beside_the_loss, mark_phase, peak_note
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
-from .stepbuffers import step_buffer_note, step_buffers, step_how
+from .stepbuffers import copy_scope, step_buffer_note, step_buffers, step_how
 from .stage import StageMemory, add_reserve, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, precision_note, state_note
 
@@ -215,7 +215,7 @@ def add_step_buffers(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, states
         r.add("gradients", r["gradients"], "each freed by its own parameter's step in backward", total=None,
               how=r.row("gradients").how)
     r.add("optimizer_step", whole_bytes(temp), "optimizer in backward: the largest gradient, stepped as it lands"
-          if s.optimizer_in_backward else step_buffer_note(s, parts)
+          if s.optimizer_in_backward else step_buffer_note(s, parts, states)
           if temp else "no step temporaries (" + {"sharded": "the framework's own optimizer kernels"}.get(
               s.fw.optimizer_impl, f"{s.fw.optimizer_impl} optimizer") + ")",
           how=("{} B (the largest single gradient)", temp) if s.optimizer_in_backward and temp else
@@ -291,8 +291,9 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
     copy = s.fw.step_grad_copy
-    copy = f"; the step adds an fp32 copy of the 16-bit gradients, {copy.nbytes} B a master weight at its peak " \
-        f"(optimizer_step{'; ' + copy.table if copy.table else ''})" if "optimizer/master" in step_buffers(s, states) else ""
+    copy = f"; the step adds an fp32 copy of the 16-bit gradients, {copy.nbytes} B a value it holds at its peak " \
+        f"(optimizer_step{copy_scope(s, states)}{'; ' + copy.table if copy.table else ''})" \
+        if "optimizer/master" in step_buffers(s, states) else ""
     notes = [precision_note(s.precision, s.optimizer) + copy] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
