@@ -228,7 +228,7 @@ def plan(model: str | ModelSpec, cluster: str | None = None, gpu: str | None = N
     backward_prefetch, attention_kernel, gpu_util, loss, grad_reduce, fp8_recipe, fp8_params, expert_overhead
     ("0.4ms" or seconds), tp_overlap_sms, offload_layers (a number, or "auto": the fewest a layout fits with);
     gpus_per_node. ``max_days`` (with ``tokens``): where the fastest layout takes longer, ``summary["gpus_within"]``
-    is the fewest GPUs whose fastest layout does not (trainplan.gpus_within), None where no count does."""
+    is the fewest GPUs whose fastest layout does not (fewest.gpus_within), None where no count does."""
     from .plan import Constraints, Target
     from .planinputs import offload_count
     from .cluster import hardware

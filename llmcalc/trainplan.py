@@ -4,15 +4,14 @@ best one's step time by part, each with its formula) and the JSON contract's `la
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections import Counter
 
 from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
-from .plan import Constraints, Planner, Ranked, Target, degree_tuples
-from .planinputs import MAX_GPUS
+from .fewest import gpus_within, smallest_fit
+from .plan import Constraints, Planner, Ranked, Target
 from .spec import ModelSpec, SpecError
 from .exposure import BUFFER_PASSES, offload_windows, optimizer_bytes, optimizer_counts, overlaps_sends
 from .serving import FLOAT_BANDWIDTH
@@ -216,77 +215,6 @@ def _check_dtype(gpu, dtype: str) -> None:
         have = [d for d in TRAINING_DTYPES if d in gpu.peak_flops]
         raise SpecError(f"{gpu.name} has no published {dtype} peak (no {dtype} tensor cores): --dtype "
                         f"{' or '.join(have) or 'bf16, on another GPU'}")
-
-
-def bisect_nodes(low: int, high: int, node: int, meets) -> int:
-    """The fewest GPUs, in whole nodes, between ``low`` (which does not meet ``meets``) and ``high`` (which does),
-    by bisection: where meeting is not monotone in the count, a bisection's answer, not every count's minimum."""
-    while high - low > node:
-        mid = (low + high) // 2 // node * node
-        if mid <= low:
-            break
-        low, high = (low, mid) if meets(mid) else (mid, high)
-    return high
-
-
-def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = MAX_GPUS) -> int | None:
-    """The fewest GPUs any layout fits on, found by the search's own memory check: doubling from the asked count
-    (or from the GPUs the 16-bit weights alone need, if more), then bisecting, and below the first step the fewest
-    of it. The steps are whole servers (nodes of up to SERVER_GPUS; a rack-scale NVLink domain, NVL72, by its
-    largest power-of-two share, 8 of 72) that fixed --tp, --pp and --cp divide: a pipeline of 3 stages on 8-GPU
-    servers takes 24 at a time."""
-    from .cluster import SERVER_GPUS
-    from .memory.placement import model_params
-
-    fixed, per_node = (c.tp or 1) * (c.pp or 1) * (c.cp or 1), cluster.gpus_per_node
-    grain = per_node if per_node <= SERVER_GPUS else per_node & -per_node  # 72 -> 8: DP keeps dividing the batch
-    unit = math.lcm(grain, fixed)
-
-    def any_fit(n: int) -> bool:
-        p = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None))
-        return any(p.possible(deg) for deg in degree_tuples(m, per_node, p.t, p.c))
-
-    weights = model_params(m).total * 2 / (cluster.gpu.usable_bytes * c.gpu_util)
-    low = t.gpus
-    high = max(unit, math.ceil(max(t.gpus, weights) / unit) * unit)
-    while not any_fit(high):
-        low, high = high, high * 2
-        if high > limit:
-            return None
-    high = bisect_nodes(low, high, unit, any_fit)
-    if high == unit:  # fewer may do: part of a server, or of the first step on a rack
-        below = min(unit, per_node) if per_node <= SERVER_GPUS else unit
-        return next((n for n in range(t.gpus + 1, below) if n % fixed == 0 and any_fit(n)), unit)
-    return high
-
-
-def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
-    """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
-    time seen where no count does, and the count it was on), by the planner's own search at each count with the
-    same batch and constraints (DP follows the count): the nodes doubled from the asked count until three doublings
-    in a row cut the time by less than a tenth, then bisected between the last count that misses and the first
-    that meets.
-    The time falls with GPUs though not strictly (the batch must split evenly), so the count is a bisection's,
-    not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
-    node, steps = cluster.gpus_per_node, math.ceil(t.tokens / (t.global_batch * t.seq))
-
-    @functools.lru_cache(maxsize=None)  # the bisection's last count is asked again for its time
-    def train(n: int) -> float:
-        try:
-            ranked = Planner(m, cluster, dataclasses.replace(t, gpus=n), dataclasses.replace(c, dp=None)).search(1)
-        except SpecError:  # no layout multiplies out at this count (a fixed degree, the batch)
-            return math.inf
-        return steps * ranked[0].time.total if ranked else math.inf
-
-    low, high = t.gpus, max(node, -(-t.gpus // node) * node)  # the asked count misses (the caller's layout did)
-    high, best, idle = high * 2 if high == low else high, (math.inf, t.gpus), 0
-    while (time := train(high)) > seconds:
-        idle = idle + 1 if time > 0.9 * best[0] else 0  # three times in a row no better: the batch caps DP
-        if high * 2 > MAX_GPUS or idle == 3:
-            return 0, *min(best, (time, high))
-        best, low, high = min(best, (time, high)), high, high * 2
-    high = bisect_nodes(low, high, node, lambda n: train(n) <= seconds)
-    return high, train(high), high
 
 
 def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> None:

@@ -19,7 +19,7 @@ from llmcalc.plan import Constraints, Planner, Target
 from llmcalc.presets import load_gpu, load_model
 from llmcalc.spec import Parallelism
 from llmcalc.steptime import Layout, Links, ModelCost
-from llmcalc.trainplan import smallest_fit
+from llmcalc.fewest import smallest_fit
 
 from .conftest import run, run_json
 
@@ -575,6 +575,14 @@ def test_the_fewest_gpus_on_a_rack_step_by_its_power_of_two_share():
     assert d["summary"]["min_gpus"] is None and any("none fits on any count with --pp 3" in n for n in d["notes"])
 
 
+def test_a_deadline_search_steps_by_counts_a_fixed_pipeline_divides():
+    """--max-days with --pp 3 on 8-GPU servers: the search steps by 24 (it had tried 8, 16, 32 ..., none of which
+    three stages divide, and said no GPU count fits). Llama 3 8B, 1T tokens of 8k: 96 GPUs, about 17 days."""
+    d = json.loads(run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "3", "--pp", "3", "--seq", "8k",
+                       "--tokens", "1T", "--max-days", "30", "--check", "--json").stdout)
+    assert d["summary"]["gpus_within"] % 24 == 0 and d["summary"]["train_time_within"] <= 30 * 86400
+
+
 def test_a_count_that_leaves_a_server_part_full_is_warned_about():
     import warnings
 
@@ -646,7 +654,7 @@ def test_a_missed_deadline_names_the_gpus_that_meet_it():
     from llmcalc.cluster import load_cluster
     from llmcalc.plan import Constraints, Target
     from llmcalc.presets import load_model
-    from llmcalc.trainplan import gpus_within
+    from llmcalc.fewest import gpus_within
 
     r = llmcalc.plan("llama-3.1-8b", gpu="h100", gpus=8, seq="8k", tokens="1T", max_days=30, top=1)
     within = r.summary["gpus_within"]
