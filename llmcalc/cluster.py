@@ -146,7 +146,7 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
             "source": cluster.source, "notes": cluster.notes}
 
 
-SERVER_GPUS = 8  # a node this size or smaller is one server, whose GPUs a job takes whole
+SERVER_GPUS = 16  # a node this size or smaller is one server (DGX-2: 16), whose GPUs a job takes whole
 
 
 def hardware(gpu: str | None, cluster: str | None, gpus: int | None = None, nodes: int | None = None,
