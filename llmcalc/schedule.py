@@ -22,6 +22,7 @@ Means are taken over the requests after the first ``concurrency`` (or the first 
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class Served(NamedTuple):
     queued: float  # mean wait before a request's first prefill chunk
     requests: int
     steps: int
-    overloaded: bool = False  # arrivals outpace completions (open loop), or the run was cut: means grow with length
+    overloaded: bool = False  # arrivals past the saturated rate (open loop), or the run was cut: means grow with length
     offered: float = 0.0  # requests per second arriving (open loop)
 
 
@@ -119,10 +120,37 @@ class _Request:
 
 
 def simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capacity: float) -> Served:
-    """Replay the scheduler (module docstring) and return the steady-state means."""
+    """Replay the scheduler (module docstring) and return the steady-state means. Open loop, a stable instance
+    completes what arrives, so its throughput is the offered rate; past SATURATION of its saturated rate
+    (saturated()) it is overloaded and completes that rate, the queue growing without bound."""
     if load.prompt + load.output > kv_capacity:
         raise SpecError(f"one request of {load.prompt + load.output:,} tokens does not fit the KV cache "
                         f"({int(kv_capacity):,} tokens)")
+    served = _simulate(costs, load, budget, max_seqs, kv_capacity)
+    if load.request_rate is None:
+        return served
+    most = saturated(costs, load.prompt, load.output, budget, max_seqs, kv_capacity)
+    rate = min(load.request_rate, most)
+    return served._replace(overloaded=served.overloaded or load.request_rate > SATURATION * most,
+                           requests_per_s=rate, output_tokens_per_s=rate * load.output)
+
+
+# Open loop, an instance offered more than this share of its saturated rate is overloaded: near it the queue's
+# growth outlasts any finite replay (an M/G/1 queue's wait grows as 1 / (1 - load)), and a replay's window would
+# report means that keep growing with its length.
+SATURATION = 0.95
+
+
+@functools.lru_cache(maxsize=64)  # serve-plan asks it again for every rate it tries on the same instance
+def saturated(costs: StepCosts, prompt: int, output: int, budget: int, max_seqs: int, kv_capacity: float) -> float:
+    """Requests per second the instance completes when it is never short of work: a closed-loop replay with as many
+    clients as it can run at once (max_num_seqs, or as many requests as the KV cache holds), each sending its
+    next request as the last ends."""
+    clients = max(1, min(max_seqs, int(kv_capacity // (prompt + output)), MAX_CLIENTS))
+    return _simulate(costs, Load(prompt, output, concurrency=clients), budget, max_seqs, kv_capacity).requests_per_s
+
+
+def _simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capacity: float) -> Served:
     n = _enough(load)
     while True:
         replay = _Replay(costs, load, n, budget, max_seqs, kv_capacity)
@@ -297,16 +325,13 @@ def _window(reqs: list[_Request], load: Load, n: int) -> list[_Request]:
     return [r for r in reqs if filled <= r.arrival <= last]
 
 
-def _rates(reqs: list[_Request], measured: list[_Request]) -> tuple[float, float]:
-    """(completions, arrivals) per second while the measured requests arrive: the requests of any age
-    that end in that time over its length, and the measured ones' own arrival rate. Past capacity the
-    first falls short of the second (the queue grows without bound)."""
+def _rates(reqs: list[_Request], measured: list[_Request]) -> float:
+    """Completions per second while the measured requests arrive: the requests of any age that end in that
+    time over its length (a burst arriving at once: over the time it took)."""
     start, end = measured[0].arrival, measured[-1].arrival
     if end - start > 0:
-        return (sum(1 for r in reqs if r.done and start < r.done <= end) / (end - start),
-                (len(measured) - 1) / (end - start))
-    rate = len(measured) / max(max(r.done for r in measured) - start, 1e-12)  # a burst: over the time it took
-    return rate, rate
+        return sum(1 for r in reqs if r.done and start < r.done <= end) / (end - start)
+    return len(measured) / max(max(r.done for r in measured) - start, 1e-12)
 
 
 def _means(replay: "_Replay", window: list[_Request]) -> Served:
@@ -326,8 +351,8 @@ def _means(replay: "_Replay", window: list[_Request]) -> Served:
     ttft = mean([r.first - r.arrival for r in measured])
     e2e = mean([r.done - r.arrival for r in measured])
     itl = mean([(r.done - r.first) / (load.output - 1) for r in measured]) if load.output > 1 else 0.0
-    rate, arriving = _rates(reqs, measured)
+    rate = _rates(reqs, measured)
     offered = load.request_rate or 0.0
-    overloaded = cut or bool(offered and rate < 0.85 * arriving)
+    overloaded = cut  # and, open loop, arrivals beyond the saturated rate (simulate)
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)

@@ -165,6 +165,23 @@ def test_past_capacity_the_answer_says_overloaded():
     assert busy.notes[0].startswith("overloaded")
 
 
+def test_overload_is_monotone_in_the_rate_and_a_stable_instance_completes_what_arrives():
+    """Overloaded past SATURATION of the rate a saturated instance completes (a closed loop at as many requests as
+    it runs at once), never below and above again; below it the throughput is the offered rate, as a stable
+    queue's is (a user audit found 12.5 req/s flagged and 14 not, and 2.23K tok/s reported for 2.56K offered)."""
+    from llmcalc.schedule import SATURATION
+
+    rates = (4, 8, 10, 12, 12.5, 13, 14, 15, 16.67, 18, 20, 30)
+    runs = [llmcalc.latency("llama-3.1-8b", gpu="h100", prompt="2k", output=256, request_rate=r) for r in rates]
+    flags = [b.summary["overloaded"] for b in runs]
+    assert flags == sorted(flags) and flags[0] is False and flags[-1] is True  # False ... False, True ... True
+    cap = runs[-1].summary["requests_per_s"]  # overloaded: the saturated rate
+    for r, b in zip(rates, runs):
+        done = b.summary["requests_per_s"]
+        assert done == pytest.approx(min(r, cap)) and b.summary["overloaded"] == (r > SATURATION * cap)
+        assert b.value("output_tokens_per_s") == pytest.approx(done * 256)
+
+
 def test_load_splits_over_data_parallel_instances():
     """64 clients on 8 one-GPU instances: each serves 8, as one GPU with 8 clients does."""
     eight = llmcalc.latency("llama-3.1-8b", gpu="h100", gpus=8, tp=1, prompt="2k", output=256, concurrency=64)
