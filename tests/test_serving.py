@@ -271,3 +271,11 @@ def test_one_client_of_generate_is_one_request_at_a_time():
     alone = llmcalc.latency("llama-3.1-8b", gpu="h100", engine="hf")
     assert one.summary["ttft"] == alone.summary["ttft"] and one.summary["tpot"] == alone.summary["tpot"]
     assert any("one client calling generate" in note for note in one.notes)
+
+
+def test_an_moe_model_is_told_its_band_is_unchecked():
+    """Every published serving run the band comes from is a dense model; an MoE answer says so."""
+    moe = llmcalc.latency("mixtral-8x7b", gpu="h100", gpus=2, prompt=512, output=128)
+    dense = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt=512, output=128)
+    assert any("those are all dense models: for an MoE model the band is not checked" in n for n in moe.notes)
+    assert not any("dense models" in n for n in dense.notes)
