@@ -598,3 +598,14 @@ def test_deepspeeds_step_flattens_and_casts_the_gradient_partition():
     row = next(r for r in out["rows"] if r["name"] == "optimizer_step")
     assert "to(fp32)), one sub-group of 1,000,000,000 values at a time" in row["note"]
     assert " ".join(str(row["formula"]).split()).startswith("1,000,000,000 values (a sub-group) x 6 B")
+
+
+def test_a_release_past_the_newest_modelled_is_named_as_the_one_modelled():
+    """--engine-version past the releases llmcalc models warns that the numbers follow the newest, and the notes and
+    inputs name that one too (they had said "SGLang 0.7.3" over 0.5.5's numbers)."""
+    with pytest.warns(UserWarning, match="--engine-version 0.7.3 is newer than the sglang releases llmcalc models; "
+                                         "the numbers follow 0.5.5"):
+        out = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "sglang",
+                       "--engine-version", "0.7.3")
+    assert out["inputs"]["engine_version"] == "0.5.5"
+    assert any(n.startswith("SGLang 0.5.5: KV = ") for n in out["notes"])

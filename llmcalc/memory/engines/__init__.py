@@ -142,6 +142,7 @@ def resolve_engine(name: str | None, version: str | None, kv_dtype: str = "bf16"
 
         warnings.warn(f"--engine-version {version} is newer than the {name} releases llmcalc models; the numbers "
                       f"follow {newest}", UserWarning, stacklevel=2)
+        version, release = newest, parse_version(newest)  # and so do the notes and inputs that name the release
     utils = [u for since, u in engine.default_util if release >= since]
     return name, version, {"gpu_util": utils[-1]} if utils else {}
 
