@@ -279,3 +279,17 @@ def test_an_moe_model_is_told_its_band_is_unchecked():
     dense = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt=512, output=128)
     assert any("those are all dense models: for an MoE model the band is not checked" in n for n in moe.notes)
     assert not any("dense models" in n for n in dense.notes)
+
+
+@pytest.mark.parametrize("args, why", [
+    (("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "2304", "--batch", "195"),
+     "does not fit: 195 requests of 2,304 tokens need 28,080 16-token KV blocks"),
+    (("memory", "--model", "llama-3.1-70b", "--gpu", "h100"), "usable"),
+    (("max-seq", "--model", "llama-3.1-70b", "--gpu", "h100"), "the longest sequence that fits is 0 tokens"),
+    (("max-batch", "--model", "llama-3.1-70b", "--gpu", "h100"), "not one request fits"),
+    (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus", "4", "--prompt", "32k", "--ttft-target",
+      "10ms"), "ttft target 10.0 ms is below the"),
+])
+def test_a_failed_check_says_why_on_stderr(args, why):
+    out = run_cli(*args, "--check")
+    assert out.exit_code == 1 and out.stderr.startswith("check failed: ") and why in out.stderr, out.stderr

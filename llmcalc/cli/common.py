@@ -217,6 +217,22 @@ class ExitCode(enum.IntEnum):
     # 2, bad input, is click's usage-error code: UserError (a BadParameter) exits with it
 
 
+def fail_check(results: list, failed, why) -> None:
+    """--check: one stderr line for each result ``failed`` flags, saying ``why`` (a CI log names the reason as
+    plan's does), then exit 1."""
+    bad = [b for b in results if failed(b)]
+    for b in bad:
+        where = f" on {b.gpu}" if getattr(b, "gpu", None) else ""
+        typer.echo(f"check failed: {b.model}{where}: {why(b)}", err=True)
+    if bad:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def first_note(b, *starts: str, default: str = "") -> str:
+    """The first of ``b``'s notes that starts with one of ``starts`` (a --check reason), else ``default``."""
+    return next((n for n in b.notes if n.startswith(starts)), default)
+
+
 def choices(name: str, values) -> type[enum.Enum]:
     """A Typer choice enum whose members are the core's own names, so the two cannot drift."""
     return enum.Enum(name, {v: v for v in values}, type=str)

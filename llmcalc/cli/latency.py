@@ -6,7 +6,7 @@ import typer
 
 from ..spec import Parallelism
 from ..units import parse_length, parse_overhead, parse_seconds
-from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, ExitCode, GenericOpt,
+from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, fail_check, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus, unused, within_context)
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
@@ -84,8 +84,9 @@ def latency(
 
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
-    if check and not all(r.summary.get("feasible", True) for r in results):
-        raise typer.Exit(ExitCode.CHECK_FAILED)
+    if check:
+        fail_check(results, lambda b: not b.summary.get("feasible", True),
+                   lambda b: "; ".join(n for n in b.notes if "not reachable" in n or "misses" in n) or "a target missed")
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (BatchOpt, CheckOpt, CsvOpt, ExitCode, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
+from .common import (BatchOpt, CheckOpt, CsvOpt, fail_check, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
                      _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, within_context)
 from .helpfmt import OUTPUT, RUNTIME, TARGETS
 from .memory import Mode, ModeOpt, memory_options, memory_settings, settings_from_options, warn_unread, with_options
@@ -44,8 +44,10 @@ def max_seq(
 
     results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
-    if check and not all(r.summary.get("meets_minimum", r.summary["max_seq"] > 0) for r in results):
-        raise typer.Exit(ExitCode.CHECK_FAILED)
+    if check:
+        fail_check(results, lambda b: not b.summary.get("meets_minimum", b.summary["max_seq"] > 0),
+                   lambda b: f"the longest sequence that fits is {b.summary['max_seq']:,} tokens"
+                   + (", below --min-seq" if "meets_minimum" in b.summary else ""))
 
 
 @app.command("max-batch")
@@ -108,5 +110,7 @@ def max_batch(
 
     results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
-    if check and not all(r.summary["max_batch"] > 0 for r in results):
-        raise typer.Exit(ExitCode.CHECK_FAILED)
+    if check:
+        fail_check(results, lambda b: b.summary["max_batch"] <= 0,
+                   lambda b: "not one request fits" + (f" ({b.summary['limited_by']})" if b.summary.get("limited_by")
+                                                       else ""))

@@ -16,8 +16,8 @@ from ..memory.fp8 import RECIPES as FP8_RECIPES
 from ..memory.frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES
 from ..memory.settings import DEFAULT_ATTENTION_IMPL, DEFAULT_GPU_UTIL, DEFAULT_RESERVE
 from ..spec import Parallelism, SpecError
-from ..units import parse_bytes, parse_length
-from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, Engine, ExitCode, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
+from ..units import fmt_bytes, parse_bytes, parse_length
+from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, Engine, fail_check, first_note, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, _each, _emit, _fmt, _gpus, _models,
                      _split, app, choices, default_seq, unused)
 from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING, by_mode
@@ -222,8 +222,10 @@ def memory(
 
     results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
-    if check and not all(r.summary.get("fits") for r in results):
-        raise typer.Exit(ExitCode.CHECK_FAILED)
+    if check:
+        fail_check(results, lambda b: not b.summary.get("fits"), lambda b: first_note(
+            b, "does not fit", default=f"needs {fmt_bytes(b.value('total'))} a GPU, "
+                                       f"{fmt_bytes(b.summary.get('usable', 0))} usable"))
 
 
 @functools.lru_cache(maxsize=64)  # the same options at every point of a sweep over seq (read-only: shared)

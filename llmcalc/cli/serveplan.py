@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, ExitCode, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
+from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, fail_check, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
                      _fmt, _models, app, require_gpus, within_context)
 from .helpfmt import HARDWARE, RUNTIME, TARGETS
 
@@ -49,8 +49,8 @@ def serve_plan(
         within_context(m, traffic.load.prompt + traffic.load.output, "--prompt + --output")
         results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
     _show(results, fmt)
-    if check and not all(b.summary["meets"] for b in results):
-        raise typer.Exit(ExitCode.CHECK_FAILED)
+    if check:
+        fail_check(results, lambda b: not b.summary["meets"], lambda b: "no layout meets the targets")
 
 
 def _prices(text: str | None, gpus: list) -> dict[str, float]:

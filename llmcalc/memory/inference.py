@@ -180,8 +180,9 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
         notes.append(f"does not fit: weights {fmt_bytes(r['weights'])} + the engine's own {fmt_bytes(other - r['weights'])}"
                      f" > {fmt_bytes(usable)} it may use; no room for a KV cache")
     elif not fits:
-        notes.append(f"does not fit: {fmt_count(s.batch, 'request')} of {s.seq:,} tokens need {fmt_bytes(needed)} of KV, "
-                     f"the pool holds {fmt_bytes(blocks * block * per_token)}")
+        notes.append(f"does not fit: {fmt_count(s.batch, 'request')} of {s.seq:,} tokens need {s.batch * held:,.0f} "
+                     f"{block}-token KV blocks ({fmt_bytes(needed)}), the pool holds {blocks:,} "
+                     f"({fmt_bytes(blocks * block * per_token)})")
     return StageMemory(r, total, {}, summary, notes + stage_notes(st, s.parallel.pp), usable=usable, fits=fits)
 
 
