@@ -115,7 +115,7 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     elif best:
         notes = [f"binary search on the memory model: {best:,} tokens fit, {(k + 1) * multiple_of:,} do not"]
     else:
-        notes = [f"even {fmt_count(multiple_of, 'token')} do not fit: {_dominant(shown)} dominates"]
+        notes = [f"even {fmt_count(multiple_of, 'token')} {'does' if multiple_of == 1 else 'do'} not fit: {_dominant(shown)} dominates"]
     if best > context:
         notes.append(f"longer than the model's {context:,}-token context: {m.past_context}")
     if s.mode == "train":

@@ -35,11 +35,12 @@ def add_reserve(r: Rows, reserve: float, note: str = RESERVE_NOTE) -> None:
 
 def stage_notes(st: Stage, pp: int) -> list[str]:
     """The pipeline-stage note of an inference stage, when there is more than one stage."""
-    return [stage_note(st, pp, 1)] if pp > 1 else []
+    return [stage_note(st, pp, 1, train=False)] if pp > 1 else []
 
 
-def stage_note(st: Stage, pp: int, in_flight: int) -> str:
+def stage_note(st: Stage, pp: int, in_flight: int, train: bool = True) -> str:
     flight = f", {in_flight} micro-batches in flight, 1F1B" if in_flight > 1 else ""
-    role = f"first (embedding{flight})" if st.first else "last (LM head and loss)" if st.last else \
+    last = "LM head and loss" if train else "LM head"
+    role = f"first (embedding{flight})" if st.first else f"last ({last})" if st.last else \
         f"a middle one (an uneven split's extra layer{flight})"
     return f"pipeline stage {st.index} of {pp}: {role}, {st.layers} layers"
