@@ -293,3 +293,12 @@ def test_an_moe_model_is_told_its_band_is_unchecked():
 def test_a_failed_check_says_why_on_stderr(args, why):
     out = run_cli(*args, "--check")
     assert out.exit_code == 1 and out.stderr.startswith("check failed: ") and why in out.stderr, out.stderr
+
+
+def test_transformers_max_concurrency_counts_each_requests_activations():
+    """transformers' prefill activations grow with the batch (0.78 GiB a request of 8k on Llama 3.1 8B), so the
+    requests memory says fit are max-batch's answer, not the KV room alone (which said 62.8 where 35 fit)."""
+    mem = run_cli("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq",
+                  "8192", "--json")
+    most = run_cli("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq", "8192", "--json")
+    assert int(json.loads(mem.stdout)["summary"]["max_concurrency"]) == json.loads(most.stdout)["summary"]["max_batch"]

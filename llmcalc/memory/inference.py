@@ -122,11 +122,12 @@ def _kv_summary(budget: float, tokens: int, concurrency: float, per_token: float
 
 
 def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: float, context: int,
-                  notes: list[str], windows: bool = True) -> StageMemory:
+                  notes: list[str], windows: bool = True, per_request_rows: tuple[str, ...] = ()) -> StageMemory:
     """Close the rows of an engine that allocates the KV cache for the requests it holds: the
     cache of ``s.batch`` requests of ``context`` positions (sliding-window layers keeping their
     window unless ``windows`` is False), the total, whether it fits ``usable``, and the capacity:
-    the tokens (and requests of ``s.seq``) the room left would hold."""
+    the tokens the room left would hold, and the requests of ``s.seq`` it would, each with its share of
+    ``per_request_rows`` too (transformers' prefill activations grow with the batch, as max-batch finds)."""
     par = s.parallel
     per_token = kv_bytes_per_token(m, s, st)
     if windows:
@@ -141,8 +142,9 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
     r.add("total", total, "per GPU", how=(_overhead_how(r) + " + kv_cache",))
     room = max(0.0, usable - other)
     per_request = kv / s.batch
-    summary = _kv_summary(room, int(room // per_token) if per_token else 0,
-                          room / per_request if per_request else 0.0, per_token, per_request, st)
+    grows = sum(r[name] for name in per_request_rows if name in r)  # what each request adds besides its KV
+    requests = (room + grows) / (per_request + grows / s.batch) if per_request else 0.0
+    summary = _kv_summary(room, int(room // per_token) if per_token else 0, requests, per_token, per_request, st)
     return StageMemory(r, total, {}, summary, notes + stage_notes(st, par.pp), usable=usable, fits=total <= usable)
 
 

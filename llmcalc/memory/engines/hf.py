@@ -51,4 +51,4 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     add_reserve(r, s.reserve, "--reserve")
     notes = [f"transformers {s.engine_version} generate: DynamicCache grows with the sequence (no pool); "
              f"it must fit in {s.gpu_util:g} x {fmt_bytes(dev.total)}"]
-    return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes)
+    return growing_stage(r, m, s, st, dev.total * s.gpu_util, s.seq, notes, per_request_rows=("activations", "logits"))
