@@ -262,7 +262,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     overloaded, offered = times.pop("overloaded", False), times.pop("offered", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
-    notes = _load_notes(m, r, load, overloaded, offered, times) + list(load_notes)
+    notes = _load_notes(m, r, load, overloaded, offered, times) + list(load_notes) + _split_note(engine, s.tp)
     if load is not None:
         summary["overloaded"] = overloaded
     for key in ("ttft", "tpot"):
@@ -293,6 +293,14 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                              "concurrency": load.concurrency if load else None,
                              "request_rate": load.request_rate if load else None},
                      notes=tuple(n for n in notes if n))
+
+
+def _split_note(engine: str, tp: int) -> list[str]:
+    """llama.cpp over several GPUs: ggml's split modes, layer (its default) or row (llama-server --split-mode)."""
+    if engine != "llamacpp" or tp == 1:
+        return []
+    return [f"llama.cpp over {tp} GPUs times tensor parallelism, its --split-mode row; its default, --split-mode "
+            "layer, runs a token through one GPU after another, no faster than one GPU"]
 
 
 def _load_notes(m: ModelSpec, r: Resolved, load: Load | None, overloaded: bool, offered: float, times: dict) -> list[str]:

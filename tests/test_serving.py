@@ -302,3 +302,11 @@ def test_transformers_max_concurrency_counts_each_requests_activations():
                   "8192", "--json")
     most = run_cli("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq", "8192", "--json")
     assert int(json.loads(mem.stdout)["summary"]["max_concurrency"]) == json.loads(most.stdout)["summary"]["max_batch"]
+
+
+def test_llamacpp_over_several_gpus_says_which_split_it_times():
+    """llama.cpp splits a model by layers unless told --split-mode row: the note says the times are the row split's."""
+    two = llmcalc.latency("llama-2-7b", gpu="rtx-4090", gpus=2, engine="llamacpp", dtype="q4_0")
+    one = llmcalc.latency("llama-2-7b", gpu="rtx-4090", engine="llamacpp", dtype="q4_0")
+    assert any("--split-mode layer, runs a token through one GPU after another" in n for n in two.notes)
+    assert not any("split-mode" in n for n in one.notes)
