@@ -13,7 +13,7 @@ import dataclasses
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
-from .schedule import Load, simulate
+from .schedule import SATURATION, Load, simulate
 from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
@@ -218,7 +218,7 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
     rows.add("max_batch", served.peak_batch, unit="count", note="running requests in the fullest step", how=steps)
     return {"ttft": served.ttft, "tpot": served.itl, "e2e": served.e2e, "overloaded": served.overloaded,
             "output_tokens_per_s": served.output_tokens_per_s, "requests_per_s": served.requests_per_s,
-            "offered": served.offered}
+            "offered": served.offered, "saturated": served.saturated}
 
 
 def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
@@ -259,10 +259,10 @@ def _load_text(load: Load) -> str:
 
 def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound: Breakdown, rows: Rows, times: dict,
             load: Load | None, load_notes: list[str], targets: tuple) -> Breakdown:
-    overloaded, offered = times.pop("overloaded", False), times.pop("offered", 0.0)
+    overloaded, offered, most = times.pop("overloaded", False), times.pop("offered", 0.0), times.pop("saturated", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
-    notes = _load_notes(m, r, load, overloaded, offered, times) + list(load_notes) + _split_note(engine, s.tp)
+    notes = _load_notes(m, r, load, overloaded, (offered, most)) + list(load_notes) + _split_note(engine, s.tp)
     if load is not None:
         summary["overloaded"] = overloaded
     for key in ("ttft", "tpot"):
@@ -303,14 +303,17 @@ def _split_note(engine: str, tp: int) -> list[str]:
             "layer, runs a token through one GPU after another, no faster than one GPU"]
 
 
-def _load_notes(m: ModelSpec, r: Resolved, load: Load | None, overloaded: bool, offered: float, times: dict) -> list[str]:
-    """What a replay under load needs said: that it is overloaded, and what it does not model."""
+def _load_notes(m: ModelSpec, r: Resolved, load: Load | None, overloaded: bool, rates: tuple[float, float]) -> list[str]:
+    """What a replay under load needs said: that it is overloaded, and what it does not model. ``rates``: the
+    offered and the saturated requests per second of an instance (open loop)."""
     if load is None:
         return []
-    notes = []
+    notes, (offered, most) = [], rates
     if overloaded:
-        notes.append("overloaded: " + (f"{offered:g} requests/s arrive per instance, {times['requests_per_s']:.3g} "
-                                       "complete; " if offered else "the replay was cut before every request ended; ")
+        where = "past" if offered > most else f"within {1 - SATURATION:.0%} of"
+        notes.append("overloaded: " + (f"{offered:g} requests/s arrive per instance, {where} the {most:.3g} it "
+                                       "completes never short of work; " if offered else
+                                       "the replay was cut before every request ended; ")
                      + "the queue grows without bound, so these means grow with the run's length: add GPUs or lower "
                      "the load (`serve-plan` finds how many)")
     if r.engine == "llamacpp":

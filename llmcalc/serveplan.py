@@ -108,8 +108,8 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
         if replicas not in seen:
             out = replay(m, gpu, w, r, per_instance(traffic.load, replicas), budget, seqs, capacity)
             why = "; ".join(filter(None, [_misses(out.ttft, out.itl, traffic), f"overloaded: {out.offered:g} req/s "
-                                          f"arrive per replica, {out.requests_per_s:.3g} complete" if out.overloaded
-                                          else ""]))
+                                          f"arrive per replica, {out.saturated:.3g} complete saturated"
+                                          if out.overloaded else ""]))
             seen[replicas] = Tried(gpu.name, tp, replicas, out.ttft, out.itl, out.output_tokens_per_s * replicas,
                                    out.mean_batch, out.peak_batch, not why, why)
         return seen[replicas]

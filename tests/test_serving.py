@@ -182,6 +182,18 @@ def test_overload_is_monotone_in_the_rate_and_a_stable_instance_completes_what_a
         assert b.value("output_tokens_per_s") == pytest.approx(done * 256)
 
 
+def test_a_long_output_at_a_low_rate_is_not_overloaded():
+    """1k in / 4k out at 0.05 req/s runs past the replay's step budget with no queue at all: the rates decide
+    overload, not the cut (a review found it flagged, and serve-plan then refused every layout, since its first try,
+    the most replicas, is the lowest rate)."""
+    low = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt="1k", output="4k", request_rate=0.05)
+    assert not low.summary["overloaded"] and low.summary["requests_per_s"] == pytest.approx(0.05)
+    plan = run_cli("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "1", "--prompt", "1k",
+                   "--output", "4k", "--tpot-target", "50ms", "--json")
+    layouts = json.loads(plan.stdout)["summary"]["layouts"]
+    assert layouts[0]["gpus"] == 1 and layouts[0]["meets"]
+
+
 def test_load_splits_over_data_parallel_instances():
     """64 clients on 8 one-GPU instances: each serves 8, as one GPU with 8 clients does."""
     eight = llmcalc.latency("llama-3.1-8b", gpu="h100", gpus=8, tp=1, prompt="2k", output=256, concurrency=64)
@@ -289,6 +301,13 @@ def test_an_moe_model_is_told_its_band_is_unchecked():
     (("max-batch", "--model", "llama-3.1-70b", "--gpu", "h100"), "not one request fits"),
     (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus", "4", "--prompt", "32k", "--ttft-target",
       "10ms"), "ttft target 10.0 ms is below the"),
+    (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--prompt", "2k"), "does not fit on the GPUs"),
+    (("max-seq", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--min", "1M"), "below --min 1M"),
+    (("max-batch", "--model", "llama-3.1-70b", "--gpu", "h100", "--mode", "train"), "not one sequence fits as a micro"),
+    (("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "256", "--tpot-target",
+      "1ms"), "no batch meets the latency targets"),
+    (("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "1", "--prompt", "2k",
+      "--tpot-target", "1ms", "--max-gpus", "8"), "no layout meets the targets"),
 ])
 def test_a_failed_check_says_why_on_stderr(args, why):
     out = run_cli(*args, "--check")
@@ -302,6 +321,14 @@ def test_transformers_max_concurrency_counts_each_requests_activations():
                   "8192", "--json")
     most = run_cli("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq", "8192", "--json")
     assert int(json.loads(mem.stdout)["summary"]["max_concurrency"]) == json.loads(most.stdout)["summary"]["max_batch"]
+    # the same answer when the batch asked does not fit, and none when the weights alone do not
+    big = run_cli("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq",
+                  "32k", "--batch", "64", "--json")
+    most = run_cli("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "hf", "--seq", "32k", "--json")
+    assert int(json.loads(big.stdout)["summary"]["max_concurrency"]) == json.loads(most.stdout)["summary"]["max_batch"]
+    none = run_cli("memory", "--mode", "infer", "--model", "llama-3.1-70b", "--gpu", "h100", "--engine", "hf",
+                   "--batch", "64", "--json")
+    assert json.loads(none.stdout)["summary"]["max_concurrency"] == 0
 
 
 def test_llamacpp_over_several_gpus_says_which_split_it_times():

@@ -86,7 +86,8 @@ def latency(
     _emit(results, fmt)
     if check:
         fail_check(results, lambda b: not b.summary.get("feasible", True),
-                   lambda b: "; ".join(n for n in b.notes if "not reachable" in n or "misses" in n) or "a target missed")
+                   lambda b: "does not fit on the GPUs (see `llmcalc memory --mode infer`)" if b.summary.get("fits") is False
+                   else "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met")
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:

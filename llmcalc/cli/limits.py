@@ -47,7 +47,7 @@ def max_seq(
     if check:
         fail_check(results, lambda b: not b.summary.get("meets_minimum", b.summary["max_seq"] > 0),
                    lambda b: f"the longest sequence that fits is {b.summary['max_seq']:,} tokens"
-                   + (", below --min-seq" if "meets_minimum" in b.summary else ""))
+                   + (f", below --min {minimum}" if "meets_minimum" in b.summary else ""))
 
 
 @app.command("max-batch")
@@ -111,6 +111,11 @@ def max_batch(
     results = _each(_models(model, generic), _gpus(gpu), one)
     _emit(results, fmt)
     if check:
-        fail_check(results, lambda b: b.summary["max_batch"] <= 0,
-                   lambda b: "not one request fits" + (f" ({b.summary['limited_by']})" if b.summary.get("limited_by")
-                                                       else ""))
+        fail_check(results, lambda b: b.summary["max_batch"] <= 0, _no_batch)
+
+
+def _no_batch(b) -> str:
+    """Why max-batch found none: memory (in training a micro-batch of one sequence), or the latency targets."""
+    if b.summary.get("limited_by") == "latency":
+        return "no batch meets the latency targets"
+    return "not one sequence fits as a micro-batch" if b.inputs.get("mode") == "train" else "not one request fits"

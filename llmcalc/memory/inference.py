@@ -143,7 +143,7 @@ def growing_stage(r: Rows, m: ModelSpec, s: MemorySettings, st: Stage, usable: f
     room = max(0.0, usable - other)
     per_request = kv / s.batch
     grows = sum(r[name] for name in per_request_rows if name in r)  # what each request adds besides its KV
-    requests = (room + grows) / (per_request + grows / s.batch) if per_request else 0.0
+    requests = max(0.0, (usable - other + grows) / (per_request + grows / s.batch)) if per_request else 0.0
     summary = _kv_summary(room, int(room // per_token) if per_token else 0, requests, per_token, per_request, st)
     return StageMemory(r, total, {}, summary, notes + stage_notes(st, par.pp), usable=usable, fits=total <= usable)
 
