@@ -106,7 +106,7 @@ class Served(NamedTuple):
     queued: float  # mean wait before a request's first prefill chunk
     requests: int
     steps: int
-    overloaded: bool = False  # arrivals past the saturated rate (open loop), or the run was cut: means grow with length
+    overloaded: bool = False  # arrivals past SATURATION of the saturated rate (open loop), or a closed loop cut short
     offered: float = 0.0  # requests per second arriving (open loop)
     saturated: float = 0.0  # and the most the instance completes, never short of work (schedule.saturated)
 
@@ -356,6 +356,6 @@ def _means(replay: "_Replay", window: list[_Request]) -> Served:
     itl = mean([(r.done - r.first) / (load.output - 1) for r in measured]) if load.output > 1 else 0.0
     rate = _rates(reqs, measured)
     offered = load.request_rate or 0.0
-    overloaded = cut  # and, open loop, arrivals beyond the saturated rate (simulate)
+    overloaded = cut  # a closed loop cut short; an open one simulate judges by the rates
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)
