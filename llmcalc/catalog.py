@@ -52,7 +52,7 @@ LISTING_UNITS = {"params": "params", "active": "params", "memory": "byte",
 SHOW_UNITS = {"memory_bytes": "byte", "device_memory_bytes": "byte", "host_memory_bytes": "byte", "memory_bandwidth": "byte/s", "interconnect_bandwidth": "byte/s",
               "link_bandwidth": "byte/s", "host_bandwidth": "byte/s",
               "network_bandwidth": "byte/s", "intra_bandwidth": "byte/s", "inter_bandwidth": "byte/s", "total_params": "params",
-              "peak_flops": "FLOP/s", "matmul_flops": "FLOP/s"}  # a mapping's is its values' (attention_kernels: none)
+              "peak_flops": "FLOP/s", "matmul_flops": "FLOP/s", "acc16_flops": "FLOP/s"}  # a mapping's is its values' (attention_kernels: none)
 SHOW_DECIMALS = {"compute_capability": 1}  # a version, 9.0 not 9: tables print these with this many decimals
 
 

@@ -14,7 +14,7 @@ from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
 from .schedule import SATURATION, Load, simulate
-from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, resolve, step_costs
+from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, peak, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
 from .units import fmt_count, fmt_seconds
@@ -139,7 +139,7 @@ def _one_at_a_time(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved) -> d
              how=("{} s", r.request_overhead))
     for phase, step in (("prefill", x.prefill), ("decode", x.decode)):
         rows.add(f"expected/{phase}_compute", step.compute, f"at {r.compute:.0%} of the dense peak",
-                 how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, gpu.peak(w.compute_dtype), r.compute))
+                 how=("{} FLOP / ({} GPUs x {} FLOP/s x {})", step.flops, w.tp, peak(gpu, w, r), r.compute))
         rows.add(f"expected/{phase}_memory", step.memory,
                  f"weights and KV per GPU at {r.bandwidth:.0%} of HBM bandwidth",
                  how=("{} B / ({} B/s x {})", step.nbytes, gpu.memory_bandwidth, r.bandwidth))

@@ -13,7 +13,7 @@ from .spec import SpecError
 GPU_KEYS = {"vendor", "aliases", "memory_gib", "memory_gb", "device_memory_gib", "device_memory_source",
             "memory_bandwidth_tb_s", "interconnect_gb_s", "link_gb_s", "node_gpus", "network_gb_s", "tflops", "tdp_w",
             "attention_share", "attention_kernels", "matmul_tflops", "compute_capability", "sm_count", "host_gb_s",
-            "host_memory_gib", "source", "notes"}
+            "host_memory_gib", "acc16_tflops", "source", "notes"}
 _NUMBERS = ("memory_gib", "memory_gb", "device_memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s",
             "link_gb_s", "network_gb_s", "tdp_w", "attention_share", "compute_capability", "host_gb_s", "host_memory_gib")
 _NON_NEGATIVE = ("tdp_w", "interconnect_gb_s", "link_gb_s", "network_gb_s", "host_gb_s", "host_memory_gib")
@@ -110,6 +110,7 @@ def build(name: str, fields: dict, where: str) -> GPUSpec:
         attention_share=fields.get("attention_share"),
         attention_kernels=_shares(name, fields, where),
         matmul_flops=_peaks(name, fields, where, "matmul_tflops") if fields.get("matmul_tflops") is not None else {},
+        acc16_flops=_peaks(name, fields, where, "acc16_tflops") if fields.get("acc16_tflops") is not None else {},
         peak_flops=peak_flops,
         compute_capability=fields.get("compute_capability"),
         sm_count=fields.get("sm_count"),

@@ -62,6 +62,9 @@ class GPUSpec:
     # at once (activation offloading's D2H and H2D, plan's offload term); None: not known, no offloading planned
     host_bandwidth: float | None = None
     host_memory_bytes: int | None = None  # the reference node's host memory over its GPUs (offloading's bound)
+    # FLOP/s per dtype of matmuls that accumulate in 16 bits, where that differs from peak_flops (fp32 accumulate):
+    # GeForce cards run fp16 (and fp8) accumulation at twice the rate (NVIDIA's Ada and Blackwell whitepapers)
+    acc16_flops: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"GPU {self.name!r}"
@@ -89,6 +92,7 @@ class GPUSpec:
         for dtype, value in self.peak_flops.items():
             check_choice(f"{where}: tflops dtype", dtype, DTYPES)
             _positive(where, f"tflops.{dtype}", value)
+        _check_acc16(where, self.acc16_flops, self.peak_flops)
         for dtype, value in self.matmul_flops.items():  # a measurement, so below the peak (boost clocks aside)
             check_choice(f"{where}: matmul_tflops dtype", dtype, DTYPES)
             if dtype not in self.peak_flops:
@@ -114,13 +118,24 @@ class GPUSpec:
                 return self.matmul_flops[candidate] / self.peak(candidate)
         return None
 
-    def peak(self, dtype: str) -> float:
-        """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other."""
+    def peak(self, dtype: str, acc16: bool = False) -> float:
+        """Dense peak FLOP/s for a compute dtype; fp16/bf16 stand in for each other. ``acc16``: matmuls that
+        accumulate in 16 bits (llama.cpp's fp16 GEMMs), at acc16_flops where the GPU has the figure."""
+        if acc16 and dtype in self.acc16_flops:
+            return self.acc16_flops[dtype]
         for candidate in (dtype, STAND_INS.get(dtype)):
             if candidate in self.peak_flops:
                 return self.peak_flops[candidate]
         have = ", ".join(sorted(self.peak_flops))
         raise SpecError(f"GPU {self.name!r} has no published {dtype} peak; choose --dtype from: {have}")
+
+
+def _check_acc16(where: str, acc16: Mapping[str, float], peaks: Mapping[str, float]) -> None:
+    """A 16-bit-accumulate rate is its dtype's peak at most twice over (GeForce's ratio), never below it."""
+    for dtype, value in acc16.items():
+        if not peaks.get(dtype, 0) <= value <= 2.05 * peaks.get(dtype, 0):
+            raise SpecError(f"{where}: acc16_tflops.{dtype} must be the 16-bit-accumulate rate, from tflops.{dtype} "
+                            f"to twice it, got {value / 1e12:g}")
 
 
 def mesh_bandwidth(interconnect: float, link: float | None, ranks: int) -> float:

@@ -283,13 +283,21 @@ def _decode(m: ModelSpec, gpu, w: Workload, r: Resolved, context: float) -> Step
     return _pass(m, gpu, w, r, flops, nbytes, w.requests, 1, r.layer_overhead, copied)
 
 
+def peak(gpu, w: "Workload", r: Resolved) -> float:
+    """The GPU's dense FLOP/s for this workload's matmuls as the engine runs them (16-bit accumulation where it does:
+    memory/engines accumulates16)."""
+    from .memory.engines import accumulates16
+
+    return gpu.peak(w.compute_dtype, accumulates16(r.engine, w.dtype))
+
+
 def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: float, tokens: int, steps: int,
           per_layer: float, copied: float = 0.0) -> Step:
     """``steps`` engine steps doing ``flops`` and reading ``nbytes`` per GPU over ``tokens`` tokens; an EAGER
     engine's pointwise kernels besides (eager.unfused_bytes, and the cache ``copied``, at ELEMENTWISE_BANDWIDTH)."""
     eager = r.engine in EAGER
     pointwise = unfused_bytes(m, tokens, w.act_bytes, w.tp) + copied if eager else 0.0
-    return Step(flops / (w.tp * gpu.peak(w.compute_dtype) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
+    return Step(flops / (w.tp * peak(gpu, w, r) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
                 allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes,
                 eager, pointwise / (gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH), pointwise)
@@ -304,7 +312,7 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     from .schedule import StepCosts
     from .throughput import weight_bytes_read
 
-    flop_rate = w.tp * gpu.peak(w.compute_dtype) * r.compute
+    flop_rate = w.tp * peak(gpu, w, r) * r.compute
     byte_rate = gpu.memory_bandwidth * r.bandwidth
     L = m.num_hidden_layers
     per_pair = L * 2 * m.num_attention_heads * (m.qk_head_dim + m.v_dim)  # scores + weighted sum, per pair

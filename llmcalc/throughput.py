@@ -227,7 +227,10 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     fit = memory_breakdown(m, gpu, MemorySettings(
         mode="infer", seq=s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
         parallel=layout, **({"engine": engine} if engine else {})))
-    peak = gpu.peak(s.compute_dtype) * s.compute_efficiency  # per GPU
+    from .memory.engines import accumulates16
+
+    acc16 = accumulates16(engine, s.dtype)  # llama.cpp's fp16 GEMMs accumulate in fp16
+    peak = gpu.peak(s.compute_dtype, acc16) * s.compute_efficiency  # per GPU
     bandwidth = gpu.memory_bandwidth * s.bandwidth_efficiency  # per GPU
     act_b = DTYPE_BYTES[activation_dtype(s.dtype)]  # activations communicated in 16 bits or more
     kv_bytes = DTYPE_BYTES[s.cache_dtype]
@@ -284,8 +287,9 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                                                               else ""),
           how=(phases, "prefill/compute", "prefill/memory", "prefill/communication"))
     bound = ("compute", "memory", "communication")
-    rates = (gpu.peak(s.compute_dtype), s.compute_efficiency, gpu.memory_bandwidth, s.bandwidth_efficiency)
-    r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x {s.compute_dtype} peak",
+    rates = (gpu.peak(s.compute_dtype, acc16), s.compute_efficiency, gpu.memory_bandwidth, s.bandwidth_efficiency)
+    r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x "
+          f"{_peak_name(gpu, s.compute_dtype, acc16)} peak",
           how=("{} FLOP / ({} GPUs x {} FLOP/s x {} efficiency)", prefill_flops, t, rates[0], rates[1]))
     r.add("prefill/memory", pre[1], f"{fmt_bytes(prefill_bytes)} per GPU at {s.bandwidth_efficiency:.0%} of HBM",
           how=("{} B / ({} B/s x {} efficiency)", prefill_bytes, rates[2], rates[3]))
@@ -336,3 +340,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "
                f"{s.bandwidth_efficiency:.0%} of memory bandwidth (1.0 = physical bound)", *notes),
     )
+
+
+def _peak_name(gpu: GPUSpec, dtype: str, acc16: bool) -> str:
+    """The peak a bound divides by, named: the dtype's, or its 16-bit-accumulate rate where the engine and GPU use one."""
+    return f"{dtype} (16-bit accumulate)" if acc16 and dtype in gpu.acc16_flops else dtype

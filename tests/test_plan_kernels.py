@@ -117,6 +117,9 @@ def test_auto_before_ampere_is_the_unfused_core():
     ("  attention_kernels: [cudnn]\n", "attention_kernels"),
     ("  matmul_tflops: {bf16: 2000}\n", "matmul_tflops.bf16"),
     ("  matmul_tflops: {bf16: fast}\n", "matmul_tflops.bf16"),
+    ("  acc16_tflops: {bf16: 400}\n", "acc16_tflops.bf16 must be the 16-bit-accumulate rate"),
+    ("  acc16_tflops: {bf16: 2000}\n", "acc16_tflops.bf16"),
+    ("  acc16_tflops: {fp8: 1000}\n", "acc16_tflops.fp8"),
 ])
 def test_a_gpu_file_with_impossible_kernel_figures_is_refused(tmp_path, fields, problem):
     gpu = tmp_path / "odd.yaml"

@@ -337,3 +337,16 @@ def test_llamacpp_over_several_gpus_says_which_split_it_times():
     one = llmcalc.latency("llama-2-7b", gpu="rtx-4090", engine="llamacpp", dtype="q4_0")
     assert any("--split-mode layer, runs a token through one GPU after another" in n for n in two.notes)
     assert not any("split-mode" in n for n in one.notes)
+
+
+def test_llamacpp_fp16_prefill_is_bounded_by_the_16_bit_accumulate_rate():
+    """ggml-cuda multiplies F16 weights with cuBLAS's CUBLAS_COMPUTE_16F: on an RTX 4090 that runs at 330.3 TFLOP/s
+    (Ada whitepaper), twice the 165.2 of fp32 accumulation. llama-bench measured pp512 of Llama 2 7B F16 at 11,048
+    tokens/s there (ggml-org/llama.cpp #4766): 46.3 ms, under the old bound's 50.7 ms, so the bound was no bound.
+    vLLM's GEMMs accumulate in fp32 and keep the lower rate."""
+    args = dict(gpu="rtx-4090", prompt=512, output=2, dtype="fp16")
+    cpp = llmcalc.latency("llama-2-7b", engine="llamacpp", **args)
+    vllm = llmcalc.latency("llama-2-7b", engine="vllm", **args)
+    assert cpp.summary["ttft_bound"] < 512 / 11_048 < vllm.summary["ttft_bound"]
+    assert cpp.value("prefill/compute") == pytest.approx(vllm.value("prefill/compute") * 165.2 / 330.3)
+    assert any("fp16 (16-bit accumulate) peak" in r.note for r in cpp.rows if r.name == "prefill/compute")

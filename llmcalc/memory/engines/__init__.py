@@ -48,6 +48,10 @@ class Engine(NamedTuple):
     # kernel's working set (engines/hf.py, llamacpp.py), a fixed --reserve beside its total, and the prompt
     # its prefill holds whole (transformers).
     reads: tuple[str, ...] = ()
+    # Weight dtypes whose matmuls accumulate in 16 bits (GPUSpec.acc16_flops): llama.cpp multiplies F16 weights with
+    # cuBLAS's CUBLAS_COMPUTE_16F (ggml-cuda's ggml_cuda_op_mul_mat_cublas; fp32 on AMD CDNA, whose presets have no
+    # 16-bit-accumulate figure); its quantized types run its own int8 kernels.
+    acc16: tuple[str, ...] = ()
 
 
 ENGINES: dict[str, Engine] = {
@@ -64,7 +68,8 @@ ENGINES: dict[str, Engine] = {
                      weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
     "llamacpp": Engine("llamacpp", "b6000", (((0,), 1.0),), ("prefill_chunk",), caps_context=False,
                        first="b1", newest="b7000", kv_dtypes=("fp32", "fp16", "bf16", "q8_0", "q4_0"),
-                       weights=("fp32", "fp16", "bf16", *GGUF_DTYPES), reads=("attention_impl", "reserve")),
+                       weights=("fp32", "fp16", "bf16", *GGUF_DTYPES), reads=("attention_impl", "reserve"),
+                       acc16=("fp16",)),
     # transformers: 5.17 measured on an H100 and an H200 (tests/data/gpu_serving.json), 5.23's configs
     # counted (tests/fidelity)
     "hf": Engine("hf", "5.17", (((0,), 1.0),), caps_context=False, first="4.0", newest="5.23",
@@ -85,6 +90,11 @@ def parse_version(text: str, flag: str = "--engine-version") -> tuple[int, ...]:
     if not all(part.isascii() and part.isdigit() and len(part) <= 6 for part in parts):
         raise SpecError(f"{flag} {text!r} is not a release number (e.g. 0.10.2)")
     return tuple(int(part) for part in parts)
+
+
+def accumulates16(engine: str | None, dtype: str) -> bool:
+    """Whether ``engine``'s matmuls over ``dtype`` weights accumulate in 16 bits (Engine.acc16)."""
+    return dtype in ENGINES[engine or DEFAULT_ENGINE].acc16
 
 
 NVIDIA_ONLY = ("trtllm",)  # TensorRT-LLM builds CUDA engines: NVIDIA GPUs alone
