@@ -350,3 +350,16 @@ def test_llamacpp_fp16_prefill_is_bounded_by_the_16_bit_accumulate_rate():
     assert cpp.summary["ttft_bound"] < 512 / 11_048 < vllm.summary["ttft_bound"]
     assert cpp.value("prefill/compute") == pytest.approx(vllm.value("prefill/compute") * 165.2 / 330.3)
     assert any("fp16 (16-bit accumulate) peak" in r.note for r in cpp.rows if r.name == "prefill/compute")
+
+
+def test_a_prompt_past_the_context_says_the_engine_refuses_it():
+    """vLLM, SGLang and TensorRT-LLM refuse a max_model_len past the model's (Engine.caps_context) unless told to
+    allow it: latency and max-batch, which compute it anyway, say so; llama.cpp and transformers run on."""
+    from llmcalc.cli.common import Implausible
+
+    for engine, says in (("vllm", True), ("sglang", True), ("llamacpp", False)):
+        with pytest.warns(Implausible) as caught:
+            run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "200k", "--output", "10",
+                    "--engine", engine)
+        text = " ".join(str(w.message) for w in caught)
+        assert ("refuses a longer max_model_len unless told to allow it" in text) is says, engine

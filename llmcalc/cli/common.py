@@ -217,22 +217,6 @@ class ExitCode(enum.IntEnum):
     # 2, bad input, is click's usage-error code: UserError (a BadParameter) exits with it
 
 
-def fail_check(results: list, failed, why) -> None:
-    """--check: one stderr line for each result ``failed`` flags, saying ``why`` (a CI log names the reason as
-    plan's does), then exit 1."""
-    bad = [b for b in results if failed(b)]
-    for b in bad:
-        where = f" on {b.gpu}" if getattr(b, "gpu", None) else ""
-        typer.echo(f"check failed: {b.model}{where}: {why(b)}", err=True)
-    if bad:
-        raise typer.Exit(ExitCode.CHECK_FAILED)
-
-
-def first_note(b, *starts: str, default: str = "") -> str:
-    """The first of ``b``'s notes that starts with one of ``starts`` (a --check reason), else ``default``."""
-    return next((n for n in b.notes if n.startswith(starts)), default)
-
-
 def choices(name: str, values) -> type[enum.Enum]:
     """A Typer choice enum whose members are the core's own names, so the two cannot drift."""
     return enum.Enum(name, {v: v for v in values}, type=str)
@@ -357,9 +341,10 @@ def default_seq(model, seq: str | None) -> int:
     return within_context(model, parse_length(seq), "--seq")
 
 
-def within_context(model, tokens: int, what: str) -> int:
+def within_context(model, tokens: int, what: str, engine: str | None = None) -> int:
     """``tokens`` of context (--seq, or --prompt + --output); beyond the model's context it is computed
-    as asked with one warning (the model was not trained that long), beyond 2^31 tokens refused."""
+    as asked with one warning (the model was not trained that long; a serving ``engine`` that caps the context
+    refuses it unless told otherwise), beyond 2^31 tokens refused."""
     from ..units import MAX_LENGTH
 
     if tokens > MAX_LENGTH:
@@ -368,9 +353,18 @@ def within_context(model, tokens: int, what: str) -> int:
         import warnings
 
         warnings.warn(f"{what} {tokens:,} is longer than {model.name}'s {model.max_position_embeddings:,}-token "
-                      f"context: {model.past_context}; the numbers assume it runs that long anyway", Implausible,
-                      stacklevel=2)
+                      f"context: {model.past_context}{_engine_caps(engine)}; the numbers assume it runs that long "
+                      "anyway", Implausible, stacklevel=2)
     return tokens
+
+
+def _engine_caps(engine: str | None) -> str:
+    """What a serving engine does with a context past the model's (memory/engines Engine.caps_context)."""
+    from ..memory.engines import ENGINES, NAMES
+
+    if engine is None or engine not in ENGINES or not ENGINES[engine].caps_context:
+        return ""
+    return f"; {NAMES.get(engine, engine)} refuses a longer max_model_len unless told to allow it (as max-seq caps it)"
 
 
 def sweeping() -> bool:

@@ -6,9 +6,10 @@ import typer
 
 from ..spec import Parallelism
 from ..units import parse_length, parse_overhead, parse_seconds
-from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, fail_check, GenericOpt,
+from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus, unused, within_context)
+from .checks import fail_check
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 
 
@@ -78,7 +79,7 @@ def latency(
     measured, measured_at = _measurement(measured_ttft, measured_itl, calibrate, settings)
 
     def one(m, g):
-        within_context(m, settings.prompt + settings.output, "--prompt + --output")
+        within_context(m, settings.prompt + settings.output, "--prompt + --output", engine.value)
         return latency_estimate(m, g, settings, engine.value, eff, load, chunk, max_num_seqs, **targets, measured=measured,
                                 measured_at=measured_at)
 

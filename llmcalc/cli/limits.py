@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (BatchOpt, CheckOpt, CsvOpt, fail_check, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
+from .common import (BatchOpt, CheckOpt, CsvOpt, GenericOpt, GpuOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt,
                      _each, _emit, _fmt, _gpus, _models, app, default_seq, unused, within_context)
+from .checks import fail_check
 from .helpfmt import OUTPUT, RUNTIME, TARGETS
 from .memory import Mode, ModeOpt, memory_options, memory_settings, settings_from_options, warn_unread, with_options
 
@@ -89,7 +90,8 @@ def max_batch(
     common = settings_from_options(mode=mode, **options)
 
     def one(m, g):
-        context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output") if prompt and not seq \
+        context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output",
+                                 common.get("engine") or "vllm" if mode is Mode.infer else None) if prompt and not seq \
             else default_seq(m, seq)
         settings = memory_settings(ctx, common, context, 1)  # the search's first probe
         if prompt and not seq and mode is Mode.infer and "prompt" in ENGINES[settings.engine].reads:

@@ -17,9 +17,10 @@ from ..memory.frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES
 from ..memory.settings import DEFAULT_ATTENTION_IMPL, DEFAULT_GPU_UTIL, DEFAULT_RESERVE
 from ..spec import Parallelism, SpecError
 from ..units import fmt_bytes, parse_bytes, parse_length
-from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, Engine, fail_check, first_note, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
+from .common import (BatchOpt, CheckOpt, CsvOpt, Dtype, Engine, GenericOpt, GpuOpt, JsonOpt, KvDtypeOpt,
                      MdOpt, ModelOpt, Optimizer, Recompute, SeqOpt, _each, _emit, _fmt, _gpus, _models,
                      _split, app, choices, default_seq, unused)
+from .checks import fail_check, first_note
 from .helpfmt import FINETUNING, HARDWARE, INFERENCE, PARALLELISM, PRECISION, RUNTIME, TRAINING, by_mode
 
 

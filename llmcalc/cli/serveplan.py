@@ -5,8 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..units import parse_length, parse_seconds
-from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, fail_check, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
+from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, GenericOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt,
                      _fmt, _models, app, require_gpus, within_context)
+from .checks import fail_check
 from .helpfmt import HARDWARE, RUNTIME, TARGETS
 
 
@@ -46,7 +47,7 @@ def serve_plan(
     prices = _prices(gpu_price, gpus)
     results = []
     for m in _models(model, generic):
-        within_context(m, traffic.load.prompt + traffic.load.output, "--prompt + --output")
+        within_context(m, traffic.load.prompt + traffic.load.output, "--prompt + --output", engine.value)
         results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
     _show(results, fmt)
     if check:
