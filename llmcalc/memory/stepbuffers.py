@@ -16,45 +16,50 @@ def step_buffers(s: MemorySettings, states: States) -> dict[str, float]:
     if "optimizer" in s.offload:
         return {}
     out = {}
-    if grad_copy_values(s, states):
-        out["optimizer/master"] = grad_copy_values(s, states) * s.fw.step_grad_copy.nbytes
+    at_once = _copy_values(s, states)[0]
+    if at_once:
+        out["optimizer/master"] = at_once * s.fw.step_grad_copy.nbytes
     if s.fw.optimizer_impl == "foreach" and s.optimizer in ("adam", "adamw"):
         out["optimizer/adam_v"] = states.optimizer.get("optimizer/adam_v", 0.0)
     return out
 
 
-def grad_copy_values(s: MemorySettings, states: States) -> float:
-    """Values of the fp32 gradient copy at its peak: the optimizer's shard (its master weights), or under ZeRO-3
-    the framework's sub-group where that is smaller; 0 without a copy (fp32 gradients, no framework copy)."""
+def _copy_values(s: MemorySettings, states: States) -> tuple[float, float]:
+    """(values of the fp32 gradient copy alive at once, values the GPU steps): the optimizer's shard (its master
+    weights), made at once, or under ZeRO-3 a framework's sub-group at a time; (0, 0) without a copy (fp32
+    gradients, or no framework copy)."""
     copy, prec = s.fw.step_grad_copy, PRECISIONS[s.precision]
     if not copy or s.zero < copy.min_zero or prec.grads >= 4 or not prec.master or \
             not states.optimizer.get("optimizer/master"):
-        return 0.0
+        return 0.0, 0.0
     values = states.optimizer["optimizer/master"] / prec.master
-    return min(values, copy.zero3_group) if s.zero >= 3 and copy.zero3_group else values
+    return (min(values, copy.zero3_group) if s.zero >= 3 and copy.zero3_group else values), values
 
 
 STEP_BUFFER_NOTES = {"optimizer/adam_v": "foreach AdamW: sqrt of the second moment during step()"}
 
 
-def capped(s: MemorySettings, states: States) -> bool:
-    """Whether the fp32 gradient copy is made a ZeRO-3 sub-group at a time, fewer values than the GPU steps."""
-    values = states.optimizer.get("optimizer/master", 0.0) / (PRECISIONS[s.precision].master or 1)
-    return 0 < grad_copy_values(s, states) < values
-
-
 def copy_scope(s: MemorySettings, states: States) -> str:
-    """Whose values the gradient copy holds at once: a sub-group of them, or this GPU's share under ZeRO."""
-    if capped(s, states):
+    """Whose values a step temporary holds at once: a sub-group of them, or this GPU's share under ZeRO."""
+    at_once, stepped = _copy_values(s, states)
+    if at_once < stepped:
         return f", one sub-group of {s.fw.step_grad_copy.zero3_group:,.0f} values at a time"
     return f", this GPU's share under ZeRO-{s.zero}" if s.zero and s.parallel.replicas > 1 else ""
 
 
+def copy_note(s: MemorySettings, states: States) -> str:
+    """The precision note's addition where the step copies 16-bit gradients to fp32 (else "")."""
+    copy = s.fw.step_grad_copy
+    if not _copy_values(s, states)[0] or "optimizer" in s.offload:
+        return ""
+    return (f"; the step adds an fp32 copy of the 16-bit gradients, {copy.nbytes} B a value it holds at its peak "
+            f"(optimizer_step{copy_scope(s, states)}{'; ' + copy.table if copy.table else ''})")
+
+
 def step_buffer_note(s: MemorySettings, parts: dict, states: States) -> str:
     """The optimizer_step row's note: what each temporary is, and whose share of it this GPU holds."""
-    share = f", this GPU's share (ZeRO-{s.zero})" if s.zero and s.parallel.replicas > 1 else ""
-    return "; ".join(s.fw.step_grad_copy.note + copy_scope(s, states) if k == "optimizer/master" else
-                     STEP_BUFFER_NOTES[k] + share for k in parts)
+    return "; ".join((s.fw.step_grad_copy.note if k == "optimizer/master" else STEP_BUFFER_NOTES[k])
+                     + copy_scope(s, states) for k in parts)
 
 
 def step_how(s: MemorySettings, parts: dict, states: States) -> tuple:
@@ -62,6 +67,7 @@ def step_how(s: MemorySettings, parts: dict, states: States) -> tuple:
     bytes a value, dense and expert parts alike; a ZeRO-3 sub-group by its size), the foreach temporary as the row
     it mirrors."""
     nbytes = s.fw.step_grad_copy.nbytes if s.fw.step_grad_copy else 0
+    at_once, stepped = _copy_values(s, states)
 
     def rebytes(how: tuple) -> tuple | None:  # "... x {} B" with the copy's bytes, through "{} + {}" sums
         if how[0] == "{} + {}":
@@ -73,8 +79,8 @@ def step_how(s: MemorySettings, parts: dict, states: States) -> tuple:
     for k in parts:
         if k != "optimizer/master":
             hows.append((k,))
-        elif capped(s, states):
-            hows.append(("{} values (a sub-group) x {} B", grad_copy_values(s, states), nbytes))
+        elif at_once < stepped:
+            hows.append(("{} values (a sub-group) x {} B", at_once, nbytes))
         else:
             hows.append(rebytes(states.hows.get(k, ("",))) or ("{} B", parts[k]))
     return hows[0] if len(hows) == 1 else ("{} + {}", *hows)

@@ -23,7 +23,7 @@ from .peak import beside_the_loss, mark_phase, peak_note
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .settings import PRECISIONS, MemorySettings
-from .stepbuffers import copy_scope, step_buffer_note, step_buffers, step_how
+from .stepbuffers import copy_note, step_buffer_note, step_buffers, step_how
 from .stage import StageMemory, add_reserve, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, precision_note, state_note
 
@@ -290,11 +290,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
     """
     p, states, rows, host, resident, grads, opt, tensors = stage_states(m, s, st)
     r, cpu = Rows("byte").extend(rows), dict(host)
-    copy = s.fw.step_grad_copy
-    copy = f"; the step adds an fp32 copy of the 16-bit gradients, {copy.nbytes} B a value it holds at its peak " \
-        f"(optimizer_step{copy_scope(s, states)}{'; ' + copy.table if copy.table else ''})" \
-        if "optimizer/master" in step_buffers(s, states) else ""
-    notes = [precision_note(s.precision, s.optimizer) + copy] + states.notes
+    notes = [precision_note(s.precision, s.optimizer) + copy_note(s, states)] + states.notes
     lb = loss_buffers(m, s) if st.last else None
     loss, kept = (lb.peak, lb.kept) if lb else (0.0, 0.0)
     acts, rebuilt_wins = add_activations(r, m, s, st, cpu, loss, tensors)
