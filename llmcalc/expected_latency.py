@@ -33,14 +33,14 @@ def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_
     if engine == "hf":
         return 10**9, 10**9  # generate: the whole batch's prompts in one step, no scheduler to bound them
     if engine == "vllm":
-        from .memory.engines import ENGINES, parse_version
+        from .memory.engines import parse_version
         from .memory.engines.vllm import defaults
         from .memory.per_gpu import device
         from .memory.settings import MemorySettings
 
-        ms = MemorySettings(mode="infer", seq=s.prompt + s.output, engine="vllm", prefill_chunk=chunk,
-                            max_num_seqs=max_seqs)
-        return defaults(ms, device(gpu, gpu.usable_bytes), parse_version(ENGINES["vllm"].default_version))
+        ms = MemorySettings(mode="infer", seq=s.context, engine="vllm", prefill_chunk=chunk, max_num_seqs=max_seqs,
+                            engine_version=s.engine_version)  # the release resolved: the default, or the one asked
+        return defaults(ms, device(gpu, gpu.usable_bytes), parse_version(ms.engine_version))
     budget, seqs = SCHEDULER[engine]
     return chunk or budget, max_seqs or seqs or 10**9
 
@@ -94,7 +94,20 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     if fitted:
         load_notes += [f"calibrated: {'; '.join(fitted)}; give the same options to predict other settings on this "
                        "hardware"]
-    return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target))
+    return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target),
+                   refuses_to_start(m, gpu, s, engine))
+
+
+def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
+    """Why vLLM would not start with --max-model-len, or "": its KV cache must hold one request that long
+    (V1 vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory; V0 raise_if_cache_size_invalid)."""
+    if s.max_model_len is None or engine != "vllm":
+        return ""
+    capacity = kv_capacity(m, gpu, s, engine)
+    if capacity >= s.max_model_len:
+        return ""
+    return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, fewer than one request of "
+            f"--max-model-len {s.max_model_len:,}; lower it to {capacity:,} or raise --gpu-util")
 
 
 def workload(s: ServeSettings, budget: int) -> Workload:
@@ -226,8 +239,9 @@ def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
 
-    b = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.prompt + s.output, engine=engine, dtype=s.dtype,
-                                                kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp)))
+    b = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
+                                                kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
+                                                **s.engine_settings()))
     return int(b.summary.get("kv_cache_capacity") or 0)
 
 
@@ -258,7 +272,7 @@ def _load_text(load: Load) -> str:
 
 
 def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound: Breakdown, rows: Rows, times: dict,
-            load: Load | None, load_notes: list[str], targets: tuple) -> Breakdown:
+            load: Load | None, load_notes: list[str], targets: tuple, refused: str = "") -> Breakdown:
     overloaded, offered, most = times.pop("overloaded", False), times.pop("offered", 0.0), times.pop("saturated", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
@@ -275,6 +289,9 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                 "ttft_met", "tpot_met", "feasible"):
         if key in bound.summary:
             summary[key] = bound.summary.quantity(key)
+    if refused:  # the engine does not start: nothing is served, whatever the times
+        summary.update(fits=False, feasible=False)
+        notes.insert(0, refused)
     sources = ", ".join(f"{k.replace('_', ' ')} {_shown(k, getattr(r, k))} ({why})" for k, why in r.sources.items())
     # The MoE caveat's run: sgl-project/sglang PR 2643 (v0.4.1.post2), DeepSeek-V3 TP8, batch 1, 128 in / 256 out:
     # 30.29 tokens/s; serving_measured.yaml holds no MoE run to fit against.

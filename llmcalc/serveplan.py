@@ -13,7 +13,7 @@ Cost: GPUs x --gpu-price per hour; per million output tokens, that over the outp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
 from .schedule import Load
@@ -52,24 +52,26 @@ class Tried(NamedTuple):
 
 
 def plan(m: ModelSpec, gpus: list, traffic: Traffic, engine: str = "vllm", dtype: str = "bf16",
-         kv_dtype: str | None = None, prices: dict[str, float] | None = None, max_gpus: int = 64) -> Breakdown:
-    """Every GPU kind x TP degree: its fewest replicas meeting the targets, or why none does."""
-    prices = prices or {}
+         kv_dtype: str | None = None, prices: dict[str, float] | None = None, max_gpus: int = 64,
+         launch: Mapping[str, Any] | None = None) -> Breakdown:
+    """Every GPU kind x TP degree: its fewest replicas meeting the targets, or why none does. ``launch``: the
+    engine's settings as launched (throughput.ServeSettings: engine_version, gpu_util, max_model_len)."""
+    prices, launch = prices or {}, dict(launch or {})
     if engine == "hf":
         raise SpecError("transformers generate does not batch continuously; plan for a serving engine "
                         "(--engine vllm, sglang, trtllm or llamacpp)")
-    tried = [_layout(m, gpu, tp, traffic, engine, dtype, kv_dtype, max_gpus) for gpu in gpus for tp in TP_DEGREES
-             if tp <= max_gpus]
+    tried = [_layout(m, gpu, tp, traffic, engine, dtype, kv_dtype, max_gpus, launch) for gpu in gpus
+             for tp in TP_DEGREES if tp <= max_gpus]
     good = sorted((t for t in tried if t.meets), key=lambda t: (_cost(t, prices), t.tp * t.replicas, t.ttft))
     bad = [t for t in tried if not t.meets]
-    return _breakdown(m, gpus, traffic, engine, dtype, prices, good, bad, max_gpus)
+    return _breakdown(m, gpus, traffic, engine, dtype, prices, good, bad, max_gpus, launch)
 
 
 def _layout(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: str, kv_dtype: str | None,
-            max_gpus: int) -> Tried:
+            max_gpus: int, launch: dict) -> Tried:
     """The fewest replicas of ``tp`` GPUs meeting the targets (or the reason there are none)."""
     try:
-        at = _replayer(m, gpu, tp, traffic, engine, dtype, kv_dtype)
+        at = _replayer(m, gpu, tp, traffic, engine, dtype, kv_dtype, launch)
     except SpecError as exc:
         return Tried(gpu.name, tp, 0, 0.0, 0.0, 0.0, 0.0, 0, False, str(exc))
     most = max_gpus // tp
@@ -86,19 +88,22 @@ def _layout(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: st
 
 
 def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: str,
-              kv_dtype: str | None) -> Callable[[int], Tried]:
+              kv_dtype: str | None, launch: dict) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
-    from .expected_latency import kv_capacity, per_instance, replay, scheduler_limits, workload
+    from .expected_latency import kv_capacity, per_instance, refuses_to_start, replay, scheduler_limits, workload
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
-    s = ServeSettings(prompt=traffic.load.prompt, output=traffic.load.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype)
+    s = ServeSettings(prompt=traffic.load.prompt, output=traffic.load.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype,
+                      **launch)
     capacity = kv_capacity(m, gpu, s, engine)  # refuses heads TP does not divide, weights that do not fit
     if capacity == 0:
         raise SpecError("memory: the weights and the engine's own buffers fill the GPU; no room for a KV cache")
     if capacity < traffic.load.prompt + traffic.load.output:
         raise SpecError(f"memory: KV room for {capacity:,} tokens, one request needs "
                         f"{traffic.load.prompt + traffic.load.output:,}")
+    if refused := refuses_to_start(m, gpu, s, engine):
+        raise SpecError(refused)
     r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu)
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
     w = workload(s, budget)
@@ -145,7 +150,7 @@ LAYOUT_UNITS = {"ttft": "s", "tpot": "s", "tokens_per_s": "token/s"}
 
 
 def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: str, prices: dict, good: list,
-               bad: list, max_gpus: int) -> Breakdown:
+               bad: list, max_gpus: int, launch: dict) -> Breakdown:
     from .units import fmt_seconds
 
     rows = Rows("count", total=None)
@@ -176,5 +181,5 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
                      inputs={"prompt": traffic.load.prompt, "output": traffic.load.output, "request_rate": rate,
                              "concurrency": clients, "ttft_target": Quantity(traffic.ttft, "s"),
                              "tpot_target": Quantity(traffic.tpot, "s"), "engine": engine, "dtype": dtype,
-                             "max_gpus": max_gpus},
+                             "max_gpus": max_gpus, **{k: v for k, v in launch.items() if v is not None}},
                      notes=tuple(notes))

@@ -143,6 +143,12 @@ class ServeSettings:
     bandwidth_efficiency: float | None = None  # None: compute_efficiency when that was given, else the default
     overlap: bool = True  # communication hidden behind compute (a lower bound) or added to it
     tp_implied: bool = False  # tp is what --gpus leaves, not a --tp typed (spec.Parallelism.tp_implied: its messages)
+    # The engine as launched (memory/engines): its release (None: the modelled default), its share of GPU memory
+    # (None: the engine's own, vLLM 0.9) and the longest request it admits (None: prompt + output), which sizes
+    # vLLM's profile run and its start-up check that one such request fits in the KV cache.
+    engine_version: str | None = None
+    gpu_util: float | None = None
+    max_model_len: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("batch", "prompt", "tp", "dp"):
@@ -150,6 +156,10 @@ class ServeSettings:
                 raise SpecError(f"--{key} must be at least 1, got {getattr(self, key)}")
         if self.output < 0:
             raise SpecError(f"--output cannot be negative, got {self.output}")
+        if self.max_model_len is not None and self.max_model_len < self.prompt + self.output:
+            raise SpecError(f"--max-model-len {self.max_model_len:,} is shorter than --prompt + --output "
+                            f"({self.prompt + self.output:,}): the engine would refuse every request; raise it or "
+                            "leave it out (the requests' own length)")
         given = self.compute_efficiency
         if self.bandwidth_efficiency is None:  # one --efficiency scales both unless told apart
             object.__setattr__(self, "bandwidth_efficiency", BANDWIDTH_EFFICIENCY if given is None else given)
@@ -167,6 +177,15 @@ class ServeSettings:
     @property
     def cache_dtype(self) -> str:
         return self.kv_dtype or activation_dtype(self.dtype)
+
+    @property
+    def context(self) -> int:
+        """The engine's max_model_len: what it sizes its profile run and its start-up check by."""
+        return self.max_model_len or self.prompt + self.output
+
+    def engine_settings(self) -> dict:
+        """The launch settings MemorySettings takes (engine release and memory share) for this instance."""
+        return dict(engine_version=self.engine_version, gpu_util=self.gpu_util)
 
 
 def _rate_how(run, step_tokens: int, gpus: int) -> tuple:
@@ -226,7 +245,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
     fit = memory_breakdown(m, gpu, MemorySettings(
         mode="infer", seq=s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
-        parallel=layout, **({"engine": engine} if engine else {})))
+        parallel=layout, **({"engine": engine} if engine else {}), **s.engine_settings()))
     from .memory.engines import accumulates16
 
     acc16 = accumulates16(engine, s.dtype)  # llama.cpp's fp16 GEMMs accumulate in fp16
@@ -334,7 +353,10 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                 "dp": s.dp, "dtype": s.dtype, "compute_dtype": s.compute_dtype, "kv_dtype": s.cache_dtype,
                 "attention": s.attention, "compute_efficiency": s.compute_efficiency,
                 "bandwidth_efficiency": s.bandwidth_efficiency, "overlap": s.overlap,
-                "ttft_target": Quantity(ttft_target, "s"), "tpot_target": Quantity(tpot_target, "s")},
+                "ttft_target": Quantity(ttft_target, "s"), "tpot_target": Quantity(tpot_target, "s"),
+                # the engine as the memory model launched it (its release and share resolved)
+                "engine_version": fit.inputs.get("engine_version"), "gpu_util": fit.inputs.get("gpu_util"),
+                "max_model_len": s.max_model_len},
         notes=(f"roofline: each phase is max(compute, memory{', communication' if s.overlap else ''})"
                + ("" if s.overlap else " + communication"),
                f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "

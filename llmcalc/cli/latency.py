@@ -1,5 +1,6 @@
 """`llmcalc latency`."""
 
+import dataclasses
 from typing import Annotated, Optional
 
 import typer
@@ -11,6 +12,11 @@ from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, Gener
                      require_gpus, unused, within_context)
 from .checks import fail_check
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
+from .memory import EngineVersionOpt, _engine_utils
+
+# The engine as launched, shared with serve-plan: what sizes its KV cache and its scheduler's defaults.
+ServeUtilOpt = Annotated[Optional[float], typer.Option("--gpu-util", rich_help_panel=HARDWARE, show_default="the engine's: " + _engine_utils(), help="Usable fraction of GPU memory as launched (vLLM --gpu-memory-utilization, SGLang --mem-fraction-static, TensorRT-LLM free_gpu_memory_fraction): sizes the KV cache.")]
+MaxModelLenOpt = Annotated[Optional[str], typer.Option("--max-model-len", rich_help_panel=RUNTIME, show_default="--prompt + --output", help="The longest request the engine admits (vLLM --max-model-len): sizes its profile run, and vLLM will not start unless its KV cache holds one such request (32k).")]
 
 
 
@@ -44,6 +50,9 @@ def latency(
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
     check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
+    engine_version: EngineVersionOpt = None,
+    gpu_util: ServeUtilOpt = None,
+    max_model_len: MaxModelLenOpt = None,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
 ) -> None:
@@ -62,7 +71,8 @@ def latency(
         batch=batch, prompt=parse_length(prompt), output=parse_length(output), tp=layout.tp, dp=layout.dp,
         dtype=dtype.value, kv_dtype=kv_dtype.value if kv_dtype else None, attention=attention.value,
         compute_efficiency=efficiency, bandwidth_efficiency=bw_efficiency,
-        overlap=overlap, tp_implied=layout.tp_implied)
+        overlap=overlap, tp_implied=layout.tp_implied, engine_version=engine_version, gpu_util=gpu_util,
+        max_model_len=parse_length(max_model_len) if max_model_len else None)
     targets = dict(ttft_target=parse_seconds(ttft_target) if ttft_target else None,
                    tpot_target=parse_seconds(tpot_target) if tpot_target else None)
     eff = Efficiencies(compute=prefill_efficiency, bandwidth=decode_efficiency,
@@ -75,20 +85,29 @@ def latency(
                chunk is not None)
         unused("--max-num-seqs", "with --engine hf (no scheduler: the --batch requests run together)",
                max_num_seqs is not None)
+        unused("--max-model-len", "with --engine hf (generate's cache grows with each request, to no set limit)",
+               max_model_len is not None)
+        settings = dataclasses.replace(settings, max_model_len=None)
 
     measured, measured_at = _measurement(measured_ttft, measured_itl, calibrate, settings)
 
     def one(m, g):
-        within_context(m, settings.prompt + settings.output, "--prompt + --output", engine.value)
+        within_context(m, settings.context, "--max-model-len" if max_model_len else "--prompt + --output", engine.value)
         return latency_estimate(m, g, settings, engine.value, eff, load, chunk, max_num_seqs, **targets, measured=measured,
                                 measured_at=measured_at)
 
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
     if check:
-        fail_check(results, lambda b: not b.summary.get("feasible", True),
-                   lambda b: "does not fit on the GPUs (see `llmcalc memory --mode infer`)" if b.summary.get("fits") is False
-                   else "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met")
+        fail_check(results, lambda b: not b.summary.get("feasible", True), _why_not)
+
+
+def _why_not(b) -> str:
+    """A failed --check's reason: the engine would not start, the layout does not fit, or a target."""
+    refused = [n for n in b.notes if "refuses to start" in n]
+    if refused or b.summary.get("fits") is False:
+        return refused[0] if refused else "does not fit on the GPUs (see `llmcalc memory --mode infer`)"
+    return "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met"
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:

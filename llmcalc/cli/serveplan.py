@@ -9,6 +9,8 @@ from .common import (CheckOpt, CsvOpt, Dtype, DtypeOpt, Engine, GenericOpt, Json
                      _fmt, _models, app, require_gpus, within_context)
 from .checks import fail_check
 from .helpfmt import HARDWARE, RUNTIME, TARGETS
+from .latency import MaxModelLenOpt, ServeUtilOpt
+from .memory import EngineVersionOpt
 
 
 @app.command("serve-plan")
@@ -26,6 +28,9 @@ def serve_plan(
     kv_dtype: KvDtypeOpt = None,
     gpu_price: Annotated[Optional[str], typer.Option("--gpu-price", rich_help_panel=HARDWARE, show_default="none: rank by GPU count", help="Dollars per GPU-hour: one number, or gpu=price,... (h100=2.5,a100-80gb=1.6).")] = None,
     max_gpus: Annotated[int, typer.Option("--max-gpus", rich_help_panel=HARDWARE, help="GPUs at most in a plan.")] = 64,
+    engine_version: EngineVersionOpt = None,
+    gpu_util: ServeUtilOpt = None,
+    max_model_len: MaxModelLenOpt = None,
     check: CheckOpt = False,
     generic: GenericOpt = False,
     json_: JsonOpt = False, csv_: CsvOpt = False, markdown: MdOpt = False,
@@ -45,10 +50,14 @@ def serve_plan(
                       parse_seconds(tpot_target) if tpot_target else None)
     gpus = require_gpus(gpu)
     prices = _prices(gpu_price, gpus)
+    launch = dict(engine_version=engine_version, gpu_util=gpu_util,
+                  max_model_len=parse_length(max_model_len) if max_model_len else None)
     results = []
     for m in _models(model, generic):
-        within_context(m, traffic.load.prompt + traffic.load.output, "--prompt + --output", engine.value)
-        results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices, max_gpus))
+        within_context(m, launch["max_model_len"] or traffic.load.prompt + traffic.load.output,
+                       "--max-model-len" if max_model_len else "--prompt + --output", engine.value)
+        results.append(plan(m, gpus, traffic, engine.value, dtype.value, kv_dtype.value if kv_dtype else None, prices,
+                            max_gpus, launch))
     _show(results, fmt)
     if check:
         fail_check(results, lambda b: not b.summary["meets"], lambda b: "no layout meets the targets")

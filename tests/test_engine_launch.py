@@ -1,0 +1,69 @@
+"""`latency` and `serve-plan` follow the engine as launched: its release (--engine-version), its share of GPU
+memory (--gpu-util) and its longest request (--max-model-len), as `memory --mode infer` sizes them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .conftest import run, run_json
+
+LLAMA_8B = ("--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "256")
+# Llama 3.1 8B's KV per token, by hand: 32 layers x 8 KV heads x 128 dims x (K and V) x 2 bytes (bf16)
+KV_BYTES_PER_TOKEN = 32 * 8 * 128 * 2 * 2
+
+
+def _replayed(*extra: str) -> dict:
+    """latency under 32 closed-loop clients: the scheduler's budget and the KV capacity its note gives."""
+    d = run_json("latency", *LLAMA_8B, "--concurrency", "32", *extra)
+    note = next(n for n in d["notes"] if "replayed step by step" in n)
+    budget, capacity = re.search(r"([\d,]+) tokens per step.*KV for ([\d,]+) tokens", note).groups()
+    return {"budget": int(budget.replace(",", "")), "capacity": int(capacity.replace(",", "")), "json": d}
+
+
+def test_gpu_util_sizes_the_kv_cache_as_memory_does():
+    low, high = _replayed("--gpu-util", "0.5"), _replayed("--gpu-util", "0.9")
+    mem = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "2304",
+                   "--gpu-util", "0.5")
+    assert low["capacity"] == mem["summary"]["kv_cache_capacity"]
+    # the weights and the profile's peak are the same at both shares: the pool grows by 0.4 of the GPU, in blocks
+    grown = 0.4 * mem["summary"]["capacity"] / KV_BYTES_PER_TOKEN
+    assert abs(high["capacity"] - low["capacity"] - grown) <= 2 * 16, (high["capacity"], low["capacity"], grown)
+    assert low["json"]["inputs"]["gpu_util"] == 0.5
+
+
+def test_the_engine_release_sets_the_schedulers_budget():
+    """vLLM V0 without chunked prefill batches max(max_model_len, 2048) tokens a step (SchedulerConfig); V1
+    (0.8+) on an 80 GB GPU 8192 (vllm serve's usage-context default)."""
+    v0, v1 = _replayed("--engine-version", "0.6.4"), _replayed("--engine-version", "0.10.1")
+    assert v0["budget"] == 2048 + 256 and v1["budget"] == 8192
+    assert v0["json"]["inputs"]["engine_version"] == "0.6.4"
+    # a longer --max-model-len raises V0's budget with it
+    assert _replayed("--engine-version", "0.6.4", "--max-model-len", "16k")["budget"] == 16384
+
+
+def test_a_max_model_len_past_the_kv_cache_does_not_start():
+    """vLLM refuses to start unless its KV cache holds one request of max_model_len (check_enough_kv_cache_memory)."""
+    args = ("latency", *LLAMA_8B, "--gpu-util", "0.3")
+    refused = run(*args, "--max-model-len", "128k", "--check")
+    assert refused.exit_code == 1 and "vLLM refuses to start" in refused.stderr, refused.stderr
+    d = run_json(*args, "--max-model-len", "128k")
+    assert d["summary"]["feasible"] is False and d["summary"]["fits"] is False
+    held = int(re.search(r"holds ([\d,]+) tokens", d["notes"][0]).group(1).replace(",", ""))
+    assert 16_000 < held < 131_072
+    assert run(*args, "--max-model-len", str(held), "--check").exit_code == 0  # at what it holds, it starts
+
+
+def test_a_max_model_len_below_the_request_is_refused_in_one_line():
+    out = run("latency", *LLAMA_8B, "--max-model-len", "1k")
+    assert out.exit_code == 2 and "--max-model-len 1,024 is shorter than --prompt + --output (2,304)" in out.stderr
+    assert "Traceback" not in out.output
+
+
+def test_serve_plan_rejects_a_layout_vllm_would_not_start():
+    out = run("serve-plan", "--model", "llama-3.1-70b", "--gpu", "h100", "--request-rate", "2", "--prompt", "2k",
+              "--output", "256", "--ttft-target", "1s", "--max-model-len", "128k", "--json")
+    d = json.loads(out.stdout)
+    why = {r["tp"]: r["why"] for r in d["summary"]["rejected"]}
+    assert "vLLM refuses to start" in why[2]  # 70B in bf16 on two 80 GB GPUs: room for about 15k tokens
+    assert all(x["tp"] >= 4 for x in d["summary"]["layouts"]) and d["inputs"]["max_model_len"] == 131_072
