@@ -104,7 +104,8 @@ def max_batch(
             par = settings.parallel
             serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
                          tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
-                         compute_efficiency=efficiency)
+                         compute_efficiency=efficiency, engine_version=settings.engine_version,
+                         gpu_util=settings.gpu_util)  # the engine launched as the memory search sized it
             latency = lambda b: latency_estimate(  # noqa: E731
                 m, g, ServeSettings(batch=b * par.dp, **serve), settings.engine or "vllm", chunk=settings.prefill_chunk,
                 max_seqs=settings.max_num_seqs, **targets)
