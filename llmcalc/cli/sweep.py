@@ -76,9 +76,10 @@ def option(spec: str, command) -> Any:
     params = {p.name: p for p in command.params if getattr(p, "param_type_name", "") == "option"}
     flag = "--" + name.replace("_", "-")  # by parameter name or by any of its flags (compile, max-num-batched-tokens)
     param = params.get(name) or next((p for p in params.values() if flag in p.opts), None)
-    fixed = ("sweep", "json_", "csv_", "markdown", "check", "generic")  # how to answer, not the question
+    # how to answer, not the question (a sweep draws its own chart and has no one layout to explain)
+    fixed = ("sweep", "json_", "csv_", "markdown", "check", "generic", "chart", "png", "explain")
     if "=" not in spec or param is None or param.name in fixed:
-        sweepable = ", ".join(sorted(n.rstrip("_") for n in params if n not in fixed))
+        sweepable = ", ".join(sorted(p.opts[0].lstrip("-") for n, p in params.items() if n not in fixed))
         raise SpecError(f"--sweep {spec!r}: give NAME=VALUES with NAME one of this command's options: {sweepable}")
     return param
 
