@@ -182,6 +182,9 @@ class Planner:
                 raise SpecError(f"{cluster.gpu.name} runs no fused attention kernel (compute capability "
                                 f"{cluster.gpu.compute_capability}), and context parallelism needs one: drop --cp")
             c = replace(c, attention_kernel="unfused")
+        if (c.cp or 1) > 1 and t.seq % (2 * c.cp):  # as _cp_choices holds the searched degrees to
+            raise SpecError(f"--cp {c.cp} must split the {t.seq:,}-token sequence into 2 x {c.cp} equal chunks "
+                            "(Megatron-Core's causal load balancing): give a --seq or a --cp that does")
         self.m, self.cluster, self.t, self.c = m, cluster, t, c
         self.links = links_of(cluster, t.dtype, c.attention_kernel, c.expert_overhead, c.tp_overlap_sms)
         check_etp(m, c.etp)

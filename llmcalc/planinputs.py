@@ -230,6 +230,9 @@ def _mismatch(m: ModelSpec, t: Target, c: Constraints) -> str | None:
                                                         if getattr(c, k)) + f") does not divide {t.gpus:,} GPUs")
     if c.micro_batch and t.global_batch % c.micro_batch:
         return f"--micro-batch {c.micro_batch} does not divide the {t.global_batch:,}-sequence batch"
+    if (c.vpp or 1) > 1 and (c.pp or 1) * c.vpp > m.num_hidden_layers:  # plan._vpps: a layer a virtual stage
+        return (f"--vpp {c.vpp} gives {(c.pp or 1) * c.vpp} virtual stages" + (f" over --pp {c.pp}" if c.pp else "")
+                + f", more than {m.name}'s {m.num_hidden_layers} layers (each holds one at least)")
     return None
 
 
@@ -253,6 +256,8 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     return (f"no layout multiplies out: {t.gpus:,} GPU{'s' * (t.gpus != 1)} as TP x CP x PP x DP, DP dividing the "
             f"{t.global_batch:,}-sequence batch, for {m.name} ({shape})"
             + (f" with {', '.join(fixed)}" if fixed else "")
+            + (f" (interleaving, --vpp {c.vpp}, also needs each DP rank's micro-batches a multiple of PP)"
+               if (c.vpp or 1) > 1 else "")
             + "; change the GPU count, the batch or a fixed degree")
 
 
