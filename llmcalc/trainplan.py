@@ -25,13 +25,15 @@ TRAINING_DTYPES = ("bf16", "fp16", "fp8")  # what plan's --dtype offers (cli/pla
 
 def global_batch(sequences: int | None, tokens: float | None, seq: int) -> int:
     """Sequences per step: as given, from a token count (a whole number of sequences; else the error names the
-    nearest whole batches), or 4M tokens' worth."""
+    nearest whole batches), or the largest power of two of sequences within 4M tokens: a batch whose only
+    factors are twos lets data parallelism take any power of two GPUs (682 sequences of 6k, 2 x 11 x 31, would cap
+    DP at 2 on 64 GPUs; 512 does not)."""
     if sequences is not None and tokens is not None:
         raise SpecError("give --global-batch (sequences) or --batch-tokens, not both")
     if sequences is not None:
         return sequences
     if tokens is None:
-        return max(1, DEFAULT_BATCH_TOKENS // seq)
+        return 1 << max(0, (DEFAULT_BATCH_TOKENS // seq).bit_length() - 1)
     if tokens < seq or tokens % seq:
         whole = [n for n in (int(tokens // seq), int(tokens // seq) + 1) if n]
         near = " or ".join(f"{n * seq:,} ({n:,} sequence{'s' * (n > 1)})" for n in whole)
@@ -97,7 +99,8 @@ def kernel_text(gpu, kernel: str) -> str:
         return name
     if source == "fa2":
         return f"{name}, timed as fa2: no {name} figure for {gpu.name}"
-    return f"{name}, at the {share:g} reference share: no attention figure for {gpu.name}"
+    return (f"{name}, at {share:g} of the peak: no attention figure for {gpu.name}, so A100's FlashAttention-2 share "
+            "scaled to its best-shape matmul share")
 
 
 # The step-time rows: (row, steptime.StepTime field, note)
