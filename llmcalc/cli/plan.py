@@ -29,7 +29,7 @@ def plan(
     nodes: Annotated[Optional[int], typer.Option("--nodes", rich_help_panel=HARDWARE, show_default="none: give it or --gpus", help="Nodes (instead of --gpus).")] = None,
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", rich_help_panel=HARDWARE, show_default="the preset's node", help="GPUs sharing one NVLink domain.")] = None,
     seq: SeqOpt = None,
-    global_batch: Annotated[Optional[int], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="4M tokens / --seq", help="Sequences per optimizer step.")] = None,
+    global_batch: Annotated[Optional[int], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="the largest power of two within 4M tokens / --seq", help="Sequences per optimizer step.")] = None,
     batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead, a whole number of sequences (4M = 4,194,304: k and M as for --seq).")] = None,
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
