@@ -66,9 +66,11 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
 def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
     time seen where no count does, and the count it was on), by the planner's own search at each count with the
-    same batch and constraints (DP follows the count): the nodes doubled from the asked count until three doublings
-    in a row cut the time by less than a tenth, then bisected between the last count that misses and the first
-    that meets.
+    same batch and constraints (DP follows the count): doubling from the step (count_step) times the power of two
+    of nodes above the asked count, as a batch of 2^k sequences splits evenly over them (12 nodes go on to 16, 32,
+    ..., not 24, 48, whose factor 3 DP cannot take), until three doublings in a row cut the time by less than a
+    tenth, then bisected between the last count that misses and the first that meets. Where none meets, the
+    fewest GPUs within 2% of the fastest time seen, and that time.
     The time falls with GPUs though not strictly (the batch must split evenly), so the count is a bisection's,
     not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
     node, steps = count_step(cluster, c)[2], math.ceil(t.tokens / (t.global_batch * t.seq))
@@ -81,12 +83,16 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
             return math.inf
         return steps * ranked[0].time.total if ranked else math.inf
 
-    low, high = t.gpus, max(node, -(-t.gpus // node) * node)  # the asked count misses (the caller's layout did)
-    high, best, idle = high * 2 if high == low else high, (math.inf, t.gpus), 0
+    low = t.gpus  # the asked count misses (the caller's layout did)
+    high = node << max(0, -(-t.gpus // node) - 1).bit_length()  # node x the power of two at or above the nodes
+    high, best, idle = high * 2 if high == low else high, math.inf, 0
+    tried = {}
     while (time := train(high)) > seconds:
-        idle = idle + 1 if time > 0.9 * best[0] else 0  # three times in a row no better: the batch caps DP
+        idle = idle + 1 if time > 0.9 * best else 0  # three times in a row no better: the batch caps DP
+        best, tried[high] = min(best, time), time
         if high * 2 > MAX_GPUS or idle == 3:
-            return 0, *min(best, (time, high))
-        best, low, high = min(best, (time, high)), high, high * 2
+            at = min(n for n, x in tried.items() if x <= 1.02 * best)  # more GPUs for under 2% stop paying
+            return 0, tried[at], at
+        low, high = high, high * 2
     high = bisect_nodes(low, high, node, lambda n: train(n) <= seconds)
     return high, train(high), high
