@@ -70,18 +70,23 @@ def dp_traffic(lay: "Layout", links: "Links", grads: tuple[float, float],
     return reduce, gather
 
 
-def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compute: float) -> float:
+def dp_exposed(lay: "Layout", traffic: tuple[float, float], per_mb: float, compute: float, units: int = 1) -> float:
     """Exposed data-parallel communication of one step (``traffic``: dp_traffic's; ``per_mb``: one micro-batch's
-    time; ``compute``: its forward and backward): once per step (ZeRO 0-2), or every micro-batch (ZeRO-3)."""
+    time; ``compute``: its forward and backward): once per step (ZeRO 0-2), or every micro-batch (ZeRO-3, whose
+    ``units``, the layers each gathered on its own, start every forward with a gather nothing hides and end every
+    backward with a reduce-scatter: one unit's of each a micro-batch, or DP_EXPOSED_FLOOR of one micro-batch's
+    traffic a step where that is more)."""
     reduce, gather = traffic
     if not reduce:
         return 0.0
     if lay.zero >= 3:  # all-gather forward, all-gather backward, reduce-scatter: under each micro-batch
-        each = 2 * gather + reduce
-        prefetched = lay.micro_batches * max(each - per_mb, 0.0) + each * DP_EXPOSED_FLOOR
+        m, each = lay.micro_batches, 2 * gather + reduce
+        edges = max(m * (gather + reduce) / units, each * DP_EXPOSED_FLOOR)
+        prefetched = m * max(each - per_mb, 0.0) + edges
         if lay.backward_prefetch == "post":  # the backward's gathers wait; the forward's and the reduce-scatter hide
             hidden = gather + reduce  # (where the link binds, no better than prefetched)
-            return max(prefetched, lay.micro_batches * (gather + max(hidden - per_mb, 0.0)) + hidden * DP_EXPOSED_FLOOR)
+            return max(prefetched, m * (gather + max(hidden - per_mb, 0.0)) + max(m * hidden / units,
+                                                                                 hidden * DP_EXPOSED_FLOOR))
         return prefetched
     if not lay.dp_overlap:  # reduced after the backward, gathered before the forward: all exposed
         return 2 * reduce if lay.zero == 0 else reduce + gather

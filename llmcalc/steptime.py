@@ -305,7 +305,7 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[fl
     seconds of activation offloading's copies (exposure.offload_exposed, which needs the memory model's bytes)."""
     mb = mb or micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
-    dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute)
+    dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute, c.layers)
     return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
                     bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp,
