@@ -71,6 +71,12 @@ def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, la
     if etp > 1:  # each all-gather and reduce-scatter moves the (etp - 1) other ranks' tokens
         bw, lat = link(etp, 1, links)
         comm += passes * (routed * (etp - 1) / bw + lat)
-    if lay.ep_overlap and lay.recompute != "full" and (lay.pp == 1 or lay.vpp > 1):  # Megatron refuses it otherwise
+    if ep_overlapped(lay):
         return max(0.0, layers * comm - compute)
     return layers * comm
+
+
+def ep_overlapped(lay: "Layout") -> bool:
+    """Whether ``lay`` runs --ep-overlap: Megatron-Core refuses overlap_moe_expert_parallel_comm under full
+    recomputation and on a pipeline that does not interleave."""
+    return lay.ep_overlap and lay.recompute != "full" and (lay.pp == 1 or lay.vpp > 1)

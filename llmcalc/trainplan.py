@@ -7,6 +7,7 @@ import dataclasses
 import math
 from collections import Counter
 
+from .collectives import ep_overlapped
 from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
@@ -260,6 +261,14 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
     return fewest
 
 
+def _no_ep_overlap(m: ModelSpec, c: Constraints, lay: Layout) -> list[str]:
+    """--ep-overlap asked where the best layout cannot run it (collectives.ep_overlapped)."""
+    if not (m.is_moe and c.ep_overlap) or ep_overlapped(lay):
+        return []
+    return [f"--ep-overlap does not apply to {describe(lay)}: Megatron-Core overlaps the all-to-all only without full "
+            "recomputation and, on a pipeline, interleaved; it is timed exposed"]
+
+
 def _uneven(m: ModelSpec, lay: Layout) -> list[str]:
     """The best layout's layers over its (virtual) stages, where they do not split evenly: what Megatron-Core needs
     to run it (arguments.py: num_layers divisible by pp, and by pp x vpp interleaved, unless the first and last
@@ -289,7 +298,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     peak = cluster.gpu.peak(t.dtype)
     layouts = [record(r, m, t, peak) for r in ranked]
     rows = Rows("s", total="step_time")
-    notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequences "
+    notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequence{'s' * (t.global_batch != 1)} "
              f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
         offloaded = any(r.layout.offload for r in ranked)
@@ -301,7 +310,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
-        notes += _uneven(m, best.layout)
+        notes += _uneven(m, best.layout) + _no_ep_overlap(m, c, best.layout)
         shown = _step_rows(rows, p, m, c, best)
         rows.sum("step_time", shown, "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),

@@ -59,7 +59,7 @@ def plan(
     recompute_modules: Annotated[Optional[str], typer.Option("--recompute-modules", rich_help_panel=TRAINING, show_default="core_attn (the s x s terms)", help="What selective recomputation rebuilds: Megatron-Core's modules (comma list): core_attn, mla_up_proj (MLA's up-projections and rope), moe_act (the experts' activation), mlp (a dense layer's MLP), moe (an MoE layer: router, dispatch, experts), shared_experts.")] = None,
     expert_overhead: Annotated[Optional[str], typer.Option("--expert-overhead", rich_help_panel=TRAINING, show_default=f"{EXPERT_OVERHEAD} (Megatron-Core + Transformer Engine)", help="MoE: fixed work per routed expert a GPU holds, per MoE layer and micro-batch (TE's per-expert GEMM calls); less for a stack that runs one grouped GEMM, 0 leaves it out.")] = None,
     offload_layers: Annotated[str, typer.Option("--offload-layers", rich_help_panel=TRAINING, metavar="<layers|auto>", help="Activation offloading (Megatron-Core's cpu_offloading_num_layers; one pipeline stage, no recomputation, a dense model without CP): this many layers' saved activations wait in host memory, their copies timed at the GPU preset's host link (host_gb_s). auto: the fewest layers that make a layout fit, tried where a layout does not fit without and the GPU's host link is known; 0: none.")] = "auto",
-    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1-16", help="Fix the micro-batch (sequences).")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", rich_help_panel=TRAINING, show_default="searched: 1, 2, 4, 8, 16", help="Fix the micro-batch (sequences).")] = None,
     gpu_util: Annotated[float, typer.Option("--gpu-util", rich_help_panel=HARDWARE, help="Usable fraction of each GPU's memory.")] = 1.0,
     top: Annotated[int, typer.Option("--top", rich_help_panel=TARGETS, help="Layouts to list.")] = 5,
     min_mfu: Annotated[Optional[float], typer.Option("--min-mfu", rich_help_panel=TARGETS, show_default="none", help="With --check: exit 1 below this MFU.")] = None,
@@ -94,7 +94,7 @@ def plan(
                        loss=PlanLoss(loss).value if loss else None,
                        fp8_recipe=Fp8Recipe(fp8_recipe).value if fp8_recipe else None, fp8_params=fp8_params,
                        offload=offload_count(offload_layers), **_given(tp_overlap_sms, recompute_modules, expert_overhead))
-    _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp)
+    _warn_tp(tp_overlap, tp_overlap_sms, tp_async, sp, tp)
     unused("--vpp", "with --pp 1 (virtual stages interleave a pipeline)", vpp is not None and vpp > 1 and pp == 1)
     unused("--backward-prefetch", "unless ZeRO-3 is searched (--zero 3, no --pp above 1, no MXFP8 parameters)",
            backward_prefetch != "pre" and not cons.zero3(PlanDtype(dtype).value))
@@ -145,8 +145,10 @@ def _warn_stand_in(gpu, dtype: str) -> None:
                       f"{other} (--dtype {other})", Implausible, stacklevel=2)
 
 
-def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None) -> None:
-    """The TP options that have no effect beside the others."""
+def _warn_tp(overlap: bool, sms: int | None, tp_async: bool, sp: bool | None, tp: int | None) -> None:
+    """The TP options that have no effect beside the others, or without tensor parallelism."""
+    unused("--sp", "with --tp 1 (sequence parallelism splits the TP group's norms and dropouts)", bool(sp) and tp == 1)
+    unused("--tp-overlap", "with --tp 1 (no TP collectives to overlap)", overlap and tp == 1)
     unused("--tp-overlap-sms", "without --tp-overlap", sms is not None and not overlap)
     unused("--no-tp-async", "with --tp-overlap (userbuffers overlap every TP collective)", not tp_async and overlap)
     unused("--no-tp-async", "with --sp (Megatron's sequence parallelism overlaps its backward collectives always)",

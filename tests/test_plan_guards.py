@@ -1,0 +1,81 @@
+"""`plan`: what a user audit found it accepting, ignoring or answering oddly, each held here through the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .conftest import run
+
+NODE = ("--cluster", "dgx-h100", "--nodes", "1")
+
+
+def plan_json(*args: str) -> dict:
+    out = run("plan", *args, "--json")
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("args, why", [
+    (("--model", "llama-3-8b", "--gpu", "h100", "--gpus", "24", "--cp", "3", "--seq", "8k"),
+     "--cp 3 must split the 8,192-token sequence into 2 x 3 equal chunks"),
+    (("--model", "llama-3-8b", *NODE, "--cp", "8", "--seq", "1000"), "--cp 8 must split the 1,000-token sequence"),
+    (("--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "16", "--pp", "16", "--vpp", "8"),
+     "--vpp 8 gives 128 virtual stages over --pp 16, more than llama-3-70b's 80 layers"),
+    (("--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "16", "--pp", "16", "--vpp", "2",
+      "--global-batch", "24"), "interleaving, --vpp 2, also needs each DP rank's micro-batches a multiple of PP"),
+    (("--model", "llama-3-8b", *NODE, "--sweep", "explain=true,false"), "--sweep 'explain=true,false': give NAME"),
+    (("--model", "llama-3-8b", *NODE, "--sweep", "png=a.png"), "one of this command's options: attention-kernel"),
+])
+def test_impossible_asks_are_one_line_refusals(args, why):
+    out = run("plan", *args)
+    assert out.exit_code == 2 and why in out.stderr and "Traceback" not in out.output, out.output
+
+
+def test_tp_options_without_tensor_parallelism_say_they_do_nothing():
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption) as said:
+        assert run("plan", "--model", "llama-3-8b", *NODE, "--tp", "1", "--sp", "--tp-overlap").exit_code == 0
+    messages = " ".join(str(w.message) for w in said)
+    assert "--sp has no effect with --tp 1" in messages and "--tp-overlap has no effect with --tp 1" in messages
+
+
+def test_ep_overlap_where_megatron_refuses_it_is_said_and_timed_exposed():
+    args = ("--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--nodes", "2", "--ep", "8", "--pp", "2", "--vpp", "1")
+    with_it, without = plan_json(*args, "--ep-overlap"), plan_json(*args)
+    assert any("--ep-overlap does not apply to" in n for n in with_it["notes"])
+    assert with_it["summary"]["step_time"] == without["summary"]["step_time"]
+
+
+def test_the_default_batch_is_a_power_of_two_within_4m_tokens():
+    """4 x 2^20 tokens / 6,144 = 682.7 sequences (2 x 11 x 31 at most): 512, which any power-of-two DP divides."""
+    d = plan_json("--model", "llama-3-8b", "--cluster", "dgx-h100", "--nodes", "8", "--seq", "6k")
+    assert d["inputs"]["global_batch"] == 512
+    assert plan_json("--model", "llama-3-8b", *NODE, "--seq", "8k")["inputs"]["global_batch"] == 512  # 2^22 / 2^13
+
+
+def test_zero3s_exposed_traffic_grows_with_the_micro_batches():
+    """Each ZeRO-3 micro-batch waits for its first layer's gather and its last layer's reduce-scatter: at 16 and 64
+    micro-batches of one sequence those edges (m / 80 layers of the traffic) outweigh the step's 10% floor, so four
+    times the micro-batches expose four times the traffic."""
+    args = ("--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "8", "--tp", "2", "--pp", "1", "--cp", "1",
+            "--zero", "3", "--micro-batch", "1", "--recompute", "full", "--global-batch")
+
+    def dp_comm(batch: str) -> float:
+        return next(r["value"] for r in plan_json(*args, batch)["rows"] if r["name"] == "dp_comm")
+
+    assert dp_comm("2048") == pytest.approx(4 * dp_comm("512"), rel=1e-6)
+
+
+def test_a_missed_deadline_names_a_power_of_two_of_nodes():
+    """405B at 8k on 12 DGX nodes, 15T tokens in 30 days: no count meets it with a 512-sequence batch; the counts
+    tried are 8 x 2^k GPUs, which the batch's DP can split, where 96 x 2^k carry a factor 3 it cannot."""
+    out = run("plan", "--model", "llama-3.1-405b", "--cluster", "dgx-h100", "--nodes", "12", "--seq", "8k",
+              "--tokens", "15T", "--max-days", "30", "--check", "--json")
+    assert out.exit_code == 1
+    note = next(n for n in json.loads(out.stdout)["notes"] if n.startswith("within 30 days"))
+    gpus = int(re.search(r"days on ([\d,]+) GPUs", note).group(1).replace(",", ""))
+    assert gpus % 8 == 0 and (gpus // 8) & (gpus // 8 - 1) == 0, note
