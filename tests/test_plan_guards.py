@@ -28,6 +28,8 @@ def plan_json(*args: str) -> dict:
       "--global-batch", "24"), "interleaving, --vpp 2, also needs each DP rank's micro-batches a multiple of PP"),
     (("--model", "llama-3-8b", *NODE, "--sweep", "explain=true,false"), "--sweep 'explain=true,false': give NAME"),
     (("--model", "llama-3-8b", *NODE, "--sweep", "png=a.png"), "one of this command's options: attention-kernel"),
+    # 4.2 x 2^20 = 4,404,019.2: the M of a length, not of --tokens' decimal count
+    (("--model", "llama-3-8b", *NODE, "--batch-tokens", "4.2M"), "got '4.2M' (4,404,019.2 tokens: k and M are 1024"),
 ])
 def test_impossible_asks_are_one_line_refusals(args, why):
     out = run("plan", *args)
