@@ -261,6 +261,18 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
     return fewest
 
 
+def _thin(t: Target, best: Ranked) -> list[str]:
+    """The batch too small for the cluster: the best layout's pipeline runs fewer micro-batches than stages, so
+    (p-1)/v of the (m + (p-1)/v) micro-batch times a step takes are fill and drain."""
+    lay = best.layout
+    if lay.pp == 1 or lay.micro_batches >= lay.pp:
+        return []
+    share = best.time.bubble / best.time.total
+    return [f"the {t.global_batch:,}-sequence batch leaves each of the {lay.dp:,} DP ranks {lay.micro_batches} "
+            f"micro-batch{'es' * (lay.micro_batches != 1)} for {lay.pp} pipeline stages: the bubble is {share:.0%} of "
+            "the step; fewer GPUs or a larger batch (--global-batch, --batch-tokens) would use them better"]
+
+
 def _no_ep_overlap(m: ModelSpec, c: Constraints, lay: Layout) -> list[str]:
     """--ep-overlap asked where the best layout cannot run it (collectives.ep_overlapped)."""
     if not (m.is_moe and c.ep_overlap) or ep_overlapped(lay):
@@ -310,7 +322,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
-        notes += _uneven(m, best.layout) + _no_ep_overlap(m, c, best.layout)
+        notes += _uneven(m, best.layout) + _no_ep_overlap(m, c, best.layout) + _thin(t, best)
         shown = _step_rows(rows, p, m, c, best)
         rows.sum("step_time", shown, "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),

@@ -81,3 +81,13 @@ def test_a_missed_deadline_names_a_power_of_two_of_nodes():
     note = next(n for n in json.loads(out.stdout)["notes"] if n.startswith("within 30 days"))
     gpus = int(re.search(r"days on ([\d,]+) GPUs", note).group(1).replace(",", ""))
     assert gpus % 8 == 0 and (gpus // 8) & (gpus // 8 - 1) == 0, note
+
+
+def test_a_batch_too_small_for_the_cluster_is_said():
+    """DeepSeek-V3 at 4k on 16,384 H100s: 1,024 sequences over 1,024 DP ranks leave one micro-batch a pipeline of 2,
+    so fill and drain take (p-1)/(m + p-1) = half its micro-batch time; the note gives the bubble's share."""
+    d = plan_json("--model", "deepseek-v3", "--gpu", "h100", "--gpus", "16384", "--seq", "4k")
+    rows = {r["name"]: r["value"] for r in d["rows"]}
+    note = next(n for n in d["notes"] if "batch leaves each of the" in n)
+    assert f"the bubble is {rows['bubble'] / d['summary']['step_time']:.0%} of the step" in note
+    assert not any("batch leaves each of the" in n for n in plan_json("--model", "llama-3-8b", *NODE)["notes"])
