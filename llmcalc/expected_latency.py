@@ -99,15 +99,18 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
 
 
 def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
-    """Why vLLM would not start with --max-model-len, or "": its KV cache must hold one request that long
-    (V1 vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory; V0 raise_if_cache_size_invalid)."""
+    """Why vLLM would not start with --max-model-len, or "": its KV cache must hold one request that long (V1
+    vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory; V0 raise_if_cache_size_invalid), counted as the
+    memory model counts a request's blocks (a sliding-window layer's only its window, from 0.9.1)."""
     if s.max_model_len is None or engine != "vllm":
         return ""
-    capacity = kv_capacity(m, gpu, s, engine)
-    if capacity >= s.max_model_len:
+    b = _launched(m, gpu, s, engine)
+    if b.summary.get("max_concurrency", 1.0) >= 1:
         return ""
-    return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, fewer than one request of "
-            f"--max-model-len {s.max_model_len:,}; lower it to {capacity:,} or raise --gpu-util")
+    capacity = int(b.summary.get("kv_cache_capacity") or 0)
+    lower = f"lower it to {capacity:,} or " if capacity >= s.prompt + s.output else ""
+    return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, less than one request of "
+            f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
 
 
 def workload(s: ServeSettings, budget: int) -> Workload:
@@ -236,13 +239,17 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
 
 def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
     """Tokens the engine's KV cache holds on this layout (the memory model, `memory --mode infer`)."""
+    return int(_launched(m, gpu, s, engine).summary.get("kv_cache_capacity") or 0)
+
+
+def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str):
+    """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context)."""
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
 
-    b = memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
-                                                kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
-                                                **s.engine_settings()))
-    return int(b.summary.get("kv_cache_capacity") or 0)
+    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
+                                                   kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
+                                                   **s.engine_settings()))
 
 
 def _band_rows(rows: Rows, name: str, value: float, how: tuple) -> None:

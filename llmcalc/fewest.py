@@ -64,8 +64,9 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
 
 
 def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
-    """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; 0 and the best
-    time seen where no count does, and the count it was on), by the planner's own search at each count with the
+    """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; where no count does, 0,
+    and the time and count of the fewest GPUs within 2% of the fastest seen), by the planner's own search at each
+    count with the
     same batch and constraints (DP follows the count): doubling from the step (count_step) times the power of two
     of nodes above the asked count, as a batch of 2^k sequences splits evenly over them (12 nodes go on to 16, 32,
     ..., not 24, 48, whose factor 3 DP cannot take), until three doublings in a row cut the time by less than a

@@ -108,7 +108,7 @@ def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
     """(the kernel, the share of the 16-bit peak its forward reaches on ``gpu``, whose figure that is): its
     own measurement; else FlashAttention-2's (FA3 and cuDNN's fused attention gain on Hopper's own paths,
     elsewhere they are FA2-class kernels); else "reference", REFERENCE_ATTENTION_SHARE scaled to the GPU's matmul
-    share (REFERENCE_MAMF_SHARE), no more."""
+    share (REFERENCE_MAMF_SHARE; where unmeasured, the typical 0.81 matmul_efficiency assumes), no more."""
     name = attention_kernel(gpu, kernel)
     if name == "unfused":  # timed by its GEMMs and bytes (UNFUSED_BYTES), no share of the peak
         return name, 0.0, name
@@ -116,8 +116,8 @@ def attention_figure(gpu, kernel: str = "auto") -> tuple[str, float, str]:
         return name, gpu.attention_kernels[name], name
     if gpu.attention_share:
         return name, gpu.attention_share, "fa2"
-    gemms = mamf_share("bf16", gpu)
-    scale = min(1.0, gemms / REFERENCE_MAMF_SHARE) if gemms else 1.0
+    gemms = mamf_share("bf16", gpu) or MATMUL_EFFICIENCY / MAMF_SHARE  # unmeasured: the share the GEMMs assume
+    scale = min(1.0, gemms / REFERENCE_MAMF_SHARE)
     return name, round(REFERENCE_ATTENTION_SHARE * scale, 3), "reference"
 
 

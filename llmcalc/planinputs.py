@@ -230,8 +230,9 @@ def _mismatch(m: ModelSpec, t: Target, c: Constraints) -> str | None:
                                                         if getattr(c, k)) + f") does not divide {t.gpus:,} GPUs")
     if c.micro_batch and t.global_batch % c.micro_batch:
         return f"--micro-batch {c.micro_batch} does not divide the {t.global_batch:,}-sequence batch"
-    if (c.vpp or 1) > 1 and (c.pp or 1) * c.vpp > m.num_hidden_layers:  # plan._vpps: a layer a virtual stage
-        return (f"--vpp {c.vpp} gives {(c.pp or 1) * c.vpp} virtual stages" + (f" over --pp {c.pp}" if c.pp else "")
+    if (c.vpp or 1) > 1 and (c.pp or 2) * c.vpp > m.num_hidden_layers:  # plan._vpps: a layer a virtual stage
+        return (f"--vpp {c.vpp} gives {(c.pp or 2) * c.vpp} virtual stages" + (f" over --pp {c.pp}" if c.pp else
+                                                                               " on the shortest pipeline, 2")
                 + f", more than {m.name}'s {m.num_hidden_layers} layers (each holds one at least)")
     return None
 

@@ -127,6 +127,11 @@ BANDWIDTH_EFFICIENCY = 0.9
 DECODE_SAMPLES = 2048  # decode steps evaluated exactly; longer outputs are sampled evenly (piecewise linear)
 
 
+# Engines that allocate every request's whole context at start: llama.cpp's KV cache holds n_ctx = slots x the
+# context cells from llama-server's launch (llama_kv_cache's constructor), so max_model_len, not the request, must fit.
+RESERVES_CONTEXT = ("llamacpp",)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """One serving instance spans ``tp`` GPUs; ``dp`` instances split the ``batch`` requests."""
@@ -244,7 +249,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     t = s.tp
     layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
     fit = memory_breakdown(m, gpu, MemorySettings(
-        mode="infer", seq=s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
+        mode="infer", seq=s.context if engine in RESERVES_CONTEXT else s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
         parallel=layout, **({"engine": engine} if engine else {}), **s.engine_settings()))
     from .memory.engines import accumulates16
 

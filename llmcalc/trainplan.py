@@ -235,9 +235,10 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
         notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout (the same "
                      "search at each count, the nodes doubled then bisected)")
     else:
-        notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; the fastest is "
-                     f"{fmt_seconds(time)} on {at:,} GPUs, where doubling them stops paying (a larger --batch-tokens "
-                     "lets data parallelism grow)" if time < math.inf else f"within {days}: no GPU count fits")
+        notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; the fastest, within "
+                     f"2%, is {fmt_seconds(time)} on {at:,} GPUs, where doubling them stops paying (a larger "
+                     "--batch-tokens lets data parallelism grow)" if time < math.inf else
+                     f"within {days}: no GPU count fits")
 
 
 def _narrowed(c: Constraints) -> str:

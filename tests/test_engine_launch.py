@@ -67,3 +67,19 @@ def test_serve_plan_rejects_a_layout_vllm_would_not_start():
     why = {r["tp"]: r["why"] for r in d["summary"]["rejected"]}
     assert "vLLM refuses to start" in why[2]  # 70B in bf16 on two 80 GB GPUs: room for about 15k tokens
     assert all(x["tp"] >= 4 for x in d["summary"]["layouts"]) and d["inputs"]["max_model_len"] == 131_072
+
+
+def test_a_sliding_window_model_is_refused_as_vllm_counts_its_blocks():
+    """From vLLM 0.9.1 a sliding-window layer needs only its window's blocks, in the start-up check as in the memory
+    model: Mistral-7B at 32k fits one request (max_concurrency >= 1) though its pool holds fewer than 32k tokens."""
+    flags = ("--model", "mistral-7b", "--gpu", "h100", "--gpu-util", "0.22", "--engine-version", "0.10.1")
+    mem = run_json("memory", "--mode", "infer", *flags, "--seq", "32k")
+    assert mem["summary"]["kv_cache_capacity"] < 32_768 <= 32_768 * mem["summary"]["max_concurrency"]
+    out = run("latency", *flags, "--prompt", "2k", "--output", "256", "--max-model-len", "32k", "--check")
+    assert out.exit_code == 0, out.stderr
+
+
+def test_serve_plan_refuses_a_bad_launch_setting_once():
+    out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "2", "--prompt", "2k",
+              "--output", "256", "--ttft-target", "1s", "--gpu-util", "1.5")
+    assert out.exit_code == 2 and "--gpu-util must be in (0, 1], got 1.5" in out.stderr

@@ -52,6 +52,11 @@ def serve_plan(
     prices = _prices(gpu_price, gpus)
     launch = dict(engine_version=engine_version, gpu_util=gpu_util,
                   max_model_len=parse_length(max_model_len) if max_model_len else None)
+    if engine_version is not None or gpu_util is not None:  # a bad release or share: refused once, not per layout
+        from ..memory import MemorySettings
+
+        MemorySettings(mode="infer", seq=traffic.load.prompt + traffic.load.output, engine=engine.value,
+                       engine_version=engine_version, gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
         within_context(m, launch["max_model_len"] or traffic.load.prompt + traffic.load.output,
