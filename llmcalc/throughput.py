@@ -149,7 +149,7 @@ class ServeSettings:
     overlap: bool = True  # communication hidden behind compute (a lower bound) or added to it
     tp_implied: bool = False  # tp is what --gpus leaves, not a --tp typed (spec.Parallelism.tp_implied: its messages)
     # The engine as launched (memory/engines): its release (None: the modelled default), its share of GPU memory
-    # (None: the engine's own, vLLM 0.9) and the longest request it admits (None: prompt + output), which sizes
+    # (None: the engine's own, vLLM's gpu_memory_utilization 0.9) and the longest request it admits (None: prompt + output), which sizes
     # vLLM's profile run and its start-up check that one such request fits in the KV cache.
     engine_version: str | None = None
     gpu_util: float | None = None
@@ -249,8 +249,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     t = s.tp
     layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
     fit = memory_breakdown(m, gpu, MemorySettings(
-        mode="infer", seq=s.context if engine in RESERVES_CONTEXT else s.prompt + s.output, batch=requests, prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype,
-        parallel=layout, **({"engine": engine} if engine else {}), **s.engine_settings()))
+        mode="infer", seq=s.context if engine in RESERVES_CONTEXT else s.prompt + s.output, batch=requests,
+        prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout, **({"engine": engine} if engine else {}), **s.engine_settings()))
     from .memory.engines import accumulates16
 
     acc16 = accumulates16(engine, s.dtype)  # llama.cpp's fp16 GEMMs accumulate in fp16
