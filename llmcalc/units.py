@@ -72,18 +72,11 @@ def parse_batch_tokens(text: str | float) -> int:
     '4M' -> 4194304, '1024k' -> 1048576, '4e6' -> 4000000."""
     value = _split(str(text), _BINARY_LEN, "a step's tokens", "4M, 1024k, 4194304")  # an API number as typed
     if value != int(value):
-        read = "" if _is_number(text) else f" ({value:,.1f} tokens: k and M are 1024 and 2^20 here, as in a length)"
+        suffixed = str(text).strip()[-1:].isalpha()  # 4.2M, not 4000.5: say what the suffix made of it
+        read = f" ({value:,.1f} tokens: k and M are 1024 and 2^20 here, as in a length)" if suffixed else ""
         raise UnitError(f"a step's tokens must be a whole number, at least 1, got {text!r}{read}; 4M is 4,194,304, "
                         "4e6 is 4,000,000")
     return int(value)
-
-
-def _is_number(text) -> bool:
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def parse_bytes(text: str | float) -> int:

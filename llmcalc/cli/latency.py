@@ -10,7 +10,7 @@ from ..units import parse_length, parse_overhead, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus, unused, within_context)
-from .checks import fail_check
+from .checks import fail_check, first_note
 from .helpfmt import HARDWARE, MODEL, OUTPUT, PARALLELISM, RUNTIME, TARGETS
 from .memory import EngineVersionOpt, _engine_utils
 
@@ -104,9 +104,9 @@ def latency(
 
 def _why_not(b) -> str:
     """A failed --check's reason: the engine would not start, the layout does not fit, or a target."""
-    refused = [n for n in b.notes if "refuses to start" in n]
-    if refused or b.summary.get("fits") is False:
-        return refused[0] if refused else "does not fit on the GPUs (see `llmcalc memory --mode infer`)"
+    if b.summary.get("fits") is False:
+        return first_note(b, "vLLM refuses to start",
+                          default="does not fit on the GPUs (see `llmcalc memory --mode infer`)")
     return "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met"
 
 
