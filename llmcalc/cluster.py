@@ -43,6 +43,7 @@ class Cluster:
     source: str = ""
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    reference: bool = False  # a GPU preset's reference node (--gpu), not a cluster preset
 
     def __post_init__(self) -> None:
         where = f"cluster {self.name!r}"
@@ -79,7 +80,7 @@ def cluster_of(gpu: GPUSpec, gpus_per_node: int | None = None) -> Cluster:
     ``gpus_per_node``), its interconnect inside a node and its network between nodes."""
     return Cluster(name=gpu.name, gpu=gpu, gpus_per_node=gpu.node_gpus if gpus_per_node is None else gpus_per_node,
                    intra_bandwidth=gpu.interconnect_bandwidth, inter_bandwidth=gpu.network_bandwidth,
-                   source=f"GPU preset {gpu.name}: node_gpus, interconnect_gb_s, network_gb_s")
+                   source=f"GPU preset {gpu.name}: node_gpus, interconnect_gb_s, network_gb_s", reference=True)
 
 
 def from_fields(name: str, fields: dict, where: str, nodes: int | None = None) -> Cluster:

@@ -94,3 +94,10 @@ def test_a_batch_too_small_for_the_cluster_is_said():
     note = next(n for n in d["notes"] if "batch leaves each of the" in n)
     assert f"the bubble is {rows['bubble'] / d['summary']['step_time']:.0%} of the step" in note
     assert not any("batch leaves each of the" in n for n in plan_json("--model", "llama-3-8b", *NODE)["notes"])
+
+
+def test_inputs_name_the_gpu_and_a_cluster_preset_only_when_one_was_given():
+    by_gpu = plan_json("--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8")["inputs"]
+    by_cluster = plan_json("--model", "llama-3-8b", *NODE)["inputs"]
+    assert (by_gpu["gpu"], by_gpu["cluster"]) == ("h100-sxm", None)  # --gpu's reference node is no cluster preset
+    assert (by_cluster["gpu"], by_cluster["cluster"]) == ("h100-sxm", "dgx-h100")
