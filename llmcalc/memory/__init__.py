@@ -31,7 +31,7 @@ from typing import Any
 # Public names -> the submodule that defines them.
 _EXPORTS = {
     "memory_breakdown": "per_gpu",
-    "MemorySettings": "settings", "Precision": "settings", "PRECISIONS": "settings", "MODES": "settings",
+    "MemorySettings": "settings", "Precision": "precision", "PRECISIONS": "precision", "MODES": "settings",
     "FINETUNES": "settings", "OFFLOADS": "settings", "ATTENTION_IMPLS": "settings", "KV_BLOCK": "settings",
     "DEFAULT_RESERVE": "settings",
     "check_layout": "placement", "ParamSplit": "placement", "model_params": "placement",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, GGUF_DTYPES, HALF_DTYPES, activation_dtype
+from ..dtypes import DEFAULT_GROUP_SIZE, DTYPE_BYTES, DTYPES, FLOAT_DTYPES, activation_dtype
 from ..flops import RECOMPUTE
 from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
 from .engines import KNOB_FLAGS, resolve_engine
 from .frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES, Framework
+from .precision import train_precision
 from .recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 
 GiB = 2**30
@@ -26,24 +27,6 @@ DEFAULT_GPU_UTIL = {"train": 1.0}  # infer: the engine's own default (vLLM's gpu
 DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers' default; vLLM's kernel
 DEFAULT_LORA_RANK = 16
 
-
-@dataclass(frozen=True)
-class Precision:
-    """Bytes per trainable parameter: working weights, gradients, fp32 master copy, each optimizer state."""
-
-    weights: float
-    grads: float
-    master: float  # 0: the working weights are the fp32 copy the optimizer updates
-    state: float  # bytes per optimizer state value (8-bit Adam overrides: 1)
-    source: str
-
-
-PRECISIONS: dict[str, Precision] = {
-    "fp32": Precision(4, 4, 0, 4, "fp32 weights, grads and states: 4 + 4 + 8 = 16 B/param with Adam"),
-    "mixed": Precision(2, 2, 4, 4, "ZeRO paper §3: 16-bit weights and grads, fp32 master, m, v: 2 + 2 + 12 = 16 B/param"),
-    "mixed-fp32-grads": Precision(2, 4, 4, 4, "Hugging Face docs: fp32 + half weights (6), fp32 grads (4), m + v (8) = 18 B/param"),
-    "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
-}
 
 _WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
 _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_accum", "prompt")
@@ -308,7 +291,7 @@ class MemorySettings:
         if dtype is not None:
             check_choice("--dtype", dtype, DTYPES)
         if self.mode == "train":
-            precision, dtype = _train_precision(precision, dtype, self.finetune)
+            precision, dtype = train_precision(precision, dtype, self.finetune)
         elif precision is not None:
             raise SpecError("--precision only applies to --mode train (use --dtype for inference weights)")
         dtype = dtype or "bf16"
@@ -375,25 +358,3 @@ def bnb_version(text) -> tuple[int, ...]:
     from .engines import parse_version
 
     return parse_version(text, "--bitsandbytes")
-
-
-def _train_precision(precision: str | None, dtype: str | None, finetune: str) -> tuple[str, str]:
-    """Training's (precision, dtype): each defaults from the other; full training needs them to agree."""
-    if precision is None:
-        precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
-    check_choice("--precision", precision, tuple(PRECISIONS))
-    if dtype is None:
-        dtype = "fp32" if precision == "fp32" else "bf16"
-    if dtype in GGUF_DTYPES:
-        raise SpecError(f"--dtype {dtype} is a llama.cpp inference format; training holds weights in bf16, fp16 "
-                        "or fp32 (a LoRA base also int8, int4 or fp4)")
-    if finetune == "qlora" and dtype not in FLOAT_DTYPES:
-        raise SpecError(f"--finetune qlora holds the frozen base in NF4; --dtype sets the dtype it computes in "
-                        f"(bf16, fp16 or fp32), not {dtype}")
-    if finetune == "full":
-        if precision == "fp32" and dtype not in ("fp32", "tf32"):
-            raise SpecError(f"--precision fp32 trains fp32 weights; --dtype {dtype} contradicts it")
-        if precision != "fp32" and dtype not in HALF_DTYPES:
-            raise SpecError(f"--precision {precision} needs a 16-bit --dtype (bf16 or fp16), got {dtype}; "
-                            "quantized weights train only as a frozen base: --finetune lora or qlora")
-    return precision, dtype

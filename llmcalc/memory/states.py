@@ -15,7 +15,8 @@ from ..dtypes import DTYPE_BYTES
 from ..params import OPTIMIZERS
 from ..units import fmt_params
 from .placement import ParamSplit
-from .settings import PRECISIONS, MemorySettings
+from .precision import PRECISIONS
+from .settings import MemorySettings
 
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA §3: NF4 + double-quantized absmax = 4.127 bits
 NF4_BYTES = (4 + 32 / 64) / 8  # bitsandbytes NF4 without double quantization: fp32 absmax per 64 = 4.5 bits

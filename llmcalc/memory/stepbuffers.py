@@ -3,7 +3,8 @@ foreach temporary, and the fp32 copy Megatron and DeepSpeed make of 16-bit gradi
 
 from __future__ import annotations
 
-from .settings import PRECISIONS, MemorySettings
+from .precision import PRECISIONS
+from .settings import MemorySettings
 from .states import States
 
 

@@ -22,7 +22,8 @@ from .memo import ignoring
 from .peak import beside_the_loss, mark_phase, peak_note
 from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
 from .saved import Plan, activation_note, add_activations, in_flight, plan
-from .settings import PRECISIONS, MemorySettings
+from .precision import PRECISIONS
+from .settings import MemorySettings
 from .stepbuffers import copy_note, step_buffer_note, step_buffers, step_how
 from .stage import StageMemory, add_reserve, stage_note, whole_bytes
 from .states import States, adapter_states, full_states, precision_note, state_note
