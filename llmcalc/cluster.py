@@ -54,6 +54,11 @@ class Cluster:
             check_count(where, "nodes", self.nodes)
 
     @property
+    def preset(self) -> str | None:
+        """The cluster preset's name; None for a GPU preset's reference node."""
+        return None if self.reference else self.name
+
+    @property
     def gpus(self) -> int | None:
         """All the GPUs, when the nodes were counted."""
         return None if self.nodes is None else self.nodes * self.gpus_per_node

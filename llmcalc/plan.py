@@ -27,7 +27,7 @@ from .collectives import check_links
 from .exposure import dp_traffic, host_rate, offload_exposed, optimizer_step
 from .kernels import attention_kernel
 from .memory.fp8 import params_in_fp8
-from .memory.placement import check_etp, check_layout
+from .memory.placement import check_etp, check_layout, pipeline_in_flight
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
 from .planinputs import (SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
                          fp8_settings, impossible, links_of, offloading)  # re-exported, as are Constraints, Target
@@ -153,12 +153,8 @@ def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[i
 
 
 def in_flight(lay: Layout, stage: int) -> float:
-    """Micro-batches whose activations pipeline stage ``stage`` holds at its peak, at most the step's. 1F1B:
-    p - i. Interleaved, Megatron's warm-up of (p - i - 1) x 2 + (v - 1) x p chunks plus the one running, each
-    1/v of the stage's layers: p + (p - 1)/v on the first stage (Korthikanti et al. 2022 §4.2.3)."""
-    p, v = lay.pp, lay.vpp
-    held = p - stage if v == 1 else ((p - stage - 1) * 2 + (v - 1) * p + 1) / v
-    return min(lay.micro_batches, held)
+    """Micro-batches whose activations pipeline stage ``stage`` holds at its peak (placement.pipeline_in_flight)."""
+    return pipeline_in_flight(lay.pp, lay.vpp, stage, lay.micro_batches)
 
 
 def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> list[Layout]:

@@ -336,7 +336,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         summary["min_gpus"] = _too_small(notes, m, cluster, t, c, p.usable)
     return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
-                     inputs={"gpu": cluster.gpu.name, "cluster": None if cluster.reference else cluster.name, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,
+                     inputs={"gpu": cluster.gpu.name, "cluster": cluster.preset, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,
                              "intra_bandwidth": Quantity(cluster.intra_bandwidth, "byte/s"),
                              "inter_bandwidth": Quantity(cluster.inter_bandwidth, "byte/s"), "seq": t.seq,
                              "global_batch": t.global_batch, "tokens": t.tokens, "dtype": t.dtype,

@@ -62,6 +62,7 @@ LossDtype = choices("LossDtype", FLOAT_DTYPES)
 ModeOpt = Annotated[Mode, typer.Option("--mode", rich_help_panel=RUNTIME, help="train: weights, gradients, optimizer, activations; infer: weights, KV cache.")]
 MemTpOpt = Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default=by_mode(1, "the GPUs --pp x --cp x --dp leave"), help="Tensor-parallel degree.")]
 PpOpt = Annotated[Optional[int], typer.Option("--pp", rich_help_panel=PARALLELISM, show_default="1", help="Pipeline-parallel degree.")]
+VppOpt = Annotated[int, typer.Option("--vpp", rich_help_panel=PARALLELISM, min=1, help="train, --framework megatron: virtual pipeline stages per rank (interleaved 1F1B; the first stage holds p + (p-1)/v micro-batches once --grad-accum gives that many).")]
 DpOpt = Annotated[Optional[int], typer.Option("--dp", rich_help_panel=PARALLELISM, show_default="the GPUs --tp x --pp x --cp leave", help="Data-parallel degree.")]
 CpOpt = Annotated[Optional[int], typer.Option("--cp", rich_help_panel=PARALLELISM, show_default="1", help="Context-parallel degree (splits the sequence).")]
 EpOpt = Annotated[Optional[int], typer.Option("--ep", rich_help_panel=PARALLELISM, show_default="1", help="Expert-parallel degree (MoE experts split over DP ranks; over TP ranks too with --etp 1).")]
@@ -109,7 +110,7 @@ BlockSizeOpt = Annotated[Optional[int], typer.Option("--block-size", rich_help_p
 def memory_options(
     gpus: Annotated[Optional[int], typer.Option("--gpus", rich_help_panel=HARDWARE, show_default="the product of the degrees",
                                                 help="Number of GPUs.")] = None,
-    tp: MemTpOpt = None, pp: PpOpt = None, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None,
+    tp: MemTpOpt = None, pp: PpOpt = None, vpp: VppOpt = 1, dp: DpOpt = None, cp: CpOpt = None, ep: EpOpt = None,
     etp: EtpOpt = None, sp: SpOpt = None,
     dtype: MemDtypeOpt = None,
     precision: PrecisionOpt = None,
@@ -241,7 +242,7 @@ def settings_from_options(**o) -> Mapping:
         **({"recompute_modules": tuple(_split(o["recompute_modules"]))} if o["recompute_modules"] is not None else {}),
         attention_impl=value(o["attention_impl"]), kv_dtype=value(o["kv_dtype"]), loss_dtype=value(o["loss_dtype"]),
         framework=value(o["framework"]), loss=value(o["loss"]), lora_dropout=o["lora_dropout"],
-        bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"],
+        bitsandbytes=o["bitsandbytes"], compile=o["compile_"], grad_accum=o["grad_accum"], vpp=o["vpp"],
         fp8=value(o["fp8"]), fp8_params=o["fp8_params"],
         optimizer_in_backward=o["optimizer_in_backward"], mini_seq=o["mini_seq"],
         offload=tuple(_split(o["offload"] or "")), offload_layers=o["offload_layers"], finetune=o["finetune"].value,

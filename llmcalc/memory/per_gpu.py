@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..breakdown import Breakdown, Quantity
 from ..spec import ModelSpec
 from .engines import check_engine_gpu
-from .placement import check_layout, stages
+from .placement import check_interleaving, check_layout, stages
 from .recompute import check_recompute_modules
 from .settings import MemorySettings
 
@@ -29,6 +29,7 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     last stage are computed and the larger reported (summary ``stage``).
     """
     check_layout(m, s.parallel)
+    check_interleaving(m, s.parallel.pp, s.vpp)
     if as_shipped(m, s):
         s = dataclasses.replace(s, dtype=m.quant_dtype, weight_format="checkpoint")
     capacity = s.gpu_memory or (gpu.usable_bytes if gpu else None)
@@ -96,6 +97,8 @@ def _inputs(s: MemorySettings) -> dict:
                       mini_seq=s.mini_seq, offload=list(s.offload), finetune=s.finetune)
         if s.offload_layers:
             inputs.update(offload_layers=s.offload_layers)
+        if s.vpp > 1:
+            inputs.update(vpp=s.vpp)
         if s.fp8:
             inputs.update(fp8=s.fp8, fp8_params=s.fp8_params)
             if s.fp8 != "mxfp8":  # MXFP8 keeps both directions on every GPU

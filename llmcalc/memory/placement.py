@@ -77,6 +77,22 @@ def stage_layers(layers: int, pp: int) -> tuple[int, int]:
     return max(middle, last), last
 
 
+def pipeline_in_flight(pp: int, vpp: int, stage: int, micro_batches: int) -> float:
+    """Micro-batches whose activations pipeline stage ``stage`` holds at its peak, at most the step's. 1F1B:
+    p - i (Narayanan et al. 2021). Interleaved over v virtual stages: Megatron-Core's warm-up of 2(p - i - 1) +
+    (v - 1)p chunk forwards plus the one running, each chunk 1/v of the rank's layers, so p + (p - 1)/v on the
+    first stage (Korthikanti et al. 2022 §4.2.3)."""
+    held = pp - stage if vpp == 1 else ((pp - stage - 1) * 2 + (vpp - 1) * pp + 1) / vpp
+    return min(micro_batches, held)
+
+
+def check_interleaving(m: ModelSpec, pp: int, vpp: int) -> None:
+    """Each virtual stage holds a layer at least (Megatron-Core's num_layers_per_virtual_pipeline_stage)."""
+    if vpp > 1 and pp * vpp > m.num_hidden_layers:
+        raise SpecError(f"--vpp {vpp} gives {pp * vpp} virtual stages over --pp {pp}, more than {m.name}'s "
+                        f"{m.num_hidden_layers} layers (each holds one at least)")
+
+
 def stages(m: ModelSpec, pp: int) -> tuple[Stage, ...]:
     """The first pipeline stage, the second where an uneven split gives it a layer more, and the last:
     between them they hold every per-GPU maximum (1F1B keeps p - i micro-batches on stage i).

@@ -18,7 +18,7 @@ from ..spec import ModelSpec, SpecError
 from .activations import (ADAPTER_SOURCES, GROUPS, Saved, adapter_tensors, input_split, kept, layer_tensors,
                           local, norm_tensors)
 from .autocast import stream_bytes, weight_copies
-from .placement import Stage, trainable
+from .placement import Stage, pipeline_in_flight, trainable
 from .recompute import ATTENTION_SIDE, COVERS, OUTPUT_DISCARDING, REBUILT
 from .settings import MemorySettings
 from .stage import whole_bytes
@@ -41,12 +41,11 @@ def rebuilt(s: MemorySettings) -> str:
     return ", ".join(REBUILT[x] for x in s.recompute_modules)
 
 
-def in_flight(s: MemorySettings, st: Stage) -> int:
-    """Micro-batches whose activations one GPU holds under 1F1B: p - i on stage i (p on the first, 1 on the
-    last; Narayanan et al. 2021, Korthikanti et al. 2022), at most the step's micro-batches where stated."""
-    if s.parallel.pp == 1:
-        return 1
-    return min(s.parallel.pp - st.index, s.micro_batches)
+def in_flight(s: MemorySettings, st: Stage) -> float:
+    """Micro-batches whose activations one GPU holds: p - i on stage i under 1F1B (p on the first, 1 on the last;
+    Narayanan et al. 2021, Korthikanti et al. 2022), p + (p - 1)/v on the first interleaved over v virtual stages;
+    at most the step's micro-batches (placement.pipeline_in_flight)."""
+    return pipeline_in_flight(s.parallel.pp, s.vpp, st.index, s.micro_batches)
 
 
 class LayerCost(NamedTuple):  # one per layer kind and point of a sweep

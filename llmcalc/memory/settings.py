@@ -28,13 +28,13 @@ DEFAULT_ATTENTION_IMPL = {"train": "sdpa", "infer": "flash"}  # HF transformers'
 DEFAULT_LORA_RANK = 16
 
 
-_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size")
+_WHOLE_NUMBERS = ("seq", "batch", "mini_seq", "lora_rank", "group_size", "vpp")
 _OPTIONAL_WHOLE_NUMBERS = ("prefill_chunk", "kv_block", "max_num_seqs", "grad_accum", "prompt")
 _TRAIN_ONLY = (("--zero", lambda s: s.zero), ("--offload", lambda s: s.offload),
                ("--recompute", lambda s: s.recompute != "none"), ("--mini-seq", lambda s: s.mini_seq > 1),
                ("--finetune", lambda s: s.finetune != "full"), ("--compile", lambda s: s.compile),
                ("--grad-accum", lambda s: (s.grad_accum or 1) > 1), ("--offload-layers", lambda s: s.offload_layers),
-               ("--optimizer-in-backward", lambda s: s.optimizer_in_backward))
+               ("--optimizer-in-backward", lambda s: s.optimizer_in_backward), ("--vpp", lambda s: s.vpp > 1))
 _FRAMEWORK_ONLY = {"--framework": "framework", "--loss": "loss", "--lora-dropout": "lora_dropout",
                    "--bitsandbytes": "bitsandbytes"}
 # bitsandbytes before 0.43.2 kept MatMul4Bit's input for backward (ctx.tensors = (A, B)); PR #1270 dropped it.
@@ -73,6 +73,8 @@ class MemorySettings:
     grad_accum: train: micro-batches per optimizer step; above 1 the gradients stay allocated through the
       forward and backward of the later micro-batches, and a pipeline stage holds at most this many in flight.
       None: not stated (enough to fill a pipeline, p, else one).
+    vpp: train, megatron: virtual pipeline stages per rank (interleaved 1F1B); the first stage then holds
+      p + (p - 1)/v micro-batches' activations once the step has that many (placement.pipeline_in_flight).
     optimizer_in_backward: train: each parameter steps as soon as its gradient is ready, from a backward
       hook, and the gradient is freed (torchtune's optimizer_in_bwd); no step holds every gradient.
     compile: train: the layers and the loss run under torch.compile (activations.layer_tensors, loss.py).
@@ -124,6 +126,7 @@ class MemorySettings:
     fp8_params: bool = False
     fp8_transposes: bool | None = None
     grad_accum: int | None = None
+    vpp: int = 1
     optimizer_in_backward: bool = False
     group_size: int = DEFAULT_GROUP_SIZE
     gpu_util: float | None = None
@@ -259,6 +262,7 @@ class MemorySettings:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
+        self._check_interleaving()
         if self.fp8 is not None or self.fp8_params:
             from .fp8 import check
 
@@ -285,6 +289,21 @@ class MemorySettings:
             raise SpecError("--offload-layers is Megatron-Core's activation offloading: it needs --framework megatron, "
                             "--recompute none and no --pp (Megatron refuses it beside recomputation and pipeline "
                             "parallelism: transformer_config.py, core 0.15)")
+
+    def _check_interleaving(self) -> None:
+        """--vpp: Megatron-Core's interleaved schedule, over a pipeline, with a group of p micro-batches at least
+        (microbatch_group_size_per_vp_stage, pp by default; schedules.py)."""
+        pp = self.parallel.pp
+        if self.vpp == 1:
+            return
+        if pp == 1:
+            raise SpecError(f"--vpp {self.vpp} interleaves a pipeline's stages: it needs --pp 2 or more")
+        if self.framework != "megatron":
+            raise SpecError("--vpp is Megatron-Core's interleaved 1F1B (virtual_pipeline_model_parallel_size): "
+                            "add --framework megatron")
+        if self.micro_batches < pp:
+            raise SpecError(f"--vpp runs the micro-batches in groups of --pp {pp}: --grad-accum {self.micro_batches} "
+                            f"is fewer (give {pp} or more)")
 
     def _resolve_dtypes(self) -> None:
         dtype, precision = self.dtype, self.precision

@@ -38,8 +38,9 @@ def stage_notes(st: Stage, pp: int) -> list[str]:
     return [stage_note(st, pp, 1, train=False)] if pp > 1 else []
 
 
-def stage_note(st: Stage, pp: int, in_flight: int, train: bool = True) -> str:
-    flight = f", {in_flight} micro-batches in flight, 1F1B" if in_flight > 1 else ""
+def stage_note(st: Stage, pp: int, in_flight: float, train: bool = True, vpp: int = 1) -> str:
+    schedule = f"interleaved 1F1B, {vpp} virtual stages a rank" if vpp > 1 else "1F1B"
+    flight = f", {in_flight:.3g} micro-batches in flight, {schedule}" if in_flight > 1 else ""
     last = "LM head and loss" if train else "LM head"
     role = f"first (embedding{flight})" if st.first else f"last ({last})" if st.last else \
         f"a middle one (an uneven split's extra layer{flight})"

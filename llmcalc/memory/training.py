@@ -333,7 +333,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
                "peak_backward": Quantity(whole_bytes(backward), "byte"), "peak_step": Quantity(whole_bytes(step), "byte"),
                "stage": Quantity(st.index, "count"), "in_flight": Quantity(flight, "count")}
     if s.parallel.pp > 1:
-        notes.append(stage_note(st, s.parallel.pp, flight))
+        notes.append(stage_note(st, s.parallel.pp, flight, vpp=s.vpp))
     notes.append(f"framework {s.framework}: {s.fw.source}")
     notes.append(peak_note(at_backward, persistent, s.micro_batches, inbwd) + f"; reserve {fmt_bytes(s.reserve)} "
                  "outside PyTorch "
