@@ -19,6 +19,7 @@ from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
 from .units import fmt_count, fmt_seconds
 
+UNCAPPED = 10**9  # no cap on a step's tokens or running requests
 # The token budget per step (max_num_batched_tokens) and the running-request cap (max_num_seqs) an
 # engine starts with, where the memory model does not choose them (vLLM: memory/engines/vllm.defaults):
 # SGLang's chunked_prefill_size and max_running_requests on an 80 GB GPU (server_args, 0.5), TensorRT-LLM's
@@ -31,7 +32,7 @@ def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_
     if max_seqs is not None and max_seqs < 1:
         raise SpecError(f"--max-num-seqs must be at least 1, got {max_seqs}")
     if engine == "hf":
-        return 10**9, 10**9  # generate: the whole batch's prompts in one step, no scheduler to bound them
+        return UNCAPPED, UNCAPPED  # generate: the whole batch's prompts in one step, no scheduler to bound them
     if engine == "vllm":
         from .memory.engines import parse_version
         from .memory.engines.vllm import defaults
@@ -42,7 +43,7 @@ def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_
                             engine_version=s.engine_version)  # the release resolved: the default, or the one asked
         return defaults(ms, device(gpu, gpu.usable_bytes), parse_version(ms.engine_version))
     budget, seqs = SCHEDULER[engine]
-    return chunk or budget, max_seqs or seqs or 10**9
+    return chunk or budget, max_seqs or seqs or UNCAPPED
 
 
 def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", eff: Efficiencies = Efficiencies(),
@@ -62,8 +63,8 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         raise SpecError("--batch is a batch arriving together; with --concurrency or --request-rate leave it at 1")
     if one_client:
         load = None  # one client calling generate in a loop: one request at a time, which generate does
-    bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target, engine)
     budget, seqs = scheduler_limits(engine, gpu, s, chunk, max_seqs)
+    bound = latency_breakdown(m, gpu, s, ttft_target, tpot_target, engine, launch_slots(m, gpu, s, engine, load, seqs))
     w = workload(s, budget)
     fitted: tuple[str, ...] = ()
     if any(value is not None for value in measured):
@@ -83,7 +84,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
                       else f"{w.requests:,} requests per instance arriving together (--batch): their prompts prefill "
                       f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
     else:
-        capacity = kv_capacity(m, gpu, s, engine)
+        capacity, seqs = pool(m, gpu, s, engine, load, seqs)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
                       f"per step, at most {seqs:,} running requests, KV for {capacity:,} tokens"]
@@ -113,6 +114,25 @@ def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
             f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
 
 
+def pool(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load, seqs: int) -> tuple[int, int]:
+    """(KV tokens, running requests) a replay under ``load`` allows: the engine's pool and ``seqs``, its cap;
+    llama-server's n_ctx = slots x the context, allocated at start, and its slots (launch_slots)."""
+    slots = launch_slots(m, gpu, s, engine, load, seqs)
+    return (kv_capacity(m, gpu, s, engine), seqs) if slots is None else (slots * s.context, slots)
+
+
+def launch_slots(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load | None, cap: int) -> int | None:
+    """llama-server's slots (-np) under load: ``cap`` (--max-num-seqs), else a client's each, else as many contexts as
+    its memory holds (an open loop has no count to size them by). None for other engines, and without load."""
+    if engine != "llamacpp" or load is None:
+        return None
+    if cap != UNCAPPED:
+        return cap
+    if load.concurrency:
+        return per_instance(load, s.dp).concurrency
+    return max(1, int(_launched(m, gpu, s, "llamacpp").summary.get("max_concurrency") or 0))
+
+
 def workload(s: ServeSettings, budget: int) -> Workload:
     """What one instance of ``s`` runs (serving.Workload), prompts chunked at ``budget`` tokens per step."""
     return Workload(requests=-(-s.batch // s.dp), prompt=s.prompt, output=s.output, tp=s.tp, dtype=s.dtype,
@@ -125,7 +145,7 @@ def _calibrated(m: ModelSpec, gpu, s: ServeSettings, engine: str, eff: Efficienc
     """The efficiencies that reproduce the measured (TTFT, ITL) at these settings (calibrate.fit)."""
     from .calibrate import fit
 
-    capacity = kv_capacity(m, gpu, s, engine) if load is not None else 0
+    capacity, seqs = pool(m, gpu, s, engine, load, seqs) if load is not None else (0, seqs)
     share = per_instance(load, s.dp) if load is not None else None
 
     def times(e: Efficiencies) -> tuple[float, float]:
@@ -309,7 +329,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                      "; those are all dense models: for an MoE model the band is not checked (a public SGLang 0.4.1 "
                      "run of DeepSeek-V3 on 8 H200s decoded one request at 30 tokens/s, slower than this model "
                      "expects)" if m.is_moe else ""))
-    notes += [n for n in bound.notes if not n.startswith("efficiency")]
+    notes = _misfit(bound.notes) + notes + [n for n in bound.notes if not n.startswith(("efficiency", "does not fit"))]
     notes.append(f"bound: {bound.notes[1]}" if len(bound.notes) > 1 else "")
     return Breakdown(command="latency", title=f"Latency of {m.name} on {s.tp * s.dp} x {gpu.name}, {engine}",
                      model=m.name, gpu=gpu.name, rows=rows.build(), summary=summary,
@@ -317,6 +337,11 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                              "concurrency": load.concurrency if load else None,
                              "request_rate": load.request_rate if load else None},
                      notes=tuple(n for n in notes if n))
+
+
+def _misfit(notes: tuple) -> list[str]:
+    """The bound's "does not fit", which goes first, as a refusal does: it is the answer."""
+    return [n for n in notes if n.startswith("does not fit")]
 
 
 def _split_note(engine: str, tp: int) -> list[str]:

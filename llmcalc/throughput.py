@@ -226,8 +226,28 @@ def weight_bytes_read(m: ModelSpec, batch: int, dtype: str) -> float:
     return sum(read.weight_bytes(dtype).values())
 
 
+def _fit(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, engine: str | None, requests: int):
+    """One instance's memory (`memory --mode infer`) for ``requests``, each of the context the engine reserves."""
+    from .memory import MemorySettings, memory_breakdown
+    from .spec import Parallelism
+
+    layout = Parallelism(gpus=s.tp * s.dp, tp=s.tp, dp=s.dp, tp_implied=s.tp_implied)
+    return memory_breakdown(m, gpu, MemorySettings(
+        mode="infer", seq=s.context if engine in RESERVES_CONTEXT else s.prompt + s.output, batch=requests,
+        prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout, **({"engine": engine} if engine else {}),
+        **s.engine_settings()))
+
+
+def _misfit(fit: dict, s: ServeSettings, engine: str | None, requests: int) -> str:
+    """Why the layout does not fit; for llama.cpp, the n_ctx it allocates at start and how to shrink it."""
+    held = (f" for n_ctx = {requests} slot(s) x {s.context:,} tokens, allocated at start (fewer slots, "
+            "--max-num-seqs, or a shorter --max-model-len)" if engine in RESERVES_CONTEXT else "")
+    return (f"does not fit: {fmt_bytes(fit['total'])} per GPU needed{held}, {fmt_bytes(fit['usable'])} usable "
+            "(see `llmcalc memory --mode infer`)")
+
+
 def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target: float | None = None,
-                      tpot_target: float | None = None, engine: str | None = None) -> Breakdown:
+                      tpot_target: float | None = None, engine: str | None = None, slots: int | None = None) -> Breakdown:
     """Roofline lower bounds: time to first token (prefill) and time per output token (decode).
 
     Each phase takes max(compute, memory[, communication]) per GPU: FLOPs / (tp · peak · e_c)
@@ -237,20 +257,16 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     ``overlap`` (default) communication hides behind compute, giving a lower bound; without it,
     it is added. The first output token comes from prefill; each later one is a decode step
     whose context grows by one, and tpot is their mean. The same layout must fit in memory
-    (`memory --mode infer`, as ``engine`` sizes it: vLLM's pool by default); a target below its bound, or a
-    layout that does not fit, is not ``feasible``.
+    (`memory --mode infer`, as ``engine`` sizes it: vLLM's pool by default; llama.cpp's n_ctx, ``slots`` contexts,
+    else one a request); a target below its bound, or a layout that does not fit, is not ``feasible``.
     """
     from .flops import attended_pairs, forward
     from .kvcache import kv_cache_bytes, kv_values_per_token_layer
-    from .memory import MemorySettings, memory_breakdown
-    from .spec import Parallelism
 
     requests = -(-s.batch // s.dp)  # per instance
+    launched = slots or requests
     t = s.tp
-    layout = Parallelism(gpus=t * s.dp, tp=t, dp=s.dp, tp_implied=s.tp_implied)
-    fit = memory_breakdown(m, gpu, MemorySettings(
-        mode="infer", seq=s.context if engine in RESERVES_CONTEXT else s.prompt + s.output, batch=requests,
-        prompt=s.prompt, dtype=s.dtype, kv_dtype=s.cache_dtype, parallel=layout, **({"engine": engine} if engine else {}), **s.engine_settings()))
+    fit = _fit(m, gpu, s, engine, launched)
     from .memory.engines import accumulates16
 
     acc16 = accumulates16(engine, s.dtype)  # llama.cpp's fp16 GEMMs accumulate in fp16
@@ -348,8 +364,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                 notes.append(f"{name} target {fmt_seconds(target)} is below the {fmt_seconds(value)} bound: "
                              "not reachable on this hardware")
     if not fit.summary["fits"]:
-        notes.append(f"does not fit: {fmt_bytes(fit.summary['total'])} per GPU needed, "
-                     f"{fmt_bytes(fit.summary['usable'])} usable (see `llmcalc memory --mode infer`)")
+        notes.append(_misfit(fit.summary, s, engine, launched))
     summary["feasible"] = fit.summary["fits"] and all(summary.get(f"{n}_met", True) for n in ("ttft", "tpot"))
     return Breakdown(
         command="latency", title=f"Latency bounds of {m.name} on {s.tp * s.dp} x {gpu.name}",

@@ -83,3 +83,33 @@ def test_serve_plan_refuses_a_bad_launch_setting_once():
     out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "2", "--prompt", "2k",
               "--output", "256", "--ttft-target", "1s", "--gpu-util", "1.5")
     assert out.exit_code == 2 and "--gpu-util must be in (0, 1], got 1.5" in out.stderr
+
+
+LLAMACPP = ("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "llamacpp", "--dtype", "q4_k_m",
+            "--prompt", "1000", "--output", "200", "--max-model-len", "128k")
+
+
+def test_llama_server_allocates_a_context_for_each_slot_at_start():
+    """llama-server's KV cache is n_ctx = slots x the context (-c, -np), all of it allocated as it starts: eight
+    clients of 128k tokens need 8 x 131,072 cells x 128 KiB (fp16 K and V, by hand above) = 128 GiB of KV, more than
+    an H100 holds, where two slots' 32 GiB fit."""
+    eight, two = run_json(*LLAMACPP, "--concurrency", "8"), run_json(*LLAMACPP, "--concurrency", "8",
+                                                                      "--max-num-seqs", "2")
+    assert 8 * 131072 * KV_BYTES_PER_TOKEN / 2**30 == 128
+    launched = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine",
+                        "llamacpp", "--dtype", "q4_k_m", "--seq", "131072", "--batch", "8")
+    assert eight["summary"]["memory_total"] == launched["summary"]["total"] > eight["summary"]["usable"]
+    assert not eight["summary"]["feasible"] and eight["notes"][0].startswith("does not fit")
+    assert "n_ctx = 8 slot(s) x 131,072 tokens" in eight["notes"][0]
+    assert two["summary"]["feasible"]
+    assert any("at most 2 running requests, KV for 262,144 tokens" in n for n in two["notes"])
+
+
+def test_llama_server_under_poisson_arrivals_runs_as_many_slots_as_fit():
+    """An open loop has no client count: the slots are as many contexts as the memory holds (memory's
+    max_concurrency, whole), each running one request."""
+    d = run_json(*LLAMACPP[:-1], "8k", "--request-rate", "2")
+    fits = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "llamacpp",
+                    "--dtype", "q4_k_m", "--seq", "8192")["summary"]["max_concurrency"]
+    slots = int(fits)
+    assert any(f"at most {slots} running requests, KV for {slots * 8192:,} tokens" in n for n in d["notes"])
