@@ -62,9 +62,9 @@ def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, la
     what they received and reduce-scatter what the experts return, in place of a dense MLP's TP collectives.
     Dispatch and combine forward, their gradients backward (two more where recomputation ``repeated`` the MoE
     layers' forward: steptime.moe_redone), exposed but for what ep_overlap runs under ``compute`` (those layers'
-    forward and backward)."""
+    forward and backward). Returns (exposed, alone): alone, all of it, as where no other micro-batch runs beside."""
     if not layers:
-        return 0.0
+        return 0.0, 0.0
     routed = tokens * c.top_k * c.hidden * 2  # bytes
     etp, passes = lay.expert_tp, 6 if repeated else 4
     comm = passes * all_to_all(routed, lay.ep, etp, links)
@@ -72,11 +72,22 @@ def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, la
         bw, lat = link(etp, 1, links)
         comm += passes * (routed * (etp - 1) / bw + lat)
     if ep_overlapped(lay):
-        return max(0.0, layers * comm - compute)
-    return layers * comm
+        return max(0.0, layers * comm - compute), layers * comm
+    return layers * comm, layers * comm
 
 
 def ep_overlapped(lay: "Layout") -> bool:
     """Whether ``lay`` runs --ep-overlap: Megatron-Core refuses overlap_moe_expert_parallel_comm under full
     recomputation and on a pipeline that does not interleave."""
     return lay.ep_overlap and lay.recompute != "full" and (lay.pp == 1 or lay.vpp > 1)
+
+
+def ep_unpaired(lay: "Layout") -> float:
+    """Micro-batches' worth of MoE traffic --ep-overlap leaves exposed: it pairs one micro-batch's forward with
+    another's backward in the steady 1F1B phase only (Megatron-Core's combined_1f1b), so without a pipeline the
+    first forward and the last backward run alone (one micro-batch's worth), and interleaved the first stage's
+    2(p - 1) + (v - 1)p warm-up chunk forwards and as many cool-down backwards (each chunk 1/v of a micro-batch)."""
+    if not ep_overlapped(lay):
+        return 0.0
+    m, p, v = lay.micro_batches, lay.pp, lay.vpp
+    return 1.0 if p == 1 else min(m * v, 2 * (p - 1) + (v - 1) * p) / v

@@ -30,8 +30,8 @@ for one micro-batch of ``mb`` sequences (``mb·seq/cp`` tokens):
 - EP: each MoE layer's token traffic, exposed (collectives.moe_traffic); with Layout.ep_overlap (Megatron-Core 0.14's
   overlap_moe_expert_parallel_comm: one micro-batch's forward beside another's backward, layer by layer)
   only what outlasts those layers' forward and backward compute, where Megatron allows it (no full
-  recomputation; virtual stages in a pipeline); a step's unpaired first forward and last backward are
-  not counted;
+  recomputation; virtual stages in a pipeline), the passes it cannot pair exposed in full (collectives.ep_unpaired:
+  the first forward and last backward, or an interleaved pipeline's warm-up and cool-down);
 - experts: each MoE layer's fixed work per routed expert on the rank (Links.expert_overhead, by default
   EXPERT_OVERHEAD, per micro-batch), exposed;
 - PP: the activation sent to the next stage and its gradient returned, once per micro-batch per
@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .collectives import link, moe_traffic
+from .collectives import ep_unpaired, link, moe_traffic
 from .exposure import dp_exposed, dp_traffic, exposed_send, optimizer_step
 from .kernels import MATMUL_EFFICIENCY, UNFUSED_BANDWIDTH
 from .memory.placement import stage_layers
@@ -187,6 +187,7 @@ class MicroBatch(NamedTuple):
     core_forward: float  # the attention core's forward alone, which recomputation repeats (attention but unfused)
     experts: float = 0.0  # the MoE layers' fixed work per routed expert (EXPERT_OVERHEAD)
     moe_layers: int = 0  # MoE layers on this rank
+    ep_alone: float = 0.0  # ep where no other micro-batch's compute runs beside it (--ep-overlap's unpaired passes)
 
     @property
     def compute(self) -> float:
@@ -271,12 +272,12 @@ def _on_rank(c: ModelCost, links: Links, lay: Layout, tokens: float, layers: int
         # each of the cp-1 steps waits out its K/V's latency; the bytes hide behind the attention core
         transfer = layers * 3 * (cp - 1) * tokens * c.kv / tp * 2 / bw
         cp_time = layers * 3 * (cp - 1) * lat + max(0.0, transfer - 3 * attention)
-    ep_time = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, routed,
-                          3 * routed / layers * (gemm + attention + elementwise), redo_moe)
+    ep_time, ep_alone = moe_traffic(c, links, lay, tokens / tp if lay.sp else tokens, routed,
+                                    3 * routed / layers * (gemm + attention + elementwise), redo_moe)
     # the rank's routed experts' fixed work; recomputing the MoE layers repeats the forward's third of it
     experts_time = moe * c.routed_experts / lay.ep * links.expert_overhead * (4 / 3 if redo_moe else 1)
     return MicroBatch(gemm, attention, elementwise, head, redo, tp_comm, cp_time, ep_time, send, gemm_forward, core,
-                      experts_time, moe)
+                      experts_time, moe, ep_alone)
 
 
 def moe_redone(c: ModelCost, lay: Layout) -> bool:
@@ -306,7 +307,8 @@ def step_time(c: ModelCost, links: Links, lay: Layout, seq: int, grads: tuple[fl
     mb = mb or micro_batch(c, links, lay, seq)
     m, compute, per_mb = lay.micro_batches, mb.compute, mb.total
     dp = dp_exposed(lay, traffic if traffic is not None else dp_traffic(lay, links, grads), per_mb, compute, c.layers)
-    return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp, ep=m * mb.ep,
+    return StepTime(compute=m * compute, recompute=m * mb.redo, tp=m * mb.tp, cp=m * mb.cp,
+                    ep=m * mb.ep + ep_unpaired(lay) * (mb.ep_alone - mb.ep),
                     experts=m * mb.experts, pp=m * lay.vpp * 2 * exposed_send(mb, lay),
                     bubble=(lay.pp - 1) / lay.vpp * per_mb, dp=dp,
                     optimizer=optimizer if optimizer is not None else optimizer_step(lay, links, grads),

@@ -7,7 +7,7 @@ import dataclasses
 import math
 from collections import Counter
 
-from .collectives import ep_overlapped
+from .collectives import ep_overlapped, ep_unpaired
 from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
@@ -154,7 +154,8 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                         mb.gemm, mb.attention, mb.elementwise, mb.head),
             "recompute": each + (m, mb.redo), "tp_comm": each + (m, mb.tp), "cp_comm": each + (m, mb.cp),
             "offload": _offload_formula(mb, lay, *offload) if offload else ("no layers offloaded",),
-            "ep_comm": each + (m, mb.ep),
+            "ep_comm": ("{} micro-batches x {} s + {} unpaired x ({} s - {} s)", m, mb.ep, ep_unpaired(lay), mb.ep_alone,
+                        mb.ep) if ep_unpaired(lay) else each + (m, mb.ep),
             "expert_overhead": ("{} micro-batches x {} MoE layers x {} experts a GPU x {} s" + (
                 " x 4/3 (recomputation repeats the forward)" if redone else ""),
                 m, mb.moe_layers, experts, overhead),

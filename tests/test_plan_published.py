@@ -148,7 +148,7 @@ MFU_MISSES = {
                                            "core, timed at 0.41 of cuDNN's 0.61 H100 forward share (the factor "
                                            "fitted over the FlashAttention-2 era runs); the same recipe is -5% on "
                                            "GB200 and -9% on B200",
-    "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx": "predicted high (+18%): " + MOE_FIXED + ", which brings the same "
+    "mbridge2511-qwen3-235b-a22b-64xb200-fp8-mx": "predicted high (+17%): " + MOE_FIXED + ", which brings the same "
                                                   "model on 256 GB200s (BF16) and 256 H100s (FP8-CS) within 7%; this "
                                                   "run's 16 experts a GPU would need about 0.5 ms each",
     "mbridge2511-qwen3-30b-a3b-16xh100-fp8-cs": "predicted 2.1x high: " + MOE_FIXED + ", which brings the same recipe "
