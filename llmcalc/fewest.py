@@ -11,6 +11,8 @@ from .plan import Constraints, Planner, Target, degree_tuples
 from .planinputs import MAX_GPUS
 from .spec import ModelSpec, SpecError
 
+PAYS = 0.9  # a doubling of the GPUs pays where it cuts the time to train by a tenth at least
+
 
 def bisect_nodes(low: int, high: int, node: int, meets) -> int:
     """The fewest GPUs, in whole nodes, between ``low`` (which does not meet ``meets``) and ``high`` (which does),
@@ -63,15 +65,20 @@ def smallest_fit(m: ModelSpec, cluster, t: Target, c: Constraints, limit: int = 
     return high
 
 
+def stops_paying(tried: dict[int, float]) -> int:
+    """The fewest GPU counts tried past which none trains faster by a tenth a doubling: every larger count k takes
+    more than time(n) x 0.9^log2(k/n) (405B at 8k, a 512-sequence batch: 8,192 GPUs at 132 days, not 65,536 at 118)."""
+    counts = sorted(tried)
+    return next(n for n in counts if all(tried[k] > tried[n] * PAYS ** math.log2(k / n) for k in counts if k > n))
+
+
 def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; where no count does, 0,
-    and the time and count of the fewest GPUs within 2% of the fastest seen), by the planner's own search at each
-    count with the
-    same batch and constraints (DP follows the count): doubling from the step (count_step) times the power of two
-    of nodes above the asked count, as a batch of 2^k sequences splits evenly over them (12 nodes go on to 16, 32,
-    ..., not 24, 48, whose factor 3 DP cannot take), until three doublings in a row cut the time by less than a
-    tenth, then bisected between the last count that misses and the first that meets. Where none meets, the
-    fewest GPUs within 2% of the fastest time seen, and that time.
+    and the time and count past which doubling stops paying, stops_paying), by the planner's own search at each
+    count with the same batch and constraints (DP follows the count): doubling from the step (count_step) times the
+    power of two of nodes above the asked count, as a batch of 2^k sequences splits evenly over them (12 nodes go on
+    to 16, 32, ..., not 24, 48, whose factor 3 DP cannot take), until three doublings in a row cut the time by less
+    than a tenth, then bisected between the last count that misses and the first that meets.
     The time falls with GPUs though not strictly (the batch must split evenly), so the count is a bisection's,
     not every count's minimum; the global batch caps data parallelism, where doubling stops paying."""
     node, steps = count_step(cluster, c)[2], math.ceil(t.tokens / (t.global_batch * t.seq))
@@ -89,10 +96,10 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
     high, best, idle = high * 2 if high == low else high, math.inf, 0
     tried = {}
     while (time := train(high)) > seconds:
-        idle = idle + 1 if time > 0.9 * best else 0  # three times in a row no better: the batch caps DP
+        idle = idle + 1 if time > PAYS * best else 0  # three times in a row no better: the batch caps DP
         best, tried[high] = min(best, time), time
         if high * 2 > MAX_GPUS or idle == 3:
-            at = min(n for n, x in tried.items() if x <= 1.02 * best)  # more GPUs for under 2% stop paying
+            at = stops_paying(tried)
             return 0, tried[at], at
         low, high = high, high * 2
     high = bisect_nodes(low, high, node, lambda n: train(n) <= seconds)

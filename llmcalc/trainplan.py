@@ -231,15 +231,18 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
     summary["gpus_within"] = gpus or None
     nodes = f" ({gpus // cluster.gpus_per_node:,} nodes of {cluster.gpus_per_node})" if gpus % cluster.gpus_per_node == 0 \
         and gpus > cluster.gpus_per_node else ""
+    # the same work a step at that count: MFU scales as GPU-seconds a step, the asked count's over that one's
+    mfu = summary["mfu"].value * summary["train_time"].value * t.gpus / (time * at) if time < math.inf else 0.0
+    idle = (f"; the {t.global_batch:,}-sequence batch leaves that many GPUs idle much of a step (--global-batch or "
+            "--batch-tokens larger lets data parallelism grow)" if mfu < summary["mfu"].value / 2 else "")
     if gpus:
         summary["train_time_within"] = Quantity(time, "s")
-        notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout (the same "
-                     "search at each count, the nodes doubled then bisected)")
+        notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout at {mfu:.1%} "
+                     f"MFU (the same search at each count, the nodes doubled then bisected){idle}")
     else:
-        notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; the fastest, within "
-                     f"2%, is {fmt_seconds(time)} on {at:,} GPUs, where doubling them stops paying (a larger "
-                     "--batch-tokens lets data parallelism grow)" if time < math.inf else
-                     f"within {days}: no GPU count fits")
+        notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; {at:,} GPUs train in "
+                     f"{fmt_seconds(time)} at {mfu:.1%} MFU, past which each doubling cuts under a tenth{idle}"
+                     if time < math.inf else f"within {days}: no GPU count fits")
 
 
 def _narrowed(c: Constraints) -> str:

@@ -79,11 +79,29 @@ def test_a_missed_deadline_names_a_power_of_two_of_nodes():
               "--tokens", "15T", "--max-days", "30", "--check", "--json")
     assert out.exit_code == 1
     note = next(n for n in json.loads(out.stdout)["notes"] if n.startswith("within 30 days"))
-    gpus = int(re.search(r"days on ([\d,]+) GPUs", note).group(1).replace(",", ""))
+    gpus = int(re.search(r"batch; ([\d,]+) GPUs train", note).group(1).replace(",", ""))
     assert gpus % 8 == 0 and (gpus // 8) & (gpus // 8 - 1) == 0, note
     # 8,192 GPUs: 132 days; 16,384: 158; 32,768: 132; 65,536: 118.5, the third doubling in a row to gain under a
-    # tenth, so the search stops there; no count tried comes within 2% of it but itself
-    assert gpus == 65_536 and "the fastest, within 2%, is 118" in note, note
+    # tenth, so the search stops there; past 8,192 no count gains a tenth a doubling (65,536 would need 96 days)
+    assert gpus == 8_192 and "8,192 GPUs train in 132 days at 42.5% MFU, past which each doubling" in note, note
+
+
+def test_past_where_doubling_pays_the_count_is_the_fewest():
+    from llmcalc.fewest import stops_paying
+
+    # by hand: 8 -> 16 halves the time; 16 -> 64 cuts 10 to 9, under 0.9^2 = 0.81 of 10; 16 is where it stops paying
+    assert stops_paying({8: 20.0, 16: 10.0, 32: 11.0, 64: 9.0}) == 16
+    assert stops_paying({8: 20.0, 16: 10.0, 32: 8.9}) == 32  # 16 -> 32 cut more than a tenth
+    assert stops_paying({8: 20.0, 16: float("inf")}) == 8  # no layout fits at 16
+
+
+def test_a_deadline_met_only_past_the_batchs_reach_says_so():
+    """Llama 3 70B, 15T tokens in 30 days, the default 512-sequence batch: met on 41,984 GPUs at 7% MFU, where 512
+    GPUs run at 55%: the note says the batch leaves them idle."""
+    out = run("plan", "--model", "llama-3-70b", "--cluster", "dgx-h100", "--nodes", "64", "--seq", "8k", "--tokens",
+              "15T", "--max-days", "30", "--check", "--json")
+    note = next(n for n in json.loads(out.stdout)["notes"] if n.startswith("within 30 days"))
+    assert out.exit_code == 1 and "at 7.3% MFU" in note and "batch leaves that many GPUs idle" in note, note
 
 
 def test_a_batch_too_small_for_the_cluster_is_said():
