@@ -222,19 +222,22 @@ def _check_dtype(gpu, dtype: str) -> None:
                         f"{' or '.join(have) or 'bf16, on another GPU'}")
 
 
-def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> None:
-    """--max-days missed: the fewest GPUs that meet it (gpus_within), in the summary and a note."""
+def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float,
+              reference: tuple[float, float] | None = None) -> None:
+    """--max-days missed: the fewest GPUs that meet it (gpus_within), in the summary and a note; ``reference``: the
+    time to train and MFU at t.gpus (None: the summary's)."""
     from .breakdown import Quantity
 
     days = f"{seconds / 86400:g} days"
+    trained, asked = reference or (summary["train_time"].value, summary["mfu"].value)
     gpus, time, at = gpus_within(m, cluster, t, c, seconds)
     summary["gpus_within"] = gpus or None
     nodes = f" ({gpus // cluster.gpus_per_node:,} nodes of {cluster.gpus_per_node})" if gpus % cluster.gpus_per_node == 0 \
         and gpus > cluster.gpus_per_node else ""
     # the same work a step at that count: MFU scales as GPU-seconds a step, the asked count's over that one's
-    mfu = summary["mfu"].value * summary["train_time"].value * t.gpus / (time * at) if time < math.inf else 0.0
+    mfu = asked * trained * t.gpus / (time * at) if time < math.inf else 0.0
     idle = (f"; the {t.global_batch:,}-sequence batch leaves that many GPUs idle much of a step (--global-batch or "
-            "--batch-tokens larger lets data parallelism grow)" if mfu < summary["mfu"].value / 2 else "")
+            "--batch-tokens larger lets data parallelism grow)" if mfu < asked / 2 else "")
     if gpus:
         summary["train_time_within"] = Quantity(time, "s")
         notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout at {mfu:.1%} "
@@ -251,6 +254,26 @@ def _narrowed(c: Constraints) -> str:
 
     fixed = fixed_flags(c)
     return f" with {', '.join(fixed)} (drop or widen one)" if fixed else ""
+
+
+def _nothing_fits(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float,
+                  deadline: float | None) -> None:
+    """No layout fits: the fewest GPUs any does (_too_small); with --max-days, the deadline asked from that count."""
+    from .breakdown import Quantity
+
+    fewest = summary["min_gpus"] = _too_small(notes, m, cluster, t, c, usable)
+    at = dataclasses.replace(t, gpus=fewest or 1)
+    ranked = Planner(m, cluster, at, c).search(1) if fewest and t.tokens and deadline else []
+    if not ranked:
+        return
+    time = math.ceil(t.tokens / (t.global_batch * t.seq)) * ranked[0].time.total
+    mfu = record(ranked[0], m, at, cluster.gpu.peak(t.dtype))["mfu"]
+    if time > deadline:
+        _deadline(summary, notes, m, cluster, at, c, deadline, (time, mfu))
+        return
+    summary["gpus_within"], summary["train_time_within"] = fewest, Quantity(time, "s")
+    notes.append(f"within {deadline / 86400:g} days: the fewest GPUs that fit, {fewest:,}, train in {fmt_seconds(time)} "
+                 f"at {mfu:.1%} MFU")
 
 
 def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float) -> int | None:
@@ -337,7 +360,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
         if t.tokens and deadline and layouts[0]["train_time"] > deadline:
             _deadline(summary, notes, m, cluster, t, c, deadline)
     else:
-        summary["min_gpus"] = _too_small(notes, m, cluster, t, c, p.usable)
+        _nothing_fits(summary, notes, m, cluster, t, c, p.usable, deadline)
     return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
                      inputs={"gpu": cluster.gpu.name, "cluster": cluster.preset, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,

@@ -119,3 +119,17 @@ def test_inputs_name_the_gpu_and_a_cluster_preset_only_when_one_was_given():
     by_cluster = plan_json("--model", "llama-3-8b", *NODE)["inputs"]
     assert (by_gpu["gpu"], by_gpu["cluster"]) == ("h100-sxm", None)  # --gpu's reference node is no cluster preset
     assert (by_cluster["gpu"], by_cluster["cluster"]) == ("h100-sxm", "dgx-h100")
+
+
+def test_a_deadline_is_answered_when_the_cluster_is_too_small():
+    """Llama 3.1 8B on one H100 does not fit (16 bytes a parameter of states alone); the smallest count that does,
+    2, trains 10B tokens in a week, so it is the answer to --max-days 30 as well (the user audit's question)."""
+    out = run("plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "1", "--seq", "8k", "--tokens", "10B",
+              "--max-days", "30", "--check", "--json")
+    d = json.loads(out.stdout)
+    assert out.exit_code == 1 and d["summary"]["min_gpus"] == d["summary"]["gpus_within"] == 2
+    assert d["summary"]["train_time_within"] < 30 * 86400
+    assert "(2 GPUs would meet --max-days)" in out.stderr
+    d = json.loads(run("plan", "--model", "llama-3.1-405b", "--gpu", "h100", "--gpus", "8", "--tokens", "15T",
+                       "--max-days", "30", "--check", "--json").stdout)
+    assert d["summary"]["min_gpus"] == 96 and any(n.startswith("within 30 days: no GPU count") for n in d["notes"])

@@ -183,7 +183,8 @@ def _failed(b, min_mfu: float | None, max_days: float | None) -> str | None:
     """Why ``b`` fails --check (no layout fits, the best MFU below --min-mfu, --tokens longer than --max-days)."""
     s = b.summary
     if not s["found"]:
-        return f"{b.model}: no layout fits"
+        within = s.get("gpus_within")
+        return f"{b.model}: no layout fits" + (f" ({within:,} GPUs would meet --max-days)" if within else "")
     if min_mfu is not None and s["mfu"] < min_mfu:
         return f"{b.model}: the fastest layout's MFU {s['mfu']:.1%} is below --min-mfu {min_mfu:g} ({min_mfu * 100:g}%)"
     if max_days is not None and s["train_time"] > max_days * 86400:
