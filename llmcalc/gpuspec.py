@@ -17,6 +17,7 @@ DEFAULT_NETWORK_BANDWIDTH = 12.5e9  # B/s per GPU, one direction: one 100 Gb/s p
 # DGX H100's 400 Gb/s and half a DGX A100's 200 Gb/s: conservative for a training cluster (an 8-card PCIe
 # cloud server can have less, e.g. 100 Gb/s for all 8: pass a cluster preset for it)
 
+AMPERE = 8.0  # the first with a fused kernel Transformer Engine runs (auto picks the unfused core before it)
 # Attention kernels a preset may give a measured share for besides FlashAttention-2 (its attention_share):
 # cuDNN's fused attention (what Transformer Engine runs on Hopper and later) and FlashAttention-3.
 MEASURED_KERNELS = ("cudnn", "fa3")

@@ -9,7 +9,7 @@ scripts/fit_steptime.py --grid; the README states the fit's counts).
 
 from __future__ import annotations
 
-from .gpuspec import MEASURED_KERNELS
+from .gpuspec import AMPERE, MEASURED_KERNELS
 from .serving import COMPUTE, mamf_share
 from .spec import SpecError, check_choice
 
@@ -67,7 +67,6 @@ UNFUSED_BANDWIDTH = 0.61
 # FlashAttention-2 itself from Ampere (its README), PyTorch SDPA's memory-efficient kernel before it, and AMD's ROCm
 # port. (lowest, highest or None)
 KERNEL_CAPABILITY = {"fa3": (9.0, 9.0), "fa2": (7.0, None), "cudnn": (8.0, None)}
-AMPERE = 8.0  # the first with a fused kernel Transformer Engine runs (auto picks the unfused core before it)
 
 
 def attention_kernel(gpu, kernel: str = "auto") -> str:

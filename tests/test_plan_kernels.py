@@ -394,3 +394,22 @@ def test_a_dtype_the_gpu_has_no_tensor_cores_for_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", Implausible)
         assert run(*args, "--dtype", "fp16").exit_code == 0
+
+
+def test_megatron_on_a_gpu_before_ampere_saves_the_unfused_cores_scores_as_plan_sizes_it():
+    """Transformer Engine runs no fused attention before Ampere, so Megatron-Core on a V100 keeps the s x s scores:
+    `memory --framework megatron` takes eager there unless told, and reads plan's best layout to the byte."""
+    from .conftest import run_json
+
+    plan = run_json("plan", "--model", "llama-3-8b", "--gpu", "v100", "--gpus", "64", "--seq", "2k", "--top", "1",
+                    "--dtype", "fp16")
+    best = plan["summary"]["layouts"][0]
+    args = ("memory", "--model", "llama-3-8b", "--mode", "train", "--framework", "megatron", "--gpu", "v100",
+            "--gpus", "64", "--tp", str(best["tp"]), "--pp", str(best["pp"]), "--zero", str(best["zero"]),
+            "--batch", str(best["micro_batch"]), "--grad-accum", str(best["grad_accum"]),
+            "--recompute", best["recompute"], "--seq", "2048", "--dtype", "fp16")
+    memory = run_json(*args)
+    assert memory["inputs"]["attention_impl"] == "eager" and memory["summary"]["total"] == best["memory"]
+    assert run_json(*args, "--attention-impl", "sdpa")["summary"]["total"] < best["memory"]  # as asked
+    out = run("memory", "--model", "llama-3-8b", "--mode", "train", "--gpu", "v100", "--attention-impl", "flash")
+    assert out.exit_code == 2 and "--attention-impl flash needs compute capability 7.5" in out.stderr

@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from ..breakdown import Breakdown, Quantity
-from ..spec import ModelSpec
+from ..spec import ModelSpec, SpecError
 from .engines import check_engine_gpu
 from .placement import check_interleaving, check_layout, stages
 from .recompute import check_recompute_modules
@@ -42,6 +42,8 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     if s.mode == "train":  # each mode imports only its own module (start-up time)
         from .training import train_stage
 
+        s = attention_on(s, gpu)
+
         check_recompute_modules(m, s.recompute_modules)
         if m.tie_word_embeddings and not s.fw.ties_embeddings:  # LitGPT copies a tied embedding into its lm_head
             m = dataclasses.replace(m, tie_word_embeddings=False)
@@ -69,6 +71,26 @@ def memory_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings) -> Br
     return Breakdown(command="memory", title=f"Memory per GPU of {m.name}, {what}", model=m.name,
                      gpu=gpu.name if gpu else None, rows=res.rows.build(), summary=summary,
                      inputs=_inputs(s), notes=tuple(res.notes))
+
+
+FLASH_CAPABILITY = 7.5  # FlashAttention 1 runs on Turing and later, FlashAttention 2 on Ampere (8.0) and later
+
+
+def attention_on(s: MemorySettings, gpu: GPUSpec | None) -> MemorySettings:
+    """Training's attention as the GPU runs it: Megatron-Core's Transformer Engine has no fused kernel before Ampere and
+    runs its unfused core, which keeps the s x s scores (kernels.attention_kernel, as `plan` times it); FlashAttention
+    asked of a GPU older than Turing is refused."""
+    from ..gpuspec import AMPERE
+
+    cc = gpu.compute_capability if gpu else None
+    if cc is None:
+        return s
+    if s.attention_impl == "flash" and cc < FLASH_CAPABILITY:
+        raise SpecError(f"--attention-impl flash needs compute capability {FLASH_CAPABILITY} or later (FlashAttention); "
+                        f"{gpu.name} has {cc}: use sdpa (PyTorch's memory-efficient kernel) or eager")
+    if s.framework == "megatron" and not s.attention_given and cc < AMPERE:
+        return dataclasses.replace(s, attention_impl="eager")
+    return s
 
 
 def device(gpu: GPUSpec | None, capacity: int | None):

@@ -142,9 +142,11 @@ class MemorySettings:
     weight_format: str | None = None
     parallel: Parallelism = field(default_factory=Parallelism)
     dtype_given: bool = field(init=False, default=False)
+    attention_given: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype_given", self.dtype is not None)
+        object.__setattr__(self, "attention_given", self.attention_impl is not None)
         object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
         object.__setattr__(self, "recompute_modules", tuple(dict.fromkeys(self.recompute_modules)))
         self._resolve_framework()
