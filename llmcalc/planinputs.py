@@ -215,7 +215,8 @@ def fixed_flags(c: Constraints) -> list[str]:
     """The options that narrow the search, as typed: fixed degrees, the micro-batch, offloading, ZeRO stages."""
     flags = {"offload": "offload-layers"}
     fixed = [f"--{flags.get(k, k.replace('_', '-'))} {getattr(c, k)}"
-             for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp", "offload") if getattr(c, k)]
+             for k in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp", "offload")
+             if getattr(c, k) or k == "offload" and c.offload == 0]  # --offload-layers 0 rules offloading out
     return fixed + ([f"--zero {','.join(map(str, c.zero))}"] if c.zero != SEARCHED_ZERO else []) + \
         ([f"--recompute {','.join(c.recompute)}"] if set(c.recompute) != set(RECOMPUTE) else [])
 

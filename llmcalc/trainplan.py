@@ -277,14 +277,16 @@ def _nothing_fits(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, 
 
 
 def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float) -> int | None:
-    """No layout fits: the fewest GPUs any does (smallest_fit), noted."""
+    """No layout fits: the fewest GPUs any does (smallest_fit), noted with the options that narrowed the search."""
+    from .planinputs import fixed_flags
     from .units import fmt_bytes
 
     fewest = smallest_fit(m, cluster, t, c)
     node = cluster.gpus_per_node
+    fixed = fixed_flags(c)
     notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
-                 + (f"; the fewest GPUs any layout fits on: {fewest}" + (f" (whole nodes of {node})" if fewest > node
-                                                                         else "") if fewest else
+                 + (f"; the fewest GPUs any layout fits on{' with ' + ', '.join(fixed) if fixed else ''}: {fewest}"
+                    + (f" (whole nodes of {node})" if fewest > node else "") if fewest else
                     "; none fits on any count" + _narrowed(c)))
     return fewest
 

@@ -133,3 +133,12 @@ def test_a_deadline_is_answered_when_the_cluster_is_too_small():
     d = json.loads(run("plan", "--model", "llama-3.1-405b", "--gpu", "h100", "--gpus", "8", "--tokens", "15T",
                        "--max-days", "30", "--check", "--json").stdout)
     assert d["summary"]["min_gpus"] == 96 and any(n.startswith("within 30 days: no GPU count") for n in d["notes"])
+
+
+def test_the_fewest_gpus_name_the_options_they_depend_on():
+    d = plan_json("--model", "llama-3-70b", "--gpu", "h100", "--gpus", "8", "--micro-batch", "16")
+    assert any("the fewest GPUs any layout fits on with --micro-batch 16: 24" in n for n in d["notes"])
+    d = plan_json("--model", "llama-3-70b", "--gpu", "h100", "--gpus", "64", "--max-tp", "1", "--pp", "1", "--cp", "1",
+                  "--recompute", "none", "--offload-layers", "0")  # offloading ruled out is one of them
+    assert any("none fits on any count with --pp 1, --cp 1, --max-tp 1, --offload-layers 0, --recompute none" in n
+               for n in d["notes"])
