@@ -298,7 +298,8 @@ def _thin(t: Target, best: Ranked) -> list[str]:
     if lay.pp == 1 or lay.micro_batches >= lay.pp:
         return []
     share = best.time.bubble / best.time.total
-    return [f"the {t.global_batch:,}-sequence batch leaves each of the {lay.dp:,} DP ranks {lay.micro_batches} "
+    ranks = f"each of the {lay.dp:,} DP ranks" if lay.dp > 1 else "its one DP rank"
+    return [f"the {t.global_batch:,}-sequence batch leaves {ranks} {lay.micro_batches} "
             f"micro-batch{'es' * (lay.micro_batches != 1)} for {lay.pp} pipeline stages: the bubble is {share:.0%} of "
             "the step; fewer GPUs or a larger batch (--global-batch, --batch-tokens) would use them better"]
 
@@ -340,8 +341,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     peak = cluster.gpu.peak(t.dtype)
     layouts = [record(r, m, t, peak) for r in ranked]
     rows = Rows("s", total="step_time")
-    notes = [f"{t.gpus} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequence{'s' * (t.global_batch != 1)} "
-             f"of {t.seq:,} tokens per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
+    notes = [f"{t.gpus:,} x {cluster.gpu.name}, {cluster.gpus_per_node} per node; {t.global_batch:,} sequence{'s' * (t.global_batch != 1)} "
+             f"of {t.seq:,} token{'s' * (t.seq != 1)} per step; {t.dtype}" + (f"; {p.evaluated:,} layouts timed" if ranked else "")]
     if ranked:
         offloaded = any(r.layout.offload for r in ranked)
         notes.append(conventions(p.links, t.dtype, c, cluster.gpu, m.is_moe, m.dropout > 0, offloaded))
@@ -363,7 +364,7 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
             _deadline(summary, notes, m, cluster, t, c, deadline)
     else:
         _nothing_fits(summary, notes, m, cluster, t, c, p.usable, deadline)
-    return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus} x {cluster.gpu.name}",
+    return Breakdown(command="plan", title=f"Training plan for {m.name} on {t.gpus:,} x {cluster.gpu.name}",
                      model=m.name, gpu=cluster.gpu.name, rows=rows.build(), summary=summary,
                      inputs={"gpu": cluster.gpu.name, "cluster": cluster.preset, "gpus": t.gpus, "gpus_per_node": cluster.gpus_per_node,
                              "intra_bandwidth": Quantity(cluster.intra_bandwidth, "byte/s"),

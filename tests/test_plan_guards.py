@@ -30,6 +30,7 @@ def plan_json(*args: str) -> dict:
     (("--model", "llama-3-8b", *NODE, "--sweep", "png=a.png"), "one of this command's options: attention-kernel"),
     # 4.2 x 2^20 = 4,404,019.2: the M of a length, not of --tokens' decimal count
     (("--model", "llama-3-8b", *NODE, "--batch-tokens", "4.2M"), "got '4.2M' (4,404,019.2 tokens: k and M are 1024"),
+    (("--model", "llama-3-8b", *NODE, "--global-batch", "4M"), "got '4M'; for 4M tokens a step give --batch-tokens 4M"),
 ])
 def test_impossible_asks_are_one_line_refusals(args, why):
     out = run("plan", *args)

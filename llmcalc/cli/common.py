@@ -37,7 +37,7 @@ class UserError(typer.BadParameter):
 
 # --sweep on every command (cli/sweep.py runs it)
 SWEEP_HELP = ("Run once per value of one option and tabulate the key results: NAME=a,b,c or NAME=A..B "
-              "(doubling), e.g. seq=1k..128k, batch=1..64, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
+              "(doubling), e.g. seq=1k..128k, gpus=8,16,32, gpu=a100-80gb,h100-sxm.")
 
 
 def _choice_hint(exc) -> str:

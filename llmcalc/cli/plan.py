@@ -29,7 +29,7 @@ def plan(
     nodes: Annotated[Optional[int], typer.Option("--nodes", rich_help_panel=HARDWARE, show_default="none: give it or --gpus", help="Nodes (instead of --gpus).")] = None,
     gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", rich_help_panel=HARDWARE, show_default="the preset's node", help="GPUs sharing one NVLink domain.")] = None,
     seq: SeqOpt = None,
-    global_batch: Annotated[Optional[int], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="the largest power of two within 4M tokens / --seq", help="Sequences per optimizer step.")] = None,
+    global_batch: Annotated[Optional[str], typer.Option("--global-batch", rich_help_panel=RUNTIME, show_default="the largest power of two within 4M tokens / --seq", help="Sequences per optimizer step.")] = None,
     batch_tokens: Annotated[Optional[str], typer.Option("--batch-tokens", rich_help_panel=RUNTIME, show_default="none: --global-batch", help="Tokens per optimizer step instead, a whole number of sequences (4M = 4,194,304: k and M as for --seq).")] = None,
     tokens: TokensOpt = None,
     dtype: Annotated[PlanDtype, typer.Option("--dtype", rich_help_panel=PRECISION, help="Matmul dtype (its peak and efficiency); weights, gradients and states as Megatron keeps them.")] = "bf16",
@@ -104,7 +104,7 @@ def plan(
     for m in _models(model, generic):
         _warn_expert_overhead(expert_overhead, cons.expert_overhead, m)
         length = default_seq(m, seq)
-        batch = batch_of(global_batch, parse_batch_tokens(batch_tokens) if batch_tokens else None, length)
+        batch = batch_of(_sequences(global_batch), parse_batch_tokens(batch_tokens) if batch_tokens else None, length)
         target = Target(gpus=count, seq=length, global_batch=batch, tokens=parse_count(tokens) if tokens else None,
                         dtype=PlanDtype(dtype).value)
         results.append(plan_breakdown(m, where, target, cons, top, max_days * 86400 if max_days and check else None))
@@ -114,6 +114,19 @@ def plan(
         typer.echo(f"check failed: {why}", err=True)
     if failed:
         raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _sequences(text: str | None) -> int | None:
+    """--global-batch: a whole number of sequences; a token count (4M) is --batch-tokens'."""
+    from ..spec import SpecError
+
+    if text is None:
+        return None
+    try:
+        return int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        tokens = f"; for {text} tokens a step give --batch-tokens {text}" if text.strip()[-1:].isalpha() else ""
+        raise SpecError(f"--global-batch counts sequences, a whole number (512), got {text!r}{tokens}") from None
 
 
 def _check_targets(check: bool, min_mfu: float | None, max_days: float | None, tokens: str | None) -> None:
