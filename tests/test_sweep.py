@@ -126,3 +126,13 @@ def test_a_command_line_resolves_its_settings_afresh():
             result = run("memory", "--model", "gpt2", "--mode", "infer", "--engine-version", "0.99", "--sweep",
                          "batch=1,2", "--json")
         assert result.exit_code == 0
+
+
+def test_a_failed_check_names_the_point_it_failed_at():
+    out = run("memory", "--model", "llama-3-70b", "--gpu", "h100", "--sweep", "seq=2k..4k", "--check")
+    assert out.exit_code == 1
+    assert [line.split(":")[0] for line in out.stderr.splitlines() if line.startswith("check failed")] == \
+        ["check failed at seq=2048", "check failed at seq=4096"]
+    out = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--sweep", "gpus=8,16", "--check",
+              "--min-mfu", "0.9")
+    assert out.exit_code == 1 and "check failed at gpus=16: llama-3-8b: the fastest layout's MFU" in out.stderr

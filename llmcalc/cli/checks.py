@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import ExitCode
+from .common import ExitCode, sweep_point
 
 
 def fail_check(results: list, failed, why) -> None:
@@ -13,7 +13,7 @@ def fail_check(results: list, failed, why) -> None:
     bad = [b for b in results if failed(b)]
     for b in bad:
         where = f" on {b.gpu}" if getattr(b, "gpu", None) else ""
-        typer.echo(f"check failed: {b.model}{where}: {why(b)}", err=True)
+        typer.echo(f"check failed{sweep_point()}: {b.model}{where}: {why(b)}", err=True)
     if bad:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 

@@ -374,6 +374,12 @@ def sweeping() -> bool:
     return sweep is not None and sweep.collected is not None
 
 
+def sweep_point() -> str:
+    """" at NAME=value" while a --sweep point runs (cli/sweep.py's current), else "": a failed check names it."""
+    sweep = sys.modules.get(f"{__package__}.sweep")
+    return f" at {sweep.current}" if sweep is not None and sweep.current else ""
+
+
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:
     if sweeping():
         from .sweep import collected

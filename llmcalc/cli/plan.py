@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
-                     _models, app, default_seq, unused)
+                     _models, app, default_seq, sweep_point, unused)
 from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: cheap to load
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
@@ -111,7 +111,7 @@ def plan(
     _show(results, fmt)
     failed = [why for b in results if (why := _failed(b, min_mfu, max_days))] if check else []
     for why in failed:
-        typer.echo(f"check failed: {why}", err=True)
+        typer.echo(f"check failed{sweep_point()}: {why}", err=True)
     if failed:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 

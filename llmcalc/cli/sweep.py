@@ -19,6 +19,7 @@ from ..units import UnitError, setting_parser
 MAX_POINTS = 10_000
 
 collected: list | None = None  # while a sweep runs, common._emit hands the results here
+current: str | None = None  # the point running, NAME=value (common.sweep_point names it in a failed check)
 
 
 def values(spec: str, param) -> list[str]:
@@ -95,7 +96,7 @@ def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str |
 
     from .common import _fmt
 
-    global collected
+    global collected, current
     param = option(spec, command) if spec else None
     if param is not None:
         from .common import unused
@@ -111,7 +112,7 @@ def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str |
     gc.disable()  # thousands of answers pile up until they are shown: the collector would walk them again and again
     try:
         for value in values(spec, param) if param else [None]:
-            collected = []
+            collected, current = [], f"{param.name.rstrip('_').replace('_', '-')}={value}" if param else None
             try:
                 call(**({**fixed, param.name: convert(param.name, _typed(param, value, check))} if param else kwargs))
             except typer.Exit as done:
@@ -119,7 +120,7 @@ def run(callback: Callable, check: Callable, kwargs: dict[str, Any], spec: str |
             except (SpecError, UnitError) as exc:
                 raise SpecError(f"--sweep {param.name}={value}: {exc}" if param else str(exc)) from None
             finally:
-                results, collected = collected, None
+                results, collected, current = collected, None, None
             points.append(((_base(value, param), value) if param else (None, None), results))
         _show(points, param.name.rstrip("_") if param else None, fmt, chart, png)
     finally:
