@@ -133,6 +133,6 @@ def test_a_failed_check_names_the_point_it_failed_at():
     assert out.exit_code == 1
     assert [line.split(":")[0] for line in out.stderr.splitlines() if line.startswith("check failed")] == \
         ["check failed at seq=2048", "check failed at seq=4096"]
-    out = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--sweep", "gpus=8,16", "--check",
+    out = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--sweep", "gpus=8,16", "--check",
               "--min-mfu", "0.9")
     assert out.exit_code == 1 and "check failed at gpus=16: llama-3-8b: the fastest layout's MFU" in out.stderr
