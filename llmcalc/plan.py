@@ -29,7 +29,7 @@ from .kernels import attention_kernel
 from .memory.fp8 import params_in_fp8
 from .memory.placement import check_etp, check_layout, pipeline_in_flight
 from .memory.recompute import DEFAULT_RECOMPUTE_MODULES, check_recompute_modules
-from .planinputs import (SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO and links_of
+from .planinputs import (MAX_GPUS, SEARCHED_ZERO, Constraints, Target,  # noqa: F401 - SEARCHED_ZERO, links_of
                          fp8_settings, impossible, links_of, offloading)  # re-exported, as are Constraints, Target
 from .spec import ModelSpec, Parallelism, SpecError
 from .modelcost import ModelCost, model_cost
@@ -358,8 +358,22 @@ class Planner:
                 continue
             best[deg] = Ranked(lay, t, self.memory(lay), self.usable, lay.offload and self.host_bytes(lay))
         if not possible:
-            raise SpecError(impossible(self.m, self.t, self.c))
+            raise SpecError(impossible(self.m, self.t, self.c) + nearest_counts(self.m, self.cluster.gpus_per_node,
+                                                                               self.t, self.c))
         return list(best.values())
+
+
+def nearest_counts(m: ModelSpec, node: int, t: Target, c: Constraints, reach: int = 256) -> str:
+    """The GPU counts nearest t.gpus, below and above within ``reach``, at which some layout multiplies out (a degree
+    tuple with a variant), as " (992 or 1,024 GPUs would)"; "" where none does."""
+    def works(n: int) -> bool:
+        at = replace(t, gpus=n)
+        return any(lean(m, at, c, deg) for deg in degree_tuples(m, node, at, c))
+
+    below = next((n for n in range(t.gpus - 1, max(0, t.gpus - reach), -1) if works(n)), None)
+    above = next((n for n in range(t.gpus + 1, min(MAX_GPUS, t.gpus + reach) + 1) if works(n)), None)
+    found = [f"{n:,}" for n in (below, above) if n]
+    return f" ({' or '.join(found)} GPUs would)" if found else ""
 
 
 from . import _make_callable  # noqa: E402 - llmcalc.plan(...) is the API function (llmcalc/__init__.py)

@@ -98,10 +98,7 @@ class Constraints:
         return self.fp8_recipe or DEFAULT_FP8_RECIPE
 
     def __post_init__(self) -> None:
-        for key in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        self._check_degrees()
         self._check_offload()
         object.__setattr__(self, "recompute", choices(self.recompute, str, "--recompute"))
         object.__setattr__(self, "zero", choices(self.zero, int, "--zero"))
@@ -130,6 +127,14 @@ class Constraints:
         if type(self.tp_overlap_sms) is not int or not 0 <= self.tp_overlap_sms <= 64:
             raise SpecError(f"--tp-overlap-sms is a whole number of SMs, 0 to 64 (TE's default 16), got "
                             f"{self.tp_overlap_sms!r}")
+
+    def _check_degrees(self) -> None:
+        for key in ("tp", "pp", "cp", "ep", "etp", "dp", "vpp", "micro_batch", "max_tp"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise SpecError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        if self.tp and self.max_tp and self.tp > self.max_tp:
+            raise SpecError(f"--tp {self.tp} is above --max-tp {self.max_tp}: give one of them")
 
     def offload_rules_out(self, pp: int, cp: int) -> bool:
         """Whether a fixed offload count rules out these degrees: it runs on one stage without context parallelism."""

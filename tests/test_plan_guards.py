@@ -31,6 +31,9 @@ def plan_json(*args: str) -> dict:
     # 4.2 x 2^20 = 4,404,019.2: the M of a length, not of --tokens' decimal count
     (("--model", "llama-3-8b", *NODE, "--batch-tokens", "4.2M"), "got '4.2M' (4,404,019.2 tokens: k and M are 1024"),
     (("--model", "llama-3-8b", *NODE, "--global-batch", "4M"), "got '4M'; for 4M tokens a step give --batch-tokens 4M"),
+    (("--model", "llama-3-8b", *NODE, "--tp", "8", "--max-tp", "4"), "--tp 8 is above --max-tp 4: give one of them"),
+    # 1,000 = 2^3 x 5^3: with DP a power of two (a 512-sequence batch) the 5^3 falls to PP, past the 32 layers
+    (("--model", "llama-3-8b", "--gpu", "h100", "--gpus", "1000"), "fixed degree (992 or 1,024 GPUs would)"),
 ])
 def test_impossible_asks_are_one_line_refusals(args, why):
     out = run("plan", *args)
