@@ -84,9 +84,10 @@ def render_sweep(name: str, points: list[tuple[tuple[Any, str], list[Breakdown]]
 
     stream = out or sys.stdout
     records = _sweep_records(name, points)
-    keys = list(dict.fromkeys(k for rec in records for k in rec))
+    command = next((b.command for _, bs in points for b in bs), "")
+    lead = [name, "model", "gpu", *SWEEP_KEYS.get(command, ())]  # the same order whichever point has which columns
+    keys = sorted(dict.fromkeys(k for rec in records for k in rec), key=lambda k: lead.index(k) if k in lead else len(lead))
     if fmt in ("json", "csv"):
-        command = next((b.command for _, bs in points for b in bs), "")
         raw = [{k: rec.get(k, (None, None))[0] for k in keys} for rec in records]
         _sweep_machine(fmt, command, name, keys, raw, stream)
         return

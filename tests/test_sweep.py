@@ -136,3 +136,9 @@ def test_a_failed_check_names_the_point_it_failed_at():
     out = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--sweep", "gpus=8,16", "--check",
               "--min-mfu", "0.9")
     assert out.exit_code == 1 and "check failed at gpus=16: llama-3-8b: the fastest layout's MFU" in out.stderr
+
+
+def test_the_columns_keep_their_order_when_the_first_point_does_not_fit():
+    with pytest.warns(UserWarning, match="no layout fits 8 x h100-sxm"):  # a CSV row cannot say why: stderr does
+        out = run("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--sweep", "gpus=8..16", "--csv")
+    assert out.stdout.splitlines()[0].split(",") == ["gpus", "layout", "step_time", "mfu", "memory", "found"]
