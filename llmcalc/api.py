@@ -197,9 +197,9 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     """Expected serving latency with its band, beside the roofline bound (`llmcalc latency`).
     Settings: batch, prompt, output, dtype, kv_dtype, attention, compute_efficiency,
     bandwidth_efficiency, overlap (the bound's); prefill_efficiency, decode_efficiency,
-    step_overhead, request_overhead (the expected values'); max_num_batched_tokens, max_num_seqs;
-    measured_ttft, measured_itl (calibrate the expected values to a measurement at these settings);
-    tp (default all gpus)."""
+    step_overhead, request_overhead (the expected values'); max_num_batched_tokens, max_num_seqs; the engine as
+    launched: engine_version, gpu_util, max_model_len ("32k"); measured_ttft, measured_itl (calibrate the expected
+    values to a measurement at these settings); tp (default all gpus)."""
     from .expected_latency import latency_estimate
     from .schedule import load_of
     from .serving import Efficiencies

@@ -104,7 +104,7 @@ def parse_overhead(text: str | float) -> float:
 
 # The quantity each setting holds, by its name (the CLI's options and the Python API's keywords alike).
 _SETTING_KINDS = {**dict.fromkeys(("seq", "prompt", "output", "prefill_chunk", "multiple_of", "minimum",
-                                   "max_num_batched_tokens"), "length"),
+                                   "max_num_batched_tokens", "max_model_len"), "length"),
                   **dict.fromkeys(("gpu_memory", "reserve"), "bytes"),
                   **dict.fromkeys(("step_time", "ttft_target", "tpot_target", "measured_ttft", "measured_itl"),
                                   "seconds"),

@@ -113,3 +113,13 @@ def test_llama_server_under_poisson_arrivals_runs_as_many_slots_as_fit():
                     "--dtype", "q4_k_m", "--seq", "8192")["summary"]["max_concurrency"]
     slots = int(fits)
     assert any(f"at most {slots} running requests, KV for {slots * 8192:,} tokens" in n for n in d["notes"])
+
+
+def test_the_python_api_launches_the_engine_as_the_cli_does():
+    import llmcalc
+
+    api = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt="2k", output=256, concurrency=32, max_model_len="32k",
+                          gpu_util=0.5, engine_version="0.10.1")
+    cli = run_json("latency", *LLAMA_8B, "--concurrency", "32", "--max-model-len", "32k", "--gpu-util", "0.5",
+                   "--engine-version", "0.10.1")
+    assert api.inputs["max_model_len"] == 32768 and api.summary["ttft"] == cli["summary"]["ttft"]
