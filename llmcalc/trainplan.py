@@ -15,7 +15,7 @@ from .fewest import gpus_within, smallest_fit
 from .plan import Constraints, Planner, Ranked, Target
 from .spec import ModelSpec, SpecError
 from .exposure import BUFFER_PASSES, offload_windows, optimizer_bytes, optimizer_counts, overlaps_sends
-from .serving import FLOAT_BANDWIDTH
+from .serving import FLOAT_BANDWIDTH, mamf_share
 from .steptime import Layout, moe_redone
 from .units import fmt_seconds
 
@@ -100,8 +100,9 @@ def kernel_text(gpu, kernel: str) -> str:
         return name
     if source == "fa2":
         return f"{name}, timed as fa2: no {name} figure for {gpu.name}"
+    matmul = "its best-shape matmul share" if mamf_share("bf16", gpu) else "the matmul share assumed without a figure"
     return (f"{name}, at {share:g} of the peak: no attention figure for {gpu.name}, so A100's FlashAttention-2 share "
-            "scaled to its best-shape matmul share")
+            f"scaled to {matmul}")
 
 
 # The step-time rows: (row, steptime.StepTime field, note)

@@ -413,3 +413,10 @@ def test_megatron_on_a_gpu_before_ampere_saves_the_unfused_cores_scores_as_plan_
     assert run_json(*args, "--attention-impl", "sdpa")["summary"]["total"] < best["memory"]  # as asked
     out = run("memory", "--model", "llama-3-8b", "--mode", "train", "--gpu", "v100", "--attention-impl", "flash")
     assert out.exit_code == 2 and "--attention-impl flash needs compute capability 7.5" in out.stderr
+
+
+def test_the_attention_fallback_names_which_matmul_share_it_scales_to():
+    from llmcalc.trainplan import kernel_text
+
+    assert kernel_text(load_gpu("mi300x"), "auto").endswith("scaled to its best-shape matmul share")  # stas00's MAMF
+    assert kernel_text(load_gpu("tpu-v5p"), "auto").endswith("scaled to the matmul share assumed without a figure")
