@@ -175,21 +175,27 @@ def step_formulas(mb, lay: Layout, experts: int = 0, overhead: float = 0.0, redo
                         "and gather before the forward, all exposed (llmcalc/exposure.py dp_exposed)",)}
 
 
+def layout_columns(moe: bool, tokens: bool) -> tuple[str, ...]:
+    """A `layouts` entry's keys in order: the columns a narrow terminal keeps come first (report._fitting), the layout
+    in words, then the answers; train_time with --tokens, etp for an MoE model."""
+    return ("layout", "step_time", "mfu", *(("train_time",) if tokens else ()), "memory", "headroom", "tokens_per_s",
+            "tp", "pp", "vpp", "cp", "ep", *(("etp",) if moe else ()), "dp", "zero", "recompute", "sp", "micro_batch",
+            "grad_accum", "offload", "host_memory")
+
+
 def record(r: Ranked, m: ModelSpec, t: Target, peak: float) -> dict:
     """One layout as the JSON contract's `layouts` entry."""
     lay, step = r.layout, r.time.total
     tokens = t.global_batch * t.seq
-    # the columns a narrow terminal keeps come first (report._fitting): the layout in words, then the answers
     out = {"layout": describe(lay), "step_time": step,
-           "mfu": palm_per_token(m, t.seq) * tokens / (step * t.gpus * peak)}  # PaLM's 6N + 12LHQT, as `mfu`
-    if t.tokens:  # whole optimizer steps: a budget that ends mid-step runs that step out
-        out["train_time"] = math.ceil(t.tokens / tokens) * step
-    out.update({"memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
-                "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep,
-                **({"etp": lay.expert_tp} if m.is_moe else {}), "dp": lay.dp,
-                "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
-                "grad_accum": lay.micro_batches, "offload": lay.offload, "host_memory": round(r.host)})
-    return out
+           "mfu": palm_per_token(m, t.seq) * tokens / (step * t.gpus * peak),  # PaLM's 6N + 12LHQT, as `mfu`
+           # whole optimizer steps: a budget that ends mid-step runs that step out
+           "train_time": math.ceil(t.tokens / tokens) * step if t.tokens else None,
+           "memory": round(r.memory), "headroom": round(r.usable - r.memory), "tokens_per_s": tokens / step,
+           "tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "ep": lay.ep, "etp": lay.expert_tp, "dp": lay.dp,
+           "zero": lay.zero, "recompute": lay.recompute, "sp": lay.sp, "micro_batch": lay.micro_batch,
+           "grad_accum": lay.micro_batches, "offload": lay.offload, "host_memory": round(r.host)}
+    return {key: out[key] for key in layout_columns(m.is_moe, bool(t.tokens))}
 
 
 def describe(lay: Layout) -> str:

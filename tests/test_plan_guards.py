@@ -146,3 +146,11 @@ def test_the_fewest_gpus_name_the_options_they_depend_on():
                   "--recompute", "none", "--offload-layers", "0")  # offloading ruled out is one of them
     assert any("none fits on any count with --pp 1, --cp 1, --max-tp 1, --offload-layers 0, --recompute none" in n
                for n in d["notes"])
+
+
+def test_csv_keeps_its_header_when_nothing_fits():
+    with pytest.warns(UserWarning, match="no layout fits 8 x h100-sxm"):
+        empty = run("plan", "--model", "llama-3.1-405b", "--gpu", "h100", "--gpus", "8", "--csv")
+    full = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--csv", "--top", "1")
+    assert empty.stdout.splitlines() == full.stdout.splitlines()[:1]  # the same columns, no rows
+    assert empty.stdout.startswith("kind,model,layout,step_time,mfu,memory,")

@@ -222,6 +222,8 @@ def _show(results: list, fmt: str) -> None:
 
             rows = [{"model": b.model, **x} for b in results for x in b.summary["layouts"]]
             render_listing({"layouts": rows}, LAYOUT_UNITS, fmt)
+            if not rows:  # the header alone, so a script reads the same columns whether or not a layout fits
+                _csv_header(results)
         else:
             _emit(results, fmt)
         for b in lost if fmt != "json" else ():  # a CSV row or a chart bar cannot say why: stderr does
@@ -240,6 +242,17 @@ def _show(results: list, fmt: str) -> None:
         rest = {k: q for k, q in b.summary.quantities().items() if k not in ("layouts", "found")}
         render([dataclasses.replace(b, summary=rest, title=b.title + ": step time of the fastest layout")], fmt,
                explain=EXPLAIN["on"])
+
+
+def _csv_header(results: list) -> None:
+    import csv
+    import sys
+
+    from ..trainplan import layout_columns
+
+    moe = any(b.inputs.get("expert_overhead") is not None for b in results)  # plan_breakdown states it for MoE only
+    columns = layout_columns(moe, any(b.inputs.get("tokens") for b in results))
+    csv.writer(sys.stdout, lineterminator="\n").writerow(["kind", "model", *columns])
 
 
 def _say_why(b, fmt: str) -> None:
