@@ -86,8 +86,15 @@ def ep_unpaired(lay: "Layout") -> float:
     """Micro-batches' worth of MoE traffic --ep-overlap leaves exposed: it pairs one micro-batch's forward with
     another's backward in the steady 1F1B phase only (Megatron-Core's combined_1f1b), so without a pipeline the
     first forward and the last backward run alone (one micro-batch's worth), and interleaved the first stage's
-    2(p - 1) + (v - 1)p warm-up chunk forwards and as many cool-down backwards (each chunk 1/v of a micro-batch)."""
+    warm-up chunk forwards and as many cool-down backwards (each chunk 1/v of a micro-batch): 2(p - 1) + (v - 1)p,
+    and one more, which the overlap schedules so that the paired forward and backward are independent
+    (get_pp_rank_microbatches: num_warmup_microbatches += 1; ep_warmup)."""
     if not ep_overlapped(lay):
         return 0.0
     m, p, v = lay.micro_batches, lay.pp, lay.vpp
-    return 1.0 if p == 1 else min(m * v, 2 * (p - 1) + (v - 1) * p) / v
+    return 1.0 if p == 1 else min(m * v, 2 * (p - 1) + (v - 1) * p + ep_warmup(lay)) / v
+
+
+def ep_warmup(lay: "Layout") -> int:
+    """The warm-up chunk --ep-overlap adds to an interleaved pipeline (ep_unpaired), which the first stage also holds."""
+    return 1 if ep_overlapped(lay) and lay.pp > 1 else 0

@@ -8,18 +8,16 @@ at a time, or ``batch`` prompts arriving together, by the step-cost model; under
 
 from __future__ import annotations
 
-import dataclasses
-
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
-from .schedule import SATURATION, Load, simulate
+from .launch import UNCAPPED, launch_slots, pool, refuses_to_start
+from .schedule import SATURATION, Load, per_instance, simulate
 from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, peak, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown
 from .units import fmt_count, fmt_seconds
 
-UNCAPPED = 10**9  # no cap on a step's tokens or running requests
 # The token budget per step (max_num_batched_tokens) and the running-request cap (max_num_seqs) an
 # engine starts with, where the memory model does not choose them (vLLM: memory/engines/vllm.defaults):
 # SGLang's chunked_prefill_size and max_running_requests on an 80 GB GPU (server_args, 0.5), TensorRT-LLM's
@@ -97,40 +95,6 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
                        "hardware"]
     return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target),
                    refuses_to_start(m, gpu, s, engine))
-
-
-def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
-    """Why vLLM would not start with --max-model-len, or "": its KV cache must hold one request that long (V1
-    vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory; V0 raise_if_cache_size_invalid), counted as the
-    memory model counts a request's blocks (a sliding-window layer's only its window, from 0.9.1)."""
-    if s.max_model_len is None or engine != "vllm":
-        return ""
-    b = _launched(m, gpu, s, engine)
-    if b.summary.get("max_concurrency", 1.0) >= 1:
-        return ""
-    capacity = int(b.summary.get("kv_cache_capacity") or 0)
-    lower = f"lower it to {capacity:,} or " if capacity >= s.prompt + s.output else ""
-    return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, less than one request of "
-            f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
-
-
-def pool(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load, seqs: int) -> tuple[int, int]:
-    """(KV tokens, running requests) a replay under ``load`` allows: the engine's pool and ``seqs``, its cap;
-    llama-server's n_ctx = slots x the context, allocated at start, and its slots (launch_slots)."""
-    slots = launch_slots(m, gpu, s, engine, load, seqs)
-    return (kv_capacity(m, gpu, s, engine), seqs) if slots is None else (slots * s.context, slots)
-
-
-def launch_slots(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load | None, cap: int) -> int | None:
-    """llama-server's slots (-np) under load: ``cap`` (--max-num-seqs), else a client's each, else as many contexts as
-    its memory holds (an open loop has no count to size them by). None for other engines, and without load."""
-    if engine != "llamacpp" or load is None:
-        return None
-    if cap != UNCAPPED:
-        return cap
-    if load.concurrency:
-        return per_instance(load, s.dp).concurrency
-    return max(1, int(_launched(m, gpu, s, "llamacpp").summary.get("max_concurrency") or 0))
 
 
 def workload(s: ServeSettings, budget: int) -> Workload:
@@ -211,15 +175,6 @@ def _step_formula(phase: str, eager: bool) -> tuple[str, ...]:
     return ("max({}, {}) + {} + {}", *names[:2], *names[3:], names[2])
 
 
-def per_instance(load: Load, instances: int) -> Load:
-    """One instance's share of the traffic: C clients over D instances is ceil(C/D) each; a Poisson
-    stream split at random is Poisson at rate/D."""
-    if instances == 1:
-        return load
-    return dataclasses.replace(load, concurrency=-(-load.concurrency // instances) if load.concurrency else None,
-                               request_rate=load.request_rate / instances if load.request_rate else None)
-
-
 def replay(m: ModelSpec, gpu, w: Workload, r: Resolved, load: Load, budget: int, seqs: int, capacity: int):
     """schedule.simulate for this instance, the request overhead added to TTFT and e2e."""
     if r.engine == "hf":
@@ -257,21 +212,6 @@ def _under_load(rows: Rows, m: ModelSpec, gpu, w: Workload, r: Resolved, load: L
             "offered": served.offered, "saturated": served.saturated}
 
 
-def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
-    """Tokens the engine's KV cache holds on this layout (the memory model, `memory --mode infer`)."""
-    return int(_launched(m, gpu, s, engine).summary.get("kv_cache_capacity") or 0)
-
-
-def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str):
-    """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context)."""
-    from .memory import MemorySettings, memory_breakdown
-    from .spec import Parallelism
-
-    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
-                                                   kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
-                                                   **s.engine_settings()))
-
-
 def _band_rows(rows: Rows, name: str, value: float, how: tuple) -> None:
     rows.add(name, value, "expected", how=how)
     rows.add(f"{name}_low", value * BAND[0], "band: measured / expected, 10th percentile", how=("{} x {}", name, BAND[0]))
@@ -303,7 +243,8 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     overloaded, offered, most = times.pop("overloaded", False), times.pop("offered", 0.0), times.pop("saturated", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
-    notes = _load_notes(m, r, load, overloaded, (offered, most)) + list(load_notes) + _split_note(engine, s.tp)
+    notes = (_misfit(bound.notes) + _load_notes(m, r, load, overloaded, (offered, most)) + list(load_notes)
+             + _split_note(engine, s.tp))
     if load is not None:
         summary["overloaded"] = overloaded
     for key in ("ttft", "tpot"):
@@ -329,7 +270,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                      "; those are all dense models: for an MoE model the band is not checked (a public SGLang 0.4.1 "
                      "run of DeepSeek-V3 on 8 H200s decoded one request at 30 tokens/s, slower than this model "
                      "expects)" if m.is_moe else ""))
-    notes = _misfit(bound.notes) + notes + [n for n in bound.notes if not n.startswith(("efficiency", "does not fit"))]
+    notes += [n for n in bound.notes if not n.startswith(("efficiency", "does not fit"))]
     notes.append(f"bound: {bound.notes[1]}" if len(bound.notes) > 1 else "")
     return Breakdown(command="latency", title=f"Latency of {m.name} on {s.tp * s.dp} x {gpu.name}, {engine}",
                      model=m.name, gpu=gpu.name, rows=rows.build(), summary=summary,
@@ -366,7 +307,8 @@ def _load_notes(m: ModelSpec, r: Resolved, load: Load | None, overloaded: bool, 
                      + "the queue grows without bound, so these means grow with the run's length: add GPUs or lower "
                      "the load (`serve-plan` finds how many)")
     if r.engine == "llamacpp":
-        notes.append("llama.cpp: one server slot per client unless --max-num-seqs (llama-server -np)")
+        notes.append("llama.cpp: one server slot (llama-server -np) per client unless --max-num-seqs" if load.concurrency
+                     else "llama.cpp: as many server slots (llama-server -np) as contexts fit unless --max-num-seqs")
     if m.window_layers:
         notes.append("under load every layer is costed and cached at full attention: sliding windows are not credited")
     return notes

@@ -72,7 +72,7 @@ def stops_paying(tried: dict[int, float]) -> int:
     return next(n for n in counts if all(tried[k] > tried[n] * PAYS ** math.log2(k / n) for k in counts if k > n))
 
 
-def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, float]:
+def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, int]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; where no count does, 0,
     and the time and count past which doubling stops paying, stops_paying), by the planner's own search at each
     count with the same batch and constraints (DP follows the count): doubling from the step (count_step) times the

@@ -23,7 +23,7 @@ import math
 from dataclasses import replace
 from typing import Iterator, NamedTuple
 
-from .collectives import check_links
+from .collectives import check_links, ep_warmup
 from .exposure import dp_traffic, host_rate, offload_exposed, optimizer_step
 from .kernels import attention_kernel
 from .memory.fp8 import params_in_fp8
@@ -154,7 +154,7 @@ def _states(t: Target, c: Constraints, pp: int) -> tuple[tuple[int, int], list[i
 
 def in_flight(lay: Layout, stage: int) -> float:
     """Micro-batches whose activations pipeline stage ``stage`` holds at its peak (placement.pipeline_in_flight)."""
-    return pipeline_in_flight(lay.pp, lay.vpp, stage, lay.micro_batches)
+    return pipeline_in_flight(lay.pp, lay.vpp, stage, lay.micro_batches, ep_warmup(lay))
 
 
 def lean(m: ModelSpec, t: Target, c: Constraints, deg: tuple) -> list[Layout]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import deque
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -359,3 +360,12 @@ def _means(replay: "_Replay", window: list[_Request]) -> Served:
     overloaded = cut  # a closed loop cut short; an open one simulate judges by the rates
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)
+
+
+def per_instance(load: Load, instances: int) -> Load:
+    """One instance's share of the traffic: C clients over D instances is ceil(C/D) each; a Poisson
+    stream split at random is Poisson at rate/D."""
+    if instances == 1:
+        return load
+    return dataclasses.replace(load, concurrency=-(-load.concurrency // instances) if load.concurrency else None,
+                               request_rate=load.request_rate / instances if load.request_rate else None)

@@ -90,7 +90,9 @@ def _layout(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: st
 def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: str,
               kv_dtype: str | None, launch: dict) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
-    from .expected_latency import kv_capacity, per_instance, refuses_to_start, replay, scheduler_limits, workload
+    from .expected_latency import replay, scheduler_limits, workload
+    from .launch import filled_slots, kv_capacity, refuses_to_start
+    from .schedule import per_instance
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
@@ -106,6 +108,9 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
         raise SpecError(refused)
     r = resolve(Efficiencies(), engine, dtype, s.compute_dtype, gpu)
     budget, seqs = scheduler_limits(engine, gpu, s, None, None)
+    if engine == "llamacpp":  # launched with as many slots of the context as fit: n_ctx = slots x the context
+        seqs = filled_slots(m, gpu, s)
+        capacity = seqs * s.context
     w = workload(s, budget)
     seen: dict[int, Tried] = {}
 

@@ -251,7 +251,7 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
                      f"MFU (the same search at each count, the nodes doubled then bisected){idle}")
     else:
         notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; {at:,} GPUs train in "
-                     f"{fmt_seconds(time)} at {mfu:.1%} MFU, past which each doubling cuts under a tenth{idle}"
+                     f"{fmt_seconds(time)} at {mfu:.1%} MFU, past which more GPUs cut under a tenth a doubling{idle}"
                      if time < math.inf else f"within {days}: no GPU count fits")
 
 
@@ -269,7 +269,7 @@ def _nothing_fits(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, 
     from .breakdown import Quantity
 
     fewest = summary["min_gpus"] = _too_small(notes, m, cluster, t, c, usable)
-    at = dataclasses.replace(t, gpus=fewest or 1)
+    at, c = dataclasses.replace(t, gpus=fewest or 1), dataclasses.replace(c, dp=None)  # DP follows the count
     ranked = Planner(m, cluster, at, c).search(1) if fewest and t.tokens and deadline else []
     if not ranked:
         return
@@ -290,10 +290,11 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
 
     fewest = smallest_fit(m, cluster, t, c)
     node = cluster.gpus_per_node
-    fixed = fixed_flags(c)
-    notes.append(f"no layout fits {t.gpus} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
-                 + (f"; the fewest GPUs any layout fits on{' with ' + ', '.join(fixed) if fixed else ''}: {fewest}"
-                    + (f" (whole nodes of {node})" if fewest > node else "") if fewest else
+    fixed = [flag for flag in fixed_flags(c) if not flag.startswith("--dp ")]  # DP follows the count searched
+    notes.append(f"no layout fits {t.gpus:,} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
+                 + (f"; the fewest GPUs any layout fits on{' with ' + ', '.join(fixed) if fixed else ''}: {fewest:,}"
+                    + (f" (whole nodes of {node})" if fewest > node else "")
+                    + (f", DP as the count leaves it, not --dp {c.dp}" if c.dp else "") if fewest else
                     "; none fits on any count" + _narrowed(c)))
     return fewest
 
@@ -320,19 +321,10 @@ def _no_ep_overlap(m: ModelSpec, c: Constraints, lay: Layout) -> list[str]:
 
 
 def _uneven(m: ModelSpec, lay: Layout) -> list[str]:
-    """The best layout's layers over its (virtual) stages, where they do not split evenly: what Megatron-Core needs
-    to run it (arguments.py: num_layers divisible by pp, and by pp x vpp interleaved, unless the first and last
-    stages are set apart or a custom layout is given)."""
-    from .memory.placement import stage_layers
+    """The best layout's layers over its (virtual) stages, where they do not split evenly (placement.uneven_split)."""
+    from .memory.placement import uneven_split
 
-    chunks = lay.pp * lay.vpp
-    if lay.pp == 1 or m.num_hidden_layers % chunks == 0:
-        return []
-    fullest = stage_layers(m.num_hidden_layers, lay.pp)[0]
-    return [f"{m.num_hidden_layers} layers do not split evenly over {lay.pp} stages"
-            + (f" x {lay.vpp} virtual" if lay.vpp > 1 else "") + f" (timed with {fullest} on the fullest rank): "
-            "Megatron-Core runs an uneven split with --decoder-first-pipeline-num-layers and "
-            "--decoder-last-pipeline-num-layers, or --pipeline-model-parallel-layout"]
+    return uneven_split(m.num_hidden_layers, lay.pp, lay.vpp, "timed")
 
 
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5, deadline: float | None = None):

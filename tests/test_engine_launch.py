@@ -123,3 +123,24 @@ def test_the_python_api_launches_the_engine_as_the_cli_does():
     cli = run_json("latency", *LLAMA_8B, "--concurrency", "32", "--max-model-len", "32k", "--gpu-util", "0.5",
                    "--engine-version", "0.10.1")
     assert api.inputs["max_model_len"] == 32768 and api.summary["ttft"] == cli["summary"]["ttft"]
+
+
+def test_llama_server_whose_weights_do_not_fit_is_refused_under_load():
+    """Llama 3.1 70B in bf16 (141 GB) on one H100: no slot of any context fits, so nothing is replayed, by clients or
+    by a rate."""
+    for load in (("--concurrency", "4"), ("--request-rate", "1")):
+        out = run("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--engine", "llamacpp", "--prompt", "1000",
+                  "--output", "200", *load)
+        assert out.exit_code == 2 and "does not fit on 1 x h100-sxm with room for a KV cache" in out.stderr
+
+
+def test_serve_plan_runs_llama_server_with_the_slots_that_fit():
+    """serve-plan launches llama-server with as many slots of --max-model-len as fit (here 4 of 128k beside the 8B's
+    q4_k_m weights), so no replica runs more requests at once, as `latency` under a rate replays it."""
+    d = run_json("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "llamacpp", "--dtype", "q4_k_m",
+                 "--max-model-len", "128k", "--request-rate", "2", "--prompt", "1000", "--output", "200",
+                 "--tpot-target", "100ms")
+    one = next(x for x in d["summary"]["layouts"] if x["tp"] == 1)
+    latency = run_json(*LLAMACPP, "--request-rate", "2")
+    assert any("at most 4 running requests, KV for 524,288 tokens" in n for n in latency["notes"])
+    assert one["max_batch"] <= 4

@@ -174,7 +174,8 @@ def test_overlapped_moe_traffic_costs_what_outlasts_the_paired_compute():
 def test_overlap_pairs_micro_batches_so_the_unpaired_passes_stay_exposed():
     """combined_1f1b pairs micro-batch i's backward with i+1's forward: one micro-batch leaves nothing hidden, m of
     them hide m - 1 micro-batches' worth; interleaved, only the steady phase pairs, and the first stage's warm-up
-    runs 2(p - 1) + (v - 1)p chunk forwards alone, as many cool-down backwards (p 4, v 2: 10 chunks, 5 micro-batches)."""
+    runs its chunk forwards alone, as many cool-down backwards: Megatron-Core's 2(p - 1) + (v - 1)p and the one the
+    overlap adds (p 4, v 2: 6 + 4 + 1 = 11 chunks of half a micro-batch, 5.5 micro-batches)."""
     slow = LINKS._replace(intra=4e9)
     lay = Layout(tp=1, pp=1, dp=8, ep=8, micro_batch=1, micro_batches=1, etp=1, ep_overlap=True)
     mb = steptime.micro_batch(COST, slow, lay, 1000)
@@ -186,7 +187,11 @@ def test_overlap_pairs_micro_batches_so_the_unpaired_passes_stay_exposed():
     piped = lay._replace(pp=4, vpp=2, dp=2, ep=2, micro_batches=8)
     mb = steptime.micro_batch(COST, slow, piped, 1000)
     assert steptime.step_time(COST, slow, piped, 1000, (0.0, 0.0), mb).ep == \
-        pytest.approx(8 * mb.ep + (2 * 3 + 1 * 4) / 2 * (mb.ep_alone - mb.ep))
+        pytest.approx(8 * mb.ep + 5.5 * (mb.ep_alone - mb.ep))
+    # the first stage holds that extra warm-up chunk's activations too: 11 + 1 running chunks, 6 micro-batches
+    from llmcalc.plan import in_flight
+
+    assert in_flight(piped, 0) == 6 and in_flight(piped._replace(ep_overlap=False), 0) == 5.5
 
 
 def test_without_ep_or_with_a_shared_expert_the_mlps_tp_collectives_stay():

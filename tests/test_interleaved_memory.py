@@ -45,7 +45,8 @@ def test_plans_interleaved_layout_reads_the_same_from_memory():
 @pytest.mark.parametrize("args, why", [
     (("--gpus", "8", "--vpp", "2"), "--vpp 2 interleaves a pipeline's stages: it needs --pp 2 or more"),
     (("--gpus", "8", "--pp", "4", "--vpp", "30"), "--vpp 30 gives 120 virtual stages over --pp 4, more than"),
-    (("--gpus", "8", "--pp", "4", "--vpp", "2", "--grad-accum", "2"), "--grad-accum 2 is fewer (give 4 or more)"),
+    (("--gpus", "8", "--pp", "4", "--vpp", "2", "--grad-accum", "2"), "--grad-accum 2 is not a multiple of 4"),
+    (("--gpus", "8", "--pp", "4", "--vpp", "2", "--grad-accum", "6"), "--grad-accum 6 is not a multiple of 4"),
 ])
 def test_impossible_interleaving_is_refused(args, why):
     out = run(*TRAIN, *args)
@@ -57,3 +58,11 @@ def test_interleaving_is_megatrons_and_a_training_schedule():
     assert out.exit_code == 2 and "add --framework megatron" in out.stderr
     out = run("memory", "--model", "llama-3-8b", "--mode", "infer", "--gpus", "8", "--pp", "4", "--vpp", "2")
     assert out.exit_code == 2 and "--vpp only applies to --mode train" in out.stderr
+
+
+def test_an_uneven_virtual_split_says_how_megatron_runs_it():
+    """80 layers over 4 x 3 virtual stages: 6.67 a chunk, which Megatron-Core takes only with an explicit layout."""
+    d = run_json(*TRAIN, "--gpus", "32", "--tp", "8", "--pp", "4", "--vpp", "3", "--grad-accum", "8")
+    assert any(n.startswith("80 layers do not split evenly over 4 stages x 3 virtual") for n in d["notes"])
+    even = run_json(*TRAIN, "--gpus", "32", "--tp", "8", "--pp", "4", "--vpp", "5", "--grad-accum", "8")
+    assert not any("evenly" in n for n in even["notes"])

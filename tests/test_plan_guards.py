@@ -87,7 +87,7 @@ def test_a_missed_deadline_names_a_power_of_two_of_nodes():
     assert gpus % 8 == 0 and (gpus // 8) & (gpus // 8 - 1) == 0, note
     # 8,192 GPUs: 132 days; 16,384: 158; 32,768: 132; 65,536: 118.5, the third doubling in a row to gain under a
     # tenth, so the search stops there; past 8,192 no count gains a tenth a doubling (65,536 would need 96 days)
-    assert gpus == 8_192 and "8,192 GPUs train in 132 days at 42.5% MFU, past which each doubling" in note, note
+    assert gpus == 8_192 and "8,192 GPUs train in 132 days at 42.5% MFU, past which more GPUs cut under a tenth" in note, note
 
 
 def test_past_where_doubling_pays_the_count_is_the_fewest():
@@ -154,3 +154,11 @@ def test_csv_keeps_its_header_when_nothing_fits():
     full = run("plan", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "8", "--csv", "--top", "1")
     assert empty.stdout.splitlines() == full.stdout.splitlines()[:1]  # the same columns, no rows
     assert empty.stdout.startswith("kind,model,layout,step_time,mfu,memory,")
+
+
+def test_the_fewest_gpus_let_dp_follow_the_count():
+    """--dp 16 on 16 GPUs leaves TP, PP and CP at 1, which 70B does not fit; the search for the fewest lets DP follow
+    each count (TP 2 x DP 8 fits 16), and says so rather than naming --dp 16 as a condition it kept."""
+    d = plan_json("--model", "llama-3-70b", "--gpu", "h100", "--gpus", "16", "--dp", "16")
+    note = next(n for n in d["notes"] if n.startswith("no layout fits"))
+    assert "fits on: 16 (whole nodes of 8), DP as the count leaves it, not --dp 16" in note and "with --dp" not in note

@@ -125,7 +125,8 @@ def _sequences(text: str | None) -> int | None:
     try:
         return int(text.replace(",", "").replace("_", ""))
     except ValueError:
-        tokens = f"; for {text} tokens a step give --batch-tokens {text}" if text.strip()[-1:].isalpha() else ""
+        written = "".join(text.split())
+        tokens = f"; for {written} tokens a step give --batch-tokens {written}" if written[-1:].isalpha() else ""
         raise SpecError(f"--global-batch counts sequences, a whole number (512), got {text!r}{tokens}") from None
 
 

@@ -90,7 +90,7 @@ class Framework:
     offload_checkpoints: bool = False  # checkpointed layer inputs kept in host memory
     optimizer_impl: str = "foreach"
     optimizer: str = "adamw"
-    precision: str | None = None  # None: from --dtype (settings._train_precision)
+    precision: str | None = None  # None: from --dtype (precision.train_precision)
     persistent_grads: bool = False
     step_grad_copy: GradCopy | None = None
     comm_buckets: float = 0.0  # elements of gradient-reduction buckets held per GPU (DeepSpeed)

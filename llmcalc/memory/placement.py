@@ -77,13 +77,25 @@ def stage_layers(layers: int, pp: int) -> tuple[int, int]:
     return max(middle, last), last
 
 
-def pipeline_in_flight(pp: int, vpp: int, stage: int, micro_batches: int) -> float:
+def pipeline_in_flight(pp: int, vpp: int, stage: int, micro_batches: int, extra: int = 0) -> float:
     """Micro-batches whose activations pipeline stage ``stage`` holds at its peak, at most the step's. 1F1B:
     p - i (Narayanan et al. 2021). Interleaved over v virtual stages: Megatron-Core's warm-up of 2(p - i - 1) +
-    (v - 1)p chunk forwards plus the one running, each chunk 1/v of the rank's layers, so p + (p - 1)/v on the
-    first stage (Korthikanti et al. 2022 §4.2.3)."""
-    held = pp - stage if vpp == 1 else ((pp - stage - 1) * 2 + (vpp - 1) * pp + 1) / vpp
+    (v - 1)p chunk forwards (and ``extra`` more: --ep-overlap's one) plus the one running, each chunk 1/v of the
+    rank's layers, so p + (p - 1)/v on the first stage (Korthikanti et al. 2022 §4.2.3)."""
+    held = pp - stage if vpp == 1 else ((pp - stage - 1) * 2 + (vpp - 1) * pp + extra + 1) / vpp
     return min(micro_batches, held)
+
+
+def uneven_split(layers: int, pp: int, vpp: int, done: str = "sized") -> list[str]:
+    """Layers that do not split evenly over the (virtual) stages: what Megatron-Core needs to run them (arguments.py:
+    num_layers divisible by pp, and by pp x vpp interleaved, unless the first and last stages are set apart or a
+    custom layout is given); ``done``: what the estimate did with the fullest rank."""
+    if pp == 1 or layers % (pp * vpp) == 0:
+        return []
+    return [f"{layers} layers do not split evenly over {pp} stages" + (f" x {vpp} virtual" if vpp > 1 else "")
+            + f" ({done} with {stage_layers(layers, pp)[0]} on the fullest rank): Megatron-Core runs an uneven split "
+            "with --decoder-first-pipeline-num-layers and --decoder-last-pipeline-num-layers, or "
+            "--pipeline-model-parallel-layout"]
 
 
 def check_interleaving(m: ModelSpec, pp: int, vpp: int) -> None:

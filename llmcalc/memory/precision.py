@@ -23,7 +23,8 @@ PRECISIONS: dict[str, Precision] = {
     "fp32": Precision(4, 4, 0, 4, "fp32 weights, grads and states: 4 + 4 + 8 = 16 B/param with Adam"),
     "mixed": Precision(2, 2, 4, 4, "ZeRO paper §3: 16-bit weights and grads, fp32 master, m, v: 2 + 2 + 12 = 16 B/param"),
     "mixed-fp32-grads": Precision(2, 4, 4, 4, "16-bit weights (2), fp32 gradients (4: Megatron-Core's main_grad), "
-                                  "fp32 master, m, v (12) = 18 B/param, as Hugging Face's docs count mixed precision"),
+                                  "fp32 master, m, v (12) = 18 B/param (Megatron-Core's distributed-optimizer doc; "
+                                  "Hugging Face's mixed precision)"),
     "bf16": Precision(2, 2, 0, 2, "pure 16-bit: weights, grads and states in bf16: 2 + 2 + 4 = 8 B/param with Adam"),
 }
 

@@ -10,7 +10,7 @@ from ..params import OPTIMIZERS
 from ..spec import Parallelism, SpecError, check_choice
 from .engines import KNOB_FLAGS, resolve_engine
 from .frameworks import DEFAULT_FRAMEWORK, FRAMEWORKS, LOSSES, Framework
-from .precision import train_precision
+from .precision import PRECISIONS, Precision, train_precision  # noqa: F401 - the first two re-exported
 from .recompute import DEFAULT_RECOMPUTE_MODULES, check_module_names
 
 GiB = 2**30
@@ -293,8 +293,8 @@ class MemorySettings:
                             "parallelism: transformer_config.py, core 0.15)")
 
     def _check_interleaving(self) -> None:
-        """--vpp: Megatron-Core's interleaved schedule, over a pipeline, with a group of p micro-batches at least
-        (microbatch_group_size_per_vp_stage, pp by default; schedules.py)."""
+        """--vpp: Megatron-Core's interleaved schedule, over a pipeline, its micro-batches in whole groups of p
+        (microbatch_group_size_per_vp_stage, pp by default; schedules.py refuses a remainder smaller than p)."""
         pp = self.parallel.pp
         if self.vpp == 1:
             return
@@ -303,9 +303,9 @@ class MemorySettings:
         if self.framework != "megatron":
             raise SpecError("--vpp is Megatron-Core's interleaved 1F1B (virtual_pipeline_model_parallel_size): "
                             "add --framework megatron")
-        if self.micro_batches < pp:
+        if self.micro_batches % pp:
             raise SpecError(f"--vpp runs the micro-batches in groups of --pp {pp}: --grad-accum {self.micro_batches} "
-                            f"is fewer (give {pp} or more)")
+                            f"is not a multiple of {pp} (Megatron-Core refuses a remainder below the group, as plan does)")
 
     def _resolve_dtypes(self) -> None:
         dtype, precision = self.dtype, self.precision

@@ -20,7 +20,7 @@ from ..units import fmt_bytes
 from .loss import LossBuffers, loss_buffers
 from .memo import ignoring
 from .peak import beside_the_loss, mark_phase, peak_note
-from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable
+from .placement import ParamSplit, Stage, layer_params, lora_params, stage_params, trainable, uneven_split
 from .saved import Plan, activation_note, add_activations, in_flight, plan
 from .precision import PRECISIONS
 from .settings import MemorySettings
@@ -334,6 +334,7 @@ def train_stage(m: ModelSpec, s: MemorySettings, st: Stage) -> StageMemory:
                "stage": Quantity(st.index, "count"), "in_flight": Quantity(flight, "count")}
     if s.parallel.pp > 1:
         notes.append(stage_note(st, s.parallel.pp, flight, vpp=s.vpp))
+        notes += uneven_split(m.num_hidden_layers, s.parallel.pp, s.vpp) if s.vpp > 1 else []
     notes.append(f"framework {s.framework}: {s.fw.source}")
     notes.append(peak_note(at_backward, persistent, s.micro_batches, inbwd) + f"; reserve {fmt_bytes(s.reserve)} "
                  "outside PyTorch "

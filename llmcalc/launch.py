@@ -1,0 +1,65 @@
+"""The serving engine as launched: the KV cache it sizes for its longest request, whether it starts at all, and
+llama-server's slots (n_ctx = slots x the context, allocated at start)."""
+
+from __future__ import annotations
+
+from .schedule import Load, per_instance
+from .spec import ModelSpec
+from .throughput import ServeSettings
+
+UNCAPPED = 10**9  # no cap on a step's tokens or running requests
+
+
+def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
+    """Why vLLM would not start with --max-model-len, or "": its KV cache must hold one request that long (V1
+    vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory; V0 raise_if_cache_size_invalid), counted as the
+    memory model counts a request's blocks (a sliding-window layer's only its window, from 0.9.1)."""
+    if s.max_model_len is None or engine != "vllm":
+        return ""
+    b = _launched(m, gpu, s, engine)
+    if b.summary.get("max_concurrency", 1.0) >= 1:
+        return ""
+    capacity = int(b.summary.get("kv_cache_capacity") or 0)
+    lower = f"lower it to {capacity:,} or " if capacity >= s.prompt + s.output else ""
+    return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, less than one request of "
+            f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
+
+
+def pool(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load, seqs: int) -> tuple[int, int]:
+    """(KV tokens, running requests) a replay under ``load`` allows: the engine's pool and ``seqs``, its cap;
+    llama-server's n_ctx = slots x the context, allocated at start, and its slots (launch_slots); no tokens where
+    one context does not fit beside the weights (replay refuses)."""
+    slots = launch_slots(m, gpu, s, engine, load, seqs)
+    if slots is None:
+        return kv_capacity(m, gpu, s, engine), seqs
+    return (slots * s.context if kv_capacity(m, gpu, s, engine) >= s.context else 0), slots
+
+
+def launch_slots(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load | None, cap: int) -> int | None:
+    """llama-server's slots (-np) under load: ``cap`` (--max-num-seqs), else a client's each, else as many contexts as
+    its memory holds (filled_slots: an open loop has no count to size them by). None for other engines, no load."""
+    if engine != "llamacpp" or load is None:
+        return None
+    if cap != UNCAPPED:
+        return cap
+    return per_instance(load, s.dp).concurrency if load.concurrency else max(1, filled_slots(m, gpu, s))
+
+
+def filled_slots(m: ModelSpec, gpu, s: ServeSettings) -> int:
+    """llama-server's slots where nothing sets them: as many of the context as its memory holds (0: none)."""
+    return int(_launched(m, gpu, s, "llamacpp").summary.get("max_concurrency") or 0)
+
+
+def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
+    """Tokens the engine's KV cache holds on this layout (the memory model, `memory --mode infer`)."""
+    return int(_launched(m, gpu, s, engine).summary.get("kv_cache_capacity") or 0)
+
+
+def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str):
+    """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context)."""
+    from .memory import MemorySettings, memory_breakdown
+    from .spec import Parallelism
+
+    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
+                                                   kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
+                                                   **s.engine_settings()))
