@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import run
 
 ISSUE = ("serve-plan", "--model", "llama-3.1-70b", "--gpu", "h100,a100-80gb", "--request-rate", "10", "--prompt", "2k",
@@ -101,3 +103,16 @@ def test_chart_says_a_listing_has_nothing_to_draw():
         out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "5", "--ttft-target",
                   "500ms", "--chart")
     assert out.exit_code == 0 and "layouts meeting the targets" in out.stdout
+
+
+@pytest.mark.parametrize("price, why", [
+    ("h100=2.5", "--gpu-price has no price for a100-80gb: give one price for each --gpu kind"),
+    ("h100=2.5,a100-80gb=1.5,l40s=1", "--gpu-price prices l40s, which --gpu does not plan"),
+    ("0", "give dollars per GPU-hour above 0"),
+])
+def test_prices_cover_the_gpus_planned(price, why):
+    """A ranking by dollars needs every kind priced (a kind without one crashed the table), and a price for a kind not
+    planned, or a free GPU, is a mistake worth a word."""
+    out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100,a100-80gb", "--request-rate", "20",
+              "--tpot-target", "30ms", "--gpu-price", price)
+    assert out.exit_code == 2 and why in out.stderr and "Traceback" not in out.output, out.output

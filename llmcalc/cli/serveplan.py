@@ -79,14 +79,23 @@ def _prices(text: str | None, gpus: list) -> dict[str, float]:
         if "=" not in text:
             return {g.name: _price(text) for g in gpus}
         pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        return {load_gpu(name.strip()).name: _price(value) for name, value in pairs}
+        prices = {load_gpu(name.strip()).name: _price(value) for name, value in pairs}
     except ValueError:
-        raise SpecError(f"--gpu-price {text!r}: give dollars per GPU-hour, 2.5 or h100=2.5,a100-80gb=1.6") from None
+        raise SpecError(f"--gpu-price {text!r}: give dollars per GPU-hour above 0, 2.5 or h100=2.5,a100-80gb=1.6") \
+            from None
+    names = [g.name for g in gpus]
+    stray = [name for name in prices if name not in names]
+    unpriced = [name for name in names if name not in prices]
+    if stray or unpriced:  # a ranking by dollars needs every kind priced, and a price for a kind not planned is a typo
+        said = f"prices {', '.join(stray)}, which --gpu does not plan" if stray else f"has no price for {', '.join(unpriced)}"
+        raise SpecError(f"--gpu-price {said}: give one price for each --gpu kind ({', '.join(names)}), or one number "
+                        "for all")
+    return prices
 
 
 def _price(text: str) -> float:
     value = float(text)
-    if not 0 <= value < 1e6:
+    if not 0 < value < 1e6:
         raise ValueError(text)
     return value
 
