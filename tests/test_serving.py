@@ -301,7 +301,7 @@ def test_an_moe_model_is_told_its_band_is_unchecked():
     (("max-batch", "--model", "llama-3.1-70b", "--gpu", "h100"), "not one request fits"),
     (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus", "4", "--prompt", "32k", "--ttft-target",
       "10ms"), "ttft target 10.0 ms is below the"),
-    (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--prompt", "2k"), "does not fit on the GPUs"),
+    (("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--prompt", "2k"), "does not fit: 134 GiB per GPU needed, 71.3 GiB usable"),
     (("max-seq", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer", "--min", "1M"), "below --min 1M"),
     (("max-batch", "--model", "llama-3.1-70b", "--gpu", "h100", "--mode", "train"), "not one sequence fits as a micro"),
     (("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "256", "--tpot-target",
@@ -363,3 +363,15 @@ def test_a_prompt_past_the_context_says_the_engine_refuses_it():
                     "--engine", engine)
         text = " ".join(str(w.message) for w in caught)
         assert ("refuses a longer max_model_len unless told to allow it" in text) is says, engine
+
+
+def test_check_fails_an_overloaded_server_and_an_expected_miss_as_serve_plan_would():
+    """A CI gate on latency under load: 1,000 requests/s on one H100 overload it (the queue grows), and 512 clients
+    of 32k prompts wait minutes for their first token, though one request alone would meet both targets."""
+    out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "1000", "--ttft-target", "1s",
+              "--tpot-target", "50ms", "--check")
+    assert out.exit_code == 1 and "overloaded: the queue grows without bound" in out.stderr
+    assert "the expected TTFT misses the 1.00 s target" in out.stderr
+    out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--concurrency", "8", "--ttft-target", "1s",
+              "--tpot-target", "50ms", "--check")
+    assert out.exit_code == 0, out.stderr

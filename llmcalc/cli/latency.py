@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..spec import Parallelism
-from ..units import parse_length, parse_overhead, parse_seconds
+from ..units import fmt_seconds, parse_length, parse_overhead, parse_seconds
 from .common import (Attention, BatchOpt, CsvOpt, Dtype, DtypeOpt, Engine, GenericOpt,
                      GpusOpt, JsonOpt, KvDtypeOpt, MdOpt, ModelOpt, TpOpt, _each, _emit, _fmt, _models, app,
                      require_gpus, unused, within_context)
@@ -49,7 +49,7 @@ def latency(
     calibrate: Annotated[Optional[str], typer.Option("--calibrate", rich_help_panel=RUNTIME, show_default="none", help="Calibrate from a vLLM benchmark result (--save-result JSON) run on this model and GPU; then predict these settings.")] = None,
     ttft_target: Annotated[Optional[str], typer.Option("--ttft-target", rich_help_panel=TARGETS, help="Time-to-first-token target (650ms).")] = None,
     tpot_target: Annotated[Optional[str], typer.Option("--tpot-target", rich_help_panel=TARGETS, help="Time-per-output-token target (50ms).")] = None,
-    check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when a target is not reachable or the layout does not fit.")] = False,
+    check: Annotated[bool, typer.Option("--check", rich_help_panel=OUTPUT, help="Exit 1 when the layout does not fit, a target is beyond the bound or missed by the expected value, or the server is overloaded.")] = False,
     engine_version: EngineVersionOpt = None,
     gpu_util: ServeUtilOpt = None,
     max_model_len: MaxModelLenOpt = None,
@@ -99,15 +99,28 @@ def latency(
     results = _each(_models(model, generic), require_gpus(gpu), one)
     _emit(results, fmt)
     if check:
-        fail_check(results, lambda b: not b.summary.get("feasible", True), _why_not)
+        fail_check(results, _fails, _why_not)
+
+
+def _fails(b) -> bool:
+    """--check: the layout does not fit, a target is beyond the bound or missed by the expected value (as serve-plan
+    judges a layout), or the replayed server is overloaded."""
+    s = b.summary
+    return (not s.get("feasible", True) or s.get("overloaded") is True
+            or any(s.get(f"{key}_expected_met") is False for key in ("ttft", "tpot")))
 
 
 def _why_not(b) -> str:
-    """A failed --check's reason: the engine would not start, the layout does not fit, or a target."""
-    if b.summary.get("fits") is False:
-        return first_note(b, "vLLM refuses to start",
+    """A failed --check's reason: the engine would not start, the layout does not fit, a target, the load."""
+    s = b.summary
+    if s.get("fits") is False:
+        return first_note(b, "vLLM refuses to start", "does not fit:",
                           default="does not fit on the GPUs (see `llmcalc memory --mode infer`)")
-    return "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met"
+    if not s.get("feasible", True):
+        return "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met"
+    missed = [f"the expected {key.upper()} misses the {fmt_seconds(s[key + '_target'])} target"
+              for key in ("ttft", "tpot") if s.get(f"{key}_expected_met") is False]
+    return "; ".join(missed + (["overloaded: the queue grows without bound"] if s.get("overloaded") else []))
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:
