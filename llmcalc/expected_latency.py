@@ -8,6 +8,8 @@ at a time, or ``batch`` prompts arriving together, by the step-cost model; under
 
 from __future__ import annotations
 
+import dataclasses
+
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
@@ -55,6 +57,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     from .memory.engines import check_engine_gpu
 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
+    s = dataclasses.replace(s, max_num_seqs=max_seqs, prefill_chunk=chunk)  # the pool as `memory` sizes it with them
     check_engine_gpu(engine, gpu, s.dtype)
     one_client = engine == "hf" and load is not None and load.concurrency == 1
     if one_client and s.batch > 1:

@@ -154,6 +154,8 @@ class ServeSettings:
     engine_version: str | None = None
     gpu_util: float | None = None
     max_model_len: int | None = None
+    max_num_seqs: int | None = None  # the engine's knobs as launched (None: its defaults), as `memory` sizes them
+    prefill_chunk: int | None = None  # max_num_batched_tokens
 
     def __post_init__(self) -> None:
         for key in ("batch", "prompt", "tp", "dp"):
@@ -189,8 +191,9 @@ class ServeSettings:
         return self.max_model_len or self.prompt + self.output
 
     def engine_settings(self) -> dict:
-        """The launch settings MemorySettings takes (engine release and memory share) for this instance."""
-        return dict(engine_version=self.engine_version, gpu_util=self.gpu_util)
+        """The launch settings MemorySettings takes (engine release, memory share, knobs) for this instance."""
+        return dict(engine_version=self.engine_version, gpu_util=self.gpu_util, max_num_seqs=self.max_num_seqs,
+                    prefill_chunk=self.prefill_chunk)
 
 
 def _rate_how(run, step_tokens: int, gpus: int) -> tuple:

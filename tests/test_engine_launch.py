@@ -144,3 +144,13 @@ def test_serve_plan_runs_llama_server_with_the_slots_that_fit():
     latency = run_json(*LLAMACPP, "--request-rate", "2")
     assert any("at most 4 running requests, KV for 524,288 tokens" in n for n in latency["notes"])
     assert one["max_batch"] <= 4
+
+
+def test_the_replays_pool_is_memorys_for_the_same_knobs():
+    """--max-num-seqs and --max-num-batched-tokens size vLLM's profile run, so the pool: the replay holds what `memory`
+    reports for the same flags (the README's promise), not the defaults' pool."""
+    for knob, value in (("--max-num-seqs", "1024"), ("--max-num-batched-tokens", "64k")):
+        replayed = _replayed(knob, value)["capacity"]
+        memory = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "2304",
+                          knob, value)["summary"]["kv_cache_capacity"]
+        assert replayed == memory != _replayed()["capacity"], (knob, replayed, memory)
