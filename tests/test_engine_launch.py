@@ -154,3 +154,19 @@ def test_the_replays_pool_is_memorys_for_the_same_knobs():
         memory = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "2304",
                           knob, value)["summary"]["kv_cache_capacity"]
         assert replayed == memory != _replayed()["capacity"], (knob, replayed, memory)
+
+
+def test_data_parallel_replicas_hold_no_all_reduce_buffers():
+    """Two replicas of one GPU each serve on their own: no NCCL buffers, the single GPU's pool (the user audit found
+    2 GiB charged to them); TP 2 sets up its all-reduce."""
+    def pool(*layout: str) -> int:
+        return run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "8192",
+                        *layout)["summary"]["kv_cache_capacity"]
+
+    assert pool("--gpus", "2", "--tp", "1") == pool("--gpus", "1")
+
+    def non_torch(*layout: str) -> int:
+        rows = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", *layout)["rows"]
+        return next(r["value"] for r in rows if r["name"] == "non_torch")
+
+    assert non_torch("--gpus", "2") - non_torch("--gpus", "1") == round(1.75 * 2**30)  # NCCL_LINKED, NVLink peers

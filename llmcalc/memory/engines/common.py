@@ -32,9 +32,10 @@ class Device(NamedTuple):
     linked: bool
 
 
-def nccl_bytes(dev: Device, gpus: int) -> float:
-    """NCCL's buffers on each GPU of a multi-GPU layout (0 on one GPU)."""
-    if gpus < 2:
+def nccl_bytes(dev: Device, par) -> float:
+    """NCCL's buffers on each GPU of an instance that spans GPUs (TP or PP 2 or more; 0 on one GPU, and for data
+    parallel replicas, which serve independently)."""
+    if par.tp * par.pp < 2:
         return 0.0
     return NCCL_LINKED if dev.linked else NCCL_PCIE
 

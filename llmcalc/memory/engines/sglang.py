@@ -49,7 +49,7 @@ def mem_fraction_static(s: MemorySettings, dev: Device, v: tuple) -> tuple[float
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     v = parse_version(s.engine_version)
-    nccl = nccl_bytes(dev, s.parallel.gpus)
+    nccl = nccl_bytes(dev, s.parallel)
     context = CUDA_CONTEXT_CUBLAS + nccl
     r = engine_rows(m, s, st, context, "CUDA context" + (" and NCCL buffers" if nccl else "") + ", before the pool")
     frac, how = (s.gpu_util, "--gpu-util") if s.gpu_util is not None else mem_fraction_static(s, dev, v)

@@ -28,7 +28,7 @@ TOKENS_PER_BLOCK = 32
 
 def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemory:
     e = DTYPE_BYTES[s.compute_dtype]
-    nccl = nccl_bytes(dev, s.parallel.gpus)
+    nccl = nccl_bytes(dev, s.parallel)
     r = engine_rows(m, s, st, CUDA_CONTEXT_CUBLAS + nccl, "CUDA context" + (", NCCL" if nccl else ""))
     tokens = s.prefill_chunk or MAX_NUM_TOKENS
     r.add("activations", whole_bytes(forward_peak(m, st, tokens, s.parallel.tp, e)),

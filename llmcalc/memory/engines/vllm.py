@@ -155,7 +155,7 @@ def _before_pool(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> tup
     e = DTYPE_BYTES[s.compute_dtype]
     mnbt, mns = defaults(s, dev, v)
     values, block, how = kv_layout(m, s, v)
-    nccl = nccl_bytes(dev, par.gpus) if v < NCCL_IN_BASELINE else 0
+    nccl = nccl_bytes(dev, par) if v < NCCL_IN_BASELINE else 0
     r = engine_rows(m, s, st, NON_TORCH + nccl, "cuBLAS handles, kernels" + (", NCCL/custom all-reduce buffers"
                     if nccl else "") + " (CUDA context outside the budget)",
                     rope_cache_bytes(m, e) + vocab_padding_bytes(m, st, par.tp, e), "rotary table, vocab padding")
