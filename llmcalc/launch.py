@@ -20,9 +20,19 @@ def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
     if b.summary.get("max_concurrency", 1.0) >= 1:
         return ""
     capacity = int(b.summary.get("kv_cache_capacity") or 0)
-    lower = f"lower it to {capacity:,} or " if capacity >= s.prompt + s.output else ""
+    longest = _longest_start(m, gpu, s, engine)
+    lower = f"lower it to {longest:,} or " if longest >= s.prompt + s.output else ""
     return (f"vLLM refuses to start: its KV cache holds {capacity:,} tokens, less than one request of "
             f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
+
+
+def _longest_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
+    """The longest max_model_len the engine starts with, searched (limits.largest, as max-seq searches): the pool
+    at one length is not the pool at another (V0's profile run grows with max_model_len)."""
+    from .limits import largest
+
+    return largest(lambda n: _launched(m, gpu, s, engine, n).summary.get("max_concurrency", 1.0) >= 1,
+                   s.max_model_len)
 
 
 def pool(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load, seqs: int) -> tuple[int, int]:
@@ -55,11 +65,12 @@ def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
     return int(_launched(m, gpu, s, engine).summary.get("kv_cache_capacity") or 0)
 
 
-def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str):
-    """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context)."""
+def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str, context: int | None = None):
+    """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context,
+    or ``context``)."""
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
 
-    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=s.context, engine=engine, dtype=s.dtype,
+    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=context or s.context, engine=engine, dtype=s.dtype,
                                                    kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
                                                    **s.engine_settings()))

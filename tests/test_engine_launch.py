@@ -170,3 +170,15 @@ def test_data_parallel_replicas_hold_no_all_reduce_buffers():
         return next(r["value"] for r in rows if r["name"] == "non_torch")
 
     assert non_torch("--gpus", "2") - non_torch("--gpus", "1") == round(1.75 * 2**30)  # NCCL_LINKED, NVLink peers
+
+
+def test_the_suggested_max_model_len_starts_and_one_more_token_does_not():
+    """vLLM V0's profile run grows with max_model_len, so the pool measured at 128k is not the pool at the length it
+    would suggest: the advice is searched (70B bf16 on two H100s: 12,640, where max-seq agrees), not read off 128k."""
+    args = ("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus", "2", "--prompt", "1k")
+    note = next(n for n in run_json(*args, "--max-model-len", "128k")["notes"] if n.startswith("vLLM refuses"))
+    longest = int(re.search(r"lower it to ([\d,]+)", note).group(1).replace(",", ""))
+    assert run_json(*args, "--max-model-len", str(longest))["summary"]["feasible"]
+    assert not run_json(*args, "--max-model-len", str(longest + 1))["summary"]["feasible"]
+    assert longest == run_json("max-seq", "--mode", "infer", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus",
+                               "2")["summary"]["max_seq"]
