@@ -108,8 +108,11 @@ class GPUSpec:
         return self.device_memory_bytes or self.memory_bytes
 
     def collective_bandwidth(self, ranks: int) -> float:
-        """B/s one direction a collective among ``ranks`` GPUs of one node moves per GPU (mesh_bandwidth)."""
-        return mesh_bandwidth(self.interconnect_bandwidth, self.link_bandwidth, ranks)
+        """B/s one direction a collective among ``ranks`` GPUs moves per GPU: inside the reference node its links'
+        (mesh_bandwidth); past node_gpus a ring's hops between nodes go through each GPU's share of the network, the
+        slowest link it crosses (TP 16 on DGX H100s: 50 GB/s, not NVLink's 450)."""
+        inside = mesh_bandwidth(self.interconnect_bandwidth, self.link_bandwidth, min(ranks, self.node_gpus))
+        return inside if ranks <= self.node_gpus else min(inside, self.network_bandwidth)
 
     def matmul_share(self, dtype: str) -> float | None:
         """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.

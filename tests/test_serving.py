@@ -375,3 +375,15 @@ def test_check_fails_an_overloaded_server_and_an_expected_miss_as_serve_plan_wou
     out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--concurrency", "8", "--ttft-target", "1s",
               "--tpot-target", "50ms", "--check")
     assert out.exit_code == 0, out.stderr
+
+
+def test_tensor_parallelism_past_a_node_all_reduces_over_the_network():
+    """TP 16 on H100s spans two 8-GPU nodes: the ring's hops between them go through each GPU's share of the network
+    (the preset's 50 GB/s), the slowest link it crosses, not NVLink's 450 GB/s."""
+    from llmcalc.presets import load_gpu
+
+    h100 = load_gpu("h100")
+    assert h100.collective_bandwidth(16) == h100.network_bandwidth == 50e9
+    assert h100.collective_bandwidth(8) > 400e9
+    r = llmcalc.latency("llama-3.1-405b", gpu="h100", gpus=16, dtype="fp8", prompt="2k")
+    assert next(x for x in r.rows if x.name == "prefill/communication").note == "TP all-reduce over 50.0 GB/s"
