@@ -14,6 +14,7 @@ from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
 from .launch import UNCAPPED, launch_slots, pool, refuses_to_start
+from .memory.engines import RUNNING_CAP
 from .schedule import SATURATION, Load, per_instance, simulate
 from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, peak, resolve, step_costs
 from .spec import ModelSpec, SpecError
@@ -24,7 +25,7 @@ from .units import fmt_count, fmt_seconds
 # engine starts with, where the memory model does not choose them (vLLM: memory/engines/vllm.defaults):
 # SGLang's chunked_prefill_size and max_running_requests on an 80 GB GPU (server_args, 0.5), TensorRT-LLM's
 # max_num_tokens and max_batch_size (LLM API defaults), llama.cpp's n_batch and one slot per request.
-SCHEDULER = {"sglang": (8192, 1024), "trtllm": (8192, 2048), "llamacpp": (2048, None)}
+SCHEDULER = {"sglang": (8192, RUNNING_CAP["sglang"]), "trtllm": (8192, RUNNING_CAP["trtllm"]), "llamacpp": (2048, None)}
 
 
 def scheduler_limits(engine: str, gpu, s: ServeSettings, chunk: int | None, max_seqs: int | None) -> tuple[int, int]:

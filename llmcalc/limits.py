@@ -12,7 +12,7 @@ from typing import Callable, TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
-from .memory.engines import ENGINES, NO_POOL
+from .memory.engines import ENGINES, NO_POOL, RUNNING_CAP
 from .spec import ModelSpec, SpecError
 from .units import fmt_bytes, fmt_count
 
@@ -153,6 +153,19 @@ def _batch_limits(memory: int, latency: int | None, seqs: int | None) -> tuple[i
     return final, how, (decides, ", ".join(f"{k} allows {v:,}" for k, v in limits.items()) + f": {decides} decides")
 
 
+def _running_cap(s: MemorySettings, shown: Breakdown) -> int | None:
+    """The most requests an engine runs at once, more queue however many fit: vLLM's max_num_seqs (its memory row),
+    SGLang's and TensorRT-LLM's cap (--max-num-seqs, else engines.RUNNING_CAP, as latency's replay); None in training
+    and for engines without one."""
+    if s.mode != "infer":
+        return None
+    if "max_num_seqs" in shown.summary:
+        return int(shown.summary["max_num_seqs"])
+    if s.engine not in (*RUNNING_CAP, "llamacpp"):  # transformers' generate runs the whole batch it is given
+        return None
+    return s.max_num_seqs or RUNNING_CAP.get(s.engine)  # llama.cpp: its slots (-np), where given
+
+
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
@@ -173,8 +186,7 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     fast = None
     if latency is not None:
         fast = largest(lambda b: meets_targets(latency(b)), max(best, 1) * 4 + 64)
-    # an engine runs at most max_num_seqs requests at once (vLLM's scheduler): more queue, however many fit
-    seqs = int(shown.summary["max_num_seqs"]) if s.mode == "infer" and "max_num_seqs" in shown.summary else None
+    seqs = _running_cap(s, shown)
     final, how, decides = _batch_limits(best, fast, seqs)
 
     r = Rows("byte")

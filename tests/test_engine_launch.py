@@ -182,3 +182,17 @@ def test_the_suggested_max_model_len_starts_and_one_more_token_does_not():
     assert not run_json(*args, "--max-model-len", str(longest + 1))["summary"]["feasible"]
     assert longest == run_json("max-seq", "--mode", "infer", "--model", "llama-3.1-70b", "--gpu", "h100", "--gpus",
                                "2")["summary"]["max_seq"]
+
+
+def test_max_batch_runs_sglang_and_trtllm_under_the_cap_latency_replays():
+    """SGLang runs at most max_running_requests (1,024 on an 80 GB GPU), TensorRT-LLM max_batch_size (2,048): memory
+    holds 4,000-odd 100-token requests of Llama 3.1 8B on an H100, but max-batch says what the replay runs."""
+    for engine, cap in (("sglang", 1024), ("trtllm", 2048)):
+        args = ("--model", "llama-3.1-8b", "--gpu", "h100", "--engine", engine, "--prompt", "50", "--output", "50")
+        d = run_json("max-batch", *args)
+        assert d["summary"]["max_batch"] == cap < d["summary"]["memory_max_batch"]
+        replay = run_json("latency", *args, "--request-rate", "1000")
+        assert any(f"at most {cap:,} running requests" in n for n in replay["notes"])
+    d = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "sglang", "--prompt", "50",
+                 "--output", "50", "--max-num-seqs", "8")
+    assert d["summary"]["max_batch"] == 8

@@ -292,6 +292,8 @@ def warn_unread(ctx: typer.Context, m, gpu, settings) -> None:
             unused(f"--keep-16bit {pattern}", f"on {m.name}: it names no module (they read like "
                    "model.layers.0.mlp.down_proj, lm_head)", True)
     given = _given(ctx)
+    if ctx.info_name == "max-batch" and settings.engine != "hf":  # a running-request cap max-batch applies itself
+        idle.pop("max_num_seqs", None)
     for field, reason in idle.items():
         name = _PARAM_OF.get(field, field)
         if name in given:

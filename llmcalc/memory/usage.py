@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, TYPE_CHECKING
 
 from ..dtypes import FLOAT_DTYPES, GGUF_DTYPES, GROUPED_DTYPES
 from ..spec import ModelSpec
-from .engines import ENGINES, KNOB_FLAGS
+from .engines import ENGINES, KNOB_FLAGS, RUNNING_CAP
 from .per_gpu import as_shipped
 from .settings import MemorySettings
 
@@ -61,7 +61,9 @@ RULES: tuple[Rule, ...] = (
     Rule(("sp",), lambda m, g, s: not _train(s),
          lambda s: "in inference (the engines keep no activations between steps to split by sequence)"),
     *(Rule((knob,), lambda m, g, s, k=knob: not _train(s) and k not in ENGINES[s.engine].knobs,
-           lambda s: f"with --engine {s.engine} (it has no such setting)") for knob in KNOB_FLAGS),
+           lambda s, k=knob: f"on the memory of --engine {s.engine} (its running-request cap, which latency and "
+                             "max-batch apply)" if k == "max_num_seqs" and s.engine in RUNNING_CAP
+           else f"with --engine {s.engine} (it has no such setting)") for knob in KNOB_FLAGS),
     Rule(("gpu_util",), lambda m, g, s: _train(s) and g is None and s.gpu_memory is None,
          lambda s: "without --gpu or --gpu-memory (there is no capacity to compare with)"),
 )

@@ -76,6 +76,10 @@ ENGINES: dict[str, Engine] = {
                  kv_dtypes=("fp32", "bf16", "fp16", "int8", "int4"), reads=("attention_impl", "reserve", "prompt"),
                  weights=tuple(d for d in DTYPES if d not in GGUF_DTYPES)),
 }
+# The running-request cap of the engines whose memory does not set it (vLLM's max_num_seqs does: engines/vllm.py):
+# SGLang's max_running_requests on an 80 GB GPU (server_args, 0.5), TensorRT-LLM's max_batch_size (LLM API default).
+# --max-num-seqs sets it; latency's replay and max-batch apply it.
+RUNNING_CAP = {"sglang": 1024, "trtllm": 2048}
 KNOB_FLAGS = {"prefill_chunk": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
               "enforce_eager": "--enforce-eager", "kv_block": "--block-size"}
 DEFAULT_ENGINE = "vllm"
