@@ -170,7 +170,8 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
     free = budget - needed if fits else 0
     r.add("kv_cache", needed, f"{fmt_count(s.batch, 'request')} of {s.seq:,} tokens in {block}-token blocks",
           how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, held, block, per_token))
-    r.add("kv_free", free, f"the rest of the pool: {tokens:,} tokens: {concurrency:.2f} requests of {s.seq:,} tokens",
+    r.add("kv_free", free, f"the rest of the pool, which holds {tokens:,} tokens in all: {concurrency:.2f} requests "
+          f"of {s.seq:,} tokens",
           how=("{} B usable - ({}) - kv_cache", math.floor(usable), _overhead_how(r)) if fits else ("0",))
     total = other + needed + free
     r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need",
