@@ -196,3 +196,15 @@ def test_max_batch_runs_sglang_and_trtllm_under_the_cap_latency_replays():
     d = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "sglang", "--prompt", "50",
                  "--output", "50", "--max-num-seqs", "8")
     assert d["summary"]["max_batch"] == 8
+
+
+def test_launches_vllm_refuses_are_refused():
+    """SchedulerConfig wants a token a step for each running request, and V0 without chunked prefill (up to a 32k
+    context) a whole max_model_len a step; CacheConfig takes block sizes 1, 8, 16, 32, 64 and 128."""
+    memory = ("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "8192")
+    for extra, why in ((("--max-num-batched-tokens", "16"), "is below max_num_seqs 256: vLLM refuses to start"),
+                       (("--max-num-batched-tokens", "4096"), "is below the 8,192-token max_model_len"),
+                       (("--block-size", "7"), "--block-size 7 is not one vLLM takes")):
+        out = run(*memory, *extra)
+        assert out.exit_code == 2 and why in out.stderr, out.stderr
+    assert run(*memory, "--max-num-batched-tokens", "4096", "--engine-version", "0.10.1").exit_code == 0  # V1 chunks

@@ -141,7 +141,8 @@ def test_requests_hold_whole_blocks_and_the_engine_runs_max_num_seqs():
     fit, it runs at most max_num_seqs at once."""
     import llmcalc
 
-    b = llmcalc.max_batch("llama-3-8b", gpu="h100", seq=17, mode="infer", max_num_seqs=100_000)
+    b = llmcalc.max_batch("llama-3-8b", gpu="h100", seq=17, mode="infer", max_num_seqs=100_000,
+                         prefill_chunk=100_000)  # vLLM wants a token a step for each request
     blocks = b.summary["kv_cache_capacity"] // 16
     assert b.summary["memory_max_batch"] == blocks // 2 and b.summary["max_batch"] == blocks // 2
     assert b.summary["max_concurrency"] == pytest.approx(blocks * 16 / 17, rel=1e-4)

@@ -84,7 +84,29 @@ def defaults(s: MemorySettings, dev: Device, v: tuple) -> tuple[int, int]:
     else:
         large = dev.total >= LARGE_GPU and (v < A100_EXCLUDED or "a100" not in dev.name.lower())
         mns, mnbt = (1024, 8192) if large else (256, 2048)
-    return s.prefill_chunk or mnbt, s.max_num_seqs or mns
+    mnbt, mns = s.prefill_chunk or mnbt, s.max_num_seqs or mns
+    _check_scheduler(s, v, mnbt, mns)
+    return mnbt, mns
+
+
+# --block-size vLLM's CacheConfig takes on CUDA (BlockSize: 1, 8, 16, 32, 64, 128)
+BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+
+
+def _check_scheduler(s: MemorySettings, v: tuple, mnbt: int, mns: int) -> None:
+    """What vllm serve refuses at start (SchedulerConfig's _verify_args, CacheConfig): a step's token budget below
+    the running-request cap, or (V0 without chunked prefill, up to a 32k context) below max_model_len; a block size
+    its kernels have no case for."""
+    from ...spec import SpecError
+
+    if mnbt < mns:
+        raise SpecError(f"--max-num-batched-tokens {mnbt:,} is below max_num_seqs {mns:,}: vLLM refuses to start "
+                        "(each running request needs a token a step); raise it or lower --max-num-seqs")
+    if v < V1 and s.seq <= 32768 and mnbt < s.seq:
+        raise SpecError(f"--max-num-batched-tokens {mnbt:,} is below the {s.seq:,}-token max_model_len: vLLM {s.engine_version}"
+                        " (V0, chunked prefill off up to 32k) refuses to start; raise it, or follow V1 (--engine-version 0.8 on)")
+    if s.kv_block is not None and s.kv_block not in BLOCK_SIZES:
+        raise SpecError(f"--block-size {s.kv_block} is not one vLLM takes ({', '.join(map(str, BLOCK_SIZES))})")
 
 
 def capture_sizes(v: tuple, mns: int, mnbt: int) -> int:
