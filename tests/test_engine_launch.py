@@ -208,3 +208,9 @@ def test_launches_vllm_refuses_are_refused():
         out = run(*memory, *extra)
         assert out.exit_code == 2 and why in out.stderr, out.stderr
     assert run(*memory, "--max-num-batched-tokens", "4096", "--engine-version", "0.10.1").exit_code == 0  # V1 chunks
+
+
+def test_more_requests_than_the_scheduler_runs_are_said_to_wait():
+    d = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "300", "--seq", "1k")
+    assert d["summary"]["fits"] and any("the engine runs 256 at once (max_num_seqs); the rest wait" in n
+                                        for n in d["notes"])
