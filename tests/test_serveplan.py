@@ -116,3 +116,8 @@ def test_prices_cover_the_gpus_planned(price, why):
     out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100,a100-80gb", "--request-rate", "20",
               "--tpot-target", "30ms", "--gpu-price", price)
     assert out.exit_code == 2 and why in out.stderr and "Traceback" not in out.output, out.output
+
+
+def test_a_counted_gpu_is_refused_where_the_plan_picks_the_count():
+    out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "2xh100", "--request-rate", "2", "--tpot-target", "100ms")
+    assert out.exit_code == 2 and "serve-plan chooses the GPU count itself (--max-gpus bounds it)" in out.stderr

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from .common import ExitCode, sweep_point
+from .common import ExitCode
+
+
+def sweep_point() -> str:
+    """" at NAME=value" while a --sweep point runs (cli/sweep.py's current), else "": a failed check names it."""
+    import sys
+
+    sweep = sys.modules.get(f"{__package__}.sweep")
+    return f" at {sweep.current}" if sweep is not None and sweep.current else ""
 
 
 def fail_check(results: list, failed, why) -> None:

@@ -58,7 +58,14 @@ class Group(HelpPanels, TyperGroup):
     below MAX_QUANTITY before any command computes with it."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        args = _gpu_counts(args)
+        counted_args = _gpu_counts(args)
+        if counted_args is not args and args:  # `--gpu 2xh100` to a command that picks the count itself (serve-plan)
+            command = self.get_command(ctx, args[0])
+            takes = {opt for p in getattr(command, "params", ()) for opt in getattr(p, "opts", ())}
+            if command is not None and "--gpus" not in takes:
+                bound = " (--max-gpus bounds it)" if "--max-gpus" in takes else ""
+                raise UserError(f"{args[0]} chooses the GPU count itself{bound}: give the GPU alone, e.g. --gpu h100")
+        args = counted_args
         try:
             return super().parse_args(ctx, args)
         except _UsageError as exc:  # an unknown option before the command: `llmcalc --model x`
@@ -372,12 +379,6 @@ def sweeping() -> bool:
     (it is imported before the first point: without it no sweep runs, and nothing need import it)."""
     sweep = sys.modules.get(f"{__package__}.sweep")
     return sweep is not None and sweep.collected is not None
-
-
-def sweep_point() -> str:
-    """" at NAME=value" while a --sweep point runs (cli/sweep.py's current), else "": a failed check names it."""
-    sweep = sys.modules.get(f"{__package__}.sweep")
-    return f" at {sweep.current}" if sweep is not None and sweep.current else ""
 
 
 def _emit(results: Sequence[Breakdown], fmt: str) -> None:

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (CheckOpt, choices, CsvOpt, ExitCode, GenericOpt, JsonOpt, MdOpt, ModelOpt, SeqOpt, TokensOpt, _fmt,
-                     _models, app, default_seq, sweep_point, unused)
+                     _models, app, default_seq, unused)
+from .checks import sweep_point
 from ..memory.fp8 import RECIPES as FP8_RECIPES  # a table and nothing else: cheap to load
 from .helpfmt import HARDWARE, PARALLELISM, PRECISION, RUNTIME, TARGETS, TRAINING
 
