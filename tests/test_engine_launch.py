@@ -203,11 +203,16 @@ def test_launches_vllm_refuses_are_refused():
     context) a whole max_model_len a step; CacheConfig takes block sizes 1, 8, 16, 32, 64 and 128."""
     memory = ("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "8192")
     for extra, why in ((("--max-num-batched-tokens", "16"), "is below max_num_seqs 256: vLLM refuses to start"),
-                       (("--max-num-batched-tokens", "4096"), "is below the 8,192-token max_model_len"),
                        (("--block-size", "7"), "--block-size 7 is not one vLLM takes")):
         out = run(*memory, *extra)
         assert out.exit_code == 2 and why in out.stderr, out.stderr
-    assert run(*memory, "--max-num-batched-tokens", "4096", "--engine-version", "0.10.1").exit_code == 0  # V1 chunks
+    # a length V0 will not start at is a launch that does not fit, so max-seq's search stops below it
+    out = run(*memory, "--max-num-batched-tokens", "4096", "--check")
+    assert out.exit_code == 1 and "vLLM refuses to start: --max-num-batched-tokens 4,096 is below the 8,192" in out.stderr
+    assert run(*memory, "--max-num-batched-tokens", "4096", "--engine-version", "0.10.1", "--check").exit_code == 0
+    longest = run_json("max-seq", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100",
+                       "--max-num-batched-tokens", "8k")["summary"]["max_seq"]
+    assert longest == 8192
 
 
 def test_more_requests_than_the_scheduler_runs_are_said_to_wait():
