@@ -58,7 +58,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     from .memory.engines import check_engine_gpu
 
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
-    s = dataclasses.replace(s, max_num_seqs=max_seqs, prefill_chunk=chunk)  # the pool as `memory` sizes it with them
+    s, chunk, max_seqs = _with_knobs(s, chunk, max_seqs)
     check_engine_gpu(engine, gpu, s.dtype)
     one_client = engine == "hf" and load is not None and load.concurrency == 1
     if one_client and s.batch > 1:
@@ -71,6 +71,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     fitted: tuple[str, ...] = ()
     if any(value is not None for value in measured):
         at_s, at_load, source = measured_at or (s, load, "")
+        at_s = dataclasses.replace(at_s, max_num_seqs=max_seqs, prefill_chunk=chunk)
         at_budget, at_seqs = (budget, seqs) if measured_at is None else scheduler_limits(engine, gpu, at_s, chunk, max_seqs)
         eff, fitted = _calibrated(m, gpu, at_s, engine, eff, workload(at_s, at_budget), at_load, at_budget, at_seqs,
                                   measured)
@@ -99,6 +100,14 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
                        "hardware"]
     return _result(m, gpu, s, engine, r, bound, rows, times, load, load_notes, (ttft_target, tpot_target),
                    refuses_to_start(m, gpu, s, engine))
+
+
+def _with_knobs(s: ServeSettings, chunk: int | None, max_seqs: int | None) -> tuple[ServeSettings, int | None, int | None]:
+    """The engine's knobs, given as arguments or as ServeSettings' fields, in both: the scheduler reads the one, the
+    pool (`memory` sizes it with them) the other."""
+    chunk = s.prefill_chunk if chunk is None else chunk
+    max_seqs = s.max_num_seqs if max_seqs is None else max_seqs
+    return dataclasses.replace(s, max_num_seqs=max_seqs, prefill_chunk=chunk), chunk, max_seqs
 
 
 def workload(s: ServeSettings, budget: int) -> Workload:

@@ -112,6 +112,9 @@ class GPUSpec:
         (mesh_bandwidth); past node_gpus a ring's hops between nodes go through each GPU's share of the network, the
         slowest link it crosses (TP 16 on DGX H100s: 50 GB/s, not NVLink's 450)."""
         inside = mesh_bandwidth(self.interconnect_bandwidth, self.link_bandwidth, min(ranks, self.node_gpus))
+        if ranks > self.node_gpus and not self.network_bandwidth:
+            raise SpecError(f"{ranks} GPUs span nodes of {self.node_gpus} {self.name}, whose preset states no network "
+                            "between them (network_gb_s 0); give its bandwidth per GPU")
         return inside if ranks <= self.node_gpus else min(inside, self.network_bandwidth)
 
     def matmul_share(self, dtype: str) -> float | None:

@@ -17,7 +17,7 @@ def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
     if s.max_model_len is None or engine != "vllm":
         return ""
     b = _launched(m, gpu, s, engine)
-    if b.summary.get("max_concurrency", 1.0) >= 1:
+    if _starts(m, b, s.context):
         return ""
     capacity = int(b.summary.get("kv_cache_capacity") or 0)
     longest = _longest_start(m, gpu, s, engine)
@@ -26,13 +26,26 @@ def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:
             f"--max-model-len {s.max_model_len:,} needs; {lower}raise --gpu-util")
 
 
+def _starts(m: ModelSpec, b, context: int) -> bool:
+    """Whether the pool holds one request of ``context``: its whole blocks (max_concurrency at least 1), and its tokens
+    but where sliding windows hold fewer (V0's raise_if_cache_size_invalid; max_concurrency is rounded)."""
+    whole = b.summary.get("max_concurrency", 1.0) >= 1
+    return whole and (bool(m.window_layers) or b.summary.get("kv_cache_capacity", context) >= context)
+
+
 def _longest_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
-    """The longest max_model_len the engine starts with, searched (limits.largest, as max-seq searches): the pool
-    at one length is not the pool at another (V0's profile run grows with max_model_len)."""
+    """The longest max_model_len the engine starts with, searched (limits.largest, as max-seq searches it): the pool
+    at one length is not the pool at another (V0's profile run grows with max_model_len). Past 32k V0 chunks its
+    prefill, a smaller profile run, so the lengths above are searched first, as a range of their own."""
     from .limits import largest
 
-    return largest(lambda n: _launched(m, gpu, s, engine, n).summary.get("max_concurrency", 1.0) >= 1,
-                   s.max_model_len)
+    def starts(n: int) -> bool:
+        return _starts(m, _launched(m, gpu, s, engine, n), n)
+
+    chunked = 32768
+    if s.max_model_len > chunked and starts(chunked + 1):
+        return chunked + largest(lambda k: starts(chunked + k), s.max_model_len - chunked)
+    return largest(starts, min(s.max_model_len, chunked))
 
 
 def pool(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load, seqs: int) -> tuple[int, int]:

@@ -62,7 +62,7 @@ class Group(HelpPanels, TyperGroup):
         if counted_args is not args and args:  # `--gpu 2xh100` to a command that picks the count itself (serve-plan)
             command = self.get_command(ctx, args[0])
             takes = {opt for p in getattr(command, "params", ()) for opt in getattr(p, "opts", ())}
-            if command is not None and "--gpus" not in takes:
+            if command is not None and "--gpu" in takes and "--gpus" not in takes:
                 bound = " (--max-gpus bounds it)" if "--max-gpus" in takes else ""
                 raise UserError(f"{args[0]} chooses the GPU count itself{bound}: give the GPU alone, e.g. --gpu h100")
         args = counted_args

@@ -226,7 +226,7 @@ def memory(
     _emit(results, fmt)
     if check:
         fail_check(results, lambda b: not b.summary.get("fits"), lambda b: first_note(
-            b, "does not fit", "vLLM refuses", default=f"needs {fmt_bytes(b.value('total'))} a GPU, "
+            b, "does not fit", default=f"needs {fmt_bytes(b.value('total'))} a GPU, "
                                        f"{fmt_bytes(b.summary.get('usable', 0))} usable"))
 
 

@@ -186,7 +186,7 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
         notes.append(f"does not fit: {fmt_count(s.batch, 'request')} of {s.seq:,} tokens need {s.batch * held:,.0f} "
                      f"{block}-token KV blocks ({fmt_bytes(needed)}), the pool holds {blocks:,} "
                      f"({fmt_bytes(blocks * block * per_token)})")
-    if max_seqs and s.batch > max_seqs:  # the cache holds them; the scheduler runs max_num_seqs, the rest queue
+    if fits and max_seqs and s.batch > max_seqs:  # the cache holds them; the scheduler runs max_num_seqs, the rest wait
         notes.append(f"{s.batch:,} requests fit the KV cache, but the engine runs {max_seqs:,} at once "
                      f"(max_num_seqs); the rest wait")
     return StageMemory(r, total, {}, summary, notes + stage_notes(st, s.parallel.pp), usable=usable, fits=fits)

@@ -33,9 +33,9 @@ class Device(NamedTuple):
 
 
 def nccl_bytes(dev: Device, par) -> float:
-    """NCCL's buffers on each GPU of an instance that spans GPUs (TP or PP 2 or more; 0 on one GPU, and for data
-    parallel replicas, which serve independently)."""
-    if par.tp * par.pp < 2:
+    """NCCL's buffers on each GPU of an instance that spans GPUs (TP, PP or CP 2 or more, or experts split over
+    ranks; 0 on one GPU, and for data-parallel replicas of a dense model, which serve independently)."""
+    if par.tp * par.pp * par.cp < 2 and par.ep < 2:
         return 0.0
     return NCCL_LINKED if dev.linked else NCCL_PCIE
 

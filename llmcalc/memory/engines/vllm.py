@@ -84,35 +84,29 @@ def defaults(s: MemorySettings, dev: Device, v: tuple) -> tuple[int, int]:
     else:
         large = dev.total >= LARGE_GPU and (v < A100_EXCLUDED or "a100" not in dev.name.lower())
         mns, mnbt = (1024, 8192) if large else (256, 2048)
+        if s.prefill_chunk and not s.max_num_seqs:  # V1 lowers its default cap to a smaller budget it is given
+            mns = min(mns, s.prefill_chunk)
     mnbt, mns = s.prefill_chunk or mnbt, s.max_num_seqs or mns
-    _check_scheduler(s, v, mnbt, mns)
+    _check_scheduler(s, mnbt, mns)
     return mnbt, mns
 
 
-# --block-size vLLM's CacheConfig takes on CUDA (BlockSize: 1, 8, 16, 32, 64, 128)
-BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+# --block-size vLLM's CacheConfig takes on CUDA (BlockSize: 1, 8, 16, 32, 64, 128; 256 in later releases)
+BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)
 
 
-def _check_scheduler(s: MemorySettings, v: tuple, mnbt: int, mns: int) -> None:
+def _check_scheduler(s: MemorySettings, mnbt: int, mns: int) -> None:
     """What vllm serve refuses at start whatever the context (SchedulerConfig's _verify_args, CacheConfig): a step's
-    token budget below the running-request cap; a block size its kernels have no case for."""
+    token budget, as given, below the running-request cap; a block size its kernels have no case for. (V0 also
+    wants a whole max_model_len a step up to 32k, beyond which it chunks: not refused here, as a search over lengths
+    would stop short of the longer contexts that start.)"""
     from ...spec import SpecError
 
-    if mnbt < mns:
+    if s.prefill_chunk and mnbt < mns:
         raise SpecError(f"--max-num-batched-tokens {mnbt:,} is below max_num_seqs {mns:,}: vLLM refuses to start "
                         "(each running request needs a token a step); raise it or lower --max-num-seqs")
     if s.kv_block is not None and s.kv_block not in BLOCK_SIZES:
         raise SpecError(f"--block-size {s.kv_block} is not one vLLM takes ({', '.join(map(str, BLOCK_SIZES))})")
-
-
-def context_refusal(s: MemorySettings, v: tuple, mnbt: int) -> str:
-    """Why V0 would not start at this max_model_len, or "": without chunked prefill (up to a 32k context) a step must
-    hold a whole prompt (SchedulerConfig._verify_args). A length, so a search over lengths finds where it stops."""
-    if v < V1 and s.seq <= 32768 and mnbt < s.seq:
-        return (f"vLLM refuses to start: --max-num-batched-tokens {mnbt:,} is below the {s.seq:,}-token max_model_len "
-                f"({s.engine_version}, V0, runs chunked prefill only past 32k); raise it, or follow V1 (--engine-version "
-                "0.8 on)")
-    return ""
 
 
 def capture_sizes(v: tuple, mns: int, mnbt: int) -> int:
@@ -171,12 +165,8 @@ def stage(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> StageMemor
     held = math.ceil(s.seq / block) if v0 else per_request
     # V0 runs one scheduler per pipeline stage (virtual engine), each with its own max_num_seqs
     seqs = mns * s.parallel.pp if v0 else mns
-    out = pool_result(Rows("byte").extend(rows), s, st, usable, per_token, block, list(notes), per_request,
-                      tokens_by_concurrency=by_concurrency, held_per_request=held, max_seqs=seqs)
-    refused = context_refusal(s, parse_version(s.engine_version), defaults(s, dev, parse_version(s.engine_version))[0])
-    if refused:  # the engine does not start: nothing fits, whatever the bytes
-        out.fits, out.notes = False, [refused, *out.notes]
-    return out
+    return pool_result(Rows("byte").extend(rows), s, st, usable, per_token, block, list(notes), per_request,
+                       tokens_by_concurrency=by_concurrency, held_per_request=held, max_seqs=seqs)
 
 
 @ignoring("batch")
