@@ -219,3 +219,14 @@ def test_more_requests_than_the_scheduler_runs_are_said_to_wait():
     d = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "300", "--seq", "1k")
     assert d["summary"]["fits"] and any("the engine runs 256 at once (max_num_seqs); the rest wait" in n
                                         for n in d["notes"])
+
+
+def test_past_32k_v0_chunks_its_prefill_so_longer_contexts_start_again():
+    """V0 turns chunked prefill on past a 32k context, a smaller profile run and a larger pool: Llama 3.1 8B on a 24 GB
+    RTX 4090 starts at 39,296 tokens though not at 30,000; the advice finds the longer one."""
+    args = ("latency", "--model", "llama-3.1-8b", "--gpu", "rtx-4090", "--prompt", "1k")
+    note = next(n for n in run_json(*args, "--max-model-len", "128k")["notes"] if n.startswith("vLLM refuses"))
+    longest = int(re.search(r"lower it to ([\d,]+)", note).group(1).replace(",", ""))
+    assert longest > 32768 and run_json(*args, "--max-model-len", str(longest))["summary"]["feasible"]
+    assert not run_json(*args, "--max-model-len", str(longest + 1))["summary"]["feasible"]
+    assert not run_json(*args, "--max-model-len", "30000")["summary"]["feasible"]
