@@ -69,8 +69,12 @@ def launch_slots(m: ModelSpec, gpu, s: ServeSettings, engine: str, load: Load | 
 
 
 def filled_slots(m: ModelSpec, gpu, s: ServeSettings) -> int:
-    """llama-server's slots where nothing sets them: as many of the context as its memory holds (0: none)."""
-    return int(_launched(m, gpu, s, "llamacpp").summary.get("max_concurrency") or 0)
+    """llama-server's slots where nothing sets them: as many of the context as its memory holds (0: none), searched
+    with the slots' own buffers (each adds a row of logits), below what one slot's pool divides into."""
+    from .limits import largest
+
+    most = int(_launched(m, gpu, s, "llamacpp").summary.get("max_concurrency") or 0)
+    return largest(lambda n: bool(_launched(m, gpu, s, "llamacpp", slots=n).summary.get("fits")), most) if most else 0
 
 
 def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
@@ -78,12 +82,12 @@ def kv_capacity(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> int:
     return int(_launched(m, gpu, s, engine).summary.get("kv_cache_capacity") or 0)
 
 
-def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str, context: int | None = None):
+def _launched(m: ModelSpec, gpu, s: ServeSettings, engine: str, context: int | None = None, slots: int = 1):
     """One instance's memory as the engine launched sizes it, for requests of max_model_len (ServeSettings.context,
-    or ``context``)."""
+    or ``context``); ``slots``: llama-server's, each a context's cells."""
     from .memory import MemorySettings, memory_breakdown
     from .spec import Parallelism
 
-    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=context or s.context, engine=engine, dtype=s.dtype,
-                                                   kv_dtype=s.cache_dtype, parallel=Parallelism(gpus=s.tp, tp=s.tp),
-                                                   **s.engine_settings()))
+    return memory_breakdown(m, gpu, MemorySettings(mode="infer", seq=context or s.context, batch=slots, engine=engine,
+                                                   dtype=s.dtype, kv_dtype=s.cache_dtype,
+                                                   parallel=Parallelism(gpus=s.tp, tp=s.tp), **s.engine_settings()))

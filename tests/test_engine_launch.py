@@ -230,3 +230,10 @@ def test_past_32k_v0_chunks_its_prefill_so_longer_contexts_start_again():
     assert longest > 32768 and run_json(*args, "--max-model-len", str(longest))["summary"]["feasible"]
     assert not run_json(*args, "--max-model-len", str(longest + 1))["summary"]["feasible"]
     assert not run_json(*args, "--max-model-len", "30000")["summary"]["feasible"]
+
+
+def test_llama_servers_filled_slots_fit_with_their_own_buffers():
+    """Each llama-server slot adds a row of logits beside its cells: the slots that fill an H100 at 1,256-token contexts
+    are searched with them, so the launch fits (one slot's pool divided by the context overshot it)."""
+    d = run_json("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "llamacpp", "--request-rate", "2")
+    assert d["summary"]["fits"] and d["summary"]["feasible"]

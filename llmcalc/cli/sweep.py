@@ -19,7 +19,7 @@ from ..units import UnitError, setting_parser
 MAX_POINTS = 10_000
 
 collected: list | None = None  # while a sweep runs, common._emit hands the results here
-current: str | None = None  # the point running, NAME=value (common.sweep_point names it in a failed check)
+current: str | None = None  # the point running, NAME=value (checks.sweep_point names it in a failed check)
 
 
 def values(spec: str, param) -> list[str]:
