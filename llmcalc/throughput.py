@@ -379,7 +379,8 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                 "ttft_target": Quantity(ttft_target, "s"), "tpot_target": Quantity(tpot_target, "s"),
                 # the engine as the memory model launched it (its release and share resolved)
                 "engine_version": fit.inputs.get("engine_version"), "gpu_util": fit.inputs.get("gpu_util"),
-                "max_model_len": s.max_model_len},
+                "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
+                "max_num_batched_tokens": s.prefill_chunk},
         notes=(f"roofline: each phase is max(compute, memory{', communication' if s.overlap else ''})"
                + ("" if s.overlap else " + communication"),
                f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "
