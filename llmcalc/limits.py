@@ -166,6 +166,16 @@ def _running_cap(s: MemorySettings, shown: Breakdown) -> int | None:
     return s.max_num_seqs or RUNNING_CAP.get(s.engine)  # llama.cpp: its slots (-np), where given
 
 
+def _alone_misses(one: Breakdown) -> str:
+    """What one request alone misses, where no batch meets the targets: each expected time against its target."""
+    from .units import fmt_seconds
+
+    missed = [f"{key.upper()} {fmt_seconds(one.summary[key])} against {fmt_seconds(one.summary[key + '_target'])}"
+              for key in ("ttft", "tpot") if one.summary.get(key + "_target") is not None
+              and not (one.summary.get(f"{key}_met", True) and one.summary.get(f"{key}_expected_met", True))]
+    return "even one request misses the targets: " + ", ".join(missed or ["a bound"]) + " (expected)"
+
+
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.
@@ -218,6 +228,7 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                      f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens")
     if fast is not None:
         summary["latency_max_batch"] = fast
+        notes += [_alone_misses(latency(1))] if fast == 0 else []
     if decides:
         summary["limited_by"] = decides[0]
         notes.append(decides[1])

@@ -237,3 +237,10 @@ def test_llama_servers_filled_slots_fit_with_their_own_buffers():
     are searched with them, so the launch fits (one slot's pool divided by the context overshot it)."""
     d = run_json("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--engine", "llamacpp", "--request-rate", "2")
     assert d["summary"]["fits"] and d["summary"]["feasible"]
+
+
+def test_max_batch_says_what_one_request_misses_when_no_batch_meets_the_targets():
+    d = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--seq", "8192", "--ttft-target", "100ms",
+                 "--tpot-target", "20ms")
+    assert d["summary"]["max_batch"] == 0
+    assert any(n.startswith("even one request misses the targets: TTFT") and "against 100 ms" in n for n in d["notes"])
