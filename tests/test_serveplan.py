@@ -121,3 +121,8 @@ def test_prices_cover_the_gpus_planned(price, why):
 def test_a_counted_gpu_is_refused_where_the_plan_picks_the_count():
     out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "2xh100", "--request-rate", "2", "--tpot-target", "100ms")
     assert out.exit_code == 2 and "serve-plan chooses the GPU count itself (--max-gpus bounds it)" in out.stderr
+
+
+def test_no_layout_still_prints_the_title():
+    out = run("serve-plan", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "2", "--ttft-target", "1ms")
+    assert out.stdout.startswith("Serving plan for llama-3.1-8b: no layout meets the targets\n")

@@ -116,6 +116,8 @@ def _show(results: list, fmt: str) -> None:
         render_listing({f"{b.title}: layouts meeting the targets, cheapest first": shown}, LAYOUT_UNITS, fmt)
         if fmt == "csv":
             continue
+        if not shown:  # no table to carry the title: say it, then why
+            sys.stdout.write(f"{'### ' if fmt == 'markdown' else ''}{b.title}: no layout meets the targets\n")
         if fmt == "markdown":
             sys.stdout.write("".join(f"- {note}\n" for note in b.notes))
             continue
