@@ -55,7 +55,7 @@ def all_to_all(nbytes: float, group: int, stride: int, links: "Links") -> float:
 
 
 def moe_traffic(c: "ModelCost", links: "Links", lay: "Layout", tokens: float, layers: int, compute: float,
-                repeated: bool = False) -> float:
+                repeated: bool = False) -> tuple[float, float]:
     """The token traffic of ``layers`` MoE layers (Megatron-Core's all-to-all dispatcher, core 0.15): each GPU
     dispatches its ``tokens`` (its sequence-parallel shard) x top_k copies over the EP group, whose ranks sit
     etp apart (the expert rank order tp-ep-dp; all_to_all), and the expert's etp ranks all-gather
