@@ -13,7 +13,7 @@ import dataclasses
 from .breakdown import Breakdown, Quantity, Rows
 from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
-from .launch import UNCAPPED, launch_slots, pool, refuses_to_start
+from .launch import UNCAPPED, launch_slots, on_gpu, pool, refuses_to_start
 from .memory.engines import RUNNING_CAP
 from .schedule import SATURATION, Load, per_instance, simulate
 from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, peak, resolve, step_costs
@@ -57,6 +57,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     or at ``measured_at`` (the settings and load a benchmark ran, and where it comes from)."""
     from .memory.engines import check_engine_gpu
 
+    s = on_gpu(s, gpu, engine)
     r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)  # an unknown engine or setting: refused before any work
     s, chunk, max_seqs = _with_knobs(s, chunk, max_seqs)
     check_engine_gpu(engine, gpu, s.dtype)

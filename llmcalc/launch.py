@@ -8,6 +8,27 @@ from .spec import ModelSpec
 from .throughput import ServeSettings
 
 UNCAPPED = 10**9  # no cap on a step's tokens or running requests
+# Engines that serve FP8 weights weight-only on a GPU without FP8 tensor cores, from Ampere (compute capability 8.0):
+# vLLM's FP8 Marlin kernel (fp8.py's apply_fp8_marlin_linear), which SGLang calls too.
+WEIGHT_ONLY_FP8 = ("vllm", "sglang")
+
+
+def on_gpu(s: ServeSettings, gpu, engine: str) -> ServeSettings:
+    """``s`` as ``engine`` runs it on ``gpu``: fp8 weights without fp8 tensor cores weight-only, matmuls in 16 bits;
+    elsewhere as it is (a GPU or engine that cannot run them is refused by the peak's lookup)."""
+    if s.weight_only or s.dtype != "fp8" or "fp8" in gpu.peak_flops or engine not in WEIGHT_ONLY_FP8:
+        return s
+    if (gpu.compute_capability or 0) < 8.0:
+        return s
+    import dataclasses
+
+    return dataclasses.replace(s, weight_only=True)
+
+
+def weight_only_notes(s: ServeSettings, gpu) -> list[str]:
+    """What on_gpu did, said."""
+    return [f"{s.dtype} weights on {gpu.name}, which has no {s.dtype} tensor cores: run weight-only (vLLM's FP8 "
+            f"Marlin), matmuls in {s.compute_dtype}"] if s.weight_only else []
 
 
 def refuses_to_start(m: ModelSpec, gpu, s: ServeSettings, engine: str) -> str:

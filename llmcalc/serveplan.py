@@ -91,13 +91,13 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
               kv_dtype: str | None, launch: dict) -> Callable[[int], Tried]:
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
     from .expected_latency import replay, scheduler_limits, workload
-    from .launch import filled_slots, kv_capacity, refuses_to_start
+    from .launch import filled_slots, kv_capacity, on_gpu, refuses_to_start
     from .schedule import per_instance
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 
-    s = ServeSettings(prompt=traffic.load.prompt, output=traffic.load.output, tp=tp, dtype=dtype, kv_dtype=kv_dtype,
-                      **launch)
+    s = on_gpu(ServeSettings(prompt=traffic.load.prompt, output=traffic.load.output, tp=tp, dtype=dtype,
+                             kv_dtype=kv_dtype, **launch), gpu, engine)
     capacity = kv_capacity(m, gpu, s, engine)  # refuses heads TP does not divide, weights that do not fit
     if capacity == 0:
         raise SpecError("memory: the weights and the engine's own buffers fill the GPU; no room for a KV cache")

@@ -156,6 +156,7 @@ class ServeSettings:
     max_model_len: int | None = None
     max_num_seqs: int | None = None  # the engine's knobs as launched (None: its defaults), as `memory` sizes them
     prefill_chunk: int | None = None  # max_num_batched_tokens
+    weight_only: bool = False  # fp8 weights on a GPU without fp8 tensor cores: matmuls in 16 bits (launch.on_gpu)
 
     def __post_init__(self) -> None:
         for key in ("batch", "prompt", "tp", "dp"):
@@ -178,8 +179,8 @@ class ServeSettings:
 
     @property
     def compute_dtype(self) -> str:
-        """The dtype the matmuls run at (dtypes.py: weight-only formats in 16-bit, fp8 as W8A8)."""
-        return matmul_dtype(self.dtype)
+        """The dtype the matmuls run at (dtypes.py: weight-only formats in 16-bit, fp8 as W8A8 unless weight_only)."""
+        return activation_dtype(self.dtype) if self.weight_only else matmul_dtype(self.dtype)
 
     @property
     def cache_dtype(self) -> str:
@@ -266,6 +267,9 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     from .flops import attended_pairs, forward
     from .kvcache import kv_cache_bytes, kv_values_per_token_layer
 
+    from .launch import on_gpu, weight_only_notes
+
+    s = on_gpu(s, gpu, engine or "vllm")
     requests = -(-s.batch // s.dp)  # per instance
     launched = slots or requests
     t = s.tp
@@ -358,7 +362,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                "decode_bound": bound[0 if dec[0] >= dec[1] else 1], "requests_per_instance": requests,
                "fits": fit.summary["fits"], "memory_total": fit.summary.quantity("total"),
                "usable": fit.summary.quantity("usable")}
-    notes = []
+    notes = weight_only_notes(s, gpu)
     for name, target, value in (("ttft", ttft_target, ttft), ("tpot", tpot_target, tpot)):
         if target is not None:
             summary[f"{name}_target"] = Quantity(target, "s")

@@ -387,3 +387,15 @@ def test_tensor_parallelism_past_a_node_all_reduces_over_the_network():
     assert h100.collective_bandwidth(8) > 400e9
     r = llmcalc.latency("llama-3.1-405b", gpu="h100", gpus=16, dtype="fp8", prompt="2k")
     assert next(x for x in r.rows if x.name == "prefill/communication").note == "TP all-reduce over 50.0 GB/s"
+
+
+def test_fp8_weights_without_fp8_tensor_cores_run_weight_only():
+    """vLLM serves FP8 checkpoints on Ampere through its FP8 Marlin kernel: weights read at a byte each, matmuls in
+    bf16 (an A100 has no FP8 tensor cores). Decode reads half the bytes of bf16 weights; prefill computes as bf16."""
+    fp8 = llmcalc.latency("llama-3.1-70b", gpu="a100-80gb", gpus=2, dtype="fp8")
+    bf16 = llmcalc.latency("llama-3.1-70b", gpu="a100-80gb", gpus=2, dtype="bf16")
+    assert fp8.inputs["compute_dtype"] == "bf16" and any("run weight-only" in n for n in fp8.notes)
+    assert fp8.summary["tpot_bound"] < 0.6 * bf16.summary["tpot_bound"]
+    assert fp8.summary["ttft_bound"] == pytest.approx(bf16.summary["ttft_bound"], rel=0.05)
+    h100 = llmcalc.latency("llama-3.1-70b", gpu="h100", gpus=2, dtype="fp8")
+    assert h100.inputs["compute_dtype"] == "fp8" and not any("weight-only" in n for n in h100.notes)
