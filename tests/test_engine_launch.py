@@ -244,3 +244,10 @@ def test_max_batch_says_what_one_request_misses_when_no_batch_meets_the_targets(
                  "--tpot-target", "20ms")
     assert d["summary"]["max_batch"] == 0
     assert any(n.startswith("even one request misses the targets: TTFT") and "against 100 ms" in n for n in d["notes"])
+
+
+def test_v0s_schedulers_per_pipeline_stage_are_said_as_counted():
+    d = run_json("memory", "--mode", "infer", "--model", "llama-3.1-8b", "--gpu", "h100", "--gpus", "2", "--pp", "2")
+    assert d["summary"]["max_num_seqs"] == 512
+    assert any("max_num_seqs 256 a scheduler, one for each of the 2 pipeline stages (V0): 512 at once" in n
+               for n in d["notes"])

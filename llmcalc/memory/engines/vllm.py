@@ -203,7 +203,9 @@ def _before_pool(m: ModelSpec, s: MemorySettings, st: Stage, dev: Device) -> tup
     usable = math.floor(dev.total * s.gpu_util)  # requested memory
     notes = [f"vLLM {s.engine_version}: budget = {s.gpu_util:g} x {fmt_bytes(dev.total)} (gpu_memory_utilization "
              f"x total) - weights - non-torch - activation peak" + (" - CUDA graphs" if budgeted else ""),
-             f"KV: {how}, {block}-token blocks, {s.kv_dtype}; max_num_seqs {mns}, max_num_batched_tokens {mnbt}"]
+             f"KV: {how}, {block}-token blocks, {s.kv_dtype}; max_num_seqs {mns}"
+             + (f" a scheduler, one for each of the {par.pp} pipeline stages (V0): {mns * par.pp} at once"
+                if v < V1 and par.pp > 1 else "") + f", max_num_batched_tokens {mnbt}"]
     return (r.build(), usable, kv_bytes_per_token(m, s, st, values), block, tuple(notes),
             _blocks_per_request(m, s, v, block, mnbt), v >= TOKENS_FROM_CONCURRENCY, mns)
 
