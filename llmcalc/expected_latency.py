@@ -72,7 +72,7 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     fitted: tuple[str, ...] = ()
     if any(value is not None for value in measured):
         at_s, at_load, source = measured_at or (s, load, "")
-        at_s = dataclasses.replace(at_s, max_num_seqs=max_seqs, prefill_chunk=chunk)
+        at_s = _with_knobs(at_s, chunk, max_seqs)[0]
         at_budget, at_seqs = (budget, seqs) if measured_at is None else scheduler_limits(engine, gpu, at_s, chunk, max_seqs)
         eff, fitted = _calibrated(m, gpu, at_s, engine, eff, workload(at_s, at_budget), at_load, at_budget, at_seqs,
                                   measured)
@@ -257,7 +257,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     overloaded, offered, most = times.pop("overloaded", False), times.pop("offered", 0.0), times.pop("saturated", 0.0)
     summary = {key: Quantity(value, "token/s" if "tokens" in key else "count" if key == "requests_per_s" else "s")
                for key, value in times.items()}
-    notes = (_misfit(bound.notes) + _load_notes(m, r, load, overloaded, (offered, most)) + list(load_notes)
+    notes = (_misfit_first(bound.notes) + _load_notes(m, r, load, overloaded, (offered, most)) + list(load_notes)
              + _split_note(engine, s.tp))
     if load is not None:
         summary["overloaded"] = overloaded
@@ -294,7 +294,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                      notes=tuple(n for n in notes if n))
 
 
-def _misfit(notes: tuple) -> list[str]:
+def _misfit_first(notes: tuple) -> list[str]:
     """The bound's "does not fit", which goes first, as a refusal does: it is the answer."""
     return [n for n in notes if n.startswith("does not fit")]
 

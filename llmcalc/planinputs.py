@@ -4,7 +4,7 @@ checked as it is built, so that a user's impossible value is a one-line SpecErro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .flops import RECOMPUTE
 from .dtypes import DTYPE_TABLE
@@ -257,7 +257,7 @@ def impossible(m: ModelSpec, t: Target, c: Constraints) -> str:
     mismatch = _mismatch(m, t, c)
     if mismatch:
         return mismatch
-    fixed = [flag for flag in fixed_flags(c) if flag != "--offload-layers 0"]  # no bearing on multiplying out
+    fixed = fixed_flags(replace(c, offload=c.offload or None))  # offloading ruled out bears on no layout's degrees
     shape = f"{m.num_hidden_layers} layers, {m.num_attention_heads} heads, {m.kv_heads} KV heads" + \
         (f", {m.num_experts} experts" if m.is_moe else "")
     return (f"no layout multiplies out: {t.gpus:,} GPU{'s' * (t.gpus != 1)} as TP x CP x PP x DP, DP dividing the "

@@ -111,6 +111,8 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     if engine == "llamacpp":  # launched with as many slots of the context as fit: n_ctx = slots x the context
         seqs = filled_slots(m, gpu, s)
         capacity = seqs * s.context
+        if not seqs:
+            raise SpecError(f"memory: llama-server's one slot of {s.context:,} tokens does not fit beside the weights")
     w = workload(s, budget)
     seen: dict[int, Tried] = {}
 

@@ -11,6 +11,7 @@ from .collectives import ep_overlapped, ep_unpaired
 from .flops import palm_per_token
 from .gpuspec import STAND_INS
 from .kernels import UNFUSED_BYTES, UNFUSED_DROPOUT_BYTES, attention_figure
+from .memory.placement import uneven_split
 from .fewest import gpus_within, smallest_fit
 from .plan import Constraints, Planner, Ranked, Target
 from .spec import ModelSpec, SpecError
@@ -255,14 +256,6 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
                      if time < math.inf else f"within {days}: no GPU count fits")
 
 
-def _narrowed(c: Constraints) -> str:
-    """What the options fixed, which the "none fits" answer depends on."""
-    from .planinputs import fixed_flags
-
-    fixed = fixed_flags(c)
-    return f" with {', '.join(fixed)} (drop or widen one)" if fixed else ""
-
-
 def _nothing_fits(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, usable: float,
                   deadline: float | None) -> None:
     """No layout fits: the fewest GPUs any does (_too_small); with --max-days, the deadline asked from that count."""
@@ -290,12 +283,13 @@ def _too_small(notes: list, m: ModelSpec, cluster, t: Target, c: Constraints, us
 
     fewest = smallest_fit(m, cluster, t, c)
     node = cluster.gpus_per_node
-    fixed = [flag for flag in fixed_flags(c) if not flag.startswith("--dp ")]  # DP follows the count searched
+    fixed = fixed_flags(dataclasses.replace(c, dp=None))  # smallest_fit lets DP follow each count it tries
+    narrowed = f" with {', '.join(fixed)}" if fixed else ""
     notes.append(f"no layout fits {t.gpus:,} x {cluster.gpu.name} ({fmt_bytes(usable)} usable each)"
-                 + (f"; the fewest GPUs any layout fits on{' with ' + ', '.join(fixed) if fixed else ''}: {fewest:,}"
+                 + (f"; the fewest GPUs any layout fits on{narrowed}: {fewest:,}"
                     + (f" (whole nodes of {node})" if fewest > node else "")
                     + (f", DP as the count leaves it, not --dp {c.dp}" if c.dp else "") if fewest else
-                    "; none fits on any count" + _narrowed(c)))
+                    f"; none fits on any count{narrowed}" + (" (drop or widen one)" if fixed else "")))
     return fewest
 
 
@@ -318,13 +312,6 @@ def _no_ep_overlap(m: ModelSpec, c: Constraints, lay: Layout) -> list[str]:
         return []
     return [f"--ep-overlap does not apply to {describe(lay)}: Megatron-Core overlaps the all-to-all only without full "
             "recomputation and, on a pipeline, interleaved; it is timed exposed"]
-
-
-def _uneven(m: ModelSpec, lay: Layout) -> list[str]:
-    """The best layout's layers over its (virtual) stages, where they do not split evenly (placement.uneven_split)."""
-    from .memory.placement import uneven_split
-
-    return uneven_split(m.num_hidden_layers, lay.pp, lay.vpp, "timed")
 
 
 def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 5, deadline: float | None = None):
@@ -352,7 +339,8 @@ def plan_breakdown(m: ModelSpec, cluster, t: Target, c: Constraints, top: int = 
     if ranked:
         best = ranked[0]
         summary["layout"] = describe(best.layout)
-        notes += _uneven(m, best.layout) + _no_ep_overlap(m, c, best.layout) + _thin(t, best)
+        notes += (uneven_split(m.num_hidden_layers, best.layout.pp, best.layout.vpp, "timed")
+                  + _no_ep_overlap(m, c, best.layout) + _thin(t, best))
         shown = _step_rows(rows, p, m, c, best)
         rows.sum("step_time", shown, "per optimizer step, the busiest GPU", total=None)
         summary.update({k: Quantity(layouts[0][k], u) for k, u in (("step_time", "s"), ("tokens_per_s", "token/s"),
