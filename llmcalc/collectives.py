@@ -13,7 +13,8 @@ from .spec import SpecError
 if TYPE_CHECKING:
     from .steptime import Layout, Links, ModelCost
 
-LINK_LATENCY = {"intra": ALLREDUCE_LATENCY["linked"], "inter": 30e-6}  # per collective: NVLink ring start-up; an IB hop
+# per collective: NVLink ring start-up; an InfiniBand hop (serving.ALLREDUCE_LATENCY, nccl-tests)
+LINK_LATENCY = {"intra": ALLREDUCE_LATENCY["linked"], "inter": ALLREDUCE_LATENCY["network"]}
 
 
 def link(group: int, stride: int, links: "Links", rings: bool = True) -> tuple[float, float]:

@@ -95,9 +95,11 @@ PREFILL_LAYER_OVERHEAD = {"vllm": 150e-6, "sglang": 150e-6, "trtllm": 150e-6, "l
 # 3.1-8B on an H100 and an H200 (tests/data/gpu_serving.json).
 REQUEST_OVERHEAD = {"vllm": 5e-3, "sglang": 5e-3, "trtllm": 5e-3, "llamacpp": 0.0, "hf": 4e-3}
 
-# An all-reduce's fixed latency (NCCL, small messages: nccl-tests on NVLink 8-20 us; PCIe about twice)
-# and the share of the link's bandwidth its bytes get (nccl-tests bus bandwidth, 70-80% of the spec).
-ALLREDUCE_LATENCY = {"linked": 15e-6, "pcie": 30e-6}
+# An all-reduce's fixed latency (NCCL, small messages: nccl-tests on NVLink 8-20 us; PCIe about twice; a group
+# spanning nodes over InfiniBand about 30 us: nccl-tests issues #128, 24 us for a 128-512 B reduce-scatter on two
+# nodes of four, and #182, 40-48 us for an 8-256 B all-reduce on two nodes) and the share of the link's bandwidth
+# its bytes get (nccl-tests bus bandwidth, 70-80% of the spec).
+ALLREDUCE_LATENCY = {"linked": 15e-6, "pcie": 30e-6, "network": 30e-6}
 LINK_EFFICIENCY = 0.75
 
 # The spread of measured / expected over tests/data/serving_measured.yaml (one request at a time):
@@ -197,17 +199,20 @@ class Step(NamedTuple):
         return max(gpu, self.overhead) if self.eager else gpu + self.overhead
 
 
-def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_bytes: float, link: float,
+def allreduce_seconds(m: ModelSpec, tokens: float, steps: int, tp: int, act_bytes: float, gpu,
                       r: Resolved) -> float:
-    """The TP all-reduces' bytes (throughput.tp_allreduce_bytes) at LINK_EFFICIENCY of the link, and two
-    fixed latencies per layer per step."""
+    """The TP all-reduces' bytes (throughput.tp_allreduce_bytes) at LINK_EFFICIENCY of the link the group runs
+    over (GPUSpec.collective_bandwidth), and two fixed latencies per layer per step: the GPU's own link's, or the
+    network's where the group spans nodes (past node_gpus)."""
     from .throughput import tp_allreduce_bytes
 
     if tp == 1:
         return 0.0
+    link = gpu.collective_bandwidth(tp)
     if not link:
         raise SpecError("this GPU has no GPU-to-GPU bandwidth in its preset; set interconnect_gb_s")
-    return (2 * m.num_hidden_layers * steps * r.allreduce_latency
+    latency = ALLREDUCE_LATENCY["network"] if tp > gpu.node_gpus else r.allreduce_latency
+    return (2 * m.num_hidden_layers * steps * latency
             + tp_allreduce_bytes(m, tokens, tp, act_bytes) / (link * LINK_EFFICIENCY))
 
 
@@ -299,7 +304,7 @@ def _pass(m: ModelSpec, gpu, w: Workload, r: Resolved, flops: float, nbytes: flo
     pointwise = unfused_bytes(m, tokens, w.act_bytes, w.tp) + copied if eager else 0.0
     return Step(flops / (w.tp * peak(gpu, w, r) * r.compute), nbytes / (gpu.memory_bandwidth * r.bandwidth),
                 steps * m.num_hidden_layers * per_layer,
-                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu.collective_bandwidth(w.tp), r), flops, nbytes,
+                allreduce_seconds(m, tokens, steps, w.tp, w.act_bytes, gpu, r), flops, nbytes,
                 eager, pointwise / (gpu.memory_bandwidth * ELEMENTWISE_BANDWIDTH), pointwise)
 
 
@@ -319,9 +324,8 @@ def step_costs(m: ModelSpec, gpu, w: Workload, r: Resolved):
     one = forward(m, 1, 1, "causal")
     head = one["dense/lm_head"]  # once per request a step schedules: the position it samples
     dense = one["forward"] - per_pair - head
-    link = gpu.collective_bandwidth(w.tp)
-    per_token = allreduce_seconds(m, 1, 0, w.tp, w.act_bytes, link, r)  # the bytes of one token
-    per_step = allreduce_seconds(m, 0, 1, w.tp, w.act_bytes, link, r)  # the latencies of one step
+    per_token = allreduce_seconds(m, 1, 0, w.tp, w.act_bytes, gpu, r)  # the bytes of one token
+    per_step = allreduce_seconds(m, 0, 1, w.tp, w.act_bytes, gpu, r)  # the latencies of one step
     # weights a step of t tokens reads: W(t) = W_all - experts x (1 - k/E)^t, from W(1) and W(all experts)
     every = weight_bytes_read(m, 10**9, w.dtype) / w.tp / byte_rate
     share = m.num_experts_per_tok / m.num_experts if m.is_moe else 0.0

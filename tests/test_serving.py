@@ -389,6 +389,19 @@ def test_tensor_parallelism_past_a_node_all_reduces_over_the_network():
     assert next(x for x in r.rows if x.name == "prefill/communication").note == "TP all-reduce over 50.0 GB/s"
 
 
+def test_an_all_reduce_spanning_nodes_pays_the_network_latency():
+    """Each decode step all-reduces twice a layer. Inside a node each pays NVLink's 15 us, past it an InfiniBand
+    hop's 30 us (nccl-tests). Llama 3.1 405B has 126 layers, so TP 16 on H100s adds 2 x 126 x 15 us = 3.78 ms a
+    step over the same all-reduces at NVLink latency."""
+    from llmcalc.presets import load_gpu, load_model
+    from llmcalc.serving import Efficiencies, allreduce_seconds, resolve
+
+    m, h100 = load_model("llama-3.1-405b"), load_gpu("h100")
+    r = resolve(Efficiencies(), "vllm", "fp8", "fp8", h100)
+    assert allreduce_seconds(m, 0, 1, 16, 2, h100, r) == pytest.approx(2 * 126 * 30e-6)  # latencies alone: no bytes
+    assert allreduce_seconds(m, 0, 1, 8, 2, h100, r) == pytest.approx(2 * 126 * 15e-6)
+
+
 def test_fp8_weights_without_fp8_tensor_cores_run_weight_only():
     """vLLM serves FP8 checkpoints on Ampere through its FP8 Marlin kernel: weights read at a byte each, matmuls in
     bf16 (an A100 has no FP8 tensor cores). Decode reads half the bytes of bf16 weights; prefill computes as bf16."""
