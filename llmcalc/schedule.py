@@ -166,7 +166,7 @@ def _simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capac
                     break
                 continue
             if replay.prefilling:
-                replay.run_step()
+                replay.chunk_until_event()
             else:
                 replay.decode_until_event()
         window = _window(replay.reqs, load, n)
@@ -241,6 +241,32 @@ class _Replay:
         for i, chunk in started:
             self._prefilled(i, chunk)
 
+    def chunk_until_event(self) -> None:
+        """Steps giving the oldest prompt all the budget the decodes leave, until its last chunk, a request ending or
+        one arriving: run_step's arithmetic in a tight loop (a long prompt is hundreds of these). Else run_step."""
+        r, room = self.reqs[self.prefilling[0]], self.budget - self.decoding
+        if room <= 0 or r.left <= room:
+            self.run_step()
+            return
+        c, n = self.costs, self.decoding
+        tokens, done = n + room, self.load.prompt - r.left
+        fixed = c.dense_per_token * tokens + c.head_per_sequence * (n + 1)  # step()'s sums, in its order
+        memory = c.weights_read(tokens)
+        after, comm = c.prefill_overhead, c.allreduce_per_step + c.allreduce_per_token * tokens
+        nxt, stop = self._next_arrival(), self.finishing[0][0] if self.finishing else None
+        now, step, context, left = self.now, self.step, self.context, r.left
+        while left > room:
+            pairs = context + (room * done + room * (room + 1) / 2)
+            now += max(fixed + c.attention_per_pair * pairs, memory + c.kv_per_position * (context + done)) + after + comm
+            step, context, done, left = step + 1, context + n, done + room, left - room
+            if step == stop or now >= nxt:
+                break
+        self.batch_sum += (n + 1) * (step - self.step)
+        self.peak = max(self.peak, n + 1)
+        self.now, self.step, self.context, r.left = now, step, context, left
+        while self.finishing and self.finishing[0][0] == self.step:
+            self._finish(heapq.heappop(self.finishing)[1], self.load.prompt + self.load.output - 1)
+
     def decode_until_event(self) -> None:
         """Decode-only steps, one after another, until a request ends or one arrives: run_step's
         arithmetic without its per-step bookkeeping (most steps of a long output are these)."""
@@ -248,9 +274,7 @@ class _Replay:
         overhead = c.decode_overhead + c.allreduce_per_step + c.allreduce_per_token * n
         compute = (c.dense_per_token + c.head_per_sequence) * n
         weights = c.weights_read(n)
-        nxt = self.arrivals[self.sent] if self.sent < self.n else None
-        nxt = float("inf") if nxt is None else nxt
-        stop = self.finishing[0][0] if self.finishing else self.step + 1
+        nxt, stop = self._next_arrival(), self.finishing[0][0] if self.finishing else self.step + 1
         now, step, context = self.now, self.step, self.context
         while step < stop:
             now += max(compute + c.attention_per_pair * context, weights + c.kv_per_position * context) + overhead
@@ -263,6 +287,10 @@ class _Replay:
         self.now, self.step, self.context = now, step, context
         while self.finishing and self.finishing[0][0] == self.step:
             self._finish(heapq.heappop(self.finishing)[1], self.load.prompt + self.load.output - 1)
+
+    def _next_arrival(self) -> float:
+        nxt = self.arrivals[self.sent] if self.sent < self.n else None
+        return float("inf") if nxt is None else nxt
 
     def _prefilled(self, i: int, chunk: int) -> None:
         r = self.reqs[i]

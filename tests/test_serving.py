@@ -120,6 +120,19 @@ def test_the_simulation_is_repeatable():
     assert first.summary["ttft"] == again.summary["ttft"]
 
 
+@pytest.mark.parametrize("load", [{"request_rate": 0.5, "prompt": "100k", "output": 64},
+                                  {"concurrency": 6, "prompt": "20k", "output": 300, "max_num_batched_tokens": 512}])
+def test_the_tight_prefill_loop_replays_the_steps_exactly(monkeypatch, load):
+    """A long prompt is chunked over hundreds of steps; _Replay.chunk_until_event runs them in a tight loop. Step by
+    step (run_step alone) the replay gives the same times to the last bit."""
+    from llmcalc.schedule import _Replay
+
+    fast = llmcalc.latency("llama-3.1-8b", gpu="h100", **load)
+    monkeypatch.setattr(_Replay, "chunk_until_event", _Replay.run_step)
+    slow = llmcalc.latency("llama-3.1-8b", gpu="h100", **load)
+    assert fast.summary["ttft"] > 0.1 and fast.to_dict() == slow.to_dict()
+
+
 def test_calibration_reproduces_its_measurement_and_predicts_another_length():
     """Fit to NIM's 5000-in / 500-out run at one client; predict its 500-in / 2000-out run."""
     settings = dict(gpu="h100", gpus=2, dtype="fp8", kv_dtype="fp8", engine="trtllm")
