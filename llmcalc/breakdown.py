@@ -173,11 +173,18 @@ class Breakdown:
             "model": self.model,
             "gpu": self.gpu,
             "inputs": dict(self.inputs),
-            "rows": [{"name": r.name, "value": r.value, "unit": r.unit, **({"note": r.note} if r.note else {}),
+            "rows": [{"name": r.name, "value": r.value, "unit": r.unit, **_share(self.share(r)),
+                      **({"note": r.note} if r.note else {}),
                       **({"formula": formula(r.how)} if formulas and r.how else {})} for r in self.rows],
             "summary": dict(self.summary),
             "notes": list(self.notes),
         }
+
+
+def _share(share: float | None) -> dict:
+    """A row's share of the total it counts toward, as the table's share column; none for a row that counts toward
+    none (a count, a rate, or a part not alive at the memory peak)."""
+    return {} if share is None else {"share": share}
 
 
 _row = tuple.__new__  # Row(...) without its Python-level __new__

@@ -28,8 +28,13 @@ def parts(b: Breakdown) -> list[tuple[str, float, str]]:
         return forward + [(r.name, r.value, r.unit) for r in b.rows if r.name in ("backward", "recompute") and r.value > 0]
     if b.command == "plan":  # the best layout's step time, by part
         return [(r.name, r.value, r.unit) for r in b.rows if r.total == "step_time" and r.value > 0]
-    return [(r.name, r.value, r.unit) for r in b.rows
-            if "/" not in r.name and r.total == "total" and r.name != "total" and r.value > 0]
+    shown = []
+    for r in b.rows:  # the total's parts come before it; a row after it is read off it (params' active)
+        if r.name == "total":
+            return shown
+        if "/" not in r.name and r.total == "total" and r.value > 0:
+            shown.append((r.name, r.value, r.unit))
+    return shown
 
 
 def split_bar(b: Breakdown, width: int = 60, line: int = 80) -> list:
@@ -76,7 +81,9 @@ def render(labelled: Sequence[tuple[str, Breakdown]], stream: TextIO) -> None:
 
 def _title(labelled: Sequence[tuple[str, Breakdown]]) -> str:
     first = labelled[0][1]
-    return f"{first.title or first.command}" + (f" ({len(labelled)} answers)" if len(labelled) > 1 else "")
+    if len(labelled) == 1:
+        return first.title or first.command
+    return f"{first.command}: {', '.join(label for label, _ in labelled)}"
 
 
 def _stacked_lines(labelled: Sequence[tuple[str, Breakdown]], width: int) -> list:

@@ -59,8 +59,21 @@ def _memory_rows(b: Breakdown, prefix: str = "") -> list:
 
 
 def _dominant(b: Breakdown) -> str:
-    rows = [r for r in b.rows if "/" not in r.name and r.name not in ("total", "cpu")]
+    """The largest part of the total (the KV pool's unused rest, kv_free, is room, not a consumer)."""
+    rows = [r for r in b.rows if "/" not in r.name and r.total == "total" and r.name not in ("total", "cpu", "kv_free")]
     return max(rows, key=lambda r: r.value).name
+
+
+def _max_seq_note(best: int, multiple_of: int, tokens: str, capped_by: str | None) -> str:
+    """max_seq's note: what it is, or, where nothing fits, what the rows below it show (``tokens``, the probe)."""
+    note = f"no length fits: the rows below are the memory at {tokens}" if not best else \
+        "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else "")
+    return note + (f"; {capped_by} refuses more than the model's context" if capped_by else "")
+
+
+def _next_total(r: Rows, beyond: Breakdown, tokens: str, nxt: int, capped: bool) -> None:
+    r.add("next_total", beyond.summary["total"], f"at {tokens}" + (" (memory_max_seq + 1)" if capped else "")
+          + ("" if beyond.summary["fits"] else ": does not fit"), total=None, how=("by the memory total at {} tokens", nxt))
 
 
 def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, multiple_of: int = 1,
@@ -87,19 +100,19 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     usable = shown.summary["usable"]
 
     r = Rows("byte")
-    r.add("max_seq", best, "longest sequence that fits" + (f" (multiple of {multiple_of})" if multiple_of > 1 else "")
-          + (f"; {s.engine} refuses more than the model's context" if capped else ""), unit="token", total=None,
+    nxt = (k + 1) * multiple_of
+    tokens = f"{nxt:,} token{'s' * (nxt != 1)}"
+    r.add("max_seq", best, _max_seq_note(best, multiple_of, tokens, s.engine if capped else None), unit="token",
+          total=None,
           how=("min(memory_max_seq, {} context)", context) if capped else
           (f"by the largest multiple of {multiple_of} whose memory total fits {{}} B usable (binary search)", usable))
     if capped:
         r.add("memory_max_seq", memory_best, "what memory alone would hold", unit="token", total=None,
               how=(f"by the largest multiple of {multiple_of} whose memory total fits {{}} B usable", usable))
     for row in _memory_rows(shown):
-        r.add(row.name, row.value, row.note, how=row.how)
-    nxt = (k + 1) * multiple_of
-    r.add("next_total", beyond.summary["total"], f"at {nxt:,} token{'s' * (nxt != 1)}"
-          + ("" if beyond.summary["fits"] else ": does not fit"), total=None,
-          how=("by the memory total at {} tokens", (k + 1) * multiple_of))
+        r.add(row.name, row.value, row.note, total=row.total, how=row.how)
+    if best:  # else the rows above are that memory
+        _next_total(r, beyond, tokens, nxt, capped)
     summary = {"max_seq": Quantity(best, "token"), "total": shown.summary.quantity("total"),
                "usable": shown.summary.quantity("usable"), "capacity": shown.summary.quantity("capacity"),
                "dominant": _dominant(shown), "context": Quantity(context, "token"),
@@ -167,13 +180,22 @@ def _running_cap(s: MemorySettings, shown: Breakdown) -> int | None:
 
 
 def _alone_misses(one: Breakdown) -> str:
-    """What one request alone misses, where no batch meets the targets: each expected time against its target."""
+    """What one request alone misses, where no batch meets the targets: each time against its target, the expected
+    one where it misses, else the roofline bound (at --efficiency: a bound set below the expected rates can miss
+    where the expected time meets the target)."""
     from .units import fmt_seconds
 
-    missed = [f"{key.upper()} {fmt_seconds(one.summary[key])} against {fmt_seconds(one.summary[key + '_target'])}"
-              for key in ("ttft", "tpot") if one.summary.get(key + "_target") is not None
-              and not (one.summary.get(f"{key}_met", True) and one.summary.get(f"{key}_expected_met", True))]
-    return "even one request misses the targets: " + ", ".join(missed or ["a bound"]) + " (expected)"
+    missed = []
+    for key in ("ttft", "tpot"):
+        target = one.summary.get(key + "_target")
+        if target is None:
+            continue
+        if not one.summary.get(f"{key}_expected_met", True):
+            missed.append(f"{key.upper()} {fmt_seconds(one.summary[key])} (expected) against {fmt_seconds(target)}")
+        elif not one.summary.get(f"{key}_met", True):
+            missed.append(f"{key.upper()} bound {fmt_seconds(one.summary[key + '_bound'])} against "
+                          f"{fmt_seconds(target)} (the roofline at --efficiency; expected {fmt_seconds(one.summary[key])})")
+    return "even one request misses the targets: " + ", ".join(missed or ["a bound"])
 
 
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
@@ -211,7 +233,7 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
               total=None, how=("by the largest batch whose expected times, and bounds, meet the targets (binary "
                                "search)",))
     for row in _memory_rows(shown):
-        r.add(row.name, row.value, row.note, how=row.how)
+        r.add(row.name, row.value, row.note, total=row.total, how=row.how)
     r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None,
           how=("by the memory total at a batch of {}", best + 1))
     summary = {"max_batch": final, "memory_max_batch": best, "total": shown.summary.quantity("total"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import run, runner
+from .conftest import run, run_json, runner
 from .test_hostile import _fails_cleanly
 
 
@@ -57,3 +57,35 @@ def test_every_glyph_has_an_ascii_stand_in():
     from llmcalc.chart import ASCII_GLYPHS, GLYPHS
 
     assert len(ASCII_GLYPHS) == len(GLYPHS) == len(set(ASCII_GLYPHS)) and ASCII_GLYPHS.isascii()
+
+
+def test_the_params_bar_stacks_the_components_alone():
+    """Llama-2-7B's parts sum to its total, 131.1 M + 2.147 B + 4.329 B + 266 K + 131.1 M = 6,738,415,616; the
+    active row after the total (all of it, for a dense model) is read off the total, not one more part."""
+    line = next(line for line in _chart("params", "--model", "llama-2-7b") if line.rstrip().endswith(" B"))
+    assert line.rstrip().endswith("6.738 B") and "active" not in " ".join(_chart("params", "--model", "llama-2-7b"))
+    both = _chart("params", "--model", "llama-2-7b,mixtral-8x7b")
+    assert both[0].strip() == "params: llama-2-7b, mixtral-8x7b"
+    assert any(line.rstrip().endswith("46.70 B") for line in both)
+
+
+def test_rows_not_alive_at_the_peak_take_no_share_and_no_bar():
+    """At the optimizer step's peak the gradients of a Mini-Sequence run are freed (README's max-seq example):
+    they keep their value but leave the total, in the table (no share), the JSON (no share) and the bar."""
+    data = run_json("max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--mini-seq", "4")
+    rows = {row["name"]: row for row in data["rows"]}
+    assert "not alive" in rows["gradients"]["note"] and "share" not in rows["gradients"]
+    counted = sum(row["value"] for row in data["rows"] if "/" not in row["name"] and row.get("share")
+                  and row["name"] != "total")
+    assert counted == rows["total"]["value"] and rows["total"]["share"] == 1.0
+    lines = _chart("max-seq", "--model", "llama-3.2-1b", "--gpu", "l40s", "--mini-seq", "4")
+    assert "gradients" not in " ".join(lines) and any(line.rstrip().endswith("44.5 GiB") for line in lines)
+
+
+def test_mfu_has_nothing_to_chart_and_says_so():
+    import pytest
+
+    from llmcalc.cli.common import UnusedOption
+
+    with pytest.warns(UnusedOption, match="--chart has no effect with mfu: its answer is two ratios"):
+        assert run("mfu", "--model", "llama-2-7b", "--gpu", "h100", "--step-time", "1", "--chart").exit_code == 0

@@ -212,3 +212,32 @@ def test_max_seq_takes_no_prompt():
 
     with pytest.raises(SpecError, match="max-seq searches the whole context"):
         llmcalc.max_seq("llama-3.1-8b", gpu="h100", mode="infer", engine="hf", prompt=1000)
+
+
+def test_one_request_missing_only_the_bound_is_said_as_the_bound():
+    """max-batch's --efficiency sets the roofline bound alone: at 0.2 an 8B decode step's bound is 22.8 ms while the
+    expected time is 6.67 ms. A 15 ms TPOT target is missed by the bound, and the note says that, not the expected."""
+    data = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "256",
+                    "--tpot-target", "15ms", "--efficiency", "0.2")
+    note = next(n for n in data["notes"] if n.startswith("even one request"))
+    assert "TPOT bound 22.8 ms against 15.0 ms" in note and "expected 6.67 ms" in note
+    tight = run_json("max-batch", "--model", "llama-3.1-8b", "--gpu", "h100", "--prompt", "2k", "--output", "256",
+                     "--tpot-target", "3ms")
+    assert any("TPOT 6.67 ms (expected) against 3.00 ms" in n for n in tight["notes"])
+
+
+def test_the_kv_pools_free_rest_is_not_what_dominates():
+    """In inference the engine's pool fills the usable memory; its unused rest (kv_free) is room, not a consumer:
+    for Llama-3.1-8B at its 131,072-token context the KV cache (16 GiB) outweighs the weights (15 GiB)."""
+    data = run_json("max-seq", "--model", "llama-3.1-8b", "--gpu", "h100", "--mode", "infer")
+    assert data["summary"]["dominant"] == "kv_cache"
+    assert "(memory_max_seq + 1)" in next(r["note"] for r in data["rows"] if r["name"] == "next_total")
+
+
+def test_where_no_length_fits_the_rows_say_what_they_show():
+    """Full training of Llama-3.1-8B needs 16 B/param, 120 GiB, on an 80 GB H100: nothing fits, and the table's
+    memory is that of the 1-token probe, said on max_seq's row (no next_total repeating it)."""
+    data = run_json("max-seq", "--model", "llama-3.1-8b", "--gpu", "h100")
+    rows = {r["name"]: r for r in data["rows"]}
+    assert rows["max_seq"]["value"] == 0 and "the rows below are the memory at 1 token" in rows["max_seq"]["note"]
+    assert "next_total" not in rows
