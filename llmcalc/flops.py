@@ -18,7 +18,8 @@ from .spec import ModelSpec, SpecError
 from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")
-# A budget's time at a typical large-run MFU when --efficiency is not given (PaLM 46%, Llama 3 38-43%).
+# A budget's time at a typical large-run MFU when --efficiency is not given (PaLM 46%, Llama 3 38-43%). It is the
+# share of the peak the step's FLOPs run at, recomputation's included (an HFU; the MFU where nothing is recomputed).
 DEFAULT_EFFICIENCY = 0.4
 ATTENTION = ("full", "causal")
 RECOMPUTE = ("none", "selective", "full")
@@ -136,8 +137,8 @@ class FlopsSettings:
     formula: detailed (component sum) | palm (6N + 12LHQT, N = matmul params) | 6nd (2N forward,
       6N training, N = all parameters used per token).
     tokens: a training budget; with it, the compute for the whole budget.
-    gpus, efficiency, dtype: with tokens and a GPU, the budget's wall-clock time on ``gpus`` GPUs
-      at ``efficiency`` of their dense ``dtype`` peak.
+    gpus, efficiency, dtype: with tokens and a GPU, the budget's wall-clock time on ``gpus`` GPUs, the step's
+      FLOPs (recomputation's too) at ``efficiency`` of their dense ``dtype`` peak.
     """
 
     seq: int
@@ -211,9 +212,13 @@ def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     # the attention core (scores + reduce) is 2·L·H·(Q_qk + Q_v)·T of the forward per token
     L, H = m.num_hidden_layers, m.num_attention_heads
     core = s.step_tokens * 2 * L * H * (m.qk_head_dim + m.v_dim) * s.seq
-    return _Step(forward=forward_step, core=core, layers=forward_step, note="PaLM 6N + 12LHQT",
+    counts = count(m)
+    head = counts["lm_head"] or counts["embedding/token"]  # the LM head's matmul (a tied one is the embedding)
+    return _Step(forward=forward_step, core=core, layers=forward_step - s.step_tokens * 2 * head,
+                 note="PaLM 6N + 12LHQT",
                  core_how=("{} tokens x 2 x {} layers x {} heads x ({} + {}) x {} tokens", s.step_tokens, L, H,
-                           m.qk_head_dim, m.v_dim, s.seq))
+                           m.qk_head_dim, m.v_dim, s.seq),
+                 layers_how=("forward - {} tokens x 2 x {} LM head params", s.step_tokens, head))
 
 
 def _6nd_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
@@ -240,7 +245,7 @@ def _training_step(m: ModelSpec, s: FlopsSettings) -> Rows:
               "attention core re-run" if selective else "one more forward of the layers",
               how=step.core_how if selective else step.layers_how)
         parts.append("recompute")
-    r.sum("total", parts, step.note)
+    r.sum("total", parts, step.note + (f", with {s.recompute} recomputation" if s.recompute != "none" else ""))
     r.add("per_token/forward", step.forward / s.step_tokens, total=None, how=("forward / {} tokens", s.step_tokens))
     r.add("per_token/total", r["total"] / s.step_tokens, total=None, how=("total / {} tokens", s.step_tokens))
     r.add("model_flops", s.step_tokens * palm_per_token(m, s.seq), "PaLM 6N + 12LHQT per step", total=None,
@@ -273,7 +278,9 @@ def flops_breakdown(m: ModelSpec, s: FlopsSettings, gpu: GPUSpec | None = None) 
             # time = compute / (n · peak · efficiency): the notebook's 6ND / (8 x 312e12 x 0.3)
             seconds = train / (s.gpus * peak_flops * s.efficiency)
             summary.update(train_time=Quantity(seconds, "s"), gpu_hours=Quantity(seconds * s.gpus / 3600, "count"))
-            notes.append(f"time at {s.efficiency:.0%} of {s.gpus} x {fmt_rate(peak_flops, 'FLOP/s')}")
+            notes.append(f"time at {s.efficiency:.0%} of {s.gpus} x {fmt_rate(peak_flops, 'FLOP/s')}"
+                         + (f" (the step's FLOPs with {s.recompute} recomputation at that share: an HFU)"
+                            if s.recompute != "none" else ""))
     return Breakdown(
         command="flops", title=f"FLOPs of {m.name}, one training step", model=m.name,
         gpu=gpu.name if gpu else None, rows=r.build(), summary=summary, notes=tuple(notes),

@@ -76,6 +76,10 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     if achieved > peak:  # physically impossible: the measured rate or the GPU count is off
         raise SpecError(f"MFU comes out as {achieved / peak:.3g} (> 1: {achieved:.3g} FLOP/s per GPU above the "
                         f"{peak:.3g} peak); check --step-time/--tokens-per-s, --gpus and --dtype")
+    hfu = per_token and achieved / peak * hw_per_token / per_token  # recomputation's FLOPs too: past 1, impossible
+    if hfu > 1:
+        raise SpecError(f"HFU comes out as {hfu:.3g} (> 1: {recompute} recomputation runs {hw_per_token / per_token:.3g}x "
+                        "the model's FLOPs); check --recompute, then --step-time/--tokens-per-s, --gpus and --dtype")
 
     r = Rows("ratio", total=None)
     step_tokens = model.summary["tokens_per_step"]
@@ -92,8 +96,7 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
           how=("model_flops_per_token x tokens_per_s_per_gpu",))
     r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {dtype}", how=("{} datasheet", peak))
     r.add("mfu", achieved / peak, note="achieved / peak", how=("achieved_flops_per_s / peak_flops_per_s",))
-    r.add("hfu", per_token and achieved / peak * hw_per_token / per_token,
-          note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU",
+    r.add("hfu", hfu, note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU",
           how=("mfu x {} hardware FLOPs / {} model FLOPs", hardware.value("total"), model.value("total")))
     summary = {"mfu": Quantity(r["mfu"], "ratio"), "hfu": Quantity(r["hfu"], "ratio"),
                "achieved_flops_per_s": Quantity(achieved, "FLOP/s"),

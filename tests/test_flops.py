@@ -134,3 +134,16 @@ def test_cli_train_time_example_4():
     data = run_json("flops", "--model", "nanogpt-124m", "--formula", "6nd", "--tokens", "300e9",
                     "--gpu", "a100-80gb", "--gpus", "8", "--efficiency", "0.3")
     assert value(data, "train_time") == pytest.approx(298_889, rel=0.001)
+
+
+def test_palm_full_recomputation_re_runs_the_layers_not_the_lm_head():
+    """PaLM's forward, (6N + 12LHQT) / 3 a token, counts the LM head (N holds its 32,000 x 4,096 weights); full
+    recomputation re-runs the layers only: the forward less 2 x 131,072,000 FLOPs a token, as the detailed count's
+    layers are. The total says it holds recomputation."""
+    m = load_model("llama-2-7b")
+    palm = flops_breakdown(m, FlopsSettings(seq=4096, recompute="full", formula="palm"))
+    tokens = 4096
+    assert palm.value("recompute") == palm.value("forward") - tokens * 2 * 32_000 * 4096
+    detailed = flops_breakdown(m, FlopsSettings(seq=4096, recompute="full"))
+    assert palm.value("recompute") == pytest.approx(detailed.value("recompute"), rel=0.01)
+    assert next(r.note for r in palm.rows if r.name == "total") == "PaLM 6N + 12LHQT, with full recomputation"

@@ -78,3 +78,12 @@ def test_measurement_must_be_one_rate():
         Measurement(gpu_hours=10.0)
     result = run("mfu", "--model", "gpt2", "--gpu", "a100", "--seq", "1024")
     assert result.exit_code == 2 and "exactly one" in result.stderr
+
+
+def test_an_hfu_above_the_peak_is_refused_as_an_mfu_above_it_is():
+    """Llama-3-70B, 16 x 8,192 tokens in 10.5 s on 8 H100s: MFU 0.759, and full recomputation re-runs the layers'
+    forward (about a third more FLOPs), HFU 1.01: impossible, so the measurement or --recompute is wrong."""
+    args = ("mfu", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--seq", "8192", "--batch", "16", "--gpus", "8")
+    out = run(*args, "--step-time", "10.5", "--recompute", "full")
+    assert out.exit_code == 2 and "HFU comes out as 1.01" in out.stderr and "check --recompute" in out.stderr
+    assert value(run_json(*args, "--step-time", "10.5"), "mfu") == pytest.approx(0.759, abs=5e-4)

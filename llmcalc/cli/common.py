@@ -151,7 +151,8 @@ def _gpu_counts(args: list[str]) -> list[str]:
     return out + ([] if given else ["--gpus", str(count)])
 
 
-UNCHARTED = ("serve-plan",)  # commands whose answer is a listing of layouts: no parts for --chart to stack
+# commands whose answer has no parts for --chart to stack, and why
+UNCHARTED = {"serve-plan": "its answer is a listing", "mfu": "its answer is two ratios"}
 
 
 def _bounded(callback: Callable, command) -> Callable:
@@ -173,7 +174,7 @@ def _bounded(callback: Callable, command) -> Callable:
         EXPLAIN["on"] = kwargs.pop("explain", False)
         if command.name in UNCHARTED:
             for flag, given in (("--chart", chart), ("--png", png)):
-                unused(flag, f"with {command.name}: its answer is a listing, with no parts to draw", bool(given))
+                unused(flag, f"with {command.name}: {UNCHARTED[command.name]}, with no parts to draw", bool(given))
             chart, png = False, None
         if EXPLAIN["on"] and (spec or chart):
             unused("--explain", "with --sweep or --chart (explain one point: leave them out)", True)
@@ -265,7 +266,7 @@ def __getattr__(name: str):
     return globals()[name]
 
 
-EffOpt = Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.4, a typical large-run MFU", help="Fraction of peak compute reachable (1.0 = physical bound).")]
+EffOpt = Annotated[Optional[float], typer.Option("--efficiency", rich_help_panel=HARDWARE, show_default="0.4, a typical large-run MFU", help="Fraction of peak compute the step's FLOPs run at, recomputation's included (HFU; the MFU without recomputation).")]
 TokensOpt = Annotated[Optional[str], typer.Option("--tokens", rich_help_panel=RUNTIME, help="Training token budget (15T, 300e9).")]
 GenericOpt = Annotated[bool, typer.Option("--generic", rich_help_panel=MODEL, help="Best-effort mapping of an unknown config.json model_type.")]
 TpOpt = Annotated[Optional[int], typer.Option("--tp", rich_help_panel=PARALLELISM, show_default="all --gpus", help="Tensor-parallel degree.")]
