@@ -241,15 +241,18 @@ def matmul_params(m: ModelSpec, active: bool = True) -> int:
     return int(n)
 
 
-def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "adamw") -> Breakdown:
+def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "adamw",
+                     precision: str | None = None) -> Breakdown:
     """Parameters per component, plus weight and checkpoint bytes in ``dtype`` (None: a quantized checkpoint's
     own format, from its quantization_config, else bf16).
 
     weight_bytes: memory.placement.ParamSplit.weight_bytes, the rule `memory` and `latency` use too (quantized dtypes
-    keep embeddings, norms and head in 16-bit and add group scales). checkpoint_bytes = weights +
-    optimizer states, each state in dtype (the notebook: fp32 weights + AdamW's m and v = 12
-    bytes/param -> 1.49 GB for GPT-2 124M); Adafactor's one state is (rows + cols) per matrix. A quantized
-    dtype is an inference format: its checkpoint holds the weights alone.
+    keep embeddings, norms and head in 16-bit and add group scales). checkpoint_bytes, a resumable training
+    checkpoint: the weights, the fp32 master copy and the optimizer states, as the training ``precision`` keeps them
+    (`memory`'s --precision and default: mixed for 16-bit weights, 2 + 4 + 4 + 4 = 14 B/param with AdamW, as
+    Megatron-LM and DeepSpeed save bf16 weights beside fp32 optimizer states; the notebook's fp32, 4 + 4 + 4 = 12
+    bytes/param -> 1.49 GB for GPT-2 124M; pure bf16, 6); Adafactor's one state is (rows + cols) per matrix. A
+    quantized dtype is an inference format: its checkpoint holds the weights alone.
     """
     from .memory.placement import model_params
 
@@ -259,7 +262,7 @@ def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "a
     split = model_params(m)
     total = int(r["total"])
     shipped = dtype is None and bool(m.quant_method)
-    dtype = m.quant_dtype if shipped else dtype or "bf16"
+    dtype = m.quant_dtype if shipped else dtype or ("fp32" if precision == "fp32" else "bf16")
     fmt, kept = None, 0.0
     if shipped:  # as `memory --mode infer` loads it (quant.py loaded only then: params runs on every start-up path)
         from .quant import checkpoint_layout
@@ -268,9 +271,9 @@ def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "a
     weights = sum(split.weight_bytes(dtype, fmt=fmt, kept=kept, fan_in=m.hidden_size).values())
     opt = OPTIMIZERS[optimizer]
     trained = dtype in FLOAT_DTYPES
+    master, state_b, precision = _checkpointed(opt, dtype, precision) if trained else (0.0, 0, None)
     states = len(opt.states) if trained else 0
-    state_b = (DTYPE_BYTES[dtype] if opt.nbytes is None else opt.nbytes) if trained else 0
-    checkpoint = weights + (split.factored if opt.factored else total) * states * state_b
+    checkpoint = weights + total * master + (split.factored if opt.factored else total) * states * state_b
     per_param = weights / total
     return Breakdown(
         command="params",
@@ -282,14 +285,26 @@ def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "a
                  "checkpoint_bytes": Quantity(round(checkpoint), "byte"),
                  "bytes_per_param": Quantity(_int(per_param), "count"), "optimizer_states": Quantity(states, "count"),
                  "bytes_per_state": Quantity(state_b, "count")},
-        inputs={"dtype": dtype, "optimizer": optimizer},
+        inputs={"dtype": dtype, "optimizer": optimizer, "precision": precision},
         notes=(f"weights {per_param:.3g} B/param in {dtype}" + (f" as the checkpoint ships ({m.quant_method})"
                                                                  if shipped else "")
                + ("" if per_param == DTYPE_BYTES[dtype] else ": block linears quantized, the rest 16-bit")
-               + (f"; checkpoint adds {states} {optimizer} state(s) at {state_b:g} B each"
-                  + (", (rows + cols) values per matrix" if opt.factored else "") if trained else
-                  f"; {dtype} is an inference format: the checkpoint holds the weights alone"),),
+               + (f"; checkpoint adds " + (f"an fp32 master copy (4 B/param) and " if master else "")
+                  + f"{states} {optimizer} state{'s' * (states != 1)} at {state_b:g} B each"
+                  + (", (rows + cols) values per matrix" if opt.factored else "") + f" (--precision {precision})"
+                  if trained else f"; {dtype} is an inference format: the checkpoint holds the weights alone"),),
     )
+
+
+def _checkpointed(opt: Optimizer, dtype: str, precision: str | None) -> tuple[float, float, str]:
+    """(fp32 master bytes a parameter, bytes a state value, the precision) a training checkpoint holds beside the
+    weights: `memory`'s training precision (memory.precision; default mixed for 16-bit weights, fp32 for fp32), an
+    8-bit optimizer's states at its own width."""
+    from .memory.precision import PRECISIONS, train_precision
+
+    precision, _ = train_precision(precision, dtype, "full")
+    p = PRECISIONS[precision]
+    return p.master, p.state if opt.nbytes is None else opt.nbytes, precision
 
 
 def _per_layer(m: ModelSpec) -> tuple:

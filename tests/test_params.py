@@ -159,6 +159,18 @@ def test_checkpoint_bytes_fp32_adamw():
     assert b.summary["checkpoint_bytes"] == 124_337_664 * 12 == 1_492_051_968
 
 
+def test_a_mixed_precision_checkpoint_holds_bf16_weights_an_fp32_master_and_fp32_states():
+    """Megatron-LM and DeepSpeed save bf16 weights beside the fp32 optimizer: master, m and v, 2 + 4 + 4 + 4 = 14
+    B/param, as `memory`'s default mixed precision trains (the ZeRO paper's 16 B/param less the gradients). Pure bf16
+    training keeps its states in bf16: 6 B/param."""
+    m = load_model("llama-2-7b")
+    assert params_breakdown(m, "bf16").summary["checkpoint_bytes"] == 6_738_415_616 * 14
+    assert params_breakdown(m, "bf16", precision="bf16").summary["checkpoint_bytes"] == 6_738_415_616 * 6
+    assert params_breakdown(m, "bf16", "adamw-8bit").summary["checkpoint_bytes"] == 6_738_415_616 * (2 + 4 + 2)
+    with pytest.raises(SpecError, match="--precision fp32 trains fp32 weights"):
+        params_breakdown(m, "bf16", precision="fp32")
+
+
 def test_int4_weights_keep_half_bytes():
     # GPT-2 in int4 (GPTQ/AWQ layout): the 12 blocks' linears, 12 x 12h² = 84,934,656 weights, at half
     # a byte plus one fp16 scale per 128; embeddings, norms, biases stay 16-bit. Half a byte survives

@@ -46,6 +46,10 @@ def test_adafactor_state_is_rows_plus_cols_by_hand():
                      intermediate_size=8, max_position_embeddings=16, mlp_type="plain", norm_type="layernorm",
                      norm_bias=True, position_embedding="learned", tie_word_embeddings=True,
                      attention_bias=False, attention_out_bias=False, mlp_bias=False)
-    b = params_breakdown(tiny, "bf16", "adafactor")
+    b = params_breakdown(tiny, "bf16", "adafactor", "bf16")  # pure bf16: the state in bf16, no master copy
     assert b.summary["optimizer_states"] == 1
     assert b.summary["checkpoint_bytes"] - b.summary["weight_bytes"] == 114 * 2
+    # mixed precision (the default): an fp32 master of every parameter, the state in fp32. The parameters: q, k, v,
+    # proj 4 x 16, up and down 2 x 32, token table 40, positions 64, norms 24 = 256
+    mixed = params_breakdown(tiny, "bf16", "adafactor")
+    assert mixed.summary["checkpoint_bytes"] - mixed.summary["weight_bytes"] == 256 * 4 + 114 * 4
