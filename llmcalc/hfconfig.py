@@ -128,12 +128,15 @@ class Fields:
 
     def __init__(self, raw: dict, where: str):
         self.raw, self.where, self.read = raw, where, set()
+        self.defaulted: dict[str, object] = {}  # absent fields a mapping took a default for (the generic warning)
 
     def get(self, *keys: str, default=None):
         self.read.update(keys)
         for key in keys:
             if self.raw.get(key) is not None:
                 return self.raw[key]
+        if default is not None:
+            self.defaulted.setdefault(keys[0], default)
         return default
 
     def int(self, *keys: str, default: int | None = None, minimum: int | None = None) -> int:
@@ -199,9 +202,13 @@ def from_config(cfg: dict, name: str, generic: bool = False, source: str = "") -
         sized = [k for k in ignored if k not in NEUTRAL_KEYS]
         neutral = [k for k in ignored if k in NEUTRAL_KEYS]
         msg = (f"{name}: unknown model_type {model_type!r}; mapped the standard fields as a Llama-style "
-               f"decoder; ignored fields: {', '.join(sized) or 'none'}")
+               f"decoder (a gated MLP of hidden_act, whatever it names; RMSNorm; rotary positions); ignored "
+               f"fields: {', '.join(sized) or 'none'}")
         if neutral:
             msg += f" (and, with no effect on size: {', '.join(neutral)})"
+        if c.defaulted:
+            msg += "; absent, so assumed: " + ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else v}"
+                                                        for k, v in c.defaulted.items())
         warnings.warn(msg, HFConfigWarning, stacklevel=2)
         notes.append("generic best-effort mapping")
     return ModelSpec(name=name, source=source, notes="; ".join(notes), **fields)

@@ -315,9 +315,13 @@ def test_generic_maps_standard_fields_and_warns_once_listing_ignored_fields():
 
 def test_generic_reads_gpt2_style_names():
     cfg = {"model_type": "new_thing", "n_embd": 256, "n_layer": 2, "n_head": 4, "vocab_size": 1000}
-    with pytest.warns(HFConfigWarning):
+    with pytest.warns(HFConfigWarning) as caught:
         spec = hfconfig.from_config(cfg, "new", generic=True)
     assert (spec.hidden_size, spec.intermediate_size, spec.max_position_embeddings) == (256, 1024, 2048)
+    # what it assumed for the absent fields is said, beside what it ignored
+    assumed = str(caught[0].message).split("absent, so assumed: ")[1]
+    assert "intermediate_size 1024" in assumed and "max_position_embeddings 2048" in assumed
+    assert "hidden_act silu" in assumed and "tie_word_embeddings false" in assumed
 
 
 def test_missing_required_field_is_a_spec_error():
