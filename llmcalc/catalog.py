@@ -70,9 +70,21 @@ def show(name: str) -> tuple[str, dict[str, Any]]:
             return kind, read(name)
         except presets.PresetError as exc:
             errors.append(exc)
+    _gpu_counted(name)
     # a model preset that is there but broken says so; an unknown name gets the nearest names of any kind
     unknown = [e for e in errors if isinstance(e, presets.UnknownPreset) and e.suggested]
     raise (unknown[0] if unknown and isinstance(errors[0], presets.UnknownPreset) else errors[0]) from None
+
+
+def _gpu_counted(name: str) -> None:
+    """``4xh100`` names no preset: a count prefixes a cluster (its nodes) or, in --gpu, a GPU (how many)."""
+    from .units import counted
+
+    n, rest = counted(name)
+    entries, aliases = presets.catalog("gpus")
+    if n is not None and (rest in entries or rest in aliases):
+        raise presets.PresetError(f"{name!r}: a count ({n}x) prefixes a cluster's nodes (4xdgx-h100) or --gpu's GPUs; "
+                                  f"the GPU preset itself: llmcalc presets show {rest}")
 
 
 def _model_fields(name: str) -> dict[str, Any]:
@@ -98,6 +110,9 @@ def import_config(config: str, name: str, out: str | None, generic: bool, force:
     from . import hfconfig
 
     check_preset_name(name)
+    if str(config).lower().endswith((".yaml", ".yml")):
+        raise SpecError(f"{config}: presets import reads a Hugging Face config.json; a YAML preset needs no import: "
+                        f"use it as it is (--model {config}) or copy it into the presets directory")
     spec = dataclasses.replace(hfconfig.load(config, generic=generic), name=name)
     if not out:  # a file elsewhere shadows nothing unless its directory is searched
         _warn_shadow(name)

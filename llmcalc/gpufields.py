@@ -70,8 +70,8 @@ def _peaks(name: str, fields: dict, where: str, key: str = "tflops") -> dict[str
     if not isinstance(tflops, dict):
         raise PresetError(f"{where}: {name}.{key} must map dtypes to TFLOP/s")
     for k, v in tflops.items():
-        if not _is_number(v):
-            raise PresetError(f"{where}: {name}.{key}.{k} must be a number of TFLOP/s, got {v!r}")
+        if not _is_number(v) or not v > 0:  # checked as written, before the FLOP/s it becomes
+            raise PresetError(f"{where}: {name}.{key}.{k} must be a positive number of TFLOP/s, got {v!r}")
     return {str(k): float(v) * 1e12 for k, v in tflops.items()}
 
 

@@ -115,7 +115,11 @@ def read_config(path: Path) -> dict:
 def load(text: str, generic: bool = False) -> ModelSpec:
     """A ModelSpec from a config.json path, a model directory, or a hub id in the local cache."""
     path, name, source = resolve(text)
-    return from_config(read_config(path), name, generic=generic, source=source)
+    try:
+        return from_config(read_config(path), name, generic=generic, source=source)
+    except SpecError as exc:  # the mapping names the model; the user named a file: say which
+        shown, said = safeio.shown(text), str(exc).removeprefix(f"{name}: ")
+        raise exc if said.startswith(shown) else SpecError(f"{shown}: {said}") from None
 
 
 # -- reading fields ------------------------------------------------------------------------------

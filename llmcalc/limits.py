@@ -245,9 +245,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                        max_concurrency=shown.summary.quantity("max_concurrency"))
         pooled = s.engine not in NO_POOL  # without a pool: the cache that would fit beside the batch's peak
         notes.append(f"{s.engine}: the KV pool holds {shown.summary['kv_cache_capacity']:,} tokens, "
-                     f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens" if pooled else
+                     f"{shown.summary['max_concurrency']:.2f} requests of {fmt_count(s.seq, 'token')}" if pooled else
                      f"{s.engine}: no KV pool; the cache of {shown.summary['kv_cache_capacity']:,} tokens would fit, "
-                     f"{shown.summary['max_concurrency']:.2f} requests of {s.seq:,} tokens")
+                     f"{shown.summary['max_concurrency']:.2f} requests of {fmt_count(s.seq, 'token')}")
     if fast is not None:
         summary["latency_max_batch"] = fast
         notes += [_alone_misses(latency(1))] if fast == 0 else []

@@ -289,11 +289,18 @@ def params_breakdown(m: ModelSpec, dtype: str | None = None, optimizer: str = "a
         notes=(f"weights {per_param:.3g} B/param in {dtype}" + (f" as the checkpoint ships ({m.quant_method})"
                                                                  if shipped else "")
                + ("" if per_param == DTYPE_BYTES[dtype] else ": block linears quantized, the rest 16-bit")
-               + (f"; checkpoint adds " + (f"an fp32 master copy (4 B/param) and " if master else "")
-                  + f"{states} {optimizer} state{'s' * (states != 1)} at {state_b:g} B each"
-                  + (", (rows + cols) values per matrix" if opt.factored else "") + f" (--precision {precision})"
+               + (f"; checkpoint adds {_beside_the_weights(master, states, state_b, optimizer, opt.factored)} "
+                  f"(--precision {precision})"
                   if trained else f"; {dtype} is an inference format: the checkpoint holds the weights alone"),),
     )
+
+
+def _beside_the_weights(master: float, states: int, state_b: float, optimizer: str, factored: bool) -> str:
+    held = [f"an fp32 master copy ({master:g} B/param)"] if master else []
+    if states:
+        held.append(f"{states} {optimizer} state{'s' * (states != 1)} at {state_b:g} B each"
+                    + (", (rows + cols) values per matrix" if factored else ""))
+    return " and ".join(held) or f"nothing ({optimizer} keeps no state)"
 
 
 def _checkpointed(opt: Optimizer, dtype: str, precision: str | None) -> tuple[float, float, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-_NUMBER = r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
+_NUMBER = r"\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
 _DECIMAL = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 _BINARY_LEN = {"": 1, "k": 1024, "m": 1024**2}
 _BYTES = {"": 1, "b": 1,

@@ -168,7 +168,7 @@ def test_silent_nonsense_is_refused(args, says):
 def test_gpu_peak_must_be_a_number(tmp_path):
     gpu = tmp_path / "g.yaml"
     gpu.write_text("g1:\n  memory_gib: 80\n  memory_bandwidth_tb_s: 3\n  tflops: {bf16: true}\n")
-    _fails_cleanly(run("flops", "--model", "llama-2-7b", "--gpu", str(gpu), "--tokens", "1T"), "tflops.bf16 must be a number")
+    _fails_cleanly(run("flops", "--model", "llama-2-7b", "--gpu", str(gpu), "--tokens", "1T"), "tflops.bf16 must be a positive number")
 
 
 @pytest.mark.parametrize("args, says", [

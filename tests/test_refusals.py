@@ -231,3 +231,33 @@ def test_output_that_cannot_be_written():
     assert quiet.returncode == 0
     strict = _cli("memory --model llama-2-7b --seq 100000 >/dev/null", PYTHONWARNINGS="error")
     assert strict.returncode == 0 and strict.stderr.startswith("warning: --seq 100,000 is longer")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["mfu", "--model", "gpt2", "--gpu", "h100", "--step-time", "-1"], "'-1' must be more than zero to be a duration"),
+    (["flops", "--model", "gpt2", "--tokens", "-5"], "'-5' must be more than zero to be a count"),
+    (["presets", "show", "4xh100"], "a count (4x) prefixes a cluster's nodes (4xdgx-h100) or --gpu's GPUs; the GPU "
+                                   "preset itself: llmcalc presets show h100"),
+])
+def test_a_near_miss_is_named_for_what_it_is(args, says):
+    """A negative number is a sign too many, not an unreadable one; a GPU counted like a cluster is told apart."""
+    out = run(*args)
+    assert out.exit_code == 2 and says in out.stderr, out.stderr
+
+
+def test_file_errors_name_the_file_the_user_gave(tmp_path):
+    """config.json's errors name its path, as YAML's do; a YAML preset handed to import is told it needs none; a GPU
+    file's negative peak is echoed as written, in TFLOP/s."""
+    config = tmp_path / "odd.json"
+    config.write_text(json.dumps({**GOOD_CONFIG, "num_attention_heads": 30}))
+    out = run("params", "--model", str(config))
+    assert out.exit_code == 2 and f"{config}: model 'odd': num_attention_heads (30) does not divide" in out.stderr
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("hidden_size: 64\n")
+    out = run("presets", "import", str(preset), "--name", "mine")
+    assert out.exit_code == 2 and "presets import reads a Hugging Face config.json; a YAML preset needs no import" \
+        in out.stderr
+    gpu = tmp_path / "g.yaml"
+    gpu.write_text("memory_gib: 80\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: -1}\n")
+    out = run("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
+    assert out.exit_code == 2 and "tflops.bf16 must be a positive number of TFLOP/s, got -1" in out.stderr

@@ -168,10 +168,10 @@ def pool_result(r: Rows, s: MemorySettings, st: Stage, usable: float, per_token:
     needed = whole_bytes(s.batch * held * block * per_token)
     fits = other <= usable and blocks >= s.batch * held and blocks > 0
     free = budget - needed if fits else 0
-    r.add("kv_cache", needed, f"{fmt_count(s.batch, 'request')} of {s.seq:,} tokens in {block}-token blocks",
+    r.add("kv_cache", needed, f"{fmt_count(s.batch, 'request')} of {fmt_count(s.seq, 'token')} in {block}-token blocks",
           how=("{} requests x {} blocks x {} tokens x {} B per token", s.batch, held, block, per_token))
     r.add("kv_free", free, f"the rest of the pool, which holds {tokens:,} tokens in all: {concurrency:.2f} requests "
-          f"of {s.seq:,} tokens",
+          f"of {fmt_count(s.seq, 'token')}",
           how=("{} B usable - ({}) - kv_cache", math.floor(usable), _overhead_how(r)) if fits else ("0",))
     total = other + needed + free
     r.add("total", total, "per GPU: what the engine takes" if fits else "per GPU: what these requests need",
