@@ -89,7 +89,10 @@ def _gpu_counted(name: str) -> None:
 
 def _model_fields(name: str) -> dict[str, Any]:
     spec = presets.load_model(name)
-    return {**presets.spec_to_dict(spec), "total_params": int(count(spec)["total"])}
+    fields = presets.spec_to_dict(spec)
+    if fields.get("head_dim") is None and not spec.is_mla:  # its default: hidden_size / heads
+        fields["head_dim"] = spec.qk_head_dim
+    return {**fields, "total_params": int(count(spec)["total"])}
 
 
 def _gpu_fields(name: str) -> dict[str, Any]:

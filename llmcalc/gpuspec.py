@@ -117,6 +117,13 @@ class GPUSpec:
                             "between them (network_gb_s 0); give its bandwidth per GPU")
         return inside if ranks <= self.node_gpus else min(inside, self.network_bandwidth)
 
+    def peak_label(self, dtype: str) -> str:
+        """The dtype whose figure peak() reads: ``dtype``, or its stand-in, said as one (a V100's bf16 is its fp16)."""
+        stand_in = STAND_INS.get(dtype)
+        if dtype in self.peak_flops or stand_in not in self.peak_flops:
+            return dtype
+        return f"{stand_in} (no {dtype} peak: its {stand_in} stands in)"
+
     def matmul_share(self, dtype: str) -> float | None:
         """The share of the dense ``dtype`` peak a best-shape matmul reaches, as measured; None unmeasured.
         fp16 and bf16 stand in for each other where their peaks are the same (not on Gaudi 3)."""

@@ -87,3 +87,10 @@ def test_an_hfu_above_the_peak_is_refused_as_an_mfu_above_it_is():
     out = run(*args, "--step-time", "10.5", "--recompute", "full")
     assert out.exit_code == 2 and "HFU comes out as 1.01" in out.stderr and "check --recompute" in out.stderr
     assert value(run_json(*args, "--step-time", "10.5"), "mfu") == pytest.approx(0.759, abs=5e-4)
+
+
+def test_a_gpu_without_the_dtypes_peak_says_which_figure_stands_in():
+    """A V100 has no bf16: its 125 TFLOP/s fp16 peak is the MFU's denominator, and the table says it is fp16's."""
+    data = run_json("mfu", "--model", "gpt2", "--gpu", "v100", "--step-time", "1", "--batch", "8")
+    row = next(r for r in data["rows"] if r["name"] == "peak_flops_per_s")
+    assert row["value"] == 125e12 and row["note"] == "v100 dense fp16 (no bf16 peak: its fp16 stands in)"

@@ -104,3 +104,10 @@ def test_the_index_script_finds_nothing_stale():
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
     assert json.loads(presetindex.index_path(presets.builtin_dir(), "gpus").read_text())["format"] == presetindex.FORMAT
+
+
+def test_show_fills_in_the_head_dim_a_preset_leaves_to_its_default():
+    """Llama 3 8B states no head_dim: it is hidden_size / heads, 4,096 / 32 = 128, and `presets show` says so."""
+    from .conftest import run_json
+
+    assert run_json("presets", "show", "llama-3-8b")["fields"]["head_dim"] == 128
