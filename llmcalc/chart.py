@@ -83,7 +83,11 @@ def _title(labelled: Sequence[tuple[str, Breakdown]]) -> str:
     first = labelled[0][1]
     if len(labelled) == 1:
         return first.title or first.command
-    return f"{first.command}: {', '.join(label for label, _ in labelled)}"
+    swept = {label.partition("=")[0] for label, _ in labelled if "=" in label.split(" ")[0]}
+    if len(swept) == 1 and all("=" in label.split(" ")[0] for label, _ in labelled):  # a sweep: by its option
+        several = any(" " in label for label, _ in labelled)  # each point for several models or GPUs
+        return f"{first.command if several else first.title or first.command}, by {swept.pop()}"
+    return f"{first.command}: {', '.join(label for label, _ in labelled)}"  # a comparison: of what it compares
 
 
 def _stacked_lines(labelled: Sequence[tuple[str, Breakdown]], width: int) -> list:
