@@ -5,10 +5,11 @@ import types as _types
 
 __version__ = "0.1.0"
 
-# The Python API (llmcalc/api.py), imported on first use so the CLI's start-up does not pay for it.
+# The Python API (llmcalc/api.py), imported on first use so the CLI's start-up does not pay for it: a function for
+# each command but the presets listing (max-seq is max_seq, serve-plan serve_plan).
 # params, flops, memory and plan are also the core modules of those names: each such module is callable
 # and runs the API function, so `llmcalc.memory(...)` works whether or not the module was imported.
-_API = ("params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch", "plan", "Result")
+_API = ("params", "flops", "memory", "mfu", "latency", "max_seq", "max_batch", "serve_plan", "plan", "Result")
 _MODULES = ("params", "flops", "memory", "plan")
 __all__ = ["__version__", *_API]
 

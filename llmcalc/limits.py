@@ -198,6 +198,22 @@ def _alone_misses(one: Breakdown) -> str:
     return "even one request misses the targets: " + ", ".join(missed or ["a bound"])
 
 
+def batch_latency(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, prompt: int, output: int,
+                  efficiency: float | None, targets: dict) -> Callable[[int], Breakdown]:
+    """max-batch's latency check: b requests a replica -> their expected latency (and the bound at ``efficiency``),
+    the engine launched as the memory search sizes it (its release, --gpu-util, step budget and running cap)."""
+    from .expected_latency import latency_estimate
+    from .throughput import ServeSettings
+
+    if s.mode != "infer" or gpu is None:
+        raise SpecError("latency targets need --mode infer and a --gpu")
+    par = s.parallel
+    serve = dict(prompt=prompt, output=output, tp=par.tp, dp=par.dp, dtype=s.dtype, kv_dtype=s.kv_dtype,
+                 compute_efficiency=efficiency, engine_version=s.engine_version, gpu_util=s.gpu_util)
+    return lambda b: latency_estimate(m, gpu, ServeSettings(batch=b * par.dp, **serve), s.engine or "vllm",
+                                      chunk=s.prefill_chunk, max_seqs=s.max_num_seqs, **targets)
+
+
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
                         latency: Callable[[int], Breakdown] | None = None) -> Breakdown:
     """The most sequences (train: micro-batch; infer: concurrent requests of ``s.seq`` tokens) that fit.

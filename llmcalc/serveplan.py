@@ -190,3 +190,34 @@ def _breakdown(m: ModelSpec, gpus: list, traffic: Traffic, engine: str, dtype: s
                              "tpot_target": Quantity(traffic.tpot, "s"), "engine": engine, "dtype": dtype,
                              "max_gpus": max_gpus, **{k: v for k, v in launch.items() if v is not None}},
                      notes=tuple(notes))
+
+
+def gpu_prices(text: str | None, gpus: list) -> dict[str, float]:
+    """--gpu-price: one number for every GPU, or gpu=price pairs by preset name or alias."""
+    from .presets import load_gpu
+
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {g.name: _dollars(text) for g in gpus}
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        prices = {load_gpu(name.strip()).name: _dollars(value) for name, value in pairs}
+    except ValueError:
+        raise SpecError(f"--gpu-price {text!r}: give dollars per GPU-hour above 0, 2.5 or h100=2.5,a100-80gb=1.6") \
+            from None
+    names = [g.name for g in gpus]
+    stray = [name for name in prices if name not in names]
+    unpriced = [name for name in names if name not in prices]
+    if stray or unpriced:  # a ranking by dollars needs every kind priced, and a price for a kind not planned is a typo
+        said = f"prices {', '.join(stray)}, which --gpu does not plan" if stray else f"has no price for {', '.join(unpriced)}"
+        raise SpecError(f"--gpu-price {said}: give one price for each --gpu kind ({', '.join(names)}), or one number "
+                        "for all")
+    return prices
+
+
+def _dollars(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1e6:
+        raise ValueError(text)
+    return value

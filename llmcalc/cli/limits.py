@@ -73,10 +73,8 @@ def max_batch(
 
     Example: llmcalc max-batch --model llama-2-70b --gpu a800 --gpus 2 --seq 4000 --dtype fp16 --gpu-memory 80GB --gpu-util 0.95
     """
-    from ..expected_latency import latency_estimate
-    from ..limits import max_batch_breakdown
+    from ..limits import batch_latency, max_batch_breakdown
     from ..memory.engines import ENGINES
-    from ..throughput import ServeSettings
 
     fmt = _fmt(json_, csv_, markdown)
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
@@ -97,18 +95,8 @@ def max_batch(
         if prompt and not seq and mode is Mode.infer and "prompt" in ENGINES[settings.engine].reads:
             settings = dataclasses.replace(settings, prompt=parse_length(prompt))  # its prefill holds the prompt
         warn_unread(ctx, m, g, settings)
-        latency = None
-        if any(targets.values()):
-            if mode is not Mode.infer or g is None:
-                raise typer.BadParameter("latency targets need --mode infer and a --gpu")
-            par = settings.parallel
-            serve = dict(prompt=parse_length(prompt) if prompt else max(context - out_tokens, 1), output=out_tokens,
-                         tp=par.tp, dp=par.dp, dtype=settings.dtype, kv_dtype=settings.kv_dtype,
-                         compute_efficiency=efficiency, engine_version=settings.engine_version,
-                         gpu_util=settings.gpu_util)  # the engine launched as the memory search sized it
-            latency = lambda b: latency_estimate(  # noqa: E731
-                m, g, ServeSettings(batch=b * par.dp, **serve), settings.engine or "vllm", chunk=settings.prefill_chunk,
-                max_seqs=settings.max_num_seqs, **targets)
+        latency = batch_latency(m, g, settings, parse_length(prompt) if prompt else max(context - out_tokens, 1),
+                                out_tokens, efficiency, targets) if any(targets.values()) else None
         return max_batch_breakdown(m, g, settings, latency)
 
     results = _each(_models(model, generic), _gpus(gpu), one)

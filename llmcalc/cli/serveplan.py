@@ -40,7 +40,7 @@ def serve_plan(
     Example: llmcalc serve-plan --model llama-3.1-70b --gpu h100,a100-80gb --request-rate 10 --prompt 2k --output 256 --ttft-target 1s --tpot-target 50ms
     """
     from ..schedule import Load
-    from ..serveplan import Traffic, plan
+    from ..serveplan import Traffic, gpu_prices, plan
 
     fmt = _fmt(json_, csv_, markdown)
     if max_gpus < 1:
@@ -49,7 +49,7 @@ def serve_plan(
                       parse_seconds(ttft_target) if ttft_target else None,
                       parse_seconds(tpot_target) if tpot_target else None)
     gpus = require_gpus(gpu)
-    prices = _prices(gpu_price, gpus)
+    prices = gpu_prices(gpu_price, gpus)
     launch = dict(engine_version=engine_version, gpu_util=gpu_util,
                   max_model_len=parse_length(max_model_len) if max_model_len else None)
     if engine_version is not None or gpu_util is not None:  # a bad release or share: refused once, not per layout
@@ -66,38 +66,6 @@ def serve_plan(
     _show(results, fmt)
     if check:
         fail_check(results, lambda b: not b.summary["meets"], lambda b: "no layout meets the targets")
-
-
-def _prices(text: str | None, gpus: list) -> dict[str, float]:
-    """--gpu-price: one number for every GPU, or gpu=price pairs by preset name or alias."""
-    from ..presets import load_gpu
-    from ..spec import SpecError
-
-    if not text:
-        return {}
-    try:
-        if "=" not in text:
-            return {g.name: _price(text) for g in gpus}
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        prices = {load_gpu(name.strip()).name: _price(value) for name, value in pairs}
-    except ValueError:
-        raise SpecError(f"--gpu-price {text!r}: give dollars per GPU-hour above 0, 2.5 or h100=2.5,a100-80gb=1.6") \
-            from None
-    names = [g.name for g in gpus]
-    stray = [name for name in prices if name not in names]
-    unpriced = [name for name in names if name not in prices]
-    if stray or unpriced:  # a ranking by dollars needs every kind priced, and a price for a kind not planned is a typo
-        said = f"prices {', '.join(stray)}, which --gpu does not plan" if stray else f"has no price for {', '.join(unpriced)}"
-        raise SpecError(f"--gpu-price {said}: give one price for each --gpu kind ({', '.join(names)}), or one number "
-                        "for all")
-    return prices
-
-
-def _price(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1e6:
-        raise ValueError(text)
-    return value
 
 
 def _show(results: list, fmt: str) -> None:
