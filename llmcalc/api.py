@@ -147,8 +147,8 @@ def _number(key: str, value: Any, whole: bool) -> int | float:
     """A count (``whole``) or a fraction, from a number or its digits; else refused naming the setting."""
     from .units import MAX_QUANTITY
 
-    try:
-        number = float(value)
+    try:  # "1,024" and "1_024" as the CLI reads them
+        number = float(value.replace(",", "").replace("_", "") if isinstance(value, str) else value)
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(value, bool) or not abs(number) <= MAX_QUANTITY or (whole and not number.is_integer()):
@@ -287,7 +287,7 @@ def latency(model: str | ModelSpec, gpu: str | GPUSpec, gpus: int = 1, ttft_targ
     launched: engine_version, gpu_util, max_model_len ("32k"); measured_ttft, measured_itl (calibrate the expected
     values to a measurement at these settings); tp (default all gpus)."""
     from .expected_latency import latency_estimate
-    from .schedule import load_of
+    from .traffic import load_of
     from .serving import Efficiencies
     from .throughput import ServeSettings
 
@@ -314,7 +314,7 @@ def serve_plan(model: str | ModelSpec, gpu: str | GPUSpec | list, request_rate: 
     """The fewest GPUs (or dollars) serving a traffic within latency targets (`llmcalc serve-plan`): summary["layouts"]
     cheapest first, notes why the others fail. ``gpu``: the kinds, "h100,a100-80gb" or a list; ``gpu_price``: dollars
     per GPU-hour, one number, {"h100": 2.5, ...} or "h100=2.5,..."; request_rate or concurrency; a target or both."""
-    from .schedule import Load
+    from .traffic import Load
     from .serveplan import Traffic, plan as plan_layouts
 
     m, kinds = _model(model), _gpus(gpu)

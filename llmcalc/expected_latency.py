@@ -15,7 +15,8 @@ from .dtypes import DTYPE_BYTES, activation_dtype
 from .eager import ELEMENTWISE_BANDWIDTH
 from .launch import UNCAPPED, launch_slots, on_gpu, pool, refuses_to_start
 from .memory.engines import RUNNING_CAP
-from .schedule import SATURATION, Load, per_instance, simulate
+from .schedule import SATURATION, simulate
+from .traffic import Load, per_instance
 from .serving import BAND, CONCAT_CACHE, Efficiencies, Resolved, Workload, expected, peak, resolve, step_costs
 from .spec import ModelSpec, SpecError
 from .throughput import ServeSettings, latency_breakdown

@@ -3,7 +3,7 @@ llama-server's slots (n_ctx = slots x the context, allocated at start)."""
 
 from __future__ import annotations
 
-from .schedule import Load, per_instance
+from .traffic import Load, per_instance
 from .spec import ModelSpec
 from .throughput import ServeSettings
 

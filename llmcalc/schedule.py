@@ -17,7 +17,9 @@ all-reduces, with compute and memory summed over the step's tokens (decode token
 context, prefill chunks attend causally to their prompt so far). Load is closed-loop ``concurrency``
 (vLLM's benchmark_serving --max-concurrency, genai-perf: a client sends its next request when the
 last one ends) or open-loop ``request_rate`` (Poisson arrivals, seeded: the same answer every run).
-Means are taken over the requests after the first ``concurrency`` (or the first 10%), the warm-up.
+The clients' first requests start at random phases (traffic.arrivals), and an idle engine starts a step on the
+first request it receives. Means are taken over the requests after the first ``concurrency`` (or the first 10%),
+the warm-up (traffic.window).
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import deque
-import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from .spec import SpecError
+from .traffic import MAX_CLIENTS, MAX_REQUESTS, Load, arrivals, enough, window
 
-MAX_REQUESTS = 12_000  # requests simulated at most (a rate run: about a minute of arrivals, within this)
-MAX_CLIENTS = MAX_REQUESTS // 6  # closed loop: a warm-up, a window of 4 x the clients and a wind-down must fit
 MAX_STEPS = 400_000  # steps at most: a run cut there is reported overloaded (its means would depend on the cut)
 
 
@@ -62,36 +62,6 @@ class StepCosts(NamedTuple):
         memory = self.weights_read(tokens) + self.kv_per_position * positions
         comm = self.allreduce_per_step + self.allreduce_per_token * tokens
         return max(compute, memory) + (self.prefill_overhead if prefill else self.decode_overhead) + comm
-
-
-@dataclass(frozen=True)
-class Load:
-    """The traffic: ``concurrency`` clients in a closed loop, or Poisson arrivals at ``request_rate``
-    per second; each request ``prompt`` tokens in, ``output`` out."""
-
-    prompt: int
-    output: int
-    concurrency: int | None = None
-    request_rate: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.concurrency is None) == (self.request_rate is None):
-            raise SpecError("give one of --concurrency and --request-rate")
-        if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CLIENTS:
-            raise SpecError(f"--concurrency must be between 1 and {MAX_CLIENTS:,} clients (a steady state of more is "
-                            f"not replayed; give their arrival rate, --request-rate), got {self.concurrency}")
-        if self.request_rate is not None and not 0 < self.request_rate <= 1e5:
-            raise SpecError(f"--request-rate must be above 0 and at most 100,000 requests per second, got "
-                            f"{self.request_rate:g}")
-        if self.prompt < 1 or self.output < 1:
-            raise SpecError("--prompt and --output must be at least 1 token")
-
-
-def load_of(prompt: int, output: int, concurrency: int | None, request_rate: float | None) -> Load | None:
-    """The traffic ``latency`` was given: a Load, or None for one request at a time (or --batch together)."""
-    if concurrency is None and request_rate is None:
-        return None
-    return Load(prompt, max(output, 1), concurrency, request_rate)
 
 
 class Served(NamedTuple):
@@ -155,7 +125,7 @@ def saturated(costs: StepCosts, prompt: int, output: int, budget: int, max_seqs:
 
 
 def _simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capacity: float) -> Served:
-    n = _enough(load)
+    n = enough(load)
     while True:
         replay = _Replay(costs, load, n, budget, max_seqs, kv_capacity)
         while replay.busy() and replay.step < MAX_STEPS:
@@ -169,9 +139,9 @@ def _simulate(costs: StepCosts, load: Load, budget: int, max_seqs: int, kv_capac
                 replay.chunk_until_event()
             else:
                 replay.decode_until_event()
-        window = _window(replay.reqs, load, n)
-        if len(window) >= 40 or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
-            return _means(replay, window)
+        measured = window(replay.reqs, load, n)
+        if len(measured) >= 40 or n >= MAX_REQUESTS or replay.step >= MAX_STEPS:
+            return _means(replay, measured)
         n = min(MAX_REQUESTS, 2 * n)  # the warm-up took most of the run: a longer one
 
 
@@ -181,7 +151,7 @@ class _Replay:
     def __init__(self, costs: StepCosts, load: Load, n: int, budget: int, max_seqs: int, kv_capacity: float) -> None:
         self.costs, self.load, self.n, self.budget, self.max_seqs, self.kv_capacity = \
             costs, load, n, budget, max_seqs, kv_capacity
-        self.arrivals = _arrivals(load, n)
+        self.arrivals = arrivals(load, n, costs, budget)
         self.scheduled = sum(a is not None for a in self.arrivals)  # arrivals whose time is known
         self.reqs: list[_Request] = []
         self.waiting: deque = deque()
@@ -195,10 +165,17 @@ class _Replay:
         return bool(self.sent < self.n or self.waiting or self.prefilling or self.finishing)
 
     def arrive(self) -> None:
+        """Requests sent by now join the queue. An idle engine wakes on the first and starts its step at once: the
+        frontend hands requests over one at a time, so those sent at the same instant (clients starting together,
+        or ending in the same step) reach it just after, and wait for the next step (vLLM V1's EngineCore blocks
+        on its input queue only when it has no requests)."""
+        idle = not (self.waiting or self.prefilling or self.decoding)
         while self.sent < self.n and self.arrivals[self.sent] is not None and self.arrivals[self.sent] <= self.now:
             self.reqs.append(_Request(self.arrivals[self.sent], self.load.prompt))
             self.waiting.append(len(self.reqs) - 1)
             self.sent += 1
+            if idle:
+                return
 
     def admit(self) -> None:
         while (self.waiting and self.decoding + len(self.prefilling) < self.max_seqs
@@ -236,8 +213,7 @@ class _Replay:
         self.batch_sum += self.decoding + len(started)
         self.peak = max(self.peak, self.decoding + len(started))
         self.context += self.decoding  # each decode added a position
-        while self.finishing and self.finishing[0][0] == self.step:
-            self._finish(heapq.heappop(self.finishing)[1], prompt + self.load.output - 1)
+        self._finish_due()
         for i, chunk in started:
             self._prefilled(i, chunk)
 
@@ -253,19 +229,18 @@ class _Replay:
         fixed = c.dense_per_token * tokens + c.head_per_sequence * (n + 1)  # step()'s sums, in its order
         memory = c.weights_read(tokens)
         after, comm = c.prefill_overhead, c.allreduce_per_step + c.allreduce_per_token * tokens
-        nxt, stop = self._next_arrival(), self.finishing[0][0] if self.finishing else None
+        nxt, stop = self._next_arrival(), min(self.finishing[0][0], MAX_STEPS) if self.finishing else MAX_STEPS
         now, step, context, left = self.now, self.step, self.context, r.left
         while left > room:
             pairs = context + (room * done + room * (room + 1) / 2)
             now += max(fixed + c.attention_per_pair * pairs, memory + c.kv_per_position * (context + done)) + after + comm
             step, context, done, left = step + 1, context + n, done + room, left - room
-            if step == stop or now >= nxt:
+            if step >= stop or now >= nxt:
                 break
         self.batch_sum += (n + 1) * (step - self.step)
         self.peak = max(self.peak, n + 1)
         self.now, self.step, self.context, r.left = now, step, context, left
-        while self.finishing and self.finishing[0][0] == self.step:
-            self._finish(heapq.heappop(self.finishing)[1], self.load.prompt + self.load.output - 1)
+        self._finish_due()
 
     def decode_until_event(self) -> None:
         """Decode-only steps, one after another, until a request ends or one arrives: run_step's
@@ -274,7 +249,7 @@ class _Replay:
         overhead = c.decode_overhead + c.allreduce_per_step + c.allreduce_per_token * n
         compute = (c.dense_per_token + c.head_per_sequence) * n
         weights = c.weights_read(n)
-        nxt, stop = self._next_arrival(), self.finishing[0][0] if self.finishing else self.step + 1
+        nxt, stop = self._next_arrival(), min(self.finishing[0][0] if self.finishing else self.step + 1, MAX_STEPS)
         now, step, context = self.now, self.step, self.context
         while step < stop:
             now += max(compute + c.attention_per_pair * context, weights + c.kv_per_position * context) + overhead
@@ -285,6 +260,11 @@ class _Replay:
         self.batch_sum += n * (step - self.step)
         self.peak = max(self.peak, n)
         self.now, self.step, self.context = now, step, context
+        self._finish_due()
+
+    def _finish_due(self) -> None:
+        """The requests whose last token came in the step just run end (a decoding one holds prompt + output - 1
+        positions of context)."""
         while self.finishing and self.finishing[0][0] == self.step:
             self._finish(heapq.heappop(self.finishing)[1], self.load.prompt + self.load.output - 1)
 
@@ -322,41 +302,6 @@ def _next(arrivals: list, scheduled: int, now: float, load: Load) -> int:
     return scheduled
 
 
-def _enough(load: Load) -> int:
-    """A warm-up, a window to measure and a wind-down: closed loop, the first and last ``concurrency``
-    requests around 4 x as many (at least 100); open loop, a minute of arrivals (at least 200)."""
-    if load.concurrency is not None:
-        return min(MAX_REQUESTS, 2 * load.concurrency + max(4 * load.concurrency, 100))
-    return min(MAX_REQUESTS, max(200, int(load.request_rate * 60)))
-
-
-def _arrivals(load: Load, n: int) -> list:
-    """Arrival times: the first ``concurrency`` at 0 and the rest when a client's last request ends
-    (None until then), or a seeded Poisson stream."""
-    if load.concurrency is not None:
-        return [0.0] * min(load.concurrency, n) + [None] * (n - min(load.concurrency, n))
-    import random  # only an open-loop replay draws arrivals (about 1 ms of every `latency` call's start-up)
-
-    rng, t, out = random.Random(0), 0.0, []
-    for _ in range(n):
-        t += rng.expovariate(load.request_rate)
-        out.append(t)
-    return out
-
-
-def _window(reqs: list[_Request], load: Load, n: int) -> list[_Request]:
-    """The requests measured, in arrival order: closed loop, without the first and last ``concurrency``
-    (the start-up burst, the wind-down once sends stop); open loop, those arriving after the first
-    10% have ended (the system has filled) and before the last 10% arrive."""
-    if load.concurrency is not None:
-        edge = load.concurrency
-        return reqs[edge:n - edge] if n - 2 * edge >= 20 else reqs[:n]
-    early = [r.done for r in reqs[:n // 10] if r.done]
-    filled = max(early) if len(early) == n // 10 and early else float("inf")
-    last = reqs[-1 - n // 10].arrival if len(reqs) > n // 10 else 0.0
-    return [r for r in reqs if filled <= r.arrival <= last]
-
-
 def _rates(reqs: list[_Request], measured: list[_Request]) -> float:
     """Completions per second while the measured requests arrive: the requests of any age that end in that
     time over its length (a burst arriving at once: over the time it took)."""
@@ -388,12 +333,3 @@ def _means(replay: "_Replay", window: list[_Request]) -> Served:
     overloaded = cut  # a closed loop cut short; an open one simulate judges by the rates
     return Served(ttft, itl, e2e, rate * load.output, rate, batch_sum / max(steps, 1), peak,
                   mean([r.admitted - r.arrival for r in measured]), len(measured), steps, overloaded, offered)
-
-
-def per_instance(load: Load, instances: int) -> Load:
-    """One instance's share of the traffic: C clients over D instances is ceil(C/D) each; a Poisson
-    stream split at random is Poisson at rate/D."""
-    if instances == 1:
-        return load
-    return dataclasses.replace(load, concurrency=-(-load.concurrency // instances) if load.concurrency else None,
-                               request_rate=load.request_rate / instances if load.request_rate else None)

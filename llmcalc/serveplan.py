@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .breakdown import Breakdown, Quantity, Rows
-from .schedule import Load
+from .traffic import Load
 from .spec import ModelSpec, SpecError
 
 TP_DEGREES = (1, 2, 4, 8)  # one node of 8 GPUs at most per replica
@@ -92,7 +92,7 @@ def _replayer(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: 
     """A function of the replica count, replaying one replica's share of the traffic (memoized)."""
     from .expected_latency import replay, scheduler_limits, workload
     from .launch import filled_slots, kv_capacity, on_gpu, refuses_to_start
-    from .schedule import per_instance
+    from .traffic import per_instance
     from .serving import Efficiencies, resolve
     from .throughput import ServeSettings
 

@@ -28,7 +28,7 @@ CASES = {
 
 def serve_plan() -> None:
     from llmcalc.presets import load_gpu, load_model
-    from llmcalc.schedule import Load
+    from llmcalc.traffic import Load
     from llmcalc.serveplan import Traffic, plan
 
     plan(load_model("llama-3.1-70b"), [load_gpu("h100"), load_gpu("a100-80gb")],

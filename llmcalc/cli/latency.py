@@ -61,7 +61,7 @@ def latency(
     Example: llmcalc latency --model llama-3.1-70b --gpu h100 --gpus 2 --dtype fp8 --prompt 2k --output 256 --concurrency 16
     """
     from ..expected_latency import latency_estimate
-    from ..schedule import load_of
+    from ..traffic import load_of
     from ..serving import Efficiencies
     from ..throughput import ServeSettings
 
@@ -131,7 +131,7 @@ def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) 
     if path is None:
         return (parse_seconds(ttft) if ttft else None, parse_seconds(itl) if itl else None), None
     from ..calibrate import read_benchmark
-    from ..schedule import load_of
+    from ..traffic import load_of
     from ..spec import SpecError
 
     if ttft or itl:

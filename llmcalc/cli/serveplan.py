@@ -39,7 +39,7 @@ def serve_plan(
 
     Example: llmcalc serve-plan --model llama-3.1-70b --gpu h100,a100-80gb --request-rate 10 --prompt 2k --output 256 --ttft-target 1s --tpot-target 50ms
     """
-    from ..schedule import Load
+    from ..traffic import Load
     from ..serveplan import Traffic, gpu_prices, plan
 
     fmt = _fmt(json_, csv_, markdown)
