@@ -18,8 +18,9 @@ from .spec import ModelSpec, SpecError
 from .units import fmt_rate
 
 FORMULAS = ("detailed", "palm", "6nd")
-# A budget's time at a typical large-run MFU when --efficiency is not given (PaLM 46%, Llama 3 38-43%). It is the
-# share of the peak the step's FLOPs run at, recomputation's included (an HFU; the MFU where nothing is recomputed).
+# A budget's time at a typical large-run utilization when --efficiency is not given (Llama 3 38-43% MFU without
+# recomputation; PaLM 46% MFU, 57.8% HFU with it). It is the share of the peak the step's FLOPs run at,
+# recomputation's included: an HFU, the MFU where nothing is recomputed.
 DEFAULT_EFFICIENCY = 0.4
 ATTENTION = ("full", "causal")
 RECOMPUTE = ("none", "selective", "full")
@@ -213,7 +214,8 @@ def _palm_step(r: Rows, m: ModelSpec, s: FlopsSettings) -> _Step:
     L, H = m.num_hidden_layers, m.num_attention_heads
     core = s.step_tokens * 2 * L * H * (m.qk_head_dim + m.v_dim) * s.seq
     counts = count(m)
-    head = counts["lm_head"] or counts["embedding/token"]  # the LM head's matmul (a tied one is the embedding)
+    head = counts["lm_head"] + (counts["embedding/token"] if m.tie_word_embeddings else 0)  # a tied head's matrix
+    # is the embedding's (its own row holds only a bias, if any)
     return _Step(forward=forward_step, core=core, layers=forward_step - s.step_tokens * 2 * head,
                  note="PaLM 6N + 12LHQT",
                  core_how=("{} tokens x 2 x {} layers x {} heads x ({} + {}) x {} tokens", s.step_tokens, L, H,

@@ -309,6 +309,10 @@ def _checkpointed(opt: Optimizer, dtype: str, precision: str | None) -> tuple[fl
     8-bit optimizer's states at its own width."""
     from .memory.precision import PRECISIONS, train_precision
 
+    if precision is not None and (precision == "fp32") != (dtype in ("fp32", "tf32")):
+        raise SpecError(f"--precision {precision} saves {'fp32' if precision == 'fp32' else '16-bit'} weights; "
+                        f"--dtype {dtype} contradicts it: give --dtype {'fp32' if precision == 'fp32' else 'bf16'}, "
+                        f"or --precision {'mixed' if precision == 'fp32' else 'fp32'}")
     precision, _ = train_precision(precision, dtype, "full")
     p = PRECISIONS[precision]
     return p.master, p.state if opt.nbytes is None else opt.nbytes, precision

@@ -46,7 +46,7 @@ def _split(text: str, table: dict[str, float], what: str, example: str, zero: bo
     if not math.isfinite(value) or value > MAX_QUANTITY:
         raise UnitError(f"{text!r} is too large to be {what} (at most 10^15: a petabyte, a quadrillion tokens)")
     if value < 0 or (value == 0 and not zero):
-        raise UnitError(f"{text!r} must be more than zero to be {what} (e.g. {example})")
+        raise UnitError(f"{text!r} must be {'at least zero' if zero else 'more than zero'} to be {what} (e.g. {example})")
     return value
 
 

@@ -147,3 +147,11 @@ def test_palm_full_recomputation_re_runs_the_layers_not_the_lm_head():
     detailed = flops_breakdown(m, FlopsSettings(seq=4096, recompute="full"))
     assert palm.value("recompute") == pytest.approx(detailed.value("recompute"), rel=0.01)
     assert next(r.note for r in palm.rows if r.name == "total") == "PaLM 6N + 12LHQT, with full recomputation"
+
+
+def test_palm_recomputation_leaves_out_a_tied_head_with_a_bias_too():
+    """A tied head is the embedding's matrix; with lm_head_bias its own row holds only the 50,257 biases. Full
+    recomputation leaves out the whole head: 2 x (50,257 x 768 + 50,257) FLOPs a token."""
+    m = dataclasses.replace(load_model("gpt2"), lm_head_bias=True)
+    b = flops_breakdown(m, FlopsSettings(seq=1024, recompute="full", formula="palm"))
+    assert b.value("forward") - b.value("recompute") == 1024 * 2 * (50_257 * 768 + 50_257)

@@ -10,7 +10,7 @@ from llmcalc.params import count, matmul_params, params_breakdown
 from llmcalc.presets import load_model
 from llmcalc.spec import SpecError
 
-from .conftest import run_json, value
+from .conftest import run, run_json, value
 
 # Exact totals from the models' published checkpoints (Hugging Face model cards / safetensors
 # metadata; see presets' source fields). DeepSeek-V3 and Mixtral-8x22B are checked separately.
@@ -167,7 +167,7 @@ def test_a_mixed_precision_checkpoint_holds_bf16_weights_an_fp32_master_and_fp32
     assert params_breakdown(m, "bf16").summary["checkpoint_bytes"] == 6_738_415_616 * 14
     assert params_breakdown(m, "bf16", precision="bf16").summary["checkpoint_bytes"] == 6_738_415_616 * 6
     assert params_breakdown(m, "bf16", "adamw-8bit").summary["checkpoint_bytes"] == 6_738_415_616 * (2 + 4 + 2)
-    with pytest.raises(SpecError, match="--precision fp32 trains fp32 weights"):
+    with pytest.raises(SpecError, match="--precision fp32 saves fp32 weights"):
         params_breakdown(m, "bf16", precision="fp32")
 
 
@@ -187,3 +187,9 @@ def test_cli_rows_follow_contract():
     assert {"weight_bytes", "checkpoint_bytes"} <= set(data["summary"])
     assert value(data, "total") == 124_337_664
     assert all(isinstance(row["value"], (int, float)) for row in data["rows"])
+
+
+def test_a_precision_that_contradicts_the_weights_says_what_to_give():
+    """--precision mixed saves 16-bit weights: with --dtype fp32 the message names the two ways out, not LoRA."""
+    out = run("params", "--model", "llama-3.1-8b", "--dtype", "fp32", "--precision", "mixed")
+    assert out.exit_code == 2 and "give --dtype bf16, or --precision fp32" in out.stderr

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..memory.precision import PRECISIONS
-from .common import Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models, choices
+from .common import (Dtype, GenericOpt, JsonOpt, CsvOpt, MdOpt, ModelOpt, Optimizer, app, _emit, _fmt, _models,
+                     choices, unused)
 from .helpfmt import PRECISION, TRAINING
 
 Precision = choices("Precision", PRECISIONS)
@@ -27,5 +28,8 @@ def params(
     from ..params import params_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
-    _emit([params_breakdown(m, dtype.value if dtype else None, optimizer.value, precision.value if precision else None)
-           for m in _models(model, generic)], fmt)
+    results = [params_breakdown(m, dtype.value if dtype else None, optimizer.value, precision.value if precision else None)
+               for m in _models(model, generic)]
+    unused("--precision", "with an inference --dtype: its checkpoint holds the weights alone",
+           precision is not None and any(b.inputs["precision"] is None for b in results))
+    _emit(results, fmt)
