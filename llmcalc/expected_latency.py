@@ -80,16 +80,15 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
         fitted = tuple(f"{note} ({source})" if source else note for note in fitted)
         r = resolve(eff, engine, s.dtype, s.compute_dtype, gpu)
     rows = Rows("s", total=None)
+    capacity, unreplayed = 0, ""
+    if load is not None and engine != "hf":
+        capacity, seqs = pool(m, gpu, s, engine, load, seqs)
+        if capacity == 0:  # no room for a KV cache: nothing to replay; the bound's misfit note says why
+            unreplayed, load = f"{_load_text(load)}: not replayed, as no request fits beside the weights", None
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
-        steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
-        load_notes = ["--concurrency 1: one client calling generate in a loop, one request at a time" if one_client
-                      else f"one request per instance: its prompt prefills in {steps}, then it decodes; --batch N for "
-                      "N arriving together, --concurrency or --request-rate for a server under load" if w.requests == 1
-                      else f"{w.requests:,} requests per instance arriving together (--batch): their prompts prefill "
-                      f"in {steps}, then they decode together; --concurrency or --request-rate for a server under load"]
+        load_notes = [unreplayed or _alone_note(w, budget, one_client)]
     else:
-        capacity, seqs = pool(m, gpu, s, engine, load, seqs)
         times = _under_load(rows, m, gpu, w, r, load, budget, seqs, s, capacity)
         load_notes = [f"{_load_text(load)}: the scheduler replayed step by step (llmcalc/schedule.py), {budget:,} tokens "
                       f"per step, at most {seqs:,} running requests, KV for {capacity:,} tokens"]
@@ -268,10 +267,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     for key in ("ttft", "tpot", "e2e"):
         summary[f"{key}_bound"] = bound.summary.quantity(key)
     notes += _target_notes(summary, times, bound, targets, load is not None)
-    for key in ("prefill_bound", "decode_bound", "requests_per_instance", "fits", "memory_total", "usable",
-                "ttft_met", "tpot_met", "feasible"):
-        if key in bound.summary:
-            summary[key] = bound.summary.quantity(key)
+    _bound_summary(summary, bound, overloaded)
     if refused:  # the engine does not start: nothing is served, whatever the times
         summary.update(fits=False, feasible=False)
         notes.insert(0, refused)
@@ -293,6 +289,29 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
                              "concurrency": load.concurrency if load else None,
                              "request_rate": load.request_rate if load else None},
                      notes=tuple(n for n in notes if n))
+
+
+def _bound_summary(summary: dict, bound: Breakdown, overloaded: bool) -> None:
+    """The bound's verdicts into the summary; an overloaded server (its queue growing without bound) is not
+    feasible, whatever its times."""
+    for key in ("prefill_bound", "decode_bound", "requests_per_instance", "fits", "memory_total", "usable",
+                "ttft_met", "tpot_met", "feasible"):
+        if key in bound.summary:
+            summary[key] = bound.summary.quantity(key)
+    if overloaded:
+        summary["feasible"] = False
+
+
+def _alone_note(w: Workload, budget: int, one_client: bool) -> str:
+    """How requests without a load run: one at a time, or --batch together."""
+    if one_client:
+        return "--concurrency 1: one client calling generate in a loop, one request at a time"
+    steps = "one step" if budget >= w.requests * w.prompt else f"{budget:,}-token steps"
+    if w.requests == 1:
+        return (f"one request per instance: its prompt prefills in {steps}, then it decodes; --batch N for N arriving "
+                "together, --concurrency or --request-rate for a server under load")
+    return (f"{w.requests:,} requests per instance arriving together (--batch): their prompts prefill in {steps}, then "
+            "they decode together; --concurrency or --request-rate for a server under load")
 
 
 def _misfit_first(notes: tuple) -> list[str]:

@@ -127,11 +127,16 @@ def test_the_python_api_launches_the_engine_as_the_cli_does():
 
 def test_llama_server_whose_weights_do_not_fit_is_refused_under_load():
     """Llama 3.1 70B in bf16 (141 GB) on one H100: no slot of any context fits, so nothing is replayed, by clients or
-    by a rate."""
+    by a rate: the answer is that it does not fit (infeasible, exit 1 under --check), as without a load, and a sweep
+    over the GPU count goes on past it."""
     for load in (("--concurrency", "4"), ("--request-rate", "1")):
-        out = run("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--engine", "llamacpp", "--prompt", "1000",
-                  "--output", "200", *load)
-        assert out.exit_code == 2 and "does not fit on 1 x h100-sxm with room for a KV cache" in out.stderr
+        args = ("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--engine", "llamacpp", "--prompt", "1000",
+                "--output", "200", *load)
+        d = run_json(*args)
+        assert d["summary"]["fits"] is False and d["summary"]["feasible"] is False
+        assert any("not replayed, as no request fits beside the weights" in n for n in d["notes"])
+        out = run(*args, "--check")
+        assert out.exit_code == 1 and "does not fit" in out.stderr
 
 
 def test_serve_plan_runs_llama_server_with_the_slots_that_fit():

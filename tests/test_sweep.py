@@ -142,3 +142,15 @@ def test_the_columns_keep_their_order_when_the_first_point_does_not_fit():
     with pytest.warns(UserWarning, match="no layout fits 8 x h100-sxm"):  # a CSV row cannot say why: stderr does
         out = run("plan", "--model", "mixtral-8x7b", "--gpu", "h100", "--sweep", "gpus=8..16", "--csv")
     assert out.stdout.splitlines()[0].split(",") == ["gpus", "layout", "step_time", "mfu", "memory", "found"]
+
+
+def test_a_latency_sweep_answers_every_point_and_says_which_are_overloaded():
+    """Sweeping the GPU count: 70B in bf16 leaves no room for a KV cache on one H100, a point that does not fit (not
+    an error that ends the sweep); 2 requests/s overload two H100s (infeasible, whatever the replay's times), four
+    serve them."""
+    data = run_json("latency", "--model", "llama-3.1-70b", "--gpu", "h100", "--prompt", "2k", "--output", "256",
+                    "--request-rate", "2", "--sweep", "gpus=1,2,4")
+    rows = {row["gpus"]: row for row in data["rows"]}
+    assert rows[1]["feasible"] is False and rows[1].get("overloaded") is None
+    assert rows[2]["overloaded"] is True and rows[2]["feasible"] is False
+    assert rows[4]["overloaded"] is False and rows[4]["feasible"] is True

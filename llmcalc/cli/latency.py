@@ -116,11 +116,11 @@ def _why_not(b) -> str:
     if s.get("fits") is False:
         return first_note(b, "vLLM refuses to start", "does not fit:",
                           default="does not fit on the GPUs (see `llmcalc memory --mode infer`)")
-    if not s.get("feasible", True):
-        return "; ".join(n for n in b.notes if "not reachable" in n) or "a target is not met"
-    missed = [f"the expected {key.upper()} misses the {fmt_seconds(s[key + '_target'])} target"
-              for key in ("ttft", "tpot") if s.get(f"{key}_expected_met") is False]
-    return "; ".join(missed + (["overloaded: the queue grows without bound"] if s.get("overloaded") else []))
+    reasons = [n for n in b.notes if "not reachable" in n] if not s.get("feasible", True) else []
+    reasons += [f"the expected {key.upper()} misses the {fmt_seconds(s[key + '_target'])} target"
+                for key in ("ttft", "tpot") if s.get(f"{key}_expected_met") is False]
+    reasons += ["overloaded: the queue grows without bound"] if s.get("overloaded") else []
+    return "; ".join(reasons) or "a target is not met"
 
 
 def _measurement(ttft: str | None, itl: str | None, path: str | None, settings) -> tuple:
