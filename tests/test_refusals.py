@@ -261,3 +261,14 @@ def test_file_errors_name_the_file_the_user_gave(tmp_path):
     gpu.write_text("memory_gib: 80\nmemory_bandwidth_tb_s: 1\ntflops: {bf16: -1}\n")
     out = run("flops", "--model", "gpt2", "--gpu", str(gpu), "--tokens", "1e9")
     assert out.exit_code == 2 and "tflops.bf16 must be a positive number of TFLOP/s, got -1" in out.stderr
+
+
+def test_deepspeeds_pipeline_refuses_zero_2_and_3():
+    """DeepSpeed's PipelineEngine asserts a ZeRO stage below 2 ("ZeRO-2 and ZeRO-3 are incompatible with pipeline
+    parallelism"); ZeRO-1 beside a pipeline is what it runs."""
+    base = ("memory", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "8", "--seq", "2048",
+            "--framework", "deepspeed", "--pp", "2")
+    for zero in ("2", "3"):
+        out = run(*base, "--zero", zero)
+        assert out.exit_code == 2 and f"refuses ZeRO-{zero} beside --pp" in out.stderr
+    assert run(*base, "--zero", "1").exit_code == 0

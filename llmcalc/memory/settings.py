@@ -264,7 +264,7 @@ class MemorySettings:
                 raise SpecError(f"{', '.join(wrong)} only appl{'y' if len(wrong) > 1 else 'ies'} to --mode infer "
                                 "(the serving engine's settings)")
         self._check_offload()
-        self._check_interleaving()
+        self._check_pipeline()
         if self.fp8 is not None or self.fp8_params:
             from .fp8 import check
 
@@ -291,6 +291,14 @@ class MemorySettings:
             raise SpecError("--offload-layers is Megatron-Core's activation offloading: it needs --framework megatron, "
                             "--recompute none and no --pp (Megatron refuses it beside recomputation and pipeline "
                             "parallelism: transformer_config.py, core 0.15)")
+
+    def _check_pipeline(self) -> None:
+        """A pipeline as its framework runs one: DeepSpeed's PipelineEngine asserts a ZeRO stage below 2
+        (runtime/pipe/engine.py: "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism")."""
+        if self.framework == "deepspeed" and self.parallel.pp > 1 and self.zero >= 2:
+            raise SpecError(f"DeepSpeed's pipeline engine refuses ZeRO-{self.zero} beside --pp (it asserts a ZeRO "
+                            "stage below 2): use --zero 0 or 1 with --pp, or drop --pp")
+        self._check_interleaving()
 
     def _check_interleaving(self) -> None:
         """--vpp: Megatron-Core's interleaved schedule, over a pipeline, its micro-batches in whole groups of p
