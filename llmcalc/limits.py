@@ -200,18 +200,27 @@ def _alone_misses(one: Breakdown) -> str:
 
 def batch_latency(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, prompt: int, output: int,
                   efficiency: float | None, targets: dict) -> Callable[[int], Breakdown]:
-    """max-batch's latency check: b requests a replica -> their expected latency (and the bound at ``efficiency``),
-    the engine launched as the memory search sizes it (its release, --gpu-util, step budget and running cap)."""
+    """max-batch's latency check: b concurrent requests a replica -> their expected latency, b clients in a closed loop
+    as `latency --concurrency` replays them (prompts arriving while others decode, so a TPOT target counts the prefill
+    chunks that share its steps; transformers' generate: one batch of b), and the bound of one request at
+    ``efficiency``; the engine launched as the memory search sizes it (its release, --gpu-util, step budget and
+    running cap)."""
     from .expected_latency import latency_estimate
     from .throughput import ServeSettings
+    from .traffic import Load
 
     if s.mode != "infer" or gpu is None:
         raise SpecError("latency targets need --mode infer and a --gpu")
     par = s.parallel
     serve = dict(prompt=prompt, output=output, tp=par.tp, dp=par.dp, dtype=s.dtype, kv_dtype=s.kv_dtype,
                  compute_efficiency=efficiency, engine_version=s.engine_version, gpu_util=s.gpu_util)
-    return lambda b: latency_estimate(m, gpu, ServeSettings(batch=b * par.dp, **serve), s.engine or "vllm",
-                                      chunk=s.prefill_chunk, max_seqs=s.max_num_seqs, **targets)
+    engine = s.engine or "vllm"
+    if engine == "hf":  # transformers' generate batches no server: its concurrent requests are one batch
+        return lambda b: latency_estimate(m, gpu, ServeSettings(batch=b * par.dp, **serve), engine,
+                                          chunk=s.prefill_chunk, max_seqs=s.max_num_seqs, **targets)
+    return lambda b: latency_estimate(m, gpu, ServeSettings(batch=1, **serve), engine,
+                                      load=Load(prompt, max(output, 1), concurrency=b * par.dp), chunk=s.prefill_chunk,
+                                      max_seqs=s.max_num_seqs, **targets)
 
 
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
@@ -233,7 +242,7 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     shown, beyond = at(max(best, 1)), at(best + 1)
     fast = None
     if latency is not None:
-        fast = largest(lambda b: meets_targets(latency(b)), max(best, 1) * 4 + 64)
+        fast = largest(lambda b: meets_targets(latency(b)), max(best, 1) * 2)  # past memory's, clients queue
     seqs = _running_cap(s, shown)
     final, how, decides = _batch_limits(best, fast, seqs)
 

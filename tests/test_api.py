@@ -182,11 +182,11 @@ def test_serve_plan_prices_and_ranks_as_the_cli():
 
 
 def test_max_batch_takes_the_context_as_prompt_and_output_and_latency_targets():
-    """prompt 2k + output 256 is a context of 2,304 tokens; a 15 ms TPOT target holds the batch to 89 requests where
+    """prompt 2k + output 256 is a context of 2,304 tokens; a 15 ms TPOT target holds the clients to 33 where
     memory holds 194 (the CLI's --json, test_the_api_answers_as_the_cli_does)."""
     r = llmcalc.max_batch("llama-3.1-8b", "h100", prompt="2k", output="256", tpot_target="15ms")
     assert r.inputs["seq"] == 2048 + 256
-    assert (r.summary["max_batch"], r.summary["memory_max_batch"], r.summary["limited_by"]) == (89, 194, "latency")
+    assert (r.summary["max_batch"], r.summary["memory_max_batch"], r.summary["limited_by"]) == (33, 194, "latency")
     assert llmcalc.max_batch("llama-3.1-8b", "h100", seq=2304).summary["max_batch"] == 194  # the same context
     hf = llmcalc.max_batch("llama-3.1-8b", "h100", prompt="2k", output=256, engine="hf")  # its prefill holds the prompt
     assert (hf.inputs["prompt"], hf.summary["max_batch"]) == (2048, 133)
