@@ -147,8 +147,12 @@ def _number(key: str, value: Any, whole: bool) -> int | float:
     """A count (``whole``) or a fraction, from a number or its digits; else refused naming the setting."""
     from .units import MAX_QUANTITY
 
-    try:  # "1,024" and "1_024" as the CLI reads them
-        number = float(value.replace(",", "").replace("_", "") if isinstance(value, str) else value)
+    import re
+
+    if whole and isinstance(value, str) and re.fullmatch(r"\d{1,3}(,\d{3})+", value.strip()):  # "1,024": thousands
+        value = value.replace(",", "")
+    try:  # "1_024" as Python reads it; "2,5" is no number
+        number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(value, bool) or not abs(number) <= MAX_QUANTITY or (whole and not number.is_integer()):

@@ -83,8 +83,9 @@ def latency_estimate(m: ModelSpec, gpu, s: ServeSettings, engine: str = "vllm", 
     capacity, unreplayed = 0, ""
     if load is not None and engine != "hf":
         capacity, seqs = pool(m, gpu, s, engine, load, seqs)
-        if capacity == 0:  # no room for a KV cache: nothing to replay; the bound's misfit note says why
-            unreplayed, load = f"{_load_text(load)}: not replayed, as no request fits beside the weights", None
+        if capacity < s.prompt + s.output:  # not one request's KV: nothing to replay; the bound says why
+            unreplayed, load = (f"{_load_text(load)}: not replayed, as not one request of {s.prompt + s.output:,} "
+                                f"tokens fits the KV cache ({capacity:,} tokens)"), None
     if load is None:
         times = _one_at_a_time(rows, m, gpu, w, r)
         load_notes = [unreplayed or _alone_note(w, budget, one_client)]

@@ -14,6 +14,7 @@ from .breakdown import Breakdown, Quantity, Rows
 from .memory import MemorySettings, closed_form_max_seq, memory_breakdown, mini_seq_pieces
 from .memory.engines import ENGINES, NO_POOL, RUNNING_CAP
 from .spec import ModelSpec, SpecError
+from .traffic import MAX_CLIENTS
 from .units import fmt_bytes, fmt_count
 
 if TYPE_CHECKING:  # annotations only: a GPU lookup loads it
@@ -242,7 +243,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
     shown, beyond = at(max(best, 1)), at(best + 1)
     fast = None
     if latency is not None:
-        fast = largest(lambda b: meets_targets(latency(b)), max(best, 1) * 2)  # past memory's, clients queue
+        # past memory's answer the clients queue; a replay runs MAX_CLIENTS at most
+        search = min(max(best, 1) * 2, MAX_CLIENTS // s.parallel.dp)
+        fast = largest(lambda b: meets_targets(latency(b)), search)
     seqs = _running_cap(s, shown)
     final, how, decides = _batch_limits(best, fast, seqs)
 
@@ -254,8 +257,8 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
           f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None,
           how=("by the largest batch whose memory total fits {} B usable (binary search)", shown.summary["usable"]))
     if fast is not None:
-        r.add("latency_max_batch", fast, "largest batch whose expected latency meets the targets", unit="count",
-              total=None, how=("by the largest batch whose expected times, and bounds, meet the targets (binary "
+        r.add("latency_max_batch", fast, "largest batch whose expected latency meets the targets" if fast < search else
+              f"at least {fast:,} meet the targets (the search stops there)", unit="count", total=None, how=("by the largest batch whose expected times, and bounds, meet the targets (binary "
                                "search)",))
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note, total=row.total, how=row.how)

@@ -17,8 +17,8 @@ all-reduces, with compute and memory summed over the step's tokens (decode token
 context, prefill chunks attend causally to their prompt so far). Load is closed-loop ``concurrency``
 (vLLM's benchmark_serving --max-concurrency, genai-perf: a client sends its next request when the
 last one ends) or open-loop ``request_rate`` (Poisson arrivals, seeded: the same answer every run).
-The clients' first requests start at random phases (traffic.arrivals), and an idle engine starts a step on the
-first request it receives. Means are taken over the requests after the first ``concurrency`` (or the first 10%),
+The clients' first requests are spread evenly over one request's time (traffic.arrivals), and an idle engine
+starts a step on the first request it receives. Means are taken over the requests after the first ``concurrency`` (or the first 10%),
 the warm-up (traffic.window).
 """
 
@@ -171,10 +171,11 @@ class _Replay:
         on its input queue only when it has no requests)."""
         idle = not (self.waiting or self.prefilling or self.decoding)
         while self.sent < self.n and self.arrivals[self.sent] is not None and self.arrivals[self.sent] <= self.now:
+            woke = idle and self.arrivals[self.sent] == self.now  # sent just now to an engine waiting for work
             self.reqs.append(_Request(self.arrivals[self.sent], self.load.prompt))
             self.waiting.append(len(self.reqs) - 1)
             self.sent += 1
-            if idle:
+            if woke:
                 return
 
     def admit(self) -> None:

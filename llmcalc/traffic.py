@@ -55,18 +55,19 @@ def enough(load: Load) -> int:
 
 
 def arrivals(load: Load, n: int, costs: "StepCosts", budget: int) -> list:
-    """Arrival times, seeded (the same answer every run). Closed loop: the clients' first requests at random phases
-    of one request's time alone (_alone), the rest when a client's last request ends (None until then). Open loop:
-    a Poisson stream. Clients started together would run in lockstep, identical requests prefilling together every
-    time they return (TTFT 2-3x, and not monotone in the clients); a real run's clients drift apart (the frontend
-    takes requests one at a time, lengths and jitter vary), which the random phases stand for."""
-    import random  # only a replay under load draws arrivals (about 1 ms of every `latency` call's start-up)
-
-    rng = random.Random(0)
+    """Arrival times. Closed loop: the clients' first requests spread evenly over one request's time alone (_alone),
+    the rest when a client's last request ends (None until then). Open loop: a seeded Poisson stream (the same
+    answer every run). Clients started together would run in lockstep, identical requests prefilling together
+    every time they return (TTFT 2-3x at a few clients, and not monotone in them); a real run's clients drift
+    apart (the frontend takes requests one at a time, lengths and step times vary). Spread evenly, they keep the
+    phases furthest apart, with no seed to choose them: a prompt waits for another only once they must."""
     if load.concurrency is not None:
-        first, cycle = min(load.concurrency, n), _alone(costs, load, budget)
-        return sorted(rng.uniform(0, cycle) for _ in range(first)) + [None] * (n - first)
-    t, out = 0.0, []
+        first = min(load.concurrency, n)
+        cycle = _alone(costs, load, budget)
+        return [k * cycle / first for k in range(first)] + [None] * (n - first)
+    import random  # only an open-loop replay draws arrivals (about 1 ms of every `latency` call's start-up)
+
+    rng, t, out = random.Random(0), 0.0, []
     for _ in range(n):
         t += rng.expovariate(load.request_rate)
         out.append(t)

@@ -134,7 +134,7 @@ def test_llama_server_whose_weights_do_not_fit_is_refused_under_load():
                 "--output", "200", *load)
         d = run_json(*args)
         assert d["summary"]["fits"] is False and d["summary"]["feasible"] is False
-        assert any("not replayed, as no request fits beside the weights" in n for n in d["notes"])
+        assert any("not replayed, as not one request of 1,200 tokens fits the KV cache" in n for n in d["notes"])
         out = run(*args, "--check")
         assert out.exit_code == 1 and "does not fit" in out.stderr
 

@@ -244,3 +244,13 @@ def test_where_no_length_fits_the_rows_say_what_they_show():
     rows = {r["name"]: r for r in data["rows"]}
     assert rows["max_seq"]["value"] == 0 and "the rows below are the memory at 1 token" in rows["max_seq"]["note"]
     assert "next_total" not in rows
+
+
+def test_a_latency_search_past_the_replays_clients_says_at_least():
+    """Llama-3.2-1B, 128 in / 128 out on an H200: memory holds 15,618 requests; a replay runs 2,000 clients at most, so
+    the latency search stops there and says 'at least', where it used to refuse a --concurrency nobody gave."""
+    data = run_json("max-batch", "--model", "llama-3.2-1b", "--gpu", "h200", "--prompt", "128", "--output", "128",
+                    "--tpot-target", "1s")
+    row = next(r for r in data["rows"] if r["name"] == "latency_max_batch")
+    assert row["value"] == 2000 and row["note"].startswith("at least 2,000")
+    assert value(data, "limited_by") == "max_num_seqs" and value(data, "max_batch") == 256
