@@ -18,8 +18,8 @@ context, prefill chunks attend causally to their prompt so far). Load is closed-
 (vLLM's benchmark_serving --max-concurrency, genai-perf: a client sends its next request when the
 last one ends) or open-loop ``request_rate`` (Poisson arrivals, seeded: the same answer every run).
 The clients' first requests are spread evenly over one request's time (traffic.arrivals), and an idle engine
-starts a step on the first request it receives. Means are taken over the requests after the first ``concurrency`` (or the first 10%),
-the warm-up (traffic.window).
+starts a step on the first request it receives. Means are taken over the requests after the first
+``concurrency`` (or the first 10%), the warm-up (traffic.window).
 """
 
 from __future__ import annotations
@@ -166,9 +166,9 @@ class _Replay:
 
     def arrive(self) -> None:
         """Requests sent by now join the queue. An idle engine wakes on the first and starts its step at once: the
-        frontend hands requests over one at a time, so those sent at the same instant (clients starting together,
-        or ending in the same step) reach it just after, and wait for the next step (vLLM V1's EngineCore blocks
-        on its input queue only when it has no requests)."""
+        frontend hands requests over one at a time, so others sent at that instant (clients whose requests ended in
+        the same step) reach it just after, and wait for the next step (vLLM V1's EngineCore blocks on its input
+        queue only when it has no requests)."""
         idle = not (self.waiting or self.prefilling or self.decoding)
         while self.sent < self.n and self.arrivals[self.sent] is not None and self.arrivals[self.sent] <= self.now:
             woke = idle and self.arrivals[self.sent] == self.now  # sent just now to an engine waiting for work
