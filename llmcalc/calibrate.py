@@ -56,7 +56,7 @@ def fit(times: Callable[[Efficiencies], tuple[float, float]], given: Efficiencie
             break
     fitted = tuple(k for k in ("compute", "bandwidth", "layer_overhead", "request_overhead")
                    if getattr(eff, k) != getattr(given, k))
-    missed = [f"{what} {g * 1e3:.4g} ms, not the measured {m * 1e3:.4g} ms" for what, g, m in
+    missed = [f"{what} {_time(g)}, not the measured {_time(m)}" for what, g, m in
               zip(("TTFT", "ITL"), times(eff), (ttft, itl)) if m is not None and abs(g / m - 1) >= 0.005]
     if missed:  # under load the replay's times step where prompts begin to share prefill steps: no value hits
         notes["missed"] = ("the fit comes as close as the replay allows: " + ", ".join(missed) + " (under load the "
@@ -79,14 +79,19 @@ def _fit_one(time_of: Callable[[Efficiencies], float], eff: Efficiencies, given:
             value = _bisect(lambda v: time_of(replace(eff, **{key: v})), low, high, measured, falling)
             shown = f"{value:.3g}" if key in ("compute", "bandwidth") else f"{value:.3g}s" if value >= 1 else \
                 f"{value * 1e3:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"  # as the option reads it back
-            return replace(eff, **{key: value}), f"{flag} {shown} fitted to the measured {what} {measured * 1e3:.4g} ms"
+            return replace(eff, **{key: value}), f"{flag} {shown} fitted to the measured {what} {_time(measured)}"
     best = time_of(replace(eff, **{first[0]: first[2], second[0]: second[1]}))
     if measured < best:
-        raise SpecError(f"the measured {what} {measured * 1e3:.4g} ms is faster than this GPU can give at these "
-                        f"settings (at best {best * 1e3:.4g} ms); check the GPU, the TP degree, the dtype and the "
+        raise SpecError(f"the measured {what} {_time(measured)} is faster than this GPU can give at these "
+                        f"settings (at best {_time(best)}); check the GPU, the TP degree, the dtype and the "
                         "prompt and output lengths")
-    raise SpecError(f"the measured {what} {measured * 1e3:.4g} ms is slower than any plausible efficiency and overhead "
+    raise SpecError(f"the measured {what} {_time(measured)} is slower than any plausible efficiency and overhead "
                     "explain; check that it was measured at these settings")
+
+
+def _time(seconds: float) -> str:
+    """A measured or fitted time to four figures: 688.7 ms, 12.35 s."""
+    return f"{seconds * 1e3:.4g} ms" if seconds < 1 else f"{seconds:.4g} s"
 
 
 def _bisect(f: Callable[[float], float], low: float, high: float, target: float, falling: bool) -> float:

@@ -453,3 +453,18 @@ def test_requests_queued_while_the_engine_emptied_join_its_next_step():
     sent at the very instant an idle engine wakes wait for the step after (8B, 512 tokens in, 1 out, 50 a second)."""
     b = llmcalc.latency("llama-3.1-8b", gpu="h100", prompt=512, output=1, request_rate=50)
     assert b.summary["ttft"] == pytest.approx(0.0396, rel=0.01)
+
+
+def test_a_check_says_each_missed_target_once():
+    """A TPOT target below the bound (5 ms against 8B's 5.03 ms decode on an H100) is unreachable: the failed check
+    says so, not that too and then that the expected TPOT misses it."""
+    out = run_cli("latency", "--model", "llama-3.1-8b", "--gpu", "h100", "--request-rate", "16", "--tpot-target", "5ms",
+                  "--check")
+    assert out.exit_code == 1 and "not reachable on this hardware" in out.stderr
+    assert "the expected TPOT misses" not in out.stderr
+
+
+def test_calibration_times_read_in_their_unit():
+    from llmcalc.calibrate import _time
+
+    assert (_time(0.6887), _time(12.345)) == ("688.7 ms", "12.35 s")

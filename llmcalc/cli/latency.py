@@ -118,7 +118,8 @@ def _why_not(b) -> str:
                           default="does not fit on the GPUs (see `llmcalc memory --mode infer`)")
     reasons = [n for n in b.notes if "not reachable" in n] if not s.get("feasible", True) else []
     reasons += [f"the expected {key.upper()} misses the {fmt_seconds(s[key + '_target'])} target"
-                for key in ("ttft", "tpot") if s.get(f"{key}_expected_met") is False]
+                for key in ("ttft", "tpot") if s.get(f"{key}_expected_met") is False
+                and not any(n.startswith(f"{key} target") for n in reasons)]  # said once: unreachable says it all
     reasons += ["overloaded: the queue grows without bound"] if s.get("overloaded") else []
     return "; ".join(reasons) or "a target is not met"
 
