@@ -159,8 +159,9 @@ def _sharded_note(s: MemorySettings, p: ParamSplit, full: bool, from_stage: int)
 
 def add_gradients(r: Rows, s: MemorySettings, states: States, p: ParamSplit, cpu: dict) -> float:
     g = states.gradients
-    if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU
-        cpu["cpu/gradients"] = g
+    if "optimizer" in s.offload and s.zero >= 2:  # ZeRO-Offload: the reduced gradient partition goes to CPU, as the
+        # fp32 master partition's .grad, an fp32 pinned host tensor (DeepSpeed stage_1_and_2 initialize_optimizer_states)
+        cpu["cpu/gradients"] = g * 4 / PRECISIONS[s.precision].grads
         r.add("gradients", 0, "offloaded to CPU with the optimizer (ZeRO-Offload)", how=("0",))
         return 0.0
     r.add("gradients", whole_bytes(g), f"{PRECISIONS[s.precision].grads:g} B/param"
