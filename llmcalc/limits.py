@@ -8,6 +8,7 @@ not. Because the search calls the same memory model, `memory` at the answer agre
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, TYPE_CHECKING
 
 from .breakdown import Breakdown, Quantity, Rows
@@ -44,9 +45,10 @@ def largest(fits: Callable[[int], bool], cap: int = SEARCH_CAP) -> int:
 
 
 def seq_probe(mini_seq: int = 1, cp: int = 1) -> int:
-    """A sequence length every layout accepts (a token per context-parallel rank and per Mini-Sequence
-    chunk): max-seq's settings are built with it, as the length itself is what is searched."""
-    return max(mini_seq, cp)
+    """A sequence length every layout accepts (two chunks per context-parallel rank, as Megatron-Core's causal load
+    balancing splits it, and a token per Mini-Sequence chunk): max-seq's settings are built with it, as the length
+    itself is what is searched."""
+    return max(mini_seq, 2 * cp if cp > 1 else 1)
 
 
 def _capacity_needed(gpu: GPUSpec | None, s: MemorySettings, command: str) -> None:
@@ -87,6 +89,8 @@ def max_seq_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, mult
     _capacity_needed(gpu, s, "max-seq")
     if multiple_of < 1:
         raise SpecError(f"--multiple-of must be at least 1, got {multiple_of}")
+    if s.balanced_cp:  # Megatron-Core splits the sequence into 2 x cp equal chunks: only such lengths run
+        multiple_of = math.lcm(multiple_of, 2 * s.parallel.cp)
 
     def at(seq: int) -> Breakdown:  # below one token per context-parallel rank, probe at one per rank
         seq = max(seq, seq_probe(cp=s.parallel.cp))

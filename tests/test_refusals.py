@@ -272,3 +272,15 @@ def test_deepspeeds_pipeline_refuses_zero_2_and_3():
         out = run(*base, "--zero", zero)
         assert out.exit_code == 2 and f"refuses ZeRO-{zero} beside --pp" in out.stderr
     assert run(*base, "--zero", "1").exit_code == 0
+
+
+def test_megatron_context_parallelism_needs_two_equal_chunks_a_rank():
+    """Megatron-Core splits the sequence into 2 x cp equal chunks (get_batch_on_this_cp_rank, for causal balance):
+    1,001 tokens over CP 2 is refused; max-seq searches only such lengths, 8 x 4,996 over CP 4."""
+    base = ("--model", "llama-2-7b", "--gpu", "h100", "--framework", "megatron")
+    out = run("memory", *base, "--seq", "1001", "--cp", "2", "--gpus", "2")
+    assert out.exit_code == 2 and "give a --seq that is a multiple of 4" in out.stderr
+    assert run("memory", *base, "--seq", "1024", "--cp", "2", "--gpus", "2").exit_code == 0
+    data = run_json("max-seq", "--model", "llama-3.1-8b", "--gpu", "h100", "--framework", "megatron", "--cp", "4",
+                    "--gpus", "4", "--zero", "1", "--recompute", "full")
+    assert data["summary"]["max_seq"] % 8 == 0 and data["summary"]["max_seq"] > 8

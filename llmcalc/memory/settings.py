@@ -269,7 +269,7 @@ class MemorySettings:
             from .fp8 import check
 
             check(self)
-        _check_seq(self.seq, self.mini_seq, self.parallel.cp, self.prompt)
+        _check_seq(self.seq, self.mini_seq, self.parallel.cp, self.prompt, self.balanced_cp)
         if self.optimizer_in_backward and (self.micro_batches > 1 or self.zero or self.fw.persistent_grads
                                            or self.parallel.pp > 1):
             raise SpecError("--optimizer-in-backward steps each gradient as it lands: it cannot accumulate "
@@ -340,10 +340,15 @@ class MemorySettings:
         batch = self.batch if batch is None else batch
         _check_whole("seq", seq)
         _check_whole("batch", batch)
-        _check_seq(seq, self.mini_seq, self.parallel.cp, self.prompt)
+        _check_seq(seq, self.mini_seq, self.parallel.cp, self.prompt, self.balanced_cp)
         copy = object.__new__(MemorySettings)
         object.__setattr__(copy, "__dict__", {**self.__dict__, "seq": seq, "batch": batch})
         return copy
+
+    @property
+    def balanced_cp(self) -> bool:
+        """Context parallelism as Megatron-Core trains: the sequence in 2 x cp equal chunks, two per rank."""
+        return self.framework == "megatron" and self.mode == "train" and self.parallel.cp > 1
 
     @property
     def compute_dtype(self) -> str:
@@ -373,13 +378,17 @@ def _check_whole(key: str, value) -> None:
         raise SpecError(f"{flag} must be a whole number of at least 1, got {value!r}")
 
 
-def _check_seq(seq: int, mini_seq: int, cp: int, prompt: int | None) -> None:
-    """What one sequence must hold: the Mini-Sequence chunks, the prompt, a token for each CP rank."""
+def _check_seq(seq: int, mini_seq: int, cp: int, prompt: int | None, balanced: bool = False) -> None:
+    """What one sequence must hold: the Mini-Sequence chunks, the prompt, a token for each CP rank; ``balanced``
+    (Megatron-Core training), 2 x cp equal chunks (get_batch_on_this_cp_rank views it so, for causal balance)."""
     for flag, value in (("--mini-seq", mini_seq), ("--prompt", prompt or 0)):
         if value > seq:
             raise SpecError(f"{flag} {value} cannot exceed --seq {seq}")
     if cp > seq:
         raise SpecError(f"--cp {cp} splits a {seq}-token sequence: each rank needs a token at least")
+    if balanced and cp > 1 and seq % (2 * cp):
+        raise SpecError(f"--cp {cp} must split the {seq:,}-token sequence into 2 x {cp} equal chunks (Megatron-Core's "
+                        f"causal load balancing): give a --seq that is a multiple of {2 * cp}")
 
 
 def bnb_version(text) -> tuple[int, ...]:
