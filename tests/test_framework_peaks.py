@@ -14,7 +14,7 @@ import pytest
 from llmcalc.memory import MemorySettings, memory_breakdown
 from llmcalc.presets import load_model
 
-from .conftest import run
+from .conftest import run, run_json, value
 
 RUNS = {c["case"] + ("-" + str(c["targets"]) if "targets" in c and "layer-saved" in c["case"] else ""): c
         for c in json.loads((Path(__file__).parent / "data" / "gpu_frameworks.json").read_text())["cases"]
@@ -223,3 +223,15 @@ def test_offloaded_activations_wait_in_host_memory():
     b = memory_breakdown(m, None, MemorySettings(seq=4096, batch=2, framework="torchtune", offload=("activations",)))
     assert b.value("cpu/checkpoints") == 16 * 2 * 4096 * 2048 * 2
     assert b.value("activations/layers") == 0
+
+
+def test_fsdp_shards_fp32_parameters_and_computes_in_bf16():
+    """PyTorch FSDP2 under MixedPrecisionPolicy(param_dtype=bf16): fully_shard is ZeRO-3 unless told, the fp32 shards
+    are 4 B/param / 8 on 8 GPUs, the two gathered layers and the activations bf16, as the default framework's
+    ZeRO-3 holds them (user audit: it had sharded nothing and sized everything in fp32, 1.35 TiB a GPU)."""
+    args = ("memory", "--model", "llama-3-70b", "--gpu", "8xh100", "--seq", "4k")
+    fsdp, zero3 = run_json(*args, "--framework", "fsdp"), run_json(*args, "--zero", "3")
+    assert fsdp["inputs"]["zero"] == 3
+    assert value(fsdp, "weights/shard") == pytest.approx(4 * 70_553_706_496 / 8, rel=1e-3)
+    for row in ("weights/gathered", "activations"):
+        assert value(fsdp, row) == value(zero3, row)

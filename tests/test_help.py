@@ -113,7 +113,7 @@ def test_every_default_is_stated(path, command):
     ("--recompute", "[default: none; full under torchtune, unsloth; full for QLoRA under hf, peft]"),
     ("--optimizer", "[default: adamw; adamw-8bit under unsloth; paged-adamw for QLoRA under litgpt]"),
     ("--mode", "[default: train]"),
-    ("--zero", "[default: 0; 0<=x<=3]"),
+    ("--zero", "[default: 0; 3 with --framework fsdp; 0<=x<=3]"),
 ])
 def test_defaults_that_depend_on_another_option_are_stated(flag, says):
     assert says in _option_help(_help(["memory"]), flag)

@@ -71,7 +71,7 @@ SpOpt = Annotated[Optional[bool], typer.Option("--sp/--no-sp", rich_help_panel=P
 MemDtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", rich_help_panel=PRECISION, show_default="bf16; in train mode fp32 with --precision fp32, in infer a quantized checkpoint's own format", help="Weights and compute dtype (train: of mixed or bf16 precision, or the frozen LoRA base).")]
 PrecisionOpt = Annotated[Optional[Precision], typer.Option("--precision", rich_help_panel=PRECISION, show_default=_per_framework(lambda f: f.precision or "mixed") + "; fp32 with --dtype fp32", help="train: bytes/param: mixed = 2+2+12 (ZeRO), mixed-fp32-grads = 18 (HF), fp32, bf16.")]
 TrainOptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.optimizer, "qlora_optimizer"), help="train: the optimizer whose states are held (adamw: m and v).")]
-ZeroOpt = Annotated[int, typer.Option("--zero", rich_help_panel=PARALLELISM, min=0, max=3, help="train: ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
+ZeroOpt = Annotated[Optional[int], typer.Option("--zero", rich_help_panel=PARALLELISM, min=0, max=3, show_default="0; 3 with --framework fsdp", help="train: ZeRO stage: 1 shards optimizer states, 2 + gradients, 3 + weights (FSDP full-shard).")]
 MemRecomputeOpt = Annotated[Optional[Recompute], typer.Option("--recompute", rich_help_panel=TRAINING, show_default=_per_framework(lambda f: f.recompute, "qlora_recompute"), help="train: activation recomputation: none, selective (s x s terms), full (layer inputs only).")]
 AttentionImplOpt = Annotated[Optional[AttentionImpl], typer.Option("--attention-impl", rich_help_panel=RUNTIME, show_default=by_mode(DEFAULT_ATTENTION_IMPL["train"], DEFAULT_ATTENTION_IMPL["infer"]), help="Attention kernel: eager stores s x s scores; sdpa/flash do not.")]
 LossDtypeOpt = Annotated[Optional[LossDtype], typer.Option("--loss-dtype", rich_help_panel=PRECISION, show_default=_per_framework(lambda f: f.loss_dtype or "the compute dtype"), help="train: dtype of the logits in the loss (fp32 where the framework upcasts them).")]
@@ -115,7 +115,7 @@ def memory_options(
     dtype: MemDtypeOpt = None,
     precision: PrecisionOpt = None,
     optimizer: TrainOptimizerOpt = None,
-    zero: ZeroOpt = 0,
+    zero: ZeroOpt = None,
     recompute: MemRecomputeOpt = None,
     recompute_modules: RecomputeModulesOpt = None,
     attention_impl: AttentionImplOpt = None,

@@ -105,11 +105,14 @@ class Framework:
     nf4_from_fp16: bool = False
     kbit_fp32: bool = False
     qlora_optimizer: str | None = None  # LitGPT: bitsandbytes' PagedAdamW under --quantize bnb.*
+    zero: int = 0  # the ZeRO stage it runs unless told (FSDP: 3, FULL_SHARD)
+    compute_dtype: str | None = None  # fp32 weights computed in this dtype (FSDP's MixedPrecisionPolicy param_dtype)
 
 
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
     Framework("hf", "transformers 5 Trainer: ForCausalLMLoss upcasts logits to fp32; Trainer drops the outputs "
-              "before backward; optim adamw_torch_fused; gradient checkpointing off; QLoRA through PEFT's "
+              "before backward; optim adamw_torch_fused; gradient checkpointing as --recompute says (off unless given); QLoRA "
+              "through PEFT's "
               "prepare_model_for_kbit_training: checkpointing on, non-4-bit parameters in fp32 under bf16 autocast",
               optimizer_impl="fused", qlora_recompute="full", kbit_fp32=True),
     Framework("torch", "a hand-written PyTorch loop (torch 2.x): out = model(...); out.loss.backward(); "
@@ -144,8 +147,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
               optimizer_impl="sharded", precision="mixed", persistent_grads=True, comm_buckets=5e8,
               step_grad_copy=DEEPSPEED_COPY),
     Framework("fsdp", "PyTorch FSDP2 with MixedPrecisionPolicy(bf16): fp32 sharded parameters and states, "
-              "bf16 all-gathered layers, gradients reduce-scattered per layer",
-              optimizer_impl="foreach", precision="fp32"),
+              "bf16 all-gathered layers, gradients reduce-scattered per layer (fully_shard: ZeRO-3 unless --zero)",
+              optimizer_impl="foreach", precision="fp32", zero=3, compute_dtype="bf16"),
 )}
 # PEFT runs under the HF Trainer: the same defaults, named for the adapter library
 FRAMEWORKS["peft"] = replace(FRAMEWORKS["hf"], name="peft", source="PEFT 0.13+ LoraConfig under the HF Trainer: "

@@ -44,7 +44,9 @@ def train_precision(precision: str | None, dtype: str | None, finetune: str) -> 
                         f"(bf16, fp16 or fp32), not {dtype}")
     if finetune == "full":
         if precision == "fp32" and dtype not in ("fp32", "tf32"):
-            raise SpecError(f"--precision fp32 trains fp32 weights; --dtype {dtype} contradicts it")
+            raise SpecError(f"--precision fp32 (given, or the --framework's: FSDP keeps fp32 shards and computes in "
+                            f"bf16) trains fp32 weights; --dtype {dtype} contradicts it: leave --dtype out, or give "
+                            "--precision mixed for 16-bit weights")
         if precision != "fp32" and dtype not in HALF_DTYPES:
             raise SpecError(f"--precision {precision} needs a 16-bit --dtype (bf16 or fp16), got {dtype}; "
                             "quantized weights train only as a frozen base: --finetune lora or qlora")

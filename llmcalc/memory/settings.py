@@ -105,7 +105,7 @@ class MemorySettings:
     dtype: str | None = None
     precision: str | None = None
     optimizer: str | None = None
-    zero: int = 0
+    zero: int | None = None  # None: the framework's stage (FSDP's 3), else 0
     recompute: str | None = None
     recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # what "selective" rebuilds (recompute.py)
     attention_impl: str | None = None
@@ -175,14 +175,14 @@ class MemorySettings:
             if given:
                 raise SpecError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --mode train "
                                 "(inference follows --engine)")
-            self._fill(optimizer=self.fw.optimizer, recompute="none", lora_targets=self.fw.lora_targets)
+            self._fill(optimizer=self.fw.optimizer, recompute="none", lora_targets=self.fw.lora_targets, zero=0)
             return
         name = self.framework or DEFAULT_FRAMEWORK
         check_choice("--framework", name, tuple(FRAMEWORKS))
         fw = FRAMEWORKS[name]
         recompute = fw.qlora_recompute if self.finetune == "qlora" and fw.qlora_recompute else fw.recompute
         optimizer = fw.qlora_optimizer if self.finetune == "qlora" and fw.qlora_optimizer else fw.optimizer
-        self._fill(framework=name, optimizer=optimizer, recompute=recompute, loss=fw.loss,
+        self._fill(framework=name, optimizer=optimizer, recompute=recompute, loss=fw.loss, zero=fw.zero,
                    lora_targets=fw.lora_targets, lora_dropout=fw.lora_dropout,
                    **({} if self.dtype in ("fp32", "tf32") else {"precision": fw.precision}))
         check_choice("--loss", self.loss, LOSSES)
@@ -356,7 +356,7 @@ class MemorySettings:
         under mixed precision (autocast), else the activation dtype of ``dtype`` (a quantized frozen
         base or weight-only inference computes in 16-bit)."""
         if self.mode == "train" and self.finetune == "full" and self.precision == "fp32":
-            return "fp32"
+            return self.fw.compute_dtype or "fp32"  # FSDP's MixedPrecisionPolicy computes fp32 weights in bf16
         return "bf16" if self.autocast_base else activation_dtype(self.dtype)
 
     @property

@@ -49,7 +49,8 @@ def _gathered(m: ModelSpec, s: MemorySettings, full: bool) -> tuple[float, tuple
         return 0.0, ("0",)
     split = max((layer_params(m, s.parallel, moe) for moe in ((False, True) if m.is_moe else (False,))),
                 key=lambda x: x.total)
-    sixteen = PRECISIONS[s.precision].weights if full else DTYPE_BYTES[s.compute_dtype]
+    compute = DTYPE_BYTES[s.compute_dtype]  # FSDP gathers fp32 shards in its bf16 param_dtype
+    sixteen = min(PRECISIONS[s.precision].weights, compute) if full else compute
     if not _fp8_sharded(s):
         return split.total * sixteen, ("2 layers x {} params x {} B", split.total, sixteen)
     from .fp8 import weight_copy
