@@ -272,6 +272,7 @@ def _result(m: ModelSpec, gpu, s: ServeSettings, engine: str, r: Resolved, bound
     if refused:  # the engine does not start: nothing is served, whatever the times
         summary.update(fits=False, feasible=False)
         notes.insert(0, refused)
+    summary.update(_meets(summary, targets))
     sources = ", ".join(f"{k.replace('_', ' ')} {_shown(k, getattr(r, k))} ({why})" for k, why in r.sources.items())
     # The MoE caveat's run: sgl-project/sglang PR 2643 (v0.4.1.post2), DeepSeek-V3 TP8, batch 1, 128 in / 256 out:
     # 30.29 tokens/s; serving_measured.yaml holds no MoE run to fit against.
@@ -301,6 +302,16 @@ def _bound_summary(summary: dict, bound: Breakdown, overloaded: bool) -> None:
             summary[key] = bound.summary.quantity(key)
     if overloaded:
         summary["feasible"] = False
+
+
+def _meets(summary: dict, targets: tuple) -> dict:
+    """With a target: ``meets``, what --check and serve-plan judge: feasible (it fits, the bound meets the targets, a
+    replay is not overloaded) and each expected time meets its target. ``feasible`` alone says only whether a target
+    is reachable at all."""
+    if all(t is None for t in targets):
+        return {}
+    expected = all(summary.get(f"{key}_expected_met") is not False for key in ("ttft", "tpot"))
+    return {"meets": bool(summary.get("feasible", True)) and expected}
 
 
 def _alone_note(w: Workload, budget: int, one_client: bool) -> str:

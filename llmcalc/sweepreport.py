@@ -17,7 +17,7 @@ SWEEP_KEYS = {
     "max-seq": ("max_seq", "dominant", "limited_by_memory"),
     "max-batch": ("max_batch", "dominant", "max_concurrency", "limited_by"),
     "mfu": ("mfu", "hfu", "tokens_per_s_per_gpu"),
-    "latency": ("ttft", "tpot", "e2e", "overloaded", "feasible"),
+    "latency": ("ttft", "tpot", "e2e", "overloaded", "feasible", "meets"),
     "serve-plan": ("gpus", "meets"),
     "plan": ("layout", "step_time", "mfu", "train_time", "memory", "found"),
 }

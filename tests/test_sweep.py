@@ -154,3 +154,13 @@ def test_a_latency_sweep_answers_every_point_and_says_which_are_overloaded():
     assert rows[1]["feasible"] is False and rows[1].get("overloaded") is None
     assert rows[2]["overloaded"] is True and rows[2]["feasible"] is False
     assert rows[4]["overloaded"] is False and rows[4]["feasible"] is True
+
+
+def test_a_latency_sweep_with_a_target_says_which_points_meet_it():
+    """70B fp8 on 2 H100s, 2k in / 256 out: 40 clients keep the expected TPOT at 49.9 ms, 41 at 50.7 ms. Both are
+    feasible (50 ms is above the bound); only the first meets the target, as --check and serve-plan judge it."""
+    data = run_json("latency", "--model", "llama-3.1-70b", "--gpu", "2xh100", "--dtype", "fp8", "--prompt", "2k",
+                    "--output", "256", "--tpot-target", "50ms", "--sweep", "concurrency=40,41")
+    rows = {row["concurrency"]: row for row in data["rows"]}
+    assert rows[40]["feasible"] and rows[41]["feasible"]
+    assert rows[40]["meets"] is True and rows[41]["meets"] is False
