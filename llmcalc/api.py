@@ -272,7 +272,7 @@ def mfu(model: str | ModelSpec, gpu: str | GPUSpec, seq: int | str | None = None
         attention: str = "full", recompute: str = "none", **measured: Any) -> Result:
     """MFU and HFU of a measured run (`llmcalc mfu`): one of step_time, tokens_per_s (per_gpu=True for
     a per-GPU rate) or gpu_hours with tokens."""
-    from .throughput import Measurement, mfu_breakdown
+    from .utilization import Measurement, mfu_breakdown
 
     m = _model(model)
     a = _coerce(dict(seq=seq, batch=batch, grad_accum=grad_accum, gpus=gpus, dtype=dtype))

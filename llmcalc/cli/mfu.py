@@ -36,7 +36,7 @@ def mfu(
 
     Example: llmcalc mfu --model llama-3-70b --gpu h100-sxm --seq 8192 --tokens 15T --gpu-hours 6.4M
     """
-    from ..throughput import Measurement, mfu_breakdown
+    from ..utilization import Measurement, mfu_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     warn_formula_options(formula, attention)
