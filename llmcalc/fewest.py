@@ -72,9 +72,11 @@ def stops_paying(tried: dict[int, float]) -> int:
     return next(n for n in counts if all(tried[k] > tried[n] * PAYS ** math.log2(k / n) for k in counts if k > n))
 
 
-def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float) -> tuple[int, float, int]:
+def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints,
+                seconds: float) -> tuple[int, float, int, tuple[int, float] | None]:
     """(the fewest GPUs whose fastest layout trains ``t.tokens`` within ``seconds``, its time; where no count does, 0,
-    and the time and count past which doubling stops paying, stops_paying), by the planner's own search at each
+    and the time and count past which doubling stops paying, stops_paying; and the power of two of nodes that met it
+    first with its time, where it takes fewer GPU-hours than the fewest), by the planner's own search at each
     count with the same batch and constraints (DP follows the count): doubling from the step (count_step) times the
     power of two of nodes above the asked count, as a batch of 2^k sequences splits evenly over them (12 nodes go on
     to 16, 32, ..., not 24, 48, whose factor 3 DP cannot take), until three doublings in a row cut the time by less
@@ -100,7 +102,10 @@ def gpus_within(m: ModelSpec, cluster, t: Target, c: Constraints, seconds: float
         best, tried[high] = min(best, time), time
         if high * 2 > MAX_GPUS or idle == 3:
             at = stops_paying(tried)
-            return 0, tried[at], at
+            return 0, tried[at], at, None
         low, high = high, high * 2
+    power = high
     high = bisect_nodes(low, high, node, lambda n: train(n) <= seconds)
-    return high, train(high), high
+    # the time falls unevenly with GPUs: the power of two above can finish sooner on fewer GPU-hours
+    cheaper = (power, train(power)) if power * train(power) < high * train(high) else None
+    return high, train(high), high, cheaper

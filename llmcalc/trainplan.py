@@ -238,7 +238,7 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
 
     days = f"{seconds / 86400:g} days"
     trained, asked = reference or (summary["train_time"].value, summary["mfu"].value)
-    gpus, time, at = gpus_within(m, cluster, t, c, seconds)
+    gpus, time, at, cheaper = gpus_within(m, cluster, t, c, seconds)
     summary["gpus_within"] = gpus or None
     nodes = f" ({gpus // cluster.gpus_per_node:,} nodes of {cluster.gpus_per_node})" if gpus % cluster.gpus_per_node == 0 \
         and gpus > cluster.gpus_per_node else ""
@@ -249,7 +249,10 @@ def _deadline(summary: dict, notes: list, m: ModelSpec, cluster, t: Target, c: C
     if gpus:
         summary["train_time_within"] = Quantity(time, "s")
         notes.append(f"within {days}: {gpus:,} GPUs{nodes}, {fmt_seconds(time)} on their fastest layout at {mfu:.1%} "
-                     f"MFU (the same search at each count, the nodes doubled then bisected){idle}")
+                     f"MFU (the same search at each count, the nodes doubled then bisected){idle}"
+                     + (f"; {cheaper[0]:,} GPUs train in {fmt_seconds(cheaper[1])} on "
+                        f"{1 - cheaper[0] * cheaper[1] / (gpus * time):.0%} fewer GPU-hours (the batch splits evenly "
+                        "over them)" if cheaper else ""))
     else:
         notes.append(f"within {days}: no GPU count with this {t.global_batch:,}-sequence batch; {at:,} GPUs train in "
                      f"{fmt_seconds(time)} at {mfu:.1%} MFU, past which more GPUs cut under a tenth a doubling{idle}"
