@@ -246,8 +246,7 @@ def max_batch(model: str | ModelSpec, gpu: str | GPUSpec | None = None, seq: int
     """The most concurrent requests (infer, the default) or the largest micro-batch (mode="train") that fit
     (`llmcalc max-batch`); settings as `memory`. The context is ``seq``, or ``prompt`` + ``output``; ``ttft_target``
     and ``tpot_target`` (infer, a gpu) also bound the batch by latency, at ``efficiency`` of peak (as `latency`)."""
-    from .limits import batch_latency, max_batch_breakdown
-    from .memory.engines import ENGINES
+    from .limits import batch_latency, batch_settings, max_batch_breakdown
 
     m, g = _model(model), _gpu(gpu)
     a = _coerce(dict(seq=seq, prompt=prompt, output=output, ttft_target=ttft_target, tpot_target=tpot_target,
@@ -259,11 +258,9 @@ def max_batch(model: str | ModelSpec, gpu: str | GPUSpec | None = None, seq: int
             and not ((a["prompt"] and not a["seq"]) or any(targets.values())))
     out, from_prompt = a["output"] or 0, a["prompt"] is not None and a["seq"] is None
     context = a["prompt"] + out if from_prompt else a["seq"] or default_seq(m)
-    s = _memory_settings(m, {**settings, "seq": context}, "infer", "max_batch")
-    if from_prompt and s.mode == "infer" and "prompt" in ENGINES[s.engine].reads:
-        s = dataclasses.replace(s, prompt=a["prompt"])  # its prefill holds the prompt
-    latency = batch_latency(m, g, s, a["prompt"] or max(context - out, 1), out, a["efficiency"], targets) \
-        if any(targets.values()) else None
+    s = batch_settings(_memory_settings(m, {**settings, "seq": context}, "infer", "max_batch"),
+                       a["prompt"] if from_prompt else None)
+    latency = batch_latency(m, g, s, a["prompt"], out, a["efficiency"], targets) if any(targets.values()) else None
     return _result(max_batch_breakdown(m, g, s, latency))
 
 
@@ -319,22 +316,16 @@ def serve_plan(model: str | ModelSpec, gpu: str | GPUSpec | list, request_rate: 
     cheapest first, notes why the others fail. ``gpu``: the kinds, "h100,a100-80gb" or a list; ``gpu_price``: dollars
     per GPU-hour, one number, {"h100": 2.5, ...} or "h100=2.5,..."; request_rate or concurrency; a target or both."""
     from .traffic import Load
-    from .serveplan import Traffic, plan as plan_layouts
+    from .serveplan import Traffic, check_max_gpus, plan as plan_layouts
 
     m, kinds = _model(model), _gpus(gpu)
     a = _coerce(dict(request_rate=request_rate, concurrency=concurrency, prompt=prompt, output=output,
                      ttft_target=ttft_target, tpot_target=tpot_target, dtype=dtype, kv_dtype=kv_dtype,
                      max_gpus=max_gpus, gpu_util=gpu_util, max_model_len=max_model_len))
-    if a["max_gpus"] < 1:
-        raise SpecError(f"max_gpus must be at least 1, got {a['max_gpus']}")
+    check_max_gpus(a["max_gpus"])  # said before the load's own checks
     traffic = Traffic(Load(*(a[k] for k in ("prompt", "output", "concurrency", "request_rate"))), a["ttft_target"],
                       a["tpot_target"])
     launch = dict(engine_version=engine_version, gpu_util=a["gpu_util"], max_model_len=a["max_model_len"])
-    if engine_version is not None or gpu_util is not None:  # a bad release or share: refused once, not per layout
-        from .memory import MemorySettings
-
-        MemorySettings(mode="infer", seq=a["prompt"] + a["output"], engine=engine, engine_version=engine_version,
-                       gpu_util=a["gpu_util"])
     return _result(plan_layouts(m, kinds, traffic, engine, a["dtype"], a["kv_dtype"], _prices(gpu_price, kinds),
                                 a["max_gpus"], launch))
 

@@ -117,8 +117,11 @@ class GPUSpec:
                             "between them (network_gb_s 0); give its bandwidth per GPU")
         return inside if ranks <= self.node_gpus else min(inside, self.network_bandwidth)
 
-    def peak_label(self, dtype: str) -> str:
-        """The dtype whose figure peak() reads: ``dtype``, or its stand-in, said as one (a V100's bf16 is its fp16)."""
+    def peak_label(self, dtype: str, acc16: bool = False) -> str:
+        """The figure peak() reads, named: the dtype's, its 16-bit-accumulate rate where asked and known, or its
+        stand-in, said as one (a V100's bf16 is its fp16)."""
+        if acc16 and dtype in self.acc16_flops:
+            return f"{dtype} (16-bit accumulate)"
         stand_in = STAND_INS.get(dtype)
         if dtype in self.peak_flops or stand_in not in self.peak_flops:
             return dtype

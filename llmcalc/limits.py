@@ -203,29 +203,36 @@ def _alone_misses(one: Breakdown) -> str:
     return "even one request misses the targets: " + ", ".join(missed or ["a bound"])
 
 
-def batch_latency(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, prompt: int, output: int,
+def batch_settings(s: MemorySettings, prompt: int | None) -> MemorySettings:
+    """max-batch's settings with the requests' ``prompt``, where the engine's prefill holds it (ENGINES' reads)."""
+    if prompt and s.mode == "infer" and "prompt" in ENGINES[s.engine].reads:
+        return dataclasses.replace(s, prompt=prompt)
+    return s
+
+
+def batch_latency(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings, prompt: int | None, output: int,
                   efficiency: float | None, targets: dict) -> Callable[[int], Breakdown]:
     """max-batch's latency check: b concurrent requests a replica -> their expected latency, b clients in a closed loop
     as `latency --concurrency` replays them (prompts arriving while others decode, so a TPOT target counts the prefill
     chunks that share its steps; transformers' generate: one batch of b), and the bound of one request at
     ``efficiency``; the engine launched as the memory search sizes it (its release, --gpu-util, step budget and
-    running cap)."""
+    running cap). ``prompt`` None: the context less the output."""
     from .expected_latency import latency_estimate
     from .throughput import ServeSettings
     from .traffic import Load
 
     if s.mode != "infer" or gpu is None:
         raise SpecError("latency targets need --mode infer and a --gpu")
-    par = s.parallel
+    par, engine, prompt = s.parallel, s.engine or "vllm", prompt or max(s.seq - output, 1)
     serve = dict(prompt=prompt, output=output, tp=par.tp, dp=par.dp, dtype=s.dtype, kv_dtype=s.kv_dtype,
                  compute_efficiency=efficiency, engine_version=s.engine_version, gpu_util=s.gpu_util)
-    engine = s.engine or "vllm"
-    if engine == "hf":  # transformers' generate batches no server: its concurrent requests are one batch
-        return lambda b: latency_estimate(m, gpu, ServeSettings(batch=b * par.dp, **serve), engine,
-                                          chunk=s.prefill_chunk, max_seqs=s.max_num_seqs, **targets)
-    return lambda b: latency_estimate(m, gpu, ServeSettings(batch=1, **serve), engine,
-                                      load=Load(prompt, max(output, 1), concurrency=b * par.dp), chunk=s.prefill_chunk,
-                                      max_seqs=s.max_num_seqs, **targets)
+    batched = engine == "hf"  # transformers' generate batches no server: its concurrent requests are one batch
+
+    def at(b: int) -> Breakdown:
+        load = None if batched else Load(prompt, max(output, 1), concurrency=b * par.dp)
+        return latency_estimate(m, gpu, ServeSettings(batch=b * par.dp if batched else 1, **serve), engine, load=load,
+                                chunk=s.prefill_chunk, max_seqs=s.max_num_seqs, **targets)
+    return at
 
 
 def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
@@ -261,9 +268,9 @@ def max_batch_breakdown(m: ModelSpec, gpu: GPUSpec | None, s: MemorySettings,
           f"memory: at least {best:,} fit (the search stops there)", unit="count", total=None,
           how=("by the largest batch whose memory total fits {} B usable (binary search)", shown.summary["usable"]))
     if fast is not None:
-        r.add("latency_max_batch", fast, "largest batch whose expected latency meets the targets" if fast < search else
-              f"at least {fast:,} meet the targets (the search stops there)", unit="count", total=None, how=("by the largest batch whose expected times, and bounds, meet the targets (binary "
-                               "search)",))
+        r.add("latency_max_batch", fast, "largest batch whose expected latency meets the targets" if fast < search
+              else f"at least {fast:,} meet the targets (the search stops there)", unit="count", total=None,
+              how=("by the largest batch whose expected times, and bounds, meet the targets (binary search)",))
     for row in _memory_rows(shown):
         r.add(row.name, row.value, row.note, total=row.total, how=row.how)
     r.add("next_total", beyond.summary["total"], f"at {best + 1:,}" + ("" if capped else ": does not fit"), total=None,

@@ -60,11 +60,22 @@ def plan(m: ModelSpec, gpus: list, traffic: Traffic, engine: str = "vllm", dtype
     if engine == "hf":
         raise SpecError("transformers generate does not batch continuously; plan for a serving engine "
                         "(--engine vllm, sglang, trtllm or llamacpp)")
+    check_max_gpus(max_gpus)
+    if launch.get("engine_version") is not None or launch.get("gpu_util") is not None:  # refused once, not per layout
+        from .memory import MemorySettings
+
+        MemorySettings(mode="infer", seq=traffic.load.prompt + traffic.load.output, engine=engine,
+                       engine_version=launch.get("engine_version"), gpu_util=launch.get("gpu_util"))
     tried = [_layout(m, gpu, tp, traffic, engine, dtype, kv_dtype, max_gpus, launch) for gpu in gpus
              for tp in TP_DEGREES if tp <= max_gpus]
     good = sorted((t for t in tried if t.meets), key=lambda t: (_cost(t, prices), t.tp * t.replicas, t.ttft))
     bad = [t for t in tried if not t.meets]
     return _breakdown(m, gpus, traffic, engine, dtype, prices, good, bad, max_gpus, launch)
+
+
+def check_max_gpus(max_gpus: int) -> None:
+    if max_gpus < 1:
+        raise SpecError(f"--max-gpus must be at least 1 (max_gpus={max_gpus})")
 
 
 def _layout(m: ModelSpec, gpu, tp: int, traffic: Traffic, engine: str, dtype: str, kv_dtype: str | None,

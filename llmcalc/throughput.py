@@ -225,7 +225,7 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
     bound = ("compute", "memory", "communication")
     rates = (gpu.peak(s.compute_dtype, acc16), s.compute_efficiency, gpu.memory_bandwidth, s.bandwidth_efficiency)
     r.add("prefill/compute", pre[0], f"{fmt_flops(prefill_flops)} at {s.compute_efficiency:.0%} of {t} x "
-          f"{_peak_name(gpu, s.compute_dtype, acc16)} peak",
+          f"{gpu.peak_label(s.compute_dtype, acc16)} peak",
           how=("{} FLOP / ({} GPUs x {} FLOP/s x {} efficiency)", prefill_flops, t, rates[0], rates[1]))
     r.add("prefill/memory", pre[1], f"{fmt_bytes(prefill_bytes)} per GPU at {s.bandwidth_efficiency:.0%} of HBM",
           how=("{} B / ({} B/s x {} efficiency)", prefill_bytes, rates[2], rates[3]))
@@ -279,8 +279,3 @@ def latency_breakdown(m: ModelSpec, gpu: GPUSpec, s: ServeSettings, ttft_target:
                f"efficiency: {s.compute_efficiency:.0%} of peak {s.compute_dtype} compute, "
                f"{s.bandwidth_efficiency:.0%} of memory bandwidth (1.0 = physical bound)", *notes),
     )
-
-
-def _peak_name(gpu: GPUSpec, dtype: str, acc16: bool) -> str:
-    """The peak a bound divides by, named: the dtype's, or its 16-bit-accumulate rate where the engine and GPU use one."""
-    return f"{dtype} (16-bit accumulate)" if acc16 and dtype in gpu.acc16_flops else dtype

@@ -93,7 +93,8 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
     r.add("tokens_per_s_per_gpu", tokens_per_s / gpus, unit="token/s", how=("({}) / {} GPUs", rate_how, gpus))
     r.add("achieved_flops_per_s", achieved, unit="FLOP/s", note="model FLOP/s per GPU",
           how=("model_flops_per_token x tokens_per_s_per_gpu",))
-    r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {gpu.peak_label(dtype)}", how=("{} datasheet", peak))
+    named = gpu.peak_label(dtype)
+    r.add("peak_flops_per_s", peak, unit="FLOP/s", note=f"{gpu.name} dense {named}", how=("{} datasheet", peak))
     r.add("mfu", achieved / peak, note="achieved / peak", how=("achieved_flops_per_s / peak_flops_per_s",))
     r.add("hfu", hfu, note=f"with {recompute} recomputation" if recompute != "none" else "no recomputation: = MFU",
           how=("mfu x {} hardware FLOPs / {} model FLOPs", hardware.value("total"), model.value("total")))
@@ -115,7 +116,7 @@ def mfu_breakdown(m: ModelSpec, gpu: GPUSpec, run: Measurement, seq: int, batch:
                 "formula": formula, "attention": attention, "recompute": recompute,
                 "step_time": Quantity(run.step_time, "s"), "tokens_per_s": Quantity(run.tokens_per_s, "token/s"),
                 "per_gpu": run.per_gpu, "gpu_hours": run.gpu_hours, "tokens": run.tokens},
-        notes=(f"MFU counts {formula} model FLOPs per token; peak is the dense {gpu.peak_label(dtype)} datasheet figure",
+        notes=(f"MFU counts {formula} model FLOPs per token; peak is the dense {named} datasheet figure",
                *_above_matmuls(gpu, dtype, hfu)),
     )
 

@@ -1,6 +1,5 @@
 """`llmcalc max-seq` and `llmcalc max-batch`: the memory model searched for its limits."""
 
-import dataclasses
 from typing import Annotated, Optional
 
 import typer
@@ -73,8 +72,7 @@ def max_batch(
 
     Example: llmcalc max-batch --model llama-2-70b --gpu a800 --gpus 2 --seq 4000 --dtype fp16 --gpu-memory 80GB --gpu-util 0.95
     """
-    from ..limits import batch_latency, max_batch_breakdown
-    from ..memory.engines import ENGINES
+    from ..limits import batch_latency, batch_settings, max_batch_breakdown
 
     fmt = _fmt(json_, csv_, markdown)
     unused("--efficiency", "without --ttft-target or --tpot-target", efficiency is not None
@@ -91,12 +89,11 @@ def max_batch(
         context = within_context(m, parse_length(prompt) + out_tokens, "--prompt + --output",
                                  common.get("engine") or "vllm" if mode is Mode.infer else None) if prompt and not seq \
             else default_seq(m, seq)
-        settings = memory_settings(ctx, common, context, 1)  # the search's first probe
-        if prompt and not seq and mode is Mode.infer and "prompt" in ENGINES[settings.engine].reads:
-            settings = dataclasses.replace(settings, prompt=parse_length(prompt))  # its prefill holds the prompt
+        settings = batch_settings(memory_settings(ctx, common, context, 1),  # the search's first probe
+                                  parse_length(prompt) if prompt and not seq else None)
         warn_unread(ctx, m, g, settings)
-        latency = batch_latency(m, g, settings, parse_length(prompt) if prompt else max(context - out_tokens, 1),
-                                out_tokens, efficiency, targets) if any(targets.values()) else None
+        latency = batch_latency(m, g, settings, parse_length(prompt) if prompt else None, out_tokens, efficiency,
+                                targets) if any(targets.values()) else None
         return max_batch_breakdown(m, g, settings, latency)
 
     results = _each(_models(model, generic), _gpus(gpu), one)

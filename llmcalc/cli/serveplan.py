@@ -43,8 +43,6 @@ def serve_plan(
     from ..serveplan import Traffic, gpu_prices, plan
 
     fmt = _fmt(json_, csv_, markdown)
-    if max_gpus < 1:
-        raise typer.BadParameter("--max-gpus must be at least 1")
     traffic = Traffic(Load(parse_length(prompt), parse_length(output), concurrency, request_rate),
                       parse_seconds(ttft_target) if ttft_target else None,
                       parse_seconds(tpot_target) if tpot_target else None)
@@ -52,11 +50,6 @@ def serve_plan(
     prices = gpu_prices(gpu_price, gpus)
     launch = dict(engine_version=engine_version, gpu_util=gpu_util,
                   max_model_len=parse_length(max_model_len) if max_model_len else None)
-    if engine_version is not None or gpu_util is not None:  # a bad release or share: refused once, not per layout
-        from ..memory import MemorySettings
-
-        MemorySettings(mode="infer", seq=traffic.load.prompt + traffic.load.output, engine=engine.value,
-                       engine_version=engine_version, gpu_util=gpu_util)
     results = []
     for m in _models(model, generic):
         within_context(m, launch["max_model_len"] or traffic.load.prompt + traffic.load.output,
